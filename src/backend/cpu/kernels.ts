@@ -1,0 +1,136 @@
+/**
+ * Plain float32 kernels: the CPU backend's math and the twins that every WGSL kernel is tested against.
+ * Matrices are row-major; linear weights are (out, in) as in PyTorch.
+ */
+
+/** y(T, out) = x(T, in) · W(out, in)ᵀ + b. Four rows of x share each pass over a weight row (cache reuse). */
+export function linear(x: Float32Array, T: number, W: Float32Array, b: Float32Array | null, nIn: number, nOut: number, y: Float32Array = new Float32Array(T * nOut)): Float32Array {
+  let t = 0;
+  for (; t + 4 <= T; t += 4) {
+    const x0 = t * nIn, x1 = x0 + nIn, x2 = x1 + nIn, x3 = x2 + nIn;
+    for (let o = 0; o < nOut; o++) {
+      const w = o * nIn;
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (let i = 0; i < nIn; i++) {
+        const wv = W[w + i];
+        s0 += x[x0 + i] * wv; s1 += x[x1 + i] * wv; s2 += x[x2 + i] * wv; s3 += x[x3 + i] * wv;
+      }
+      const bv = b ? b[o] : 0;
+      y[t * nOut + o] = s0 + bv; y[(t + 1) * nOut + o] = s1 + bv;
+      y[(t + 2) * nOut + o] = s2 + bv; y[(t + 3) * nOut + o] = s3 + bv;
+    }
+  }
+  for (; t < T; t++) {
+    const xo = t * nIn;
+    for (let o = 0; o < nOut; o++) {
+      const w = o * nIn;
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0, i = 0;
+      for (; i + 4 <= nIn; i += 4) {
+        s0 += x[xo + i] * W[w + i]; s1 += x[xo + i + 1] * W[w + i + 1];
+        s2 += x[xo + i + 2] * W[w + i + 2]; s3 += x[xo + i + 3] * W[w + i + 3];
+      }
+      for (; i < nIn; i++) s0 += x[xo + i] * W[w + i];
+      y[t * nOut + o] = s0 + s1 + s2 + s3 + (b ? b[o] : 0);
+    }
+  }
+  return y;
+}
+
+/** LayerNorm over the last dimension of x(T, n), eps inside the square root, as torch does. */
+export function layerNorm(x: Float32Array, T: number, n: number, w: Float32Array, b: Float32Array, eps: number, y: Float32Array = new Float32Array(T * n)): Float32Array {
+  for (let t = 0; t < T; t++) {
+    const o = t * n;
+    let mean = 0;
+    for (let i = 0; i < n; i++) mean += x[o + i];
+    mean /= n;
+    let v = 0;
+    for (let i = 0; i < n; i++) { const c = x[o + i] - mean; v += c * c; }
+    const inv = 1 / Math.sqrt(v / n + eps);
+    for (let i = 0; i < n; i++) y[o + i] = (x[o + i] - mean) * inv * w[i] + b[i];
+  }
+  return y;
+}
+
+export function reluInPlace(x: Float32Array): Float32Array {
+  for (let i = 0; i < x.length; i++) if (x[i] < 0) x[i] = 0;
+  return x;
+}
+
+export function addInPlace(x: Float32Array, y: Float32Array): Float32Array {
+  for (let i = 0; i < x.length; i++) x[i] += y[i];
+  return x;
+}
+
+/**
+ * Causal multi-head attention for T new queries at positions [pos, pos + T) over a KV cache that
+ * already holds their keys and values. q(T, d) is unscaled; kCache/vCache are (maxPos, d).
+ * Returns o(T, d) and, when headNorm is given, each head's output L2 norm into headNorm(T, H).
+ */
+export function attention(q: Float32Array, T: number, pos: number, kCache: Float32Array, vCache: Float32Array, H: number, hd: number, o: Float32Array = new Float32Array(T * H * hd), headNorm?: Float32Array): Float32Array {
+  const d = H * hd, scale = 1 / Math.sqrt(hd);
+  const scores = new Float32Array(pos + T);
+  for (let t = 0; t < T; t++) {
+    const n = pos + t + 1; // causal: sees itself and everything before
+    for (let h = 0; h < H; h++) {
+      const qo = t * d + h * hd;
+      let max = -Infinity;
+      for (let j = 0; j < n; j++) {
+        const ko = j * d + h * hd;
+        let s = 0;
+        for (let i = 0; i < hd; i++) s += q[qo + i] * kCache[ko + i];
+        s *= scale;
+        scores[j] = s;
+        if (s > max) max = s;
+      }
+      let sum = 0;
+      for (let j = 0; j < n; j++) { const e = Math.exp(scores[j] - max); scores[j] = e; sum += e; }
+      const oo = t * d + h * hd;
+      for (let i = 0; i < hd; i++) o[oo + i] = 0;
+      for (let j = 0; j < n; j++) {
+        const p = scores[j] / sum, vo = j * d + h * hd;
+        for (let i = 0; i < hd; i++) o[oo + i] += p * vCache[vo + i];
+      }
+      if (headNorm) {
+        let s = 0;
+        for (let i = 0; i < hd; i++) s += o[oo + i] * o[oo + i];
+        headNorm[t * H + h] = Math.sqrt(s);
+      }
+    }
+  }
+  return o;
+}
+
+/** Indices of the k largest values of x(n), in descending order of value (ties: lower index first). */
+export function topK(x: Float32Array, k: number): Uint32Array {
+  const idx = new Uint32Array(x.length);
+  for (let i = 0; i < idx.length; i++) idx[i] = i;
+  const sorted = Array.from(idx).sort((a, b) => x[b] - x[a] || a - b);
+  return Uint32Array.from(sorted.slice(0, k));
+}
+
+/**
+ * Sparse MLP for one token: only the neurons in `sel` are computed.
+ * h = relu(W1[sel] · x + b1[sel]);  y = Σ_j h_j · W2t[sel_j] + b2.
+ * W1 is fc1.weight (f, d); W2t is fc2.weight transposed to (f, d), so each neuron is one contiguous row.
+ * Returns y(d); `act`(f), when given, receives h at the selected neurons and zeros elsewhere.
+ */
+export function sparseMlp(x: Float32Array, W1: Float32Array, b1: Float32Array | null, W2t: Float32Array, b2: Float32Array | null, d: number, sel: Uint32Array, y: Float32Array = new Float32Array(d), act?: Float32Array): Float32Array {
+  if (b2) y.set(b2); else y.fill(0);
+  if (act) act.fill(0);
+  for (const j of sel) {
+    const w = j * d;
+    let s = b1 ? b1[j] : 0;
+    for (let i = 0; i < d; i++) s += W1[w + i] * x[i];
+    if (s <= 0) continue;
+    if (act) act[j] = s;
+    for (let i = 0; i < d; i++) y[i] += s * W2t[w + i];
+  }
+  return y;
+}
+
+/** Transpose a (rows, cols) matrix to (cols, rows). */
+export function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c];
+  return out;
+}

@@ -1,0 +1,161 @@
+import type { OptConfig } from '../../model/config.js';
+import { OPT_POSITION_OFFSET } from '../../model/config.js';
+import { toF32, type Tensor } from '../../model/tensor.js';
+import type { OptWeights } from '../../model/weights.js';
+import { fail } from '../../util/errors.js';
+import type { MlpLayerPolicy, SparsityPolicy } from '../../sparsity/policy.js';
+import { predictScores } from '../../sparsity/predict.js';
+import type { ForwardOptions, Runner } from '../types.js';
+import { addInPlace, attention, layerNorm, linear, reluInPlace, sparseMlp, topK, transpose } from './kernels.js';
+
+interface CpuLayer {
+  attnLnW: Float32Array; attnLnB: Float32Array;   // (d)
+  qkvW: Float32Array; qkvB: Float32Array | null;  // (3d, d), (3d): q, k, v stacked so one pass reads x
+  oW: Float32Array; oB: Float32Array | null;      // (d, d), (d)
+  mlpLnW: Float32Array; mlpLnB: Float32Array;     // (d)
+  fc1W: Float32Array; fc1B: Float32Array | null;  // (f, d), (f)
+  fc2W: Float32Array; fc2B: Float32Array | null;  // (d, f), (d)
+  fc2T: Float32Array | null;                      // (f, d): fc2 transposed, built when a sparse policy needs it
+  kCache: Float32Array; vCache: Float32Array;     // (maxPositions, d)
+}
+
+const f32 = (t: Tensor | null) => (t ? toF32(t) : null);
+
+function concat(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+  let o = 0;
+  for (const p of parts) { out.set(p, o); o += p.length; }
+  return out;
+}
+
+/** The reference backend: plain TypeScript, float32 everywhere. */
+export class CpuRunner implements Runner {
+  readonly backend = 'cpu' as const;
+  readonly description = 'cpu: TypeScript, float32';
+  private pos = 0;
+  private policy: SparsityPolicy | null = null;
+  private layers: CpuLayer[];
+  private embed: Float32Array; private positions: Float32Array;
+  private projectIn: Float32Array | null; private projectOut: Float32Array | null;
+  private finalLnW: Float32Array | null; private finalLnB: Float32Array | null;
+  private lmHead: Float32Array;
+
+  constructor(readonly config: OptConfig, w: OptWeights) {
+    const c = config;
+    this.embed = toF32(w.embedTokens);
+    this.positions = toF32(w.embedPositions);
+    this.projectIn = f32(w.projectIn); this.projectOut = f32(w.projectOut);
+    this.finalLnW = f32(w.finalLnW); this.finalLnB = f32(w.finalLnB);
+    this.lmHead = w.lmHead === w.embedTokens ? this.embed : toF32(w.lmHead);
+    this.layers = w.layers.map((l) => ({
+      attnLnW: toF32(l.attnLnW), attnLnB: toF32(l.attnLnB),
+      qkvW: concat([toF32(l.qW), toF32(l.kW), toF32(l.vW)]),
+      qkvB: l.qB && l.kB && l.vB ? concat([toF32(l.qB), toF32(l.kB), toF32(l.vB)]) : null,
+      oW: toF32(l.oW), oB: f32(l.oB),
+      mlpLnW: toF32(l.mlpLnW), mlpLnB: toF32(l.mlpLnB),
+      fc1W: toF32(l.fc1W), fc1B: f32(l.fc1B),
+      fc2W: toF32(l.fc2W), fc2B: f32(l.fc2B), fc2T: null,
+      kCache: new Float32Array(c.maxPositions * c.hidden),
+      vCache: new Float32Array(c.maxPositions * c.hidden),
+    }));
+  }
+
+  get position(): number { return this.pos; }
+  reset(): void { this.pos = 0; }
+  dispose(): void { this.layers = []; }
+
+  setSparsity(policy: SparsityPolicy | null): void {
+    if (policy && policy.mlp.length !== this.config.layers) fail(`sparsity policy has ${policy.mlp.length} layers, the model has ${this.config.layers}`);
+    this.policy = policy;
+    if (policy) {
+      policy.mlp.forEach((p, l) => {
+        const layer = this.layers[l];
+        if (p && !layer.fc2T) layer.fc2T = transpose(layer.fc2W, this.config.hidden, this.config.ffn);
+      });
+    }
+  }
+
+  async forward(ids: number[], opts: ForwardOptions = {}): Promise<Float32Array> {
+    const c = this.config, T = ids.length, d = c.hidden, f = c.ffn, e = c.wordEmbedProjDim;
+    if (T === 0) fail('forward needs at least one token');
+    if (this.pos + T > c.maxPositions) fail(`sequence of ${this.pos + T} tokens is longer than the model's context of ${c.maxPositions}`);
+    for (const id of ids) if (!(Number.isInteger(id) && id >= 0 && id < c.vocabSize)) fail(`token id ${id} is outside the vocabulary of ${c.vocabSize}`);
+    const want = new Set(opts.tracePoints ?? ['attn_in', 'mlp_in', 'fc1_act', 'head_norm']);
+    const trace = opts.trace;
+    const emit = (l: number, p: 'attn_in' | 'mlp_in' | 'fc1_act' | 'head_norm', data: Float32Array) => {
+      if (trace && want.has(p)) trace(l, p, data.slice(), T);
+    };
+
+    // Embeddings: token (projected to d when e != d) + learned position at pos + 2.
+    let tok: Float32Array = new Float32Array(T * e);
+    ids.forEach((id, t) => tok.set(this.embed.subarray(id * e, (id + 1) * e), t * e));
+    if (this.projectIn) tok = linear(tok, T, this.projectIn, null, e, d);
+    const x = tok;
+    for (let t = 0; t < T; t++) {
+      const p = (this.pos + t + OPT_POSITION_OFFSET) * d;
+      for (let i = 0; i < d; i++) x[t * d + i] += this.positions[p + i];
+    }
+
+    const headNorm = trace && want.has('head_norm') ? new Float32Array(T * c.heads) : undefined;
+    for (let l = 0; l < c.layers; l++) {
+      const L = this.layers[l];
+      // Attention block
+      const h = c.preLayerNorm ? layerNorm(x, T, d, L.attnLnW, L.attnLnB, c.layerNormEps) : x.slice();
+      emit(l, 'attn_in', h);
+      const qkv = linear(h, T, L.qkvW, L.qkvB, d, 3 * d);
+      const q = new Float32Array(T * d);
+      for (let t = 0; t < T; t++) {
+        const s = t * 3 * d, dst = (this.pos + t) * d;
+        q.set(qkv.subarray(s, s + d), t * d);
+        L.kCache.set(qkv.subarray(s + d, s + 2 * d), dst);
+        L.vCache.set(qkv.subarray(s + 2 * d, s + 3 * d), dst);
+      }
+      const o = attention(q, T, this.pos, L.kCache, L.vCache, c.heads, c.headDim, undefined, headNorm);
+      if (headNorm) emit(l, 'head_norm', headNorm);
+      addInPlace(x, linear(o, T, L.oW, L.oB, d, d));
+      if (!c.preLayerNorm) layerNorm(x, T, d, L.attnLnW, L.attnLnB, c.layerNormEps, x);
+
+      // MLP block
+      const m = c.preLayerNorm ? layerNorm(x, T, d, L.mlpLnW, L.mlpLnB, c.layerNormEps) : x.slice();
+      emit(l, 'mlp_in', m);
+      const lp = this.policy?.mlp[l] ?? null;
+      if (lp) {
+        const act = new Float32Array(T * f);
+        const y = new Float32Array(T * d);
+        for (let t = 0; t < T; t++) {
+          const sel = this.select(lp, l, h, m, t);
+          sparseMlp(m.subarray(t * d, (t + 1) * d), L.fc1W, L.fc1B, L.fc2T!, L.fc2B, d, sel, y.subarray(t * d, (t + 1) * d), act.subarray(t * f, (t + 1) * f));
+        }
+        emit(l, 'fc1_act', act);
+        addInPlace(x, y);
+      } else {
+        const a = reluInPlace(linear(m, T, L.fc1W, L.fc1B, d, f));
+        emit(l, 'fc1_act', a);
+        addInPlace(x, linear(a, T, L.fc2W, L.fc2B, f, d));
+      }
+      if (!c.preLayerNorm) layerNorm(x, T, d, L.mlpLnW, L.mlpLnB, c.layerNormEps, x);
+    }
+    this.pos += T;
+    if (opts.noLogits) return new Float32Array(0);
+
+    // Head: final LayerNorm, project_out, tied or separate lm_head, on the rows asked for.
+    const rows = opts.allLogits ? T : 1;
+    const last = x.subarray((T - rows) * d);
+    let hf = this.finalLnW ? layerNorm(last, rows, d, this.finalLnW, this.finalLnB!, c.layerNormEps) : last.slice();
+    if (this.projectOut) hf = linear(hf, rows, this.projectOut, null, d, e);
+    return linear(hf, rows, this.lmHead, null, e, c.vocabSize);
+  }
+
+  /** The neurons that token t of layer l computes. */
+  private select(lp: MlpLayerPolicy, l: number, attnIn: Float32Array, mlpIn: Float32Array, t: number): Uint32Array {
+    const d = this.config.hidden;
+    const s = lp.selector;
+    if (s.kind === 'fixed') return s.indices;
+    if (s.kind === 'oracle') {
+      const L = this.layers[l];
+      return topK(linear(mlpIn.subarray(t * d, (t + 1) * d), 1, L.fc1W, L.fc1B, d, this.config.ffn), lp.k);
+    }
+    const src = this.policy!.input === 'attn_in' ? attnIn : mlpIn;
+    return topK(predictScores(s.predictor, src.subarray(t * d, (t + 1) * d), d), lp.k);
+  }
+}

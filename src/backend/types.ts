@@ -1,0 +1,47 @@
+import type { OptConfig } from '../model/config.js';
+import type { SparsityPolicy } from '../sparsity/policy.js';
+
+export type BackendName = 'cpu' | 'webgpu';
+export type BackendChoice = BackendName | 'auto';
+
+/**
+ * Points inside a layer whose values analysis and predictor collection read.
+ * - attn_in:   (T, d) after self_attn_layer_norm (attention's input)
+ * - mlp_in:    (T, d) after final_layer_norm (fc1's input)
+ * - fc1_act:   (T, f) fc1 output after ReLU (dense; on sparse layers, zeros outside the selection)
+ * - head_norm: (T, H) L2 norm of each head's attention output (before out_proj)
+ */
+export type TracePoint = 'attn_in' | 'mlp_in' | 'fc1_act' | 'head_norm';
+
+/** Receives a (rows, n) row-major copy of a trace point; it may keep the array. */
+export type TraceFn = (layer: number, point: TracePoint, data: Float32Array, rows: number) => void;
+
+export interface ForwardOptions {
+  /** Logits for every position, (T, V) row-major. Default: only the last position, (V). */
+  allLogits?: boolean;
+  /** Skip the LM head and return an empty array (collection needs layer values only). */
+  noLogits?: boolean;
+  /** Called during the forward pass with the values at the requested points. */
+  trace?: TraceFn;
+  tracePoints?: TracePoint[];
+}
+
+/**
+ * A loaded model on one backend: weights resident, KV cache allocated for the whole context.
+ * Every backend runs the same OPT forward pass; the CPU one is the oracle the others are tested against.
+ */
+export interface Runner {
+  readonly backend: BackendName;
+  readonly config: OptConfig;
+  /** One line: the device or adapter and the precision, e.g. "webgpu: NVIDIA H100 (shader-f16)". */
+  readonly description: string;
+  /** Tokens now in the KV cache. */
+  readonly position: number;
+  /** Runs `ids` at positions [position, position + T), appending their K/V, and returns logits. */
+  forward(ids: number[], opts?: ForwardOptions): Promise<Float32Array>;
+  /** Empties the KV cache. */
+  reset(): void;
+  /** Sparsity for later forwards; null runs dense. */
+  setSparsity(policy: SparsityPolicy | null): void;
+  dispose(): void;
+}

@@ -1,0 +1,46 @@
+import { open, stat, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fail } from '../util/errors.js';
+import type { FileSource } from './source.js';
+
+/** Reads checkpoint files from a folder with positioned reads: a file is never held whole in memory. */
+export class NodeFileSource implements FileSource {
+  private handles = new Map<string, FileHandle>();
+  constructor(readonly location: string) {}
+
+  static async open(dir: string): Promise<NodeFileSource> {
+    let s;
+    try { s = await stat(dir); } catch { fail(`model folder not found: ${dir}`); }
+    if (!s.isDirectory()) fail(`model path is not a folder: ${dir}`);
+    return new NodeFileSource(dir);
+  }
+
+  async exists(name: string): Promise<boolean> {
+    try { return (await stat(join(this.location, name))).isFile(); } catch { return false; }
+  }
+
+  async size(name: string): Promise<number> {
+    try { return (await stat(join(this.location, name))).size; } catch { fail(`missing file ${name} in ${this.location}`); }
+  }
+
+  async read(name: string, offset: number, length: number): Promise<Uint8Array> {
+    let h = this.handles.get(name);
+    if (!h) {
+      try { h = await open(join(this.location, name), 'r'); } catch { fail(`missing file ${name} in ${this.location}`); }
+      this.handles.set(name, h);
+    }
+    const buf = new Uint8Array(length);
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await h.read(buf, done, length - done, offset + done);
+      if (bytesRead === 0) fail(`${name}: unexpected end of file at byte ${offset + done} (wanted ${length} bytes at ${offset})`);
+      done += bytesRead;
+    }
+    return buf;
+  }
+
+  async close(): Promise<void> {
+    for (const h of this.handles.values()) await h.close();
+    this.handles.clear();
+  }
+}

@@ -1,0 +1,110 @@
+import { fail } from '../util/errors.js';
+import type { OptConfig } from './config.js';
+import { OPT_POSITION_OFFSET } from './config.js';
+import { readSafetensorsHeader, readTensor, type TensorEntry } from './safetensors.js';
+import { readText, type FileSource } from './source.js';
+import type { Tensor } from './tensor.js';
+
+/** One decoder layer. Linear weights are [out, in] as in PyTorch. */
+export interface LayerWeights {
+  attnLnW: Tensor; attnLnB: Tensor;        // (d)
+  qW: Tensor; kW: Tensor; vW: Tensor;      // (d, d)
+  qB: Tensor | null; kB: Tensor | null; vB: Tensor | null; // (d)
+  oW: Tensor; oB: Tensor | null;           // (d, d), (d)
+  mlpLnW: Tensor; mlpLnB: Tensor;          // (d)
+  fc1W: Tensor; fc1B: Tensor | null;       // (f, d), (f): neuron i is row i
+  fc2W: Tensor; fc2B: Tensor | null;       // (d, f), (d)
+}
+
+export interface OptWeights {
+  embedTokens: Tensor;                     // (V, e)
+  embedPositions: Tensor;                  // (maxPositions + 2, d)
+  projectIn: Tensor | null;                // (d, e) when e != d
+  projectOut: Tensor | null;               // (e, d) when e != d
+  finalLnW: Tensor | null; finalLnB: Tensor | null; // (d) for pre-LN models
+  lmHead: Tensor;                          // (V, e); the same object as embedTokens when tied
+  layers: LayerWeights[];                  // L
+}
+
+/** Finds the safetensors files: model.safetensors, or the shards named by model.safetensors.index.json. */
+async function listWeightFiles(src: FileSource): Promise<string[]> {
+  if (await src.exists('model.safetensors.index.json')) {
+    let index: { weight_map?: Record<string, string> };
+    try { index = JSON.parse(await readText(src, 'model.safetensors.index.json')); } catch { fail(`model.safetensors.index.json in ${src.location} is not valid JSON`); }
+    if (!index.weight_map || typeof index.weight_map !== 'object') fail(`model.safetensors.index.json in ${src.location} has no weight_map`);
+    const files = [...new Set(Object.values(index.weight_map))].sort();
+    for (const f of files) if (!(await src.exists(f))) fail(`missing file ${f} in ${src.location} (listed in model.safetensors.index.json)`);
+    return files;
+  }
+  if (await src.exists('model.safetensors')) return ['model.safetensors'];
+  fail(`no weights in ${src.location}: expected model.safetensors or model.safetensors.index.json`);
+}
+
+/** HF checkpoints name tensors "model.decoder.…" (newer) or "decoder.…" (older); lm_head stays at top level. */
+function canonicalName(name: string): string {
+  return name.startsWith('model.') ? name.slice(6) : name;
+}
+
+export async function loadWeights(src: FileSource, cfg: OptConfig): Promise<OptWeights> {
+  const entries = new Map<string, TensorEntry>();
+  for (const file of await listWeightFiles(src)) {
+    for (const e of await readSafetensorsHeader(src, file)) entries.set(canonicalName(e.name), e);
+  }
+  const used = new Set<string>();
+  const d = cfg.hidden, f = cfg.ffn, e = cfg.wordEmbedProjDim, V = cfg.vocabSize;
+
+  async function get(name: string, shape: number[]): Promise<Tensor> {
+    const entry = entries.get(name);
+    if (!entry) fail(`missing tensor ${name} in ${src.location}`);
+    if (entry.shape.length !== shape.length || entry.shape.some((s, i) => s !== shape[i])) {
+      fail(`tensor ${name} has shape [${entry.shape.join(', ')}], expected [${shape.join(', ')}] from config.json`);
+    }
+    used.add(name);
+    const raw = await readTensor(src, entry);
+    return { dtype: raw.dtype === 'F32' ? 'f32' : raw.dtype === 'F16' ? 'f16' : 'bf16', shape: raw.shape, data: raw.data };
+  }
+  const bias = (name: string, n: number) => (cfg.enableBias ? get(name, [n]) : Promise.resolve(null));
+
+  const p = 'decoder.';
+  const embedTokens = await get(p + 'embed_tokens.weight', [V, e]);
+  const embedPositions = await get(p + 'embed_positions.weight', [cfg.maxPositions + OPT_POSITION_OFFSET, d]);
+  const projectIn = e !== d ? await get(p + 'project_in.weight', [d, e]) : null;
+  const projectOut = e !== d ? await get(p + 'project_out.weight', [e, d]) : null;
+  const finalLnW = cfg.finalLayerNorm ? await get(p + 'final_layer_norm.weight', [d]) : null;
+  const finalLnB = cfg.finalLayerNorm ? await get(p + 'final_layer_norm.bias', [d]) : null;
+  let lmHead = embedTokens;
+  if (entries.has('lm_head.weight') && !cfg.tieWordEmbeddings) lmHead = await get('lm_head.weight', [V, e]);
+  else if (!cfg.tieWordEmbeddings) fail(`missing tensor lm_head.weight in ${src.location} (tie_word_embeddings is false)`);
+  else if (entries.has('lm_head.weight')) used.add('lm_head.weight'); // tied copy saved anyway: identical, skip it
+
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < cfg.layers; l++) {
+    const q = `${p}layers.${l}.`;
+    layers.push({
+      attnLnW: await get(q + 'self_attn_layer_norm.weight', [d]),
+      attnLnB: await get(q + 'self_attn_layer_norm.bias', [d]),
+      qW: await get(q + 'self_attn.q_proj.weight', [d, d]), qB: await bias(q + 'self_attn.q_proj.bias', d),
+      kW: await get(q + 'self_attn.k_proj.weight', [d, d]), kB: await bias(q + 'self_attn.k_proj.bias', d),
+      vW: await get(q + 'self_attn.v_proj.weight', [d, d]), vB: await bias(q + 'self_attn.v_proj.bias', d),
+      oW: await get(q + 'self_attn.out_proj.weight', [d, d]), oB: await bias(q + 'self_attn.out_proj.bias', d),
+      mlpLnW: await get(q + 'final_layer_norm.weight', [d]),
+      mlpLnB: await get(q + 'final_layer_norm.bias', [d]),
+      fc1W: await get(q + 'fc1.weight', [f, d]), fc1B: await bias(q + 'fc1.bias', f),
+      fc2W: await get(q + 'fc2.weight', [d, f]), fc2B: await bias(q + 'fc2.bias', d),
+    });
+  }
+  for (const name of entries.keys()) {
+    if (!used.has(name)) fail(`unexpected tensor ${name} in ${src.location} (not part of an OPT model with this config.json)`);
+  }
+  return { embedTokens, embedPositions, projectIn, projectOut, finalLnW, finalLnB, lmHead, layers };
+}
+
+/** Bytes of all weight tensors as stored (tied lm_head counted once). */
+export function weightBytes(w: OptWeights): number {
+  const seen = new Set<Tensor>();
+  let n = 0;
+  const add = (t: Tensor | null) => { if (t && !seen.has(t)) { seen.add(t); n += t.data.byteLength; } };
+  [w.embedTokens, w.embedPositions, w.projectIn, w.projectOut, w.finalLnW, w.finalLnB, w.lmHead].forEach(add);
+  for (const l of w.layers) Object.values(l).forEach((t) => add(t as Tensor | null));
+  return n;
+}

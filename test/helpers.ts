@@ -1,0 +1,55 @@
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { NodeFileSource } from '../src/model/node-source.js';
+import { loadCheckpoint, type Checkpoint } from '../src/model/checkpoint.js';
+
+/** Repository root (tests run from dist/test). */
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+/** ../shared beside the checkout: models and data are read there, never copied. */
+export const SHARED = join(ROOT, '..', 'shared');
+export const MODELS = {
+  '5m': join(ROOT, 'models', 'opt-gutenberg-5m'),
+  '18m': join(SHARED, 'models', 'opt-gutenberg-18m'),
+  '50m': join(SHARED, 'models', 'opt-gutenberg-50m'),
+};
+export const DATA = join(SHARED, 'data');
+export const hasShared = existsSync(join(SHARED, 'models'));
+
+const cache = new Map<string, Promise<Checkpoint>>();
+/** Loads a checkpoint once per test process. */
+export function checkpoint(dir: string): Promise<Checkpoint> {
+  let p = cache.get(dir);
+  if (!p) {
+    p = NodeFileSource.open(dir).then(async (src) => { const c = await loadCheckpoint(src); await src.close(); return c; });
+    cache.set(dir, p);
+  }
+  return p;
+}
+
+/** Deterministic pseudo-random numbers for property tests (mulberry32). */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function randomArray(n: number, r: () => number, scale = 1): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = (r() * 2 - 1) * scale;
+  return a;
+}
+
+export interface ReferenceEntry {
+  prompt: string;
+  input_ids: number[];
+  last_logits_top10_ids: number[];
+  last_logits_top10_values: number[];
+  greedy_new_ids: number[];
+  greedy_text: string;
+}
