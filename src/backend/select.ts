@@ -1,0 +1,35 @@
+import type { Checkpoint } from '../model/checkpoint.js';
+import type { OptConfig } from '../model/config.js';
+import type { OptWeights } from '../model/weights.js';
+import { fail } from '../util/errors.js';
+import { CpuRunner } from './cpu/runner.js';
+import { probeAdapter, type GpuOptions } from './webgpu/device.js';
+import type { BackendChoice, Runner } from './types.js';
+
+type WebGpuFactory = (config: OptConfig, weights: OptWeights, opts?: GpuOptions) => Promise<Runner>;
+
+async function webGpuFactory(): Promise<WebGpuFactory> {
+  // Loaded on demand so the CPU path never touches Dawn.
+  // (A variable specifier keeps tsc from needing the module while it is being written.)
+  const spec = './webgpu/runner.js';
+  const mod = (await import(spec)) as { createWebGpuRunner: WebGpuFactory };
+  return mod.createWebGpuRunner;
+}
+
+export function parseBackend(s: string): BackendChoice {
+  if (s !== 'auto' && s !== 'cpu' && s !== 'webgpu') fail(`unknown backend "${s}" (choose auto, cpu or webgpu)`);
+  return s;
+}
+
+/**
+ * A runner for a loaded checkpoint. 'auto' takes WebGPU when an adapter exists and otherwise the CPU,
+ * saying so once on stderr.
+ */
+export async function createRunner(ck: Checkpoint, choice: BackendChoice = 'auto', gpuOpts?: GpuOptions): Promise<Runner> {
+  if (choice === 'cpu') return new CpuRunner(ck.config, ck.weights);
+  if (choice === 'auto' && !(await probeAdapter())) {
+    process.stderr.write('dejavu: no WebGPU adapter found; using the CPU backend\n');
+    return new CpuRunner(ck.config, ck.weights);
+  }
+  return (await webGpuFactory())(ck.config, ck.weights, gpuOpts);
+}

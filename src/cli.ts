@@ -1,0 +1,14 @@
+#!/usr/bin/env node
+// dejavu's one command-line entry: each subcommand lives in src/cli/<name>.ts.
+import { Command } from 'commander';
+import { register as generate } from './cli/generate.js';
+import { register as info } from './cli/info.js';
+
+const program = new Command('dejavu')
+  .description('Fast OPT inference through contextual sparsity (DejaVu), on WebGPU or the CPU')
+  .showHelpAfterError(false)
+  .configureOutput({ outputError: (s, write) => write(`dejavu: ${s.replace(/^error: /, '').trim()}\n`) });
+
+for (const reg of [generate, info]) reg(program);
+
+await program.parseAsync(process.argv);

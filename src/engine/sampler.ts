@@ -1,0 +1,56 @@
+import { fail } from '../util/errors.js';
+
+export interface SamplingOptions {
+  /** 0 is greedy (argmax). */
+  temperature?: number;
+  /** Keep only the k most likely tokens (0 or undefined: all). */
+  topK?: number;
+  /** Nucleus sampling: keep the smallest set whose probability reaches p (1 or undefined: all). */
+  topP?: number;
+}
+
+export function validateSampling(o: SamplingOptions): void {
+  if (o.temperature !== undefined && !(o.temperature >= 0 && Number.isFinite(o.temperature))) fail(`temperature must be a number >= 0, got ${o.temperature}`);
+  if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) fail(`top-k must be an integer >= 0, got ${o.topK}`);
+  if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) fail(`top-p must be in (0, 1], got ${o.topP}`);
+}
+
+export function argmax(a: Float32Array): number {
+  let b = 0;
+  for (let i = 1; i < a.length; i++) if (a[i] > a[b]) b = i;
+  return b;
+}
+
+/** Seeded uniform [0, 1) generator (mulberry32): the same seed gives the same text. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Picks the next token from one position's logits. */
+export function sample(logits: Float32Array, o: SamplingOptions, random: () => number): number {
+  const temp = o.temperature ?? 1;
+  if (temp === 0) return argmax(logits);
+  // Candidates sorted by logit; top-k cuts first, then softmax, then top-p.
+  let idx = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a]);
+  if (o.topK && o.topK > 0) idx = idx.slice(0, o.topK);
+  const max = logits[idx[0]];
+  const p = idx.map((i) => Math.exp((logits[i] - max) / temp));
+  const sum = p.reduce((a, b) => a + b, 0);
+  for (let i = 0; i < p.length; i++) p[i] /= sum;
+  let n = p.length;
+  if (o.topP !== undefined && o.topP < 1) {
+    let c = 0;
+    for (n = 0; n < p.length; ) { c += p[n++]; if (c >= o.topP) break; }
+  }
+  const total = p.slice(0, n).reduce((a, b) => a + b, 0);
+  let r = random() * total;
+  for (let i = 0; i < n; i++) { r -= p[i]; if (r <= 0) return idx[i]; }
+  return idx[n - 1];
+}

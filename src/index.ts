@@ -1,0 +1,9 @@
+// dejavu: the library's public surface.
+export { loadModel, Model, type LoadOptions } from './engine/model.js';
+export type { GenerateOptions, GenerationResult, Generation } from './engine/generate.js';
+export type { SamplingOptions } from './engine/sampler.js';
+export type { Runner, BackendName, BackendChoice, ForwardOptions, TracePoint } from './backend/types.js';
+export type { OptConfig } from './model/config.js';
+export type { FileSource } from './model/source.js';
+export type { SparsityPolicy, MlpLayerPolicy, MlpSelector, LowRankPredictor } from './sparsity/policy.js';
+export { DejavuError } from './util/errors.js';
