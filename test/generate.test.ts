@@ -1,0 +1,75 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadModel } from '../src/engine/model.js';
+import { sample, seededRandom } from '../src/engine/sampler.js';
+import { MODELS, ROOT } from './helpers.js';
+import { tinyConfig, writeTinyModel } from './tiny-model.js';
+
+async function collect(gen: AsyncIterable<string>): Promise<string[]> {
+  const out: string[] = [];
+  for await (const p of gen) out.push(p);
+  return out;
+}
+
+test('streamed pieces add up to the text; greedy is deterministic; seeds reproduce samples', async () => {
+  const m = await loadModel(MODELS['5m'], { backend: 'cpu' });
+  const g1 = m.generate('The old man looked at the sea and said', { maxTokens: 12, temperature: 0 });
+  const pieces = await collect(g1);
+  const r1 = await g1.result;
+  assert.equal(pieces.join(''), r1.text);
+  assert.equal(r1.generatedIds.length, 12);
+  assert.equal(r1.text, m.tokenizer.decode(r1.generatedIds));
+  const s1 = m.generate('Once upon a time', { maxTokens: 10, temperature: 0.9, topK: 40, topP: 0.95, seed: 7 });
+  await collect(s1);
+  const s2 = m.generate('Once upon a time', { maxTokens: 10, temperature: 0.9, topK: 40, topP: 0.95, seed: 7 });
+  await collect(s2);
+  assert.deepEqual((await s1.result).generatedIds, (await s2.result).generatedIds);
+  m.dispose();
+});
+
+test('stop strings end generation and are not returned', async () => {
+  const m = await loadModel(MODELS['5m'], { backend: 'cpu' });
+  const full = m.generate('It was a dark and stormy night, and', { maxTokens: 24, temperature: 0 });
+  await collect(full);
+  const text = (await full.result).text; // " the sun was shining ..." (greedy)
+  const stop = text.slice(10, 14);
+  const g = m.generate('It was a dark and stormy night, and', { maxTokens: 24, temperature: 0, stop: [stop] });
+  const pieces = await collect(g);
+  const r = await g.result;
+  assert.equal(r.finishReason, 'stop');
+  assert.equal(r.text, text.slice(0, text.indexOf(stop)));
+  assert.equal(pieces.join(''), r.text);
+  m.dispose();
+});
+
+test('sampler: top-k 1 is argmax, top-p keeps the nucleus', () => {
+  const logits = Float32Array.from([0, 5, 1, 4.9, -2]);
+  const r = seededRandom(1);
+  for (let i = 0; i < 20; i++) assert.equal(sample(logits, { temperature: 1, topK: 1 }, r), 1);
+  const seen = new Set<number>();
+  for (let i = 0; i < 200; i++) seen.add(sample(logits, { temperature: 1, topP: 0.9 }, r));
+  assert.deepEqual([...seen].sort(), [1, 3]);
+  assert.equal(sample(logits, { temperature: 0 }, r), 1);
+});
+
+test('post-LayerNorm, project_in/out and an untied lm_head load and run', async () => {
+  const dir = writeTinyModel(tinyConfig({ do_layer_norm_before: false, word_embed_proj_dim: 8, tie_word_embeddings: false }));
+  const m = await loadModel(dir, { backend: 'cpu' });
+  const logits = await m.runner.forward([2, 10, 20], { allLogits: true });
+  assert.equal(logits.length, 3 * 8192);
+  assert.ok(logits.every(Number.isFinite));
+  m.dispose();
+  rmSync(dir, { recursive: true });
+});
+
+test('dejavu generate --json prints ids, text and timings', () => {
+  const out = execFileSync('node', [join(ROOT, 'dist', 'src', 'cli.js'), 'generate', '--backend', 'cpu', '--max-tokens', '5', '--json', 'Hello there'], { encoding: 'utf8' });
+  const j = JSON.parse(out.trim().split('\n').pop()!);
+  for (const k of ['prompt_ids', 'generated_ids', 'text', 'prefill_ms', 'decode_ms_per_token', 'backend']) assert.ok(k in j, k);
+  assert.equal(j.backend, 'cpu');
+  assert.equal(j.prompt_ids[0], 2);
+  assert.equal(j.generated_ids.length, 5);
+});
