@@ -7,3 +7,4 @@ export type { OptConfig } from './model/config.js';
 export type { FileSource } from './model/source.js';
 export type { SparsityPolicy, MlpLayerPolicy, MlpSelector, LowRankPredictor } from './sparsity/policy.js';
 export { DejavuError } from './util/errors.js';
+export { FetchFileSource } from './model/fetch-source.js';

@@ -16,6 +16,12 @@ async function webGpuFactory(): Promise<WebGpuFactory> {
   return mod.createWebGpuRunner;
 }
 
+/** One line to stderr in Node, console.warn in a browser. */
+function notice(line: string): void {
+  if (typeof process !== 'undefined' && process.stderr) process.stderr.write(line + '\n');
+  else console.warn(line);
+}
+
 export function parseBackend(s: string): BackendChoice {
   if (s !== 'auto' && s !== 'cpu' && s !== 'webgpu') fail(`unknown backend "${s}" (choose auto, cpu or webgpu)`);
   return s;
@@ -28,7 +34,7 @@ export function parseBackend(s: string): BackendChoice {
 export async function createRunner(ck: Checkpoint, choice: BackendChoice = 'auto', gpuOpts?: GpuOptions): Promise<Runner> {
   if (choice === 'cpu') return new CpuRunner(ck.config, ck.weights);
   if (choice === 'auto' && !(await probeAdapter())) {
-    process.stderr.write('dejavu: no WebGPU adapter found; using the CPU backend\n');
+    notice('dejavu: no WebGPU adapter found; using the CPU backend');
     return new CpuRunner(ck.config, ck.weights);
   }
   return (await webGpuFactory())(ck.config, ck.weights, gpuOpts);

@@ -3,7 +3,6 @@ import type { BackendChoice, Runner } from '../backend/types.js';
 import type { GpuOptions } from '../backend/webgpu/device.js';
 import { loadCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import type { OptConfig } from '../model/config.js';
-import { NodeFileSource } from '../model/node-source.js';
 import type { FileSource } from '../model/source.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import type { SparsityPolicy } from '../sparsity/policy.js';
@@ -42,7 +41,9 @@ export class Model {
  * `source` is a folder path in Node, or any FileSource (a browser passes one backed by fetch or File).
  */
 export async function loadModel(source: string | FileSource, options: LoadOptions = {}): Promise<Model> {
-  const src = typeof source === 'string' ? await NodeFileSource.open(source) : source;
+  // Node reads folders from disk; a browser passes a FileSource (e.g. FetchFileSource). The import is
+  // dynamic so that bundling for the browser never pulls in node:fs.
+  const src = typeof source === 'string' ? await (await import('../model/node-source.js')).NodeFileSource.open(source) : source;
   try {
     const ck = await loadCheckpoint(src);
     return new Model(ck, await createRunner(ck, options.backend ?? 'auto', options.gpu));
