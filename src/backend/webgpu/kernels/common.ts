@@ -1,0 +1,33 @@
+/**
+ * Shared WGSL pieces. Weight matrices are fp16, stored row-major with each row padded to a multiple
+ * of 4 columns (zeros), so a row is a whole number of vec4 chunks of 8 bytes. The bytes are the same
+ * in both modes; only the shader's view differs:
+ * - f16 (shader-f16):  array<vec4<f16>>
+ * - packed (no f16):   array<vec2<u32>>, two halves per u32 decoded with unpack2x16float
+ *   (browsers without shader-f16 take this path).
+ */
+
+/** Features a kernel's WGSL enables. */
+export interface KernelFeatures { f16: boolean; subgroups: boolean }
+
+export function enables(f: KernelFeatures, useSubgroups = false): string {
+  return (f.f16 ? 'enable f16;\n' : '') + (useSubgroups && f.subgroups ? 'enable subgroups;\n' : '');
+}
+
+/** Declares weight binding `name` and `name_4(i)` -> vec4<f32> (chunk i) and `name_1(i)` -> f32 (element i). */
+export function weightDecl(f: KernelFeatures, binding: number, name: string): string {
+  if (f.f16) {
+    return `@group(0) @binding(${binding}) var<storage, read> ${name}: array<vec4<f16>>;
+fn ${name}_4(i: u32) -> vec4<f32> { return vec4<f32>(${name}[i]); }
+fn ${name}_1(i: u32) -> f32 { return f32(${name}[i / 4u][i % 4u]); }
+`;
+  }
+  return `@group(0) @binding(${binding}) var<storage, read> ${name}: array<vec2<u32>>;
+fn ${name}_4(i: u32) -> vec4<f32> { let p = ${name}[i]; return vec4<f32>(unpack2x16float(p.x), unpack2x16float(p.y)); }
+fn ${name}_1(i: u32) -> f32 { let p = ${name}[i / 4u]; let w = select(p.x, p.y, (i % 4u) >= 2u); return unpack2x16float(w)[i % 2u]; }
+`;
+}
+
+export const wmode = (f: KernelFeatures) => (f.f16 ? 'f16' : 'u32');
+export const ceil4 = (n: number) => Math.ceil(n / 4) * 4;
+export const ceilDiv = (a: number, b: number) => Math.ceil(a / b);

@@ -1,0 +1,89 @@
+import { enables, weightDecl, wmode, type KernelFeatures } from './common.js';
+
+/**
+ * GEMV for batch-1 decode (memory-bound): y[t, r] = epi(W[r, :] · x[t, :]), one workgroup per R rows,
+ * TPR threads per row reading vec4 chunks (consecutive threads, consecutive chunks: coalesced).
+ * Grid: x (and y beyond 65535) over row groups, z over tokens (each token re-reads W: only used for
+ * T = 1 or for gathers, where every token has its own rows).
+ * GATHER: row r of the output is weight row sel[t * selStride + r] (sparse fc1); rows outside this
+ * weight part are skipped (a matrix split into parts is dispatched once per part).
+ * Epilogue: + bias[row], ReLU, and RESID: y += result (residual add into the stream).
+ * CPU twin: `linear` (dense) and the fc1 half of `sparseMlp` (gather).
+ */
+export interface GemvOpts { rows: number; tpr: number; bias: boolean; relu: boolean; resid: boolean; gather: boolean }
+
+export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
+  return `gemv_${wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}`;
+}
+
+/** Uniform layout (u32 each). */
+export const GEMV_PARAMS = ['rows', 'K', 'K4', 'rowOff', 'partRows', 'inStride', 'inOff', 'outStride', 'outOff', 'selStride', 'nwgx'] as const;
+
+export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
+  const WG = o.rows * o.tpr;
+  const sg = f.subgroups;
+  return `${enables(f, true)}
+struct P { rows: u32, K: u32, K4: u32, rowOff: u32, partRows: u32, inStride: u32, inOff: u32, outStride: u32, outOff: u32, selStride: u32, nwgx: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+${weightDecl(f, 1, 'W')}
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+${o.bias ? '@group(0) @binding(4) var<storage, read> bias: array<f32>;' : ''}
+${o.gather ? '@group(0) @binding(5) var<storage, read> sel: array<u32>;' : ''}
+const R = ${o.rows}u;
+const TPR = ${o.tpr}u;
+var<workgroup> red: array<f32, ${WG}>;
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${sg ? ', @builtin(subgroup_invocation_id) sl: u32, @builtin(subgroup_size) ss: u32' : ''}) {
+  let g = wid.x + wid.y * p.nwgx;
+  let t = wid.z;
+  let lane = lid % TPR;
+  let r = g * R + lid / TPR;
+  var live = r < p.rows;
+  var wrow = r;
+  ${o.gather ? `if (live) {
+    let gi = sel[t * p.selStride + r];
+    live = gi >= p.rowOff && gi < p.rowOff + p.partRows;
+    wrow = gi - p.rowOff;
+  }` : ''}
+  var acc = 0.0;
+  if (live) {
+    let wb = wrow * p.K4;
+    let xb = t * p.inStride + p.inOff;
+    let full = p.K / 4u;
+    for (var c = lane; c < full; c += TPR) {
+      let xi = xb + c * 4u;
+      acc += dot(W_4(wb + c), vec4<f32>(x[xi], x[xi + 1u], x[xi + 2u], x[xi + 3u]));
+    }
+    // Odd K: the last chunk is zero-padded in W; read only the x that exists.
+    if (lane == 0u && full * 4u < p.K) {
+      var xv = vec4<f32>(0.0);
+      for (var i = 0u; i < p.K - full * 4u; i++) { xv[i] = x[xb + full * 4u + i]; }
+      acc += dot(W_4(wb + full), xv);
+    }
+  }
+  ${sg ? `// subgroupAdd, then one slot per subgroup (assumes subgroups are runs of consecutive
+  // local_invocation_index within a 1-D workgroup and subgroup size <= TPR, true of every driver seen).
+  let s = subgroupAdd(acc);
+  red[lid] = select(0.0, s, sl == 0u);
+  workgroupBarrier();
+  for (var st = TPR / 2u; st >= ss; st >>= 1u) {
+    if (lane < st) { red[lid] += red[lid + st]; }
+    workgroupBarrier();
+  }` : `red[lid] = acc;
+  workgroupBarrier();
+  for (var st = TPR / 2u; st > 0u; st >>= 1u) {
+    if (lane < st) { red[lid] += red[lid + st]; }
+    workgroupBarrier();
+  }`}
+  if (lane == 0u && live) {
+    var v = red[lid];
+    ${o.bias ? `v += bias[p.rowOff + wrow];` : ''}
+    ${o.relu ? 'v = max(v, 0.0);' : ''}
+    let oi = t * p.outStride + p.outOff + r;
+    ${o.resid ? 'y[oi] = y[oi] + v;' : 'y[oi] = v;'}
+  }
+}
+`;
+}

@@ -1,0 +1,45 @@
+/**
+ * LayerNorm, one workgroup per row (a single pass per row: mean, then variance about the mean, as the
+ * CPU twin `layerNorm` does). INPLACE (post-LN models) normalises the residual stream itself: a buffer
+ * cannot be bound both read-only and writable in one dispatch.
+ */
+export const LN_WG = 256;
+export const LN_PARAMS = ['n', 'inOff', 'outOff', 'epsBits'] as const;
+
+export const layerNormKey = (inplace: boolean) => `layernorm_wg${LN_WG}${inplace ? '_inplace' : ''}`;
+
+export function layerNormWgsl(inplace: boolean): string {
+  return `
+struct P { n: u32, inOff: u32, outOff: u32, epsBits: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+${inplace ? '' : '@group(0) @binding(1) var<storage, read> x: array<f32>;'}
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read> w: array<f32>;
+@group(0) @binding(4) var<storage, read> b: array<f32>;
+var<workgroup> red: array<f32, ${LN_WG}>;
+fn rd(i: u32) -> f32 { return ${inplace ? 'y' : 'x'}[i]; }
+fn total(v: f32, lid: u32) -> f32 {
+  red[lid] = v;
+  workgroupBarrier();
+  for (var st = ${LN_WG / 2}u; st > 0u; st >>= 1u) {
+    if (lid < st) { red[lid] += red[lid + st]; }
+    workgroupBarrier();
+  }
+  let s = red[0];
+  workgroupBarrier();
+  return s;
+}
+@compute @workgroup_size(${LN_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let xb = p.inOff + wid.x * p.n;
+  let yb = p.outOff + wid.x * p.n;
+  var s = 0.0;
+  for (var i = lid; i < p.n; i += ${LN_WG}u) { s += rd(xb + i); }
+  let mean = total(s, lid) / f32(p.n);
+  var v = 0.0;
+  for (var i = lid; i < p.n; i += ${LN_WG}u) { let c = rd(xb + i) - mean; v += c * c; }
+  let inv = 1.0 / sqrt(total(v, lid) / f32(p.n) + bitcast<f32>(p.epsBits));
+  for (var i = lid; i < p.n; i += ${LN_WG}u) { y[yb + i] = (rd(xb + i) - mean) * inv * w[i] + b[i]; }
+}
+`;
+}

@@ -1,0 +1,294 @@
+/**
+ * The kernel library: a pipeline cache keyed by readable names that record every compile-time choice,
+ * and builders that turn one operation into Dispatch records (pipeline + bind group + grid). A plan is
+ * a list of these, built once and replayed; builders allocate their small parameter uniforms into the
+ * caller's `own` list so a plan can free what it made.
+ */
+import type { TracePoint } from '../types.js';
+import type { Gpu } from './device.js';
+import { ceil4, ceilDiv, type KernelFeatures } from './kernels/common.js';
+import { gemvKey, gemvWgsl, type GemvOpts } from './kernels/gemv.js';
+import { matmulKey, matmulWgsl } from './kernels/matmul.js';
+import { layerNormKey, layerNormWgsl } from './kernels/layernorm.js';
+import { ATT_WG, attentionKey, attentionWgsl } from './kernels/attention.js';
+import { embedKey, embedWgsl, fill32Key, fill32Wgsl, fillKey, fillWgsl, kvStoreKey, kvStoreWgsl, scatterKey, scatterWgsl, transposeKey, transposeWgsl } from './kernels/misc.js';
+import { topKKey, topKWgsl } from './kernels/topk.js';
+import { FC2P_WG, fc2PartialKey, fc2PartialWgsl, fc2ReduceKey, fc2ReduceWgsl } from './kernels/sparse-mlp.js';
+
+export interface Dispatch { label: string; pipeline: GPUComputePipeline; bind: GPUBindGroup; wg: [number, number, number] }
+/** A copy of a trace point taken between dispatches (trace path only). */
+export interface Tap { layer: number; point: TracePoint; buffer: GPUBuffer; offset: number; floats: number; rows: number }
+export type PlanItem = { d: Dispatch } | { tap: Tap };
+
+/** An fp16 matrix on the GPU: rows padded to colsP (a multiple of 4) and split by rows into parts
+ *  that each fit one storage binding. */
+export interface GpuMatrix {
+  rows: number; cols: number; colsP: number;
+  parts: { buffer: GPUBuffer; row0: number; rows: number }[];
+}
+
+type Entry = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
+// Read at call time: in Node the GPU* globals exist only once device.ts has loaded the webgpu package.
+const storageUsage = () => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+const MAX_WG = 65535;
+const f32bits = (v: number) => new Uint32Array(new Float32Array([v]).buffer)[0];
+
+/** Workgroup grid for n groups: x up to 65535, the rest in y (kernels linearise with nwgx). */
+function grid(n: number): [number, number] {
+  const x = Math.max(1, Math.min(n, MAX_WG));
+  return [x, Math.max(1, ceilDiv(n, MAX_WG))];
+}
+
+export interface LinearArgs {
+  W: GpuMatrix; x: GPUBuffer; y: GPUBuffer; T: number;
+  inStride?: number; inOff?: number; outStride?: number; outOff?: number;
+  bias?: GPUBuffer | null; relu?: boolean; resid?: boolean;
+}
+
+export class Kernels {
+  readonly feats: KernelFeatures;
+  readonly device: GPUDevice;
+  private pipelines = new Map<string, GPUComputePipeline>();
+  /** Largest bytes one weight part may have (the adapter's binding limit; tests lower it to force splits). */
+  readonly maxPartBytes: number;
+
+  constructor(readonly gpu: Gpu, maxPartBytes?: number) {
+    this.device = gpu.device;
+    this.feats = { f16: gpu.f16, subgroups: gpu.subgroups };
+    this.maxPartBytes = Math.min(maxPartBytes ?? Infinity, gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
+  }
+
+  get pipelineKeys(): string[] { return [...this.pipelines.keys()]; }
+
+  pipeline(key: string, wgsl: () => string): GPUComputePipeline {
+    let p = this.pipelines.get(key);
+    if (!p) {
+      const module = this.device.createShaderModule({ label: key, code: wgsl() });
+      p = this.device.createComputePipeline({ label: key, layout: 'auto', compute: { module, entryPoint: 'main' } });
+      this.pipelines.set(key, p);
+    }
+    return p;
+  }
+
+  buffer(bytes: number, label: string, usage = storageUsage()): GPUBuffer {
+    return this.device.createBuffer({ label, size: Math.max(16, Math.ceil(bytes / 4) * 4), usage });
+  }
+
+  f32Buffer(data: Float32Array | Uint32Array, label: string): GPUBuffer {
+    const b = this.buffer(data.byteLength, label);
+    this.device.queue.writeBuffer(b, 0, data as ArrayBufferView<ArrayBuffer>);
+    return b;
+  }
+
+  uniform(vals: number[], own: GPUBuffer[]): GPUBuffer {
+    const data = new Uint32Array(Math.max(4, ceil4(vals.length)));
+    vals.forEach((v, i) => { data[i] = v >>> 0; });
+    const b = this.device.createBuffer({ size: data.byteLength, usage: GPUBufferUsage.UNIFORM, mappedAtCreation: true });
+    new Uint32Array(b.getMappedRange()).set(data);
+    b.unmap();
+    own.push(b);
+    return b;
+  }
+
+  dispatch(label: string, pipeline: GPUComputePipeline, params: number[], entries: [number, Entry][], wg: [number, number, number], own: GPUBuffer[]): Dispatch {
+    const all: [number, Entry][] = [[0, this.uniform(params, own)], ...entries];
+    const bind = this.device.createBindGroup({
+      label, layout: pipeline.getBindGroupLayout(0),
+      entries: all.map(([binding, e]) => ({ binding, resource: 'buffer' in e ? e : { buffer: e } })),
+    });
+    return { label, pipeline, bind, wg };
+  }
+
+  // ---- weights ----
+
+  matrix(rows: number, cols: number, label: string): GpuMatrix {
+    const colsP = ceil4(cols);
+    // Parts hold a multiple of 4 rows: the transpose kernel needs even part boundaries.
+    const maxRows = Math.max(4, Math.floor(this.maxPartBytes / (colsP * 2) / 4) * 4);
+    const parts: GpuMatrix['parts'] = [];
+    for (let r0 = 0; r0 < rows; r0 += maxRows) {
+      const n = Math.min(maxRows, rows - r0);
+      parts.push({ buffer: this.buffer(n * colsP * 2, `${label}[${r0}..]`), row0: r0, rows: n });
+    }
+    return { rows, cols, colsP, parts };
+  }
+
+  /** Uploads fp16 bits (rows, cols) row-major, padding each row. */
+  upload(m: GpuMatrix, bits: Uint16Array): void {
+    for (const p of m.parts) {
+      const buf = new Uint16Array(p.rows * m.colsP);
+      for (let r = 0; r < p.rows; r++) buf.set(bits.subarray((p.row0 + r) * m.cols, (p.row0 + r + 1) * m.cols), r * m.colsP);
+      this.device.queue.writeBuffer(p.buffer, 0, buf);
+    }
+  }
+
+  /** Fills a matrix with hash noise of standard deviation `std` on the GPU (synthetic weights). */
+  fillMatrix(m: GpuMatrix, seed: number, std: number, own: GPUBuffer[]): Dispatch[] {
+    const pl = this.pipeline(fillKey(), fillWgsl);
+    return m.parts.map((p) => {
+      const words = (p.rows * m.colsP) / 2;
+      const [x, y] = grid(ceilDiv(words, 256));
+      return this.dispatch('fill', pl, [words, m.cols, m.colsP, seed, f32bits(std), p.row0 * m.colsP], [[1, p.buffer]], [x, y, 1], own);
+    });
+  }
+
+  fillVector(b: GPUBuffer, n: number, seed: number, std: number, value: number, own: GPUBuffer[]): Dispatch {
+    return this.dispatch('fill32', this.pipeline(fill32Key(), fill32Wgsl), [n, seed, f32bits(std), f32bits(value)], [[1, b]], [ceilDiv(n, 256), 1, 1], own);
+  }
+
+  /** dst (cols, rows) = src (rows, cols)ᵀ, fp16 bits, on the GPU. */
+  transpose(src: GpuMatrix, dst: GpuMatrix, own: GPUBuffer[]): Dispatch[] {
+    const pl = this.pipeline(transposeKey(), transposeWgsl);
+    const out: Dispatch[] = [];
+    for (const s of src.parts) for (const d of dst.parts) {
+      const [x, y] = grid(ceilDiv((d.rows * dst.colsP) / 2, 256));
+      out.push(this.dispatch('transpose', pl, [src.rows, src.colsP, dst.colsP, s.row0, s.rows, d.row0, d.rows, x], [[1, s.buffer], [2, d.buffer]], [x, y, 1], own));
+    }
+    return out;
+  }
+
+  // ---- forward-pass operations ----
+
+  /**
+   * y = epi(x · Wᵀ) for T rows. THE kernel choice: batch-1 (decode) is memory-bound, so a GEMV that
+   * streams each weight once with vec4 loads; T > 1 (prefill) reuses each weight chunk across a tile
+   * of 16 tokens.
+   */
+  linear(a: LinearArgs, own: GPUBuffer[]): Dispatch[] {
+    const K = a.W.cols, K4 = a.W.colsP / 4;
+    const inStride = a.inStride ?? K, inOff = a.inOff ?? 0, outStride = a.outStride ?? a.W.rows, outOff = a.outOff ?? 0;
+    const epi = { bias: !!a.bias, relu: !!a.relu, resid: !!a.resid };
+    const out: Dispatch[] = [];
+    for (const p of a.W.parts) {
+      const ent: [number, Entry][] = [[1, p.buffer], [2, a.x], [3, a.y]];
+      if (a.bias) ent.push([4, a.bias]);
+      switch (a.T === 1 ? 'gemv' : 'matmul') {
+        case 'gemv': {
+          const o: GemvOpts = { rows: 4, tpr: 64, ...epi, gather: false };
+          const key = gemvKey(this.feats, o);
+          const [x, y] = grid(ceilDiv(p.rows, o.rows));
+          out.push(this.dispatch(key, this.pipeline(key, () => gemvWgsl(this.feats, o)),
+            [p.rows, K, K4, p.row0, p.rows, inStride, inOff, outStride, outOff + p.row0, 0, x], ent, [x, y, a.T], own));
+          break;
+        }
+        case 'matmul': {
+          const key = matmulKey(this.feats, epi);
+          out.push(this.dispatch(key, this.pipeline(key, () => matmulWgsl(this.feats, epi)),
+            [p.rows, K, K4, p.row0, a.T, inStride, inOff, outStride, outOff + p.row0], ent, [ceilDiv(p.rows, 16), ceilDiv(a.T, 16), 1], own));
+          break;
+        }
+      }
+    }
+    return out;
+  }
+
+  /** h[t, j] = relu(W[sel[t, j]] · x[t] + b[sel[t, j]]): the gathered fc1 of the sparse MLP. */
+  gatherLinear(a: { W: GpuMatrix; x: GPUBuffer; h: GPUBuffer; T: number; k: number; sel: GPUBuffer; selStride: number; bias: GPUBuffer | null; relu: boolean }, own: GPUBuffer[]): Dispatch[] {
+    const o: GemvOpts = { rows: 4, tpr: 64, bias: !!a.bias, relu: a.relu, resid: false, gather: true };
+    const key = gemvKey(this.feats, o);
+    const pl = this.pipeline(key, () => gemvWgsl(this.feats, o));
+    const [x, y] = grid(ceilDiv(a.k, o.rows));
+    return a.W.parts.map((p) => {
+      const ent: [number, Entry][] = [[1, p.buffer], [2, a.x], [3, a.h], [5, a.sel]];
+      if (a.bias) ent.push([4, a.bias]);
+      return this.dispatch(key, pl, [a.k, a.W.cols, a.W.colsP / 4, p.row0, p.rows, a.W.cols, 0, a.k, 0, a.selStride, x], ent, [x, y, a.T], own);
+    });
+  }
+
+  /** x[t] += b2 + Σ_j h[t, j] W2t[sel[t, j]]: partial sums over slices of the selection, then a reduce. */
+  sparseDown(a: { W2t: GpuMatrix; h: GPUBuffer; sel: GPUBuffer; selStride: number; k: number; T: number; slices: number; partial: GPUBuffer; x: GPUBuffer; bias: GPUBuffer | null }, own: GPUBuffer[]): Dispatch[] {
+    const d = a.W2t.cols, d4 = a.W2t.colsP / 4;
+    const S = Math.max(1, Math.min(a.slices, a.k)), slice = ceilDiv(a.k, S);
+    const slots = S * a.W2t.parts.length;
+    const pk = fc2PartialKey(this.feats);
+    const pl = this.pipeline(pk, () => fc2PartialWgsl(this.feats));
+    const out = a.W2t.parts.map((p, i) => this.dispatch(pk, pl, [d4, a.k, slice, slots, i * S, a.selStride, p.row0, p.rows],
+      [[1, p.buffer], [2, a.h], [3, a.sel], [4, a.partial]], [ceilDiv(d4, FC2P_WG), S, a.T], own));
+    const rk = fc2ReduceKey(!!a.bias);
+    const ent: [number, Entry][] = [[1, a.partial], [2, a.x]];
+    if (a.bias) ent.push([3, a.bias]);
+    out.push(this.dispatch(rk, this.pipeline(rk, () => fc2ReduceWgsl(!!a.bias)), [d, d4, slots, a.bias ? 1 : 0], ent, [ceilDiv(d, 256), a.T, 1], own));
+    return out;
+  }
+
+  layerNorm(a: { x: GPUBuffer | null; y: GPUBuffer; w: GPUBuffer; b: GPUBuffer; n: number; rows: number; inOff?: number; outOff?: number; eps: number }, own: GPUBuffer[]): Dispatch {
+    const inplace = a.x === null;
+    const key = layerNormKey(inplace);
+    const ent: [number, Entry][] = [[2, a.y], [3, a.w], [4, a.b]];
+    if (a.x) ent.push([1, a.x]);
+    return this.dispatch(key, this.pipeline(key, () => layerNormWgsl(inplace)), [a.n, a.inOff ?? 0, a.outOff ?? 0, f32bits(a.eps)], ent, [a.rows, 1, 1], own);
+  }
+
+  kvStore(a: { step: GPUBuffer; qkv: GPUBuffer; k: GPUBuffer; v: GPUBuffer; d: number; T: number }, own: GPUBuffer[]): Dispatch {
+    return this.dispatch('kvstore', this.pipeline(kvStoreKey(), kvStoreWgsl), [a.d, a.T], [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v]], [ceilDiv(a.d * a.T, 256), 1, 1], own);
+  }
+
+  attention(a: { step: GPUBuffer; qkv: GPUBuffer; k: GPUBuffer; v: GPUBuffer; o: GPUBuffer; hn: GPUBuffer; H: number; hd: number; T: number; maxPos: number }, own: GPUBuffer[]): Dispatch {
+    const key = attentionKey(a.maxPos, a.hd);
+    return this.dispatch(key, this.pipeline(key, () => attentionWgsl(a.maxPos, a.hd)), [a.H * a.hd, a.H, a.hd, f32bits(1 / Math.sqrt(a.hd))],
+      [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v], [5, a.o], [6, a.hn]], [a.H, a.T, 1], own);
+  }
+  static readonly attentionWg = ATT_WG;
+
+  embed(a: { step: GPUBuffer; E: GpuMatrix; P: GpuMatrix; x: GPUBuffer; tmp: GPUBuffer; d: number; T: number; proj: boolean }, own: GPUBuffer[]): Dispatch[] {
+    const key = embedKey(this.feats);
+    const pl = this.pipeline(key, () => embedWgsl(this.feats));
+    const e = a.E.cols;
+    return a.E.parts.map((p, i) => this.dispatch(key, pl, [a.d, e, a.T, p.row0, p.rows, a.E.colsP, a.P.colsP, a.proj ? 1 : 0, i === 0 ? 1 : 0],
+      [[1, a.step], [2, p.buffer], [3, a.P.parts[0].buffer], [4, a.x], [5, a.tmp]], [ceilDiv(Math.max(a.d, e) * a.T, 256), 1, 1], own));
+  }
+
+  topK(a: { scores: GPUBuffer; out: GPUBuffer; n: number; k: number; T: number; inStride: number; outStride: number }, own: GPUBuffer[]): Dispatch {
+    return this.dispatch('topk', this.pipeline(topKKey(), topKWgsl), [a.n, a.k, a.inStride, a.outStride], [[1, a.scores], [2, a.out]], [a.T, 1, 1], own);
+  }
+
+  scatter(a: { h: GPUBuffer; sel: GPUBuffer; act: GPUBuffer; f: number; k: number; selStride: number; T: number }, own: GPUBuffer[]): Dispatch {
+    return this.dispatch('scatter', this.pipeline(scatterKey(), scatterWgsl), [a.f, a.k, a.selStride], [[1, a.h], [2, a.sel], [3, a.act]], [a.T, 1, 1], own);
+  }
+
+  /** Encodes items in one compute pass, split only where a trace tap copies a buffer out. */
+  encode(enc: GPUCommandEncoder, items: PlanItem[], onTap?: (t: Tap) => GPUBuffer | null, timestampWrites?: GPUComputePassTimestampWrites): void {
+    let pass: GPUComputePassEncoder | null = null;
+    for (const it of items) {
+      if ('d' in it) {
+        if (!pass) pass = enc.beginComputePass(timestampWrites ? { timestampWrites } : undefined);
+        pass.setPipeline(it.d.pipeline);
+        pass.setBindGroup(0, it.d.bind);
+        pass.dispatchWorkgroups(...it.d.wg);
+      } else if (onTap) {
+        const dst = onTap(it.tap);
+        if (!dst) continue;
+        if (pass) { pass.end(); pass = null; }
+        enc.copyBufferToBuffer(it.tap.buffer, it.tap.offset, dst, 0, it.tap.floats * 4);
+      }
+    }
+    if (pass) pass.end();
+  }
+}
+
+/** Runs dispatches now and waits (load-time work and tests). */
+export async function runNow(k: Kernels, ds: Dispatch[], own: GPUBuffer[]): Promise<void> {
+  const enc = k.device.createCommandEncoder();
+  k.encode(enc, ds.map((d) => ({ d })));
+  k.device.queue.submit([enc.finish()]);
+  await k.device.queue.onSubmittedWorkDone();
+  for (const b of own) b.destroy();
+  own.length = 0;
+}
+
+/** Copies a buffer's first `floats` f32 values back to the host. */
+export async function readF32(k: Kernels, src: GPUBuffer, floats: number, offset = 0): Promise<Float32Array> {
+  const bytes = floats * 4;
+  const st = k.device.createBuffer({ size: Math.max(16, bytes), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const enc = k.device.createCommandEncoder();
+  enc.copyBufferToBuffer(src, offset, st, 0, bytes);
+  k.device.queue.submit([enc.finish()]);
+  await st.mapAsync(GPUMapMode.READ);
+  const out = new Float32Array(st.getMappedRange(0, bytes).slice(0));
+  st.unmap(); st.destroy();
+  return out;
+}
+
+export async function readU32(k: Kernels, src: GPUBuffer, n: number): Promise<Uint32Array> {
+  return new Uint32Array((await readF32(k, src, n)).buffer);
+}

@@ -1,0 +1,457 @@
+/**
+ * The WebGPU backend: the CPU runner's OPT forward pass (src/backend/cpu/runner.ts) as a plan of
+ * GPU dispatches. Weights are fp16 on the GPU (read as f16, or as packed u32 without shader-f16),
+ * activations and accumulation f32, KV cache f32 for the whole context.
+ *
+ * Plans are built once per shape (decode T = 1 at load) and replayed: a token writes one small
+ * `step` buffer [pos, ids...] and submits one command buffer with one compute pass; only the logits
+ * come back (or nothing with noLogits). Prompts run as batched passes of up to TCAP tokens.
+ */
+import type { OptConfig } from '../../model/config.js';
+import { OPT_POSITION_OFFSET } from '../../model/config.js';
+import { toF16Bits, toF32, type Tensor } from '../../model/tensor.js';
+import type { OptWeights } from '../../model/weights.js';
+import type { MlpLayerPolicy, SparsityPolicy } from '../../sparsity/policy.js';
+import { floatsToHalves } from '../../util/f16.js';
+import { fail } from '../../util/errors.js';
+import type { ForwardOptions, Runner, TracePoint } from '../types.js';
+import { openGpu, type Gpu, type GpuOptions } from './device.js';
+import { ceil4, ceilDiv } from './kernels/common.js';
+import { Kernels, runNow, type Dispatch, type GpuMatrix, type PlanItem, type Tap } from './ops.js';
+
+/** Tokens per prefill pass: activations are allocated for this many rows; longer prompts take several passes. */
+const TCAP = 128;
+/** f32 values of the sparse-MLP partial-sum buffer (bounds slices x tokens x d). */
+const PARTIAL_BUDGET = 1 << 22;
+/** Most slices the selected rows of the sparse fc2 are split into (more slices: more parallelism, larger reduce). */
+const MAX_SLICES = 64;
+/** Rows of one slice, at least (fewer rows per workgroup would make the reduce dominate). */
+const MIN_SLICE_ROWS = 32;
+
+interface GpuLayer {
+  attnLnW: GPUBuffer; attnLnB: GPUBuffer;    // (d) f32
+  qkv: GpuMatrix; qkvB: GPUBuffer | null;    // (3d, d) fp16: q, k, v stacked so one pass reads x; (3d)
+  o: GpuMatrix; oB: GPUBuffer | null;        // (d, d), (d)
+  mlpLnW: GPUBuffer; mlpLnB: GPUBuffer;      // (d)
+  fc1: GpuMatrix; fc1B: GPUBuffer | null;    // (f, d): neuron j is row j; (f)
+  fc2: GpuMatrix; fc2B: GPUBuffer | null;    // (d, f), (d)
+  fc2T: GpuMatrix | null;                    // (f, d): fc2 transposed on the GPU when a sparse policy needs it
+  k: GPUBuffer; v: GPUBuffer;                // (maxPositions, d) f32 KV cache
+}
+
+interface LayerSparse {
+  lp: MlpLayerPolicy; k: number;
+  pred?: { A: GpuMatrix; B: GpuMatrix; bias: GPUBuffer; rank: number }; // (r, d), (f, r), (f)
+  fixed?: GPUBuffer;                                                    // (k) u32, uploaded once
+}
+
+interface Plan { items: PlanItem[]; own: GPUBuffer[]; dispatches: number }
+type Head = 'none' | 'last' | 'all';
+
+export interface DecodeTiming {
+  steps: number;
+  /** Wall-clock per token from submit to onSubmittedWorkDone, steps queued back to back. */
+  msPerToken: number;
+  /** GPU time per token from timestamp queries (when the adapter has timestamp-query). */
+  gpuMsPerToken?: number;
+  dispatchesPerToken: number;
+  /** Weight bytes one decode step reads (sparse layers: the selected rows and the predictor). */
+  weightBytesPerToken: number;
+}
+
+export type WebGpuRunner = Runner & {
+  gpu: Gpu;
+  /** Dispatches in one decode step's command buffer. */
+  readonly dispatchesPerToken: number;
+  /** Pipeline cache keys built so far (each records its compile-time choices). */
+  readonly pipelineKeys: string[];
+  weightBytesPerToken(): number;
+  /** Queues `steps` decode steps of token `token` (no logits), advancing the position, and times them. */
+  timeDecodeSteps(steps: number, token?: number): Promise<DecodeTiming>;
+};
+
+export interface WebGpuRunnerOptions extends GpuOptions {
+  gpu?: Gpu;
+  seed?: number;
+  /** Largest bytes of one weight buffer (default: the adapter's binding limit); tests lower it to exercise row splits. */
+  maxPartBytes?: number;
+}
+
+export async function createWebGpuRunner(config: OptConfig, weights: OptWeights | 'synthetic', opts: WebGpuRunnerOptions = {}): Promise<WebGpuRunner> {
+  const owned = !opts.gpu;
+  const gpu = opts.gpu ?? await openGpu(opts);
+  try {
+    const r = new GpuRunner(config, gpu, owned, opts.maxPartBytes);
+    await r.load(weights, opts.seed ?? 1);
+    return r;
+  } catch (e) {
+    if (owned) gpu.device.destroy();
+    throw e;
+  }
+}
+
+class GpuRunner implements WebGpuRunner {
+  readonly backend = 'webgpu' as const;
+  readonly description: string;
+  private k: Kernels;
+  private pos = 0;
+  private layers: GpuLayer[] = [];
+  private sparse: (LayerSparse | null)[] = [];
+  private policy: SparsityPolicy | null = null;
+  private plans = new Map<string, Plan>();
+  private buffers: GPUBuffer[] = [];
+  private matrices: GpuMatrix[] = [];
+  private sparseBufs: GPUBuffer[] = [];
+  // Embedding / head weights
+  private embed!: GpuMatrix; private positions!: GpuMatrix;   // (V, e) also the tied lm_head; (maxPos + 2, d)
+  private lmHead!: GpuMatrix;
+  private projectIn: GpuMatrix | null = null; private projectOut: GpuMatrix | null = null; // (d, e), (e, d)
+  private finalLnW: GPUBuffer | null = null; private finalLnB: GPUBuffer | null = null;
+  // Activations, TCAP rows each
+  private step: GPUBuffer;                                  // u32 [pos, ids...]
+  private x: GPUBuffer; private hA: GPUBuffer; private hM: GPUBuffer; // (T, d)
+  private qkv: GPUBuffer; private ao: GPUBuffer; private hn: GPUBuffer; // (T, 3d), (T, d), (T, H)
+  private act: GPUBuffer;                                   // (T, f)
+  private tmpE: GPUBuffer; private hF: GPUBuffer;           // (T, max(e, d)), (T, d)
+  private logits: GPUBuffer;                                // (T, V)
+  private stage: GPUBuffer | null = null;
+  // Sparse MLP scratch (allocated by setSparsity)
+  private scores: GPUBuffer | null = null; private u: GPUBuffer | null = null;
+  private sel: GPUBuffer | null = null; private hsel: GPUBuffer | null = null; private partial: GPUBuffer | null = null;
+  private partialFloats = 0;
+  private querySet: GPUQuerySet | null = null;
+
+  constructor(readonly config: OptConfig, readonly gpu: Gpu, private ownsDevice: boolean, maxPartBytes?: number) {
+    this.k = new Kernels(gpu, maxPartBytes);
+    this.description = `webgpu: ${gpu.adapterName} (f16 weights${gpu.f16 ? '' : ' as packed u32'}, ${gpu.subgroups ? 'subgroups' : 'workgroup-memory reductions'})`;
+    const c = config, d = c.hidden, T = Math.min(TCAP, c.maxPositions);
+    const buf = (floats: number, label: string) => { const b = this.k.buffer(floats * 4, label); this.buffers.push(b); return b; };
+    this.step = buf(1 + T, 'step');
+    this.x = buf(T * d, 'x'); this.hA = buf(T * d, 'attn_in'); this.hM = buf(T * d, 'mlp_in');
+    this.qkv = buf(T * 3 * d, 'qkv'); this.ao = buf(T * d, 'attn_out'); this.hn = buf(T * c.heads, 'head_norm');
+    this.act = buf(T * c.ffn, 'fc1_act');
+    this.tmpE = buf(T * Math.max(d, c.wordEmbedProjDim), 'tmp_e'); this.hF = buf(T * d, 'final_ln');
+    this.logits = buf(T * c.vocabSize, 'logits');
+  }
+
+  get position(): number { return this.pos; }
+  get pipelineKeys(): string[] { return this.k.pipelineKeys; }
+  get dispatchesPerToken(): number { return this.plan(1, 'last', false).dispatches; }
+  reset(): void { this.pos = 0; }
+
+  private mat(rows: number, cols: number, label: string): GpuMatrix {
+    const m = this.k.matrix(rows, cols, label);
+    this.matrices.push(m);
+    return m;
+  }
+  private vec(n: number, label: string): GPUBuffer {
+    const b = this.k.buffer(n * 4, label);
+    this.buffers.push(b);
+    return b;
+  }
+
+  async load(w: OptWeights | 'synthetic', seed: number): Promise<void> {
+    const c = this.config, d = c.hidden, f = c.ffn, e = c.wordEmbedProjDim, V = c.vocabSize;
+    const synth = w === 'synthetic';
+    const own: GPUBuffer[] = [];
+    let fills: Dispatch[] = [];
+    let nextSeed = seed * 1000003;
+    // One place decides how each tensor gets its values: uploaded from the checkpoint, or hash noise on the GPU.
+    const M = (rows: number, cols: number, label: string, ...ts: (Tensor | undefined)[]): GpuMatrix => {
+      const m = this.mat(rows, cols, label);
+      if (synth) fills.push(...this.k.fillMatrix(m, nextSeed++, 0.02, own));
+      else {
+        const bits = ts.map((t) => toF16Bits(t!));
+        if (bits.length === 1) this.k.upload(m, bits[0]);
+        else { const all = new Uint16Array(rows * cols); let o = 0; for (const b of bits) { all.set(b, o); o += b.length; } this.k.upload(m, all); }
+      }
+      return m;
+    };
+    const Vf = (n: number, label: string, value: number, std: number, ...ts: (Tensor | null | undefined)[]): GPUBuffer => {
+      const b = this.vec(n, label);
+      if (synth) fills.push(this.k.fillVector(b, n, nextSeed++, std, value, own));
+      else { const all = new Float32Array(n); let o = 0; for (const t of ts) { const a = toF32(t!); all.set(a, o); o += a.length; } this.k.device.queue.writeBuffer(b, 0, all); }
+      return b;
+    };
+    const W = synth ? null : w;
+    const bias = c.enableBias;
+    this.embed = M(V, e, 'embed_tokens', W?.embedTokens);
+    this.positions = M(c.maxPositions + OPT_POSITION_OFFSET, d, 'embed_positions', W?.embedPositions);
+    if (this.positions.parts.length > 1) fail('the position table is larger than one GPU buffer');
+    this.lmHead = synth || W!.lmHead === W!.embedTokens ? this.embed : M(V, e, 'lm_head', W!.lmHead);
+    if (e !== d) { this.projectIn = M(d, e, 'project_in', W?.projectIn!); this.projectOut = M(e, d, 'project_out', W?.projectOut!); }
+    if (c.finalLayerNorm) { this.finalLnW = Vf(d, 'final_ln.w', 1, 0, W?.finalLnW); this.finalLnB = Vf(d, 'final_ln.b', 0, 0, W?.finalLnB); }
+    for (let l = 0; l < c.layers; l++) {
+      const L = W?.layers[l];
+      this.layers.push({
+        attnLnW: Vf(d, `${l}.attn_ln.w`, 1, 0, L?.attnLnW), attnLnB: Vf(d, `${l}.attn_ln.b`, 0, 0, L?.attnLnB),
+        qkv: M(3 * d, d, `${l}.qkv`, L?.qW, L?.kW, L?.vW),
+        qkvB: bias ? Vf(3 * d, `${l}.qkv.b`, 0, 0.01, L?.qB, L?.kB, L?.vB) : null,
+        o: M(d, d, `${l}.out_proj`, L?.oW), oB: bias ? Vf(d, `${l}.out_proj.b`, 0, 0.01, L?.oB) : null,
+        mlpLnW: Vf(d, `${l}.mlp_ln.w`, 1, 0, L?.mlpLnW), mlpLnB: Vf(d, `${l}.mlp_ln.b`, 0, 0, L?.mlpLnB),
+        fc1: M(f, d, `${l}.fc1`, L?.fc1W), fc1B: bias ? Vf(f, `${l}.fc1.b`, 0, 0.01, L?.fc1B) : null,
+        fc2: M(d, f, `${l}.fc2`, L?.fc2W), fc2B: bias ? Vf(d, `${l}.fc2.b`, 0, 0.01, L?.fc2B) : null,
+        fc2T: null,
+        k: this.vec(c.maxPositions * d, `${l}.k_cache`), v: this.vec(c.maxPositions * d, `${l}.v_cache`),
+      });
+      // Submit fills layer by layer: bounded command buffers for 13b-size models.
+      if (fills.length > 64) { await runNow(this.k, fills, own); fills = []; }
+    }
+    await runNow(this.k, fills, own);
+    this.plan(1, 'last', false); // the decode plan, built at load
+  }
+
+  setSparsity(policy: SparsityPolicy | null): void {
+    const c = this.config, d = c.hidden, f = c.ffn;
+    if (policy && policy.mlp.length !== c.layers) fail(`sparsity policy has ${policy.mlp.length} layers, the model has ${c.layers}`);
+    for (const b of this.sparseBufs) b.destroy();
+    this.sparseBufs = [];
+    this.dropPlans();
+    this.policy = policy;
+    this.sparse = [];
+    if (!policy) return;
+    const own: GPUBuffer[] = [];
+    const ds: Dispatch[] = [];
+    const sb = (bytes: number, label: string) => { const b = this.k.buffer(bytes, label); this.sparseBufs.push(b); return b; };
+    let rMax = 1;
+    this.sparse = policy.mlp.map((lp, l) => {
+      if (!lp) return null;
+      const L = this.layers[l];
+      if (!L.fc2T) { L.fc2T = this.mat(f, d, `${l}.fc2T`); ds.push(...this.k.transpose(L.fc2, L.fc2T, own)); }
+      const s = lp.selector;
+      const k = s.kind === 'fixed' ? s.indices.length : lp.k;
+      if (!(k >= 1 && k <= f)) fail(`layer ${l}: k = ${k} must be between 1 and ${f}`);
+      const out: LayerSparse = { lp, k };
+      if (s.kind === 'fixed') {
+        out.fixed = sb(k * 4, `${l}.fixed_sel`);
+        this.k.device.queue.writeBuffer(out.fixed, 0, s.indices as Uint32Array<ArrayBuffer>);
+      } else if (s.kind === 'predictor') {
+        const p = s.predictor, r = p.rank;
+        rMax = Math.max(rMax, r);
+        const A = this.k.matrix(r, d, `${l}.pred.A`), B = this.k.matrix(f, r, `${l}.pred.B`);
+        this.k.upload(A, floatsToHalves(p.A)); this.k.upload(B, floatsToHalves(p.B));
+        for (const m of [A, B]) this.sparseBufs.push(...m.parts.map((q) => q.buffer));
+        const bias = sb(f * 4, `${l}.pred.bias`);
+        this.k.device.queue.writeBuffer(bias, 0, p.bias as Float32Array<ArrayBuffer>);
+        out.pred = { A, B, bias, rank: r };
+      }
+      return out;
+    });
+    const T = Math.min(TCAP, c.maxPositions);
+    this.scores = sb(T * f * 4, 'scores'); this.u = sb(T * rMax * 4, 'pred_u');
+    this.sel = sb(T * f * 4, 'sel'); this.hsel = sb(T * f * 4, 'h_sel');
+    this.partialFloats = Math.min(PARTIAL_BUDGET, T * MAX_SLICES * ceil4(d) * 2);
+    this.partial = sb(this.partialFloats * 4, 'fc2_partial');
+    // The transposes run before anything that reads fc2T: same queue, submitted now.
+    const enc = this.k.device.createCommandEncoder();
+    this.k.encode(enc, ds.map((x) => ({ d: x })));
+    this.k.device.queue.submit([enc.finish()]);
+    this.k.device.queue.onSubmittedWorkDone().then(() => own.forEach((b) => b.destroy()));
+  }
+
+  private dropPlans(): void {
+    for (const p of this.plans.values()) p.own.forEach((b) => b.destroy());
+    this.plans.clear();
+  }
+
+  private plan(T: number, head: Head, trace: boolean): Plan {
+    const key = `${T}/${head}/${trace}`;
+    let p = this.plans.get(key);
+    if (!p) {
+      if (this.plans.size >= 8) { // keep the decode plan; drop the oldest other one
+        for (const [k, v] of this.plans) if (!k.startsWith('1/')) { v.own.forEach((b) => b.destroy()); this.plans.delete(k); break; }
+      }
+      p = this.buildPlan(T, head, trace);
+      this.plans.set(key, p);
+    }
+    return p;
+  }
+
+  /** The forward pass for T tokens as dispatches (and trace taps), mirroring CpuRunner.forward. */
+  private buildPlan(T: number, head: Head, trace: boolean): Plan {
+    const c = this.config, d = c.hidden, f = c.ffn, e = c.wordEmbedProjDim, K = this.k, eps = c.layerNormEps;
+    const own: GPUBuffer[] = [];
+    const items: PlanItem[] = [];
+    const add = (...ds: Dispatch[]) => ds.forEach((x) => items.push({ d: x }));
+    const tap = (layer: number, point: TracePoint, buffer: GPUBuffer, n: number) => { if (trace) items.push({ tap: { layer, point, buffer, offset: 0, floats: T * n, rows: T } }); };
+
+    // Embeddings: token (projected when e != d) + learned position at pos + 2.
+    add(...K.embed({ step: this.step, E: this.embed, P: this.positions, x: this.x, tmp: this.tmpE, d, T, proj: !!this.projectIn }, own));
+    if (this.projectIn) add(...K.linear({ W: this.projectIn, x: this.tmpE, y: this.x, T, resid: true }, own));
+
+    for (let l = 0; l < c.layers; l++) {
+      const L = this.layers[l], S = this.sparse[l] ?? null;
+      // Attention block
+      let attnIn = this.x;
+      if (c.preLayerNorm) { add(K.layerNorm({ x: this.x, y: this.hA, w: L.attnLnW, b: L.attnLnB, n: d, rows: T, eps }, own)); attnIn = this.hA; }
+      tap(l, 'attn_in', attnIn, d);
+      // Lookahead: a predictor reading attn_in runs before attention (off the MLP's critical path).
+      if (S?.pred && this.policy!.input === 'attn_in') this.predict(S, attnIn, T, own, add);
+      add(...K.linear({ W: L.qkv, x: attnIn, y: this.qkv, T, bias: L.qkvB }, own));
+      add(K.kvStore({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, d, T }, own));
+      add(K.attention({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, o: this.ao, hn: this.hn, H: c.heads, hd: c.headDim, T, maxPos: c.maxPositions }, own));
+      tap(l, 'head_norm', this.hn, c.heads);
+      add(...K.linear({ W: L.o, x: this.ao, y: this.x, T, bias: L.oB, resid: true }, own));
+      if (!c.preLayerNorm) add(K.layerNorm({ x: null, y: this.x, w: L.attnLnW, b: L.attnLnB, n: d, rows: T, eps }, own));
+
+      // MLP block
+      let mlpIn = this.x;
+      if (c.preLayerNorm) { add(K.layerNorm({ x: this.x, y: this.hM, w: L.mlpLnW, b: L.mlpLnB, n: d, rows: T, eps }, own)); mlpIn = this.hM; }
+      tap(l, 'mlp_in', mlpIn, d);
+      if (!S) {
+        add(...K.linear({ W: L.fc1, x: mlpIn, y: this.act, T, bias: L.fc1B, relu: true }, own));
+        tap(l, 'fc1_act', this.act, f);
+        add(...K.linear({ W: L.fc2, x: this.act, y: this.x, T, bias: L.fc2B, resid: true }, own));
+      } else {
+        const sel = S.fixed ?? this.sel!, selStride = S.fixed ? 0 : S.k;
+        if (S.pred && this.policy!.input === 'mlp_in') this.predict(S, mlpIn, T, own, add);
+        if (S.lp.selector.kind === 'oracle') {
+          add(...K.linear({ W: L.fc1, x: mlpIn, y: this.scores!, T, bias: L.fc1B }, own));
+          add(K.topK({ scores: this.scores!, out: this.sel!, n: f, k: S.k, T, inStride: f, outStride: S.k }, own));
+        }
+        add(...K.gatherLinear({ W: L.fc1, x: mlpIn, h: this.hsel!, T, k: S.k, sel, selStride, bias: L.fc1B, relu: true }, own));
+        const perSlice = T * ceil4(d) * L.fc2T!.parts.length;
+        const slices = Math.max(1, Math.min(MAX_SLICES, ceilDiv(S.k, MIN_SLICE_ROWS), Math.floor(this.partialFloats / perSlice)));
+        if (slices * perSlice > this.partialFloats) fail('sparse MLP partial sums do not fit their buffer');
+        add(...K.sparseDown({ W2t: L.fc2T!, h: this.hsel!, sel, selStride, k: S.k, T, slices, partial: this.partial!, x: this.x, bias: L.fc2B }, own));
+        if (trace) { add(K.scatter({ h: this.hsel!, sel, act: this.act, f, k: S.k, selStride, T }, own)); tap(l, 'fc1_act', this.act, f); }
+      }
+      if (!c.preLayerNorm) add(K.layerNorm({ x: null, y: this.x, w: L.mlpLnW, b: L.mlpLnB, n: d, rows: T, eps }, own));
+    }
+
+    if (head !== 'none') {
+      // Final LayerNorm, project_out, tied or separate lm_head, on the rows asked for.
+      const rows = head === 'all' ? T : 1, off = (T - rows) * d;
+      let h = this.x, hOff = off;
+      if (this.finalLnW) { add(K.layerNorm({ x: this.x, y: this.hF, w: this.finalLnW, b: this.finalLnB!, n: d, rows, inOff: off, eps }, own)); h = this.hF; hOff = 0; }
+      if (this.projectOut) { add(...K.linear({ W: this.projectOut, x: h, inOff: hOff, y: this.tmpE, T: rows }, own)); h = this.tmpE; hOff = 0; }
+      add(...K.linear({ W: this.lmHead, x: h, inOff: hOff, y: this.logits, T: rows }, own));
+    }
+    return { items, own, dispatches: items.filter((i) => 'd' in i).length };
+  }
+
+  /** scores = B (A x) + bias, then top-K into `sel` (DejaVu's low-rank predictor). */
+  private predict(S: LayerSparse, x: GPUBuffer, T: number, own: GPUBuffer[], add: (...d: Dispatch[]) => void): void {
+    const p = S.pred!, f = this.config.ffn, K = this.k;
+    add(...K.linear({ W: p.A, x, y: this.u!, T }, own));
+    add(...K.linear({ W: p.B, x: this.u!, y: this.scores!, T, bias: p.bias }, own));
+    add(K.topK({ scores: this.scores!, out: this.sel!, n: f, k: S.k, T, inStride: f, outStride: S.k }, own));
+  }
+
+  async forward(ids: number[], opts: ForwardOptions = {}): Promise<Float32Array> {
+    const c = this.config, V = c.vocabSize, dev = this.k.device;
+    if (ids.length === 0) fail('forward needs at least one token');
+    if (this.pos + ids.length > c.maxPositions) fail(`sequence of ${this.pos + ids.length} tokens is longer than the model's context of ${c.maxPositions}`);
+    for (const id of ids) if (!(Number.isInteger(id) && id >= 0 && id < V)) fail(`token id ${id} is outside the vocabulary of ${V}`);
+    const want = new Set<TracePoint>(opts.tracePoints ?? ['attn_in', 'mlp_in', 'fc1_act', 'head_norm']);
+    const head: Head = opts.noLogits ? 'none' : opts.allLogits ? 'all' : 'last';
+    const outs: Float32Array[] = [];
+    const cap = Math.min(TCAP, c.maxPositions);
+    for (let s = 0; s < ids.length; s += cap) {
+      const chunk = ids.slice(s, s + cap), T = chunk.length;
+      const h: Head = head === 'all' ? 'all' : head === 'last' && s + T >= ids.length ? 'last' : 'none';
+      const plan = this.plan(T, h, !!opts.trace);
+      dev.queue.writeBuffer(this.step, 0, Uint32Array.from([this.pos, ...chunk]));
+      const enc = dev.createCommandEncoder();
+      const taps: { tap: Tap; buf: GPUBuffer }[] = [];
+      const onTap = opts.trace ? (tap: Tap) => {
+        if (!want.has(tap.point)) return null;
+        const buf = dev.createBuffer({ size: tap.floats * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+        taps.push({ tap, buf });
+        return buf;
+      } : undefined;
+      this.k.encode(enc, plan.items, onTap);
+      const rows = h === 'all' ? T : 1;
+      if (h !== 'none') {
+        const bytes = rows * V * 4;
+        if (!this.stage || this.stage.size < bytes) { this.stage?.destroy(); this.stage = dev.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }); }
+        enc.copyBufferToBuffer(this.logits, 0, this.stage, 0, bytes);
+      }
+      dev.queue.submit([enc.finish()]);
+      this.pos += T;
+      for (const { tap, buf } of taps) {
+        await buf.mapAsync(GPUMapMode.READ);
+        const data = new Float32Array(buf.getMappedRange().slice(0));
+        buf.destroy();
+        opts.trace!(tap.layer, tap.point, data, tap.rows);
+      }
+      if (h !== 'none') {
+        const stage = this.stage!;
+        await stage.mapAsync(GPUMapMode.READ, 0, rows * V * 4);
+        outs.push(new Float32Array(stage.getMappedRange(0, rows * V * 4).slice(0)));
+        stage.unmap();
+      }
+    }
+    if (head === 'none') return new Float32Array(0);
+    if (outs.length === 1) return outs[0];
+    const all = new Float32Array(outs.reduce((a, o) => a + o.length, 0));
+    let o = 0;
+    for (const x of outs) { all.set(x, o); o += x.length; }
+    return all;
+  }
+
+  weightBytesPerToken(): number {
+    const c = this.config, d = c.hidden, f = c.ffn, e = c.wordEmbedProjDim;
+    let n = c.vocabSize * e * 2 + (this.projectIn ? 2 * d * e * 2 : 0);
+    for (let l = 0; l < c.layers; l++) {
+      n += 4 * d * d * 2;
+      const S = this.sparse[l];
+      if (!S) n += 2 * d * f * 2;
+      else {
+        n += 2 * S.k * d * 2;
+        if (S.pred) n += (S.pred.rank * d + f * S.pred.rank) * 2;
+        if (S.lp.selector.kind === 'oracle') n += d * f * 2;
+      }
+    }
+    return n;
+  }
+
+  async timeDecodeSteps(steps: number, token = 0): Promise<DecodeTiming> {
+    const dev = this.k.device;
+    if (this.pos + steps > this.config.maxPositions) fail(`${steps} decode steps from position ${this.pos} pass the context of ${this.config.maxPositions}`);
+    const plan = this.plan(1, 'none', false);
+    const ts = this.gpu.timestamps;
+    let resolve: GPUBuffer | null = null, read: GPUBuffer | null = null;
+    if (ts) {
+      this.querySet?.destroy();
+      this.querySet = dev.createQuerySet({ type: 'timestamp', count: 2 * steps });
+      resolve = dev.createBuffer({ size: 16 * steps, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+      read = dev.createBuffer({ size: 16 * steps, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    }
+    await dev.queue.onSubmittedWorkDone();
+    const t0 = performance.now();
+    for (let i = 0; i < steps; i++) {
+      dev.queue.writeBuffer(this.step, 0, Uint32Array.from([this.pos, token]));
+      const enc = dev.createCommandEncoder();
+      this.k.encode(enc, plan.items, undefined, ts ? { querySet: this.querySet!, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } : undefined);
+      dev.queue.submit([enc.finish()]);
+      this.pos++;
+    }
+    await dev.queue.onSubmittedWorkDone();
+    const ms = (performance.now() - t0) / steps;
+    let gpuMs: number | undefined;
+    if (ts) {
+      const enc = dev.createCommandEncoder();
+      enc.resolveQuerySet(this.querySet!, 0, 2 * steps, resolve!, 0);
+      enc.copyBufferToBuffer(resolve!, 0, read!, 0, 16 * steps);
+      dev.queue.submit([enc.finish()]);
+      await read!.mapAsync(GPUMapMode.READ);
+      const t = new BigUint64Array(read!.getMappedRange());
+      let sum = 0n;
+      for (let i = 0; i < steps; i++) sum += t[2 * i + 1] - t[2 * i];
+      gpuMs = Number(sum) / 1e6 / steps;
+      read!.unmap(); read!.destroy(); resolve!.destroy();
+    }
+    return { steps, msPerToken: ms, gpuMsPerToken: gpuMs, dispatchesPerToken: plan.dispatches, weightBytesPerToken: this.weightBytesPerToken() };
+  }
+
+  dispose(): void {
+    this.dropPlans();
+    for (const b of [...this.buffers, ...this.sparseBufs]) b.destroy();
+    for (const m of this.matrices) for (const p of m.parts) p.buffer.destroy();
+    this.stage?.destroy(); this.querySet?.destroy();
+    this.buffers = []; this.sparseBufs = []; this.matrices = []; this.stage = null;
+    // A live Dawn device busy-polls a CPU core: destroy the one this runner opened.
+    if (this.ownsDevice) { this.gpu.device.destroy(); this.ownsDevice = false; }
+  }
+}

@@ -1,0 +1,16 @@
+import type { TestContext } from 'node:test';
+import { openGpu, probeAdapter, type Gpu, type GpuOptions } from '../src/backend/webgpu/device.js';
+
+/**
+ * A Gpu for a test file, or a skip when this machine has no WebGPU adapter. In CI a missing adapter
+ * is a failure: the WebGPU tests must not pass by skipping. Destroy the device at the end of the file
+ * (an open Dawn device busy-polls a CPU core).
+ */
+export async function gpuOrSkip(t: TestContext, opts: GpuOptions = {}): Promise<Gpu | null> {
+  if (!(await probeAdapter())) {
+    if (process.env.CI) throw new Error('no WebGPU adapter in CI');
+    t.skip('no WebGPU adapter on this machine');
+    return null;
+  }
+  return openGpu(opts);
+}
