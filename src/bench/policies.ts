@@ -1,0 +1,60 @@
+/**
+ * Synthetic sparsity policies for speed measurements: the benchmark needs the right amount of work
+ * at the right shapes, not a model that predicts anything.
+ */
+import type { OptConfig } from '../model/config.js';
+import type { LowRankPredictor, SparsityPolicy } from '../sparsity/policy.js';
+import { mlpK, predictorRank } from './shapes.js';
+
+/** Deterministic pseudo-random numbers in [0, 1) (mulberry32): runs are comparable. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** k distinct indices in [0, n), ascending (partial Fisher-Yates). */
+export function randomSubset(n: number, k: number, r: () => number): Uint32Array {
+  const perm = new Uint32Array(n);
+  for (let i = 0; i < n; i++) perm[i] = i;
+  for (let i = 0; i < k; i++) {
+    const j = i + Math.floor(r() * (n - i));
+    const t = perm[i]; perm[i] = perm[j]; perm[j] = t;
+  }
+  return perm.slice(0, k).sort();
+}
+
+/**
+ * --oracle: a fixed random index set per layer. No predictor runs, so the time isolates the sparse
+ * kernels; a different set per layer keeps a cache from serving one layer's rows to the next.
+ */
+export function fixedPolicy(c: OptConfig, density: number, seed = 1): SparsityPolicy {
+  const r = rng(seed), k = mlpK(c, density);
+  return {
+    input: 'attn_in',
+    mlp: Array.from({ length: c.layers }, () => ({ k, selector: { kind: 'fixed' as const, indices: randomSubset(c.ffn, k, r) } })),
+  };
+}
+
+/**
+ * Random low-rank predictors at DejaVu's proportions (rank from `predictorRank`). One predictor
+ * object is shared by every layer to keep host memory at one layer's worth (B alone is f x r floats:
+ * 111 MB at OPT-66B); a backend uploads each layer's predictor to its own buffers, so the bytes read
+ * per token are still L predictors' worth. Scales keep the scores O(1) like a trained predictor's.
+ */
+export function syntheticPredictorPolicy(c: OptConfig, density: number, seed = 2, rank = predictorRank(c.hidden)): SparsityPolicy {
+  const r = rng(seed), d = c.hidden, f = c.ffn;
+  const fill = (n: number, scale: number) => {
+    const a = new Float32Array(n);
+    for (let i = 0; i < n; i++) a[i] = (r() * 2 - 1) * scale;
+    return a;
+  };
+  const predictor: LowRankPredictor = { rank, A: fill(rank * d, 1 / Math.sqrt(d)), B: fill(f * rank, 1 / Math.sqrt(rank)), bias: fill(f, 0.1) };
+  const k = mlpK(c, density);
+  return { input: 'attn_in', mlp: Array.from({ length: c.layers }, () => ({ k, selector: { kind: 'predictor' as const, predictor } })) };
+}

@@ -1,0 +1,61 @@
+/** Benchmark rows: one per configuration, as JSON (snake_case keys) or an aligned table. */
+
+export interface BenchRow {
+  shape: string;                 // opt-6.7b, or the checkpoint folder's name
+  backend: 'cpu' | 'webgpu';
+  adapter: string;
+  sparsity: 'dense' | 'mlp';
+  selector: 'none' | 'fixed' | 'predictor';
+  mlp_density: number | null;
+  predictor_rank: number | null;
+  prompt_len: number;
+  gen: number;
+  prefill_ms: number;
+  ms_per_token: number;          // mean over the measured decode steps
+  median_ms: number;
+  min_ms: number;
+  tokens_per_s: number;
+  bytes_per_token: number;       // mean over the measured steps (src/bench/shapes.ts tokenBytes)
+  gbps: number;                  // bytes_per_token / ms_per_token
+  card_gbps: number | null;      // measured copy bandwidth (read + write)
+  card_gbps_method: string | null;
+  floor_ms: number | null;       // bytes_per_token / card bandwidth
+  pct_of_floor: number | null;   // floor_ms / ms_per_token * 100
+  hf_ms_per_token?: number;
+  hf_prefill_ms?: number;
+  hf_device?: string;
+  hf_gbps?: number;              // the same dense byte count over HF's time
+  speedup_vs_hf?: number;        // hf_ms_per_token / ms_per_token
+}
+
+const r3 = (x: number) => Math.round(x * 1000) / 1000;
+
+/** Rounds the float fields for printing (full precision adds nothing at these timings). */
+export function rounded(row: BenchRow): BenchRow {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(row)) out[k] = typeof v === 'number' && !Number.isInteger(v) ? r3(v) : v;
+  return out as unknown as BenchRow;
+}
+
+const fmt = (x: number | null | undefined, digits = 2) => (x === null || x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits));
+
+/** Right-aligned columns with a header; the first column left-aligned. */
+export function table(header: string[], rows: string[][]): string {
+  const w = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r: string[]) => r.map((s, i) => (i === 0 ? s.padEnd(w[i]) : s.padStart(w[i]))).join('  ');
+  return [line(header), w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line)].join('\n') + '\n';
+}
+
+export function benchTable(rows: BenchRow[]): string {
+  const hf = rows.some((r) => r.hf_ms_per_token !== undefined);
+  const header = ['shape', 'backend', 'sparsity', 'prefill ms', 'ms/token', 'tok/s', 'MB/token', 'GB/s', 'floor ms', '% floor'];
+  if (hf) header.push('HF ms/token', 'HF GB/s', 'HF/ours');
+  const body = rows.map((r) => {
+    const sp = r.sparsity === 'dense' ? 'dense' : `mlp ${r.mlp_density}${r.selector === 'fixed' ? ' fixed' : ''}`;
+    const cells = [r.shape, r.backend, sp, fmt(r.prefill_ms, 1), fmt(r.ms_per_token, 3), fmt(r.tokens_per_s, 1),
+      fmt(r.bytes_per_token / 1e6, 1), fmt(r.gbps, 1), fmt(r.floor_ms, 3), fmt(r.pct_of_floor, 1)];
+    if (hf) cells.push(fmt(r.hf_ms_per_token, 3), fmt(r.hf_gbps, 1), fmt(r.speedup_vs_hf, 2));
+    return cells;
+  });
+  return table(header, body);
+}

@@ -1,0 +1,209 @@
+/**
+ * `dejavu bench`: decode speed of a real checkpoint or of a published OPT shape with synthetic
+ * weights, dense or with a sparse MLP, against the bandwidth floor measured on the same card.
+ */
+import { cpus, totalmem } from 'node:os';
+import { basename, resolve } from 'node:path';
+import type { BackendName, Runner } from '../backend/types.js';
+import { openGpu, probeAdapter, type Gpu, type GpuOptions } from '../backend/webgpu/device.js';
+import { loadModel, type Model } from '../engine/model.js';
+import type { OptConfig } from '../model/config.js';
+import type { Checkpoint } from '../model/checkpoint.js';
+import type { SparsityPolicy } from '../sparsity/policy.js';
+import { DejavuError, fail } from '../util/errors.js';
+import { measureGpuBandwidth, measureMemcpyBandwidth, type Bandwidth } from './bandwidth.js';
+import { timeDecode } from './decode.js';
+import { runHfBaseline } from './hf.js';
+import { fixedPolicy, syntheticPredictorPolicy } from './policies.js';
+import type { BenchRow } from './report.js';
+import { deviceWeightBytes, kvCacheBytes, mlpBytesFromPolicy, meanTokenBytes, predictorRank, shapeConfig } from './shapes.js';
+
+export type SparsityMode = 'dense' | 'mlp' | 'dejavu';
+
+export interface BenchOptions {
+  model?: string;
+  shapes?: string[];
+  backend: 'auto' | BackendName;
+  promptLen: number;
+  gen: number;
+  warmup: number;
+  sparsity: SparsityMode[];
+  mlpDensity: number;
+  headDensity: number;
+  oracle: boolean;
+  predictors?: string;
+  compareHf: boolean;
+  /** Device memory to assume for the fit check of --shape, GiB (default: known cards, else none). */
+  deviceMemoryGib?: number;
+  /** One line per event (skips, progress) — stderr in the CLI. */
+  log: (line: string) => void;
+}
+
+type SyntheticFactory = (config: OptConfig, weights: 'synthetic', opts?: GpuOptions) => Promise<Runner & { gpu?: Gpu }>;
+
+async function syntheticRunner(c: OptConfig): Promise<Runner> {
+  // A variable specifier: the WebGPU runner is loaded on demand and may still be in progress.
+  const spec = '../backend/webgpu/runner.js';
+  const mod = (await import(spec)) as { createWebGpuRunner: SyntheticFactory };
+  return mod.createWebGpuRunner(c, 'synthetic');
+}
+
+type PredictorsIo = { loadPredictors(dir: string, ck: Checkpoint): Promise<{ policy(o: { mlpDensity?: number }): SparsityPolicy }> };
+
+async function loadPredictorPolicy(dir: string, ck: Checkpoint, mlpDensity: number): Promise<SparsityPolicy> {
+  const { loadPredictors } = (await import('../sparsity/predictors-io.js' as string)) as PredictorsIo;
+  return (await loadPredictors(dir, ck)).policy({ mlpDensity });
+}
+
+/**
+ * Usable memory of cards whose size WebGPU does not report (it has no such query): what a process
+ * can allocate, a little under the marketing size. lavapipe allocates from host RAM.
+ */
+function knownMemoryBytes(adapter: string): number | null {
+  const GiB = 1024 ** 3;
+  if (/H200/i.test(adapter)) return 139 * GiB;
+  if (/H100/i.test(adapter)) return 78 * GiB;
+  if (/llvmpipe|lavapipe|swiftshader/i.test(adapter)) return totalmem() * 0.8;
+  return null;
+}
+
+/** Why a shape cannot run on this device, or null when it (probably) can. */
+function doesNotFit(c: OptConfig, name: string, gpu: Gpu, o: BenchOptions): string | null {
+  const GiB = 1024 ** 3;
+  // The runner splits matrices by rows to fit a binding; a single row must still fit one.
+  const widest = Math.max(c.hidden, c.ffn, c.wordEmbedProjDim) * 2;
+  if (widest > gpu.limits.maxStorageBufferBindingSize) return `${name}: one weight row exceeds maxStorageBufferBindingSize`;
+  const r = predictorRank(c.hidden);
+  const predictors = o.sparsity.includes('mlp') && !o.oracle ? c.layers * (r * c.hidden + c.ffn * r + c.ffn) * 2 : 0;
+  const need = deviceWeightBytes(c) + kvCacheBytes(c) + predictors;
+  const have = o.deviceMemoryGib !== undefined ? o.deviceMemoryGib * GiB : knownMemoryBytes(gpu.adapterName);
+  if (have !== null && need > have - 1 * GiB) {
+    return `${name} needs about ${(need / GiB).toFixed(1)} GiB (weights + full-context KV cache${predictors ? ' + predictors' : ''}), the device has about ${(have / GiB).toFixed(0)} GiB`;
+  }
+  return null;
+}
+
+interface Target {
+  name: string;
+  config: OptConfig;
+  /** Builds the runner; null when the target is skipped. */
+  open(): Promise<{ runner: Runner; model?: Model } | null>;
+}
+
+export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
+  if (o.sparsity.includes('dejavu')) {
+    fail('--sparsity dejavu needs sparse attention heads, which the engine does not have yet (use dense or mlp)');
+  }
+  if (o.model && o.shapes?.length) fail('give --model or --shape, not both');
+  const shapes = o.shapes ?? [];
+  const configs = shapes.map((s) => shapeConfig(s)); // unknown shapes fail here, before any device work
+
+  let backend: BackendName;
+  if (shapes.length) {
+    if (o.backend === 'cpu') fail('--shape runs synthetic weights on the GPU; on the CPU backend benchmark a real checkpoint with --model');
+    backend = 'webgpu';
+  } else backend = o.backend === 'auto' ? ((await probeAdapter()) ? 'webgpu' : 'cpu') : o.backend;
+  if (o.sparsity.includes('mlp') && !o.oracle && !o.predictors && !shapes.length) {
+    fail('--sparsity mlp on a checkpoint needs --predictors DIR (trained predictors) or --oracle (fixed random neuron sets)');
+  }
+
+  // Bandwidth first, on a device of its own, before the model takes the memory.
+  let bw: Bandwidth, adapter: string, gpu: Gpu | null = null;
+  if (backend === 'webgpu') {
+    gpu = await openGpu();
+    adapter = gpu.adapterName;
+    bw = await measureGpuBandwidth(gpu);
+    gpu.device.destroy(); // a live device busy-polls a core (DESIGN.md)
+  } else {
+    adapter = cpus()[0]?.model.trim() ?? 'cpu';
+    bw = measureMemcpyBandwidth();
+  }
+  o.log(`bandwidth: ${bw.gbps.toFixed(1)} GB/s (${bw.method}, ${(bw.copyBytes / 2 ** 20).toFixed(0)} MiB x ${bw.copies}) on ${adapter}`);
+
+  const targets: Target[] = shapes.map((name, i) => ({
+    name, config: configs[i],
+    async open() {
+      const why = doesNotFit(configs[i], name, gpu!, o);
+      if (why) { o.log(`skipped: ${why}`); return null; }
+      try {
+        return { runner: await syntheticRunner(configs[i]) };
+      } catch (e) {
+        if (e instanceof DejavuError) throw e;
+        o.log(`skipped: ${name}: ${(e as Error).message.split('\n')[0]}`);
+        return null;
+      }
+    },
+  }));
+  if (!shapes.length) {
+    const dir = o.model!;
+    const model = await loadModel(dir, { backend });
+    targets.push({ name: basename(resolve(dir)), config: model.config, open: async () => ({ runner: model.runner, model }) });
+  }
+
+  const rows: BenchRow[] = [];
+  for (const t of targets) {
+    const opened = await t.open();
+    if (!opened) continue;
+    const { runner, model } = opened;
+    try {
+      // (--sparsity dejavu was refused above.)
+      for (const mode of o.sparsity as ('dense' | 'mlp')[]) rows.push(await measure(t, runner, model, mode, o, bw, adapter, backend));
+    } finally {
+      runner.dispose();
+    }
+    if (o.compareHf) await attachHf(rows.filter((r) => r.shape === t.name), t.config, o, shapes.length ? { shape: t.name } : { model: o.model! });
+  }
+  return rows;
+}
+
+async function measure(t: Target, runner: Runner, model: Model | undefined, mode: 'dense' | 'mlp', o: BenchOptions,
+  bw: Bandwidth, adapter: string, backend: BackendName): Promise<BenchRow> {
+  const c = t.config;
+  let policy: SparsityPolicy | null = null;
+  if (mode === 'mlp') {
+    if (o.oracle) policy = fixedPolicy(c, o.mlpDensity);
+    else if (o.predictors && model) policy = await loadPredictorPolicy(o.predictors, model.checkpoint, o.mlpDensity);
+    else policy = syntheticPredictorPolicy(c, o.mlpDensity);
+  }
+  runner.setSparsity(policy);
+  o.log(`${t.name}: ${mode}${policy ? ` (density ${o.mlpDensity}, ${o.oracle ? 'fixed sets' : 'predictors'})` : ''}: prompt ${o.promptLen}, ${o.gen} tokens...`);
+  const timing = await timeDecode(runner, { promptLen: o.promptLen, gen: o.gen, warmup: o.warmup });
+  runner.setSparsity(null);
+
+  // The CPU runner holds float32 weights and caches (4 bytes); WebGPU holds fp16 (2 bytes).
+  const eb = backend === 'cpu' ? 4 : 2;
+  const mlp = mlpBytesFromPolicy(policy);
+  const bytes = meanTokenBytes(c, { weightBytes: eb, kvBytes: eb, predictorBytes: eb, mlp }, o.promptLen, o.gen).total;
+  const floorMs = bytes / (bw.gbps * 1e6);
+  const sel = policy?.mlp.find((p) => p)?.selector;
+  return {
+    shape: t.name, backend, adapter, sparsity: mode,
+    selector: sel ? (sel.kind === 'predictor' ? 'predictor' : 'fixed') : 'none',
+    mlp_density: policy ? o.mlpDensity : null,
+    predictor_rank: sel?.kind === 'predictor' ? sel.predictor.rank : null,
+    prompt_len: o.promptLen, gen: o.gen,
+    prefill_ms: timing.prefillMs, ms_per_token: timing.msPerToken, median_ms: timing.medianMs, min_ms: timing.minMs,
+    tokens_per_s: 1000 / timing.msPerToken,
+    bytes_per_token: Math.round(bytes),
+    gbps: bytes / (timing.msPerToken * 1e6),
+    card_gbps: bw.gbps, card_gbps_method: bw.method,
+    floor_ms: floorMs, pct_of_floor: (floorMs / timing.msPerToken) * 100,
+  };
+}
+
+/** Adds the HF baseline's numbers to a target's rows, or logs one "skipped:" line. */
+async function attachHf(rows: BenchRow[], c: OptConfig, o: BenchOptions, what: { shape?: string; model?: string }): Promise<void> {
+  if (!rows.length) return;
+  o.log(`${rows[0].shape}: running bench/hf_baseline.py...`);
+  const hf = await runHfBaseline({ ...what, promptLen: o.promptLen, gen: o.gen, warmup: o.warmup });
+  if (!hf.ok) { o.log(`skipped: Hugging Face baseline: ${hf.reason.replace(/^skipped: /, '')}`); return; }
+  // HF runs dense fp16 with an fp16 KV cache: the dense WebGPU byte count applies.
+  const dense = meanTokenBytes(c, { weightBytes: 2, kvBytes: 2 }, o.promptLen, o.gen).total;
+  for (const r of rows) {
+    r.hf_ms_per_token = hf.result.ms_per_token;
+    r.hf_prefill_ms = hf.result.prefill_ms;
+    r.hf_device = hf.result.device;
+    r.hf_gbps = dense / (hf.result.ms_per_token * 1e6);
+    r.speedup_vs_hf = hf.result.ms_per_token / r.ms_per_token;
+  }
+}

@@ -1,0 +1,57 @@
+import type { Command } from 'commander';
+import { parseBackend } from '../backend/select.js';
+import { benchTable, rounded } from '../bench/report.js';
+import { runBench, type SparsityMode } from '../bench/run.js';
+import { SHAPE_NAMES } from '../bench/shapes.js';
+import { fail } from '../util/errors.js';
+import { action, DEMO_MODEL, floatArg, intArg, modelOptions } from './common.js';
+
+interface BenchFlags {
+  model?: string; shape?: string; backend: string; promptLen: number; gen: number; warmup: number;
+  sparsity: string; mlpDensity: number; headDensity: number; oracle?: boolean; predictors?: string;
+  json?: boolean; compareHf?: boolean; deviceMemoryGib?: number;
+}
+
+/** Comma-separated lists, so one process (one device start, one bandwidth measurement) covers a sweep. */
+const list = (s: string) => s.split(',').map((x) => x.trim()).filter((x) => x);
+
+function parseSparsity(s: string): SparsityMode[] {
+  const modes = list(s);
+  for (const m of modes) if (m !== 'dense' && m !== 'mlp' && m !== 'dejavu') fail(`unknown sparsity "${m}" (choose dense, mlp or dejavu)`);
+  if (!modes.length) fail('--sparsity needs at least one of dense, mlp, dejavu');
+  return modes as SparsityMode[];
+}
+
+export function register(program: Command): void {
+  const cmd = program.command('bench')
+    .description('decode speed (ms/token, GB/s) against the bandwidth floor measured on the same device');
+  modelOptions(cmd)
+    .option('--shape <names>', `published OPT shapes with synthetic weights on the GPU, comma-separated (${SHAPE_NAMES.join(', ')})`)
+    .option('--prompt-len <n>', 'prompt tokens (random ids)', intArg('--prompt-len', 1), 128)
+    .option('--gen <n>', 'decode steps measured', intArg('--gen', 1), 128)
+    .option('--warmup <n>', 'decode steps of the untimed warm-up round', intArg('--warmup'), 3)
+    .option('--sparsity <modes>', 'dense | mlp | dejavu, comma-separated', 'dense')
+    .option('--mlp-density <d>', 'fraction of MLP neurons per sparse layer', floatArg('--mlp-density', 0, 1), 0.1)
+    .option('--head-density <d>', 'fraction of attention heads (for --sparsity dejavu)', floatArg('--head-density', 0, 1), 0.4)
+    .option('--oracle', 'sparse MLP with fixed random neuron sets: no predictor cost, isolates the kernels')
+    .option('--predictors <dir>', 'trained predictors for --model (from train-predictors)')
+    .option('--device-memory-gib <n>', 'device memory for the --shape fit check (default: known cards)', floatArg('--device-memory-gib', 0))
+    .option('--compare-hf', 'also run bench/hf_baseline.py (PyTorch + transformers, CUDA) and print the ratios')
+    .option('--json', 'one JSON object per configuration, one per line');
+  cmd.action(action(async (o: BenchFlags) => {
+    const shapes = o.shape ? list(o.shape) : undefined;
+    const rows = await runBench({
+      model: shapes ? o.model : (o.model ?? DEMO_MODEL),
+      shapes,
+      backend: parseBackend(o.backend),
+      promptLen: o.promptLen, gen: o.gen, warmup: o.warmup,
+      sparsity: parseSparsity(o.sparsity),
+      mlpDensity: o.mlpDensity, headDensity: o.headDensity,
+      oracle: !!o.oracle, predictors: o.predictors,
+      compareHf: !!o.compareHf, deviceMemoryGib: o.deviceMemoryGib,
+      log: (line) => process.stderr.write(line + '\n'),
+    });
+    if (o.json) for (const r of rows) process.stdout.write(JSON.stringify(rounded(r)) + '\n');
+    else if (rows.length) process.stdout.write(benchTable(rows));
+  }));
+}
