@@ -1,0 +1,49 @@
+/** Log-likelihood of a continuation given a context: the primitive the zero-shot tasks share. */
+import type { Runner } from '../backend/types.js';
+import type { TextTokenizer } from '../model/tokenizer.js';
+import { fail } from '../util/errors.js';
+import { argmaxRow, tokenLogprob } from './logprob.js';
+import type { Request } from './tasks.js';
+
+export interface ContinuationScore {
+  /** Sum of log p over the continuation's tokens, in nats. */
+  logprob: number;
+  /** Whether greedy decoding from the context produces exactly the continuation's tokens. */
+  greedy: boolean;
+  /** Continuation tokens scored. */
+  tokens: number;
+}
+
+/**
+ * Context and continuation are tokenized separately (the context with the leading `</s>`, the
+ * continuation without), as lm-eval does, so the scored tokens are exactly the continuation's own.
+ * The last continuation token is never fed (it has nothing to predict), and a context longer than the
+ * model's window loses its oldest tokens.
+ */
+export function requestIds(tokenizer: TextTokenizer, r: Request): { context: number[]; continuation: number[] } {
+  const continuation = tokenizer.encode(r.continuation, false);
+  if (continuation.length === 0) fail(`empty continuation after "${r.context.slice(-40)}"`);
+  return { context: tokenizer.encode(r.context), continuation };
+}
+
+export async function scoreRequest(runner: Runner, tokenizer: TextTokenizer, r: Request): Promise<ContinuationScore> {
+  const { context, continuation } = requestIds(tokenizer, r);
+  return scoreIds(runner, context, continuation);
+}
+
+export async function scoreIds(runner: Runner, context: number[], continuation: number[]): Promise<ContinuationScore> {
+  const max = runner.config.maxPositions, V = runner.config.vocabSize;
+  if (continuation.length > max) fail(`a continuation of ${continuation.length} tokens does not fit the context of ${max}`);
+  let input = [...context, ...continuation].slice(0, -1);
+  if (input.length > max) input = input.slice(input.length - max);
+  const first = input.length - continuation.length; // logits row that predicts continuation[0]
+  runner.reset();
+  const logits = await runner.forward(input, { allLogits: true });
+  runner.reset();
+  let logprob = 0, greedy = true;
+  continuation.forEach((tok, j) => {
+    logprob += tokenLogprob(logits, first + j, V, tok);
+    if (argmaxRow(logits, first + j, V) !== tok) greedy = false;
+  });
+  return { logprob, greedy, tokens: continuation.length };
+}
