@@ -46,8 +46,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (lid == 0u) { remaining = p.k; }
   var prefix = 0u;
   var mask = 0u;
-  for (var pass = 0u; pass < 4u; pass++) {
-    let shift = 24u - 8u * pass;
+  for (var ps = 0u; ps < 4u; ps++) {
+    let shift = 24u - 8u * ps;
     atomicStore(&hist[lid], 0u);
     workgroupBarrier();
     for (var i = lid; i < p.n; i += ${TOPK_WG}u) {

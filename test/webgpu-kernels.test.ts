@@ -1,0 +1,157 @@
+/**
+ * Every WGSL kernel against its CPU twin on random odd shapes (not multiples of 4 or of the
+ * workgroup size), on both weight views (f16 and packed u32) and both reduction paths.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { attention, layerNorm, linear, sparseMlp, topK, transpose } from '../src/backend/cpu/kernels.js';
+import { Kernels, readF32, readU32, runNow, type GpuMatrix } from '../src/backend/webgpu/ops.js';
+import type { Gpu } from '../src/backend/webgpu/device.js';
+import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
+import { gpuOrSkip } from './gpu.js';
+import { randomArray, rng } from './helpers.js';
+
+let gpu: Gpu | null = null;
+after(() => gpu?.device.destroy());
+
+function relErr(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  let n = 0, d = 0;
+  for (let i = 0; i < a.length; i++) { n += (a[i] - b[i]) ** 2; d += b[i] ** 2; }
+  return Math.sqrt(n / Math.max(d, 1e-30));
+}
+
+/** The kernel variants: same device, the WGSL differs (a device with shader-f16 can run the packed path). */
+function variants(g: Gpu): [string, Kernels][] {
+  const out: [string, Kernels][] = [];
+  for (const f16 of g.f16 ? [true, false] : [false]) for (const sg of g.subgroups ? [true, false] : [false]) {
+    out.push([`${f16 ? 'f16' : 'u32'}_${sg ? 'sg' : 'wgmem'}`, new Kernels({ ...g, f16, subgroups: sg }, 4096)]);
+  }
+  return out;
+}
+
+/** Uploads random weights; returns the matrix and the fp16-rounded values the CPU twin should use. */
+function randomMatrix(k: Kernels, rows: number, cols: number, r: () => number): { m: GpuMatrix; w: Float32Array } {
+  const bits = floatsToHalves(randomArray(rows * cols, r, 0.5));
+  const m = k.matrix(rows, cols, 'W');
+  k.upload(m, bits);
+  return { m, w: halvesToFloats(bits) };
+}
+
+test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
+  gpu = await gpuOrSkip(t);
+  if (!gpu) return;
+  const r = rng(7);
+  for (const [name, k] of variants(gpu)) {
+    const own: GPUBuffer[] = [];
+    await t.test(`linear (gemv and matmul, split into parts) ${name}`, async () => {
+      for (const [T, rows, K] of [[1, 37, 23], [1, 131, 45], [3, 37, 23], [19, 53, 71]] as const) {
+        for (const epi of [{ bias: false, relu: false, resid: false }, { bias: true, relu: true, resid: false }, { bias: true, relu: false, resid: true }]) {
+          const { m, w } = randomMatrix(k, rows, K, r);
+          const x = randomArray(T * K, r), b = randomArray(rows, r), y0 = randomArray(T * rows, r);
+          const y = k.f32Buffer(y0.slice(), 'y');
+          const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T, bias: epi.bias ? k.f32Buffer(b, 'b') : null, relu: epi.relu, resid: epi.resid }, own);
+          await runNow(k, ds, own);
+          const ref = linear(x, T, w, epi.bias ? b : null, K, rows);
+          if (epi.relu) for (let i = 0; i < ref.length; i++) ref[i] = Math.max(0, ref[i]);
+          if (epi.resid) for (let i = 0; i < ref.length; i++) ref[i] += y0[i];
+          const got = await readF32(k, y, T * rows);
+          assert.ok(relErr(got, ref) < 1e-5, `T=${T} ${rows}x${K} ${JSON.stringify(epi)} parts=${m.parts.length}: ${relErr(got, ref)}`);
+        }
+      }
+    });
+    await t.test(`layernorm ${name}`, async () => {
+      const n = 37, rows = 3;
+      const x = randomArray(rows * n, r, 3), w = randomArray(n, r), b = randomArray(n, r);
+      const y = k.buffer(rows * n * 4, 'y');
+      await runNow(k, [k.layerNorm({ x: k.f32Buffer(x, 'x'), y, w: k.f32Buffer(w, 'w'), b: k.f32Buffer(b, 'b'), n, rows, eps: 1e-5 }, own)], own);
+      assert.ok(relErr(await readF32(k, y, rows * n), layerNorm(x, rows, n, w, b, 1e-5)) < 1e-5);
+      const xi = k.f32Buffer(x, 'x');
+      await runNow(k, [k.layerNorm({ x: null, y: xi, w: k.f32Buffer(w, 'w'), b: k.f32Buffer(b, 'b'), n, rows, eps: 1e-5 }, own)], own);
+      assert.ok(relErr(await readF32(k, xi, rows * n), layerNorm(x, rows, n, w, b, 1e-5)) < 1e-5);
+    });
+    await t.test(`kv store + attention ${name}`, async () => {
+      const H = 3, hd = 5, d = H * hd, pos = 6, T = 3, maxPos = 13;
+      const kc = new Float32Array(maxPos * d), vc = new Float32Array(maxPos * d);
+      kc.set(randomArray(pos * d, r)); vc.set(randomArray(pos * d, r));
+      const qkv = randomArray(T * 3 * d, r);
+      const q = new Float32Array(T * d);
+      for (let t2 = 0; t2 < T; t2++) {
+        q.set(qkv.subarray(t2 * 3 * d, t2 * 3 * d + d), t2 * d);
+        kc.set(qkv.subarray(t2 * 3 * d + d, t2 * 3 * d + 2 * d), (pos + t2) * d);
+        vc.set(qkv.subarray(t2 * 3 * d + 2 * d, t2 * 3 * d + 3 * d), (pos + t2) * d);
+      }
+      const hnRef = new Float32Array(T * H);
+      const ref = attention(q, T, pos, kc, vc, H, hd, undefined, hnRef);
+      const step = k.f32Buffer(Uint32Array.from([pos]), 'step');
+      const gk = k.f32Buffer(kc.map((v, i) => (i < pos * d ? v : 0)), 'k'), gv = k.f32Buffer(vc.map((v, i) => (i < pos * d ? v : 0)), 'v');
+      const gq = k.f32Buffer(qkv, 'qkv'), o = k.buffer(T * d * 4, 'o'), hn = k.buffer(T * H * 4, 'hn');
+      await runNow(k, [k.kvStore({ step, qkv: gq, k: gk, v: gv, d, T }, own), k.attention({ step, qkv: gq, k: gk, v: gv, o, hn, H, hd, T, maxPos }, own)], own);
+      assert.ok(relErr(await readF32(k, gk, maxPos * d), kc) < 1e-7, 'K cache');
+      assert.ok(relErr(await readF32(k, o, T * d), ref) < 1e-5, 'attention output');
+      assert.ok(relErr(await readF32(k, hn, T * H), hnRef) < 1e-5, 'head norms');
+    });
+    await t.test(`top-k (exact set, ties to the lower index) ${name}`, async () => {
+      for (const [n, kk, levels] of [[1001, 37, 0], [1001, 37, 9], [257, 1, 0], [77, 77, 3], [3001, 555, 50]] as const) {
+        const T = 2;
+        const s = randomArray(T * n, r);
+        if (levels) for (let i = 0; i < s.length; i++) s[i] = Math.round(s[i] * levels) / levels; // many ties
+        const out = k.buffer(T * kk * 4, 'sel');
+        await runNow(k, [k.topK({ scores: k.f32Buffer(s, 's'), out, n, k: kk, T, inStride: n, outStride: kk }, own)], own);
+        const got = await readU32(k, out, T * kk);
+        for (let t2 = 0; t2 < T; t2++) {
+          const want = [...topK(s.subarray(t2 * n, (t2 + 1) * n), kk)].sort((a, b) => a - b);
+          assert.deepEqual([...got.subarray(t2 * kk, (t2 + 1) * kk)].sort((a, b) => a - b), want, `n=${n} k=${kk} ties=${levels}`);
+        }
+      }
+    });
+    await t.test(`transpose + sparse MLP vs sparseMlp and the dense MLP ${name}`, async () => {
+      const d = 37, f = 101;
+      const { m: W1, w: w1 } = randomMatrix(k, f, d, r);
+      const { m: W2, w: w2 } = randomMatrix(k, d, f, r);
+      const W2t = k.matrix(f, d, 'W2t');
+      await runNow(k, k.transpose(W2, W2t, own), own);
+      const w2t = transpose(w2, d, f);
+      const b1 = randomArray(f, r, 0.5), b2 = randomArray(d, r);
+      const all = Uint32Array.from({ length: f }, (_, i) => i);
+      for (const sel of [all, Uint32Array.from([...all].sort(() => r() - 0.5).slice(0, 23)), Uint32Array.from([100, 0, 55])]) {
+        const kk = sel.length, T = 2;
+        const x = randomArray(T * d, r), x0 = randomArray(T * d, r);
+        const gx = k.f32Buffer(x, 'x'), res = k.f32Buffer(x0, 'res');
+        const gsel = k.f32Buffer(sel, 'sel'), h = k.buffer(T * kk * 4, 'h'), partial = k.buffer(T * 64 * 40 * 4 * W2t.parts.length, 'p');
+        const ds = [
+          ...k.gatherLinear({ W: W1, x: gx, h, T, k: kk, sel: gsel, selStride: 0, bias: k.f32Buffer(b1, 'b1'), relu: true }, own),
+          ...k.sparseDown({ W2t, h, sel: gsel, selStride: 0, k: kk, T, slices: 5, partial, x: res, bias: k.f32Buffer(b2, 'b2') }, own),
+        ];
+        await runNow(k, ds, own);
+        const got = await readF32(k, res, T * d);
+        const ref = new Float32Array(T * d);
+        for (let t2 = 0; t2 < T; t2++) {
+          const y = sparseMlp(x.subarray(t2 * d, (t2 + 1) * d), w1, b1, w2t, b2, d, sel);
+          for (let i = 0; i < d; i++) ref[t2 * d + i] = x0[t2 * d + i] + y[i];
+        }
+        assert.ok(relErr(got, ref) < 1e-5, `k=${kk}: ${relErr(got, ref)}`);
+        if (kk === f) { // every neuron selected: the dense MLP
+          const dense = linear(linear(x, T, w1, b1, d, f).map((v) => Math.max(0, v)), T, w2, b2, f, d);
+          for (let i = 0; i < dense.length; i++) dense[i] += x0[i];
+          assert.ok(relErr(got, dense) < 1e-5, 'dense equivalence');
+        }
+      }
+    });
+    await t.test(`synthetic fill ${name}`, async () => {
+      const m = k.matrix(41, 37, 'fill');
+      await runNow(k, k.fillMatrix(m, 3, 0.02, own), own);
+      let n = 0, s = 0, s2 = 0;
+      for (const p of m.parts) {
+        const raw = await readU32(k, p.buffer, (p.rows * m.colsP) / 2);
+        const v = halvesToFloats(new Uint16Array(raw.buffer));
+        for (let i = 0; i < v.length; i++) {
+          if (i % m.colsP >= m.cols) { assert.equal(v[i], 0, 'padding stays zero'); continue; }
+          n++; s += v[i]; s2 += v[i] * v[i];
+        }
+      }
+      const std = Math.sqrt(s2 / n - (s / n) ** 2);
+      assert.ok(Math.abs(s / n) < 0.003 && std > 0.017 && std < 0.023, `mean ${s / n} std ${std}`);
+    });
+  }
+});
