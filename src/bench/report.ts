@@ -21,6 +21,11 @@ export interface BenchRow {
   card_gbps_method: string | null;
   floor_ms: number | null;       // bytes_per_token / card bandwidth
   pct_of_floor: number | null;   // floor_ms / ms_per_token * 100
+  // From the WebGPU runner's timeDecodeSteps: steps queued back to back, no logits read back, no LM head.
+  dispatches_per_token?: number;
+  queued_ms_per_token?: number;
+  gpu_ms_per_token?: number | null;  // GPU timestamps (null without timestamp-query)
+  gpu_gbps?: number | null;          // (bytes_per_token - lm_head bytes) / gpu_ms_per_token
   hf_ms_per_token?: number;
   hf_prefill_ms?: number;
   hf_device?: string;
@@ -48,12 +53,15 @@ export function table(header: string[], rows: string[][]): string {
 
 export function benchTable(rows: BenchRow[]): string {
   const hf = rows.some((r) => r.hf_ms_per_token !== undefined);
+  const gpu = rows.some((r) => r.gpu_ms_per_token != null);
   const header = ['shape', 'backend', 'sparsity', 'prefill ms', 'ms/token', 'tok/s', 'MB/token', 'GB/s', 'floor ms', '% floor'];
+  if (gpu) header.push('GPU ms', 'dispatches');
   if (hf) header.push('HF ms/token', 'HF GB/s', 'HF/ours');
   const body = rows.map((r) => {
     const sp = r.sparsity === 'dense' ? 'dense' : `mlp ${r.mlp_density}${r.selector === 'fixed' ? ' fixed' : ''}`;
     const cells = [r.shape, r.backend, sp, fmt(r.prefill_ms, 1), fmt(r.ms_per_token, 3), fmt(r.tokens_per_s, 1),
       fmt(r.bytes_per_token / 1e6, 1), fmt(r.gbps, 1), fmt(r.floor_ms, 3), fmt(r.pct_of_floor, 1)];
+    if (gpu) cells.push(fmt(r.gpu_ms_per_token, 3), String(r.dispatches_per_token ?? '-'));
     if (hf) cells.push(fmt(r.hf_ms_per_token, 3), fmt(r.hf_gbps, 1), fmt(r.speedup_vs_hf, 2));
     return cells;
   });

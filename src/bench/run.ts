@@ -16,7 +16,7 @@ import { timeDecode } from './decode.js';
 import { runHfBaseline } from './hf.js';
 import { fixedPolicy, syntheticPredictorPolicy } from './policies.js';
 import type { BenchRow } from './report.js';
-import { deviceWeightBytes, kvCacheBytes, mlpBytesFromPolicy, meanTokenBytes, predictorRank, shapeConfig } from './shapes.js';
+import { CPU_LAYOUT, deviceWeightBytes, FP16_LAYOUT, kvCacheBytes, mlpBytesFromPolicy, meanTokenBytes, predictorRank, shapeConfig, WEBGPU_LAYOUT } from './shapes.js';
 
 export type SparsityMode = 'dense' | 'mlp' | 'dejavu';
 
@@ -67,18 +67,32 @@ function knownMemoryBytes(adapter: string): number | null {
   return null;
 }
 
-/** Why a shape cannot run on this device, or null when it (probably) can. */
-function doesNotFit(c: OptConfig, name: string, gpu: Gpu, o: BenchOptions): string | null {
+/**
+ * Device bytes the WebGPU runner allocates for a shape: fp16 matrices, f32 vectors, an f32 KV cache
+ * for the whole context, activations for 128-token prefill passes; for a sparse MLP also fc2
+ * transposed (a second copy of fc2) and the predictors.
+ */
+export function deviceBytesNeeded(c: OptConfig, mode: 'dense' | 'mlp', oracle: boolean): number {
+  const d = c.hidden, f = c.ffn, T = 128;
+  let n = deviceWeightBytes(c, WEBGPU_LAYOUT) + kvCacheBytes(c, WEBGPU_LAYOUT) + T * (c.vocabSize + f + 10 * d) * 4;
+  if (mode === 'mlp') {
+    const r = predictorRank(d);
+    n += c.layers * f * d * 2 + 3 * T * f * 4;
+    if (!oracle) n += c.layers * ((r * d + f * r) * 2 + f * 4);
+  }
+  return n;
+}
+
+/** Why a configuration cannot run on this device, or null when it (probably) can. */
+function doesNotFit(c: OptConfig, name: string, mode: 'dense' | 'mlp', gpu: Gpu, o: BenchOptions): string | null {
   const GiB = 1024 ** 3;
   // The runner splits matrices by rows to fit a binding; a single row must still fit one.
   const widest = Math.max(c.hidden, c.ffn, c.wordEmbedProjDim) * 2;
   if (widest > gpu.limits.maxStorageBufferBindingSize) return `${name}: one weight row exceeds maxStorageBufferBindingSize`;
-  const r = predictorRank(c.hidden);
-  const predictors = o.sparsity.includes('mlp') && !o.oracle ? c.layers * (r * c.hidden + c.ffn * r + c.ffn) * 2 : 0;
-  const need = deviceWeightBytes(c) + kvCacheBytes(c) + predictors;
+  const need = deviceBytesNeeded(c, mode, o.oracle);
   const have = o.deviceMemoryGib !== undefined ? o.deviceMemoryGib * GiB : knownMemoryBytes(gpu.adapterName);
   if (have !== null && need > have - 1 * GiB) {
-    return `${name} needs about ${(need / GiB).toFixed(1)} GiB (weights + full-context KV cache${predictors ? ' + predictors' : ''}), the device has about ${(have / GiB).toFixed(0)} GiB`;
+    return `${name} ${mode} needs about ${(need / GiB).toFixed(1)} GiB on the device, which has about ${(have / GiB).toFixed(0)} GiB`;
   }
   return null;
 }
@@ -123,7 +137,7 @@ export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
   const targets: Target[] = shapes.map((name, i) => ({
     name, config: configs[i],
     async open() {
-      const why = doesNotFit(configs[i], name, gpu!, o);
+      const why = doesNotFit(configs[i], name, 'dense', gpu!, o);
       if (why) { o.log(`skipped: ${why}`); return null; }
       try {
         return { runner: await syntheticRunner(configs[i]) };
@@ -147,7 +161,11 @@ export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
     const { runner, model } = opened;
     try {
       // (--sparsity dejavu was refused above.)
-      for (const mode of o.sparsity as ('dense' | 'mlp')[]) rows.push(await measure(t, runner, model, mode, o, bw, adapter, backend));
+      for (const mode of o.sparsity as ('dense' | 'mlp')[]) {
+        const why = shapes.length && mode === 'mlp' ? doesNotFit(t.config, t.name, mode, gpu!, o) : null;
+        if (why) o.log(`skipped: ${why}`);
+        else rows.push(await measure(t, runner, model, mode, o, bw, adapter, backend));
+      }
     } finally {
       runner.dispose();
     }
@@ -168,12 +186,13 @@ async function measure(t: Target, runner: Runner, model: Model | undefined, mode
   runner.setSparsity(policy);
   o.log(`${t.name}: ${mode}${policy ? ` (density ${o.mlpDensity}, ${o.oracle ? 'fixed sets' : 'predictors'})` : ''}: prompt ${o.promptLen}, ${o.gen} tokens...`);
   const timing = await timeDecode(runner, { promptLen: o.promptLen, gen: o.gen, warmup: o.warmup });
-  runner.setSparsity(null);
 
-  // The CPU runner holds float32 weights and caches (4 bytes); WebGPU holds fp16 (2 bytes).
-  const eb = backend === 'cpu' ? 4 : 2;
+  const layout = backend === 'cpu' ? CPU_LAYOUT : WEBGPU_LAYOUT;
   const mlp = mlpBytesFromPolicy(policy);
-  const bytes = meanTokenBytes(c, { weightBytes: eb, kvBytes: eb, predictorBytes: eb, mlp }, o.promptLen, o.gen).total;
+  const tb = meanTokenBytes(c, { layout, mlp }, o.promptLen, o.gen);
+  const bytes = tb.total;
+  const gpuT = await queuedTiming(runner, o);
+  runner.setSparsity(null);
   const floorMs = bytes / (bw.gbps * 1e6);
   const sel = policy?.mlp.find((p) => p)?.selector;
   return {
@@ -188,7 +207,33 @@ async function measure(t: Target, runner: Runner, model: Model | undefined, mode
     gbps: bytes / (timing.msPerToken * 1e6),
     card_gbps: bw.gbps, card_gbps_method: bw.method,
     floor_ms: floorMs, pct_of_floor: (floorMs / timing.msPerToken) * 100,
+    ...(gpuT && {
+      dispatches_per_token: gpuT.dispatchesPerToken,
+      queued_ms_per_token: gpuT.msPerToken,
+      gpu_ms_per_token: gpuT.gpuMsPerToken ?? null,
+      // timeDecodeSteps runs the decode plan without the LM head: its bytes exclude lm_head.
+      gpu_gbps: gpuT.gpuMsPerToken ? (bytes - tb.lmHead) / (gpuT.gpuMsPerToken * 1e6) : null,
+    }),
   };
+}
+
+/** The WebGPU runner's own timing: steps queued back to back, GPU timestamps per step. */
+interface StepTiming { msPerToken: number; gpuMsPerToken?: number; dispatchesPerToken: number }
+type StepTimed = Runner & { timeDecodeSteps(steps: number, token?: number): Promise<StepTiming> };
+
+/**
+ * Runs the runner's timeDecodeSteps at the same positions as the measured loop (after the same
+ * prompt), when it has one. It queues steps without reading logits back and without the LM head,
+ * so it shows what the GPU alone takes; ms_per_token stays the end-to-end number.
+ */
+async function queuedTiming(runner: Runner, o: BenchOptions): Promise<StepTiming | null> {
+  const r = runner as Partial<StepTimed>;
+  if (typeof r.timeDecodeSteps !== 'function') return null;
+  runner.reset();
+  await runner.forward(Array.from({ length: o.promptLen }, (_, i) => (i * 7919) % runner.config.vocabSize), { noLogits: true });
+  const t = await r.timeDecodeSteps(o.gen, 2);
+  runner.reset();
+  return t;
 }
 
 /** Adds the HF baseline's numbers to a target's rows, or logs one "skipped:" line. */
@@ -198,7 +243,7 @@ async function attachHf(rows: BenchRow[], c: OptConfig, o: BenchOptions, what: {
   const hf = await runHfBaseline({ ...what, promptLen: o.promptLen, gen: o.gen, warmup: o.warmup });
   if (!hf.ok) { o.log(`skipped: Hugging Face baseline: ${hf.reason.replace(/^skipped: /, '')}`); return; }
   // HF runs dense fp16 with an fp16 KV cache: the dense WebGPU byte count applies.
-  const dense = meanTokenBytes(c, { weightBytes: 2, kvBytes: 2 }, o.promptLen, o.gen).total;
+  const dense = meanTokenBytes(c, { layout: FP16_LAYOUT }, o.promptLen, o.gen).total;
   for (const r of rows) {
     r.hf_ms_per_token = hf.result.ms_per_token;
     r.hf_prefill_ms = hf.result.prefill_ms;

@@ -54,15 +54,29 @@ export interface MlpBytesSpec {
   denseFc1: boolean;  // the oracle selector computes fc1 in full to find the true top-K
 }
 
+/**
+ * Bytes per element, by kind of tensor. Matrices are what matter; vectors (biases, LayerNorm
+ * parameters) and the KV cache are held at a different width by some backends.
+ */
+export interface Layout {
+  weightBytes: number;     // weight matrices
+  vectorBytes: number;     // biases and LayerNorm parameters (also the predictor bias)
+  kvBytes: number;         // KV cache elements
+  predictorBytes: number;  // predictor matrices A and B
+}
+
+/** PyTorch / Hugging Face fp16: everything 2 bytes (also the plain "fp16 model" count). */
+export const FP16_LAYOUT: Layout = { weightBytes: 2, vectorBytes: 2, kvBytes: 2, predictorBytes: 2 };
+/** src/backend/webgpu/runner.ts: fp16 matrices, f32 vectors and an f32 KV cache. */
+export const WEBGPU_LAYOUT: Layout = { weightBytes: 2, vectorBytes: 4, kvBytes: 4, predictorBytes: 2 };
+/** src/backend/cpu/runner.ts converts everything to float32. */
+export const CPU_LAYOUT: Layout = { weightBytes: 4, vectorBytes: 4, kvBytes: 4, predictorBytes: 4 };
+
 export interface ByteOptions {
   /** Tokens already in the KV cache before this one (it attends to position + 1 keys). */
   position: number;
-  /** Bytes per weight element: 2 for fp16 on WebGPU; 4 on the CPU runner, which holds float32. */
-  weightBytes?: number;
-  /** Bytes per KV-cache element (fp16 on WebGPU). */
-  kvBytes?: number;
-  /** Bytes per predictor element (A, B, bias). */
-  predictorBytes?: number;
+  /** Element widths (default FP16_LAYOUT). */
+  layout?: Layout;
   /** Per layer (L): null or missing runs that layer's MLP dense. */
   mlp?: (MlpBytesSpec | null)[] | null;
   /** Fraction of attention heads computed (1: dense). Scales Q/K/V/O weights and the KV read. */
@@ -86,23 +100,23 @@ export interface TokenBytes {
  * bound: the fc2 kernel skips neurons whose ReLU output is zero.
  */
 export function tokenBytes(c: OptConfig, o: ByteOptions): TokenBytes {
-  const wb = o.weightBytes ?? 2, kvb = o.kvBytes ?? 2, pb = o.predictorBytes ?? 2;
+  const { weightBytes: wb, vectorBytes: vb, kvBytes: kvb, predictorBytes: pb } = o.layout ?? FP16_LAYOUT;
   const hd = o.headDensity ?? 1;
   const d = c.hidden, f = c.ffn, e = c.wordEmbedProjDim, b = c.enableBias ? 1 : 0;
   let embed = (e + d) * wb;
   if (e !== d) embed += 2 * d * e * wb;
-  if (c.finalLayerNorm) embed += 2 * d * wb;
+  if (c.finalLayerNorm) embed += 2 * d * vb;
   // Q/K/V/O weights + Q/K/V biases scale with heads; out_proj's bias and the LayerNorm do not.
-  const attnLayer = (hd * (4 * d * d + 3 * d * b) + d * b + 2 * d) * wb;
+  const attnLayer = hd * (4 * d * d * wb + 3 * d * b * vb) + (d * b + 2 * d) * vb;
   const kvLayer = hd * 2 * (o.position + 1) * d * kvb;
   let mlp = 0, predictor = 0;
   for (let l = 0; l < c.layers; l++) {
     const s = o.mlp?.[l] ?? null;
-    const ln = 2 * d * wb;
-    if (!s) { mlp += ln + (2 * f * d + (f + d) * b) * wb; continue; }
+    const ln = 2 * d * vb;
+    if (!s) { mlp += ln + 2 * f * d * wb + (f + d) * b * vb; continue; }
     const fc1Rows = s.denseFc1 ? f : s.k;
-    mlp += ln + (fc1Rows * (d + b) + s.k * d + d * b) * wb;
-    if (s.rank > 0) predictor += (s.rank * d + f * s.rank + f) * pb;
+    mlp += ln + (fc1Rows + s.k) * d * wb + (fc1Rows + d) * b * vb;
+    if (s.rank > 0) predictor += (s.rank * d + f * s.rank) * pb + f * vb;
   }
   const attention = c.layers * attnLayer, kv = c.layers * kvLayer, lmHead = c.vocabSize * e * wb;
   return { embed, attention, kv, mlp, predictor, lmHead, total: embed + attention + kv + mlp + predictor + lmHead };
@@ -141,14 +155,15 @@ export function predictorRank(d: number): number {
   return Math.max(16, Math.round((1000 * d) / 12288 / 16) * 16);
 }
 
-/** Bytes the weights occupy in device memory (fp16), tied lm_head counted once. */
-export function deviceWeightBytes(c: OptConfig, weightBytes = 2): number {
-  const full = tokenBytes(c, { position: -1, weightBytes, kvBytes: 0 });
+/** Bytes the weights occupy on the device (tied lm_head counted once). */
+export function deviceWeightBytes(c: OptConfig, layout: Layout = FP16_LAYOUT): number {
+  const full = tokenBytes(c, { position: -1, layout: { ...layout, kvBytes: 0 } });
   // tokenBytes reads one embedding/position row; the device holds them all (embed_tokens == lm_head).
-  return full.total - (c.wordEmbedProjDim + c.hidden) * weightBytes + (c.maxPositions + 2) * c.hidden * weightBytes;
+  const wb = layout.weightBytes;
+  return full.total - (c.wordEmbedProjDim + c.hidden) * wb + (c.maxPositions + 2) * c.hidden * wb;
 }
 
-/** Bytes of a KV cache for the whole context. */
-export function kvCacheBytes(c: OptConfig, kvBytes = 2): number {
-  return c.layers * 2 * c.maxPositions * c.hidden * kvBytes;
+/** Bytes of a KV cache for the whole context (the runners allocate it at load). */
+export function kvCacheBytes(c: OptConfig, layout: Layout = FP16_LAYOUT): number {
+  return c.layers * 2 * c.maxPositions * c.hidden * layout.kvBytes;
 }
