@@ -52,7 +52,7 @@ def shape_config(name):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--shape", choices=list(SHAPES), help="published OPT shape, random fp16 weights")
     src.add_argument("--model", help="Hugging Face OPT checkpoint folder")
     p.add_argument("--prompt-len", type=int, default=128)
@@ -62,12 +62,12 @@ def parse_args(argv=None):
                    help="attention implementation (default: the library's choice)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--print-config", action="store_true",
-                   help="print the OPTConfig arguments of --shape as JSON and exit (needs no torch)")
+                   help="print the OPTConfig arguments of --shape (default: of every shape) as JSON and exit; needs no torch")
     a = p.parse_args(argv)
     if a.prompt_len < 1 or a.gen < 1 or a.warmup < 0:
         p.error("--prompt-len and --gen must be >= 1, --warmup >= 0")
-    if a.print_config and not a.shape:
-        p.error("--print-config needs --shape")
+    if not (a.shape or a.model or a.print_config):
+        p.error("one of --shape or --model is required")
     return a
 
 
@@ -100,7 +100,8 @@ def build_model(args, torch, OPTConfig, OPTForCausalLM):
 def main(argv=None):
     args = parse_args(argv)
     if args.print_config:
-        print(json.dumps(shape_config(args.shape)))
+        names = [args.shape] if args.shape else list(SHAPES)
+        print(json.dumps({n: shape_config(n) for n in names}))
         return 0
     try:
         import torch

@@ -75,8 +75,8 @@ export async function measureGpuBandwidth(gpu: Gpu, { maxBytes = GIB, targetMs =
   }
 }
 
-/** Host memcpy rate (read + write) for the CPU backend's floor: 256 MiB copied a few times. */
-export function measureMemcpyBandwidth(bytes = 256 * 1024 * 1024, repeats = 4): Bandwidth {
+/** Host memcpy rate (read + write) for the CPU backend's floor: 64 MiB (past the caches) copied 8 times. */
+export function measureMemcpyBandwidth(bytes = 64 * 1024 * 1024, repeats = 8): Bandwidth {
   const a = new Uint8Array(bytes).fill(1), b = new Uint8Array(bytes);
   b.set(a); // first touch of the destination pages is not bandwidth
   const t0 = performance.now();

@@ -1,0 +1,78 @@
+// `dejavu bench` end to end on the CPU backend with the embedded 5m model (fast), and its one-line errors.
+import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { runHfBaseline } from '../src/bench/hf.js';
+import { MODELS, ROOT } from './helpers.js';
+
+const CLI = join(ROOT, 'dist', 'src', 'cli.js');
+const bench = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+  spawnSync(process.execPath, [CLI, 'bench', ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
+const fast = ['--model', MODELS['5m'], '--backend', 'cpu', '--prompt-len', '8', '--gen', '4', '--warmup', '1'];
+
+test('bench --json prints one object per configuration with the documented keys', () => {
+  const r = bench([...fast, '--json', '--sparsity', 'dense,mlp', '--oracle']);
+  assert.equal(r.status, 0, r.stderr);
+  const rows = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.equal(rows.length, 2);
+  for (const k of ['shape', 'backend', 'adapter', 'sparsity', 'ms_per_token', 'tokens_per_s', 'gbps', 'floor_ms', 'pct_of_floor',
+    'prefill_ms', 'bytes_per_token', 'card_gbps', 'mlp_density']) {
+    assert.ok(k in rows[0], `missing ${k}`);
+  }
+  const [dense, mlp] = rows;
+  assert.equal(dense.shape, 'opt-gutenberg-5m');
+  assert.equal(dense.backend, 'cpu');
+  assert.equal(dense.sparsity, 'dense');
+  assert.equal(mlp.sparsity, 'mlp');
+  assert.equal(mlp.selector, 'fixed');
+  assert.equal(mlp.mlp_density, 0.1);
+  assert.ok((mlp.bytes_per_token as number) < (dense.bytes_per_token as number));
+  for (const row of rows) {
+    const ms = row.ms_per_token as number;
+    assert.ok(ms > 0);
+    assert.ok(Math.abs((row.tokens_per_s as number) - 1000 / ms) < 0.01 * (row.tokens_per_s as number) + 0.01);
+    assert.ok(Math.abs((row.pct_of_floor as number) - ((row.floor_ms as number) / ms) * 100) < 0.01);
+  }
+  assert.match(r.stderr, /^bandwidth: [\d.]+ GB\/s \(memcpy/m);
+});
+
+test('bench prints an aligned table by default', () => {
+  const r = bench(fast);
+  assert.equal(r.status, 0, r.stderr);
+  const lines = r.stdout.trimEnd().split('\n');
+  assert.equal(lines.length, 3);
+  assert.match(lines[0], /^shape\s+backend\s+sparsity\s+prefill ms\s+ms\/token/);
+  assert.equal(new Set(lines.map((l) => l.length)).size, 1);
+});
+
+test('bench errors are one line: unknown shape, --sparsity dejavu, --shape on the CPU, mlp without predictors', () => {
+  const cases: [string[], RegExp][] = [
+    [['--shape', 'opt-9b'], /^dejavu: unknown shape "opt-9b" \(choose opt-125m, .*opt-66b\)\n$/],
+    [[...fast, '--sparsity', 'dejavu'], /^dejavu: --sparsity dejavu needs sparse attention heads, .*\n$/],
+    [[...fast, '--sparsity', 'sparse'], /^dejavu: unknown sparsity "sparse"/],
+    [['--shape', 'opt-1.3b', '--backend', 'cpu'], /^dejavu: --shape runs synthetic weights on the GPU/],
+    [[...fast, '--sparsity', 'mlp'], /^dejavu: --sparsity mlp on a checkpoint needs --predictors DIR .* or --oracle/],
+    [[...fast, '--prompt-len', '1000', '--gen', '100'], /exceeds the model's context of 1024 tokens/],
+  ];
+  for (const [args, re] of cases) {
+    const r = bench(args);
+    assert.equal(r.status, 1, `${args.join(' ')}: ${r.stderr}`);
+    const errLines = r.stderr.split('\n').filter((l) => l.startsWith('dejavu:'));
+    assert.equal(errLines.length, 1, r.stderr);
+    assert.match(errLines[0] + '\n', re);
+  }
+});
+
+test('--compare-hf without a usable python prints one "skipped:" line and still reports', () => {
+  const r = bench([...fast, '--json', '--compare-hf'], { DEJAVU_PYTHON: 'dejavu-no-such-python' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /^skipped: Hugging Face baseline: dejavu-no-such-python: .*ENOENT/m);
+  const row = JSON.parse(r.stdout.trim()) as Record<string, unknown>;
+  assert.equal(row.hf_ms_per_token, undefined);
+});
+
+test('runHfBaseline turns a script failure into a reason, never a throw', async () => {
+  const out = await runHfBaseline({ shape: 'opt-125m', promptLen: 4, gen: 2, warmup: 0, python: 'dejavu-no-such-python' });
+  assert.equal(out.ok, false);
+});

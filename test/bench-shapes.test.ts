@@ -1,0 +1,139 @@
+// Byte counting of the benchmark (src/bench/shapes.ts) and the HF baseline's shape table.
+import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { parameterCount } from '../src/model/config.js';
+import { fixedPolicy, randomSubset, rng, syntheticPredictorPolicy } from '../src/bench/policies.js';
+import { benchTable, type BenchRow } from '../src/bench/report.js';
+import {
+  CPU_LAYOUT, deviceWeightBytes, FP16_LAYOUT, mlpBytesFromPolicy, mlpK, predictorRank, SHAPE_NAMES, shapeConfig, shapeJson,
+  tokenBytes, uniformMlp, WEBGPU_LAYOUT,
+} from '../src/bench/shapes.js';
+import { ROOT } from './helpers.js';
+
+const c67 = shapeConfig('opt-6.7b');
+
+test('OPT-6.7B dense decode reads ~13.3 GB of fp16 weights: every parameter once, one embedding and one position row', () => {
+  const b = tokenBytes(c67, { position: 0 });
+  const d = c67.hidden, e = c67.wordEmbedProjDim;
+  const expectWeights = (parameterCount(c67) - (c67.maxPositions + 2) * d + d + e) * 2;
+  assert.equal(b.total - b.kv, expectWeights);
+  assert.ok(b.total - b.kv > 13.2e9 && b.total - b.kv < 13.4e9, `${b.total - b.kv}`);
+  assert.equal(b.kv, 32 * 2 * 1 * 4096 * 2); // position 0 attends to itself only
+  assert.equal(tokenBytes(c67, { position: 127 }).kv, 32 * 2 * 128 * 4096 * 2);
+  assert.equal(b.lmHead, 50272 * 4096 * 2);
+  // The device also holds the whole position table.
+  assert.equal(deviceWeightBytes(c67), parameterCount(c67) * 2);
+});
+
+test('layouts: the WebGPU runner keeps vectors and the KV cache in f32, the CPU runner everything', () => {
+  const fp16 = tokenBytes(c67, { position: 10 }), gpu = tokenBytes(c67, { position: 10, layout: WEBGPU_LAYOUT });
+  assert.equal(gpu.kv, 2 * fp16.kv);
+  assert.equal(gpu.lmHead, fp16.lmHead);
+  assert.ok(gpu.total > fp16.total && gpu.total < fp16.total * 1.01);
+  const cpu = tokenBytes(c67, { position: 10, layout: CPU_LAYOUT });
+  assert.equal(cpu.total, 2 * fp16.total);
+});
+
+test('sparse MLP reads K rows of fc1 and fc2 plus the predictor', () => {
+  const d = 4096, f = 16384, L = 32, r = predictorRank(d), K = mlpK(c67, 0.1);
+  assert.equal(r, 336);
+  assert.equal(K, 1638);
+  const dense = tokenBytes(c67, { position: 0 });
+  const sparse = tokenBytes(c67, { position: 0, mlp: uniformMlp(c67, 0.1, r) });
+  assert.equal(sparse.mlp, L * (2 * d * 2 + 2 * K * d * 2 + (K + d) * 2));
+  assert.equal(sparse.predictor, L * ((r * d + f * r) * 2 + f * 2));
+  assert.equal(sparse.attention, dense.attention);
+  assert.equal(sparse.lmHead, dense.lmHead);
+  // MLP is 2/3 of the layer weights: at 10% density with predictors, about 0.47 of dense.
+  const ratio = sparse.total / dense.total;
+  assert.ok(ratio > 0.4 && ratio < 0.55, `${ratio}`);
+  // Fixed index sets: no predictor.
+  assert.equal(tokenBytes(c67, { position: 0, mlp: uniformMlp(c67, 0.1, 0) }).predictor, 0);
+  // The oracle computes fc1 in full.
+  const oracle = tokenBytes(c67, { position: 0, mlp: uniformMlp(c67, 0.1, 0).map((s) => ({ ...s, denseFc1: true })) });
+  assert.equal(oracle.mlp - sparse.mlp, L * (f - K) * (d + 1) * 2);
+  // Head density scales attention weights and the KV read.
+  const heads = tokenBytes(c67, { position: 99, headDensity: 0.5 });
+  assert.equal(heads.kv, tokenBytes(c67, { position: 99 }).kv / 2);
+  assert.ok(heads.attention < dense.attention * 0.51);
+});
+
+test('predictor ranks scale DejaVu\'s 1000 at d = 12288 in multiples of 16', () => {
+  assert.equal(predictorRank(9216), 752);
+  assert.equal(predictorRank(768), 64);
+  for (const n of SHAPE_NAMES) assert.equal(predictorRank(shapeConfig(n).hidden) % 16, 0);
+});
+
+test('synthetic policies: distinct sorted fixed sets per layer, shared predictor, byte specs follow', () => {
+  const c = shapeConfig('opt-125m');
+  const p = fixedPolicy(c, 0.1);
+  assert.equal(p.mlp.length, 12);
+  const specs = mlpBytesFromPolicy(p)!;
+  for (const [l, lp] of p.mlp.entries()) {
+    assert.ok(lp && lp.selector.kind === 'fixed');
+    const idx = lp.selector.indices;
+    assert.equal(idx.length, mlpK(c, 0.1));
+    assert.equal(new Set(idx).size, idx.length);
+    for (let i = 1; i < idx.length; i++) assert.ok(idx[i] > idx[i - 1] && idx[i] < c.ffn);
+    assert.deepEqual(specs[l], { k: idx.length, rank: 0, denseFc1: false });
+  }
+  const s = syntheticPredictorPolicy(c, 0.2);
+  const sel = s.mlp[0]!.selector;
+  assert.ok(sel.kind === 'predictor');
+  assert.equal(sel.predictor.A.length, 64 * 768);
+  assert.equal(sel.predictor.B.length, 3072 * 64);
+  assert.deepEqual(mlpBytesFromPolicy(s)![3], { k: mlpK(c, 0.2), rank: 64, denseFc1: false });
+  assert.equal(randomSubset(10, 10, rng(3)).join(), '0,1,2,3,4,5,6,7,8,9');
+});
+
+test('OPT-350m: 512-wide embeddings with project_in/out, post-LayerNorm', () => {
+  const c = shapeConfig('opt-350m');
+  assert.equal(c.wordEmbedProjDim, 512);
+  assert.equal(c.preLayerNorm, false);
+  assert.equal(c.finalLayerNorm, false);
+  const b = tokenBytes(c, { position: 0 });
+  assert.equal(b.lmHead, 50272 * 512 * 2);
+  assert.equal(b.total - b.kv, (parameterCount(c) - 2050 * 1024 + 1024 + 512) * 2);
+  assert.throws(() => shapeConfig('opt-175b'), /unknown shape "opt-175b"/);
+});
+
+test('the aligned table has equal-width lines', () => {
+  const row = { shape: 'opt-6.7b', backend: 'webgpu', sparsity: 'mlp', selector: 'fixed', mlp_density: 0.1, prefill_ms: 12.3,
+    ms_per_token: 4.5, tokens_per_s: 222, bytes_per_token: 6e9, gbps: 1333, floor_ms: 2, pct_of_floor: 44 } as BenchRow;
+  const lines = benchTable([row, { ...row, shape: 'opt-13b', sparsity: 'dense', floor_ms: null, pct_of_floor: null }]).trimEnd().split('\n');
+  assert.equal(lines.length, 4);
+  assert.equal(new Set(lines.map((l) => l.length)).size, 1);
+  assert.match(lines[2], /mlp 0\.1 fixed/);
+});
+
+const HF = join(ROOT, 'bench', 'hf_baseline.py');
+const hasPython = spawnSync('python3', ['--version']).status === 0;
+
+test('bench/hf_baseline.py parses, and its shape table matches shapes.ts', { skip: !hasPython && 'no python3' }, () => {
+  const src = readFileSync(HF, 'utf8');
+  const r = spawnSync('python3', ['-c', 'import ast, sys; ast.parse(sys.stdin.read())'], { input: src, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const out = spawnSync('python3', [HF, '--print-config'], { encoding: 'utf8' });
+  assert.equal(out.status, 0, out.stderr);
+  const all = JSON.parse(out.stdout) as Record<string, Record<string, unknown>>;
+  assert.deepEqual(Object.keys(all), SHAPE_NAMES);
+  for (const name of SHAPE_NAMES) {
+    const ts = shapeJson(name);
+    for (const [k, v] of Object.entries(all[name])) assert.deepEqual(v, ts[k], `${name}.${k}`);
+  }
+  // Argument errors are argparse's (exit 2), before any import of torch.
+  const bad = spawnSync('python3', [HF, '--shape', 'opt-9b'], { encoding: 'utf8' });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /invalid choice/);
+  assert.equal(spawnSync('python3', [HF, '--shape', 'opt-125m', '--gen', '0'], { encoding: 'utf8' }).status, 2);
+  assert.equal(spawnSync('python3', [HF, '--prompt-len', '4'], { encoding: 'utf8' }).status, 2); // --shape or --model required
+});
+
+test('bench/hf_baseline.py without torch prints a "skipped" JSON line and exits 3', { skip: (!hasPython || spawnSync('python3', ['-c', 'import torch']).status === 0) && 'torch present or no python3' }, () => {
+  const r = spawnSync('python3', [HF, '--shape', 'opt-125m', '--gen', '2'], { encoding: 'utf8' });
+  assert.equal(r.status, 3);
+  assert.match((JSON.parse(r.stdout.trim()) as { error: string }).error, /^skipped: /);
+});
