@@ -9,7 +9,7 @@ import { openGpu, probeAdapter, type Gpu, type GpuOptions } from '../backend/web
 import { loadModel, type Model } from '../engine/model.js';
 import type { OptConfig } from '../model/config.js';
 import type { Checkpoint } from '../model/checkpoint.js';
-import type { SparsityPolicy } from '../sparsity/policy.js';
+import { meanMlpDensity, type SparsityPolicy } from '../sparsity/policy.js';
 import { DejavuError, fail } from '../util/errors.js';
 import { measureGpuBandwidth, measureMemcpyBandwidth, type Bandwidth } from './bandwidth.js';
 import { timeDecode } from './decode.js';
@@ -20,6 +20,9 @@ import { CPU_LAYOUT, deviceWeightBytes, FP16_LAYOUT, kvCacheBytes, mlpBytesFromP
 
 export type SparsityMode = 'dense' | 'mlp' | 'dejavu';
 
+/** --mlp-density when not given (DejaVu's OPT-175B MLPs keep roughly 10 % of neurons). */
+export const DEFAULT_DENSITY = 0.1;
+
 export interface BenchOptions {
   model?: string;
   shapes?: string[];
@@ -28,7 +31,8 @@ export interface BenchOptions {
   gen: number;
   warmup: number;
   sparsity: SparsityMode[];
-  mlpDensity: number;
+  /** Fraction of neurons per sparse layer; with --predictors, undefined keeps the calibrated K. */
+  mlpDensity?: number;
   headDensity: number;
   oracle: boolean;
   predictors?: string;
@@ -50,7 +54,7 @@ async function syntheticRunner(c: OptConfig): Promise<Runner> {
 
 type PredictorsIo = { loadPredictors(dir: string, ck: Checkpoint): Promise<{ policy(o: { mlpDensity?: number }): SparsityPolicy }> };
 
-async function loadPredictorPolicy(dir: string, ck: Checkpoint, mlpDensity: number): Promise<SparsityPolicy> {
+async function loadPredictorPolicy(dir: string, ck: Checkpoint, mlpDensity: number | undefined): Promise<SparsityPolicy> {
   const { loadPredictors } = (await import('../sparsity/predictors-io.js' as string)) as PredictorsIo;
   return (await loadPredictors(dir, ck)).policy({ mlpDensity });
 }
@@ -179,12 +183,13 @@ async function measure(t: Target, runner: Runner, model: Model | undefined, mode
   const c = t.config;
   let policy: SparsityPolicy | null = null;
   if (mode === 'mlp') {
-    if (o.oracle) policy = fixedPolicy(c, o.mlpDensity);
+    if (o.oracle) policy = fixedPolicy(c, o.mlpDensity ?? DEFAULT_DENSITY);
     else if (o.predictors && model) policy = await loadPredictorPolicy(o.predictors, model.checkpoint, o.mlpDensity);
-    else policy = syntheticPredictorPolicy(c, o.mlpDensity);
+    else policy = syntheticPredictorPolicy(c, o.mlpDensity ?? DEFAULT_DENSITY);
   }
+  const density = policy ? meanMlpDensity(policy, c.ffn) : null;
   runner.setSparsity(policy);
-  o.log(`${t.name}: ${mode}${policy ? ` (density ${o.mlpDensity}, ${o.oracle ? 'fixed sets' : 'predictors'})` : ''}: prompt ${o.promptLen}, ${o.gen} tokens...`);
+  o.log(`${t.name}: ${mode}${policy ? ` (density ${density!.toFixed(3)}, ${o.oracle ? 'fixed sets' : 'predictors'})` : ''}: prompt ${o.promptLen}, ${o.gen} tokens...`);
   const timing = await timeDecode(runner, { promptLen: o.promptLen, gen: o.gen, warmup: o.warmup });
 
   const layout = backend === 'cpu' ? CPU_LAYOUT : WEBGPU_LAYOUT;
@@ -198,7 +203,7 @@ async function measure(t: Target, runner: Runner, model: Model | undefined, mode
   return {
     shape: t.name, backend, adapter, sparsity: mode,
     selector: sel ? (sel.kind === 'predictor' ? 'predictor' : 'fixed') : 'none',
-    mlp_density: policy ? o.mlpDensity : null,
+    mlp_density: density,
     predictor_rank: sel?.kind === 'predictor' ? sel.predictor.rank : null,
     prompt_len: o.promptLen, gen: o.gen,
     prefill_ms: timing.prefillMs, ms_per_token: timing.msPerToken, median_ms: timing.medianMs, min_ms: timing.minMs,

@@ -8,7 +8,7 @@ import { action, DEMO_MODEL, floatArg, intArg, modelOptions } from './common.js'
 
 interface BenchFlags {
   model?: string; shape?: string; backend: string; promptLen: number; gen: number; warmup: number;
-  sparsity: string; mlpDensity: number; headDensity: number; oracle?: boolean; predictors?: string;
+  sparsity: string; mlpDensity?: number; headDensity: number; oracle?: boolean; predictors?: string;
   json?: boolean; compareHf?: boolean; deviceMemoryGib?: number;
 }
 
@@ -31,7 +31,7 @@ export function register(program: Command): void {
     .option('--gen <n>', 'decode steps measured', intArg('--gen', 1), 128)
     .option('--warmup <n>', 'decode steps of the untimed warm-up round', intArg('--warmup'), 3)
     .option('--sparsity <modes>', 'dense | mlp | dejavu, comma-separated', 'dense')
-    .option('--mlp-density <d>', 'fraction of MLP neurons per sparse layer', floatArg('--mlp-density', 0, 1), 0.1)
+    .option('--mlp-density <d>', 'fraction of MLP neurons per sparse layer (default 0.1; with --predictors: the calibrated K)', floatArg('--mlp-density', 0, 1))
     .option('--head-density <d>', 'fraction of attention heads (for --sparsity dejavu)', floatArg('--head-density', 0, 1), 0.4)
     .option('--oracle', 'sparse MLP with fixed random neuron sets: no predictor cost, isolates the kernels')
     .option('--predictors <dir>', 'trained predictors for --model (from train-predictors)')
