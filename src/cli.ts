@@ -6,12 +6,13 @@ import { register as info } from './cli/info.js';
 import { register as evaluate } from './cli/eval.js';
 import { register as analyze } from './cli/analyze.js';
 import { register as bench } from './cli/bench.js';
+import { register as trainPredictors } from './cli/train-predictors.js';
 
 const program = new Command('dejavu')
   .description('Fast OPT inference through contextual sparsity (DejaVu), on WebGPU or the CPU')
   .showHelpAfterError(false)
   .configureOutput({ outputError: (s, write) => write(`dejavu: ${s.replace(/^error: /, '').trim()}\n`) });
 
-for (const reg of [generate, info, analyze, evaluate, bench]) reg(program);
+for (const reg of [generate, info, analyze, evaluate, bench, trainPredictors]) reg(program);
 
 await program.parseAsync(process.argv);

@@ -1,0 +1,146 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import cliProgress from 'cli-progress';
+import type { Command } from 'commander';
+import { createRunner, parseBackend } from '../backend/select.js';
+import type { BackendChoice, Runner } from '../backend/types.js';
+import { CpuRunner } from '../backend/cpu/runner.js';
+import { loadCheckpoint, type Checkpoint } from '../model/checkpoint.js';
+import { NodeFileSource } from '../model/node-source.js';
+import { calibrateLayer, rankStats, roundK, type LayerCalibration } from '../sparsity/calibrate.js';
+import { collect, loadLayer, loadMass, readMeta, type CollectionMeta } from '../sparsity/collect.js';
+import type { LowRankPredictor, PredictorInput } from '../sparsity/policy.js';
+import { savePredictors, type PredictorManifest } from '../sparsity/predictors-io.js';
+import { pickTrainEngine, trainPredictor, type TrainEngine } from '../sparsity/train.js';
+import { fail } from '../util/errors.js';
+import { action, floatArg, intArg } from './common.js';
+
+interface Opts {
+  model: string; data: string; out: string; tokens: number; rank: number; targetRecall: number; input: string;
+  backend: string; epochs: number; window?: number; work?: string; maxDensity: number; batch: number; lr: number;
+}
+
+/** A runner for collection; while the WebGPU runner module is absent, 'auto' falls back to the CPU. */
+async function collectionRunner(ck: Checkpoint, choice: BackendChoice): Promise<Runner> {
+  try { return await createRunner(ck, choice); } catch (e) {
+    if (choice !== 'auto' || (e as { code?: string }).code !== 'ERR_MODULE_NOT_FOUND') throw e;
+    process.stderr.write('dejavu: the WebGPU runner is not available; collecting on the CPU backend\n');
+    return new CpuRunner(ck.config, ck.weights);
+  }
+}
+
+function bar(format: string): cliProgress.SingleBar {
+  return new cliProgress.SingleBar({ stream: process.stderr, format, hideCursor: false, clearOnComplete: false, etaBuffer: 20 }, cliProgress.Presets.shades_classic);
+}
+
+async function collectOrReuse(ck: Checkpoint, o: Opts, dir: string): Promise<CollectionMeta> {
+  if (existsSync(join(dir, 'meta.json'))) {
+    const m = readMeta(dir);
+    if (m.layers !== ck.config.layers || m.d !== ck.config.hidden || m.f !== ck.config.ffn) fail(`collected data in ${dir} is for another model shape`);
+    process.stderr.write(`dejavu: reusing collected data in ${dir} (${m.tokens} tokens)\n`);
+    return m;
+  }
+  let text: string;
+  try { text = readFileSync(o.data, 'utf8'); } catch { fail(`cannot read --data ${o.data}`); }
+  const runner = await collectionRunner(ck, parseBackend(o.backend));
+  const b = bar('collect   |{bar}| {value}/{total} tokens | {duration_formatted} (eta {eta_formatted})');
+  b.start(o.tokens, 0);
+  try {
+    const meta = await collect(runner, ck, text, dir, { tokens: o.tokens, window: o.window, onProgress: (d, t) => { b.setTotal(t); b.update(d); } });
+    return meta;
+  } finally { b.stop(); runner.dispose(); }
+}
+
+interface LayerResult { cal: LayerCalibration; predictor: LowRankPredictor; epochs: number; seconds: number; recallBudget: number; massBudget: number }
+
+async function trainInput(engine: TrainEngine, dir: string, meta: CollectionMeta, input: PredictorInput, o: Opts): Promise<LayerResult[]> {
+  const { d, f } = meta;
+  const monitorK = roundK(o.maxDensity * f, f);
+  const out: LayerResult[] = [];
+  const b = bar(`${input.padEnd(8)}  |{bar}| layer {layer} epoch {epoch} | loss {loss} | recall@${monitorK} {recall}`);
+  b.start(meta.layers * o.epochs, 0, { layer: 0, epoch: 0, loss: '-', recall: '-' });
+  try {
+    for (let l = 0; l < meta.layers; l++) {
+      const t0 = performance.now();
+      const train = loadLayer(dir, meta, l, 'train', input), val = loadLayer(dir, meta, l, 'val', input);
+      const res = await trainPredictor(engine, train, val, d, f, {
+        rank: o.rank, epochs: o.epochs, monitorK, batch: o.batch, lr: o.lr, seed: l + 1,
+        onEpoch: (r) => b.update(l * o.epochs + r.epoch, { layer: l, epoch: r.epoch, loss: r.loss.toFixed(4), recall: r.recall.toFixed(3) }),
+      });
+      b.update((l + 1) * o.epochs);
+      const { act, w2norm } = loadMass(dir, l);
+      const stats = rankStats(res.valScores, val.labels, val.rows, f, act, w2norm);
+      const cal = calibrateLayer(l, stats, meta.sparsity[l], { targetRecall: o.targetRecall, maxDensity: o.maxDensity });
+      out.push({ cal, predictor: res.predictor, epochs: res.epochs, seconds: (performance.now() - t0) / 1000, recallBudget: stats.countRecall(monitorK), massBudget: stats.massRecall(monitorK) });
+    }
+  } finally { b.stop(); }
+  return out;
+}
+
+const pct = (x: number) => (Number.isFinite(x) ? (x * 100).toFixed(1) + '%' : '-');
+
+function table(meta: CollectionMeta, results: Map<PredictorInput, LayerResult[]>, saved: PredictorInput, o: Opts): string {
+  const monitorK = roundK(o.maxDensity * meta.f, meta.f);
+  const inputs = [...results.keys()];
+  const head = ['layer', 'sparsity', ...inputs.map((i) => `recall@${monitorK} ${i}`), `mass@${monitorK}`, 'K', 'density', 'recall@K', 'mass@K', 'precision', 'epochs', 'time', 'mode'];
+  const rows = results.get(saved)!.map((r, l) => {
+    const c = r.cal;
+    const recallAt = inputs.map((i) => pct(results.get(i)![l].recallBudget));
+    return [String(l), pct(meta.sparsity[l]), ...recallAt, pct(r.massBudget), String(c.k), pct(c.density), pct(c.recall), pct(c.mass_recall), pct(c.precision), String(r.epochs), r.seconds.toFixed(0) + 's', c.dense ? `dense (${c.reason})` : 'sparse'];
+  });
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const fmt = (r: string[]) => r.map((s, i) => (i === r.length - 1 ? s : s.padStart(w[i]))).join('  ');
+  const sparse = results.get(saved)!.filter((r) => !r.cal.dense);
+  const mean = sparse.length ? sparse.reduce((a, r) => a + r.cal.density, 0) / sparse.length : NaN;
+  return [fmt(head), ...rows.map(fmt), `saved: input ${saved}, rank ${o.rank}, target recall ${o.targetRecall}; mean density over ${sparse.length} sparse layers ${pct(mean)}`].join('\n');
+}
+
+export function register(program: Command): void {
+  const cmd = program.command('train-predictors')
+    .description('collect activations, train per-layer low-rank MLP predictors, calibrate top-K, and save them')
+    .requiredOption('--model <dir>', 'Hugging Face OPT checkpoint folder')
+    .requiredOption('--data <file>', 'calibration text (UTF-8)')
+    .requiredOption('--out <dir>', 'folder for predictors.safetensors and manifest.json')
+    .option('--tokens <n>', 'tokens to collect', intArg('--tokens', 64), 65536)
+    .option('--window <n>', 'window length in tokens (default: the model context)', intArg('--window', 2))
+    .option('--rank <r>', 'predictor rank', intArg('--rank', 1), 64)
+    .option('--target-recall <x>', 'per-layer count recall that sets K', floatArg('--target-recall', 0, 1), 0.9)
+    .option('--max-density <x>', 'density budget: early-stopping K, and layers more active than this stay dense', floatArg('--max-density', 0, 1), 0.15)
+    .option('--input <which>', 'attn_in | mlp_in | both (both: train and report both, save mlp_in)', 'mlp_in')
+    .option('--backend <name>', 'auto | cpu | webgpu (collection and training)', 'auto')
+    .option('--epochs <e>', 'maximum epochs per layer (early stopping on validation recall)', intArg('--epochs', 1), 12)
+    .option('--batch <n>', 'minibatch rows', intArg('--batch', 1), 1024)
+    .option('--lr <x>', 'AdamW learning rate', floatArg('--lr', 0, 1), 2e-3)
+    .option('--work <dir>', 'keep collected data here and reuse it on later runs (default: a temp folder, deleted)');
+  cmd.action(action(async (o: Opts) => {
+    if (!['attn_in', 'mlp_in', 'both'].includes(o.input)) fail(`--input must be attn_in, mlp_in or both (got ${o.input})`);
+    const inputs: PredictorInput[] = o.input === 'both' ? ['attn_in', 'mlp_in'] : [o.input as PredictorInput];
+    const saved: PredictorInput = o.input === 'both' ? 'mlp_in' : (o.input as PredictorInput);
+    const src = await NodeFileSource.open(o.model);
+    const ck = await loadCheckpoint(src).finally(() => src.close());
+    const dir = o.work ?? mkdtempSync(join(tmpdir(), 'dejavu-collect-'));
+    const t0 = performance.now();
+    try {
+      const meta = await collectOrReuse(ck, o, dir);
+      const tc = performance.now();
+      const { engine, close } = await pickTrainEngine(parseBackend(o.backend));
+      process.stderr.write(`dejavu: training on ${engine.name}: ${meta.rows.train} train rows, ${meta.rows.val} validation rows\n`);
+      const results = new Map<PredictorInput, LayerResult[]>();
+      try {
+        for (const input of inputs) results.set(input, await trainInput(engine, dir, meta, input, o));
+      } finally { close(); }
+      const res = results.get(saved)!;
+      const manifest: PredictorManifest = {
+        format: 'dejavu-predictors/1', model_fingerprint: ck.fingerprint, rank: o.rank, input: saved, target_recall: o.targetRecall,
+        tokens: meta.tokens, d: meta.d, f: meta.f,
+        layers: res.map(({ cal: c }) => ({ layer: c.layer, dense: c.dense, k: c.k, recall: c.recall, mass_recall: c.mass_recall, precision: c.precision, density: c.density })),
+      };
+      savePredictors(o.out, manifest, res.map((r) => r.predictor));
+      process.stdout.write(table(meta, results, saved, o) + '\n');
+      process.stdout.write(`collection ${((tc - t0) / 1000).toFixed(0)}s, training ${((performance.now() - tc) / 1000).toFixed(0)}s; saved ${o.out}\n`);
+    } finally {
+      if (!o.work) rmSync(dir, { recursive: true, force: true });
+    }
+  }));
+}

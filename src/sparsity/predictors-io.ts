@@ -1,0 +1,118 @@
+/**
+ * A trained predictor set on disk: predictors.safetensors (per sparse layer `layers.{l}.A` (r, d),
+ * `layers.{l}.B` (f, r), `layers.{l}.bias` (f), f32) and manifest.json (PredictorManifest). The
+ * manifest ties the set to one model by its fingerprint, so predictors are never applied to a model
+ * they were not trained on.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Checkpoint } from '../model/checkpoint.js';
+import { NodeFileSource } from '../model/node-source.js';
+import { encodeSafetensors, readSafetensorsHeader, readTensor } from '../model/safetensors.js';
+import { readText } from '../model/source.js';
+import { DejavuError, fail } from '../util/errors.js';
+import { roundK } from './calibrate.js';
+import type { LowRankPredictor, MlpLayerPolicy, PredictorInput, SparsityPolicy } from './policy.js';
+
+export const MANIFEST = 'manifest.json';
+export const WEIGHTS = 'predictors.safetensors';
+
+export interface ManifestLayer {
+  layer: number;
+  dense: boolean;
+  k: number;
+  recall: number;
+  mass_recall: number;
+  precision: number;
+  density: number;
+}
+
+export interface PredictorManifest {
+  format: 'dejavu-predictors/1';
+  model_fingerprint: string;
+  rank: number;
+  input: PredictorInput;
+  target_recall: number;
+  tokens: number;
+  d: number;
+  f: number;
+  layers: ManifestLayer[];
+}
+
+export interface PredictorSet {
+  manifest: PredictorManifest;
+  policy(o?: { mlpDensity?: number }): SparsityPolicy;
+}
+
+/** Writes the set; `predictors[l]` must exist for every layer the manifest marks sparse. */
+export function savePredictors(dir: string, manifest: PredictorManifest, predictors: (LowRankPredictor | null)[]): void {
+  const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+  for (const L of manifest.layers) {
+    if (L.dense) continue;
+    const p = predictors[L.layer];
+    if (!p) throw new Error(`no predictor for sparse layer ${L.layer}`);
+    tensors[`layers.${L.layer}.A`] = { shape: [p.rank, manifest.d], data: p.A };
+    tensors[`layers.${L.layer}.B`] = { shape: [manifest.f, p.rank], data: p.B };
+    tensors[`layers.${L.layer}.bias`] = { shape: [manifest.f], data: p.bias };
+  }
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, WEIGHTS), encodeSafetensors(tensors, { format: 'dejavu-predictors/1' }));
+  writeFileSync(join(dir, MANIFEST), JSON.stringify(manifest, null, 2) + '\n');
+}
+
+function checkManifest(m: PredictorManifest, where: string, layers: number): void {
+  const ok = m && m.format === 'dejavu-predictors/1' && typeof m.model_fingerprint === 'string' && Number.isInteger(m.rank) &&
+    (m.input === 'attn_in' || m.input === 'mlp_in') && Array.isArray(m.layers) && Number.isInteger(m.d) && Number.isInteger(m.f);
+  if (!ok) fail(`${where} is not a dejavu predictor manifest (missing or malformed fields)`);
+  if (m.layers.length !== layers) fail(`${where} describes ${m.layers.length} layers, the model has ${layers}`);
+  m.layers.forEach((L, i) => {
+    if (L.layer !== i || typeof L.dense !== 'boolean' || !Number.isInteger(L.k) || L.k < 1 || L.k > m.f) fail(`${where}: layer entry ${i} is malformed`);
+  });
+}
+
+export async function loadPredictors(dir: string, ck: Checkpoint): Promise<PredictorSet> {
+  const src = await NodeFileSource.open(dir).catch(() => fail(`predictors folder ${dir} not found`));
+  try {
+    if (!(await src.exists(MANIFEST))) fail(`missing file ${MANIFEST} in ${dir} (not a predictors folder from train-predictors)`);
+    let manifest: PredictorManifest;
+    try { manifest = JSON.parse(await readText(src, MANIFEST)); } catch { fail(`${MANIFEST} in ${dir} is not valid JSON`); }
+    if (manifest?.model_fingerprint !== undefined && manifest.model_fingerprint !== ck.fingerprint) {
+      fail(`predictors in ${dir} were trained for model ${manifest.model_fingerprint}, but this model is ${ck.fingerprint}`);
+    }
+    const c = ck.config;
+    checkManifest(manifest, `${MANIFEST} in ${dir}`, c.layers);
+    if (manifest.d !== c.hidden || manifest.f !== c.ffn) fail(`${MANIFEST} in ${dir} is for d=${manifest.d}, f=${manifest.f}; the model has d=${c.hidden}, f=${c.ffn}`);
+    if (!(await src.exists(WEIGHTS))) fail(`missing file ${WEIGHTS} in ${dir}`);
+    const entries = new Map((await readSafetensorsHeader(src, WEIGHTS)).map((e) => [e.name, e]));
+    const get = async (name: string, shape: number[]): Promise<Float32Array> => {
+      const e = entries.get(name);
+      if (!e) fail(`${WEIGHTS} in ${dir} has no tensor ${name}`);
+      if (e.dtype !== 'F32' || e.shape.join() !== shape.join()) fail(`${WEIGHTS} in ${dir}: ${name} is ${e.dtype} [${e.shape}], expected F32 [${shape}]`);
+      return (await readTensor(src, e)).data as Float32Array;
+    };
+    const predictors: (LowRankPredictor | null)[] = [];
+    for (const L of manifest.layers) {
+      if (L.dense) { predictors.push(null); continue; }
+      const r = manifest.rank;
+      predictors.push({ rank: r, A: await get(`layers.${L.layer}.A`, [r, c.hidden]), B: await get(`layers.${L.layer}.B`, [c.ffn, r]), bias: await get(`layers.${L.layer}.bias`, [c.ffn]) });
+    }
+    return {
+      manifest,
+      policy(o = {}) {
+        const d = o.mlpDensity;
+        if (d !== undefined && !(d > 0 && d <= 1)) fail(`--mlp-density must be in (0, 1], got ${d}`);
+        const mlp: (MlpLayerPolicy | null)[] = manifest.layers.map((L, l) => {
+          const p = predictors[l];
+          if (L.dense || !p) return null;
+          return { k: d === undefined ? L.k : roundK(d * c.ffn, c.ffn), selector: { kind: 'predictor', predictor: p } };
+        });
+        return { input: manifest.input, mlp };
+      },
+    };
+  } catch (e) {
+    if (e instanceof DejavuError) throw e;
+    fail(`could not read predictors in ${dir}: ${(e as Error).message.split('\n')[0]}`);
+  } finally {
+    await src.close();
+  }
+}
