@@ -49,11 +49,15 @@ for (const name of ['5m', '18m', '50m'] as const) {
     const cpu = new CpuRunner(ck.config, ck.weights);
     const g = await createWebGpuRunner(ck.config, ck.weights, { gpu });
     assert.match(g.description, /^webgpu: /);
-    for (const r of reference(dir)) {
+    // lavapipe runs 50m decode at ~1 s/token on 2 cores: greedy-check one of its prompts unless
+    // DEJAVU_FULL_TESTS is set (logits at every position are still checked for all four).
+    const greedyPrompts = name === '50m' && !process.env.DEJAVU_FULL_TESTS ? 1 : Infinity;
+    for (const [pi, r] of reference(dir).entries()) {
       cpu.reset(); g.reset();
       const want = await cpu.forward(r.input_ids, { allLogits: true });
       let logits = await g.forward(r.input_ids, { allLogits: true });
       assertRows(logits, want, V, `"${r.prompt}"`);
+      if (pi >= greedyPrompts) continue;
       logits = logits.subarray(logits.length - V);
       const got: number[] = [];
       for (let i = 0; i < r.greedy_new_ids.length; i++) {

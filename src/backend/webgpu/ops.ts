@@ -39,6 +39,16 @@ function grid(n: number): [number, number] {
   return [x, Math.max(1, ceilDiv(n, MAX_WG))];
 }
 
+/**
+ * Threads per row of a GEMV: enough vec4 chunks per thread to hide the reduction (short rows such as
+ * d = 256 would leave most of 64 threads one chunk), but at least 32 so a subgroup never spans two
+ * rows (subgroups are at most 32 wide on the GPUs seen; AMD's 64 would need tpr 64). 256 threads a group.
+ */
+function gemvShape(K4: number): { rows: number; tpr: number } {
+  const tpr = K4 >= 512 ? 64 : 32;
+  return { rows: 256 / tpr, tpr };
+}
+
 export interface LinearArgs {
   W: GpuMatrix; x: GPUBuffer; y: GPUBuffer; T: number;
   inStride?: number; inOff?: number; outStride?: number; outOff?: number;
@@ -164,7 +174,7 @@ export class Kernels {
       if (a.bias) ent.push([4, a.bias]);
       switch (a.T === 1 ? 'gemv' : 'matmul') {
         case 'gemv': {
-          const o: GemvOpts = { rows: 4, tpr: 64, ...epi, gather: false };
+          const o: GemvOpts = { ...gemvShape(K4), ...epi, gather: false };
           const key = gemvKey(this.feats, o);
           const [x, y] = grid(ceilDiv(p.rows, o.rows));
           out.push(this.dispatch(key, this.pipeline(key, () => gemvWgsl(this.feats, o)),
@@ -184,7 +194,7 @@ export class Kernels {
 
   /** h[t, j] = relu(W[sel[t, j]] · x[t] + b[sel[t, j]]): the gathered fc1 of the sparse MLP. */
   gatherLinear(a: { W: GpuMatrix; x: GPUBuffer; h: GPUBuffer; T: number; k: number; sel: GPUBuffer; selStride: number; bias: GPUBuffer | null; relu: boolean }, own: GPUBuffer[]): Dispatch[] {
-    const o: GemvOpts = { rows: 4, tpr: 64, bias: !!a.bias, relu: a.relu, resid: false, gather: true };
+    const o: GemvOpts = { ...gemvShape(a.W.colsP / 4), bias: !!a.bias, relu: a.relu, resid: false, gather: true };
     const key = gemvKey(this.feats, o);
     const pl = this.pipeline(key, () => gemvWgsl(this.feats, o));
     const [x, y] = grid(ceilDiv(a.k, o.rows));
