@@ -1,0 +1,63 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { loadPredictors, MANIFEST, savePredictors, type PredictorManifest } from '../src/sparsity/predictors-io.js';
+import type { LowRankPredictor } from '../src/sparsity/policy.js';
+import { DejavuError } from '../src/util/errors.js';
+import { checkpoint, MODELS, randomArray, rng } from './helpers.js';
+
+async function saved() {
+  const ck = await checkpoint(MODELS['5m']);
+  const { layers, hidden: d, ffn: f } = ck.config;
+  const r = rng(3), rank = 8;
+  const preds: LowRankPredictor[] = Array.from({ length: layers }, () => ({ rank, A: randomArray(rank * d, r), B: randomArray(f * rank, r), bias: randomArray(f, r) }));
+  const manifest: PredictorManifest = {
+    format: 'dejavu-predictors/1', model_fingerprint: ck.fingerprint, rank, input: 'attn_in', target_recall: 0.9, tokens: 1000, d, f,
+    layers: preds.map((_, l) => ({ layer: l, dense: l === 0, k: 16 * (l + 1), recall: 0.9, mass_recall: 0.95, precision: 0.3, density: (16 * (l + 1)) / f })),
+  };
+  const dir = mkdtempSync(join(tmpdir(), 'dejavu-pred-'));
+  savePredictors(dir, manifest, preds);
+  return { ck, dir, preds, manifest, f };
+}
+
+test('save -> load round trip gives the same policy; --mlp-density overrides K on sparse layers only', async () => {
+  const { ck, dir, preds, manifest, f } = await saved();
+  const set = await loadPredictors(dir, ck);
+  assert.deepEqual(set.manifest, manifest);
+  const p = set.policy();
+  assert.equal(p.input, 'attn_in');
+  assert.equal(p.mlp[0], null);
+  p.mlp.forEach((lp, l) => {
+    if (l === 0) return;
+    assert.ok(lp && lp.selector.kind === 'predictor');
+    assert.equal(lp.k, manifest.layers[l].k);
+    assert.deepEqual(lp.selector.predictor.A, preds[l].A);
+    assert.deepEqual(lp.selector.predictor.B, preds[l].B);
+    assert.deepEqual(lp.selector.predictor.bias, preds[l].bias);
+  });
+  const q = set.policy({ mlpDensity: 0.1 });
+  assert.equal(q.mlp[0], null);
+  for (const lp of q.mlp.slice(1)) assert.equal(lp!.k, Math.ceil((0.1 * f) / 16) * 16);
+});
+
+test('predictors for another model are refused in one line naming both fingerprints', async () => {
+  const { ck, dir } = await saved();
+  const m = JSON.parse(readFileSync(join(dir, MANIFEST), 'utf8'));
+  m.model_fingerprint = 'deadbeef';
+  writeFileSync(join(dir, MANIFEST), JSON.stringify(m));
+  await assert.rejects(loadPredictors(dir, ck), (e: Error) => e instanceof DejavuError && e.message.includes('deadbeef') && e.message.includes(ck.fingerprint) && !e.message.includes('\n'));
+});
+
+test('missing or corrupt predictor files give one-line errors', async () => {
+  const { ck, dir } = await saved();
+  const oneLine = (re: RegExp) => (e: Error) => e instanceof DejavuError && re.test(e.message) && !e.message.includes('\n');
+  await assert.rejects(loadPredictors(join(dir, 'nope'), ck), oneLine(/not found/));
+  writeFileSync(join(dir, 'predictors.safetensors'), new Uint8Array(5));
+  await assert.rejects(loadPredictors(dir, ck), oneLine(/safetensors/));
+  writeFileSync(join(dir, MANIFEST), '{ not json');
+  await assert.rejects(loadPredictors(dir, ck), oneLine(/not valid JSON/));
+  const empty = mkdtempSync(join(tmpdir(), 'dejavu-pred-'));
+  await assert.rejects(loadPredictors(empty, ck), oneLine(/missing file manifest\.json/));
+});
