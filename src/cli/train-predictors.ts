@@ -72,6 +72,8 @@ async function trainInput(engine: TrainEngine, dir: string, meta: CollectionMeta
       const { act, w2norm } = loadMass(dir, l);
       const stats = rankStats(res.valScores, val.labels, val.rows, f, act, w2norm);
       const cal = calibrateLayer(l, stats, meta.sparsity[l], { targetRecall: o.targetRecall, maxDensity: o.maxDensity });
+      // The bar draws only on a terminal; logs get one line per layer instead.
+      if (!process.stderr.isTTY) process.stderr.write(`${input} layer ${l}: ${res.epochs} epochs, recall@${monitorK} ${stats.countRecall(monitorK).toFixed(3)}, K ${cal.k}, ${((performance.now() - t0) / 1000).toFixed(1)}s\n`);
       out.push({ cal, predictor: res.predictor, epochs: res.epochs, seconds: (performance.now() - t0) / 1000, recallBudget: stats.countRecall(monitorK), massBudget: stats.massRecall(monitorK) });
     }
   } finally { b.stop(); }
