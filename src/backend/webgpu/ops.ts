@@ -44,9 +44,12 @@ function grid(n: number): [number, number] {
  * d = 256 would leave most of 64 threads one chunk), but at least 32 so a subgroup never spans two
  * rows (subgroups are at most 32 wide on the GPUs seen; AMD's 64 would need tpr 64). 256 threads a group.
  */
-function gemvShape(K4: number): { rows: number; tpr: number } {
-  const tpr = K4 >= 512 ? 64 : 32;
-  return { rows: 256 / tpr, tpr };
+function gemvShape(K4: number): { rows: number; tpr: number; wide: boolean } {
+  // Rows padded to 8 halves take the wide (16-byte load) form: every real OPT width does.
+  const wide = K4 % 2 === 0;
+  const chunks = wide ? K4 / 2 : K4;
+  const tpr = chunks >= 512 ? 64 : 32;
+  return { rows: 256 / tpr, tpr, wide };
 }
 
 export interface LinearArgs {

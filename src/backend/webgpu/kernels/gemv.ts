@@ -10,10 +10,18 @@ import { enables, weightDecl, wmode, type KernelFeatures } from './common.js';
  * Epilogue: + bias[row], ReLU, and RESID: y += result (residual add into the stream).
  * CPU twin: `linear` (dense) and the fc1 half of `sparseMlp` (gather).
  */
-export interface GemvOpts { rows: number; tpr: number; bias: boolean; relu: boolean; resid: boolean; gather: boolean }
+export interface GemvOpts {
+  rows: number; tpr: number; bias: boolean; relu: boolean; resid: boolean; gather: boolean;
+  /**
+   * Wide loads: 16 bytes (8 halves) per load as vec4<u32> decoded with unpack2x16float, four loads in
+   * flight per thread. Needs rows padded to a multiple of 8 halves. The 8-byte vec4<f16> loads of the
+   * narrow form left an H200 at ~1 TB/s of its ~4 TB/s: too few bytes in flight per SM.
+   */
+  wide?: boolean;
+}
 
 export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
-  return `gemv_${wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}`;
+  return `gemv_${o.wide ? 'w8x4' : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}`;
 }
 
 /** Uniform layout (u32 each). */
@@ -22,12 +30,16 @@ export const GEMV_PARAMS = ['rows', 'K', 'K4', 'rowOff', 'partRows', 'inStride',
 export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
   const WG = o.rows * o.tpr;
   const sg = f.subgroups;
-  return `${enables(f, true)}
+  return `${o.wide ? enables({ ...f, f16: false }, true) : enables(f, true)}
 struct P { rows: u32, K: u32, K4: u32, rowOff: u32, partRows: u32, inStride: u32, inOff: u32, outStride: u32, outOff: u32, selStride: u32, nwgx: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-${weightDecl(f, 1, 'W')}
+${o.wide ? '@group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;' : weightDecl(f, 1, 'W')}
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
+${o.wide ? `fn dot8(w: vec4<u32>, i: u32) -> f32 {
+  return dot(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]))
+       + dot(vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)), vec4<f32>(x[i + 4u], x[i + 5u], x[i + 6u], x[i + 7u]));
+}` : ''}
 ${o.bias ? '@group(0) @binding(4) var<storage, read> bias: array<f32>;' : ''}
 ${o.gather ? '@group(0) @binding(5) var<storage, read> sel: array<u32>;' : ''}
 const R = ${o.rows}u;
@@ -47,7 +59,37 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     live = gi >= p.rowOff && gi < p.rowOff + p.partRows;
     wrow = gi - p.rowOff;
   }` : ''}
-  var acc = 0.0;
+${o.wide ? `  var acc = 0.0;
+  if (live) {
+    let wb = wrow * (p.K4 / 2u);
+    let xb = t * p.inStride + p.inOff;
+    let full = p.K / 8u;
+    var a0 = 0.0; var a1 = 0.0; var a2 = 0.0; var a3 = 0.0;
+    var c = lane;
+    // Four independent 16-byte loads per iteration keep enough bytes in flight to saturate HBM.
+    loop {
+      if (c + 3u * TPR >= full) { break; }
+      let w0 = W[wb + c]; let w1 = W[wb + c + TPR]; let w2 = W[wb + c + 2u * TPR]; let w3 = W[wb + c + 3u * TPR];
+      a0 += dot8(w0, xb + c * 8u);
+      a1 += dot8(w1, xb + (c + TPR) * 8u);
+      a2 += dot8(w2, xb + (c + 2u * TPR) * 8u);
+      a3 += dot8(w3, xb + (c + 3u * TPR) * 8u);
+      c += 4u * TPR;
+    }
+    for (; c < full; c += TPR) { a0 += dot8(W[wb + c], xb + c * 8u); }
+    acc = (a0 + a1) + (a2 + a3);
+    // K not a multiple of 8: the last chunk is zero-padded in W; read only the x that exists.
+    if (lane == 0u && full * 8u < p.K) {
+      let w = W[wb + full];
+      var x0 = vec4<f32>(0.0); var x1 = vec4<f32>(0.0);
+      for (var i = 0u; i < p.K - full * 8u; i++) {
+        let v = x[xb + full * 8u + i];
+        if (i < 4u) { x0[i] = v; } else { x1[i - 4u] = v; }
+      }
+      acc += dot(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), x0) + dot(vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)), x1);
+    }
+  }
+` : `  var acc = 0.0;
   if (live) {
     let wb = wrow * p.K4;
     let xb = t * p.inStride + p.inOff;
@@ -63,6 +105,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       acc += dot(W_4(wb + full), xv);
     }
   }
+`}
   ${sg ? `// subgroupAdd, then one slot per subgroup (assumes subgroups are runs of consecutive
   // local_invocation_index within a 1-D workgroup and subgroup size <= TPR, true of every driver seen).
   let s = subgroupAdd(acc);
