@@ -137,3 +137,12 @@ test('bench/hf_baseline.py without torch prints a "skipped" JSON line and exits 
   assert.equal(r.status, 3);
   assert.match((JSON.parse(r.stdout.trim()) as { error: string }).error, /^skipped: /);
 });
+
+test('device memory estimate: opt-30b dense fits an H100 (78 GiB) but not with fc2 transposed; opt-66b dense fits an H200 (139 GiB)', async () => {
+  const { deviceBytesNeeded } = await import('../src/bench/run.js');
+  const GiB = 2 ** 30;
+  const need = (n: string, m: 'dense' | 'mlp', oracle = false) => deviceBytesNeeded(shapeConfig(n), m, oracle) / GiB;
+  assert.ok(need('opt-30b', 'dense') < 77 && need('opt-30b', 'mlp', true) > 78);
+  assert.ok(need('opt-66b', 'dense') < 138 && need('opt-66b', 'mlp', true) > 139);
+  assert.ok(need('opt-6.7b', 'mlp') > need('opt-6.7b', 'mlp', true)); // predictors cost memory too
+});

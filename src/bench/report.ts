@@ -58,7 +58,7 @@ export function benchTable(rows: BenchRow[]): string {
   if (gpu) header.push('GPU ms', 'dispatches');
   if (hf) header.push('HF ms/token', 'HF GB/s', 'HF/ours');
   const body = rows.map((r) => {
-    const sp = r.sparsity === 'dense' ? 'dense' : `mlp ${r.mlp_density}${r.selector === 'fixed' ? ' fixed' : ''}`;
+    const sp = r.sparsity === 'dense' ? 'dense' : `mlp ${Number((r.mlp_density ?? NaN).toFixed(3))}${r.selector === 'fixed' ? ' fixed' : ''}`;
     const cells = [r.shape, r.backend, sp, fmt(r.prefill_ms, 1), fmt(r.ms_per_token, 3), fmt(r.tokens_per_s, 1),
       fmt(r.bytes_per_token / 1e6, 1), fmt(r.gbps, 1), fmt(r.floor_ms, 3), fmt(r.pct_of_floor, 1)];
     if (gpu) cells.push(fmt(r.gpu_ms_per_token, 3), String(r.dispatches_per_token ?? '-'));

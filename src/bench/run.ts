@@ -10,7 +10,7 @@ import { loadModel, type Model } from '../engine/model.js';
 import type { OptConfig } from '../model/config.js';
 import type { Checkpoint } from '../model/checkpoint.js';
 import { meanMlpDensity, type SparsityPolicy } from '../sparsity/policy.js';
-import { DejavuError, fail } from '../util/errors.js';
+import { fail } from '../util/errors.js';
 import { measureGpuBandwidth, measureMemcpyBandwidth, type Bandwidth } from './bandwidth.js';
 import { timeDecode } from './decode.js';
 import { runHfBaseline } from './hf.js';
@@ -43,13 +43,29 @@ export interface BenchOptions {
   log: (line: string) => void;
 }
 
-type SyntheticFactory = (config: OptConfig, weights: 'synthetic', opts?: GpuOptions) => Promise<Runner & { gpu?: Gpu }>;
+type SyntheticFactory = (config: OptConfig, weights: 'synthetic', opts?: GpuOptions & { gpu?: Gpu }) => Promise<Runner>;
 
-async function syntheticRunner(c: OptConfig): Promise<Runner> {
-  // A variable specifier: the WebGPU runner is loaded on demand and may still be in progress.
+async function syntheticRunner(c: OptConfig, gpu: Gpu): Promise<Runner> {
+  // Loaded on demand (a variable specifier), like select.ts does: the CPU path never touches Dawn.
   const spec = '../backend/webgpu/runner.js';
   const mod = (await import(spec)) as { createWebGpuRunner: SyntheticFactory };
-  return mod.createWebGpuRunner(c, 'synthetic');
+  return mod.createWebGpuRunner(c, 'synthetic', { gpu });
+}
+
+/**
+ * Runs `fn` inside out-of-memory and validation error scopes: WebGPU reports a failed allocation
+ * there, not as an exception, and a model that did not fit must be skipped, not timed.
+ */
+async function scoped<T>(gpu: Gpu, fn: () => Promise<T>): Promise<{ value: T; error: string | null }> {
+  gpu.device.pushErrorScope('out-of-memory');
+  gpu.device.pushErrorScope('validation');
+  let value: T | undefined, thrown: unknown = null;
+  try { value = await fn(); } catch (e) { thrown = e; }
+  const validation = await gpu.device.popErrorScope();
+  const oom = await gpu.device.popErrorScope();
+  if (thrown) throw thrown;
+  const e = oom ?? validation;
+  return { value: value as T, error: e ? `${oom ? 'out of device memory' : 'WebGPU error'}: ${e.message.split('\n')[0]}` : null };
 }
 
 type PredictorsIo = { loadPredictors(dir: string, ck: Checkpoint): Promise<{ policy(o: { mlpDensity?: number }): SparsityPolicy }> };
@@ -95,17 +111,20 @@ function doesNotFit(c: OptConfig, name: string, mode: 'dense' | 'mlp', gpu: Gpu,
   if (widest > gpu.limits.maxStorageBufferBindingSize) return `${name}: one weight row exceeds maxStorageBufferBindingSize`;
   const need = deviceBytesNeeded(c, mode, o.oracle);
   const have = o.deviceMemoryGib !== undefined ? o.deviceMemoryGib * GiB : knownMemoryBytes(gpu.adapterName);
-  if (have !== null && need > have - 1 * GiB) {
-    return `${name} ${mode} needs about ${(need / GiB).toFixed(1)} GiB on the device, which has about ${(have / GiB).toFixed(0)} GiB`;
+  // Headroom for the driver and Dawn's own allocations: 1 GiB, or 5 % of a small device.
+  if (have !== null && need > have - Math.min(GiB, 0.05 * have)) {
+    return `${name} ${mode} needs about ${(need / GiB).toFixed(1)} GiB on the device, which has about ${(have / GiB).toFixed(1)} GiB`;
   }
   return null;
 }
+
+interface Opened { runner: Runner; model?: Model; gpu?: Gpu }
 
 interface Target {
   name: string;
   config: OptConfig;
   /** Builds the runner; null when the target is skipped. */
-  open(): Promise<{ runner: Runner; model?: Model } | null>;
+  open(): Promise<Opened | null>;
 }
 
 export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
@@ -143,13 +162,20 @@ export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
     async open() {
       const why = doesNotFit(configs[i], name, 'dense', gpu!, o);
       if (why) { o.log(`skipped: ${why}`); return null; }
+      // A device per shape, destroyed after it: its memory is free again for the next shape and for
+      // the HF baseline's process.
+      const g = await openGpu();
       try {
-        return { runner: await syntheticRunner(configs[i]) };
+        const { value: runner, error } = await scoped(g, () => syntheticRunner(configs[i], g));
+        if (!error) return { runner, gpu: g };
+        runner.dispose();
+        o.log(`skipped: ${name}: ${error}`);
       } catch (e) {
-        if (e instanceof DejavuError) throw e;
+        // Limits the runner checks itself (a table larger than one buffer, ...) also mean "does not fit here".
         o.log(`skipped: ${name}: ${(e as Error).message.split('\n')[0]}`);
-        return null;
       }
+      g.device.destroy();
+      return null;
     },
   }));
   if (!shapes.length) {
@@ -167,19 +193,22 @@ export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
       // (--sparsity dejavu was refused above.)
       for (const mode of o.sparsity as ('dense' | 'mlp')[]) {
         const why = shapes.length && mode === 'mlp' ? doesNotFit(t.config, t.name, mode, gpu!, o) : null;
-        if (why) o.log(`skipped: ${why}`);
-        else rows.push(await measure(t, runner, model, mode, o, bw, adapter, backend));
+        if (why) { o.log(`skipped: ${why}`); continue; }
+        const row = await measure(t, opened, mode, o, bw, adapter, backend);
+        if (row) rows.push(row);
       }
     } finally {
       runner.dispose();
+      opened.gpu?.device.destroy();
     }
     if (o.compareHf) await attachHf(rows.filter((r) => r.shape === t.name), t.config, o, shapes.length ? { shape: t.name } : { model: o.model! });
   }
   return rows;
 }
 
-async function measure(t: Target, runner: Runner, model: Model | undefined, mode: 'dense' | 'mlp', o: BenchOptions,
-  bw: Bandwidth, adapter: string, backend: BackendName): Promise<BenchRow> {
+/** One configuration's row, or null when its sparse buffers did not fit (logged). */
+async function measure(t: Target, { runner, model, gpu }: Opened, mode: 'dense' | 'mlp', o: BenchOptions,
+  bw: Bandwidth, adapter: string, backend: BackendName): Promise<BenchRow | null> {
   const c = t.config;
   let policy: SparsityPolicy | null = null;
   if (mode === 'mlp') {
@@ -188,7 +217,11 @@ async function measure(t: Target, runner: Runner, model: Model | undefined, mode
     else policy = syntheticPredictorPolicy(c, o.mlpDensity ?? DEFAULT_DENSITY);
   }
   const density = policy ? meanMlpDensity(policy, c.ffn) : null;
-  runner.setSparsity(policy);
+  if (gpu) {
+    // setSparsity allocates fc2 transposed and the predictors: the second big allocation.
+    const { error } = await scoped(gpu, async () => { runner.setSparsity(policy); await gpu.device.queue.onSubmittedWorkDone(); });
+    if (error) { runner.setSparsity(null); o.log(`skipped: ${t.name} ${mode}: ${error}`); return null; }
+  } else runner.setSparsity(policy);
   o.log(`${t.name}: ${mode}${policy ? ` (density ${density!.toFixed(3)}, ${o.oracle ? 'fixed sets' : 'predictors'})` : ''}: prompt ${o.promptLen}, ${o.gen} tokens...`);
   const timing = await timeDecode(runner, { promptLen: o.promptLen, gen: o.gen, warmup: o.warmup });
 
