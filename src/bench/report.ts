@@ -17,8 +17,9 @@ export interface BenchRow {
   tokens_per_s: number;
   bytes_per_token: number;       // mean over the measured steps (src/bench/shapes.ts tokenBytes)
   gbps: number;                  // bytes_per_token / ms_per_token
-  card_gbps: number | null;      // measured copy bandwidth (read + write)
+  card_gbps: number | null;      // measured bandwidth: GPU read kernel (bytes read); CPU memcpy (read + write)
   card_gbps_method: string | null;
+  card_copy_gbps?: number;       // GPU only, secondary: copyBufferToBuffer (read + write); not the floor
   floor_ms: number | null;       // bytes_per_token / card bandwidth
   pct_of_floor: number | null;   // floor_ms / ms_per_token * 100
   // From the WebGPU runner's timeDecodeSteps: steps queued back to back, no logits read back, no LM head.

@@ -11,7 +11,7 @@ import type { OptConfig } from '../model/config.js';
 import type { Checkpoint } from '../model/checkpoint.js';
 import { meanMlpDensity, type SparsityPolicy } from '../sparsity/policy.js';
 import { fail } from '../util/errors.js';
-import { measureGpuBandwidth, measureMemcpyBandwidth, type Bandwidth } from './bandwidth.js';
+import { bandwidthLine, measureGpuBandwidth, measureMemcpyBandwidth, type Bandwidth } from './bandwidth.js';
 import { timeDecode } from './decode.js';
 import { runHfBaseline } from './hf.js';
 import { fixedPolicy, syntheticPredictorPolicy } from './policies.js';
@@ -155,7 +155,7 @@ export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
     adapter = cpus()[0]?.model.trim() ?? 'cpu';
     bw = measureMemcpyBandwidth();
   }
-  o.log(`bandwidth: ${bw.gbps.toFixed(1)} GB/s (${bw.method}, ${(bw.copyBytes / 2 ** 20).toFixed(0)} MiB x ${bw.copies}) on ${adapter}`);
+  o.log(bandwidthLine(bw, adapter));
 
   const targets: Target[] = shapes.map((name, i) => ({
     name, config: configs[i],
@@ -243,7 +243,8 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: 'dense' 
     tokens_per_s: 1000 / timing.msPerToken,
     bytes_per_token: Math.round(bytes),
     gbps: bytes / (timing.msPerToken * 1e6),
-    card_gbps: bw.gbps, card_gbps_method: bw.method,
+    card_gbps: bw.gbps, card_gbps_method: bw.kind === 'memcpy' ? 'memcpy' : `read-kernel ${bw.method}`,
+    ...(bw.copy && { card_copy_gbps: bw.copy.gbps }),
     floor_ms: floorMs, pct_of_floor: (floorMs / timing.msPerToken) * 100,
     ...(gpuT && {
       dispatches_per_token: gpuT.dispatchesPerToken,

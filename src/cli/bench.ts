@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
 import { parseBackend } from '../backend/select.js';
+import { probeAdapter } from '../backend/webgpu/device.js';
+import { kernelJson, kernelShape, kernelTable, runKernelBench, type KernelRow } from '../bench/kernels.js';
 import { benchTable, rounded } from '../bench/report.js';
 import { runBench, type SparsityMode } from '../bench/run.js';
 import { SHAPE_NAMES } from '../bench/shapes.js';
@@ -10,6 +12,7 @@ interface BenchFlags {
   model?: string; shape?: string; backend: string; promptLen: number; gen: number; warmup: number;
   sparsity: string; mlpDensity?: number; headDensity: number; oracle?: boolean; predictors?: string;
   json?: boolean; compareHf?: boolean; deviceMemoryGib?: number;
+  kernels?: boolean; kernelMs: number; kernelSamples: number; readMib?: number; rotateMib?: number;
 }
 
 /** Comma-separated lists, so one process (one device start, one bandwidth measurement) covers a sweep. */
@@ -20,6 +23,27 @@ function parseSparsity(s: string): SparsityMode[] {
   for (const m of modes) if (m !== 'dense' && m !== 'mlp' && m !== 'dejavu') fail(`unknown sparsity "${m}" (choose dense, mlp or dejavu)`);
   if (!modes.length) fail('--sparsity needs at least one of dense, mlp, dejavu');
   return modes as SparsityMode[];
+}
+
+/** `bench --kernels`: one device per shape; rows as a table or JSON lines. */
+async function kernelsAction(o: BenchFlags): Promise<void> {
+  if (o.model) fail('--kernels runs synthetic weights at --shape; it takes no --model');
+  if (o.backend === 'cpu') fail('--kernels benchmarks the WebGPU kernels; it has no CPU backend');
+  const spec = o.shape ?? 'opt-6.7b';
+  // A custom shape (d=...,f=...) has commas of its own: it is one shape.
+  const shapes = spec.includes('=') ? [spec] : list(spec);
+  for (const s of shapes) kernelShape(s); // unknown shapes fail before any device work
+  if (!(await probeAdapter())) fail('--kernels needs a WebGPU adapter (none found)');
+  const rows: KernelRow[] = [];
+  for (const shape of shapes) {
+    rows.push(...await runKernelBench({
+      shape, targetMs: o.kernelMs, samples: o.kernelSamples, readBytes: o.readMib ? o.readMib * 2 ** 20 : undefined,
+      rotateBytes: o.rotateMib !== undefined ? o.rotateMib * 2 ** 20 : undefined,
+      log: (line) => process.stderr.write(line + '\n'),
+    }));
+  }
+  if (o.json) for (const r of rows) process.stdout.write(kernelJson(r) + '\n');
+  else if (rows.length) process.stdout.write(kernelTable(rows));
 }
 
 export function register(program: Command): void {
@@ -37,8 +61,14 @@ export function register(program: Command): void {
     .option('--predictors <dir>', 'trained predictors for --model (from train-predictors)')
     .option('--device-memory-gib <n>', 'device memory for the --shape fit check (default: known cards)', floatArg('--device-memory-gib', 0))
     .option('--compare-hf', 'also run bench/hf_baseline.py (PyTorch + transformers, CUDA) and print the ratios')
-    .option('--json', 'one JSON object per configuration, one per line');
+    .option('--json', 'one JSON object per configuration, one per line')
+    .option('--kernels', 'kernel micro-benchmarks at --shape (default opt-6.7b; or d=N,f=N,heads=N,vocab=N,pos=N) instead of decode')
+    .option('--kernel-ms <ms>', 'with --kernels: time of one timed sample', floatArg('--kernel-ms', 0), 20)
+    .option('--kernel-samples <n>', 'with --kernels: timed samples per kernel (the median is reported)', intArg('--kernel-samples', 1), 9)
+    .option('--read-mib <n>', 'with --kernels: buffer of the read-bandwidth kernel (default 1024; 64 on a software adapter)', intArg('--read-mib', 1))
+    .option('--rotate-mib <n>', 'with --kernels: bytes each benchmark cycles through, past the L2 (default 256; 4 on a software adapter)', floatArg('--rotate-mib', 0));
   cmd.action(action(async (o: BenchFlags) => {
+    if (o.kernels) return kernelsAction(o);
     const shapes = o.shape ? list(o.shape) : undefined;
     const rows = await runBench({
       model: shapes ? o.model : (o.model ?? DEMO_MODEL),

@@ -1,0 +1,403 @@
+/**
+ * `dejavu bench --kernels`: micro-benchmarks of the decode kernels at a real OPT shape, with synthetic
+ * weights filled on the GPU, each timed by GpuTimer (GPU timestamps when the device has them, else
+ * the wall clock; every row says which): the read-bandwidth roofline, dense GEMVs, the sparse MLP's
+ * pieces at several densities, the whole sparse MLP block (predictor + top-K + gathered fc1 + sparse
+ * fc2) against the dense one, top-K, LayerNorm and decode attention.
+ *
+ * L2 matters at these sizes (an H100/H200 holds 50 MB: a d×d matrix of OPT-6.7B, 32 MB, would be
+ * served from it when repeated). So each benchmark rotates over copies of its data — weight matrices
+ * and disjoint neuron sets, or the KV caches of several "layers" — until one cycle reads at least
+ * `rotateBytes` (default 256 MiB) or the copies reach `memBudgetBytes`; every row gives its `copies`.
+ * That is what a decode step sees: each layer's weights once, cold.
+ */
+import { openGpu, type Gpu } from '../backend/webgpu/device.js';
+import { Kernels, runNow, type Dispatch, type GpuMatrix } from '../backend/webgpu/ops.js';
+import { ceil4, ceilDiv } from '../backend/webgpu/kernels/common.js';
+import { fill32Key, fill32Wgsl } from '../backend/webgpu/kernels/misc.js';
+import { fail } from '../util/errors.js';
+import { destroyReadTarget, fillReadTarget, isSoftwareAdapter, measureCopyBandwidth, readDispatches, readTarget } from './bandwidth.js';
+import { GpuTimer, type TimingMethod } from './gpu-timer.js';
+import { predictorRank, shapeConfig } from './shapes.js';
+
+export interface KernelShape { name: string; d: number; f: number; heads: number; vocab: number; e: number; maxPos: number }
+
+/**
+ * A published shape (opt-125m … opt-66b) or a custom one, `d=256,f=1024,heads=4,vocab=4096,pos=256`
+ * (f defaults to 4d, heads to d/64, vocab to 50272, pos — the longest attention context — to 2048).
+ */
+export function kernelShape(spec: string): KernelShape {
+  if (!spec.includes('=')) {
+    const c = shapeConfig(spec);
+    return { name: spec, d: c.hidden, f: c.ffn, heads: c.heads, vocab: c.vocabSize, e: c.wordEmbedProjDim, maxPos: c.maxPositions };
+  }
+  const kv: Record<string, number> = {};
+  for (const part of spec.split(',')) {
+    const [k, v] = part.split('=').map((s) => s.trim());
+    const n = Number(v);
+    if (!['d', 'f', 'heads', 'vocab', 'pos'].includes(k)) fail(`unknown key "${k}" in --shape ${spec} (d, f, heads, vocab, pos)`);
+    if (!Number.isInteger(n) || n < 1) fail(`--shape ${spec}: ${k} must be a positive integer`);
+    kv[k] = n;
+  }
+  const d = kv.d ?? fail(`--shape ${spec} needs d=`);
+  const heads = kv.heads ?? Math.max(1, Math.round(d / 64));
+  if (d % heads) fail(`--shape ${spec}: d must be a multiple of heads`);
+  return { name: spec, d, f: kv.f ?? 4 * d, heads, vocab: kv.vocab ?? 50272, e: d, maxPos: kv.pos ?? 2048 };
+}
+
+export interface KernelRow {
+  kernel: string;
+  shape: string;
+  params: Record<string, number | string>;
+  /** Median µs per iteration. */
+  us: number;
+  /** bytes / time, GB/s (1e9); null where no byte count applies. */
+  gbps: number | null;
+  /** Bytes one iteration reads (weights, KV cache, or the buffer). */
+  bytes: number | null;
+  timing: TimingMethod;
+}
+
+export interface KernelBenchOptions {
+  shape: string;
+  /** Time per timed sample, ms (default 20). */
+  targetMs?: number;
+  /** Timed samples per kernel (default 9; the median is reported). */
+  samples?: number;
+  /** Bytes one rotation cycle should read, at least (default 256 MiB; 4 MiB on a software adapter). */
+  rotateBytes?: number;
+  /** Device bytes the copies of one benchmark may take (default 2 GiB). */
+  memBudgetBytes?: number;
+  /** The read-bandwidth kernel's buffer (default 1 GiB; 64 MiB on a software adapter). */
+  readBytes?: number;
+  densities?: number[];
+  /** Density of the whole-block comparison (default 0.1). */
+  blockDensity?: number;
+  positions?: number[];
+  forceWall?: boolean;
+  gpu?: Gpu;
+  log?: (line: string) => void;
+}
+
+export const DEFAULT_DENSITIES = [0.05, 0.1, 0.2, 0.3, 0.5];
+export const DEFAULT_POSITIONS = [128, 512, 1024, 2048];
+const MIB = 2 ** 20, GIB = 2 ** 30;
+/** The runner's sparse-fc2 slicing (src/backend/webgpu/runner.ts MAX_SLICES, MIN_SLICE_ROWS), for T = 1. */
+const MAX_SLICES = 64, MIN_SLICE_ROWS = 32;
+const MAX_COPIES = 64;
+const WEIGHT_STD = 0.02;
+
+/** Deterministic PRNG (mulberry32) for the neuron sets. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** `sets` disjoint sorted index sets of size k from [0, n) (a shuffle cut in pieces); top-K also emits index order. */
+export function disjointSets(n: number, k: number, sets: number, seed: number): Uint32Array[] {
+  const r = rng(seed);
+  const perm = Uint32Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) { const j = Math.floor(r() * (i + 1)); [perm[i], perm[j]] = [perm[j], perm[i]]; }
+  const out: Uint32Array[] = [];
+  for (let s = 0; s < sets; s++) out.push(perm.slice(s * k, (s + 1) * k).sort());
+  return out;
+}
+
+/** Allocation, GPU fills and clean-up for one benchmark. */
+class Scratch {
+  readonly bufs: GPUBuffer[] = [];
+  /** Parameter uniforms of the dispatches being timed. */
+  readonly own: GPUBuffer[] = [];
+  private fills: Dispatch[] = [];
+  private fillOwn: GPUBuffer[] = [];
+  private seed = 1;
+  constructor(readonly k: Kernels) {}
+
+  mat(rows: number, cols: number, label: string): GpuMatrix {
+    const m = this.k.matrix(rows, cols, label);
+    this.bufs.push(...m.parts.map((p) => p.buffer));
+    this.fills.push(...this.k.fillMatrix(m, this.seed++, WEIGHT_STD, this.fillOwn));
+    return m;
+  }
+
+  /** An f32 vector of n values `value + std·noise` (std 0 and value 0: left zero). */
+  vec(n: number, label: string, value = 0, std = 0): GPUBuffer {
+    const b = this.k.buffer(n * 4, label);
+    this.bufs.push(b);
+    if (value !== 0 || std !== 0) this.fillF32(b, n, value, std);
+    return b;
+  }
+
+  u32(data: Uint32Array, label: string): GPUBuffer {
+    const b = this.k.f32Buffer(data, label);
+    this.bufs.push(b);
+    return b;
+  }
+
+  /** fill32 in chunks of at most 65535 workgroups, through binding offsets (KV caches exceed one grid). */
+  private fillF32(b: GPUBuffer, n: number, value: number, std: number): void {
+    const pl = this.k.pipeline(fill32Key(), fill32Wgsl);
+    const chunk = 65535 * 256 - ((65535 * 256) % 64); // a multiple of 64 floats keeps offsets 256-byte aligned
+    const f32 = (v: number) => new Uint32Array(new Float32Array([v]).buffer)[0];
+    for (let o = 0; o < n; o += chunk) {
+      const m = Math.min(chunk, n - o);
+      this.fills.push(this.k.dispatch('fill32', pl, [m, this.seed++, f32(std), f32(value)],
+        [[1, { buffer: b, offset: o * 4, size: m * 4 }]], [ceilDiv(m, 256), 1, 1], this.fillOwn));
+    }
+  }
+
+  async ready(): Promise<void> {
+    await runNow(this.k, this.fills, this.fillOwn);
+    this.fills = [];
+  }
+
+  release(): void {
+    for (const b of [...this.bufs, ...this.own, ...this.fillOwn]) b.destroy();
+    this.bufs.length = 0; this.own.length = 0; this.fillOwn.length = 0;
+  }
+}
+
+const matBytes = (rows: number, cols: number) => rows * ceil4(cols) * 2;
+
+export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]> {
+  const S = kernelShape(o.shape);
+  const log = o.log ?? (() => {});
+  const gpu = o.gpu ?? await openGpu();
+  const k = new Kernels(gpu);
+  const timer = new GpuTimer(gpu, { targetMs: o.targetMs, samples: o.samples, forceWall: o.forceWall });
+  const soft = isSoftwareAdapter(gpu.adapterName);
+  const rotate = o.rotateBytes ?? (soft ? 4 : 256) * MIB, budget = o.memBudgetBytes ?? 2 * GIB;
+  /** Instances so that a cycle reads `rotate` bytes, within the memory budget. */
+  const copiesFor = (readPer: number, memPer: number) =>
+    Math.max(1, Math.min(MAX_COPIES, Math.ceil(rotate / Math.max(1, readPer)), Math.floor(budget / Math.max(1, memPer))));
+  const rows: KernelRow[] = [];
+  const { d, f } = S;
+  const bd = o.blockDensity ?? 0.1;
+  const add = (kernel: string, params: KernelRow['params'], us: number, bytes: number | null, timing: TimingMethod): KernelRow => {
+    const row: KernelRow = { kernel, shape: S.name, params, us, gbps: bytes !== null && us > 0 ? bytes / (us * 1e3) : null, bytes, timing };
+    rows.push(row);
+    log(`${kernel} ${Object.entries(params).map(([a, b]) => `${a}=${b}`).join(' ')}: ${us.toFixed(1)} µs`);
+    return row;
+  };
+  /** Runs one benchmark with its own buffers, inside error scopes: what fails is logged and skipped. */
+  const bench = async (what: string, fn: (s: Scratch) => Promise<void>) => {
+    const s = new Scratch(k);
+    gpu.device.pushErrorScope('out-of-memory');
+    gpu.device.pushErrorScope('validation');
+    let thrown: unknown = null;
+    try { await fn(s); } catch (e) { thrown = e; }
+    const validation = await gpu.device.popErrorScope();
+    const oom = await gpu.device.popErrorScope();
+    s.release();
+    const err = oom ?? validation;
+    if (thrown) throw thrown;
+    if (err) {
+      log(`skipped: ${what}: ${oom ? 'out of device memory' : 'WebGPU error'}: ${err.message.split('\n')[0]}`);
+      // A row timed while an allocation failed means nothing.
+      while (rows.length && rows[rows.length - 1].kernel === what) rows.pop();
+    }
+  };
+
+  try {
+    log(`kernels: ${S.name} (d ${d}, f ${f}, heads ${S.heads}, vocab ${S.vocab}) on ${gpu.adapterName}, timing: ${timer.method}`);
+
+    // ---- roofline: compute-shader read, and copies (secondary) ----
+    await bench('read-bandwidth', async () => {
+      const bytes = o.readBytes ?? (soft ? 64 * MIB : GIB);
+      const t = readTarget(k, bytes);
+      try {
+        await fillReadTarget(k, t);
+        const own: GPUBuffer[] = [];
+        const tm = await timer.time([readDispatches(k, t, own)]);
+        own.forEach((b) => b.destroy());
+        const total = t.chunks.reduce((a, c) => a + c.bytes, 0);
+        add('read-bandwidth', { buffer_mib: Math.round(total / MIB), bindings: t.chunks.length }, tm.us, total, tm.method);
+      } finally { destroyReadTarget(t); }
+    });
+    await bench('copy-bandwidth', async () => {
+      const c = await measureCopyBandwidth(gpu, { maxBytes: o.readBytes ?? (soft ? 64 * MIB : GIB) });
+      const bytes = 2 * c.copyBytes;
+      add('copy-bandwidth', { note: 'secondary: copyBufferToBuffer, read + write', buffer_mib: Math.round(c.copyBytes / MIB), copies: c.copies },
+        (bytes / (c.gbps * 1e9)) * 1e6, bytes, c.method === 'wall-clock' ? 'wall' : 'gpu-timestamps');
+    });
+
+    // ---- dense GEMV (T = 1): weight bytes per µs ----
+    const gemvs: { op: string; rows: number; cols: number; bias?: boolean; relu?: boolean; resid?: boolean }[] = [
+      { op: 'd x d', rows: d, cols: d },
+      { op: 'qkv 3d x d', rows: 3 * d, cols: d, bias: true },
+      { op: 'fc1 4d x d', rows: f, cols: d, bias: true, relu: true },
+      { op: 'fc2 d x 4d', rows: d, cols: f, bias: true, resid: true },
+      { op: 'lm_head vocab x d', rows: S.vocab, cols: S.e },
+    ];
+    for (const g of gemvs) {
+      await bench('gemv', async (s) => {
+        const bytes = matBytes(g.rows, g.cols);
+        const copies = copiesFor(bytes, bytes);
+        const x = s.vec(g.cols, 'x', 0, 1), y = s.vec(g.rows, 'y'), bias = g.bias ? s.vec(g.rows, 'bias', 0, 0.1) : null;
+        const Ws = Array.from({ length: copies }, (_, i) => s.mat(g.rows, g.cols, `W${i}`));
+        await s.ready();
+        const inst = Ws.map((W) => k.linear({ W, x, y, T: 1, bias, relu: g.relu, resid: g.resid }, s.own));
+        const tm = await timer.time(inst);
+        add('gemv', { op: g.op, rows: g.rows, cols: g.cols, copies }, tm.us, bytes, tm.method);
+      });
+    }
+
+    const densities = o.densities ?? DEFAULT_DENSITIES;
+    /** Instances (copy, disjoint neuron set) for K-row gathers from f-row matrices. */
+    const gatherPlan = (K: number, rowBytes: number) => {
+      const perInstance = K * rowBytes;
+      const want = Math.max(1, Math.min(MAX_COPIES, Math.ceil(rotate / perInstance)));
+      const setsPerCopy = Math.max(1, Math.floor(f / K));
+      const copies = Math.max(1, Math.min(Math.ceil(want / setsPerCopy), Math.floor(budget / (f * rowBytes))));
+      return { copies, instances: Math.min(want, copies * setsPerCopy), setsPerCopy, bytes: perInstance };
+    };
+
+    // ---- gathered fc1 (sparse rows + bias + ReLU): bytes of the K rows read ----
+    for (const p of densities) {
+      await bench('gather-gemv', async (s) => {
+        const K = Math.max(1, Math.round(p * f));
+        const plan = gatherPlan(K, ceil4(d) * 2);
+        const x = s.vec(d, 'x', 0, 1), h = s.vec(K, 'h'), bias = s.vec(f, 'b1', 0, 0.1);
+        const Ws = Array.from({ length: plan.copies }, (_, i) => s.mat(f, d, `fc1_${i}`));
+        const sets = Ws.flatMap((_, c) => disjointSets(f, K, plan.setsPerCopy, 7 + c).map((set) => ({ c, set }))).slice(0, plan.instances);
+        await s.ready();
+        const inst = sets.map(({ c, set }) => k.gatherLinear({ W: Ws[c], x, h, T: 1, k: K, sel: s.u32(set, 'sel'), selStride: K, bias, relu: true }, s.own));
+        const tm = await timer.time(inst);
+        add('gather-gemv', { density: p, k: K, rows: f, cols: d, copies: plan.copies, sets: plan.instances }, tm.us, plan.bytes, tm.method);
+      });
+    }
+
+    // ---- sparse fc2 (partial sums over the selected rows of fc2ᵀ + reduce into x) ----
+    const slicesFor = (K: number) => Math.max(1, Math.min(MAX_SLICES, ceilDiv(K, MIN_SLICE_ROWS)));
+    for (const p of densities) {
+      await bench('sparse-fc2', async (s) => {
+        const K = Math.max(1, Math.round(p * f));
+        const plan = gatherPlan(K, ceil4(d) * 2);
+        // h nonzero everywhere: the kernel skips rows whose ReLU output is 0, and a predictor picks active neurons.
+        const h = s.vec(K, 'h', 1, 0.5), x = s.vec(d, 'x'), bias = s.vec(d, 'b2', 0, 0.1);
+        const Ws = Array.from({ length: plan.copies }, (_, i) => s.mat(f, d, `fc2T_${i}`));
+        const slices = slicesFor(K);
+        const partial = s.vec(slices * ceil4(d) * Ws[0].parts.length, 'partial');
+        const sets = Ws.flatMap((_, c) => disjointSets(f, K, plan.setsPerCopy, 11 + c).map((set) => ({ c, set }))).slice(0, plan.instances);
+        await s.ready();
+        const inst = sets.map(({ c, set }) => k.sparseDown({ W2t: Ws[c], h, sel: s.u32(set, 'sel'), selStride: K, k: K, T: 1, slices, partial, x, bias }, s.own));
+        const tm = await timer.time(inst);
+        add('sparse-fc2', { density: p, k: K, rows: f, cols: d, slices, copies: plan.copies, sets: plan.instances }, tm.us, plan.bytes, tm.method);
+      });
+    }
+
+    // ---- the whole MLP block: dense (fc1 + ReLU GEMV, fc2 GEMV) against sparse (predictor, top-K, gathers) ----
+    const Kb = Math.max(1, Math.round(bd * f)), r = predictorRank(d);
+    let denseUs: number | null = null;
+    await bench('mlp-dense', async (s) => {
+      const bytes = matBytes(f, d) + matBytes(d, f);
+      const layers = copiesFor(bytes, bytes);
+      const xin = s.vec(d, 'mlp_in', 0, 1), act = s.vec(f, 'act'), x = s.vec(d, 'x'), b1 = s.vec(f, 'b1', 0, 0.1), b2 = s.vec(d, 'b2', 0, 0.1);
+      const L = Array.from({ length: layers }, (_, i) => ({ fc1: s.mat(f, d, `fc1_${i}`), fc2: s.mat(d, f, `fc2_${i}`) }));
+      await s.ready();
+      const inst = L.map((l) => [
+        ...k.linear({ W: l.fc1, x: xin, y: act, T: 1, bias: b1, relu: true }, s.own),
+        ...k.linear({ W: l.fc2, x: act, y: x, T: 1, bias: b2, resid: true }, s.own),
+      ]);
+      const tm = await timer.time(inst);
+      denseUs = tm.us;
+      add('mlp-dense', { density: 1, layers }, tm.us, bytes, tm.method);
+    });
+    await bench('mlp-sparse', async (s) => {
+      const predBytes = matBytes(r, d) + matBytes(f, r) + f * 4;
+      const bytes = predBytes + 2 * Kb * ceil4(d) * 2;
+      const layers = copiesFor(bytes, 2 * matBytes(f, d) + predBytes);
+      // fc1 bias large enough that every selected neuron is active: fc2 then reads all K rows (the
+      // kernel skips zeros), as with a predictor that picks the active ones.
+      const xin = s.vec(d, 'mlp_in', 0, 1), x = s.vec(d, 'x'), b1 = s.vec(f, 'b1', 10, 0.1), b2 = s.vec(d, 'b2', 0, 0.1);
+      const u = s.vec(r, 'pred_u'), scores = s.vec(f, 'scores'), sel = s.vec(Kb, 'sel'), h = s.vec(Kb, 'h_sel');
+      const slices = slicesFor(Kb);
+      const L = Array.from({ length: layers }, (_, i) => ({
+        A: s.mat(r, d, `A_${i}`), B: s.mat(f, r, `B_${i}`), pb: s.vec(f, `pred_b_${i}`, 0, 0.1),
+        fc1: s.mat(f, d, `fc1_${i}`), fc2T: s.mat(f, d, `fc2T_${i}`),
+      }));
+      const partial = s.vec(slices * ceil4(d) * L[0].fc2T.parts.length, 'partial');
+      await s.ready();
+      const inst = L.map((l) => [
+        ...k.linear({ W: l.A, x: xin, y: u, T: 1 }, s.own),
+        ...k.linear({ W: l.B, x: u, y: scores, T: 1, bias: l.pb }, s.own),
+        k.topK({ scores, out: sel, n: f, k: Kb, T: 1, inStride: f, outStride: Kb }, s.own),
+        ...k.gatherLinear({ W: l.fc1, x: xin, h, T: 1, k: Kb, sel, selStride: Kb, bias: b1, relu: true }, s.own),
+        ...k.sparseDown({ W2t: l.fc2T, h, sel, selStride: Kb, k: Kb, T: 1, slices, partial, x, bias: b2 }, s.own),
+      ]);
+      const tm = await timer.time(inst);
+      const params: KernelRow['params'] = { density: bd, k: Kb, rank: r, layers };
+      if (denseUs !== null && tm.us > 0) params.speedup_vs_dense = Math.round((denseUs / tm.us) * 100) / 100;
+      add('mlp-sparse', params, tm.us, bytes, tm.method);
+    });
+
+    // ---- top-K over f scores ----
+    await bench('topk', async (s) => {
+      const K = Math.max(1, Math.round(bd * f));
+      const scores = s.vec(f, 'scores', 0, 1), out = s.vec(K, 'sel');
+      await s.ready();
+      const tm = await timer.time([[k.topK({ scores, out, n: f, k: K, T: 1, inStride: f, outStride: K }, s.own)]]);
+      add('topk', { n: f, k: K }, tm.us, f * 4, tm.method);
+    });
+
+    // ---- LayerNorm over d ----
+    await bench('layernorm', async (s) => {
+      const x = s.vec(d, 'x', 0, 1), y = s.vec(d, 'y'), w = s.vec(d, 'w', 1, 0.1), b = s.vec(d, 'b', 0, 0.1);
+      await s.ready();
+      const tm = await timer.time([[k.layerNorm({ x, y, w, b, n: d, rows: 1, eps: 1e-5 }, s.own)]]);
+      add('layernorm', { n: d }, tm.us, d * 4 * 3, tm.method);
+    });
+
+    // ---- decode attention: one query over P cached positions, per layer's own (f32) KV cache ----
+    const positions = (o.positions ?? DEFAULT_POSITIONS).filter((p) => p <= S.maxPos);
+    for (const P of positions.length ? positions : [S.maxPos]) {
+      await bench('attention', async (s) => {
+        const bytes = 2 * P * d * 4;
+        const layers = copiesFor(bytes, bytes);
+        const hd = d / S.heads;
+        const qkv = s.vec(3 * d, 'qkv', 0, 1), out = s.vec(d, 'o'), hn = s.vec(S.heads, 'hn');
+        const step = s.u32(Uint32Array.from([P - 1, 0, 0, 0]), 'step'); // pos = P - 1: P keys visible
+        const kv = Array.from({ length: layers }, (_, i) => ({ k: s.vec(P * d, `k_${i}`, 0, 1), v: s.vec(P * d, `v_${i}`, 0, 1) }));
+        await s.ready();
+        const inst = kv.map((c) => [k.attention({ step, qkv, k: c.k, v: c.v, o: out, hn, H: S.heads, hd, T: 1, maxPos: S.maxPos }, s.own)]);
+        const tm = await timer.time(inst);
+        add('attention', { positions: P, heads: S.heads, head_dim: hd, layers }, tm.us, bytes, tm.method);
+      });
+    }
+  } finally {
+    if (!o.gpu) gpu.device.destroy(); // a live device busy-polls a core (DESIGN.md)
+  }
+  const sp = rows.find((x) => x.kernel === 'mlp-sparse');
+  if (sp && typeof sp.params.speedup_vs_dense === 'number') {
+    log(`sparse MLP block at density ${bd} (predictor + top-K included): ${sp.params.speedup_vs_dense}x the dense block's speed (target: >= 5x at opt-6.7b)`);
+  }
+  return rows;
+}
+
+const r3 = (x: number) => Math.round(x * 1000) / 1000;
+
+/** One JSON object per row, floats rounded. */
+export function kernelJson(row: KernelRow): string {
+  return JSON.stringify({ ...row, us: r3(row.us), gbps: row.gbps === null ? null : r3(row.gbps) });
+}
+
+export function kernelTable(rows: KernelRow[]): string {
+  const fmt = (x: number | null, digits: number) => (x === null || !Number.isFinite(x) ? '-' : x.toFixed(digits));
+  const body = rows.map((r) => [
+    r.kernel,
+    Object.entries(r.params).filter(([key]) => key !== 'note').map(([key, v]) => `${key}=${v}`).join(' '),
+    fmt(r.us, 1), fmt(r.gbps, 1), fmt(r.bytes === null ? null : r.bytes / 1e6, 2), r.timing,
+  ]);
+  const header = ['kernel', 'params', 'us', 'GB/s', 'MB read', 'timing'];
+  const w = header.map((h, i) => Math.max(h.length, ...body.map((r) => r[i].length)));
+  // Text columns (kernel, params, timing) left-aligned, numbers right-aligned.
+  const left = new Set([0, 1, 5]);
+  const line = (r: string[]) => r.map((s, i) => (left.has(i) ? s.padEnd(w[i]) : s.padStart(w[i]))).join('  ').trimEnd();
+  return [line(header), w.map((n) => '-'.repeat(n)).join('  '), ...body.map(line)].join('\n') + '\n';
+}
