@@ -17,6 +17,8 @@ export function testGpu(): Promise<Gpu | null> {
 
 export const NO_GPU = 'no WebGPU adapter: GPU predictor training not tested (set CI=1 to make this a failure)';
 
+const pipelines = new Map<string, GPUComputePipeline>();
+
 /** Runs one compute dispatch over the given buffers (binding i = buffers[i]) and reads back buffer `out`. */
 export async function runKernel(g: Gpu, wgsl: string, inputs: (Float32Array | Uint32Array | ArrayBuffer)[], uniformIdx: number[], out: number, workgroups: [number, number]): Promise<Float32Array> {
   const d = g.device;
@@ -27,7 +29,11 @@ export async function runKernel(g: Gpu, wgsl: string, inputs: (Float32Array | Ui
     d.queue.writeBuffer(b, 0, data as ArrayBuffer);
     return b;
   });
-  const pipeline = d.createComputePipeline({ layout: 'auto', compute: { module: d.createShaderModule({ code: wgsl }), entryPoint: 'main' } });
+  let pipeline = pipelines.get(wgsl);
+  if (!pipeline) {
+    pipeline = d.createComputePipeline({ layout: 'auto', compute: { module: d.createShaderModule({ code: wgsl }), entryPoint: 'main' } });
+    pipelines.set(wgsl, pipeline);
+  }
   const bind = d.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: bufs.map((buffer, binding) => ({ binding, resource: { buffer } })) });
   const st = d.createBuffer({ size: bufs[out].size, usage: 0x01 | 0x08 });
   const enc = d.createCommandEncoder();

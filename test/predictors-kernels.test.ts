@@ -27,7 +27,7 @@ const VARIANTS: MatmulVariant[] = [
   { transA: false, transB: false, bias: false }, { transA: false, transB: true, bias: false },
   { transA: true, transB: false, bias: false }, { transA: false, transB: true, bias: true }, { transA: true, transB: true, bias: true },
 ];
-const SHAPES = [[67, 45, 33], [5, 130, 70], [1, 1, 1], [129, 17, 200]];
+const SHAPES = [[67, 45, 33], [5, 130, 70], [1, 1, 1]];
 
 test('matmul CPU twin matches a triple loop on odd shapes, all transposes', () => {
   const r = rng(1);
