@@ -5,8 +5,9 @@
  * With `timestamp-query` each sample pass carries timestampWrites (beginning and end of the pass) and
  * all samples go in one command buffer; otherwise each sample is submitted on its own and timed with
  * the wall clock around onSubmittedWorkDone (which adds submission latency, spread over `reps`).
- * Samples are made long (`targetMs`, default 20 ms) so that coarse or quantised timestamps and the
- * per-pass overhead are a small part of them.
+ * Samples are made long (`targetMs`, default 20 ms) so that quantised timestamps and the per-pass
+ * overhead are a small part of them: Dawn's `timestamp_quantization` toggle (on by default, also in
+ * the `webgpu` package) rounds timestamps to 2^16 ns = 65.536 µs, seen on lavapipe here.
  *
  * A repetition may rotate over several instances of the same operation (copies of a weight matrix,
  * the KV caches of several layers): iteration i runs `instances[i % instances.length]`, so that a
@@ -63,8 +64,8 @@ export class GpuTimer {
 
   /**
    * Median time of one iteration. Iteration i of a sample runs instances[(start + i) % n]; the
-   * rotation carries on across samples. A first untimed-for-the-result sample (one full cycle, at
-   * least one iteration) warms pipelines and caches and sizes `reps`.
+   * rotation carries on across samples. Two passes not in the result come first: a warm-up (one full
+   * cycle) and a calibration pass; they size `reps`.
    */
   async time(instances: Dispatch[][]): Promise<Timing> {
     if (!instances.length || instances.some((d) => !d.length)) throw new Error('GpuTimer.time needs non-empty dispatch lists');
@@ -77,8 +78,14 @@ export class GpuTimer {
       warm = await this.run(instances, instances.length, 1, next);
       next += instances.length;
     }
-    const perIterMs = Math.max(warm[0] / 1000, 1e-4);
-    const reps = Math.max(1, Math.min(this.maxReps, Math.round(this.targetMs / perIterMs)));
+    // The first pass runs cold (page faults, first use of pipelines): size the samples from a second,
+    // calibration pass of about the target length.
+    const repsFor = (us: number) => Math.max(1, Math.min(this.maxReps, Math.round(this.targetMs / Math.max(us / 1000, 1e-4))));
+    let reps = repsFor(warm[0]);
+    const cal = await this.run(instances, reps, 1, next);
+    next += reps;
+    if (cal[0] > 0) reps = repsFor(cal[0]);
+    const perIterMs = Math.max((cal[0] > 0 ? cal[0] : warm[0]) / 1000, 1e-4);
     const samples = Math.min(this.samples, Math.max(3, Math.floor(this.budgetMs / (reps * perIterMs))));
     const samplesUs = await this.run(instances, reps, samples, next);
     return { us: median(samplesUs), samplesUs, reps, method: this.method };
