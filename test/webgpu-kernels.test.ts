@@ -47,7 +47,8 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
     await t.test(`linear (gemv and matmul, split into parts) ${name}`, async () => {
       // K = 18 pads to 20 halves (narrow 8-byte form); the rest pad to multiples of 8 (wide form), and
       // K = 1037 runs the wide form's unrolled loop and its odd tail.
-      for (const [T, rows, K] of [[1, 37, 23], [1, 131, 45], [1, 29, 18], [1, 41, 1037], [3, 37, 23], [19, 53, 71]] as const) {
+      // K = 48 and 1048 (x offsets and strides multiples of 4) read x as vec4<f32>.
+      for (const [T, rows, K] of [[1, 37, 23], [1, 131, 45], [1, 29, 18], [1, 41, 1037], [1, 33, 48], [1, 43, 1048], [3, 37, 23], [19, 53, 71]] as const) {
         for (const epi of [{ bias: false, relu: false, resid: false }, { bias: true, relu: true, resid: false }, { bias: true, relu: false, resid: true }]) {
           const { m, w } = randomMatrix(k, rows, K, r);
           const x = randomArray(T * K, r), b = randomArray(rows, r), y0 = randomArray(T * rows, r);

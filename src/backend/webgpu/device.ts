@@ -30,9 +30,22 @@ async function gpuEntry(): Promise<GPU | null> {
     let mod: { create: (o: string[]) => GPU; globals: object };
     try { mod = await import('webgpu'); } catch { return null; }
     Object.assign(globalThis, mod.globals);
-    nodeGpu = mod.create([]);
+    nodeGpu = mod.create(dawnFlags());
   }
   return nodeGpu;
+}
+
+/**
+ * Dawn instance flags. Timestamp quantisation (Dawn rounds GPU timestamps to 65.5 µs by default, a
+ * fingerprinting guard for browsers) is turned off so benchmarks can time single dispatches.
+ * DEJAVU_DAWN_FLAGS adds more, e.g. "enable-dawn-features=disable_robustness" to measure what the
+ * bounds checks on every storage access cost.
+ */
+function dawnFlags(): string[] {
+  const flags = ['disable-dawn-features=timestamp_quantization'];
+  const extra = typeof process !== 'undefined' ? process.env.DEJAVU_DAWN_FLAGS : undefined;
+  if (extra) flags.push(...extra.split(/\s+/).filter(Boolean));
+  return flags;
 }
 
 /** The adapter's name, or null when there is no WebGPU adapter. */

@@ -178,6 +178,7 @@ export class Kernels {
       switch (a.T === 1 ? 'gemv' : 'matmul') {
         case 'gemv': {
           const o: GemvOpts = { ...gemvShape(K4), ...epi, gather: false };
+          o.xv4 = o.wide && inOff % 4 === 0 && inStride % 4 === 0;
           const key = gemvKey(this.feats, o);
           const [x, y] = grid(ceilDiv(p.rows, o.rows));
           out.push(this.dispatch(key, this.pipeline(key, () => gemvWgsl(this.feats, o)),
@@ -198,6 +199,7 @@ export class Kernels {
   /** h[t, j] = relu(W[sel[t, j]] · x[t] + b[sel[t, j]]): the gathered fc1 of the sparse MLP. */
   gatherLinear(a: { W: GpuMatrix; x: GPUBuffer; h: GPUBuffer; T: number; k: number; sel: GPUBuffer; selStride: number; bias: GPUBuffer | null; relu: boolean }, own: GPUBuffer[]): Dispatch[] {
     const o: GemvOpts = { ...gemvShape(a.W.colsP / 4), bias: !!a.bias, relu: a.relu, resid: false, gather: true };
+    o.xv4 = o.wide && a.W.cols % 4 === 0;
     const key = gemvKey(this.feats, o);
     const pl = this.pipeline(key, () => gemvWgsl(this.feats, o));
     const [x, y] = grid(ceilDiv(a.k, o.rows));

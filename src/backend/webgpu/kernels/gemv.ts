@@ -18,10 +18,12 @@ export interface GemvOpts {
    * narrow form left an H200 at ~1 TB/s of its ~4 TB/s: too few bytes in flight per SM.
    */
   wide?: boolean;
+  /** x read as vec4<f32> (needs x offsets and strides that are multiples of 4): two loads per chunk instead of eight. */
+  xv4?: boolean;
 }
 
 export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
-  return `gemv_${o.wide ? 'w8x4' : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}`;
+  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}`;
 }
 
 /** Uniform layout (u32 each). */
@@ -34,11 +36,15 @@ export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
 struct P { rows: u32, K: u32, K4: u32, rowOff: u32, partRows: u32, inStride: u32, inOff: u32, outStride: u32, outOff: u32, selStride: u32, nwgx: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 ${o.wide ? '@group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;' : weightDecl(f, 1, 'W')}
-@group(0) @binding(2) var<storage, read> x: array<f32>;
+${o.xv4 ? `@group(0) @binding(2) var<storage, read> xv: array<vec4<f32>>;
+fn xs(i: u32) -> f32 { return xv[i / 4u][i % 4u]; }
+fn x4(i: u32) -> vec4<f32> { return xv[i / 4u]; }` : `@group(0) @binding(2) var<storage, read> x: array<f32>;
+fn xs(i: u32) -> f32 { return x[i]; }
+fn x4(i: u32) -> vec4<f32> { return vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]); }`}
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 ${o.wide ? `fn dot8(w: vec4<u32>, i: u32) -> f32 {
-  return dot(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]))
-       + dot(vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)), vec4<f32>(x[i + 4u], x[i + 5u], x[i + 6u], x[i + 7u]));
+  return dot(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), x4(i))
+       + dot(vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)), x4(i + 4u));
 }` : ''}
 ${o.bias ? '@group(0) @binding(4) var<storage, read> bias: array<f32>;' : ''}
 ${o.gather ? '@group(0) @binding(5) var<storage, read> sel: array<u32>;' : ''}
@@ -83,7 +89,7 @@ ${o.wide ? `  var acc = 0.0;
       let w = W[wb + full];
       var x0 = vec4<f32>(0.0); var x1 = vec4<f32>(0.0);
       for (var i = 0u; i < p.K - full * 8u; i++) {
-        let v = x[xb + full * 8u + i];
+        let v = xs(xb + full * 8u + i);
         if (i < 4u) { x0[i] = v; } else { x1[i - 4u] = v; }
       }
       acc += dot(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), x0) + dot(vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)), x1);
@@ -96,13 +102,14 @@ ${o.wide ? `  var acc = 0.0;
     let full = p.K / 4u;
     for (var c = lane; c < full; c += TPR) {
       let xi = xb + c * 4u;
-      acc += dot(W_4(wb + c), vec4<f32>(x[xi], x[xi + 1u], x[xi + 2u], x[xi + 3u]));
+      acc += dot(W_4(wb + c), x4(xi));
     }
     // Odd K: the last chunk is zero-padded in W; read only the x that exists.
     if (lane == 0u && full * 4u < p.K) {
       var xv = vec4<f32>(0.0);
-      for (var i = 0u; i < p.K - full * 4u; i++) { xv[i] = x[xb + full * 4u + i]; }
-      acc += dot(W_4(wb + full), xv);
+      var xt = vec4<f32>(0.0);
+      for (var i = 0u; i < p.K - full * 4u; i++) { xt[i] = xs(xb + full * 4u + i); }
+      acc += dot(W_4(wb + full), xt);
     }
   }
 `}
