@@ -79,7 +79,8 @@ test('webgpu runner: packed-u32 weights split into parts, and prefill-then-decod
   const cpu = new CpuRunner(ck.config, ck.weights);
   // Same device, shaders without shader-f16 (the path browsers take); 1 MiB parts force row splits.
   const g = await createWebGpuRunner(ck.config, ck.weights, { gpu: { ...gpu, f16: false }, maxPartBytes: 1 << 20 });
-  assert.ok(g.pipelineKeys.some((k) => k.startsWith('gemv_u32')), g.pipelineKeys.join());
+  // The packed path: no kernel reads f16 (the wide GEMV reads vec4<u32> in both modes).
+  assert.ok(g.pipelineKeys.some((k) => k.includes('u32')) && !g.pipelineKeys.some((k) => k.includes('f16')), g.pipelineKeys.join());
   const ids = reference(MODELS['5m'])[0].input_ids;
   const oneShot = await g.forward(ids, { allLogits: true });
   assertRows(oneShot, await cpu.forward(ids, { allLogits: true }), V, 'packed u32');

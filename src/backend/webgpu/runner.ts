@@ -249,7 +249,22 @@ class GpuRunner implements WebGpuRunner {
     this.k.device.queue.onSubmittedWorkDone().then(() => own.forEach((b) => b.destroy()));
   }
 
+  /**
+   * The next decode step's command buffer, encoded while the GPU runs the current one: a step's
+   * ~8 dispatches a layer cost a few µs each to encode from JS, and the token id travels in the
+   * `step` buffer, so the encoding doesn't depend on it.
+   */
+  private nextDecode: GPUCommandBuffer | null = null;
+
+  private encodeDecode(): GPUCommandBuffer {
+    const enc = this.k.device.createCommandEncoder();
+    this.k.encode(enc, this.plan(1, 'last', false).items);
+    enc.copyBufferToBuffer(this.logits, 0, this.stage!, 0, this.config.vocabSize * 4);
+    return enc.finish();
+  }
+
   private dropPlans(): void {
+    this.nextDecode = null;
     for (const p of this.plans.values()) p.own.forEach((b) => b.destroy());
     this.plans.clear();
   }
@@ -352,22 +367,31 @@ class GpuRunner implements WebGpuRunner {
       const h: Head = head === 'all' ? 'all' : head === 'last' && s + T >= ids.length ? 'last' : 'none';
       const plan = this.plan(T, h, !!opts.trace);
       dev.queue.writeBuffer(this.step, 0, Uint32Array.from([this.pos, ...chunk]));
-      const enc = dev.createCommandEncoder();
-      const taps: { tap: Tap; buf: GPUBuffer }[] = [];
-      const onTap = opts.trace ? (tap: Tap) => {
-        if (!want.has(tap.point)) return null;
-        const buf = dev.createBuffer({ size: tap.floats * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-        taps.push({ tap, buf });
-        return buf;
-      } : undefined;
-      this.k.encode(enc, plan.items, onTap);
       const rows = h === 'all' ? T : 1;
+      const taps: { tap: Tap; buf: GPUBuffer }[] = [];
+      const decodeStep = T === 1 && h === 'last' && !opts.trace;
       if (h !== 'none') {
         const bytes = rows * V * 4;
-        if (!this.stage || this.stage.size < bytes) { this.stage?.destroy(); this.stage = dev.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }); }
-        enc.copyBufferToBuffer(this.logits, 0, this.stage, 0, bytes);
+        if (!this.stage || this.stage.size < bytes) {
+          this.stage?.destroy(); this.nextDecode = null;
+          this.stage = dev.createBuffer({ size: Math.max(bytes, V * 4), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+        }
       }
-      dev.queue.submit([enc.finish()]);
+      if (decodeStep) {
+        dev.queue.submit([this.nextDecode ?? this.encodeDecode()]);
+        this.nextDecode = this.encodeDecode(); // overlaps the GPU's work on this step
+      } else {
+        const enc = dev.createCommandEncoder();
+        const onTap = opts.trace ? (tap: Tap) => {
+          if (!want.has(tap.point)) return null;
+          const buf = dev.createBuffer({ size: tap.floats * 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+          taps.push({ tap, buf });
+          return buf;
+        } : undefined;
+        this.k.encode(enc, plan.items, onTap);
+        if (h !== 'none') enc.copyBufferToBuffer(this.logits, 0, this.stage!, 0, rows * V * 4);
+        dev.queue.submit([enc.finish()]);
+      }
       this.pos += T;
       for (const { tap, buf } of taps) {
         await buf.mapAsync(GPUMapMode.READ);
