@@ -109,7 +109,9 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       }
     });
     await t.test(`transpose + sparse MLP vs sparseMlp and the dense MLP ${name}`, async () => {
-      const d = 37, f = 101;
+      // d = 37 pads to 40 halves (wide fc2 form), d = 35 to 36 (narrow form).
+      for (const d of [37, 35]) {
+      const f = 101;
       const { m: W1, w: w1 } = randomMatrix(k, f, d, r);
       const { m: W2, w: w2 } = randomMatrix(k, d, f, r);
       const W2t = k.matrix(f, d, 'W2t');
@@ -139,6 +141,7 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
           for (let i = 0; i < dense.length; i++) dense[i] += x0[i];
           assert.ok(relErr(got, dense) < 1e-5, 'dense equivalence');
         }
+      }
       }
     });
     await t.test(`synthetic fill ${name}`, async () => {

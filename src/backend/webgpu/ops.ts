@@ -215,10 +215,12 @@ export class Kernels {
     const d = a.W2t.cols, d4 = a.W2t.colsP / 4;
     const S = Math.max(1, Math.min(a.slices, a.k)), slice = ceilDiv(a.k, S);
     const slots = S * a.W2t.parts.length;
-    const pk = fc2PartialKey(this.feats);
-    const pl = this.pipeline(pk, () => fc2PartialWgsl(this.feats));
+    // Rows padded to 8 halves take the wide form (a thread owns 8 columns), as the GEMV does.
+    const wide = d4 % 2 === 0;
+    const pk = fc2PartialKey(this.feats, wide);
+    const pl = this.pipeline(pk, () => fc2PartialWgsl(this.feats, wide));
     const out = a.W2t.parts.map((p, i) => this.dispatch(pk, pl, [d4, a.k, slice, slots, i * S, a.selStride, p.row0, p.rows],
-      [[1, p.buffer], [2, a.h], [3, a.sel], [4, a.partial]], [ceilDiv(d4, FC2P_WG), S, a.T], own));
+      [[1, p.buffer], [2, a.h], [3, a.sel], [4, a.partial]], [ceilDiv(wide ? d4 / 2 : d4, FC2P_WG), S, a.T], own));
     const rk = fc2ReduceKey(!!a.bias);
     const ent: [number, Entry][] = [[1, a.partial], [2, a.x]];
     if (a.bias) ent.push([3, a.bias]);

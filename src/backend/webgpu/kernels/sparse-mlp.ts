@@ -11,10 +11,10 @@ import { enables, weightDecl, wmode, type KernelFeatures } from './common.js';
  */
 export const FC2P_WG = 64;
 export const FC2P_PARAMS = ['d4', 'k', 'slice', 'slots', 'slot0', 'selStride', 'row0', 'partRows'] as const;
-export const fc2PartialKey = (f: KernelFeatures) => `fc2_partial_${wmode(f)}_wg${FC2P_WG}`;
+export const fc2PartialKey = (f: KernelFeatures, wide = false) => `fc2_partial_${wide ? 'w8x4' : wmode(f)}_wg${FC2P_WG}`;
 
-export function fc2PartialWgsl(f: KernelFeatures): string {
-  return `${enables(f)}
+export function fc2PartialWgsl(f: KernelFeatures, wide = false): string {
+  return wide ? fc2PartialWideWgsl() : `${enables(f)}
 struct P { d4: u32, k: u32, slice: u32, slots: u32, slot0: u32, selStride: u32, row0: u32, partRows: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 ${weightDecl(f, 1, 'W')}
@@ -57,6 +57,73 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
   var s = ${bias ? 'b[i]' : '0.0'};
   for (var q = 0u; q < p.slots; q++) { s += part[(t * p.slots + q) * p.d4 * 4u + i]; }
   x[t * p.d + i] = x[t * p.d + i] + s;
+}
+`;
+}
+
+/**
+ * The wide form of fc2_partial (rows padded to 8 halves): a thread owns 8 columns, reads them as one
+ * 16-byte vec4<u32>, and keeps four selected rows' loads in flight. The narrow form (one 8-byte load
+ * per row, each waiting on its sel/h loads) reached ~430 GB/s on an H200.
+ * The same partial layout: part[(t * slots + slot) * d4 + c4] as vec4<f32>.
+ */
+function fc2PartialWideWgsl(): string {
+  return `
+struct P { d4: u32, k: u32, slice: u32, slots: u32, slot0: u32, selStride: u32, row0: u32, partRows: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> h: array<f32>;
+@group(0) @binding(3) var<storage, read> sel: array<u32>;
+@group(0) @binding(4) var<storage, read_write> part: array<vec4<f32>>;
+fn lo(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+fn hi(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)); }
+@compute @workgroup_size(${FC2P_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let c = wid.x * ${FC2P_WG}u + lid;   // 8-column chunk
+  let d8 = p.d4 / 2u;
+  let sl = wid.y;
+  let t = wid.z;
+  let live = c < d8;
+  let cc = min(c, d8 - 1u);
+  var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0);
+  var b0 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0);
+  let j1 = min(p.k, (sl + 1u) * p.slice);
+  var j = sl * p.slice;
+  let hb = t * p.k;
+  let sb = t * p.selStride;
+  // Rows with h = 0 (ReLU) or outside this weight part are not read: the condition is the same for
+  // every thread of the workgroup, so the branch costs no divergence.
+  loop {
+    if (j + 4u > j1) { break; }
+    let i0 = sel[sb + j]; let i1 = sel[sb + j + 1u]; let i2 = sel[sb + j + 2u]; let i3 = sel[sb + j + 3u];
+    let h0 = h[hb + j]; let h1 = h[hb + j + 1u]; let h2 = h[hb + j + 2u]; let h3 = h[hb + j + 3u];
+    var w0 = vec4<u32>(0u); var w1 = vec4<u32>(0u); var w2 = vec4<u32>(0u); var w3 = vec4<u32>(0u);
+    let v0 = h0 != 0.0 && i0 >= p.row0 && i0 < p.row0 + p.partRows;
+    let v1 = h1 != 0.0 && i1 >= p.row0 && i1 < p.row0 + p.partRows;
+    let v2 = h2 != 0.0 && i2 >= p.row0 && i2 < p.row0 + p.partRows;
+    let v3 = h3 != 0.0 && i3 >= p.row0 && i3 < p.row0 + p.partRows;
+    if (v0) { w0 = W[(i0 - p.row0) * d8 + cc]; }
+    if (v1) { w1 = W[(i1 - p.row0) * d8 + cc]; }
+    if (v2) { w2 = W[(i2 - p.row0) * d8 + cc]; }
+    if (v3) { w3 = W[(i3 - p.row0) * d8 + cc]; }
+    let g0 = select(0.0, h0, v0); let g1 = select(0.0, h1, v1); let g2 = select(0.0, h2, v2); let g3 = select(0.0, h3, v3);
+    a0 += g0 * lo(w0) + g1 * lo(w1); a1 += g0 * hi(w0) + g1 * hi(w1);
+    b0 += g2 * lo(w2) + g3 * lo(w3); b1 += g2 * hi(w2) + g3 * hi(w3);
+    j += 4u;
+  }
+  for (; j < j1; j++) {
+    let i0 = sel[sb + j];
+    let h0 = h[hb + j];
+    if (h0 != 0.0 && i0 >= p.row0 && i0 < p.row0 + p.partRows) {
+      let w0 = W[(i0 - p.row0) * d8 + cc];
+      a0 += h0 * lo(w0); a1 += h0 * hi(w0);
+    }
+  }
+  if (live) {
+    let o = (t * p.slots + p.slot0 + sl) * p.d4 + 2u * c;
+    part[o] = a0 + b0;
+    part[o + 1u] = a1 + b1;
+  }
 }
 `;
 }
