@@ -89,7 +89,7 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       const step = k.f32Buffer(Uint32Array.from([pos]), 'step');
       const gk = k.f32Buffer(kc.map((v, i) => (i < pos * d ? v : 0)), 'k'), gv = k.f32Buffer(vc.map((v, i) => (i < pos * d ? v : 0)), 'v');
       const gq = k.f32Buffer(qkv, 'qkv'), o = k.buffer(T * d * 4, 'o'), hn = k.buffer(T * H * 4, 'hn');
-      await runNow(k, [k.kvStore({ step, qkv: gq, k: gk, v: gv, d, T }, own), k.attention({ step, qkv: gq, k: gk, v: gv, o, hn, H, hd, T, maxPos }, own)], own);
+      await runNow(k, [k.kvStore({ step, qkv: gq, k: gk, v: gv, d, T }, own), ...k.attention({ step, qkv: gq, k: gk, v: gv, o, hn, H, hd, T, maxPos }, own)], own);
       assert.ok(relErr(await readF32(k, gk, maxPos * d), kc) < 1e-7, 'K cache');
       assert.ok(relErr(await readF32(k, o, T * d), ref) < 1e-5, 'attention output');
       assert.ok(relErr(await readF32(k, hn, T * H), hnRef) < 1e-5, 'head norms');

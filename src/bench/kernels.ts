@@ -365,7 +365,7 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
         const step = s.u32(Uint32Array.from([P - 1, 0, 0, 0]), 'step'); // pos = P - 1: P keys visible
         const kv = Array.from({ length: layers }, (_, i) => ({ k: s.vec(P * d, `k_${i}`, 0, 1), v: s.vec(P * d, `v_${i}`, 0, 1) }));
         await s.ready();
-        const inst = kv.map((c) => [k.attention({ step, qkv, k: c.k, v: c.v, o: out, hn, H: S.heads, hd, T: 1, maxPos: S.maxPos }, s.own)]);
+        const inst = kv.map((c) => k.attention({ step, qkv, k: c.k, v: c.v, o: out, hn, H: S.heads, hd, T: 1, maxPos: S.maxPos }, s.own));
         const tm = await timer.time(inst);
         add('attention', { positions: P, heads: S.heads, head_dim: hd, layers }, tm.us, bytes, tm.method);
       });

@@ -10,7 +10,7 @@ import { ceil4, ceilDiv, type KernelFeatures } from './kernels/common.js';
 import { gemvKey, gemvWgsl, type GemvOpts } from './kernels/gemv.js';
 import { matmulKey, matmulWgsl } from './kernels/matmul.js';
 import { layerNormKey, layerNormWgsl } from './kernels/layernorm.js';
-import { ATT_WG, attentionKey, attentionWgsl } from './kernels/attention.js';
+import { ATS_MAX_SPLITS, ATS_MIN_CHUNK, ATT_WG, attentionCombineKey, attentionCombineWgsl, attentionKey, attentionSplitKey, attentionSplitShape, attentionSplits, attentionSplitWgsl, attentionWgsl } from './kernels/attention.js';
 import { embedKey, embedWgsl, fill32Key, fill32Wgsl, fillKey, fillWgsl, kvStoreKey, kvStoreWgsl, scatterKey, scatterWgsl, transposeKey, transposeWgsl } from './kernels/misc.js';
 import { topKKey, topKWgsl } from './kernels/topk.js';
 import { FC2P_WG, fc2PartialKey, fc2PartialWgsl, fc2ReduceKey, fc2ReduceWgsl } from './kernels/sparse-mlp.js';
@@ -240,10 +240,32 @@ export class Kernels {
     return this.dispatch('kvstore', this.pipeline(kvStoreKey(), kvStoreWgsl), [a.d, a.T], [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v]], [ceilDiv(a.d * a.T, 256), 1, 1], own);
   }
 
-  attention(a: { step: GPUBuffer; qkv: GPUBuffer; k: GPUBuffer; v: GPUBuffer; o: GPUBuffer; hn: GPUBuffer; H: number; hd: number; T: number; maxPos: number }, own: GPUBuffer[]): Dispatch {
+  /**
+   * Causal attention of T queries over the KV cache. Decode (T = 1) takes the split-K (flash-decoding)
+   * pair of kernels: S splits of the positions per head, then a combine. Prefill (T > 1) keeps the
+   * one-workgroup-per-(head, query) kernel, which already has T × H workgroups and needs no scratch
+   * (the split form would want T × H × S × hd floats of it). `splits` forces the split form with that
+   * many splits, for any T (tests). Head dims too wide for the split form take the old kernel.
+   */
+  attention(a: { step: GPUBuffer; qkv: GPUBuffer; k: GPUBuffer; v: GPUBuffer; o: GPUBuffer; hn: GPUBuffer; H: number; hd: number; T: number; maxPos: number; splits?: number }, own: GPUBuffer[]): Dispatch[] {
+    const scale = f32bits(1 / Math.sqrt(a.hd));
+    const shape = attentionSplitShape(a.hd);
+    if (shape && (a.T === 1 || a.splits)) { // the switch: split-K for decode
+      if (a.splits && a.splits > ATS_MAX_SPLITS) throw new Error(`attention: at most ${ATS_MAX_SPLITS} splits`);
+      const S = a.splits ?? attentionSplits(a.H, a.maxPos), dv = (a.H * a.hd) / shape.W, groups = a.T * a.H * S;
+      const acc = this.buffer(groups * a.hd * 4, 'attention partial acc'), ml = this.buffer(groups * 8, 'attention partial m, l');
+      own.push(acc, ml);
+      const k1 = attentionSplitKey(a.hd), k2 = attentionCombineKey(a.hd);
+      return [
+        this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd)), [dv, a.H, S, ATS_MIN_CHUNK, scale],
+          [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v], [5, acc], [6, ml]], [S, a.H, a.T], own),
+        this.dispatch(k2, this.pipeline(k2, () => attentionCombineWgsl(a.hd)), [dv, a.H, S, ATS_MIN_CHUNK],
+          [[1, a.step], [2, acc], [3, ml], [4, a.o], [5, a.hn]], [a.H, a.T, 1], own),
+      ];
+    }
     const key = attentionKey(a.maxPos, a.hd);
-    return this.dispatch(key, this.pipeline(key, () => attentionWgsl(a.maxPos, a.hd)), [a.H * a.hd, a.H, a.hd, f32bits(1 / Math.sqrt(a.hd))],
-      [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v], [5, a.o], [6, a.hn]], [a.H, a.T, 1], own);
+    return [this.dispatch(key, this.pipeline(key, () => attentionWgsl(a.maxPos, a.hd)), [a.H * a.hd, a.H, a.hd, scale],
+      [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v], [5, a.o], [6, a.hn]], [a.H, a.T, 1], own)];
   }
   static readonly attentionWg = ATT_WG;
 

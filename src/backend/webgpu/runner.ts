@@ -304,7 +304,7 @@ class GpuRunner implements WebGpuRunner {
       if (S?.pred && this.policy!.input === 'attn_in') this.predict(S, attnIn, T, own, add);
       add(...K.linear({ W: L.qkv, x: attnIn, y: this.qkv, T, bias: L.qkvB }, own));
       add(K.kvStore({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, d, T }, own));
-      add(K.attention({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, o: this.ao, hn: this.hn, H: c.heads, hd: c.headDim, T, maxPos: c.maxPositions }, own));
+      add(...K.attention({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, o: this.ao, hn: this.hn, H: c.heads, hd: c.headDim, T, maxPos: c.maxPositions }, own));
       tap(l, 'head_norm', this.hn, c.heads);
       add(...K.linear({ W: L.o, x: this.ao, y: this.x, T, bias: L.oB, resid: true }, own));
       if (!c.preLayerNorm) add(K.layerNorm({ x: null, y: this.x, w: L.attnLnW, b: L.attnLnB, n: d, rows: T, eps }, own));

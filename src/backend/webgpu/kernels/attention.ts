@@ -3,6 +3,7 @@
  * One workgroup per (head, query): scores for all visible keys in workgroup memory, softmax, then
  * o = Σ p_j v_j. Also writes each head's output L2 norm (the head_norm trace point; one float).
  * q is read from the fused qkv buffer (T, 3d). pos comes from step[0]. CPU twin: `attention`.
+ * Prefill (T > 1) runs this kernel; decode runs the split-K pair below (Kernels.attention chooses).
  */
 export const ATT_WG = 64;
 export const ATT_PARAMS = ['d', 'H', 'hd', 'scaleBits'] as const;
@@ -65,6 +66,200 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   nrm = reduce(nrm, lid, false);
   if (lid == 0u) { hn[t * p.H + h] = sqrt(nrm); }
+}
+`;
+}
+
+// ---- split-K decode attention (flash-decoding) ----
+//
+// The kernel above is one workgroup per (head, query): 32 workgroups for an OPT-6.7B decode step,
+// each walking every position serially. The split form spreads one query's positions over S splits:
+//   phase 1 (grid S × H × T): each split covers `chunk` consecutive positions, in tiles of TILE
+//     rows (64 for OPT's head dims). A row of K (or V) of one head is read by HV consecutive threads (vec4 loads when hd % 4 == 0),
+//     so loads coalesce; ATS_WG / HV such thread groups take rows round-robin. K and V of a row are
+//     loaded together (V into registers) so their latencies overlap. Scores go through workgroup
+//     memory; the tile keeps an online softmax (running max m, rescaled sum l and acc[hd] = Σ e_j v_j).
+//     Writes the split's (m, l) and acc.
+//   phase 2 (grid H × T): combines the live splits (o = Σ_s exp(m_s - M) acc_s / Σ_s exp(m_s - M) l_s,
+//     M = max_s m_s), writes o and the head norm.
+// The plan is built once while the position changes per token, so both phases read n from step[0]:
+// chunk = max(minChunk, ceil(n / S)); splits at or past n exit (phase 1) or are skipped (phase 2).
+
+export const ATS_WG = 256;   // phase-1 threads
+export const ATS_WG2 = 256;  // phase-2 threads (at least HV and ATS_MAX_SPLITS)
+export const ATS_MAX_SPLITS = 64;
+/** Positions a split takes at least: short contexts use fewer splits (less phase-2 work). */
+export const ATS_MIN_CHUNK = 32;
+
+/** Compile-time shape of the split kernels for head dim hd, or null when hd is too wide for them. */
+export function attentionSplitShape(hd: number): { W: number; HV: number; RV: number; TILE: number; RPT: number } | null {
+  const W = hd % 4 === 0 ? 4 : 1;
+  const HV = hd / W; // vector slots per head row: one thread each
+  if (HV > ATS_WG) return null;
+  const RV = Math.floor(ATS_WG / HV); // rows read at once
+  // Workgroup memory (16 KiB, WebGPU's default limit): scores TILE × (HV + 1) + TILE, group sums RV × hd + RV.
+  const TILE = Math.min(64, Math.floor((16000 / 4 - RV * HV * W - RV) / (HV + 2)));
+  if (TILE < 1) return null;
+  return { W, HV, RV, TILE, RPT: Math.ceil(TILE / RV) };
+}
+
+/** Splits per query for H heads: about 1024 workgroups in all, no more than maxPos / minChunk. */
+export function attentionSplits(H: number, maxPos: number): number {
+  return Math.max(1, Math.min(ATS_MAX_SPLITS, Math.ceil(maxPos / ATS_MIN_CHUNK), Math.max(8, Math.ceil(1024 / H))));
+}
+
+export const attentionSplitKey = (hd: number) => `attention_split1_wg${ATS_WG}_hd${hd}`;
+export const attentionCombineKey = (hd: number) => `attention_split2_wg${ATS_WG2}_hd${hd}`;
+
+const vtype = (W: number) => `alias V = ${W === 4 ? 'vec4<f32>' : 'f32'};
+fn dotv(a: V, b: V) -> f32 { return ${W === 4 ? 'dot(a, b)' : 'a * b'}; }`;
+
+/** Phase 1. Params: dv (d / W), H, S, minChunk, scale bits. */
+export function attentionSplitWgsl(hd: number): string {
+  const sh = attentionSplitShape(hd);
+  if (!sh) throw new Error(`attention split kernel: head dim ${hd} too wide`);
+  const { W, HV, RV, TILE, RPT } = sh;
+  // One copy of `line` per row u < RPT a thread takes in a tile, # -> u.
+  const rowsUnrolled = (line: string) => Array.from({ length: RPT }, (_, u) => '    ' + line.replaceAll('#', String(u))).join('\n');
+  return `
+${vtype(W)}
+struct P { dv: u32, H: u32, S: u32, minChunk: u32, scaleBits: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> step: array<u32>;
+@group(0) @binding(2) var<storage, read> qkv: array<V>;
+@group(0) @binding(3) var<storage, read> kc: array<V>;
+@group(0) @binding(4) var<storage, read> vc: array<V>;
+@group(0) @binding(5) var<storage, read_write> pacc: array<V>;
+@group(0) @binding(6) var<storage, read_write> pml: array<vec2<f32>>;
+const HV = ${HV}u;
+const HP = ${HV + 1}u; // padded row of partial products: the row sums read without bank conflicts
+const RV = ${RV}u;
+const TILE = ${TILE}u;
+var<workgroup> part: array<f32, ${TILE * (HV + 1)}>;
+var<workgroup> sc: array<f32, ${TILE}>;
+var<workgroup> gacc: array<V, ${RV * HV}>;
+var<workgroup> gl: array<f32, ${RV}>;
+@compute @workgroup_size(${ATS_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let s = wid.x;
+  let h = wid.y;
+  let t = wid.z;
+  let n = step[0] + t + 1u;
+  let chunk = max(p.minChunk, (n + p.S - 1u) / p.S);
+  let c0 = s * chunk;
+  if (c0 >= n) { return; } // the whole workgroup: phase 2 skips this split
+  let c1 = min(n, c0 + chunk);
+  let grp = lid / HV;
+  let slot = lid % HV;
+  let busy = grp < RV; // threads past RV × HV only join the barriers
+  let hb = h * HV + slot;
+  let qv = qkv[t * 3u * p.dv + hb];
+  let scale = bitcast<f32>(p.scaleBits);
+  var m = -3.0e38;
+  var l = 0.0;
+  var acc = V(0.0);
+  for (var j0 = c0; j0 < c1; j0 += TILE) {
+    let rows = min(TILE, c1 - j0);
+    // Unrolled here rather than left to the driver: all 2 × RPT loads of a thread are in flight at once.
+${rowsUnrolled('let r# = grp + #u * RV; var k# = V(0.0); var v# = V(0.0);')}
+${rowsUnrolled('if (busy && r# < rows) { let at = (j0 + r#) * p.dv + hb; k# = kc[at]; v# = vc[at]; }')}
+${rowsUnrolled('if (busy && r# < rows) { part[r# * HP + slot] = dotv(qv, k#); }')}
+    workgroupBarrier();
+    if (lid < rows) {
+      var x = 0.0;
+      for (var k = 0u; k < HV; k++) { x += part[lid * HP + k]; }
+      sc[lid] = x * scale;
+    }
+    workgroupBarrier();
+    var mt = m;
+    for (var r = 0u; r < rows; r++) { mt = max(mt, sc[r]); }
+    let alpha = exp(m - mt);
+    acc *= alpha;
+    l *= alpha;
+${rowsUnrolled('if (busy && r# < rows) { let e = exp(sc[r#] - mt); acc += e * v#; l += e; }')}
+    m = mt;
+    workgroupBarrier();
+  }
+  if (busy) {
+    gacc[lid] = acc;
+    if (slot == 0u) { gl[grp] = l; }
+  }
+  workgroupBarrier();
+  let b = (t * p.H + h) * p.S + s;
+  if (lid < HV) {
+    var a = V(0.0);
+    for (var g = 0u; g < RV; g++) { a += gacc[g * HV + lid]; }
+    pacc[b * HV + lid] = a;
+  }
+  if (lid == 0u) {
+    var sum = 0.0;
+    for (var g = 0u; g < RV; g++) { sum += gl[g]; }
+    pml[b] = vec2<f32>(m, sum);
+  }
+}
+`;
+}
+
+/**
+ * Phase 2. Params: dv, H, S, minChunk. Threads as in phase 1: HV slots × RV2 groups, group g summing
+ * splits g, g + RV2, …, so a thread's loads of the partials are few and independent.
+ */
+export function attentionCombineWgsl(hd: number): string {
+  const sh = attentionSplitShape(hd);
+  if (!sh) throw new Error(`attention split kernel: head dim ${hd} too wide`);
+  const { W, HV } = sh;
+  const RV2 = Math.floor(ATS_WG2 / HV);
+  return `
+${vtype(W)}
+struct P { dv: u32, H: u32, S: u32, minChunk: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> step: array<u32>;
+@group(0) @binding(2) var<storage, read> pacc: array<V>;
+@group(0) @binding(3) var<storage, read> pml: array<vec2<f32>>;
+@group(0) @binding(4) var<storage, read_write> o: array<V>;
+@group(0) @binding(5) var<storage, read_write> hn: array<f32>;
+const HV = ${HV}u;
+const RV2 = ${RV2}u;
+var<workgroup> mls: array<vec2<f32>, ${ATS_MAX_SPLITS}>;
+var<workgroup> gacc: array<V, ${RV2 * HV}>;
+var<workgroup> red: array<f32, ${ATS_WG2}>;
+@compute @workgroup_size(${ATS_WG2})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let h = wid.x;
+  let t = wid.y;
+  let n = step[0] + t + 1u;
+  let chunk = max(p.minChunk, (n + p.S - 1u) / p.S);
+  let live = (n + chunk - 1u) / chunk;
+  let b = (t * p.H + h) * p.S;
+  if (lid < live) { mls[lid] = pml[b + lid]; }
+  workgroupBarrier();
+  var mx = -3.0e38;
+  for (var s = 0u; s < live; s++) { mx = max(mx, mls[s].x); }
+  var sum = 0.0;
+  for (var s = 0u; s < live; s++) { sum += mls[s].y * exp(mls[s].x - mx); }
+  let grp = lid / HV;
+  let slot = lid % HV;
+  if (grp < RV2) {
+    var a = V(0.0);
+    for (var s = grp; s < live; s += RV2) { a += exp(mls[s].x - mx) * pacc[(b + s) * HV + slot]; }
+    gacc[lid] = a;
+  }
+  workgroupBarrier();
+  var nrm = 0.0;
+  if (lid < HV) {
+    var a = V(0.0);
+    for (var g = 0u; g < RV2; g++) { a += gacc[g * HV + lid]; }
+    a /= sum;
+    o[t * p.dv + h * HV + lid] = a;
+    nrm = dotv(a, a);
+  }
+  red[lid] = nrm;
+  workgroupBarrier();
+  for (var st = ${ATS_WG2 / 2}u; st > 0u; st >>= 1u) {
+    if (lid < st) { red[lid] += red[lid + st]; }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { hn[t * p.H + h] = sqrt(red[0]); }
 }
 `;
 }

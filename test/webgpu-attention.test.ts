@@ -1,0 +1,76 @@
+/**
+ * Decode attention on the GPU against the CPU twin `attention`: the split-K (flash-decoding) pair on
+ * odd shapes — scalar (hd 5, 7, 255) and vec4 (hd 12, 128) rows, contexts of 1, 2, 37 and 130
+ * positions spanning several splits and several tiles a split — and the one-workgroup-per-query
+ * kernel that prefill keeps. Cache rows past the context hold NaN: a read past it would show.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { attention } from '../src/backend/cpu/kernels.js';
+import { Kernels, readF32, runNow } from '../src/backend/webgpu/ops.js';
+import { attentionSplits, attentionSplitShape } from '../src/backend/webgpu/kernels/attention.js';
+import type { Gpu } from '../src/backend/webgpu/device.js';
+import { gpuOrSkip } from './gpu.js';
+import { randomArray, rng } from './helpers.js';
+
+let gpu: Gpu | null = null;
+after(() => gpu?.device.destroy());
+
+function relErr(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  let n = 0, d = 0;
+  for (let i = 0; i < a.length; i++) { n += (a[i] - b[i]) ** 2; d += b[i] ** 2; }
+  return Math.sqrt(n / Math.max(d, 1e-30));
+}
+
+test('split shapes fit WebGPU default limits', () => {
+  for (const hd of [1, 5, 7, 12, 64, 128, 255, 256, 1024]) {
+    const s = attentionSplitShape(hd)!;
+    assert.ok(s && s.TILE >= 1 && s.RV * s.HV <= 256 && s.RPT * s.RV >= s.TILE, `hd ${hd}`);
+    assert.ok(4 * (s.TILE * (s.HV + 2) + s.RV * s.HV * s.W + s.RV) <= 16384, `hd ${hd}: workgroup memory`);
+  }
+  assert.equal(attentionSplitShape(257), null); // scalar rows wider than the workgroup: old kernel
+  assert.equal(attentionSplits(32, 2048), 32);
+  assert.equal(attentionSplits(3, 131), 5);
+});
+
+test('webgpu attention matches the CPU twin (split-K decode and the prefill kernel)', async (t) => {
+  gpu = await gpuOrSkip(t);
+  if (!gpu) return;
+  const r = rng(11);
+  for (const sg of gpu.subgroups ? [true, false] : [false]) {
+    const k = new Kernels({ ...gpu, subgroups: sg });
+    const own: GPUBuffer[] = [];
+    // [H, hd, pos, T, splits?]: pos + T positions visible to the last query.
+    type Case = [H: number, hd: number, pos: number, T: number, splits?: number];
+    const cases: Case[] = [
+      [3, 5, 0, 1], [3, 5, 1, 1], [3, 5, 36, 1], [3, 5, 129, 1], [3, 7, 129, 1], [3, 7, 36, 1],
+      [3, 12, 0, 1], [3, 12, 36, 1], [3, 12, 129, 1], [2, 128, 129, 1], [3, 255, 36, 1],
+      [3, 7, 129, 1, 2], [3, 12, 129, 1, 2], [3, 255, 129, 1, 1], // chunk > tile: several tiles a split
+      [3, 7, 129, 1, 64], [3, 12, 5, 1, 64],                          // more splits than positions
+      [3, 5, 34, 3, 4], [3, 12, 127, 3, 3],                           // split form on prefill rows
+      [3, 5, 34, 3], [3, 12, 6, 3],                                   // prefill kernel
+    ];
+    await t.test(`attention ${sg ? 'sg' : 'wgmem'}`, async () => {
+      for (const [H, hd, pos, T, splits] of cases) {
+        const d = H * hd, maxPos = pos + T + 3;
+        const kc = new Float32Array(maxPos * d).fill(NaN), vc = new Float32Array(maxPos * d).fill(NaN);
+        kc.set(randomArray((pos + T) * d, r)); vc.set(randomArray((pos + T) * d, r));
+        const qkv = randomArray(T * 3 * d, r, 4); // large scores: the softmax must subtract its max
+        const q = new Float32Array(T * d);
+        for (let t2 = 0; t2 < T; t2++) q.set(qkv.subarray(t2 * 3 * d, t2 * 3 * d + d), t2 * d);
+        const hnRef = new Float32Array(T * H);
+        const ref = attention(q, T, pos, kc, vc, H, hd, undefined, hnRef);
+        const step = k.f32Buffer(Uint32Array.from([pos]), 'step');
+        const o = k.buffer(T * d * 4, 'o'), hn = k.buffer(T * H * 4, 'hn');
+        const ds = k.attention({ step, qkv: k.f32Buffer(qkv, 'qkv'), k: k.f32Buffer(kc, 'k'), v: k.f32Buffer(vc, 'v'), o, hn, H, hd, T, maxPos, splits }, own);
+        assert.equal(ds.length, T === 1 || splits ? 2 : 1, 'decode (or forced splits) takes the split form');
+        await runNow(k, ds, own);
+        const what = `H=${H} hd=${hd} pos=${pos} T=${T} splits=${splits ?? 'auto'}`;
+        const eo = relErr(await readF32(k, o, T * d), ref), eh = relErr(await readF32(k, hn, T * H), hnRef);
+        assert.ok(eo < 1e-5, `${what}: output ${eo}`);
+        assert.ok(eh < 1e-5, `${what}: head norms ${eh}`);
+      }
+    });
+  }
+});
