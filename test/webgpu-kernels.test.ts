@@ -95,16 +95,24 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       assert.ok(relErr(await readF32(k, hn, T * H), hnRef) < 1e-5, 'head norms');
     });
     await t.test(`top-k (exact set, ties to the lower index) ${name}`, async () => {
-      for (const [n, kk, levels] of [[1001, 37, 0], [1001, 37, 9], [257, 1, 0], [77, 77, 3], [3001, 555, 50]] as const) {
-        const T = 2;
+      // levels > 0: rounded to many ties; < 0: one huge outlier (crowds the value-linear buckets);
+      // 'const': all equal. wg 256 runs the fallback for devices without 1024-thread workgroups.
+      type Case = [n: number, k: number, levels: number | 'const', T: number, wg?: number];
+      const cases: Case[] = [[1001, 37, 0, 2], [1001, 37, 9, 2], [257, 1, 0, 2], [77, 77, 3, 2], [3001, 555, 50, 2],
+        [16384, 1638, 0, 1], [16384, 8192, 0, 1], [16381, 1638, 0, 3], [1537, 154, 0, 3], [1537, 769, 0, 3],
+        [16384, 1638, 7, 1], [16381, 1638, -1, 3], [1537, 100, 'const', 2], [5000, 4999, 0, 1],
+        [16384, 1638, 0, 3, 256], [1537, 769, 9, 3, 256], [16381, 1638, -1, 1, 256]];
+      for (const [n, kk, levels, T, wg] of cases) {
         const s = randomArray(T * n, r);
-        if (levels) for (let i = 0; i < s.length; i++) s[i] = Math.round(s[i] * levels) / levels; // many ties
+        if (typeof levels === 'number' && levels > 0) for (let i = 0; i < s.length; i++) s[i] = Math.round(s[i] * levels) / levels; // many ties
+        if (levels === -1) for (let t2 = 0; t2 < T; t2++) s[t2 * n + 5 + t2] = 1e30;
+        if (levels === 'const') s.fill(0.25);
         const out = k.buffer(T * kk * 4, 'sel');
-        await runNow(k, [k.topK({ scores: k.f32Buffer(s, 's'), out, n, k: kk, T, inStride: n, outStride: kk }, own)], own);
+        await runNow(k, [k.topK({ scores: k.f32Buffer(s, 's'), out, n, k: kk, T, inStride: n, outStride: kk, wg }, own)], own);
         const got = await readU32(k, out, T * kk);
         for (let t2 = 0; t2 < T; t2++) {
           const want = [...topK(s.subarray(t2 * n, (t2 + 1) * n), kk)].sort((a, b) => a - b);
-          assert.deepEqual([...got.subarray(t2 * kk, (t2 + 1) * kk)].sort((a, b) => a - b), want, `n=${n} k=${kk} ties=${levels}`);
+          assert.deepEqual([...got.subarray(t2 * kk, (t2 + 1) * kk)].sort((a, b) => a - b), want, `n=${n} k=${kk} ties=${levels} T=${T} wg=${wg ?? 'auto'} token ${t2}`);
         }
       }
     });

@@ -12,7 +12,7 @@ import { matmulKey, matmulWgsl } from './kernels/matmul.js';
 import { layerNormKey, layerNormWgsl } from './kernels/layernorm.js';
 import { ATS_MAX_SPLITS, ATS_MIN_CHUNK, ATT_WG, attentionCombineKey, attentionCombineWgsl, attentionKey, attentionSplitKey, attentionSplitShape, attentionSplits, attentionSplitWgsl, attentionWgsl } from './kernels/attention.js';
 import { embedKey, embedWgsl, fill32Key, fill32Wgsl, fillKey, fillWgsl, kvStoreKey, kvStoreWgsl, scatterKey, scatterWgsl, transposeKey, transposeWgsl } from './kernels/misc.js';
-import { topKKey, topKWgsl } from './kernels/topk.js';
+import { topKKey, topKWgsl, topKWorkgroupSize } from './kernels/topk.js';
 import { FC2P_WG, fc2PartialKey, fc2PartialWgsl, fc2ReduceKey, fc2ReduceWgsl } from './kernels/sparse-mlp.js';
 
 export interface Dispatch { label: string; pipeline: GPUComputePipeline; bind: GPUBindGroup; wg: [number, number, number] }
@@ -277,8 +277,10 @@ export class Kernels {
       [[1, a.step], [2, p.buffer], [3, a.P.parts[0].buffer], [4, a.x], [5, a.tmp]], [ceilDiv(Math.max(a.d, e) * a.T, 256), 1, 1], own));
   }
 
-  topK(a: { scores: GPUBuffer; out: GPUBuffer; n: number; k: number; T: number; inStride: number; outStride: number }, own: GPUBuffer[]): Dispatch {
-    return this.dispatch('topk', this.pipeline(topKKey(), topKWgsl), [a.n, a.k, a.inStride, a.outStride], [[1, a.scores], [2, a.out]], [a.T, 1, 1], own);
+  /** `wg` forces a workgroup size (tests run the 256-thread fallback); by default the largest the device allows. */
+  topK(a: { scores: GPUBuffer; out: GPUBuffer; n: number; k: number; T: number; inStride: number; outStride: number; wg?: number }, own: GPUBuffer[]): Dispatch {
+    const wg = a.wg ?? topKWorkgroupSize(this.gpu.limits);
+    return this.dispatch('topk', this.pipeline(topKKey(wg), () => topKWgsl(wg)), [a.n, a.k, a.inStride, a.outStride], [[1, a.scores], [2, a.out]], [a.T, 1, 1], own);
   }
 
   scatter(a: { h: GPUBuffer; sel: GPUBuffer; act: GPUBuffer; f: number; k: number; selStride: number; T: number }, own: GPUBuffer[]): Dispatch {
