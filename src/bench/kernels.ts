@@ -15,6 +15,7 @@ import { openGpu, type Gpu } from '../backend/webgpu/device.js';
 import { Kernels, runNow, type Dispatch, type GpuMatrix } from '../backend/webgpu/ops.js';
 import { ceil4, ceilDiv } from '../backend/webgpu/kernels/common.js';
 import { fill32Key, fill32Wgsl } from '../backend/webgpu/kernels/misc.js';
+import { FC2_MAX_SLICES, FC2_MIN_SLICE_ROWS } from '../backend/webgpu/kernels/sparse-mlp.js';
 import { fail } from '../util/errors.js';
 import { destroyReadTarget, fillReadTarget, isSoftwareAdapter, measureCopyBandwidth, readDispatches, readTarget } from './bandwidth.js';
 import { GpuTimer, type TimingMethod } from './gpu-timer.js';
@@ -82,8 +83,6 @@ export interface KernelBenchOptions {
 export const DEFAULT_DENSITIES = [0.05, 0.1, 0.2, 0.3, 0.5];
 export const DEFAULT_POSITIONS = [128, 512, 1024, 2048];
 const MIB = 2 ** 20, GIB = 2 ** 30;
-/** The runner's sparse-fc2 slicing (src/backend/webgpu/runner.ts MAX_SLICES, MIN_SLICE_ROWS), for T = 1. */
-const MAX_SLICES = 64, MIN_SLICE_ROWS = 32;
 const MAX_COPIES = 64;
 const WEIGHT_STD = 0.02;
 
@@ -274,7 +273,7 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
     }
 
     // ---- sparse fc2 (partial sums over the selected rows of fc2ᵀ + reduce into x) ----
-    const slicesFor = (K: number) => Math.max(1, Math.min(MAX_SLICES, ceilDiv(K, MIN_SLICE_ROWS)));
+    const slicesFor = (K: number) => Math.max(1, Math.min(FC2_MAX_SLICES, ceilDiv(K, FC2_MIN_SLICE_ROWS)));
     for (const p of densities) {
       await bench('sparse-fc2', async (s) => {
         const K = Math.max(1, Math.round(p * f));

@@ -17,16 +17,13 @@ import { fail } from '../../util/errors.js';
 import type { ForwardOptions, Runner, TracePoint } from '../types.js';
 import { openGpu, type Gpu, type GpuOptions } from './device.js';
 import { ceil4, ceilDiv } from './kernels/common.js';
+import { FC2_MAX_SLICES, FC2_MIN_SLICE_ROWS } from './kernels/sparse-mlp.js';
 import { Kernels, runNow, type Dispatch, type GpuMatrix, type PlanItem, type Tap } from './ops.js';
 
 /** Tokens per prefill pass: activations are allocated for this many rows; longer prompts take several passes. */
 const TCAP = 128;
 /** f32 values of the sparse-MLP partial-sum buffer (bounds slices x tokens x d). */
 const PARTIAL_BUDGET = 1 << 22;
-/** Most slices the selected rows of the sparse fc2 are split into (more slices: more parallelism, larger reduce). */
-const MAX_SLICES = 64;
-/** Rows of one slice, at least (fewer rows per workgroup would make the reduce dominate). */
-const MIN_SLICE_ROWS = 32;
 
 interface GpuLayer {
   attnLnW: GPUBuffer; attnLnB: GPUBuffer;    // (d) f32
@@ -240,7 +237,7 @@ class GpuRunner implements WebGpuRunner {
     const T = Math.min(TCAP, c.maxPositions);
     this.scores = sb(T * f * 4, 'scores'); this.u = sb(T * rMax * 4, 'pred_u');
     this.sel = sb(T * f * 4, 'sel'); this.hsel = sb(T * f * 4, 'h_sel');
-    this.partialFloats = Math.min(PARTIAL_BUDGET, T * MAX_SLICES * ceil4(d) * 2);
+    this.partialFloats = Math.min(PARTIAL_BUDGET, T * FC2_MAX_SLICES * ceil4(d) * 2);
     this.partial = sb(this.partialFloats * 4, 'fc2_partial');
     // The transposes run before anything that reads fc2T: same queue, submitted now.
     const enc = this.k.device.createCommandEncoder();
@@ -326,7 +323,7 @@ class GpuRunner implements WebGpuRunner {
         }
         add(...K.gatherLinear({ W: L.fc1, x: mlpIn, h: this.hsel!, T, k: S.k, sel, selStride, bias: L.fc1B, relu: true }, own));
         const perSlice = T * ceil4(d) * L.fc2T!.parts.length;
-        const slices = Math.max(1, Math.min(MAX_SLICES, ceilDiv(S.k, MIN_SLICE_ROWS), Math.floor(this.partialFloats / perSlice)));
+        const slices = Math.max(1, Math.min(FC2_MAX_SLICES, ceilDiv(S.k, FC2_MIN_SLICE_ROWS), Math.floor(this.partialFloats / perSlice)));
         if (slices * perSlice > this.partialFloats) fail('sparse MLP partial sums do not fit their buffer');
         add(...K.sparseDown({ W2t: L.fc2T!, h: this.hsel!, sel, selStride, k: S.k, T, slices, partial: this.partial!, x: this.x, bias: L.fc2B }, own));
         if (trace) { add(K.scatter({ h: this.hsel!, sel, act: this.act, f, k: S.k, selStride, T }, own)); tap(l, 'fc1_act', this.act, f); }
