@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NodeFileSource } from '../src/model/node-source.js';
 import { loadCheckpoint, type Checkpoint } from '../src/model/checkpoint.js';
+import { seededRandom } from '../src/util/random.js';
 
 /** Repository root (tests run from dist/test). */
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -27,17 +28,7 @@ export function checkpoint(dir: string): Promise<Checkpoint> {
   return p;
 }
 
-/** Deterministic pseudo-random numbers for property tests (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = seededRandom;
 
 export function randomArray(n: number, r: () => number, scale = 1): Float32Array {
   const a = new Float32Array(n);

@@ -20,6 +20,7 @@ import { fail } from '../util/errors.js';
 import { destroyReadTarget, fillReadTarget, isSoftwareAdapter, measureCopyBandwidth, readDispatches, readTarget } from './bandwidth.js';
 import { GpuTimer, type TimingMethod } from './gpu-timer.js';
 import { predictorRank, shapeConfig } from './shapes.js';
+import { seededRandom } from '../util/random.js';
 
 export interface KernelShape { name: string; d: number; f: number; heads: number; vocab: number; e: number; maxPos: number }
 
@@ -86,17 +87,7 @@ const MIB = 2 ** 20, GIB = 2 ** 30;
 const MAX_COPIES = 64;
 const WEIGHT_STD = 0.02;
 
-/** Deterministic PRNG (mulberry32) for the neuron sets. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = seededRandom;
 
 /** `sets` disjoint sorted index sets of size k from [0, n) (a shuffle cut in pieces); top-K also emits index order. */
 export function disjointSets(n: number, k: number, sets: number, seed: number): Uint32Array[] {

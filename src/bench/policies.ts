@@ -5,18 +5,9 @@
 import type { OptConfig } from '../model/config.js';
 import type { LowRankPredictor, SparsityPolicy } from '../sparsity/policy.js';
 import { mlpK, predictorRank } from './shapes.js';
+import { seededRandom } from '../util/random.js';
 
-/** Deterministic pseudo-random numbers in [0, 1) (mulberry32): runs are comparable. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = seededRandom;
 
 /** k distinct indices in [0, n), ascending (partial Fisher-Yates). */
 export function randomSubset(n: number, k: number, r: () => number): Uint32Array {

@@ -1,4 +1,5 @@
 import { fail } from '../util/errors.js';
+import { seededRandom } from '../util/random.js';
 
 export interface SamplingOptions {
   /** 0 is greedy (argmax). */
@@ -21,17 +22,7 @@ export function argmax(a: Float32Array): number {
   return b;
 }
 
-/** Seeded uniform [0, 1) generator (mulberry32): the same seed gives the same text. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom };
 
 /** Picks the next token from one position's logits. */
 export function sample(logits: Float32Array, o: SamplingOptions, random: () => number): number {

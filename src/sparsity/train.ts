@@ -15,6 +15,7 @@ import type { LowRankPredictor } from './policy.js';
 import type { LayerData } from './collect.js';
 import { adamwCpu, bceGradCpu, colSumCpu, matmulCpu, type AdamParams } from './train-gpu/kernels.js';
 import { rankStats } from './calibrate.js';
+import { seededRandom } from '../util/random.js';
 
 export interface SessionConfig {
   d: number; f: number; rank: number;
@@ -63,17 +64,7 @@ export interface TrainResult {
   valScores: Float32Array;
 }
 
-/** Deterministic generator (mulberry32) so training runs are reproducible. */
-export function mulberry(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const mulberry = seededRandom;
 
 function countPositives(labels: Uint32Array, rows: number, f: number): Float64Array {
   const words = Math.ceil(f / 32), per = new Float64Array(f);
