@@ -230,10 +230,11 @@ export class Kernels {
 
   layerNorm(a: { x: GPUBuffer | null; y: GPUBuffer; w: GPUBuffer; b: GPUBuffer; n: number; rows: number; inOff?: number; outOff?: number; eps: number }, own: GPUBuffer[]): Dispatch {
     const inplace = a.x === null;
-    const key = layerNormKey(inplace);
+    const sg = this.feats.subgroups;
+    const key = layerNormKey(inplace, sg);
     const ent: [number, Entry][] = [[2, a.y], [3, a.w], [4, a.b]];
     if (a.x) ent.push([1, a.x]);
-    return this.dispatch(key, this.pipeline(key, () => layerNormWgsl(inplace)), [a.n, a.inOff ?? 0, a.outOff ?? 0, f32bits(a.eps)], ent, [a.rows, 1, 1], own);
+    return this.dispatch(key, this.pipeline(key, () => layerNormWgsl(inplace, sg)), [a.n, a.inOff ?? 0, a.outOff ?? 0, f32bits(a.eps)], ent, [a.rows, 1, 1], own);
   }
 
   kvStore(a: { step: GPUBuffer; qkv: GPUBuffer; k: GPUBuffer; v: GPUBuffer; d: number; T: number }, own: GPUBuffer[]): Dispatch {
