@@ -4,12 +4,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CpuRunner } from '../src/backend/cpu/runner.js';
 import { checkpoint, MODELS, hasShared, type ReferenceEntry } from './helpers.js';
+import { argmax } from '../src/engine/sampler.js';
 
-function argmax(a: Float32Array): number {
-  let b = 0;
-  for (let i = 1; i < a.length; i++) if (a[i] > a[b]) b = i;
-  return b;
-}
 
 for (const name of ['5m', '18m', '50m'] as const) {
   const dir = MODELS[name];

@@ -44,3 +44,11 @@ export interface ReferenceEntry {
   greedy_new_ids: number[];
   greedy_text: string;
 }
+
+/** Relative L2 error of a against the reference b. */
+export function relErr(a: Float32Array, b: Float32Array): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} != ${b.length}`);
+  let n = 0, d = 0;
+  for (let i = 0; i < a.length; i++) { n += (a[i] - b[i]) ** 2; d += b[i] ** 2; }
+  return Math.sqrt(n / Math.max(d, 1e-30));
+}

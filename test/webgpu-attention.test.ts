@@ -11,17 +11,11 @@ import { Kernels, readF32, runNow } from '../src/backend/webgpu/ops.js';
 import { attentionSplits, attentionSplitShape } from '../src/backend/webgpu/kernels/attention.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import { gpuOrSkip } from './gpu.js';
-import { randomArray, rng } from './helpers.js';
+import { randomArray, rng, relErr } from './helpers.js';
 
 let gpu: Gpu | null = null;
 after(() => gpu?.device.destroy());
 
-function relErr(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let n = 0, d = 0;
-  for (let i = 0; i < a.length; i++) { n += (a[i] - b[i]) ** 2; d += b[i] ** 2; }
-  return Math.sqrt(n / Math.max(d, 1e-30));
-}
 
 test('split shapes fit WebGPU default limits', () => {
   for (const hd of [1, 5, 7, 12, 64, 128, 255, 256, 1024]) {

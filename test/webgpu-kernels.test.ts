@@ -9,17 +9,11 @@ import { Kernels, readF32, readU32, runNow, type GpuMatrix } from '../src/backen
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
 import { gpuOrSkip } from './gpu.js';
-import { randomArray, rng } from './helpers.js';
+import { randomArray, rng, relErr } from './helpers.js';
 
 let gpu: Gpu | null = null;
 after(() => gpu?.device.destroy());
 
-function relErr(a: Float32Array, b: Float32Array): number {
-  assert.equal(a.length, b.length);
-  let n = 0, d = 0;
-  for (let i = 0; i < a.length; i++) { n += (a[i] - b[i]) ** 2; d += b[i] ** 2; }
-  return Math.sqrt(n / Math.max(d, 1e-30));
-}
 
 /** The kernel variants: same device, the WGSL differs (a device with shader-f16 can run the packed path). */
 function variants(g: Gpu): [string, Kernels][] {

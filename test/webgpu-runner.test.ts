@@ -13,21 +13,12 @@ import type { Gpu } from '../src/backend/webgpu/device.js';
 import type { SparsityPolicy } from '../src/sparsity/policy.js';
 import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
 import { gpuOrSkip } from './gpu.js';
-import { checkpoint, hasShared, MODELS, randomArray, rng, type ReferenceEntry } from './helpers.js';
+import { checkpoint, hasShared, MODELS, randomArray, relErr, rng, type ReferenceEntry } from './helpers.js';
+import { argmax } from '../src/engine/sampler.js';
 
 let gpu: Gpu | null = null;
 after(() => gpu?.device.destroy());
 
-function relErr(a: Float32Array, b: Float32Array): number {
-  let n = 0, d = 0;
-  for (let i = 0; i < a.length; i++) { n += (a[i] - b[i]) ** 2; d += b[i] ** 2; }
-  return Math.sqrt(n / d);
-}
-function argmax(a: Float32Array): number {
-  let b = 0;
-  for (let i = 1; i < a.length; i++) if (a[i] > a[b]) b = i;
-  return b;
-}
 const reference = (dir: string) => JSON.parse(readFileSync(join(dir, 'reference.json'), 'utf8')).reference as ReferenceEntry[];
 
 /** Every position's logits within 1e-2 relative L2 of the CPU's. */
