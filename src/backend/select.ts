@@ -10,9 +10,7 @@ type WebGpuFactory = (config: OptConfig, weights: OptWeights, opts?: GpuOptions)
 
 async function webGpuFactory(): Promise<WebGpuFactory> {
   // Loaded on demand so the CPU path never touches Dawn.
-  // (A variable specifier keeps tsc from needing the module while it is being written.)
-  const spec = './webgpu/runner.js';
-  const mod = (await import(spec)) as { createWebGpuRunner: WebGpuFactory };
+  const mod: { createWebGpuRunner: WebGpuFactory } = await import('./webgpu/runner.js');
   return mod.createWebGpuRunner;
 }
 

@@ -17,6 +17,7 @@ import { runHfBaseline } from './hf.js';
 import { fixedPolicy, syntheticPredictorPolicy } from './policies.js';
 import type { BenchRow } from './report.js';
 import { CPU_LAYOUT, deviceWeightBytes, FP16_LAYOUT, kvCacheBytes, mlpBytesFromPolicy, meanTokenBytes, predictorRank, shapeConfig, WEBGPU_LAYOUT } from './shapes.js';
+import { loadPredictors } from '../sparsity/predictors-io.js';
 
 export type SparsityMode = 'dense' | 'mlp' | 'dejavu';
 
@@ -68,10 +69,7 @@ async function scoped<T>(gpu: Gpu, fn: () => Promise<T>): Promise<{ value: T; er
   return { value: value as T, error: e ? `${oom ? 'out of device memory' : 'WebGPU error'}: ${e.message.split('\n')[0]}` : null };
 }
 
-type PredictorsIo = { loadPredictors(dir: string, ck: Checkpoint): Promise<{ policy(o: { mlpDensity?: number }): SparsityPolicy }> };
-
 async function loadPredictorPolicy(dir: string, ck: Checkpoint, mlpDensity: number | undefined): Promise<SparsityPolicy> {
-  const { loadPredictors } = (await import('../sparsity/predictors-io.js' as string)) as PredictorsIo;
   return (await loadPredictors(dir, ck)).policy({ mlpDensity });
 }
 

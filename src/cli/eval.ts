@@ -19,20 +19,17 @@ import { progressBar, type ProgressFn } from '../eval/progress.js';
 import { isMcTask, loadLambadaItems, loadMcItems, parseTask, TASKS, type Task } from '../eval/tasks.js';
 import { action, DEMO_MODEL, intArg, modelOptions } from './common.js';
 import { predictorOptions } from './predictors-option.js';
+import { loadPolicy as loadPredictorPolicy } from './predictors-option.js';
 
 interface EvalFlags {
   model?: string; backend: string; task: string; data: string; limit?: number; window?: number;
   compare?: boolean; json?: boolean; predictors?: string; mlpDensity?: number;
 }
 
-type PredictorsIo = { loadPredictors(dir: string, ck: Checkpoint): Promise<{ policy(o: { mlpDensity?: number }): SparsityPolicy }> };
-
 /** The policy itself (applyPredictors only installs it; --compare must switch it on and off). */
 async function loadPolicy(ck: Checkpoint, o: EvalFlags): Promise<SparsityPolicy | null> {
   if (!o.predictors) return null;
-  const spec = '../sparsity/predictors-io.js'; // a variable keeps tsc from needing the module while it is written
-  const { loadPredictors } = (await import(spec)) as PredictorsIo;
-  return (await loadPredictors(o.predictors, ck)).policy({ mlpDensity: o.mlpDensity });
+  return loadPredictorPolicy(o.predictors, ck, o.mlpDensity);
 }
 
 type Out = Record<string, unknown>;
