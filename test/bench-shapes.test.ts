@@ -8,7 +8,7 @@ import { parameterCount } from '../src/model/config.js';
 import { fixedPolicy, randomSubset, rng, syntheticPredictorPolicy } from '../src/bench/policies.js';
 import { benchTable, type BenchRow } from '../src/bench/report.js';
 import {
-  CPU_LAYOUT, deviceWeightBytes, FP16_LAYOUT, mlpBytesFromPolicy, mlpK, predictorRank, SHAPE_NAMES, shapeConfig, shapeJson,
+  CPU_LAYOUT, deviceWeightBytes, mlpBytesFromPolicy, mlpK, predictorRank, SHAPE_NAMES, shapeConfig, shapeJson,
   tokenBytes, uniformMlp, WEBGPU_LAYOUT,
 } from '../src/bench/shapes.js';
 import { ROOT } from './helpers.js';

@@ -1,9 +1,11 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NodeFileSource } from '../src/model/node-source.js';
 import { loadCheckpoint, type Checkpoint } from '../src/model/checkpoint.js';
 import { seededRandom } from '../src/util/random.js';
+import { argmax } from '../src/engine/sampler.js';
+import type { Runner } from '../src/backend/types.js';
 
 /** Repository root (tests run from dist/test). */
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -51,4 +53,20 @@ export function relErr(a: Float32Array, b: Float32Array): number {
   let n = 0, d = 0;
   for (let i = 0; i < a.length; i++) { n += (a[i] - b[i]) ** 2; d += b[i] ** 2; }
   return Math.sqrt(n / Math.max(d, 1e-30));
+}
+
+/** The four prompts of a model folder's reference.json (Hugging Face's ids, logits and greedy tokens). */
+export function reference(dir: string): ReferenceEntry[] {
+  return JSON.parse(readFileSync(join(dir, 'reference.json'), 'utf8')).reference as ReferenceEntry[];
+}
+
+/** n greedy tokens decoded from `logits` (the last position's), feeding each back into the runner. */
+export async function greedyContinue(runner: Runner, logits: Float32Array, n: number): Promise<number[]> {
+  const got: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const next = argmax(logits);
+    got.push(next);
+    if (i + 1 < n) logits = await runner.forward([next]);
+  }
+  return got;
 }

@@ -5,21 +5,17 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { CpuRunner } from '../src/backend/cpu/runner.js';
 import { createWebGpuRunner } from '../src/backend/webgpu/runner.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import type { SparsityPolicy } from '../src/sparsity/policy.js';
 import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
 import { gpuOrSkip } from './gpu.js';
-import { checkpoint, hasShared, MODELS, randomArray, relErr, rng, type ReferenceEntry } from './helpers.js';
-import { argmax } from '../src/engine/sampler.js';
+import { checkpoint, greedyContinue, hasShared, MODELS, randomArray, reference, relErr, rng } from './helpers.js';
 
 let gpu: Gpu | null = null;
 after(() => gpu?.device.destroy());
 
-const reference = (dir: string) => JSON.parse(readFileSync(join(dir, 'reference.json'), 'utf8')).reference as ReferenceEntry[];
 
 /** Every position's logits within 1e-2 relative L2 of the CPU's. */
 function assertRows(got: Float32Array, want: Float32Array, V: number, what: string): void {
@@ -50,12 +46,7 @@ for (const name of ['5m', '18m', '50m'] as const) {
       assertRows(logits, want, V, `"${r.prompt}"`);
       if (pi >= greedyPrompts) continue;
       logits = logits.subarray(logits.length - V);
-      const got: number[] = [];
-      for (let i = 0; i < r.greedy_new_ids.length; i++) {
-        const next = argmax(logits);
-        got.push(next);
-        logits = await g.forward([next]);
-      }
+      const got = await greedyContinue(g, logits, r.greedy_new_ids.length);
       assert.deepEqual(got, r.greedy_new_ids, `greedy tokens of "${r.prompt}"`);
     }
     g.dispose();

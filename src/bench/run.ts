@@ -186,7 +186,7 @@ export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
   for (const t of targets) {
     const opened = await t.open();
     if (!opened) continue;
-    const { runner, model } = opened;
+    const { runner } = opened;
     try {
       // (--sparsity dejavu was refused above.)
       for (const mode of o.sparsity as ('dense' | 'mlp')[]) {

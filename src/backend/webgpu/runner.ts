@@ -281,7 +281,7 @@ class GpuRunner implements WebGpuRunner {
 
   /** The forward pass for T tokens as dispatches (and trace taps), mirroring CpuRunner.forward. */
   private buildPlan(T: number, head: Head, trace: boolean): Plan {
-    const c = this.config, d = c.hidden, f = c.ffn, e = c.wordEmbedProjDim, K = this.k, eps = c.layerNormEps;
+    const c = this.config, d = c.hidden, f = c.ffn, K = this.k, eps = c.layerNormEps;
     const own: GPUBuffer[] = [];
     const items: PlanItem[] = [];
     const add = (...ds: Dispatch[]) => ds.forEach((x) => items.push({ d: x }));
