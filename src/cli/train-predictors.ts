@@ -13,13 +13,18 @@ import { collect, loadLayer, loadMass, readMeta, type CollectionMeta } from '../
 import type { LowRankPredictor, PredictorInput } from '../sparsity/policy.js';
 import { savePredictors, type PredictorManifest } from '../sparsity/predictors-io.js';
 import { pickTrainEngine, trainPredictor, type TrainEngine } from '../sparsity/train.js';
+import { lowRankFc1 } from '../sparsity/lowrank-init.js';
+import { toF32 } from '../model/tensor.js';
 import { fail } from '../util/errors.js';
 import { action, floatArg, intArg } from './common.js';
 
 interface Opts {
   model: string; data: string; out: string; tokens: number; rank: number; targetRecall: number; input: string;
-  backend: string; epochs: number; window?: number; work?: string; maxDensity: number; batch: number; lr: number;
+  backend: string; epochs: number; window?: number; work?: string; maxDensity: number; batch: number; lr?: number; init: string;
 }
+
+/** AdamW learning rates: from noise, and for fine-tuning the low-rank fc1 (a larger step undoes it: see below). */
+const LR_RANDOM = 2e-3, LR_LOWRANK = 3e-5;
 
 /** A runner for collection; while the WebGPU runner module is absent, 'auto' falls back to the CPU. */
 async function collectionRunner(ck: Checkpoint, choice: BackendChoice): Promise<Runner> {
@@ -54,21 +59,26 @@ async function collectOrReuse(ck: Checkpoint, o: Opts, dir: string): Promise<Col
 
 interface LayerResult { cal: LayerCalibration; predictor: LowRankPredictor; epochs: number; seconds: number; recallBudget: number; massBudget: number }
 
-async function trainInput(engine: TrainEngine, dir: string, meta: CollectionMeta, input: PredictorInput, o: Opts): Promise<LayerResult[]> {
+async function trainInput(engine: TrainEngine, ck: Checkpoint, dir: string, meta: CollectionMeta, input: PredictorInput, o: Opts): Promise<LayerResult[]> {
   const { d, f } = meta;
   const monitorK = roundK(o.maxDensity * f, f);
   const out: LayerResult[] = [];
   const b = bar(`${input.padEnd(8)}  |{bar}| layer {layer} epoch {epoch} | loss {loss} | recall@${monitorK} {recall}`);
-  b.start(meta.layers * o.epochs, 0, { layer: 0, epoch: 0, loss: '-', recall: '-' });
+  const per = Math.max(1, o.epochs); // bar units per layer (epochs 0 still scores the init)
+  b.start(meta.layers * per, 0, { layer: 0, epoch: 0, loss: '-', recall: '-' });
   try {
     for (let l = 0; l < meta.layers; l++) {
       const t0 = performance.now();
       const train = loadLayer(dir, meta, l, 'train', input), val = loadLayer(dir, meta, l, 'val', input);
+      // fc1's own low-rank approximation only exists for fc1's own input.
+      const lowRank = o.init === 'lowrank' && input === 'mlp_in';
+      const W = ck.weights.layers[l];
+      const init = lowRank ? lowRankFc1(toF32(W.fc1W), W.fc1B ? toF32(W.fc1B) : null, train.x, train.rows, d, f, o.rank) : undefined;
       const res = await trainPredictor(engine, train, val, d, f, {
-        rank: o.rank, epochs: o.epochs, monitorK, batch: o.batch, lr: o.lr, seed: l + 1,
-        onEpoch: (r) => b.update(l * o.epochs + r.epoch, { layer: l, epoch: r.epoch, loss: r.loss.toFixed(4), recall: r.recall.toFixed(3) }),
+        rank: o.rank, epochs: o.epochs, monitorK, batch: o.batch, lr: o.lr ?? (lowRank ? LR_LOWRANK : LR_RANDOM), seed: l + 1, init,
+        onEpoch: (r) => b.update(l * per + Math.min(r.epoch, per), { layer: l, epoch: r.epoch, loss: r.loss.toFixed(4), recall: r.recall.toFixed(3) }),
       });
-      b.update((l + 1) * o.epochs);
+      b.update((l + 1) * per);
       const { act, w2norm } = loadMass(dir, l);
       const stats = rankStats(res.valScores, val.labels, val.rows, f, act, w2norm);
       const cal = calibrateLayer(l, stats, meta.sparsity[l], { targetRecall: o.targetRecall, maxDensity: o.maxDensity });
@@ -120,12 +130,17 @@ export function register(program: Command): void {
     .option('--max-density <x>', 'density budget: early-stopping K, and layers more active than this stay dense', floatArg('--max-density', 0, 1), 0.15)
     .option('--input <which>', 'attn_in | mlp_in | both (both: train and report both, save mlp_in)', 'mlp_in')
     .option('--backend <name>', 'auto | cpu | webgpu (collection and training)', 'auto')
-    .option('--epochs <e>', 'maximum epochs per layer (early stopping on validation recall)', intArg('--epochs', 1), 15)
+    .option('--init <how>', 'lowrank (mlp_in: the data-whitened rank-r approximation of fc1) | random', 'lowrank')
+    .option('--epochs <e>', 'maximum BCE epochs per layer, early stopping on validation recall (default 0 from lowrank: the init as it is; 15 from random)', intArg('--epochs', 0))
     .option('--batch <n>', 'minibatch rows', intArg('--batch', 1), 1024)
-    .option('--lr <x>', 'AdamW learning rate', floatArg('--lr', 0, 1), 2e-3)
+    .option('--lr <x>', `AdamW learning rate (default ${LR_RANDOM} from random, ${LR_LOWRANK} from lowrank)`, floatArg('--lr', 0, 1))
     .option('--work <dir>', 'keep collected data here and reuse it on later runs (default: a temp folder, deleted)');
   cmd.action(action(async (o: Opts) => {
     if (!['attn_in', 'mlp_in', 'both'].includes(o.input)) fail(`--input must be attn_in, mlp_in or both (got ${o.input})`);
+    if (!['lowrank', 'random'].includes(o.init)) fail(`--init must be lowrank or random (got ${o.init})`);
+    // No --epochs: keep fc1's low-rank approximation as it is (BCE fine-tuning lowered its recall, see the note above); 15 from noise.
+    if ((o as { epochs?: number }).epochs === undefined) o.epochs = o.init === 'lowrank' && o.input === 'mlp_in' ? 0 : 15;
+    if (o.epochs === 0 && (o.init === 'random' || o.input !== 'mlp_in')) fail('--epochs 0 keeps the initial weights: it needs --init lowrank and --input mlp_in');
     const inputs: PredictorInput[] = o.input === 'both' ? ['attn_in', 'mlp_in'] : [o.input as PredictorInput];
     const saved: PredictorInput = o.input === 'both' ? 'mlp_in' : (o.input as PredictorInput);
     const src = await NodeFileSource.open(o.model);
@@ -139,12 +154,12 @@ export function register(program: Command): void {
       process.stderr.write(`dejavu: training on ${engine.name}: ${meta.rows.train} train rows, ${meta.rows.val} validation rows\n`);
       const results = new Map<PredictorInput, LayerResult[]>();
       try {
-        for (const input of inputs) results.set(input, await trainInput(engine, dir, meta, input, o));
+        for (const input of inputs) results.set(input, await trainInput(engine, ck, dir, meta, input, o));
       } finally { close(); }
       const res = results.get(saved)!;
       const manifest: PredictorManifest = {
         format: 'dejavu-predictors/1', model_fingerprint: ck.fingerprint, rank: o.rank, input: saved, target_recall: o.targetRecall,
-        tokens: meta.tokens, d: meta.d, f: meta.f,
+        tokens: meta.tokens, init: saved === 'mlp_in' ? o.init : 'random', epochs: res.map((r) => r.epochs), d: meta.d, f: meta.f,
         layers: res.map(({ cal: c }) => ({ layer: c.layer, dense: c.dense, k: c.k, recall: c.recall, mass_recall: c.mass_recall, precision: c.precision, density: c.density })),
       };
       savePredictors(o.out, manifest, res.map((r) => r.predictor));

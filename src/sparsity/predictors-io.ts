@@ -34,6 +34,10 @@ export interface PredictorManifest {
   input: PredictorInput;
   target_recall: number;
   tokens: number;
+  /** How the weights started: 'lowrank' (fc1's whitened rank-r approximation) or 'random'; absent in older files. */
+  init?: string;
+  /** Training epochs run per layer (0: the init as it is). */
+  epochs?: number[];
   d: number;
   f: number;
   layers: ManifestLayer[];

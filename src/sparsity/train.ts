@@ -16,6 +16,7 @@ import type { LayerData } from './collect.js';
 import { adamwCpu, bceGradCpu, colSumCpu, matmulCpu, type AdamParams } from './train-gpu/kernels.js';
 import { rankStats } from './calibrate.js';
 import { seededRandom } from '../util/random.js';
+import { fail } from '../util/errors.js';
 
 export interface SessionConfig {
   d: number; f: number; rank: number;
@@ -50,9 +51,12 @@ export interface TrainOptions {
   patience?: number;       // epochs without a better validation recall before stopping (default 2)
   monitorK: number;        // early-stopping metric: validation count-recall at this K
   seed?: number;
+  /** Starting weights (e.g. lowRankFc1); default: small random factors and prior log-odds biases. */
+  init?: LowRankPredictor;
   onEpoch?: (r: EpochReport) => void;
 }
 
+/** Epoch 0 reports the starting weights (no step taken, loss NaN). */
 export interface EpochReport { epoch: number; loss: number; recall: number; best: number }
 
 export interface TrainResult {
@@ -98,7 +102,8 @@ export async function trainPredictor(engine: TrainEngine, train: LayerData, val:
   // negatives/positives balances the two classes' total weight; capped so the rarest layers
   // (1-2% active) do not turn every near-miss into a false positive that swamps the gradient.
   const posWeight = Math.min(o.maxPosWeight ?? 20, Math.max(1, (train.rows * f - totalPos) / Math.max(1, totalPos)));
-  const init = initPredictor(d, f, o.rank, pos.map((p) => p / train.rows), posWeight, rand);
+  const init = o.init ?? initPredictor(d, f, o.rank, pos.map((p) => p / train.rows), posWeight, rand);
+  if (init.rank !== o.rank) fail(`initial predictor has rank ${init.rank}, training asked for ${o.rank}`);
   const session = await engine.session(init, {
     d, f, rank: o.rank, batch, posWeight,
     adam: { lr: o.lr ?? 2e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: o.weightDecay ?? 1e-4 },
@@ -106,7 +111,11 @@ export async function trainPredictor(engine: TrainEngine, train: LayerData, val:
   try {
     const order = new Uint32Array(train.rows).map((_, i) => i);
     const xb = new Float32Array(batch * d), yb = new Uint32Array(batch * words);
-    let best = -1, bestParams = init, bestScores: Float32Array = new Float32Array(0), since = 0, epoch = 0;
+    // The starting point is a candidate too: a data-aware init can already beat what BCE finds, and
+    // early stopping then keeps it (epochs 0 only scores it).
+    let bestScores = await session.scores(val.x, val.rows);
+    let best = rankStats(bestScores, val.labels, val.rows, f).countRecall(o.monitorK), bestParams = init, since = 0, epoch = 0;
+    o.onEpoch?.({ epoch: 0, loss: NaN, recall: best, best });
     const patience = o.patience ?? 2;
     while (epoch < o.epochs) {
       epoch++;

@@ -1,0 +1,90 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { lowRankFc1, secondMoment } from '../src/sparsity/lowrank-init.js';
+import { rankStats } from '../src/sparsity/calibrate.js';
+import { CpuTrainEngine, trainPredictor } from '../src/sparsity/train.js';
+import type { LowRankPredictor } from '../src/sparsity/policy.js';
+import { randomArray, rng } from './helpers.js';
+
+/** x with correlated, unequal-variance coordinates: x = Q g, g ~ noise, so whitening matters. */
+function correlated(rows: number, d: number, seed: number): Float32Array {
+  const r = rng(seed), Q = randomArray(d * d, rng(seed + 1)), x = new Float32Array(rows * d), g = new Float32Array(d);
+  for (let t = 0; t < rows; t++) {
+    for (let i = 0; i < d; i++) g[i] = (r() - 0.5) * (i < 3 ? 4 : 0.5);
+    for (let i = 0; i < d; i++) { let s = 0; for (let k = 0; k < d; k++) s += Q[i * d + k] * g[k]; x[t * d + i] = s; }
+  }
+  return x;
+}
+
+const scores = (p: LowRankPredictor, x: Float32Array, rows: number, d: number, f: number): Float64Array => {
+  const out = new Float64Array(rows * f), u = new Float64Array(p.rank);
+  for (let t = 0; t < rows; t++) {
+    for (let k = 0; k < p.rank; k++) { let s = 0; for (let i = 0; i < d; i++) s += p.A[k * d + i] * x[t * d + i]; u[k] = s; }
+    for (let j = 0; j < f; j++) { let s = p.bias[j]; for (let k = 0; k < p.rank; k++) s += p.B[j * p.rank + k] * u[k]; out[t * f + j] = s; }
+  }
+  return out;
+};
+const preact = (W: Float32Array, b: Float32Array, x: Float32Array, rows: number, d: number, f: number): Float64Array => {
+  const out = new Float64Array(rows * f);
+  for (let t = 0; t < rows; t++) for (let j = 0; j < f; j++) { let s = b[j]; for (let i = 0; i < d; i++) s += W[j * d + i] * x[t * d + i]; out[t * f + j] = s; }
+  return out;
+};
+const sqErr = (a: Float64Array, b: Float64Array) => a.reduce((s, v, i) => s + (v - b[i]) ** 2, 0) / a.length;
+
+test('secondMoment is (1/n) Xᵀ X', () => {
+  const d = 5, rows = 7, x = randomArray(rows * d, rng(3)), C = secondMoment(x, rows, d);
+  for (let i = 0; i < d; i++) for (let j = 0; j < d; j++) {
+    let s = 0;
+    for (let t = 0; t < rows; t++) s += x[t * d + i] * x[t * d + j];
+    assert.ok(Math.abs(C[i * d + j] - s / rows) < 1e-9);
+  }
+});
+
+test('lowRankFc1 at rank >= d reproduces fc1 (W1 x + b1) on odd shapes', () => {
+  for (const [d, f, rank] of [[7, 23, 7], [9, 31, 12]]) {
+    const W = randomArray(f * d, rng(d)), b = randomArray(f, rng(f)), x = correlated(200, d, d + f);
+    const p = lowRankFc1(W, b, x, 200, d, f, rank);
+    assert.equal(p.rank, rank);
+    assert.equal(p.A.length, rank * d);
+    const want = preact(W, b, x, 200, d, f), got = scores(p, x, 200, d, f);
+    assert.ok(sqErr(got, want) < 1e-6 * sqErr(want, new Float64Array(want.length)), `error ${sqErr(got, want)}`);
+  }
+});
+
+test('lowRankFc1 is the best rank-r fit on the data: beats truncating W1 without whitening, and random factors', () => {
+  const d = 11, f = 37, r = 3, rows = 400;
+  const W = randomArray(f * d, rng(1)), b = randomArray(f, rng(2)), x = correlated(rows, d, 5);
+  const want = preact(W, b, x, rows, d, f);
+  const whitened = sqErr(scores(lowRankFc1(W, b, x, rows, d, f, r), x, rows, d, f), want);
+  // Plain truncated SVD of W1 = the whitened one computed with identity data (C ∝ I).
+  const eye = new Float32Array(d * d);
+  for (let i = 0; i < d; i++) eye[i * d + i] = 1;
+  const plain = sqErr(scores(lowRankFc1(W, b, eye, d, d, f, r), x, rows, d, f), want);
+  assert.ok(whitened < plain * 0.95, `whitened ${whitened.toFixed(4)} vs plain ${plain.toFixed(4)}`);
+  // And any other rank-r map does no better (a few random perturbations of the optimum).
+  const p = lowRankFc1(W, b, x, rows, d, f, r);
+  for (let s = 0; s < 3; s++) {
+    const noise = randomArray(p.A.length, rng(10 + s));
+    const q = { ...p, A: p.A.map((v, i) => v + 0.05 * noise[i]) };
+    assert.ok(sqErr(scores(q, x, rows, d, f), want) >= whitened - 1e-9);
+  }
+});
+
+test('trainPredictor with a low-rank init and 0 epochs returns the init and its validation recall', async () => {
+  const d = 8, f = 40, r = 8, W = randomArray(f * d, rng(4)), b = randomArray(f, rng(6));
+  const mk = (rows: number, seed: number) => {
+    const x = correlated(rows, d, seed), z = preact(W, b, x, rows, d, f), words = Math.ceil(f / 32), labels = new Uint32Array(rows * words);
+    for (let t = 0; t < rows; t++) for (let j = 0; j < f; j++) if (z[t * f + j] > 0) labels[t * words + (j >>> 5)] |= 1 << (j & 31);
+    return { rows, x, labels };
+  };
+  const train = mk(256, 7), val = mk(64, 8);
+  const init = lowRankFc1(W, b, train.x, train.rows, d, f, r);
+  const res = await trainPredictor(new CpuTrainEngine(), train, val, d, f, { rank: r, epochs: 0, monitorK: 20, init });
+  assert.equal(res.epochs, 0);
+  assert.deepEqual(res.predictor.A, init.A);
+  // Full rank: the init is fc1 itself, so its top-20 recall is the oracle's (ranking by the true z).
+  const oracle = rankStats(Float32Array.from(preact(W, b, val.x, val.rows, d, f)), val.labels, val.rows, f).countRecall(20);
+  assert.ok(Math.abs(res.recall - oracle) < 1e-9, `recall ${res.recall} vs oracle ${oracle}`);
+  assert.ok(oracle > 0.5);
+  await assert.rejects(trainPredictor(new CpuTrainEngine(), train, val, d, f, { rank: 4, epochs: 0, monitorK: 20, init }), /rank 8/);
+});
