@@ -110,12 +110,18 @@ function table(meta: CollectionMeta, results: Map<PredictorInput, LayerResult[]>
 
 /*
  * Defaults chosen by measurement on opt-gutenberg-18m (H200, gutenberg-calib, windows of 512; perplexity on
- * the first 16,367 tokens of gutenberg-val, dense 50.465):
- * - input mlp_in: recall@240 equals attn_in's on layers 0-2 and 6-7 but is higher on 3-5
- *   (98.8/95.0/88.3% vs 96.9/92.0/84.3%, rank 64); attn_in stays available for lookahead.
- * - rank 128, target recall 0.95, ~98k tokens: mean density 11.5% over layers 1-7, perplexity +1.84%.
- *   Rank 64 needs density 20.1% for +2.2% (target 0.97); at 32k tokens rank 192 reached only +2.2%.
- *   A rank-r predictor is r(d+f)+f values against the MLP's 2df (rank 128 on 18m: 21%; on d=768: 10%).
+ * the first 131,072 tokens of gutenberg-val, dense 26.988; docs/sparsity.md has the tables):
+ * - input mlp_in: with BCE from noise its recall@240 equals attn_in's on layers 0-2 and 6-7 and is 2-4
+ *   points higher on 3-5; and only on fc1's own input is activity a linear rule (z = W1 x + b1 > 0),
+ *   which the low-rank init below approximates directly. attn_in stays available for lookahead.
+ * - init lowrank, no BCE epochs: at rank 128 / target recall 0.95 the whitened rank-r fc1 gives +1.35%
+ *   at 11.8% mean density, where BCE-trained predictors from noise gave +4.46% at 11.5%. BCE fine-tuning
+ *   from the low-rank init lowered validation recall@240 (layer 7: 87.0% -> 86.8% at lr 3e-5, 83.9% at
+ *   2e-3), so 0 epochs is the default; --epochs N with early stopping keeps the init unless BCE beats it.
+ * - rank 128: the smallest measured rank that meets the target (density <= 15% and ppl <= +2%). Rank 96
+ *   needs 14.0% density at recall 0.95 (ppl not measured yet), rank 64 needs 18.2% (over the budget);
+ *   rank 192 gives +0.37% at 9.8%. A rank-r predictor is r(d+f)+f values against the MLP's 2df
+ *   (rank 128 on 18m: 21%; on d=768: 10%).
  */
 export function register(program: Command): void {
   const cmd = program.command('train-predictors')
@@ -123,7 +129,7 @@ export function register(program: Command): void {
     .requiredOption('--model <dir>', 'Hugging Face OPT checkpoint folder')
     .requiredOption('--data <file>', 'calibration text (UTF-8)')
     .requiredOption('--out <dir>', 'folder for predictors.safetensors and manifest.json')
-    .option('--tokens <n>', 'tokens to collect', intArg('--tokens', 64), 98304)
+    .option('--tokens <n>', 'tokens to collect', intArg('--tokens', 64), 196608)
     .option('--window <n>', 'window length in tokens (default: the model context)', intArg('--window', 2))
     .option('--rank <r>', 'predictor rank', intArg('--rank', 1), 128)
     .option('--target-recall <x>', 'per-layer count recall that sets K', floatArg('--target-recall', 0, 1), 0.95)
