@@ -5,7 +5,8 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadModel } from '../src/engine/model.js';
 import { sample, seededRandom } from '../src/engine/sampler.js';
-import { MODELS, ROOT } from './helpers.js';
+import { argmax } from '../src/backend/cpu/kernels.js';
+import { greedyContinue, MODELS, ROOT } from './helpers.js';
 import { tinyConfig, writeTinyModel } from './tiny-model.js';
 
 async function collect(gen: AsyncIterable<string>): Promise<string[]> {
@@ -42,6 +43,34 @@ test('stop strings end generation and are not returned', async () => {
   assert.equal(r.finishReason, 'stop');
   assert.equal(r.text, text.slice(0, text.indexOf(stop)));
   assert.equal(pieces.join(''), r.text);
+  m.dispose();
+});
+
+test('greedy generate (chained decodeGreedy) gives the per-step loop\'s ids; an early stop leaves position and KV as a fresh run', async () => {
+  const m = await loadModel(MODELS['5m'], { backend: 'cpu' });
+  const r = m.runner, prompt = 'The old man looked at the sea and said';
+  const g = m.generate(prompt, { maxTokens: 12, temperature: 0 });
+  await collect(g);
+  const ids = m.tokenizer.encode(prompt);
+  assert.equal(r.position, ids.length + 11, 'the last token is not fed');
+  r.reset();
+  assert.deepEqual((await g.result).generatedIds, await greedyContinue(r, await r.forward(ids), 12));
+  // top-k 1 is greedy too, whatever the temperature.
+  const k1 = m.generate(prompt, { maxTokens: 12, temperature: 0.7, topK: 1 });
+  await collect(k1);
+  assert.deepEqual((await k1.result).generatedIds, (await g.result).generatedIds);
+
+  r.reset();
+  const first = argmax(await r.forward(ids));
+  let n = 0;
+  const got = await r.decodeGreedy(first, 10, () => ++n < 3);
+  assert.deepEqual(got, (await g.result).generatedIds.slice(1, 4));
+  assert.equal(r.position, ids.length + 3);
+  const after = await r.forward([got[2]]);
+  r.reset();
+  await r.forward(ids);
+  for (const id of [first, got[0], got[1]]) await r.forward([id]);
+  assert.deepEqual(after, await r.forward([got[2]]));
   m.dispose();
 });
 

@@ -6,6 +6,7 @@ import { loadCheckpoint, type Checkpoint } from '../src/model/checkpoint.js';
 import { seededRandom } from '../src/util/random.js';
 import { argmax } from '../src/engine/sampler.js';
 import type { Runner } from '../src/backend/types.js';
+import { decodeGreedyOnHost } from '../src/backend/cpu/runner.js';
 
 /** Repository root (tests run from dist/test). */
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -69,4 +70,16 @@ export async function greedyContinue(runner: Runner, logits: Float32Array, n: nu
     if (i + 1 < n) logits = await runner.forward([next]);
   }
   return got;
+}
+
+/** `r` with decodeGreedy as the per-step host loop (logits read back, argmax on the host): the path
+ *  generate() took for greedy before decoding was chained on the device. */
+export function hostGreedy(r: Runner): Runner {
+  return {
+    backend: r.backend, config: r.config, description: r.description,
+    get position() { return r.position; },
+    forward: (ids, o) => r.forward(ids, o),
+    decodeGreedy: (first, n, onToken) => decodeGreedyOnHost(r, first, n, onToken),
+    reset: () => r.reset(), setSparsity: (p) => r.setSparsity(p), dispose: () => r.dispose(),
+  };
 }

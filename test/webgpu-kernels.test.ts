@@ -4,7 +4,8 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { attention, layerNorm, linear, sparseMlp, topK, transpose } from '../src/backend/cpu/kernels.js';
+import { LN_WGS, layerNormWorkgroupSize } from '../src/backend/webgpu/kernels/layernorm.js';
+import { argmax, attention, layerNorm, linear, sparseMlp, topK, transpose } from '../src/backend/cpu/kernels.js';
 import { Kernels, readF32, readU32, runNow, type GpuMatrix } from '../src/backend/webgpu/ops.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
@@ -42,7 +43,8 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       // K = 18 pads to 20 halves (narrow 8-byte form); the rest pad to multiples of 8 (wide form), and
       // K = 1037 runs the wide form's unrolled loop and its odd tail.
       // K = 48 and 1048 (x offsets and strides multiples of 4) read x as vec4<f32>.
-      for (const [T, rows, K] of [[1, 37, 23], [1, 131, 45], [1, 29, 18], [1, 41, 1037], [1, 33, 48], [1, 43, 1048], [3, 37, 23], [19, 53, 71]] as const) {
+      // K = 2056 and 4101 (>= 256 chunks, few rows) take the one-row-of-256-threads shape of short, wide matrices.
+      for (const [T, rows, K] of [[1, 37, 23], [1, 131, 45], [1, 29, 18], [1, 41, 1037], [1, 33, 48], [1, 43, 1048], [1, 21, 2056], [1, 7, 4101], [3, 37, 23], [19, 53, 71]] as const) {
         for (const epi of [{ bias: false, relu: false, resid: false }, { bias: true, relu: true, resid: false }, { bias: true, relu: false, resid: true }]) {
           const { m, w } = randomMatrix(k, rows, K, r);
           const x = randomArray(T * K, r), b = randomArray(rows, r), y0 = randomArray(T * rows, r);
@@ -58,14 +60,18 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       }
     });
     await t.test(`layernorm ${name}`, async () => {
-      const n = 37, rows = 3;
-      const x = randomArray(rows * n, r, 3), w = randomArray(n, r), b = randomArray(n, r);
-      const y = k.buffer(rows * n * 4, 'y');
-      await runNow(k, [k.layerNorm({ x: k.f32Buffer(x, 'x'), y, w: k.f32Buffer(w, 'w'), b: k.f32Buffer(b, 'b'), n, rows, eps: 1e-5 }, own)], own);
-      assert.ok(relErr(await readF32(k, y, rows * n), layerNorm(x, rows, n, w, b, 1e-5)) < 1e-5);
-      const xi = k.f32Buffer(x, 'x');
-      await runNow(k, [k.layerNorm({ x: null, y: xi, w: k.f32Buffer(w, 'w'), b: k.f32Buffer(b, 'b'), n, rows, eps: 1e-5 }, own)], own);
-      assert.ok(relErr(await readF32(k, xi, rows * n), layerNorm(x, rows, n, w, b, 1e-5)) < 1e-5);
+      // Both workgroup sizes the kernel is built for (where the adapter allows), short and multi-pass rows.
+      for (const wg of LN_WGS.filter((g) => g === layerNormWorkgroupSize(k.gpu.limits) || g === 256)) {
+        for (const [n, rows] of [[37, 3], [4099, 2]]) {
+          const x = randomArray(rows * n, r, 3), w = randomArray(n, r), b = randomArray(n, r);
+          const y = k.buffer(rows * n * 4, 'y');
+          await runNow(k, [k.layerNorm({ x: k.f32Buffer(x, 'x'), y, w: k.f32Buffer(w, 'w'), b: k.f32Buffer(b, 'b'), n, rows, eps: 1e-5, wg }, own)], own);
+          assert.ok(relErr(await readF32(k, y, rows * n), layerNorm(x, rows, n, w, b, 1e-5)) < 1e-5, `wg ${wg} n ${n}`);
+          const xi = k.f32Buffer(x, 'x');
+          await runNow(k, [k.layerNorm({ x: null, y: xi, w: k.f32Buffer(w, 'w'), b: k.f32Buffer(b, 'b'), n, rows, eps: 1e-5, wg }, own)], own);
+          assert.ok(relErr(await readF32(k, xi, rows * n), layerNorm(x, rows, n, w, b, 1e-5)) < 1e-5, `in place, wg ${wg} n ${n}`);
+        }
+      }
     });
     await t.test(`kv store + attention ${name}`, async () => {
       const H = 3, hd = 5, d = H * hd, pos = 6, T = 3, maxPos = 13;
@@ -89,18 +95,22 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       assert.ok(relErr(await readF32(k, hn, T * H), hnRef) < 1e-5, 'head norms');
     });
     await t.test(`top-k (exact set, ties to the lower index) ${name}`, async () => {
-      // levels > 0: rounded to many ties; < 0: one huge outlier (crowds the value-linear buckets);
-      // 'const': all equal. wg 256 runs the fallback for devices without 1024-thread workgroups.
-      type Case = [n: number, k: number, levels: number | 'const', T: number, wg?: number];
+      // levels > 0: rounded to many ties (levels 1: -0 and +0 among them); < 0: one huge outlier
+      // (crowds the value-linear buckets); 'const': all equal; 'narrow': scores in [100, 100.01)
+      // (about 1300 distinct floats: ties and a crowded bucket).
+      // wg 256 runs the fallback for devices without 1024-thread workgroups.
+      type Case = [n: number, k: number, levels: number | 'const' | 'narrow', T: number, wg?: number];
       const cases: Case[] = [[1001, 37, 0, 2], [1001, 37, 9, 2], [257, 1, 0, 2], [77, 77, 3, 2], [3001, 555, 50, 2],
         [16384, 1638, 0, 1], [16384, 8192, 0, 1], [16381, 1638, 0, 3], [1537, 154, 0, 3], [1537, 769, 0, 3],
         [16384, 1638, 7, 1], [16381, 1638, -1, 3], [1537, 100, 'const', 2], [5000, 4999, 0, 1],
-        [16384, 1638, 0, 3, 256], [1537, 769, 9, 3, 256], [16381, 1638, -1, 1, 256]];
+        [16384, 1638, 0, 3, 256], [1537, 769, 9, 3, 256], [16381, 1638, -1, 1, 256],
+        [4099, 2000, 1, 2], [16384, 1638, 'narrow', 2], [3001, 300, 'narrow', 1, 256]];
       for (const [n, kk, levels, T, wg] of cases) {
         const s = randomArray(T * n, r);
         if (typeof levels === 'number' && levels > 0) for (let i = 0; i < s.length; i++) s[i] = Math.round(s[i] * levels) / levels; // many ties
         if (levels === -1) for (let t2 = 0; t2 < T; t2++) s[t2 * n + 5 + t2] = 1e30;
         if (levels === 'const') s.fill(0.25);
+        if (levels === 'narrow') for (let i = 0; i < s.length; i++) s[i] = 100 + Math.abs(s[i]) * 1e-2;
         const out = k.buffer(T * kk * 4, 'sel');
         await runNow(k, [k.topK({ scores: k.f32Buffer(s, 's'), out, n, k: kk, T, inStride: n, outStride: kk, wg }, own)], own);
         const got = await readU32(k, out, T * kk);
@@ -109,6 +119,46 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
           assert.deepEqual([...got.subarray(t2 * kk, (t2 + 1) * kk)].sort((a, b) => a - b), want, `n=${n} k=${kk} ties=${levels} T=${T} wg=${wg ?? 'auto'} token ${t2}`);
         }
       }
+    });
+    await t.test(`argmax feeds step and tokens (ties to the lower index, NaN never wins) ${name}`, async () => {
+      // Each case: a logits row, then the kernel on step = [pos, stale id] must give
+      // step = [pos + 1, id] and tokens[pos] = id, with id = the CPU argmax. wg 256 runs the fallback
+      // size for devices without 1024-thread workgroups.
+      const rows: [string, Float32Array][] = [];
+      for (const n of [1, 3, 257, 1031, 50272]) {
+        rows.push([`n=${n} random`, randomArray(n, r)]);
+        const tied = randomArray(n, r).map((v) => Math.round(v * 3) / 3); // many ties, the max among them
+        rows.push([`n=${n} ties`, tied]);
+        const planted = randomArray(n, r);
+        const hi = n - 1 - Math.floor(r() * Math.min(n, 7)), lo = Math.floor(r() * (hi + 1));
+        planted[hi] = 2; planted[lo] = 2; // the max twice, far apart: the lower index wins
+        rows.push([`n=${n} planted tie`, planted]);
+      }
+      const nan = randomArray(1031, r); nan[0] = NaN; nan[500] = NaN; nan[77] = 5; nan[900] = 5;
+      rows.push(['NaN at 0 and inside', nan]);
+      rows.push(['all NaN', new Float32Array(257).fill(NaN)]);
+      rows.push(['-0 ties +0', Float32Array.from([-1, -0, 0, -3, 0])]);
+      rows.push(['all -Infinity', new Float32Array(300).fill(-Infinity)]);
+      const inf = randomArray(1031, r); inf[1030] = Infinity; inf[400] = Infinity; inf[3] = NaN;
+      rows.push(['+Infinity ties', inf]);
+      rows.push(['denormals', Float32Array.from([1e-45, 3e-45, -1e-45, 3e-45, 0])]);
+      const slots = 9;
+      for (const wg of [undefined, 256]) for (const [what, x] of rows) {
+        const want = argmax(x);
+        for (const pos of [4, slots]) { // pos = slots: past the tokens buffer, which stays untouched
+          const step = k.f32Buffer(Uint32Array.from([pos, 12345]), 'step');
+          const tokens = k.f32Buffer(new Uint32Array(slots).fill(7), 'tokens');
+          await runNow(k, [k.argmax({ logits: k.f32Buffer(x, 'logits'), step, tokens, n: x.length, slots, wg }, own)], own);
+          const msg = `${what} wg=${wg ?? 'auto'} pos=${pos}`;
+          assert.deepEqual([...await readU32(k, step, 2)], [pos + 1, want], msg);
+          const tok = [...await readU32(k, tokens, slots)];
+          assert.deepEqual(tok, Array.from({ length: slots }, (_, i) => (i === pos ? want : 7)), msg);
+        }
+      }
+      // The twin's rule itself: ties to the lowest index, NaN below everything.
+      assert.equal(argmax(Float32Array.from([1, 3, 3])), 1);
+      assert.equal(argmax(Float32Array.from([NaN, -Infinity, NaN])), 1);
+      assert.equal(argmax(Float32Array.from([NaN, NaN])), 0);
     });
     await t.test(`transpose + sparse MLP vs sparseMlp and the dense MLP ${name}`, async () => {
       // d = 37 pads to 40 halves (wide fc2 form), d = 35 to 36 (narrow form).
@@ -124,24 +174,35 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       for (const sel of [all, Uint32Array.from([...all].sort(() => r() - 0.5).slice(0, 23)), Uint32Array.from([100, 0, 55])]) {
         const kk = sel.length, T = 2;
         const x = randomArray(T * d, r), x0 = randomArray(T * d, r);
-        const gx = k.f32Buffer(x, 'x'), res = k.f32Buffer(x0, 'res');
+        const gx = k.f32Buffer(x, 'x');
+        let res = k.f32Buffer(x0, 'res');
         const gsel = k.f32Buffer(sel, 'sel'), h = k.buffer(T * kk * 4, 'h'), partial = k.buffer(T * 64 * 40 * 4 * W2t.parts.length, 'p');
-        const ds = [
-          ...k.gatherLinear({ W: W1, x: gx, h, T, k: kk, sel: gsel, selStride: 0, bias: k.f32Buffer(b1, 'b1'), relu: true }, own),
-          ...k.sparseDown({ W2t, h, sel: gsel, selStride: 0, k: kk, T, slices: 5, partial, x: res, bias: k.f32Buffer(b2, 'b2') }, own),
-        ];
-        await runNow(k, ds, own);
-        const got = await readF32(k, res, T * d);
         const ref = new Float32Array(T * d);
         for (let t2 = 0; t2 < T; t2++) {
           const y = sparseMlp(x.subarray(t2 * d, (t2 + 1) * d), w1, b1, w2t, b2, d, sel);
           for (let i = 0; i < d; i++) ref[t2 * d + i] = x0[t2 * d + i] + y[i];
         }
-        assert.ok(relErr(got, ref) < 1e-5, `k=${kk}: ${relErr(got, ref)}`);
-        if (kk === f) { // every neuron selected: the dense MLP
-          const dense = linear(linear(x, T, w1, b1, d, f).map((v) => Math.max(0, v)), T, w2, b2, f, d);
-          for (let i = 0; i < dense.length; i++) dense[i] += x0[i];
-          assert.ok(relErr(got, dense) < 1e-5, 'dense equivalence');
+        // fc2: the partial + reduce pair, and (wide rows) the one-pass form in its default shape and
+        // in small ones (a tail of rows past the unrolled loop, column blocks past d); fc1: the
+        // default gather shape and a wider one.
+        type Fc2 = { mode: 'direct' | 'partial'; fc2Shape?: { wg: number; ch: number; unroll: number }; shape?: { rows: number; tpr: number } };
+        const forms: Fc2[] = [{ mode: 'partial' }];
+        if (W2t.colsP % 8 === 0) forms.push({ mode: 'direct' }, { mode: 'direct', fc2Shape: { wg: 64, ch: 2, unroll: 3 } }, { mode: 'direct', fc2Shape: { wg: 32, ch: 4, unroll: 2 }, shape: { rows: 2, tpr: 128 } });
+        for (const fm of forms) {
+          res.destroy();
+          res = k.f32Buffer(x0, 'res');
+          const ds = [
+            ...k.gatherLinear({ W: W1, x: gx, h, T, k: kk, sel: gsel, selStride: 0, bias: k.f32Buffer(b1, 'b1'), relu: true, shape: fm.shape }, own),
+            ...k.sparseDown({ W2t, h, sel: gsel, selStride: 0, k: kk, T, slices: 5, partial, x: res, bias: k.f32Buffer(b2, 'b2'), mode: fm.mode, fc2Shape: fm.fc2Shape }, own),
+          ];
+          await runNow(k, ds, own);
+          const got = await readF32(k, res, T * d);
+          assert.ok(relErr(got, ref) < 1e-5, `d=${d} k=${kk} ${JSON.stringify(fm)} parts=${W2t.parts.length}: ${relErr(got, ref)}`);
+          if (kk === f) { // every neuron selected: the dense MLP
+            const dense = linear(linear(x, T, w1, b1, d, f).map((v) => Math.max(0, v)), T, w2, b2, f, d);
+            for (let i = 0; i < dense.length; i++) dense[i] += x0[i];
+            assert.ok(relErr(got, dense) < 1e-5, 'dense equivalence');
+          }
         }
       }
       }

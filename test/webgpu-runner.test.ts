@@ -1,7 +1,8 @@
 /**
  * The WebGPU runner against the CPU oracle on the tiny real models: logits at every prompt position,
  * greedy tokens against Hugging Face's, the packed-u32 path (no shader-f16) with weights split into
- * several buffers, prefill-then-decode against one-shot prefill, and the sparse MLP with a predictor.
+ * several buffers, prefill-then-decode against one-shot prefill, the sparse MLP with a predictor, and
+ * greedy decoding chained on the device against the per-step readback loop.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,7 +12,11 @@ import type { Gpu } from '../src/backend/webgpu/device.js';
 import type { SparsityPolicy } from '../src/sparsity/policy.js';
 import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
 import { gpuOrSkip } from './gpu.js';
-import { checkpoint, greedyContinue, hasShared, MODELS, randomArray, reference, relErr, rng } from './helpers.js';
+import { rmSync } from 'node:fs';
+import { argmax } from '../src/backend/cpu/kernels.js';
+import { generate } from '../src/engine/generate.js';
+import { checkpoint, greedyContinue, hasShared, hostGreedy, MODELS, randomArray, reference, relErr, rng } from './helpers.js';
+import { writeTinyModel } from './tiny-model.js';
 
 let gpu: Gpu | null = null;
 after(() => gpu?.device.destroy());
@@ -114,5 +119,114 @@ test('webgpu sparse MLP: predictor policy selects and computes like the CPU runn
     assert.ok(relErr(dec, decCpu) < 1e-2, 'sparse decode');
   }
   g.setSparsity(null);
+  g.dispose();
+});
+
+test('webgpu chained greedy decode: the same ids as the per-step readback loop, position and KV after an early stop (5m)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const ck = await checkpoint(MODELS['5m']);
+  const g = await createWebGpuRunner(ck.config, ck.weights, { gpu });
+  const refs = reference(MODELS['5m']);
+  const N = 13; // more steps than the window of queued steps, so its slots are reused
+  const runs = async (ids: number[]) => {
+    g.reset();
+    const logits = await g.forward(ids);
+    const old = await greedyContinue(g, logits, N);
+    assert.equal(g.position, ids.length + N - 1);
+    g.reset();
+    const first = argmax(await g.forward(ids));
+    const seen: number[] = [];
+    const chained = [first, ...await g.decodeGreedy(first, N - 1, (id) => { seen.push(id); return true; })];
+    assert.equal(g.position, ids.length + N - 1, 'position after the chain');
+    assert.deepEqual(seen, chained.slice(1), 'onToken sees every id, in order');
+    return { old, chained };
+  };
+  for (const r of refs.slice(0, 2)) {
+    const { old, chained } = await runs(r.input_ids);
+    assert.deepEqual(chained, old, `"${r.prompt}"`);
+    assert.deepEqual(chained.slice(0, r.greedy_new_ids.length), r.greedy_new_ids.slice(0, N), `"${r.prompt}" against Hugging Face`);
+  }
+
+  // Early stop: 3 ids accepted out of 10 steps asked for, with more already queued on the device.
+  const P = refs[0].input_ids;
+  g.reset();
+  const first = argmax(await g.forward(P));
+  let n = 0;
+  const got = await g.decodeGreedy(first, 10, () => ++n < 3);
+  assert.equal(got.length, 3);
+  assert.equal(g.position, P.length + 3, 'prompt + the fed tokens: first and the two accepted ids');
+  const after = await g.forward([got[2]]);
+  // A fresh run over the same tokens, one readback step at a time: the same kernels, the same logits.
+  g.reset();
+  await g.forward(P);
+  for (const id of [first, got[0], got[1]]) await g.forward([id]);
+  const fresh = await g.forward([got[2]]);
+  assert.deepEqual(after, fresh, 'logits after an early stop equal a fresh run');
+  // A second chain right after the first (the queued steps' slots are drained first) continues alike.
+  const more = await g.decodeGreedy(argmax(after), 5, () => true);
+  g.reset();
+  await g.forward(P);
+  for (const id of [first, ...got]) await g.forward([id]);
+  assert.deepEqual(more, (await greedyContinue(g, await g.forward([argmax(after)]), 5)), 'a second chain');
+
+  // The context bound: a chain may end exactly at the last position, never past it (a tiny model
+  // with a context of 32: filling the 5m model's 1024 takes a minute on lavapipe).
+  const dir = writeTinyModel();
+  const tiny = await checkpoint(dir);
+  const gt = await createWebGpuRunner(tiny.config, tiny.weights, { gpu });
+  const ctx = tiny.config.maxPositions;
+  await gt.forward(Array.from({ length: ctx - 3 }, (_, i) => (i * 31) % tiny.config.vocabSize), { noLogits: true });
+  await assert.rejects(gt.decodeGreedy(5, 4, () => true), /pass the context/);
+  assert.equal((await gt.decodeGreedy(5, 3, () => true)).length, 3);
+  assert.equal(gt.position, ctx);
+  gt.dispose();
+  rmSync(dir, { recursive: true });
+
+  // With a sparsity policy the chain runs the sparse plan.
+  const f = ck.config.ffn;
+  const policy: SparsityPolicy = { input: 'mlp_in', mlp: Array.from({ length: ck.config.layers }, (_, l) => (l % 2 ? null : { k: 300, selector: { kind: 'fixed' as const, indices: Uint32Array.from({ length: 300 }, (_, i) => (i * 7 + l) % f) } })) };
+  g.setSparsity(policy);
+  const sparse = await runs(refs[1].input_ids);
+  assert.deepEqual(sparse.chained, sparse.old, 'sparse');
+  const cpu = new CpuRunner(ck.config, ck.weights);
+  cpu.setSparsity(policy);
+  assert.deepEqual(sparse.chained, await greedyContinue(cpu, await cpu.forward(refs[1].input_ids), N), 'sparse, against the CPU');
+  g.setSparsity(null);
+  g.dispose();
+});
+
+test('webgpu generate: greedy chained on the device streams the same pieces, ids and finish as the readback loop (5m)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const ck = await checkpoint(MODELS['5m']);
+  const g = await createWebGpuRunner(ck.config, ck.weights, { gpu });
+  const run = async (r: typeof g | ReturnType<typeof hostGreedy>, prompt: string, o: { maxTokens: number; stop?: string[]; eosTokenIds?: number[] }) => {
+    const gen = generate(r, ck.tokenizer, prompt, { temperature: 0, ...o });
+    const pieces: string[] = [];
+    for await (const p of gen) pieces.push(p);
+    const res = await gen.result;
+    return { pieces, ids: res.generatedIds, text: res.text, finish: res.finishReason, position: r.position };
+  };
+  const prompt = 'It was a dark and stormy night, and';
+  const full = await run(g, prompt, { maxTokens: 24 });
+  assert.deepEqual(full, await run(hostGreedy(g), prompt, { maxTokens: 24 }));
+  assert.equal(full.ids.length, 24);
+  // A stop string and an EOS id taken from the greedy text: both end early with steps still queued.
+  const stop = full.text.slice(10, 14);
+  const viaStop = await run(g, prompt, { maxTokens: 24, stop: [stop] });
+  assert.equal(viaStop.finish, 'stop');
+  assert.equal(viaStop.text, full.text.slice(0, full.text.indexOf(stop)));
+  assert.deepEqual(viaStop, await run(hostGreedy(g), prompt, { maxTokens: 24, stop: [stop] }));
+  const eos = [full.ids[6]];
+  const viaEos = await run(g, prompt, { maxTokens: 24, eosTokenIds: eos });
+  assert.equal(viaEos.finish, 'stop');
+  assert.deepEqual(viaEos.ids, full.ids.slice(0, full.ids.indexOf(eos[0])));
+  assert.deepEqual(viaEos, await run(hostGreedy(g), prompt, { maxTokens: 24, eosTokenIds: eos }));
+  // A consumer that stops iterating: the chain stops, the runner is idle and usable.
+  const gen = generate(g, ck.tokenizer, prompt, { temperature: 0, maxTokens: 24 });
+  for await (const _ of gen) break;
+  assert.ok(g.position < ck.tokenizer.encode(prompt).length + 23);
+  assert.deepEqual(await run(g, prompt, { maxTokens: 24 }), full);
   g.dispose();
 });

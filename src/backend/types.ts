@@ -39,6 +39,19 @@ export interface Runner {
   readonly position: number;
   /** Runs `ids` at positions [position, position + T), appending their K/V, and returns logits. */
   forward(ids: number[], opts?: ForwardOptions): Promise<Float32Array>;
+  /**
+   * Greedy decoding, chained: step j runs one token at position p + j, p = `position` at the call
+   * (step 0 runs `first`, step j > 0 the id step j - 1 produced) and produces the argmax of its
+   * logits (ties: lowest id; NaN never wins; cpu/kernels.ts `argmax`), passed to
+   * `onToken`; it goes on while `onToken` returns true, for at most `maxSteps` steps (which must fit
+   * the context). Returns the ids produced, in order, including the one on which `onToken` said stop.
+   * Afterwards `position` is the starting position + that count: the token that produced the last
+   * id is in the KV cache, the last id itself is not (as a host loop that stops before feeding it).
+   * The WebGPU runner keeps several steps queued and picks the ids on the device (no logits cross to
+   * the host); steps it queued past the stop are discarded. Same ids as argmax over `forward`'s
+   * logits, step by step. Don't call forward or decodeGreedy from `onToken`.
+   */
+  decodeGreedy(first: number, maxSteps: number, onToken: (id: number) => boolean): Promise<number[]>;
   /** Empties the KV cache. */
   reset(): void;
   /** Sparsity for later forwards; null runs dense. */

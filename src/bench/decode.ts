@@ -1,11 +1,15 @@
 /**
- * The decode timing loop: batch 1, a random prompt, then greedy decode one token at a time.
- *
- * Times are wall clock around each awaited forward. forward() resolves after its logits are read
- * back, so each step's time covers the GPU work of that step (plus submission and readback, which
- * a real generate loop pays too).
+ * The decode timing loop: batch 1, a random prompt, then greedy decode, timed two ways at the same
+ * positions:
+ * - chained (`msPerToken`): runner.decodeGreedy, what generate() runs for greedy sampling. On WebGPU
+ *   the device picks each token and feeds it to the next step, several steps queued, only the ids
+ *   read back. Wall clock from the call until the gen-th id has reached the host, over gen.
+ * - readback (`msPerTokenReadback`): one awaited forward per token, logits read back and argmax on
+ *   the host, so each step also pays the host round trip while the GPU idles. Wall clock around each
+ *   forward. What a host-sampling loop (temperature > 0) pays.
  */
 import type { Runner } from '../backend/types.js';
+import { argmax } from '../backend/cpu/kernels.js';
 import { fail } from '../util/errors.js';
 import { rng } from './policies.js';
 
@@ -13,22 +17,20 @@ export interface DecodeTiming {
   promptLen: number;
   gen: number;
   prefillMs: number;
-  /** Mean over the `gen` measured decode steps. */
+  /** Chained greedy decode: mean over the `gen` measured steps. */
   msPerToken: number;
-  /** Fastest and median step, to tell steady state from hiccups. */
+  /** Fastest and median gap between consecutive ids landing on the host (chained), to tell steady
+   *  state from hiccups. */
   minMs: number;
   medianMs: number;
-}
-
-function argmax(a: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < a.length; i++) if (a[i] > a[best]) best = i;
-  return best;
+  /** The per-step readback loop: mean over the `gen` measured steps. */
+  msPerTokenReadback: number;
 }
 
 /**
- * A warm-up round (prefill + `warmup` decode steps: pipelines compiled, buffers touched), a reset,
- * then the measured round at the same positions: prefill of `promptLen` tokens, `gen` decode steps.
+ * A warm-up round of both loops (prefill + `warmup` decode steps: pipelines compiled, buffers
+ * touched), then the measured rounds, each after a reset at the same positions: prefill of
+ * `promptLen` tokens and `gen` steps of the readback loop; prefill again and `gen` chained steps.
  */
 export async function timeDecode(runner: Runner, o: { promptLen: number; gen: number; warmup: number; seed?: number }): Promise<DecodeTiming> {
   const c = runner.config;
@@ -39,27 +41,40 @@ export async function timeDecode(runner: Runner, o: { promptLen: number; gen: nu
   }
   const r = rng(o.seed ?? 7);
   const prompt = Array.from({ length: o.promptLen }, () => Math.floor(r() * c.vocabSize));
+  const warm = Math.min(o.warmup, o.gen);
 
   runner.reset();
   let next = argmax(await runner.forward(prompt));
-  for (let i = 0; i < Math.min(o.warmup, o.gen); i++) next = argmax(await runner.forward([next]));
+  for (let i = 0; i < warm; i++) next = argmax(await runner.forward([next]));
+  runner.reset();
+  if (warm > 0) await runner.decodeGreedy(argmax(await runner.forward(prompt)), warm, () => true);
 
   runner.reset();
   let t = performance.now();
   next = argmax(await runner.forward(prompt));
   const prefillMs = performance.now() - t;
-  const steps: number[] = [];
+  const first = next;
+  let readback = 0;
   for (let i = 0; i < o.gen; i++) {
     t = performance.now();
     const logits = await runner.forward([next]);
-    steps.push(performance.now() - t);
+    readback += performance.now() - t;
     next = argmax(logits);
   }
+
   runner.reset();
-  const sorted = [...steps].sort((a, b) => a - b);
+  // The same KV cache again. With logits: forward then waits for the prefill to finish, which a
+  // noLogits forward would leave running inside the timed chain.
+  await runner.forward(prompt);
+  const t0 = performance.now();
+  const landed: number[] = [];
+  await runner.decodeGreedy(first, o.gen, () => { landed.push(performance.now()); return true; });
+  runner.reset();
+  const gaps = landed.map((x, i) => x - (i ? landed[i - 1] : t0)).sort((a, b) => a - b);
   return {
     promptLen: o.promptLen, gen: o.gen, prefillMs,
-    msPerToken: steps.reduce((a, b) => a + b, 0) / steps.length,
-    minMs: sorted[0], medianMs: sorted[Math.floor(sorted.length / 2)],
+    msPerToken: (landed[landed.length - 1] - t0) / o.gen,
+    minMs: gaps[0], medianMs: gaps[Math.floor(gaps.length / 2)],
+    msPerTokenReadback: readback / o.gen,
   };
 }

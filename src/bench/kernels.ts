@@ -1,9 +1,11 @@
 /**
  * `dejavu bench --kernels`: micro-benchmarks of the decode kernels at a real OPT shape, with synthetic
  * weights filled on the GPU, each timed by GpuTimer (GPU timestamps when the device has them, else
- * the wall clock; every row says which): the read-bandwidth roofline, dense GEMVs, the sparse MLP's
- * pieces at several densities, the whole sparse MLP block (predictor + top-K + gathered fc1 + sparse
- * fc2) against the dense one, top-K, LayerNorm and decode attention.
+ * the wall clock; every row says which): the read-bandwidth roofline, the fixed cost of a dispatch,
+ * dense GEMVs, the sparse MLP's pieces at several densities, the predictor's GEMVs, the whole sparse
+ * MLP block (predictor + top-K + gathered fc1 + sparse fc2) against the dense one, top-K, LayerNorm
+ * and decode attention. `variants` adds candidate shapes and earlier forms (rows say `form`), `only`
+ * restricts to some benchmarks.
  *
  * L2 matters at these sizes (an H100/H200 holds 50 MB: a d×d matrix of OPT-6.7B, 32 MB, would be
  * served from it when repeated). So each benchmark rotates over copies of its data — weight matrices
@@ -15,7 +17,8 @@ import { openGpu, type Gpu } from '../backend/webgpu/device.js';
 import { Kernels, runNow, type Dispatch, type GpuMatrix } from '../backend/webgpu/ops.js';
 import { ceil4, ceilDiv } from '../backend/webgpu/kernels/common.js';
 import { fill32Key, fill32Wgsl } from '../backend/webgpu/kernels/misc.js';
-import { FC2_MAX_SLICES, FC2_MIN_SLICE_ROWS } from '../backend/webgpu/kernels/sparse-mlp.js';
+import { FC2_MAX_SLICES, FC2_MIN_SLICE_ROWS, type Fc2DirectShape } from '../backend/webgpu/kernels/sparse-mlp.js';
+import { gemvKey, gemvWgsl, type GemvOpts } from '../backend/webgpu/kernels/gemv.js';
 import { fail } from '../util/errors.js';
 import { destroyReadTarget, fillReadTarget, isSoftwareAdapter, measureCopyBandwidth, readDispatches, readTarget } from './bandwidth.js';
 import { GpuTimer, type TimingMethod } from './gpu-timer.js';
@@ -76,6 +79,10 @@ export interface KernelBenchOptions {
   /** Density of the whole-block comparison (default 0.1). */
   blockDensity?: number;
   positions?: number[];
+  /** Only the benchmarks whose kernel name starts with one of these (default: all). */
+  only?: string[];
+  /** Also time the candidate shapes and earlier forms of the sparse-MLP kernels (rows say `form`). */
+  variants?: boolean;
   forceWall?: boolean;
   gpu?: Gpu;
   log?: (line: string) => void;
@@ -155,6 +162,30 @@ class Scratch {
 
 const matBytes = (rows: number, cols: number) => rows * ceil4(cols) * 2;
 
+/** Candidate shapes timed with `variants`: gathered fc1 (rows per workgroup, threads per row) ... */
+const GATHER_SHAPES = [{ rows: 4, tpr: 64 }, { rows: 2, tpr: 128 }, { rows: 1, tpr: 256 }, { rows: 8, tpr: 32 }];
+/** ... the one-pass sparse fc2 (workgroup size, 16-byte chunks a row piece, rows in flight a thread) ... */
+const FC2_SHAPES: Fc2DirectShape[] = [
+  { wg: 1024, ch: 8, unroll: 8 }, { wg: 512, ch: 4, unroll: 16 }, { wg: 1024, ch: 4, unroll: 4 }, { wg: 512, ch: 2, unroll: 8 },
+  { wg: 256, ch: 4, unroll: 8 }, { wg: 256, ch: 2, unroll: 16 },
+];
+/** ... and predictor A (r rows: few, so the default 4 rows a workgroup gives few workgroups). */
+const PRED_A_SHAPES = [{ rows: 2, tpr: 128 }, { rows: 1, tpr: 256 }];
+const fc2Form = (s: Fc2DirectShape) => `wg${s.wg}_ch${s.ch}_u${s.unroll}`;
+
+/** y = W x through the GEMV kernel with a given shape (ops picks one per width; this tries others). */
+function gemvWith(k: Kernels, a: { W: GpuMatrix; x: GPUBuffer; y: GPUBuffer }, sh: { rows: number; tpr: number }, own: GPUBuffer[]): Dispatch[] {
+  const K = a.W.cols, K4 = a.W.colsP / 4;
+  const o: GemvOpts = { rows: sh.rows, tpr: sh.tpr, wide: K4 % 2 === 0, bias: false, relu: false, resid: false, gather: false };
+  o.xv4 = o.wide && K % 4 === 0;
+  const key = gemvKey(k.feats, o);
+  const pl = k.pipeline(key, () => gemvWgsl(k.feats, o));
+  return a.W.parts.map((p) => {
+    const n = ceilDiv(p.rows, o.rows), gx = Math.min(n, 65535), gy = ceilDiv(n, 65535);
+    return k.dispatch(key, pl, [p.rows, K, K4, p.row0, p.rows, K, 0, a.W.rows, p.row0, 0, gx], [[1, p.buffer], [2, a.x], [3, a.y]], [gx, gy, 1], own);
+  });
+}
+
 export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]> {
   const S = kernelShape(o.shape);
   const log = o.log ?? (() => {});
@@ -177,6 +208,7 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
   };
   /** Runs one benchmark with its own buffers, inside error scopes: what fails is logged and skipped. */
   const bench = async (what: string, fn: (s: Scratch) => Promise<void>) => {
+    if (o.only && !o.only.some((p) => what.startsWith(p))) return;
     const s = new Scratch(k);
     gpu.device.pushErrorScope('out-of-memory');
     gpu.device.pushErrorScope('validation');
@@ -248,8 +280,19 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
       return { copies, instances: Math.min(want, copies * setsPerCopy), setsPerCopy, bytes: perInstance };
     };
 
+    // ---- the fixed cost of a dispatch: one workgroup writing one float, back to back ----
+    await bench('dispatch-floor', async (s) => {
+      const b = s.vec(64, 'one');
+      await s.ready();
+      const tm = await timer.time([[k.fillVector(b, 1, 1, 0, 1, s.own)]]);
+      add('dispatch-floor', { note: 'fill32 of one float: one workgroup', workgroups: 1 }, tm.us, null, tm.method);
+    });
+
+    const variants = !!o.variants;
     // ---- gathered fc1 (sparse rows + bias + ReLU): bytes of the K rows read ----
-    for (const p of densities) {
+    const gatherRuns: { p: number; shape?: { rows: number; tpr: number } }[] = densities.map((p) => ({ p }));
+    if (variants) for (const shape of GATHER_SHAPES) gatherRuns.push({ p: bd, shape });
+    for (const { p, shape } of gatherRuns) {
       await bench('gather-gemv', async (s) => {
         const K = Math.max(1, Math.round(p * f));
         const plan = gatherPlan(K, ceil4(d) * 2);
@@ -257,15 +300,18 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
         const Ws = Array.from({ length: plan.copies }, (_, i) => s.mat(f, d, `fc1_${i}`));
         const sets = Ws.flatMap((_, c) => disjointSets(f, K, plan.setsPerCopy, 7 + c).map((set) => ({ c, set }))).slice(0, plan.instances);
         await s.ready();
-        const inst = sets.map(({ c, set }) => k.gatherLinear({ W: Ws[c], x, h, T: 1, k: K, sel: s.u32(set, 'sel'), selStride: K, bias, relu: true }, s.own));
+        const inst = sets.map(({ c, set }) => k.gatherLinear({ W: Ws[c], x, h, T: 1, k: K, sel: s.u32(set, 'sel'), selStride: K, bias, relu: true, shape }, s.own));
         const tm = await timer.time(inst);
-        add('gather-gemv', { density: p, k: K, rows: f, cols: d, copies: plan.copies, sets: plan.instances }, tm.us, plan.bytes, tm.method);
+        add('gather-gemv', { density: p, k: K, rows: f, cols: d, form: shape ? `r${shape.rows}_tpr${shape.tpr}` : 'default', copies: plan.copies, sets: plan.instances }, tm.us, plan.bytes, tm.method);
       });
     }
 
-    // ---- sparse fc2 (partial sums over the selected rows of fc2ᵀ + reduce into x) ----
+    // ---- sparse fc2 (default: one pass over the selected rows of fc2ᵀ into x; 'partial': partial sums + reduce) ----
     const slicesFor = (K: number) => Math.max(1, Math.min(FC2_MAX_SLICES, ceilDiv(K, FC2_MIN_SLICE_ROWS)));
-    for (const p of densities) {
+    type Fc2Run = { p: number; mode?: 'partial'; shape?: Fc2DirectShape };
+    const fc2Runs: Fc2Run[] = densities.map((p) => ({ p }));
+    if (variants) fc2Runs.push({ p: bd, mode: 'partial' }, ...FC2_SHAPES.map((shape) => ({ p: bd, shape })));
+    for (const { p, mode, shape } of fc2Runs) {
       await bench('sparse-fc2', async (s) => {
         const K = Math.max(1, Math.round(p * f));
         const plan = gatherPlan(K, ceil4(d) * 2);
@@ -273,17 +319,39 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
         const h = s.vec(K, 'h', 1, 0.5), x = s.vec(d, 'x'), bias = s.vec(d, 'b2', 0, 0.1);
         const Ws = Array.from({ length: plan.copies }, (_, i) => s.mat(f, d, `fc2T_${i}`));
         const slices = slicesFor(K);
-        const partial = s.vec(slices * ceil4(d) * Ws[0].parts.length, 'partial');
+        const partial = s.vec(mode === 'partial' ? slices * ceil4(d) * Ws[0].parts.length : 4, 'partial');
         const sets = Ws.flatMap((_, c) => disjointSets(f, K, plan.setsPerCopy, 11 + c).map((set) => ({ c, set }))).slice(0, plan.instances);
         await s.ready();
-        const inst = sets.map(({ c, set }) => k.sparseDown({ W2t: Ws[c], h, sel: s.u32(set, 'sel'), selStride: K, k: K, T: 1, slices, partial, x, bias }, s.own));
+        const inst = sets.map(({ c, set }) => k.sparseDown({ W2t: Ws[c], h, sel: s.u32(set, 'sel'), selStride: K, k: K, T: 1, slices, partial, x, bias, mode, fc2Shape: shape }, s.own));
         const tm = await timer.time(inst);
-        add('sparse-fc2', { density: p, k: K, rows: f, cols: d, slices, copies: plan.copies, sets: plan.instances }, tm.us, plan.bytes, tm.method);
+        const form = mode === 'partial' ? `partial_s${slices}` : shape ? fc2Form(shape) : 'default';
+        add('sparse-fc2', { density: p, k: K, rows: f, cols: d, form, copies: plan.copies, sets: plan.instances }, tm.us, plan.bytes, tm.method);
+      });
+    }
+
+    // ---- predictor GEMVs at their shapes: A (r x d), B (f x r), the default GEMV shape and, with variants, others ----
+    const Kb = Math.max(1, Math.round(bd * f)), r = predictorRank(d);
+    const predRuns: { op: string; rows: number; cols: number; shape?: { rows: number; tpr: number } }[] = [
+      { op: 'pred A r x d', rows: r, cols: d }, { op: 'pred B f x r', rows: f, cols: r },
+    ];
+    if (variants) {
+      for (const shape of PRED_A_SHAPES) predRuns.push({ op: 'pred A r x d', rows: r, cols: d, shape });
+      predRuns.push({ op: 'pred B f x r', rows: f, cols: r, shape: { rows: 4, tpr: 64 } });
+    }
+    for (const g of predRuns) {
+      await bench('gemv-pred', async (s) => {
+        const bytes = matBytes(g.rows, g.cols);
+        const copies = copiesFor(bytes, bytes);
+        const x = s.vec(g.cols, 'x', 0, 1), y = s.vec(g.rows, 'y');
+        const Ws = Array.from({ length: copies }, (_, i) => s.mat(g.rows, g.cols, `W${i}`));
+        await s.ready();
+        const inst = Ws.map((W) => (g.shape ? gemvWith(k, { W, x, y }, g.shape, s.own) : k.linear({ W, x, y, T: 1 }, s.own)));
+        const tm = await timer.time(inst);
+        add('gemv-pred', { op: g.op, rows: g.rows, cols: g.cols, form: g.shape ? `r${g.shape.rows}_tpr${g.shape.tpr}` : 'default', copies }, tm.us, bytes, tm.method);
       });
     }
 
     // ---- the whole MLP block: dense (fc1 + ReLU GEMV, fc2 GEMV) against sparse (predictor, top-K, gathers) ----
-    const Kb = Math.max(1, Math.round(bd * f)), r = predictorRank(d);
     let denseUs: number | null = null;
     await bench('mlp-dense', async (s) => {
       const bytes = matBytes(f, d) + matBytes(d, f);
@@ -299,33 +367,40 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
       denseUs = tm.us;
       add('mlp-dense', { density: 1, layers }, tm.us, bytes, tm.method);
     });
-    await bench('mlp-sparse', async (s) => {
-      const predBytes = matBytes(r, d) + matBytes(f, r) + f * 4;
-      const bytes = predBytes + 2 * Kb * ceil4(d) * 2;
-      const layers = copiesFor(bytes, 2 * matBytes(f, d) + predBytes);
-      // fc1 bias large enough that every selected neuron is active: fc2 then reads all K rows (the
-      // kernel skips zeros), as with a predictor that picks the active ones.
-      const xin = s.vec(d, 'mlp_in', 0, 1), x = s.vec(d, 'x'), b1 = s.vec(f, 'b1', 10, 0.1), b2 = s.vec(d, 'b2', 0, 0.1);
-      const u = s.vec(r, 'pred_u'), scores = s.vec(f, 'scores'), sel = s.vec(Kb, 'sel'), h = s.vec(Kb, 'h_sel');
-      const slices = slicesFor(Kb);
-      const L = Array.from({ length: layers }, (_, i) => ({
-        A: s.mat(r, d, `A_${i}`), B: s.mat(f, r, `B_${i}`), pb: s.vec(f, `pred_b_${i}`, 0, 0.1),
-        fc1: s.mat(f, d, `fc1_${i}`), fc2T: s.mat(f, d, `fc2T_${i}`),
-      }));
-      const partial = s.vec(slices * ceil4(d) * L[0].fc2T.parts.length, 'partial');
-      await s.ready();
-      const inst = L.map((l) => [
-        ...k.linear({ W: l.A, x: xin, y: u, T: 1 }, s.own),
-        ...k.linear({ W: l.B, x: u, y: scores, T: 1, bias: l.pb }, s.own),
-        k.topK({ scores, out: sel, n: f, k: Kb, T: 1, inStride: f, outStride: Kb }, s.own),
-        ...k.gatherLinear({ W: l.fc1, x: xin, h, T: 1, k: Kb, sel, selStride: Kb, bias: b1, relu: true }, s.own),
-        ...k.sparseDown({ W2t: l.fc2T, h, sel, selStride: Kb, k: Kb, T: 1, slices, partial, x, bias: b2 }, s.own),
-      ]);
-      const tm = await timer.time(inst);
-      const params: KernelRow['params'] = { density: bd, k: Kb, rank: r, layers };
-      if (denseUs !== null && tm.us > 0) params.speedup_vs_dense = Math.round((denseUs / tm.us) * 100) / 100;
-      add('mlp-sparse', params, tm.us, bytes, tm.method);
-    });
+    // 'default': what the runner gets from ops today. With variants, 'before' is the earlier composition
+    // (partial-sum fc2 + reduce), 'predA_r1_tpr256' the default with predictor A one row a workgroup.
+    type BlockForm = { form: string; fc2?: 'partial'; predA?: { rows: number; tpr: number } };
+    const blockForms: BlockForm[] = [{ form: 'default' }];
+    if (variants) blockForms.push({ form: 'before', fc2: 'partial' }, { form: 'predA_r1_tpr256', predA: { rows: 1, tpr: 256 } });
+    for (const bf of blockForms) {
+      await bench('mlp-sparse', async (s) => {
+        const predBytes = matBytes(r, d) + matBytes(f, r) + f * 4;
+        const bytes = predBytes + 2 * Kb * ceil4(d) * 2;
+        const layers = copiesFor(bytes, 2 * matBytes(f, d) + predBytes);
+        // fc1 bias large enough that every selected neuron is active: fc2 then reads all K rows (the
+        // kernel skips zeros), as with a predictor that picks the active ones.
+        const xin = s.vec(d, 'mlp_in', 0, 1), x = s.vec(d, 'x'), b1 = s.vec(f, 'b1', 10, 0.1), b2 = s.vec(d, 'b2', 0, 0.1);
+        const u = s.vec(r, 'pred_u'), scores = s.vec(f, 'scores'), sel = s.vec(Kb, 'sel'), h = s.vec(Kb, 'h_sel');
+        const slices = slicesFor(Kb);
+        const L = Array.from({ length: layers }, (_, i) => ({
+          A: s.mat(r, d, `A_${i}`), B: s.mat(f, r, `B_${i}`), pb: s.vec(f, `pred_b_${i}`, 0, 0.1),
+          fc1: s.mat(f, d, `fc1_${i}`), fc2T: s.mat(f, d, `fc2T_${i}`),
+        }));
+        const partial = s.vec(bf.fc2 === 'partial' ? slices * ceil4(d) * L[0].fc2T.parts.length : 4, 'partial');
+        await s.ready();
+        const inst = L.map((l) => [
+          ...(bf.predA ? gemvWith(k, { W: l.A, x: xin, y: u }, bf.predA, s.own) : k.linear({ W: l.A, x: xin, y: u, T: 1 }, s.own)),
+          ...k.linear({ W: l.B, x: u, y: scores, T: 1, bias: l.pb }, s.own),
+          k.topK({ scores, out: sel, n: f, k: Kb, T: 1, inStride: f, outStride: Kb }, s.own),
+          ...k.gatherLinear({ W: l.fc1, x: xin, h, T: 1, k: Kb, sel, selStride: Kb, bias: b1, relu: true }, s.own),
+          ...k.sparseDown({ W2t: l.fc2T, h, sel, selStride: Kb, k: Kb, T: 1, slices, partial, x, bias: b2, mode: bf.fc2 }, s.own),
+        ]);
+        const tm = await timer.time(inst);
+        const params: KernelRow['params'] = { density: bd, k: Kb, rank: r, form: bf.form, dispatches: inst[0].length, layers };
+        if (denseUs !== null && tm.us > 0) params.speedup_vs_dense = Math.round((denseUs / tm.us) * 100) / 100;
+        add('mlp-sparse', params, tm.us, bytes, tm.method);
+      });
+    }
 
     // ---- top-K over f scores ----
     await bench('topk', async (s) => {

@@ -11,9 +11,10 @@ export interface BenchRow {
   prompt_len: number;
   gen: number;
   prefill_ms: number;
-  ms_per_token: number;          // mean over the measured decode steps
-  median_ms: number;
+  ms_per_token: number;          // chained greedy decode (what generate runs): mean over the measured steps
+  median_ms: number;             // median and fastest gap between ids landing on the host (chained)
   min_ms: number;
+  ms_per_token_readback: number; // one awaited forward per token, logits read back, argmax on the host
   tokens_per_s: number;
   bytes_per_token: number;       // mean over the measured steps (src/bench/shapes.ts tokenBytes)
   gbps: number;                  // bytes_per_token / ms_per_token
@@ -55,12 +56,12 @@ export function table(header: string[], rows: string[][]): string {
 export function benchTable(rows: BenchRow[]): string {
   const hf = rows.some((r) => r.hf_ms_per_token !== undefined);
   const gpu = rows.some((r) => r.gpu_ms_per_token != null);
-  const header = ['shape', 'backend', 'sparsity', 'prefill ms', 'ms/token', 'tok/s', 'MB/token', 'GB/s', 'floor ms', '% floor'];
+  const header = ['shape', 'backend', 'sparsity', 'prefill ms', 'ms/token', 'readback ms', 'tok/s', 'MB/token', 'GB/s', 'floor ms', '% floor'];
   if (gpu) header.push('GPU ms', 'dispatches');
   if (hf) header.push('HF ms/token', 'HF GB/s', 'HF/ours');
   const body = rows.map((r) => {
     const sp = r.sparsity === 'dense' ? 'dense' : `mlp ${Number((r.mlp_density ?? NaN).toFixed(3))}${r.selector === 'fixed' ? ' fixed' : ''}`;
-    const cells = [r.shape, r.backend, sp, fmt(r.prefill_ms, 1), fmt(r.ms_per_token, 3), fmt(r.tokens_per_s, 1),
+    const cells = [r.shape, r.backend, sp, fmt(r.prefill_ms, 1), fmt(r.ms_per_token, 3), fmt(r.ms_per_token_readback, 3), fmt(r.tokens_per_s, 1),
       fmt(r.bytes_per_token / 1e6, 1), fmt(r.gbps, 1), fmt(r.floor_ms, 3), fmt(r.pct_of_floor, 1)];
     if (gpu) cells.push(fmt(r.gpu_ms_per_token, 3), String(r.dispatches_per_token ?? '-'));
     if (hf) cells.push(fmt(r.hf_ms_per_token, 3), fmt(r.hf_gbps, 1), fmt(r.speedup_vs_hf, 2));

@@ -238,6 +238,7 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: 'dense' 
     predictor_rank: sel?.kind === 'predictor' ? sel.predictor.rank : null,
     prompt_len: o.promptLen, gen: o.gen,
     prefill_ms: timing.prefillMs, ms_per_token: timing.msPerToken, median_ms: timing.medianMs, min_ms: timing.minMs,
+    ms_per_token_readback: timing.msPerTokenReadback,
     tokens_per_s: 1000 / timing.msPerToken,
     bytes_per_token: Math.round(bytes),
     gbps: bytes / (timing.msPerToken * 1e6),

@@ -12,7 +12,7 @@ interface BenchFlags {
   model?: string; shape?: string; backend: string; promptLen: number; gen: number; warmup: number;
   sparsity: string; mlpDensity?: number; headDensity: number; oracle?: boolean; predictors?: string;
   json?: boolean; compareHf?: boolean; deviceMemoryGib?: number;
-  kernels?: boolean; kernelMs: number; kernelSamples: number; readMib?: number; rotateMib?: number;
+  kernels?: boolean; kernelMs: number; kernelSamples: number; readMib?: number; rotateMib?: number; kernelOnly?: string; kernelVariants?: boolean;
 }
 
 /** Comma-separated lists, so one process (one device start, one bandwidth measurement) covers a sweep. */
@@ -39,6 +39,7 @@ async function kernelsAction(o: BenchFlags): Promise<void> {
     rows.push(...await runKernelBench({
       shape, targetMs: o.kernelMs, samples: o.kernelSamples, readBytes: o.readMib ? o.readMib * 2 ** 20 : undefined,
       rotateBytes: o.rotateMib !== undefined ? o.rotateMib * 2 ** 20 : undefined,
+      only: o.kernelOnly ? list(o.kernelOnly) : undefined, variants: !!o.kernelVariants,
       log: (line) => process.stderr.write(line + '\n'),
     }));
   }
@@ -66,6 +67,8 @@ export function register(program: Command): void {
     .option('--kernel-ms <ms>', 'with --kernels: time of one timed sample', floatArg('--kernel-ms', 0), 20)
     .option('--kernel-samples <n>', 'with --kernels: timed samples per kernel (the median is reported)', intArg('--kernel-samples', 1), 9)
     .option('--read-mib <n>', 'with --kernels: buffer of the read-bandwidth kernel (default 1024; 64 on a software adapter)', intArg('--read-mib', 1))
+    .option('--kernel-only <names>', 'with --kernels: only these benchmarks, comma-separated name prefixes (e.g. topk,sparse-fc2,mlp)')
+    .option('--kernel-variants', 'with --kernels: also the candidate shapes and earlier forms of the sparse-MLP kernels (rows say form=)')
     .option('--rotate-mib <n>', 'with --kernels: bytes each benchmark cycles through, past the L2 (default 256; 4 on a software adapter)', floatArg('--rotate-mib', 0));
   cmd.action(action(async (o: BenchFlags) => {
     if (o.kernels) return kernelsAction(o);

@@ -1,7 +1,7 @@
 import type { Runner } from '../backend/types.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import { fail } from '../util/errors.js';
-import { sample, seededRandom, validateSampling, type SamplingOptions } from './sampler.js';
+import { argmax, isGreedy, sample, seededRandom, validateSampling, type SamplingOptions } from './sampler.js';
 
 export interface GenerateOptions extends SamplingOptions {
   /** Tokens to generate at most (default 64). */
@@ -34,6 +34,10 @@ const now = () => performance.now();
 /**
  * Streams generated text. Pieces are emitted only once they decode to whole characters (a byte-level
  * BPE token can end inside a UTF-8 sequence) and cannot be the start of a stop string.
+ *
+ * Greedy sampling runs chained (runner.decodeGreedy: on WebGPU the device picks each token and feeds
+ * it to the next step, no logits read back); other sampling reads each step's logits and samples on
+ * the host. Both give the same tokens, pieces and finish for the same argmax.
  */
 export function generate(runner: Runner, tokenizer: TextTokenizer, prompt: string, o: GenerateOptions = {}): Generation {
   validateSampling(o);
@@ -53,15 +57,11 @@ export function generate(runner: Runner, tokenizer: TextTokenizer, prompt: strin
 
   async function* run(): AsyncGenerator<string> {
     const generated: number[] = [];
+    const pieces: string[] = [];
     let emitted = 0, text = '', finish: 'stop' | 'length' = 'length';
-    runner.reset();
-    const t0 = now();
-    let logits = budget > 0 ? await runner.forward(promptIds) : new Float32Array(0);
-    const prefillMs = now() - t0;
-    const t1 = now();
-    for (let i = 0; i < budget; i++) {
-      const next = sample(logits, o, random);
-      if (eos.has(next)) { finish = 'stop'; break; }
+    /** Takes the next token: queues the text that is safe to show, returns whether to go on. */
+    const accept = (next: number): boolean => {
+      if (eos.has(next)) { finish = 'stop'; return false; }
       generated.push(next);
       text = tokenizer.decode(generated);
       const hit = stops.map((s) => text.indexOf(s)).filter((p) => p >= 0);
@@ -74,9 +74,27 @@ export function generate(runner: Runner, tokenizer: TextTokenizer, prompt: strin
           if (s.startsWith(text.slice(text.length - k))) { safe = Math.min(safe, text.length - k); break; }
         }
       }
-      if (safe > emitted) { yield text.slice(emitted, safe); emitted = safe; }
-      if (finish === 'stop') break;
-      if (i + 1 < budget) logits = await runner.forward([next]);
+      if (safe > emitted) { pieces.push(text.slice(emitted, safe)); emitted = safe; }
+      return finish !== 'stop';
+    };
+    runner.reset();
+    const t0 = now();
+    let logits = budget > 0 ? await runner.forward(promptIds) : new Float32Array(0);
+    const prefillMs = now() - t0;
+    const t1 = now();
+    if (budget > 0 && isGreedy(o)) {
+      // The first token comes from the prompt's logits; the runner chains the other budget - 1.
+      const first = argmax(logits);
+      if (accept(first) && budget > 1) yield* chained(first, budget - 1);
+      else yield* pieces.splice(0);
+    } else {
+      for (let i = 0; i < budget; i++) {
+        const next = sample(logits, o, random);
+        const more = accept(next);
+        yield* pieces.splice(0);
+        if (!more) break;
+        if (i + 1 < budget) logits = await runner.forward([next]);
+      }
     }
     if (text.length > emitted) yield text.slice(emitted);
     const decodeSteps = Math.max(0, generated.length - 1);
@@ -84,6 +102,33 @@ export function generate(runner: Runner, tokenizer: TextTokenizer, prompt: strin
       promptIds, generatedIds: generated, text, finishReason: finish, prefillMs,
       decodeMsPerToken: decodeSteps ? (now() - t1) / decodeSteps : 0,
     });
+
+    /**
+     * Streams the pieces of a running decodeGreedy. onToken runs inside the runner's loop and can't
+     * yield, so it queues pieces and wakes this generator. If the consumer stops iterating, the next
+     * onToken says stop, and the runner is left idle (awaited) before the generator finishes.
+     */
+    async function* chained(first: number, steps: number): AsyncGenerator<string> {
+      let wake: (() => void) | null = null, done = false, cancelled = false;
+      const poke = () => { const w = wake; wake = null; w?.(); };
+      const decoding = runner.decodeGreedy(first, steps, (id) => {
+        const more = !cancelled && accept(id);
+        poke();
+        return more;
+      }).finally(() => { done = true; poke(); });
+      decoding.catch(() => {}); // rethrown below
+      try {
+        for (;;) {
+          while (pieces.length) yield pieces.shift()!;
+          if (done) break;
+          await new Promise<void>((r) => { wake = r; });
+        }
+        await decoding;
+      } finally {
+        cancelled = true;
+        await decoding.catch(() => {});
+      }
+    }
   }
 
   return {

@@ -1,4 +1,5 @@
 import { fail } from '../util/errors.js';
+import { argmax } from '../backend/cpu/kernels.js';
 import { seededRandom } from '../util/random.js';
 
 export interface SamplingOptions {
@@ -16,13 +17,13 @@ export function validateSampling(o: SamplingOptions): void {
   if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) fail(`top-p must be in (0, 1], got ${o.topP}`);
 }
 
-export function argmax(a: Float32Array): number {
-  let b = 0;
-  for (let i = 1; i < a.length; i++) if (a[i] > a[b]) b = i;
-  return b;
-}
+/** The CPU twin of the GPU's greedy pick (ties: lowest index; NaN never wins). */
+export { argmax, seededRandom };
 
-export { seededRandom };
+/** Greedy picks argmax: temperature 0, or top-k 1 (one candidate left, whatever the temperature). */
+export function isGreedy(o: SamplingOptions): boolean {
+  return o.temperature === 0 || o.topK === 1;
+}
 
 /** Picks the next token from one position's logits. */
 export function sample(logits: Float32Array, o: SamplingOptions, random: () => number): number {

@@ -100,6 +100,18 @@ export function attention(q: Float32Array, T: number, pos: number, kCache: Float
   return o;
 }
 
+/**
+ * Index of the largest value of x(n): the first one on ties (-0 ties +0), as torch.argmax does for
+ * numbers. NaN never wins (it is below -Infinity); an all-NaN row gives 0. The GPU twin is
+ * kernels/argmax.ts: greedy decoding picks tokens on either side, and they must agree.
+ */
+export function argmax(x: Float32Array): number {
+  let b = 0;
+  // `x[b] !== x[b]`: the best so far is NaN (only x[0] can be), so any number replaces it.
+  for (let i = 1; i < x.length; i++) if (x[i] > x[b] || (x[b] !== x[b] && x[i] === x[i])) b = i;
+  return b;
+}
+
 /** Indices of the k largest values of x(n), in descending order of value (ties: lower index first). */
 export function topK(x: Float32Array, k: number): Uint32Array {
   const idx = new Uint32Array(x.length);

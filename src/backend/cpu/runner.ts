@@ -6,7 +6,7 @@ import { fail } from '../../util/errors.js';
 import type { MlpLayerPolicy, SparsityPolicy } from '../../sparsity/policy.js';
 import { predictScores } from '../../sparsity/predict.js';
 import type { ForwardOptions, Runner } from '../types.js';
-import { addInPlace, attention, layerNorm, linear, reluInPlace, sparseMlp, topK, transpose } from './kernels.js';
+import { addInPlace, argmax, attention, layerNorm, linear, reluInPlace, sparseMlp, topK, transpose } from './kernels.js';
 
 interface CpuLayer {
   attnLnW: Float32Array; attnLnB: Float32Array;   // (d)
@@ -26,6 +26,28 @@ function concat(parts: Float32Array[]): Float32Array {
   let o = 0;
   for (const p of parts) { out.set(p, o); o += p.length; }
   return out;
+}
+
+const yieldToEventLoop = (): Promise<void> => new Promise((r) => (typeof setImmediate === 'function' ? setImmediate(r) : setTimeout(r, 0)));
+
+/**
+ * Runner.decodeGreedy as a host loop over forward: logits read back, argmax, the id fed back. The CPU
+ * runner's implementation, and the reference the WebGPU runner's chained one is tested against.
+ */
+export async function decodeGreedyOnHost(r: Runner, first: number, maxSteps: number, onToken: (id: number) => boolean): Promise<number[]> {
+  if (!(Number.isInteger(maxSteps) && maxSteps >= 0)) fail(`decode steps must be an integer >= 0, got ${maxSteps}`);
+  if (r.position + maxSteps > r.config.maxPositions) fail(`${maxSteps} decode steps from position ${r.position} pass the context of ${r.config.maxPositions}`);
+  const ids: number[] = [];
+  for (let prev = first; ids.length < maxSteps; ) {
+    const id = argmax(await r.forward([prev]));
+    ids.push(id);
+    if (!onToken(id)) break;
+    prev = id;
+    // The CPU forward computes synchronously: let the caller act on this token (stream it, stop)
+    // before the next step starts, as a host sampling loop would.
+    await yieldToEventLoop();
+  }
+  return ids;
 }
 
 /** The reference backend: plain TypeScript, float32 everywhere. */
@@ -144,6 +166,10 @@ export class CpuRunner implements Runner {
     let hf = this.finalLnW ? layerNorm(last, rows, d, this.finalLnW, this.finalLnB!, c.layerNormEps) : last.slice();
     if (this.projectOut) hf = linear(hf, rows, this.projectOut, null, d, e);
     return linear(hf, rows, this.lmHead, null, e, c.vocabSize);
+  }
+
+  decodeGreedy(first: number, maxSteps: number, onToken: (id: number) => boolean): Promise<number[]> {
+    return decodeGreedyOnHost(this, first, maxSteps, onToken);
   }
 
   /** The neurons that token t of layer l computes. */

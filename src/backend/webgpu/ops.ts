@@ -9,11 +9,12 @@ import type { Gpu } from './device.js';
 import { ceil4, ceilDiv, type KernelFeatures } from './kernels/common.js';
 import { gemvKey, gemvWgsl, type GemvOpts } from './kernels/gemv.js';
 import { matmulKey, matmulWgsl } from './kernels/matmul.js';
-import { layerNormKey, layerNormWgsl } from './kernels/layernorm.js';
+import { layerNormKey, layerNormWgsl, layerNormWorkgroupSize } from './kernels/layernorm.js';
 import { ATS_MAX_SPLITS, ATS_MIN_CHUNK, ATT_WG, attentionCombineKey, attentionCombineWgsl, attentionKey, attentionSplitKey, attentionSplitShape, attentionSplits, attentionSplitWgsl, attentionWgsl } from './kernels/attention.js';
 import { embedKey, embedWgsl, fill32Key, fill32Wgsl, fillKey, fillWgsl, kvStoreKey, kvStoreWgsl, scatterKey, scatterWgsl, transposeKey, transposeWgsl } from './kernels/misc.js';
 import { topKKey, topKWgsl, topKWorkgroupSize } from './kernels/topk.js';
-import { FC2P_WG, fc2PartialKey, fc2PartialWgsl, fc2ReduceKey, fc2ReduceWgsl } from './kernels/sparse-mlp.js';
+import { argmaxKey, argmaxWgsl, argmaxWorkgroupSize } from './kernels/argmax.js';
+import { FC2P_WG, fc2DirectKey, fc2DirectShape, fc2DirectWgsl, fc2PartialKey, fc2PartialWgsl, fc2ReduceKey, fc2ReduceWgsl, type Fc2DirectShape } from './kernels/sparse-mlp.js';
 
 export interface Dispatch { label: string; pipeline: GPUComputePipeline; bind: GPUBindGroup; wg: [number, number, number] }
 /** A copy of a trace point taken between dispatches (trace path only). */
@@ -44,12 +45,32 @@ function grid(n: number): [number, number] {
  * d = 256 would leave most of 64 threads one chunk), but at least 32 so a subgroup never spans two
  * rows (subgroups are at most 32 wide on the GPUs seen; AMD's 64 would need tpr 64). 256 threads a group.
  */
-function gemvShape(K4: number): { rows: number; tpr: number; wide: boolean } {
+function gemvShape(K4: number, nRows = Infinity): { rows: number; tpr: number; wide: boolean } {
   // Rows padded to 8 halves take the wide (16-byte load) form: every real OPT width does.
   const wide = K4 % 2 === 0;
   const chunks = wide ? K4 / 2 : K4;
+  // A short, wide matrix (the predictor's A: rank x d) makes too few workgroups to fill the card
+  // with 4 rows each: one row of 256 threads a group ran OPT-6.7B's 336 x 4096 in 4.3-4.7 µs
+  // against 6.4 (H200; 1.3B 3.4 vs 6.1, 13B 5.0 vs 7.6).
+  if (wide && nRows < 1024 && chunks >= 256) return { rows: 1, tpr: 256, wide };
   const tpr = chunks >= 512 ? 64 : 32;
   return { rows: 256 / tpr, tpr, wide };
+}
+
+/**
+ * The gathered fc1's shape: rows a workgroup so that the K selected rows make about 400 workgroups
+ * (one wave, enough of them), threads a row = 256 / rows, not many more than the row's chunks.
+ * Timed on an H200 at 10 %: OPT-1.3B (K 819) 4.8 µs with 2 rows of 128 threads against 7.1 with the
+ * dense rule's 8 of 32; OPT-6.7B (K 1638) and 13B (K 2048) fastest with 4 of 64, the dense rule's.
+ */
+function gatherShape(k: number, K4: number): { rows: number; tpr: number; wide: boolean } {
+  const dense = gemvShape(K4), wide = dense.wide;
+  const chunks = wide ? K4 / 2 : K4;
+  // Never fewer threads a row than the dense rule (untimed: fewer, longer rows were slower at 13B).
+  let rows = 2 ** Math.round(Math.log2(Math.max(1, k / 400)));
+  rows = Math.min(dense.rows, Math.max(1, rows));
+  while (rows < 8 && 256 / rows > Math.max(32, 2 ** Math.floor(Math.log2(chunks)))) rows *= 2;
+  return { rows, tpr: 256 / rows, wide };
 }
 
 export interface LinearArgs {
@@ -177,7 +198,7 @@ export class Kernels {
       if (a.bias) ent.push([4, a.bias]);
       switch (a.T === 1 ? 'gemv' : 'matmul') {
         case 'gemv': {
-          const o: GemvOpts = { ...gemvShape(K4), ...epi, gather: false };
+          const o: GemvOpts = { ...gemvShape(K4, a.W.rows), ...epi, gather: false };
           o.xv4 = o.wide && inOff % 4 === 0 && inStride % 4 === 0;
           const key = gemvKey(this.feats, o);
           const [x, y] = grid(ceilDiv(p.rows, o.rows));
@@ -196,9 +217,9 @@ export class Kernels {
     return out;
   }
 
-  /** h[t, j] = relu(W[sel[t, j]] · x[t] + b[sel[t, j]]): the gathered fc1 of the sparse MLP. */
-  gatherLinear(a: { W: GpuMatrix; x: GPUBuffer; h: GPUBuffer; T: number; k: number; sel: GPUBuffer; selStride: number; bias: GPUBuffer | null; relu: boolean }, own: GPUBuffer[]): Dispatch[] {
-    const o: GemvOpts = { ...gemvShape(a.W.colsP / 4), bias: !!a.bias, relu: a.relu, resid: false, gather: true };
+  /** h[t, j] = relu(W[sel[t, j]] · x[t] + b[sel[t, j]]): the gathered fc1 of the sparse MLP. `shape` overrides gatherShape (tests, bench). */
+  gatherLinear(a: { W: GpuMatrix; x: GPUBuffer; h: GPUBuffer; T: number; k: number; sel: GPUBuffer; selStride: number; bias: GPUBuffer | null; relu: boolean; shape?: { rows: number; tpr: number } }, own: GPUBuffer[]): Dispatch[] {
+    const o: GemvOpts = { ...gatherShape(a.k, a.W.colsP / 4), ...a.shape, bias: !!a.bias, relu: a.relu, resid: false, gather: true };
     o.xv4 = o.wide && a.W.cols % 4 === 0;
     const key = gemvKey(this.feats, o);
     const pl = this.pipeline(key, () => gemvWgsl(this.feats, o));
@@ -210,9 +231,25 @@ export class Kernels {
     });
   }
 
-  /** x[t] += b2 + Σ_j h[t, j] W2t[sel[t, j]]: partial sums over slices of the selection, then a reduce. */
-  sparseDown(a: { W2t: GpuMatrix; h: GPUBuffer; sel: GPUBuffer; selStride: number; k: number; T: number; slices: number; partial: GPUBuffer; x: GPUBuffer; bias: GPUBuffer | null }, own: GPUBuffer[]): Dispatch[] {
+  /**
+   * x[t] += b2 + Σ_j h[t, j] W2t[sel[t, j]]. Rows padded to 8 halves (every real OPT width): one
+   * pass, a workgroup a column block over all selected rows (fc2_direct; `slices` and `partial` are
+   * not used). Otherwise, or with `mode: 'partial'`: partial sums over slices of the selection, then
+   * a reduce. `fc2Shape` overrides the one-pass kernel's shape (bench).
+   */
+  sparseDown(a: { W2t: GpuMatrix; h: GPUBuffer; sel: GPUBuffer; selStride: number; k: number; T: number; slices: number; partial: GPUBuffer; x: GPUBuffer; bias: GPUBuffer | null; mode?: 'direct' | 'partial'; fc2Shape?: Fc2DirectShape }, own: GPUBuffer[]): Dispatch[] {
     const d = a.W2t.cols, d4 = a.W2t.colsP / 4;
+    if (d4 % 2 === 0 && a.mode !== 'partial') {
+      const sh = a.fc2Shape ?? fc2DirectShape(this.gpu.limits), bias = !!a.bias, d8 = d4 / 2;
+      const key = fc2DirectKey(sh, bias);
+      const pl = this.pipeline(key, () => fc2DirectWgsl(sh, bias));
+      return a.W2t.parts.map((p, i) => {
+        const ent: [number, Entry][] = [[1, p.buffer], [2, a.h], [3, a.sel], [4, a.x]];
+        if (a.bias) ent.push([5, a.bias]);
+        return this.dispatch(key, pl, [d, d8, a.k, a.selStride, p.row0, p.rows, i === 0 ? 1 : 0], ent, [ceilDiv(d8, sh.ch), a.T, 1], own);
+      });
+    }
+    if (a.mode === 'direct') throw new Error('sparseDown: the one-pass form needs rows padded to 8 halves');
     const S = Math.max(1, Math.min(a.slices, a.k)), slice = ceilDiv(a.k, S);
     const slots = S * a.W2t.parts.length;
     // Rows padded to 8 halves take the wide form (a thread owns 8 columns), as the GEMV does.
@@ -228,13 +265,13 @@ export class Kernels {
     return out;
   }
 
-  layerNorm(a: { x: GPUBuffer | null; y: GPUBuffer; w: GPUBuffer; b: GPUBuffer; n: number; rows: number; inOff?: number; outOff?: number; eps: number }, own: GPUBuffer[]): Dispatch {
+  layerNorm(a: { x: GPUBuffer | null; y: GPUBuffer; w: GPUBuffer; b: GPUBuffer; n: number; rows: number; inOff?: number; outOff?: number; eps: number; wg?: number }, own: GPUBuffer[]): Dispatch {
     const inplace = a.x === null;
-    const sg = this.feats.subgroups;
-    const key = layerNormKey(inplace, sg);
+    const sg = this.feats.subgroups, wg = a.wg ?? layerNormWorkgroupSize(this.gpu.limits);
+    const key = layerNormKey(inplace, sg, wg);
     const ent: [number, Entry][] = [[2, a.y], [3, a.w], [4, a.b]];
     if (a.x) ent.push([1, a.x]);
-    return this.dispatch(key, this.pipeline(key, () => layerNormWgsl(inplace, sg)), [a.n, a.inOff ?? 0, a.outOff ?? 0, f32bits(a.eps)], ent, [a.rows, 1, 1], own);
+    return this.dispatch(key, this.pipeline(key, () => layerNormWgsl(inplace, sg, wg)), [a.n, a.inOff ?? 0, a.outOff ?? 0, f32bits(a.eps)], ent, [a.rows, 1, 1], own);
   }
 
   kvStore(a: { step: GPUBuffer; qkv: GPUBuffer; k: GPUBuffer; v: GPUBuffer; d: number; T: number }, own: GPUBuffer[]): Dispatch {
@@ -282,6 +319,17 @@ export class Kernels {
   topK(a: { scores: GPUBuffer; out: GPUBuffer; n: number; k: number; T: number; inStride: number; outStride: number; wg?: number }, own: GPUBuffer[]): Dispatch {
     const wg = a.wg ?? topKWorkgroupSize(this.gpu.limits);
     return this.dispatch('topk', this.pipeline(topKKey(wg), () => topKWgsl(wg)), [a.n, a.k, a.inStride, a.outStride], [[1, a.scores], [2, a.out]], [a.T, 1, 1], own);
+  }
+
+  /**
+   * Greedy pick on the device: id = argmax(logits[0, n)), then step[1] = id, tokens[step[0]] = id and
+   * step[0] += 1, so the next decode step reads its token and position without the host. `slots` is
+   * the length of `tokens`. `wg` forces a workgroup size (tests run the 256-thread form).
+   */
+  argmax(a: { logits: GPUBuffer; step: GPUBuffer; tokens: GPUBuffer; n: number; slots: number; wg?: number }, own: GPUBuffer[]): Dispatch {
+    const wg = a.wg ?? argmaxWorkgroupSize(this.gpu.limits), sg = this.feats.subgroups;
+    const key = argmaxKey(wg, sg);
+    return this.dispatch(key, this.pipeline(key, () => argmaxWgsl(wg, sg)), [a.n, a.slots], [[1, a.logits], [2, a.step], [3, a.tokens]], [1, 1, 1], own);
   }
 
   scatter(a: { h: GPUBuffer; sel: GPUBuffer; act: GPUBuffer; f: number; k: number; selStride: number; T: number }, own: GPUBuffer[]): Dispatch {

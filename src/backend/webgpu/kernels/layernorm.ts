@@ -3,10 +3,20 @@
  * CPU twin `layerNorm` does). INPLACE (post-LN models) normalises the residual stream itself: a buffer
  * cannot be bound both read-only and writable in one dispatch.
  */
-export const LN_WG = 256;
 export const LN_PARAMS = ['n', 'inOff', 'outOff', 'epsBits'] as const;
+/**
+ * Workgroup sizes, the larger where the adapter allows it: one workgroup walks the whole row three
+ * times (mean, variance, output), so at d = 4096 a 256-thread group makes 16 dependent loads per
+ * thread per pass where 1024 threads make 4.
+ */
+export const LN_WGS = [1024, 256] as const;
 
-export const layerNormKey = (inplace: boolean, sg = false) => `layernorm_wg${LN_WG}${sg ? '_sg' : ''}${inplace ? '_inplace' : ''}`;
+export function layerNormWorkgroupSize(l: { maxComputeInvocationsPerWorkgroup: number; maxComputeWorkgroupSizeX: number }): number {
+  for (const wg of LN_WGS) if (wg <= l.maxComputeInvocationsPerWorkgroup && wg <= l.maxComputeWorkgroupSizeX) return wg;
+  return 256;
+}
+
+export const layerNormKey = (inplace: boolean, sg = false, wg = 256) => `layernorm_wg${wg}${sg ? '_sg' : ''}${inplace ? '_inplace' : ''}`;
 
 /**
  * With subgroups, each reduction is a subgroupAdd plus one slot per subgroup (two barriers) instead of
@@ -14,7 +24,8 @@ export const layerNormKey = (inplace: boolean, sg = false) => `layernorm_wg${LN_
  * it ran 10 µs a call on an H200, twice per layer. Assumes subgroups are runs of consecutive
  * local_invocation_index, as the GEMV does.
  */
-export function layerNormWgsl(inplace: boolean, sg = false): string {
+export function layerNormWgsl(inplace: boolean, sg = false, wg = 256): string {
+  const LN_WG = wg;
   return `${sg ? 'enable subgroups;' : ''}
 struct P { n: u32, inOff: u32, outOff: u32, epsBits: u32 }
 @group(0) @binding(0) var<uniform> p: P;

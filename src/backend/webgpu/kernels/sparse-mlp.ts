@@ -144,3 +144,110 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }
 `;
 }
+
+/**
+ * One-pass sparse fc2 (`fc2_direct`, wide rows only: padded to 8 halves): x[t, :] += b2 +
+ * Σ_j h[t, j] · W2t[sel[t, j], :] with no partial-sum buffer and no reduce dispatch.
+ * A workgroup owns a column block of CH 8-half chunks (CH × 16 bytes of each row) for ALL selected
+ * rows: thread (rl, ch), lid = rl · CH + ch, sums the rows j ≡ rl (mod RL = W / CH) in rounds of U
+ * rows with all U loads in flight (their sel/h loads first; the last round masked rather than a
+ * serial tail), then a tree over rl in workgroup memory, and the rl == 0 threads add the block into
+ * x (bias and residual fused; x and b2 are loaded before the rows so their latency hides).
+ * Every selected row is read once, in CH × 16-byte pieces. Neurons with h = 0 (ReLU) are not read.
+ * A matrix split into parts is one dispatch a part, each adding its own rows' share (the bias with
+ * the first). The sum order over j is fixed: deterministic.
+ * Measured on an H200 (docs/benchmarks.md): more threads a workgroup mattered most (256 threads:
+ * 20 µs at OPT-6.7B, 10 %; 512 or 1024: 10.2-10.4), and a subgroupShuffleXor sum instead of the
+ * tree was slower (12.5-13.5 µs), so there is none.
+ */
+/** wg threads, ch 16-byte chunks a row piece, unroll rows in flight a thread. */
+export interface Fc2DirectShape { wg: number; ch: number; unroll: number }
+/**
+ * The shape to use: the fastest of those timed on an H200 (docs/benchmarks.md: 10.2 µs at OPT-6.7B,
+ * 10 %, against 18.2 µs for partial sums + reduce; 11.9 against 20.9 at OPT-13B), where the device
+ * allows 1024-thread workgroups with 16 KiB of workgroup memory; else 256 threads (13.9 µs).
+ */
+export function fc2DirectShape(l: { maxComputeInvocationsPerWorkgroup: number; maxComputeWorkgroupSizeX: number; maxComputeWorkgroupStorageSize: number }): Fc2DirectShape {
+  const big = l.maxComputeInvocationsPerWorkgroup >= 1024 && l.maxComputeWorkgroupSizeX >= 1024 && l.maxComputeWorkgroupStorageSize >= 1024 * 16;
+  return big ? { wg: 1024, ch: 8, unroll: 8 } : { wg: 256, ch: 2, unroll: 16 };
+}
+export const FC2D_PARAMS = ['d', 'd8', 'k', 'selStride', 'row0', 'partRows', 'bias'] as const;
+export const fc2DirectKey = (s: Fc2DirectShape, bias: boolean) => `fc2_direct_w8_wg${s.wg}_ch${s.ch}_u${s.unroll}${bias ? '_bias' : ''}`;
+
+export function fc2DirectWgsl(s: Fc2DirectShape, bias: boolean): string {
+  const { wg: W, ch: CH, unroll: U } = s;
+  const RL = W / CH;
+  if (!Number.isInteger(RL) || RL & (RL - 1)) throw new Error(`fc2_direct: wg / ch must be a power of two (${W} / ${CH})`);
+  const rows = Array.from({ length: U }, (_, u) => u);
+  return `
+struct P { d: u32, d8: u32, k: u32, selStride: u32, row0: u32, partRows: u32, bias: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> h: array<f32>;
+@group(0) @binding(3) var<storage, read> sel: array<u32>;
+@group(0) @binding(4) var<storage, read_write> x: array<f32>;
+${bias ? '@group(0) @binding(5) var<storage, read> b: array<f32>;' : ''}
+var<workgroup> red: array<vec4<f32>, ${W}>;
+fn lo(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+fn hi(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)); }
+// Sum over rl of v (one vec4 a thread), a tree in workgroup memory; valid in the rl == 0 threads.
+fn treeSum(lid: u32, rl: u32, v: vec4<f32>) -> vec4<f32> {
+  red[lid] = v;
+  workgroupBarrier();
+  for (var st = ${RL / 2}u; st > 0u; st >>= 1u) {
+    if (rl < st) { red[lid] += red[lid + st * ${CH}u]; }
+    workgroupBarrier();
+  }
+  let r = red[lid % ${CH}u];
+  workgroupBarrier();
+  return r;
+}
+@compute @workgroup_size(${W})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let ch = lid % ${CH}u;
+  let rl = lid / ${CH}u;
+  let c = wid.x * ${CH}u + ch;   // 8-column chunk
+  let t = wid.y;
+  let live = c < p.d8;
+  let cc = min(c, p.d8 - 1u);
+  let hb = t * p.k;
+  let sb = t * p.selStride;
+  let r0 = p.row0;
+  let r1 = p.row0 + p.partRows;
+  let o = t * p.d;
+  let c0 = c * 8u;
+  // The output's x (and bias) are loaded first: their latency hides under the rows' loads.
+  var xo0 = vec4<f32>(0.0); var xo1 = vec4<f32>(0.0);
+  if (rl == 0u && live) {
+    for (var q = 0u; q < 8u; q++) {
+      let i = c0 + q;
+      if (i < p.d) {
+        var v = x[o + i];
+        ${bias ? 'if (p.bias != 0u) { v += b[i]; }' : ''}
+        if (q < 4u) { xo0[q] = v; } else { xo1[q - 4u] = v; }
+      }
+    }
+  }
+  var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0);
+  var b0 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0);
+  // Rounds of U rows (j, j + RL, ...), the last one masked: every round has all its loads in flight.
+  for (var j = rl; j < p.k; j += ${U * RL}u) {
+${rows.map((u) => `    let q${u} = j + ${u * RL}u < p.k;
+    var i${u} = 0u; var h${u} = 0.0; if (q${u}) { i${u} = sel[sb + j + ${u * RL}u]; h${u} = h[hb + j + ${u * RL}u]; }`).join('\n')}
+${rows.map((u) => `    let v${u} = q${u} && h${u} != 0.0 && i${u} >= r0 && i${u} < r1;
+    var w${u} = vec4<u32>(0u); if (v${u}) { w${u} = W[(i${u} - r0) * p.d8 + cc]; }`).join('\n')}
+${rows.map((u) => `    { let g = select(0.0, h${u}, v${u}); ${u % 2 ? 'b0 += g * lo(w' + u + '); b1 += g * hi(w' + u + ');' : 'a0 += g * lo(w' + u + '); a1 += g * hi(w' + u + ');'} }`).join('\n')}
+  }
+  let s0 = treeSum(lid, rl, a0 + b0);
+  let s1 = treeSum(lid, rl, a1 + b1);
+  if (rl == 0u && live) {
+    let r0v = xo0 + s0;
+    let r1v = xo1 + s1;
+    for (var q = 0u; q < 8u; q++) {
+      let i = c0 + q;
+      if (i < p.d) { x[o + i] = select(r1v[q & 3u], r0v[q & 3u], q < 4u); }
+    }
+  }
+}
+`;
+}
