@@ -14,6 +14,8 @@ import { randomArray, rng, relErr } from './helpers.js';
 
 let gpu: Gpu | null = null;
 after(() => gpu?.device.destroy());
+let worstLn = 0;
+after(() => { if (process.env.DEJAVU_TEST_VERBOSE) console.log(`folded-LayerNorm GEMV: worst relative error ${worstLn}`); });
 
 
 /** The kernel variants: same device, the WGSL differs (a device with shader-f16 can run the packed path). */
@@ -58,6 +60,33 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
           assert.ok(relErr(got, ref) < 1e-5, `T=${T} ${rows}x${K} ${JSON.stringify(epi)} parts=${m.parts.length}: ${relErr(got, ref)}`);
         }
       }
+    });
+    await t.test(`gemv with the pre-LayerNorm folded in vs layerNorm then linear ${name}`, async () => {
+      // The shapes of the linear test (narrow, wide, wide with vec4 x, one-row-of-256 shapes, the
+      // wide tail), every epilogue, matrices split into parts (maxPartBytes 4096). x has mean 3:
+      // the μ·c1 term is large and must cancel. K = 5 and 3: statistics over fewer elements than threads.
+      const eps = 1e-5;
+      for (const [rows, K] of [[37, 23], [131, 45], [29, 18], [41, 1037], [33, 48], [43, 1048], [21, 2056], [7, 4101], [9, 5], [11, 3]] as const) {
+        for (const epi of [{ bias: false, relu: false, resid: false }, { bias: true, relu: true, resid: false }, { bias: true, relu: false, resid: true }]) {
+          const { m, w } = randomMatrix(k, rows, K, r);
+          const x = randomArray(K, r).map((v) => v + 3), g = randomArray(K, r).map((v) => 1 + 0.5 * v), be = randomArray(K, r, 0.3);
+          const b = randomArray(rows, r), y0 = randomArray(rows, r);
+          const c1 = k.buffer(rows * 4, 'c1'), c2 = k.buffer(rows * 4, 'c2'), gam = k.f32Buffer(g, 'gamma');
+          await runNow(k, k.foldLayerNorm({ W: m, gamma: gam, beta: k.f32Buffer(be, 'beta'), bias: epi.bias ? k.f32Buffer(b, 'b') : null, c1, c2 }, own), own);
+          const y = k.f32Buffer(y0.slice(), 'y');
+          const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T: 1, relu: epi.relu, resid: epi.resid, ln: { gamma: gam, c1, c2, eps } }, own);
+          assert.ok(ds.every((dd) => dd.label.endsWith('_ln')), ds.map((dd) => dd.label).join());
+          await runNow(k, ds, own);
+          const ref = linear(layerNorm(x, 1, K, g, be, eps), 1, w, epi.bias ? b : null, K, rows);
+          if (epi.relu) for (let i = 0; i < ref.length; i++) ref[i] = Math.max(0, ref[i]);
+          if (epi.resid) for (let i = 0; i < ref.length; i++) ref[i] += y0[i];
+          const got = await readF32(k, y, rows);
+          const e = relErr(got, ref);
+          worstLn = Math.max(worstLn, e);
+          assert.ok(e < 1e-5, `${rows}x${K} ${JSON.stringify(epi)} parts=${m.parts.length}: ${e}`);
+        }
+      }
+      assert.throws(() => k.linear({ W: k.matrix(3, 8, 'W'), x: k.buffer(64, 'x'), y: k.buffer(64, 'y'), T: 2, ln: { gamma: k.buffer(32, 'g'), c1: k.buffer(16, 'c1'), c2: k.buffer(16, 'c2'), eps } }, own), /T = 1/);
     });
     await t.test(`layernorm ${name}`, async () => {
       // Both workgroup sizes the kernel is built for (where the adapter allows), short and multi-pass rows.

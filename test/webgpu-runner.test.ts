@@ -16,7 +16,7 @@ import { rmSync } from 'node:fs';
 import { argmax } from '../src/backend/cpu/kernels.js';
 import { generate } from '../src/engine/generate.js';
 import { checkpoint, greedyContinue, hasShared, hostGreedy, MODELS, randomArray, reference, relErr, rng } from './helpers.js';
-import { writeTinyModel } from './tiny-model.js';
+import { tinyConfig, writeTinyModel } from './tiny-model.js';
 
 let gpu: Gpu | null = null;
 after(() => gpu?.device.destroy());
@@ -80,6 +80,63 @@ test('webgpu runner: packed-u32 weights split into parts, and prefill-then-decod
   for (const p of parts) { stepwise.set(p, o); o += p.length; }
   assertRows(stepwise, oneShot, V, 'prefill then decode');
   g.dispose();
+});
+
+test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer a dense layer, the same logits (5m; tiny post-LN unchanged)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const ck = await checkpoint(MODELS['5m']);
+  const c = ck.config, V = c.vocabSize, f = c.ffn, d = c.hidden, r = rng(5);
+  assert.ok(c.preLayerNorm);
+  const cpu = new CpuRunner(c, ck.weights);
+  const g = await createWebGpuRunner(c, ck.weights, { gpu });
+  const off = await createWebGpuRunner(c, ck.weights, { gpu, foldLayerNorm: false });
+  assert.equal(off.dispatchesPerToken - g.dispatchesPerToken, 2 * c.layers, 'dense: both LayerNorms of every layer folded');
+  assert.ok(g.pipelineKeys.some((k) => k.endsWith('_ln')) && !off.pipelineKeys.some((k) => k.endsWith('_ln')));
+  // Prefill (unfused, T > 1), then decode steps (fused) against the unfused runner and the CPU.
+  const ids = reference(MODELS['5m'])[2].input_ids;
+  const next = [11, 400, 7, 2900];
+  const runs = await Promise.all([g, off].map(async (x) => { const out = [await x.forward(ids)]; for (const id of next) out.push(await x.forward([id])); return out; }));
+  const want = [await cpu.forward(ids)];
+  for (const id of next) want.push(await cpu.forward([id]));
+  for (let i = 1; i <= next.length; i++) {
+    assert.ok(relErr(runs[0][i], runs[1][i]) < 1e-5, `decode step ${i}: folded vs separate LayerNorm ${relErr(runs[0][i], runs[1][i])}`);
+    assertRows(runs[0][i], want[i], V, `decode step ${i} against the CPU`);
+  }
+  // Sparse layers keep the MLP LayerNorm (the predictor and the gathered fc1 read mlp_in); a
+  // predictor reading attn_in keeps the attention one too. Layer 1 dense: 2 fewer; 2 (fixed) and
+  // 3 (oracle): 1 fewer each; 0 (predictor): 0 with input attn_in, 1 with mlp_in.
+  const h = (a: Float32Array) => halvesToFloats(floatsToHalves(a));
+  const policy: SparsityPolicy = {
+    input: 'attn_in',
+    mlp: [
+      { k: 301, selector: { kind: 'predictor', predictor: { rank: 7, A: h(randomArray(7 * d, r, 0.2)), B: h(randomArray(f * 7, r, 0.2)), bias: randomArray(f, r, 0.1) } } },
+      null,
+      { k: 77, selector: { kind: 'fixed', indices: Uint32Array.from({ length: 77 }, (_, i) => (i * 13) % f) } },
+      { k: 200, selector: { kind: 'oracle' } },
+    ],
+  };
+  assert.equal(c.layers, policy.mlp.length);
+  for (const [p, fewer] of [[policy, 4], [{ ...policy, input: 'mlp_in' as const }, 5]] as const) {
+    g.setSparsity(p); off.setSparsity(p); cpu.setSparsity(p);
+    assert.equal(off.dispatchesPerToken - g.dispatchesPerToken, fewer, p.input);
+    g.reset(); off.reset(); cpu.reset();
+    const [a, b, w] = await Promise.all([g, off, cpu].map(async (x) => { await x.forward(ids, { noLogits: true }); return x.forward([next[0]]); }));
+    assert.ok(relErr(a, b) < 1e-4, `sparse (${p.input}) decode: folded vs separate ${relErr(a, b)}`);
+    assert.ok(relErr(a, w) < 1e-2, `sparse (${p.input}) decode against the CPU`);
+  }
+  g.dispose(); off.dispose();
+
+  // Post-LN: nothing to fold; decode still matches the CPU.
+  const dir = writeTinyModel(tinyConfig({ do_layer_norm_before: false }));
+  const tiny = await checkpoint(dir);
+  const gt = await createWebGpuRunner(tiny.config, tiny.weights, { gpu }), ot = await createWebGpuRunner(tiny.config, tiny.weights, { gpu, foldLayerNorm: false });
+  assert.equal(gt.dispatchesPerToken, ot.dispatchesPerToken);
+  const ct = new CpuRunner(tiny.config, tiny.weights);
+  for (const x of [gt, ct]) await x.forward([2, 10, 20], { noLogits: true });
+  assert.ok(relErr(await gt.forward([30]), await ct.forward([30])) < 1e-3, 'post-LN decode');
+  gt.dispose(); ot.dispose();
+  rmSync(dir, { recursive: true });
 });
 
 test('webgpu sparse MLP: predictor policy selects and computes like the CPU runner (5m)', async (t) => {

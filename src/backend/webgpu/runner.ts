@@ -34,6 +34,10 @@ interface GpuLayer {
   fc2: GpuMatrix; fc2B: GPUBuffer | null;    // (d, f), (d)
   fc2T: GpuMatrix | null;                    // (f, d): fc2 transposed on the GPU when a sparse policy needs it
   k: GPUBuffer; v: GPUBuffer;                // (maxPositions, d) f32 KV cache
+  // Pre-LN models: c1 = W·γ, c2 = W·β + b of qkv (attention LN) and fc1 (MLP LN), so decode's GEMVs
+  // fold the LayerNorm in (gemv.ts); (3d) and (f) each. Null for post-LN models or with folding off.
+  qkvFold: { c1: GPUBuffer; c2: GPUBuffer } | null;
+  fc1Fold: { c1: GPUBuffer; c2: GPUBuffer } | null;
 }
 
 interface LayerSparse {
@@ -55,6 +59,15 @@ type Head = 'none' | 'last' | 'all' | 'greedy';
  * are dropped (GPU time, off the host's path: decodeGreedy returns at once).
  */
 const CHAIN_WINDOW = 4;
+
+/**
+ * Largest hidden size at which decode folds LayerNorm into the next GEMV by default. Each GEMV
+ * workgroup then reads the whole x row twice more (mean, variance) and multiplies it by γ as it goes:
+ * cheap while d is small, a net loss once that costs more than the LayerNorm dispatch it replaces.
+ * H200, GPU ms/token, dense, fold off → on: opt-1.3b (d 2048) 1.93 → 1.75; opt-6.7b (d 4096)
+ * 6.01 → 6.27; opt-13b (d 5120) 10.15 → 10.72 (docs/benchmarks.md).
+ */
+const FOLD_LN_MAX_HIDDEN = 2048;
 
 export interface DecodeTiming {
   steps: number;
@@ -83,13 +96,19 @@ export interface WebGpuRunnerOptions extends GpuOptions {
   seed?: number;
   /** Largest bytes of one weight buffer (default: the adapter's binding limit); tests lower it to exercise row splits. */
   maxPartBytes?: number;
+  /**
+   * Pre-LN models: fold the LayerNorms before qkv and before dense layers' fc1 into those GEMVs in
+   * decode plans (T = 1, no trace), two dispatches fewer a dense layer. Default: on where the hidden
+   * size is at most FOLD_LN_MAX_HIDDEN (it pays there, not above: see that constant); true/false force it.
+   */
+  foldLayerNorm?: boolean;
 }
 
 export async function createWebGpuRunner(config: OptConfig, weights: OptWeights | 'synthetic', opts: WebGpuRunnerOptions = {}): Promise<WebGpuRunner> {
   const owned = !opts.gpu;
   const gpu = opts.gpu ?? await openGpu(opts);
   try {
-    const r = new GpuRunner(config, gpu, owned, opts.maxPartBytes);
+    const r = new GpuRunner(config, gpu, owned, opts.maxPartBytes, opts.foldLayerNorm ?? config.hidden <= FOLD_LN_MAX_HIDDEN);
     await r.load(weights, opts.seed ?? 1);
     return r;
   } catch (e) {
@@ -136,7 +155,10 @@ class GpuRunner implements WebGpuRunner {
   private partialFloats = 0;
   private querySet: GPUQuerySet | null = null;
 
-  constructor(readonly config: OptConfig, readonly gpu: Gpu, private ownsDevice: boolean, maxPartBytes?: number) {
+  private readonly foldLn: boolean;
+
+  constructor(readonly config: OptConfig, readonly gpu: Gpu, private ownsDevice: boolean, maxPartBytes?: number, foldLn = true) {
+    this.foldLn = foldLn && config.preLayerNorm;
     this.k = new Kernels(gpu, maxPartBytes);
     this.description = `webgpu: ${gpu.adapterName} (f16 weights${gpu.f16 ? '' : ' as packed u32'}, ${gpu.subgroups ? 'subgroups' : 'workgroup-memory reductions'})`;
     const c = config, d = c.hidden, T = Math.min(TCAP, c.maxPositions);
@@ -210,11 +232,24 @@ class GpuRunner implements WebGpuRunner {
         fc2: M(d, f, `${l}.fc2`, L?.fc2W), fc2B: bias ? Vf(d, `${l}.fc2.b`, 0, 0.01, L?.fc2B) : null,
         fc2T: null,
         k: this.vec(c.maxPositions * d, `${l}.k_cache`), v: this.vec(c.maxPositions * d, `${l}.v_cache`),
+        qkvFold: null, fc1Fold: null,
       });
       // Submit fills layer by layer: bounded command buffers for 13b-size models.
       if (fills.length > 64) { await runNow(this.k, fills, own); fills = []; }
     }
     await runNow(this.k, fills, own);
+    if (this.foldLn) {
+      // c1 = W·γ, c2 = W·β + b for the GEMVs that fold the LayerNorm in, from the weights on the GPU.
+      let ds: Dispatch[] = [];
+      for (const [l, L] of this.layers.entries()) {
+        L.qkvFold = { c1: this.vec(3 * d, `${l}.qkv.ln_c1`), c2: this.vec(3 * d, `${l}.qkv.ln_c2`) };
+        L.fc1Fold = { c1: this.vec(f, `${l}.fc1.ln_c1`), c2: this.vec(f, `${l}.fc1.ln_c2`) };
+        ds.push(...this.k.foldLayerNorm({ W: L.qkv, gamma: L.attnLnW, beta: L.attnLnB, bias: L.qkvB, ...L.qkvFold }, own));
+        ds.push(...this.k.foldLayerNorm({ W: L.fc1, gamma: L.mlpLnW, beta: L.mlpLnB, bias: L.fc1B, ...L.fc1Fold }, own));
+        if (ds.length > 64) { await runNow(this.k, ds, own); ds = []; }
+      }
+      await runNow(this.k, ds, own);
+    }
     this.plan(1, 'last', false); // the decode plan, built at load
   }
 
@@ -268,7 +303,7 @@ class GpuRunner implements WebGpuRunner {
 
   /**
    * The next decode step's command buffer, encoded while the GPU runs the current one: a step's
-   * ~8 dispatches a layer cost a few µs each to encode from JS, and the token id travels in the
+   * 7 to 12 dispatches a layer cost a few µs each to encode from JS, and the token id travels in the
    * `step` buffer, so the encoding doesn't depend on it.
    */
   private nextDecode: GPUCommandBuffer | null = null;
@@ -306,6 +341,10 @@ class GpuRunner implements WebGpuRunner {
     const items: PlanItem[] = [];
     const add = (...ds: Dispatch[]) => ds.forEach((x) => items.push({ d: x }));
     const tap = (layer: number, point: TracePoint, buffer: GPUBuffer, n: number) => { if (trace) items.push({ tap: { layer, point, buffer, offset: 0, floats: T * n, rows: T } }); };
+    // Decode of a pre-LN model folds the LayerNorm into the GEMV after it (gemv.ts) where nothing
+    // else reads its output: not when tracing (attn_in / mlp_in taps), not before a predictor
+    // reading attn_in, not before a sparse MLP (its predictor and gathered fc1 read mlp_in).
+    const fold = T === 1 && !trace && this.foldLn;
 
     // Embeddings: token (projected when e != d) + learned position at pos + 2.
     add(...K.embed({ step: this.step, E: this.embed, P: this.positions, x: this.x, tmp: this.tmpE, d, T, proj: !!this.projectIn }, own));
@@ -315,11 +354,13 @@ class GpuRunner implements WebGpuRunner {
       const L = this.layers[l], S = this.sparse[l] ?? null;
       // Attention block
       let attnIn = this.x;
-      if (c.preLayerNorm) { add(K.layerNorm({ x: this.x, y: this.hA, w: L.attnLnW, b: L.attnLnB, n: d, rows: T, eps }, own)); attnIn = this.hA; }
+      const foldA = fold && !(S?.pred && this.policy!.input === 'attn_in');
+      if (c.preLayerNorm && !foldA) { add(K.layerNorm({ x: this.x, y: this.hA, w: L.attnLnW, b: L.attnLnB, n: d, rows: T, eps }, own)); attnIn = this.hA; }
       tap(l, 'attn_in', attnIn, d);
       // Lookahead: a predictor reading attn_in runs before attention (off the MLP's critical path).
       if (S?.pred && this.policy!.input === 'attn_in') this.predict(S, attnIn, T, own, add);
-      add(...K.linear({ W: L.qkv, x: attnIn, y: this.qkv, T, bias: L.qkvB }, own));
+      add(...K.linear(foldA ? { W: L.qkv, x: this.x, y: this.qkv, T, ln: { gamma: L.attnLnW, ...L.qkvFold!, eps } }
+        : { W: L.qkv, x: attnIn, y: this.qkv, T, bias: L.qkvB }, own));
       add(K.kvStore({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, d, T }, own));
       add(...K.attention({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, o: this.ao, hn: this.hn, H: c.heads, hd: c.headDim, T, maxPos: c.maxPositions }, own));
       tap(l, 'head_norm', this.hn, c.heads);
@@ -328,10 +369,12 @@ class GpuRunner implements WebGpuRunner {
 
       // MLP block
       let mlpIn = this.x;
-      if (c.preLayerNorm) { add(K.layerNorm({ x: this.x, y: this.hM, w: L.mlpLnW, b: L.mlpLnB, n: d, rows: T, eps }, own)); mlpIn = this.hM; }
+      const foldM = fold && !S;
+      if (c.preLayerNorm && !foldM) { add(K.layerNorm({ x: this.x, y: this.hM, w: L.mlpLnW, b: L.mlpLnB, n: d, rows: T, eps }, own)); mlpIn = this.hM; }
       tap(l, 'mlp_in', mlpIn, d);
       if (!S) {
-        add(...K.linear({ W: L.fc1, x: mlpIn, y: this.act, T, bias: L.fc1B, relu: true }, own));
+        add(...K.linear(foldM ? { W: L.fc1, x: this.x, y: this.act, T, relu: true, ln: { gamma: L.mlpLnW, ...L.fc1Fold!, eps } }
+          : { W: L.fc1, x: mlpIn, y: this.act, T, bias: L.fc1B, relu: true }, own));
         tap(l, 'fc1_act', this.act, f);
         add(...K.linear({ W: L.fc2, x: this.act, y: this.x, T, bias: L.fc2B, resid: true }, own));
       } else {
