@@ -31,3 +31,32 @@ fn ${name}_1(i: u32) -> f32 { let p = ${name}[i / 4u]; let w = select(p.x, p.y, 
 export const wmode = (f: KernelFeatures) => (f.f16 ? 'f16' : 'u32');
 export const ceil4 = (n: number) => Math.ceil(n / 4) * 4;
 export const ceilDiv = (a: number, b: number) => Math.ceil(a / b);
+
+/**
+ * WGSL `fn wgTotal(v, lid[, sl, ss]) -> f32`: the sum of v over a 1-D workgroup of `wg` threads, the
+ * same value in every thread, through `red` (workgroup array<f32> of at least wg slots, declared by
+ * the kernel). With subgroups: subgroupAdd, one slot per subgroup, two barriers (assumes subgroups
+ * are runs of consecutive local_invocation_index); without: a tree with a barrier per level.
+ * LayerNorm and the LayerNorm-folding GEMV take their row statistics with it.
+ */
+export function wgTotalWgsl(wg: number, sg: boolean): string {
+  return sg ? `fn wgTotal(v: f32, lid: u32, sl: u32, ss: u32) -> f32 {
+  let s = subgroupAdd(v);
+  if (sl == 0u) { red[lid / ss] = s; }
+  workgroupBarrier();
+  var t = 0.0;
+  for (var i = 0u; i < ${wg}u / ss; i++) { t += red[i]; }
+  workgroupBarrier();
+  return t;
+}` : `fn wgTotal(v: f32, lid: u32) -> f32 {
+  red[lid] = v;
+  workgroupBarrier();
+  for (var st = ${wg / 2}u; st > 0u; st >>= 1u) {
+    if (lid < st) { red[lid] += red[lid + st]; }
+    workgroupBarrier();
+  }
+  let s = red[0];
+  workgroupBarrier();
+  return s;
+}`;
+}

@@ -1,4 +1,4 @@
-import { enables, weightDecl, wmode, type KernelFeatures } from './common.js';
+import { enables, weightDecl, wgTotalWgsl, wmode, type KernelFeatures } from './common.js';
 
 /**
  * GEMV for batch-1 decode (memory-bound): y[t, r] = epi(W[r, :] · x[t, :]), one workgroup per R rows,
@@ -82,26 +82,7 @@ const R = ${o.rows}u;
 const TPR = ${o.tpr}u;
 const WG = ${WG}u;
 var<workgroup> red: array<f32, ${WG}>;
-${!ln ? '' : sg ? `// The sum of v over the workgroup (the LayerNorm statistics): as the LayerNorm kernel's.
-fn wgTotal(v: f32, lid: u32, sl: u32, ss: u32) -> f32 {
-  let s = subgroupAdd(v);
-  if (sl == 0u) { red[lid / ss] = s; }
-  workgroupBarrier();
-  var t = 0.0;
-  for (var i = 0u; i < WG / ss; i++) { t += red[i]; }
-  workgroupBarrier();
-  return t;
-}` : `fn wgTotal(v: f32, lid: u32) -> f32 {
-  red[lid] = v;
-  workgroupBarrier();
-  for (var st = WG / 2u; st > 0u; st >>= 1u) {
-    if (lid < st) { red[lid] += red[lid + st]; }
-    workgroupBarrier();
-  }
-  let s = red[0];
-  workgroupBarrier();
-  return s;
-}`}
+${ln ? wgTotalWgsl(WG, sg) : ''}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${sg ? ', @builtin(subgroup_invocation_id) sl: u32, @builtin(subgroup_size) ss: u32' : ''}) {

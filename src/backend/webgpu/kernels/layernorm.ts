@@ -1,3 +1,4 @@
+import { wgTotalWgsl } from './common.js';
 /**
  * LayerNorm, one workgroup per row (a single pass per row: mean, then variance about the mean, as the
  * CPU twin `layerNorm` does). INPLACE (post-LN models) normalises the residual stream itself: a buffer
@@ -35,35 +36,17 @@ ${inplace ? '' : '@group(0) @binding(1) var<storage, read> x: array<f32>;'}
 @group(0) @binding(4) var<storage, read> b: array<f32>;
 var<workgroup> red: array<f32, ${LN_WG}>;
 fn rd(i: u32) -> f32 { return ${inplace ? 'y' : 'x'}[i]; }
-${sg ? `fn total(v: f32, lid: u32, sl: u32, ss: u32) -> f32 {
-  let s = subgroupAdd(v);
-  if (sl == 0u) { red[lid / ss] = s; }
-  workgroupBarrier();
-  var t = 0.0;
-  for (var i = 0u; i < ${LN_WG}u / ss; i++) { t += red[i]; }
-  workgroupBarrier();
-  return t;
-}` : `fn total(v: f32, lid: u32) -> f32 {
-  red[lid] = v;
-  workgroupBarrier();
-  for (var st = ${LN_WG / 2}u; st > 0u; st >>= 1u) {
-    if (lid < st) { red[lid] += red[lid + st]; }
-    workgroupBarrier();
-  }
-  let s = red[0];
-  workgroupBarrier();
-  return s;
-}`}
+${wgTotalWgsl(LN_WG, sg)}
 @compute @workgroup_size(${LN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${sg ? ', @builtin(subgroup_invocation_id) sl: u32, @builtin(subgroup_size) ss: u32' : ''}) {
   let xb = p.inOff + wid.x * p.n;
   let yb = p.outOff + wid.x * p.n;
   var s = 0.0;
   for (var i = lid; i < p.n; i += ${LN_WG}u) { s += rd(xb + i); }
-  let mean = total(s, lid${sg ? ', sl, ss' : ''}) / f32(p.n);
+  let mean = wgTotal(s, lid${sg ? ', sl, ss' : ''}) / f32(p.n);
   var v = 0.0;
   for (var i = lid; i < p.n; i += ${LN_WG}u) { let c = rd(xb + i) - mean; v += c * c; }
-  let inv = 1.0 / sqrt(total(v, lid${sg ? ', sl, ss' : ''}) / f32(p.n) + bitcast<f32>(p.epsBits));
+  let inv = 1.0 / sqrt(wgTotal(v, lid${sg ? ', sl, ss' : ''}) / f32(p.n) + bitcast<f32>(p.epsBits));
   for (var i = lid; i < p.n; i += ${LN_WG}u) { y[yb + i] = (rd(xb + i) - mean) * inv * w[i] + b[i]; }
 }
 `;
