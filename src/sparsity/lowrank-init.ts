@@ -24,20 +24,31 @@ export interface LowRankInitOptions {
   ridge?: number;
 }
 
+/**
+ * Σ_rows v vᵀ over the rows of a (n, d) array into the upper triangle of acc (d, d), four rows a
+ * pass: each pass reads and writes acc once for four rank-1 updates (acc, not the rows, is what
+ * streams through memory at d ≥ 1024). `row(i)` maps the i-th of n rows to its index in a.
+ */
+function addGramUpper(acc: Float64Array, a: Float32Array, n: number, d: number, row: (i: number) => number): void {
+  const v = [new Float64Array(d), new Float64Array(d), new Float64Array(d), new Float64Array(d)];
+  for (let s = 0; s < n; s += 4) {
+    const m = Math.min(4, n - s);
+    for (let q = 0; q < 4; q++) {
+      if (q < m) { const o = row(s + q) * d; for (let i = 0; i < d; i++) v[q][i] = a[o + i]; } else v[q].fill(0);
+    }
+    const [v0, v1, v2, v3] = v;
+    for (let i = 0; i < d; i++) {
+      const a0 = v0[i], a1 = v1[i], a2 = v2[i], a3 = v3[i], base = i * d;
+      for (let j = i; j < d; j++) acc[base + j] += a0 * v0[j] + a1 * v1[j] + a2 * v2[j] + a3 * v3[j];
+    }
+  }
+}
+
 /** Second moment C = (1/n) Σ x xᵀ over a strided subsample of `rows` rows of x (rows, d); (d, d) row-major. */
 export function secondMoment(x: Float32Array, rows: number, d: number, maxRows = 32768): Float64Array {
   const n = Math.min(rows, maxRows), stride = rows / n;
-  const C = new Float64Array(d * d), xi = new Float64Array(d);
-  for (let s = 0; s < n; s++) {
-    const r = Math.floor(s * stride);
-    for (let i = 0; i < d; i++) xi[i] = x[r * d + i];
-    for (let i = 0; i < d; i++) {
-      const a = xi[i];
-      if (a === 0) continue;
-      const row = i * d;
-      for (let j = i; j < d; j++) C[row + j] += a * xi[j];
-    }
-  }
+  const C = new Float64Array(d * d);
+  addGramUpper(C, x, n, d, (s) => Math.floor(s * stride));
   for (let i = 0; i < d; i++) for (let j = i; j < d; j++) { C[i * d + j] /= n; C[j * d + i] = C[i * d + j]; }
   return C;
 }
@@ -58,14 +69,7 @@ export function lowRankFc1(W1: Float32Array, b1: Float32Array | null, x: Float32
   const L = new CholeskyDecomposition(toMatrix(C, d, d)).lowerTriangularMatrix; // C = L Lᵀ
   // G = Mᵀ M = Lᵀ (W1ᵀ W1) L: d×d, so the eigen-solve never touches an f-sized matrix.
   const H = new Float64Array(d * d);
-  for (let j = 0; j < f; j++) {
-    const w = j * d;
-    for (let a = 0; a < d; a++) {
-      const v = W1[w + a];
-      if (v === 0) continue;
-      for (let b = a; b < d; b++) H[a * d + b] += v * W1[w + b];
-    }
-  }
+  addGramUpper(H, W1, f, d, (j) => j); // W1ᵀ W1 = Σ over neurons of row rowᵀ
   for (let a = 0; a < d; a++) for (let b = a + 1; b < d; b++) H[b * d + a] = H[a * d + b];
   const G = L.transpose().mmul(toMatrix(H, d, d)).mmul(L);
   const eig = new EigenvalueDecomposition(symmetrize(G), { assumeSymmetric: true });
