@@ -227,6 +227,21 @@ test('webgpu chained greedy decode: the same ids as the per-step readback loop, 
   for (const id of [first, ...got]) await g.forward([id]);
   assert.deepEqual(more, (await greedyContinue(g, await g.forward([argmax(after)]), 5)), 'a second chain');
 
+  // The chain owns the runner while it runs: reset, setSparsity and forward refuse from onToken.
+  g.reset();
+  const errs: string[] = [];
+  let pending: Promise<unknown> | null = null;
+  await g.decodeGreedy(argmax(await g.forward(P)), 4, () => {
+    for (const call of [() => g.reset(), () => g.setSparsity(null)]) {
+      try { call(); } catch (e) { errs.push((e as Error).message); }
+    }
+    pending = g.forward([1]);
+    return false;
+  });
+  await assert.rejects(pending!, /forward called while decodeGreedy runs/);
+  assert.deepEqual(errs, ['reset called while decodeGreedy runs', 'setSparsity called while decodeGreedy runs']);
+  assert.equal(g.position, P.length + 1);
+
   // The context bound: a chain may end exactly at the last position, never past it (a tiny model
   // with a context of 32: filling the 5m model's 1024 takes a minute on lavapipe).
   const dir = writeTinyModel();

@@ -176,7 +176,11 @@ class GpuRunner implements WebGpuRunner {
   get position(): number { return this.pos; }
   get pipelineKeys(): string[] { return this.k.pipelineKeys; }
   get dispatchesPerToken(): number { return this.plan(1, 'last', false).dispatches; }
-  reset(): void { this.pos = 0; }
+  reset(): void {
+    // A running chain owns the position and the step buffer until its last id lands.
+    if (this.chaining) fail('reset called while decodeGreedy runs');
+    this.pos = 0;
+  }
 
   private mat(rows: number, cols: number, label: string): GpuMatrix {
     const m = this.k.matrix(rows, cols, label);
@@ -254,6 +258,7 @@ class GpuRunner implements WebGpuRunner {
   }
 
   setSparsity(policy: SparsityPolicy | null): void {
+    if (this.chaining) fail('setSparsity called while decodeGreedy runs'); // it would drop the plan the chain replays
     const c = this.config, d = c.hidden, f = c.ffn;
     if (policy && policy.mlp.length !== c.layers) fail(`sparsity policy has ${policy.mlp.length} layers, the model has ${c.layers}`);
     for (const b of this.sparseBufs) b.destroy();
