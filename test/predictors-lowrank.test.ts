@@ -88,3 +88,18 @@ test('trainPredictor with a low-rank init and 0 epochs returns the init and its 
   assert.ok(oracle > 0.5);
   await assert.rejects(trainPredictor(new CpuTrainEngine(), train, val, d, f, { rank: 4, epochs: 0, monitorK: 20, init }), /rank 8/);
 });
+
+test("lowRankFc1's subspace method (large d) fits as well as the exact eigendecomposition", () => {
+  const d = 41, f = 97, rows = 500;
+  const W = randomArray(f * d, rng(21)), b = randomArray(f, rng(22)), x = correlated(rows, d, 23);
+  const want = preact(W, b, x, rows, d, f);
+  for (const r of [5, 13, 30]) {
+    const exact = sqErr(scores(lowRankFc1(W, b, x, rows, d, f, r, { method: 'exact' }), x, rows, d, f), want);
+    const sub = sqErr(scores(lowRankFc1(W, b, x, rows, d, f, r, { method: 'subspace' }), x, rows, d, f), want);
+    assert.ok(sub <= exact * 1.01 + 1e-12, `rank ${r}: subspace ${sub} vs exact ${exact}`);
+  }
+  // k = r + 16 >= d: the block spans everything, so the fit is the exact one.
+  const full = lowRankFc1(W, b, x, rows, d, f, d, { method: 'subspace' });
+  const wantAll = sqErr(want, new Float64Array(want.length));
+  assert.ok(sqErr(scores(full, x, rows, d, f), want) < 1e-6 * wantAll);
+});

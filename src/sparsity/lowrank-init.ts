@@ -16,12 +16,22 @@
 import { CholeskyDecomposition, EigenvalueDecomposition, Matrix } from 'ml-matrix';
 import { fail } from '../util/errors.js';
 import type { LowRankPredictor } from './policy.js';
+import { seededRandom } from '../util/random.js';
 
 export interface LowRankInitOptions {
   /** Rows of x used for the second moment (default 32768, evenly strided over the training rows). */
   maxRows?: number;
   /** Ridge added to C, relative to its mean diagonal (default 1e-4): keeps the Cholesky defined. */
   ridge?: number;
+  /**
+   * How the top-r eigenvectors of G = Lᵀ W1ᵀ W1 L are found: 'exact' (a full d×d eigendecomposition,
+   * O(d³)), or 'subspace' (block power iteration on r + 16 vectors with a Rayleigh-Ritz step, G never
+   * formed: O(d² r) an iteration). Default: exact up to d = 1024, subspace above (the full
+   * decomposition and the two d×d products took minutes a layer at d = 2048 in Node).
+   */
+  method?: 'exact' | 'subspace';
+  /** Power iterations of the subspace method (default 8). */
+  iterations?: number;
 }
 
 /**
@@ -71,19 +81,26 @@ export function lowRankFc1(W1: Float32Array, b1: Float32Array | null, x: Float32
   const H = new Float64Array(d * d);
   addGramUpper(H, W1, f, d, (j) => j); // W1ᵀ W1 = Σ over neurons of row rowᵀ
   for (let a = 0; a < d; a++) for (let b = a + 1; b < d; b++) H[b * d + a] = H[a * d + b];
-  const G = L.transpose().mmul(toMatrix(H, d, d)).mmul(L);
-  const eig = new EigenvalueDecomposition(symmetrize(G), { assumeSymmetric: true });
-  const values = eig.realEigenvalues, vectors = eig.eigenvectorMatrix;
-  const order = values.map((_, i) => i).sort((p, q) => values[q] - values[p]).slice(0, rank);
-  const Vr = new Matrix(d, rank);
-  order.forEach((c, k) => { for (let i = 0; i < d; i++) Vr.set(i, k, vectors.get(i, c)); });
+  const method = o.method ?? (d > 1024 ? 'subspace' : 'exact');
+  let values: number[], Vr: Matrix;
+  if (method === 'exact') {
+    const G = L.transpose().mmul(toMatrix(H, d, d)).mmul(L);
+    const eig = new EigenvalueDecomposition(symmetrize(G), { assumeSymmetric: true });
+    const all = eig.realEigenvalues, vectors = eig.eigenvectorMatrix;
+    const order = all.map((_, i) => i).sort((p, q) => all[q] - all[p]).slice(0, rank);
+    values = order.map((c) => all[c]);
+    Vr = new Matrix(d, rank);
+    order.forEach((c, k) => { for (let i = 0; i < d; i++) Vr.set(i, k, vectors.get(i, c)); });
+  } else {
+    ({ values, Vr } = topEigenSubspace(Float64Array.from(L.to1DArray()), H, d, rank, o.iterations ?? 8));
+  }
   // A = V_rᵀ L⁻¹, i.e. Aᵀ solves Lᵀ Aᵀ = V_r (back substitution on the upper-triangular Lᵀ).
   const At = backSubstituteUpper(L.transpose(), Vr);
   const LV = L.mmul(Vr); // (d, r): B = W1 (L V_r)
   // Balance the two factors (the product is unchanged): row k of A and column k of B both get
   // norm ~ sqrt(s_k), so AdamW's per-element steps are comparable on both sides.
   const A = new Float32Array(rank * d), B = new Float32Array(f * rank);
-  const scale = order.map((c) => Math.pow(Math.max(values[c], 1e-30), 0.25)); // sqrt(s_k) with s_k = sqrt(λ_k)
+  const scale = values.map((v) => Math.pow(Math.max(v, 1e-30), 0.25)); // sqrt(s_k) with s_k = sqrt(λ_k)
   for (let k = 0; k < rank; k++) for (let i = 0; i < d; i++) A[k * d + i] = At.get(i, k) * scale[k];
   const lv = LV.to1DArray(); // row-major (d, r)
   for (let j = 0; j < f; j++) {
@@ -96,6 +113,64 @@ export function lowRankFc1(W1: Float32Array, b1: Float32Array | null, x: Float32
   }
   const bias = b1 ? Float32Array.from(b1) : new Float32Array(f);
   return padRank({ rank, A, B, bias }, r, d, f);
+}
+
+/**
+ * The r largest eigenpairs of G = Lᵀ H L (L lower-triangular, both (d, d) row-major) without forming
+ * G: a block of k = min(d, r + 16) vectors, `iterations` rounds of Q ← orth(G Q), then Rayleigh-Ritz
+ * (the k×k eigenproblem Qᵀ G Q). Blocks are row-major (d, k) so the inner loops run over k.
+ */
+function topEigenSubspace(L: Float64Array, H: Float64Array, d: number, r: number, iterations: number): { values: number[]; Vr: Matrix } {
+  const k = Math.min(d, r + 16);
+  const applyG = (Q: Float64Array): Float64Array => {
+    const Y = new Float64Array(d * k), Z = new Float64Array(d * k), W = new Float64Array(d * k);
+    for (let i = 0; i < d; i++) for (let j = 0; j <= i; j++) axpy(Y, i * k, L[i * d + j], Q, j * k, k);   // Y = L Q
+    for (let i = 0; i < d; i++) for (let j = 0; j < d; j++) axpy(Z, i * k, H[i * d + j], Y, j * k, k);   // Z = H Y
+    for (let j = 0; j < d; j++) for (let i = 0; i <= j; i++) axpy(W, i * k, L[j * d + i], Z, j * k, k);  // W = Lᵀ Z
+    return W;
+  };
+  const rand = seededRandom(12345);
+  let Q = orthonormalColumns(Float64Array.from({ length: d * k }, () => rand() - 0.5), d, k);
+  for (let it = 0; it < iterations; it++) Q = orthonormalColumns(applyG(Q), d, k);
+  const GQ = applyG(Q), S = new Matrix(k, k);
+  for (let a = 0; a < k; a++) for (let b = 0; b < k; b++) {
+    let t = 0;
+    for (let i = 0; i < d; i++) t += Q[i * k + a] * GQ[i * k + b];
+    S.set(a, b, t);
+  }
+  const eig = new EigenvalueDecomposition(symmetrize(S), { assumeSymmetric: true });
+  const all = eig.realEigenvalues, U = eig.eigenvectorMatrix;
+  const order = all.map((_, i) => i).sort((p, q) => all[q] - all[p]).slice(0, r);
+  const Vr = new Matrix(d, r);
+  order.forEach((c, col) => {
+    for (let i = 0; i < d; i++) {
+      let t = 0;
+      for (let a = 0; a < k; a++) t += Q[i * k + a] * U.get(a, c);
+      Vr.set(i, col, t);
+    }
+  });
+  return { values: order.map((c) => all[c]), Vr };
+}
+
+function axpy(y: Float64Array, yo: number, a: number, x: Float64Array, xo: number, n: number): void {
+  if (a === 0) return;
+  for (let c = 0; c < n; c++) y[yo + c] += a * x[xo + c];
+}
+
+/** Modified Gram-Schmidt on the columns of a row-major (d, k) block (a column that vanishes stays 0). */
+function orthonormalColumns(Q: Float64Array, d: number, k: number): Float64Array {
+  for (let c = 0; c < k; c++) {
+    for (let p = 0; p < c; p++) {
+      let t = 0;
+      for (let i = 0; i < d; i++) t += Q[i * k + p] * Q[i * k + c];
+      for (let i = 0; i < d; i++) Q[i * k + c] -= t * Q[i * k + p];
+    }
+    let n = 0;
+    for (let i = 0; i < d; i++) n += Q[i * k + c] ** 2;
+    n = Math.sqrt(n);
+    for (let i = 0; i < d; i++) Q[i * k + c] = n > 1e-300 ? Q[i * k + c] / n : 0;
+  }
+  return Q;
 }
 
 function toMatrix(a: Float64Array, rows: number, cols: number): Matrix {
