@@ -1,23 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ROOT } from './helpers.js';
+import { oneLineError, runCli } from './helpers.js';
 
-const CLI = join(ROOT, 'dist', 'src', 'cli.js');
-function dejavu(...args: string[]) {
-  const r = spawnSync(process.execPath, [CLI, 'eval', '--backend', 'cpu', ...args], { encoding: 'utf8' });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-/** An error is exactly one line on stderr, nothing on stdout, exit 1. */
-function oneLineError(r: ReturnType<typeof dejavu>, pattern: RegExp) {
-  assert.equal(r.code, 1, r.stderr);
-  assert.equal(r.stdout, '');
-  assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
-  assert.match(r.stderr, pattern);
-}
+const dejavu = (...args: string[]) => runCli('eval', '--backend', 'cpu', ...args);
 
 const dir = mkdtempSync(join(tmpdir(), 'dejavu-eval-'));
 

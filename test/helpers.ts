@@ -1,3 +1,5 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -82,4 +84,18 @@ export function hostGreedy(r: Runner): Runner {
     decodeGreedy: (first, n, onToken) => decodeGreedyOnHost(r, first, n, onToken),
     reset: () => r.reset(), setSparsity: (p) => r.setSparsity(p), dispose: () => r.dispose(),
   };
+}
+
+/** Runs the built CLI (`dejavu ...args`) in a child process. */
+export function runCli(...args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'src', 'cli.js'), ...args], { encoding: 'utf8' });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A bad-input failure: exactly one line on stderr matching `pattern`, nothing on stdout, exit 1. */
+export function oneLineError(r: ReturnType<typeof runCli>, pattern: RegExp): void {
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(r.stdout, '');
+  assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
+  assert.match(r.stderr, pattern);
 }

@@ -1,23 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DATA, ROOT } from './helpers.js';
+import { DATA, ROOT, oneLineError, runCli } from './helpers.js';
 
-const CLI = join(ROOT, 'dist', 'src', 'cli.js');
 const MODEL = join(ROOT, 'models', 'opt-gutenberg-5m');
-function dejavu(...args: string[]) {
-  const r = spawnSync(process.execPath, [CLI, 'train-predictors', '--model', MODEL, '--backend', 'cpu', ...args], { encoding: 'utf8' });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-function oneLineError(r: ReturnType<typeof dejavu>, pattern: RegExp) {
-  assert.equal(r.code, 1, r.stderr);
-  assert.equal(r.stdout, '');
-  assert.equal(r.stderr.trimEnd().split('\n').length, 1, r.stderr);
-  assert.match(r.stderr, pattern);
-}
+const dejavu = (...args: string[]) => runCli('train-predictors', '--model', MODEL, '--backend', 'cpu', ...args);
 
 const dir = mkdtempSync(join(tmpdir(), 'dejavu-train-'));
 const text = join(dir, 'text.txt');
