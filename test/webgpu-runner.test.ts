@@ -302,3 +302,18 @@ test('webgpu generate: greedy chained on the device streams the same pieces, ids
   assert.deepEqual(await run(g, prompt, { maxTokens: 24 }), full);
   g.dispose();
 });
+
+test('webgpu sparse MLP with d not a multiple of 8 (fc2 by partial sums + reduce) matches the CPU runner', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const dir = writeTinyModel(tinyConfig({ hidden_size: 12, word_embed_proj_dim: 12 }));
+  const tiny = await checkpoint(dir);
+  const f = tiny.config.ffn;
+  const policy: SparsityPolicy = { input: 'mlp_in', mlp: [0, 1].map((l) => ({ k: 9, selector: { kind: 'fixed' as const, indices: Uint32Array.from({ length: 9 }, (_, i) => (i * 5 + l) % f) } })) };
+  const g = await createWebGpuRunner(tiny.config, tiny.weights, { gpu }), c = new CpuRunner(tiny.config, tiny.weights);
+  for (const x of [g, c]) x.setSparsity(policy);
+  assertRows(await g.forward([2, 10, 20, 30], { allLogits: true }), await c.forward([2, 10, 20, 30], { allLogits: true }), tiny.config.vocabSize, 'sparse prefill, d = 12');
+  for (const id of [40, 50]) assertRows(await g.forward([id]), await c.forward([id]), tiny.config.vocabSize, 'sparse decode, d = 12');
+  g.dispose();
+  rmSync(dir, { recursive: true });
+});

@@ -73,6 +73,11 @@ function gatherShape(k: number, K4: number): { rows: number; tpr: number; wide: 
   return { rows, tpr: 256 / rows, wide };
 }
 
+/** Whether sparseDown runs fc2ᵀ (f, d) in one pass: rows padded to 8 halves; otherwise it needs a partial-sum buffer. */
+export function fc2OnePass(W2t: GpuMatrix): boolean {
+  return (W2t.colsP / 4) % 2 === 0;
+}
+
 export interface LinearArgs {
   W: GpuMatrix; x: GPUBuffer; y: GPUBuffer; T: number;
   inStride?: number; inOff?: number; outStride?: number; outOff?: number;
@@ -255,9 +260,13 @@ export class Kernels {
    * not used). Otherwise, or with `mode: 'partial'`: partial sums over slices of the selection, then
    * a reduce. `fc2Shape` overrides the one-pass kernel's shape (bench).
    */
-  sparseDown(a: { W2t: GpuMatrix; h: GPUBuffer; sel: GPUBuffer; selStride: number; k: number; T: number; slices: number; partial: GPUBuffer; x: GPUBuffer; bias: GPUBuffer | null; mode?: 'direct' | 'partial'; fc2Shape?: Fc2DirectShape }, own: GPUBuffer[]): Dispatch[] {
+  /**
+   * Sparse fc2. Rows padded to 8 halves (every real OPT width) take the one-pass form; others, or
+   * mode 'partial', the partial sums over `slices` slices into `partial` plus a reduce dispatch.
+   */
+  sparseDown(a: { W2t: GpuMatrix; h: GPUBuffer; sel: GPUBuffer; selStride: number; k: number; T: number; slices?: number; partial?: GPUBuffer; x: GPUBuffer; bias: GPUBuffer | null; mode?: 'direct' | 'partial'; fc2Shape?: Fc2DirectShape }, own: GPUBuffer[]): Dispatch[] {
     const d = a.W2t.cols, d4 = a.W2t.colsP / 4;
-    if (d4 % 2 === 0 && a.mode !== 'partial') {
+    if (fc2OnePass(a.W2t) && a.mode !== 'partial') {
       const sh = a.fc2Shape ?? fc2DirectShape(this.gpu.limits), bias = !!a.bias, d8 = d4 / 2;
       const key = fc2DirectKey(sh, bias);
       const pl = this.pipeline(key, () => fc2DirectWgsl(sh, bias));
@@ -268,6 +277,8 @@ export class Kernels {
       });
     }
     if (a.mode === 'direct') throw new Error('sparseDown: the one-pass form needs rows padded to 8 halves');
+    const partial = a.partial;
+    if (!partial || !a.slices) throw new Error('sparseDown: the partial-sum form needs `partial` and `slices`');
     const S = Math.max(1, Math.min(a.slices, a.k)), slice = ceilDiv(a.k, S);
     const slots = S * a.W2t.parts.length;
     // Rows padded to 8 halves take the wide form (a thread owns 8 columns), as the GEMV does.
@@ -275,9 +286,9 @@ export class Kernels {
     const pk = fc2PartialKey(this.feats, wide);
     const pl = this.pipeline(pk, () => fc2PartialWgsl(this.feats, wide));
     const out = a.W2t.parts.map((p, i) => this.dispatch(pk, pl, [d4, a.k, slice, slots, i * S, a.selStride, p.row0, p.rows],
-      [[1, p.buffer], [2, a.h], [3, a.sel], [4, a.partial]], [ceilDiv(wide ? d4 / 2 : d4, FC2P_WG), S, a.T], own));
+      [[1, p.buffer], [2, a.h], [3, a.sel], [4, partial]], [ceilDiv(wide ? d4 / 2 : d4, FC2P_WG), S, a.T], own));
     const rk = fc2ReduceKey(!!a.bias);
-    const ent: [number, Entry][] = [[1, a.partial], [2, a.x]];
+    const ent: [number, Entry][] = [[1, partial], [2, a.x]];
     if (a.bias) ent.push([3, a.bias]);
     out.push(this.dispatch(rk, this.pipeline(rk, () => fc2ReduceWgsl(!!a.bias)), [d, d4, slots, a.bias ? 1 : 0], ent, [ceilDiv(d, 256), a.T, 1], own));
     return out;

@@ -18,7 +18,7 @@ import type { ForwardOptions, Runner, TracePoint } from '../types.js';
 import { openGpu, type Gpu, type GpuOptions } from './device.js';
 import { ceil4, ceilDiv } from './kernels/common.js';
 import { FC2_MAX_SLICES, FC2_MIN_SLICE_ROWS } from './kernels/sparse-mlp.js';
-import { Kernels, runNow, type Dispatch, type GpuMatrix, type PlanItem, type Tap } from './ops.js';
+import { fc2OnePass, Kernels, runNow, type Dispatch, type GpuMatrix, type PlanItem, type Tap } from './ops.js';
 
 /** Tokens per prefill pass: activations are allocated for this many rows; longer prompts take several passes. */
 const TCAP = 128;
@@ -297,8 +297,12 @@ class GpuRunner implements WebGpuRunner {
     const T = Math.min(TCAP, c.maxPositions);
     this.scores = sb(T * f * 4, 'scores'); this.u = sb(T * rMax * 4, 'pred_u');
     this.sel = sb(T * f * 4, 'sel'); this.hsel = sb(T * f * 4, 'h_sel');
-    this.partialFloats = Math.min(PARTIAL_BUDGET, T * FC2_MAX_SLICES * ceil4(d) * 2);
-    this.partial = sb(this.partialFloats * 4, 'fc2_partial');
+    // Partial sums only where sparse fc2 can't run in one pass (d not a multiple of 8: no OPT width).
+    const fc2T = this.layers.find((L) => L.fc2T)?.fc2T;
+    if (fc2T && !fc2OnePass(fc2T)) {
+      this.partialFloats = Math.min(PARTIAL_BUDGET, T * FC2_MAX_SLICES * ceil4(d) * 2);
+      this.partial = sb(this.partialFloats * 4, 'fc2_partial');
+    } else { this.partial = null; this.partialFloats = 0; }
     // The transposes run before anything that reads fc2T: same queue, submitted now.
     const enc = this.k.device.createCommandEncoder();
     this.k.encode(enc, ds.map((x) => ({ d: x })));
@@ -390,10 +394,13 @@ class GpuRunner implements WebGpuRunner {
           add(K.topK({ scores: this.scores!, out: this.sel!, n: f, k: S.k, T, inStride: f, outStride: S.k }, own));
         }
         add(...K.gatherLinear({ W: L.fc1, x: mlpIn, h: this.hsel!, T, k: S.k, sel, selStride, bias: L.fc1B, relu: true }, own));
-        const perSlice = T * ceil4(d) * L.fc2T!.parts.length;
-        const slices = Math.max(1, Math.min(FC2_MAX_SLICES, ceilDiv(S.k, FC2_MIN_SLICE_ROWS), Math.floor(this.partialFloats / perSlice)));
-        if (slices * perSlice > this.partialFloats) fail('sparse MLP partial sums do not fit their buffer');
-        add(...K.sparseDown({ W2t: L.fc2T!, h: this.hsel!, sel, selStride, k: S.k, T, slices, partial: this.partial!, x: this.x, bias: L.fc2B }, own));
+        let slices: number | undefined;
+        if (this.partial) {
+          const perSlice = T * ceil4(d) * L.fc2T!.parts.length;
+          slices = Math.max(1, Math.min(FC2_MAX_SLICES, ceilDiv(S.k, FC2_MIN_SLICE_ROWS), Math.floor(this.partialFloats / perSlice)));
+          if (slices * perSlice > this.partialFloats) fail('sparse MLP partial sums do not fit their buffer');
+        }
+        add(...K.sparseDown({ W2t: L.fc2T!, h: this.hsel!, sel, selStride, k: S.k, T, slices, partial: this.partial ?? undefined, x: this.x, bias: L.fc2B }, own));
         if (trace) { add(K.scatter({ h: this.hsel!, sel, act: this.act, f, k: S.k, selStride, T }, own)); tap(l, 'fc1_act', this.act, f); }
       }
       if (!c.preLayerNorm) add(K.layerNorm({ x: null, y: this.x, w: L.mlpLnW, b: L.mlpLnB, n: d, rows: T, eps }, own));
