@@ -155,9 +155,15 @@ test('webgpu sparse MLP: predictor policy selects and computes like the CPU runn
   };
   policy.mlp[2] = { k: 77, selector: { kind: 'fixed', indices: Uint32Array.from({ length: 77 }, (_, i) => (i * 13) % f) } };
   policy.mlp[3] = { k: 200, selector: { kind: 'oracle' } };
+  // The block rule on the predictor layer: blocked top-5, and a threshold (0) with no cap (64).
+  const blockRule = (block: { cap: number; tau: number | null }): SparsityPolicy => ({
+    input: 'mlp_in',
+    mlp: policy.mlp.map((lp) => (lp?.selector.kind === 'predictor' ? { k: 0, selector: { ...lp.selector, block } } : lp)),
+  });
+  const top5 = blockRule({ cap: 5, tau: null }), thr = blockRule({ cap: 64, tau: 0 });
   const cpu = new CpuRunner(c, ck.weights);
   const g = await createWebGpuRunner(c, ck.weights, { gpu });
-  for (const p of [policy, { ...policy, input: 'mlp_in' as const }]) {
+  for (const p of [policy, { ...policy, input: 'mlp_in' as const }, top5, thr]) {
     cpu.setSparsity(p); g.setSparsity(p); cpu.reset(); g.reset();
     const ids = reference(MODELS['5m'])[1].input_ids;
     const acts = new Map<string, Float32Array>();
@@ -174,6 +180,11 @@ test('webgpu sparse MLP: predictor policy selects and computes like the CPU runn
     assertRows(got, want, c.vocabSize, `sparse (${p.input})`);
     const dec = await g.forward([5]), decCpu = await cpu.forward([5]);
     assert.ok(relErr(dec, decCpu) < 1e-2, 'sparse decode');
+    // Measured density: the same counts both ways (block rule), k / f for the others.
+    const [dg, dc] = [await g.mlpDensity(), await cpu.mlpDensity()];
+    dg.forEach((v, l) => assert.ok(v === dc[l] || Math.abs(v! - dc[l]!) < 1e-9, `layer ${l} density ${v} vs ${dc[l]}`));
+    if (p === top5) assert.equal(dc[0], (5 * Math.ceil(f / 64)) / f, 'blocked top-5: 5 a block');
+    if (p === thr) assert.ok(dc[0]! > 0.05 && dc[0]! < 0.95, `threshold: ${dc[0]}`);
   }
   g.setSparsity(null);
   g.dispose();

@@ -54,7 +54,14 @@ export interface Runner {
   decodeGreedy(first: number, maxSteps: number, onToken: (id: number) => boolean): Promise<number[]>;
   /** Empties the KV cache. */
   reset(): void;
-  /** Sparsity for later forwards; null runs dense. */
+  /** Sparsity for later forwards; null runs dense. Resets the density count (mlpDensity). */
   setSparsity(policy: SparsityPolicy | null): void;
+  /**
+   * Measured MLP density: per layer, the mean fraction of its neurons computed per token over the
+   * tokens run since setSparsity or resetMlpDensity (null: a dense layer; top-K layers: k / f; the
+   * block rule: counted as it runs, NaN before any token).
+   */
+  mlpDensity(): Promise<(number | null)[]>;
+  resetMlpDensity(): void;
   dispose(): void;
 }

@@ -3,7 +3,8 @@
  * at the right shapes, not a model that predicts anything.
  */
 import type { OptConfig } from '../model/config.js';
-import type { LowRankPredictor, SparsityPolicy } from '../sparsity/policy.js';
+import { BLOCK_SIZE, blockSlots, type LowRankPredictor, type MlpLayerPolicy, type SparsityPolicy } from '../sparsity/policy.js';
+import { predictScores } from '../sparsity/predict.js';
 import { mlpK, predictorRank } from './shapes.js';
 import { seededRandom } from '../util/random.js';
 
@@ -38,7 +39,7 @@ export function fixedPolicy(c: OptConfig, density: number, seed = 1): SparsityPo
  * 111 MB at OPT-66B); a backend uploads each layer's predictor to its own buffers, so the bytes read
  * per token are still L predictors' worth. Scales keep the scores O(1) like a trained predictor's.
  */
-export function syntheticPredictorPolicy(c: OptConfig, density: number, seed = 2, rank = predictorRank(c.hidden)): SparsityPolicy {
+export function syntheticPredictorPolicy(c: OptConfig, density: number, seed = 2, rank = predictorRank(c.hidden), selection: 'topk' | 'block' = 'block'): SparsityPolicy {
   const r = rng(seed), d = c.hidden, f = c.ffn;
   const fill = (n: number, scale: number) => {
     const a = new Float32Array(n);
@@ -46,6 +47,27 @@ export function syntheticPredictorPolicy(c: OptConfig, density: number, seed = 2
     return a;
   };
   const predictor: LowRankPredictor = { rank, A: fill(rank * d, 1 / Math.sqrt(d)), B: fill(f * rank, 1 / Math.sqrt(rank)), bias: fill(f, 0.1) };
-  const k = mlpK(c, density);
-  return { input: 'attn_in', mlp: Array.from({ length: c.layers }, () => ({ k, selector: { kind: 'predictor' as const, predictor } })) };
+  let lp: MlpLayerPolicy;
+  if (selection === 'topk') lp = { k: mlpK(c, density), selector: { kind: 'predictor', predictor } };
+  else {
+    // The block rule as calibrated predictors use it: a threshold for the density, and a cap of
+    // twice the mean count a block (calibration lands near that: docs/sparsity.md). The threshold is
+    // the density's quantile of the scores on unit-variance random inputs (the bench's LayerNorm
+    // outputs are about that); the runner counts what was actually chosen (the bench reports it).
+    const cap = Math.min(BLOCK_SIZE, 2 * Math.ceil(density * BLOCK_SIZE));
+    const all: number[] = [];
+    for (let s = 0; s < 8; s++) {
+      const x = Float32Array.from({ length: d }, () => gaussian(r));
+      all.push(...predictScores(predictor, x, d));
+    }
+    all.sort((a, b) => b - a);
+    const tau = all[Math.min(all.length - 1, Math.floor(density * all.length))];
+    lp = { k: blockSlots(f, cap), density, selector: { kind: 'predictor', predictor, block: { cap, tau } } };
+  }
+  return { input: 'attn_in', mlp: Array.from({ length: c.layers }, () => lp) };
+}
+
+/** A standard normal draw (Box-Muller). */
+function gaussian(r: () => number): number {
+  return Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());
 }

@@ -6,6 +6,8 @@ export interface BenchRow {
   adapter: string;
   sparsity: 'dense' | 'mlp';
   selector: 'none' | 'fixed' | 'predictor';
+  /** Predictors: the block rule (fused select + fc1) or a global top-K. */
+  selection: 'block' | 'topk' | null;
   mlp_density: number | null;
   predictor_rank: number | null;
   prompt_len: number;
@@ -60,7 +62,7 @@ export function benchTable(rows: BenchRow[]): string {
   if (gpu) header.push('GPU ms', 'dispatches');
   if (hf) header.push('HF ms/token', 'HF GB/s', 'HF/ours');
   const body = rows.map((r) => {
-    const sp = r.sparsity === 'dense' ? 'dense' : `mlp ${Number((r.mlp_density ?? NaN).toFixed(3))}${r.selector === 'fixed' ? ' fixed' : ''}`;
+    const sp = r.sparsity === 'dense' ? 'dense' : `mlp ${Number((r.mlp_density ?? NaN).toFixed(3))}${r.selector === 'fixed' ? ' fixed' : r.selection === 'block' ? ' block' : ''}`;
     const cells = [r.shape, r.backend, sp, fmt(r.prefill_ms, 1), fmt(r.ms_per_token, 3), fmt(r.ms_per_token_readback, 3), fmt(r.tokens_per_s, 1),
       fmt(r.bytes_per_token / 1e6, 1), fmt(r.gbps, 1), fmt(r.floor_ms, 3), fmt(r.pct_of_floor, 1)];
     if (gpu) cells.push(fmt(r.gpu_ms_per_token, 3), String(r.dispatches_per_token ?? '-'));

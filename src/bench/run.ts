@@ -35,6 +35,8 @@ export interface BenchOptions {
   /** Fraction of neurons per sparse layer; with --predictors, undefined keeps the calibrated K. */
   mlpDensity?: number;
   headDensity: number;
+  /** How predictors pick neurons (src/sparsity/predictors-io.ts Selection); synthetic predictors: auto = block. */
+  selection?: 'auto' | 'block' | 'topk';
   oracle: boolean;
   predictors?: string;
   compareHf: boolean;
@@ -69,8 +71,8 @@ async function scoped<T>(gpu: Gpu, fn: () => Promise<T>): Promise<{ value: T; er
   return { value: value as T, error: e ? `${oom ? 'out of device memory' : 'WebGPU error'}: ${e.message.split('\n')[0]}` : null };
 }
 
-async function loadPredictorPolicy(dir: string, ck: Checkpoint, mlpDensity: number | undefined): Promise<SparsityPolicy> {
-  return (await loadPredictors(dir, ck)).policy({ mlpDensity });
+async function loadPredictorPolicy(dir: string, ck: Checkpoint, o: BenchOptions): Promise<SparsityPolicy> {
+  return (await loadPredictors(dir, ck)).policy({ mlpDensity: o.mlpDensity, selection: o.selection });
 }
 
 /**
@@ -211,17 +213,25 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: 'dense' 
   let policy: SparsityPolicy | null = null;
   if (mode === 'mlp') {
     if (o.oracle) policy = fixedPolicy(c, o.mlpDensity ?? DEFAULT_DENSITY);
-    else if (o.predictors && model) policy = await loadPredictorPolicy(o.predictors, model.checkpoint, o.mlpDensity);
-    else policy = syntheticPredictorPolicy(c, o.mlpDensity ?? DEFAULT_DENSITY);
+    else if (o.predictors && model) policy = await loadPredictorPolicy(o.predictors, model.checkpoint, o);
+    else policy = syntheticPredictorPolicy(c, o.mlpDensity ?? DEFAULT_DENSITY, undefined, undefined, o.selection === 'topk' ? 'topk' : 'block');
   }
-  const density = policy ? meanMlpDensity(policy, c.ffn) : null;
+  let density = policy ? meanMlpDensity(policy, c.ffn) : null;
   if (gpu) {
     // setSparsity allocates fc2 transposed and the predictors: the second big allocation.
     const { error } = await scoped(gpu, async () => { runner.setSparsity(policy); await gpu.device.queue.onSubmittedWorkDone(); });
     if (error) { runner.setSparsity(null); o.log(`skipped: ${t.name} ${mode}: ${error}`); return null; }
   } else runner.setSparsity(policy);
   o.log(`${t.name}: ${mode}${policy ? ` (density ${density!.toFixed(3)}, ${o.oracle ? 'fixed sets' : 'predictors'})` : ''}: prompt ${o.promptLen}, ${o.gen} tokens...`);
+  runner.resetMlpDensity();
   const timing = await timeDecode(runner, { promptLen: o.promptLen, gen: o.gen, warmup: o.warmup });
+  // The block rule's count varies by token: report (and count bytes at) what was actually chosen.
+  const measured = policy ? await runner.mlpDensity() : null;
+  if (policy && measured) {
+    const m = measured.filter((v): v is number => v !== null);
+    density = m.reduce((a, v) => a + v, 0) / m.length;
+    policy = { ...policy, mlp: policy.mlp.map((lp, l) => lp && { ...lp, k: Math.round(measured[l]! * c.ffn) }) };
+  }
 
   const layout = backend === 'cpu' ? CPU_LAYOUT : WEBGPU_LAYOUT;
   const mlp = mlpBytesFromPolicy(policy);
@@ -234,6 +244,7 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: 'dense' 
   return {
     shape: t.name, backend, adapter, sparsity: mode,
     selector: sel ? (sel.kind === 'predictor' ? 'predictor' : 'fixed') : 'none',
+    selection: sel?.kind === 'predictor' ? (sel.block ? 'block' : 'topk') : null,
     mlp_density: density,
     predictor_rank: sel?.kind === 'predictor' ? sel.predictor.rank : null,
     prompt_len: o.promptLen, gen: o.gen,

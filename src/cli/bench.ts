@@ -10,7 +10,7 @@ import { action, DEMO_MODEL, floatArg, intArg, modelOptions } from './common.js'
 
 interface BenchFlags {
   model?: string; shape?: string; backend: string; promptLen: number; gen: number; warmup: number;
-  sparsity: string; mlpDensity?: number; headDensity: number; oracle?: boolean; predictors?: string;
+  sparsity: string; mlpDensity?: number; headDensity: number; oracle?: boolean; predictors?: string; selection: string;
   json?: boolean; compareHf?: boolean; deviceMemoryGib?: number;
   kernels?: boolean; kernelMs: number; kernelSamples: number; readMib?: number; rotateMib?: number; kernelOnly?: string; kernelVariants?: boolean;
 }
@@ -47,6 +47,11 @@ async function kernelsAction(o: BenchFlags): Promise<void> {
   else if (rows.length) process.stdout.write(kernelTable(rows));
 }
 
+function parseSelection(v: string): 'auto' | 'block' | 'topk' {
+  if (v !== 'auto' && v !== 'block' && v !== 'topk') fail(`--selection must be auto, block or topk (got ${v})`);
+  return v;
+}
+
 export function register(program: Command): void {
   const cmd = program.command('bench')
     .description('decode speed (ms/token, GB/s) against the bandwidth floor measured on the same device');
@@ -60,6 +65,7 @@ export function register(program: Command): void {
     .option('--head-density <d>', 'fraction of attention heads (for --sparsity dejavu)', floatArg('--head-density', 0, 1), 0.4)
     .option('--oracle', 'sparse MLP with fixed random neuron sets: no predictor cost, isolates the kernels')
     .option('--predictors <dir>', 'trained predictors for --model (from train-predictors)')
+    .option('--selection <how>', 'how predictors pick neurons: auto | block (threshold a block of 64, fused with fc1) | topk (global top-K); synthetic: auto = block', 'auto')
     .option('--device-memory-gib <n>', 'device memory for the --shape fit check (default: known cards)', floatArg('--device-memory-gib', 0))
     .option('--compare-hf', 'also run bench/hf_baseline.py (PyTorch + transformers, CUDA) and print the ratios')
     .option('--json', 'one JSON object per configuration, one per line')
@@ -80,7 +86,7 @@ export function register(program: Command): void {
       promptLen: o.promptLen, gen: o.gen, warmup: o.warmup,
       sparsity: parseSparsity(o.sparsity),
       mlpDensity: o.mlpDensity, headDensity: o.headDensity,
-      oracle: !!o.oracle, predictors: o.predictors,
+      oracle: !!o.oracle, predictors: o.predictors, selection: parseSelection(o.selection),
       compareHf: !!o.compareHf, deviceMemoryGib: o.deviceMemoryGib,
       log: (line) => process.stderr.write(line + '\n'),
     });

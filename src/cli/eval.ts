@@ -10,7 +10,7 @@ import { loadModel, type Model } from '../engine/model.js';
 import type { Checkpoint } from '../model/checkpoint.js';
 import { meanMlpDensity, type SparsityPolicy } from '../sparsity/policy.js';
 import { fail } from '../util/errors.js';
-import { compareLambada, compareMultipleChoice, comparePerplexity } from '../eval/compare.js';
+import { compareLambada, compareMultipleChoice, comparePerplexity, measuredDensity } from '../eval/compare.js';
 import { readDataFile } from '../eval/jsonl.js';
 import { lambada } from '../eval/lambada.js';
 import { multipleChoice } from '../eval/multiple-choice.js';
@@ -23,13 +23,13 @@ import { loadPolicy as loadPredictorPolicy } from './predictors-option.js';
 
 interface EvalFlags {
   model?: string; backend: string; task: string; data: string; limit?: number; window?: number;
-  compare?: boolean; json?: boolean; predictors?: string; mlpDensity?: number;
+  compare?: boolean; json?: boolean; predictors?: string; mlpDensity?: number; selection?: string;
 }
 
 /** The policy itself (applyPredictors only installs it; --compare must switch it on and off). */
 async function loadPolicy(ck: Checkpoint, o: EvalFlags): Promise<SparsityPolicy | null> {
   if (!o.predictors) return null;
-  return loadPredictorPolicy(o.predictors, ck, o.mlpDensity);
+  return loadPredictorPolicy(o.predictors, ck, o);
 }
 
 type Out = Record<string, unknown>;
@@ -37,13 +37,14 @@ const r4 = (x: number) => Math.round(x * 1e4) / 1e4;
 const r6 = (x: number) => Math.round(x * 1e6) / 1e6;
 
 /** Runs the task; returns the JSON fields and the human summary lines. */
-async function runTask(task: Task, runner: Runner, model: Model, o: EvalFlags, text: string, policy: SparsityPolicy | null, progress: ProgressFn): Promise<{ out: Out; lines: string[] }> {
+async function runTask(task: Task, runner: Runner, model: Model, o: EvalFlags, text: string, policy: SparsityPolicy | null, progress: ProgressFn): Promise<{ out: Out; lines: string[]; density?: number }> {
   const tok = model.tokenizer;
   if (task === 'ppl') {
     const opts = { window: o.window, limit: o.limit, onProgress: progress };
     if (o.compare) {
       const c = await comparePerplexity(runner, tok, text, policy!, opts);
       return {
+        density: c.mlpDensity,
         out: { dense_ppl: r4(c.dense.ppl), sparse_ppl: r4(c.sparse.ppl), dense_nll: r6(c.dense.nll), sparse_nll: r6(c.sparse.nll),
           top1_agreement: r6(c.top1Agreement), kl: r6(c.kl), tokens: c.tokens, windows: c.dense.windows, window: c.dense.window },
         lines: [`dense ppl ${c.dense.ppl.toFixed(3)}, sparse ppl ${c.sparse.ppl.toFixed(3)} over ${c.tokens} tokens (${c.dense.windows} windows of ${c.dense.window})`,
@@ -61,6 +62,7 @@ async function runTask(task: Task, runner: Runner, model: Model, o: EvalFlags, t
     if (o.compare) {
       const c = await compareLambada(runner, tok, items, policy!, progress);
       return {
+        density: c.mlpDensity,
         out: { dense_acc: r4(c.dense.acc), dense_ppl: r4(c.dense.ppl), sparse_acc: r4(c.sparse.acc), sparse_ppl: r4(c.sparse.ppl), agreement: r4(c.agreement), n: c.dense.n },
         lines: [`dense acc ${c.dense.acc.toFixed(4)} ppl ${c.dense.ppl.toFixed(3)} | sparse acc ${c.sparse.acc.toFixed(4)} ppl ${c.sparse.ppl.toFixed(3)} | same outcome on ${(100 * c.agreement).toFixed(1)}% of ${c.dense.n} items`],
       };
@@ -76,6 +78,7 @@ async function runTask(task: Task, runner: Runner, model: Model, o: EvalFlags, t
   if (o.compare) {
     const c = await compareMultipleChoice(runner, tok, items, policy!, progress);
     return {
+      density: c.mlpDensity,
       out: { dense_acc: r4(c.dense.acc), dense_acc_norm: r4(c.dense.accNorm), sparse_acc: r4(c.sparse.acc), sparse_acc_norm: r4(c.sparse.accNorm), agreement: r4(c.agreement), n: c.dense.n },
       lines: [`dense acc ${c.dense.acc.toFixed(4)} acc_norm ${c.dense.accNorm.toFixed(4)} | sparse acc ${c.sparse.acc.toFixed(4)} acc_norm ${c.sparse.accNorm.toFixed(4)} | same choice on ${(100 * c.agreement).toFixed(1)}% of ${c.dense.n} items`],
     };
@@ -108,14 +111,15 @@ export function register(program: Command): void {
     if (!o.compare) model.setSparsity(policy);
     const bar = progressBar(`eval ${task}`, task === 'ppl' ? 'tokens' : 'items');
     const t0 = performance.now();
-    let res: { out: Out; lines: string[] };
+    let res: { out: Out; lines: string[]; density?: number };
     try {
       res = await runTask(task, model.runner, model, o, text, policy, bar.update);
     } finally {
       bar.stop();
     }
     const seconds = (performance.now() - t0) / 1000;
-    const density = policy ? meanMlpDensity(policy, model.config.ffn) : 1;
+    // Measured (the block rule's count varies by token); top-K layers count k / f.
+    const density = !policy ? 1 : res.density ?? (o.compare ? meanMlpDensity(policy, model.config.ffn) : await measuredDensity(model.runner));
     if (o.json) {
       process.stdout.write(JSON.stringify({
         task, model: o.model ?? DEMO_MODEL, backend: model.runner.backend, sparse: !!policy, compare: !!o.compare,

@@ -6,7 +6,7 @@ import { applyPredictors, predictorOptions } from './predictors-option.js';
 
 interface GenerateFlags {
   model?: string; backend: string; maxTokens: number; temperature: number; topK?: number; topP?: number;
-  seed?: number; json?: boolean; stop?: string[]; predictors?: string; mlpDensity?: number;
+  seed?: number; json?: boolean; stop?: string[]; predictors?: string; mlpDensity?: number; selection?: string;
 }
 
 export function register(program: Command): void {

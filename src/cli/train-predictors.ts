@@ -9,6 +9,7 @@ import { CpuRunner } from '../backend/cpu/runner.js';
 import { loadCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import { NodeFileSource } from '../model/node-source.js';
 import { calibrateLayer, rankStats, roundK, type LayerCalibration } from '../sparsity/calibrate.js';
+import { calibrateBlock, type BlockCalibration } from '../sparsity/calibrate-block.js';
 import { collect, loadLayer, loadMass, readMeta, type CollectionMeta } from '../sparsity/collect.js';
 import type { LowRankPredictor, PredictorInput } from '../sparsity/policy.js';
 import { savePredictors, type PredictorManifest } from '../sparsity/predictors-io.js';
@@ -57,7 +58,7 @@ async function collectOrReuse(ck: Checkpoint, o: Opts, dir: string): Promise<Col
   } finally { b.stop(); runner.dispose(); }
 }
 
-interface LayerResult { cal: LayerCalibration; predictor: LowRankPredictor; epochs: number; seconds: number; recallBudget: number; massBudget: number }
+interface LayerResult { cal: LayerCalibration; block: BlockCalibration | null; predictor: LowRankPredictor; epochs: number; seconds: number; recallBudget: number; massBudget: number }
 
 async function trainInput(engine: TrainEngine, ck: Checkpoint, dir: string, meta: CollectionMeta, input: PredictorInput, o: Opts): Promise<LayerResult[]> {
   const { d, f } = meta;
@@ -82,9 +83,10 @@ async function trainInput(engine: TrainEngine, ck: Checkpoint, dir: string, meta
       const { act, w2norm } = loadMass(dir, l);
       const stats = rankStats(res.valScores, val.labels, val.rows, f, act, w2norm);
       const cal = calibrateLayer(l, stats, meta.sparsity[l], { targetRecall: o.targetRecall, maxDensity: o.maxDensity });
+      const block = calibrateBlock(res.valScores, val.labels, val.rows, f, o.targetRecall, act, w2norm);
       // The bar draws only on a terminal; logs get one line per layer instead.
       if (!process.stderr.isTTY) process.stderr.write(`${input} layer ${l}: ${res.epochs} epochs, recall@${monitorK} ${stats.countRecall(monitorK).toFixed(3)}, K ${cal.k}, ${((performance.now() - t0) / 1000).toFixed(1)}s\n`);
-      out.push({ cal, predictor: res.predictor, epochs: res.epochs, seconds: (performance.now() - t0) / 1000, recallBudget: stats.countRecall(monitorK), massBudget: stats.massRecall(monitorK) });
+      out.push({ cal, block, predictor: res.predictor, epochs: res.epochs, seconds: (performance.now() - t0) / 1000, recallBudget: stats.countRecall(monitorK), massBudget: stats.massRecall(monitorK) });
     }
   } finally { b.stop(); }
   return out;
@@ -95,17 +97,18 @@ const pct = (x: number) => (Number.isFinite(x) ? (x * 100).toFixed(1) + '%' : '-
 function table(meta: CollectionMeta, results: Map<PredictorInput, LayerResult[]>, saved: PredictorInput, o: Opts): string {
   const monitorK = roundK(o.maxDensity * meta.f, meta.f);
   const inputs = [...results.keys()];
-  const head = ['layer', 'sparsity', ...inputs.map((i) => `recall@${monitorK} ${i}`), `mass@${monitorK}`, 'K', 'density', 'recall@K', 'mass@K', 'precision', 'epochs', 'time', 'mode'];
+  const head = ['layer', 'sparsity', ...inputs.map((i) => `recall@${monitorK} ${i}`), `mass@${monitorK}`, 'K', 'density', 'recall@K', 'mass@K', 'precision', 'block cap', 'block density', 'block recall', 'block mass', 'epochs', 'time', 'mode'];
   const rows = results.get(saved)!.map((r, l) => {
     const c = r.cal;
     const recallAt = inputs.map((i) => pct(results.get(i)![l].recallBudget));
-    return [String(l), pct(meta.sparsity[l]), ...recallAt, pct(r.massBudget), String(c.k), pct(c.density), pct(c.recall), pct(c.mass_recall), pct(c.precision), String(r.epochs), r.seconds.toFixed(0) + 's', c.dense ? `dense (${c.reason})` : 'sparse'];
+    return [String(l), pct(meta.sparsity[l]), ...recallAt, pct(r.massBudget), String(c.k), pct(c.density), pct(c.recall), pct(c.mass_recall), pct(c.precision), String(r.block?.cap ?? '-'), pct(r.block?.density ?? NaN), pct(r.block?.recall ?? NaN), pct(r.block?.mass_recall ?? NaN), String(r.epochs), r.seconds.toFixed(0) + 's', c.dense ? `dense (${c.reason})` : 'sparse'];
   });
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const fmt = (r: string[]) => r.map((s, i) => (i === r.length - 1 ? s : s.padStart(w[i]))).join('  ');
   const sparse = results.get(saved)!.filter((r) => !r.cal.dense);
   const mean = sparse.length ? sparse.reduce((a, r) => a + r.cal.density, 0) / sparse.length : NaN;
-  return [fmt(head), ...rows.map(fmt), `saved: input ${saved}, rank ${o.rank}, target recall ${o.targetRecall}; mean density over ${sparse.length} sparse layers ${pct(mean)}`].join('\n');
+  const meanBlock = sparse.length ? sparse.reduce((a, r) => a + (r.block?.density ?? NaN), 0) / sparse.length : NaN;
+  return [fmt(head), ...rows.map(fmt), `saved: input ${saved}, rank ${o.rank}, target recall ${o.targetRecall}; mean density over ${sparse.length} sparse layers: top-K ${pct(mean)}, block rule ${pct(meanBlock)}`].join('\n');
 }
 
 /*
@@ -125,7 +128,7 @@ function table(meta: CollectionMeta, results: Map<PredictorInput, LayerResult[]>
  */
 export function register(program: Command): void {
   const cmd = program.command('train-predictors')
-    .description('collect activations, train per-layer low-rank MLP predictors, calibrate top-K, and save them')
+    .description('collect activations, train per-layer low-rank MLP predictors, calibrate top-K and the block rule, and save them')
     .requiredOption('--model <dir>', 'Hugging Face OPT checkpoint folder')
     .requiredOption('--data <file>', 'calibration text (UTF-8)')
     .requiredOption('--out <dir>', 'folder for predictors.safetensors and manifest.json')
@@ -166,7 +169,10 @@ export function register(program: Command): void {
       const manifest: PredictorManifest = {
         format: 'dejavu-predictors/1', model_fingerprint: ck.fingerprint, rank: o.rank, input: saved, target_recall: o.targetRecall,
         tokens: meta.tokens, init: saved === 'mlp_in' ? o.init : 'random', epochs: res.map((r) => r.epochs), d: meta.d, f: meta.f,
-        layers: res.map(({ cal: c }) => ({ layer: c.layer, dense: c.dense, k: c.k, recall: c.recall, mass_recall: c.mass_recall, precision: c.precision, density: c.density })),
+        layers: res.map(({ cal: c, block: b }) => ({
+          layer: c.layer, dense: c.dense, k: c.k, recall: c.recall, mass_recall: c.mass_recall, precision: c.precision, density: c.density,
+          ...(b ? { block: { cap: b.cap, tau: b.tau, density: b.density, recall: b.recall, mass_recall: b.mass_recall } } : {}),
+        })),
       };
       savePredictors(o.out, manifest, res.map((r) => r.predictor));
       process.stdout.write(table(meta, results, saved, o) + '\n');

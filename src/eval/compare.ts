@@ -22,13 +22,21 @@ export interface PerplexityComparison {
   /** Mean KL(dense || sparse) of the next-token distributions per scored position, in nats. */
   kl: number;
   tokens: number;
+  /** Measured mean MLP density of the sparse runs (runner.mlpDensity, token-weighted over windows). */
+  mlpDensity: number;
+}
+
+/** Mean over the sparse layers of the runner's measured per-layer density. */
+export async function measuredDensity(runner: Runner): Promise<number> {
+  const m = (await runner.mlpDensity()).filter((v): v is number => v !== null);
+  return m.length ? m.reduce((a, v) => a + v, 0) / m.length : NaN;
 }
 
 /** Perplexity both ways, window by window, plus agreement and KL between the two distributions. */
 export async function comparePerplexity(runner: Runner, tokenizer: TextTokenizer, text: string, policy: SparsityPolicy, opts: PerplexityOptions = {}): Promise<PerplexityComparison> {
   const { windows, window } = prepareWindows(runner, tokenizer, text, opts);
   const total = scoredTokens(windows), V = runner.config.vocabSize;
-  let denseNll = 0, sparseNll = 0, agree = 0, kl = 0, done = 0;
+  let denseNll = 0, sparseNll = 0, agree = 0, kl = 0, done = 0, density = 0, densityTokens = 0;
   opts.onProgress?.(0, total);
   try {
     for (const ids of windows) {
@@ -36,6 +44,7 @@ export async function comparePerplexity(runner: Runner, tokenizer: TextTokenizer
       const d = await windowLogits(runner, ids);
       runner.setSparsity(policy);
       const s = await windowLogits(runner, ids);
+      density += (await measuredDensity(runner)) * ids.length; densityTokens += ids.length;
       denseNll += windowNll(d, ids, V);
       sparseNll += windowNll(s, ids, V);
       for (let t = 0; t + 1 < ids.length; t++) {
@@ -51,19 +60,19 @@ export async function comparePerplexity(runner: Runner, tokenizer: TextTokenizer
   return {
     dense: pplResult(denseNll, total, windows.length, window),
     sparse: pplResult(sparseNll, total, windows.length, window),
-    top1Agreement: agree / total, kl: kl / total, tokens: total,
+    top1Agreement: agree / total, kl: kl / total, tokens: total, mlpDensity: density / densityTokens,
   };
 }
 
 /** Runs `fn` dense then sparse; progress counts both passes. */
 async function bothWays<R>(runner: Runner, policy: SparsityPolicy, n: number, onProgress: ProgressFn | undefined,
-  fn: (p: ProgressFn) => Promise<R>): Promise<{ dense: R; sparse: R }> {
+  fn: (p: ProgressFn) => Promise<R>): Promise<{ dense: R; sparse: R; mlpDensity: number }> {
   try {
     runner.setSparsity(null);
     const dense = await fn((d) => onProgress?.(d, 2 * n));
     runner.setSparsity(policy);
     const sparse = await fn((d) => onProgress?.(n + d, 2 * n));
-    return { dense, sparse };
+    return { dense, sparse, mlpDensity: await measuredDensity(runner) };
   } finally {
     runner.setSparsity(null);
   }
@@ -74,12 +83,13 @@ export interface McComparison {
   sparse: McResult;
   /** Fraction of items where dense and sparse pick the same choice (raw log-likelihood). */
   agreement: number;
+  mlpDensity: number;
 }
 
 export async function compareMultipleChoice(runner: Runner, tokenizer: TextTokenizer, items: McItem[], policy: SparsityPolicy, onProgress?: ProgressFn): Promise<McComparison> {
-  const { dense, sparse } = await bothWays(runner, policy, items.length, onProgress, (p) => multipleChoice(runner, tokenizer, items, p));
+  const { dense, sparse, mlpDensity } = await bothWays(runner, policy, items.length, onProgress, (p) => multipleChoice(runner, tokenizer, items, p));
   const same = dense.predictions.filter((c, i) => c === sparse.predictions[i]).length;
-  return { dense, sparse, agreement: same / Math.max(1, items.length) };
+  return { dense, sparse, agreement: same / Math.max(1, items.length), mlpDensity };
 }
 
 export interface LambadaComparison {
@@ -87,10 +97,11 @@ export interface LambadaComparison {
   sparse: LambadaResult;
   /** Fraction of items where both are right or both are wrong. */
   agreement: number;
+  mlpDensity: number;
 }
 
 export async function compareLambada(runner: Runner, tokenizer: TextTokenizer, items: Request[], policy: SparsityPolicy, onProgress?: ProgressFn): Promise<LambadaComparison> {
-  const { dense, sparse } = await bothWays(runner, policy, items.length, onProgress, (p) => lambada(runner, tokenizer, items, p));
+  const { dense, sparse, mlpDensity } = await bothWays(runner, policy, items.length, onProgress, (p) => lambada(runner, tokenizer, items, p));
   const same = dense.correct.filter((c, i) => c === sparse.correct[i]).length;
-  return { dense, sparse, agreement: same / Math.max(1, items.length) };
+  return { dense, sparse, agreement: same / Math.max(1, items.length), mlpDensity };
 }

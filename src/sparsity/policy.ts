@@ -15,16 +15,28 @@ export interface LowRankPredictor {
   bias: Float32Array;  // (f)
 }
 
+/**
+ * Block selection, the alternative to a global top-K (WebGPU runs it fused with the predictor and
+ * fc1, kernels/block-select.ts): in each block of BLOCK_SIZE consecutive neurons, those whose score
+ * exceeds `tau` (null: no threshold), at most `cap` of them, the highest first. A token then computes
+ * between 0 and ceil(f / BLOCK_SIZE) · cap neurons (k, the slots); `tau: null` is exactly cap a block.
+ */
+export interface BlockRule { cap: number; tau: number | null }
+export const BLOCK_SIZE = 64;
+export const blockSlots = (f: number, cap: number): number => Math.ceil(f / BLOCK_SIZE) * cap;
+
 export type MlpSelector =
-  /** DejaVu: the predictor's top-K scores pick the neurons. */
-  | { kind: 'predictor'; predictor: LowRankPredictor }
+  /** DejaVu: the predictor's scores pick the neurons: its top-K, or with `block` the block rule. */
+  | { kind: 'predictor'; predictor: LowRankPredictor; block?: BlockRule }
   /** The true top-K of fc1's pre-activation: an upper bound on quality (it computes fc1 densely). */
   | { kind: 'oracle' }
   /** A given index set, no predictor cost: isolates kernel speed in benchmarks. */
   | { kind: 'fixed'; indices: Uint32Array };
 
 export interface MlpLayerPolicy {
-  k: number;           // neurons computed per token
+  k: number;           // neurons computed per token (block rule: slots, the most a token computes)
+  /** Expected fraction of neurons computed (block rule with a threshold: calibrated); default k / f. */
+  density?: number;
   selector: MlpSelector;
 }
 
@@ -45,5 +57,5 @@ export interface SparsityPolicy {
 /** Mean fraction of MLP neurons computed over the layers that run sparse (NaN when none do). */
 export function meanMlpDensity(policy: SparsityPolicy, ffn: number): number {
   const sparse = policy.mlp.filter((p): p is MlpLayerPolicy => p !== null);
-  return sparse.length ? sparse.reduce((a, p) => a + p.k / ffn, 0) / sparse.length : NaN;
+  return sparse.length ? sparse.reduce((a, p) => a + (p.density ?? p.k / ffn), 0) / sparse.length : NaN;
 }

@@ -12,7 +12,7 @@ import { encodeSafetensors, readSafetensorsHeader, readTensor } from '../model/s
 import { readText } from '../model/source.js';
 import { DejavuError, fail } from '../util/errors.js';
 import { roundK } from './calibrate.js';
-import type { LowRankPredictor, MlpLayerPolicy, PredictorInput, SparsityPolicy } from './policy.js';
+import { BLOCK_SIZE, blockSlots, type LowRankPredictor, type MlpLayerPolicy, type PredictorInput, type SparsityPolicy } from './policy.js';
 
 export const MANIFEST = 'manifest.json';
 export const WEIGHTS = 'predictors.safetensors';
@@ -25,7 +25,12 @@ export interface ManifestLayer {
   mass_recall: number;
   precision: number;
   density: number;
+  /** The block rule's calibration (calibrate-block.ts); absent in older files, which then run top-K. */
+  block?: { cap: number; tau: number; density: number; recall: number; mass_recall: number };
 }
+
+/** How a predictor set picks neurons: its calibrated block rule where it has one (auto), or top-K. */
+export type Selection = 'auto' | 'block' | 'topk';
 
 export interface PredictorManifest {
   format: 'dejavu-predictors/1';
@@ -45,7 +50,12 @@ export interface PredictorManifest {
 
 export interface PredictorSet {
   manifest: PredictorManifest;
-  policy(o?: { mlpDensity?: number }): SparsityPolicy;
+  /**
+   * The policy to run. selection 'auto' (default): the calibrated block rule where every sparse layer
+   * has one and no mlpDensity is given, else top-K. mlpDensity D: top-K with K = D·f, or with 'block'
+   * the blocked top-cap rule with cap = ceil(D·64) and no threshold.
+   */
+  policy(o?: { mlpDensity?: number; selection?: Selection }): SparsityPolicy;
 }
 
 /** Writes the set; `predictors[l]` must exist for every layer the manifest marks sparse. */
@@ -71,6 +81,8 @@ function checkManifest(m: PredictorManifest, where: string, layers: number): voi
   if (m.layers.length !== layers) fail(`${where} describes ${m.layers.length} layers, the model has ${layers}`);
   m.layers.forEach((L, i) => {
     if (L.layer !== i || typeof L.dense !== 'boolean' || !Number.isInteger(L.k) || L.k < 1 || L.k > m.f) fail(`${where}: layer entry ${i} is malformed`);
+    const b = L.block;
+    if (b !== undefined && !(b && Number.isInteger(b.cap) && b.cap >= 1 && b.cap <= BLOCK_SIZE && Number.isFinite(b.tau) && b.density >= 0 && b.density <= 1)) fail(`${where}: layer entry ${i} has a malformed block rule`);
   });
 }
 
@@ -103,12 +115,19 @@ export async function loadPredictors(dir: string, ck: Checkpoint): Promise<Predi
     return {
       manifest,
       policy(o = {}) {
-        const d = o.mlpDensity;
+        const d = o.mlpDensity, sel = o.selection ?? 'auto';
         if (d !== undefined && !(d > 0 && d <= 1)) fail(`--mlp-density must be in (0, 1], got ${d}`);
+        if (!['auto', 'block', 'topk'].includes(sel)) fail(`--selection must be auto, block or topk (got ${sel})`);
+        const sparse = manifest.layers.filter((L) => !L.dense);
+        const calibrated = sparse.every((L) => L.block);
+        if (sel === 'block' && d === undefined && !calibrated) fail(`predictors in ${dir} have no block-rule calibration (trained before it existed): retrain them, or use --selection topk or --mlp-density`);
+        const block = sel === 'block' || (sel === 'auto' && d === undefined && calibrated && sparse.length > 0);
         const mlp: (MlpLayerPolicy | null)[] = manifest.layers.map((L, l) => {
           const p = predictors[l];
           if (L.dense || !p) return null;
-          return { k: d === undefined ? L.k : roundK(d * c.ffn, c.ffn), selector: { kind: 'predictor', predictor: p } };
+          if (!block) return { k: d === undefined ? L.k : roundK(d * c.ffn, c.ffn), selector: { kind: 'predictor', predictor: p } };
+          const rule = d === undefined ? { cap: L.block!.cap, tau: L.block!.tau } : { cap: Math.min(BLOCK_SIZE, Math.ceil(d * BLOCK_SIZE)), tau: null };
+          return { k: blockSlots(c.ffn, rule.cap), density: d === undefined ? L.block!.density : undefined, selector: { kind: 'predictor', predictor: p, block: rule } };
         });
         return { input: manifest.input, mlp };
       },

@@ -146,3 +146,25 @@ export function transpose(a: Float32Array, rows: number, cols: number): Float32A
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c];
   return out;
 }
+
+/**
+ * Block selection (the rule of the fused WebGPU kernel, kernels/block-select.ts): in each block of
+ * `block` consecutive neurons, those scoring above `tau` (null: no threshold), at most `cap` of them,
+ * the highest first (ties to the lower index). Returns the chosen neurons block by block, in that
+ * order, and `slots` (nb · cap): the slot layout the GPU writes (unused slots: the block's first
+ * neuron, with `used` 0).
+ */
+export function blockSelect(scores: Float32Array, block: number, cap: number, tau: number | null): { chosen: Uint32Array; slots: Uint32Array; used: Uint8Array } {
+  const f = scores.length, nb = Math.ceil(f / block);
+  const slots = new Uint32Array(nb * cap), used = new Uint8Array(nb * cap), chosen: number[] = [];
+  for (let b = 0; b < nb; b++) {
+    const j0 = b * block, js: number[] = [];
+    for (let j = j0; j < Math.min(f, j0 + block); j++) if (tau === null || scores[j] > tau) js.push(j);
+    js.sort((x, y) => scores[y] - scores[x] || x - y);
+    for (let q = 0; q < cap; q++) {
+      slots[b * cap + q] = q < js.length ? js[q] : j0;
+      if (q < js.length) { used[b * cap + q] = 1; chosen.push(js[q]); }
+    }
+  }
+  return { chosen: Uint32Array.from(chosen), slots, used };
+}

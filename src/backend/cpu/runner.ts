@@ -3,10 +3,10 @@ import { OPT_POSITION_OFFSET } from '../../model/config.js';
 import { toF32, type Tensor } from '../../model/tensor.js';
 import type { OptWeights } from '../../model/weights.js';
 import { fail } from '../../util/errors.js';
-import type { MlpLayerPolicy, SparsityPolicy } from '../../sparsity/policy.js';
+import { BLOCK_SIZE, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
 import { predictScores } from '../../sparsity/predict.js';
 import type { ForwardOptions, Runner } from '../types.js';
-import { addInPlace, argmax, attention, layerNorm, linear, reluInPlace, sparseMlp, topK, transpose } from './kernels.js';
+import { addInPlace, argmax, attention, blockSelect, layerNorm, linear, reluInPlace, sparseMlp, topK, transpose } from './kernels.js';
 
 interface CpuLayer {
   attnLnW: Float32Array; attnLnB: Float32Array;   // (d)
@@ -89,12 +89,31 @@ export class CpuRunner implements Runner {
   setSparsity(policy: SparsityPolicy | null): void {
     if (policy && policy.mlp.length !== this.config.layers) fail(`sparsity policy has ${policy.mlp.length} layers, the model has ${this.config.layers}`);
     this.policy = policy;
+    this.resetMlpDensity();
     if (policy) {
       policy.mlp.forEach((p, l) => {
         const layer = this.layers[l];
         if (p && !layer.fc2T) layer.fc2T = transpose(layer.fc2W, this.config.hidden, this.config.ffn);
       });
     }
+  }
+
+  /** Block rule: neurons chosen per layer since resetMlpDensity, and the tokens that ran. */
+  private chosen: number[] = [];
+  private mlpTokens = 0;
+
+  resetMlpDensity(): void {
+    this.chosen = new Array(this.config.layers).fill(0);
+    this.mlpTokens = 0;
+  }
+
+  async mlpDensity(): Promise<(number | null)[]> {
+    const f = this.config.ffn;
+    return (this.policy?.mlp ?? new Array(this.config.layers).fill(null)).map((lp, l) => {
+      if (!lp) return null;
+      const s = lp.selector;
+      return s.kind === 'predictor' && s.block ? (this.mlpTokens ? this.chosen[l] / (this.mlpTokens * f) : NaN) : (s.kind === 'fixed' ? s.indices.length : lp.k) / f;
+    });
   }
 
   async forward(ids: number[], opts: ForwardOptions = {}): Promise<Float32Array> {
@@ -158,6 +177,7 @@ export class CpuRunner implements Runner {
       if (!c.preLayerNorm) layerNorm(x, T, d, L.mlpLnW, L.mlpLnB, c.layerNormEps, x);
     }
     this.pos += T;
+    this.mlpTokens += T;
     if (opts.noLogits) return new Float32Array(0);
 
     // Head: final LayerNorm, project_out, tied or separate lm_head, on the rows asked for.
@@ -182,6 +202,10 @@ export class CpuRunner implements Runner {
       return topK(linear(mlpIn.subarray(t * d, (t + 1) * d), 1, L.fc1W, L.fc1B, d, this.config.ffn), lp.k);
     }
     const src = this.policy!.input === 'attn_in' ? attnIn : mlpIn;
-    return topK(predictScores(s.predictor, src.subarray(t * d, (t + 1) * d), d), lp.k);
+    const scores = predictScores(s.predictor, src.subarray(t * d, (t + 1) * d), d);
+    if (!s.block) return topK(scores, lp.k);
+    const chosen = blockSelect(scores, BLOCK_SIZE, s.block.cap, s.block.tau).chosen;
+    this.chosen[l] += chosen.length;
+    return chosen;
   }
 }

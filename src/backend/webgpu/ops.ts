@@ -14,6 +14,7 @@ import { ATS_MAX_SPLITS, ATS_MIN_CHUNK, ATT_WG, attentionCombineKey, attentionCo
 import { embedKey, embedWgsl, fill32Key, fill32Wgsl, fillKey, fillWgsl, kvStoreKey, kvStoreWgsl, scatterKey, scatterWgsl, transposeKey, transposeWgsl } from './kernels/misc.js';
 import { topKKey, topKWgsl, topKWorkgroupSize } from './kernels/topk.js';
 import { argmaxKey, argmaxWgsl, argmaxWorkgroupSize } from './kernels/argmax.js';
+import { BS_NB, blockSelectKey, blockSelectWgsl, capPow2, type BlockSelectOpts } from './kernels/block-select.js';
 import { FC2P_WG, fc2DirectKey, fc2DirectShape, fc2DirectWgsl, fc2PartialKey, fc2PartialWgsl, fc2ReduceKey, fc2ReduceWgsl, type Fc2DirectShape } from './kernels/sparse-mlp.js';
 
 export interface Dispatch { label: string; pipeline: GPUComputePipeline; bind: GPUBindGroup; wg: [number, number, number] }
@@ -28,7 +29,7 @@ export interface GpuMatrix {
   parts: { buffer: GPUBuffer; row0: number; rows: number }[];
 }
 
-type Entry = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
+export type Entry = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
 // Read at call time: in Node the GPU* globals exist only once device.ts has loaded the webgpu package.
 const storageUsage = () => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
 const MAX_WG = 65535;
@@ -147,8 +148,10 @@ export class Kernels {
 
   matrix(rows: number, cols: number, label: string): GpuMatrix {
     const colsP = ceil4(cols);
-    // Parts hold a multiple of 4 rows: the transpose kernel needs even part boundaries.
-    const maxRows = Math.max(4, Math.floor(this.maxPartBytes / (colsP * 2) / 4) * 4);
+    // Parts hold a multiple of 4 rows (the transpose kernel needs even part boundaries), of 64 where
+    // a part holds that many: block selection cuts f into blocks of 64 that must not straddle parts.
+    const fit = Math.floor(this.maxPartBytes / (colsP * 2));
+    const maxRows = fit >= BS_NB ? Math.floor(fit / BS_NB) * BS_NB : Math.max(4, Math.floor(fit / 4) * 4);
     const parts: GpuMatrix['parts'] = [];
     for (let r0 = 0; r0 < rows; r0 += maxRows) {
       const n = Math.min(maxRows, rows - r0);
@@ -244,6 +247,32 @@ export class Kernels {
       if (a.bias) ent.push([4, a.bias]);
       return this.dispatch(key, pl, [a.k, a.W.cols, a.W.colsP / 4, p.row0, p.rows, a.W.cols, 0, a.k, 0, a.selStride, x, 0], ent, [x, y, a.T], own);
     });
+  }
+
+  /**
+   * Block selection fused with the predictor's B product and the gathered fc1 (kernels/block-select.ts):
+   * per token, slots [b·cap, (b+1)·cap) of sel / h (k = nb·cap a token) get block b's chosen neurons
+   * and their ReLU(fc1) values; cnt[0] += the number chosen. `tau` null: no threshold (blocked top-cap).
+   * One dispatch per run of blocks that lies in one part of B and one part of W1.
+   */
+  blockSelectFc1(a: { B: GpuMatrix; bias: GPUBuffer; u: GPUBuffer; W1: GpuMatrix; b1: GPUBuffer; x: GPUBuffer; sel: GPUBuffer; h: GPUBuffer; cnt: Entry; T: number; cap: number; tau: number | null }, own: GPUBuffer[]): Dispatch[] {
+    const f = a.W1.rows, r = a.B.cols, d = a.W1.cols, nb = ceilDiv(f, BS_NB), k = nb * a.cap;
+    if (a.B.rows !== f) throw new Error(`blockSelectFc1: B has ${a.B.rows} rows for ${f} neurons`);
+    if (!(a.cap >= 1 && a.cap <= BS_NB)) throw new Error(`blockSelectFc1: cap ${a.cap} is outside 1..${BS_NB}`);
+    const o: BlockSelectOpts = { wideB: (a.B.colsP / 4) % 2 === 0, wideW: (a.W1.colsP / 4) % 2 === 0, uv4: r % 4 === 0, xv4: d % 4 === 0, capP: capPow2(a.cap), f16: this.feats.f16 };
+    const key = blockSelectKey(o), pl = this.pipeline(key, () => blockSelectWgsl(o));
+    // Segments: cut [0, f) at every part boundary of either matrix; each must fall on a block edge.
+    const cuts = [...new Set([...a.B.parts, ...a.W1.parts].map((p) => p.row0).concat(f))].sort((x, y) => x - y);
+    const out: Dispatch[] = [];
+    for (let i = 0; i + 1 < cuts.length; i++) {
+      const lo = cuts[i], hi = cuts[i + 1];
+      if (lo % BS_NB) throw new Error(`blockSelectFc1: a weight part starts at row ${lo}, not a multiple of ${BS_NB}`);
+      const bp = a.B.parts.find((p) => p.row0 <= lo && lo < p.row0 + p.rows)!, wp = a.W1.parts.find((p) => p.row0 <= lo && lo < p.row0 + p.rows)!;
+      const blk0 = lo / BS_NB, blocks = ceilDiv(hi - lo, BS_NB);
+      out.push(this.dispatch(key, pl, [f, r, d, k, a.cap, a.tau === null ? 0 : 1, a.tau === null ? 0 : f32bits(a.tau), blk0, bp.row0, wp.row0],
+        [[1, bp.buffer], [2, a.bias], [3, a.u], [4, wp.buffer], [5, a.b1], [6, a.x], [7, a.sel], [8, a.h], [9, a.cnt]], [blocks, 1, a.T], own));
+    }
+    return out;
   }
 
   /**

@@ -11,14 +11,14 @@ import type { OptConfig } from '../../model/config.js';
 import { OPT_POSITION_OFFSET } from '../../model/config.js';
 import { toF16Bits, toF32, type Tensor } from '../../model/tensor.js';
 import type { OptWeights } from '../../model/weights.js';
-import type { MlpLayerPolicy, SparsityPolicy } from '../../sparsity/policy.js';
+import { BLOCK_SIZE, blockSlots, type BlockRule, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
 import { floatsToHalves } from '../../util/f16.js';
 import { fail } from '../../util/errors.js';
 import type { ForwardOptions, Runner, TracePoint } from '../types.js';
 import { openGpu, type Gpu, type GpuOptions } from './device.js';
 import { ceil4, ceilDiv } from './kernels/common.js';
 import { FC2_MAX_SLICES, FC2_MIN_SLICE_ROWS } from './kernels/sparse-mlp.js';
-import { fc2OnePass, Kernels, runNow, type Dispatch, type GpuMatrix, type PlanItem, type Tap } from './ops.js';
+import { fc2OnePass, Kernels, readU32, runNow, type Dispatch, type GpuMatrix, type PlanItem, type Tap } from './ops.js';
 
 /** Tokens per prefill pass: activations are allocated for this many rows; longer prompts take several passes. */
 const TCAP = 128;
@@ -43,6 +43,7 @@ interface GpuLayer {
 interface LayerSparse {
   lp: MlpLayerPolicy; k: number;
   pred?: { A: GpuMatrix; B: GpuMatrix; bias: GPUBuffer; rank: number }; // (r, d), (f, r), (f)
+  block?: BlockRule;                                                    // the block rule (k = slots)
   fixed?: GPUBuffer;                                                    // (k) u32, uploaded once
 }
 
@@ -152,6 +153,11 @@ class GpuRunner implements WebGpuRunner {
   // Sparse MLP scratch (allocated by setSparsity)
   private scores: GPUBuffer | null = null; private u: GPUBuffer | null = null;
   private sel: GPUBuffer | null = null; private hsel: GPUBuffer | null = null; private partial: GPUBuffer | null = null;
+  /** Block rule: neurons chosen per layer (a u32 every `chosenStride` bytes: binding offsets are aligned). */
+  private chosen: GPUBuffer | null = null; private zeroB1: GPUBuffer | null = null;
+  private get chosenStride(): number { return Math.max(4, this.gpu.limits.minStorageBufferOffsetAlignment); }
+  /** Tokens the sparse layers have run since resetMlpDensity (decode steps queued past a stop included). */
+  private mlpTokens = 0;
   private partialFloats = 0;
   private querySet: GPUQuerySet | null = null;
 
@@ -263,6 +269,7 @@ class GpuRunner implements WebGpuRunner {
     if (policy && policy.mlp.length !== c.layers) fail(`sparsity policy has ${policy.mlp.length} layers, the model has ${c.layers}`);
     for (const b of this.sparseBufs) b.destroy();
     this.sparseBufs = [];
+    this.chosen = null; this.mlpTokens = 0;
     this.dropPlans();
     this.policy = policy;
     this.sparse = [];
@@ -270,15 +277,18 @@ class GpuRunner implements WebGpuRunner {
     const own: GPUBuffer[] = [];
     const ds: Dispatch[] = [];
     const sb = (bytes: number, label: string) => { const b = this.k.buffer(bytes, label); this.sparseBufs.push(b); return b; };
-    let rMax = 1;
+    let rMax = 1, kMax = 1;
     this.sparse = policy.mlp.map((lp, l) => {
       if (!lp) return null;
       const L = this.layers[l];
       if (!L.fc2T) { L.fc2T = this.mat(f, d, `${l}.fc2T`); ds.push(...this.k.transpose(L.fc2, L.fc2T, own)); }
       const s = lp.selector;
-      const k = s.kind === 'fixed' ? s.indices.length : lp.k;
-      if (!(k >= 1 && k <= f)) fail(`layer ${l}: k = ${k} must be between 1 and ${f}`);
-      const out: LayerSparse = { lp, k };
+      const block = s.kind === 'predictor' ? s.block : undefined;
+      const k = s.kind === 'fixed' ? s.indices.length : block ? blockSlots(f, block.cap) : lp.k;
+      if (block && !(Number.isInteger(block.cap) && block.cap >= 1 && block.cap <= BLOCK_SIZE)) fail(`layer ${l}: block cap ${block.cap} must be between 1 and ${BLOCK_SIZE}`);
+      if (!block && !(k >= 1 && k <= f)) fail(`layer ${l}: k = ${k} must be between 1 and ${f}`);
+      kMax = Math.max(kMax, k);
+      const out: LayerSparse = { lp, k, block };
       if (s.kind === 'fixed') {
         out.fixed = sb(k * 4, `${l}.fixed_sel`);
         this.k.device.queue.writeBuffer(out.fixed, 0, s.indices as Uint32Array<ArrayBuffer>);
@@ -296,7 +306,11 @@ class GpuRunner implements WebGpuRunner {
     });
     const T = Math.min(TCAP, c.maxPositions);
     this.scores = sb(T * f * 4, 'scores'); this.u = sb(T * rMax * 4, 'pred_u');
-    this.sel = sb(T * f * 4, 'sel'); this.hsel = sb(T * f * 4, 'h_sel');
+    this.sel = sb(T * kMax * 4, 'sel'); this.hsel = sb(T * kMax * 4, 'h_sel');
+    // Neurons the block rule chose, a u32 a layer, summed over tokens since resetMlpDensity.
+    this.chosen = sb(c.layers * this.chosenStride, 'chosen_count');
+    this.zeroB1 = sb(f * 4, 'zero_b1');
+    this.resetMlpDensity();
     // Partial sums only where sparse fc2 can't run in one pass (d not a multiple of 8: no OPT width).
     const fc2T = this.layers.find((L) => L.fc2T)?.fc2T;
     if (fc2T && !fc2OnePass(fc2T)) {
@@ -389,11 +403,15 @@ class GpuRunner implements WebGpuRunner {
       } else {
         const sel = S.fixed ?? this.sel!, selStride = S.fixed ? 0 : S.k;
         if (S.pred && this.policy!.input === 'mlp_in') this.predict(S, mlpIn, T, own, add);
+        if (S.block) {
+          // Predictor B, the block rule and fc1 in one dispatch (kernels/block-select.ts), then fc2 over the slots.
+          add(...K.blockSelectFc1({ B: S.pred!.B, bias: S.pred!.bias, u: this.u!, W1: L.fc1, b1: L.fc1B ?? this.zeroB1!, x: mlpIn, sel, h: this.hsel!, cnt: { buffer: this.chosen!, offset: this.chosenStride * l, size: 4 }, T, cap: S.block.cap, tau: S.block.tau }, own));
+        }
         if (S.lp.selector.kind === 'oracle') {
           add(...K.linear({ W: L.fc1, x: mlpIn, y: this.scores!, T, bias: L.fc1B }, own));
           add(K.topK({ scores: this.scores!, out: this.sel!, n: f, k: S.k, T, inStride: f, outStride: S.k }, own));
         }
-        add(...K.gatherLinear({ W: L.fc1, x: mlpIn, h: this.hsel!, T, k: S.k, sel, selStride, bias: L.fc1B, relu: true }, own));
+        if (!S.block) add(...K.gatherLinear({ W: L.fc1, x: mlpIn, h: this.hsel!, T, k: S.k, sel, selStride, bias: L.fc1B, relu: true }, own));
         let slices: number | undefined;
         if (this.partial) {
           const perSlice = T * ceil4(d) * L.fc2T!.parts.length;
@@ -418,10 +436,14 @@ class GpuRunner implements WebGpuRunner {
     return { items, own, dispatches: items.filter((i) => 'd' in i).length };
   }
 
-  /** scores = B (A x) + bias, then top-K into `sel` (DejaVu's low-rank predictor). */
+  /**
+   * scores = B (A x) + bias, then top-K into `sel` (DejaVu's low-rank predictor). With the block rule
+   * only u = A x: B, the choice and fc1 run fused at the MLP (blockSelectFc1).
+   */
   private predict(S: LayerSparse, x: GPUBuffer, T: number, own: GPUBuffer[], add: (...d: Dispatch[]) => void): void {
     const p = S.pred!, f = this.config.ffn, K = this.k;
     add(...K.linear({ W: p.A, x, y: this.u!, T }, own));
+    if (S.block) return;
     add(...K.linear({ W: p.B, x: this.u!, y: this.scores!, T, bias: p.bias }, own));
     add(K.topK({ scores: this.scores!, out: this.sel!, n: f, k: S.k, T, inStride: f, outStride: S.k }, own));
   }
@@ -467,6 +489,7 @@ class GpuRunner implements WebGpuRunner {
         dev.queue.submit([enc.finish()]);
       }
       this.pos += T;
+      this.mlpTokens += T;
       for (const { tap, buf } of taps) {
         await buf.mapAsync(GPUMapMode.READ);
         const data = new Float32Array(buf.getMappedRange().slice(0));
@@ -521,6 +544,7 @@ class GpuRunner implements WebGpuRunner {
         this.k.encode(enc, plan.items);
         enc.copyBufferToBuffer(this.tokens, (pos0 + j) * 4, out, 0, 4);
         dev.queue.submit([enc.finish()]);
+        this.mlpTokens++;
         maps[slot] = out.mapAsync(GPUMapMode.READ, 0, 4);
       };
       let queued = 0;
@@ -546,6 +570,17 @@ class GpuRunner implements WebGpuRunner {
       this.chaining = false;
     }
     return ids;
+  }
+
+  resetMlpDensity(): void {
+    this.mlpTokens = 0;
+    if (this.chosen) this.k.device.queue.writeBuffer(this.chosen, 0, new Uint32Array(this.config.layers * this.chosenStride / 4));
+  }
+
+  async mlpDensity(): Promise<(number | null)[]> {
+    const f = this.config.ffn;
+    const counts = this.chosen && this.sparse.some((S) => S?.block) ? await readU32(this.k, this.chosen, this.config.layers * this.chosenStride / 4) : null;
+    return this.sparse.map((S, l) => !S ? null : S.block ? (this.mlpTokens ? counts![l * this.chosenStride / 4] / (this.mlpTokens * f) : NaN) : S.k / f);
   }
 
   weightBytesPerToken(): number {
@@ -584,6 +619,7 @@ class GpuRunner implements WebGpuRunner {
       this.k.encode(enc, plan.items, undefined, ts ? { querySet: this.querySet!, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } : undefined);
       dev.queue.submit([enc.finish()]);
       this.pos++;
+      this.mlpTokens++;
     }
     await dev.queue.onSubmittedWorkDone();
     const ms = (performance.now() - t0) / steps;

@@ -152,7 +152,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let t = wid.x;
   for (var i = lid; i < p.f; i += 256u) { act[t * p.f + i] = 0.0; }
   storageBarrier();
-  for (var j = lid; j < p.k; j += 256u) { act[t * p.f + sel[t * p.selStride + j]] = hsel[t * p.k + j]; }
+  // Only nonzero values: the block rule's unused slots (h = 0) name a neuron another slot may hold.
+  for (var j = lid; j < p.k; j += 256u) { let v = hsel[t * p.k + j]; if (v != 0.0) { act[t * p.f + sel[t * p.selStride + j]] = v; } }
 }
 `;
 }

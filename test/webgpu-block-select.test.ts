@@ -1,0 +1,78 @@
+/**
+ * The fused block-selection kernel (predictor B product + per-block choice + gathered fc1) against
+ * its CPU twin (`blockSelect` + `sparseMlp`) on random odd shapes, then through sparse fc2 over its
+ * fixed slots (unused slots carry h = 0) against the sparse MLP of the chosen neurons.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { blockSelect, linear, sparseMlp, transpose } from '../src/backend/cpu/kernels.js';
+import { Kernels, readF32, readU32, runNow, type GpuMatrix } from '../src/backend/webgpu/ops.js';
+import { BS_NB } from '../src/backend/webgpu/kernels/block-select.js';
+import type { Gpu } from '../src/backend/webgpu/device.js';
+import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
+import { gpuOrSkip } from './gpu.js';
+import { randomArray, rng, relErr } from './helpers.js';
+
+let gpu: Gpu | null = null;
+after(() => gpu?.device.destroy());
+
+function randomMatrix(k: Kernels, rows: number, cols: number, r: () => number, scale = 0.5): { m: GpuMatrix; w: Float32Array } {
+  const bits = floatsToHalves(randomArray(rows * cols, r, scale));
+  const m = k.matrix(rows, cols, 'W');
+  k.upload(m, bits);
+  return { m, w: halvesToFloats(bits) };
+}
+
+test('block selection + fc1 (fused) matches blockSelect + sparseMlp on odd shapes', async (t) => {
+  gpu = await gpuOrSkip(t);
+  if (!gpu) return;
+  const r = rng(11);
+  for (const f16 of gpu.f16 ? [true, false] : [false]) {
+    // 6 KiB parts: W1 rows of up to 48 halves split every 64 rows (block edges), B stays whole.
+    const k: Kernels = new Kernels({ ...gpu, f16 }, 6144);
+    const own: GPUBuffer[] = [];
+    // (f, r, d): r = 13 pads to 16 halves (wide B with an odd tail), r = 10 to 12 (narrow), r = 24
+    // (vec4 u); d = 37 wide with a tail, d = 35 narrow, d = 48 vec4 x. f = 200 ends in a block of 8.
+    for (const [f, rk, d] of [[200, 13, 37], [101, 10, 35], [130, 24, 48], [64, 7, 9]] as const) {
+      const T = 2;
+      const { m: B, w: wB } = randomMatrix(k, f, rk, r);
+      const { m: W1, w: w1 } = randomMatrix(k, f, d, r);
+      const { m: W2, w: w2 } = randomMatrix(k, d, f, r);
+      const W2t = k.matrix(f, d, 'W2t');
+      await runNow(k, k.transpose(W2, W2t, own), own);
+      const w2t = transpose(w2, d, f);
+      const bias = randomArray(f, r, 0.3), b1 = randomArray(f, r, 0.5), b2 = randomArray(d, r);
+      const u = randomArray(T * rk, r), x = randomArray(T * d, r), x0 = randomArray(T * d, r);
+      const scores = linear(u, T, wB, bias, rk, f);
+      const sorted = Float32Array.from(scores).sort();
+      const median = sorted[sorted.length >> 1];
+      for (const [cap, tau] of [[3, null], [16, median], [BS_NB, null], [5, median]] as const) {
+        const nb = Math.ceil(f / BS_NB), kk = nb * cap;
+        const sel = k.buffer(T * kk * 4, 'sel'), h = k.buffer(T * kk * 4, 'h'), cnt = k.f32Buffer(new Uint32Array(4), 'cnt');
+        const res = k.f32Buffer(x0, 'res');
+        await runNow(k, [
+          ...k.blockSelectFc1({ B, bias: k.f32Buffer(bias, 'bias'), u: k.f32Buffer(u, 'u'), W1, b1: k.f32Buffer(b1, 'b1'), x: k.f32Buffer(x, 'x'), sel, h, cnt, T, cap, tau }, own),
+          ...k.sparseDown({ W2t, h, sel, selStride: kk, k: kk, T, x: res, bias: k.f32Buffer(b2, 'b2'), slices: 3, partial: k.buffer(T * 3 * 48 * 4 * W2t.parts.length, 'p') }, own),
+        ], own);
+        const gSel = await readU32(k, sel, T * kk), gH = await readF32(k, h, T * kk), gRes = await readF32(k, res, T * d);
+        let chosenTotal = 0;
+        const ref = new Float32Array(T * d);
+        const msg = `f=${f} r=${rk} d=${d} cap=${cap} tau=${tau} f16=${f16} parts=${W1.parts.length}`;
+        for (let tt = 0; tt < T; tt++) {
+          const want = blockSelect(scores.subarray(tt * f, (tt + 1) * f), BS_NB, cap, tau);
+          chosenTotal += want.chosen.length;
+          assert.deepEqual([...gSel.subarray(tt * kk, (tt + 1) * kk)], [...want.slots], `slots ${msg}`);
+          const act = new Float32Array(f);
+          const y = sparseMlp(x.subarray(tt * d, (tt + 1) * d), w1, b1, w2t, b2, d, want.chosen, undefined, act);
+          const wantH = Float32Array.from(want.slots, (j, i) => (want.used[i] ? act[j] : 0));
+          assert.ok(relErr(gH.subarray(tt * kk, (tt + 1) * kk), wantH) < 1e-5, `h ${msg}: ${relErr(gH.subarray(tt * kk, (tt + 1) * kk), wantH)}`);
+          for (let i = 0; i < d; i++) ref[tt * d + i] = x0[tt * d + i] + y[i];
+        }
+        assert.ok(relErr(gRes, ref) < 1e-5, `fc2 ${msg}: ${relErr(gRes, ref)}`);
+        assert.equal((await readU32(k, cnt, 1))[0], chosenTotal, `count ${msg}`);
+        if (tau === null) assert.equal(chosenTotal, T * Math.min(cap * nb, (nb - 1) * cap + Math.min(cap, f - (nb - 1) * BS_NB)), 'blocked top-cap chooses cap a block');
+      }
+      own.forEach((b) => b.destroy());
+    }
+  }
+});
