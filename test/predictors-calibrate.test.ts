@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { calibrateLayer, denseRule, rankStats, roundK, smallestK } from '../src/sparsity/calibrate.js';
+import { CAPS, calibrateBlock, f32Below } from '../src/sparsity/calibrate-block.js';
+import { blockSelect } from '../src/backend/cpu/kernels.js';
+import { rng } from './helpers.js';
 
 // One row of f = 64 neurons scored so that neuron j ranks j-th; positives at ranks 0-7, 17 and 40.
 const f = 64;
@@ -38,4 +41,33 @@ test('dense rule: too active for the budget, or too many neurons needed', () => 
   assert.match(denseRule(0.73, 400, 1536, { targetRecall: 0.9, maxDensity: 0.15 }), /active > density budget/);
   assert.match(denseRule(0.95, 1000, 1536, { targetRecall: 0.9, maxDensity: 0.15 }), /K\/f = 0\.65/);
   assert.equal(denseRule(0.95, 240, 1536, { targetRecall: 0.9, maxDensity: 0.15 }), '');
+});
+
+test('block calibration: the threshold meets the target recall; a cap only where it costs little density; f32Below', () => {
+  const r = rng(5), rows = 300, f = 200, words = Math.ceil(f / 32);
+  // Scores = a noisy copy of the truth: positives score higher on average. Neurons 0-63 are active
+  // 30% of the time, the rest 5%: block 0 holds most positives, so a tight cap would cost recall.
+  const scores = new Float32Array(rows * f), labels = new Uint32Array(rows * words);
+  for (let t = 0; t < rows; t++) for (let j = 0; j < f; j++) {
+    const pos = r() < (j < 64 ? 0.3 : 0.05);
+    if (pos) labels[t * words + (j >>> 5)] |= 1 << (j & 31);
+    scores[t * f + j] = (pos ? 1.5 : 0) + (r() * 2 - 1);
+  }
+  const c = calibrateBlock(scores, labels, rows, f, 0.9)!;
+  assert.ok(c.recall >= 0.9 && c.recall < 0.93, `recall ${c.recall}`);
+  // Recount with the CPU twin of the rule: the same recall and density.
+  let hit = 0, pos = 0, chosen = 0;
+  for (let t = 0; t < rows; t++) {
+    const row = scores.subarray(t * f, (t + 1) * f), sel = new Set(blockSelect(row, 64, c.cap, c.tau).chosen);
+    chosen += sel.size;
+    for (let j = 0; j < f; j++) if ((labels[t * words + (j >>> 5)] >>> (j & 31)) & 1) { pos++; if (sel.has(j)) hit++; }
+  }
+  assert.equal(hit / pos, c.recall);
+  assert.equal(chosen / (rows * f), c.density);
+  assert.ok((CAPS as readonly number[]).includes(c.cap));
+  assert.ok(c.cap > 8, `block 0 needs room: cap ${c.cap}`);
+  assert.equal(calibrateBlock(scores, labels, rows, f, 1.01), null, 'an unreachable target');
+  for (const v of [1, -1, 0, Math.fround(3.5e-38), Math.fround(1e30)]) { const b = f32Below(v); assert.ok(b < v && Math.fround(b) === b, `${v}`); }
+  assert.equal(f32Below(1), 1 - 2 ** -24);
+  assert.equal(f32Below(-1), -(1 + 2 ** -23));
 });

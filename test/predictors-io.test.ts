@@ -61,3 +61,36 @@ test('missing or corrupt predictor files give one-line errors', async () => {
   const empty = mkdtempSync(join(tmpdir(), 'dejavu-pred-'));
   await assert.rejects(loadPredictors(empty, ck), oneLine(/missing file manifest\.json/));
 });
+
+test('the block rule: auto picks it where every sparse layer is calibrated; topk, --mlp-density, old files and malformed rules', async () => {
+  const { ck, dir, manifest, f } = await saved();
+  const nb = Math.ceil(f / 64);
+  // An older manifest (no block entries): auto is top-K, block without --mlp-density is a one-line error.
+  let set = await loadPredictors(dir, ck);
+  assert.ok(set.policy().mlp.slice(1).every((lp) => lp!.selector.kind === 'predictor' && !lp!.selector.block));
+  assert.throws(() => set.policy({ selection: 'block' }), (e: Error) => e instanceof DejavuError && /no block-rule calibration/.test(e.message));
+  const b = set.policy({ selection: 'block', mlpDensity: 0.1 });
+  for (const lp of b.mlp.slice(1)) {
+    assert.ok(lp!.selector.kind === 'predictor');
+    assert.deepEqual(lp!.selector.block, { cap: 7, tau: null }); // ceil(0.1 * 64)
+    assert.equal(lp!.k, 7 * nb);
+  }
+  // Calibrated: auto runs the rule with the manifest's cap, threshold and density; topk keeps K.
+  const m = structuredClone(manifest);
+  m.layers.forEach((L, l) => { L.block = { cap: 12, tau: 0.25 * l, density: 0.05 * l, recall: 0.95, mass_recall: 0.97 }; });
+  writeFileSync(join(dir, MANIFEST), JSON.stringify(m));
+  set = await loadPredictors(dir, ck);
+  set.policy().mlp.forEach((lp, l) => {
+    if (l === 0) return assert.equal(lp, null);
+    assert.ok(lp!.selector.kind === 'predictor');
+    assert.deepEqual(lp!.selector.block, { cap: 12, tau: 0.25 * l });
+    assert.equal(lp!.k, 12 * nb);
+    assert.equal(lp!.density, 0.05 * l);
+  });
+  set.policy({ selection: 'topk' }).mlp.slice(1).forEach((lp, i) => { assert.ok(lp!.selector.kind === 'predictor' && !lp!.selector.block); assert.equal(lp!.k, manifest.layers[i + 1].k); });
+  assert.throws(() => set.policy({ selection: 'best' as never }), /--selection must be/);
+  // A malformed rule is refused at load, in one line.
+  m.layers[2].block = { cap: 65, tau: 0, density: 0.1, recall: 1, mass_recall: 1 };
+  writeFileSync(join(dir, MANIFEST), JSON.stringify(m));
+  await assert.rejects(loadPredictors(dir, ck), (e: Error) => e instanceof DejavuError && /layer entry 2 has a malformed block rule/.test(e.message) && !e.message.includes('\n'));
+});
