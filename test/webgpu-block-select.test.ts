@@ -27,9 +27,11 @@ test('block selection + fc1 (fused) matches blockSelect + sparseMlp on odd shape
   gpu = await gpuOrSkip(t);
   if (!gpu) return;
   const r = rng(11);
-  for (const f16 of gpu.f16 ? [true, false] : [false]) {
+  // Both weight views, both workgroup sizes, with and without subgroups (one combination each).
+  const combos = [{ f16: gpu.f16, sg: gpu.subgroups, wg: 1024 }, { f16: false, sg: false, wg: 256 }, { f16: false, sg: gpu.subgroups, wg: 256 }];
+  for (const { f16, sg, wg } of combos) {
     // 6 KiB parts: W1 rows of up to 48 halves split every 64 rows (block edges), B stays whole.
-    const k: Kernels = new Kernels({ ...gpu, f16 }, 6144);
+    const k: Kernels = new Kernels({ ...gpu, f16, subgroups: sg }, 6144);
     const own: GPUBuffer[] = [];
     // (f, r, d): r = 13 pads to 16 halves (wide B with an odd tail), r = 10 to 12 (narrow), r = 24
     // (vec4 u); d = 37 wide with a tail, d = 35 narrow, d = 48 vec4 x. f = 200 ends in a block of 8.
@@ -51,13 +53,13 @@ test('block selection + fc1 (fused) matches blockSelect + sparseMlp on odd shape
         const sel = k.buffer(T * kk * 4, 'sel'), h = k.buffer(T * kk * 4, 'h'), cnt = k.f32Buffer(new Uint32Array(4), 'cnt');
         const res = k.f32Buffer(x0, 'res');
         await runNow(k, [
-          ...k.blockSelectFc1({ B, bias: k.f32Buffer(bias, 'bias'), u: k.f32Buffer(u, 'u'), W1, b1: k.f32Buffer(b1, 'b1'), x: k.f32Buffer(x, 'x'), sel, h, cnt, T, cap, tau }, own),
+          ...k.blockSelectFc1({ B, bias: k.f32Buffer(bias, 'bias'), u: k.f32Buffer(u, 'u'), W1, b1: k.f32Buffer(b1, 'b1'), x: k.f32Buffer(x, 'x'), sel, h, cnt, T, cap, tau, wg }, own),
           ...k.sparseDown({ W2t, h, sel, selStride: kk, k: kk, T, x: res, bias: k.f32Buffer(b2, 'b2'), slices: 3, partial: k.buffer(T * 3 * 48 * 4 * W2t.parts.length, 'p') }, own),
         ], own);
         const gSel = await readU32(k, sel, T * kk), gH = await readF32(k, h, T * kk), gRes = await readF32(k, res, T * d);
         let chosenTotal = 0;
         const ref = new Float32Array(T * d);
-        const msg = `f=${f} r=${rk} d=${d} cap=${cap} tau=${tau} f16=${f16} parts=${W1.parts.length}`;
+        const msg = `f=${f} r=${rk} d=${d} cap=${cap} tau=${tau} f16=${f16} sg=${sg} wg=${wg} parts=${W1.parts.length}`;
         for (let tt = 0; tt < T; tt++) {
           const want = blockSelect(scores.subarray(tt * f, (tt + 1) * f), BS_NB, cap, tau);
           chosenTotal += want.chosen.length;

@@ -28,21 +28,23 @@ import { enables, weightDecl } from './common.js';
  * runner dispatches one segment of blocks per (B part, W1 part) overlap, parts cut at multiples of NB.
  */
 export const BS_NB = BLOCK_SIZE;
-export const BS_WG = 256;
 export const BS_PARAMS = ['f', 'r', 'd', 'k', 'cap', 'tauOn', 'tauBits', 'blk0', 'bRow0', 'wRow0'] as const;
 
 export interface BlockSelectOpts {
   wideB: boolean; wideW: boolean;   // B / W1 rows padded to 8 halves: 16-byte loads
   uv4: boolean; xv4: boolean;       // r / d a multiple of 4: the vector read as vec4<f32>
-  capP: number;                     // cap rounded up to a power of two (threads a row = 256 / capP)
+  wg: number;                       // 1024 threads where the device allows, else 256
   f16: boolean;                     // shader-f16 for the narrow weight view (else packed u32)
+  subgroups: boolean;               // subgroupAdd in fc1's row sums
 }
 
 export const blockSelectKey = (o: BlockSelectOpts) =>
-  `block_select_B${o.wideB ? 8 : 4}_W${o.wideW ? 8 : 4}_u${o.uv4 ? 4 : 1}_x${o.xv4 ? 4 : 1}_cap${o.capP}${o.f16 ? '_f16' : ''}`;
+  `block_select_wg${o.wg}_B${o.wideB ? 8 : 4}_W${o.wideW ? 8 : 4}_u${o.uv4 ? 4 : 1}_x${o.xv4 ? 4 : 1}${o.f16 ? '_f16' : ''}${o.subgroups ? '_sg' : ''}`;
 
-/** Power of two ≥ cap (cap ≤ NB). */
-export const capPow2 = (cap: number) => 2 ** Math.ceil(Math.log2(Math.max(1, cap)));
+/** The workgroup size under the device limits: 1024 threads (measured faster, docs/benchmarks.md) where allowed. */
+export function blockSelectWorkgroupSize(l: { maxComputeInvocationsPerWorkgroup: number; maxComputeWorkgroupSizeX: number }): number {
+  return l.maxComputeInvocationsPerWorkgroup >= 1024 && l.maxComputeWorkgroupSizeX >= 1024 ? 1024 : 256;
+}
 
 /**
  * WGSL for one weight matrix `M` at binding `bind` with its input vector `v` at binding `vbind`:
@@ -50,7 +52,7 @@ export const capPow2 = (cap: number) => 2 ** Math.ceil(Math.log2(Math.max(1, cap
  * `lanes` (the caller sums the lanes); chunks of 8 (wide) or 4 halves, four loads in flight.
  */
 function dotFn(M: string, bind: number, vName: string, vbind: number, wide: boolean, v4: boolean, f16: boolean): string {
-  const cw = wide ? 8 : 4;
+  const cw = wide ? 8 : 4, zero = wide ? 'vec4<u32>(0u)' : 'vec4<f32>(0.0)';
   const vdecl = v4
     ? `@group(0) @binding(${vbind}) var<storage, read> ${vName}: array<vec4<f32>>;
 fn ${vName}4(i: u32) -> vec4<f32> { return ${vName}[i / 4u]; }
@@ -60,28 +62,34 @@ fn ${vName}4(i: u32) -> vec4<f32> { return vec4<f32>(${vName}[i], ${vName}[i + 1
 fn ${vName}1(i: u32) -> f32 { return ${vName}[i]; }`;
   const mdecl = wide
     ? `@group(0) @binding(${bind}) var<storage, read> ${M}: array<vec4<u32>>;
-fn ${M}_c(row: u32, rc: u32, c: u32, vb: u32) -> f32 {
-  let w = ${M}[row * rc + c];
+fn ${M}_l(row: u32, rc: u32, c: u32) -> vec4<u32> { return ${M}[row * rc + c]; }
+fn ${M}_d(w: vec4<u32>, c: u32, vb: u32) -> f32 {
   return dot(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), ${vName}4(vb + c * 8u))
        + dot(vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)), ${vName}4(vb + c * 8u + 4u));
 }
 fn ${M}_t(row: u32, rc: u32, c: u32, i: u32) -> f32 { let w = ${M}[row * rc + c]; let q = i % 8u; let pr = select(select(w.x, w.y, q >= 2u), select(w.z, w.w, q >= 6u), q >= 4u); return unpack2x16float(pr)[q % 2u]; }`
     : `${weightDecl({ f16, subgroups: false }, bind, M)}
-fn ${M}_c(row: u32, rc: u32, c: u32, vb: u32) -> f32 { return dot(${M}_4(row * rc + c), ${vName}4(vb + c * 4u)); }
+fn ${M}_l(row: u32, rc: u32, c: u32) -> vec4<f32> { return ${M}_4(row * rc + c); }
+fn ${M}_d(w: vec4<f32>, c: u32, vb: u32) -> f32 { return dot(w, ${vName}4(vb + c * 4u)); }
 fn ${M}_t(row: u32, rc: u32, c: u32, i: u32) -> f32 { return ${M}_1((row * rc + c) * 4u + i % 4u); }`;
   return `${vdecl}
 ${mdecl}
 fn ${M}_dot(row: u32, rc: u32, lane: u32, lanes: u32, vb: u32, n: u32) -> f32 {
   let full = n / ${cw}u;
   var a0 = 0.0; var a1 = 0.0; var a2 = 0.0; var a3 = 0.0;
-  var c = lane;
-  loop {
-    if (c + 3u * lanes >= full) { break; }
-    a0 += ${M}_c(row, rc, c, vb); a1 += ${M}_c(row, rc, c + lanes, vb);
-    a2 += ${M}_c(row, rc, c + 2u * lanes, vb); a3 += ${M}_c(row, rc, c + 3u * lanes, vb);
-    c += 4u * lanes;
+  // Rounds of four chunks, all four loads issued before any is used; the last round masked.
+  for (var c = lane; c < full; c += 4u * lanes) {
+    let c1 = c + lanes; let c2 = c + 2u * lanes; let c3 = c + 3u * lanes;
+    let w0 = ${M}_l(row, rc, c);
+    var w1 = ${zero}; var w2 = ${zero}; var w3 = ${zero};
+    if (c1 < full) { w1 = ${M}_l(row, rc, c1); }
+    if (c2 < full) { w2 = ${M}_l(row, rc, c2); }
+    if (c3 < full) { w3 = ${M}_l(row, rc, c3); }
+    a0 += ${M}_d(w0, c, vb);
+    if (c1 < full) { a1 += ${M}_d(w1, c1, vb); }
+    if (c2 < full) { a2 += ${M}_d(w2, c2, vb); }
+    if (c3 < full) { a3 += ${M}_d(w3, c3, vb); }
   }
-  for (; c < full; c += lanes) { a0 += ${M}_c(row, rc, c, vb); }
   // n not a multiple of the chunk: the last chunk is zero-padded in M; read only the v that exists.
   if (lane == 0u) {
     for (var i = full * ${cw}u; i < n; i++) { a1 += ${M}_t(row, rc, full, i) * ${vName}1(vb + i); }
@@ -91,9 +99,9 @@ fn ${M}_dot(row: u32, rc: u32, lane: u32, lanes: u32, vb: u32, n: u32) -> f32 {
 }
 
 export function blockSelectWgsl(o: BlockSelectOpts): string {
-  const capP = o.capP, tpr3 = BS_WG / capP;
-  if (capP > BS_NB || capP & (capP - 1)) throw new Error(`block_select: capP must be a power of two <= ${BS_NB}`);
-  return `${enables({ f16: o.f16 && !(o.wideB && o.wideW), subgroups: false })}
+  const W = o.wg, L1 = W / BS_NB, G = W / BS_NB, per = BS_NB / G, sg = o.subgroups;
+  if (![256, 1024].includes(W)) throw new Error('block_select: a workgroup is 256 or 1024 threads');
+  return `${enables({ f16: o.f16 && !(o.wideB && o.wideW), subgroups: sg }, true)}
 struct P { f: u32, r: u32, d: u32, k: u32, cap: u32, tauOn: u32, tauBits: u32, blk0: u32, bRow0: u32, wRow0: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 ${dotFn('B', 1, 'u', 3, o.wideB, o.uv4, o.f16)}
@@ -103,66 +111,104 @@ ${dotFn('W', 4, 'x', 6, o.wideW, o.xv4, o.f16)}
 @group(0) @binding(7) var<storage, read_write> sel: array<u32>;
 @group(0) @binding(8) var<storage, read_write> h: array<f32>;
 @group(0) @binding(9) var<storage, read_write> cnt: array<atomic<u32>>;
-var<workgroup> red: array<f32, ${BS_WG}>;
+var<workgroup> red: array<f32, ${W}>;
 var<workgroup> sc: array<f32, ${BS_NB}>;
-var<workgroup> ok: array<u32, ${BS_NB}>;
+var<workgroup> rk: array<atomic<u32>, ${BS_NB}>;
 var<workgroup> chosen: array<u32, ${BS_NB}>;
 var<workgroup> nChosen: atomic<u32>;
-@compute @workgroup_size(${BS_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+var<workgroup> nUni: u32;
+@compute @workgroup_size(${W})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${sg ? ', @builtin(subgroup_invocation_id) sl: u32, @builtin(subgroup_size) ss: u32' : ''}) {
   let blk = p.blk0 + wid.x;
   let t = wid.z;
   let j0 = blk * ${BS_NB}u;
+  let nv = min(${BS_NB}u, p.f - j0);   // the block's neurons (the last block may be short)
   if (lid == 0u) { atomicStore(&nChosen, 0u); }
-  // 1. Scores of the block's rows: 4 lanes a row.
-  let row = lid / 4u;
-  let j = j0 + row;
+  if (lid < ${BS_NB}u) { atomicStore(&rk[lid], 0u); }
+  // 1. Scores of the block's rows: ${L1} lanes a row, a tree over them in workgroup memory.
+  let row = lid / ${L1}u;
+  let l1 = lid % ${L1}u;
   var acc = 0.0;
-  if (j < p.f) { acc = B_dot(j - p.bRow0, ${o.wideB ? '(p.r + 7u) / 8u' : '(p.r + 3u) / 4u'}, lid % 4u, 4u, t * p.r, p.r); }
+  if (row < nv) { acc = B_dot(j0 + row - p.bRow0, ${o.wideB ? '(p.r + 7u) / 8u' : '(p.r + 3u) / 4u'}, l1, ${L1}u, t * p.r, p.r); }
   red[lid] = acc;
   workgroupBarrier();
-  if (lid < ${BS_NB}u) {
-    let jj = j0 + lid;
-    let q = lid * 4u;
-    sc[lid] = select(0.0, (red[q] + red[q + 1u]) + (red[q + 2u] + red[q + 3u]) + bb[min(jj, p.f - 1u)], jj < p.f);
-    ok[lid] = select(0u, 1u, jj < p.f);
+  for (var st = ${L1 / 2}u; st > 0u; st >>= 1u) {
+    if (l1 < st) { red[lid] += red[lid + st]; }
+    workgroupBarrier();
+  }
+  if (lid < nv) { sc[lid] = red[lid * ${L1}u] + bb[j0 + lid]; }
+  workgroupBarrier();
+  // 2. Ranks (descending score, ties to the lower index): thread (i, g) compares neuron i with the
+  //    ${per} neurons of group g and adds its count into rk[i] (integer atomics: deterministic).
+  let ri = lid % ${BS_NB}u;
+  let g = lid / ${BS_NB}u;
+  if (ri < nv) {
+    let s = sc[ri];
+    var c = 0u;
+    for (var q = g * ${per}u; q < min(nv, (g + 1u) * ${per}u); q++) {
+      let o2 = sc[q];
+      c += select(0u, 1u, o2 > s || (o2 == s && q < ri));
+    }
+    if (c > 0u) { atomicAdd(&rk[ri], c); }
   }
   workgroupBarrier();
-  // 2. Choice: rank among the block's valid scores (descending, ties to the lower index).
-  if (lid < ${BS_NB}u && ok[lid] == 1u) {
-    let s = sc[lid];
-    var rank = 0u;
-    for (var i = 0u; i < ${BS_NB}u; i++) {
-      let o = sc[i];
-      rank += select(0u, 1u, ok[i] == 1u && (o > s || (o == s && i < lid)));
-    }
-    if ((p.tauOn == 0u || s > bitcast<f32>(p.tauBits)) && rank < p.cap) {
-      chosen[rank] = j0 + lid;
+  if (lid < nv) {
+    let rank = atomicLoad(&rk[lid]);
+    if ((p.tauOn == 0u || sc[lid] > bitcast<f32>(p.tauBits)) && rank < p.cap) {
+      chosen[rank] = j0 + lid;   // the chosen are ranks 0 .. count-1: slot = rank
       atomicAdd(&nChosen, 1u);
     }
   }
   workgroupBarrier();
-  let count = atomicLoad(&nChosen);
-  if (lid == 0u) { atomicAdd(&cnt[0], count); }
-  // 3. fc1 over the chosen rows: ${tpr3} lanes a row, then a tree over the lanes.
-  let q3 = lid / ${tpr3}u;
-  let lane3 = lid % ${tpr3}u;
+  if (lid == 0u) { let n = atomicLoad(&nChosen); nUni = n; atomicAdd(&cnt[0], n); }
+  let count = workgroupUniformLoad(&nUni);
+  // Unused slots: h = 0 (sparse fc2 skips them), sel = a valid row.
+  if (lid >= count && lid < p.cap) {
+    let slot = t * p.k + blk * p.cap + lid;
+    sel[slot] = j0;
+    h[slot] = 0.0;
+  }
+  if (count == 0u) { return; }
+  // 3. fc1 over the chosen rows, the whole workgroup on them: rowsP = count rounded up to a power of
+  //    two, lanes = ${W} / rowsP threads a row (a row of 512 16-byte chunks at d = 4096 and 6 chosen
+  //    rows: 128 lanes, 4 chunks a thread, one round of loads), then a sum over each row's lanes.
+  let rowsP = 1u << (32u - countLeadingZeros(count - 1u));
+  let lanes = ${W}u / rowsP;
+  let q3 = lid / lanes;
+  let lane3 = lid % lanes;
   var jn = j0;
   var a3 = 0.0;
   if (q3 < count) {
     jn = chosen[q3];
-    a3 = W_dot(jn - p.wRow0, ${o.wideW ? '(p.d + 7u) / 8u' : '(p.d + 3u) / 4u'}, lane3, ${tpr3}u, t * p.d, p.d);
+    a3 = W_dot(jn - p.wRow0, ${o.wideW ? '(p.d + 7u) / 8u' : '(p.d + 3u) / 4u'}, lane3, lanes, t * p.d, p.d);
   }
-  red[lid] = a3;
+${sg ? `  // Subgroups are runs of consecutive lid (as gemv.ts assumes): where a row's lanes span whole
+  // subgroups, subgroupAdd first, then a tree over the subgroup sums.
+  let sa = subgroupAdd(a3);
+  if (lanes >= ss) {
+    red[lid] = select(0.0, sa, sl == 0u);
+    workgroupBarrier();
+    for (var st = lanes / 2u; st >= ss; st >>= 1u) {
+      if (lane3 < st) { red[lid] += red[lid + st]; }
+      workgroupBarrier();
+    }
+  } else {
+    red[lid] = a3;
+    workgroupBarrier();
+    for (var st = lanes / 2u; st > 0u; st >>= 1u) {
+      if (lane3 < st) { red[lid] += red[lid + st]; }
+      workgroupBarrier();
+    }
+  }` : `  red[lid] = a3;
   workgroupBarrier();
-  for (var st = ${tpr3 / 2}u; st > 0u; st >>= 1u) {
+  for (var st = lanes / 2u; st > 0u; st >>= 1u) {
     if (lane3 < st) { red[lid] += red[lid + st]; }
     workgroupBarrier();
-  }
-  if (lane3 == 0u && q3 < p.cap) {
+  }`}
+  if (lane3 == 0u && q3 < count) {
     let slot = t * p.k + blk * p.cap + q3;
     sel[slot] = jn;
-    h[slot] = select(0.0, max(red[lid] + b1[jn], 0.0), q3 < count);
+    h[slot] = max(red[lid] + b1[jn], 0.0);
   }
 }
 `;
