@@ -62,11 +62,13 @@ type Head = 'none' | 'last' | 'all' | 'greedy';
 const CHAIN_WINDOW = 4;
 
 /**
- * Largest hidden size at which decode folds LayerNorm into the next GEMV by default. Each GEMV
- * workgroup then reads the whole x row twice more (mean, variance) and multiplies it by γ as it goes:
- * cheap while d is small, a net loss once that costs more than the LayerNorm dispatch it replaces.
- * H200, GPU ms/token, dense, fold off → on: opt-1.3b (d 2048) 1.93 → 1.75; opt-6.7b (d 4096)
- * 6.01 → 6.27; opt-13b (d 5120) 10.15 → 10.72 (docs/benchmarks.md).
+ * Largest hidden size at which decode folds LayerNorm into the next GEMV by default. Measured with
+ * the first folded form, whose every GEMV workgroup read the whole x row twice more (mean, variance)
+ * behind four more barriers: cheap while d is small, a net loss once that cost more than the
+ * LayerNorm dispatch it replaced. H200, GPU ms/token, dense, fold off → on: opt-1.3b (d 2048)
+ * 1.93 → 1.75; opt-6.7b (d 4096) 6.01 → 6.27; opt-13b (d 5120) 10.15 → 10.72 (docs/benchmarks.md).
+ * The statistics now ride the dot loop's own x loads and reduction (gemv.ts), which removes that
+ * cost; not yet timed on a GPU, so the bound stays where it was measured until an A/B moves it.
  */
 const FOLD_LN_MAX_HIDDEN = 2048;
 
