@@ -65,16 +65,19 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       // The shapes of the linear test (narrow, wide, wide with vec4 x, one-row-of-256 shapes, the
       // wide tail), every epilogue, matrices split into parts (maxPartBytes 4096). x has mean 3:
       // the μ·c1 term is large and must cancel. K = 5 and 3: statistics over fewer elements than threads.
+      // With the residual epilogue x[0] is an outlier 50σ above the mean: the kernel's statistics are
+      // sums about a shift taken from x's first elements (gemv.ts), which that must not spoil.
       const eps = 1e-5;
       for (const [rows, K] of [[37, 23], [131, 45], [29, 18], [41, 1037], [33, 48], [43, 1048], [21, 2056], [7, 4101], [9, 5], [11, 3]] as const) {
         for (const epi of [{ bias: false, relu: false, resid: false }, { bias: true, relu: true, resid: false }, { bias: true, relu: false, resid: true }]) {
           const { m, w } = randomMatrix(k, rows, K, r);
           const x = randomArray(K, r).map((v) => v + 3), g = randomArray(K, r).map((v) => 1 + 0.5 * v), be = randomArray(K, r, 0.3);
+          if (epi.resid) x[0] = 3 + 50 * Math.sqrt(1 / 3);
           const b = randomArray(rows, r), y0 = randomArray(rows, r);
-          const c1 = k.buffer(rows * 4, 'c1'), c2 = k.buffer(rows * 4, 'c2'), gam = k.f32Buffer(g, 'gamma');
-          await runNow(k, k.foldLayerNorm({ W: m, gamma: gam, beta: k.f32Buffer(be, 'beta'), bias: epi.bias ? k.f32Buffer(b, 'b') : null, c1, c2 }, own), own);
+          const c = k.buffer(2 * rows * 4, 'c'), gam = k.f32Buffer(g, 'gamma');
+          await runNow(k, k.foldLayerNorm({ W: m, gamma: gam, beta: k.f32Buffer(be, 'beta'), bias: epi.bias ? k.f32Buffer(b, 'b') : null, c }, own), own);
           const y = k.f32Buffer(y0.slice(), 'y');
-          const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T: 1, relu: epi.relu, resid: epi.resid, ln: { gamma: gam, c1, c2, eps } }, own);
+          const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T: 1, relu: epi.relu, resid: epi.resid, ln: { gamma: gam, c, eps } }, own);
           assert.ok(ds.every((dd) => dd.label.endsWith('_ln')), ds.map((dd) => dd.label).join());
           await runNow(k, ds, own);
           const ref = linear(layerNorm(x, 1, K, g, be, eps), 1, w, epi.bias ? b : null, K, rows);
@@ -86,7 +89,7 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
           assert.ok(e < 1e-5, `${rows}x${K} ${JSON.stringify(epi)} parts=${m.parts.length}: ${e}`);
         }
       }
-      assert.throws(() => k.linear({ W: k.matrix(3, 8, 'W'), x: k.buffer(64, 'x'), y: k.buffer(64, 'y'), T: 2, ln: { gamma: k.buffer(32, 'g'), c1: k.buffer(16, 'c1'), c2: k.buffer(16, 'c2'), eps } }, own), /T = 1/);
+      assert.throws(() => k.linear({ W: k.matrix(3, 8, 'W'), x: k.buffer(64, 'x'), y: k.buffer(64, 'y'), T: 2, ln: { gamma: k.buffer(32, 'g'), c: k.buffer(32, 'c'), eps } }, own), /T = 1/);
     });
     await t.test(`layernorm ${name}`, async () => {
       // Both workgroup sizes the kernel is built for (where the adapter allows), short and multi-pass rows.
@@ -122,6 +125,46 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       assert.ok(relErr(await readF32(k, gk, maxPos * d), kc) < 1e-7, 'K cache');
       assert.ok(relErr(await readF32(k, o, T * d), ref) < 1e-5, 'attention output');
       assert.ok(relErr(await readF32(k, hn, T * H), hnRef) < 1e-5, 'head norms');
+    });
+    await t.test(`qkv GEMV storing K and V in its epilogue vs qkv GEMV then kvStore (decode) ${name}`, async () => {
+      // d = 13 (wide form, 8-half tail), 18 (narrow form), 37 (wide, tail; the (111, 37) matrix is
+      // three parts at maxPartBytes 4096, so part boundaries fall inside the K and V thirds); plain,
+      // with bias, and with the LayerNorm folded in. The cache rows around the position must survive.
+      const maxPos = 9, pos = 5, eps = 1e-5;
+      for (const d of [13, 18, 37]) {
+        for (const mode of ['plain', 'bias', 'ln'] as const) {
+          const { m } = randomMatrix(k, 3 * d, d, r);
+          const x = randomArray(d, r).map((v) => v + 1), b = randomArray(3 * d, r);
+          const cache0 = randomArray(maxPos * d, r), vcache0 = randomArray(maxPos * d, r);
+          const step = k.f32Buffer(Uint32Array.from([pos, 0]), 'step'), xb = k.f32Buffer(x, 'x');
+          const bias = mode === 'bias' ? k.f32Buffer(b, 'b') : null;
+          let ln: { gamma: GPUBuffer; c: GPUBuffer; eps: number } | null = null;
+          if (mode === 'ln') {
+            const gam = k.f32Buffer(randomArray(d, r).map((v) => 1 + 0.5 * v), 'gamma'), c = k.buffer(2 * 3 * d * 4, 'c');
+            await runNow(k, k.foldLayerNorm({ W: m, gamma: gam, beta: k.f32Buffer(randomArray(d, r), 'beta'), bias: k.f32Buffer(b, 'b'), c }, own), own);
+            ln = { gamma: gam, c, eps };
+          }
+          const outs: Float32Array[][] = [];
+          for (const fused of [false, true]) {
+            const y = k.buffer(3 * d * 4, 'qkv'), kc = k.f32Buffer(cache0, 'k'), vc = k.f32Buffer(vcache0, 'v');
+            const ds = k.linear({ W: m, x: xb, y, T: 1, bias, ln, kv: fused ? { step, k: kc, v: vc } : null }, own);
+            assert.equal(ds.every((dd) => dd.label.includes('_kv')), fused);
+            if (!fused) ds.push(k.kvStore({ step, qkv: y, k: kc, v: vc, d, T: 1 }, own));
+            await runNow(k, ds, own);
+            outs.push([await readF32(k, y, 3 * d), await readF32(k, kc, maxPos * d), await readF32(k, vc, maxPos * d)]);
+          }
+          const what = `d ${d} ${mode} parts=${m.parts.length}`;
+          assert.deepEqual(outs[1][0], outs[0][0], `${what}: qkv`);
+          assert.deepEqual(outs[1][1], outs[0][1], `${what}: K cache`);
+          assert.deepEqual(outs[1][2], outs[0][2], `${what}: V cache`);
+          assert.notDeepEqual(outs[1][1], cache0, `${what}: K row written`);
+        }
+      }
+      // Prefill keeps kvStore; a residual add would store the sum's operand, not y.
+      const m = k.matrix(9, 3, 'W'), kv = { step: k.buffer(16, 's'), k: k.buffer(64, 'k'), v: k.buffer(64, 'v') };
+      assert.throws(() => k.linear({ W: m, x: k.buffer(64, 'x'), y: k.buffer(64, 'y'), T: 2, kv }, own), /T = 1/);
+      assert.throws(() => k.linear({ W: m, x: k.buffer(64, 'x'), y: k.buffer(64, 'y'), T: 1, resid: true, kv }, own), /residual/);
+      assert.throws(() => k.linear({ W: k.matrix(8, 3, 'W'), x: k.buffer(64, 'x'), y: k.buffer(64, 'y'), T: 1, kv }, own), /\(3d, d\)/);
     });
     await t.test(`top-k (exact set, ties to the lower index) ${name}`, async () => {
       // levels > 0: rounded to many ties (levels 1: -0 and +0 among them); < 0: one huge outlier

@@ -92,8 +92,14 @@ test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer 
   const g = await createWebGpuRunner(c, ck.weights, { gpu });
   const off = await createWebGpuRunner(c, ck.weights, { gpu, foldLayerNorm: false });
   assert.equal(off.dispatchesPerToken - g.dispatchesPerToken, 2 * c.layers, 'dense: both LayerNorms of every layer folded');
+  // Embedding, final LayerNorm and LM head, and a layer: LayerNorm, qkv (storing K and V: no
+  // kvStore dispatch in decode), attention (2), o, LayerNorm, fc1, fc2.
+  assert.equal(off.dispatchesPerToken, 3 + 8 * c.layers, 'decode: K/V stored by the qkv GEMV');
+  assert.ok(g.pipelineKeys.some((k) => k.endsWith('_kv_ln')) && off.pipelineKeys.some((k) => k.endsWith('_bias_kv')));
   assert.ok(g.pipelineKeys.some((k) => k.endsWith('_ln')) && !off.pipelineKeys.some((k) => k.endsWith('_ln')));
-  // Prefill (unfused, T > 1), then decode steps (fused) against the unfused runner and the CPU.
+  // Prefill (unfused, T > 1: LayerNorm dispatches, kvStore), then decode steps (LayerNorm folded,
+  // K/V stored from the qkv GEMV) against the unfolded runner and the CPU: the decode steps attend
+  // over the K/V rows prefill's kvStore wrote and those the fused epilogue wrote.
   const ids = reference(MODELS['5m'])[2].input_ids;
   const next = [11, 400, 7, 2900];
   const runs = await Promise.all([g, off].map(async (x) => { const out = [await x.forward(ids)]; for (const id of next) out.push(await x.forward([id])); return out; }));

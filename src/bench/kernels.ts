@@ -183,7 +183,7 @@ function gemvWith(k: Kernels, a: { W: GpuMatrix; x: GPUBuffer; y: GPUBuffer }, s
   const pl = k.pipeline(key, () => gemvWgsl(k.feats, o));
   return a.W.parts.map((p) => {
     const n = ceilDiv(p.rows, o.rows), gx = Math.min(n, 65535), gy = ceilDiv(n, 65535);
-    return k.dispatch(key, pl, [p.rows, K, K4, p.row0, p.rows, K, 0, a.W.rows, p.row0, 0, gx, 0], [[1, p.buffer], [2, a.x], [3, a.y]], [gx, gy, 1], own);
+    return k.dispatch(key, pl, [p.rows, K, K4, p.row0, p.rows, K, 0, a.W.rows, p.row0, 0, gx, 0, a.W.rows], [[1, p.buffer], [2, a.x], [3, a.y]], [gx, gy, 1], own);
   });
 }
 

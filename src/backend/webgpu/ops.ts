@@ -85,9 +85,16 @@ export interface LinearArgs {
   bias?: GPUBuffer | null; relu?: boolean; resid?: boolean;
   /**
    * The pre-LayerNorm folded in (GEMV, T = 1 only): y = epi(W · LN(x)) with LN's γ and eps, and
-   * c1 = W·γ, c2 = W·β + b from foldLayerNorm (c2 carries the bias: `bias` must be unset). See gemv.ts.
+   * c (2 × W.rows: c1 = W·γ, then c2 = W·β + b) from foldLayerNorm (c2 carries the bias: `bias`
+   * must be unset). See gemv.ts.
    */
-  ln?: { gamma: GPUBuffer; c1: GPUBuffer; c2: GPUBuffer; eps: number } | null;
+  ln?: { gamma: GPUBuffer; c: GPUBuffer; eps: number } | null;
+  /**
+   * W is a fused qkv (3d, d) and this is decode (GEMV, T = 1 only): rows [d, 2d) and [2d, 3d) of
+   * the result also go to the K and V caches at position step[0], as kvStore would write them
+   * (one dispatch fewer a layer; y still gets all 3d rows). No `resid`. See gemv.ts.
+   */
+  kv?: { step: GPUBuffer; k: GPUBuffer; v: GPUBuffer } | null;
 }
 
 export class Kernels {
@@ -205,23 +212,27 @@ export class Kernels {
     const K = a.W.cols, K4 = a.W.colsP / 4;
     const inStride = a.inStride ?? K, inOff = a.inOff ?? 0, outStride = a.outStride ?? a.W.rows, outOff = a.outOff ?? 0;
     const epi = { bias: !!a.bias, relu: !!a.relu, resid: !!a.resid };
-    const ln = a.ln ?? null;
+    const ln = a.ln ?? null, kv = a.kv ?? null;
     if (ln && a.T !== 1) throw new Error('linear: the folded LayerNorm is a GEMV (T = 1) form');
     if (ln && a.bias) throw new Error('linear: with the LayerNorm folded in, the bias is part of c2');
+    // Prefill keeps the kvStore dispatch: the tiled matmul has no per-row epilogue to hang it on.
+    if (kv && a.T !== 1) throw new Error('linear: the KV-cache store in the epilogue is a GEMV (T = 1) form');
+    if (kv && (a.resid || a.W.rows % 3 !== 0)) throw new Error('linear: the KV-cache store needs a (3d, d) qkv matrix and no residual add');
     const out: Dispatch[] = [];
     for (const p of a.W.parts) {
       const ent: [number, Entry][] = [[1, p.buffer], [2, a.x], [3, a.y]];
       if (a.bias) ent.push([4, a.bias]);
-      if (ln) ent.push([6, ln.gamma], [7, ln.c1], [8, ln.c2]);
+      if (ln) ent.push([6, ln.gamma], [7, ln.c]);
+      if (kv) ent.push([8, kv.step], [9, kv.k], [10, kv.v]);
       switch (a.T === 1 ? 'gemv' : 'matmul') {
         case 'gemv': {
-          const o: GemvOpts = { ...gemvShape(K4, a.W.rows), ...epi, gather: false, ln: !!ln };
+          const o: GemvOpts = { ...gemvShape(K4, a.W.rows), ...epi, gather: false, ln: !!ln, kv: !!kv };
           // The folded LayerNorm reads γ (K floats, from 0) as vec4 alongside x: whole vec4s only.
           o.xv4 = o.wide && inOff % 4 === 0 && inStride % 4 === 0 && (!ln || K % 4 === 0);
           const key = gemvKey(this.feats, o);
           const [x, y] = grid(ceilDiv(p.rows, o.rows));
           out.push(this.dispatch(key, this.pipeline(key, () => gemvWgsl(this.feats, o)),
-            [p.rows, K, K4, p.row0, p.rows, inStride, inOff, outStride, outOff + p.row0, 0, x, ln ? f32bits(ln.eps) : 0], ent, [x, y, a.T], own));
+            [p.rows, K, K4, p.row0, p.rows, inStride, inOff, outStride, outOff + p.row0, 0, x, ln ? f32bits(ln.eps) : 0, a.W.rows], ent, [x, y, a.T], own));
           break;
         }
         case 'matmul': {
@@ -245,7 +256,7 @@ export class Kernels {
     return a.W.parts.map((p) => {
       const ent: [number, Entry][] = [[1, p.buffer], [2, a.x], [3, a.h], [5, a.sel]];
       if (a.bias) ent.push([4, a.bias]);
-      return this.dispatch(key, pl, [a.k, a.W.cols, a.W.colsP / 4, p.row0, p.rows, a.W.cols, 0, a.k, 0, a.selStride, x, 0], ent, [x, y, a.T], own);
+      return this.dispatch(key, pl, [a.k, a.W.cols, a.W.colsP / 4, p.row0, p.rows, a.W.cols, 0, a.k, 0, a.selStride, x, 0, a.W.rows], ent, [x, y, a.T], own);
     });
   }
 
@@ -277,10 +288,11 @@ export class Kernels {
 
   /**
    * c1 = W·γ and c2 = W·β + b (bias b, if any): the per-row vectors a GEMV with the LayerNorm (γ, β)
-   * folded in needs for W (`LinearArgs.ln`); run once at load. c1 (W.rows), c2 (W.rows).
+   * folded in needs for W (`LinearArgs.ln`); run once at load. Into c (2 × W.rows floats): c1 in
+   * [0, rows), c2 in [rows, 2 rows), one buffer so the folded GEMV binds them once.
    */
-  foldLayerNorm(a: { W: GpuMatrix; gamma: GPUBuffer; beta: GPUBuffer; bias: GPUBuffer | null; c1: GPUBuffer; c2: GPUBuffer }, own: GPUBuffer[]): Dispatch[] {
-    return [...this.linear({ W: a.W, x: a.gamma, y: a.c1, T: 1 }, own), ...this.linear({ W: a.W, x: a.beta, y: a.c2, T: 1, bias: a.bias }, own)];
+  foldLayerNorm(a: { W: GpuMatrix; gamma: GPUBuffer; beta: GPUBuffer; bias: GPUBuffer | null; c: GPUBuffer }, own: GPUBuffer[]): Dispatch[] {
+    return [...this.linear({ W: a.W, x: a.gamma, y: a.c, T: 1 }, own), ...this.linear({ W: a.W, x: a.beta, y: a.c, outOff: a.W.rows, T: 1, bias: a.bias }, own)];
   }
 
   /**

@@ -35,9 +35,10 @@ interface GpuLayer {
   fc2T: GpuMatrix | null;                    // (f, d): fc2 transposed on the GPU when a sparse policy needs it
   k: GPUBuffer; v: GPUBuffer;                // (maxPositions, d) f32 KV cache
   // Pre-LN models: c1 = W·γ, c2 = W·β + b of qkv (attention LN) and fc1 (MLP LN), so decode's GEMVs
-  // fold the LayerNorm in (gemv.ts); (3d) and (f) each. Null for post-LN models or with folding off.
-  qkvFold: { c1: GPUBuffer; c2: GPUBuffer } | null;
-  fc1Fold: { c1: GPUBuffer; c2: GPUBuffer } | null;
+  // fold the LayerNorm in (gemv.ts); c1 then c2 in one buffer, (2 × 3d) and (2 × f). Null for
+  // post-LN models or with folding off.
+  qkvFold: { c: GPUBuffer } | null;
+  fc1Fold: { c: GPUBuffer } | null;
 }
 
 interface LayerSparse {
@@ -62,11 +63,13 @@ type Head = 'none' | 'last' | 'all' | 'greedy';
 const CHAIN_WINDOW = 4;
 
 /**
- * Largest hidden size at which decode folds LayerNorm into the next GEMV by default. Each GEMV
- * workgroup then reads the whole x row twice more (mean, variance) and multiplies it by γ as it goes:
- * cheap while d is small, a net loss once that costs more than the LayerNorm dispatch it replaces.
- * H200, GPU ms/token, dense, fold off → on: opt-1.3b (d 2048) 1.93 → 1.75; opt-6.7b (d 4096)
- * 6.01 → 6.27; opt-13b (d 5120) 10.15 → 10.72 (docs/benchmarks.md).
+ * Largest hidden size at which decode folds LayerNorm into the next GEMV by default. Measured with
+ * the first folded form, whose every GEMV workgroup read the whole x row twice more (mean, variance)
+ * behind four more barriers: cheap while d is small, a net loss once that cost more than the
+ * LayerNorm dispatch it replaced. H200, GPU ms/token, dense, fold off → on: opt-1.3b (d 2048)
+ * 1.93 → 1.75; opt-6.7b (d 4096) 6.01 → 6.27; opt-13b (d 5120) 10.15 → 10.72 (docs/benchmarks.md).
+ * The statistics now ride the dot loop's own x loads and reduction (gemv.ts), which removes that
+ * cost; not yet timed on a GPU, so the bound stays where it was measured until an A/B moves it.
  */
 const FOLD_LN_MAX_HIDDEN = 2048;
 
@@ -252,8 +255,8 @@ class GpuRunner implements WebGpuRunner {
       // c1 = W·γ, c2 = W·β + b for the GEMVs that fold the LayerNorm in, from the weights on the GPU.
       let ds: Dispatch[] = [];
       for (const [l, L] of this.layers.entries()) {
-        L.qkvFold = { c1: this.vec(3 * d, `${l}.qkv.ln_c1`), c2: this.vec(3 * d, `${l}.qkv.ln_c2`) };
-        L.fc1Fold = { c1: this.vec(f, `${l}.fc1.ln_c1`), c2: this.vec(f, `${l}.fc1.ln_c2`) };
+        L.qkvFold = { c: this.vec(2 * 3 * d, `${l}.qkv.ln_c`) };
+        L.fc1Fold = { c: this.vec(2 * f, `${l}.fc1.ln_c`) };
         ds.push(...this.k.foldLayerNorm({ W: L.qkv, gamma: L.attnLnW, beta: L.attnLnB, bias: L.qkvB, ...L.qkvFold }, own));
         ds.push(...this.k.foldLayerNorm({ W: L.fc1, gamma: L.mlpLnW, beta: L.mlpLnB, bias: L.fc1B, ...L.fc1Fold }, own));
         if (ds.length > 64) { await runNow(this.k, ds, own); ds = []; }
@@ -326,7 +329,7 @@ class GpuRunner implements WebGpuRunner {
 
   /**
    * The next decode step's command buffer, encoded while the GPU runs the current one: a step's
-   * 7 to 12 dispatches a layer cost a few µs each to encode from JS, and the token id travels in the
+   * 6 to 11 dispatches a layer cost a few µs each to encode from JS, and the token id travels in the
    * `step` buffer, so the encoding doesn't depend on it.
    */
   private nextDecode: GPUCommandBuffer | null = null;
@@ -382,9 +385,12 @@ class GpuRunner implements WebGpuRunner {
       tap(l, 'attn_in', attnIn, d);
       // Lookahead: a predictor reading attn_in runs before attention (off the MLP's critical path).
       if (S?.pred && this.policy!.input === 'attn_in') this.predict(S, attnIn, T, own, add);
-      add(...K.linear(foldA ? { W: L.qkv, x: this.x, y: this.qkv, T, ln: { gamma: L.attnLnW, ...L.qkvFold!, eps } }
-        : { W: L.qkv, x: attnIn, y: this.qkv, T, bias: L.qkvB }, own));
-      add(K.kvStore({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, d, T }, own));
+      // Decode stores the new K and V rows from the qkv GEMV's epilogue (attention reads the current
+      // token's K and V from the cache, q from qkv); prefill's matmul leaves that to kvStore.
+      const kv = T === 1 ? { step: this.step, k: L.k, v: L.v } : null;
+      add(...K.linear(foldA ? { W: L.qkv, x: this.x, y: this.qkv, T, ln: { gamma: L.attnLnW, ...L.qkvFold!, eps }, kv }
+        : { W: L.qkv, x: attnIn, y: this.qkv, T, bias: L.qkvB, kv }, own));
+      if (!kv) add(K.kvStore({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, d, T }, own));
       add(...K.attention({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, o: this.ao, hn: this.hn, H: c.heads, hd: c.headDim, T, maxPos: c.maxPositions }, own));
       tap(l, 'head_norm', this.hn, c.heads);
       add(...K.linear({ W: L.o, x: this.ao, y: this.x, T, bias: L.oB, resid: true }, own));

@@ -37,7 +37,8 @@ export const ceilDiv = (a: number, b: number) => Math.ceil(a / b);
  * same value in every thread, through `red` (workgroup array<f32> of at least wg slots, declared by
  * the kernel). With subgroups: subgroupAdd, one slot per subgroup, two barriers (assumes subgroups
  * are runs of consecutive local_invocation_index); without: a tree with a barrier per level.
- * LayerNorm and the LayerNorm-folding GEMV take their row statistics with it.
+ * LayerNorm takes its row statistics with it (the LayerNorm-folding GEMV now rides its statistics
+ * in its own reduction: gemv.ts).
  */
 export function wgTotalWgsl(wg: number, sg: boolean): string {
   return sg ? `fn wgTotal(v: f32, lid: u32, sl: u32, ss: u32) -> f32 {

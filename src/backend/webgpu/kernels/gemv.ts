@@ -1,4 +1,4 @@
-import { enables, weightDecl, wgTotalWgsl, wmode, type KernelFeatures } from './common.js';
+import { enables, weightDecl, wmode, type KernelFeatures } from './common.js';
 
 /**
  * GEMV for batch-1 decode (memory-bound): y[t, r] = epi(W[r, :] · x[t, :]), one workgroup per R rows,
@@ -12,20 +12,29 @@ import { enables, weightDecl, wgTotalWgsl, wmode, type KernelFeatures } from './
  *
  * LN: the pre-LayerNorm folded into the GEMV (decode of pre-LN models: the LayerNorm before qkv and
  * before a dense fc1). A separate LayerNorm is one workgroup of dependent loads and barriers, ~8 µs
- * on an H200 at d = 4096, twice a layer; folded, its work rides in the GEMV's (the saving is the
- * dispatch and its serial latency; untimed on an H200 so far: A/B with foldLayerNorm: false). With
+ * on an H200 at d = 4096, twice a layer; folded, its work rides in the GEMV's. With
  * LN(x) = γ ∘ (x − μ)·s + β, s = 1/sqrt(var + eps), and the stored weights unchanged:
- *   W[r]·LN(x) + b[r] = s·(Σ_k W[r,k] γ_k x_k − μ·c1[r]) + c2[r],  c1 = W·γ,  c2 = W·β + b,
- * so the dot product reads x' = γ ∘ x on the fly, every workgroup computes μ and var of the raw x row
- * itself (a strided pass for the mean, a second for the variance about it: the order of the CPU twin
- * `layerNorm`; over the whole workgroup, after the weight loop so the weight stream starts at once),
- * and the epilogue is v = s·(acc − μ·c1[row]) + c2[row] before ReLU / RESID. c1 and c2 are per-matrix
- * vectors made once at load (Kernels.foldLayerNorm, through this kernel); the bias is inside c2.
- * Bindings 6 (γ), 7 (c1), 8 (c2, by global row like the bias); eps in the uniform's last field.
- * Costs: each workgroup re-reads the x row twice more (from cache) and adds barriers (four with
- * subgroups); and acc − μ·c1 cancels where |μ| >> the row's spread σ (f32 rounding grows by about
- * |μ|/σ). Measured: 1.5e-6 relative against LayerNorm-then-GEMV at mean 3, σ 0.58 (webgpu-kernels
- * test), and decode logits of the opt-gutenberg checkpoints within 7e-7 of the separate LayerNorm's.
+ *   W[r]·LN(x) + b[r] = s·(Σ_k W[r,k] γ_k (x_k − h) − (μ − h)·c1[r]) + c2[r],  c1 = W·γ,  c2 = W·β + b,
+ * for any shift h. The kernel takes h = the mean of x[0..8) (cached broadcast loads) and, for each x
+ * chunk the dot loop loads anyway, accumulates u = x − h three ways: the dot product with W ∘ γ, Σu
+ * and Σu². The lanes of one row together load every x element once, so the row's one existing
+ * reduction (a vec3 instead of a float) yields μ − h = Σu/K and var = Σu²/K − (μ − h)²: no extra
+ * passes over x and no extra barriers. (The first form made two more strided passes over x for the
+ * mean, then the variance, with four more barriers, in every workgroup: 4-6 % slower at d = 4096
+ * and 5120.) The shift keeps both subtractions small: f32 rounding of Σu²/K − (μ − h)² grows with
+ * (μ − h)²/var (unshifted, μ²/var), so h must be near μ. A single element as h made an outlier
+ * there cost that much (x[0] 50σ off the mean: 1.4e-4 relative error against LayerNorm-then-GEMV);
+ * the mean of 8 moves by an eighth of one outlier's distance (2e-6 there, as the two-pass form;
+ * 1-3e-7 with no outlier at mean 3, where the two-pass form gave 0.9-3e-6). c1 and c2 are per-matrix vectors
+ * made once at load (Kernels.foldLayerNorm, through this kernel) and held in one buffer, c1 then c2
+ * (allRows each; one binding, so ln + kv fit WebGPU's default of 8 storage buffers a stage); the
+ * bias is inside c2. Bindings 6 (γ), 7 (c1 | c2, by global row like the bias); eps in the uniform.
+ *
+ * KV: the qkv GEMV of decode also stores the new token's K and V in the cache (the kvStore kernel's
+ * job, one dispatch fewer a layer): with d = allRows / 3, a row r in [d, 2d) also goes to
+ * kc[(step[0] + t) d + r − d] and r in [2d, 3d) to vc[(step[0] + t) d + r − 2d], the layout
+ * kvStoreWgsl writes. y still gets every row (attention reads q from it). Bindings 8 (step),
+ * 9 (K cache), 10 (V cache). Not with GATHER or RESID (the cache gets the row's value, not y's).
  */
 export interface GemvOpts {
   rows: number; tpr: number; bias: boolean; relu: boolean; resid: boolean; gather: boolean;
@@ -37,28 +46,48 @@ export interface GemvOpts {
   wide?: boolean;
   /** x read as vec4<f32> (needs x offsets and strides that are multiples of 4): two loads per chunk instead of eight. */
   xv4?: boolean;
-  /** The pre-LayerNorm folded in (see above): needs gamma, c1, c2 bound and epsBits; no bias (c2 has it). */
+  /** The pre-LayerNorm folded in (see above): needs gamma and c (c1 | c2) bound and epsBits; no bias (c2 has it). */
   ln?: boolean;
+  /** The K and V rows of a qkv matrix also written to the KV cache at step[0] + t (see above). */
+  kv?: boolean;
 }
 
 export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
-  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.ln ? '_ln' : ''}`;
+  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? '_kv' : ''}${o.ln ? '_ln' : ''}`;
 }
 
-/** Uniform layout (u32 each). */
-export const GEMV_PARAMS = ['rows', 'K', 'K4', 'rowOff', 'partRows', 'inStride', 'inOff', 'outStride', 'outOff', 'selStride', 'nwgx', 'epsBits'] as const;
+/** Uniform layout (u32 each). allRows: rows of the whole matrix (all parts), for ln's c2 and kv's d. */
+export const GEMV_PARAMS = ['rows', 'K', 'K4', 'rowOff', 'partRows', 'inStride', 'inOff', 'outStride', 'outOff', 'selStride', 'nwgx', 'epsBits', 'allRows'] as const;
 
 export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
   const WG = o.rows * o.tpr;
   const sg = f.subgroups;
   const ln = !!o.ln;
   if (ln && o.bias) throw new Error('gemv: with the LayerNorm folded in, the bias is part of c2');
-  // x' = γ ∘ x at element k of the row (xb: the row's start in x); γ as vec4 where x is (K % 4 == 0 then).
-  const g4 = !ln ? '' : o.xv4 ? ' * gv[k / 4u]' : ' * vec4<f32>(gam[k], gam[k + 1u], gam[k + 2u], gam[k + 3u])';
-  const g1 = !ln ? '' : o.xv4 ? ' * gv[k / 4u][k % 4u]' : ' * gam[k]';
-  const sgArgs = sg ? ', sl, ss' : '';
+  if (o.kv && (o.gather || o.resid)) throw new Error('gemv: the KV-cache store is for the dense qkv GEMV (no gather, no residual add)');
+  // Per-thread partial sums: the dot product, or (dot, Σu, Σu²) of the shifted x with the LayerNorm folded in.
+  const RT = ln ? 'vec3<f32>' : 'f32';
+  // γ at element k of the row (4 from k, or 1), as vec4 where x is (K % 4 == 0 then).
+  const g4 = o.xv4 ? 'gv[k / 4u]' : 'vec4<f32>(gam[k], gam[k + 1u], gam[k + 2u], gam[k + 3u])';
+  const g1 = o.xv4 ? 'gv[k / 4u][k % 4u]' : 'gam[k]';
+  const sh = ln ? ', sh' : '';
+  // One chunk's contribution: wv (4 weights) against x from element k of the row at xb.
+  const term4 = ln ? `fn term4(wv: vec4<f32>, xb: u32, k: u32, sh: f32) -> vec3<f32> {
+  let u = x4(xb + k) - vec4<f32>(sh);
+  return vec3<f32>(dot(wv * g4(k), u), dot(u, vec4<f32>(1.0)), dot(u, u));
+}` : `fn term4(wv: vec4<f32>, xb: u32, k: u32) -> f32 { return dot(wv, x4(xb + k)); }`;
+  // The zero-padded last chunk of a row (K not a multiple of the chunk): n < 4 elements from k exist.
+  const tail4 = ln ? `fn tail4(wv: vec4<f32>, xb: u32, k: u32, n: u32, sh: f32) -> vec3<f32> {
+  var u = vec4<f32>(0.0); var g = vec4<f32>(0.0);
+  for (var i = 0u; i < n; i++) { u[i] = xs(xb + k + i) - sh; g[i] = g1(k + i); }
+  return vec3<f32>(dot(wv * g, u), dot(u, vec4<f32>(1.0)), dot(u, u));
+}` : `fn tail4(wv: vec4<f32>, xb: u32, k: u32, n: u32) -> f32 {
+  var u = vec4<f32>(0.0);
+  for (var i = 0u; i < n; i++) { u[i] = xs(xb + k + i); }
+  return dot(wv, u);
+}`;
   return `${o.wide ? enables({ ...f, f16: false }, true) : enables(f, true)}
-struct P { rows: u32, K: u32, K4: u32, rowOff: u32, partRows: u32, inStride: u32, inOff: u32, outStride: u32, outOff: u32, selStride: u32, nwgx: u32, epsBits: u32 }
+struct P { rows: u32, K: u32, K4: u32, rowOff: u32, partRows: u32, inStride: u32, inOff: u32, outStride: u32, outOff: u32, selStride: u32, nwgx: u32, epsBits: u32, allRows: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 ${o.wide ? '@group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;' : weightDecl(f, 1, 'W')}
 ${o.xv4 ? `@group(0) @binding(2) var<storage, read> xv: array<vec4<f32>>;
@@ -67,22 +96,25 @@ fn x4(i: u32) -> vec4<f32> { return xv[i / 4u]; }` : `@group(0) @binding(2) var<
 fn xs(i: u32) -> f32 { return x[i]; }
 fn x4(i: u32) -> vec4<f32> { return vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]); }`}
 ${ln ? `${o.xv4 ? '@group(0) @binding(6) var<storage, read> gv: array<vec4<f32>>;' : '@group(0) @binding(6) var<storage, read> gam: array<f32>;'}
-@group(0) @binding(7) var<storage, read> c1: array<f32>;
-@group(0) @binding(8) var<storage, read> c2: array<f32>;` : ''}
-fn xk4(xb: u32, k: u32) -> vec4<f32> { return x4(xb + k)${g4}; }
-fn xk1(xb: u32, k: u32) -> f32 { return xs(xb + k)${g1}; }
+fn g4(k: u32) -> vec4<f32> { return ${g4}; }
+fn g1(k: u32) -> f32 { return ${g1}; }
+@group(0) @binding(7) var<storage, read> cc: array<f32>;` : ''}
+${o.kv ? `@group(0) @binding(8) var<storage, read> step: array<u32>;
+@group(0) @binding(9) var<storage, read_write> kc: array<f32>;
+@group(0) @binding(10) var<storage, read_write> vc: array<f32>;` : ''}
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
-${o.wide ? `fn dot8(w: vec4<u32>, xb: u32, k: u32) -> f32 {
-  return dot(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), xk4(xb, k))
-       + dot(vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)), xk4(xb, k + 4u));
-}` : ''}
+alias RT = ${RT};
+${term4}
+${tail4}
+${o.wide ? `fn w8lo(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+fn w8hi(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)); }
+fn dot8(w: vec4<u32>, xb: u32, k: u32${ln ? ', sh: f32' : ''}) -> RT { return term4(w8lo(w), xb, k${sh}) + term4(w8hi(w), xb, k + 4u${sh}); }` : ''}
 ${o.bias ? '@group(0) @binding(4) var<storage, read> bias: array<f32>;' : ''}
 ${o.gather ? '@group(0) @binding(5) var<storage, read> sel: array<u32>;' : ''}
 const R = ${o.rows}u;
 const TPR = ${o.tpr}u;
 const WG = ${WG}u;
-var<workgroup> red: array<f32, ${WG}>;
-${ln ? wgTotalWgsl(WG, sg) : ''}
+var<workgroup> red: array<RT, ${WG}>;
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${sg ? ', @builtin(subgroup_invocation_id) sl: u32, @builtin(subgroup_size) ss: u32' : ''}) {
@@ -97,64 +129,49 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     live = gi >= p.rowOff && gi < p.rowOff + p.partRows;
     wrow = gi - p.rowOff;
   }` : ''}
-${o.wide ? `  var acc = 0.0;
+  var acc = RT(0.0);
   if (live) {
-    let wb = wrow * (p.K4 / 2u);
     let xb = t * p.inStride + p.inOff;
+    ${ln ? `// The statistics' shift, the same in every thread: the mean of the row's first 8 elements
+    // (cached broadcast loads; an outlier among them moves it by an eighth of its distance).
+    var sh = 0.0;
+    for (var i = 0u; i < min(p.K, 8u); i++) { sh += xs(xb + i); }
+    sh /= f32(min(p.K, 8u));` : ''}
+${o.wide ? `    let wb = wrow * (p.K4 / 2u);
     let full = p.K / 8u;
-    var a0 = 0.0; var a1 = 0.0; var a2 = 0.0; var a3 = 0.0;
+    var a0 = RT(0.0); var a1 = RT(0.0); var a2 = RT(0.0); var a3 = RT(0.0);
     var c = lane;
     // Four independent 16-byte loads per iteration keep enough bytes in flight to saturate HBM.
     loop {
       if (c + 3u * TPR >= full) { break; }
       let w0 = W[wb + c]; let w1 = W[wb + c + TPR]; let w2 = W[wb + c + 2u * TPR]; let w3 = W[wb + c + 3u * TPR];
-      a0 += dot8(w0, xb, c * 8u);
-      a1 += dot8(w1, xb, (c + TPR) * 8u);
-      a2 += dot8(w2, xb, (c + 2u * TPR) * 8u);
-      a3 += dot8(w3, xb, (c + 3u * TPR) * 8u);
+      a0 += dot8(w0, xb, c * 8u${sh});
+      a1 += dot8(w1, xb, (c + TPR) * 8u${sh});
+      a2 += dot8(w2, xb, (c + 2u * TPR) * 8u${sh});
+      a3 += dot8(w3, xb, (c + 3u * TPR) * 8u${sh});
       c += 4u * TPR;
     }
-    for (; c < full; c += TPR) { a0 += dot8(W[wb + c], xb, c * 8u); }
+    for (; c < full; c += TPR) { a0 += dot8(W[wb + c], xb, c * 8u${sh}); }
     acc = (a0 + a1) + (a2 + a3);
     // K not a multiple of 8: the last chunk is zero-padded in W; read only the x that exists.
     if (lane == 0u && full * 8u < p.K) {
       let w = W[wb + full];
-      var x0 = vec4<f32>(0.0); var x1 = vec4<f32>(0.0);
-      for (var i = 0u; i < p.K - full * 8u; i++) {
-        let v = xk1(xb, full * 8u + i);
-        if (i < 4u) { x0[i] = v; } else { x1[i - 4u] = v; }
-      }
-      acc += dot(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), x0) + dot(vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)), x1);
-    }
-  }
-` : `  var acc = 0.0;
-  if (live) {
-    let wb = wrow * p.K4;
-    let xb = t * p.inStride + p.inOff;
+      let k = full * 8u;
+      let n = p.K - k;
+      acc += tail4(w8lo(w), xb, k, min(n, 4u)${sh});
+      if (n > 4u) { acc += tail4(w8hi(w), xb, k + 4u, n - 4u${sh}); }
+    }` : `    let wb = wrow * p.K4;
     let full = p.K / 4u;
     for (var c = lane; c < full; c += TPR) {
-      acc += dot(W_4(wb + c), xk4(xb, c * 4u));
+      acc += term4(W_4(wb + c), xb, c * 4u${sh});
     }
     // Odd K: the last chunk is zero-padded in W; read only the x that exists.
-    if (lane == 0u && full * 4u < p.K) {
-      var xt = vec4<f32>(0.0);
-      for (var i = 0u; i < p.K - full * 4u; i++) { xt[i] = xk1(xb, full * 4u + i); }
-      acc += dot(W_4(wb + full), xt);
-    }
+    if (lane == 0u && full * 4u < p.K) { acc += tail4(W_4(wb + full), xb, full * 4u, p.K - full * 4u${sh}); }`}
   }
-`}${!ln ? '' : `  // LayerNorm statistics of the raw x row, after the weight loop (its loads are in flight first).
-  let xr = t * p.inStride + p.inOff;
-  var sm = 0.0;
-  ${o.xv4 ? 'for (var i = lid; i < p.K / 4u; i += WG) { let v = x4(xr + i * 4u); sm += (v.x + v.y) + (v.z + v.w); }' : 'for (var i = lid; i < p.K; i += WG) { sm += xs(xr + i); }'}
-  let mu = wgTotal(sm, lid${sgArgs}) / f32(p.K);
-  var sv = 0.0;
-  ${o.xv4 ? 'for (var i = lid; i < p.K / 4u; i += WG) { let v = x4(xr + i * 4u) - vec4<f32>(mu); sv += dot(v, v); }' : 'for (var i = lid; i < p.K; i += WG) { let c = xs(xr + i) - mu; sv += c * c; }'}
-  let inv = 1.0 / sqrt(wgTotal(sv, lid${sgArgs}) / f32(p.K) + bitcast<f32>(p.epsBits));
-`}
   ${sg ? `// subgroupAdd, then one slot per subgroup (assumes subgroups are runs of consecutive
   // local_invocation_index within a 1-D workgroup and subgroup size <= TPR, true of every driver seen).
   let s = subgroupAdd(acc);
-  red[lid] = select(0.0, s, sl == 0u);
+  red[lid] = select(RT(0.0), s, sl == 0u);
   workgroupBarrier();
   for (var st = TPR / 2u; st >= ss; st >>= 1u) {
     if (lane < st) { red[lid] += red[lid + st]; }
@@ -166,12 +183,22 @@ ${o.wide ? `  var acc = 0.0;
     workgroupBarrier();
   }`}
   if (lane == 0u && live) {
-    var v = red[lid];
-    ${ln ? 'v = inv * (v - mu * c1[p.rowOff + wrow]) + c2[p.rowOff + wrow];' : ''}
+    ${ln ? `// The row's sums: s = (Σ W γ u, Σu, Σu²), u = x − x[0]; m = μ − x[0].
+    let tot = red[lid];
+    let m = tot.y / f32(p.K);
+    let inv = 1.0 / sqrt(max(tot.z / f32(p.K) - m * m, 0.0) + bitcast<f32>(p.epsBits));
+    var v = inv * (tot.x - m * cc[p.rowOff + wrow]) + cc[p.allRows + p.rowOff + wrow];` : 'var v = red[lid];'}
     ${o.bias ? `v += bias[p.rowOff + wrow];` : ''}
     ${o.relu ? 'v = max(v, 0.0);' : ''}
     let oi = t * p.outStride + p.outOff + r;
     ${o.resid ? 'y[oi] = y[oi] + v;' : 'y[oi] = v;'}
+    ${o.kv ? `// The matrix row (q [0, d), k [d, 2d), v [2d, 3d)): K and V rows also go to the cache.
+    let kr = p.rowOff + wrow;
+    let kd = p.allRows / 3u;
+    if (kr >= kd) {
+      let kp = (step[0] + t) * kd;
+      if (kr < 2u * kd) { kc[kp + kr - kd] = v; } else { vc[kp + kr - 2u * kd] = v; }
+    }` : ''}
   }
 }
 `;
