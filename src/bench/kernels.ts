@@ -435,6 +435,11 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
       const params: KernelRow['params'] = { density: r3(chosen / f), k: chosen, slots, cap, rank: r, form: 'block', dispatches: inst[0].length, layers };
       if (denseUs !== null && tm.us > 0) params.speedup_vs_dense = Math.round((denseUs / tm.us) * 100) / 100;
       add('mlp-sparse', params, tm.us, bytes, tm.method);
+      // Where the block's time goes: the fused kernel alone, and sparse fc2 over the slots alone.
+      const sel1 = await timer.time(L.map((l) => k.blockSelectFc1({ B: l.B, bias: l.pb, u, W1: l.fc1, b1, x: xin, sel, h, cnt, T: 1, cap, tau }, s.own)));
+      add('block-select', { density: r3(chosen / f), k: chosen, cap, rank: r, layers }, sel1.us, matBytes(f, r) + f * 4 + chosen * ceil4(d) * 2, sel1.method);
+      const fc2s = await timer.time(L.map((l) => k.sparseDown({ W2t: l.fc2T, h, sel, selStride: slots, k: slots, T: 1, x, bias: b2 }, s.own)));
+      add('sparse-fc2', { density: r3(chosen / f), k: chosen, slots, form: 'block slots', layers }, fc2s.us, chosen * ceil4(d) * 2, fc2s.method);
     });
 
     // ---- top-K over f scores ----

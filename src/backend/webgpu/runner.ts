@@ -63,15 +63,14 @@ type Head = 'none' | 'last' | 'all' | 'greedy';
 const CHAIN_WINDOW = 4;
 
 /**
- * Largest hidden size at which decode folds LayerNorm into the next GEMV by default. Measured with
- * the first folded form, whose every GEMV workgroup read the whole x row twice more (mean, variance)
- * behind four more barriers: cheap while d is small, a net loss once that cost more than the
- * LayerNorm dispatch it replaced. H200, GPU ms/token, dense, fold off → on: opt-1.3b (d 2048)
- * 1.93 → 1.75; opt-6.7b (d 4096) 6.01 → 6.27; opt-13b (d 5120) 10.15 → 10.72 (docs/benchmarks.md).
- * The statistics now ride the dot loop's own x loads and reduction (gemv.ts), which removes that
- * cost; not yet timed on a GPU, so the bound stays where it was measured until an A/B moves it.
+ * Decode folds LayerNorm into the next GEMV by default at every width. The first folded form (two
+ * more strided passes over x behind four barriers in every GEMV workgroup) lost above d = 2048, so it
+ * was on only up to there; with the statistics riding the dot loop's own x loads (gemv.ts) it wins at
+ * every size measured. H200, GPU ms/token, dense, build before → after, fold off / on (26 Nov 2026,
+ * docs/benchmarks.md): opt-1.3b 1.89 / 1.71 → 1.82 / 1.63; opt-6.7b 6.04 / 6.26 → 5.88 / 5.79;
+ * opt-13b 10.23 / 10.77 → 10.07 / 10.03.
  */
-const FOLD_LN_MAX_HIDDEN = 2048;
+const FOLD_LN_DEFAULT = true;
 
 export interface DecodeTiming {
   steps: number;
@@ -102,8 +101,8 @@ export interface WebGpuRunnerOptions extends GpuOptions {
   maxPartBytes?: number;
   /**
    * Pre-LN models: fold the LayerNorms before qkv and before dense layers' fc1 into those GEMVs in
-   * decode plans (T = 1, no trace), two dispatches fewer a dense layer. Default: on where the hidden
-   * size is at most FOLD_LN_MAX_HIDDEN (it pays there, not above: see that constant); true/false force it.
+   * decode plans (T = 1, no trace), two dispatches fewer a dense layer. Default on (FOLD_LN_DEFAULT:
+   * measured faster at d = 2048, 4096 and 5120); false keeps the separate LayerNorm dispatches.
    */
   foldLayerNorm?: boolean;
 }
@@ -112,7 +111,7 @@ export async function createWebGpuRunner(config: OptConfig, weights: OptWeights 
   const owned = !opts.gpu;
   const gpu = opts.gpu ?? await openGpu(opts);
   try {
-    const r = new GpuRunner(config, gpu, owned, opts.maxPartBytes, opts.foldLayerNorm ?? config.hidden <= FOLD_LN_MAX_HIDDEN);
+    const r = new GpuRunner(config, gpu, owned, opts.maxPartBytes, opts.foldLayerNorm ?? FOLD_LN_DEFAULT);
     await r.load(weights, opts.seed ?? 1);
     return r;
   } catch (e) {
