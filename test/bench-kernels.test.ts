@@ -96,9 +96,10 @@ test('bench --kernels --json prints a row for every kernel with positive times',
   assert.equal(count('copy-bandwidth'), 1);
   assert.equal(count('gemv'), 5);
   assert.equal(count('gather-gemv'), 5);
-  assert.equal(count('sparse-fc2'), 5);
+  assert.equal(count('sparse-fc2'), 6); // five densities, and the block rule's slots
   assert.equal(count('mlp-dense'), 1);
-  assert.equal(count('mlp-sparse'), 1);
+  assert.equal(count('mlp-sparse'), 2);  // top-K and the block rule
+  assert.equal(count('block-select'), 1);
   assert.equal(count('topk'), 1);
   assert.equal(count('layernorm'), 1);
   assert.deepEqual(rows.filter((x) => x.kernel === 'attention').map((x) => (x.params as { positions: number }).positions), [128, 512]);
@@ -107,7 +108,11 @@ test('bench --kernels --json prints a row for every kernel with positive times',
   const gemv = rows.find((x) => x.kernel === 'gemv')!;
   assert.equal(gemv.bytes, 256 * 256 * 2);
   assert.ok(Math.abs((gemv.gbps as number) - (gemv.bytes as number) / ((gemv.us as number) * 1e3)) < 0.01 + 1e-3 * (gemv.gbps as number));
-  assert.match(r.stderr, /sparse MLP block at density 0\.1 \(predictor \+ top-K included\): [\d.]+x/);
+  assert.match(r.stderr, /sparse MLP block \(top-K, density 0\.1; predictor and selection included\): [\d.]+x/);
+  assert.match(r.stderr, /sparse MLP block \(block rule, density [\d.]+ measured; predictor and selection included\): [\d.]+x/);
+  const block = rows.find((x) => x.kernel === 'mlp-sparse' && (x.params as { form: string }).form === 'block')!;
+  const bp = block.params as { density: number; slots: number; cap: number };
+  assert.ok(bp.density > 0.05 && bp.density < 0.15, `the threshold picks about 10 %: ${bp.density}`);
 });
 
 test('bench --kernels errors are one line', () => {

@@ -77,10 +77,14 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
           const c = k.buffer(2 * rows * 4, 'c'), gam = k.f32Buffer(g, 'gamma');
           await runNow(k, k.foldLayerNorm({ W: m, gamma: gam, beta: k.f32Buffer(be, 'beta'), bias: epi.bias ? k.f32Buffer(b, 'b') : null, c }, own), own);
           const y = k.f32Buffer(y0.slice(), 'y');
-          const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T: 1, relu: epi.relu, resid: epi.resid, ln: { gamma: gam, c, eps } }, own);
-          assert.ok(ds.every((dd) => dd.label.endsWith('_ln')), ds.map((dd) => dd.label).join());
+          // Without bias, also lnOut: the GEMV writes LN(x) itself (each workgroup a slice).
+          const out = epi.bias ? undefined : { beta: k.f32Buffer(be, 'beta'), xn: k.f32Buffer(new Float32Array(K).fill(NaN), 'xn') };
+          const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T: 1, relu: epi.relu, resid: epi.resid, ln: { gamma: gam, c, eps, out } }, own);
+          assert.ok(ds.every((dd) => dd.label.endsWith(out ? '_lnout' : '_ln')), ds.map((dd) => dd.label).join());
           await runNow(k, ds, own);
-          const ref = linear(layerNorm(x, 1, K, g, be, eps), 1, w, epi.bias ? b : null, K, rows);
+          const normed = layerNorm(x, 1, K, g, be, eps);
+          if (out) assert.ok(relErr(await readF32(k, out.xn, K), normed) < 1e-5, `lnOut ${rows}x${K}: ${relErr(await readF32(k, out.xn, K), normed)}`);
+          const ref = linear(normed, 1, w, epi.bias ? b : null, K, rows);
           if (epi.relu) for (let i = 0; i < ref.length; i++) ref[i] = Math.max(0, ref[i]);
           if (epi.resid) for (let i = 0; i < ref.length; i++) ref[i] += y0[i];
           const got = await readF32(k, y, rows);

@@ -109,9 +109,11 @@ test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer 
     assert.ok(relErr(runs[0][i], runs[1][i]) < 1e-5, `decode step ${i}: folded vs separate LayerNorm ${relErr(runs[0][i], runs[1][i])}`);
     assertRows(runs[0][i], want[i], V, `decode step ${i} against the CPU`);
   }
-  // Sparse layers keep the MLP LayerNorm (the predictor and the gathered fc1 read mlp_in); a
-  // predictor reading attn_in keeps the attention one too. Layer 1 dense: 2 fewer; 2 (fixed) and
-  // 3 (oracle): 1 fewer each; 0 (predictor): 0 with input attn_in, 1 with mlp_in.
+  // Sparse layers with fixed or oracle sets keep the MLP LayerNorm (the gathered fc1 reads mlp_in);
+  // a predictor folds the LayerNorm in front of its input into its A product, and one reading mlp_in
+  // also writes LN(x) for fc1 (lnOut). Layer 1 dense: 2 fewer; 2 (fixed) and 3 (oracle): 1 fewer
+  // each; 0 (predictor): 1 with input attn_in (its MLP LayerNorm stays), 2 with mlp_in (top-K or
+  // the block rule).
   const h = (a: Float32Array) => halvesToFloats(floatsToHalves(a));
   const policy: SparsityPolicy = {
     input: 'attn_in',
@@ -123,7 +125,8 @@ test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer 
     ],
   };
   assert.equal(c.layers, policy.mlp.length);
-  for (const [p, fewer] of [[policy, 4], [{ ...policy, input: 'mlp_in' as const }, 5]] as const) {
+  const blockRule: SparsityPolicy = { input: 'mlp_in', mlp: policy.mlp.map((lp) => (lp?.selector.kind === 'predictor' ? { k: 0, selector: { ...lp.selector, block: { cap: 9, tau: null } } } : lp)) };
+  for (const [p, fewer] of [[policy, 5], [{ ...policy, input: 'mlp_in' as const }, 6], [blockRule, 6]] as const) {
     g.setSparsity(p); off.setSparsity(p); cpu.setSparsity(p);
     assert.equal(off.dispatchesPerToken - g.dispatchesPerToken, fewer, p.input);
     g.reset(); off.reset(); cpu.reset();

@@ -64,7 +64,9 @@ export function syntheticPredictorPolicy(c: OptConfig, density: number, seed = 2
     const tau = all[Math.min(all.length - 1, Math.floor(density * all.length))];
     lp = { k: blockSlots(f, cap), density, selector: { kind: 'predictor', predictor, block: { cap, tau } } };
   }
-  return { input: 'attn_in', mlp: Array.from({ length: c.layers }, () => lp) };
+  // mlp_in: what train-predictors makes by default (docs/sparsity.md); decode then folds both
+  // LayerNorms (the MLP's into predictor A, which writes LN(x) for fc1 too).
+  return { input: 'mlp_in', mlp: Array.from({ length: c.layers }, () => lp) };
 }
 
 /** A standard normal draw (Box-Muller). */

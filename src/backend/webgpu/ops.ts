@@ -88,7 +88,7 @@ export interface LinearArgs {
    * c (2 × W.rows: c1 = W·γ, then c2 = W·β + b) from foldLayerNorm (c2 carries the bias: `bias`
    * must be unset). See gemv.ts.
    */
-  ln?: { gamma: GPUBuffer; c: GPUBuffer; eps: number } | null;
+  ln?: { gamma: GPUBuffer; c: GPUBuffer; eps: number; out?: { beta: GPUBuffer; xn: GPUBuffer } } | null;
   /**
    * W is a fused qkv (3d, d) and this is decode (GEMV, T = 1 only): rows [d, 2d) and [2d, 3d) of
    * the result also go to the K and V caches at position step[0], as kvStore would write them
@@ -223,10 +223,11 @@ export class Kernels {
       const ent: [number, Entry][] = [[1, p.buffer], [2, a.x], [3, a.y]];
       if (a.bias) ent.push([4, a.bias]);
       if (ln) ent.push([6, ln.gamma], [7, ln.c]);
+      if (ln?.out) ent.push([11, ln.out.beta], [12, ln.out.xn]);
       if (kv) ent.push([8, kv.step], [9, kv.k], [10, kv.v]);
       switch (a.T === 1 ? 'gemv' : 'matmul') {
         case 'gemv': {
-          const o: GemvOpts = { ...gemvShape(K4, a.W.rows), ...epi, gather: false, ln: !!ln, kv: !!kv };
+          const o: GemvOpts = { ...gemvShape(K4, a.W.rows), ...epi, gather: false, ln: !!ln, kv: !!kv, lnOut: !!ln?.out };
           // The folded LayerNorm reads γ (K floats, from 0) as vec4 alongside x: whole vec4s only.
           o.xv4 = o.wide && inOff % 4 === 0 && inStride % 4 === 0 && (!ln || K % 4 === 0);
           const key = gemvKey(this.feats, o);

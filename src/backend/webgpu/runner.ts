@@ -43,7 +43,7 @@ interface GpuLayer {
 
 interface LayerSparse {
   lp: MlpLayerPolicy; k: number;
-  pred?: { A: GpuMatrix; B: GpuMatrix; bias: GPUBuffer; rank: number }; // (r, d), (f, r), (f)
+  pred?: { A: GpuMatrix; B: GpuMatrix; bias: GPUBuffer; rank: number; fold: GPUBuffer | null }; // (r, d), (f, r), (f); A's LN constants (2r)
   block?: BlockRule;                                                    // the block rule (k = slots)
   fixed?: GPUBuffer;                                                    // (k) u32, uploaded once
 }
@@ -302,7 +302,13 @@ class GpuRunner implements WebGpuRunner {
         for (const m of [A, B]) this.sparseBufs.push(...m.parts.map((q) => q.buffer));
         const bias = sb(f * 4, `${l}.pred.bias`);
         this.k.device.queue.writeBuffer(bias, 0, p.bias as Float32Array<ArrayBuffer>);
-        out.pred = { A, B, bias, rank: r };
+        out.pred = { A, B, bias, rank: r, fold: null };
+        if (this.foldLn) {
+          // c1 = A·γ, c2 = A·β of the LayerNorm in front of the predictor's input, for the folded decode GEMV.
+          const L = this.layers[l], attn = policy.input === 'attn_in';
+          out.pred.fold = sb(2 * r * 4, `${l}.pred.A.ln_c`);
+          ds.push(...this.k.foldLayerNorm({ W: A, gamma: attn ? L.attnLnW : L.mlpLnW, beta: attn ? L.attnLnB : L.mlpLnB, bias: null, c: out.pred.fold }, own));
+        }
       }
       return out;
     });
@@ -379,11 +385,12 @@ class GpuRunner implements WebGpuRunner {
       const L = this.layers[l], S = this.sparse[l] ?? null;
       // Attention block
       let attnIn = this.x;
-      const foldA = fold && !(S?.pred && this.policy!.input === 'attn_in');
+      // Folded, a predictor reading attn_in folds the same LayerNorm into its A product.
+      const foldA = fold;
       if (c.preLayerNorm && !foldA) { add(K.layerNorm({ x: this.x, y: this.hA, w: L.attnLnW, b: L.attnLnB, n: d, rows: T, eps }, own)); attnIn = this.hA; }
       tap(l, 'attn_in', attnIn, d);
       // Lookahead: a predictor reading attn_in runs before attention (off the MLP's critical path).
-      if (S?.pred && this.policy!.input === 'attn_in') this.predict(S, attnIn, T, own, add);
+      if (S?.pred && this.policy!.input === 'attn_in') this.predict(S, attnIn, T, own, add, foldA ? { gamma: L.attnLnW, beta: L.attnLnB, out: null } : null);
       // Decode stores the new K and V rows from the qkv GEMV's epilogue (attention reads the current
       // token's K and V from the cache, q from qkv); prefill's matmul leaves that to kvStore.
       const kv = T === 1 ? { step: this.step, k: L.k, v: L.v } : null;
@@ -397,8 +404,12 @@ class GpuRunner implements WebGpuRunner {
 
       // MLP block
       let mlpIn = this.x;
-      const foldM = fold && !S;
+      // A sparse layer whose predictor reads mlp_in folds the LayerNorm into predictor A, which also
+      // writes LN(x) into hM for the gathered fc1 (lnOut in gemv.ts): no LayerNorm dispatch either way.
+      const predM = !!S?.pred && this.policy!.input === 'mlp_in';
+      const foldM = fold && (!S || predM);
       if (c.preLayerNorm && !foldM) { add(K.layerNorm({ x: this.x, y: this.hM, w: L.mlpLnW, b: L.mlpLnB, n: d, rows: T, eps }, own)); mlpIn = this.hM; }
+      if (foldM && S) mlpIn = this.hM;
       tap(l, 'mlp_in', mlpIn, d);
       if (!S) {
         add(...K.linear(foldM ? { W: L.fc1, x: this.x, y: this.act, T, relu: true, ln: { gamma: L.mlpLnW, ...L.fc1Fold!, eps } }
@@ -407,7 +418,7 @@ class GpuRunner implements WebGpuRunner {
         add(...K.linear({ W: L.fc2, x: this.act, y: this.x, T, bias: L.fc2B, resid: true }, own));
       } else {
         const sel = S.fixed ?? this.sel!, selStride = S.fixed ? 0 : S.k;
-        if (S.pred && this.policy!.input === 'mlp_in') this.predict(S, mlpIn, T, own, add);
+        if (predM) this.predict(S, foldM ? this.x : mlpIn, T, own, add, foldM ? { gamma: L.mlpLnW, beta: L.mlpLnB, out: this.hM } : null);
         if (S.block) {
           // Predictor B, the block rule and fc1 in one dispatch (kernels/block-select.ts), then fc2 over the slots.
           add(...K.blockSelectFc1({ B: S.pred!.B, bias: S.pred!.bias, u: this.u!, W1: L.fc1, b1: L.fc1B ?? this.zeroB1!, x: mlpIn, sel, h: this.hsel!, cnt: { buffer: this.chosen!, offset: this.chosenStride * l, size: 4 }, T, cap: S.block.cap, tau: S.block.tau }, own));
@@ -445,9 +456,12 @@ class GpuRunner implements WebGpuRunner {
    * scores = B (A x) + bias, then top-K into `sel` (DejaVu's low-rank predictor). With the block rule
    * only u = A x: B, the choice and fc1 run fused at the MLP (blockSelectFc1).
    */
-  private predict(S: LayerSparse, x: GPUBuffer, T: number, own: GPUBuffer[], add: (...d: Dispatch[]) => void): void {
-    const p = S.pred!, f = this.config.ffn, K = this.k;
-    add(...K.linear({ W: p.A, x, y: this.u!, T }, own));
+  private predict(S: LayerSparse, x: GPUBuffer, T: number, own: GPUBuffer[], add: (...d: Dispatch[]) => void,
+    fold: { gamma: GPUBuffer; beta: GPUBuffer; out: GPUBuffer | null } | null): void {
+    const p = S.pred!, f = this.config.ffn, K = this.k, eps = this.config.layerNormEps;
+    // Folded: x is the raw residual stream and A's own LayerNorm constants apply (out: also write LN(x)).
+    add(...K.linear(fold ? { W: p.A, x, y: this.u!, T, ln: { gamma: fold.gamma, c: p.fold!, eps, out: fold.out ? { beta: fold.beta, xn: fold.out } : undefined } }
+      : { W: p.A, x, y: this.u!, T }, own));
     if (S.block) return;
     add(...K.linear({ W: p.B, x: this.u!, y: this.scores!, T, bias: p.bias }, own));
     add(K.topK({ scores: this.scores!, out: this.sel!, n: f, k: S.k, T, inStride: f, outStride: S.k }, own));

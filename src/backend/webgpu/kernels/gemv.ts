@@ -50,10 +50,17 @@ export interface GemvOpts {
   ln?: boolean;
   /** The K and V rows of a qkv matrix also written to the KV cache at step[0] + t (see above). */
   kv?: boolean;
+  /**
+   * With ln: also write the normalized row LN(x) = γ ∘ (x − μ)·s + β to xn (bindings 11 β, 12 xn),
+   * each workgroup its own slice, from the statistics every workgroup computes anyway. For a GEMV
+   * whose input's LayerNorm output has another reader (the sparse MLP's predictor A: the fused
+   * block-select kernel and the gathered fc1 read LN(x) too): the LayerNorm dispatch goes.
+   */
+  lnOut?: boolean;
 }
 
 export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
-  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? '_kv' : ''}${o.ln ? '_ln' : ''}`;
+  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? '_kv' : ''}${o.ln ? '_ln' : ''}${o.lnOut ? 'out' : ''}`;
 }
 
 /** Uniform layout (u32 each). allRows: rows of the whole matrix (all parts), for ln's c2 and kv's d. */
@@ -65,6 +72,7 @@ export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
   const ln = !!o.ln;
   if (ln && o.bias) throw new Error('gemv: with the LayerNorm folded in, the bias is part of c2');
   if (o.kv && (o.gather || o.resid)) throw new Error('gemv: the KV-cache store is for the dense qkv GEMV (no gather, no residual add)');
+  if (o.lnOut && (!ln || o.kv || o.gather)) throw new Error('gemv: lnOut needs ln (and no kv or gather)');
   // Per-thread partial sums: the dot product, or (dot, Σu, Σu²) of the shifted x with the LayerNorm folded in.
   const RT = ln ? 'vec3<f32>' : 'f32';
   // γ at element k of the row (4 from k, or 1), as vec4 where x is (K % 4 == 0 then).
@@ -99,6 +107,8 @@ ${ln ? `${o.xv4 ? '@group(0) @binding(6) var<storage, read> gv: array<vec4<f32>>
 fn g4(k: u32) -> vec4<f32> { return ${g4}; }
 fn g1(k: u32) -> f32 { return ${g1}; }
 @group(0) @binding(7) var<storage, read> cc: array<f32>;` : ''}
+${o.lnOut ? `@group(0) @binding(11) var<storage, read> beta: array<f32>;
+@group(0) @binding(12) var<storage, read_write> xn: array<f32>;` : ''}
 ${o.kv ? `@group(0) @binding(8) var<storage, read> step: array<u32>;
 @group(0) @binding(9) var<storage, read_write> kc: array<f32>;
 @group(0) @binding(10) var<storage, read_write> vc: array<f32>;` : ''}
@@ -130,13 +140,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     wrow = gi - p.rowOff;
   }` : ''}
   var acc = RT(0.0);
+  let xb = t * p.inStride + p.inOff;
+  ${ln ? `// The statistics' shift, the same in every thread: the mean of the row's first 8 elements
+  // (cached broadcast loads; an outlier among them moves it by an eighth of its distance).
+  var sh = 0.0;
+  for (var i = 0u; i < min(p.K, 8u); i++) { sh += xs(xb + i); }
+  sh /= f32(min(p.K, 8u));` : ''}
   if (live) {
-    let xb = t * p.inStride + p.inOff;
-    ${ln ? `// The statistics' shift, the same in every thread: the mean of the row's first 8 elements
-    // (cached broadcast loads; an outlier among them moves it by an eighth of its distance).
-    var sh = 0.0;
-    for (var i = 0u; i < min(p.K, 8u); i++) { sh += xs(xb + i); }
-    sh /= f32(min(p.K, 8u));` : ''}
 ${o.wide ? `    let wb = wrow * (p.K4 / 2u);
     let full = p.K / 8u;
     var a0 = RT(0.0); var a1 = RT(0.0); var a2 = RT(0.0); var a3 = RT(0.0);
@@ -182,6 +192,20 @@ ${o.wide ? `    let wb = wrow * (p.K4 / 2u);
     if (lane < st) { red[lid] += red[lid + st]; }
     workgroupBarrier();
   }`}
+  ${o.lnOut ? `// LN(x) for the other readers: workgroup g writes its slice, with the statistics of row 0's
+  // totals (every row of the workgroup reduced the same x the same way: the same values).
+  {
+    let t0 = red[0];
+    let m0 = t0.y / f32(p.K);
+    let inv0 = 1.0 / sqrt(max(t0.z / f32(p.K) - m0 * m0, 0.0) + bitcast<f32>(p.epsBits));
+    let mu = sh + m0;
+    let nwg = (p.rows + R - 1u) / R;
+    let per = (p.K + nwg - 1u) / nwg;
+    for (var j = lid; j < per; j += WG) {
+      let i = g * per + j;
+      if (i < p.K) { xn[t * p.K + i] = g1(i) * (xs(xb + i) - mu) * inv0 + beta[i]; }
+    }
+  }` : ''}
   if (lane == 0u && live) {
     ${ln ? `// The row's sums: s = (Σ W γ u, Σu, Σu²), u = x − x[0]; m = μ − x[0].
     let tot = red[lid];
