@@ -28,7 +28,7 @@ test('block selection + fc1 (fused) matches blockSelect + sparseMlp on odd shape
   if (!gpu) return;
   const r = rng(11);
   // Both weight views, both workgroup sizes, with and without subgroups (one combination each).
-  const combos = [{ f16: gpu.f16, sg: gpu.subgroups, wg: 1024 }, { f16: false, sg: false, wg: 256 }, { f16: false, sg: gpu.subgroups, wg: 256 }];
+  const combos = [{ f16: gpu.f16, sg: gpu.subgroups, wg: 1024 }, { f16: false, sg: false, wg: 256 }, { f16: false, sg: gpu.subgroups, wg: 512 }];
   for (const { f16, sg, wg } of combos) {
     // 6 KiB parts: W1 rows of up to 48 halves split every 64 rows (block edges), B stays whole.
     const k: Kernels = new Kernels({ ...gpu, f16, subgroups: sg }, 6144);

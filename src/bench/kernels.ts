@@ -436,8 +436,11 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
       if (denseUs !== null && tm.us > 0) params.speedup_vs_dense = Math.round((denseUs / tm.us) * 100) / 100;
       add('mlp-sparse', params, tm.us, bytes, tm.method);
       // Where the block's time goes: the fused kernel alone, and sparse fc2 over the slots alone.
-      const sel1 = await timer.time(L.map((l) => k.blockSelectFc1({ B: l.B, bias: l.pb, u, W1: l.fc1, b1, x: xin, sel, h, cnt, T: 1, cap, tau }, s.own)));
-      add('block-select', { density: r3(chosen / f), k: chosen, cap, rank: r, layers }, sel1.us, matBytes(f, r) + f * 4 + chosen * ceil4(d) * 2, sel1.method);
+      const shapes = [{}, ...(variants ? [256, 512, 1024].flatMap((wg) => [4, 8].map((unroll) => ({ wg, unroll }))) : [])] as { wg?: number; unroll?: number }[];
+      for (const sh of shapes) {
+        const sel1 = await timer.time(L.map((l) => k.blockSelectFc1({ B: l.B, bias: l.pb, u, W1: l.fc1, b1, x: xin, sel, h, cnt, T: 1, cap, tau, ...sh }, s.own)));
+        add('block-select', { density: r3(chosen / f), k: chosen, cap, rank: r, form: sh.wg ? `wg${sh.wg}_u${sh.unroll}` : 'default', layers }, sel1.us, matBytes(f, r) + f * 4 + chosen * ceil4(d) * 2, sel1.method);
+      }
       const fc2s = await timer.time(L.map((l) => k.sparseDown({ W2t: l.fc2T, h, sel, selStride: slots, k: slots, T: 1, x, bias: b2 }, s.own)));
       add('sparse-fc2', { density: r3(chosen / f), k: chosen, slots, form: 'block slots', layers }, fc2s.us, chosen * ceil4(d) * 2, fc2s.method);
     });

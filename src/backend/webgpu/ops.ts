@@ -267,11 +267,11 @@ export class Kernels {
    * and their ReLU(fc1) values; cnt[0] += the number chosen. `tau` null: no threshold (blocked top-cap).
    * One dispatch per run of blocks that lies in one part of B and one part of W1.
    */
-  blockSelectFc1(a: { B: GpuMatrix; bias: GPUBuffer; u: GPUBuffer; W1: GpuMatrix; b1: GPUBuffer; x: GPUBuffer; sel: GPUBuffer; h: GPUBuffer; cnt: Entry; T: number; cap: number; tau: number | null; wg?: number }, own: GPUBuffer[]): Dispatch[] {
+  blockSelectFc1(a: { B: GpuMatrix; bias: GPUBuffer; u: GPUBuffer; W1: GpuMatrix; b1: GPUBuffer; x: GPUBuffer; sel: GPUBuffer; h: GPUBuffer; cnt: Entry; T: number; cap: number; tau: number | null; wg?: number; unroll?: number }, own: GPUBuffer[]): Dispatch[] {
     const f = a.W1.rows, r = a.B.cols, d = a.W1.cols, nb = ceilDiv(f, BS_NB), k = nb * a.cap;
     if (a.B.rows !== f) throw new Error(`blockSelectFc1: B has ${a.B.rows} rows for ${f} neurons`);
     if (!(a.cap >= 1 && a.cap <= BS_NB)) throw new Error(`blockSelectFc1: cap ${a.cap} is outside 1..${BS_NB}`);
-    const o: BlockSelectOpts = { wideB: (a.B.colsP / 4) % 2 === 0, wideW: (a.W1.colsP / 4) % 2 === 0, uv4: r % 4 === 0, xv4: d % 4 === 0, wg: a.wg ?? blockSelectWorkgroupSize(this.gpu.limits), f16: this.feats.f16, subgroups: this.feats.subgroups };
+    const o: BlockSelectOpts = { wideB: (a.B.colsP / 4) % 2 === 0, wideW: (a.W1.colsP / 4) % 2 === 0, uv4: r % 4 === 0, xv4: d % 4 === 0, wg: a.wg ?? blockSelectWorkgroupSize(this.gpu.limits), unroll: a.unroll, f16: this.feats.f16, subgroups: this.feats.subgroups };
     const key = blockSelectKey(o), pl = this.pipeline(key, () => blockSelectWgsl(o));
     // Segments: cut [0, f) at every part boundary of either matrix; each must fall on a block edge.
     const cuts = [...new Set([...a.B.parts, ...a.W1.parts].map((p) => p.row0).concat(f))].sort((x, y) => x - y);

@@ -33,17 +33,22 @@ export const BS_PARAMS = ['f', 'r', 'd', 'k', 'cap', 'tauOn', 'tauBits', 'blk0',
 export interface BlockSelectOpts {
   wideB: boolean; wideW: boolean;   // B / W1 rows padded to 8 halves: 16-byte loads
   uv4: boolean; xv4: boolean;       // r / d a multiple of 4: the vector read as vec4<f32>
-  wg: number;                       // 1024 threads where the device allows, else 256
+  wg: number;                       // 256, 512 or 1024 threads (blockSelectWorkgroupSize)
+  unroll?: number;                  // loads in flight a thread in the dot loops (default 4)
   f16: boolean;                     // shader-f16 for the narrow weight view (else packed u32)
   subgroups: boolean;               // subgroupAdd in fc1's row sums
 }
 
 export const blockSelectKey = (o: BlockSelectOpts) =>
-  `block_select_wg${o.wg}_B${o.wideB ? 8 : 4}_W${o.wideW ? 8 : 4}_u${o.uv4 ? 4 : 1}_x${o.xv4 ? 4 : 1}${o.f16 ? '_f16' : ''}${o.subgroups ? '_sg' : ''}`;
+  `block_select_wg${o.wg}_u${o.unroll ?? 4}_B${o.wideB ? 8 : 4}_W${o.wideW ? 8 : 4}_u${o.uv4 ? 4 : 1}_x${o.xv4 ? 4 : 1}${o.f16 ? '_f16' : ''}${o.subgroups ? '_sg' : ''}`;
 
-/** The workgroup size under the device limits: 1024 threads (measured faster, docs/benchmarks.md) where allowed. */
+/**
+ * The workgroup size under the device limits: 512 threads where allowed. H200, OPT-6.7B at 10 %
+ * (docs/benchmarks.md): 256 threads 19.8 µs, 512 14.5, 1024 17.8 (four loads in flight a thread;
+ * eight: 19.8 / 15.1 / 18.9).
+ */
 export function blockSelectWorkgroupSize(l: { maxComputeInvocationsPerWorkgroup: number; maxComputeWorkgroupSizeX: number }): number {
-  return l.maxComputeInvocationsPerWorkgroup >= 1024 && l.maxComputeWorkgroupSizeX >= 1024 ? 1024 : 256;
+  return l.maxComputeInvocationsPerWorkgroup >= 512 && l.maxComputeWorkgroupSizeX >= 512 ? 512 : 256;
 }
 
 /**
@@ -51,7 +56,7 @@ export function blockSelectWorkgroupSize(l: { maxComputeInvocationsPerWorkgroup:
  * `M_dot(row, lane, lanes, vb, n)` = Σ_k M[row, k] v[vb + k] over k < n, the part of lane `lane` of
  * `lanes` (the caller sums the lanes); chunks of 8 (wide) or 4 halves, four loads in flight.
  */
-function dotFn(M: string, bind: number, vName: string, vbind: number, wide: boolean, v4: boolean, f16: boolean): string {
+function dotFn(M: string, bind: number, vName: string, vbind: number, wide: boolean, v4: boolean, f16: boolean, U: number): string {
   const cw = wide ? 8 : 4, zero = wide ? 'vec4<u32>(0u)' : 'vec4<f32>(0.0)';
   const vdecl = v4
     ? `@group(0) @binding(${vbind}) var<storage, read> ${vName}: array<vec4<f32>>;
@@ -77,18 +82,10 @@ ${mdecl}
 fn ${M}_dot(row: u32, rc: u32, lane: u32, lanes: u32, vb: u32, n: u32) -> f32 {
   let full = n / ${cw}u;
   var a0 = 0.0; var a1 = 0.0; var a2 = 0.0; var a3 = 0.0;
-  // Rounds of four chunks, all four loads issued before any is used; the last round masked.
-  for (var c = lane; c < full; c += 4u * lanes) {
-    let c1 = c + lanes; let c2 = c + 2u * lanes; let c3 = c + 3u * lanes;
-    let w0 = ${M}_l(row, rc, c);
-    var w1 = ${zero}; var w2 = ${zero}; var w3 = ${zero};
-    if (c1 < full) { w1 = ${M}_l(row, rc, c1); }
-    if (c2 < full) { w2 = ${M}_l(row, rc, c2); }
-    if (c3 < full) { w3 = ${M}_l(row, rc, c3); }
-    a0 += ${M}_d(w0, c, vb);
-    if (c1 < full) { a1 += ${M}_d(w1, c1, vb); }
-    if (c2 < full) { a2 += ${M}_d(w2, c2, vb); }
-    if (c3 < full) { a3 += ${M}_d(w3, c3, vb); }
+  // Rounds of ${U} chunks, all ${U} loads issued before any is used; the last round masked.
+  for (var c = lane; c < full; c += ${U}u * lanes) {
+${Array.from({ length: U }, (_, u) => `    let c${u} = c + ${u}u * lanes; var w${u} = ${zero}; if (c${u} < full) { w${u} = ${M}_l(row, rc, c${u}); }`).join('\n')}
+${Array.from({ length: U }, (_, u) => `    if (c${u} < full) { a${u % 4} += ${M}_d(w${u}, c${u}, vb); }`).join('\n')}
   }
   // n not a multiple of the chunk: the last chunk is zero-padded in M; read only the v that exists.
   if (lane == 0u) {
@@ -100,12 +97,12 @@ fn ${M}_dot(row: u32, rc: u32, lane: u32, lanes: u32, vb: u32, n: u32) -> f32 {
 
 export function blockSelectWgsl(o: BlockSelectOpts): string {
   const W = o.wg, L1 = W / BS_NB, G = W / BS_NB, per = BS_NB / G, sg = o.subgroups;
-  if (![256, 1024].includes(W)) throw new Error('block_select: a workgroup is 256 or 1024 threads');
+  if (![256, 512, 1024].includes(W)) throw new Error('block_select: a workgroup is 256, 512 or 1024 threads');
   return `${enables({ f16: o.f16 && !(o.wideB && o.wideW), subgroups: sg }, true)}
 struct P { f: u32, r: u32, d: u32, k: u32, cap: u32, tauOn: u32, tauBits: u32, blk0: u32, bRow0: u32, wRow0: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-${dotFn('B', 1, 'u', 3, o.wideB, o.uv4, o.f16)}
-${dotFn('W', 4, 'x', 6, o.wideW, o.xv4, o.f16)}
+${dotFn('B', 1, 'u', 3, o.wideB, o.uv4, o.f16, o.unroll ?? 4)}
+${dotFn('W', 4, 'x', 6, o.wideW, o.xv4, o.f16, o.unroll ?? 4)}
 @group(0) @binding(2) var<storage, read> bb: array<f32>;
 @group(0) @binding(5) var<storage, read> b1: array<f32>;
 @group(0) @binding(7) var<storage, read_write> sel: array<u32>;
