@@ -1,4 +1,6 @@
 // Byte counting of the benchmark (src/bench/shapes.ts) and the HF baseline's shape table.
+import { blockSelect } from '../src/backend/cpu/kernels.js';
+import { predictScores } from '../src/sparsity/predict.js';
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -85,7 +87,21 @@ test('synthetic policies: distinct sorted fixed sets per layer, shared predictor
   assert.ok(sel.kind === 'predictor');
   assert.equal(sel.predictor.A.length, 64 * 768);
   assert.equal(sel.predictor.B.length, 3072 * 64);
-  assert.deepEqual(mlpBytesFromPolicy(s)![3], { k: mlpK(c, 0.2), rank: 64, denseFc1: false });
+  // The default synthetic rule is the block rule: a cap of twice the mean count a block, and a
+  // threshold that keeps about the density on unit-variance inputs (checked with the CPU twin).
+  assert.deepEqual(sel.block && sel.block.cap, 26);
+  assert.equal(s.mlp[0]!.k, (3072 / 64) * 26);
+  assert.equal(s.mlp[0]!.density, 0.2);
+  assert.equal(s.input, 'mlp_in');
+  const r = rng(9);
+  let chosen = 0;
+  for (let i = 0; i < 4; i++) {
+    const x = Float32Array.from({ length: 768 }, () => Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r()));
+    chosen += blockSelect(predictScores(sel.predictor, x, 768), 64, sel.block!.cap, sel.block!.tau).chosen.length;
+  }
+  assert.ok(Math.abs(chosen / (4 * 3072) - 0.2) < 0.05, `synthetic threshold keeps ${chosen / (4 * 3072)}`);
+  const t = syntheticPredictorPolicy(c, 0.2, undefined, undefined, 'topk');
+  assert.deepEqual(mlpBytesFromPolicy(t)![3], { k: mlpK(c, 0.2), rank: 64, denseFc1: false });
   assert.equal(randomSubset(10, 10, rng(3)).join(), '0,1,2,3,4,5,6,7,8,9');
 });
 

@@ -46,7 +46,8 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       // K = 1037 runs the wide form's unrolled loop and its odd tail.
       // K = 48 and 1048 (x offsets and strides multiples of 4) read x as vec4<f32>.
       // K = 2056 and 4101 (>= 256 chunks, few rows) take the one-row-of-256-threads shape of short, wide matrices.
-      for (const [T, rows, K] of [[1, 37, 23], [1, 131, 45], [1, 29, 18], [1, 41, 1037], [1, 33, 48], [1, 43, 1048], [1, 21, 2056], [1, 7, 4101], [3, 37, 23], [19, 53, 71]] as const) {
+      // K = 16391 (2049 chunks, wide with a tail): the long-row shape, one row of 256 threads.
+      for (const [T, rows, K] of [[1, 37, 23], [1, 131, 45], [1, 29, 18], [1, 41, 1037], [1, 33, 48], [1, 43, 1048], [1, 21, 2056], [1, 7, 4101], [1, 9, 16391], [3, 37, 23], [19, 53, 71]] as const) {
         for (const epi of [{ bias: false, relu: false, resid: false }, { bias: true, relu: true, resid: false }, { bias: true, relu: false, resid: true }]) {
           const { m, w } = randomMatrix(k, rows, K, r);
           const x = randomArray(T * K, r), b = randomArray(rows, r), y0 = randomArray(T * rows, r);

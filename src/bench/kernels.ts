@@ -172,6 +172,7 @@ const FC2_SHAPES: Fc2DirectShape[] = [
 ];
 /** ... and predictor A (r rows: few, so the default 4 rows a workgroup gives few workgroups). */
 const PRED_A_SHAPES = [{ rows: 2, tpr: 128 }, { rows: 1, tpr: 256 }];
+const GEMV_SHAPES = [{ rows: 1, tpr: 256 }, { rows: 2, tpr: 128 }, { rows: 4, tpr: 64 }, { rows: 8, tpr: 32 }];
 const fc2Form = (s: Fc2DirectShape) => `wg${s.wg}_ch${s.ch}_u${s.unroll}`;
 
 /** y = W x through the GEMV kernel with a given shape (ops picks one per width; this tries others). */
@@ -250,6 +251,7 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
         (bytes / (c.gbps * 1e9)) * 1e6, bytes, c.method === 'wall-clock' ? 'wall' : 'gpu-timestamps');
     });
 
+    const variants = !!o.variants;
     // ---- dense GEMV (T = 1): weight bytes per µs ----
     const gemvs: { op: string; rows: number; cols: number; bias?: boolean; relu?: boolean; resid?: boolean }[] = [
       { op: 'd x d', rows: d, cols: d },
@@ -268,6 +270,13 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
         const inst = Ws.map((W) => k.linear({ W, x, y, T: 1, bias, relu: g.relu, resid: g.resid }, s.own));
         const tm = await timer.time(inst);
         add('gemv', { op: g.op, rows: g.rows, cols: g.cols, copies }, tm.us, bytes, tm.method);
+        // With variants: other (rows a workgroup × threads a row) shapes, no epilogue.
+        if (variants && g.op !== 'lm_head vocab x d') {
+          for (const sh of GEMV_SHAPES) {
+            const v = await timer.time(Ws.map((W) => gemvWith(k, { W, x, y }, sh, s.own)));
+            add('gemv', { op: g.op, rows: g.rows, cols: g.cols, copies, form: `r${sh.rows}_tpr${sh.tpr}` }, v.us, bytes, v.method);
+          }
+        }
       });
     }
 
@@ -289,7 +298,6 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
       add('dispatch-floor', { note: 'fill32 of one float: one workgroup', workgroups: 1 }, tm.us, null, tm.method);
     });
 
-    const variants = !!o.variants;
     // ---- gathered fc1 (sparse rows + bias + ReLU): bytes of the K rows read ----
     const gatherRuns: { p: number; shape?: { rows: number; tpr: number } }[] = densities.map((p) => ({ p }));
     if (variants) for (const shape of GATHER_SHAPES) gatherRuns.push({ p: bd, shape });

@@ -54,6 +54,10 @@ function gemvShape(K4: number, nRows = Infinity): { rows: number; tpr: number; w
   // with 4 rows each: one row of 256 threads a group ran OPT-6.7B's 336 x 4096 in 4.3-4.7 µs
   // against 6.4 (H200; 1.3B 3.4 vs 6.1, 13B 5.0 vs 7.6).
   if (wide && nRows < 1024 && chunks >= 256) return { rows: 1, tpr: 256, wide };
+  // Long rows (fc2: 4d columns, ≥ 2048 chunks) also run faster at one row of 256 threads: H200,
+  // opt-6.7b fc2 37.1 µs against 43.5 at 4 rows of 64; opt-13b 54.9 against 57.9; opt-1.3b (1024
+  // chunks) 12.9 against 13.1, so the bound is 2048 (docs/benchmarks.md).
+  if (wide && chunks >= 2048) return { rows: 1, tpr: 256, wide };
   const tpr = chunks >= 512 ? 64 : 32;
   return { rows: 256 / tpr, tpr, wide };
 }
