@@ -121,9 +121,10 @@ function table(meta: CollectionMeta, results: Map<PredictorInput, LayerResult[]>
  *   at 11.8% mean density, where BCE-trained predictors from noise gave +4.46% at 11.5%. BCE fine-tuning
  *   from the low-rank init lowered validation recall@240 (layer 7: 87.0% -> 86.8% at lr 3e-5, 83.9% at
  *   2e-3), so 0 epochs is the default; --epochs N with early stopping keeps the init unless BCE beats it.
- * - rank 128: the smallest measured rank that meets the target (density <= 15% and ppl <= +2%). Rank 96
- *   needs 14.0% density at recall 0.95 (ppl not measured yet), rank 64 needs 18.2% (over the budget);
- *   rank 192 gives +0.37% at 9.8%. A rank-r predictor is r(d+f)+f values against the MLP's 2df
+ * - rank 128: the smallest measured rank that meets the target (density <= 15% and ppl <= +2%): +1.35%
+ *   at 11.8% with top-K, +1.80% at 9.9% with the block rule. Rank 96 fits the budget (14.0% / 12.1%)
+ *   but costs +3.31% / +3.85%; rank 64 needs 18.2% / 16.1% (over the budget); rank 192 (top-K) gives
+ *   +0.37% at 9.8%. A rank-r predictor is r(d+f)+f values against the MLP's 2df
  *   (rank 128 on 18m: 21%; on d=768: 10%).
  */
 export function register(program: Command): void {
