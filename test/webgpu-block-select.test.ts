@@ -6,22 +6,15 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { blockSelect, linear, sparseMlp, transpose } from '../src/backend/cpu/kernels.js';
-import { Kernels, readF32, readU32, runNow, type GpuMatrix } from '../src/backend/webgpu/ops.js';
+import { Kernels, readF32, readU32, runNow } from '../src/backend/webgpu/ops.js';
 import { BS_NB } from '../src/backend/webgpu/kernels/block-select.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
-import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
-import { gpuOrSkip } from './gpu.js';
+import { gpuOrSkip, randomMatrix } from './gpu.js';
 import { randomArray, rng, relErr } from './helpers.js';
 
 let gpu: Gpu | null = null;
 after(() => gpu?.device.destroy());
 
-function randomMatrix(k: Kernels, rows: number, cols: number, r: () => number, scale = 0.5): { m: GpuMatrix; w: Float32Array } {
-  const bits = floatsToHalves(randomArray(rows * cols, r, scale));
-  const m = k.matrix(rows, cols, 'W');
-  k.upload(m, bits);
-  return { m, w: halvesToFloats(bits) };
-}
 
 test('block selection + fc1 (fused) matches blockSelect + sparseMlp on odd shapes', async (t) => {
   gpu = await gpuOrSkip(t);

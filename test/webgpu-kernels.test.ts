@@ -6,10 +6,10 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { LN_WGS, layerNormWorkgroupSize } from '../src/backend/webgpu/kernels/layernorm.js';
 import { argmax, attention, layerNorm, linear, sparseMlp, topK, transpose } from '../src/backend/cpu/kernels.js';
-import { Kernels, readF32, readU32, runNow, type GpuMatrix } from '../src/backend/webgpu/ops.js';
+import { Kernels, readF32, readU32, runNow } from '../src/backend/webgpu/ops.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
-import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
-import { gpuOrSkip } from './gpu.js';
+import { halvesToFloats } from '../src/util/f16.js';
+import { gpuOrSkip, randomMatrix } from './gpu.js';
 import { randomArray, rng, relErr } from './helpers.js';
 
 let gpu: Gpu | null = null;
@@ -27,13 +27,6 @@ function variants(g: Gpu): [string, Kernels][] {
   return out;
 }
 
-/** Uploads random weights; returns the matrix and the fp16-rounded values the CPU twin should use. */
-function randomMatrix(k: Kernels, rows: number, cols: number, r: () => number): { m: GpuMatrix; w: Float32Array } {
-  const bits = floatsToHalves(randomArray(rows * cols, r, 0.5));
-  const m = k.matrix(rows, cols, 'W');
-  k.upload(m, bits);
-  return { m, w: halvesToFloats(bits) };
-}
 
 test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
   gpu = await gpuOrSkip(t);

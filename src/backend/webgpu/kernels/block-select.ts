@@ -1,5 +1,5 @@
 import { BLOCK_SIZE } from '../../../sparsity/policy.js';
-import { enables, weightDecl } from './common.js';
+import { enables, laneSumWgsl, weightDecl } from './common.js';
 
 /**
  * Block selection fused with the predictor's second product and the gathered fc1 (sparse MLP, one
@@ -127,12 +127,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let l1 = lid % ${L1}u;
   var acc = 0.0;
   if (row < nv) { acc = B_dot(j0 + row - p.bRow0, ${o.wideB ? '(p.r + 7u) / 8u' : '(p.r + 3u) / 4u'}, l1, ${L1}u, t * p.r, p.r); }
-  red[lid] = acc;
-  workgroupBarrier();
-  for (var st = ${L1 / 2}u; st > 0u; st >>= 1u) {
-    if (l1 < st) { red[lid] += red[lid + st]; }
-    workgroupBarrier();
-  }
+  ${laneSumWgsl({ v: 'acc', lanes: `${L1}u`, lane: 'l1', sg: false })}
   if (lid < nv) { sc[lid] = red[lid * ${L1}u] + bb[j0 + lid]; }
   workgroupBarrier();
   // 2. Ranks (descending score, ties to the lower index): thread (i, g) compares neuron i with the
@@ -179,29 +174,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     jn = chosen[q3];
     a3 = W_dot(jn - p.wRow0, ${o.wideW ? '(p.d + 7u) / 8u' : '(p.d + 3u) / 4u'}, lane3, lanes, t * p.d, p.d);
   }
-${sg ? `  // Subgroups are runs of consecutive lid (as gemv.ts assumes): where a row's lanes span whole
-  // subgroups, subgroupAdd first, then a tree over the subgroup sums.
-  let sa = subgroupAdd(a3);
-  if (lanes >= ss) {
-    red[lid] = select(0.0, sa, sl == 0u);
-    workgroupBarrier();
-    for (var st = lanes / 2u; st >= ss; st >>= 1u) {
-      if (lane3 < st) { red[lid] += red[lid + st]; }
-      workgroupBarrier();
-    }
-  } else {
-    red[lid] = a3;
-    workgroupBarrier();
-    for (var st = lanes / 2u; st > 0u; st >>= 1u) {
-      if (lane3 < st) { red[lid] += red[lid + st]; }
-      workgroupBarrier();
-    }
-  }` : `  red[lid] = a3;
-  workgroupBarrier();
-  for (var st = lanes / 2u; st > 0u; st >>= 1u) {
-    if (lane3 < st) { red[lid] += red[lid + st]; }
-    workgroupBarrier();
-  }`}
+  // Each chosen row's sum over its lanes (subgroupAdd first where the lanes span whole subgroups).
+  ${laneSumWgsl({ v: 'a3', lanes: 'lanes', lane: 'lane3', sg, narrow: true })}
   if (lane3 == 0u && q3 < count) {
     let slot = t * p.k + blk * p.cap + q3;
     sel[slot] = jn;

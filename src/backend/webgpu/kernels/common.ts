@@ -61,3 +61,31 @@ export function wgTotalWgsl(wg: number, sg: boolean): string {
   return s;
 }`;
 }
+
+/**
+ * WGSL statements: sums `v` over each run of `lanes` consecutive threads (lane = `lane`, runs aligned
+ * to multiples of lanes, a power of two) into red[lid] of the run's lane 0, through `red` (workgroup
+ * array of the value's type, one slot a thread); ends after a barrier. With subgroups: subgroupAdd,
+ * one slot per subgroup, then a tree over the subgroup sums (assumes subgroups are runs of
+ * consecutive local_invocation_index, as every driver seen); `narrow` adds the plain tree for runs
+ * shorter than a subgroup (lanes then must be workgroup-uniform, as ss is). Without: a tree over lanes.
+ */
+export function laneSumWgsl(o: { v: string; lanes: string; lane: string; sg: boolean; zero?: string; narrow?: boolean }): string {
+  const tree = (stop: string) => `for (var st = ${o.lanes} / 2u; st ${stop}; st >>= 1u) {
+    if (${o.lane} < st) { red[lid] += red[lid + st]; }
+    workgroupBarrier();
+  }`;
+  const plain = `red[lid] = ${o.v};
+  workgroupBarrier();
+  ${tree('> 0u')}`;
+  if (!o.sg) return plain;
+  const sub = `red[lid] = select(${o.zero ?? '0.0'}, sa, sl == 0u);
+  workgroupBarrier();
+  ${tree('>= ss')}`;
+  return `let sa = subgroupAdd(${o.v});
+  ${o.narrow ? `if (${o.lanes} >= ss) {
+  ${sub}
+  } else {
+  ${plain}
+  }` : sub}`;
+}

@@ -1,4 +1,4 @@
-import { enables, weightDecl, wmode, type KernelFeatures } from './common.js';
+import { enables, laneSumWgsl, weightDecl, wmode, type KernelFeatures } from './common.js';
 
 /**
  * GEMV for batch-1 decode (memory-bound): y[t, r] = epi(W[r, :] · x[t, :]), one workgroup per R rows,
@@ -178,20 +178,8 @@ ${o.wide ? `    let wb = wrow * (p.K4 / 2u);
     // Odd K: the last chunk is zero-padded in W; read only the x that exists.
     if (lane == 0u && full * 4u < p.K) { acc += tail4(W_4(wb + full), xb, full * 4u, p.K - full * 4u${sh}); }`}
   }
-  ${sg ? `// subgroupAdd, then one slot per subgroup (assumes subgroups are runs of consecutive
-  // local_invocation_index within a 1-D workgroup and subgroup size <= TPR, true of every driver seen).
-  let s = subgroupAdd(acc);
-  red[lid] = select(RT(0.0), s, sl == 0u);
-  workgroupBarrier();
-  for (var st = TPR / 2u; st >= ss; st >>= 1u) {
-    if (lane < st) { red[lid] += red[lid + st]; }
-    workgroupBarrier();
-  }` : `red[lid] = acc;
-  workgroupBarrier();
-  for (var st = TPR / 2u; st > 0u; st >>= 1u) {
-    if (lane < st) { red[lid] += red[lid + st]; }
-    workgroupBarrier();
-  }`}
+  // The row's sum (subgroup size <= TPR: true of every driver seen).
+  ${laneSumWgsl({ v: 'acc', lanes: 'TPR', lane: 'lane', sg, zero: 'RT(0.0)' })}
   ${o.lnOut ? `// LN(x) for the other readers: workgroup g writes its slice, with the statistics of row 0's
   // totals (every row of the workgroup reduced the same x the same way: the same values).
   {
