@@ -35,4 +35,22 @@ test('train-predictors: the default low-rank predictors of the 5m model, end to 
   for (const l of m.layers) assert.ok(l.recall >= 0.95 || l.dense, `layer ${l.layer}: recall ${l.recall}`);
   assert.ok(existsSync(join(out, 'predictors.safetensors')));
   assert.match(r.stdout, /saved: input mlp_in, rank 32, target recall 0\.95/);
+  // Every layer also has its block rule, calibrated to the same recall.
+  for (const l of m.layers) {
+    assert.ok(Number.isInteger(l.block.cap) && l.block.cap >= 1 && l.block.cap <= 64, `layer ${l.layer}: cap ${l.block.cap}`);
+    assert.ok(l.block.recall >= 0.95 && l.block.density > 0 && l.block.density <= 1, JSON.stringify(l.block));
+  }
+  // eval runs them with the block rule by default and reports the measured density; a bad
+  // --selection is a one-line error.
+  const val = join(DATA, 'gutenberg-val.txt');
+  const ev = (...a: string[]) => runCli('eval', '--model', MODEL, '--backend', 'cpu', '--task', 'ppl', '--data', val, '--limit', '256', '--window', '128', '--predictors', out, '--json', ...a);
+  const sparse = m.layers.filter((l: { dense: boolean }) => !l.dense);
+  for (const [sel, expect] of [['auto', 'block'], ['topk', 'topk']] as const) {
+    const e = ev('--selection', sel);
+    assert.equal(e.code, 0, e.stderr);
+    const density = JSON.parse(e.stdout).mlp_density;
+    if (expect === 'topk') assert.equal(density, Math.round(1e6 * sparse.reduce((a: number, l: { k: number }) => a + l.k / 1024, 0) / sparse.length) / 1e6);
+    else assert.ok(density > 0 && density < 1 && Math.abs(density - sparse.reduce((a: number, l: { block: { density: number } }) => a + l.block.density, 0) / sparse.length) < 0.15, `measured ${density}`);
+  }
+  oneLineError(ev('--selection', 'best'), /^dejavu: --selection must be auto, block or topk \(got best\)$/m);
 });
