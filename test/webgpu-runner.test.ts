@@ -284,6 +284,16 @@ test('webgpu chained greedy decode: the same ids as the per-step readback loop, 
   const cpu = new CpuRunner(ck.config, ck.weights);
   cpu.setSparsity(policy);
   assert.deepEqual(sparse.chained, await greedyContinue(cpu, await cpu.forward(refs[1].input_ids), N), 'sparse, against the CPU');
+  // The block rule (fused block-select kernel, LayerNorm folded into predictor A) in the chain.
+  const d = ck.config.hidden, r = rng(5), rank = 16, h = (a: Float32Array) => halvesToFloats(floatsToHalves(a));
+  const block: SparsityPolicy = { input: 'mlp_in', mlp: Array.from({ length: ck.config.layers }, (_, l) => (l === 0 ? null : {
+    k: 0, selector: { kind: 'predictor' as const, predictor: { rank, A: h(randomArray(rank * d, r, 0.2)), B: h(randomArray(f * rank, r, 0.2)), bias: randomArray(f, r, 0.1) }, block: { cap: 12, tau: 0.05 } },
+  })) };
+  g.setSparsity(block); cpu.setSparsity(block);
+  const blocked = await runs(refs[2].input_ids);
+  assert.deepEqual(blocked.chained, blocked.old, 'block rule');
+  cpu.reset();
+  assert.deepEqual(blocked.chained, await greedyContinue(cpu, await cpu.forward(refs[2].input_ids), N), 'block rule, against the CPU');
   g.setSparsity(null);
   g.dispose();
 });
