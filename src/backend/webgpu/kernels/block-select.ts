@@ -17,14 +17,17 @@ import { enables, laneSumWgsl, weightDecl } from './common.js';
  * nb·cap, filled in descending score order; unused slots get h = 0 (sparse fc2 skips h = 0 rows
  * without reading them) and sel = the block's first neuron (a valid row).
  *
- * One workgroup of 256 threads a (block, token):
- * 1. scores: 4 threads a row of B over u (the predictor's first product, A·x), + bias;
- * 2. choice: thread i < 64 ranks its score against the block's 64 by comparison in workgroup memory;
- * 3. fc1: 256 / capP threads a chosen row of W1 over x (bias, ReLU), a tree sum in workgroup memory.
+ * One workgroup of WG threads (512 by default) a (block, token):
+ * 1. scores: WG / 64 lanes a row of B over u (the predictor's first product, A·x), + bias;
+ * 2. ranks: thread (i, g) compares neuron i with a group of the block's 64 scores and adds its count
+ *    into rk[i] (workgroup u32 atomics: integer sums, deterministic); rank < cap and s > τ choose;
+ * 3. fc1: the whole workgroup on the chosen rows, WG / (count rounded up to a power of two) lanes a
+ *    row of W1 over x (so 6 chosen rows of 512 chunks at WG 512: 64 lanes, 8 chunks a thread), then
+ *    bias and ReLU. The first form gave each of cap rows a fixed 16 lanes: ~27 µs instead of 14.5.
  * Also adds the block's chosen count into cnt[0] (u32 atomic): the measured density, read on request.
  *
  * Weights are fp16 rows padded to 4 halves; rows padded to 8 halves (every real OPT width) are read
- * 16 bytes a load (`wideB` / `wideW`), four loads in flight. B and W1 may be split into parts: the
+ * 16 bytes a load (`wideB` / `wideW`), `unroll` (4) loads in flight. B and W1 may be split into parts: the
  * runner dispatches one segment of blocks per (B part, W1 part) overlap, parts cut at multiples of NB.
  */
 export const BS_NB = BLOCK_SIZE;
@@ -54,7 +57,7 @@ export function blockSelectWorkgroupSize(l: { maxComputeInvocationsPerWorkgroup:
 /**
  * WGSL for one weight matrix `M` at binding `bind` with its input vector `v` at binding `vbind`:
  * `M_dot(row, lane, lanes, vb, n)` = Σ_k M[row, k] v[vb + k] over k < n, the part of lane `lane` of
- * `lanes` (the caller sums the lanes); chunks of 8 (wide) or 4 halves, four loads in flight.
+ * `lanes` (the caller sums the lanes); chunks of 8 (wide) or 4 halves, U loads in flight.
  */
 function dotFn(M: string, bind: number, vName: string, vbind: number, wide: boolean, v4: boolean, f16: boolean, U: number): string {
   const cw = wide ? 8 : 4, zero = wide ? 'vec4<u32>(0u)' : 'vec4<f32>(0.0)';
