@@ -610,7 +610,9 @@ class GpuRunner implements WebGpuRunner {
       const S = this.sparse[l];
       if (!S) n += 2 * d * f * 2;
       else {
-        n += 2 * S.k * d * 2;
+        // The block rule computes a varying count: its calibrated density where known, else all slots.
+        const k = S.block && S.lp.density !== undefined ? Math.round(S.lp.density * f) : S.k;
+        n += 2 * k * d * 2;
         if (S.pred) n += (S.pred.rank * d + f * S.pred.rank) * 2;
         if (S.lp.selector.kind === 'oracle') n += d * f * 2;
       }
