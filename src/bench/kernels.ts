@@ -168,7 +168,7 @@ const GATHER_SHAPES = [{ rows: 4, tpr: 64 }, { rows: 2, tpr: 128 }, { rows: 1, t
 /** ... the one-pass sparse fc2 (workgroup size, 16-byte chunks a row piece, rows in flight a thread) ... */
 const FC2_SHAPES: Fc2DirectShape[] = [
   { wg: 1024, ch: 8, unroll: 8 }, { wg: 512, ch: 4, unroll: 16 }, { wg: 1024, ch: 4, unroll: 4 }, { wg: 512, ch: 2, unroll: 8 },
-  { wg: 256, ch: 4, unroll: 8 }, { wg: 256, ch: 2, unroll: 16 },
+  { wg: 256, ch: 4, unroll: 8 }, { wg: 256, ch: 2, unroll: 16 }, { wg: 1024, ch: 8, unroll: 16 }, { wg: 1024, ch: 8, unroll: 12 },
 ];
 /** ... and predictor A (r rows: few, so the default 4 rows a workgroup gives few workgroups). */
 const PRED_A_SHAPES = [{ rows: 2, tpr: 128 }, { rows: 1, tpr: 256 }];
@@ -449,8 +449,10 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
         const sel1 = await timer.time(L.map((l) => k.blockSelectFc1({ B: l.B, bias: l.pb, u, W1: l.fc1, b1, x: xin, sel, h, cnt, T: 1, cap, tau, ...sh }, s.own)));
         add('block-select', { density: r3(chosen / f), k: chosen, cap, rank: r, form: sh.wg ? `wg${sh.wg}_u${sh.unroll}` : 'default', layers }, sel1.us, matBytes(f, r) + f * 4 + chosen * ceil4(d) * 2, sel1.method);
       }
-      const fc2s = await timer.time(L.map((l) => k.sparseDown({ W2t: l.fc2T, h, sel, selStride: slots, k: slots, T: 1, x, bias: b2 }, s.own)));
-      add('sparse-fc2', { density: r3(chosen / f), k: chosen, slots, form: 'block slots', layers }, fc2s.us, chosen * ceil4(d) * 2, fc2s.method);
+      for (const fc2Shape of [undefined, ...(variants ? FC2_SHAPES : [])]) {
+        const fc2s = await timer.time(L.map((l) => k.sparseDown({ W2t: l.fc2T, h, sel, selStride: slots, k: slots, T: 1, x, bias: b2, fc2Shape }, s.own)));
+        add('sparse-fc2', { density: r3(chosen / f), k: chosen, slots, form: `block slots${fc2Shape ? ' ' + fc2Form(fc2Shape) : ''}`, layers }, fc2s.us, chosen * ceil4(d) * 2, fc2s.method);
+      }
     });
 
     // ---- top-K over f scores ----
