@@ -317,7 +317,8 @@ class GpuRunner implements WebGpuRunner {
     this.sel = sb(T * kMax * 4, 'sel'); this.hsel = sb(T * kMax * 4, 'h_sel');
     // Neurons the block rule chose, a u32 a layer, summed over tokens since resetMlpDensity.
     this.chosen = sb(c.layers * this.chosenStride, 'chosen_count');
-    this.zeroB1 = sb(f * 4, 'zero_b1');
+    // The fused kernel binds fc1's bias; a model without one gets zeros.
+    this.zeroB1 = this.layers.some((L) => !L.fc1B) ? sb(f * 4, 'zero_b1') : null;
     this.resetMlpDensity();
     // Partial sums only where sparse fc2 can't run in one pass (d not a multiple of 8: no OPT width).
     const fc2T = this.layers.find((L) => L.fc2T)?.fc2T;
@@ -386,15 +387,14 @@ class GpuRunner implements WebGpuRunner {
       // Attention block
       let attnIn = this.x;
       // Folded, a predictor reading attn_in folds the same LayerNorm into its A product.
-      const foldA = fold;
-      if (c.preLayerNorm && !foldA) { add(K.layerNorm({ x: this.x, y: this.hA, w: L.attnLnW, b: L.attnLnB, n: d, rows: T, eps }, own)); attnIn = this.hA; }
+      if (c.preLayerNorm && !fold) { add(K.layerNorm({ x: this.x, y: this.hA, w: L.attnLnW, b: L.attnLnB, n: d, rows: T, eps }, own)); attnIn = this.hA; }
       tap(l, 'attn_in', attnIn, d);
       // Lookahead: a predictor reading attn_in runs before attention (off the MLP's critical path).
-      if (S?.pred && this.policy!.input === 'attn_in') this.predict(S, attnIn, T, own, add, foldA ? { gamma: L.attnLnW, beta: L.attnLnB, out: null } : null);
+      if (S?.pred && this.policy!.input === 'attn_in') this.predict(S, attnIn, T, own, add, fold ? { gamma: L.attnLnW, beta: L.attnLnB, out: null } : null);
       // Decode stores the new K and V rows from the qkv GEMV's epilogue (attention reads the current
       // token's K and V from the cache, q from qkv); prefill's matmul leaves that to kvStore.
       const kv = T === 1 ? { step: this.step, k: L.k, v: L.v } : null;
-      add(...K.linear(foldA ? { W: L.qkv, x: this.x, y: this.qkv, T, ln: { gamma: L.attnLnW, ...L.qkvFold!, eps }, kv }
+      add(...K.linear(fold ? { W: L.qkv, x: this.x, y: this.qkv, T, ln: { gamma: L.attnLnW, ...L.qkvFold!, eps }, kv }
         : { W: L.qkv, x: attnIn, y: this.qkv, T, bias: L.qkvB, kv }, own));
       if (!kv) add(K.kvStore({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, d, T }, own));
       add(...K.attention({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, o: this.ao, hn: this.hn, H: c.heads, hd: c.headDim, T, maxPos: c.maxPositions }, own));
@@ -422,12 +422,13 @@ class GpuRunner implements WebGpuRunner {
         if (S.block) {
           // Predictor B, the block rule and fc1 in one dispatch (kernels/block-select.ts), then fc2 over the slots.
           add(...K.blockSelectFc1({ B: S.pred!.B, bias: S.pred!.bias, u: this.u!, W1: L.fc1, b1: L.fc1B ?? this.zeroB1!, x: mlpIn, sel, h: this.hsel!, cnt: { buffer: this.chosen!, offset: this.chosenStride * l, size: 4 }, T, cap: S.block.cap, tau: S.block.tau }, own));
+        } else {
+          if (S.lp.selector.kind === 'oracle') {
+            add(...K.linear({ W: L.fc1, x: mlpIn, y: this.scores!, T, bias: L.fc1B }, own));
+            add(K.topK({ scores: this.scores!, out: this.sel!, n: f, k: S.k, T, inStride: f, outStride: S.k }, own));
+          }
+          add(...K.gatherLinear({ W: L.fc1, x: mlpIn, h: this.hsel!, T, k: S.k, sel, selStride, bias: L.fc1B, relu: true }, own));
         }
-        if (S.lp.selector.kind === 'oracle') {
-          add(...K.linear({ W: L.fc1, x: mlpIn, y: this.scores!, T, bias: L.fc1B }, own));
-          add(K.topK({ scores: this.scores!, out: this.sel!, n: f, k: S.k, T, inStride: f, outStride: S.k }, own));
-        }
-        if (!S.block) add(...K.gatherLinear({ W: L.fc1, x: mlpIn, h: this.hsel!, T, k: S.k, sel, selStride, bias: L.fc1B, relu: true }, own));
         let slices: number | undefined;
         if (this.partial) {
           const perSlice = T * ceil4(d) * L.fc2T!.parts.length;
