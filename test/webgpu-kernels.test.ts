@@ -41,17 +41,18 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       // K = 2056 and 4101 (>= 256 chunks, few rows) take the one-row-of-256-threads shape of short, wide matrices.
       // K = 16391 (2049 chunks, wide with a tail): the long-row shape, one row of 256 threads.
       for (const [T, rows, K] of [[1, 37, 23], [1, 131, 45], [1, 29, 18], [1, 41, 1037], [1, 33, 48], [1, 43, 1048], [1, 21, 2056], [1, 7, 4101], [1, 9, 16391], [3, 37, 23], [19, 53, 71]] as const) {
-        for (const epi of [{ bias: false, relu: false, resid: false }, { bias: true, relu: true, resid: false }, { bias: true, relu: false, resid: true }]) {
+        // GEMVs also at 2 and 3 rows a thread (the wide form's multi-row main; narrow rows ignore it).
+        for (const epi of [{ bias: false, relu: false, resid: false }, { bias: true, relu: true, resid: false }, { bias: true, relu: false, resid: true }]) for (const rpt of T === 1 ? [1, 2, 3] : [1]) {
           const { m, w } = randomMatrix(k, rows, K, r);
           const x = randomArray(T * K, r), b = randomArray(rows, r), y0 = randomArray(T * rows, r);
           const y = k.f32Buffer(y0.slice(), 'y');
-          const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T, bias: epi.bias ? k.f32Buffer(b, 'b') : null, relu: epi.relu, resid: epi.resid }, own);
+          const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T, bias: epi.bias ? k.f32Buffer(b, 'b') : null, relu: epi.relu, resid: epi.resid, shape: { rpt } }, own);
           await runNow(k, ds, own);
           const ref = linear(x, T, w, epi.bias ? b : null, K, rows);
           if (epi.relu) for (let i = 0; i < ref.length; i++) ref[i] = Math.max(0, ref[i]);
           if (epi.resid) for (let i = 0; i < ref.length; i++) ref[i] += y0[i];
           const got = await readF32(k, y, T * rows);
-          assert.ok(relErr(got, ref) < 1e-5, `T=${T} ${rows}x${K} ${JSON.stringify(epi)} parts=${m.parts.length}: ${relErr(got, ref)}`);
+          assert.ok(relErr(got, ref) < 1e-5, `T=${T} ${rows}x${K} ${JSON.stringify(epi)} rpt=${rpt} parts=${m.parts.length}: ${relErr(got, ref)}`);
         }
       }
     });
@@ -63,7 +64,7 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       // sums about a shift taken from x's first elements (gemv.ts), which that must not spoil.
       const eps = 1e-5;
       for (const [rows, K] of [[37, 23], [131, 45], [29, 18], [41, 1037], [33, 48], [43, 1048], [21, 2056], [7, 4101], [9, 5], [11, 3]] as const) {
-        for (const epi of [{ bias: false, relu: false, resid: false }, { bias: true, relu: true, resid: false }, { bias: true, relu: false, resid: true }]) {
+        for (const epi of [{ bias: false, relu: false, resid: false }, { bias: true, relu: true, resid: false }, { bias: true, relu: false, resid: true }]) for (const rpt of [1, 2, 3]) {
           const { m, w } = randomMatrix(k, rows, K, r);
           const x = randomArray(K, r).map((v) => v + 3), g = randomArray(K, r).map((v) => 1 + 0.5 * v), be = randomArray(K, r, 0.3);
           if (epi.resid) x[0] = 3 + 50 * Math.sqrt(1 / 3);
@@ -73,18 +74,18 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
           const y = k.f32Buffer(y0.slice(), 'y');
           // Without bias, also lnOut: the GEMV writes LN(x) itself (each workgroup a slice).
           const out = epi.bias ? undefined : { beta: k.f32Buffer(be, 'beta'), xn: k.f32Buffer(new Float32Array(K).fill(NaN), 'xn') };
-          const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T: 1, relu: epi.relu, resid: epi.resid, ln: { gamma: gam, c, eps, out } }, own);
-          assert.ok(ds.every((dd) => dd.label.endsWith(out ? '_lnout' : '_ln')), ds.map((dd) => dd.label).join());
+          const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T: 1, relu: epi.relu, resid: epi.resid, ln: { gamma: gam, c, eps, out }, shape: { rpt } }, own);
+          assert.ok(ds.every((dd) => /_ln(out)?(_p\d)?$/.test(dd.label) && dd.label.includes(out ? '_lnout' : '_ln')), ds.map((dd) => dd.label).join());
           await runNow(k, ds, own);
           const normed = layerNorm(x, 1, K, g, be, eps);
-          if (out) assert.ok(relErr(await readF32(k, out.xn, K), normed) < 1e-5, `lnOut ${rows}x${K}: ${relErr(await readF32(k, out.xn, K), normed)}`);
+          if (out) assert.ok(relErr(await readF32(k, out.xn, K), normed) < 1e-5, `lnOut ${rows}x${K} rpt=${rpt}: ${relErr(await readF32(k, out.xn, K), normed)}`);
           const ref = linear(normed, 1, w, epi.bias ? b : null, K, rows);
           if (epi.relu) for (let i = 0; i < ref.length; i++) ref[i] = Math.max(0, ref[i]);
           if (epi.resid) for (let i = 0; i < ref.length; i++) ref[i] += y0[i];
           const got = await readF32(k, y, rows);
           const e = relErr(got, ref);
           worstLn = Math.max(worstLn, e);
-          assert.ok(e < 1e-5, `${rows}x${K} ${JSON.stringify(epi)} parts=${m.parts.length}: ${e}`);
+          assert.ok(e < 1e-5, `${rows}x${K} ${JSON.stringify(epi)} rpt=${rpt} parts=${m.parts.length}: ${e}`);
         }
       }
       assert.throws(() => k.linear({ W: k.matrix(3, 8, 'W'), x: k.buffer(64, 'x'), y: k.buffer(64, 'y'), T: 2, ln: { gamma: k.buffer(32, 'g'), c: k.buffer(32, 'c'), eps } }, own), /T = 1/);
@@ -143,9 +144,10 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
             ln = { gamma: gam, c, eps };
           }
           const outs: Float32Array[][] = [];
-          for (const fused of [false, true]) {
+          // Fused at 1 and at 2 rows a thread.
+          for (const [fused, rpt] of [[false, 1], [true, 1], [true, 2]] as const) {
             const y = k.buffer(3 * d * 4, 'qkv'), kc = k.f32Buffer(cache0, 'k'), vc = k.f32Buffer(vcache0, 'v');
-            const ds = k.linear({ W: m, x: xb, y, T: 1, bias, ln, kv: fused ? { step, k: kc, v: vc } : null }, own);
+            const ds = k.linear({ W: m, x: xb, y, T: 1, bias, ln, kv: fused ? { step, k: kc, v: vc } : null, shape: { rpt } }, own);
             assert.equal(ds.every((dd) => dd.label.includes('_kv')), fused);
             if (!fused) ds.push(k.kvStore({ step, qkv: y, k: kc, v: vc, d, T: 1 }, own));
             await runNow(k, ds, own);
@@ -156,6 +158,8 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
           assert.deepEqual(outs[1][1], outs[0][1], `${what}: K cache`);
           assert.deepEqual(outs[1][2], outs[0][2], `${what}: V cache`);
           assert.notDeepEqual(outs[1][1], cache0, `${what}: K row written`);
+          // Two rows a thread sums in another order: the same values to rounding, the same cache rows written.
+          for (let j = 0; j < 3; j++) assert.ok(relErr(outs[2][j], outs[0][j]) < 1e-5, `${what}: rpt 2, output ${j}: ${relErr(outs[2][j], outs[0][j])}`);
         }
       }
       // Prefill keeps kvStore; a residual add would store the sum's operand, not y.
@@ -255,9 +259,10 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
         // fc2: the partial + reduce pair, and (wide rows) the one-pass form in its default shape and
         // in small ones (a tail of rows past the unrolled loop, column blocks past d); fc1: the
         // default gather shape and a wider one.
-        type Fc2 = { mode: 'direct' | 'partial'; fc2Shape?: { wg: number; ch: number; unroll: number }; shape?: { rows: number; tpr: number } };
+        type Fc2 = { mode: 'direct' | 'partial'; fc2Shape?: { wg: number; ch: number; unroll: number; pipe?: boolean }; shape?: { rows: number; tpr: number } };
         const forms: Fc2[] = [{ mode: 'partial' }];
-        if (W2t.colsP % 8 === 0) forms.push({ mode: 'direct' }, { mode: 'direct', fc2Shape: { wg: 64, ch: 2, unroll: 3 } }, { mode: 'direct', fc2Shape: { wg: 32, ch: 4, unroll: 2 }, shape: { rows: 2, tpr: 128 } });
+        if (W2t.colsP % 8 === 0) forms.push({ mode: 'direct' }, { mode: 'direct', fc2Shape: { wg: 64, ch: 2, unroll: 3 } }, { mode: 'direct', fc2Shape: { wg: 32, ch: 4, unroll: 2 }, shape: { rows: 2, tpr: 128 } },
+          { mode: 'direct', fc2Shape: { wg: 64, ch: 2, unroll: 3, pipe: true } }, { mode: 'direct', fc2Shape: { wg: 32, ch: 4, unroll: 1, pipe: true } });
         for (const fm of forms) {
           res.destroy();
           res = k.f32Buffer(x0, 'res');

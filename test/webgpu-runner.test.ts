@@ -105,8 +105,16 @@ test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer 
   const runs = await Promise.all([g, off].map(async (x) => { const out = [await x.forward(ids)]; for (const id of next) out.push(await x.forward([id])); return out; }));
   const want = [await cpu.forward(ids)];
   for (const id of next) want.push(await cpu.forward([id]));
+  // Two rows a thread in every wide GEMV (the rule picks it for rows of >= 2048 columns only, so the
+  // 5m model's decode would not run it otherwise): the same decode, folded LayerNorms and K/V store included.
+  const p2 = await createWebGpuRunner(c, ck.weights, { gpu, gemvRowsPerThread: 2 });
+  assert.ok(p2.pipelineKeys.some((k) => k.endsWith('_kv_ln_p2')), p2.pipelineKeys.join());
+  const run2 = [await p2.forward(ids)];
+  for (const id of next) run2.push(await p2.forward([id]));
+  p2.dispose();
   for (let i = 1; i <= next.length; i++) {
     assert.ok(relErr(runs[0][i], runs[1][i]) < 1e-5, `decode step ${i}: folded vs separate LayerNorm ${relErr(runs[0][i], runs[1][i])}`);
+    assert.ok(relErr(run2[i], runs[0][i]) < 1e-5, `decode step ${i}: two rows a thread vs one ${relErr(run2[i], runs[0][i])}`);
     assertRows(runs[0][i], want[i], V, `decode step ${i} against the CPU`);
   }
   // Sparse layers with fixed or oracle sets keep the MLP LayerNorm (the gathered fc1 reads mlp_in);

@@ -169,21 +169,29 @@ const GATHER_SHAPES = [{ rows: 4, tpr: 64 }, { rows: 2, tpr: 128 }, { rows: 1, t
 const FC2_SHAPES: Fc2DirectShape[] = [
   { wg: 1024, ch: 8, unroll: 8 }, { wg: 512, ch: 4, unroll: 16 }, { wg: 1024, ch: 4, unroll: 4 }, { wg: 512, ch: 2, unroll: 8 },
   { wg: 256, ch: 4, unroll: 8 }, { wg: 256, ch: 2, unroll: 16 }, { wg: 1024, ch: 8, unroll: 16 }, { wg: 1024, ch: 8, unroll: 12 },
+  // Pipelined sel / h loads (one load in a round's chain instead of two).
+  { wg: 1024, ch: 8, unroll: 8, pipe: true }, { wg: 1024, ch: 8, unroll: 4, pipe: true }, { wg: 512, ch: 4, unroll: 16, pipe: true },
+  { wg: 512, ch: 4, unroll: 8, pipe: true }, { wg: 512, ch: 2, unroll: 8, pipe: true }, { wg: 1024, ch: 4, unroll: 8, pipe: true },
 ];
 /** ... and predictor A (r rows: few, so the default 4 rows a workgroup gives few workgroups). */
 const PRED_A_SHAPES = [{ rows: 2, tpr: 128 }, { rows: 1, tpr: 256 }];
-const GEMV_SHAPES = [{ rows: 1, tpr: 256 }, { rows: 2, tpr: 128 }, { rows: 4, tpr: 64 }, { rows: 8, tpr: 32 }];
-const fc2Form = (s: Fc2DirectShape) => `wg${s.wg}_ch${s.ch}_u${s.unroll}`;
+/** Dense GEMV shapes timed with `variants`: rows a workgroup × threads a row (× rows a thread, `_p2`). */
+const GEMV_SHAPES: { rows: number; tpr: number; rpt?: number }[] = [
+  { rows: 1, tpr: 256 }, { rows: 2, tpr: 128 }, { rows: 4, tpr: 64 }, { rows: 8, tpr: 32 },
+  { rows: 1, tpr: 256, rpt: 2 }, { rows: 2, tpr: 128, rpt: 2 }, { rows: 4, tpr: 64, rpt: 2 }, { rows: 8, tpr: 32, rpt: 2 }, { rows: 4, tpr: 64, rpt: 4 },
+];
+const gemvForm = (sh: { rows: number; tpr: number; rpt?: number }) => `r${sh.rows}_tpr${sh.tpr}${(sh.rpt ?? 1) > 1 ? `_p${sh.rpt}` : ''}`;
+const fc2Form = (s: Fc2DirectShape) => `wg${s.wg}_ch${s.ch}_u${s.unroll}${s.pipe ? '_pipe' : ''}`;
 
 /** y = W x through the GEMV kernel with a given shape (ops picks one per width; this tries others). */
-function gemvWith(k: Kernels, a: { W: GpuMatrix; x: GPUBuffer; y: GPUBuffer }, sh: { rows: number; tpr: number }, own: GPUBuffer[]): Dispatch[] {
+function gemvWith(k: Kernels, a: { W: GpuMatrix; x: GPUBuffer; y: GPUBuffer }, sh: { rows: number; tpr: number; rpt?: number }, own: GPUBuffer[]): Dispatch[] {
   const K = a.W.cols, K4 = a.W.colsP / 4;
-  const o: GemvOpts = { rows: sh.rows, tpr: sh.tpr, wide: K4 % 2 === 0, bias: false, relu: false, resid: false, gather: false };
+  const o: GemvOpts = { rows: sh.rows, tpr: sh.tpr, rpt: sh.rpt, wide: K4 % 2 === 0, bias: false, relu: false, resid: false, gather: false };
   o.xv4 = o.wide && K % 4 === 0;
   const key = gemvKey(k.feats, o);
   const pl = k.pipeline(key, () => gemvWgsl(k.feats, o));
   return a.W.parts.map((p) => {
-    const n = ceilDiv(p.rows, o.rows), gx = Math.min(n, 65535), gy = ceilDiv(n, 65535);
+    const n = ceilDiv(p.rows, o.rows * (o.rpt ?? 1)), gx = Math.min(n, 65535), gy = ceilDiv(n, 65535);
     return k.dispatch(key, pl, [p.rows, K, K4, p.row0, p.rows, K, 0, a.W.rows, p.row0, 0, gx, 0, a.W.rows], [[1, p.buffer], [2, a.x], [3, a.y]], [gx, gy, 1], own);
   });
 }
@@ -231,6 +239,7 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
   try {
     log(`kernels: ${S.name} (d ${d}, f ${f}, heads ${S.heads}, vocab ${S.vocab}) on ${gpu.adapterName}, timing: ${timer.method}`);
 
+    const variants = !!o.variants;
     // ---- roofline: compute-shader read, and copies (secondary) ----
     await bench('read-bandwidth', async () => {
       const bytes = o.readBytes ?? (soft ? 64 * MIB : GIB);
@@ -243,6 +252,21 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
         const total = t.chunks.reduce((a, c) => a + c.bytes, 0);
         add('read-bandwidth', { buffer_mib: Math.round(total / MIB), bindings: t.chunks.length }, tm.us, total, tm.method);
       } finally { destroyReadTarget(t); }
+      // With variants: the same kernel over buffers of one GEMV's size (16-128 MiB), several of them
+      // in turn so that no read finds its buffer in L2 (50 MB on an H200): how much of the roofline a
+      // single dispatch of that size can reach, the ramp and tail included.
+      if (variants && !soft) {
+        for (const mib of [16, 32, 64, 128]) {
+          const ts = Array.from({ length: Math.max(2, Math.ceil(512 / mib)) }, () => readTarget(k, mib * MIB));
+          try {
+            for (const tt of ts) await fillReadTarget(k, tt);
+            const own: GPUBuffer[] = [];
+            const tm = await timer.time(ts.map((tt) => readDispatches(k, tt, own)));
+            own.forEach((b) => b.destroy());
+            add('read-bandwidth', { buffer_mib: mib, bindings: ts[0].chunks.length, copies: ts.length, form: 'one GEMV-sized read' }, tm.us, mib * MIB, tm.method);
+          } finally { ts.forEach(destroyReadTarget); }
+        }
+      }
     });
     await bench('copy-bandwidth', async () => {
       const c = await measureCopyBandwidth(gpu, { maxBytes: o.readBytes ?? (soft ? 64 * MIB : GIB) });
@@ -251,7 +275,6 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
         (bytes / (c.gbps * 1e9)) * 1e6, bytes, c.method === 'wall-clock' ? 'wall' : 'gpu-timestamps');
     });
 
-    const variants = !!o.variants;
     // ---- dense GEMV (T = 1): weight bytes per µs ----
     const gemvs: { op: string; rows: number; cols: number; bias?: boolean; relu?: boolean; resid?: boolean }[] = [
       { op: 'd x d', rows: d, cols: d },
@@ -274,7 +297,7 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
         if (variants && g.op !== 'lm_head vocab x d') {
           for (const sh of GEMV_SHAPES) {
             const v = await timer.time(Ws.map((W) => gemvWith(k, { W, x, y }, sh, s.own)));
-            add('gemv', { op: g.op, rows: g.rows, cols: g.cols, copies, form: `r${sh.rows}_tpr${sh.tpr}` }, v.us, bytes, v.method);
+            add('gemv', { op: g.op, rows: g.rows, cols: g.cols, copies, form: gemvForm(sh) }, v.us, bytes, v.method);
           }
         }
       });

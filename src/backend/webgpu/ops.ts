@@ -46,20 +46,22 @@ function grid(n: number): [number, number] {
  * d = 256 would leave most of 64 threads one chunk), but at least 32 so a subgroup never spans two
  * rows (subgroups are at most 32 wide on the GPUs seen; AMD's 64 would need tpr 64). 256 threads a group.
  */
-function gemvShape(K4: number, nRows = Infinity): { rows: number; tpr: number; wide: boolean } {
+function gemvShape(K4: number, nRows = Infinity): { rows: number; tpr: number; rpt: number; wide: boolean } {
   // Rows padded to 8 halves take the wide (16-byte load) form: every real OPT width does.
   const wide = K4 % 2 === 0;
   const chunks = wide ? K4 / 2 : K4;
   // A short, wide matrix (the predictor's A: rank x d) makes too few workgroups to fill the card
   // with 4 rows each: one row of 256 threads a group ran OPT-6.7B's 336 x 4096 in 4.3-4.7 µs
   // against 6.4 (H200; 1.3B 3.4 vs 6.1, 13B 5.0 vs 7.6).
-  if (wide && nRows < 1024 && chunks >= 256) return { rows: 1, tpr: 256, wide };
-  // Long rows (fc2: 4d columns, ≥ 2048 chunks) also run faster at one row of 256 threads: H200,
-  // opt-6.7b fc2 37.1 µs against 43.5 at 4 rows of 64; opt-13b 54.9 against 57.9; opt-1.3b (1024
-  // chunks) 12.9 against 13.1, so the bound is 2048 (docs/benchmarks.md).
-  if (wide && chunks >= 2048) return { rows: 1, tpr: 256, wide };
-  const tpr = chunks >= 512 ? 64 : 32;
-  return { rows: 256 / tpr, tpr, wide };
+  if (wide && nRows < 1024 && chunks >= 256) return { rows: 1, tpr: 256, rpt: 1, wide };
+  // Rows of >= 256 chunks (d >= 2048): two rows a thread, each x chunk loaded once for both (and,
+  // with a folded LayerNorm, its statistics' terms taken once), on the one-row-a-thread shapes:
+  // fc2's long rows (>= 2048 chunks) one row of 256 threads a workgroup, rows of >= 512 chunks 4 of
+  // 64, shorter 8 of 32. Decode on an H200, GPU ms a token (docs/benchmarks.md): opt-6.7b 5.66 →
+  // 5.01, opt-13b 10.04 → 8.55, opt-1.3b 1.64 → 1.54 (4 rows of 64 at 1.3B: 1.63). Four rows a
+  // thread was slower at every shape timed.
+  const tpr = chunks >= 2048 && wide ? 256 : chunks >= 512 ? 64 : 32;
+  return { rows: 256 / tpr, tpr, rpt: wide && chunks >= 256 ? 2 : 1, wide };
 }
 
 /**
@@ -69,7 +71,7 @@ function gemvShape(K4: number, nRows = Infinity): { rows: number; tpr: number; w
  * dense rule's 8 of 32; OPT-6.7B (K 1638) and 13B (K 2048) fastest with 4 of 64, the dense rule's.
  */
 function gatherShape(k: number, K4: number): { rows: number; tpr: number; wide: boolean } {
-  const dense = gemvShape(K4), wide = dense.wide;
+  const dense = gemvShape(K4), wide = dense.wide;   // (rows a thread: not a form of the gather)
   const chunks = wide ? K4 / 2 : K4;
   // Never fewer threads a row than the dense rule (untimed: fewer, longer rows were slower at 13B).
   let rows = 2 ** Math.round(Math.log2(Math.max(1, k / 400)));
@@ -99,6 +101,8 @@ export interface LinearArgs {
    * (one dispatch fewer a layer; y still gets all 3d rows). No `resid`. See gemv.ts.
    */
   kv?: { step: GPUBuffer; k: GPUBuffer; v: GPUBuffer } | null;
+  /** Overrides gemvShape's choice (tests, bench): rows a workgroup, threads a row, rows a thread (wide rows only). */
+  shape?: { rows?: number; tpr?: number; rpt?: number };
 }
 
 export class Kernels {
@@ -107,6 +111,8 @@ export class Kernels {
   private pipelines = new Map<string, GPUComputePipeline>();
   /** Largest bytes one weight part may have (the adapter's binding limit; tests lower it to force splits). */
   readonly maxPartBytes: number;
+  /** Rows a thread for dense GEMVs with wide rows, when set (A/B runs); else gemvShape's choice. */
+  gemvRowsPerThread: number | null = null;
 
   constructor(readonly gpu: Gpu, maxPartBytes?: number) {
     this.device = gpu.device;
@@ -231,11 +237,12 @@ export class Kernels {
       if (kv) ent.push([8, kv.step], [9, kv.k], [10, kv.v]);
       switch (a.T === 1 ? 'gemv' : 'matmul') {
         case 'gemv': {
-          const o: GemvOpts = { ...gemvShape(K4, a.W.rows), ...epi, gather: false, ln: !!ln, kv: !!kv, lnOut: !!ln?.out };
+          const o: GemvOpts = { ...gemvShape(K4, a.W.rows), ...(this.gemvRowsPerThread ? { rpt: this.gemvRowsPerThread } : {}), ...a.shape, ...epi, gather: false, ln: !!ln, kv: !!kv, lnOut: !!ln?.out };
+          if ((o.rpt ?? 1) > 1 && !o.wide) o.rpt = 1;   // several rows a thread: a form of the wide GEMV only
           // The folded LayerNorm reads γ (K floats, from 0) as vec4 alongside x: whole vec4s only.
           o.xv4 = o.wide && inOff % 4 === 0 && inStride % 4 === 0 && (!ln || K % 4 === 0);
           const key = gemvKey(this.feats, o);
-          const [x, y] = grid(ceilDiv(p.rows, o.rows));
+          const [x, y] = grid(ceilDiv(p.rows, o.rows * (o.rpt ?? 1)));
           out.push(this.dispatch(key, this.pipeline(key, () => gemvWgsl(this.feats, o)),
             [p.rows, K, K4, p.row0, p.rows, inStride, inOff, outStride, outOff + p.row0, 0, x, ln ? f32bits(ln.eps) : 0, a.W.rows], ent, [x, y, a.T], own));
           break;
@@ -253,7 +260,7 @@ export class Kernels {
 
   /** h[t, j] = relu(W[sel[t, j]] · x[t] + b[sel[t, j]]): the gathered fc1 of the sparse MLP. `shape` overrides gatherShape (tests, bench). */
   gatherLinear(a: { W: GpuMatrix; x: GPUBuffer; h: GPUBuffer; T: number; k: number; sel: GPUBuffer; selStride: number; bias: GPUBuffer | null; relu: boolean; shape?: { rows: number; tpr: number } }, own: GPUBuffer[]): Dispatch[] {
-    const o: GemvOpts = { ...gatherShape(a.k, a.W.colsP / 4), ...a.shape, bias: !!a.bias, relu: a.relu, resid: false, gather: true };
+    const o: GemvOpts = { ...gatherShape(a.k, a.W.colsP / 4), ...a.shape, rpt: 1, bias: !!a.bias, relu: a.relu, resid: false, gather: true };
     o.xv4 = o.wide && a.W.cols % 4 === 0;
     const key = gemvKey(this.feats, o);
     const pl = this.pipeline(key, () => gemvWgsl(this.feats, o));

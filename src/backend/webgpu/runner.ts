@@ -105,13 +105,15 @@ export interface WebGpuRunnerOptions extends GpuOptions {
    * measured faster at d = 2048, 4096 and 5120); false keeps the separate LayerNorm dispatches.
    */
   foldLayerNorm?: boolean;
+  /** Rows a thread in the dense GEMVs (wide rows), overriding the shape rule: for A/B measurements. */
+  gemvRowsPerThread?: number;
 }
 
 export async function createWebGpuRunner(config: OptConfig, weights: OptWeights | 'synthetic', opts: WebGpuRunnerOptions = {}): Promise<WebGpuRunner> {
   const owned = !opts.gpu;
   const gpu = opts.gpu ?? await openGpu(opts);
   try {
-    const r = new GpuRunner(config, gpu, owned, opts.maxPartBytes, opts.foldLayerNorm ?? FOLD_LN_DEFAULT);
+    const r = new GpuRunner(config, gpu, owned, opts.maxPartBytes, opts.foldLayerNorm ?? FOLD_LN_DEFAULT, opts.gemvRowsPerThread);
     await r.load(weights, opts.seed ?? 1);
     return r;
   } catch (e) {
@@ -165,9 +167,10 @@ class GpuRunner implements WebGpuRunner {
 
   private readonly foldLn: boolean;
 
-  constructor(readonly config: OptConfig, readonly gpu: Gpu, private ownsDevice: boolean, maxPartBytes?: number, foldLn = true) {
+  constructor(readonly config: OptConfig, readonly gpu: Gpu, private ownsDevice: boolean, maxPartBytes?: number, foldLn = true, gemvRpt?: number) {
     this.foldLn = foldLn && config.preLayerNorm;
     this.k = new Kernels(gpu, maxPartBytes);
+    if (gemvRpt) this.k.gemvRowsPerThread = gemvRpt;
     this.description = `webgpu: ${gpu.adapterName} (f16 weights${gpu.f16 ? '' : ' as packed u32'}, ${gpu.subgroups ? 'subgroups' : 'workgroup-memory reductions'})`;
     const c = config, d = c.hidden, T = Math.min(TCAP, c.maxPositions);
     const buf = (floats: number, label: string) => { const b = this.k.buffer(floats * 4, label); this.buffers.push(b); return b; };

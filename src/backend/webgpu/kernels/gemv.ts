@@ -57,10 +57,16 @@ export interface GemvOpts {
    * block-select kernel and the gathered fc1 read LN(x) too): the LayerNorm dispatch goes.
    */
   lnOut?: boolean;
+  /**
+   * Rows a thread (wide form, no gather): each thread's lanes walk `rpt` rows R apart with the same
+   * column chunks, so every x chunk it loads (and, with ln, its γ∘(x − h) and the statistics' terms)
+   * serves rpt weight loads instead of one. The workgroup covers R·rpt rows. Default 1.
+   */
+  rpt?: number;
 }
 
 export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
-  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? '_kv' : ''}${o.ln ? '_ln' : ''}${o.lnOut ? 'out' : ''}`;
+  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? '_kv' : ''}${o.ln ? '_ln' : ''}${o.lnOut ? 'out' : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}`;
 }
 
 /** Uniform layout (u32 each). allRows: rows of the whole matrix (all parts), for ln's c2 and kv's d. */
@@ -73,6 +79,8 @@ export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
   if (ln && o.bias) throw new Error('gemv: with the LayerNorm folded in, the bias is part of c2');
   if (o.kv && (o.gather || o.resid)) throw new Error('gemv: the KV-cache store is for the dense qkv GEMV (no gather, no residual add)');
   if (o.lnOut && (!ln || o.kv || o.gather)) throw new Error('gemv: lnOut needs ln (and no kv or gather)');
+  const P = o.rpt ?? 1;
+  if (P > 1 && (!o.wide || o.gather)) throw new Error('gemv: several rows a thread is a form of the wide, non-gather GEMV');
   // Per-thread partial sums: the dot product, or (dot, Σu, Σu²) of the shifted x with the LayerNorm folded in.
   const RT = ln ? 'vec3<f32>' : 'f32';
   // γ at element k of the row (4 from k, or 1), as vec4 where x is (K % 4 == 0 then).
@@ -94,6 +102,25 @@ export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
   for (var i = 0u; i < n; i++) { u[i] = xs(xb + k + i); }
   return dot(wv, u);
 }`;
+  const shiftCode = ln ? `// The statistics' shift, the same in every thread: the mean of the row's first 8 elements
+  // (cached broadcast loads; an outlier among them moves it by an eighth of its distance).
+  var sh = 0.0;
+  for (var i = 0u; i < min(p.K, 8u); i++) { sh += xs(xb + i); }
+  sh /= f32(min(p.K, 8u));` : '';
+  // LN(x) for the other readers (lnOut): workgroup g writes its slice, with the statistics of row
+  // 0's totals in red[0] (every row of the workgroup reduced the same x the same way: the same values).
+  const lnOutCode = o.lnOut ? `{
+    let t0 = red[0];
+    let m0 = t0.y / f32(p.K);
+    let inv0 = 1.0 / sqrt(max(t0.z / f32(p.K) - m0 * m0, 0.0) + bitcast<f32>(p.epsBits));
+    let mu = sh + m0;
+    let nwg = (p.rows + RP - 1u) / RP;
+    let per = (p.K + nwg - 1u) / nwg;
+    for (var j = lid; j < per; j += WG) {
+      let i = g * per + j;
+      if (i < p.K) { xn[t * p.K + i] = g1(i) * (xs(xb + i) - mu) * inv0 + beta[i]; }
+    }
+  }` : '';
   return `${o.wide ? enables({ ...f, f16: false }, true) : enables(f, true)}
 struct P { rows: u32, K: u32, K4: u32, rowOff: u32, partRows: u32, inStride: u32, inOff: u32, outStride: u32, outOff: u32, selStride: u32, nwgx: u32, epsBits: u32, allRows: u32 }
 @group(0) @binding(0) var<uniform> p: P;
@@ -124,8 +151,28 @@ ${o.gather ? '@group(0) @binding(5) var<storage, read> sel: array<u32>;' : ''}
 const R = ${o.rows}u;
 const TPR = ${o.tpr}u;
 const WG = ${WG}u;
+const RP = ${o.rows * P}u;   // rows a workgroup
 var<workgroup> red: array<RT, ${WG}>;
 
+// The epilogue of output row r (weight row wrow of this part) from its reduced sums.
+fn epi(t: u32, r: u32, wrow: u32, tot: RT) {
+  ${ln ? `// tot = (Σ W γ u, Σu, Σu²), u = x − sh; m = μ − sh.
+  let m = tot.y / f32(p.K);
+  let inv = 1.0 / sqrt(max(tot.z / f32(p.K) - m * m, 0.0) + bitcast<f32>(p.epsBits));
+  var v = inv * (tot.x - m * cc[p.rowOff + wrow]) + cc[p.allRows + p.rowOff + wrow];` : 'var v = tot;'}
+  ${o.bias ? `v += bias[p.rowOff + wrow];` : ''}
+  ${o.relu ? 'v = max(v, 0.0);' : ''}
+  let oi = t * p.outStride + p.outOff + r;
+  ${o.resid ? 'y[oi] = y[oi] + v;' : 'y[oi] = v;'}
+  ${o.kv ? `// The matrix row (q [0, d), k [d, 2d), v [2d, 3d)): K and V rows also go to the cache.
+  let kr = p.rowOff + wrow;
+  let kd = p.allRows / 3u;
+  if (kr >= kd) {
+    let kp = (step[0] + t) * kd;
+    if (kr < 2u * kd) { kc[kp + kr - kd] = v; } else { vc[kp + kr - 2u * kd] = v; }
+  }` : ''}
+}
+${P > 1 ? multiRowMain(o, P, sg, ln, shiftCode, lnOutCode) : `
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${sg ? ', @builtin(subgroup_invocation_id) sl: u32, @builtin(subgroup_size) ss: u32' : ''}) {
   let g = wid.x + wid.y * p.nwgx;
@@ -141,11 +188,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }` : ''}
   var acc = RT(0.0);
   let xb = t * p.inStride + p.inOff;
-  ${ln ? `// The statistics' shift, the same in every thread: the mean of the row's first 8 elements
-  // (cached broadcast loads; an outlier among them moves it by an eighth of its distance).
-  var sh = 0.0;
-  for (var i = 0u; i < min(p.K, 8u); i++) { sh += xs(xb + i); }
-  sh /= f32(min(p.K, 8u));` : ''}
+  ${shiftCode}
   if (live) {
 ${o.wide ? `    let wb = wrow * (p.K4 / 2u);
     let full = p.K / 8u;
@@ -180,37 +223,83 @@ ${o.wide ? `    let wb = wrow * (p.K4 / 2u);
   }
   // The row's sum (subgroup size <= TPR: true of every driver seen).
   ${laneSumWgsl({ v: 'acc', lanes: 'TPR', lane: 'lane', sg, zero: 'RT(0.0)' })}
-  ${o.lnOut ? `// LN(x) for the other readers: workgroup g writes its slice, with the statistics of row 0's
-  // totals (every row of the workgroup reduced the same x the same way: the same values).
-  {
-    let t0 = red[0];
-    let m0 = t0.y / f32(p.K);
-    let inv0 = 1.0 / sqrt(max(t0.z / f32(p.K) - m0 * m0, 0.0) + bitcast<f32>(p.epsBits));
-    let mu = sh + m0;
-    let nwg = (p.rows + R - 1u) / R;
-    let per = (p.K + nwg - 1u) / nwg;
-    for (var j = lid; j < per; j += WG) {
-      let i = g * per + j;
-      if (i < p.K) { xn[t * p.K + i] = g1(i) * (xs(xb + i) - mu) * inv0 + beta[i]; }
-    }
-  }` : ''}
-  if (lane == 0u && live) {
-    ${ln ? `// The row's sums: s = (Σ W γ u, Σu, Σu²), u = x − x[0]; m = μ − x[0].
-    let tot = red[lid];
-    let m = tot.y / f32(p.K);
-    let inv = 1.0 / sqrt(max(tot.z / f32(p.K) - m * m, 0.0) + bitcast<f32>(p.epsBits));
-    var v = inv * (tot.x - m * cc[p.rowOff + wrow]) + cc[p.allRows + p.rowOff + wrow];` : 'var v = red[lid];'}
-    ${o.bias ? `v += bias[p.rowOff + wrow];` : ''}
-    ${o.relu ? 'v = max(v, 0.0);' : ''}
-    let oi = t * p.outStride + p.outOff + r;
-    ${o.resid ? 'y[oi] = y[oi] + v;' : 'y[oi] = v;'}
-    ${o.kv ? `// The matrix row (q [0, d), k [d, 2d), v [2d, 3d)): K and V rows also go to the cache.
-    let kr = p.rowOff + wrow;
-    let kd = p.allRows / 3u;
-    if (kr >= kd) {
-      let kp = (step[0] + t) * kd;
-      if (kr < 2u * kd) { kc[kp + kr - kd] = v; } else { vc[kp + kr - 2u * kd] = v; }
-    }` : ''}
+  ${lnOutCode}
+  if (lane == 0u && live) { epi(t, r, wrow, red[lid]); }
+}
+`}
+`;
+}
+
+/**
+ * The main of the several-rows-a-thread form (GemvOpts.rpt = P > 1, wide rows, no gather): thread
+ * (slot q, lane) owns rows g·R·P + q + i·R, i < P, and walks their chunks lane, lane + TPR, ... two
+ * at a time: 2·P 16-byte weight loads in flight, each x chunk loaded once for P rows. With ln, the
+ * x side is γ∘(x − sh) and the statistics' terms Σu, Σu² are taken once a chunk, not once a row.
+ * Rows past the matrix read its last row (valid memory) and drop the result.
+ */
+function multiRowMain(o: GemvOpts, P: number, sg: boolean, ln: boolean, shiftCode: string, lnOutCode: string): string {
+  const rows = Array.from({ length: P }, (_, i) => i);
+  const each = (fn: (i: number) => string, sep = '\n') => rows.map(fn).join(sep);
+  const shArgs = ln ? ', sh, &su' : '';
+  return `
+struct X8 { lo: vec4<f32>, hi: vec4<f32> }
+// The x side of the chunk at element k: x itself, or with ln γ∘(x − sh), adding Σu and Σu² into su.
+fn xin(xb: u32, k: u32${ln ? ', sh: f32, su: ptr<function, vec2<f32>>' : ''}) -> X8 {
+  ${ln ? `let ul = x4(xb + k) - vec4<f32>(sh);
+  let uh = x4(xb + k + 4u) - vec4<f32>(sh);
+  *su += vec2<f32>(dot(ul, vec4<f32>(1.0)) + dot(uh, vec4<f32>(1.0)), dot(ul, ul) + dot(uh, uh));
+  return X8(ul * g4(k), uh * g4(k + 4u));` : 'return X8(x4(xb + k), x4(xb + k + 4u));'}
+}
+fn wdot(w: vec4<u32>, v: X8) -> f32 { return dot(w8lo(w), v.lo) + dot(w8hi(w), v.hi); }
+
+@compute @workgroup_size(${o.rows * o.tpr})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${sg ? ', @builtin(subgroup_invocation_id) sl: u32, @builtin(subgroup_size) ss: u32' : ''}) {
+  let g = wid.x + wid.y * p.nwgx;
+  let t = wid.z;
+  let lane = lid % TPR;
+  let r0 = g * RP + lid / TPR;
+  let xb = t * p.inStride + p.inOff;
+  ${shiftCode}
+  let rc = p.K4 / 2u;
+  let full = p.K / 8u;
+  ${each((i) => `let wb${i} = min(r0 + ${i}u * R, p.rows - 1u) * rc;`, '\n  ')}
+  ${each((i) => `var d${i} = 0.0;`, ' ')}
+  var su = vec2<f32>(0.0);
+  var c = lane;
+  loop {
+    if (c + TPR >= full) { break; }
+    ${each((i) => `let w${i}a = W[wb${i} + c]; let w${i}b = W[wb${i} + c + TPR];`, '\n    ')}
+    let va = xin(xb, c * 8u${shArgs});
+    let vb = xin(xb, (c + TPR) * 8u${shArgs});
+    ${each((i) => `d${i} += wdot(w${i}a, va) + wdot(w${i}b, vb);`, '\n    ')}
+    c += 2u * TPR;
+  }
+  if (c < full) {
+    ${each((i) => `let w${i}a = W[wb${i} + c];`, ' ')}
+    let va = xin(xb, c * 8u${shArgs});
+    ${each((i) => `d${i} += wdot(w${i}a, va);`, ' ')}
+  }
+  // K not a multiple of 8: the last chunk is zero-padded in W; read only the x that exists.
+  if (lane == 0u && full * 8u < p.K) {
+    let k = full * 8u;
+    let n = p.K - k;
+    ${each((i) => `{
+      let w = W[wb${i} + full];
+      var e = tail4(w8lo(w), xb, k, min(n, 4u)${ln ? ', sh' : ''});
+      if (n > 4u) { e += tail4(w8hi(w), xb, k + 4u, n - 4u${ln ? ', sh' : ''}); }
+      ${ln ? `d${i} += e.x;${i === 0 ? ' su += e.yz;' : ''}` : `d${i} += e;`}
+    }`, '\n    ')}
+  }
+  // Each row's sum over its lanes, one reduction after the other through red.
+  var tot: array<RT, ${P}>;
+  ${each((i) => `{
+    let acc = ${ln ? `vec3<f32>(d${i}, su.x, su.y)` : `d${i}`};
+    ${laneSumWgsl({ v: 'acc', lanes: 'TPR', lane: 'lane', sg, zero: 'RT(0.0)' })}
+    tot[${i}] = red[lid];
+    ${i === 0 && o.lnOut ? `${lnOutCode}\n    workgroupBarrier();` : ''}
+  }`, '\n  ')}
+  if (lane == 0u) {
+    ${each((i) => `if (r0 + ${i}u * R < p.rows) { epi(t, r0 + ${i}u * R, r0 + ${i}u * R, tot[${i}]); }`, '\n    ')}
   }
 }
 `;
