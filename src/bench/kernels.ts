@@ -169,9 +169,6 @@ const GATHER_SHAPES = [{ rows: 4, tpr: 64 }, { rows: 2, tpr: 128 }, { rows: 1, t
 const FC2_SHAPES: Fc2DirectShape[] = [
   { wg: 1024, ch: 8, unroll: 8 }, { wg: 512, ch: 4, unroll: 16 }, { wg: 1024, ch: 4, unroll: 4 }, { wg: 512, ch: 2, unroll: 8 },
   { wg: 256, ch: 4, unroll: 8 }, { wg: 256, ch: 2, unroll: 16 }, { wg: 1024, ch: 8, unroll: 16 }, { wg: 1024, ch: 8, unroll: 12 },
-  // Pipelined sel / h loads (one load in a round's chain instead of two).
-  { wg: 1024, ch: 8, unroll: 8, pipe: true }, { wg: 1024, ch: 8, unroll: 4, pipe: true }, { wg: 512, ch: 4, unroll: 16, pipe: true },
-  { wg: 512, ch: 4, unroll: 8, pipe: true }, { wg: 512, ch: 2, unroll: 8, pipe: true }, { wg: 1024, ch: 4, unroll: 8, pipe: true },
 ];
 /** ... and predictor A (r rows: few, so the default 4 rows a workgroup gives few workgroups). */
 const PRED_A_SHAPES = [{ rows: 2, tpr: 128 }, { rows: 1, tpr: 256 }];
@@ -181,7 +178,7 @@ const GEMV_SHAPES: { rows: number; tpr: number; rpt?: number }[] = [
   { rows: 1, tpr: 256, rpt: 2 }, { rows: 2, tpr: 128, rpt: 2 }, { rows: 4, tpr: 64, rpt: 2 }, { rows: 8, tpr: 32, rpt: 2 }, { rows: 4, tpr: 64, rpt: 4 },
 ];
 const gemvForm = (sh: { rows: number; tpr: number; rpt?: number }) => `r${sh.rows}_tpr${sh.tpr}${(sh.rpt ?? 1) > 1 ? `_p${sh.rpt}` : ''}`;
-const fc2Form = (s: Fc2DirectShape) => `wg${s.wg}_ch${s.ch}_u${s.unroll}${s.pipe ? '_pipe' : ''}`;
+const fc2Form = (s: Fc2DirectShape) => `wg${s.wg}_ch${s.ch}_u${s.unroll}`;
 
 /** y = W x through the GEMV kernel with a given shape (ops picks one per width; this tries others). */
 function gemvWith(k: Kernels, a: { W: GpuMatrix; x: GPUBuffer; y: GPUBuffer }, sh: { rows: number; tpr: number; rpt?: number }, own: GPUBuffer[]): Dispatch[] {

@@ -160,12 +160,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
  * 20 µs at OPT-6.7B, 10 %; 512 or 1024: 10.2-10.4), and a subgroupShuffleXor sum instead of the
  * tree was slower (12.5-13.5 µs), so there is none.
  */
-/**
- * wg threads, ch 16-byte chunks a row piece, unroll rows in flight a thread; pipe: each round's
- * sel / h loads are issued in the round before, under its row loads, so a round waits on one load
- * (the rows) instead of two in a chain (sel / h, then the rows they name).
- */
-export interface Fc2DirectShape { wg: number; ch: number; unroll: number; pipe?: boolean }
+/** wg threads, ch 16-byte chunks a row piece, unroll rows in flight a thread. */
+export interface Fc2DirectShape { wg: number; ch: number; unroll: number }
 /**
  * The shape to use: the fastest of those timed on an H200 (docs/benchmarks.md: 10.2 µs at OPT-6.7B,
  * 10 %, against 18.2 µs for partial sums + reduce; 11.9 against 20.9 at OPT-13B), where the device
@@ -176,7 +172,7 @@ export function fc2DirectShape(l: { maxComputeInvocationsPerWorkgroup: number; m
   return big ? { wg: 1024, ch: 8, unroll: 8 } : { wg: 256, ch: 2, unroll: 16 };
 }
 export const FC2D_PARAMS = ['d', 'd8', 'k', 'selStride', 'row0', 'partRows', 'bias'] as const;
-export const fc2DirectKey = (s: Fc2DirectShape, bias: boolean) => `fc2_direct_w8_wg${s.wg}_ch${s.ch}_u${s.unroll}${s.pipe ? '_pipe' : ''}${bias ? '_bias' : ''}`;
+export const fc2DirectKey = (s: Fc2DirectShape, bias: boolean) => `fc2_direct_w8_wg${s.wg}_ch${s.ch}_u${s.unroll}${bias ? '_bias' : ''}`;
 
 export function fc2DirectWgsl(s: Fc2DirectShape, bias: boolean): string {
   const { wg: W, ch: CH, unroll: U } = s;
@@ -235,15 +231,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0);
   var b0 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0);
   // Rounds of U rows (j, j + RL, ...), the last one masked: every round has all its loads in flight.
-${s.pipe ? `  // Pipelined: round j's sel / h were loaded during round j - ${U * RL}; the first round's here.
-${rows.map((u) => `  var ni${u} = 0u; var nh${u} = 0.0; if (rl + ${u * RL}u < p.k) { ni${u} = sel[sb + rl + ${u * RL}u]; nh${u} = h[hb + rl + ${u * RL}u]; }`).join('\n')}` : ''}
   for (var j = rl; j < p.k; j += ${U * RL}u) {
-${s.pipe ? rows.map((u) => `    let q${u} = j + ${u * RL}u < p.k;
-    let i${u} = ni${u}; let h${u} = nh${u};`).join('\n') : rows.map((u) => `    let q${u} = j + ${u * RL}u < p.k;
+${rows.map((u) => `    let q${u} = j + ${u * RL}u < p.k;
     var i${u} = 0u; var h${u} = 0.0; if (q${u}) { i${u} = sel[sb + j + ${u * RL}u]; h${u} = h[hb + j + ${u * RL}u]; }`).join('\n')}
 ${rows.map((u) => `    let v${u} = q${u} && h${u} != 0.0 && i${u} >= r0 && i${u} < r1;
     var w${u} = vec4<u32>(0u); if (v${u}) { w${u} = W[(i${u} - r0) * p.d8 + cc]; }`).join('\n')}
-${s.pipe ? rows.map((u) => `    { let jn = j + ${U * RL + u * RL}u; if (jn < p.k) { ni${u} = sel[sb + jn]; nh${u} = h[hb + jn]; } }`).join('\n') : ''}
 ${rows.map((u) => `    { let g = select(0.0, h${u}, v${u}); ${u % 2 ? 'b0 += g * lo(w' + u + '); b1 += g * hi(w' + u + ');' : 'a0 += g * lo(w' + u + '); a1 += g * hi(w' + u + ');'} }`).join('\n')}
   }
   let s0 = treeSum(lid, rl, a0 + b0);
