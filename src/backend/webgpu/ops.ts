@@ -313,10 +313,6 @@ export class Kernels {
    * not used). Otherwise, or with `mode: 'partial'`: partial sums over slices of the selection, then
    * a reduce. `fc2Shape` overrides the one-pass kernel's shape (bench).
    */
-  /**
-   * Sparse fc2. Rows padded to 8 halves (every real OPT width) take the one-pass form; others, or
-   * mode 'partial', the partial sums over `slices` slices into `partial` plus a reduce dispatch.
-   */
   sparseDown(a: { W2t: GpuMatrix; h: GPUBuffer; sel: GPUBuffer; selStride: number; k: number; T: number; slices?: number; partial?: GPUBuffer; x: GPUBuffer; bias: GPUBuffer | null; mode?: 'direct' | 'partial'; fc2Shape?: Fc2DirectShape }, own: GPUBuffer[]): Dispatch[] {
     const d = a.W2t.cols, d4 = a.W2t.colsP / 4;
     if (fc2OnePass(a.W2t) && a.mode !== 'partial') {
