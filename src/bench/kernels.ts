@@ -217,6 +217,7 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
   const bench = async (what: string, fn: (s: Scratch) => Promise<void>) => {
     if (o.only && !o.only.some((p) => what.startsWith(p))) return;
     const s = new Scratch(k);
+    const first = rows.length;
     gpu.device.pushErrorScope('out-of-memory');
     gpu.device.pushErrorScope('validation');
     let thrown: unknown = null;
@@ -228,8 +229,9 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
     if (thrown) throw thrown;
     if (err) {
       log(`skipped: ${what}: ${oom ? 'out of device memory' : 'WebGPU error'}: ${err.message.split('\n')[0]}`);
-      // A row timed while an allocation failed means nothing.
-      while (rows.length && rows[rows.length - 1].kernel === what) rows.pop();
+      // A row timed while an allocation or a pipeline failed means nothing: drop every row this
+      // benchmark added (the 'mlp' one adds rows of several kernel names).
+      rows.length = first;
     }
   };
 
