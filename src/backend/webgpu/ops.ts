@@ -71,7 +71,7 @@ function gemvShape(K4: number, nRows = Infinity): { rows: number; tpr: number; r
  * dense rule's 8 of 32; OPT-6.7B (K 1638) and 13B (K 2048) fastest with 4 of 64, the dense rule's.
  */
 function gatherShape(k: number, K4: number): { rows: number; tpr: number; wide: boolean } {
-  const dense = gemvShape(K4), wide = dense.wide;   // (rows a thread: not a form of the gather)
+  const dense = gemvShape(K4), wide = dense.wide;
   const chunks = wide ? K4 / 2 : K4;
   // Never fewer threads a row than the dense rule (untimed: fewer, longer rows were slower at 13B).
   let rows = 2 ** Math.round(Math.log2(Math.max(1, k / 400)));
@@ -260,7 +260,7 @@ export class Kernels {
 
   /** h[t, j] = relu(W[sel[t, j]] · x[t] + b[sel[t, j]]): the gathered fc1 of the sparse MLP. `shape` overrides gatherShape (tests, bench). */
   gatherLinear(a: { W: GpuMatrix; x: GPUBuffer; h: GPUBuffer; T: number; k: number; sel: GPUBuffer; selStride: number; bias: GPUBuffer | null; relu: boolean; shape?: { rows: number; tpr: number } }, own: GPUBuffer[]): Dispatch[] {
-    const o: GemvOpts = { ...gatherShape(a.k, a.W.colsP / 4), ...a.shape, rpt: 1, bias: !!a.bias, relu: a.relu, resid: false, gather: true };
+    const o: GemvOpts = { ...gatherShape(a.k, a.W.colsP / 4), ...a.shape, bias: !!a.bias, relu: a.relu, resid: false, gather: true };
     o.xv4 = o.wide && a.W.cols % 4 === 0;
     const key = gemvKey(this.feats, o);
     const pl = this.pipeline(key, () => gemvWgsl(this.feats, o));
