@@ -37,6 +37,14 @@ test('bench --json prints one object per configuration with the documented keys'
   assert.match(r.stderr, /^bandwidth: [\d.]+ GB\/s \(memcpy/m);
 });
 
+test('bench --profile on the CPU backend says it is skipped and still prints its rows', () => {
+  const r = bench([...fast, '--json', '--profile']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /^skipped: --profile: the CPU backend has no GPU timestamps$/m);
+  const row = JSON.parse(r.stdout.trim()) as Record<string, unknown>;
+  assert.ok(!('profile' in row));
+});
+
 test('bench prints an aligned table by default', () => {
   const r = bench(fast);
   assert.equal(r.status, 0, r.stderr);

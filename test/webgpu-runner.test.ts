@@ -355,3 +355,29 @@ test('webgpu sparse MLP with d not a multiple of 8 (fc2 by partial sums + reduce
   g.dispose();
   rmSync(dir, { recursive: true });
 });
+
+test('webgpu decode profile: every dispatch of the step timed on its own, grouped by kernel; the decode after it unchanged (5m)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const ck = await checkpoint(MODELS['5m']);
+  const g = await createWebGpuRunner(ck.config, ck.weights, { gpu });
+  const ids = reference(MODELS['5m'])[0].input_ids;
+  await g.forward(ids, { noLogits: true });
+  const steps = 3;
+  const p = await g.profileDecodeSteps(steps, 11);
+  assert.equal(p.steps, steps);
+  assert.equal(p.rows.reduce((a, r) => a + r.perToken, 0), p.dispatchesPerToken, 'every dispatch in exactly one row');
+  assert.ok(p.rows.every((r) => r.usPerToken >= 0 && r.workgroups >= 1 && r.kernel.length > 0));
+  assert.ok(p.rows.some((r) => r.kernel.startsWith('gemv_') && r.perToken === 2 * ck.config.layers), p.rows.map((r) => `${r.kernel} ×${r.perToken}`).join(', '));
+  for (let i = 1; i < p.rows.length; i++) assert.ok(p.rows[i - 1].usPerToken >= p.rows[i].usPerToken, 'slowest first');
+  assert.ok(Math.abs(p.busyMsPerToken * 1e3 - p.rows.reduce((a, r) => a + r.usPerToken, 0)) < 1e-6 * p.busyMsPerToken * 1e3 + 1e-9);
+  assert.ok(p.busyMsPerToken > 0);
+  // The profiled steps are timeDecodeSteps' steps (the same plan: no LM head) and advance the
+  // position and the cache like them: the next step's logits equal a timed runner's.
+  const ref = await createWebGpuRunner(ck.config, ck.weights, { gpu });
+  await ref.forward(ids, { noLogits: true });
+  assert.equal((await ref.timeDecodeSteps(steps, 11)).dispatchesPerToken, p.dispatchesPerToken);
+  const [a, b] = [await g.forward([7]), await ref.forward([7])];
+  assert.ok(relErr(a, b) < 1e-6, `after the profile: ${relErr(a, b)}`);
+  g.dispose(); ref.dispose();
+});

@@ -30,6 +30,12 @@ export interface BenchRow {
   queued_ms_per_token?: number;
   gpu_ms_per_token?: number | null;  // GPU timestamps (null without timestamp-query)
   gpu_gbps?: number | null;          // (bytes_per_token - lm_head bytes) / gpu_ms_per_token
+  /**
+   * With --profile: the decode step dispatch by dispatch (each in a pass of its own, GPU timestamps),
+   * grouped by pipeline and grid, slowest first; busy_ms_per_token is their sum: the kernels with no
+   * gaps between them (against gpu_ms_per_token, the same step in one pass).
+   */
+  profile?: { busy_ms_per_token: number; rows: { kernel: string; workgroups: number; per_token: number; us_per_token: number; us_each: number }[] };
   hf_ms_per_token?: number;
   hf_prefill_ms?: number;
   hf_device?: string;
@@ -53,6 +59,17 @@ export function table(header: string[], rows: string[][]): string {
   const w = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (r: string[]) => r.map((s, i) => (i === 0 ? s.padEnd(w[i]) : s.padStart(w[i]))).join('  ');
   return [line(header), w.map((n) => '-'.repeat(n)).join('  '), ...rows.map(line)].join('\n') + '\n';
+}
+
+/** The --profile table of one configuration (text mode). */
+export function profileTable(row: BenchRow): string {
+  const p = row.profile;
+  if (!p) return '';
+  const step = row.gpu_ms_per_token ?? null;
+  const head = `${row.shape} ${row.sparsity}: kernels ${p.busy_ms_per_token.toFixed(3)} ms a token back to back` +
+    (step ? ` against ${step.toFixed(3)} ms for the step in one pass (${((step - p.busy_ms_per_token) * 1e3).toFixed(0)} µs between dispatches)` : '') + '\n';
+  return head + table(['kernel', 'workgroups', 'per token', 'µs each', 'µs a token', '% of kernels'],
+    p.rows.map((r) => [r.kernel, String(r.workgroups), String(r.per_token), fmt(r.us_each, 1), fmt(r.us_per_token, 1), fmt((100 * r.us_per_token) / (p.busy_ms_per_token * 1e3), 1)]));
 }
 
 export function benchTable(rows: BenchRow[]): string {

@@ -6,6 +6,7 @@ import { cpus, totalmem } from 'node:os';
 import { basename, resolve } from 'node:path';
 import type { BackendName, Runner } from '../backend/types.js';
 import { openGpu, probeAdapter, type Gpu, type GpuOptions } from '../backend/webgpu/device.js';
+import type { DecodeProfile } from '../backend/webgpu/runner.js';
 import { loadModel, type Model } from '../engine/model.js';
 import type { OptConfig } from '../model/config.js';
 import type { Checkpoint } from '../model/checkpoint.js';
@@ -40,6 +41,8 @@ export interface BenchOptions {
   oracle: boolean;
   predictors?: string;
   compareHf: boolean;
+  /** Also time the decode step dispatch by dispatch (WebGPU with timestamp-query): BenchRow.profile. */
+  profile?: boolean;
   /** Device memory to assume for the fit check of --shape, GiB (default: known cards, else none). */
   deviceMemoryGib?: number;
   /** One line per event (skips, progress) — stderr in the CLI. */
@@ -238,6 +241,7 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: 'dense' 
   const tb = meanTokenBytes(c, { layout, mlp }, o.promptLen, o.gen);
   const bytes = tb.total;
   const gpuT = await queuedTiming(runner, o);
+  const profile = o.profile ? await decodeProfile(runner, o) : null;
   runner.setSparsity(null);
   const floorMs = bytes / (bw.gbps * 1e6);
   const sel = policy?.mlp.find((p) => p)?.selector;
@@ -263,6 +267,7 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: 'dense' 
       // timeDecodeSteps runs the decode plan without the LM head: its bytes exclude lm_head.
       gpu_gbps: gpuT.gpuMsPerToken ? (bytes - tb.lmHead) / (gpuT.gpuMsPerToken * 1e6) : null,
     }),
+    ...(profile && { profile }),
   };
 }
 
@@ -283,6 +288,23 @@ async function queuedTiming(runner: Runner, o: BenchOptions): Promise<StepTiming
   const t = await r.timeDecodeSteps(o.gen, 2);
   runner.reset();
   return t;
+}
+
+type Profiled = Runner & { profileDecodeSteps(steps: number, token?: number): Promise<DecodeProfile> };
+
+/** The decode step dispatch by dispatch at the measured loop's positions (BenchRow.profile); null where the backend can't. */
+async function decodeProfile(runner: Runner, o: BenchOptions): Promise<BenchRow['profile'] | null> {
+  const r = runner as Partial<Profiled>;
+  if (typeof r.profileDecodeSteps !== 'function') { o.log('skipped: --profile: the CPU backend has no GPU timestamps'); return null; }
+  runner.reset();
+  await runner.forward(Array.from({ length: o.promptLen }, (_, i) => (i * 7919) % runner.config.vocabSize), { noLogits: true });
+  const p = await r.profileDecodeSteps(o.gen, 2);
+  runner.reset();
+  const r1 = (x: number) => Math.round(x * 10) / 10;
+  return {
+    busy_ms_per_token: Math.round(p.busyMsPerToken * 1e4) / 1e4,
+    rows: p.rows.map((x) => ({ kernel: x.kernel, workgroups: x.workgroups, per_token: x.perToken, us_per_token: r1(x.usPerToken), us_each: r1(x.usPerToken / x.perToken) })),
+  };
 }
 
 /** Adds the HF baseline's numbers to a target's rows, or logs one "skipped:" line. */

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { parseBackend } from '../backend/select.js';
 import { probeAdapter } from '../backend/webgpu/device.js';
 import { kernelJson, kernelShape, kernelTable, runKernelBench, type KernelRow } from '../bench/kernels.js';
-import { benchTable, rounded } from '../bench/report.js';
+import { benchTable, profileTable, rounded } from '../bench/report.js';
 import { runBench, type SparsityMode } from '../bench/run.js';
 import { SHAPE_NAMES } from '../bench/shapes.js';
 import { fail } from '../util/errors.js';
@@ -11,7 +11,7 @@ import { action, DEMO_MODEL, floatArg, intArg, modelOptions } from './common.js'
 interface BenchFlags {
   model?: string; shape?: string; backend: string; promptLen: number; gen: number; warmup: number;
   sparsity: string; mlpDensity?: number; headDensity: number; oracle?: boolean; predictors?: string; selection: string;
-  json?: boolean; compareHf?: boolean; deviceMemoryGib?: number;
+  json?: boolean; compareHf?: boolean; deviceMemoryGib?: number; profile?: boolean;
   kernels?: boolean; kernelMs: number; kernelSamples: number; readMib?: number; rotateMib?: number; kernelOnly?: string; kernelVariants?: boolean;
 }
 
@@ -69,6 +69,7 @@ export function register(program: Command): void {
     .option('--device-memory-gib <n>', 'device memory for the --shape fit check (default: known cards)', floatArg('--device-memory-gib', 0))
     .option('--compare-hf', 'also run bench/hf_baseline.py (PyTorch + transformers, CUDA) and print the ratios')
     .option('--json', 'one JSON object per configuration, one per line')
+    .option('--profile', 'also time the decode step dispatch by dispatch (WebGPU, GPU timestamps): where the step\'s time goes')
     .option('--kernels', 'kernel micro-benchmarks at --shape (default opt-6.7b; or d=N,f=N,heads=N,vocab=N,pos=N) instead of decode')
     .option('--kernel-ms <ms>', 'with --kernels: time of one timed sample', floatArg('--kernel-ms', 0), 20)
     .option('--kernel-samples <n>', 'with --kernels: timed samples per kernel (the median is reported)', intArg('--kernel-samples', 1), 9)
@@ -87,10 +88,13 @@ export function register(program: Command): void {
       sparsity: parseSparsity(o.sparsity),
       mlpDensity: o.mlpDensity, headDensity: o.headDensity,
       oracle: !!o.oracle, predictors: o.predictors, selection: parseSelection(o.selection),
-      compareHf: !!o.compareHf, deviceMemoryGib: o.deviceMemoryGib,
+      compareHf: !!o.compareHf, deviceMemoryGib: o.deviceMemoryGib, profile: !!o.profile,
       log: (line) => process.stderr.write(line + '\n'),
     });
     if (o.json) for (const r of rows) process.stdout.write(JSON.stringify(rounded(r)) + '\n');
-    else if (rows.length) process.stdout.write(benchTable(rows));
+    else if (rows.length) {
+      process.stdout.write(benchTable(rows));
+      for (const r of rows) if (r.profile) process.stdout.write('\n' + profileTable(r));
+    }
   }));
 }

@@ -432,6 +432,17 @@ export class Kernels {
     }
     if (pass) pass.end();
   }
+
+  /** Each dispatch in a compute pass of its own, GPU timestamps 2i and 2i + 1 at its start and end (profiling). */
+  encodeTimed(enc: GPUCommandEncoder, ds: Dispatch[], querySet: GPUQuerySet): void {
+    ds.forEach((d, i) => {
+      const pass = enc.beginComputePass({ timestampWrites: { querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+      pass.setPipeline(d.pipeline);
+      pass.setBindGroup(0, d.bind);
+      pass.dispatchWorkgroups(...d.wg);
+      pass.end();
+    });
+  }
 }
 
 /** Runs dispatches now and waits (load-time work and tests). */

@@ -83,6 +83,19 @@ export interface DecodeTiming {
   weightBytesPerToken: number;
 }
 
+/**
+ * A decode step dispatch by dispatch (profileDecodeSteps): each dispatch in a compute pass of its
+ * own with GPU timestamps at its start and end, so a row is a kernel's own time without the gap to
+ * the next dispatch. Rows group the dispatches of one pipeline and grid (e.g. every layer's qkv GEMV).
+ */
+export interface DecodeProfile {
+  steps: number;
+  rows: { kernel: string; workgroups: number; perToken: number; usPerToken: number }[];
+  /** Sum of the rows: the step's kernels back to back, no gaps (GPU ms a token). */
+  busyMsPerToken: number;
+  dispatchesPerToken: number;
+}
+
 export type WebGpuRunner = Runner & {
   gpu: Gpu;
   /** Dispatches in one decode step's command buffer. */
@@ -92,6 +105,8 @@ export type WebGpuRunner = Runner & {
   weightBytesPerToken(): number;
   /** Queues `steps` decode steps of token `token` (no logits), advancing the position, and times them. */
   timeDecodeSteps(steps: number, token?: number): Promise<DecodeTiming>;
+  /** Queues `steps` decode steps like timeDecodeSteps, each dispatch timed on its own (needs timestamp-query). */
+  profileDecodeSteps(steps: number, token?: number): Promise<DecodeProfile>;
 };
 
 export interface WebGpuRunnerOptions extends GpuOptions {
@@ -662,6 +677,46 @@ class GpuRunner implements WebGpuRunner {
       read!.unmap(); read!.destroy(); resolve!.destroy();
     }
     return { steps, msPerToken: ms, gpuMsPerToken: gpuMs, dispatchesPerToken: plan.dispatches, weightBytesPerToken: this.weightBytesPerToken() };
+  }
+
+  async profileDecodeSteps(steps: number, token = 0): Promise<DecodeProfile> {
+    const dev = this.k.device;
+    if (!this.gpu.timestamps) fail('profiling needs the timestamp-query feature, which this adapter does not offer');
+    if (this.pos + steps > this.config.maxPositions) fail(`${steps} decode steps from position ${this.pos} pass the context of ${this.config.maxPositions}`);
+    const plan = this.plan(1, 'none', false);
+    const ds = plan.items.flatMap((it) => ('d' in it ? [it.d] : []));
+    const n = 2 * ds.length;
+    // One query set a step, resolved after it (WebGPU caps a query set at 4096 queries).
+    const qs = dev.createQuerySet({ type: 'timestamp', count: n });
+    const resolve = dev.createBuffer({ size: 8 * n, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const read = dev.createBuffer({ size: 8 * n, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const ns = new Float64Array(ds.length);
+    try {
+      for (let i = 0; i < steps; i++) {
+        dev.queue.writeBuffer(this.step, 0, Uint32Array.from([this.pos, token]));
+        const enc = dev.createCommandEncoder();
+        this.k.encodeTimed(enc, ds, qs);
+        enc.resolveQuerySet(qs, 0, n, resolve, 0);
+        enc.copyBufferToBuffer(resolve, 0, read, 0, 8 * n);
+        dev.queue.submit([enc.finish()]);
+        this.pos++;
+        this.mlpTokens++;
+        await read.mapAsync(GPUMapMode.READ);
+        const t = new BigUint64Array(read.getMappedRange());
+        for (let j = 0; j < ds.length; j++) ns[j] += t[2 * j + 1] > t[2 * j] ? Number(t[2 * j + 1] - t[2 * j]) : 0;
+        read.unmap();
+      }
+    } finally { qs.destroy(); resolve.destroy(); read.destroy(); }
+    const rows = new Map<string, DecodeProfile['rows'][number]>();
+    ds.forEach((x, j) => {
+      const workgroups = x.wg[0] * x.wg[1] * x.wg[2], key = `${x.label}/${workgroups}`;
+      const r = rows.get(key) ?? { kernel: x.label, workgroups, perToken: 0, usPerToken: 0 };
+      r.perToken++;
+      r.usPerToken += ns[j] / 1e3 / steps;
+      rows.set(key, r);
+    });
+    const out = [...rows.values()].sort((a, b) => b.usPerToken - a.usPerToken);
+    return { steps, rows: out, busyMsPerToken: out.reduce((a, r) => a + r.usPerToken, 0) / 1e3, dispatchesPerToken: ds.length };
   }
 
   dispose(): void {
