@@ -471,6 +471,18 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
         const sel1 = await timer.time(L.map((l) => k.blockSelectFc1({ B: l.B, bias: l.pb, u, W1: l.fc1, b1, x: xin, sel, h, cnt, T: 1, cap, tau, ...sh }, s.own)));
         add('block-select', { density: r3(chosen / f), k: chosen, cap, rank: r, form: sh.wg ? `wg${sh.wg}_u${sh.unroll}` : 'default', layers }, sel1.us, matBytes(f, r) + f * 4 + chosen * ceil4(d) * 2, sel1.method);
       }
+      // With variants: predictor B at half the rank, fp16: the bytes an int8 B of the full rank would
+      // read (what quantizing B could save, before writing it), its own threshold at the same quantile.
+      if (variants) {
+        const rh = Math.max(8, Math.round(r / 16) * 8);
+        const Bh = L.map((_, i) => s.mat(f, rh, `Bh_${i}`));
+        await s.ready();
+        await runNow(k, k.linear({ W: Bh[0], x: u, y: scores, T: 1, bias: L[0].pb }, tmp), tmp);
+        const sch = Float32Array.from(await readF32(k, scores, f)).sort();
+        const tauH = sch[Math.max(0, Math.min(f - 1, f - Kb))];
+        const th = await timer.time(L.map((l, i) => k.blockSelectFc1({ B: Bh[i], bias: l.pb, u, W1: l.fc1, b1, x: xin, sel, h, cnt, T: 1, cap, tau: tauH }, s.own)));
+        add('block-select', { density: bd, cap, rank: rh, form: `B at rank ${rh} (the bytes of an int8 B at rank ${r})`, layers }, th.us, matBytes(f, rh) + f * 4 + Kb * ceil4(d) * 2, th.method);
+      }
       for (const fc2Shape of [undefined, ...(variants ? FC2_SHAPES : [])]) {
         const fc2s = await timer.time(L.map((l) => k.sparseDown({ W2t: l.fc2T, h, sel, selStride: slots, k: slots, T: 1, x, bias: b2, fc2Shape }, s.own)));
         add('sparse-fc2', { density: r3(chosen / f), k: chosen, slots, form: `block slots${fc2Shape ? ' ' + fc2Form(fc2Shape) : ''}`, layers }, fc2s.us, chosen * ceil4(d) * 2, fc2s.method);
