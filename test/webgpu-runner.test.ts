@@ -213,7 +213,7 @@ test('webgpu chained greedy decode: the same ids as the per-step readback loop, 
   const ck = await checkpoint(MODELS['5m']);
   const g = await createWebGpuRunner(ck.config, ck.weights, { gpu });
   const refs = reference(MODELS['5m']);
-  const N = 13; // more steps than the window of queued steps, so its slots are reused
+  const N = 21; // more steps than the window of queued steps (16, reached after 6 ids), so its slots are reused
   const runs = async (ids: number[]) => {
     g.reset();
     const logits = await g.forward(ids);

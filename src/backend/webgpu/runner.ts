@@ -55,12 +55,17 @@ type Head = 'none' | 'last' | 'all' | 'greedy';
 
 /**
  * Decode steps decodeGreedy keeps queued. The host's turn per token (the id's map resolving, onToken,
- * encoding the next step) must fit in the GPU time of the steps still queued: 1.8 ms of round trip
- * against 6.4 ms steps at OPT-6.7B needs 2; 4 leaves room for small models' shorter steps and for
- * host hiccups. The price: a stop (EOS, a stop string) leaves up to 3 steps running whose results
- * are dropped (GPU time, off the host's path: decodeGreedy returns at once).
+ * encoding the next step, ~0.6 ms for OPT-6.7B's 196 dispatches) must fit in the GPU time of the
+ * steps still queued, and so must the host's pauses: V8 runs a full mark-compact every ~250 ms of
+ * decoding (Dawn's per-call wrappers are the garbage), 8-12 ms each, and other hiccups reach
+ * ~25 ms. With 4 queued (20 ms at 6.7B, 6 ms at 1.3B) those pauses drained the queue: 1-2 steps in
+ * 60 took ~20 ms and the mean was 3-6 % over the median (H200, docs/benchmarks.md). 16 rides them
+ * out. The queue starts CHAIN_START deep and grows by 2 a token, so the first id is not held up by
+ * encoding 16 steps first. The price of depth: a stop (EOS, a stop string) leaves up to 15 steps
+ * running whose results are dropped (GPU time, off the host's path: decodeGreedy returns at once).
  */
-const CHAIN_WINDOW = 4;
+const CHAIN_WINDOW = 16;
+const CHAIN_START = 4;
 
 /**
  * Decode folds LayerNorm into the next GEMV by default at every width. The first folded form (two
@@ -585,8 +590,8 @@ class GpuRunner implements WebGpuRunner {
         this.mlpTokens++;
         maps[slot] = out.mapAsync(GPUMapMode.READ, 0, 4);
       };
-      let queued = 0;
-      while (queued < Math.min(W, maxSteps)) submit(queued++);
+      let queued = 0, depth = CHAIN_START;
+      while (queued < Math.min(depth, maxSteps)) submit(queued++);
       try {
         while (ids.length < maxSteps) {
           const slot = ids.length % W, out = this.idStage[slot];
@@ -598,7 +603,9 @@ class GpuRunner implements WebGpuRunner {
           ids.push(id);
           this.pos = pos0 + ids.length;
           if (!onToken(id)) break;
-          if (queued < maxSteps) submit(queued++); // encoded while the GPU runs the queued steps
+          // Encoded while the GPU runs the queued steps; the queue deepens by 2 a token up to W.
+          depth = Math.min(W, depth + 2);
+          while (queued < maxSteps && queued < ids.length + depth) submit(queued++);
         }
       } finally {
         // Steps queued past the stop: their ids are dropped once they land (the slots are reused).
