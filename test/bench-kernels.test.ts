@@ -102,7 +102,11 @@ test('bench --kernels --json prints a row for every kernel with positive times',
   assert.equal(count('block-select'), 1);
   assert.equal(count('topk'), 1);
   assert.equal(count('layernorm'), 1);
-  assert.deepEqual(rows.filter((x) => x.kernel === 'attention').map((x) => (x.params as { positions: number }).positions), [128, 512]);
+  // Each context over an f32 and an f16 KV cache; the f16 rows read half the bytes.
+  const att = rows.filter((x) => x.kernel === 'attention').map((x) => x.params as { positions: number; kv: string });
+  assert.deepEqual(att.map((p) => `${p.positions}/${p.kv}`), ['128/f32', '128/f16', '512/f32', '512/f16']);
+  const attBytes = rows.filter((x) => x.kernel === 'attention').map((x) => x.bytes as number);
+  assert.equal(attBytes[0], 2 * attBytes[1]);
   const sparse = rows.find((x) => x.kernel === 'mlp-sparse')!;
   assert.ok(((sparse.params as { speedup_vs_dense: number }).speedup_vs_dense) > 0);
   const gemv = rows.find((x) => x.kernel === 'gemv')!;

@@ -25,3 +25,8 @@ export function randomMatrix(k: Kernels, rows: number, cols: number, r: () => nu
   k.upload(m, bits);
   return { m, w: halvesToFloats(bits) };
 }
+
+/** Values as the KV cache holds them: rounded to f16 where the kernels keep it in f16 (Kernels.kvHalf). */
+export function kvRound(k: Kernels, a: Float32Array): Float32Array {
+  return k.kvHalf ? halvesToFloats(floatsToHalves(a)) : a;
+}

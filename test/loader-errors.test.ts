@@ -128,5 +128,8 @@ test('the CLI prints one line and exits non-zero on bad input', () => {
   const b = run(['generate', '--backend', 'cpu', 'word '.repeat(1100)]);
   assert.equal(b.status, 1);
   assert.match(b.stderr.trim(), /^dejavu: prompt of \d+ tokens is longer than the model's context of 1024$/);
+  const kv = run(['generate', '--backend', 'cpu', '--kv-cache', 'f64', 'hi']);
+  assert.equal(kv.status, 1);
+  assert.equal(kv.stderr.trim(), 'dejavu: unknown KV cache type "f64" (choose f32 or f16)');
   assert.ok(readFileSync(cli, 'utf8').length > 0);
 });

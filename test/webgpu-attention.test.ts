@@ -2,7 +2,8 @@
  * Decode attention on the GPU against the CPU twin `attention`: the split-K (flash-decoding) pair on
  * odd shapes — scalar (hd 5, 7, 255) and vec4 (hd 12, 128) rows, contexts of 1, 2, 37 and 130
  * positions spanning several splits and several tiles a split — and the one-workgroup-per-query
- * kernel that prefill keeps. Cache rows past the context hold NaN: a read past it would show.
+ * kernel that prefill keeps, each over an f32 and a packed-f16 KV cache. Cache rows past the context
+ * hold NaN: a read past it would show.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,7 +11,7 @@ import { attention } from '../src/backend/cpu/kernels.js';
 import { Kernels, readF32, runNow } from '../src/backend/webgpu/ops.js';
 import { attentionSplits, attentionSplitShape } from '../src/backend/webgpu/kernels/attention.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
-import { gpuOrSkip } from './gpu.js';
+import { gpuOrSkip, kvRound } from './gpu.js';
 import { randomArray, rng, relErr } from './helpers.js';
 
 let gpu: Gpu | null = null;
@@ -33,7 +34,8 @@ test('webgpu attention matches the CPU twin (split-K decode and the prefill kern
   if (!gpu) return;
   const r = rng(11);
   for (const sg of gpu.subgroups ? [true, false] : [false]) {
-    const k = new Kernels({ ...gpu, subgroups: sg });
+   for (const kv16 of [false, true]) {
+    const k = new Kernels({ ...gpu, subgroups: sg }, undefined, kv16);
     const own: GPUBuffer[] = [];
     // [H, hd, pos, T, splits?]: pos + T positions visible to the last query.
     type Case = [H: number, hd: number, pos: number, T: number, splits?: number];
@@ -45,7 +47,7 @@ test('webgpu attention matches the CPU twin (split-K decode and the prefill kern
       [3, 5, 34, 3, 4], [3, 12, 127, 3, 3],                           // split form on prefill rows
       [3, 5, 34, 3], [3, 12, 6, 3],                                   // prefill kernel
     ];
-    await t.test(`attention ${sg ? 'sg' : 'wgmem'}`, async () => {
+    await t.test(`attention ${sg ? 'sg' : 'wgmem'} kv${kv16 ? 16 : 32}`, async () => {
       for (const [H, hd, pos, T, splits] of cases) {
         const d = H * hd, maxPos = pos + T + 3;
         const kc = new Float32Array(maxPos * d).fill(NaN), vc = new Float32Array(maxPos * d).fill(NaN);
@@ -54,10 +56,11 @@ test('webgpu attention matches the CPU twin (split-K decode and the prefill kern
         const q = new Float32Array(T * d);
         for (let t2 = 0; t2 < T; t2++) q.set(qkv.subarray(t2 * 3 * d, t2 * 3 * d + d), t2 * d);
         const hnRef = new Float32Array(T * H);
-        const ref = attention(q, T, pos, kc, vc, H, hd, undefined, hnRef);
+        // The reference reads the cache's values as the cache holds them (f16 with shader-f16).
+        const ref = attention(q, T, pos, kvRound(k, kc), kvRound(k, vc), H, hd, undefined, hnRef);
         const step = k.f32Buffer(Uint32Array.from([pos]), 'step');
         const o = k.buffer(T * d * 4, 'o'), hn = k.buffer(T * H * 4, 'hn');
-        const ds = k.attention({ step, qkv: k.f32Buffer(qkv, 'qkv'), k: k.f32Buffer(kc, 'k'), v: k.f32Buffer(vc, 'v'), o, hn, H, hd, T, maxPos, splits }, own);
+        const ds = k.attention({ step, qkv: k.f32Buffer(qkv, 'qkv'), k: k.kvBuffer(kc, 'k'), v: k.kvBuffer(vc, 'v'), o, hn, H, hd, T, maxPos, splits }, own);
         assert.equal(ds.length, T === 1 || splits ? 2 : 1, 'decode (or forced splits) takes the split form');
         await runNow(k, ds, own);
         const what = `H=${H} hd=${hd} pos=${pos} T=${T} splits=${splits ?? 'auto'}`;
@@ -66,5 +69,6 @@ test('webgpu attention matches the CPU twin (split-K decode and the prefill kern
         assert.ok(eh < 1e-5, `${what}: head norms ${eh}`);
       }
     });
+   }
   }
 });

@@ -13,9 +13,11 @@ import type { SparsityPolicy } from '../src/sparsity/policy.js';
 import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
 import { gpuOrSkip } from './gpu.js';
 import { rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
 import { argmax } from '../src/backend/cpu/kernels.js';
 import { generate } from '../src/engine/generate.js';
-import { checkpoint, greedyContinue, hasShared, hostGreedy, MODELS, randomArray, reference, relErr, rng } from './helpers.js';
+import { checkpoint, greedyContinue, hasShared, hostGreedy, MODELS, randomArray, reference, relErr, rng, ROOT } from './helpers.js';
 import { tinyConfig, writeTinyModel } from './tiny-model.js';
 
 let gpu: Gpu | null = null;
@@ -95,7 +97,7 @@ test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer 
   // Embedding, final LayerNorm and LM head, and a layer: LayerNorm, qkv (storing K and V: no
   // kvStore dispatch in decode), attention (2), o, LayerNorm, fc1, fc2.
   assert.equal(off.dispatchesPerToken, 3 + 8 * c.layers, 'decode: K/V stored by the qkv GEMV');
-  assert.ok(g.pipelineKeys.some((k) => k.endsWith('_kv_ln')) && off.pipelineKeys.some((k) => k.endsWith('_bias_kv')));
+  assert.ok(g.pipelineKeys.some((k) => /_kv(16)?_ln$/.test(k)) && off.pipelineKeys.some((k) => /_bias_kv(16)?$/.test(k)));
   assert.ok(g.pipelineKeys.some((k) => k.endsWith('_ln')) && !off.pipelineKeys.some((k) => k.endsWith('_ln')));
   // Prefill (unfused, T > 1: LayerNorm dispatches, kvStore), then decode steps (LayerNorm folded,
   // K/V stored from the qkv GEMV) against the unfolded runner and the CPU: the decode steps attend
@@ -108,7 +110,7 @@ test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer 
   // Two rows a thread in every wide GEMV (the rule picks it for rows of >= 2048 columns only, so the
   // 5m model's decode would not run it otherwise): the same decode, folded LayerNorms and K/V store included.
   const p2 = await createWebGpuRunner(c, ck.weights, { gpu, gemvRowsPerThread: 2 });
-  assert.ok(p2.pipelineKeys.some((k) => k.endsWith('_kv_ln_p2')), p2.pipelineKeys.join());
+  assert.ok(p2.pipelineKeys.some((k) => /_kv(16)?_ln_p2$/.test(k)), p2.pipelineKeys.join());
   const run2 = [await p2.forward(ids)];
   for (const id of next) run2.push(await p2.forward([id]));
   p2.dispose();
@@ -179,7 +181,9 @@ test('webgpu sparse MLP: predictor policy selects and computes like the CPU runn
   });
   const top5 = blockRule({ cap: 5, tau: null }), thr = blockRule({ cap: 64, tau: 0 });
   const cpu = new CpuRunner(c, ck.weights);
-  const g = await createWebGpuRunner(c, ck.weights, { gpu });
+  // An f32 KV cache: the CPU's attention inputs exactly, so near-ties in the selections fall alike.
+  const g = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32' });
+  assert.ok(!g.pipelineKeys.some((k) => k.includes('kv16')));
   for (const p of [policy, { ...policy, input: 'mlp_in' as const }, top5, thr]) {
     cpu.setSparsity(p); g.setSparsity(p); cpu.reset(); g.reset();
     const ids = reference(MODELS['5m'])[1].input_ids;
@@ -380,4 +384,32 @@ test('webgpu decode profile: every dispatch of the step timed on its own, groupe
   const [a, b] = [await g.forward([7]), await ref.forward([7])];
   assert.ok(relErr(a, b) < 1e-6, `after the profile: ${relErr(a, b)}`);
   g.dispose(); ref.dispose();
+});
+
+test('webgpu KV cache in f16 (kvCache: f16): half the cache memory, logits within f16 rounding of the f32 cache, the same greedy ids (5m)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const ck = await checkpoint(MODELS['5m']);
+  const c = ck.config, V = c.vocabSize;
+  const [h, f] = await Promise.all((['f16', 'f32'] as const).map((kv) => createWebGpuRunner(c, ck.weights, { gpu: gpu!, kvCache: kv })));
+  assert.match(h.description, /f16 KV cache/);
+  assert.match(f.description, /f32 KV cache/);
+  assert.ok(h.pipelineKeys.some((k) => k.includes('_kv16')) && !f.pipelineKeys.some((k) => k.includes('_kv16')));
+  const cpu = new CpuRunner(c, ck.weights);
+  for (const r of reference(MODELS['5m']).slice(0, 2)) {
+    const ids = r.input_ids;
+    h.reset(); f.reset(); cpu.reset();
+    // Prefill (kvStore writes the cache), then decode steps (the qkv GEMV's epilogue writes it).
+    const [a, b, want] = [await h.forward(ids, { allLogits: true }), await f.forward(ids, { allLogits: true }), await cpu.forward(ids, { allLogits: true })];
+    assertRows(a, want, V, `"${r.prompt}" prefill, f16 cache`);
+    assert.ok(relErr(a, b) < 5e-3, `prefill: ${relErr(a, b)}`);
+    const first = argmax(a.subarray(a.length - V));
+    const ga = await h.decodeGreedy(first, 12, () => true), gb = await f.decodeGreedy(first, 12, () => true);
+    assert.deepEqual(ga, gb, `"${r.prompt}": greedy ids`);
+    assert.deepEqual([first, ...ga].slice(0, r.greedy_new_ids.length), r.greedy_new_ids.slice(0, 13), `"${r.prompt}" against Hugging Face`);
+  }
+  h.dispose(); f.dispose();
+  // The CLI's --kv-cache reaches the runner.
+  const info = JSON.parse(execFileSync('node', [join(ROOT, 'dist', 'src', 'cli.js'), 'info', '--backend', 'webgpu', '--kv-cache', 'f16', '--json'], { encoding: 'utf8' }));
+  assert.match(info.runner, /f16 KV cache/);
 });

@@ -6,7 +6,10 @@ import { CpuRunner } from './cpu/runner.js';
 import { probeAdapter, type GpuOptions } from './webgpu/device.js';
 import type { BackendChoice, Runner } from './types.js';
 
-type WebGpuFactory = (config: OptConfig, weights: OptWeights, opts?: GpuOptions) => Promise<Runner>;
+/** The KV cache's element type on the WebGPU backend (the CPU backend keeps f32). */
+export type KvCacheType = 'f32' | 'f16';
+
+type WebGpuFactory = (config: OptConfig, weights: OptWeights, opts?: GpuOptions & { kvCache?: KvCacheType }) => Promise<Runner>;
 
 async function webGpuFactory(): Promise<WebGpuFactory> {
   // Loaded on demand so the CPU path never touches Dawn.
@@ -20,6 +23,11 @@ function notice(line: string): void {
   else console.warn(line);
 }
 
+export function parseKvCache(s: string): KvCacheType {
+  if (s !== 'f32' && s !== 'f16') fail(`unknown KV cache type "${s}" (choose f32 or f16)`);
+  return s;
+}
+
 export function parseBackend(s: string): BackendChoice {
   if (s !== 'auto' && s !== 'cpu' && s !== 'webgpu') fail(`unknown backend "${s}" (choose auto, cpu or webgpu)`);
   return s;
@@ -29,7 +37,7 @@ export function parseBackend(s: string): BackendChoice {
  * A runner for a loaded checkpoint. 'auto' takes WebGPU when an adapter exists and otherwise the CPU,
  * saying so once on stderr.
  */
-export async function createRunner(ck: Checkpoint, choice: BackendChoice = 'auto', gpuOpts?: GpuOptions): Promise<Runner> {
+export async function createRunner(ck: Checkpoint, choice: BackendChoice = 'auto', gpuOpts?: GpuOptions & { kvCache?: KvCacheType }): Promise<Runner> {
   if (choice === 'cpu') return new CpuRunner(ck.config, ck.weights);
   if (choice === 'auto' && !(await probeAdapter())) {
     notice('dejavu: no WebGPU adapter found; using the CPU backend');

@@ -132,6 +132,14 @@ class Scratch {
     return b;
   }
 
+  /** A KV cache of rows × d, f32 or packed f16 (Kernels.kvHalf), random values. */
+  kv(rows: number, d: number, label: string, half: boolean): GPUBuffer {
+    if (!half) return this.vec(rows * d, label, 0, 1);
+    const m = this.mat(rows, d, label); // fp16 rows of d (a multiple of 4 at every OPT width): the cache's layout
+    if (m.parts.length !== 1 || m.colsP !== d) throw new Error(`kernel bench: a ${rows} x ${d} KV cache is not one unpadded buffer`);
+    return m.parts[0].buffer;
+  }
+
   u32(data: Uint32Array, label: string): GPUBuffer {
     const b = this.k.f32Buffer(data, label);
     this.bufs.push(b);
@@ -506,20 +514,21 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
       add('layernorm', { n: d }, tm.us, d * 4 * 3, tm.method);
     });
 
-    // ---- decode attention: one query over P cached positions, per layer's own (f32) KV cache ----
+    // ---- decode attention: one query over P cached positions, per layer's own KV cache, f32 and f16 ----
     const positions = (o.positions ?? DEFAULT_POSITIONS).filter((p) => p <= S.maxPos);
-    for (const P of positions.length ? positions : [S.maxPos]) {
+    const k16 = new Kernels(gpu, undefined, true);
+    for (const P of positions.length ? positions : [S.maxPos]) for (const kk of [k, k16]) {
       await bench('attention', async (s) => {
-        const bytes = 2 * P * d * 4;
+        const bytes = 2 * kk.kvBytes(P * d);
         const layers = copiesFor(bytes, bytes);
         const hd = d / S.heads;
         const qkv = s.vec(3 * d, 'qkv', 0, 1), out = s.vec(d, 'o'), hn = s.vec(S.heads, 'hn');
         const step = s.u32(Uint32Array.from([P - 1, 0, 0, 0]), 'step'); // pos = P - 1: P keys visible
-        const kv = Array.from({ length: layers }, (_, i) => ({ k: s.vec(P * d, `k_${i}`, 0, 1), v: s.vec(P * d, `v_${i}`, 0, 1) }));
+        const kv = Array.from({ length: layers }, (_, i) => ({ k: s.kv(P, d, `k_${i}`, kk.kvHalf), v: s.kv(P, d, `v_${i}`, kk.kvHalf) }));
         await s.ready();
-        const inst = kv.map((c) => k.attention({ step, qkv, k: c.k, v: c.v, o: out, hn, H: S.heads, hd, T: 1, maxPos: S.maxPos }, s.own));
+        const inst = kv.map((c) => kk.attention({ step, qkv, k: c.k, v: c.v, o: out, hn, H: S.heads, hd, T: 1, maxPos: S.maxPos }, s.own));
         const tm = await timer.time(inst);
-        add('attention', { positions: P, heads: S.heads, head_dim: hd, layers }, tm.us, bytes, tm.method);
+        add('attention', { positions: P, heads: S.heads, head_dim: hd, layers, kv: kk.kvHalf ? 'f16' : 'f32' }, tm.us, bytes, tm.method);
       });
     }
   } finally {

@@ -10,6 +10,8 @@ export interface BenchRow {
   selection: 'block' | 'topk' | null;
   mlp_density: number | null;
   predictor_rank: number | null;
+  /** The KV cache's element type (WebGPU: --kv-cache; the CPU keeps f32). */
+  kv_cache: 'f32' | 'f16';
   prompt_len: number;
   gen: number;
   prefill_ms: number;

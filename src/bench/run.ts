@@ -5,6 +5,7 @@
 import { cpus, totalmem } from 'node:os';
 import { basename, resolve } from 'node:path';
 import type { BackendName, Runner } from '../backend/types.js';
+import type { KvCacheType } from '../backend/select.js';
 import { openGpu, probeAdapter, type Gpu, type GpuOptions } from '../backend/webgpu/device.js';
 import type { DecodeProfile } from '../backend/webgpu/runner.js';
 import { loadModel, type Model } from '../engine/model.js';
@@ -29,6 +30,8 @@ export interface BenchOptions {
   model?: string;
   shapes?: string[];
   backend: 'auto' | BackendName;
+  /** WebGPU's KV cache (default f32); its bytes count at that width. */
+  kvCache?: KvCacheType;
   promptLen: number;
   gen: number;
   warmup: number;
@@ -49,13 +52,13 @@ export interface BenchOptions {
   log: (line: string) => void;
 }
 
-type SyntheticFactory = (config: OptConfig, weights: 'synthetic', opts?: GpuOptions & { gpu?: Gpu }) => Promise<Runner>;
+type SyntheticFactory = (config: OptConfig, weights: 'synthetic', opts?: GpuOptions & { gpu?: Gpu; kvCache?: KvCacheType }) => Promise<Runner>;
 
-async function syntheticRunner(c: OptConfig, gpu: Gpu): Promise<Runner> {
+async function syntheticRunner(c: OptConfig, gpu: Gpu, kvCache: KvCacheType = 'f32'): Promise<Runner> {
   // Loaded on demand (a variable specifier), like select.ts does: the CPU path never touches Dawn.
   const spec = '../backend/webgpu/runner.js';
   const mod = (await import(spec)) as { createWebGpuRunner: SyntheticFactory };
-  return mod.createWebGpuRunner(c, 'synthetic', { gpu });
+  return mod.createWebGpuRunner(c, 'synthetic', { gpu, kvCache });
 }
 
 /**
@@ -92,7 +95,7 @@ function knownMemoryBytes(adapter: string): number | null {
 
 /**
  * Device bytes the WebGPU runner allocates for a shape: fp16 matrices, f32 vectors, an f32 KV cache
- * for the whole context, activations for 128-token prefill passes; for a sparse MLP also fc2
+ * for the whole context (half with --kv-cache f16), activations for 128-token prefill passes; for a sparse MLP also fc2
  * transposed (a second copy of fc2) and the predictors.
  */
 export function deviceBytesNeeded(c: OptConfig, mode: 'dense' | 'mlp', oracle: boolean): number {
@@ -169,7 +172,7 @@ export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
       // the HF baseline's process.
       const g = await openGpu();
       try {
-        const { value: runner, error } = await scoped(g, () => syntheticRunner(configs[i], g));
+        const { value: runner, error } = await scoped(g, () => syntheticRunner(configs[i], g, o.kvCache));
         if (!error) return { runner, gpu: g };
         runner.dispose();
         o.log(`skipped: ${name}: ${error}`);
@@ -183,7 +186,7 @@ export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
   }));
   if (!shapes.length) {
     const dir = o.model!;
-    const model = await loadModel(dir, { backend });
+    const model = await loadModel(dir, { backend, kvCache: o.kvCache });
     targets.push({ name: basename(resolve(dir)), config: model.config, open: async () => ({ runner: model.runner, model }) });
   }
 
@@ -236,7 +239,7 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: 'dense' 
     policy = { ...policy, mlp: policy.mlp.map((lp, l) => lp && { ...lp, k: Math.round(measured[l]! * c.ffn) }) };
   }
 
-  const layout = backend === 'cpu' ? CPU_LAYOUT : WEBGPU_LAYOUT;
+  const layout = backend === 'cpu' ? CPU_LAYOUT : o.kvCache === 'f16' ? { ...WEBGPU_LAYOUT, kvBytes: 2 } : WEBGPU_LAYOUT;
   const mlp = mlpBytesFromPolicy(policy);
   const tb = meanTokenBytes(c, { layout, mlp }, o.promptLen, o.gen);
   const bytes = tb.total;
@@ -251,6 +254,7 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: 'dense' 
     selection: sel?.kind === 'predictor' ? (sel.block ? 'block' : 'topk') : null,
     mlp_density: density,
     predictor_rank: sel?.kind === 'predictor' ? sel.predictor.rank : null,
+    kv_cache: backend === 'webgpu' ? o.kvCache ?? 'f32' : 'f32',
     prompt_len: o.promptLen, gen: o.gen,
     prefill_ms: timing.prefillMs, ms_per_token: timing.msPerToken, median_ms: timing.medianMs, min_ms: timing.minMs,
     ms_per_token_readback: timing.msPerTokenReadback,

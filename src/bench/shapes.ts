@@ -67,7 +67,7 @@ export interface Layout {
 
 /** PyTorch / Hugging Face fp16: everything 2 bytes (also the plain "fp16 model" count). */
 export const FP16_LAYOUT: Layout = { weightBytes: 2, vectorBytes: 2, kvBytes: 2, predictorBytes: 2 };
-/** src/backend/webgpu/runner.ts: fp16 matrices, f32 vectors and an f32 KV cache. */
+/** src/backend/webgpu/runner.ts: fp16 matrices, f32 vectors and an f32 KV cache (its default; kvCache 'f16': 2 bytes). */
 export const WEBGPU_LAYOUT: Layout = { weightBytes: 2, vectorBytes: 4, kvBytes: 4, predictorBytes: 2 };
 /** src/backend/cpu/runner.ts converts everything to float32. */
 export const CPU_LAYOUT: Layout = { weightBytes: 4, vectorBytes: 4, kvBytes: 4, predictorBytes: 4 };

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { parseBackend } from '../backend/select.js';
+import { parseBackend, parseKvCache } from '../backend/select.js';
 import { probeAdapter } from '../backend/webgpu/device.js';
 import { kernelJson, kernelShape, kernelTable, runKernelBench, type KernelRow } from '../bench/kernels.js';
 import { benchTable, profileTable, rounded } from '../bench/report.js';
@@ -9,7 +9,7 @@ import { fail } from '../util/errors.js';
 import { action, DEMO_MODEL, floatArg, intArg, modelOptions } from './common.js';
 
 interface BenchFlags {
-  model?: string; shape?: string; backend: string; promptLen: number; gen: number; warmup: number;
+  model?: string; shape?: string; backend: string; kvCache: string; promptLen: number; gen: number; warmup: number;
   sparsity: string; mlpDensity?: number; headDensity: number; oracle?: boolean; predictors?: string; selection: string;
   json?: boolean; compareHf?: boolean; deviceMemoryGib?: number; profile?: boolean;
   kernels?: boolean; kernelMs: number; kernelSamples: number; readMib?: number; rotateMib?: number; kernelOnly?: string; kernelVariants?: boolean;
@@ -83,7 +83,7 @@ export function register(program: Command): void {
     const rows = await runBench({
       model: shapes ? o.model : (o.model ?? DEMO_MODEL),
       shapes,
-      backend: parseBackend(o.backend),
+      backend: parseBackend(o.backend), kvCache: parseKvCache(o.kvCache),
       promptLen: o.promptLen, gen: o.gen, warmup: o.warmup,
       sparsity: parseSparsity(o.sparsity),
       mlpDensity: o.mlpDensity, headDensity: o.headDensity,

@@ -26,7 +26,8 @@ export function floatArg(name: string, min = -Infinity, max = Infinity) {
 export function modelOptions(cmd: Command, { demoDefault = true } = {}): Command {
   return cmd
     .option('--model <dir>', 'Hugging Face OPT checkpoint folder' + (demoDefault ? ' (default: the embedded opt-gutenberg-5m)' : ''))
-    .option('--backend <name>', 'auto | cpu | webgpu', 'auto');
+    .option('--backend <name>', 'auto | cpu | webgpu', 'auto')
+    .option('--kv-cache <type>', 'WebGPU KV cache: f32 | f16 (half the memory, slightly slower)', 'f32');
 }
 
 /**

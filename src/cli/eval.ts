@@ -4,7 +4,7 @@
  * and prints either a human summary or one JSON object on stdout.
  */
 import type { Command } from 'commander';
-import { parseBackend } from '../backend/select.js';
+import { parseBackend, parseKvCache } from '../backend/select.js';
 import type { Runner } from '../backend/types.js';
 import { loadModel, type Model } from '../engine/model.js';
 import type { Checkpoint } from '../model/checkpoint.js';
@@ -22,7 +22,7 @@ import { predictorOptions } from './predictors-option.js';
 import { loadPolicy as loadPredictorPolicy } from './predictors-option.js';
 
 interface EvalFlags {
-  model?: string; backend: string; task: string; data: string; limit?: number; window?: number;
+  model?: string; backend: string; kvCache: string; task: string; data: string; limit?: number; window?: number;
   compare?: boolean; json?: boolean; predictors?: string; mlpDensity?: number; selection?: string;
 }
 
@@ -106,7 +106,7 @@ export function register(program: Command): void {
     const task = parseTask(o.task);
     if (o.compare && !o.predictors) fail('--compare needs --predictors DIR (the sparse model to compare with dense)');
     const text = readDataFile(o.data);
-    const model = await loadModel(o.model ?? DEMO_MODEL, { backend: parseBackend(o.backend) });
+    const model = await loadModel(o.model ?? DEMO_MODEL, { backend: parseBackend(o.backend), kvCache: parseKvCache(o.kvCache) });
     const policy = await loadPolicy(model.checkpoint, o);
     if (!o.compare) model.setSparsity(policy);
     const bar = progressBar(`eval ${task}`, task === 'ppl' ? 'tokens' : 'items');

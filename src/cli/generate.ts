@@ -1,11 +1,11 @@
 import type { Command } from 'commander';
-import { parseBackend } from '../backend/select.js';
+import { parseBackend, parseKvCache } from '../backend/select.js';
 import { loadModel } from '../engine/model.js';
 import { action, DEMO_MODEL, floatArg, intArg, modelOptions } from './common.js';
 import { applyPredictors, predictorOptions } from './predictors-option.js';
 
 interface GenerateFlags {
-  model?: string; backend: string; maxTokens: number; temperature: number; topK?: number; topP?: number;
+  model?: string; backend: string; kvCache: string; maxTokens: number; temperature: number; topK?: number; topP?: number;
   seed?: number; json?: boolean; stop?: string[]; predictors?: string; mlpDensity?: number; selection?: string;
 }
 
@@ -23,7 +23,7 @@ export function register(program: Command): void {
     .option('--json', 'print one JSON object with ids, text and timings instead of streaming');
   predictorOptions(cmd);
   cmd.action(action(async (prompt: string, o: GenerateFlags) => {
-    const model = await loadModel(o.model ?? DEMO_MODEL, { backend: parseBackend(o.backend) });
+    const model = await loadModel(o.model ?? DEMO_MODEL, { backend: parseBackend(o.backend), kvCache: parseKvCache(o.kvCache) });
     await applyPredictors(model, o);
     const gen = model.generate(prompt, {
       maxTokens: o.maxTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed, stop: o.stop,

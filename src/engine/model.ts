@@ -1,4 +1,4 @@
-import { createRunner } from '../backend/select.js';
+import { createRunner, type KvCacheType } from '../backend/select.js';
 import type { BackendChoice, Runner } from '../backend/types.js';
 import type { GpuOptions } from '../backend/webgpu/device.js';
 import { loadCheckpoint, type Checkpoint } from '../model/checkpoint.js';
@@ -12,6 +12,8 @@ export interface LoadOptions {
   /** 'auto' (default): WebGPU when an adapter exists, else CPU with a notice on stderr. */
   backend?: BackendChoice;
   gpu?: GpuOptions;
+  /** WebGPU's KV cache: 'f32' (default, fastest measured) or 'f16' (half the cache's memory). */
+  kvCache?: KvCacheType;
 }
 
 /** A model ready to generate: checkpoint, tokenizer and a runner on one backend. */
@@ -46,7 +48,7 @@ export async function loadModel(source: string | FileSource, options: LoadOption
   const src = typeof source === 'string' ? await (await import('../model/node-source.js')).NodeFileSource.open(source) : source;
   try {
     const ck = await loadCheckpoint(src);
-    return new Model(ck, await createRunner(ck, options.backend ?? 'auto', options.gpu));
+    return new Model(ck, await createRunner(ck, options.backend ?? 'auto', { ...options.gpu, kvCache: options.kvCache }));
   } finally {
     await src.close();
   }

@@ -6,6 +6,7 @@
  */
 import type { TracePoint } from '../types.js';
 import type { Gpu } from './device.js';
+import { floatsToHalves, halvesToFloats } from '../../util/f16.js';
 import { ceil4, ceilDiv, type KernelFeatures } from './kernels/common.js';
 import { gemvKey, gemvWgsl, type GemvOpts } from './kernels/gemv.js';
 import { matmulKey, matmulWgsl } from './kernels/matmul.js';
@@ -114,9 +115,16 @@ export class Kernels {
   /** Rows a thread for dense GEMVs with wide rows, when set (A/B runs); else gemvShape's choice. */
   gemvRowsPerThread: number | null = null;
 
-  constructor(readonly gpu: Gpu, maxPartBytes?: number) {
+  /**
+   * The KV cache holds f16 (packed two to a u32: no shader-f16 needed; half the memory, as Hugging
+   * Face keeps fp16 models) when true, else f32. Every kernel that reads or writes the cache follows.
+   */
+  readonly kvHalf: boolean;
+
+  constructor(readonly gpu: Gpu, maxPartBytes?: number, kvHalf = false) {
     this.device = gpu.device;
     this.feats = { f16: gpu.f16, subgroups: gpu.subgroups };
+    this.kvHalf = kvHalf;
     this.maxPartBytes = Math.min(maxPartBytes ?? Infinity, gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
   }
 
@@ -134,6 +142,19 @@ export class Kernels {
 
   buffer(bytes: number, label: string, usage = storageUsage()): GPUBuffer {
     return this.device.createBuffer({ label, size: Math.max(16, Math.ceil(bytes / 4) * 4), usage });
+  }
+
+  /** Bytes of n KV-cache elements (f16 or f32, Kernels.kvHalf). */
+  kvBytes(n: number): number { return n * (this.kvHalf ? 2 : 4); }
+
+  /** A KV-cache buffer holding `data` in the cache's element type (f16 values rounded). */
+  kvBuffer(data: Float32Array, label: string): GPUBuffer {
+    if (!this.kvHalf) return this.f32Buffer(data, label);
+    const h = new Uint16Array(Math.ceil(data.length / 2) * 2);
+    h.set(floatsToHalves(data));
+    const b = this.buffer(h.byteLength, label);
+    this.device.queue.writeBuffer(b, 0, h as Uint16Array<ArrayBuffer>);
+    return b;
   }
 
   f32Buffer(data: Float32Array | Uint32Array, label: string): GPUBuffer {
@@ -237,7 +258,7 @@ export class Kernels {
       if (kv) ent.push([8, kv.step], [9, kv.k], [10, kv.v]);
       switch (a.T === 1 ? 'gemv' : 'matmul') {
         case 'gemv': {
-          const o: GemvOpts = { ...gemvShape(K4, a.W.rows), ...(this.gemvRowsPerThread ? { rpt: this.gemvRowsPerThread } : {}), ...a.shape, ...epi, gather: false, ln: !!ln, kv: !!kv, lnOut: !!ln?.out };
+          const o: GemvOpts = { ...gemvShape(K4, a.W.rows), ...(this.gemvRowsPerThread ? { rpt: this.gemvRowsPerThread } : {}), ...a.shape, ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out };
           if ((o.rpt ?? 1) > 1 && !o.wide) o.rpt = 1;   // several rows a thread: a form of the wide GEMV only
           // The folded LayerNorm reads γ (K floats, from 0) as vec4 alongside x: whole vec4s only.
           o.xv4 = o.wide && inOff % 4 === 0 && inStride % 4 === 0 && (!ln || K % 4 === 0);
@@ -353,7 +374,8 @@ export class Kernels {
   }
 
   kvStore(a: { step: GPUBuffer; qkv: GPUBuffer; k: GPUBuffer; v: GPUBuffer; d: number; T: number }, own: GPUBuffer[]): Dispatch {
-    return this.dispatch('kvstore', this.pipeline(kvStoreKey(), kvStoreWgsl), [a.d, a.T], [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v]], [ceilDiv(a.d * a.T, 256), 1, 1], own);
+    const h = this.kvHalf;
+    return this.dispatch('kvstore', this.pipeline(kvStoreKey(h), () => kvStoreWgsl(h)), [a.d, a.T], [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v]], [ceilDiv(a.d * a.T, 256), 1, 1], own);
   }
 
   /**
@@ -371,16 +393,16 @@ export class Kernels {
       const S = a.splits ?? attentionSplits(a.H, a.maxPos), dv = (a.H * a.hd) / shape.W, groups = a.T * a.H * S;
       const acc = this.buffer(groups * a.hd * 4, 'attention partial acc'), ml = this.buffer(groups * 8, 'attention partial m, l');
       own.push(acc, ml);
-      const k1 = attentionSplitKey(a.hd), k2 = attentionCombineKey(a.hd);
+      const k1 = attentionSplitKey(a.hd, this.kvHalf), k2 = attentionCombineKey(a.hd);
       return [
-        this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd)), [dv, a.H, S, ATS_MIN_CHUNK, scale],
+        this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd, this.kvHalf)), [dv, a.H, S, ATS_MIN_CHUNK, scale],
           [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v], [5, acc], [6, ml]], [S, a.H, a.T], own),
         this.dispatch(k2, this.pipeline(k2, () => attentionCombineWgsl(a.hd)), [dv, a.H, S, ATS_MIN_CHUNK],
           [[1, a.step], [2, acc], [3, ml], [4, a.o], [5, a.hn]], [a.H, a.T, 1], own),
       ];
     }
-    const key = attentionKey(a.maxPos, a.hd);
-    return [this.dispatch(key, this.pipeline(key, () => attentionWgsl(a.maxPos, a.hd)), [a.H * a.hd, a.H, a.hd, scale],
+    const key = attentionKey(a.maxPos, a.hd, this.kvHalf);
+    return [this.dispatch(key, this.pipeline(key, () => attentionWgsl(a.maxPos, a.hd, this.kvHalf)), [a.H * a.hd, a.H, a.hd, scale],
       [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v], [5, a.o], [6, a.hn]], [a.H, a.T, 1], own)];
   }
   static readonly attentionWg = ATT_WG;
@@ -466,6 +488,13 @@ export async function readF32(k: Kernels, src: GPUBuffer, floats: number, offset
   const out = new Float32Array(st.getMappedRange(0, bytes).slice(0));
   st.unmap(); st.destroy();
   return out;
+}
+
+/** A KV cache's first n elements as f32 (f16 caches widened). */
+export async function readKv(k: Kernels, src: GPUBuffer, n: number): Promise<Float32Array> {
+  if (!k.kvHalf) return readF32(k, src, n);
+  const raw = await readF32(k, src, Math.ceil(n / 2));
+  return halvesToFloats(new Uint16Array(raw.buffer, 0, n));
 }
 
 export async function readU32(k: Kernels, src: GPUBuffer, n: number): Promise<Uint32Array> {

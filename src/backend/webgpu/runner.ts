@@ -1,7 +1,7 @@
 /**
  * The WebGPU backend: the CPU runner's OPT forward pass (src/backend/cpu/runner.ts) as a plan of
  * GPU dispatches. Weights are fp16 on the GPU (read as f16, or as packed u32 without shader-f16),
- * activations and accumulation f32, KV cache f32 for the whole context.
+ * activations and accumulation f32, KV cache f32 (or f16, packed in u32: `kvCache`) for the whole context.
  *
  * Plans are built once per shape (decode T = 1 at load) and replayed: a token writes one small
  * `step` buffer [pos, ids...] and submits one command buffer with one compute pass; only the logits
@@ -33,7 +33,7 @@ interface GpuLayer {
   fc1: GpuMatrix; fc1B: GPUBuffer | null;    // (f, d): neuron j is row j; (f)
   fc2: GpuMatrix; fc2B: GPUBuffer | null;    // (d, f), (d)
   fc2T: GpuMatrix | null;                    // (f, d): fc2 transposed on the GPU when a sparse policy needs it
-  k: GPUBuffer; v: GPUBuffer;                // (maxPositions, d) f32 KV cache
+  k: GPUBuffer; v: GPUBuffer;                // (maxPositions, d) KV cache, f32 (kvCache 'f16': packed f16)
   // Pre-LN models: c1 = W·γ, c2 = W·β + b of qkv (attention LN) and fc1 (MLP LN), so decode's GEMVs
   // fold the LayerNorm in (gemv.ts); c1 then c2 in one buffer, (2 × 3d) and (2 × f). Null for
   // post-LN models or with folding off.
@@ -127,13 +127,21 @@ export interface WebGpuRunnerOptions extends GpuOptions {
   foldLayerNorm?: boolean;
   /** Rows a thread in the dense GEMVs (wide rows), overriding the shape rule: for A/B measurements. */
   gemvRowsPerThread?: number;
+  /**
+   * The KV cache's element type: 'f32' (default: the CPU runner's attention inputs bit for bit, and
+   * the faster on an H200) or 'f16' (packed two to a u32: half the cache's memory, as Hugging Face
+   * keeps fp16 models; measured 1-2 µs slower a layer in attention, ~1.4 % of opt-6.7b's decode
+   * step, docs/benchmarks.md).
+   */
+  kvCache?: 'f16' | 'f32';
 }
 
 export async function createWebGpuRunner(config: OptConfig, weights: OptWeights | 'synthetic', opts: WebGpuRunnerOptions = {}): Promise<WebGpuRunner> {
   const owned = !opts.gpu;
   const gpu = opts.gpu ?? await openGpu(opts);
   try {
-    const r = new GpuRunner(config, gpu, owned, opts.maxPartBytes, opts.foldLayerNorm ?? FOLD_LN_DEFAULT, opts.gemvRowsPerThread);
+    if (opts.kvCache !== undefined && opts.kvCache !== 'f16' && opts.kvCache !== 'f32') fail(`kvCache must be 'f16' or 'f32', got ${String(opts.kvCache)}`);
+    const r = new GpuRunner(config, gpu, owned, opts.maxPartBytes, opts.foldLayerNorm ?? FOLD_LN_DEFAULT, opts.gemvRowsPerThread, opts.kvCache === 'f16');
     await r.load(weights, opts.seed ?? 1);
     return r;
   } catch (e) {
@@ -187,11 +195,11 @@ class GpuRunner implements WebGpuRunner {
 
   private readonly foldLn: boolean;
 
-  constructor(readonly config: OptConfig, readonly gpu: Gpu, private ownsDevice: boolean, maxPartBytes?: number, foldLn = true, gemvRpt?: number) {
+  constructor(readonly config: OptConfig, readonly gpu: Gpu, private ownsDevice: boolean, maxPartBytes?: number, foldLn = true, gemvRpt?: number, kvHalf = false) {
     this.foldLn = foldLn && config.preLayerNorm;
-    this.k = new Kernels(gpu, maxPartBytes);
+    this.k = new Kernels(gpu, maxPartBytes, kvHalf);
     if (gemvRpt) this.k.gemvRowsPerThread = gemvRpt;
-    this.description = `webgpu: ${gpu.adapterName} (f16 weights${gpu.f16 ? '' : ' as packed u32'}, ${gpu.subgroups ? 'subgroups' : 'workgroup-memory reductions'})`;
+    this.description = `webgpu: ${gpu.adapterName} (f16 weights${gpu.f16 ? '' : ' as packed u32'}, ${this.k.kvHalf ? 'f16' : 'f32'} KV cache, ${gpu.subgroups ? 'subgroups' : 'workgroup-memory reductions'})`;
     const c = config, d = c.hidden, T = Math.min(TCAP, c.maxPositions);
     const buf = (floats: number, label: string) => { const b = this.k.buffer(floats * 4, label); this.buffers.push(b); return b; };
     this.step = buf(1 + T, 'step');
@@ -218,6 +226,13 @@ class GpuRunner implements WebGpuRunner {
     this.matrices.push(m);
     return m;
   }
+  /** A KV cache of n elements, f16 or f32 (Kernels.kvHalf). */
+  private kvCache(n: number, label: string): GPUBuffer {
+    const b = this.k.buffer(this.k.kvBytes(n), label);
+    this.buffers.push(b);
+    return b;
+  }
+
   private vec(n: number, label: string): GPUBuffer {
     const b = this.k.buffer(n * 4, label);
     this.buffers.push(b);
@@ -266,7 +281,7 @@ class GpuRunner implements WebGpuRunner {
         fc1: M(f, d, `${l}.fc1`, L?.fc1W), fc1B: bias ? Vf(f, `${l}.fc1.b`, 0, 0.01, L?.fc1B) : null,
         fc2: M(d, f, `${l}.fc2`, L?.fc2W), fc2B: bias ? Vf(d, `${l}.fc2.b`, 0, 0.01, L?.fc2B) : null,
         fc2T: null,
-        k: this.vec(c.maxPositions * d, `${l}.k_cache`), v: this.vec(c.maxPositions * d, `${l}.v_cache`),
+        k: this.kvCache(c.maxPositions * d, `${l}.k_cache`), v: this.kvCache(c.maxPositions * d, `${l}.v_cache`),
         qkvFold: null, fc1Fold: null,
       });
       // Submit fills layer by layer: bounded command buffers for 13b-size models.

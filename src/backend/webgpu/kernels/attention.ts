@@ -1,5 +1,6 @@
 /**
- * Causal attention for T queries at positions [pos, pos + T) over the KV cache (f32, (maxPos, d)).
+ * Causal attention for T queries at positions [pos, pos + T) over the KV cache ((maxPos, d), f16
+ * packed two to a u32 with `half` (common.ts, kvPutWgsl), else f32; math in f32 either way).
  * One workgroup per (head, query): scores for all visible keys in workgroup memory, softmax, then
  * o = Σ p_j v_j. Also writes each head's output L2 norm (the head_norm trace point; one float).
  * q is read from the fused qkv buffer (T, 3d). pos comes from step[0]. CPU twin: `attention`.
@@ -8,18 +9,22 @@
 export const ATT_WG = 64;
 export const ATT_PARAMS = ['d', 'H', 'hd', 'scaleBits'] as const;
 
-export const attentionKey = (maxPos: number, hd: number) => `attention_wg${ATT_WG}_p${maxPos}_hd${hd}`;
+export const attentionKey = (maxPos: number, hd: number, half = false) => `attention_wg${ATT_WG}_p${maxPos}_hd${hd}${half ? '_kv16' : ''}`;
 
-export function attentionWgsl(maxPos: number, hd: number): string {
+export function attentionWgsl(maxPos: number, hd: number, half = false): string {
+  const E = half ? 'u32' : 'f32';
+  const get = (buf: string) => (half ? `fn ${buf}1(i: u32) -> f32 { return unpack2x16float(${buf}[i / 2u])[i % 2u]; }` : `fn ${buf}1(i: u32) -> f32 { return ${buf}[i]; }`);
   return `
 struct P { d: u32, H: u32, hd: u32, scaleBits: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> step: array<u32>;
 @group(0) @binding(2) var<storage, read> qkv: array<f32>;
-@group(0) @binding(3) var<storage, read> kc: array<f32>;
-@group(0) @binding(4) var<storage, read> vc: array<f32>;
+@group(0) @binding(3) var<storage, read> kc: array<${E}>;
+@group(0) @binding(4) var<storage, read> vc: array<${E}>;
 @group(0) @binding(5) var<storage, read_write> o: array<f32>;
 @group(0) @binding(6) var<storage, read_write> hn: array<f32>;
+${get('kc')}
+${get('vc')}
 var<workgroup> sc: array<f32, ${maxPos}>;
 var<workgroup> qs: array<f32, ${hd}>;
 var<workgroup> red: array<f32, ${ATT_WG}>;
@@ -47,7 +52,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   for (var j = lid; j < n; j += ${ATT_WG}u) {
     var s = 0.0;
     let kb = j * p.d + hb;
-    for (var i = 0u; i < p.hd; i++) { s += qs[i] * kc[kb + i]; }
+    for (var i = 0u; i < p.hd; i++) { s += qs[i] * kc1(kb + i); }
     s *= scale;
     sc[j] = s;
     m = max(m, s);
@@ -59,7 +64,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var nrm = 0.0;
   for (var i = lid; i < p.hd; i += ${ATT_WG}u) {
     var a = 0.0;
-    for (var j = 0u; j < n; j++) { a += sc[j] * vc[j * p.d + hb + i]; }
+    for (var j = 0u; j < n; j++) { a += sc[j] * vc1(j * p.d + hb + i); }
     a /= sum;
     o[t * p.d + hb + i] = a;
     nrm += a * a;
@@ -108,27 +113,31 @@ export function attentionSplits(H: number, maxPos: number): number {
   return Math.max(1, Math.min(ATS_MAX_SPLITS, Math.ceil(maxPos / ATS_MIN_CHUNK), Math.max(8, Math.ceil(1024 / H))));
 }
 
-export const attentionSplitKey = (hd: number) => `attention_split1_wg${ATS_WG}_hd${hd}`;
+export const attentionSplitKey = (hd: number, half = false) => `attention_split1_wg${ATS_WG}_hd${hd}${half ? '_kv16' : ''}`;
 export const attentionCombineKey = (hd: number) => `attention_split2_wg${ATS_WG2}_hd${hd}`;
 
 const vtype = (W: number) => `alias V = ${W === 4 ? 'vec4<f32>' : 'f32'};
 fn dotv(a: V, b: V) -> f32 { return ${W === 4 ? 'dot(a, b)' : 'a * b'}; }`;
 
-/** Phase 1. Params: dv (d / W), H, S, minChunk, scale bits. */
-export function attentionSplitWgsl(hd: number): string {
+/** Phase 1. Params: dv (d / W), H, S, minChunk, scale bits. `half`: the cache holds packed f16 (W of them a load). */
+export function attentionSplitWgsl(hd: number, half = false): string {
   const sh = attentionSplitShape(hd);
   if (!sh) throw new Error(`attention split kernel: head dim ${hd} too wide`);
   const { W, HV, RV, TILE, RPT } = sh;
   // One copy of `line` per row u < RPT a thread takes in a tile, # -> u.
   const rowsUnrolled = (line: string) => Array.from({ length: RPT }, (_, u) => '    ' + line.replaceAll('#', String(u))).join('\n');
+  // Packed f16: W = 4 elements are one vec2<u32>; a single one is half of a u32 word.
+  const KV = half ? (W === 4 ? 'vec2<u32>' : 'u32') : 'V';
+  const load = (buf: string, at: string) => !half ? `${buf}[${at}]` : W === 4 ? `kv4(${buf}[${at}])` : `unpack2x16float(${buf}[(${at}) / 2u])[(${at}) % 2u]`;
   return `
 ${vtype(W)}
+fn kv4(w: vec2<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
 struct P { dv: u32, H: u32, S: u32, minChunk: u32, scaleBits: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> step: array<u32>;
 @group(0) @binding(2) var<storage, read> qkv: array<V>;
-@group(0) @binding(3) var<storage, read> kc: array<V>;
-@group(0) @binding(4) var<storage, read> vc: array<V>;
+@group(0) @binding(3) var<storage, read> kc: array<${KV}>;
+@group(0) @binding(4) var<storage, read> vc: array<${KV}>;
 @group(0) @binding(5) var<storage, read_write> pacc: array<V>;
 @group(0) @binding(6) var<storage, read_write> pml: array<vec2<f32>>;
 const HV = ${HV}u;
@@ -162,7 +171,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let rows = min(TILE, c1 - j0);
     // Unrolled here rather than left to the driver: all 2 × RPT loads of a thread are in flight at once.
 ${rowsUnrolled('let r# = grp + #u * RV; var k# = V(0.0); var v# = V(0.0);')}
-${rowsUnrolled('if (busy && r# < rows) { let at = (j0 + r#) * p.dv + hb; k# = kc[at]; v# = vc[at]; }')}
+${rowsUnrolled(`if (busy && r# < rows) { let at = (j0 + r#) * p.dv + hb; k# = ${load('kc', 'at')}; v# = ${load('vc', 'at')}; }`)}
 ${rowsUnrolled('if (busy && r# < rows) { part[r# * HP + slot] = dotv(qv, k#); }')}
     workgroupBarrier();
     if (lid < rows) {

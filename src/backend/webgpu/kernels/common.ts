@@ -29,6 +29,19 @@ fn ${name}_1(i: u32) -> f32 { let p = ${name}[i / 4u]; let w = select(p.x, p.y, 
 }
 
 export const wmode = (f: KernelFeatures) => (f.f16 ? 'f16' : 'u32');
+
+/**
+ * The f16 KV cache is packed two halves to a u32 (element i in word i / 2, low half first: the byte
+ * layout of an f16 array), so it needs no shader-f16 (Dawn on NVIDIA/Vulkan offers none). Writers
+ * bind it as array<atomic<u32>> and store one half with two atomics: neighbouring elements belong to
+ * other threads (other rows of the qkv GEMV), and a plain store of the word would clobber theirs.
+ * WGSL statement: element `i` of `buf` = f16(v); the other half of the word is left as it is.
+ */
+export function kvPutWgsl(buf: string, i: string, v: string): string {
+  return `{ let kvI = ${i}; let kvS = (kvI % 2u) * 16u;
+    atomicAnd(&${buf}[kvI / 2u], ~(0xffffu << kvS));
+    atomicOr(&${buf}[kvI / 2u], (pack2x16float(vec2<f32>(${v}, 0.0)) & 0xffffu) << kvS); }`;
+}
 export const ceil4 = (n: number) => Math.ceil(n / 4) * 4;
 export const ceilDiv = (a: number, b: number) => Math.ceil(a / b);
 

@@ -1,4 +1,4 @@
-import { enables, laneSumWgsl, weightDecl, wmode, type KernelFeatures } from './common.js';
+import { enables, kvPutWgsl, laneSumWgsl, weightDecl, wmode, type KernelFeatures } from './common.js';
 
 /**
  * GEMV for batch-1 decode (memory-bound): y[t, r] = epi(W[r, :] · x[t, :]), one workgroup per R rows,
@@ -63,10 +63,12 @@ export interface GemvOpts {
    * serves rpt weight loads instead of one. The workgroup covers R·rpt rows. Default 1.
    */
   rpt?: number;
+  /** With kv: the cache holds packed f16 (Kernels.kvHalf, kvPutWgsl). */
+  kvHalf?: boolean;
 }
 
 export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
-  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? '_kv' : ''}${o.ln ? '_ln' : ''}${o.lnOut ? 'out' : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}`;
+  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? 'out' : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}`;
 }
 
 /** Uniform layout (u32 each). allRows: rows of the whole matrix (all parts), for ln's c2 and kv's d. */
@@ -121,6 +123,8 @@ export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
       if (i < p.K) { xn[t * p.K + i] = g1(i) * (xs(xb + i) - mu) * inv0 + beta[i]; }
     }
   }` : '';
+  const kvHalf = !!(o.kv && o.kvHalf), kvE = kvHalf ? 'atomic<u32>' : 'f32';
+  const kvPut = (buf: string, i: string) => (kvHalf ? kvPutWgsl(buf, i, 'v') : `${buf}[${i}] = v;`);
   return `${o.wide ? enables({ ...f, f16: false }, true) : enables(f, true)}
 struct P { rows: u32, K: u32, K4: u32, rowOff: u32, partRows: u32, inStride: u32, inOff: u32, outStride: u32, outOff: u32, selStride: u32, nwgx: u32, epsBits: u32, allRows: u32 }
 @group(0) @binding(0) var<uniform> p: P;
@@ -137,8 +141,8 @@ fn g1(k: u32) -> f32 { return ${g1}; }
 ${o.lnOut ? `@group(0) @binding(11) var<storage, read> beta: array<f32>;
 @group(0) @binding(12) var<storage, read_write> xn: array<f32>;` : ''}
 ${o.kv ? `@group(0) @binding(8) var<storage, read> step: array<u32>;
-@group(0) @binding(9) var<storage, read_write> kc: array<f32>;
-@group(0) @binding(10) var<storage, read_write> vc: array<f32>;` : ''}
+@group(0) @binding(9) var<storage, read_write> kc: array<${kvE}>;
+@group(0) @binding(10) var<storage, read_write> vc: array<${kvE}>;` : ''}
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 alias RT = ${RT};
 ${term4}
@@ -169,7 +173,7 @@ fn epi(t: u32, r: u32, wrow: u32, tot: RT) {
   let kd = p.allRows / 3u;
   if (kr >= kd) {
     let kp = (step[0] + t) * kd;
-    if (kr < 2u * kd) { kc[kp + kr - kd] = v; } else { vc[kp + kr - 2u * kd] = v; }
+    if (kr < 2u * kd) { ${kvPut('kc', 'kp + kr - kd')} } else { ${kvPut('vc', 'kp + kr - 2u * kd')} }
   }` : ''}
 }
 ${P > 1 ? multiRowMain(o, P, sg, ln, shiftCode, lnOutCode) : `

@@ -1,24 +1,26 @@
-import { enables, weightDecl, wmode, type KernelFeatures } from './common.js';
+import { enables, kvPutWgsl, weightDecl, wmode, type KernelFeatures } from './common.js';
 
-/** Appends the new tokens' K and V (from the fused qkv (T, 3d)) to the cache rows pos + t. */
+/** Appends the new tokens' K and V (from the fused qkv (T, 3d)) to the cache rows pos + t (packed f16 with `half`, common.ts). */
 export const KV_PARAMS = ['d', 'T'] as const;
-export const kvStoreKey = () => 'kvstore_wg256';
-export function kvStoreWgsl(): string {
+export const kvStoreKey = (half = false) => `kvstore_wg256${half ? '_kv16' : ''}`;
+export function kvStoreWgsl(half = false): string {
+  const E = half ? 'atomic<u32>' : 'f32';
+  const put = (buf: string, src: string) => (half ? kvPutWgsl(buf, 'dst', src) : `${buf}[dst] = ${src};`);
   return `
 struct P { d: u32, T: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> step: array<u32>;
 @group(0) @binding(2) var<storage, read> qkv: array<f32>;
-@group(0) @binding(3) var<storage, read_write> kc: array<f32>;
-@group(0) @binding(4) var<storage, read_write> vc: array<f32>;
+@group(0) @binding(3) var<storage, read_write> kc: array<${E}>;
+@group(0) @binding(4) var<storage, read_write> vc: array<${E}>;
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let e = gid.x;
   if (e >= p.d * p.T) { return; }
   let t = e / p.d; let i = e % p.d;
   let dst = (step[0] + t) * p.d + i;
-  kc[dst] = qkv[t * 3u * p.d + p.d + i];
-  vc[dst] = qkv[t * 3u * p.d + 2u * p.d + i];
+  ${put('kc', 'qkv[t * 3u * p.d + p.d + i]')}
+  ${put('vc', 'qkv[t * 3u * p.d + 2u * p.d + i]')}
 }
 `;
 }
