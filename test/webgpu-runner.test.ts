@@ -413,3 +413,39 @@ test('webgpu KV cache in f16 (kvCache: f16): half the cache memory, logits withi
   const info = JSON.parse(execFileSync('node', [join(ROOT, 'dist', 'src', 'cli.js'), 'info', '--backend', 'webgpu', '--kv-cache', 'f16', '--json'], { encoding: 'utf8' }));
   assert.match(info.runner, /f16 KV cache/);
 });
+
+test('webgpu setSparsity: going dense parks the sparse state, the same policy again reuses it (eval --compare switches every window) (5m)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const ck = await checkpoint(MODELS['5m']);
+  const c = ck.config, d = c.hidden, f = c.ffn, r = rng(21);
+  const h = (a: Float32Array) => halvesToFloats(floatsToHalves(a));
+  const pred = (seed: number) => ({ rank: 9, A: h(randomArray(9 * d, rng(seed), 0.2)), B: h(randomArray(f * 9, rng(seed + 1), 0.2)), bias: randomArray(f, r, 0.1) });
+  const P: SparsityPolicy = { input: 'mlp_in', mlp: Array.from({ length: c.layers }, (_, l) => (l === 0 ? null : { k: 0, selector: { kind: 'predictor' as const, predictor: pred(l), block: { cap: 6, tau: null } } })) };
+  const Q: SparsityPolicy = { input: 'mlp_in', mlp: P.mlp.map((lp) => lp && { k: 100, selector: { kind: 'oracle' as const } }) };
+  const g = await createWebGpuRunner(c, ck.weights, { gpu }) as Awaited<ReturnType<typeof createWebGpuRunner>> & { sparseBuilds: number };
+  const ids = reference(MODELS['5m'])[0].input_ids;
+  const run = async () => { g.reset(); const out = await g.forward(ids); const dec = await g.forward([7]); return { out, dec, density: await g.mlpDensity() }; };
+  g.setSparsity(P);
+  const first = await run();
+  assert.equal(g.sparseBuilds, 1);
+  g.setSparsity(null);
+  const dense = await run();
+  assert.ok(relErr(dense.out, first.out) > 1e-4, 'dense differs from sparse');
+  assert.ok(dense.density.every((v) => v === null), 'dense: no sparse layer');
+  g.setSparsity(P); // parked: reused
+  const again = await run();
+  assert.equal(g.sparseBuilds, 1, 'no second build');
+  assert.deepEqual(again.out, first.out);
+  assert.deepEqual(again.dec, first.dec);
+  assert.deepEqual(again.density, first.density, 'density counted from the switch on');
+  g.setSparsity(P); // the current policy again: counts reset, nothing rebuilt
+  assert.equal(g.sparseBuilds, 1);
+  assert.deepEqual((await g.mlpDensity()).map((v) => (v === null ? null : Number.isNaN(v))), [null, true, true, true]);
+  g.setSparsity(Q); // another policy frees the parked one
+  assert.equal(g.sparseBuilds, 2);
+  g.setSparsity(null); g.setSparsity(P);
+  assert.equal(g.sparseBuilds, 3, 'P was freed when Q came');
+  assert.deepEqual((await run()).out, first.out);
+  g.dispose();
+});

@@ -48,6 +48,13 @@ interface LayerSparse {
   fixed?: GPUBuffer;                                                    // (k) u32, uploaded once
 }
 
+/** What setSparsity builds for a policy: per-layer parts, their buffers, and the sparse MLP's scratch. */
+interface SparseState {
+  policy: SparsityPolicy; sparse: (LayerSparse | null)[]; bufs: GPUBuffer[];
+  scores: GPUBuffer | null; u: GPUBuffer | null; sel: GPUBuffer | null; hsel: GPUBuffer | null;
+  partial: GPUBuffer | null; partialFloats: number; chosen: GPUBuffer | null; zeroB1: GPUBuffer | null;
+}
+
 interface Plan { items: PlanItem[]; own: GPUBuffer[]; dispatches: number }
 /** What follows the layers: nothing, the last row's logits, every row's, or the last row's logits
  *  and the argmax kernel that feeds the pick to the next step (decodeGreedy). */
@@ -303,17 +310,52 @@ class GpuRunner implements WebGpuRunner {
     this.plan(1, 'last', false); // the decode plan, built at load
   }
 
+  /**
+   * The sparse state of the last policy, kept aside while the runner runs dense: setting the same
+   * policy object again (eval --compare switches every window) reuses its uploaded predictors and
+   * scratch instead of building them again. Another policy frees it.
+   */
+  private parked: SparseState | null = null;
+  /** How many times setSparsity built a sparse state (uploads, LayerNorm folds): tests check the reuse. */
+  sparseBuilds = 0;
+
+  private takeSparse(): SparseState | null {
+    if (!this.policy) return null;
+    const s: SparseState = { policy: this.policy, sparse: this.sparse, bufs: this.sparseBufs, scores: this.scores, u: this.u, sel: this.sel,
+      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1 };
+    this.policy = null; this.sparse = []; this.sparseBufs = []; this.partialFloats = 0;
+    this.scores = this.u = this.sel = this.hsel = this.partial = this.chosen = this.zeroB1 = null;
+    return s;
+  }
+
+  private putSparse(s: SparseState): void {
+    ({ policy: this.policy, sparse: this.sparse, bufs: this.sparseBufs, scores: this.scores, u: this.u, sel: this.sel,
+      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1 } = s);
+  }
+
   setSparsity(policy: SparsityPolicy | null): void {
     if (this.chaining) fail('setSparsity called while decodeGreedy runs'); // it would drop the plan the chain replays
     const c = this.config, d = c.hidden, f = c.ffn;
     if (policy && policy.mlp.length !== c.layers) fail(`sparsity policy has ${policy.mlp.length} layers, the model has ${c.layers}`);
-    for (const b of this.sparseBufs) b.destroy();
-    this.sparseBufs = [];
-    this.chosen = null; this.mlpTokens = 0;
+    if (policy && policy === this.policy) { this.resetMlpDensity(); return; }
     this.dropPlans();
+    const cur = this.takeSparse();
+    this.mlpTokens = 0;
+    const free = (s: SparseState | null) => s?.bufs.forEach((b) => b.destroy());
+    if (!policy) { // park the current state; an older parked one goes
+      if (cur) { free(this.parked); this.parked = cur; }
+      return;
+    }
+    if (this.parked?.policy === policy) { // back to the parked policy: reuse it
+      free(cur);
+      this.putSparse(this.parked);
+      this.parked = null;
+      this.resetMlpDensity();
+      return;
+    }
+    free(cur); free(this.parked); this.parked = null;
+    this.sparseBuilds++;
     this.policy = policy;
-    this.sparse = [];
-    if (!policy) return;
     const own: GPUBuffer[] = [];
     const ds: Dispatch[] = [];
     const sb = (bytes: number, label: string) => { const b = this.k.buffer(bytes, label); this.sparseBufs.push(b); return b; };
@@ -743,7 +785,8 @@ class GpuRunner implements WebGpuRunner {
 
   dispose(): void {
     this.dropPlans();
-    for (const b of [...this.buffers, ...this.sparseBufs, ...this.idStage]) b.destroy();
+    for (const b of [...this.buffers, ...this.sparseBufs, ...(this.parked?.bufs ?? []), ...this.idStage]) b.destroy();
+    this.parked = null;
     for (const m of this.matrices) for (const p of m.parts) p.buffer.destroy();
     this.stage?.destroy(); this.querySet?.destroy();
     this.buffers = []; this.sparseBufs = []; this.matrices = []; this.idStage = []; this.stage = null;
