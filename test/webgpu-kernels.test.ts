@@ -45,7 +45,9 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       // K = 48 and 1048 (x offsets and strides multiples of 4) read x as vec4<f32>.
       // K = 2056 and 4101 (>= 256 chunks, few rows) take the one-row-of-256-threads shape of short, wide matrices.
       // K = 16391 (2049 chunks, wide with a tail): the long-row shape, one row of 256 threads.
-      for (const [T, rows, K] of [[1, 37, 23], [1, 131, 45], [1, 29, 18], [1, 41, 1037], [1, 33, 48], [1, 43, 1048], [1, 21, 2056], [1, 7, 4101], [1, 9, 16391], [3, 37, 23], [19, 53, 71]] as const) {
+      // Prefill (T > 1) takes the matmul: 64 × 64 tiles; T = 70 and 128 span two tiles of tokens,
+      // 131 rows three of rows, and odd K (45, 71) ends inside a K chunk.
+      for (const [T, rows, K] of [[1, 37, 23], [1, 131, 45], [1, 29, 18], [1, 41, 1037], [1, 33, 48], [1, 43, 1048], [1, 21, 2056], [1, 7, 4101], [1, 9, 16391], [3, 37, 23], [19, 53, 71], [70, 131, 45], [128, 67, 100]] as const) {
         // GEMVs also at 2 and 3 rows a thread (the wide form's multi-row main; narrow rows ignore it).
         for (const epi of [{ bias: false, relu: false, resid: false }, { bias: true, relu: true, resid: false }, { bias: true, relu: false, resid: true }]) for (const rpt of T === 1 ? [1, 2, 3] : [1]) {
           const { m, w } = randomMatrix(k, rows, K, r);

@@ -9,7 +9,7 @@ import type { Gpu } from './device.js';
 import { floatsToHalves, halvesToFloats } from '../../util/f16.js';
 import { ceil4, ceilDiv, type KernelFeatures } from './kernels/common.js';
 import { gemvKey, gemvWgsl, type GemvOpts } from './kernels/gemv.js';
-import { matmulKey, matmulWgsl } from './kernels/matmul.js';
+import { MM_TILE, matmulKey, matmulWgsl } from './kernels/matmul.js';
 import { layerNormKey, layerNormWgsl, layerNormWorkgroupSize } from './kernels/layernorm.js';
 import { ATS_MAX_SPLITS, ATS_MIN_CHUNK, ATT_WG, attentionCombineKey, attentionCombineWgsl, attentionKey, attentionSplitKey, attentionSplitShape, attentionSplits, attentionSplitWgsl, attentionWgsl } from './kernels/attention.js';
 import { embedKey, embedWgsl, fill32Key, fill32Wgsl, fillKey, fillWgsl, kvStoreKey, kvStoreWgsl, scatterKey, scatterWgsl, transposeKey, transposeWgsl } from './kernels/misc.js';
@@ -271,7 +271,7 @@ export class Kernels {
         case 'matmul': {
           const key = matmulKey(this.feats, epi);
           out.push(this.dispatch(key, this.pipeline(key, () => matmulWgsl(this.feats, epi)),
-            [p.rows, K, K4, p.row0, a.T, inStride, inOff, outStride, outOff + p.row0], ent, [ceilDiv(p.rows, 16), ceilDiv(a.T, 16), 1], own));
+            [p.rows, K, K4, p.row0, a.T, inStride, inOff, outStride, outOff + p.row0], ent, [ceilDiv(p.rows, MM_TILE), ceilDiv(a.T, MM_TILE), 1], own));
           break;
         }
       }
