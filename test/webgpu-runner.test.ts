@@ -426,9 +426,16 @@ test('webgpu setSparsity: going dense parks the sparse state, the same policy ag
   const g = await createWebGpuRunner(c, ck.weights, { gpu }) as Awaited<ReturnType<typeof createWebGpuRunner>> & { sparseBuilds: number };
   const ids = reference(MODELS['5m'])[0].input_ids;
   const run = async () => { g.reset(); const out = await g.forward(ids); const dec = await g.forward([7]); return { out, dec, density: await g.mlpDensity() }; };
+  // A policy refused for a bad layer changes nothing (fc2ᵀ is not left allocated but untransposed).
+  const bad: SparsityPolicy = { input: 'mlp_in', mlp: P.mlp.map((lp, l) => (l === 3 ? { k: 0, selector: { kind: 'predictor' as const, predictor: pred(3), block: { cap: 65, tau: null } } } : lp)) };
+  assert.throws(() => g.setSparsity(bad), /layer 3: block cap 65 must be between 1 and 64/);
+  assert.equal(g.sparseBuilds, 0);
   g.setSparsity(P);
   const first = await run();
   assert.equal(g.sparseBuilds, 1);
+  const cpu = new CpuRunner(c, ck.weights);
+  cpu.setSparsity(P);
+  assertRows(first.out, await cpu.forward(ids), c.vocabSize, 'sparse after a refused policy, against the CPU');
   g.setSparsity(null);
   const dense = await run();
   assert.ok(relErr(dense.out, first.out) > 1e-4, 'dense differs from sparse');

@@ -48,6 +48,13 @@ interface LayerSparse {
   fixed?: GPUBuffer;                                                    // (k) u32, uploaded once
 }
 
+/** Neurons a sparse layer computes per token: the fixed set's size, the block rule's slots, else k. */
+function layerK(lp: MlpLayerPolicy, f: number): number {
+  const s = lp.selector;
+  if (s.kind === 'fixed') return s.indices.length;
+  return s.kind === 'predictor' && s.block ? blockSlots(f, s.block.cap) : lp.k;
+}
+
 /** What setSparsity builds for a policy: per-layer parts, their buffers, and the sparse MLP's scratch. */
 interface SparseState {
   policy: SparsityPolicy; sparse: (LayerSparse | null)[]; bufs: GPUBuffer[];
@@ -337,6 +344,15 @@ class GpuRunner implements WebGpuRunner {
     if (this.chaining) fail('setSparsity called while decodeGreedy runs'); // it would drop the plan the chain replays
     const c = this.config, d = c.hidden, f = c.ffn;
     if (policy && policy.mlp.length !== c.layers) fail(`sparsity policy has ${policy.mlp.length} layers, the model has ${c.layers}`);
+    // Checked before anything changes: a policy refused half-way would leave fc2ᵀ allocated but
+    // never transposed (the transposes are submitted at the end), and later policies would use it.
+    policy?.mlp.forEach((lp, l) => {
+      if (!lp) return;
+      const s = lp.selector, block = s.kind === 'predictor' ? s.block : undefined;
+      if (block && !(Number.isInteger(block.cap) && block.cap >= 1 && block.cap <= BLOCK_SIZE)) fail(`layer ${l}: block cap ${block.cap} must be between 1 and ${BLOCK_SIZE}`);
+      const k = layerK(lp, f);
+      if (!block && !(Number.isInteger(k) && k >= 1 && k <= f)) fail(`layer ${l}: k = ${k} must be between 1 and ${f}`);
+    });
     if (policy && policy === this.policy) { this.resetMlpDensity(); return; }
     this.dropPlans();
     const cur = this.takeSparse();
@@ -366,9 +382,7 @@ class GpuRunner implements WebGpuRunner {
       if (!L.fc2T) { L.fc2T = this.mat(f, d, `${l}.fc2T`); ds.push(...this.k.transpose(L.fc2, L.fc2T, own)); }
       const s = lp.selector;
       const block = s.kind === 'predictor' ? s.block : undefined;
-      const k = s.kind === 'fixed' ? s.indices.length : block ? blockSlots(f, block.cap) : lp.k;
-      if (block && !(Number.isInteger(block.cap) && block.cap >= 1 && block.cap <= BLOCK_SIZE)) fail(`layer ${l}: block cap ${block.cap} must be between 1 and ${BLOCK_SIZE}`);
-      if (!block && !(k >= 1 && k <= f)) fail(`layer ${l}: k = ${k} must be between 1 and ${f}`);
+      const k = layerK(lp, f);
       kMax = Math.max(kMax, k);
       const out: LayerSparse = { lp, k, block };
       if (s.kind === 'fixed') {
