@@ -9,7 +9,7 @@ import type { Gpu } from './device.js';
 import { floatsToHalves, halvesToFloats } from '../../util/f16.js';
 import { ceil4, ceilDiv, type KernelFeatures } from './kernels/common.js';
 import { gemvKey, gemvWgsl, type GemvOpts } from './kernels/gemv.js';
-import { MM_TILE, matmulKey, matmulWgsl } from './kernels/matmul.js';
+import { MATMUL_SHORT_MAX, MM_TILE, matmulKey, matmulWgsl } from './kernels/matmul.js';
 import { layerNormKey, layerNormWgsl, layerNormWorkgroupSize } from './kernels/layernorm.js';
 import { ATS_MAX_SPLITS, ATS_MIN_CHUNK, ATT_WG, attentionCombineKey, attentionCombineWgsl, attentionKey, attentionSplitKey, attentionSplitShape, attentionSplits, attentionSplitWgsl, attentionWgsl } from './kernels/attention.js';
 import { embedKey, embedWgsl, fill32Key, fill32Wgsl, fillKey, fillWgsl, kvStoreKey, kvStoreWgsl, scatterKey, scatterWgsl, transposeKey, transposeWgsl } from './kernels/misc.js';
@@ -114,6 +114,8 @@ export class Kernels {
   readonly maxPartBytes: number;
   /** Rows a thread for dense GEMVs with wide rows, when set (A/B runs); else gemvShape's choice. */
   gemvRowsPerThread: number | null = null;
+  /** Prefill passes of at most this many tokens take the matmul's `short` form (matmul.ts). */
+  matmulShortMax = MATMUL_SHORT_MAX;
 
   /**
    * The KV cache holds f16 (packed two to a u32: no shader-f16 needed; half the memory, as Hugging
@@ -269,8 +271,9 @@ export class Kernels {
           break;
         }
         case 'matmul': {
-          const key = matmulKey(this.feats, epi);
-          out.push(this.dispatch(key, this.pipeline(key, () => matmulWgsl(this.feats, epi)),
+          const mo = { ...epi, short: a.T <= this.matmulShortMax };
+          const key = matmulKey(this.feats, mo);
+          out.push(this.dispatch(key, this.pipeline(key, () => matmulWgsl(this.feats, mo)),
             [p.rows, K, K4, p.row0, a.T, inStride, inOff, outStride, outOff + p.row0], ent, [ceilDiv(p.rows, MM_TILE), ceilDiv(a.T, MM_TILE), 1], own));
           break;
         }
