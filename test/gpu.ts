@@ -1,6 +1,6 @@
 import type { TestContext } from 'node:test';
 import { openGpu, probeAdapter, type Gpu, type GpuOptions } from '../src/backend/webgpu/device.js';
-import type { GpuMatrix, Kernels } from '../src/backend/webgpu/ops.js';
+import { readF32, type GpuMatrix, type Kernels } from '../src/backend/webgpu/ops.js';
 import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
 import { randomArray } from './helpers.js';
 
@@ -29,4 +29,21 @@ export function randomMatrix(k: Kernels, rows: number, cols: number, r: () => nu
 /** Values as the KV cache holds them: rounded to f16 where the kernels keep it in f16 (Kernels.kvHalf). */
 export function kvRound(k: Kernels, a: Float32Array): Float32Array {
   return k.kvHalf ? halvesToFloats(floatsToHalves(a)) : a;
+}
+
+/** A KV-cache buffer holding `data` in the cache's element type (packed f16: values rounded). */
+export function kvBuffer(k: Kernels, data: Float32Array, label: string): GPUBuffer {
+  if (!k.kvHalf) return k.f32Buffer(data, label);
+  const h = new Uint16Array(Math.ceil(data.length / 2) * 2);
+  h.set(floatsToHalves(data));
+  const b = k.buffer(h.byteLength, label);
+  k.device.queue.writeBuffer(b, 0, h as Uint16Array<ArrayBuffer>);
+  return b;
+}
+
+/** A KV cache's first n elements as f32 (f16 caches widened). */
+export async function readKv(k: Kernels, src: GPUBuffer, n: number): Promise<Float32Array> {
+  if (!k.kvHalf) return readF32(k, src, n);
+  const raw = await readF32(k, src, Math.ceil(n / 2));
+  return halvesToFloats(new Uint16Array(raw.buffer, 0, n));
 }

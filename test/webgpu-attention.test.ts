@@ -11,7 +11,7 @@ import { attention } from '../src/backend/cpu/kernels.js';
 import { Kernels, readF32, runNow } from '../src/backend/webgpu/ops.js';
 import { attentionSplits, attentionSplitShape } from '../src/backend/webgpu/kernels/attention.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
-import { gpuOrSkip, kvRound } from './gpu.js';
+import { gpuOrSkip, kvBuffer, kvRound } from './gpu.js';
 import { randomArray, rng, relErr } from './helpers.js';
 
 let gpu: Gpu | null = null;
@@ -60,7 +60,7 @@ test('webgpu attention matches the CPU twin (split-K decode and the prefill kern
         const ref = attention(q, T, pos, kvRound(k, kc), kvRound(k, vc), H, hd, undefined, hnRef);
         const step = k.f32Buffer(Uint32Array.from([pos]), 'step');
         const o = k.buffer(T * d * 4, 'o'), hn = k.buffer(T * H * 4, 'hn');
-        const ds = k.attention({ step, qkv: k.f32Buffer(qkv, 'qkv'), k: k.kvBuffer(kc, 'k'), v: k.kvBuffer(vc, 'v'), o, hn, H, hd, T, maxPos, splits }, own);
+        const ds = k.attention({ step, qkv: k.f32Buffer(qkv, 'qkv'), k: kvBuffer(k, kc, 'k'), v: kvBuffer(k, vc, 'v'), o, hn, H, hd, T, maxPos, splits }, own);
         assert.equal(ds.length, T === 1 || splits ? 2 : 1, 'decode (or forced splits) takes the split form');
         await runNow(k, ds, own);
         const what = `H=${H} hd=${hd} pos=${pos} T=${T} splits=${splits ?? 'auto'}`;

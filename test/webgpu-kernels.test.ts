@@ -6,10 +6,10 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { LN_WGS, layerNormWorkgroupSize } from '../src/backend/webgpu/kernels/layernorm.js';
 import { argmax, attention, layerNorm, linear, sparseMlp, topK, transpose } from '../src/backend/cpu/kernels.js';
-import { Kernels, readF32, readKv, readU32, runNow } from '../src/backend/webgpu/ops.js';
+import { Kernels, readF32, readU32, runNow } from '../src/backend/webgpu/ops.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import { halvesToFloats } from '../src/util/f16.js';
-import { gpuOrSkip, kvRound, randomMatrix } from './gpu.js';
+import { gpuOrSkip, kvBuffer, kvRound, randomMatrix, readKv } from './gpu.js';
 import { randomArray, rng, relErr } from './helpers.js';
 
 let gpu: Gpu | null = null;
@@ -123,7 +123,7 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
         vc.set(qkv.subarray(t2 * 3 * d + 2 * d, t2 * 3 * d + 3 * d), (pos + t2) * d);
       }
       const step = k.f32Buffer(Uint32Array.from([pos]), 'step');
-      const gk = k.kvBuffer(kc.map((v, i) => (i < pos * d ? v : 0)), 'k'), gv = k.kvBuffer(vc.map((v, i) => (i < pos * d ? v : 0)), 'v');
+      const gk = kvBuffer(k, kc.map((v, i) => (i < pos * d ? v : 0)), 'k'), gv = kvBuffer(k, vc.map((v, i) => (i < pos * d ? v : 0)), 'v');
       const gq = k.f32Buffer(qkv, 'qkv'), o = k.buffer(T * d * 4, 'o'), hn = k.buffer(T * H * 4, 'hn');
       await runNow(k, [k.kvStore({ step, qkv: gq, k: gk, v: gv, d, T }, own), ...k.attention({ step, qkv: gq, k: gk, v: gv, o, hn, H, hd, T, maxPos }, own)], own);
       // The caches hold the values in their element type (f16: rounded, the GPU's conversion may
@@ -157,7 +157,7 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
           const outs: Float32Array[][] = [];
           // Fused at 1 and at 2 rows a thread.
           for (const [fused, rpt] of [[false, 1], [true, 1], [true, 2]] as const) {
-            const y = k.buffer(3 * d * 4, 'qkv'), kc = k.kvBuffer(cache0, 'k'), vc = k.kvBuffer(vcache0, 'v');
+            const y = k.buffer(3 * d * 4, 'qkv'), kc = kvBuffer(k, cache0, 'k'), vc = kvBuffer(k, vcache0, 'v');
             const ds = k.linear({ W: m, x: xb, y, T: 1, bias, ln, kv: fused ? { step, k: kc, v: vc } : null, shape: { rpt } }, own);
             assert.equal(ds.every((dd) => dd.label.includes('_kv')), fused);
             if (!fused) ds.push(k.kvStore({ step, qkv: y, k: kc, v: vc, d, T: 1 }, own));

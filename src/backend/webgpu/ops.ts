@@ -6,7 +6,6 @@
  */
 import type { TracePoint } from '../types.js';
 import type { Gpu } from './device.js';
-import { floatsToHalves, halvesToFloats } from '../../util/f16.js';
 import { ceil4, ceilDiv, type KernelFeatures } from './kernels/common.js';
 import { gemvKey, gemvWgsl, type GemvOpts } from './kernels/gemv.js';
 import { MATMUL_SHORT_MAX, MM_TILE, matmulKey, matmulWgsl } from './kernels/matmul.js';
@@ -148,16 +147,6 @@ export class Kernels {
 
   /** Bytes of n KV-cache elements (f16 or f32, Kernels.kvHalf). */
   kvBytes(n: number): number { return n * (this.kvHalf ? 2 : 4); }
-
-  /** A KV-cache buffer holding `data` in the cache's element type (f16 values rounded). */
-  kvBuffer(data: Float32Array, label: string): GPUBuffer {
-    if (!this.kvHalf) return this.f32Buffer(data, label);
-    const h = new Uint16Array(Math.ceil(data.length / 2) * 2);
-    h.set(floatsToHalves(data));
-    const b = this.buffer(h.byteLength, label);
-    this.device.queue.writeBuffer(b, 0, h as Uint16Array<ArrayBuffer>);
-    return b;
-  }
 
   f32Buffer(data: Float32Array | Uint32Array, label: string): GPUBuffer {
     const b = this.buffer(data.byteLength, label);
@@ -491,13 +480,6 @@ export async function readF32(k: Kernels, src: GPUBuffer, floats: number, offset
   const out = new Float32Array(st.getMappedRange(0, bytes).slice(0));
   st.unmap(); st.destroy();
   return out;
-}
-
-/** A KV cache's first n elements as f32 (f16 caches widened). */
-export async function readKv(k: Kernels, src: GPUBuffer, n: number): Promise<Float32Array> {
-  if (!k.kvHalf) return readF32(k, src, n);
-  const raw = await readF32(k, src, Math.ceil(n / 2));
-  return halvesToFloats(new Uint16Array(raw.buffer, 0, n));
 }
 
 export async function readU32(k: Kernels, src: GPUBuffer, n: number): Promise<Uint32Array> {
