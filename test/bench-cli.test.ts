@@ -54,7 +54,7 @@ test('bench prints an aligned table by default', () => {
   assert.equal(new Set(lines.map((l) => l.length)).size, 1);
 });
 
-test('bench errors are one line: unknown shape, --sparsity dejavu, --shape on the CPU, mlp without predictors, bad --selection', () => {
+test('bench errors are one line: unknown shape, --sparsity dejavu, --shape on the CPU, mlp without predictors, bad --selection, bad --predictor-input', () => {
   const cases: [string[], RegExp][] = [
     [['--shape', 'opt-9b'], /^dejavu: unknown shape "opt-9b" \(choose opt-125m, .*opt-66b\)\n$/],
     [[...fast, '--sparsity', 'dejavu'], /^dejavu: --sparsity dejavu needs sparse attention heads, .*\n$/],
@@ -63,6 +63,8 @@ test('bench errors are one line: unknown shape, --sparsity dejavu, --shape on th
     [[...fast, '--sparsity', 'mlp'], /^dejavu: --sparsity mlp on a checkpoint needs --predictors DIR .* or --oracle/],
     [[...fast, '--prompt-len', '1000', '--gen', '100'], /exceeds the model's context of 1024 tokens/],
     [[...fast, '--selection', 'best'], /^dejavu: --selection must be auto, block or topk \(got best\)\n$/],
+    [[...fast, '--predictor-input', 'qkv'], /^dejavu: --predictor-input must be attn_in or mlp_in \(got qkv\)\n$/],
+    [[...fast, '--sparsity', 'mlp', '--oracle', '--predictor-input', 'attn_in'], /^dejavu: --predictor-input is for synthetic predictors \(--oracle runs no predictor\)\n$/],
   ];
   for (const [args, re] of cases) {
     const r = bench(args);

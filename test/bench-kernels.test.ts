@@ -98,8 +98,8 @@ test('bench --kernels --json prints a row for every kernel with positive times',
   assert.equal(count('gather-gemv'), 5);
   assert.equal(count('sparse-fc2'), 6); // five densities, and the block rule's slots
   assert.equal(count('mlp-dense'), 1);
-  assert.equal(count('mlp-sparse'), 2);  // top-K and the block rule
-  assert.equal(count('block-select'), 1);
+  assert.equal(count('mlp-sparse'), 3);  // top-K, the block rule, and the block rule with the lookahead
+  assert.equal(count('block-select'), 2); // and with the MLP LayerNorm folded in
   assert.equal(count('topk'), 1);
   assert.equal(count('layernorm'), 1);
   // Each context over an f32 and an f16 KV cache; the f16 rows read half the bytes.
@@ -114,9 +114,13 @@ test('bench --kernels --json prints a row for every kernel with positive times',
   assert.ok(Math.abs((gemv.gbps as number) - (gemv.bytes as number) / ((gemv.us as number) * 1e3)) < 0.01 + 1e-3 * (gemv.gbps as number));
   assert.match(r.stderr, /sparse MLP block \(top-K, density 0\.1; predictor and selection included\): [\d.]+x/);
   assert.match(r.stderr, /sparse MLP block \(block rule, density [\d.]+ measured; predictor and selection included\): [\d.]+x/);
-  const block = rows.find((x) => x.kernel === 'mlp-sparse' && (x.params as { form: string }).form === 'block')!;
-  const bp = block.params as { density: number; slots: number; cap: number };
-  assert.ok(bp.density > 0.05 && bp.density < 0.15, `the threshold picks about 10 %: ${bp.density}`);
+  assert.match(r.stderr, /sparse MLP block \(block rule, lookahead, density [\d.]+ measured; predictor and selection included\): [\d.]+x/);
+  for (const form of ['block', 'block lookahead (A in the qkv GEMV)']) {
+    const block = rows.find((x) => x.kernel === 'mlp-sparse' && (x.params as { form: string }).form === form)!;
+    const bp = block.params as { density: number; slots: number; cap: number; dispatches: number };
+    assert.ok(bp.density > 0.05 && bp.density < 0.15, `${form}: the threshold picks about 10 %: ${bp.density}`);
+    assert.equal(bp.dispatches, form === 'block' ? 3 : 2);
+  }
 });
 
 test('bench --kernels errors are one line', () => {

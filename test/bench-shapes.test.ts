@@ -92,7 +92,9 @@ test('synthetic policies: distinct sorted fixed sets per layer, shared predictor
   assert.deepEqual(sel.block && sel.block.cap, 26);
   assert.equal(s.mlp[0]!.k, (3072 / 64) * 26);
   assert.equal(s.mlp[0]!.density, 0.2);
-  assert.equal(s.input, 'mlp_in');
+  // DejaVu's lookahead by default (attn_in); mlp_in on request.
+  assert.equal(s.input, 'attn_in');
+  assert.equal(syntheticPredictorPolicy(c, 0.2, { input: 'mlp_in' }).input, 'mlp_in');
   const r = rng(9);
   let chosen = 0;
   for (let i = 0; i < 4; i++) {
@@ -100,7 +102,7 @@ test('synthetic policies: distinct sorted fixed sets per layer, shared predictor
     chosen += blockSelect(predictScores(sel.predictor, x, 768), 64, sel.block!.cap, sel.block!.tau).chosen.length;
   }
   assert.ok(Math.abs(chosen / (4 * 3072) - 0.2) < 0.05, `synthetic threshold keeps ${chosen / (4 * 3072)}`);
-  const t = syntheticPredictorPolicy(c, 0.2, undefined, undefined, 'topk');
+  const t = syntheticPredictorPolicy(c, 0.2, { selection: 'topk' });
   assert.deepEqual(mlpBytesFromPolicy(t)![3], { k: mlpK(c, 0.2), rank: 64, denseFc1: false });
   assert.equal(randomSubset(10, 10, rng(3)).join(), '0,1,2,3,4,5,6,7,8,9');
 });

@@ -5,7 +5,7 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { blockSelect, linear, sparseMlp, transpose } from '../src/backend/cpu/kernels.js';
+import { blockSelect, layerNorm, linear, sparseMlp, transpose } from '../src/backend/cpu/kernels.js';
 import { Kernels, readF32, readU32, runNow } from '../src/backend/webgpu/ops.js';
 import { BS_NB } from '../src/backend/webgpu/kernels/block-select.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
@@ -67,6 +67,48 @@ test('block selection + fc1 (fused) matches blockSelect + sparseMlp on odd shape
         assert.equal((await readU32(k, cnt, 1))[0], chosenTotal, `count ${msg}`);
         if (tau === null) assert.equal(chosenTotal, T * Math.min(cap * nb, (nb - 1) * cap + Math.min(cap, f - (nb - 1) * BS_NB)), 'blocked top-cap chooses cap a block');
       }
+      own.forEach((b) => b.destroy());
+    }
+  }
+});
+
+test('block selection with the MLP LayerNorm folded into fc1 (the lookahead) matches LayerNorm, then block selection', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const r = rng(12), eps = 1e-5;
+  for (const { f16, sg, wg } of [{ f16: gpu.f16, sg: gpu.subgroups, wg: 512 }, { f16: false, sg: false, wg: 256 }, { f16: false, sg: gpu.subgroups, wg: 1024 }]) {
+    const k: Kernels = new Kernels({ ...gpu, f16, subgroups: sg }, 6144);
+    const own: GPUBuffer[] = [];
+    // d = 37 (wide W1 rows with a tail), 35 (narrow), 48 (x as vec4); u read at an offset and stride
+    // (inside the qkv GEMV's output in decode) and plain. x has an offset mean, as a residual stream does.
+    for (const [f, rk, d, uOff] of [[200, 13, 37, 3 * 37], [101, 10, 35, 0], [130, 24, 48, 3 * 48]] as const) {
+      const T = 1, cap = 7;
+      const { m: B, w: wB } = randomMatrix(k, f, rk, r);
+      const { m: W1, w: w1 } = randomMatrix(k, f, d, r);
+      const bias = randomArray(f, r, 0.3), b1 = randomArray(f, r, 0.5);
+      const gamma = randomArray(d, r).map((v) => 1 + 0.5 * v), beta = randomArray(d, r, 0.2);
+      const x = randomArray(d, r).map((v) => 3 + 2 * v);
+      const u = randomArray(rk, r), uBuf = new Float32Array(uOff + rk + 5);
+      uBuf.set(u, uOff);
+      const tau = [...linear(u, 1, wB, bias, rk, f)].sort((a, b) => a - b)[f >> 1];
+      const c = k.buffer(2 * f * 4, 'c');
+      const gB = k.f32Buffer(gamma, 'gamma');
+      await runNow(k, k.foldLayerNorm({ W: W1, gamma: gB, beta: k.f32Buffer(beta, 'beta'), bias: k.f32Buffer(b1, 'b1'), c }, own), own);
+      const kk = Math.ceil(f / BS_NB) * cap;
+      const sel = k.buffer(kk * 4, 'sel'), h = k.buffer(kk * 4, 'h'), cnt = k.f32Buffer(new Uint32Array(4), 'cnt');
+      const ds = k.blockSelectFc1({ B, bias: k.f32Buffer(bias, 'bias'), u: k.f32Buffer(uBuf, 'u'), uOff, uStride: uOff + rk, W1, b1: null,
+        ln: { gamma: gB, c, eps }, x: k.f32Buffer(x, 'x'), sel, h, cnt, T, cap, tau, wg }, own);
+      assert.ok(ds.every((x) => x.label.endsWith(`_ln${d}`)));
+      await runNow(k, ds, own);
+      const xn = layerNorm(x, 1, d, gamma, beta, eps);
+      const want = blockSelect(linear(u, 1, wB, bias, rk, f), BS_NB, cap, tau);
+      const msg = `f=${f} r=${rk} d=${d} f16=${f16} sg=${sg} wg=${wg}`;
+      assert.deepEqual([...await readU32(k, sel, kk)], [...want.slots], `slots ${msg}`);
+      const act = new Float32Array(f);
+      sparseMlp(xn, w1, b1, new Float32Array(f * d), new Float32Array(d), d, want.chosen, undefined, act);
+      const wantH = Float32Array.from(want.slots, (j, i) => (want.used[i] ? act[j] : 0));
+      const gotH = await readF32(k, h, kk);
+      assert.ok(relErr(gotH, wantH) < 1e-4, `h ${msg}: ${relErr(gotH, wantH)}`);
       own.forEach((b) => b.destroy());
     }
   }

@@ -183,6 +183,51 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       assert.throws(() => k.linear({ W: m, x: k.buffer(64, 'x'), y: k.buffer(64, 'y'), T: 1, resid: true, kv }, own), /residual/);
       assert.throws(() => k.linear({ W: k.matrix(8, 3, 'W'), x: k.buffer(64, 'x'), y: k.buffer(64, 'y'), T: 1, kv }, own), /\(3d, d\)/);
     });
+    await t.test(`qkv GEMV carrying predictor A's rows (DejaVu's lookahead) vs qkv and A apart ${name}`, async () => {
+      // d = 16 (wide, x as vec4), 18 (narrow), 21 (wide with a tail); one and two rows a thread
+      // (narrow rows take one; 63 rows are not whole workgroups of two). qkv's rows, K and V must come
+      // out bit for bit as without A; A's rows as A's own folded GEMV.
+      const maxPos = 6, pos = 3, eps = 1e-5, rA = 5;
+      for (const d of [16, 18, 21]) for (const rpt of [1, 2]) {
+        const { m } = randomMatrix(k, 3 * d, d, r), { m: A } = randomMatrix(k, rA, d, r);
+        const shape = { rows: 1, rpt };
+        assert.equal(k.canFusePredictor(m, A, shape), !(d === 21 && rpt === 2), `d ${d} rpt ${rpt}`);
+        if (d === 21 && rpt === 2) continue;
+        const gam = k.f32Buffer(randomArray(d, r).map((v) => 1 + 0.5 * v), 'gamma'), beta = k.f32Buffer(randomArray(d, r), 'beta');
+        const cq = k.buffer(2 * 3 * d * 4, 'c qkv'), ca = k.buffer(2 * rA * 4, 'c A');
+        await runNow(k, [...k.foldLayerNorm({ W: m, gamma: gam, beta, bias: k.f32Buffer(randomArray(3 * d, r), 'b'), c: cq }, own),
+          ...k.foldLayerNorm({ W: A, gamma: gam, beta, bias: null, c: ca }, own)], own);
+        const q = await readF32(k, cq, 6 * d), a = await readF32(k, ca, 2 * rA);
+        const cAll = k.f32Buffer(Float32Array.from([...q.subarray(0, 3 * d), ...a.subarray(0, rA), ...q.subarray(3 * d), ...a.subarray(rA)]), 'c qkv+A');
+        const step = k.f32Buffer(Uint32Array.from([pos, 0]), 'step'), xb = k.f32Buffer(randomArray(d, r).map((v) => v + 1), 'x');
+        const cache0 = randomArray(maxPos * d, r);
+        const run = async (pred: boolean) => {
+          const y = k.buffer((3 * d + rA) * 4, 'y'), kc = kvBuffer(k, cache0, 'k'), vc = kvBuffer(k, cache0, 'v');
+          const ds = k.linear({ W: m, x: xb, y, T: 1, ln: { gamma: gam, c: pred ? cAll : cq, eps }, kv: { step, k: kc, v: vc, pred: pred ? A : undefined }, shape }, own);
+          assert.equal(ds.length, 1);
+          assert.equal(ds[0].label.includes('_predA'), pred);
+          await runNow(k, ds, own);
+          return [await readF32(k, y, 3 * d + rA), await readKv(k, kc, maxPos * d), await readKv(k, vc, maxPos * d)];
+        };
+        const plain = await run(false), fused = await run(true);
+        const what = `d ${d} rpt ${rpt}`;
+        assert.deepEqual(fused[0].subarray(0, 3 * d), plain[0].subarray(0, 3 * d), `${what}: qkv rows`);
+        assert.deepEqual(fused[1], plain[1], `${what}: K cache`);
+        assert.deepEqual(fused[2], plain[2], `${what}: V cache`);
+        const u = k.buffer(rA * 4, 'u');
+        await runNow(k, k.linear({ W: A, x: xb, y: u, T: 1, ln: { gamma: gam, c: ca, eps } }, own), own);
+        const want = await readF32(k, u, rA);
+        assert.ok(relErr(fused[0].subarray(3 * d), want) < 1e-5, `${what}: A's rows ${relErr(fused[0].subarray(3 * d), want)}`);
+      }
+      // Refused: qkv's rows not whole workgroups (54 rows, 4 a workgroup), A of another width, no folded LayerNorm,
+      // qkv in two parts (parts hold multiples of 64 rows: 72 rows of 24 columns at 4 KiB).
+      const q18 = randomMatrix(k, 54, 18, r).m, A18 = randomMatrix(k, 5, 18, r).m;
+      assert.equal(k.canFusePredictor(q18, A18, { rows: 4 }), false);
+      assert.equal(k.canFusePredictor(q18, randomMatrix(k, 5, 17, r).m, { rows: 2 }), false);
+      assert.equal(k.canFusePredictor(randomMatrix(k, 72, 24, r).m, randomMatrix(k, 5, 24, r).m, { rows: 2 }), false);
+      const kv = { step: k.buffer(16, 's'), k: k.buffer(4096, 'k'), v: k.buffer(4096, 'v'), pred: A18 };
+      assert.throws(() => k.linear({ W: q18, x: k.buffer(128, 'x'), y: k.buffer(512, 'y'), T: 1, kv, shape: { rows: 2 } }, own), /lookahead/);
+    });
     await t.test(`top-k (exact set, ties to the lower index) ${name}`, async () => {
       // levels > 0: rounded to many ties (levels 1: -0 and +0 among them); < 0: one huge outlier
       // (crowds the value-linear buckets); 'const': all equal; 'narrow': scores in [100, 100.01)

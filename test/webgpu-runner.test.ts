@@ -122,8 +122,9 @@ test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer 
   // Sparse layers with fixed or oracle sets keep the MLP LayerNorm (the gathered fc1 reads mlp_in);
   // a predictor folds the LayerNorm in front of its input into its A product, and one reading mlp_in
   // also writes LN(x) for fc1 (lnOut). Layer 1 dense: 2 fewer; 2 (fixed) and 3 (oracle): 1 fewer
-  // each; 0 (predictor): 1 with input attn_in (its MLP LayerNorm stays), 2 with mlp_in (top-K or
-  // the block rule).
+  // each; 0 (predictor): with input mlp_in 2 (top-K or the block rule); with attn_in its A product
+  // rides the qkv GEMV (the lookahead): 2 with top-K (the MLP LayerNorm stays for the gathered fc1),
+  // 3 with the block rule (block-select folds the MLP LayerNorm in too).
   const h = (a: Float32Array) => halvesToFloats(floatsToHalves(a));
   const policy: SparsityPolicy = {
     input: 'attn_in',
@@ -136,9 +137,12 @@ test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer 
   };
   assert.equal(c.layers, policy.mlp.length);
   const blockRule: SparsityPolicy = { input: 'mlp_in', mlp: policy.mlp.map((lp) => (lp?.selector.kind === 'predictor' ? { k: 0, selector: { ...lp.selector, block: { cap: 9, tau: null } } } : lp)) };
-  for (const [p, fewer] of [[policy, 5], [{ ...policy, input: 'mlp_in' as const }, 6], [blockRule, 6]] as const) {
+  const lookBlock: SparsityPolicy = { ...blockRule, input: 'attn_in' };
+  for (const [p, fewer] of [[policy, 6], [{ ...policy, input: 'mlp_in' as const }, 6], [blockRule, 6], [lookBlock, 7]] as const) {
     g.setSparsity(p); off.setSparsity(p); cpu.setSparsity(p);
     assert.equal(off.dispatchesPerToken - g.dispatchesPerToken, fewer, p.input);
+    if (p.input === 'attn_in') assert.ok(g.pipelineKeys.some((k) => k.includes('_predA')), 'the lookahead GEMV');
+    if (p === lookBlock) assert.ok(g.pipelineKeys.some((k) => k.startsWith('block_select') && k.endsWith(`_ln${d}`)), 'block-select with the MLP LayerNorm');
     g.reset(); off.reset(); cpu.reset();
     const [a, b, w] = await Promise.all([g, off, cpu].map(async (x) => { await x.forward(ids, { noLogits: true }); return x.forward([next[0]]); }));
     assert.ok(relErr(a, b) < 1e-4, `sparse (${p.input}) decode: folded vs separate ${relErr(a, b)}`);
@@ -184,7 +188,8 @@ test('webgpu sparse MLP: predictor policy selects and computes like the CPU runn
   // An f32 KV cache: the CPU's attention inputs exactly, so near-ties in the selections fall alike.
   const g = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32' });
   assert.ok(!g.pipelineKeys.some((k) => k.includes('kv16')));
-  for (const p of [policy, { ...policy, input: 'mlp_in' as const }, top5, thr]) {
+  // With attn_in, decode runs the lookahead (A in the qkv GEMV, the MLP LayerNorm in block-select).
+  for (const p of [policy, { ...policy, input: 'mlp_in' as const }, top5, thr, { ...top5, input: 'attn_in' as const }, { ...thr, input: 'attn_in' as const }]) {
     cpu.setSparsity(p); g.setSparsity(p); cpu.reset(); g.reset();
     const ids = reference(MODELS['5m'])[1].input_ids;
     const acts = new Map<string, Float32Array>();

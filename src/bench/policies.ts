@@ -3,7 +3,7 @@
  * at the right shapes, not a model that predicts anything.
  */
 import type { OptConfig } from '../model/config.js';
-import { BLOCK_SIZE, blockSlots, type LowRankPredictor, type MlpLayerPolicy, type SparsityPolicy } from '../sparsity/policy.js';
+import { BLOCK_SIZE, blockSlots, type LowRankPredictor, type MlpLayerPolicy, type PredictorInput, type SparsityPolicy } from '../sparsity/policy.js';
 import { predictScores } from '../sparsity/predict.js';
 import { mlpK, predictorRank } from './shapes.js';
 import { seededRandom } from '../util/random.js';
@@ -39,8 +39,9 @@ export function fixedPolicy(c: OptConfig, density: number, seed = 1): SparsityPo
  * 111 MB at OPT-66B); a backend uploads each layer's predictor to its own buffers, so the bytes read
  * per token are still L predictors' worth. Scales keep the scores O(1) like a trained predictor's.
  */
-export function syntheticPredictorPolicy(c: OptConfig, density: number, seed = 2, rank = predictorRank(c.hidden), selection: 'topk' | 'block' = 'block'): SparsityPolicy {
-  const r = rng(seed), d = c.hidden, f = c.ffn;
+export function syntheticPredictorPolicy(c: OptConfig, density: number,
+  o: { seed?: number; rank?: number; selection?: 'topk' | 'block'; input?: PredictorInput } = {}): SparsityPolicy {
+  const r = rng(o.seed ?? 2), d = c.hidden, f = c.ffn, rank = o.rank ?? predictorRank(d), selection = o.selection ?? 'block';
   const fill = (n: number, scale: number) => {
     const a = new Float32Array(n);
     for (let i = 0; i < n; i++) a[i] = (r() * 2 - 1) * scale;
@@ -64,9 +65,13 @@ export function syntheticPredictorPolicy(c: OptConfig, density: number, seed = 2
     const tau = all[Math.min(all.length - 1, Math.floor(density * all.length))];
     lp = { k: blockSlots(f, cap), density, selector: { kind: 'predictor', predictor, block: { cap, tau } } };
   }
-  // mlp_in: what train-predictors makes by default (docs/sparsity.md); decode then folds both
-  // LayerNorms (the MLP's into predictor A, which writes LN(x) for fc1 too).
-  return { input: 'mlp_in', mlp: Array.from({ length: c.layers }, () => lp) };
+  // attn_in (default): DejaVu's lookahead; decode runs predictor A inside the qkv GEMV (and the block
+  // rule folds the MLP LayerNorm into block-select): one dispatch fewer a layer than mlp_in, and
+  // measured faster (H200, GPU ms a token, docs/benchmarks.md: opt-6.7b 3.75 → 3.39, opt-13b 5.70 →
+  // 5.69). mlp_in is what train-predictors makes by default (better recall: docs/sparsity.md);
+  // decode then folds both LayerNorms (the MLP's into predictor A, which writes LN(x) for fc1).
+  // Same bytes either way.
+  return { input: o.input ?? 'attn_in', mlp: Array.from({ length: c.layers }, () => lp) };
 }
 
 /** A standard normal draw (Box-Muller). */

@@ -1,4 +1,5 @@
 /** Benchmark rows: one per configuration, as JSON (snake_case keys) or an aligned table. */
+import type { PredictorInput } from '../sparsity/policy.js';
 
 export interface BenchRow {
   shape: string;                 // opt-6.7b, or the checkpoint folder's name
@@ -8,6 +9,8 @@ export interface BenchRow {
   selector: 'none' | 'fixed' | 'predictor';
   /** Predictors: the block rule (fused select + fc1) or a global top-K. */
   selection: 'block' | 'topk' | null;
+  /** What the predictors read: mlp_in, or attn_in (DejaVu's lookahead: A rides the qkv GEMV in decode). */
+  predictor_input: PredictorInput | null;
   mlp_density: number | null;
   predictor_rank: number | null;
   /** The KV cache's element type (WebGPU: --kv-cache; the CPU keeps f32). */
@@ -87,7 +90,7 @@ export function benchTable(rows: BenchRow[]): string {
   if (gpu) header.push('GPU ms', 'dispatches');
   if (hf) header.push('HF ms/token', 'HF GB/s', 'HF/ours');
   const body = rows.map((r) => {
-    const sp = r.sparsity === 'dense' ? 'dense' : `mlp ${Number((r.mlp_density ?? NaN).toFixed(3))}${r.selector === 'fixed' ? ' fixed' : r.selection === 'block' ? ' block' : ''}`;
+    const sp = r.sparsity === 'dense' ? 'dense' : `mlp ${Number((r.mlp_density ?? NaN).toFixed(3))}${r.selector === 'fixed' ? ' fixed' : r.selection === 'block' ? ' block' : ''}${r.predictor_input === 'attn_in' ? ' lookahead' : ''}`;
     const cells = [r.shape, r.backend, sp, fmt(r.prefill_ms, 1), fmt(r.ms_per_token, 3), fmt(r.ms_per_token_readback, 3), fmt(r.tokens_per_s, 1),
       fmt(r.bytes_per_token / 1e6, 1), fmt(r.gbps, 1), fmt(r.floor_ms, 3), fmt(r.pct_of_floor, 1)];
     if (gpu) cells.push(fmt(r.gpu_ms_per_token, 3), String(r.dispatches_per_token ?? '-'));

@@ -11,7 +11,7 @@ import type { DecodeProfile } from '../backend/webgpu/runner.js';
 import { loadModel, type Model } from '../engine/model.js';
 import type { OptConfig } from '../model/config.js';
 import type { Checkpoint } from '../model/checkpoint.js';
-import { meanMlpDensity, type SparsityPolicy } from '../sparsity/policy.js';
+import { meanMlpDensity, type PredictorInput, type SparsityPolicy } from '../sparsity/policy.js';
 import { DejavuError, fail } from '../util/errors.js';
 import { bandwidthLine, measureGpuBandwidth, measureMemcpyBandwidth, type Bandwidth } from './bandwidth.js';
 import { timeDecode } from './decode.js';
@@ -41,6 +41,8 @@ export interface BenchOptions {
   headDensity: number;
   /** How predictors pick neurons (src/sparsity/predictors-io.ts Selection); synthetic predictors: auto = block. */
   selection?: 'auto' | 'block' | 'topk';
+  /** What synthetic predictors read (default attn_in: DejaVu's lookahead); trained ones keep theirs. */
+  predictorInput?: PredictorInput;
   oracle: boolean;
   predictors?: string;
   compareHf: boolean;
@@ -220,7 +222,7 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: 'dense' 
   if (mode === 'mlp') {
     if (o.oracle) policy = fixedPolicy(c, o.mlpDensity ?? DEFAULT_DENSITY);
     else if (o.predictors && model) policy = await loadPredictorPolicy(o.predictors, model.checkpoint, o);
-    else policy = syntheticPredictorPolicy(c, o.mlpDensity ?? DEFAULT_DENSITY, undefined, undefined, o.selection === 'topk' ? 'topk' : 'block');
+    else policy = syntheticPredictorPolicy(c, o.mlpDensity ?? DEFAULT_DENSITY, { selection: o.selection === 'topk' ? 'topk' : 'block', input: o.predictorInput });
   }
   let density = policy ? meanMlpDensity(policy, c.ffn) : null;
   if (gpu) {
@@ -252,6 +254,7 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: 'dense' 
     shape: t.name, backend, adapter, sparsity: mode,
     selector: sel ? (sel.kind === 'predictor' ? 'predictor' : 'fixed') : 'none',
     selection: sel?.kind === 'predictor' ? (sel.block ? 'block' : 'topk') : null,
+    predictor_input: sel?.kind === 'predictor' ? policy!.input : null,
     mlp_density: density,
     predictor_rank: sel?.kind === 'predictor' ? sel.predictor.rank : null,
     kv_cache: backend === 'webgpu' ? o.kvCache ?? 'f32' : 'f32',

@@ -6,11 +6,12 @@ import { benchTable, profileTable, rounded } from '../bench/report.js';
 import { runBench, type SparsityMode } from '../bench/run.js';
 import { SHAPE_NAMES } from '../bench/shapes.js';
 import { fail } from '../util/errors.js';
+import type { PredictorInput } from '../sparsity/policy.js';
 import { action, DEMO_MODEL, floatArg, intArg, modelOptions } from './common.js';
 
 interface BenchFlags {
   model?: string; shape?: string; backend: string; kvCache: string; promptLen: number; gen: number; warmup: number;
-  sparsity: string; mlpDensity?: number; headDensity: number; oracle?: boolean; predictors?: string; selection: string;
+  sparsity: string; mlpDensity?: number; headDensity: number; oracle?: boolean; predictors?: string; selection: string; predictorInput?: string;
   json?: boolean; compareHf?: boolean; deviceMemoryGib?: number; profile?: boolean;
   kernels?: boolean; kernelMs: number; kernelSamples: number; readMib?: number; rotateMib?: number; kernelOnly?: string; kernelVariants?: boolean;
 }
@@ -47,6 +48,14 @@ async function kernelsAction(o: BenchFlags): Promise<void> {
   else if (rows.length) process.stdout.write(kernelTable(rows));
 }
 
+function parsePredictorInput(o: BenchFlags): PredictorInput | undefined {
+  const v = o.predictorInput;
+  if (v === undefined) return undefined;
+  if (v !== 'attn_in' && v !== 'mlp_in') fail(`--predictor-input must be attn_in or mlp_in (got ${v})`);
+  if (o.predictors || o.oracle) fail(`--predictor-input is for synthetic predictors (${o.predictors ? 'trained ones read what they were trained on' : '--oracle runs no predictor'})`);
+  return v;
+}
+
 function parseSelection(v: string): 'auto' | 'block' | 'topk' {
   if (v !== 'auto' && v !== 'block' && v !== 'topk') fail(`--selection must be auto, block or topk (got ${v})`);
   return v;
@@ -66,6 +75,7 @@ export function register(program: Command): void {
     .option('--oracle', 'sparse MLP with fixed random neuron sets: no predictor cost, isolates the kernels')
     .option('--predictors <dir>', 'trained predictors for --model (from train-predictors)')
     .option('--selection <how>', 'how predictors pick neurons: auto | block (threshold a block of 64, fused with fc1) | topk (global top-K); synthetic: auto = block', 'auto')
+    .option('--predictor-input <where>', 'what synthetic predictors read: attn_in (default: the attention input, DejaVu\'s lookahead: predictor A computed with qkv) | mlp_in (the MLP input, as train-predictors makes them)')
     .option('--device-memory-gib <n>', 'device memory for the --shape fit check (default: known cards)', floatArg('--device-memory-gib', 0))
     .option('--compare-hf', 'also run bench/hf_baseline.py (PyTorch + transformers, CUDA) and print the ratios')
     .option('--json', 'one JSON object per configuration, one per line')
@@ -87,7 +97,7 @@ export function register(program: Command): void {
       promptLen: o.promptLen, gen: o.gen, warmup: o.warmup,
       sparsity: parseSparsity(o.sparsity),
       mlpDensity: o.mlpDensity, headDensity: o.headDensity,
-      oracle: !!o.oracle, predictors: o.predictors, selection: parseSelection(o.selection),
+      oracle: !!o.oracle, predictors: o.predictors, selection: parseSelection(o.selection), predictorInput: parsePredictorInput(o),
       compareHf: !!o.compareHf, deviceMemoryGib: o.deviceMemoryGib, profile: !!o.profile,
       log: (line) => process.stderr.write(line + '\n'),
     });

@@ -14,7 +14,7 @@ import { ATS_MAX_SPLITS, ATS_MIN_CHUNK, ATT_WG, attentionCombineKey, attentionCo
 import { embedKey, embedWgsl, fill32Key, fill32Wgsl, fillKey, fillWgsl, kvStoreKey, kvStoreWgsl, scatterKey, scatterWgsl, transposeKey, transposeWgsl } from './kernels/misc.js';
 import { topKKey, topKWgsl, topKWorkgroupSize } from './kernels/topk.js';
 import { argmaxKey, argmaxWgsl, argmaxWorkgroupSize } from './kernels/argmax.js';
-import { BS_NB, blockSelectKey, blockSelectWgsl, blockSelectWorkgroupSize, type BlockSelectOpts } from './kernels/block-select.js';
+import { BS_NB, blockSelectKey, blockSelectLnBytes, blockSelectWgsl, blockSelectWorkgroupSize, type BlockSelectOpts } from './kernels/block-select.js';
 import { FC2P_WG, fc2DirectKey, fc2DirectShape, fc2DirectWgsl, fc2PartialKey, fc2PartialWgsl, fc2ReduceKey, fc2ReduceWgsl, type Fc2DirectShape } from './kernels/sparse-mlp.js';
 
 export interface Dispatch { label: string; pipeline: GPUComputePipeline; bind: GPUBindGroup; wg: [number, number, number] }
@@ -100,7 +100,15 @@ export interface LinearArgs {
    * the result also go to the K and V caches at position step[0], as kvStore would write them
    * (one dispatch fewer a layer; y still gets all 3d rows). No `resid`. See gemv.ts.
    */
-  kv?: { step: GPUBuffer; k: GPUBuffer; v: GPUBuffer } | null;
+  kv?: {
+    step: GPUBuffer; k: GPUBuffer; v: GPUBuffer;
+    /**
+     * DejaVu's lookahead (with ln): a sparse MLP predictor's first product A (r, d), reading the
+     * same LN(x) as qkv, computed in the same dispatch as rows [3d, 3d + r) of y; ln.c then holds
+     * c1 and c2 over all 3d + r rows. Only where canFusePredictor(W, A) (gemv.ts, PRED).
+     */
+    pred?: GpuMatrix;
+  } | null;
   /** Overrides gemvShape's choice (tests, bench): rows a workgroup, threads a row, rows a thread (wide rows only). */
   shape?: { rows?: number; tpr?: number; rpt?: number };
 }
@@ -240,6 +248,9 @@ export class Kernels {
     // Prefill keeps the kvStore dispatch: the tiled matmul has no per-row epilogue to hang it on.
     if (kv && a.T !== 1) throw new Error('linear: the KV-cache store in the epilogue is a GEMV (T = 1) form');
     if (kv && (a.resid || a.W.rows % 3 !== 0)) throw new Error('linear: the KV-cache store needs a (3d, d) qkv matrix and no residual add');
+    const pred = kv?.pred ?? null;
+    if (pred && !(ln && this.canFusePredictor(a.W, pred, a.shape))) throw new Error('linear: the lookahead predictor rides a folded, one-part qkv GEMV whose rows fill whole workgroups');
+    const rows = a.W.rows + (pred?.rows ?? 0);
     const out: Dispatch[] = [];
     for (const p of a.W.parts) {
       const ent: [number, Entry][] = [[1, p.buffer], [2, a.x], [3, a.y]];
@@ -247,16 +258,17 @@ export class Kernels {
       if (ln) ent.push([6, ln.gamma], [7, ln.c]);
       if (ln?.out) ent.push([11, ln.out.beta], [12, ln.out.xn]);
       if (kv) ent.push([8, kv.step], [9, kv.k], [10, kv.v]);
+      if (pred) ent.push([13, pred.parts[0].buffer]);
       switch (a.T === 1 ? 'gemv' : 'matmul') {
         case 'gemv': {
-          const o: GemvOpts = { ...gemvShape(K4, a.W.rows), ...(this.gemvRowsPerThread ? { rpt: this.gemvRowsPerThread } : {}), ...a.shape, ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out };
-          if ((o.rpt ?? 1) > 1 && !o.wide) o.rpt = 1;   // several rows a thread: a form of the wide GEMV only
+          const o: GemvOpts = { ...this.gemvForm(K4, rows, a.shape), ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out, pred: !!pred };
           // The folded LayerNorm reads γ (K floats, from 0) as vec4 alongside x: whole vec4s only.
           o.xv4 = o.wide && inOff % 4 === 0 && inStride % 4 === 0 && (!ln || K % 4 === 0);
           const key = gemvKey(this.feats, o);
-          const [x, y] = grid(ceilDiv(p.rows, o.rows * (o.rpt ?? 1)));
+          const pRows = p.rows + (pred?.rows ?? 0);
+          const [x, y] = grid(ceilDiv(pRows, o.rows * (o.rpt ?? 1)));
           out.push(this.dispatch(key, this.pipeline(key, () => gemvWgsl(this.feats, o)),
-            [p.rows, K, K4, p.row0, p.rows, inStride, inOff, outStride, outOff + p.row0, 0, x, ln ? f32bits(ln.eps) : 0, a.W.rows], ent, [x, y, a.T], own));
+            [pRows, K, K4, p.row0, pRows, inStride, inOff, outStride, outOff + p.row0, 0, x, ln ? f32bits(ln.eps) : 0, rows, kv ? a.W.rows / 3 : 0], ent, [x, y, a.T], own));
           break;
         }
         case 'matmul': {
@@ -271,6 +283,30 @@ export class Kernels {
     return out;
   }
 
+  /** The GEMV shape linear() takes for a matrix of rows padded to 4·K4 halves over `rows` rows: gemvShape with the overrides. */
+  private gemvForm(K4: number, rows: number, shape?: LinearArgs['shape']): { rows: number; tpr: number; rpt: number; wide: boolean } {
+    const o = { ...gemvShape(K4, rows), ...(this.gemvRowsPerThread ? { rpt: this.gemvRowsPerThread } : {}), ...shape };
+    if (o.rpt > 1 && !o.wide) o.rpt = 1;   // several rows a thread: a form of the wide GEMV only
+    return o;
+  }
+
+  /** Whether block-select can fold the MLP LayerNorm in at width d (x kept in workgroup memory: block-select.ts, LN). */
+  blockSelectLnFits(d: number): boolean {
+    return blockSelectLnBytes(d, blockSelectWorkgroupSize(this.gpu.limits)) <= this.gpu.limits.maxComputeWorkgroupStorageSize;
+  }
+
+  /**
+   * Whether predictor A (r, d) can ride qkv's decode GEMV (LinearArgs.kv.pred): both in one part,
+   * the same padded width, and qkv's rows whole workgroups of the shape the combined GEMV takes.
+   */
+  canFusePredictor(qkv: GpuMatrix, A: GpuMatrix, shape?: LinearArgs['shape']): boolean {
+    // The fused kernels bind 9 (GEMV) and 10 (block-select with the LayerNorm) storage buffers.
+    if (this.gpu.limits.maxStorageBuffersPerShaderStage < 10) return false;
+    if (qkv.parts.length !== 1 || A.parts.length !== 1 || A.cols !== qkv.cols || A.colsP !== qkv.colsP) return false;
+    const o = this.gemvForm(qkv.colsP / 4, qkv.rows + A.rows, shape);
+    return qkv.rows % (o.rows * o.rpt) === 0;
+  }
+
   /** h[t, j] = relu(W[sel[t, j]] · x[t] + b[sel[t, j]]): the gathered fc1 of the sparse MLP. `shape` overrides gatherShape (tests, bench). */
   gatherLinear(a: { W: GpuMatrix; x: GPUBuffer; h: GPUBuffer; T: number; k: number; sel: GPUBuffer; selStride: number; bias: GPUBuffer | null; relu: boolean; shape?: { rows: number; tpr: number } }, own: GPUBuffer[]): Dispatch[] {
     const o: GemvOpts = { ...gatherShape(a.k, a.W.colsP / 4), ...a.shape, bias: !!a.bias, relu: a.relu, resid: false, gather: true };
@@ -281,7 +317,7 @@ export class Kernels {
     return a.W.parts.map((p) => {
       const ent: [number, Entry][] = [[1, p.buffer], [2, a.x], [3, a.h], [5, a.sel]];
       if (a.bias) ent.push([4, a.bias]);
-      return this.dispatch(key, pl, [a.k, a.W.cols, a.W.colsP / 4, p.row0, p.rows, a.W.cols, 0, a.k, 0, a.selStride, x, 0, a.W.rows], ent, [x, y, a.T], own);
+      return this.dispatch(key, pl, [a.k, a.W.cols, a.W.colsP / 4, p.row0, p.rows, a.W.cols, 0, a.k, 0, a.selStride, x, 0, a.W.rows, 0], ent, [x, y, a.T], own);
     });
   }
 
@@ -291,11 +327,24 @@ export class Kernels {
    * and their ReLU(fc1) values; cnt[0] += the number chosen. `tau` null: no threshold (blocked top-cap).
    * One dispatch per run of blocks that lies in one part of B and one part of W1.
    */
-  blockSelectFc1(a: { B: GpuMatrix; bias: GPUBuffer; u: GPUBuffer; W1: GpuMatrix; b1: GPUBuffer; x: GPUBuffer; sel: GPUBuffer; h: GPUBuffer; cnt: Entry; T: number; cap: number; tau: number | null; wg?: number; unroll?: number }, own: GPUBuffer[]): Dispatch[] {
+  blockSelectFc1(a: {
+    B: GpuMatrix; bias: GPUBuffer; u: GPUBuffer; W1: GpuMatrix; x: GPUBuffer; sel: GPUBuffer; h: GPUBuffer; cnt: Entry; T: number; cap: number; tau: number | null;
+    /** fc1's bias (zeros for a model without one); unused with ln (c2 carries it). */
+    b1: GPUBuffer | null;
+    /** u (the predictor's first product) of token t at uOff + t·uStride (default 0, r). */
+    uOff?: number; uStride?: number;
+    /** The MLP LayerNorm folded into fc1 (x the raw residual; c = c1 | c2 of W1 from foldLayerNorm): block-select.ts, LN. */
+    ln?: { gamma: GPUBuffer; c: GPUBuffer; eps: number } | null;
+    wg?: number; unroll?: number;
+  }, own: GPUBuffer[]): Dispatch[] {
     const f = a.W1.rows, r = a.B.cols, d = a.W1.cols, nb = ceilDiv(f, BS_NB), k = nb * a.cap;
     if (a.B.rows !== f) throw new Error(`blockSelectFc1: B has ${a.B.rows} rows for ${f} neurons`);
     if (!(a.cap >= 1 && a.cap <= BS_NB)) throw new Error(`blockSelectFc1: cap ${a.cap} is outside 1..${BS_NB}`);
-    const o: BlockSelectOpts = { wideB: (a.B.colsP / 4) % 2 === 0, wideW: (a.W1.colsP / 4) % 2 === 0, uv4: r % 4 === 0, xv4: d % 4 === 0, wg: a.wg ?? blockSelectWorkgroupSize(this.gpu.limits), unroll: a.unroll, f16: this.feats.f16, subgroups: this.feats.subgroups };
+    const uOff = a.uOff ?? 0, uStride = a.uStride ?? r, ln = a.ln ?? null;
+    if (!ln && !a.b1) throw new Error('blockSelectFc1: fc1 needs its bias buffer (or the folded LayerNorm, whose c2 has it)');
+    const o: BlockSelectOpts = { wideB: (a.B.colsP / 4) % 2 === 0, wideW: (a.W1.colsP / 4) % 2 === 0, uv4: r % 4 === 0 && uOff % 4 === 0 && uStride % 4 === 0, xv4: d % 4 === 0,
+      wg: a.wg ?? blockSelectWorkgroupSize(this.gpu.limits), unroll: a.unroll, f16: this.feats.f16, subgroups: this.feats.subgroups, ln: !!ln, d: ln ? d : undefined };
+    if (ln && blockSelectLnBytes(d, o.wg) > this.gpu.limits.maxComputeWorkgroupStorageSize) throw new Error(`blockSelectFc1: the folded LayerNorm keeps x in workgroup memory, too small for d = ${d} (blockSelectLnFits)`);
     const key = blockSelectKey(o), pl = this.pipeline(key, () => blockSelectWgsl(o));
     // Segments: cut [0, f) at every part boundary of either matrix; each must fall on a block edge.
     const cuts = [...new Set([...a.B.parts, ...a.W1.parts].map((p) => p.row0).concat(f))].sort((x, y) => x - y);
@@ -305,8 +354,10 @@ export class Kernels {
       if (lo % BS_NB) throw new Error(`blockSelectFc1: a weight part starts at row ${lo}, not a multiple of ${BS_NB}`);
       const bp = a.B.parts.find((p) => p.row0 <= lo && lo < p.row0 + p.rows)!, wp = a.W1.parts.find((p) => p.row0 <= lo && lo < p.row0 + p.rows)!;
       const blk0 = lo / BS_NB, blocks = ceilDiv(hi - lo, BS_NB);
-      out.push(this.dispatch(key, pl, [f, r, d, k, a.cap, a.tau === null ? 0 : 1, a.tau === null ? 0 : f32bits(a.tau), blk0, bp.row0, wp.row0],
-        [[1, bp.buffer], [2, a.bias], [3, a.u], [4, wp.buffer], [5, a.b1], [6, a.x], [7, a.sel], [8, a.h], [9, a.cnt]], [blocks, 1, a.T], own));
+      const ent: [number, Entry][] = [[1, bp.buffer], [2, a.bias], [3, a.u], [4, wp.buffer], [5, ln ? ln.c : a.b1!], [6, a.x], [7, a.sel], [8, a.h], [9, a.cnt]];
+      if (ln) ent.push([10, ln.gamma]);
+      out.push(this.dispatch(key, pl, [f, r, d, k, a.cap, a.tau === null ? 0 : 1, a.tau === null ? 0 : f32bits(a.tau), blk0, bp.row0, wp.row0, uOff, uStride, ln ? f32bits(ln.eps) : 0],
+        ent, [blocks, 1, a.T], own));
     }
     return out;
   }

@@ -46,6 +46,12 @@ interface LayerSparse {
   pred?: { A: GpuMatrix; B: GpuMatrix; bias: GPUBuffer; rank: number; fold: GPUBuffer | null }; // (r, d), (f, r), (f); A's LN constants (2r)
   block?: BlockRule;                                                    // the block rule (k = slots)
   fixed?: GPUBuffer;                                                    // (k) u32, uploaded once
+  /**
+   * DejaVu's lookahead (input attn_in, folded LayerNorms, decode): predictor A rides the qkv GEMV
+   * (gemv.ts, PRED) and u lands in the qkv buffer after qkv's 3d rows; c = c1 | c2 over qkv's 3d and
+   * A's r rows (2 (3d + r)). With the block rule the MLP LayerNorm folds into block-select too.
+   */
+  look?: { c: GPUBuffer };
 }
 
 /** Neurons a sparse layer computes per token: the fixed set's size, the block rule's slots, else k. */
@@ -374,6 +380,7 @@ class GpuRunner implements WebGpuRunner {
     this.policy = policy;
     const own: GPUBuffer[] = [];
     const ds: Dispatch[] = [];
+    const copies: [GPUBuffer, number, GPUBuffer, number, number][] = [];   // after ds: (src, offset, dst, offset, bytes)
     const sb = (bytes: number, label: string) => { const b = this.k.buffer(bytes, label); this.sparseBufs.push(b); return b; };
     let rMax = 1, kMax = 1;
     this.sparse = policy.mlp.map((lp, l) => {
@@ -402,6 +409,12 @@ class GpuRunner implements WebGpuRunner {
           const L = this.layers[l], attn = policy.input === 'attn_in';
           out.pred.fold = sb(2 * r * 4, `${l}.pred.A.ln_c`);
           ds.push(...this.k.foldLayerNorm({ W: A, gamma: attn ? L.attnLnW : L.mlpLnW, beta: attn ? L.attnLnB : L.mlpLnB, bias: null, c: out.pred.fold }, own));
+          if (attn && this.k.canFusePredictor(L.qkv, A)) {
+            // The lookahead's constants: qkv's c1, A's c1, qkv's c2, A's c2 (copied after the folds run).
+            const c = sb(2 * (3 * d + r) * 4, `${l}.qkv+A.ln_c`), q = L.qkvFold!.c, a = out.pred.fold, F = 4;
+            copies.push([q, 0, c, 0, 3 * d * F], [a, 0, c, 3 * d * F, r * F], [q, 3 * d * F, c, (3 * d + r) * F, 3 * d * F], [a, r * F, c, (6 * d + r) * F, r * F]);
+            out.look = { c };
+          }
         }
       }
       return out;
@@ -423,6 +436,7 @@ class GpuRunner implements WebGpuRunner {
     // The transposes run before anything that reads fc2T: same queue, submitted now.
     const enc = this.k.device.createCommandEncoder();
     this.k.encode(enc, ds.map((x) => ({ d: x })));
+    for (const cp of copies) enc.copyBufferToBuffer(...cp);
     this.k.device.queue.submit([enc.finish()]);
     this.k.device.queue.onSubmittedWorkDone().then(() => own.forEach((b) => b.destroy()));
   }
@@ -483,13 +497,16 @@ class GpuRunner implements WebGpuRunner {
       // Folded, a predictor reading attn_in folds the same LayerNorm into its A product.
       if (c.preLayerNorm && !fold) { add(K.layerNorm({ x: this.x, y: this.hA, w: L.attnLnW, b: L.attnLnB, n: d, rows: T, eps }, own)); attnIn = this.hA; }
       tap(l, 'attn_in', attnIn, d);
-      // Lookahead: a predictor reading attn_in runs before attention (off the MLP's critical path).
-      if (S?.pred && this.policy!.input === 'attn_in') this.predict(S, attnIn, T, own, add, fold ? { gamma: L.attnLnW, beta: L.attnLnB, out: null } : null);
+      // Lookahead: a predictor reading attn_in runs before attention (off the MLP's critical path);
+      // folded in decode, its A product rides the qkv GEMV (S.look) and B, top-K follow it.
+      const look = fold && S?.look ? S.look : null;
+      if (S?.pred && this.policy!.input === 'attn_in' && !look) this.predict(S, attnIn, T, own, add, fold ? { gamma: L.attnLnW, beta: L.attnLnB, out: null } : null);
       // Decode stores the new K and V rows from the qkv GEMV's epilogue (attention reads the current
       // token's K and V from the cache, q from qkv); prefill's matmul leaves that to kvStore.
-      const kv = T === 1 ? { step: this.step, k: L.k, v: L.v } : null;
-      add(...K.linear(fold ? { W: L.qkv, x: this.x, y: this.qkv, T, ln: { gamma: L.attnLnW, ...L.qkvFold!, eps }, kv }
+      const kv = T === 1 ? { step: this.step, k: L.k, v: L.v, pred: look ? S!.pred!.A : undefined } : null;
+      add(...K.linear(fold ? { W: L.qkv, x: this.x, y: this.qkv, T, ln: { gamma: L.attnLnW, c: look ? look.c : L.qkvFold!.c, eps }, kv }
         : { W: L.qkv, x: attnIn, y: this.qkv, T, bias: L.qkvB, kv }, own));
+      if (look && !S!.block) this.predictB(S!, this.qkv, 3 * d, own, add);
       if (!kv) add(K.kvStore({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, d, T }, own));
       add(...K.attention({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, o: this.ao, hn: this.hn, H: c.heads, hd: c.headDim, T, maxPos: c.maxPositions }, own));
       tap(l, 'head_norm', this.hn, c.heads);
@@ -500,10 +517,13 @@ class GpuRunner implements WebGpuRunner {
       let mlpIn = this.x;
       // A sparse layer whose predictor reads mlp_in folds the LayerNorm into predictor A, which also
       // writes LN(x) into hM for the gathered fc1 (lnOut in gemv.ts): no LayerNorm dispatch either way.
+      // With the lookahead and the block rule, block-select folds it into fc1 (x: the raw residual)
+      // where x fits its workgroup memory (every OPT width up to 30B's 7168; blockSelectLnFits).
       const predM = !!S?.pred && this.policy!.input === 'mlp_in';
-      const foldM = fold && (!S || predM);
+      const lookBlock = !!(look && S?.block) && K.blockSelectLnFits(d);
+      const foldM = fold && (!S || predM || lookBlock);
       if (c.preLayerNorm && !foldM) { add(K.layerNorm({ x: this.x, y: this.hM, w: L.mlpLnW, b: L.mlpLnB, n: d, rows: T, eps }, own)); mlpIn = this.hM; }
-      if (foldM && S) mlpIn = this.hM;
+      if (foldM && predM) mlpIn = this.hM;
       tap(l, 'mlp_in', mlpIn, d);
       if (!S) {
         add(...K.linear(foldM ? { W: L.fc1, x: this.x, y: this.act, T, relu: true, ln: { gamma: L.mlpLnW, ...L.fc1Fold!, eps } }
@@ -515,7 +535,11 @@ class GpuRunner implements WebGpuRunner {
         if (predM) this.predict(S, foldM ? this.x : mlpIn, T, own, add, foldM ? { gamma: L.mlpLnW, beta: L.mlpLnB, out: this.hM } : null);
         if (S.block) {
           // Predictor B, the block rule and fc1 in one dispatch (kernels/block-select.ts), then fc2 over the slots.
-          add(...K.blockSelectFc1({ B: S.pred!.B, bias: S.pred!.bias, u: this.u!, W1: L.fc1, b1: L.fc1B ?? this.zeroB1!, x: mlpIn, sel, h: this.hsel!, cnt: { buffer: this.chosen!, offset: this.chosenStride * l, size: 4 }, T, cap: S.block.cap, tau: S.block.tau }, own));
+          // With the lookahead, u sits in the qkv GEMV's output after its 3d rows.
+          const u = look ? { u: this.qkv, uOff: 3 * d, uStride: 3 * d + S.pred!.rank } : { u: this.u! };
+          add(...K.blockSelectFc1({ B: S.pred!.B, bias: S.pred!.bias, ...u, W1: L.fc1, b1: lookBlock ? null : L.fc1B ?? this.zeroB1!,
+            ln: lookBlock ? { gamma: L.mlpLnW, c: L.fc1Fold!.c, eps } : null, x: mlpIn,
+            sel, h: this.hsel!, cnt: { buffer: this.chosen!, offset: this.chosenStride * l, size: 4 }, T, cap: S.block.cap, tau: S.block.tau }, own));
         } else {
           if (S.lp.selector.kind === 'oracle') {
             add(...K.linear({ W: L.fc1, x: mlpIn, y: this.scores!, T, bias: L.fc1B }, own));
@@ -553,12 +577,17 @@ class GpuRunner implements WebGpuRunner {
    */
   private predict(S: LayerSparse, x: GPUBuffer, T: number, own: GPUBuffer[], add: (...d: Dispatch[]) => void,
     fold: { gamma: GPUBuffer; beta: GPUBuffer; out: GPUBuffer | null } | null): void {
-    const p = S.pred!, f = this.config.ffn, K = this.k, eps = this.config.layerNormEps;
+    const p = S.pred!, K = this.k, eps = this.config.layerNormEps;
     // Folded: x is the raw residual stream and A's own LayerNorm constants apply (out: also write LN(x)).
     add(...K.linear(fold ? { W: p.A, x, y: this.u!, T, ln: { gamma: fold.gamma, c: p.fold!, eps, out: fold.out ? { beta: fold.beta, xn: fold.out } : undefined } }
       : { W: p.A, x, y: this.u!, T }, own));
-    if (S.block) return;
-    add(...K.linear({ W: p.B, x: this.u!, y: this.scores!, T, bias: p.bias }, own));
+    if (!S.block) this.predictB(S, this.u!, 0, own, add, T);
+  }
+
+  /** scores = B u + bias, then top-K into `sel`; u of token t at uOff + t·r (the lookahead: one token, u after qkv's rows). */
+  private predictB(S: LayerSparse, u: GPUBuffer, uOff: number, own: GPUBuffer[], add: (...d: Dispatch[]) => void, T = 1): void {
+    const p = S.pred!, f = this.config.ffn, K = this.k;
+    add(...K.linear({ W: p.B, x: u, inOff: uOff, y: this.scores!, T, bias: p.bias }, own));
     add(K.topK({ scores: this.scores!, out: this.sel!, n: f, k: S.k, T, inStride: f, outStride: S.k }, own));
   }
 

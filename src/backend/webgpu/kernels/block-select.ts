@@ -26,12 +26,25 @@ import { enables, laneSumWgsl, weightDecl } from './common.js';
  *    bias and ReLU. The first form gave each of cap rows a fixed 16 lanes: ~27 µs instead of 14.5.
  * Also adds the block's chosen count into cnt[0] (u32 atomic): the measured density, read on request.
  *
+ * LN (decode of a pre-LN model whose predictors read attn_in, DejaVu's lookahead): the MLP's
+ * LayerNorm is folded in, with the algebra of the dense GEMV's fold (gemv.ts, LN): x is the raw
+ * residual stream; before scoring, the workgroup loads it once, takes Σu and Σu² of u = x − sh (two
+ * workgroup sums) and keeps γ∘u in workgroup memory (xs, d floats: the width is compiled in); fc1's
+ * chosen rows dot xs, and fc1 = s·(dot − (μ − sh)·c1[j]) + c2[j] with c1 = W1·γ, c2 = W1·β + b1
+ * (binding 5 holds c1 then c2, binding 10 γ). Two other forms were slower (H200, decode profile,
+ * µs a layer at OPT-6.7B / 13B): the statistics taken in fc1's dot loop from global x and γ, as the
+ * GEMV does (vec3 sums): 30.1 / 42.8; γ∘(x − sh) recomputed from x and γ in the dot after a
+ * statistics phase: 29.8 / 43.4; this form: 28.4 / 40.8; without LN (x = LN(x) from predictor A):
+ * 26.1 / 32.3. Without LN the MLP LayerNorm is a dispatch
+ * of its own between out_proj and this kernel (or, reading mlp_in, predictor A writes LN(x)). u is read at uOff + t·uStride: with the lookahead, predictor A's
+ * rows ride the qkv GEMV and u sits after qkv's rows in its output.
+ *
  * Weights are fp16 rows padded to 4 halves; rows padded to 8 halves (every real OPT width) are read
  * 16 bytes a load (`wideB` / `wideW`), `unroll` (4) loads in flight. B and W1 may be split into parts: the
  * runner dispatches one segment of blocks per (B part, W1 part) overlap, parts cut at multiples of NB.
  */
 export const BS_NB = BLOCK_SIZE;
-export const BS_PARAMS = ['f', 'r', 'd', 'k', 'cap', 'tauOn', 'tauBits', 'blk0', 'bRow0', 'wRow0'] as const;
+export const BS_PARAMS = ['f', 'r', 'd', 'k', 'cap', 'tauOn', 'tauBits', 'blk0', 'bRow0', 'wRow0', 'uOff', 'uStride', 'epsBits'] as const;
 
 export interface BlockSelectOpts {
   wideB: boolean; wideW: boolean;   // B / W1 rows padded to 8 halves: 16-byte loads
@@ -40,10 +53,12 @@ export interface BlockSelectOpts {
   unroll?: number;                  // loads in flight a thread in the dot loops (default 4)
   f16: boolean;                     // shader-f16 for the narrow weight view (else packed u32)
   subgroups: boolean;               // subgroupAdd in fc1's row sums
+  ln?: boolean;                     // the MLP LayerNorm folded into fc1 (see LN above)
+  d?: number;                       // with ln: the width (xs is sized at compile time)
 }
 
 export const blockSelectKey = (o: BlockSelectOpts) =>
-  `block_select_wg${o.wg}_u${o.unroll ?? 4}_B${o.wideB ? 8 : 4}_W${o.wideW ? 8 : 4}_u${o.uv4 ? 4 : 1}_x${o.xv4 ? 4 : 1}${o.f16 ? '_f16' : ''}${o.subgroups ? '_sg' : ''}`;
+  `block_select_wg${o.wg}_u${o.unroll ?? 4}_B${o.wideB ? 8 : 4}_W${o.wideW ? 8 : 4}_u${o.uv4 ? 4 : 1}_x${o.xv4 ? 4 : 1}${o.f16 ? '_f16' : ''}${o.subgroups ? '_sg' : ''}${o.ln ? `_ln${o.d}` : ''}`;
 
 /**
  * The workgroup size under the device limits: 512 threads where allowed. H200, OPT-6.7B at 10 %
@@ -54,20 +69,25 @@ export function blockSelectWorkgroupSize(l: { maxComputeInvocationsPerWorkgroup:
   return l.maxComputeInvocationsPerWorkgroup >= 512 && l.maxComputeWorkgroupSizeX >= 512 ? 512 : 256;
 }
 
-/**
- * WGSL for one weight matrix `M` at binding `bind` with its input vector `v` at binding `vbind`:
- * `M_dot(row, lane, lanes, vb, n)` = Σ_k M[row, k] v[vb + k] over k < n, the part of lane `lane` of
- * `lanes` (the caller sums the lanes); chunks of 8 (wide) or 4 halves, U loads in flight.
- */
-function dotFn(M: string, bind: number, vName: string, vbind: number, wide: boolean, v4: boolean, f16: boolean, U: number): string {
-  const cw = wide ? 8 : 4, zero = wide ? 'vec4<u32>(0u)' : 'vec4<f32>(0.0)';
-  const vdecl = v4
+/** A storage vector `v` at binding `vbind` with accessors v4(i) (4 from element i) and v1(i). */
+function vecDecl(vName: string, vbind: number, v4: boolean): string {
+  return v4
     ? `@group(0) @binding(${vbind}) var<storage, read> ${vName}: array<vec4<f32>>;
 fn ${vName}4(i: u32) -> vec4<f32> { return ${vName}[i / 4u]; }
 fn ${vName}1(i: u32) -> f32 { return ${vName}[i / 4u][i % 4u]; }`
     : `@group(0) @binding(${vbind}) var<storage, read> ${vName}: array<f32>;
 fn ${vName}4(i: u32) -> vec4<f32> { return vec4<f32>(${vName}[i], ${vName}[i + 1u], ${vName}[i + 2u], ${vName}[i + 3u]); }
 fn ${vName}1(i: u32) -> f32 { return ${vName}[i]; }`;
+}
+
+/**
+ * WGSL for one weight matrix `M` at binding `bind` with its input vector `v` at binding `vbind`:
+ * `M_dot(row, lane, lanes, vb, n)` = Σ_k M[row, k] v[vb + k] over k < n, the part of lane `lane` of
+ * `lanes` (the caller sums the lanes); chunks of 8 (wide) or 4 halves, U loads in flight.
+ */
+function dotFn(M: string, bind: number, vName: string, vbind: number, wide: boolean, v4: boolean, f16: boolean, U: number, vOverride?: string): string {
+  const cw = wide ? 8 : 4, zero = wide ? 'vec4<u32>(0u)' : 'vec4<f32>(0.0)';
+  const vdecl = vOverride ?? vecDecl(vName, vbind, v4);
   const mdecl = wide
     ? `@group(0) @binding(${bind}) var<storage, read> ${M}: array<vec4<u32>>;
 fn ${M}_l(row: u32, rc: u32, c: u32) -> vec4<u32> { return ${M}[row * rc + c]; }
@@ -98,16 +118,36 @@ ${Array.from({ length: U }, (_, u) => `    if (c${u} < full) { a${u % 4} += ${M}
 }`;
 }
 
+/**
+ * With LN: the workgroup array xs holding γ∘(x − sh) of the token (d floats, or d/4 vec4s), and the
+ * accessors xw4 / xw1 that fc1's dot reads it through (vb = 0).
+ */
+function lnVecDecl(d: number, v4: boolean): string {
+  return v4
+    ? `var<workgroup> xs: array<vec4<f32>, ${d / 4}>;
+fn xw4(i: u32) -> vec4<f32> { return xs[i / 4u]; }
+fn xw1(i: u32) -> f32 { return xs[i / 4u][i % 4u]; }`
+    : `var<workgroup> xs: array<f32, ${d}>;
+fn xw4(i: u32) -> vec4<f32> { return vec4<f32>(xs[i], xs[i + 1u], xs[i + 2u], xs[i + 3u]); }
+fn xw1(i: u32) -> f32 { return xs[i]; }`;
+}
+
+/** Bytes of workgroup memory block-select takes with LN at width d and wg threads (red, xs, the block's arrays). */
+export const blockSelectLnBytes = (d: number, wg: number) => 4 * d + 4 * wg + 12 * BS_NB + 16;
+
 export function blockSelectWgsl(o: BlockSelectOpts): string {
-  const W = o.wg, L1 = W / BS_NB, G = W / BS_NB, per = BS_NB / G, sg = o.subgroups;
+  const W = o.wg, L1 = W / BS_NB, G = W / BS_NB, per = BS_NB / G, sg = o.subgroups, ln = !!o.ln, d = o.d ?? 0;
+  if (ln && !(d > 0 && (!o.xv4 || d % 4 === 0))) throw new Error('block_select: the folded LayerNorm needs the width d (a multiple of 4 with xv4)');
   if (![256, 512, 1024].includes(W)) throw new Error('block_select: a workgroup is 256, 512 or 1024 threads');
   return `${enables({ f16: o.f16 && !(o.wideB && o.wideW), subgroups: sg }, true)}
-struct P { f: u32, r: u32, d: u32, k: u32, cap: u32, tauOn: u32, tauBits: u32, blk0: u32, bRow0: u32, wRow0: u32 }
+struct P { f: u32, r: u32, d: u32, k: u32, cap: u32, tauOn: u32, tauBits: u32, blk0: u32, bRow0: u32, wRow0: u32, uOff: u32, uStride: u32, epsBits: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 ${dotFn('B', 1, 'u', 3, o.wideB, o.uv4, o.f16, o.unroll ?? 4)}
-${dotFn('W', 4, 'x', 6, o.wideW, o.xv4, o.f16, o.unroll ?? 4)}
+${ln ? `${vecDecl('x', 6, o.xv4)}
+${o.xv4 ? '@group(0) @binding(10) var<storage, read> gv: array<vec4<f32>>;' : '@group(0) @binding(10) var<storage, read> gam: array<f32>;'}
+${dotFn('W', 4, 'xw', -1, o.wideW, o.xv4, o.f16, o.unroll ?? 4, lnVecDecl(d, o.xv4))}` : dotFn('W', 4, 'x', 6, o.wideW, o.xv4, o.f16, o.unroll ?? 4)}
 @group(0) @binding(2) var<storage, read> bb: array<f32>;
-@group(0) @binding(5) var<storage, read> b1: array<f32>;
+${ln ? '@group(0) @binding(5) var<storage, read> cc: array<f32>;   // c1 (f) then c2 (f)' : '@group(0) @binding(5) var<storage, read> b1: array<f32>;'}
 @group(0) @binding(7) var<storage, read_write> sel: array<u32>;
 @group(0) @binding(8) var<storage, read_write> h: array<f32>;
 @group(0) @binding(9) var<storage, read_write> cnt: array<atomic<u32>>;
@@ -125,11 +165,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let nv = min(${BS_NB}u, p.f - j0);   // the block's neurons (the last block may be short)
   if (lid == 0u) { atomicStore(&nChosen, 0u); }
   if (lid < ${BS_NB}u) { atomicStore(&rk[lid], 0u); }
+  ${ln ? lnPhase(o, W, sg) : ''}
   // 1. Scores of the block's rows: ${L1} lanes a row, a tree over them in workgroup memory.
   let row = lid / ${L1}u;
   let l1 = lid % ${L1}u;
   var acc = 0.0;
-  if (row < nv) { acc = B_dot(j0 + row - p.bRow0, ${o.wideB ? '(p.r + 7u) / 8u' : '(p.r + 3u) / 4u'}, l1, ${L1}u, t * p.r, p.r); }
+  if (row < nv) { acc = B_dot(j0 + row - p.bRow0, ${o.wideB ? '(p.r + 7u) / 8u' : '(p.r + 3u) / 4u'}, l1, ${L1}u, p.uOff + t * p.uStride, p.r); }
   ${laneSumWgsl({ v: 'acc', lanes: `${L1}u`, lane: 'l1', sg: false })}
   if (lid < nv) { sc[lid] = red[lid * ${L1}u] + bb[j0 + lid]; }
   workgroupBarrier();
@@ -175,15 +216,44 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var a3 = 0.0;
   if (q3 < count) {
     jn = chosen[q3];
-    a3 = W_dot(jn - p.wRow0, ${o.wideW ? '(p.d + 7u) / 8u' : '(p.d + 3u) / 4u'}, lane3, lanes, t * p.d, p.d);
+    a3 = W_dot(jn - p.wRow0, ${o.wideW ? '(p.d + 7u) / 8u' : '(p.d + 3u) / 4u'}, lane3, lanes, ${ln ? '0u' : 't * p.d'}, p.d);
   }
   // Each chosen row's sum over its lanes (subgroupAdd first where the lanes span whole subgroups).
   ${laneSumWgsl({ v: 'a3', lanes: 'lanes', lane: 'lane3', sg, narrow: true })}
   if (lane3 == 0u && q3 < count) {
     let slot = t * p.k + blk * p.cap + q3;
     sel[slot] = jn;
-    h[slot] = max(red[lid] + b1[jn], 0.0);
+    ${ln ? 'h[slot] = max(lnInv * (red[lid] - lnM * cc[jn]) + cc[p.f + jn], 0.0);' : 'h[slot] = max(red[lid] + b1[jn], 0.0);'}
   }
 }
 `;
+}
+
+/**
+ * WGSL statements of LN's first phase (see LN above): xs = γ∘(x − sh) for token t, and lnM = μ − sh,
+ * lnInv = 1 / sqrt(var + eps) in every thread, from two workgroup sums through red.
+ */
+function lnPhase(o: BlockSelectOpts, W: number, sg: boolean): string {
+  const v4 = o.xv4;
+  return `// 0. The MLP LayerNorm's input: sh = the mean of x[0..8) (gemv.ts, LN), u = x − sh into xs (times γ), Σu, Σu².
+  var sh = 0.0;
+  for (var i = 0u; i < min(p.d, 8u); i++) { sh += x1(t * p.d + i); }
+  sh /= f32(min(p.d, 8u));
+  var s1 = 0.0; var s2 = 0.0;
+  ${v4 ? `for (var i = lid; i < p.d / 4u; i += ${W}u) {
+    let u = x4(t * p.d + 4u * i) - vec4<f32>(sh);
+    s1 += dot(u, vec4<f32>(1.0)); s2 += dot(u, u);
+    xs[i] = u * gv[i];
+  }` : `for (var i = lid; i < p.d; i += ${W}u) {
+    let u = x1(t * p.d + i) - sh;
+    s1 += u; s2 += u * u;
+    xs[i] = u * gam[i];
+  }`}
+  var lnS1 = 0.0; var lnS2 = 0.0;
+  { ${laneSumWgsl({ v: 's1', lanes: `${W}u`, lane: 'lid', sg })}
+  lnS1 = red[0]; workgroupBarrier(); }
+  { ${laneSumWgsl({ v: 's2', lanes: `${W}u`, lane: 'lid', sg })}
+  lnS2 = red[0]; workgroupBarrier(); }
+  let lnM = lnS1 / f32(p.d);
+  let lnInv = 1.0 / sqrt(max(lnS2 / f32(p.d) - lnM * lnM, 0.0) + bitcast<f32>(p.epsBits));`;
 }

@@ -35,6 +35,14 @@ import { enables, kvPutWgsl, laneSumWgsl, weightDecl, wmode, type KernelFeatures
  * kc[(step[0] + t) d + r − d] and r in [2d, 3d) to vc[(step[0] + t) d + r − 2d], the layout
  * kvStoreWgsl writes. y still gets every row (attention reads q from it). Bindings 8 (step),
  * 9 (K cache), 10 (V cache). Not with GATHER or RESID (the cache gets the row's value, not y's).
+ *
+ * PRED (with KV and LN): DejaVu's lookahead. A sparse MLP's predictor that reads the layer's attention
+ * input LN(x) needs the same x and the same LayerNorm as qkv, so its first product A (r, d) rides
+ * in the qkv dispatch: rows [3d, 3d + r) of the output are A's, read from binding 13 (A's rows
+ * have qkv's padding), written to y after qkv's rows. A separate A GEMV was a dependent dispatch of
+ * its own, ~9 µs a layer in an OPT-6.7B decode step for 2.75 MB of weights. Workgroups hold rows of
+ * one matrix only (3d a multiple of the rows a workgroup: Kernels.linear checks), so the branch is
+ * uniform. c (binding 7) holds c1 then c2 over all 3d + r rows.
  */
 export interface GemvOpts {
   rows: number; tpr: number; bias: boolean; relu: boolean; resid: boolean; gather: boolean;
@@ -65,14 +73,16 @@ export interface GemvOpts {
   rpt?: number;
   /** With kv: the cache holds packed f16 (Kernels.kvHalf, kvPutWgsl). */
   kvHalf?: boolean;
+  /** With kv and ln: rows from 3d on are predictor A's, read from binding 13 (see PRED above). */
+  pred?: boolean;
 }
 
 export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
-  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? 'out' : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}`;
+  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? 'out' : ''}${o.pred ? '_predA' : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}`;
 }
 
-/** Uniform layout (u32 each). allRows: rows of the whole matrix (all parts), for ln's c2 and kv's d. */
-export const GEMV_PARAMS = ['rows', 'K', 'K4', 'rowOff', 'partRows', 'inStride', 'inOff', 'outStride', 'outOff', 'selStride', 'nwgx', 'epsBits', 'allRows'] as const;
+/** Uniform layout (u32 each). allRows: rows of the whole matrix (all parts; with pred, A's too), for ln's c2; kvD: kv's d. */
+export const GEMV_PARAMS = ['rows', 'K', 'K4', 'rowOff', 'partRows', 'inStride', 'inOff', 'outStride', 'outOff', 'selStride', 'nwgx', 'epsBits', 'allRows', 'kvD'] as const;
 
 export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
   const WG = o.rows * o.tpr;
@@ -81,6 +91,7 @@ export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
   if (ln && o.bias) throw new Error('gemv: with the LayerNorm folded in, the bias is part of c2');
   if (o.kv && (o.gather || o.resid)) throw new Error('gemv: the KV-cache store is for the dense qkv GEMV (no gather, no residual add)');
   if (o.lnOut && (!ln || o.kv || o.gather)) throw new Error('gemv: lnOut needs ln (and no kv or gather)');
+  if (o.pred && !(o.kv && ln)) throw new Error('gemv: the lookahead predictor rows ride the folded qkv GEMV (kv and ln)');
   const P = o.rpt ?? 1;
   if (P > 1 && (!o.wide || o.gather)) throw new Error('gemv: several rows a thread is a form of the wide, non-gather GEMV');
   // Per-thread partial sums: the dot product, or (dot, Σu, Σu²) of the shifted x with the LayerNorm folded in.
@@ -126,9 +137,10 @@ export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
   const kvHalf = !!(o.kv && o.kvHalf), kvE = kvHalf ? 'atomic<u32>' : 'f32';
   const kvPut = (buf: string, i: string) => (kvHalf ? kvPutWgsl(buf, i, 'v') : `${buf}[${i}] = v;`);
   return `${o.wide ? enables({ ...f, f16: false }, true) : enables(f, true)}
-struct P { rows: u32, K: u32, K4: u32, rowOff: u32, partRows: u32, inStride: u32, inOff: u32, outStride: u32, outOff: u32, selStride: u32, nwgx: u32, epsBits: u32, allRows: u32 }
+struct P { rows: u32, K: u32, K4: u32, rowOff: u32, partRows: u32, inStride: u32, inOff: u32, outStride: u32, outOff: u32, selStride: u32, nwgx: u32, epsBits: u32, allRows: u32, kvD: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 ${o.wide ? '@group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;' : weightDecl(f, 1, 'W')}
+${o.pred ? (o.wide ? '@group(0) @binding(13) var<storage, read> WA: array<vec4<u32>>;' : weightDecl(f, 13, 'WA')) : ''}
 ${o.xv4 ? `@group(0) @binding(2) var<storage, read> xv: array<vec4<f32>>;
 fn xs(i: u32) -> f32 { return xv[i / 4u][i % 4u]; }
 fn x4(i: u32) -> vec4<f32> { return xv[i / 4u]; }` : `@group(0) @binding(2) var<storage, read> x: array<f32>;
@@ -170,8 +182,8 @@ fn epi(t: u32, r: u32, wrow: u32, tot: RT) {
   ${o.resid ? 'y[oi] = y[oi] + v;' : 'y[oi] = v;'}
   ${o.kv ? `// The matrix row (q [0, d), k [d, 2d), v [2d, 3d)): K and V rows also go to the cache.
   let kr = p.rowOff + wrow;
-  let kd = p.allRows / 3u;
-  if (kr >= kd) {
+  let kd = p.kvD;
+  if (kr >= kd && kr < 3u * kd) {
     let kp = (step[0] + t) * kd;
     if (kr < 2u * kd) { ${kvPut('kc', 'kp + kr - kd')} } else { ${kvPut('vc', 'kp + kr - 2u * kd')} }
   }` : ''}
@@ -194,36 +206,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let xb = t * p.inStride + p.inOff;
   ${shiftCode}
   if (live) {
-${o.wide ? `    let wb = wrow * (p.K4 / 2u);
-    let full = p.K / 8u;
-    var a0 = RT(0.0); var a1 = RT(0.0); var a2 = RT(0.0); var a3 = RT(0.0);
-    var c = lane;
-    // Four independent 16-byte loads per iteration keep enough bytes in flight to saturate HBM.
-    loop {
-      if (c + 3u * TPR >= full) { break; }
-      let w0 = W[wb + c]; let w1 = W[wb + c + TPR]; let w2 = W[wb + c + 2u * TPR]; let w3 = W[wb + c + 3u * TPR];
-      a0 += dot8(w0, xb, c * 8u${sh});
-      a1 += dot8(w1, xb, (c + TPR) * 8u${sh});
-      a2 += dot8(w2, xb, (c + 2u * TPR) * 8u${sh});
-      a3 += dot8(w3, xb, (c + 3u * TPR) * 8u${sh});
-      c += 4u * TPR;
-    }
-    for (; c < full; c += TPR) { a0 += dot8(W[wb + c], xb, c * 8u${sh}); }
-    acc = (a0 + a1) + (a2 + a3);
-    // K not a multiple of 8: the last chunk is zero-padded in W; read only the x that exists.
-    if (lane == 0u && full * 8u < p.K) {
-      let w = W[wb + full];
-      let k = full * 8u;
-      let n = p.K - k;
-      acc += tail4(w8lo(w), xb, k, min(n, 4u)${sh});
-      if (n > 4u) { acc += tail4(w8hi(w), xb, k + 4u, n - 4u${sh}); }
-    }` : `    let wb = wrow * p.K4;
-    let full = p.K / 4u;
-    for (var c = lane; c < full; c += TPR) {
-      acc += term4(W_4(wb + c), xb, c * 4u${sh});
-    }
-    // Odd K: the last chunk is zero-padded in W; read only the x that exists.
-    if (lane == 0u && full * 4u < p.K) { acc += tail4(W_4(wb + full), xb, full * 4u, p.K - full * 4u${sh}); }`}
+${o.pred ? `    if (g * R >= 3u * p.kvD) {   // the lookahead predictor's rows (uniform: 3d is a multiple of R)
+${singleRowDot(o, sh, 'WA', '(wrow - 3u * p.kvD)')}
+    } else {
+${singleRowDot(o, sh, 'W', 'wrow')}
+    }` : singleRowDot(o, sh, 'W', 'wrow')}
   }
   // The row's sum (subgroup size <= TPR: true of every driver seen).
   ${laneSumWgsl({ v: 'acc', lanes: 'TPR', lane: 'lane', sg, zero: 'RT(0.0)' })}
@@ -232,6 +219,40 @@ ${o.wide ? `    let wb = wrow * (p.K4 / 2u);
 }
 `}
 `;
+}
+
+/** The single-row form's dot loop over weight matrix `M` (W, or WA for the lookahead rows) at row `row`. */
+function singleRowDot(o: GemvOpts, sh: string, M: string, row: string): string {
+  return o.wide ? `    let wb = ${row} * (p.K4 / 2u);
+    let full = p.K / 8u;
+    var a0 = RT(0.0); var a1 = RT(0.0); var a2 = RT(0.0); var a3 = RT(0.0);
+    var c = lane;
+    // Four independent 16-byte loads per iteration keep enough bytes in flight to saturate HBM.
+    loop {
+      if (c + 3u * TPR >= full) { break; }
+      let w0 = ${M}[wb + c]; let w1 = ${M}[wb + c + TPR]; let w2 = ${M}[wb + c + 2u * TPR]; let w3 = ${M}[wb + c + 3u * TPR];
+      a0 += dot8(w0, xb, c * 8u${sh});
+      a1 += dot8(w1, xb, (c + TPR) * 8u${sh});
+      a2 += dot8(w2, xb, (c + 2u * TPR) * 8u${sh});
+      a3 += dot8(w3, xb, (c + 3u * TPR) * 8u${sh});
+      c += 4u * TPR;
+    }
+    for (; c < full; c += TPR) { a0 += dot8(${M}[wb + c], xb, c * 8u${sh}); }
+    acc = (a0 + a1) + (a2 + a3);
+    // K not a multiple of 8: the last chunk is zero-padded in W; read only the x that exists.
+    if (lane == 0u && full * 8u < p.K) {
+      let w = ${M}[wb + full];
+      let k = full * 8u;
+      let n = p.K - k;
+      acc += tail4(w8lo(w), xb, k, min(n, 4u)${sh});
+      if (n > 4u) { acc += tail4(w8hi(w), xb, k + 4u, n - 4u${sh}); }
+    }` : `    let wb = ${row} * p.K4;
+    let full = p.K / 4u;
+    for (var c = lane; c < full; c += TPR) {
+      acc += term4(${M}_4(wb + c), xb, c * 4u${sh});
+    }
+    // Odd K: the last chunk is zero-padded in W; read only the x that exists.
+    if (lane == 0u && full * 4u < p.K) { acc += tail4(${M}_4(wb + full), xb, full * 4u, p.K - full * 4u${sh}); }`;
 }
 
 /**
@@ -245,6 +266,34 @@ function multiRowMain(o: GemvOpts, P: number, sg: boolean, ln: boolean, shiftCod
   const rows = Array.from({ length: P }, (_, i) => i);
   const each = (fn: (i: number) => string, sep = '\n') => rows.map(fn).join(sep);
   const shArgs = ln ? ', sh, &su' : '';
+  // The dot loop over weight matrix M (W, or WA for the lookahead rows, whose row index is shifted by `off`).
+  const loop = (M: string, off: string) => `${each((i) => `let wb${i} = (min(r0 + ${i}u * R, p.rows - 1u)${off}) * rc;`, '\n  ')}
+  var c = lane;
+  loop {
+    if (c + TPR >= full) { break; }
+    ${each((i) => `let w${i}a = ${M}[wb${i} + c]; let w${i}b = ${M}[wb${i} + c + TPR];`, '\n    ')}
+    let va = xin(xb, c * 8u${shArgs});
+    let vb = xin(xb, (c + TPR) * 8u${shArgs});
+    ${each((i) => `d${i} += wdot(w${i}a, va) + wdot(w${i}b, vb);`, '\n    ')}
+    c += 2u * TPR;
+  }
+  if (c < full) {
+    ${each((i) => `let w${i}a = ${M}[wb${i} + c];`, ' ')}
+    let va = xin(xb, c * 8u${shArgs});
+    ${each((i) => `d${i} += wdot(w${i}a, va);`, ' ')}
+  }
+  // K not a multiple of 8: the last chunk is zero-padded in W; read only the x that exists.
+  if (lane == 0u && full * 8u < p.K) {
+    let k = full * 8u;
+    let n = p.K - k;
+    ${each((i) => `{
+      let w = ${M}[wb${i} + full];
+      var e = tail4(w8lo(w), xb, k, min(n, 4u)${ln ? ', sh' : ''});
+      if (n > 4u) { e += tail4(w8hi(w), xb, k + 4u, n - 4u${ln ? ', sh' : ''}); }
+      ${ln ? `d${i} += e.x;${i === 0 ? ' su += e.yz;' : ''}` : `d${i} += e;`}
+    }`, '\n    ')}
+  }
+`;
   return `
 struct X8 { lo: vec4<f32>, hi: vec4<f32> }
 // The x side of the chunk at element k: x itself, or with ln γ∘(x − sh), adding Σu and Σu² into su.
@@ -266,34 +315,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${shiftCode}
   let rc = p.K4 / 2u;
   let full = p.K / 8u;
-  ${each((i) => `let wb${i} = min(r0 + ${i}u * R, p.rows - 1u) * rc;`, '\n  ')}
   ${each((i) => `var d${i} = 0.0;`, ' ')}
   var su = vec2<f32>(0.0);
-  var c = lane;
-  loop {
-    if (c + TPR >= full) { break; }
-    ${each((i) => `let w${i}a = W[wb${i} + c]; let w${i}b = W[wb${i} + c + TPR];`, '\n    ')}
-    let va = xin(xb, c * 8u${shArgs});
-    let vb = xin(xb, (c + TPR) * 8u${shArgs});
-    ${each((i) => `d${i} += wdot(w${i}a, va) + wdot(w${i}b, vb);`, '\n    ')}
-    c += 2u * TPR;
-  }
-  if (c < full) {
-    ${each((i) => `let w${i}a = W[wb${i} + c];`, ' ')}
-    let va = xin(xb, c * 8u${shArgs});
-    ${each((i) => `d${i} += wdot(w${i}a, va);`, ' ')}
-  }
-  // K not a multiple of 8: the last chunk is zero-padded in W; read only the x that exists.
-  if (lane == 0u && full * 8u < p.K) {
-    let k = full * 8u;
-    let n = p.K - k;
-    ${each((i) => `{
-      let w = W[wb${i} + full];
-      var e = tail4(w8lo(w), xb, k, min(n, 4u)${ln ? ', sh' : ''});
-      if (n > 4u) { e += tail4(w8hi(w), xb, k + 4u, n - 4u${ln ? ', sh' : ''}); }
-      ${ln ? `d${i} += e.x;${i === 0 ? ' su += e.yz;' : ''}` : `d${i} += e;`}
-    }`, '\n    ')}
-  }
+  ${o.pred ? `if (g * RP >= 3u * p.kvD) {   // the lookahead predictor's rows (uniform: 3d is a multiple of RP)
+  ${loop('WA', ' - 3u * p.kvD')}
+  } else {
+  ${loop('W', '')}
+  }` : loop('W', '')}
   // Each row's sum over its lanes, one reduction after the other through red.
   var tot: array<RT, ${P}>;
   ${each((i) => `{
