@@ -20,6 +20,7 @@ import { ceil4, ceilDiv } from '../backend/webgpu/kernels/common.js';
 import { fill32Key, fill32Wgsl } from '../backend/webgpu/kernels/misc.js';
 import { FC2_MAX_SLICES, FC2_MIN_SLICE_ROWS, type Fc2DirectShape } from '../backend/webgpu/kernels/sparse-mlp.js';
 import { gemvKey, gemvWgsl, type GemvOpts } from '../backend/webgpu/kernels/gemv.js';
+import { blockSelectLnBytes } from '../backend/webgpu/kernels/block-select.js';
 import { fail } from '../util/errors.js';
 import { destroyReadTarget, fillReadTarget, isSoftwareAdapter, measureCopyBandwidth, readDispatches, readTarget } from './bandwidth.js';
 import { GpuTimer, type TimingMethod } from './gpu-timer.js';
@@ -527,8 +528,19 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
       const params: KernelRow['params'] = { density: r3(chosen / f), k: chosen, slots, cap, rank: r, form: 'block lookahead (A in the qkv GEMV)', dispatches: inst[0].length, layers };
       if (denseUs !== null && tm.us > 0) params.speedup_vs_dense = Math.round((denseUs / tm.us) * 100) / 100;
       add('mlp-sparse', params, tm.us, bytes, tm.method);
-      const sel1 = await timer.time(L.map((l) => k.blockSelectFc1({ B: l.B, bias: l.pb, u, W1: l.fc1, b1: null, ln, x: xin, sel, h, cnt, T: 1, cap, tau }, s.own)));
-      add('block-select', { density: r3(chosen / f), k: chosen, cap, rank: r, form: 'MLP LayerNorm folded in (lookahead)', layers }, sel1.us, matBytes(f, r) + f * 4 + chosen * ceil4(d) * 2, sel1.method);
+      for (const sh of [{}, ...(variants ? [256, 512, 1024].filter((wg) => blockSelectLnBytes(d, wg) <= k.gpu.limits.maxComputeWorkgroupStorageSize).flatMap((wg) => [2, 4, 8].map((unroll) => ({ wg, unroll }))) : [])] as { wg?: number; unroll?: number }[]) {
+        const sel1 = await timer.time(L.map((l) => k.blockSelectFc1({ B: l.B, bias: l.pb, u, W1: l.fc1, b1: null, ln, x: xin, sel, h, cnt, T: 1, cap, tau, ...sh }, s.own)));
+        add('block-select', { density: r3(chosen / f), k: chosen, cap, rank: r, form: `MLP LayerNorm folded in (lookahead)${sh.wg ? ` wg${sh.wg}_u${sh.unroll}` : ''}`, layers }, sel1.us, matBytes(f, r) + f * 4 + chosen * ceil4(d) * 2, sel1.method);
+      }
+      // With variants: x's LayerNorm kept in workgroup memory as f32 and as f16 pairs (the default picks by width).
+      if (variants && d % 4 === 0) {
+        for (const half of [false, true]) {
+          k.blockSelectLnHalf = half;
+          const selH = await timer.time(L.map((l) => k.blockSelectFc1({ B: l.B, bias: l.pb, u, W1: l.fc1, b1: null, ln, x: xin, sel, h, cnt, T: 1, cap, tau }, s.own)));
+          add('block-select', { density: r3(chosen / f), k: chosen, cap, rank: r, form: `MLP LayerNorm folded in (lookahead), xs as ${half ? 'f16 pairs' : 'f32'}`, layers }, selH.us, matBytes(f, r) + f * 4 + chosen * ceil4(d) * 2, selH.method);
+        }
+        k.blockSelectLnHalf = null;
+      }
     });
 
     // ---- top-K over f scores ----

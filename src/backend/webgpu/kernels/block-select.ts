@@ -55,10 +55,11 @@ export interface BlockSelectOpts {
   subgroups: boolean;               // subgroupAdd in fc1's row sums
   ln?: boolean;                     // the MLP LayerNorm folded into fc1 (see LN above)
   d?: number;                       // with ln: the width (xs is sized at compile time)
+  xsHalf?: boolean;                 // with ln and xv4: xs holds f16 pairs (half the workgroup memory)
 }
 
 export const blockSelectKey = (o: BlockSelectOpts) =>
-  `block_select_wg${o.wg}_u${o.unroll ?? 4}_B${o.wideB ? 8 : 4}_W${o.wideW ? 8 : 4}_u${o.uv4 ? 4 : 1}_x${o.xv4 ? 4 : 1}${o.f16 ? '_f16' : ''}${o.subgroups ? '_sg' : ''}${o.ln ? `_ln${o.d}` : ''}`;
+  `block_select_wg${o.wg}_u${o.unroll ?? 4}_B${o.wideB ? 8 : 4}_W${o.wideW ? 8 : 4}_u${o.uv4 ? 4 : 1}_x${o.xv4 ? 4 : 1}${o.f16 ? '_f16' : ''}${o.subgroups ? '_sg' : ''}${o.ln ? `_ln${o.d}${o.xsHalf ? 'h' : ''}` : ''}`;
 
 /**
  * The workgroup size under the device limits: 512 threads where allowed. H200, OPT-6.7B at 10 %
@@ -122,7 +123,12 @@ ${Array.from({ length: U }, (_, u) => `    if (c${u} < full) { a${u % 4} += ${M}
  * With LN: the workgroup array xs holding γ∘(x − sh) of the token (d floats, or d/4 vec4s), and the
  * accessors xw4 / xw1 that fc1's dot reads it through (vb = 0).
  */
-function lnVecDecl(d: number, v4: boolean): string {
+function lnVecDecl(d: number, v4: boolean, half: boolean): string {
+  if (half) {
+    return `var<workgroup> xs: array<u32, ${d / 2}>;
+fn xw4(i: u32) -> vec4<f32> { return vec4<f32>(unpack2x16float(xs[i / 2u]), unpack2x16float(xs[i / 2u + 1u])); }
+fn xw1(i: u32) -> f32 { return unpack2x16float(xs[i / 2u])[i % 2u]; }`;
+  }
   return v4
     ? `var<workgroup> xs: array<vec4<f32>, ${d / 4}>;
 fn xw4(i: u32) -> vec4<f32> { return xs[i / 4u]; }
@@ -133,11 +139,12 @@ fn xw1(i: u32) -> f32 { return xs[i]; }`;
 }
 
 /** Bytes of workgroup memory block-select takes with LN at width d and wg threads (red, xs, the block's arrays). */
-export const blockSelectLnBytes = (d: number, wg: number) => 4 * d + 4 * wg + 12 * BS_NB + 16;
+export const blockSelectLnBytes = (d: number, wg: number, half = false) => (half ? 2 : 4) * d + 4 * wg + 12 * BS_NB + 16;
 
 export function blockSelectWgsl(o: BlockSelectOpts): string {
   const W = o.wg, L1 = W / BS_NB, G = W / BS_NB, per = BS_NB / G, sg = o.subgroups, ln = !!o.ln, d = o.d ?? 0;
   if (ln && !(d > 0 && (!o.xv4 || d % 4 === 0))) throw new Error('block_select: the folded LayerNorm needs the width d (a multiple of 4 with xv4)');
+  if (o.xsHalf && !(ln && o.xv4)) throw new Error('block_select: f16 pairs in xs need ln and xv4');
   if (![256, 512, 1024].includes(W)) throw new Error('block_select: a workgroup is 256, 512 or 1024 threads');
   return `${enables({ f16: o.f16 && !(o.wideB && o.wideW), subgroups: sg }, true)}
 struct P { f: u32, r: u32, d: u32, k: u32, cap: u32, tauOn: u32, tauBits: u32, blk0: u32, bRow0: u32, wRow0: u32, uOff: u32, uStride: u32, epsBits: u32 }
@@ -145,7 +152,7 @@ struct P { f: u32, r: u32, d: u32, k: u32, cap: u32, tauOn: u32, tauBits: u32, b
 ${dotFn('B', 1, 'u', 3, o.wideB, o.uv4, o.f16, o.unroll ?? 4)}
 ${ln ? `${vecDecl('x', 6, o.xv4)}
 ${o.xv4 ? '@group(0) @binding(10) var<storage, read> gv: array<vec4<f32>>;' : '@group(0) @binding(10) var<storage, read> gam: array<f32>;'}
-${dotFn('W', 4, 'xw', -1, o.wideW, o.xv4, o.f16, o.unroll ?? 4, lnVecDecl(d, o.xv4))}` : dotFn('W', 4, 'x', 6, o.wideW, o.xv4, o.f16, o.unroll ?? 4)}
+${dotFn('W', 4, 'xw', -1, o.wideW, o.xv4, o.f16, o.unroll ?? 4, lnVecDecl(d, o.xv4, !!o.xsHalf))}` : dotFn('W', 4, 'x', 6, o.wideW, o.xv4, o.f16, o.unroll ?? 4)}
 @group(0) @binding(2) var<storage, read> bb: array<f32>;
 ${ln ? '@group(0) @binding(5) var<storage, read> cc: array<f32>;   // c1 (f) then c2 (f)' : '@group(0) @binding(5) var<storage, read> b1: array<f32>;'}
 @group(0) @binding(7) var<storage, read_write> sel: array<u32>;
@@ -243,7 +250,7 @@ function lnPhase(o: BlockSelectOpts, W: number, sg: boolean): string {
   ${v4 ? `for (var i = lid; i < p.d / 4u; i += ${W}u) {
     let u = x4(t * p.d + 4u * i) - vec4<f32>(sh);
     s1 += dot(u, vec4<f32>(1.0)); s2 += dot(u, u);
-    xs[i] = u * gv[i];
+    ${o.xsHalf ? 'let w = u * gv[i]; xs[2u * i] = pack2x16float(w.xy); xs[2u * i + 1u] = pack2x16float(w.zw);' : 'xs[i] = u * gv[i];'}
   }` : `for (var i = lid; i < p.d; i += ${W}u) {
     let u = x1(t * p.d + i) - sh;
     s1 += u; s2 += u * u;
