@@ -103,3 +103,35 @@ test("lowRankFc1's subspace method (large d) fits as well as the exact eigendeco
   const wantAll = sqErr(want, new Float64Array(want.length));
   assert.ok(sqErr(scores(full, x, rows, d, f), want) < 1e-6 * wantAll);
 });
+
+test('lowRankFc1 with a target (attn_in predictors): fits W1 t from x; at full rank it is the least-squares map, and rank r beats rank r - 2', () => {
+  const d = 9, f = 29, rows = 300;
+  // t = T x + small noise: fc1's input as a linear function of the attention input, as a residual
+  // block makes it approximately.
+  const x = correlated(rows, d, 21), T = randomArray(d * d, rng(22), 0.4), noise = rng(23);
+  const t = new Float32Array(rows * d);
+  for (let s = 0; s < rows; s++) for (let i = 0; i < d; i++) {
+    let v = 0;
+    for (let k = 0; k < d; k++) v += T[i * d + k] * x[s * d + k];
+    t[s * d + i] = v + 0.01 * (noise() - 0.5);
+  }
+  const W = randomArray(f * d, rng(24)), b = randomArray(f, rng(25));
+  const want = preact(W, b, t, rows, d, f);
+  // At rank d: the least-squares fit of W1 t from x, here W1 T up to the noise.
+  const full = lowRankFc1(W, b, x, rows, d, f, d, { target: t });
+  const WT = new Float32Array(f * d);
+  for (let j = 0; j < f; j++) for (let k = 0; k < d; k++) { let v = 0; for (let i = 0; i < d; i++) v += W[j * d + i] * T[i * d + k]; WT[j * d + k] = v; }
+  const lsq = preact(WT, b, x, rows, d, f);
+  const scale = sqErr(want, new Float64Array(want.length));
+  assert.ok(sqErr(scores(full, x, rows, d, f), lsq) < 1e-3 * scale, `full rank vs W1 T: ${sqErr(scores(full, x, rows, d, f), lsq)}`);
+  assert.ok(sqErr(scores(full, x, rows, d, f), want) < 1e-3 * scale);
+  // Lower ranks: the error grows as the rank falls, and beats the mlp_in formula applied to x.
+  const errAt = (r: number) => sqErr(scores(lowRankFc1(W, b, x, rows, d, f, r, { target: t }), x, rows, d, f), want);
+  assert.ok(errAt(3) < errAt(1), `${errAt(3)} vs ${errAt(1)}`);
+  const naive = sqErr(scores(lowRankFc1(W, b, x, rows, d, f, 3), x, rows, d, f), want);
+  assert.ok(errAt(3) < naive, `regression ${errAt(3)} vs fc1's own approximation on x ${naive}`);
+  // The subspace method agrees with the exact one (a dense K, not a Cholesky factor).
+  const sub = lowRankFc1(W, b, x, rows, d, f, 3, { target: t, method: 'subspace', iterations: 30 });
+  assert.ok(Math.abs(sqErr(scores(sub, x, rows, d, f), want) - errAt(3)) < 0.02 * errAt(3) + 1e-9);
+  assert.throws(() => lowRankFc1(W, b, x, rows, d, f, 3, { target: t.subarray(0, 10) }), /target rows/);
+});

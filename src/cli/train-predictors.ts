@@ -71,10 +71,12 @@ async function trainInput(engine: TrainEngine, ck: Checkpoint, dir: string, meta
     for (let l = 0; l < meta.layers; l++) {
       const t0 = performance.now();
       const train = loadLayer(dir, meta, l, 'train', input), val = loadLayer(dir, meta, l, 'val', input);
-      // fc1's own low-rank approximation only exists for fc1's own input.
-      const lowRank = o.init === 'lowrank' && input === 'mlp_in';
+      // mlp_in: fc1's own whitened low-rank approximation; attn_in: the reduced-rank regression of fc1's
+      // pre-activations (W1 · mlp_in) on the attention input of the same tokens (lowrank-init.ts).
+      const lowRank = o.init === 'lowrank';
       const W = ck.weights.layers[l];
-      const init = lowRank ? lowRankFc1(toF32(W.fc1W), W.fc1B ? toF32(W.fc1B) : null, train.x, train.rows, d, f, o.rank) : undefined;
+      const target = lowRank && input === 'attn_in' ? loadLayer(dir, meta, l, 'train', 'mlp_in').x : undefined;
+      const init = lowRank ? lowRankFc1(toF32(W.fc1W), W.fc1B ? toF32(W.fc1B) : null, train.x, train.rows, d, f, o.rank, { target }) : undefined;
       const res = await trainPredictor(engine, train, val, d, f, {
         rank: o.rank, epochs: o.epochs, monitorK, batch: o.batch, lr: o.lr ?? (lowRank ? LR_LOWRANK : LR_RANDOM), seed: l + 1, init,
         onEpoch: (r) => b.update(l * per + Math.min(r.epoch, per), { layer: l, epoch: r.epoch, loss: r.loss.toFixed(4), recall: r.recall.toFixed(3) }),
@@ -140,7 +142,7 @@ export function register(program: Command): void {
     .option('--max-density <x>', 'density budget: early-stopping K, and layers more active than this stay dense', floatArg('--max-density', 0, 1), 0.15)
     .option('--input <which>', 'attn_in | mlp_in | both (both: train and report both, save mlp_in)', 'mlp_in')
     .option('--backend <name>', 'auto | cpu | webgpu (collection and training)', 'auto')
-    .option('--init <how>', 'lowrank (mlp_in: the data-whitened rank-r approximation of fc1) | random', 'lowrank')
+    .option('--init <how>', 'lowrank (the data-whitened rank-r fit of fc1\'s pre-activations: of fc1 itself on mlp_in, a reduced-rank regression on attn_in) | random', 'lowrank')
     .option('--epochs <e>', 'maximum BCE epochs per layer, early stopping on validation recall (default 0 from lowrank: the init as it is; 15 from random)', intArg('--epochs', 0))
     .option('--batch <n>', 'minibatch rows', intArg('--batch', 1), 1024)
     .option('--lr <x>', `AdamW learning rate (default ${LR_RANDOM} from random, ${LR_LOWRANK} from lowrank)`, floatArg('--lr', 0, 1))
@@ -149,8 +151,8 @@ export function register(program: Command): void {
     if (!['attn_in', 'mlp_in', 'both'].includes(o.input)) fail(`--input must be attn_in, mlp_in or both (got ${o.input})`);
     if (!['lowrank', 'random'].includes(o.init)) fail(`--init must be lowrank or random (got ${o.init})`);
     // No --epochs: keep fc1's low-rank approximation as it is (BCE fine-tuning lowered its recall, see the note above); 15 from noise.
-    if ((o as { epochs?: number }).epochs === undefined) o.epochs = o.init === 'lowrank' && o.input === 'mlp_in' ? 0 : 15;
-    if (o.epochs === 0 && (o.init === 'random' || o.input !== 'mlp_in')) fail('--epochs 0 keeps the initial weights: it needs --init lowrank and --input mlp_in');
+    if ((o as { epochs?: number }).epochs === undefined) o.epochs = o.init === 'lowrank' ? 0 : 15;
+    if (o.epochs === 0 && o.init === 'random') fail('--epochs 0 keeps the initial weights: it needs --init lowrank');
     const inputs: PredictorInput[] = o.input === 'both' ? ['attn_in', 'mlp_in'] : [o.input as PredictorInput];
     const saved: PredictorInput = o.input === 'both' ? 'mlp_in' : (o.input as PredictorInput);
     const src = await NodeFileSource.open(o.model);

@@ -12,6 +12,12 @@
  *
  * C comes from a strided subsample of the training rows (maxRows): it is d×d, and d² · rows
  * multiply-adds is the dominant cost in JS.
+ *
+ * An attn_in predictor (DejaVu's lookahead) reads x = the attention input, while fc1 reads t = the
+ * MLP input of the same token. The same reduced-rank regression then fits W1 t from x: with
+ * C = E[x xᵀ] = L Lᵀ and the cross moment E[t xᵀ], K = E[t xᵀ] L⁻ᵀ, M = W1 K ≈ U_r S_r V_rᵀ,
+ * A = V_rᵀ L⁻¹ and B = W1 K V_r (`target`: t's rows, paired with x's). With t = x, K = L: the
+ * formula above.
  */
 import { CholeskyDecomposition, EigenvalueDecomposition, Matrix } from 'ml-matrix';
 import { fail } from '../util/errors.js';
@@ -32,6 +38,8 @@ export interface LowRankInitOptions {
   method?: 'exact' | 'subspace';
   /** Power iterations of the subspace method (default 8). */
   iterations?: number;
+  /** fc1's own input t for each row of x (rows, d), when x is another activation (attn_in): fit W1 t from x. */
+  target?: Float32Array;
 }
 
 /**
@@ -63,13 +71,29 @@ export function secondMoment(x: Float32Array, rows: number, d: number, maxRows =
   return C;
 }
 
+/** Cross moment E[t xᵀ] (d, d) row-major over the same strided rows secondMoment takes. */
+export function crossMoment(t: Float32Array, x: Float32Array, rows: number, d: number, maxRows = 32768): Float64Array {
+  const n = Math.min(rows, maxRows), stride = rows / n;
+  const E = new Float64Array(d * d);
+  for (let s = 0; s < n; s++) {
+    const o = Math.floor(s * stride) * d;
+    for (let i = 0; i < d; i++) {
+      const ti = t[o + i] / n, base = i * d;
+      if (ti !== 0) for (let j = 0; j < d; j++) E[base + j] += ti * x[o + j];
+    }
+  }
+  return E;
+}
+
 /**
- * The whitened rank-r approximation of fc1 (f, d) with bias b1 (f) or null, for inputs x (rows, d).
- * Returns a predictor with scores = B (A x) + bias ≈ W1 x + b1.
+ * The whitened rank-r approximation of fc1 (f, d) with bias b1 (f) or null, for inputs x (rows, d)
+ * (with o.target: of fc1 applied to the target rows, predicted from x). Returns a predictor with
+ * scores = B (A x) + bias ≈ W1 x + b1 (W1 t + b1).
  */
 export function lowRankFc1(W1: Float32Array, b1: Float32Array | null, x: Float32Array, rows: number, d: number, f: number, r: number, o: LowRankInitOptions = {}): LowRankPredictor {
   if (W1.length !== f * d) fail(`fc1 has ${W1.length} values, expected ${f} x ${d}`);
   if (rows < 1) fail('the low-rank init needs at least one row of data');
+  if (o.target && o.target.length !== x.length) fail(`the target rows have ${o.target.length} values, x has ${x.length}`);
   const rank = Math.min(r, d);
   const C = secondMoment(x, rows, d, o.maxRows);
   let tr = 0;
@@ -77,14 +101,16 @@ export function lowRankFc1(W1: Float32Array, b1: Float32Array | null, x: Float32
   const ridge = (o.ridge ?? 1e-4) * Math.max(tr / d, 1e-12);
   for (let i = 0; i < d; i++) C[i * d + i] += ridge;
   const L = new CholeskyDecomposition(toMatrix(C, d, d)).lowerTriangularMatrix; // C = L Lᵀ
-  // G = Mᵀ M = Lᵀ (W1ᵀ W1) L: d×d, so the eigen-solve never touches an f-sized matrix.
+  // K: L itself (x is fc1's input), or E[t xᵀ] L⁻ᵀ, i.e. Kᵀ = L⁻¹ E[x tᵀ] (forward substitution).
+  const K = o.target ? forwardSubstituteLower(L, toMatrix(crossMoment(o.target, x, rows, d, o.maxRows), d, d).transpose()).transpose() : L;
+  // G = Mᵀ M = Kᵀ (W1ᵀ W1) K: d×d, so the eigen-solve never touches an f-sized matrix.
   const H = new Float64Array(d * d);
   addGramUpper(H, W1, f, d, (j) => j); // W1ᵀ W1 = Σ over neurons of row rowᵀ
   for (let a = 0; a < d; a++) for (let b = a + 1; b < d; b++) H[b * d + a] = H[a * d + b];
   const method = o.method ?? (d > 1024 ? 'subspace' : 'exact');
   let values: number[], Vr: Matrix;
   if (method === 'exact') {
-    const G = L.transpose().mmul(toMatrix(H, d, d)).mmul(L);
+    const G = K.transpose().mmul(toMatrix(H, d, d)).mmul(K);
     const eig = new EigenvalueDecomposition(symmetrize(G), { assumeSymmetric: true });
     const all = eig.realEigenvalues, vectors = eig.eigenvectorMatrix;
     const order = all.map((_, i) => i).sort((p, q) => all[q] - all[p]).slice(0, rank);
@@ -92,11 +118,11 @@ export function lowRankFc1(W1: Float32Array, b1: Float32Array | null, x: Float32
     Vr = new Matrix(d, rank);
     order.forEach((c, k) => { for (let i = 0; i < d; i++) Vr.set(i, k, vectors.get(i, c)); });
   } else {
-    ({ values, Vr } = topEigenSubspace(Float64Array.from(L.to1DArray()), H, d, rank, o.iterations ?? 8));
+    ({ values, Vr } = topEigenSubspace(Float64Array.from(K.to1DArray()), H, d, rank, o.iterations ?? 8, !o.target));
   }
   // A = V_rᵀ L⁻¹, i.e. Aᵀ solves Lᵀ Aᵀ = V_r (back substitution on the upper-triangular Lᵀ).
   const At = backSubstituteUpper(L.transpose(), Vr);
-  const LV = L.mmul(Vr); // (d, r): B = W1 (L V_r)
+  const LV = K.mmul(Vr); // (d, r): B = W1 (K V_r)
   // Balance the two factors (the product is unchanged): row k of A and column k of B both get
   // norm ~ sqrt(s_k), so AdamW's per-element steps are comparable on both sides.
   const A = new Float32Array(rank * d), B = new Float32Array(f * rank);
@@ -116,17 +142,18 @@ export function lowRankFc1(W1: Float32Array, b1: Float32Array | null, x: Float32
 }
 
 /**
- * The r largest eigenpairs of G = Lᵀ H L (L lower-triangular, both (d, d) row-major) without forming
- * G: a block of k = min(d, r + 16) vectors, `iterations` rounds of Q ← orth(G Q), then Rayleigh-Ritz
- * (the k×k eigenproblem Qᵀ G Q). Blocks are row-major (d, k) so the inner loops run over k.
+ * The r largest eigenpairs of G = Lᵀ H L (L lower-triangular when `lower`, else dense; both (d, d)
+ * row-major) without forming G: a block of k = min(d, r + 16) vectors, `iterations` rounds of
+ * Q ← orth(G Q), then Rayleigh-Ritz (the k×k eigenproblem Qᵀ G Q). Blocks are row-major (d, k) so
+ * the inner loops run over k.
  */
-function topEigenSubspace(L: Float64Array, H: Float64Array, d: number, r: number, iterations: number): { values: number[]; Vr: Matrix } {
+function topEigenSubspace(L: Float64Array, H: Float64Array, d: number, r: number, iterations: number, lower: boolean): { values: number[]; Vr: Matrix } {
   const k = Math.min(d, r + 16);
   const applyG = (Q: Float64Array): Float64Array => {
     const Y = new Float64Array(d * k), Z = new Float64Array(d * k), W = new Float64Array(d * k);
-    for (let i = 0; i < d; i++) for (let j = 0; j <= i; j++) axpy(Y, i * k, L[i * d + j], Q, j * k, k);   // Y = L Q
+    for (let i = 0; i < d; i++) for (let j = 0; j <= (lower ? i : d - 1); j++) axpy(Y, i * k, L[i * d + j], Q, j * k, k);   // Y = L Q
     for (let i = 0; i < d; i++) for (let j = 0; j < d; j++) axpy(Z, i * k, H[i * d + j], Y, j * k, k);   // Z = H Y
-    for (let j = 0; j < d; j++) for (let i = 0; i <= j; i++) axpy(W, i * k, L[j * d + i], Z, j * k, k);  // W = Lᵀ Z
+    for (let j = 0; j < d; j++) for (let i = 0; i <= (lower ? j : d - 1); i++) axpy(W, i * k, L[j * d + i], Z, j * k, k);  // W = Lᵀ Z
     return W;
   };
   const rand = seededRandom(12345);
@@ -183,6 +210,19 @@ function symmetrize(m: Matrix): Matrix {
   const n = m.rows, out = new Matrix(n, n);
   for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) out.set(i, j, (m.get(i, j) + m.get(j, i)) / 2);
   return out;
+}
+
+/** X with L X = Y for lower-triangular L (n, n), Y (n, m). */
+function forwardSubstituteLower(L: Matrix, Y: Matrix): Matrix {
+  const n = L.rows, m = Y.columns, X = new Matrix(n, m);
+  for (let c = 0; c < m; c++) {
+    for (let i = 0; i < n; i++) {
+      let s = Y.get(i, c);
+      for (let k = 0; k < i; k++) s -= L.get(i, k) * X.get(k, c);
+      X.set(i, c, s / L.get(i, i));
+    }
+  }
+  return X;
 }
 
 /** X with U X = Y for upper-triangular U (n, n), Y (n, m). */
