@@ -37,6 +37,18 @@ test('bench --json prints one object per configuration with the documented keys'
   assert.match(r.stderr, /^bandwidth: [\d.]+ GB\/s \(memcpy/m);
 });
 
+test('bench --sparsity dejavu --oracle: fixed neuron and head sets, head_density in the row, fewer bytes than mlp alone', () => {
+  const r = bench([...fast, '--json', '--sparsity', 'mlp,dejavu', '--oracle', '--head-density', '0.5']);
+  assert.equal(r.status, 0, r.stderr);
+  const [mlp, dejavu] = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.equal(dejavu.sparsity, 'dejavu');
+  assert.equal(dejavu.head_density, 0.5); // 4 of the 5m model's 8 heads
+  assert.equal(dejavu.head_rank, null);   // fixed sets: no head predictor
+  assert.equal(mlp.head_density, null);
+  assert.ok((dejavu.bytes_per_token as number) < (mlp.bytes_per_token as number));
+  assert.match(r.stderr, /opt-gutenberg-5m: dejavu \(density 0\.100, heads 0\.500, fixed sets\)/);
+});
+
 test('bench --profile on the CPU backend says it is skipped and still prints its rows', () => {
   const r = bench([...fast, '--json', '--profile']);
   assert.equal(r.status, 0, r.stderr);
@@ -57,7 +69,8 @@ test('bench prints an aligned table by default', () => {
 test('bench errors are one line: unknown shape, --sparsity dejavu, --shape on the CPU, mlp without predictors, bad --selection, bad --predictor-input', () => {
   const cases: [string[], RegExp][] = [
     [['--shape', 'opt-9b'], /^dejavu: unknown shape "opt-9b" \(choose opt-125m, .*opt-66b\)\n$/],
-    [[...fast, '--sparsity', 'dejavu'], /^dejavu: --sparsity dejavu needs sparse attention heads, .*\n$/],
+    [[...fast, '--sparsity', 'dejavu'], /^dejavu: --sparsity dejavu on a checkpoint needs --oracle .*no trained head predictors yet\n$/],
+    [[...fast, '--sparsity', 'dejavu', '--predictors', '/nonexistent'], /^dejavu: --sparsity dejavu needs head predictors, which train-predictors does not make yet/],
     [[...fast, '--sparsity', 'sparse'], /^dejavu: unknown sparsity "sparse"/],
     [['--shape', 'opt-1.3b', '--backend', 'cpu'], /^dejavu: --shape runs synthetic weights on the GPU/],
     [[...fast, '--sparsity', 'mlp'], /^dejavu: --sparsity mlp on a checkpoint needs --predictors DIR .* or --oracle/],

@@ -3,7 +3,7 @@
  * at the right shapes, not a model that predicts anything.
  */
 import type { OptConfig } from '../model/config.js';
-import { BLOCK_SIZE, blockSlots, type LowRankPredictor, type MlpLayerPolicy, type PredictorInput, type SparsityPolicy } from '../sparsity/policy.js';
+import { BLOCK_SIZE, blockSlots, type HeadLayerPolicy, type LowRankPredictor, type MlpLayerPolicy, type PredictorInput, type SparsityPolicy } from '../sparsity/policy.js';
 import { predictScores } from '../sparsity/predict.js';
 import { mlpK, predictorRank } from './shapes.js';
 import { seededRandom } from '../util/random.js';
@@ -77,4 +77,24 @@ export function syntheticPredictorPolicy(c: OptConfig, density: number,
 /** A standard normal draw (Box-Muller). */
 function gaussian(r: () => number): number {
   return Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());
+}
+
+/** Heads a layer computes at a head density: at least one. */
+export function headCount(c: OptConfig, density: number): number {
+  return Math.max(1, Math.min(c.heads, Math.round(density * c.heads)));
+}
+
+/**
+ * Sparse heads for `--sparsity dejavu` (HeadLayerPolicy per layer): with `oracle`, a fixed random head
+ * set per layer (no predictor cost); else a random low-rank head predictor of DejaVu's proportions
+ * (the MLP predictors' rank rule, predictorRank), its top k heads a token. Like the MLP's, one
+ * predictor object serves every layer; each layer uploads its own copy.
+ */
+export function syntheticHeads(c: OptConfig, density: number, o: { seed?: number; rank?: number; oracle?: boolean } = {}): HeadLayerPolicy[] {
+  const r = rng(o.seed ?? 3), d = c.hidden, H = c.heads, k = headCount(c, density);
+  if (o.oracle) return Array.from({ length: c.layers }, () => ({ k, selector: { kind: 'fixed' as const, heads: randomSubset(H, k, r) } }));
+  const rank = o.rank ?? predictorRank(d);
+  const fill = (n: number, scale: number) => Float32Array.from({ length: n }, () => (r() * 2 - 1) * scale);
+  const predictor: LowRankPredictor = { rank, A: fill(rank * d, 1 / Math.sqrt(d)), B: fill(H * rank, 1 / Math.sqrt(rank)), bias: fill(H, 0.1) };
+  return Array.from({ length: c.layers }, () => ({ k, selector: { kind: 'predictor' as const, predictor } }));
 }

@@ -5,7 +5,7 @@ export interface BenchRow {
   shape: string;                 // opt-6.7b, or the checkpoint folder's name
   backend: 'cpu' | 'webgpu';
   adapter: string;
-  sparsity: 'dense' | 'mlp';
+  sparsity: 'dense' | 'mlp' | 'dejavu';
   selector: 'none' | 'fixed' | 'predictor';
   /** Predictors: the block rule (fused select + fc1) or a global top-K. */
   selection: 'block' | 'topk' | null;
@@ -13,6 +13,9 @@ export interface BenchRow {
   predictor_input: PredictorInput | null;
   mlp_density: number | null;
   predictor_rank: number | null;
+  /** dejavu: mean fraction of attention heads a decode token computes (HeadLayerPolicy), and the head predictors' rank (null: fixed sets). */
+  head_density: number | null;
+  head_rank: number | null;
   /** The KV cache's element type (WebGPU: --kv-cache; the CPU keeps f32). */
   kv_cache: 'f32' | 'f16';
   prompt_len: number;
@@ -90,7 +93,8 @@ export function benchTable(rows: BenchRow[]): string {
   if (gpu) header.push('GPU ms', 'dispatches');
   if (hf) header.push('HF ms/token', 'HF GB/s', 'HF/ours');
   const body = rows.map((r) => {
-    const sp = r.sparsity === 'dense' ? 'dense' : `mlp ${Number((r.mlp_density ?? NaN).toFixed(3))}${r.selector === 'fixed' ? ' fixed' : r.selection === 'block' ? ' block' : ''}${r.predictor_input === 'attn_in' ? ' lookahead' : ''}`;
+    const heads = r.sparsity === 'dejavu' ? `, heads ${Number((r.head_density ?? NaN).toFixed(3))}` : '';
+    const sp = r.sparsity === 'dense' ? 'dense' : `mlp ${Number((r.mlp_density ?? NaN).toFixed(3))}${heads}${r.selector === 'fixed' ? ' fixed' : r.selection === 'block' ? ' block' : ''}${r.predictor_input === 'attn_in' ? ' lookahead' : ''}`;
     const cells = [r.shape, r.backend, sp, fmt(r.prefill_ms, 1), fmt(r.ms_per_token, 3), fmt(r.ms_per_token_readback, 3), fmt(r.tokens_per_s, 1),
       fmt(r.bytes_per_token / 1e6, 1), fmt(r.gbps, 1), fmt(r.floor_ms, 3), fmt(r.pct_of_floor, 1)];
     if (gpu) cells.push(fmt(r.gpu_ms_per_token, 3), String(r.dispatches_per_token ?? '-'));

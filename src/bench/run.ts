@@ -11,12 +11,12 @@ import type { DecodeProfile } from '../backend/webgpu/runner.js';
 import { loadModel, type Model } from '../engine/model.js';
 import type { OptConfig } from '../model/config.js';
 import type { Checkpoint } from '../model/checkpoint.js';
-import { meanMlpDensity, type PredictorInput, type SparsityPolicy } from '../sparsity/policy.js';
+import { meanHeadDensity, meanMlpDensity, type PredictorInput, type SparsityPolicy } from '../sparsity/policy.js';
 import { DejavuError, fail } from '../util/errors.js';
 import { bandwidthLine, measureGpuBandwidth, measureMemcpyBandwidth, type Bandwidth } from './bandwidth.js';
 import { timeDecode } from './decode.js';
 import { runHfBaseline } from './hf.js';
-import { fixedPolicy, syntheticPredictorPolicy } from './policies.js';
+import { fixedPolicy, syntheticHeads, syntheticPredictorPolicy } from './policies.js';
 import type { BenchRow } from './report.js';
 import { CPU_LAYOUT, deviceWeightBytes, FP16_LAYOUT, kvCacheBytes, mlpBytesFromPolicy, meanTokenBytes, predictorRank, shapeConfig, WEBGPU_LAYOUT } from './shapes.js';
 import { loadPredictors } from '../sparsity/predictors-io.js';
@@ -136,8 +136,8 @@ interface Target {
 }
 
 export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
-  if (o.sparsity.includes('dejavu')) {
-    fail('--sparsity dejavu needs sparse attention heads, which the engine does not have yet (use dense or mlp)');
+  if (o.sparsity.includes('dejavu') && o.predictors) {
+    fail('--sparsity dejavu needs head predictors, which train-predictors does not make yet: use --oracle (fixed head sets) or --shape (synthetic predictors)');
   }
   if (o.model && o.shapes?.length) fail('give --model or --shape, not both');
   const shapes = o.shapes ?? [];
@@ -150,6 +150,9 @@ export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
   } else backend = o.backend === 'auto' ? ((await probeAdapter()) ? 'webgpu' : 'cpu') : o.backend;
   if (o.sparsity.includes('mlp') && !o.oracle && !o.predictors && !shapes.length) {
     fail('--sparsity mlp on a checkpoint needs --predictors DIR (trained predictors) or --oracle (fixed random neuron sets)');
+  }
+  if (o.sparsity.includes('dejavu') && !o.oracle && !shapes.length) {
+    fail('--sparsity dejavu on a checkpoint needs --oracle (fixed random neuron and head sets): there are no trained head predictors yet');
   }
 
   // Bandwidth first, on a device of its own, before the model takes the memory.
@@ -198,9 +201,8 @@ export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
     if (!opened) continue;
     const { runner } = opened;
     try {
-      // (--sparsity dejavu was refused above.)
-      for (const mode of o.sparsity as ('dense' | 'mlp')[]) {
-        const why = shapes.length && mode === 'mlp' ? doesNotFit(t.config, t.name, mode, gpu!, o) : null;
+      for (const mode of o.sparsity as SparsityMode[]) {
+        const why = shapes.length && mode !== 'dense' ? doesNotFit(t.config, t.name, 'mlp', gpu!, o) : null;
         if (why) { o.log(`skipped: ${why}`); continue; }
         const row = await measure(t, opened, mode, o, bw, adapter, backend);
         if (row) rows.push(row);
@@ -215,22 +217,27 @@ export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
 }
 
 /** One configuration's row, or null when its sparse buffers did not fit (logged). */
-async function measure(t: Target, { runner, model, gpu }: Opened, mode: 'dense' | 'mlp', o: BenchOptions,
+async function measure(t: Target, { runner, model, gpu }: Opened, mode: SparsityMode, o: BenchOptions,
   bw: Bandwidth, adapter: string, backend: BackendName): Promise<BenchRow | null> {
   const c = t.config;
   let policy: SparsityPolicy | null = null;
-  if (mode === 'mlp') {
+  if (mode !== 'dense') {
     if (o.oracle) policy = fixedPolicy(c, o.mlpDensity ?? DEFAULT_DENSITY);
     else if (o.predictors && model) policy = await loadPredictorPolicy(o.predictors, model.checkpoint, o);
     else policy = syntheticPredictorPolicy(c, o.mlpDensity ?? DEFAULT_DENSITY, { selection: o.selection === 'topk' ? 'topk' : 'block', input: o.predictorInput });
   }
+  // dejavu: the MLP's sparsity plus sparse heads at --head-density (DejaVu's attention half).
+  if (mode === 'dejavu') policy = { ...policy!, heads: syntheticHeads(c, o.headDensity, { oracle: o.oracle }) };
+  const headDensity = policy?.heads ? meanHeadDensity(policy, c.heads) : null;
+  const headSel = policy?.heads?.find((h) => h)?.selector;
+  const headRank = headSel?.kind === 'predictor' ? headSel.predictor.rank : null;
   let density = policy ? meanMlpDensity(policy, c.ffn) : null;
   if (gpu) {
     // setSparsity allocates fc2 transposed and the predictors: the second big allocation.
     const { error } = await scoped(gpu, async () => { runner.setSparsity(policy); await gpu.device.queue.onSubmittedWorkDone(); });
     if (error) { runner.setSparsity(null); o.log(`skipped: ${t.name} ${mode}: ${error}`); return null; }
   } else runner.setSparsity(policy);
-  o.log(`${t.name}: ${mode}${policy ? ` (density ${density!.toFixed(3)}, ${o.oracle ? 'fixed sets' : 'predictors'})` : ''}: prompt ${o.promptLen}, ${o.gen} tokens...`);
+  o.log(`${t.name}: ${mode}${policy ? ` (density ${density!.toFixed(3)}${headDensity !== null ? `, heads ${headDensity.toFixed(3)}` : ''}, ${o.oracle ? 'fixed sets' : 'predictors'})` : ''}: prompt ${o.promptLen}, ${o.gen} tokens...`);
   runner.resetMlpDensity();
   const timing = await timeDecode(runner, { promptLen: o.promptLen, gen: o.gen, warmup: o.warmup });
   // The block rule's count varies by token: report (and count bytes at) what was actually chosen.
@@ -243,7 +250,7 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: 'dense' 
 
   const layout = backend === 'cpu' ? CPU_LAYOUT : o.kvCache === 'f16' ? { ...WEBGPU_LAYOUT, kvBytes: 2 } : WEBGPU_LAYOUT;
   const mlp = mlpBytesFromPolicy(policy);
-  const tb = meanTokenBytes(c, { layout, mlp }, o.promptLen, o.gen);
+  const tb = meanTokenBytes(c, { layout, mlp, headDensity: headDensity ?? 1, headRank: headRank ?? 0 }, o.promptLen, o.gen);
   const bytes = tb.total;
   const gpuT = await queuedTiming(runner, o);
   const profile = o.profile ? await decodeProfile(runner, o) : null;
@@ -257,6 +264,7 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: 'dense' 
     predictor_input: sel?.kind === 'predictor' ? policy!.input : null,
     mlp_density: density,
     predictor_rank: sel?.kind === 'predictor' ? sel.predictor.rank : null,
+    head_density: headDensity, head_rank: headRank,
     kv_cache: backend === 'webgpu' ? o.kvCache ?? 'f32' : 'f32',
     prompt_len: o.promptLen, gen: o.gen,
     prefill_ms: timing.prefillMs, ms_per_token: timing.msPerToken, median_ms: timing.medianMs, min_ms: timing.minMs,

@@ -79,8 +79,13 @@ export interface ByteOptions {
   layout?: Layout;
   /** Per layer (L): null or missing runs that layer's MLP dense. */
   mlp?: (MlpBytesSpec | null)[] | null;
-  /** Fraction of attention heads computed (1: dense). Scales Q/K/V/O weights and the KV read. */
+  /**
+   * Fraction of attention heads computed (1: dense). Scales Q/K/V/O weights and the KV read (an upper
+   * bound with sparse heads: a chosen head does not read the positions it skipped).
+   */
   headDensity?: number;
+  /** Rank of the head predictors of the layers with sparse heads (0: fixed sets, no predictor). */
+  headRank?: number;
 }
 
 /** Bytes read by one decode token, by part. */
@@ -118,6 +123,8 @@ export function tokenBytes(c: OptConfig, o: ByteOptions): TokenBytes {
     mlp += ln + (fc1Rows + s.k) * d * wb + (fc1Rows + d) * b * vb;
     if (s.rank > 0) predictor += (s.rank * d + f * s.rank) * pb + f * vb;
   }
+  // Head predictors (HeadLayerPolicy): A (r, d) at weight width, B (H, r) and the bias in f32.
+  if (o.headRank) predictor += c.layers * (o.headRank * d * wb + (c.heads * o.headRank + c.heads) * 4);
   const attention = c.layers * attnLayer, kv = c.layers * kvLayer, lmHead = c.vocabSize * e * wb;
   return { embed, attention, kv, mlp, predictor, lmHead, total: embed + attention + kv + mlp + predictor + lmHead };
 }

@@ -1,7 +1,8 @@
+import { fail } from '../util/errors.js';
+
 /**
  * The sparsity policy the forward pass consults per layer. It is a policy, not a second model: a layer
- * whose entry is null runs dense. Attention heads will get a sibling field (`heads`) when sparse
- * attention lands.
+ * whose entry is null runs dense. `mlp` picks MLP neurons, `heads` attention heads (DejaVu's two halves).
  */
 
 /**
@@ -49,13 +50,68 @@ export interface MlpLayerPolicy {
  */
 export type PredictorInput = 'attn_in' | 'mlp_in';
 
+/**
+ * Which attention heads a token computes. A head predictor is the same low-rank form with one score
+ * per head (B: (H, r)); it always reads the layer's attention input (it must be known before attention).
+ */
+export type HeadSelector =
+  /** DejaVu: the predictor's top-k heads. */
+  | { kind: 'predictor'; predictor: LowRankPredictor }
+  /** A given head set, no predictor cost: isolates kernel speed in benchmarks. */
+  | { kind: 'fixed'; heads: Uint32Array };
+
+/**
+ * Sparse heads in decode (a forward of one token): the k chosen heads compute q, k, v, attention and
+ * their share of out_proj; the others compute nothing and write no K/V at this position, which their
+ * cache records as skipped: a head attends to the positions where it ran (every prompt position and
+ * the decode steps that chose it). Forwards of several tokens (prompts, eval windows) run every head.
+ * setSparsity forgets the skip record (positions before it count as run by every head).
+ */
+export interface HeadLayerPolicy {
+  k: number;           // heads computed per token (a fixed set: its size)
+  selector: HeadSelector;
+}
+
 export interface SparsityPolicy {
   input: PredictorInput;
   mlp: (MlpLayerPolicy | null)[];   // (L): null runs that layer's MLP dense
+  /** (L) or absent: null runs that layer's attention dense. */
+  heads?: (HeadLayerPolicy | null)[];
+}
+
+/** Heads a sparse-attention layer computes per token. */
+export function headK(hp: HeadLayerPolicy): number {
+  return hp.selector.kind === 'fixed' ? hp.selector.heads.length : hp.k;
+}
+
+/** Mean fraction of heads computed over the layers with sparse heads (NaN when none). */
+export function meanHeadDensity(policy: SparsityPolicy, heads: number): number {
+  const s = (policy.heads ?? []).filter((p): p is HeadLayerPolicy => p !== null);
+  return s.length ? s.reduce((a, p) => a + headK(p) / heads, 0) / s.length : NaN;
 }
 
 /** Mean fraction of MLP neurons computed over the layers that run sparse (NaN when none do). */
 export function meanMlpDensity(policy: SparsityPolicy, ffn: number): number {
   const sparse = policy.mlp.filter((p): p is MlpLayerPolicy => p !== null);
   return sparse.length ? sparse.reduce((a, p) => a + (p.density ?? p.k / ffn), 0) / sparse.length : NaN;
+}
+
+/**
+ * Checks a policy's heads against the model (both runners call it before changing anything): one
+ * entry a layer, k in 1..H, fixed sets of distinct heads below H, predictors of the model's width.
+ */
+export function checkHeadsPolicy(policy: SparsityPolicy, layers: number, H: number, d: number): void {
+  const hs = policy.heads;
+  if (!hs) return;
+  if (hs.length !== layers) fail(`sparsity policy has ${hs.length} head layers, the model has ${layers}`);
+  hs.forEach((hp, l) => {
+    if (!hp) return;
+    const k = headK(hp), s = hp.selector;
+    if (!(Number.isInteger(k) && k >= 1 && k <= H)) fail(`layer ${l}: heads k = ${k} must be between 1 and ${H}`);
+    if (s.kind === 'fixed' && (new Set(s.heads).size !== k || s.heads.some((h) => h >= H))) fail(`layer ${l}: the fixed head set must hold distinct heads below ${H}`);
+    if (s.kind === 'predictor') {
+      const p = s.predictor;
+      if (p.A.length !== p.rank * d || p.B.length !== H * p.rank || p.bias.length !== H) fail(`layer ${l}: the head predictor must be (${p.rank}, ${d}) then (${H}, ${p.rank}) with ${H} biases`);
+    }
+  });
 }

@@ -3,9 +3,10 @@ import { OPT_POSITION_OFFSET } from '../../model/config.js';
 import { toF32, type Tensor } from '../../model/tensor.js';
 import type { OptWeights } from '../../model/weights.js';
 import { fail } from '../../util/errors.js';
-import { BLOCK_SIZE, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
+import { BLOCK_SIZE, checkHeadsPolicy, type HeadLayerPolicy, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
 import { predictScores } from '../../sparsity/predict.js';
 import type { ForwardOptions, Runner } from '../types.js';
+import { headAttention, selectHeads } from './heads.js';
 import { addInPlace, argmax, attention, blockSelect, layerNorm, linear, reluInPlace, sparseMlp, topK, transpose } from './kernels.js';
 
 interface CpuLayer {
@@ -17,6 +18,7 @@ interface CpuLayer {
   fc2W: Float32Array; fc2B: Float32Array | null;  // (d, f), (d)
   fc2T: Float32Array | null;                      // (f, d): fc2 transposed, built when a sparse policy needs it
   kCache: Float32Array; vCache: Float32Array;     // (maxPositions, d)
+  skip: Uint8Array | null;                        // (maxPositions, H): 1 where a head did not run (sparse heads)
 }
 
 const f32 = (t: Tensor | null) => (t ? toF32(t) : null);
@@ -79,6 +81,7 @@ export class CpuRunner implements Runner {
       fc2W: toF32(l.fc2W), fc2B: f32(l.fc2B), fc2T: null,
       kCache: new Float32Array(c.maxPositions * c.hidden),
       vCache: new Float32Array(c.maxPositions * c.hidden),
+      skip: null,
     }));
   }
 
@@ -87,9 +90,13 @@ export class CpuRunner implements Runner {
   dispose(): void { this.layers = []; }
 
   setSparsity(policy: SparsityPolicy | null): void {
-    if (policy && policy.mlp.length !== this.config.layers) fail(`sparsity policy has ${policy.mlp.length} layers, the model has ${this.config.layers}`);
+    const c = this.config;
+    if (policy && policy.mlp.length !== c.layers) fail(`sparsity policy has ${policy.mlp.length} layers, the model has ${c.layers}`);
+    if (policy) checkHeadsPolicy(policy, c.layers, c.heads, c.hidden);
     this.policy = policy;
     this.resetMlpDensity();
+    // A new (or the same) policy forgets which heads skipped which positions (HeadLayerPolicy).
+    this.layers.forEach((L, l) => { L.skip = policy?.heads?.[l] ? new Uint8Array(c.maxPositions * c.heads) : null; });
     if (policy) {
       policy.mlp.forEach((p, l) => {
         const layer = this.layers[l];
@@ -143,15 +150,24 @@ export class CpuRunner implements Runner {
       // Attention block
       const h = c.preLayerNorm ? layerNorm(x, T, d, L.attnLnW, L.attnLnB, c.layerNormEps) : x.slice();
       emit(l, 'attn_in', h);
-      const qkv = linear(h, T, L.qkvW, L.qkvB, d, 3 * d);
-      const q = new Float32Array(T * d);
-      for (let t = 0; t < T; t++) {
-        const s = t * 3 * d, dst = (this.pos + t) * d;
-        q.set(qkv.subarray(s, s + d), t * d);
-        L.kCache.set(qkv.subarray(s + d, s + 2 * d), dst);
-        L.vCache.set(qkv.subarray(s + 2 * d, s + 3 * d), dst);
+      const hp = T === 1 ? this.policy?.heads?.[l] ?? null : null;
+      let o: Float32Array;
+      if (hp) {
+        o = this.sparseHeads(hp, l, h);
+        if (headNorm) for (let g = 0; g < c.heads; g++) headNorm[g] = Math.hypot(...o.subarray(g * c.headDim, (g + 1) * c.headDim));
+      } else {
+        const qkv = linear(h, T, L.qkvW, L.qkvB, d, 3 * d);
+        const q = new Float32Array(T * d);
+        for (let t = 0; t < T; t++) {
+          const s = t * 3 * d, dst = (this.pos + t) * d;
+          q.set(qkv.subarray(s, s + d), t * d);
+          L.kCache.set(qkv.subarray(s + d, s + 2 * d), dst);
+          L.vCache.set(qkv.subarray(s + 2 * d, s + 3 * d), dst);
+        }
+        // Every head runs at these positions: clear what an earlier sparse step recorded there.
+        L.skip?.fill(0, this.pos * c.heads, (this.pos + T) * c.heads);
+        o = attention(q, T, this.pos, L.kCache, L.vCache, c.heads, c.headDim, undefined, headNorm);
       }
-      const o = attention(q, T, this.pos, L.kCache, L.vCache, c.heads, c.headDim, undefined, headNorm);
       if (headNorm) emit(l, 'head_norm', headNorm);
       addInPlace(x, linear(o, T, L.oW, L.oB, d, d));
       if (!c.preLayerNorm) layerNorm(x, T, d, L.attnLnW, L.attnLnB, c.layerNormEps, x);
@@ -190,6 +206,30 @@ export class CpuRunner implements Runner {
 
   decodeGreedy(first: number, maxSteps: number, onToken: (id: number) => boolean): Promise<number[]> {
     return decodeGreedyOnHost(this, first, maxSteps, onToken);
+  }
+
+  /**
+   * Attention of one decode token with sparse heads (HeadLayerPolicy): the chosen heads' q, k, v rows
+   * only, their K/V stored, the others marked skipped at this position. Returns o (d), zeros outside
+   * the chosen heads. h is the attention input (LN(x)); heads predictors read it.
+   */
+  private sparseHeads(hp: HeadLayerPolicy, l: number, h: Float32Array): Float32Array {
+    const c = this.config, d = c.hidden, H = c.heads, hd = c.headDim, L = this.layers[l], s = hp.selector;
+    const heads = s.kind === 'fixed' ? Uint32Array.from(s.heads).sort() : selectHeads(predictScores(s.predictor, h, d), hp.k);
+    const q = new Float32Array(d), at = this.pos * d;
+    L.skip!.fill(1, this.pos * H, (this.pos + 1) * H);
+    for (const g of heads) {
+      L.skip![this.pos * H + g] = 0;
+      for (let part = 0; part < 3; part++) {
+        for (let i = 0; i < hd; i++) {
+          const row = part * d + g * hd + i;
+          let v = L.qkvB ? L.qkvB[row] : 0;
+          for (let j = 0; j < d; j++) v += L.qkvW[row * d + j] * h[j];
+          if (part === 0) q[g * hd + i] = v; else (part === 1 ? L.kCache : L.vCache)[at + g * hd + i] = v;
+        }
+      }
+    }
+    return headAttention(q, this.pos, L.kCache, L.vCache, H, hd, heads, L.skip!);
   }
 
   /** The neurons that token t of layer l computes. */

@@ -11,12 +11,13 @@ import type { OptConfig } from '../../model/config.js';
 import { OPT_POSITION_OFFSET } from '../../model/config.js';
 import { toF16Bits, toF32, type Tensor } from '../../model/tensor.js';
 import type { OptWeights } from '../../model/weights.js';
-import { BLOCK_SIZE, blockSlots, type BlockRule, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
+import { BLOCK_SIZE, blockSlots, checkHeadsPolicy, headK, type BlockRule, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
 import { floatsToHalves } from '../../util/f16.js';
 import { fail } from '../../util/errors.js';
 import type { ForwardOptions, Runner, TracePoint } from '../types.js';
 import { openGpu, type Gpu, type GpuOptions } from './device.js';
 import { ceil4, ceilDiv } from './kernels/common.js';
+import { attentionSplitShape } from './kernels/attention.js';
 import { FC2_MAX_SLICES, FC2_MIN_SLICE_ROWS } from './kernels/sparse-mlp.js';
 import { fc2OnePass, Kernels, readU32, runNow, type Dispatch, type GpuMatrix, type PlanItem, type Tap } from './ops.js';
 
@@ -54,6 +55,18 @@ interface LayerSparse {
   look?: { c: GPUBuffer };
 }
 
+/**
+ * A layer's sparse heads (decode; HeadLayerPolicy): head-select's inputs (predictor A as a GEMV, B and
+ * the bias as f32; a fixed set is r = 0 with 0/1 biases) and the layer's skip record (maxPos, H) u32.
+ */
+interface HeadSparse {
+  k: number; r: number;
+  A: GpuMatrix | null; fold: GPUBuffer | null;   // (r, d); A's LayerNorm constants (2r) when folding
+  B: GPUBuffer; bias: GPUBuffer;                 // (H, r), (H)
+  skip: GPUBuffer;                               // (maxPos, H): 1 where the head did not run
+  qkvMask: boolean;                              // the qkv GEMV skips unchosen heads' rows (Kernels.headsFit)
+}
+
 /** Neurons a sparse layer computes per token: the fixed set's size, the block rule's slots, else k. */
 function layerK(lp: MlpLayerPolicy, f: number): number {
   const s = lp.selector;
@@ -63,7 +76,8 @@ function layerK(lp: MlpLayerPolicy, f: number): number {
 
 /** What setSparsity builds for a policy: per-layer parts, their buffers, and the sparse MLP's scratch. */
 interface SparseState {
-  policy: SparsityPolicy; sparse: (LayerSparse | null)[]; bufs: GPUBuffer[];
+  policy: SparsityPolicy; sparse: (LayerSparse | null)[]; heads: (HeadSparse | null)[]; bufs: GPUBuffer[];
+  uh: GPUBuffer | null; hl: GPUBuffer | null; hm: GPUBuffer | null;
   scores: GPUBuffer | null; u: GPUBuffer | null; sel: GPUBuffer | null; hsel: GPUBuffer | null;
   partial: GPUBuffer | null; partialFloats: number; chosen: GPUBuffer | null; zeroB1: GPUBuffer | null;
 }
@@ -177,6 +191,9 @@ class GpuRunner implements WebGpuRunner {
   private pos = 0;
   private layers: GpuLayer[] = [];
   private sparse: (LayerSparse | null)[] = [];
+  /** Sparse heads per layer, and their shared scratch: A's product (r), the chosen heads (k), the flags (H). */
+  private heads: (HeadSparse | null)[] = [];
+  private uh: GPUBuffer | null = null; private hl: GPUBuffer | null = null; private hm: GPUBuffer | null = null;
   private policy: SparsityPolicy | null = null;
   private plans = new Map<string, Plan>();
   private buffers: GPUBuffer[] = [];
@@ -334,16 +351,16 @@ class GpuRunner implements WebGpuRunner {
 
   private takeSparse(): SparseState | null {
     if (!this.policy) return null;
-    const s: SparseState = { policy: this.policy, sparse: this.sparse, bufs: this.sparseBufs, scores: this.scores, u: this.u, sel: this.sel,
-      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1 };
-    this.policy = null; this.sparse = []; this.sparseBufs = []; this.partialFloats = 0;
-    this.scores = this.u = this.sel = this.hsel = this.partial = this.chosen = this.zeroB1 = null;
+    const s: SparseState = { policy: this.policy, sparse: this.sparse, heads: this.heads, bufs: this.sparseBufs, scores: this.scores, u: this.u, sel: this.sel,
+      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, uh: this.uh, hl: this.hl, hm: this.hm };
+    this.policy = null; this.sparse = []; this.heads = []; this.sparseBufs = []; this.partialFloats = 0;
+    this.scores = this.u = this.sel = this.hsel = this.partial = this.chosen = this.zeroB1 = this.uh = this.hl = this.hm = null;
     return s;
   }
 
   private putSparse(s: SparseState): void {
-    ({ policy: this.policy, sparse: this.sparse, bufs: this.sparseBufs, scores: this.scores, u: this.u, sel: this.sel,
-      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1 } = s);
+    ({ policy: this.policy, sparse: this.sparse, heads: this.heads, bufs: this.sparseBufs, scores: this.scores, u: this.u, sel: this.sel,
+      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, uh: this.uh, hl: this.hl, hm: this.hm } = s);
   }
 
   setSparsity(policy: SparsityPolicy | null): void {
@@ -359,7 +376,13 @@ class GpuRunner implements WebGpuRunner {
       const k = layerK(lp, f);
       if (!block && !(Number.isInteger(k) && k >= 1 && k <= f)) fail(`layer ${l}: k = ${k} must be between 1 and ${f}`);
     });
-    if (policy && policy === this.policy) { this.resetMlpDensity(); return; }
+    if (policy) {
+      checkHeadsPolicy(policy, c.layers, c.heads, d);
+      if (policy.heads?.some((hp) => hp) && !(attentionSplitShape(c.headDim) && Kernels.headOutFits(this.layers[0].o, c.headDim) && c.heads <= 256)) {
+        fail(`sparse heads on WebGPU need a head dim that is a multiple of 8 (this model's is ${c.headDim}) and at most 256 heads`);
+      }
+    }
+    if (policy && policy === this.policy) { this.resetMlpDensity(); this.clearSkips(); return; }
     this.dropPlans();
     const cur = this.takeSparse();
     this.mlpTokens = 0;
@@ -373,6 +396,7 @@ class GpuRunner implements WebGpuRunner {
       this.putSparse(this.parked);
       this.parked = null;
       this.resetMlpDensity();
+      this.clearSkips();
       return;
     }
     free(cur); free(this.parked); this.parked = null;
@@ -419,6 +443,7 @@ class GpuRunner implements WebGpuRunner {
       }
       return out;
     });
+    this.buildHeads(policy, sb, ds, own);
     const T = Math.min(TCAP, c.maxPositions);
     this.scores = sb(T * f * 4, 'scores'); this.u = sb(T * rMax * 4, 'pred_u');
     this.sel = sb(T * kMax * 4, 'sel'); this.hsel = sb(T * kMax * 4, 'h_sel');
@@ -439,6 +464,51 @@ class GpuRunner implements WebGpuRunner {
     for (const cp of copies) enc.copyBufferToBuffer(...cp);
     this.k.device.queue.submit([enc.finish()]);
     this.k.device.queue.onSubmittedWorkDone().then(() => own.forEach((b) => b.destroy()));
+  }
+
+  /** setSparsity's part for sparse heads: each layer's head-select inputs, its skip record, the shared scratch. */
+  private buildHeads(policy: SparsityPolicy, sb: (bytes: number, label: string) => GPUBuffer, ds: Dispatch[], own: GPUBuffer[]): void {
+    const c = this.config, d = c.hidden, H = c.heads;
+    let rMax = 1, kMax = 1;
+    this.heads = (policy.heads ?? new Array<null>(c.layers).fill(null)).map((hp, l) => {
+      if (!hp) return null;
+      const L = this.layers[l], s = hp.selector, k = headK(hp);
+      kMax = Math.max(kMax, k);
+      const skip = sb(c.maxPositions * H * 4, `${l}.head_skip`);
+      const bias = sb(H * 4, `${l}.head_pred.bias`);
+      // A fixed set reads no B (r = 0): the bias buffer stands in for the binding.
+      const out: HeadSparse = { k, r: 0, A: null, fold: null, B: bias, bias, skip, qkvMask: false };
+      if (s.kind === 'fixed') {
+        const flags = new Float32Array(H);
+        for (const h of s.heads) flags[h] = 1;
+        this.k.device.queue.writeBuffer(out.bias, 0, flags);
+      } else {
+        const p = s.predictor;
+        out.r = p.rank; rMax = Math.max(rMax, p.rank);
+        out.A = this.k.matrix(p.rank, d, `${l}.head_pred.A`);
+        this.k.upload(out.A, floatsToHalves(p.A));
+        this.sparseBufs.push(...out.A.parts.map((q) => q.buffer));
+        out.B = this.k.f32Buffer(p.B, `${l}.head_pred.B`); this.sparseBufs.push(out.B);
+        this.k.device.queue.writeBuffer(out.bias, 0, p.bias as Float32Array<ArrayBuffer>);
+        if (this.foldLn) {
+          out.fold = sb(2 * p.rank * 4, `${l}.head_pred.A.ln_c`);
+          ds.push(...this.k.foldLayerNorm({ W: out.A, gamma: L.attnLnW, beta: L.attnLnB, bias: null, c: out.fold }, own));
+        }
+      }
+      const S = this.sparse[l];
+      out.qkvMask = this.k.headsFit(L.qkv, c.headDim, S?.look ? S.pred!.A : undefined);
+      return out;
+    });
+    if (this.heads.some((h) => h)) {
+      this.uh = sb(rMax * 4, 'head_u'); this.hl = sb(kMax * 4, 'head_list'); this.hm = sb(H * 4, 'head_flags');
+    }
+  }
+
+  /** Forgets which heads skipped which positions (HeadLayerPolicy: a new policy starts from "every head ran"). */
+  private clearSkips(): void {
+    const enc = this.k.device.createCommandEncoder();
+    for (const hs of this.heads) if (hs) enc.clearBuffer(hs.skip);
+    this.k.device.queue.submit([enc.finish()]);
   }
 
   /**
@@ -492,6 +562,8 @@ class GpuRunner implements WebGpuRunner {
 
     for (let l = 0; l < c.layers; l++) {
       const L = this.layers[l], S = this.sparse[l] ?? null;
+      // Sparse heads run in decode only (HeadLayerPolicy); prompts clear their skip rows (forward).
+      const HS = T === 1 ? this.heads[l] ?? null : null;
       // Attention block
       let attnIn = this.x;
       // Folded, a predictor reading attn_in folds the same LayerNorm into its A product.
@@ -503,14 +575,18 @@ class GpuRunner implements WebGpuRunner {
       if (S?.pred && this.policy!.input === 'attn_in' && !look) this.predict(S, attnIn, T, own, add, fold ? { gamma: L.attnLnW, beta: L.attnLnB, out: null } : null);
       // Decode stores the new K and V rows from the qkv GEMV's epilogue (attention reads the current
       // token's K and V from the cache, q from qkv); prefill's matmul leaves that to kvStore.
-      const kv = T === 1 ? { step: this.step, k: L.k, v: L.v, pred: look ? S!.pred!.A : undefined } : null;
+      if (HS) this.chooseHeads(HS, l, fold ? this.x : attnIn, fold, own, add);
+      const kv = T === 1 ? { step: this.step, k: L.k, v: L.v, pred: look ? S!.pred!.A : undefined, heads: HS && K.headsFit(L.qkv, c.headDim, look ? S!.pred!.A : undefined) ? { hm: this.hm!, hd: c.headDim } : undefined } : null;
       add(...K.linear(fold ? { W: L.qkv, x: this.x, y: this.qkv, T, ln: { gamma: L.attnLnW, c: look ? look.c : L.qkvFold!.c, eps }, kv }
         : { W: L.qkv, x: attnIn, y: this.qkv, T, bias: L.qkvB, kv }, own));
       if (look && !S!.block) this.predictB(S!, this.qkv, 3 * d, own, add);
       if (!kv) add(K.kvStore({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, d, T }, own));
-      add(...K.attention({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, o: this.ao, hn: this.hn, H: c.heads, hd: c.headDim, T, maxPos: c.maxPositions }, own));
+      add(...K.attention({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, o: this.ao, hn: this.hn, H: c.heads, hd: c.headDim, T, maxPos: c.maxPositions,
+        heads: HS ? { hl: this.hl!, skip: HS.skip, k: HS.k } : undefined }, own));
       tap(l, 'head_norm', this.hn, c.heads);
-      add(...K.linear({ W: L.o, x: this.ao, y: this.x, T, bias: L.oB, resid: true }, own));
+      // Sparse heads: out_proj reads the chosen heads' columns only (the others' outputs are stale).
+      add(...(HS ? K.headOut({ W: L.o, o: this.ao, hl: this.hl!, k: HS.k, hd: c.headDim, y: this.x, bias: L.oB }, own)
+        : K.linear({ W: L.o, x: this.ao, y: this.x, T, bias: L.oB, resid: true }, own)));
       if (!c.preLayerNorm) add(K.layerNorm({ x: null, y: this.x, w: L.attnLnW, b: L.attnLnB, n: d, rows: T, eps }, own));
 
       // MLP block
@@ -572,6 +648,18 @@ class GpuRunner implements WebGpuRunner {
   }
 
   /**
+   * The heads this decode token computes (head-select.ts): the head predictor's A product (LayerNorm
+   * folded in when `fold`: x is then the raw residual), then B, the top k and the flags in one dispatch.
+   */
+  private chooseHeads(HS: HeadSparse, l: number, x: GPUBuffer, fold: boolean, own: GPUBuffer[], add: (...d: Dispatch[]) => void): void {
+    const c = this.config, K = this.k, L = this.layers[l];
+    if (HS.A) {
+      add(...K.linear(fold ? { W: HS.A, x, y: this.uh!, T: 1, ln: { gamma: L.attnLnW, c: HS.fold!, eps: c.layerNormEps } } : { W: HS.A, x, y: this.uh!, T: 1 }, own));
+    }
+    add(K.headSelect({ step: this.step, u: this.uh!, uOff: 0, B: HS.B, bias: HS.bias, r: HS.r, H: c.heads, k: HS.k, hl: this.hl!, hm: this.hm!, skip: HS.skip }, own));
+  }
+
+  /**
    * scores = B (A x) + bias, then top-K into `sel` (DejaVu's low-rank predictor). With the block rule
    * only u = A x: B, the choice and fc1 run fused at the MLP (blockSelectFc1).
    */
@@ -606,6 +694,8 @@ class GpuRunner implements WebGpuRunner {
       const h: Head = head === 'all' ? 'all' : head === 'last' && s + T >= ids.length ? 'last' : 'none';
       const plan = this.plan(T, h, !!opts.trace);
       dev.queue.writeBuffer(this.step, 0, Uint32Array.from([this.pos, ...chunk]));
+      // A pass of several tokens runs every head: their positions are no longer skipped by any.
+      if (T > 1) for (const hs of this.heads) if (hs) dev.queue.writeBuffer(hs.skip, this.pos * c.heads * 4, new Uint32Array(T * c.heads));
       const rows = h === 'all' ? T : 1;
       const taps: { tap: Tap; buf: GPUBuffer }[] = [];
       const decodeStep = T === 1 && h === 'last' && !opts.trace;
@@ -732,7 +822,11 @@ class GpuRunner implements WebGpuRunner {
     const c = this.config, d = c.hidden, f = c.ffn, e = c.wordEmbedProjDim;
     let n = c.vocabSize * e * 2 + (this.projectIn ? 2 * d * e * 2 : 0);
     for (let l = 0; l < c.layers; l++) {
-      n += 4 * d * d * 2;
+      const HS = this.heads[l];
+      // Sparse heads read their share of Q/K/V/O and the head predictor's A (f16) and B (f32).
+      const share = HS ? HS.k / c.heads : 1;
+      n += (HS?.qkvMask ? 4 * share : 3 + share) * d * d * 2;
+      if (HS) n += HS.r * d * 2 + HS.r * c.heads * 4;
       const S = this.sparse[l];
       if (!S) n += 2 * d * f * 2;
       else {

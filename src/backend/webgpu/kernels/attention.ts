@@ -113,14 +113,20 @@ export function attentionSplits(H: number, maxPos: number): number {
   return Math.max(1, Math.min(ATS_MAX_SPLITS, Math.ceil(maxPos / ATS_MIN_CHUNK), Math.max(8, Math.ceil(1024 / H))));
 }
 
-export const attentionSplitKey = (hd: number, half = false) => `attention_split1_wg${ATS_WG}_hd${hd}${half ? '_kv16' : ''}`;
-export const attentionCombineKey = (hd: number) => `attention_split2_wg${ATS_WG2}_hd${hd}`;
+export const attentionSplitKey = (hd: number, half = false, heads = false) => `attention_split1_wg${ATS_WG}_hd${hd}${half ? '_kv16' : ''}${heads ? '_heads' : ''}`;
+export const attentionCombineKey = (hd: number, heads = false) => `attention_split2_wg${ATS_WG2}_hd${hd}${heads ? '_heads' : ''}`;
+
+// Sparse heads (`heads`, decode: HeadLayerPolicy): the grid's head axis walks the k chosen heads, hl[i]
+// (binding 7 in phase 1, 6 in phase 2), not all H. Phase 1 leaves out the positions the head skipped
+// (skip: (maxPos, H) u32, binding 8; their K/V rows are not read): a skipped row's score is the
+// sentinel -3e38 and its weight 0. The current position is never skipped for a chosen head, so every
+// query has a live key. CPU twin: headAttention (backend/cpu/heads.ts).
 
 const vtype = (W: number) => `alias V = ${W === 4 ? 'vec4<f32>' : 'f32'};
 fn dotv(a: V, b: V) -> f32 { return ${W === 4 ? 'dot(a, b)' : 'a * b'}; }`;
 
 /** Phase 1. Params: dv (d / W), H, S, minChunk, scale bits. `half`: the cache holds packed f16 (W of them a load). */
-export function attentionSplitWgsl(hd: number, half = false): string {
+export function attentionSplitWgsl(hd: number, half = false, heads = false): string {
   const sh = attentionSplitShape(hd);
   if (!sh) throw new Error(`attention split kernel: head dim ${hd} too wide`);
   const { W, HV, RV, TILE, RPT } = sh;
@@ -140,6 +146,9 @@ struct P { dv: u32, H: u32, S: u32, minChunk: u32, scaleBits: u32 }
 @group(0) @binding(4) var<storage, read> vc: array<${KV}>;
 @group(0) @binding(5) var<storage, read_write> pacc: array<V>;
 @group(0) @binding(6) var<storage, read_write> pml: array<vec2<f32>>;
+${heads ? `@group(0) @binding(7) var<storage, read> hl: array<u32>;
+@group(0) @binding(8) var<storage, read> skip: array<u32>;
+fn live(j: u32, h: u32) -> bool { return skip[j * p.H + h] == 0u; }` : 'fn live(j: u32, h: u32) -> bool { return true; }'}
 const HV = ${HV}u;
 const HP = ${HV + 1}u; // padded row of partial products: the row sums read without bank conflicts
 const RV = ${RV}u;
@@ -151,7 +160,7 @@ var<workgroup> gl: array<f32, ${RV}>;
 @compute @workgroup_size(${ATS_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let s = wid.x;
-  let h = wid.y;
+  let h = ${heads ? 'hl[wid.y]' : 'wid.y'};
   let t = wid.z;
   let n = step[0] + t + 1u;
   let chunk = max(p.minChunk, (n + p.S - 1u) / p.S);
@@ -171,13 +180,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let rows = min(TILE, c1 - j0);
     // Unrolled here rather than left to the driver: all 2 × RPT loads of a thread are in flight at once.
 ${rowsUnrolled('let r# = grp + #u * RV; var k# = V(0.0); var v# = V(0.0);')}
-${rowsUnrolled(`if (busy && r# < rows) { let at = (j0 + r#) * p.dv + hb; k# = ${load('kc', 'at')}; v# = ${load('vc', 'at')}; }`)}
+${rowsUnrolled(`if (busy && r# < rows${heads ? ' && live(j0 + r#, h)' : ''}) { let at = (j0 + r#) * p.dv + hb; k# = ${load('kc', 'at')}; v# = ${load('vc', 'at')}; }`)}
 ${rowsUnrolled('if (busy && r# < rows) { part[r# * HP + slot] = dotv(qv, k#); }')}
     workgroupBarrier();
     if (lid < rows) {
       var x = 0.0;
       for (var k = 0u; k < HV; k++) { x += part[lid * HP + k]; }
-      sc[lid] = x * scale;
+      sc[lid] = select(-3.0e38, x * scale, live(j0 + lid, h));
     }
     workgroupBarrier();
     var mt = m;
@@ -185,7 +194,7 @@ ${rowsUnrolled('if (busy && r# < rows) { part[r# * HP + slot] = dotv(qv, k#); }'
     let alpha = exp(m - mt);
     acc *= alpha;
     l *= alpha;
-${rowsUnrolled('if (busy && r# < rows) { let e = exp(sc[r#] - mt); acc += e * v#; l += e; }')}
+${rowsUnrolled(`if (busy && r# < rows${heads ? ' && sc[r#] > -1.0e38' : ''}) { let e = exp(sc[r#] - mt); acc += e * v#; l += e; }`)}
     m = mt;
     workgroupBarrier();
   }
@@ -213,7 +222,7 @@ ${rowsUnrolled('if (busy && r# < rows) { let e = exp(sc[r#] - mt); acc += e * v#
  * Phase 2. Params: dv, H, S, minChunk. Threads as in phase 1: HV slots × RV2 groups, group g summing
  * splits g, g + RV2, …, so a thread's loads of the partials are few and independent.
  */
-export function attentionCombineWgsl(hd: number): string {
+export function attentionCombineWgsl(hd: number, heads = false): string {
   const sh = attentionSplitShape(hd);
   if (!sh) throw new Error(`attention split kernel: head dim ${hd} too wide`);
   const { W, HV } = sh;
@@ -227,6 +236,7 @@ struct P { dv: u32, H: u32, S: u32, minChunk: u32 }
 @group(0) @binding(3) var<storage, read> pml: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read_write> o: array<V>;
 @group(0) @binding(5) var<storage, read_write> hn: array<f32>;
+${heads ? '@group(0) @binding(6) var<storage, read> hl: array<u32>;' : ''}
 const HV = ${HV}u;
 const RV2 = ${RV2}u;
 var<workgroup> mls: array<vec2<f32>, ${ATS_MAX_SPLITS}>;
@@ -234,7 +244,7 @@ var<workgroup> gacc: array<V, ${RV2 * HV}>;
 var<workgroup> red: array<f32, ${ATS_WG2}>;
 @compute @workgroup_size(${ATS_WG2})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let h = wid.x;
+  let h = ${heads ? 'hl[wid.x]' : 'wid.x'};
   let t = wid.y;
   let n = step[0] + t + 1u;
   let chunk = max(p.minChunk, (n + p.S - 1u) / p.S);

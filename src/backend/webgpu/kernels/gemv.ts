@@ -43,6 +43,12 @@ import { enables, kvPutWgsl, laneSumWgsl, weightDecl, wmode, type KernelFeatures
  * its own, ~9 µs a layer in an OPT-6.7B decode step for 2.75 MB of weights. Workgroups hold rows of
  * one matrix only (3d a multiple of the rows a workgroup: Kernels.linear checks), so the branch is
  * uniform. c (binding 7) holds c1 then c2 over all 3d + r rows.
+ *
+ * HEADS (with KV): DejaVu's sparse attention heads. The heads chosen for this token are flagged in hm
+ * (binding 14, a u32 a head, written by kernels/head-select.ts). A workgroup's rows lie in one head
+ * (the head dim a multiple of the rows a workgroup: Kernels.linear checks), so a workgroup of an
+ * unchosen head returns at once: its q, k, v weights are never read and its K/V store does not
+ * happen (the head's cache marks the position skipped). The predictor rows (PRED) always run.
  */
 export interface GemvOpts {
   rows: number; tpr: number; bias: boolean; relu: boolean; resid: boolean; gather: boolean;
@@ -75,10 +81,15 @@ export interface GemvOpts {
   kvHalf?: boolean;
   /** With kv and ln: rows from 3d on are predictor A's, read from binding 13 (see PRED above). */
   pred?: boolean;
+  /**
+   * With kv: sparse heads (HEADS below), at this head dim. A workgroup whose rows are q, k or v rows
+   * of a head with hm[head] = 0 (binding 14) returns before reading anything.
+   */
+  heads?: number;
 }
 
 export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
-  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? 'out' : ''}${o.pred ? '_predA' : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}`;
+  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? 'out' : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hm${o.heads}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}`;
 }
 
 /** Uniform layout (u32 each). allRows: rows of the whole matrix (all parts; with pred, A's too), for ln's c2; kvD: kv's d. */
@@ -92,6 +103,7 @@ export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
   if (o.kv && (o.gather || o.resid)) throw new Error('gemv: the KV-cache store is for the dense qkv GEMV (no gather, no residual add)');
   if (o.lnOut && (!ln || o.kv || o.gather)) throw new Error('gemv: lnOut needs ln (and no kv or gather)');
   if (o.pred && !(o.kv && ln)) throw new Error('gemv: the lookahead predictor rows ride the folded qkv GEMV (kv and ln)');
+  if (o.heads && !o.kv) throw new Error('gemv: sparse heads are a form of the qkv GEMV (kv)');
   const P = o.rpt ?? 1;
   if (P > 1 && (!o.wide || o.gather)) throw new Error('gemv: several rows a thread is a form of the wide, non-gather GEMV');
   // Per-thread partial sums: the dot product, or (dot, Σu, Σu²) of the shifted x with the LayerNorm folded in.
@@ -169,6 +181,16 @@ const TPR = ${o.tpr}u;
 const WG = ${WG}u;
 const RP = ${o.rows * P}u;   // rows a workgroup
 var<workgroup> red: array<RT, ${WG}>;
+${o.heads ? `@group(0) @binding(14) var<storage, read> hm: array<u32>;
+var<workgroup> hskip: u32;
+// Whether workgroup g's rows are q, k or v rows of a head not chosen for this token (HEADS).
+fn headSkipped(g: u32, lid: u32) -> bool {
+  if (lid == 0u) {
+    let wr = p.rowOff + g * RP;
+    hskip = select(0u, 1u, wr < 3u * p.kvD && hm[(wr % p.kvD) / ${o.heads}u] == 0u);
+  }
+  return workgroupUniformLoad(&hskip) == 1u;
+}` : ''}
 
 // The epilogue of output row r (weight row wrow of this part) from its reduced sums.
 fn epi(t: u32, r: u32, wrow: u32, tot: RT) {
@@ -192,6 +214,7 @@ ${P > 1 ? multiRowMain(o, P, sg, ln, shiftCode, lnOutCode) : `
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${sg ? ', @builtin(subgroup_invocation_id) sl: u32, @builtin(subgroup_size) ss: u32' : ''}) {
   let g = wid.x + wid.y * p.nwgx;
+  ${o.heads ? 'if (headSkipped(g, lid)) { return; }' : ''}
   let t = wid.z;
   let lane = lid % TPR;
   let r = g * R + lid / TPR;
@@ -308,6 +331,7 @@ fn wdot(w: vec4<u32>, v: X8) -> f32 { return dot(w8lo(w), v.lo) + dot(w8hi(w), v
 @compute @workgroup_size(${o.rows * o.tpr})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${sg ? ', @builtin(subgroup_invocation_id) sl: u32, @builtin(subgroup_size) ss: u32' : ''}) {
   let g = wid.x + wid.y * p.nwgx;
+  ${o.heads ? 'if (headSkipped(g, lid)) { return; }' : ''}
   let t = wid.z;
   let lane = lid % TPR;
   let r0 = g * RP + lid / TPR;

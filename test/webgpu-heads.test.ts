@@ -1,0 +1,202 @@
+/**
+ * Sparse attention heads (HeadLayerPolicy) on WebGPU against the CPU twins, kernel by kernel on odd
+ * shapes — head-select against selectHeads, split attention's `heads` form against headAttention
+ * (skipped cache positions hold NaN: a read of one would show), out_proj over the chosen heads'
+ * columns, the qkv GEMV skipping unchosen heads' rows and their K/V stores — and the runner's decode
+ * against the CPU runner on the 5m model.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { headAttention, selectHeads } from '../src/backend/cpu/heads.js';
+import { linear } from '../src/backend/cpu/kernels.js';
+import { CpuRunner } from '../src/backend/cpu/runner.js';
+import { createWebGpuRunner } from '../src/backend/webgpu/runner.js';
+import { Kernels, readF32, readU32, runNow } from '../src/backend/webgpu/ops.js';
+import type { Gpu } from '../src/backend/webgpu/device.js';
+import type { SparsityPolicy } from '../src/sparsity/policy.js';
+import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
+import { gpuOrSkip, randomMatrix } from './gpu.js';
+import { checkpoint, MODELS, randomArray, reference, relErr, rng } from './helpers.js';
+import { randomSubset } from '../src/bench/policies.js';
+
+let gpu: Gpu | null = null;
+after(() => gpu?.device.destroy());
+
+test('webgpu head-select matches selectHeads: top k of B u + bias, flags, the skip row (odd H, r, k; a fixed set)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const k = new Kernels(gpu), r = rng(5), own: GPUBuffer[] = [];
+  for (const [H, rank, kk, pos] of [[7, 5, 3, 0], [13, 33, 13, 4], [40, 19, 16, 9], [72, 101, 29, 2], [1, 3, 1, 1]]) {
+    const u = randomArray(rank + 3, r), B = randomArray(H * rank, r), bias = randomArray(H, r, 0.3);
+    const scores = linear(u.subarray(3), 1, B, bias, rank, H);
+    const want = selectHeads(scores, kk);
+    const hl = k.buffer(H * 4, 'hl'), hm = k.buffer(H * 4, 'hm'), skip = k.f32Buffer(new Uint32Array((pos + 2) * H).fill(7), 'skip');
+    await runNow(k, [k.headSelect({ step: k.f32Buffer(Uint32Array.from([pos]), 'step'), u: k.f32Buffer(u, 'u'), uOff: 3, B: k.f32Buffer(B, 'B'), bias: k.f32Buffer(bias, 'bias'), r: rank, H, k: kk, hl, hm, skip }, own)], own);
+    const what = `H=${H} r=${rank} k=${kk}`;
+    assert.deepEqual(Array.from(await readU32(k, hl, kk)), Array.from(want), `${what}: chosen heads`);
+    const flags = Array.from({ length: H }, (_, h) => (want.includes(h) ? 1 : 0));
+    assert.deepEqual(Array.from(await readU32(k, hm, H)), flags, `${what}: flags`);
+    const sk = await readU32(k, skip, (pos + 2) * H);
+    assert.deepEqual(Array.from(sk.subarray(pos * H, (pos + 1) * H)), flags.map((f) => 1 - f), `${what}: skip row`);
+    assert.ok(sk.subarray(0, pos * H).every((v) => v === 7) && sk.subarray((pos + 1) * H).every((v) => v === 7), `${what}: other rows untouched`);
+  }
+  // A fixed set: r = 0 and 0/1 biases pick exactly its heads.
+  const H = 11, set = [1, 4, 5, 10], bias = new Float32Array(H);
+  for (const h of set) bias[h] = 1;
+  const hl = k.buffer(H * 4, 'hl'), hm = k.buffer(H * 4, 'hm'), skip = k.buffer(H * 4, 'skip'), b = k.f32Buffer(bias, 'bias');
+  await runNow(k, [k.headSelect({ step: k.f32Buffer(Uint32Array.from([0]), 'step'), u: b, uOff: 0, B: b, bias: b, r: 0, H, k: set.length, hl, hm, skip }, own)], own);
+  assert.deepEqual(Array.from(await readU32(k, hl, set.length)), set);
+});
+
+test('webgpu split attention over chosen heads leaves skipped positions out, like headAttention (odd H, hd, contexts, splits)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const r = rng(9);
+  for (const kv16 of [false, true]) {
+    const k = new Kernels(gpu, undefined, kv16), own: GPUBuffer[] = [];
+    for (const [H, hd, pos, kk, splits] of [[5, 8, 0, 2, undefined], [5, 8, 37, 3, undefined], [3, 12, 129, 2, 2], [7, 16, 70, 7, 64], [4, 128, 40, 1, 3], [6, 5, 33, 4, undefined]] as [number, number, number, number, number | undefined][]) {
+      const d = H * hd, maxPos = pos + 4;
+      const heads = randomSubset(H, kk, r);
+      // A third of the earlier positions skipped per head; the current one runs for every chosen head.
+      const skip = new Uint8Array(maxPos * H);
+      for (let j = 0; j < pos; j++) for (let h = 0; h < H; h++) skip[j * H + h] = r() < 0.33 ? 1 : 0;
+      for (let h = 0; h < H; h++) skip[pos * H + h] = heads.includes(h) ? 0 : 1;
+      const kc = new Float32Array(maxPos * d).fill(NaN), vc = new Float32Array(maxPos * d).fill(NaN);
+      for (let j = 0; j <= pos; j++) for (let h = 0; h < H; h++) {
+        if (skip[j * H + h]) continue;
+        for (let i = 0; i < hd; i++) { kc[j * d + h * hd + i] = r() * 2 - 1; vc[j * d + h * hd + i] = r() * 2 - 1; }
+      }
+      const round = (a: Float32Array) => (kv16 ? halvesToFloats(floatsToHalves(a)) : a);
+      const qkv = randomArray(3 * d, r, 4);
+      const ref = headAttention(qkv.subarray(0, d), pos, round(kc), round(vc), H, hd, heads, skip);
+      const kvBuf = (a: Float32Array, label: string) => {
+        if (!kv16) return k.f32Buffer(a, label);
+        const h = new Uint16Array(Math.ceil(a.length / 2) * 2); h.set(floatsToHalves(a));
+        const b = k.buffer(h.byteLength, label); k.device.queue.writeBuffer(b, 0, h); return b;
+      };
+      const o = k.f32Buffer(new Float32Array(d).fill(1234), 'o'), hn = k.buffer(H * 4, 'hn');
+      await runNow(k, k.attention({ step: k.f32Buffer(Uint32Array.from([pos]), 'step'), qkv: k.f32Buffer(qkv, 'qkv'), k: kvBuf(kc, 'k'), v: kvBuf(vc, 'v'), o, hn, H, hd, T: 1, maxPos, splits,
+        heads: { hl: k.f32Buffer(heads, 'hl'), skip: k.f32Buffer(Uint32Array.from(skip), 'skip'), k: kk } }, own), own);
+      const got = await readF32(k, o, d);
+      const what = `kv${kv16 ? 16 : 32} H=${H} hd=${hd} pos=${pos} k=${kk}`;
+      for (let h = 0; h < H; h++) {
+        const g = got.subarray(h * hd, (h + 1) * hd), w = ref.subarray(h * hd, (h + 1) * hd);
+        if (heads.includes(h)) assert.ok(relErr(g, w) < 1e-5, `${what}: head ${h} ${relErr(g, w)}`);
+        else assert.ok(g.every((v) => v === 1234), `${what}: head ${h} was not chosen and must not be written`);
+      }
+    }
+  }
+});
+
+test('webgpu out_proj over the chosen heads\' columns matches the dense product of the masked output (odd d, hd, parts)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const r = rng(13);
+  for (const [H, hd, kk, partBytes] of [[5, 8, 2, undefined], [3, 24, 3, undefined], [9, 16, 4, 16 * 144 * 2], [40, 64, 16, undefined], [2, 128, 1, undefined]] as [number, number, number, number | undefined][]) {
+    const k = new Kernels(gpu, partBytes), own: GPUBuffer[] = [];
+    const d = H * hd, { m: W, w } = randomMatrix(k, d, d, r, 0.2);
+    const heads = randomSubset(H, kk, r);
+    const o = randomArray(d, r), y0 = randomArray(d, r), bias = randomArray(d, r, 0.1);
+    const masked = new Float32Array(d);
+    for (const h of heads) masked.set(o.subarray(h * hd, (h + 1) * hd), h * hd);
+    const want = linear(masked, 1, w, bias, d, d).map((v, i) => v + y0[i]);
+    const y = k.f32Buffer(y0, 'y');
+    await runNow(k, k.headOut({ W, o: k.f32Buffer(o, 'o'), hl: k.f32Buffer(heads, 'hl'), k: kk, hd, y, bias: k.f32Buffer(bias, 'b') }, own), own);
+    const e = relErr(await readF32(k, y, d), want);
+    assert.ok(e < 1e-5, `H=${H} hd=${hd} k=${kk} parts=${W.parts.length}: ${e}`);
+  }
+});
+
+test('webgpu qkv GEMV with head flags: chosen heads\' rows and K/V stores as dense, the others untouched', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const r = rng(17);
+  const k = new Kernels(gpu), own: GPUBuffer[] = [];
+  for (const [H, hd, pos] of [[4, 32, 3], [6, 64, 0], [3, 128, 5]]) {
+    const d = H * hd, maxPos = pos + 2;
+    const { m: W, w } = randomMatrix(k, 3 * d, d, r, 0.2);
+    assert.ok(k.headsFit(W, hd), `H=${H} hd=${hd}: rows a workgroup divide the head dim`);
+    const x = randomArray(d, r), want = linear(x, 1, w, null, d, 3 * d);
+    const flags = Uint32Array.from({ length: H }, (_, h) => (h % 2 === 1 || h === H - 1 ? 1 : 0));
+    const y = k.f32Buffer(new Float32Array(3 * d).fill(-7), 'y');
+    const kc = k.f32Buffer(new Float32Array(maxPos * d).fill(-7), 'k'), vc = k.f32Buffer(new Float32Array(maxPos * d).fill(-7), 'v');
+    await runNow(k, k.linear({ W, x: k.f32Buffer(x, 'x'), y, T: 1, kv: { step: k.f32Buffer(Uint32Array.from([pos]), 'step'), k: kc, v: vc, heads: { hm: k.f32Buffer(flags, 'hm'), hd } } }, own), own);
+    const got = await readF32(k, y, 3 * d), kg = await readF32(k, kc, maxPos * d), vg = await readF32(k, vc, maxPos * d);
+    for (let row = 0; row < 3 * d; row++) {
+      const h = Math.floor((row % d) / hd), what = `H=${H} hd=${hd} row ${row} (head ${h})`;
+      if (flags[h]) assert.ok(Math.abs(got[row] - want[row]) < 1e-4 * (1 + Math.abs(want[row])), `${what}: ${got[row]} vs ${want[row]}`);
+      else assert.equal(got[row], -7, `${what}: not chosen, must not be written`);
+      if (row >= d) {
+        const cache = row < 2 * d ? kg : vg, at = pos * d + (row % d);
+        assert.equal(cache[at], flags[h] ? got[row] : -7, `${what}: cache`);
+      }
+    }
+  }
+});
+
+test('webgpu sparse heads decode like the CPU runner: fixed sets, predictors with the MLP lookahead, the chained greedy decode; all heads = dense (5m)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const ck = await checkpoint(MODELS['5m']);
+  const c = ck.config, d = c.hidden, f = c.ffn, H = c.heads, r = rng(21);
+  const h16 = (a: Float32Array) => halvesToFloats(floatsToHalves(a));
+  const headPred = (rank: number) => ({ rank, A: h16(randomArray(rank * d, r, 0.2)), B: randomArray(H * rank, r, 0.3), bias: randomArray(H, r, 0.1) });
+  const mlpPred = (rank: number) => ({ rank, A: h16(randomArray(rank * d, r, 0.2)), B: h16(randomArray(f * rank, r, 0.2)), bias: randomArray(f, r, 0.1) });
+  const none = new Array(c.layers).fill(null);
+  const allHeads: SparsityPolicy = { input: 'attn_in', mlp: none, heads: none.map(() => ({ k: H, selector: { kind: 'fixed' as const, heads: Uint32Array.from({ length: H }, (_, i) => i) } })) };
+  const fixed: SparsityPolicy = { input: 'attn_in', mlp: none, heads: none.map((_, l) => (l === 1 ? null : { k: 3, selector: { kind: 'fixed' as const, heads: Uint32Array.from([l, 5, 7].map((v) => v % H)).filter((v, i, a) => a.indexOf(v) === i) } })) };
+  fixed.heads = fixed.heads!.map((hp) => hp && { ...hp, k: (hp.selector as { heads: Uint32Array }).heads.length });
+  const dejavu: SparsityPolicy = {
+    input: 'attn_in',
+    mlp: none.map(() => ({ k: 0, selector: { kind: 'predictor' as const, predictor: mlpPred(16), block: { cap: 8, tau: null } } })),
+    heads: none.map((_, l) => (l === 2 ? null : { k: 3, selector: { kind: 'predictor' as const, predictor: headPred(13) } })),
+  };
+  const cpu = new CpuRunner(c, ck.weights);
+  const g = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32' });
+  const ids = reference(MODELS['5m'])[0].input_ids;
+  const decode = async (x: CpuRunner | typeof g, p: SparsityPolicy | null, steps: number[]) => {
+    x.setSparsity(p); x.reset();
+    await x.forward(ids);
+    const out: Float32Array[] = [];
+    for (const id of steps) out.push(await x.forward([id]));
+    return out;
+  };
+  const steps = [5, 17, 300, 41, 9, 77];
+  const dense = await decode(cpu, null, steps);
+  const everyHead = await decode(cpu, allHeads, steps), everyHeadGpu = await decode(g, allHeads, steps);
+  everyHead.forEach((v, i) => assert.ok(relErr(v, dense[i]) < 1e-5, `CPU, every head chosen = dense, step ${i}`));
+  everyHeadGpu.forEach((v, i) => assert.ok(relErr(v, dense[i]) < 1e-2, `GPU, every head chosen = dense, step ${i}: ${relErr(v, dense[i])}`));
+  for (const [name, p] of [['fixed', fixed], ['dejavu', dejavu]] as const) {
+    const want = await decode(cpu, p, steps), got = await decode(g, p, steps);
+    want.forEach((v, i) => assert.ok(relErr(v, dense[i]) > 1e-3, `${name}: skipping heads changes step ${i}`));
+    got.forEach((v, i) => assert.ok(relErr(v, want[i]) < 1e-2, `${name}, step ${i}: ${relErr(v, want[i])}`));
+  }
+  // The chain on the device against the host loop, same policy: same ids.
+  for (const x of [cpu, g]) { x.setSparsity(dejavu); x.reset(); }
+  const last = await cpu.forward(ids); await g.forward(ids);
+  const first = last.indexOf(Math.max(...last));
+  const wantIds = await cpu.decodeGreedy(first, 12, () => true), gotIds = await g.decodeGreedy(first, 12, () => true);
+  assert.deepEqual(gotIds, wantIds);
+  g.setSparsity(null);
+  g.dispose();
+});
+
+test('sparse heads policies are checked: one entry a layer, k in 1..H, distinct fixed heads, predictor shapes (CPU and WebGPU)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  const ck = await checkpoint(MODELS['5m']);
+  const c = ck.config, none = new Array(c.layers).fill(null);
+  const fixedAt0 = (heads: number[], k = heads.length): SparsityPolicy => ({ input: 'attn_in', mlp: none, heads: none.map((_, l) => (l === 0 ? { k, selector: { kind: 'fixed' as const, heads: Uint32Array.from(heads) } } : null)) });
+  const cases: [SparsityPolicy, RegExp][] = [
+    [{ input: 'attn_in', mlp: none, heads: [null] }, /sparsity policy has 1 head layers, the model has 4/],
+    [fixedAt0([]), /layer 0: heads k = 0 must be between 1 and 8/],
+    [fixedAt0([1, 1]), /layer 0: the fixed head set must hold distinct heads below 8/],
+    [fixedAt0([8]), /layer 0: the fixed head set must hold distinct heads below 8/],
+    [{ input: 'attn_in', mlp: none, heads: none.map(() => ({ k: 2, selector: { kind: 'predictor' as const, predictor: { rank: 2, A: new Float32Array(2 * c.hidden), B: new Float32Array(2 * 7), bias: new Float32Array(8) } } })) },
+      /layer 0: the head predictor must be \(2, 256\) then \(8, 2\) with 8 biases/],
+  ];
+  const runners: { setSparsity(p: SparsityPolicy | null): void }[] = [new CpuRunner(c, ck.weights)];
+  const g = gpu ? await createWebGpuRunner(c, ck.weights, { gpu }) : null;
+  if (g) runners.push(g);
+  for (const x of runners) for (const [p, re] of cases) assert.throws(() => x.setSparsity(p), re);
+  g?.dispose();
+});
