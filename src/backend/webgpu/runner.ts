@@ -18,6 +18,7 @@ import type { ForwardOptions, Runner, TracePoint } from '../types.js';
 import { openGpu, type Gpu, type GpuOptions } from './device.js';
 import { ceil4, ceilDiv } from './kernels/common.js';
 import { attentionSplitShape } from './kernels/attention.js';
+import { headScoreMatrix } from '../cpu/heads.js';
 import { FC2_MAX_SLICES, FC2_MIN_SLICE_ROWS } from './kernels/sparse-mlp.js';
 import { fc2OnePass, Kernels, readU32, runNow, type Dispatch, type GpuMatrix, type PlanItem, type Tap } from './ops.js';
 
@@ -56,13 +57,14 @@ interface LayerSparse {
 }
 
 /**
- * A layer's sparse heads (decode; HeadLayerPolicy): head-select's inputs (predictor A as a GEMV, B and
- * the bias as f32; a fixed set is r = 0 with 0/1 biases) and the layer's skip record (maxPos, H) u32.
+ * A layer's sparse heads (decode; HeadLayerPolicy). The head predictor's two products collapse into one
+ * (H, d) matrix W = B·A (H < r for every OPT shape: fewer bytes than A alone, and one GEMV); its
+ * scores then go to head-select. A fixed set has no W: its 0/1 flags are the scores.
  */
 interface HeadSparse {
-  k: number; r: number;
-  A: GpuMatrix | null; fold: GPUBuffer | null;   // (r, d); A's LayerNorm constants (2r) when folding
-  B: GPUBuffer; bias: GPUBuffer;                 // (H, r), (H)
+  k: number;
+  W: GpuMatrix | null; fold: GPUBuffer | null;   // (H, d) fp16; its LayerNorm constants (2H, c2 with the bias) when folding
+  bias: GPUBuffer;                               // (H): the predictor's bias, or a fixed set's flags
   skip: GPUBuffer;                               // (maxPos, H): 1 where the head did not run
   qkvMask: boolean;                              // the qkv GEMV skips unchosen heads' rows (Kernels.headsFit)
 }
@@ -77,7 +79,7 @@ function layerK(lp: MlpLayerPolicy, f: number): number {
 /** What setSparsity builds for a policy: per-layer parts, their buffers, and the sparse MLP's scratch. */
 interface SparseState {
   policy: SparsityPolicy; sparse: (LayerSparse | null)[]; heads: (HeadSparse | null)[]; bufs: GPUBuffer[];
-  uh: GPUBuffer | null; hl: GPUBuffer | null; hm: GPUBuffer | null;
+  uh: GPUBuffer | null;
   scores: GPUBuffer | null; u: GPUBuffer | null; sel: GPUBuffer | null; hsel: GPUBuffer | null;
   partial: GPUBuffer | null; partialFloats: number; chosen: GPUBuffer | null; zeroB1: GPUBuffer | null;
 }
@@ -191,9 +193,9 @@ class GpuRunner implements WebGpuRunner {
   private pos = 0;
   private layers: GpuLayer[] = [];
   private sparse: (LayerSparse | null)[] = [];
-  /** Sparse heads per layer, and their shared scratch: A's product (r), the chosen heads (k), the flags (H). */
+  /** Sparse heads per layer, and their shared scratch: the head scores (H). */
   private heads: (HeadSparse | null)[] = [];
-  private uh: GPUBuffer | null = null; private hl: GPUBuffer | null = null; private hm: GPUBuffer | null = null;
+  private uh: GPUBuffer | null = null;
   private policy: SparsityPolicy | null = null;
   private plans = new Map<string, Plan>();
   private buffers: GPUBuffer[] = [];
@@ -352,15 +354,15 @@ class GpuRunner implements WebGpuRunner {
   private takeSparse(): SparseState | null {
     if (!this.policy) return null;
     const s: SparseState = { policy: this.policy, sparse: this.sparse, heads: this.heads, bufs: this.sparseBufs, scores: this.scores, u: this.u, sel: this.sel,
-      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, uh: this.uh, hl: this.hl, hm: this.hm };
+      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, uh: this.uh };
     this.policy = null; this.sparse = []; this.heads = []; this.sparseBufs = []; this.partialFloats = 0;
-    this.scores = this.u = this.sel = this.hsel = this.partial = this.chosen = this.zeroB1 = this.uh = this.hl = this.hm = null;
+    this.scores = this.u = this.sel = this.hsel = this.partial = this.chosen = this.zeroB1 = this.uh = null;
     return s;
   }
 
   private putSparse(s: SparseState): void {
     ({ policy: this.policy, sparse: this.sparse, heads: this.heads, bufs: this.sparseBufs, scores: this.scores, u: this.u, sel: this.sel,
-      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, uh: this.uh, hl: this.hl, hm: this.hm } = s);
+      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, uh: this.uh } = s);
   }
 
   setSparsity(policy: SparsityPolicy | null): void {
@@ -469,30 +471,29 @@ class GpuRunner implements WebGpuRunner {
   /** setSparsity's part for sparse heads: each layer's head-select inputs, its skip record, the shared scratch. */
   private buildHeads(policy: SparsityPolicy, sb: (bytes: number, label: string) => GPUBuffer, ds: Dispatch[], own: GPUBuffer[]): void {
     const c = this.config, d = c.hidden, H = c.heads;
-    let rMax = 1, kMax = 1;
+    const collapsed = new Map<object, Uint16Array>();
     this.heads = (policy.heads ?? new Array<null>(c.layers).fill(null)).map((hp, l) => {
       if (!hp) return null;
       const L = this.layers[l], s = hp.selector, k = headK(hp);
-      kMax = Math.max(kMax, k);
       const skip = sb(c.maxPositions * H * 4, `${l}.head_skip`);
       const bias = sb(H * 4, `${l}.head_pred.bias`);
-      // A fixed set reads no B (r = 0): the bias buffer stands in for the binding.
-      const out: HeadSparse = { k, r: 0, A: null, fold: null, B: bias, bias, skip, qkvMask: false };
+      const out: HeadSparse = { k, W: null, fold: null, bias, skip, qkvMask: false };
       if (s.kind === 'fixed') {
         const flags = new Float32Array(H);
         for (const h of s.heads) flags[h] = 1;
-        this.k.device.queue.writeBuffer(out.bias, 0, flags);
+        this.k.device.queue.writeBuffer(bias, 0, flags);
       } else {
         const p = s.predictor;
-        out.r = p.rank; rMax = Math.max(rMax, p.rank);
-        out.A = this.k.matrix(p.rank, d, `${l}.head_pred.A`);
-        this.k.upload(out.A, floatsToHalves(p.A));
-        this.sparseBufs.push(...out.A.parts.map((q) => q.buffer));
-        out.B = this.k.f32Buffer(p.B, `${l}.head_pred.B`); this.sparseBufs.push(out.B);
-        this.k.device.queue.writeBuffer(out.bias, 0, p.bias as Float32Array<ArrayBuffer>);
+        out.W = this.k.matrix(H, d, `${l}.head_pred.BA`);
+        // Synthetic policies share one predictor across layers: multiply it once.
+        let bits = collapsed.get(p);
+        if (!bits) collapsed.set(p, bits = floatsToHalves(headScoreMatrix(p, H, d)));
+        this.k.upload(out.W, bits);
+        this.sparseBufs.push(...out.W.parts.map((q) => q.buffer));
+        this.k.device.queue.writeBuffer(bias, 0, p.bias as Float32Array<ArrayBuffer>);
         if (this.foldLn) {
-          out.fold = sb(2 * p.rank * 4, `${l}.head_pred.A.ln_c`);
-          ds.push(...this.k.foldLayerNorm({ W: out.A, gamma: L.attnLnW, beta: L.attnLnB, bias: null, c: out.fold }, own));
+          out.fold = sb(2 * H * 4, `${l}.head_pred.ln_c`);
+          ds.push(...this.k.foldLayerNorm({ W: out.W, gamma: L.attnLnW, beta: L.attnLnB, bias, c: out.fold }, own));
         }
       }
       const S = this.sparse[l];
@@ -500,7 +501,7 @@ class GpuRunner implements WebGpuRunner {
       return out;
     });
     if (this.heads.some((h) => h)) {
-      this.uh = sb(rMax * 4, 'head_u'); this.hl = sb(kMax * 4, 'head_list'); this.hm = sb(H * 4, 'head_flags');
+      this.uh = sb(H * 4, 'head_scores');
     }
   }
 
@@ -576,16 +577,16 @@ class GpuRunner implements WebGpuRunner {
       // Decode stores the new K and V rows from the qkv GEMV's epilogue (attention reads the current
       // token's K and V from the cache, q from qkv); prefill's matmul leaves that to kvStore.
       if (HS) this.chooseHeads(HS, l, fold ? this.x : attnIn, fold, own, add);
-      const kv = T === 1 ? { step: this.step, k: L.k, v: L.v, pred: look ? S!.pred!.A : undefined, heads: HS && K.headsFit(L.qkv, c.headDim, look ? S!.pred!.A : undefined) ? { hm: this.hm!, hd: c.headDim } : undefined } : null;
+      const kv = T === 1 ? { step: this.step, k: L.k, v: L.v, pred: look ? S!.pred!.A : undefined, heads: HS && K.headsFit(L.qkv, c.headDim, look ? S!.pred!.A : undefined) ? { scores: this.headScores(HS), hd: c.headDim, H: c.heads, k: HS.k } : undefined } : null;
       add(...K.linear(fold ? { W: L.qkv, x: this.x, y: this.qkv, T, ln: { gamma: L.attnLnW, c: look ? look.c : L.qkvFold!.c, eps }, kv }
         : { W: L.qkv, x: attnIn, y: this.qkv, T, bias: L.qkvB, kv }, own));
       if (look && !S!.block) this.predictB(S!, this.qkv, 3 * d, own, add);
       if (!kv) add(K.kvStore({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, d, T }, own));
       add(...K.attention({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, o: this.ao, hn: this.hn, H: c.heads, hd: c.headDim, T, maxPos: c.maxPositions,
-        heads: HS ? { hl: this.hl!, skip: HS.skip, k: HS.k } : undefined }, own));
+        heads: HS ? { scores: this.headScores(HS), skip: HS.skip, k: HS.k } : undefined }, own));
       tap(l, 'head_norm', this.hn, c.heads);
       // Sparse heads: out_proj reads the chosen heads' columns only (the others' outputs are stale).
-      add(...(HS ? K.headOut({ W: L.o, o: this.ao, hl: this.hl!, k: HS.k, hd: c.headDim, y: this.x, bias: L.oB }, own)
+      add(...(HS ? K.headOut({ W: L.o, o: this.ao, scores: this.headScores(HS), H: c.heads, k: HS.k, hd: c.headDim, y: this.x, bias: L.oB }, own)
         : K.linear({ W: L.o, x: this.ao, y: this.x, T, bias: L.oB, resid: true }, own)));
       if (!c.preLayerNorm) add(K.layerNorm({ x: null, y: this.x, w: L.attnLnW, b: L.attnLnB, n: d, rows: T, eps }, own));
 
@@ -648,16 +649,18 @@ class GpuRunner implements WebGpuRunner {
   }
 
   /**
-   * The heads this decode token computes (head-select.ts): the head predictor's A product (LayerNorm
-   * folded in when `fold`: x is then the raw residual), then B, the top k and the flags in one dispatch.
+   * The head predictor's scores for this decode token: (B·A)·LN(x) + bias as one GEMV (LayerNorm folded
+   * in when `fold`: x is then the raw residual). The kernels that read them each rank the heads
+   * themselves (head-rank.ts): no dispatch chooses. A fixed set has nothing to run (its flags are its scores).
    */
   private chooseHeads(HS: HeadSparse, l: number, x: GPUBuffer, fold: boolean, own: GPUBuffer[], add: (...d: Dispatch[]) => void): void {
     const c = this.config, K = this.k, L = this.layers[l];
-    if (HS.A) {
-      add(...K.linear(fold ? { W: HS.A, x, y: this.uh!, T: 1, ln: { gamma: L.attnLnW, c: HS.fold!, eps: c.layerNormEps } } : { W: HS.A, x, y: this.uh!, T: 1 }, own));
-    }
-    add(K.headSelect({ step: this.step, u: this.uh!, uOff: 0, B: HS.B, bias: HS.bias, r: HS.r, H: c.heads, k: HS.k, hl: this.hl!, hm: this.hm!, skip: HS.skip }, own));
+    if (!HS.W) return;
+    add(...K.linear(fold ? { W: HS.W, x, y: this.uh!, T: 1, ln: { gamma: L.attnLnW, c: HS.fold!, eps: c.layerNormEps } } : { W: HS.W, x, y: this.uh!, T: 1, bias: HS.bias }, own));
   }
+
+  /** Where a layer's head scores are: the predictor GEMV's output, or a fixed set's flags. */
+  private headScores(HS: HeadSparse): GPUBuffer { return HS.W ? this.uh! : HS.bias; }
 
   /**
    * scores = B (A x) + bias, then top-K into `sel` (DejaVu's low-rank predictor). With the block rule
@@ -826,7 +829,7 @@ class GpuRunner implements WebGpuRunner {
       // Sparse heads read their share of Q/K/V/O and the head predictor's A (f16) and B (f32).
       const share = HS ? HS.k / c.heads : 1;
       n += (HS?.qkvMask ? 4 * share : 3 + share) * d * d * 2;
-      if (HS) n += HS.r * d * 2 + HS.r * c.heads * 4;
+      if (HS?.W) n += c.heads * d * 2;
       const S = this.sparse[l];
       if (!S) n += 2 * d * f * 2;
       else {
