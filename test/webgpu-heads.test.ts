@@ -1,10 +1,9 @@
 /**
  * Sparse attention heads (HeadLayerPolicy) on WebGPU against the CPU twins, kernel by kernel on odd
- * shapes, each kernel ranking the heads from their scores itself (head-rank.ts, against selectHeads,
- * ties included) — split attention's `heads` form against headAttention (skipped cache positions hold
- * NaN: a read of one would show) and the skip row it writes, out_proj over the chosen heads' columns,
- * the qkv GEMV skipping unchosen heads' rows and their K/V stores — and the runner's decode against
- * the CPU runner on the 5m model.
+ * shapes — head-select against selectHeads (ties included), split attention's `heads` form against
+ * headAttention (skipped cache positions hold NaN: a read of one would show), out_proj over the chosen
+ * heads' columns, the qkv GEMV skipping unchosen heads' rows and their K/V stores — and the runner's
+ * decode against the CPU runner on the 5m model.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -23,6 +22,29 @@ import { checkpoint, MODELS, randomArray, reference, relErr, rng } from './helpe
 let gpu: Gpu | null = null;
 after(() => gpu?.device.destroy());
 
+test('webgpu head-select matches selectHeads: top k of the scores, flags, the skip row (odd H, k; a fixed set\'s flags; ties)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const k = new Kernels(gpu), r = rng(5), own: GPUBuffer[] = [];
+  const cases: [number, number, number, Float32Array | null][] = [[7, 3, 0, null], [13, 13, 4, null], [40, 16, 9, null], [72, 29, 2, null], [1, 1, 1, null],
+    [11, 4, 3, Float32Array.from([0, 1, 0, 0, 1, 1, 0, 0, 0, 0, 1])],   // a fixed set's flags
+    [9, 5, 1, Float32Array.from([2, 1, 2, 1, 2, 1, 2, 1, 2])]];           // ties: the lower index wins
+  for (const [H, kk, pos, fixed] of cases) {
+    const scores = fixed ?? randomArray(H, r);
+    const want = selectHeads(scores, kk);
+    const hl = k.buffer(H * 4, 'hl'), hm = k.buffer(H * 4, 'hm'), skip = k.f32Buffer(new Uint32Array((pos + 2) * H).fill(7), 'skip');
+    const padded = new Float32Array(H + 3); padded.set(scores, 3);
+    await runNow(k, [k.headSelect({ step: k.f32Buffer(Uint32Array.from([pos]), 'step'), scores: k.f32Buffer(padded, 's'), sOff: 3, H, k: kk, hl, hm, skip }, own)], own);
+    const what = `H=${H} k=${kk}`;
+    assert.deepEqual(Array.from(await readU32(k, hl, kk)), Array.from(want), `${what}: chosen heads`);
+    const flags = Array.from({ length: H }, (_, h) => (want.includes(h) ? 1 : 0));
+    assert.deepEqual(Array.from(await readU32(k, hm, H)), flags, `${what}: flags`);
+    const sk = await readU32(k, skip, (pos + 2) * H);
+    assert.deepEqual(Array.from(sk.subarray(pos * H, (pos + 1) * H)), flags.map((f) => 1 - f), `${what}: skip row`);
+    assert.ok(sk.subarray(0, pos * H).every((v) => v === 7) && sk.subarray((pos + 1) * H).every((v) => v === 7), `${what}: other rows untouched`);
+  }
+});
+
 test('headScoreMatrix: (B·A) x + bias equals the predictor\'s B (A x) + bias', () => {
   const r = rng(3), d = 37, H = 5, rank = 11;
   const p = { rank, A: randomArray(rank * d, r), B: randomArray(H * rank, r), bias: randomArray(H, r) };
@@ -38,9 +60,7 @@ test('webgpu split attention over chosen heads leaves skipped positions out, lik
     const k: Kernels = new Kernels(gpu, undefined, kv16), own: GPUBuffer[] = [];
     for (const [H, hd, pos, kk, splits] of [[5, 8, 0, 2, undefined], [5, 8, 37, 3, undefined], [3, 12, 129, 2, 2], [7, 16, 70, 7, 64], [4, 128, 40, 1, 3], [6, 5, 33, 4, undefined]] as [number, number, number, number, number | undefined][]) {
       const d = H * hd, maxPos = pos + 4;
-      // Scores with ties (the lower index wins) on every other case.
-      const scores = Float32Array.from({ length: H }, (_, h) => (pos % 2 ? Math.floor(r() * 3) : r()));
-      const heads = selectHeads(scores, kk);
+      const heads = selectHeads(randomArray(H, r), kk);
       // A third of the earlier positions skipped per head; the current one runs for every chosen head.
       const skip = new Uint8Array(maxPos * H);
       for (let j = 0; j < pos; j++) for (let h = 0; h < H; h++) skip[j * H + h] = r() < 0.33 ? 1 : 0;
@@ -59,14 +79,11 @@ test('webgpu split attention over chosen heads leaves skipped positions out, lik
         const b = k.buffer(h.byteLength, label); k.device.queue.writeBuffer(b, 0, h); return b;
       };
       const o = k.f32Buffer(new Float32Array(d).fill(1234), 'o'), hn = k.buffer(H * 4, 'hn');
-      // The GPU gets the current row unset (7): phase 2 writes it.
-      const skipIn = Uint32Array.from(skip); skipIn.fill(7, pos * H, (pos + 1) * H);
-      const skipBuf = k.f32Buffer(skipIn, 'skip');
+      const skipBuf = k.f32Buffer(Uint32Array.from(skip), 'skip');
       await runNow(k, k.attention({ step: k.f32Buffer(Uint32Array.from([pos]), 'step'), qkv: k.f32Buffer(qkv, 'qkv'), k: kvBuf(kc, 'k'), v: kvBuf(vc, 'v'), o, hn, H, hd, T: 1, maxPos, splits,
-        heads: { scores: k.f32Buffer(scores, 'scores'), skip: skipBuf, k: kk } }, own), own);
+        heads: { hl: k.f32Buffer(heads, 'hl'), skip: skipBuf, k: kk } }, own), own);
       const got = await readF32(k, o, d);
       const what = `kv${kv16 ? 16 : 32} H=${H} hd=${hd} pos=${pos} k=${kk}`;
-      assert.deepEqual(Array.from(await readU32(k, skipBuf, maxPos * H)), Array.from(skip), `${what}: the skip record (the current row written, the others as they were)`);
       for (let h = 0; h < H; h++) {
         const g = got.subarray(h * hd, (h + 1) * hd), w = ref.subarray(h * hd, (h + 1) * hd);
         if (heads.includes(h)) assert.ok(relErr(g, w) < 1e-5, `${what}: head ${h} ${relErr(g, w)}`);
@@ -83,14 +100,13 @@ test('webgpu out_proj over the chosen heads\' columns matches the dense product 
   for (const [H, hd, kk, partBytes] of [[5, 8, 2, undefined], [3, 24, 3, undefined], [9, 16, 4, 16 * 144 * 2], [40, 64, 16, undefined], [2, 128, 1, undefined]] as [number, number, number, number | undefined][]) {
     const k = new Kernels(gpu, partBytes), own: GPUBuffer[] = [];
     const d = H * hd, { m: W, w } = randomMatrix(k, d, d, r, 0.2);
-    const scores = Float32Array.from({ length: H }, () => Math.floor(r() * 4));   // ties: the lower index wins
-    const heads = selectHeads(scores, kk);
+    const heads = selectHeads(randomArray(H, r), kk);
     const o = randomArray(d, r), y0 = randomArray(d, r), bias = randomArray(d, r, 0.1);
     const masked = new Float32Array(d);
     for (const h of heads) masked.set(o.subarray(h * hd, (h + 1) * hd), h * hd);
     const want = linear(masked, 1, w, bias, d, d).map((v, i) => v + y0[i]);
     const y = k.f32Buffer(y0, 'y');
-    await runNow(k, k.headOut({ W, o: k.f32Buffer(o, 'o'), scores: k.f32Buffer(scores, 's'), H, k: kk, hd, y, bias: k.f32Buffer(bias, 'b') }, own), own);
+    await runNow(k, k.headOut({ W, o: k.f32Buffer(o, 'o'), hl: k.f32Buffer(heads, 'hl'), k: kk, hd, y, bias: k.f32Buffer(bias, 'b') }, own), own);
     const e = relErr(await readF32(k, y, d), want);
     assert.ok(e < 1e-5, `H=${H} hd=${hd} k=${kk} parts=${W.parts.length}: ${e}`);
   }
@@ -106,11 +122,10 @@ test('webgpu qkv GEMV with head flags: chosen heads\' rows and K/V stores as den
     const { m: W, w } = randomMatrix(k, 3 * d, d, r, 0.2);
     assert.ok(k.headsFit(W, hd), `H=${H} hd=${hd}: rows a workgroup divide the head dim`);
     const x = randomArray(d, r), want = linear(x, 1, w, null, d, 3 * d);
-    const flags = Float32Array.from({ length: H }, (_, h) => (h % 2 === 1 || h === H - 1 ? 1 : 0));
-    const kk = flags.reduce((a, v) => a + v, 0);
+    const flags = Uint32Array.from({ length: H }, (_, h) => (h % 2 === 1 || h === H - 1 ? 1 : 0));
     const y = k.f32Buffer(new Float32Array(3 * d).fill(-7), 'y');
     const kc = k.f32Buffer(new Float32Array(maxPos * d).fill(-7), 'k'), vc = k.f32Buffer(new Float32Array(maxPos * d).fill(-7), 'v');
-    await runNow(k, k.linear({ W, x: k.f32Buffer(x, 'x'), y, T: 1, kv: { step: k.f32Buffer(Uint32Array.from([pos]), 'step'), k: kc, v: vc, heads: { scores: k.f32Buffer(flags, 'scores'), hd, H, k: kk } } }, own), own);
+    await runNow(k, k.linear({ W, x: k.f32Buffer(x, 'x'), y, T: 1, kv: { step: k.f32Buffer(Uint32Array.from([pos]), 'step'), k: kc, v: vc, heads: { hm: k.f32Buffer(flags, 'hm'), hd } } }, own), own);
     const got = await readF32(k, y, 3 * d), kg = await readF32(k, kc, maxPos * d), vg = await readF32(k, vc, maxPos * d);
     for (let row = 0; row < 3 * d; row++) {
       const h = Math.floor((row % d) / hd), what = `H=${H} hd=${hd} row ${row} (head ${h})`;

@@ -15,6 +15,7 @@ import { embedKey, embedWgsl, fill32Key, fill32Wgsl, fillKey, fillWgsl, kvStoreK
 import { topKKey, topKWgsl, topKWorkgroupSize } from './kernels/topk.js';
 import { argmaxKey, argmaxWgsl, argmaxWorkgroupSize } from './kernels/argmax.js';
 import { BS_NB, blockSelectKey, blockSelectLnBytes, blockSelectWgsl, blockSelectWorkgroupSize, type BlockSelectOpts } from './kernels/block-select.js';
+import { headSelectKey, headSelectWgsl, HS_WG } from './kernels/head-select.js';
 import { headOutKey, headOutTpr, headOutWgsl, HO_RPT, HO_WG } from './kernels/head-out.js';
 import { FC2P_WG, fc2DirectKey, fc2DirectShape, fc2DirectWgsl, fc2PartialKey, fc2PartialWgsl, fc2ReduceKey, fc2ReduceWgsl, type Fc2DirectShape } from './kernels/sparse-mlp.js';
 
@@ -110,10 +111,10 @@ export interface LinearArgs {
      */
     pred?: GpuMatrix;
     /**
-     * Sparse heads (gemv.ts, HEADS): the H head scores (the top k run) and the head dim; workgroups of
+     * Sparse heads (gemv.ts, HEADS): hm (H u32, head-select's flags) and the head dim; workgroups of
      * unchosen heads' rows return at once. Only where headsFit(W, hd) says the rows allow it.
      */
-    heads?: { scores: GPUBuffer; hd: number; H: number; k: number };
+    heads?: { hm: GPUBuffer; hd: number };
   } | null;
   /** Overrides gemvShape's choice (tests, bench): rows a workgroup, threads a row, rows a thread (wide rows only). */
   shape?: { rows?: number; tpr?: number; rpt?: number };
@@ -269,10 +270,10 @@ export class Kernels {
       if (ln?.out) ent.push([11, ln.out.beta], [12, ln.out.xn]);
       if (kv) ent.push([8, kv.step], [9, kv.k], [10, kv.v]);
       if (pred) ent.push([13, pred.parts[0].buffer]);
-      if (heads) ent.push([14, heads.scores]);
+      if (heads) ent.push([14, heads.hm]);
       switch (a.T === 1 ? 'gemv' : 'matmul') {
         case 'gemv': {
-          const o: GemvOpts = { ...this.gemvForm(K4, rows, a.shape), ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out, pred: !!pred, heads: heads ? { hd: heads.hd, H: heads.H, k: heads.k } : undefined };
+          const o: GemvOpts = { ...this.gemvForm(K4, rows, a.shape), ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out, pred: !!pred, heads: heads?.hd };
           // The folded LayerNorm reads γ (K floats, from 0) as vec4 alongside x: whole vec4s only.
           o.xv4 = o.wide && inOff % 4 === 0 && inStride % 4 === 0 && (!ln || K % 4 === 0);
           const key = gemvKey(this.feats, o);
@@ -340,18 +341,28 @@ export class Kernels {
     return hd % rp === 0 && qkv.parts.every((p) => p.row0 % rp === 0);
   }
 
+  /**
+   * Sparse heads for one decode token (kernels/head-select.ts): the top k of the H scores at sOff into
+   * hl (ascending), hm (flags) and the skip row at step[0].
+   */
+  headSelect(a: { step: GPUBuffer; scores: GPUBuffer; sOff?: number; H: number; k: number; hl: GPUBuffer; hm: GPUBuffer; skip: GPUBuffer }, own: GPUBuffer[]): Dispatch {
+    if (a.H > HS_WG) throw new Error(`headSelect: at most ${HS_WG} heads`);
+    return this.dispatch('head_select', this.pipeline(headSelectKey(), headSelectWgsl), [a.H, a.k, a.sOff ?? 0],
+      [[1, a.step], [2, a.scores], [5, a.hl], [6, a.hm], [7, a.skip]], [1, 1, 1], own);
+  }
+
   /** Whether out_proj can run over the chosen heads' columns (kernels/head-out.ts): rows of 8-half chunks, heads whole chunks. */
   static headOutFits(o: GpuMatrix, hd: number): boolean {
     return o.cols === o.colsP && o.colsP % 8 === 0 && hd % 8 === 0;
   }
 
-  /** y += out_proj over the columns of the top k of H heads by `scores`, of the attention output o, + bias (kernels/head-out.ts). */
-  headOut(a: { W: GpuMatrix; o: GPUBuffer; scores: GPUBuffer; H: number; k: number; hd: number; y: GPUBuffer; bias: GPUBuffer | null }, own: GPUBuffer[]): Dispatch[] {
+  /** y += out_proj over the k chosen heads' columns (hl) of the attention output o, + bias (kernels/head-out.ts). */
+  headOut(a: { W: GpuMatrix; o: GPUBuffer; hl: GPUBuffer; k: number; hd: number; y: GPUBuffer; bias: GPUBuffer | null }, own: GPUBuffer[]): Dispatch[] {
     if (!Kernels.headOutFits(a.W, a.hd)) throw new Error('headOut: needs rows of whole 8-half chunks and a head dim that is a multiple of 8');
-    const cph = a.hd / 8, sh = { tpr: headOutTpr(a.k, a.hd), bias: !!a.bias, H: a.H, k: a.k, cph }, key = headOutKey(sh), pl = this.pipeline(key, () => headOutWgsl(sh));
+    const cph = a.hd / 8, sh = { tpr: headOutTpr(a.k, a.hd), bias: !!a.bias, k: a.k, cph }, key = headOutKey(sh), pl = this.pipeline(key, () => headOutWgsl(sh));
     const rowsWg = (HO_WG / sh.tpr) * HO_RPT;
     return a.W.parts.map((p) => {
-      const ent: [number, Entry][] = [[1, p.buffer], [2, a.o], [3, a.scores], [4, a.y]];
+      const ent: [number, Entry][] = [[1, p.buffer], [2, a.o], [3, a.hl], [4, a.y]];
       if (a.bias) ent.push([5, a.bias]);
       return this.dispatch(key, pl, [a.W.colsP / 8, p.row0, p.rows], ent, [ceilDiv(p.rows, rowsWg), 1, 1], own);
     });
@@ -479,8 +490,8 @@ export class Kernels {
    * many splits, for any T (tests). Head dims too wide for the split form take the old kernel.
    */
   attention(a: { step: GPUBuffer; qkv: GPUBuffer; k: GPUBuffer; v: GPUBuffer; o: GPUBuffer; hn: GPUBuffer; H: number; hd: number; T: number; maxPos: number; splits?: number;
-    /** Sparse heads (decode): the head scores (the top k run) and the skip record (attention.ts, `heads`). Split form only. */
-    heads?: { scores: GPUBuffer; skip: GPUBuffer; k: number } }, own: GPUBuffer[]): Dispatch[] {
+    /** Sparse heads (decode): the k chosen heads hl and the skip record (attention.ts, `heads`). Split form only. */
+    heads?: { hl: GPUBuffer; skip: GPUBuffer; k: number } }, own: GPUBuffer[]): Dispatch[] {
     const scale = f32bits(1 / Math.sqrt(a.hd));
     const shape = attentionSplitShape(a.hd);
     const hs = a.heads ?? null;
@@ -490,13 +501,13 @@ export class Kernels {
       const S = a.splits ?? attentionSplits(a.H, a.maxPos), dv = (a.H * a.hd) / shape.W, groups = a.T * a.H * S;
       const acc = this.buffer(groups * a.hd * 4, 'attention partial acc'), ml = this.buffer(groups * 8, 'attention partial m, l');
       own.push(acc, ml);
-      const ah = hs ? { H: a.H, k: hs.k } : null;
-      const k1 = attentionSplitKey(a.hd, this.kvHalf, ah), k2 = attentionCombineKey(a.hd, ah);
+      const k1 = attentionSplitKey(a.hd, this.kvHalf, !!hs), k2 = attentionCombineKey(a.hd, !!hs);
+      const nh = hs ? hs.k : a.H;
       return [
-        this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd, this.kvHalf, ah)), [dv, a.H, S, ATS_MIN_CHUNK, scale],
-          [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v], [5, acc], [6, ml], ...(hs ? [[7, hs.scores], [8, hs.skip]] as [number, Entry][] : [])], [S, a.H, a.T], own),
-        this.dispatch(k2, this.pipeline(k2, () => attentionCombineWgsl(a.hd, ah)), [dv, a.H, S, ATS_MIN_CHUNK],
-          [[1, a.step], [2, acc], [3, ml], [4, a.o], [5, a.hn], ...(hs ? [[6, hs.scores], [7, hs.skip]] as [number, Entry][] : [])], [a.H, a.T, 1], own),
+        this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd, this.kvHalf, !!hs)), [dv, a.H, S, ATS_MIN_CHUNK, scale],
+          [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v], [5, acc], [6, ml], ...(hs ? [[7, hs.hl], [8, hs.skip]] as [number, Entry][] : [])], [S, nh, a.T], own),
+        this.dispatch(k2, this.pipeline(k2, () => attentionCombineWgsl(a.hd, !!hs)), [dv, a.H, S, ATS_MIN_CHUNK],
+          [[1, a.step], [2, acc], [3, ml], [4, a.o], [5, a.hn], ...(hs ? [[6, hs.hl]] as [number, Entry][] : [])], [nh, a.T, 1], own),
       ];
     }
     const key = attentionKey(a.maxPos, a.hd, this.kvHalf);

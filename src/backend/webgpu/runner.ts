@@ -79,7 +79,7 @@ function layerK(lp: MlpLayerPolicy, f: number): number {
 /** What setSparsity builds for a policy: per-layer parts, their buffers, and the sparse MLP's scratch. */
 interface SparseState {
   policy: SparsityPolicy; sparse: (LayerSparse | null)[]; heads: (HeadSparse | null)[]; bufs: GPUBuffer[];
-  uh: GPUBuffer | null;
+  uh: GPUBuffer | null; hl: GPUBuffer | null; hm: GPUBuffer | null;
   scores: GPUBuffer | null; u: GPUBuffer | null; sel: GPUBuffer | null; hsel: GPUBuffer | null;
   partial: GPUBuffer | null; partialFloats: number; chosen: GPUBuffer | null; zeroB1: GPUBuffer | null;
 }
@@ -193,9 +193,9 @@ class GpuRunner implements WebGpuRunner {
   private pos = 0;
   private layers: GpuLayer[] = [];
   private sparse: (LayerSparse | null)[] = [];
-  /** Sparse heads per layer, and their shared scratch: the head scores (H). */
+  /** Sparse heads per layer, and their shared scratch: the head scores (H), the chosen heads (k), their flags (H). */
   private heads: (HeadSparse | null)[] = [];
-  private uh: GPUBuffer | null = null;
+  private uh: GPUBuffer | null = null; private hl: GPUBuffer | null = null; private hm: GPUBuffer | null = null;
   private policy: SparsityPolicy | null = null;
   private plans = new Map<string, Plan>();
   private buffers: GPUBuffer[] = [];
@@ -354,15 +354,15 @@ class GpuRunner implements WebGpuRunner {
   private takeSparse(): SparseState | null {
     if (!this.policy) return null;
     const s: SparseState = { policy: this.policy, sparse: this.sparse, heads: this.heads, bufs: this.sparseBufs, scores: this.scores, u: this.u, sel: this.sel,
-      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, uh: this.uh };
+      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, uh: this.uh, hl: this.hl, hm: this.hm };
     this.policy = null; this.sparse = []; this.heads = []; this.sparseBufs = []; this.partialFloats = 0;
-    this.scores = this.u = this.sel = this.hsel = this.partial = this.chosen = this.zeroB1 = this.uh = null;
+    this.scores = this.u = this.sel = this.hsel = this.partial = this.chosen = this.zeroB1 = this.uh = this.hl = this.hm = null;
     return s;
   }
 
   private putSparse(s: SparseState): void {
     ({ policy: this.policy, sparse: this.sparse, heads: this.heads, bufs: this.sparseBufs, scores: this.scores, u: this.u, sel: this.sel,
-      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, uh: this.uh } = s);
+      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, uh: this.uh, hl: this.hl, hm: this.hm } = s);
   }
 
   setSparsity(policy: SparsityPolicy | null): void {
@@ -501,7 +501,8 @@ class GpuRunner implements WebGpuRunner {
       return out;
     });
     if (this.heads.some((h) => h)) {
-      this.uh = sb(H * 4, 'head_scores');
+      const kMax = Math.max(...this.heads.map((h) => h?.k ?? 1));
+      this.uh = sb(H * 4, 'head_scores'); this.hl = sb(kMax * 4, 'head_list'); this.hm = sb(H * 4, 'head_flags');
     }
   }
 
@@ -577,16 +578,16 @@ class GpuRunner implements WebGpuRunner {
       // Decode stores the new K and V rows from the qkv GEMV's epilogue (attention reads the current
       // token's K and V from the cache, q from qkv); prefill's matmul leaves that to kvStore.
       if (HS) this.chooseHeads(HS, l, fold ? this.x : attnIn, fold, own, add);
-      const kv = T === 1 ? { step: this.step, k: L.k, v: L.v, pred: look ? S!.pred!.A : undefined, heads: HS && K.headsFit(L.qkv, c.headDim, look ? S!.pred!.A : undefined) ? { scores: this.headScores(HS), hd: c.headDim, H: c.heads, k: HS.k } : undefined } : null;
+      const kv = T === 1 ? { step: this.step, k: L.k, v: L.v, pred: look ? S!.pred!.A : undefined, heads: HS && K.headsFit(L.qkv, c.headDim, look ? S!.pred!.A : undefined) ? { hm: this.hm!, hd: c.headDim } : undefined } : null;
       add(...K.linear(fold ? { W: L.qkv, x: this.x, y: this.qkv, T, ln: { gamma: L.attnLnW, c: look ? look.c : L.qkvFold!.c, eps }, kv }
         : { W: L.qkv, x: attnIn, y: this.qkv, T, bias: L.qkvB, kv }, own));
       if (look && !S!.block) this.predictB(S!, this.qkv, 3 * d, own, add);
       if (!kv) add(K.kvStore({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, d, T }, own));
       add(...K.attention({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, o: this.ao, hn: this.hn, H: c.heads, hd: c.headDim, T, maxPos: c.maxPositions,
-        heads: HS ? { scores: this.headScores(HS), skip: HS.skip, k: HS.k } : undefined }, own));
+        heads: HS ? { hl: this.hl!, skip: HS.skip, k: HS.k } : undefined }, own));
       tap(l, 'head_norm', this.hn, c.heads);
       // Sparse heads: out_proj reads the chosen heads' columns only (the others' outputs are stale).
-      add(...(HS ? K.headOut({ W: L.o, o: this.ao, scores: this.headScores(HS), H: c.heads, k: HS.k, hd: c.headDim, y: this.x, bias: L.oB }, own)
+      add(...(HS ? K.headOut({ W: L.o, o: this.ao, hl: this.hl!, k: HS.k, hd: c.headDim, y: this.x, bias: L.oB }, own)
         : K.linear({ W: L.o, x: this.ao, y: this.x, T, bias: L.oB, resid: true }, own)));
       if (!c.preLayerNorm) add(K.layerNorm({ x: null, y: this.x, w: L.attnLnW, b: L.attnLnB, n: d, rows: T, eps }, own));
 
@@ -649,18 +650,15 @@ class GpuRunner implements WebGpuRunner {
   }
 
   /**
-   * The head predictor's scores for this decode token: (B·A)·LN(x) + bias as one GEMV (LayerNorm folded
-   * in when `fold`: x is then the raw residual). The kernels that read them each rank the heads
-   * themselves (head-rank.ts): no dispatch chooses. A fixed set has nothing to run (its flags are its scores).
+   * The heads this decode token computes: the head predictor's scores (B·A)·LN(x) + bias as one GEMV
+   * (LayerNorm folded in when `fold`: x is then the raw residual; a fixed set's flags are its scores),
+   * then the top k, the flags and the skip row in one small dispatch (head-select.ts).
    */
   private chooseHeads(HS: HeadSparse, l: number, x: GPUBuffer, fold: boolean, own: GPUBuffer[], add: (...d: Dispatch[]) => void): void {
     const c = this.config, K = this.k, L = this.layers[l];
-    if (!HS.W) return;
-    add(...K.linear(fold ? { W: HS.W, x, y: this.uh!, T: 1, ln: { gamma: L.attnLnW, c: HS.fold!, eps: c.layerNormEps } } : { W: HS.W, x, y: this.uh!, T: 1, bias: HS.bias }, own));
+    if (HS.W) add(...K.linear(fold ? { W: HS.W, x, y: this.uh!, T: 1, ln: { gamma: L.attnLnW, c: HS.fold!, eps: c.layerNormEps } } : { W: HS.W, x, y: this.uh!, T: 1, bias: HS.bias }, own));
+    add(K.headSelect({ step: this.step, scores: HS.W ? this.uh! : HS.bias, H: c.heads, k: HS.k, hl: this.hl!, hm: this.hm!, skip: HS.skip }, own));
   }
-
-  /** Where a layer's head scores are: the predictor GEMV's output, or a fixed set's flags. */
-  private headScores(HS: HeadSparse): GPUBuffer { return HS.W ? this.uh! : HS.bias; }
 
   /**
    * scores = B (A x) + bias, then top-K into `sel` (DejaVu's low-rank predictor). With the block rule

@@ -6,8 +6,6 @@
  * q is read from the fused qkv buffer (T, 3d). pos comes from step[0]. CPU twin: `attention`.
  * Prefill (T > 1) runs this kernel; decode runs the split-K pair below (Kernels.attention chooses).
  */
-import { headRankKey, headRankWgsl } from './head-rank.js';
-
 export const ATT_WG = 64;
 export const ATT_PARAMS = ['d', 'H', 'hd', 'scaleBits'] as const;
 
@@ -115,23 +113,20 @@ export function attentionSplits(H: number, maxPos: number): number {
   return Math.max(1, Math.min(ATS_MAX_SPLITS, Math.ceil(maxPos / ATS_MIN_CHUNK), Math.max(8, Math.ceil(1024 / H))));
 }
 
-/** Sparse heads: H heads, the top k by the scores run (head-rank.ts). */
-export interface AttentionHeads { H: number; k: number }
-export const attentionSplitKey = (hd: number, half = false, heads: AttentionHeads | null = null) => `attention_split1_wg${ATS_WG}_hd${hd}${half ? '_kv16' : ''}${heads ? `_heads${headRankKey(heads.H, heads.k)}` : ''}`;
-export const attentionCombineKey = (hd: number, heads: AttentionHeads | null = null) => `attention_split2_wg${ATS_WG2}_hd${hd}${heads ? `_heads${headRankKey(heads.H, heads.k)}` : ''}`;
+export const attentionSplitKey = (hd: number, half = false, heads = false) => `attention_split1_wg${ATS_WG}_hd${hd}${half ? '_kv16' : ''}${heads ? '_heads' : ''}`;
+export const attentionCombineKey = (hd: number, heads = false) => `attention_split2_wg${ATS_WG2}_hd${hd}${heads ? '_heads' : ''}`;
 
-// Sparse heads (`heads`, decode: HeadLayerPolicy): a workgroup of an unchosen head (its rank among the
-// head scores, binding 7: head-rank.ts) returns at once. Phase 1 leaves out the positions the head
-// skipped (skip: (maxPos, H) u32, binding 8; their K/V rows are not read): a skipped row's score is
-// the sentinel -3e38 and its weight 0. The current position always counts (the chosen head stored its
-// K/V there), so every query has a live key. Phase 2 writes the current position's skip row (binding
-// 7: 1 for the unchosen heads), read by later tokens. CPU twin: headAttention (backend/cpu/heads.ts).
+// Sparse heads (`heads`, decode: HeadLayerPolicy): the grid's head axis walks the k chosen heads, hl[i]
+// (binding 7 in phase 1, 6 in phase 2), not all H. Phase 1 leaves out the positions the head skipped
+// (skip: (maxPos, H) u32, binding 8; their K/V rows are not read): a skipped row's score is the
+// sentinel -3e38 and its weight 0. The current position is never skipped for a chosen head, so every
+// query has a live key. CPU twin: headAttention (backend/cpu/heads.ts).
 
 const vtype = (W: number) => `alias V = ${W === 4 ? 'vec4<f32>' : 'f32'};
 fn dotv(a: V, b: V) -> f32 { return ${W === 4 ? 'dot(a, b)' : 'a * b'}; }`;
 
 /** Phase 1. Params: dv (d / W), H, S, minChunk, scale bits. `half`: the cache holds packed f16 (W of them a load). */
-export function attentionSplitWgsl(hd: number, half = false, heads: AttentionHeads | null = null): string {
+export function attentionSplitWgsl(hd: number, half = false, heads = false): string {
   const sh = attentionSplitShape(hd);
   if (!sh) throw new Error(`attention split kernel: head dim ${hd} too wide`);
   const { W, HV, RV, TILE, RPT } = sh;
@@ -151,10 +146,9 @@ struct P { dv: u32, H: u32, S: u32, minChunk: u32, scaleBits: u32 }
 @group(0) @binding(4) var<storage, read> vc: array<${KV}>;
 @group(0) @binding(5) var<storage, read_write> pacc: array<V>;
 @group(0) @binding(6) var<storage, read_write> pml: array<vec2<f32>>;
-${heads ? `${headRankWgsl(heads.H, heads.k, 7, ATS_WG)}
+${heads ? `@group(0) @binding(7) var<storage, read> hl: array<u32>;
 @group(0) @binding(8) var<storage, read> skip: array<u32>;
-var<workgroup> hgo: u32;
-fn live(j: u32, h: u32) -> bool { return j == step[0] || skip[j * p.H + h] == 0u; }   // decode: t = 0` : 'fn live(j: u32, h: u32) -> bool { return true; }'}
+fn live(j: u32, h: u32) -> bool { return skip[j * p.H + h] == 0u; }` : 'fn live(j: u32, h: u32) -> bool { return true; }'}
 const HV = ${HV}u;
 const HP = ${HV + 1}u; // padded row of partial products: the row sums read without bank conflicts
 const RV = ${RV}u;
@@ -166,11 +160,8 @@ var<workgroup> gl: array<f32, ${RV}>;
 @compute @workgroup_size(${ATS_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let s = wid.x;
-  let h = wid.y;
-  let t = wid.z;${heads ? `
-  loadHeadScores(lid);
-  if (lid == 0u) { hgo = select(0u, 1u, headChosen(h)); }
-  if (workgroupUniformLoad(&hgo) == 0u) { return; }` : ''}
+  let h = ${heads ? 'hl[wid.y]' : 'wid.y'};
+  let t = wid.z;
   let n = step[0] + t + 1u;
   let chunk = max(p.minChunk, (n + p.S - 1u) / p.S);
   let c0 = s * chunk;
@@ -231,7 +222,7 @@ ${rowsUnrolled(`if (busy && r# < rows${heads ? ' && sc[r#] > -1.0e38' : ''}) { l
  * Phase 2. Params: dv, H, S, minChunk. Threads as in phase 1: HV slots × RV2 groups, group g summing
  * splits g, g + RV2, …, so a thread's loads of the partials are few and independent.
  */
-export function attentionCombineWgsl(hd: number, heads: AttentionHeads | null = null): string {
+export function attentionCombineWgsl(hd: number, heads = false): string {
   const sh = attentionSplitShape(hd);
   if (!sh) throw new Error(`attention split kernel: head dim ${hd} too wide`);
   const { W, HV } = sh;
@@ -245,9 +236,7 @@ struct P { dv: u32, H: u32, S: u32, minChunk: u32 }
 @group(0) @binding(3) var<storage, read> pml: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read_write> o: array<V>;
 @group(0) @binding(5) var<storage, read_write> hn: array<f32>;
-${heads ? `${headRankWgsl(heads.H, heads.k, 6, ATS_WG2)}
-@group(0) @binding(7) var<storage, read_write> skip: array<u32>;
-var<workgroup> hgo: u32;` : ''}
+${heads ? '@group(0) @binding(6) var<storage, read> hl: array<u32>;' : ''}
 const HV = ${HV}u;
 const RV2 = ${RV2}u;
 var<workgroup> mls: array<vec2<f32>, ${ATS_MAX_SPLITS}>;
@@ -255,15 +244,8 @@ var<workgroup> gacc: array<V, ${RV2 * HV}>;
 var<workgroup> red: array<f32, ${ATS_WG2}>;
 @compute @workgroup_size(${ATS_WG2})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let h = wid.x;
-  let t = wid.y;${heads ? `
-  loadHeadScores(lid);
-  if (lid == 0u) {
-    let go = headChosen(h);
-    hgo = select(0u, 1u, go);
-    skip[step[0] * p.H + h] = select(1u, 0u, go);   // decode: t = 0
-  }
-  if (workgroupUniformLoad(&hgo) == 0u) { return; }` : ''}
+  let h = ${heads ? 'hl[wid.x]' : 'wid.x'};
+  let t = wid.y;
   let n = step[0] + t + 1u;
   let chunk = max(p.minChunk, (n + p.S - 1u) / p.S);
   let live = (n + chunk - 1u) / chunk;

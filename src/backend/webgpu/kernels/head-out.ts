@@ -1,21 +1,19 @@
 /**
- * out_proj with sparse heads (decode, one token): y[i] += b[i] + Σ over the chosen heads h (the top k
- * of the head scores, ranked in each workgroup: head-rank.ts) of W[i, h·hd .. (h+1)·hd) · o[h·hd .. (h+1)·hd). The unchosen heads' columns are never read,
+ * out_proj with sparse heads (decode, one token): y[i] += b[i] + Σ over the chosen heads h (hl, k of
+ * them, from head-select.ts) of W[i, h·hd .. (h+1)·hd) · o[h·hd .. (h+1)·hd). The unchosen heads' columns are never read,
  * nor their attention outputs (stale: attention did not run for them). W is out_proj (d, d) as stored,
  * rows padded to 8 halves: a head's columns are hd/8 consecutive 16-byte chunks of a row, so the
  * lanes of a row read whole chunks, coalesced within a head. R rows a workgroup, TPR lanes a row, four
  * chunks in flight a lane. Rows of one weight part (row0, partRows) per dispatch. CPU twin: the CPU
  * runner's out_proj over headAttention's output (zeros outside the chosen heads).
  */
-import { headRankKey, headRankWgsl } from './head-rank.js';
-
 export const HO_WG = 256;
 /** Rows a thread: each x chunk (and its column index) is loaded once for RPT rows' weights. */
 export const HO_RPT = 2;
 export const HO_PARAMS = ['d8', 'row0', 'partRows'] as const;
 /** n: chosen chunks a row (k · hd / 8: the column table's size); cph: chunks a head. */
-export interface HeadOutShape { tpr: number; bias: boolean; H: number; k: number; cph: number }
-export const headOutKey = (s: HeadOutShape) => `head_out3_wg${HO_WG}_tpr${s.tpr}_p${HO_RPT}_c${s.cph}${headRankKey(s.H, s.k)}${s.bias ? '_bias' : ''}`;
+export interface HeadOutShape { tpr: number; bias: boolean; k: number; cph: number }
+export const headOutKey = (s: HeadOutShape) => `head_out2_wg${HO_WG}_tpr${s.tpr}_p${HO_RPT}_k${s.k}_c${s.cph}${s.bias ? '_bias' : ''}`;
 
 /** Lanes a row: enough for the chunks the chosen heads give a row (k · hd / 8), at least 32. */
 export function headOutTpr(k: number, hd: number): number {
@@ -37,7 +35,7 @@ struct P { d8: u32, row0: u32, partRows: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> o: array<vec4<f32>>;
-${headRankWgsl(s.H, s.k, 3, HO_WG)}
+@group(0) @binding(3) var<storage, read> hl: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 ${s.bias ? '@group(0) @binding(5) var<storage, read> b: array<f32>;' : ''}
 const TPR = ${s.tpr}u;
@@ -45,25 +43,12 @@ const R = ${R}u;
 const N = ${s.k * s.cph}u;
 const CPH = ${s.cph}u;
 var<workgroup> cols: array<u32, N>;
-var<workgroup> chosen: array<u32, ${s.H}>;
-var<workgroup> hl: array<u32, ${s.k}>;
 var<workgroup> red: array<f32, ${HO_WG}>;
 fn lo(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
 fn hi(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)); }
 fn wdot(w: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> f32 { return dot(lo(w), x0) + dot(hi(w), x1); }
 @compute @workgroup_size(${HO_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  // The chosen heads in ascending order (hl), then the column table.
-  loadHeadScores(lid);
-  var mine = false;
-  if (lid < HEADS) { mine = headChosen(lid); chosen[lid] = select(0u, 1u, mine); }
-  workgroupBarrier();
-  if (mine) {
-    var at = 0u;
-    for (var g = 0u; g < lid; g++) { at += chosen[g]; }
-    hl[at] = lid;
-  }
-  workgroupBarrier();
   for (var c = lid; c < N; c += ${HO_WG}u) { cols[c] = hl[c / CPH] * CPH + c % CPH; }
   workgroupBarrier();
   let lane = lid % TPR;
