@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { parameterCount } from '../src/model/config.js';
-import { fixedPolicy, randomSubset, rng, syntheticPredictorPolicy } from '../src/bench/policies.js';
+import { fixedPolicy, headCount, randomSubset, rng, syntheticHeads, syntheticPredictorPolicy } from '../src/bench/policies.js';
 import { benchTable, type BenchRow } from '../src/bench/report.js';
 import {
   CPU_LAYOUT, deviceWeightBytes, mlpBytesFromPolicy, mlpK, predictorRank, SHAPE_NAMES, shapeConfig, shapeJson,
@@ -61,6 +61,26 @@ test('sparse MLP reads K rows of fc1 and fc2 plus the predictor', () => {
   const heads = tokenBytes(c67, { position: 99, headDensity: 0.5 });
   assert.equal(heads.kv, tokenBytes(c67, { position: 99 }).kv / 2);
   assert.ok(heads.attention < dense.attention * 0.51);
+  // Head predictors: the (H, d) product B·A (fp16) and H f32 biases a layer, whatever the rank.
+  const withPred = tokenBytes(c67, { position: 99, headDensity: 0.5, headRank: 336 });
+  assert.equal(withPred.predictor - heads.predictor, L * (32 * d * 2 + 32 * 4));
+  assert.equal(tokenBytes(c67, { position: 99, headDensity: 0.5, headRank: 16 }).predictor, withPred.predictor);
+});
+
+test('synthetic heads: k = round(density · H) a layer, fixed random sets with --oracle, else one shared predictor of the rank rule', () => {
+  const c = shapeConfig('opt-6.7b');
+  const fixed = syntheticHeads(c, 0.4, { oracle: true });
+  assert.equal(fixed.length, c.layers);
+  for (const hp of fixed) {
+    assert.equal(hp.k, 13);
+    assert.ok(hp.selector.kind === 'fixed' && new Set(hp.selector.heads).size === 13 && hp.selector.heads.every((h) => h < 32));
+  }
+  assert.notDeepEqual(fixed[0].selector, fixed[1].selector);
+  const pred = syntheticHeads(c, 0.4);
+  const s0 = pred[0].selector;
+  assert.ok(s0.kind === 'predictor' && s0.predictor.rank === predictorRank(c.hidden) && s0.predictor.B.length === 32 * s0.predictor.rank);
+  assert.ok(pred.every((hp) => hp.selector === s0 || (hp.selector.kind === 'predictor' && hp.selector.predictor === s0.predictor)));
+  assert.equal(headCount(c, 0.001), 1);
 });
 
 test('predictor ranks scale DejaVu\'s 1000 at d = 12288 in multiples of 16', () => {

@@ -84,7 +84,7 @@ export interface ByteOptions {
    * bound with sparse heads: a chosen head does not read the positions it skipped).
    */
   headDensity?: number;
-  /** Rank of the head predictors of the layers with sparse heads (0: fixed sets, no predictor). */
+  /** Rank of the head predictors of the layers with sparse heads (0: fixed sets, no predictor; any other value: the (H, d) product B·A is read). */
   headRank?: number;
 }
 
@@ -123,8 +123,9 @@ export function tokenBytes(c: OptConfig, o: ByteOptions): TokenBytes {
     mlp += ln + (fc1Rows + s.k) * d * wb + (fc1Rows + d) * b * vb;
     if (s.rank > 0) predictor += (s.rank * d + f * s.rank) * pb + f * vb;
   }
-  // Head predictors (HeadLayerPolicy): A (r, d) at weight width, B (H, r) and the bias in f32.
-  if (o.headRank) predictor += c.layers * (o.headRank * d * wb + (c.heads * o.headRank + c.heads) * 4);
+  // Head predictors (HeadLayerPolicy): the runners' one (H, d) matrix B·A at weight width (H < r, so
+  // fewer bytes than A) and the bias in f32; the rank does not enter.
+  if (o.headRank) predictor += c.layers * (c.heads * d * wb + c.heads * 4);
   const attention = c.layers * attnLayer, kv = c.layers * kvLayer, lmHead = c.vocabSize * e * wb;
   return { embed, attention, kv, mlp, predictor, lmHead, total: embed + attention + kv + mlp + predictor + lmHead };
 }

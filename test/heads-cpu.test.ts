@@ -1,0 +1,37 @@
+/**
+ * The CPU reference of sparse heads (backend/cpu/heads.ts; semantics in HeadLayerPolicy): a chosen
+ * head attends exactly to the positions it did not skip (against dense attention over a cache that
+ * holds only those positions), unchosen heads output zeros, and selectHeads is the top k in head order.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { attention } from '../src/backend/cpu/kernels.js';
+import { headAttention, selectHeads } from '../src/backend/cpu/heads.js';
+import { randomArray, relErr, rng } from './helpers.js';
+
+test('selectHeads: the k highest scores, the lower index on ties, in ascending head order', () => {
+  assert.deepEqual(Array.from(selectHeads(Float32Array.from([0.5, 3, -1, 3, 2]), 3)), [1, 3, 4]);
+  assert.deepEqual(Array.from(selectHeads(Float32Array.from([1, 1, 1, 1]), 2)), [0, 1]);
+});
+
+test('headAttention: each chosen head attends to the positions it ran at, the others output zeros (random odd shapes)', () => {
+  const r = rng(7);
+  for (const [H, hd, pos] of [[3, 5, 0], [4, 7, 13], [6, 16, 40]]) {
+    const d = H * hd;
+    const kc = randomArray((pos + 1) * d, r), vc = randomArray((pos + 1) * d, r), q = randomArray(d, r, 2);
+    const skip = new Uint8Array((pos + 1) * H);
+    for (let j = 0; j < pos; j++) for (let h = 0; h < H; h++) skip[j * H + h] = r() < 0.4 ? 1 : 0;
+    const heads = selectHeads(randomArray(H, r), Math.max(1, H - 2));
+    const o = headAttention(q, pos, kc, vc, H, hd, heads, skip);
+    for (let h = 0; h < H; h++) {
+      const got = o.subarray(h * hd, (h + 1) * hd);
+      if (!heads.includes(h)) { assert.ok(got.every((v) => v === 0), `head ${h} not chosen`); continue; }
+      // The head's live positions packed into a one-head cache; dense attention over it is the reference.
+      const live = Array.from({ length: pos + 1 }, (_, j) => j).filter((j) => j === pos || !skip[j * H + h]);
+      const k1 = new Float32Array(live.length * hd), v1 = new Float32Array(live.length * hd);
+      live.forEach((j, i) => { k1.set(kc.subarray(j * d + h * hd, j * d + (h + 1) * hd), i * hd); v1.set(vc.subarray(j * d + h * hd, j * d + (h + 1) * hd), i * hd); });
+      const want = attention(q.subarray(h * hd, (h + 1) * hd), 1, live.length - 1, k1, v1, 1, hd);
+      assert.ok(relErr(got, want) < 1e-6, `H=${H} hd=${hd} pos=${pos} head ${h}: ${relErr(got, want)}`);
+    }
+  }
+});
