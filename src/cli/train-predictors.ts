@@ -118,7 +118,9 @@ function table(meta: CollectionMeta, results: Map<PredictorInput, LayerResult[]>
  * the first 131,072 tokens of gutenberg-val, dense 26.988; docs/sparsity.md has the tables):
  * - input mlp_in: with BCE from noise its recall@240 equals attn_in's on layers 0-2 and 6-7 and is 2-4
  *   points higher on 3-5; and only on fc1's own input is activity a linear rule (z = W1 x + b1 > 0),
- *   which the low-rank init below approximates directly. attn_in stays available for lookahead.
+   *   which the low-rank init below approximates directly. attn_in stays available for lookahead; its
+ *   low-rank form (a reduced-rank regression of W1·mlp_in on attn_in) cost +8.31% at 11.9% against
+ *   mlp_in's +2.45% at 9.5% (block rule, first 32,768 tokens of gutenberg-val, CPU).
  * - init lowrank, no BCE epochs: at rank 128 / target recall 0.95 the whitened rank-r fc1 gives +1.35%
  *   at 11.8% mean density, where BCE-trained predictors from noise gave +4.46% at 11.5%. BCE fine-tuning
  *   from the low-rank init lowered validation recall@240 (layer 7: 87.0% -> 86.8% at lr 3e-5, 83.9% at
