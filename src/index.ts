@@ -5,6 +5,6 @@ export type { SamplingOptions } from './engine/sampler.js';
 export type { Runner, BackendName, BackendChoice, ForwardOptions, TracePoint } from './backend/types.js';
 export type { OptConfig } from './model/config.js';
 export type { FileSource } from './model/source.js';
-export type { SparsityPolicy, MlpLayerPolicy, MlpSelector, LowRankPredictor, BlockRule } from './sparsity/policy.js';
+export type { SparsityPolicy, MlpLayerPolicy, MlpSelector, LowRankPredictor, BlockRule, HeadLayerPolicy, HeadSelector } from './sparsity/policy.js';
 export { DejavuError } from './util/errors.js';
 export { FetchFileSource } from './model/fetch-source.js';
