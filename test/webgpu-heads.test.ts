@@ -22,7 +22,7 @@ import { checkpoint, MODELS, randomArray, reference, relErr, rng } from './helpe
 let gpu: Gpu | null = null;
 after(() => gpu?.device.destroy());
 
-test('webgpu head-select matches selectHeads: top k of the scores, flags, the skip row (odd H, k; a fixed set\'s flags; ties)', async (t) => {
+test('webgpu head-select matches selectHeads: top k of the scores, the skip row (odd H, k; a fixed set\'s flags; ties)', async (t) => {
   gpu ??= await gpuOrSkip(t);
   if (!gpu) return;
   const k = new Kernels(gpu), r = rng(5), own: GPUBuffer[] = [];
@@ -32,13 +32,11 @@ test('webgpu head-select matches selectHeads: top k of the scores, flags, the sk
   for (const [H, kk, pos, fixed] of cases) {
     const scores = fixed ?? randomArray(H, r);
     const want = selectHeads(scores, kk);
-    const hl = k.buffer(H * 4, 'hl'), hm = k.buffer(H * 4, 'hm'), skip = k.f32Buffer(new Uint32Array((pos + 2) * H).fill(7), 'skip');
-    const padded = new Float32Array(H + 3); padded.set(scores, 3);
-    await runNow(k, [k.headSelect({ step: k.f32Buffer(Uint32Array.from([pos]), 'step'), scores: k.f32Buffer(padded, 's'), sOff: 3, H, k: kk, hl, hm, skip }, own)], own);
+    const hl = k.buffer(H * 4, 'hl'), skip = k.f32Buffer(new Uint32Array((pos + 2) * H).fill(7), 'skip');
+    await runNow(k, [k.headSelect({ step: k.f32Buffer(Uint32Array.from([pos]), 'step'), scores: k.f32Buffer(scores, 's'), H, k: kk, hl, skip }, own)], own);
     const what = `H=${H} k=${kk}`;
     assert.deepEqual(Array.from(await readU32(k, hl, kk)), Array.from(want), `${what}: chosen heads`);
     const flags = Array.from({ length: H }, (_, h) => (want.includes(h) ? 1 : 0));
-    assert.deepEqual(Array.from(await readU32(k, hm, H)), flags, `${what}: flags`);
     const sk = await readU32(k, skip, (pos + 2) * H);
     assert.deepEqual(Array.from(sk.subarray(pos * H, (pos + 1) * H)), flags.map((f) => 1 - f), `${what}: skip row`);
     assert.ok(sk.subarray(0, pos * H).every((v) => v === 7) && sk.subarray((pos + 1) * H).every((v) => v === 7), `${what}: other rows untouched`);
@@ -112,20 +110,27 @@ test('webgpu out_proj over the chosen heads\' columns matches the dense product 
   }
 });
 
-test('webgpu qkv GEMV with head flags: chosen heads\' rows and K/V stores as dense, the others untouched', async (t) => {
+test('webgpu qkv GEMV choosing heads: the top k\'s rows and K/V stores as dense, the others untouched; the chosen list and skip row written', async (t) => {
   gpu ??= await gpuOrSkip(t);
   if (!gpu) return;
   const r = rng(17);
   const k = new Kernels(gpu), own: GPUBuffer[] = [];
-  for (const [H, hd, pos] of [[4, 32, 3], [6, 64, 0], [3, 128, 5]]) {
+  for (const [H, hd, pos, kk] of [[4, 32, 3, 2], [6, 64, 0, 1], [3, 128, 5, 3], [7, 16, 2, 4]]) {
     const d = H * hd, maxPos = pos + 2;
     const { m: W, w } = randomMatrix(k, 3 * d, d, r, 0.2);
-    assert.ok(k.headsFit(W, hd), `H=${H} hd=${hd}: rows a workgroup divide the head dim`);
+    assert.ok(k.headsFit(W, hd, H), `H=${H} hd=${hd}: rows a workgroup divide the head dim`);
     const x = randomArray(d, r), want = linear(x, 1, w, null, d, 3 * d);
-    const flags = Uint32Array.from({ length: H }, (_, h) => (h % 2 === 1 || h === H - 1 ? 1 : 0));
+    const scores = Float32Array.from({ length: H }, () => Math.floor(r() * 3));   // ties: the lower index wins
+    const chosen = selectHeads(scores, kk), flags = Array.from({ length: H }, (_, h) => (chosen.includes(h) ? 1 : 0));
     const y = k.f32Buffer(new Float32Array(3 * d).fill(-7), 'y');
     const kc = k.f32Buffer(new Float32Array(maxPos * d).fill(-7), 'k'), vc = k.f32Buffer(new Float32Array(maxPos * d).fill(-7), 'v');
-    await runNow(k, k.linear({ W, x: k.f32Buffer(x, 'x'), y, T: 1, kv: { step: k.f32Buffer(Uint32Array.from([pos]), 'step'), k: kc, v: vc, heads: { hm: k.f32Buffer(flags, 'hm'), hd } } }, own), own);
+    const hl = k.buffer(H * 4, 'hl'), skip = k.f32Buffer(new Uint32Array(maxPos * H).fill(7), 'skip');
+    await runNow(k, k.linear({ W, x: k.f32Buffer(x, 'x'), y, T: 1, kv: { step: k.f32Buffer(Uint32Array.from([pos]), 'step'), k: kc, v: vc,
+      heads: { scores: k.f32Buffer(scores, 'scores'), hl, skip, hd, H, k: kk } } }, own), own);
+    assert.deepEqual(Array.from(await readU32(k, hl, kk)), Array.from(chosen), `H=${H}: chosen list`);
+    const sk = await readU32(k, skip, maxPos * H);
+    assert.deepEqual(Array.from(sk.subarray(pos * H, (pos + 1) * H)), flags.map((f) => 1 - f), `H=${H}: skip row`);
+    assert.ok(sk.every((v, i) => (i >= pos * H && i < (pos + 1) * H) || v === 7), `H=${H}: other skip rows untouched`);
     const got = await readF32(k, y, 3 * d), kg = await readF32(k, kc, maxPos * d), vg = await readF32(k, vc, maxPos * d);
     for (let row = 0; row < 3 * d; row++) {
       const h = Math.floor((row % d) / hd), what = `H=${H} hd=${hd} row ${row} (head ${h})`;
@@ -172,11 +177,17 @@ test('webgpu sparse heads decode like the CPU runner: fixed sets, predictors wit
   const everyHead = await decode(cpu, allHeads, steps), everyHeadGpu = await decode(g, allHeads, steps);
   everyHead.forEach((v, i) => assert.ok(relErr(v, dense[i]) < 1e-5, `CPU, every head chosen = dense, step ${i}`));
   everyHeadGpu.forEach((v, i) => assert.ok(relErr(v, dense[i]) < 1e-2, `GPU, every head chosen = dense, step ${i}: ${relErr(v, dense[i])}`));
+  // The other path: a head-select dispatch chooses, the qkv GEMV runs every head.
+  const g2 = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', headsInQkv: false });
   for (const [name, p] of [['fixed', fixed], ['dejavu', dejavu]] as const) {
-    const want = await decode(cpu, p, steps), got = await decode(g, p, steps);
+    const want = await decode(cpu, p, steps), got = await decode(g, p, steps), got2 = await decode(g2, p, steps);
     want.forEach((v, i) => assert.ok(relErr(v, dense[i]) > 1e-3, `${name}: skipping heads changes step ${i}`));
     got.forEach((v, i) => assert.ok(relErr(v, want[i]) < 1e-2, `${name}, step ${i}: ${relErr(v, want[i])}`));
+    got2.forEach((v, i) => assert.ok(relErr(v, want[i]) < 1e-2, `${name} (head-select dispatch), step ${i}: ${relErr(v, want[i])}`));
   }
+  assert.ok(g.pipelineKeys.some((key) => /_hd32h8k3/.test(key)) && !g.pipelineKeys.some((key) => key.startsWith('head_select')), 'qkv chooses the heads');
+  assert.ok(g2.pipelineKeys.some((key) => key.startsWith('head_select')), 'the head-select dispatch');
+  g2.dispose();
   // The chain on the device against the host loop, same policy: same ids.
   for (const x of [cpu, g]) { x.setSparsity(dejavu); x.reset(); }
   const last = await cpu.forward(ids); await g.forward(ids);

@@ -111,10 +111,11 @@ export interface LinearArgs {
      */
     pred?: GpuMatrix;
     /**
-     * Sparse heads (gemv.ts, HEADS): hm (H u32, head-select's flags) and the head dim; workgroups of
-     * unchosen heads' rows return at once. Only where headsFit(W, hd) says the rows allow it.
+     * Sparse heads (gemv.ts, HEADS): the H head scores (the top k run), where to write the chosen
+     * list hl and the skip record, and the head dim; workgroups of unchosen heads' rows return at once.
+     * Only where headsFit(W, hd, H) says the rows and the bindings allow it.
      */
-    heads?: { hm: GPUBuffer; hd: number };
+    heads?: { scores: GPUBuffer; hl: GPUBuffer; skip: GPUBuffer; hd: number; H: number; k: number };
   } | null;
   /** Overrides gemvShape's choice (tests, bench): rows a workgroup, threads a row, rows a thread (wide rows only). */
   shape?: { rows?: number; tpr?: number; rpt?: number };
@@ -261,7 +262,7 @@ export class Kernels {
     if (pred && !(ln && this.canFusePredictor(a.W, pred, a.shape))) throw new Error('linear: the lookahead predictor rides a folded, one-part qkv GEMV whose rows fill whole workgroups');
     const rows = a.W.rows + (pred?.rows ?? 0);
     const heads = kv?.heads ?? null;
-    if (heads && !this.headsFit(a.W, heads.hd, pred ?? undefined, a.shape)) throw new Error('linear: sparse heads need each workgroup\'s rows inside one head');
+    if (heads && !this.headsFit(a.W, heads.hd, heads.H, pred ?? undefined, a.shape)) throw new Error('linear: sparse heads need each workgroup\'s rows inside one head');
     const out: Dispatch[] = [];
     for (const p of a.W.parts) {
       const ent: [number, Entry][] = [[1, p.buffer], [2, a.x], [3, a.y]];
@@ -270,10 +271,10 @@ export class Kernels {
       if (ln?.out) ent.push([11, ln.out.beta], [12, ln.out.xn]);
       if (kv) ent.push([8, kv.step], [9, kv.k], [10, kv.v]);
       if (pred) ent.push([13, pred.parts[0].buffer]);
-      if (heads) ent.push([14, heads.hm]);
+      if (heads) ent.push([14, heads.scores], [15, heads.hl], [16, heads.skip]);
       switch (a.T === 1 ? 'gemv' : 'matmul') {
         case 'gemv': {
-          const o: GemvOpts = { ...this.gemvForm(K4, rows, a.shape), ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out, pred: !!pred, heads: heads?.hd };
+          const o: GemvOpts = { ...this.gemvForm(K4, rows, a.shape), ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out, pred: !!pred, heads: heads ? { hd: heads.hd, H: heads.H, k: heads.k } : undefined };
           // The folded LayerNorm reads γ (K floats, from 0) as vec4 alongside x: whole vec4s only.
           o.xv4 = o.wide && inOff % 4 === 0 && inStride % 4 === 0 && (!ln || K % 4 === 0);
           const key = gemvKey(this.feats, o);
@@ -331,24 +332,26 @@ export class Kernels {
   }
 
   /**
-   * Whether the qkv decode GEMV (3d, d; with A's rows when `pred`) can skip unchosen heads' rows
-   * (gemv.ts, HEADS): every workgroup's rows inside one head, so the head dim a multiple of the rows
-   * a workgroup and every part starting on such a boundary; and a storage binding to spare.
+   * Whether the qkv decode GEMV (3d, d; with A's rows when `pred`) can choose the heads and skip
+   * unchosen heads' rows (gemv.ts, HEADS): every workgroup's rows inside one head, so the head dim a
+   * multiple of the rows a workgroup and every part starting on such a boundary; a thread a head; and
+   * three storage bindings to spare (12 with the folded LayerNorm and the lookahead's A).
    */
-  headsFit(qkv: GpuMatrix, hd: number, pred?: GpuMatrix, shape?: LinearArgs['shape']): boolean {
-    if (this.gpu.limits.maxStorageBuffersPerShaderStage < 10) return false;
+  headsFit(qkv: GpuMatrix, hd: number, H: number, pred?: GpuMatrix, shape?: LinearArgs['shape']): boolean {
+    if (this.gpu.limits.maxStorageBuffersPerShaderStage < 12) return false;
     const o = this.gemvForm(qkv.colsP / 4, qkv.rows + (pred?.rows ?? 0), shape), rp = o.rows * o.rpt;
-    return hd % rp === 0 && qkv.parts.every((p) => p.row0 % rp === 0);
+    return H <= o.rows * o.tpr && hd % rp === 0 && qkv.parts.every((p) => p.row0 % rp === 0);
   }
 
   /**
-   * Sparse heads for one decode token (kernels/head-select.ts): the top k of the H scores at sOff into
-   * hl (ascending), hm (flags) and the skip row at step[0].
+   * Sparse heads for one decode token where the qkv GEMV cannot choose them itself (kernels/head-select.ts):
+   * the top k of the H scores into hl (ascending) and the skip row at step[0].
    */
-  headSelect(a: { step: GPUBuffer; scores: GPUBuffer; sOff?: number; H: number; k: number; hl: GPUBuffer; hm: GPUBuffer; skip: GPUBuffer }, own: GPUBuffer[]): Dispatch {
+  headSelect(a: { step: GPUBuffer; scores: GPUBuffer; H: number; k: number; hl: GPUBuffer; skip: GPUBuffer }, own: GPUBuffer[]): Dispatch {
     if (a.H > HS_WG) throw new Error(`headSelect: at most ${HS_WG} heads`);
-    return this.dispatch('head_select', this.pipeline(headSelectKey(), headSelectWgsl), [a.H, a.k, a.sOff ?? 0],
-      [[1, a.step], [2, a.scores], [5, a.hl], [6, a.hm], [7, a.skip]], [1, 1, 1], own);
+    const key = headSelectKey(a.H, a.k);
+    return this.dispatch(key, this.pipeline(key, () => headSelectWgsl(a.H, a.k)), [0],
+      [[1, a.step], [2, a.scores], [3, a.hl], [4, a.skip]], [1, 1, 1], own);
   }
 
   /** Whether out_proj can run over the chosen heads' columns (kernels/head-out.ts): rows of 8-half chunks, heads whole chunks. */

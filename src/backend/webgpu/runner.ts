@@ -79,7 +79,7 @@ function layerK(lp: MlpLayerPolicy, f: number): number {
 /** What setSparsity builds for a policy: per-layer parts, their buffers, and the sparse MLP's scratch. */
 interface SparseState {
   policy: SparsityPolicy; sparse: (LayerSparse | null)[]; heads: (HeadSparse | null)[]; bufs: GPUBuffer[];
-  uh: GPUBuffer | null; hl: GPUBuffer | null; hm: GPUBuffer | null;
+  uh: GPUBuffer | null; hl: GPUBuffer | null;
   scores: GPUBuffer | null; u: GPUBuffer | null; sel: GPUBuffer | null; hsel: GPUBuffer | null;
   partial: GPUBuffer | null; partialFloats: number; chosen: GPUBuffer | null; zeroB1: GPUBuffer | null;
 }
@@ -170,6 +170,12 @@ export interface WebGpuRunnerOptions extends GpuOptions {
    * step, docs/benchmarks.md).
    */
   kvCache?: 'f16' | 'f32';
+  /**
+   * Sparse heads: the qkv GEMV chooses the heads itself where it can (default true: one dispatch
+   * fewer a layer; gemv.ts, HEADS); false keeps the head-select dispatch and a qkv GEMV over every
+   * head (A/B runs, tests of that path).
+   */
+  headsInQkv?: boolean;
 }
 
 export async function createWebGpuRunner(config: OptConfig, weights: OptWeights | 'synthetic', opts: WebGpuRunnerOptions = {}): Promise<WebGpuRunner> {
@@ -178,6 +184,7 @@ export async function createWebGpuRunner(config: OptConfig, weights: OptWeights 
   try {
     if (opts.kvCache !== undefined && opts.kvCache !== 'f16' && opts.kvCache !== 'f32') fail(`kvCache must be 'f16' or 'f32', got ${String(opts.kvCache)}`);
     const r = new GpuRunner(config, gpu, owned, opts.maxPartBytes, opts.foldLayerNorm ?? FOLD_LN_DEFAULT, opts.gemvRowsPerThread, opts.kvCache === 'f16');
+    r.headsInQkv = opts.headsInQkv ?? true;
     await r.load(weights, opts.seed ?? 1);
     return r;
   } catch (e) {
@@ -193,9 +200,9 @@ class GpuRunner implements WebGpuRunner {
   private pos = 0;
   private layers: GpuLayer[] = [];
   private sparse: (LayerSparse | null)[] = [];
-  /** Sparse heads per layer, and their shared scratch: the head scores (H), the chosen heads (k), their flags (H). */
+  /** Sparse heads per layer, and their shared scratch: the head scores (H), the chosen heads (k). */
   private heads: (HeadSparse | null)[] = [];
-  private uh: GPUBuffer | null = null; private hl: GPUBuffer | null = null; private hm: GPUBuffer | null = null;
+  private uh: GPUBuffer | null = null; private hl: GPUBuffer | null = null;
   private policy: SparsityPolicy | null = null;
   private plans = new Map<string, Plan>();
   private buffers: GPUBuffer[] = [];
@@ -233,6 +240,7 @@ class GpuRunner implements WebGpuRunner {
   private querySet: GPUQuerySet | null = null;
 
   private readonly foldLn: boolean;
+  headsInQkv = true;
 
   constructor(readonly config: OptConfig, readonly gpu: Gpu, private ownsDevice: boolean, maxPartBytes?: number, foldLn = true, gemvRpt?: number, kvHalf = false) {
     this.foldLn = foldLn && config.preLayerNorm;
@@ -354,15 +362,15 @@ class GpuRunner implements WebGpuRunner {
   private takeSparse(): SparseState | null {
     if (!this.policy) return null;
     const s: SparseState = { policy: this.policy, sparse: this.sparse, heads: this.heads, bufs: this.sparseBufs, scores: this.scores, u: this.u, sel: this.sel,
-      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, uh: this.uh, hl: this.hl, hm: this.hm };
+      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, uh: this.uh, hl: this.hl };
     this.policy = null; this.sparse = []; this.heads = []; this.sparseBufs = []; this.partialFloats = 0;
-    this.scores = this.u = this.sel = this.hsel = this.partial = this.chosen = this.zeroB1 = this.uh = this.hl = this.hm = null;
+    this.scores = this.u = this.sel = this.hsel = this.partial = this.chosen = this.zeroB1 = this.uh = this.hl = null;
     return s;
   }
 
   private putSparse(s: SparseState): void {
     ({ policy: this.policy, sparse: this.sparse, heads: this.heads, bufs: this.sparseBufs, scores: this.scores, u: this.u, sel: this.sel,
-      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, uh: this.uh, hl: this.hl, hm: this.hm } = s);
+      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, uh: this.uh, hl: this.hl } = s);
   }
 
   setSparsity(policy: SparsityPolicy | null): void {
@@ -497,12 +505,12 @@ class GpuRunner implements WebGpuRunner {
         }
       }
       const S = this.sparse[l];
-      out.qkvMask = this.k.headsFit(L.qkv, c.headDim, S?.look ? S.pred!.A : undefined);
+      out.qkvMask = this.headsInQkv && this.k.headsFit(L.qkv, c.headDim, H, S?.look ? S.pred!.A : undefined);
       return out;
     });
     if (this.heads.some((h) => h)) {
       const kMax = Math.max(...this.heads.map((h) => h?.k ?? 1));
-      this.uh = sb(H * 4, 'head_scores'); this.hl = sb(kMax * 4, 'head_list'); this.hm = sb(H * 4, 'head_flags');
+      this.uh = sb(H * 4, 'head_scores'); this.hl = sb(kMax * 4, 'head_list');
     }
   }
 
@@ -577,8 +585,12 @@ class GpuRunner implements WebGpuRunner {
       if (S?.pred && this.policy!.input === 'attn_in' && !look) this.predict(S, attnIn, T, own, add, fold ? { gamma: L.attnLnW, beta: L.attnLnB, out: null } : null);
       // Decode stores the new K and V rows from the qkv GEMV's epilogue (attention reads the current
       // token's K and V from the cache, q from qkv); prefill's matmul leaves that to kvStore.
-      if (HS) this.chooseHeads(HS, l, fold ? this.x : attnIn, fold, own, add);
-      const kv = T === 1 ? { step: this.step, k: L.k, v: L.v, pred: look ? S!.pred!.A : undefined, heads: HS && K.headsFit(L.qkv, c.headDim, look ? S!.pred!.A : undefined) ? { hm: this.hm!, hd: c.headDim } : undefined } : null;
+      // Sparse heads: the head scores, then the qkv GEMV chooses the heads itself where it can (gemv.ts,
+      // HEADS), else a head-select dispatch does and qkv runs every head (their K/V stay marked skipped).
+      const qkvChooses = !!HS && this.headsInQkv && K.headsFit(L.qkv, c.headDim, c.heads, look ? S!.pred!.A : undefined);
+      if (HS) this.chooseHeads(HS, l, fold ? this.x : attnIn, fold, !qkvChooses, own, add);
+      const kv = T === 1 ? { step: this.step, k: L.k, v: L.v, pred: look ? S!.pred!.A : undefined,
+        heads: qkvChooses ? { scores: this.headScores(HS!), hl: this.hl!, skip: HS!.skip, hd: c.headDim, H: c.heads, k: HS!.k } : undefined } : null;
       add(...K.linear(fold ? { W: L.qkv, x: this.x, y: this.qkv, T, ln: { gamma: L.attnLnW, c: look ? look.c : L.qkvFold!.c, eps }, kv }
         : { W: L.qkv, x: attnIn, y: this.qkv, T, bias: L.qkvB, kv }, own));
       if (look && !S!.block) this.predictB(S!, this.qkv, 3 * d, own, add);
@@ -651,14 +663,18 @@ class GpuRunner implements WebGpuRunner {
 
   /**
    * The heads this decode token computes: the head predictor's scores (B·A)·LN(x) + bias as one GEMV
-   * (LayerNorm folded in when `fold`: x is then the raw residual; a fixed set's flags are its scores),
-   * then the top k, the flags and the skip row in one small dispatch (head-select.ts).
+   * (LayerNorm folded in when `fold`: x is then the raw residual; a fixed set's flags are its scores);
+   * with `select`, a head-select dispatch then writes the chosen list and the skip row (where the qkv
+   * GEMV can, it does that itself: gemv.ts, HEADS).
    */
-  private chooseHeads(HS: HeadSparse, l: number, x: GPUBuffer, fold: boolean, own: GPUBuffer[], add: (...d: Dispatch[]) => void): void {
+  private chooseHeads(HS: HeadSparse, l: number, x: GPUBuffer, fold: boolean, select: boolean, own: GPUBuffer[], add: (...d: Dispatch[]) => void): void {
     const c = this.config, K = this.k, L = this.layers[l];
     if (HS.W) add(...K.linear(fold ? { W: HS.W, x, y: this.uh!, T: 1, ln: { gamma: L.attnLnW, c: HS.fold!, eps: c.layerNormEps } } : { W: HS.W, x, y: this.uh!, T: 1, bias: HS.bias }, own));
-    add(K.headSelect({ step: this.step, scores: HS.W ? this.uh! : HS.bias, H: c.heads, k: HS.k, hl: this.hl!, hm: this.hm!, skip: HS.skip }, own));
+    if (select) add(K.headSelect({ step: this.step, scores: this.headScores(HS), H: c.heads, k: HS.k, hl: this.hl!, skip: HS.skip }, own));
   }
+
+  /** Where a layer's head scores are: the predictor GEMV's output, or a fixed set's flags. */
+  private headScores(HS: HeadSparse): GPUBuffer { return HS.W ? this.uh! : HS.bias; }
 
   /**
    * scores = B (A x) + bias, then top-K into `sel` (DejaVu's low-rank predictor). With the block rule

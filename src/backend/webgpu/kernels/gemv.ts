@@ -1,4 +1,5 @@
 import { enables, kvPutWgsl, laneSumWgsl, weightDecl, wmode, type KernelFeatures } from './common.js';
+import { headChoiceWgsl } from './head-select.js';
 
 /**
  * GEMV for batch-1 decode (memory-bound): y[t, r] = epi(W[r, :] · x[t, :]), one workgroup per R rows,
@@ -44,11 +45,13 @@ import { enables, kvPutWgsl, laneSumWgsl, weightDecl, wmode, type KernelFeatures
  * one matrix only (3d a multiple of the rows a workgroup: Kernels.linear checks), so the branch is
  * uniform. c (binding 7) holds c1 then c2 over all 3d + r rows.
  *
- * HEADS (with KV): DejaVu's sparse attention heads. The heads chosen for this token are flagged in hm
- * (binding 14, a u32 a head, written by kernels/head-select.ts). A workgroup's rows lie in one head
- * (the head dim a multiple of the rows a workgroup: Kernels.linear checks), so a workgroup of an
- * unchosen head returns at once: its q, k, v weights are never read and its K/V store does not
- * happen (the head's cache marks the position skipped). The predictor rows (PRED) always run.
+ * HEADS (with KV): DejaVu's sparse attention heads. Every workgroup ranks the H head scores (binding
+ * 14; kernels/head-select.ts, chooseHeads: two barriers, no sort) and workgroup 0 writes the chosen
+ * list (15) and this position's skip row (16) for the kernels after it, so no dispatch of its own
+ * chooses the heads (~7 µs a layer at OPT-6.7B on an H200). A workgroup's rows lie in one head (the
+ * head dim a multiple of the rows a workgroup: Kernels.headsFit), so a workgroup of an unchosen head
+ * returns once it knows: its q, k, v weights are never read and its K/V store does not happen (the
+ * skip row marks the position). The predictor rows (PRED) always run.
  */
 export interface GemvOpts {
   rows: number; tpr: number; bias: boolean; relu: boolean; resid: boolean; gather: boolean;
@@ -82,14 +85,14 @@ export interface GemvOpts {
   /** With kv and ln: rows from 3d on are predictor A's, read from binding 13 (see PRED above). */
   pred?: boolean;
   /**
-   * With kv: sparse heads (HEADS below), at this head dim. A workgroup whose rows are q, k or v rows
-   * of a head with hm[head] = 0 (binding 14) returns before reading anything.
+   * With kv: sparse heads (HEADS below): head dim hd, the top k of H heads by the scores run. A
+   * workgroup whose rows are q, k or v rows of another head returns before reading weights.
    */
-  heads?: number;
+  heads?: { hd: number; H: number; k: number };
 }
 
 export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
-  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? 'out' : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hm${o.heads}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}`;
+  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? 'out' : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}`;
 }
 
 /** Uniform layout (u32 each). allRows: rows of the whole matrix (all parts; with pred, A's too), for ln's c2; kvD: kv's d. */
@@ -181,13 +184,14 @@ const TPR = ${o.tpr}u;
 const WG = ${WG}u;
 const RP = ${o.rows * P}u;   // rows a workgroup
 var<workgroup> red: array<RT, ${WG}>;
-${o.heads ? `@group(0) @binding(14) var<storage, read> hm: array<u32>;
+${o.heads ? `${headChoiceWgsl(o.heads.H, o.heads.k, { scores: 14, hl: 15, skip: 16 })}
 var<workgroup> hskip: u32;
 // Whether workgroup g's rows are q, k or v rows of a head not chosen for this token (HEADS).
 fn headSkipped(g: u32, lid: u32) -> bool {
+  chooseHeads(lid, step[0], g == 0u && p.rowOff == 0u);
   if (lid == 0u) {
     let wr = p.rowOff + g * RP;
-    hskip = select(0u, 1u, wr < 3u * p.kvD && hm[(wr % p.kvD) / ${o.heads}u] == 0u);
+    hskip = select(0u, 1u, wr < 3u * p.kvD && hch[(wr % p.kvD) / ${o.heads.hd}u] == 0u);
   }
   return workgroupUniformLoad(&hskip) == 1u;
 }` : ''}
