@@ -7,7 +7,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { attention } from '../src/backend/cpu/kernels.js';
 import { headAttention, selectHeads } from '../src/backend/cpu/heads.js';
-import { randomArray, relErr, rng } from './helpers.js';
+import { CpuRunner } from '../src/backend/cpu/runner.js';
+import type { SparsityPolicy } from '../src/sparsity/policy.js';
+import { checkpoint, MODELS, randomArray, reference, relErr, rng } from './helpers.js';
 
 test('selectHeads: the k highest scores, the lower index on ties, in ascending head order', () => {
   assert.deepEqual(Array.from(selectHeads(Float32Array.from([0.5, 3, -1, 3, 2]), 3)), [1, 3, 4]);
@@ -34,4 +36,28 @@ test('headAttention: each chosen head attends to the positions it ran at, the ot
       assert.ok(relErr(got, want) < 1e-6, `H=${H} hd=${hd} pos=${pos} head ${h}: ${relErr(got, want)}`);
     }
   }
+});
+
+test('oracle heads (CPU): every head kept = dense; else the k heads with the largest output norms this token, the others dropped (5m)', async () => {
+  const ck = await checkpoint(MODELS['5m']);
+  const c = ck.config, H = c.heads, none = new Array(c.layers).fill(null);
+  const oracle = (k: number): SparsityPolicy => ({ input: 'attn_in', mlp: none, heads: none.map(() => ({ k, selector: { kind: 'oracle' as const } })) });
+  const ids = reference(MODELS['5m'])[0].input_ids;
+  const run = async (p: SparsityPolicy | null) => {
+    const r = new CpuRunner(c, ck.weights);
+    r.setSparsity(p);
+    await r.forward(ids);
+    const norms: Float32Array[] = [];
+    const logits = await r.forward([5], { trace: (l, _pt, data) => { norms[l] = data; }, tracePoints: ['head_norm'] });
+    return { logits, norms };
+  };
+  const dense = await run(null), all = await run(oracle(H)), three = await run(oracle(3));
+  assert.ok(relErr(all.logits, dense.logits) < 1e-6);
+  // Layer 0 sees the same input either way: its kept heads are dense's three largest, at dense's norms.
+  const top = selectHeads(dense.norms[0], 3);
+  for (let g = 0; g < H; g++) {
+    const got = three.norms[0][g], want = top.includes(g) ? dense.norms[0][g] : 0;
+    assert.ok(Math.abs(got - want) <= 1e-5 * (1 + want), `layer 0 head ${g}: ${got} vs ${want}`);
+  }
+  assert.ok(relErr(three.logits, dense.logits) > 1e-3, 'dropping heads changes the logits');
 });

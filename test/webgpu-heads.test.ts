@@ -215,5 +215,9 @@ test('sparse heads policies are checked: one entry a layer, k in 1..H, distinct 
   const g = gpu ? await createWebGpuRunner(c, ck.weights, { gpu }) : null;
   if (g) runners.push(g);
   for (const x of runners) for (const [p, re] of cases) assert.throws(() => x.setSparsity(p), re);
+  // The oracle computes every head before choosing: a CPU measurement, refused on WebGPU.
+  const oracle: SparsityPolicy = { input: 'attn_in', mlp: none, heads: none.map(() => ({ k: 2, selector: { kind: 'oracle' as const } })) };
+  runners[0].setSparsity(oracle);
+  if (g) assert.throws(() => g.setSparsity(oracle), /^DejavuError: oracle head selection runs on the CPU backend only/);
   g?.dispose();
 });

@@ -58,7 +58,12 @@ export type HeadSelector =
   /** DejaVu: the predictor's top-k heads. */
   | { kind: 'predictor'; predictor: LowRankPredictor }
   /** A given head set, no predictor cost: isolates kernel speed in benchmarks. */
-  | { kind: 'fixed'; heads: Uint32Array };
+  | { kind: 'fixed'; heads: Uint32Array }
+  /**
+   * The k heads whose outputs have the largest norm this token (every head computed first: an upper
+   * bound on what a head predictor could keep; the CPU backend only, for quality measurements).
+   */
+  | { kind: 'oracle' };
 
 /**
  * Sparse heads in decode (a forward of one token): the k chosen heads compute q, k, v, attention and

@@ -215,6 +215,7 @@ export class CpuRunner implements Runner {
    */
   private sparseHeads(hp: HeadLayerPolicy, l: number, h: Float32Array): Float32Array {
     const c = this.config, d = c.hidden, H = c.heads, hd = c.headDim, L = this.layers[l], s = hp.selector;
+    if (s.kind === 'oracle') return this.oracleHeads(hp.k, l, h);
     const heads = s.kind === 'fixed' ? Uint32Array.from(s.heads).sort() : selectHeads(predictScores(s.predictor, h, d), hp.k);
     const q = new Float32Array(d), at = this.pos * d;
     L.skip!.fill(1, this.pos * H, (this.pos + 1) * H);
@@ -230,6 +231,25 @@ export class CpuRunner implements Runner {
       }
     }
     return headAttention(q, this.pos, L.kCache, L.vCache, H, hd, heads, L.skip!);
+  }
+
+  /**
+   * The oracle's choice (HeadSelector 'oracle'): every head runs (its K/V stored, attending to its own
+   * unskipped positions), then the k heads with the largest output norm are kept; the others' outputs
+   * are dropped and their position marked skipped, as if they had not run.
+   */
+  private oracleHeads(k: number, l: number, h: Float32Array): Float32Array {
+    const c = this.config, d = c.hidden, H = c.heads, hd = c.headDim, L = this.layers[l];
+    const qkv = linear(h, 1, L.qkvW, L.qkvB, d, 3 * d), at = this.pos * d;
+    L.kCache.set(qkv.subarray(d, 2 * d), at);
+    L.vCache.set(qkv.subarray(2 * d, 3 * d), at);
+    L.skip!.fill(0, this.pos * H, (this.pos + 1) * H);
+    const all = Uint32Array.from({ length: H }, (_, g) => g);
+    const o = headAttention(qkv.subarray(0, d), this.pos, L.kCache, L.vCache, H, hd, all, L.skip!);
+    const norms = Float32Array.from({ length: H }, (_, g) => Math.hypot(...o.subarray(g * hd, (g + 1) * hd)));
+    const keep = new Set(selectHeads(norms, k));
+    for (let g = 0; g < H; g++) if (!keep.has(g)) { o.fill(0, g * hd, (g + 1) * hd); L.skip![this.pos * H + g] = 1; }
+    return o;
   }
 
   /** The neurons that token t of layer l computes. */

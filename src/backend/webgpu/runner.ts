@@ -388,6 +388,7 @@ class GpuRunner implements WebGpuRunner {
     });
     if (policy) {
       checkHeadsPolicy(policy, c.layers, c.heads, d);
+      if (policy.heads?.some((hp) => hp?.selector.kind === 'oracle')) fail('oracle head selection runs on the CPU backend only (it computes every head first)');
       if (policy.heads?.some((hp) => hp) && !(attentionSplitShape(c.headDim) && Kernels.headOutFits(this.layers[0].o, c.headDim) && c.heads <= 256)) {
         fail(`sparse heads on WebGPU need a head dim that is a multiple of 8 (this model's is ${c.headDim}) and at most 256 heads`);
       }
@@ -490,7 +491,7 @@ class GpuRunner implements WebGpuRunner {
         const flags = new Float32Array(H);
         for (const h of s.heads) flags[h] = 1;
         this.k.device.queue.writeBuffer(bias, 0, flags);
-      } else {
+      } else if (s.kind === 'predictor') {
         const p = s.predictor;
         out.W = this.k.matrix(H, d, `${l}.head_pred.BA`);
         // Synthetic policies share one predictor across layers: multiply it once.
