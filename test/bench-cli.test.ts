@@ -46,7 +46,13 @@ test('bench --sparsity dejavu --oracle: fixed neuron and head sets, head_density
   assert.equal(dejavu.head_rank, null);   // fixed sets: no head predictor
   assert.equal(mlp.head_density, null);
   assert.ok((dejavu.bytes_per_token as number) < (mlp.bytes_per_token as number));
-  assert.match(r.stderr, /opt-gutenberg-5m: dejavu \(density 0\.100, heads 0\.500, fixed sets\)/);
+  assert.equal(dejavu.head_kv, 'all');
+  assert.match(r.stderr, /opt-gutenberg-5m: dejavu \(density 0\.100, heads 0\.500, kv all, fixed sets\)/);
+  const chosen = bench([...fast, '--json', '--sparsity', 'dejavu', '--oracle', '--head-density', '0.5', '--head-kv', 'chosen']);
+  assert.equal(chosen.status, 0, chosen.stderr);
+  const row = JSON.parse(chosen.stdout.trim()) as Record<string, unknown>;
+  assert.equal(row.head_kv, 'chosen');
+  assert.ok((row.bytes_per_token as number) < (dejavu.bytes_per_token as number), 'kv chosen reads less');
 });
 
 test('bench --profile on the CPU backend says it is skipped and still prints its rows', () => {
@@ -76,6 +82,7 @@ test('bench errors are one line: unknown shape, --sparsity dejavu, --shape on th
     [[...fast, '--sparsity', 'mlp'], /^dejavu: --sparsity mlp on a checkpoint needs --predictors DIR .* or --oracle/],
     [[...fast, '--prompt-len', '1000', '--gen', '100'], /exceeds the model's context of 1024 tokens/],
     [[...fast, '--selection', 'best'], /^dejavu: --selection must be auto, block or topk \(got best\)\n$/],
+    [[...fast, '--sparsity', 'dejavu', '--oracle', '--head-kv', 'some'], /^dejavu: --head-kv must be all or chosen \(got some\)\n$/],
     [[...fast, '--predictor-input', 'qkv'], /^dejavu: --predictor-input must be attn_in or mlp_in \(got qkv\)\n$/],
     [[...fast, '--sparsity', 'mlp', '--oracle', '--predictor-input', 'attn_in'], /^dejavu: --predictor-input is for synthetic predictors \(--oracle runs no predictor\)\n$/],
   ];

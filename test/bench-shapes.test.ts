@@ -57,10 +57,12 @@ test('sparse MLP reads K rows of fc1 and fc2 plus the predictor', () => {
   // The oracle computes fc1 in full.
   const oracle = tokenBytes(c67, { position: 0, mlp: uniformMlp(c67, 0.1, 0).map((s) => ({ ...s, denseFc1: true })) });
   assert.equal(oracle.mlp - sparse.mlp, L * (f - K) * (d + 1) * 2);
-  // Head density scales attention weights and the KV read.
+  // Head density scales Q and O weights and the KV read; K and V weights too where unchosen heads skip them.
   const heads = tokenBytes(c67, { position: 99, headDensity: 0.5 });
   assert.equal(heads.kv, tokenBytes(c67, { position: 99 }).kv / 2);
-  assert.ok(heads.attention < dense.attention * 0.51);
+  const chosen = tokenBytes(c67, { position: 99, headDensity: 0.5, headKv: 'chosen' });
+  assert.ok(chosen.attention < dense.attention * 0.51);
+  assert.ok(Math.abs(heads.attention - dense.attention * 0.75) < dense.attention * 0.01, `${heads.attention / dense.attention}`);
   // Head predictors: the (H, d) product B·A (fp16) and H f32 biases a layer, whatever the rank.
   const withPred = tokenBytes(c67, { position: 99, headDensity: 0.5, headRank: 336 });
   assert.equal(withPred.predictor - heads.predictor, L * (32 * d * 2 + 32 * 4));

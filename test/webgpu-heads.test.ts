@@ -29,16 +29,16 @@ test('webgpu head-select matches selectHeads: top k of the scores, the skip row 
   const cases: [number, number, number, Float32Array | null][] = [[7, 3, 0, null], [13, 13, 4, null], [40, 16, 9, null], [72, 29, 2, null], [1, 1, 1, null],
     [11, 4, 3, Float32Array.from([0, 1, 0, 0, 1, 1, 0, 0, 0, 0, 1])],   // a fixed set's flags
     [9, 5, 1, Float32Array.from([2, 1, 2, 1, 2, 1, 2, 1, 2])]];           // ties: the lower index wins
-  for (const [H, kk, pos, fixed] of cases) {
+  for (const [H, kk, pos, fixed] of cases) for (const kvAll of [false, true]) {
     const scores = fixed ?? randomArray(H, r);
     const want = selectHeads(scores, kk);
     const hl = k.buffer(H * 4, 'hl'), skip = k.f32Buffer(new Uint32Array((pos + 2) * H).fill(7), 'skip');
-    await runNow(k, [k.headSelect({ step: k.f32Buffer(Uint32Array.from([pos]), 'step'), scores: k.f32Buffer(scores, 's'), H, k: kk, hl, skip }, own)], own);
-    const what = `H=${H} k=${kk}`;
+    await runNow(k, [k.headSelect({ step: k.f32Buffer(Uint32Array.from([pos]), 'step'), scores: k.f32Buffer(scores, 's'), H, k: kk, hl, skip, kvAll }, own)], own);
+    const what = `H=${H} k=${kk} kv ${kvAll ? 'all' : 'chosen'}`;
     assert.deepEqual(Array.from(await readU32(k, hl, kk)), Array.from(want), `${what}: chosen heads`);
     const flags = Array.from({ length: H }, (_, h) => (want.includes(h) ? 1 : 0));
     const sk = await readU32(k, skip, (pos + 2) * H);
-    assert.deepEqual(Array.from(sk.subarray(pos * H, (pos + 1) * H)), flags.map((f) => 1 - f), `${what}: skip row`);
+    assert.deepEqual(Array.from(sk.subarray(pos * H, (pos + 1) * H)), flags.map((f) => (kvAll ? 0 : 1 - f)), `${what}: skip row`);
     assert.ok(sk.subarray(0, pos * H).every((v) => v === 7) && sk.subarray((pos + 1) * H).every((v) => v === 7), `${what}: other rows untouched`);
   }
 });
@@ -110,12 +110,12 @@ test('webgpu out_proj over the chosen heads\' columns matches the dense product 
   }
 });
 
-test('webgpu qkv GEMV choosing heads: the top k\'s rows and K/V stores as dense, the others untouched; the chosen list and skip row written', async (t) => {
+test('webgpu qkv GEMV choosing heads: the top k\'s rows (and every head\'s K/V with kv all) as dense, the others untouched; the chosen list and skip row written', async (t) => {
   gpu ??= await gpuOrSkip(t);
   if (!gpu) return;
   const r = rng(17);
   const k = new Kernels(gpu), own: GPUBuffer[] = [];
-  for (const [H, hd, pos, kk] of [[4, 32, 3, 2], [6, 64, 0, 1], [3, 128, 5, 3], [7, 16, 2, 4]]) {
+  for (const [H, hd, pos, kk] of [[4, 32, 3, 2], [6, 64, 0, 1], [3, 128, 5, 3], [7, 16, 2, 4]]) for (const kvAll of [false, true]) {
     const d = H * hd, maxPos = pos + 2;
     const { m: W, w } = randomMatrix(k, 3 * d, d, r, 0.2);
     assert.ok(k.headsFit(W, hd, H), `H=${H} hd=${hd}: rows a workgroup divide the head dim`);
@@ -126,19 +126,19 @@ test('webgpu qkv GEMV choosing heads: the top k\'s rows and K/V stores as dense,
     const kc = k.f32Buffer(new Float32Array(maxPos * d).fill(-7), 'k'), vc = k.f32Buffer(new Float32Array(maxPos * d).fill(-7), 'v');
     const hl = k.buffer(H * 4, 'hl'), skip = k.f32Buffer(new Uint32Array(maxPos * H).fill(7), 'skip');
     await runNow(k, k.linear({ W, x: k.f32Buffer(x, 'x'), y, T: 1, kv: { step: k.f32Buffer(Uint32Array.from([pos]), 'step'), k: kc, v: vc,
-      heads: { scores: k.f32Buffer(scores, 'scores'), hl, skip, hd, H, k: kk } } }, own), own);
+      heads: { scores: k.f32Buffer(scores, 'scores'), hl, skip, hd, H, k: kk, kvAll } } }, own), own);
     assert.deepEqual(Array.from(await readU32(k, hl, kk)), Array.from(chosen), `H=${H}: chosen list`);
     const sk = await readU32(k, skip, maxPos * H);
-    assert.deepEqual(Array.from(sk.subarray(pos * H, (pos + 1) * H)), flags.map((f) => 1 - f), `H=${H}: skip row`);
+    assert.deepEqual(Array.from(sk.subarray(pos * H, (pos + 1) * H)), flags.map((f) => (kvAll ? 0 : 1 - f)), `H=${H}: skip row`);
     assert.ok(sk.every((v, i) => (i >= pos * H && i < (pos + 1) * H) || v === 7), `H=${H}: other skip rows untouched`);
     const got = await readF32(k, y, 3 * d), kg = await readF32(k, kc, maxPos * d), vg = await readF32(k, vc, maxPos * d);
     for (let row = 0; row < 3 * d; row++) {
-      const h = Math.floor((row % d) / hd), what = `H=${H} hd=${hd} row ${row} (head ${h})`;
-      if (flags[h]) assert.ok(Math.abs(got[row] - want[row]) < 1e-4 * (1 + Math.abs(want[row])), `${what}: ${got[row]} vs ${want[row]}`);
+      const h = Math.floor((row % d) / hd), what = `H=${H} hd=${hd} kv ${kvAll ? 'all' : 'chosen'} row ${row} (head ${h})`;
+      if (flags[h] || (kvAll && row >= d)) assert.ok(Math.abs(got[row] - want[row]) < 1e-4 * (1 + Math.abs(want[row])), `${what}: ${got[row]} vs ${want[row]}`);
       else assert.equal(got[row], -7, `${what}: not chosen, must not be written`);
       if (row >= d) {
         const cache = row < 2 * d ? kg : vg, at = pos * d + (row % d);
-        assert.equal(cache[at], flags[h] ? got[row] : -7, `${what}: cache`);
+        assert.equal(cache[at], flags[h] || kvAll ? got[row] : -7, `${what}: cache`);
       }
     }
   }
@@ -179,7 +179,8 @@ test('webgpu sparse heads decode like the CPU runner: fixed sets, predictors wit
   everyHeadGpu.forEach((v, i) => assert.ok(relErr(v, dense[i]) < 1e-2, `GPU, every head chosen = dense, step ${i}: ${relErr(v, dense[i])}`));
   // The other path: a head-select dispatch chooses, the qkv GEMV runs every head.
   const g2 = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', headsInQkv: false });
-  for (const [name, p] of [['fixed', fixed], ['dejavu', dejavu]] as const) {
+  const kvChosen = (p: SparsityPolicy): SparsityPolicy => ({ ...p, heads: p.heads!.map((hp) => hp && { ...hp, kv: 'chosen' as const }) });
+  for (const [name, p] of [['fixed', fixed], ['dejavu', dejavu], ['fixed, kv chosen', kvChosen(fixed)], ['dejavu, kv chosen', kvChosen(dejavu)]] as const) {
     const want = await decode(cpu, p, steps), got = await decode(g, p, steps), got2 = await decode(g2, p, steps);
     want.forEach((v, i) => assert.ok(relErr(v, dense[i]) > 1e-3, `${name}: skipping heads changes step ${i}`));
     got.forEach((v, i) => assert.ok(relErr(v, want[i]) < 1e-2, `${name}, step ${i}: ${relErr(v, want[i])}`));

@@ -16,6 +16,8 @@ export interface BenchRow {
   /** dejavu: mean fraction of attention heads a decode token computes (HeadLayerPolicy), and the head predictors' rank (null: fixed sets). */
   head_density: number | null;
   head_rank: number | null;
+  /** dejavu: whether unchosen heads still store K/V ('all') or skip it too ('chosen'). */
+  head_kv: 'all' | 'chosen' | null;
   /** The KV cache's element type (WebGPU: --kv-cache; the CPU keeps f32). */
   kv_cache: 'f32' | 'f16';
   prompt_len: number;
@@ -93,7 +95,7 @@ export function benchTable(rows: BenchRow[]): string {
   if (gpu) header.push('GPU ms', 'dispatches');
   if (hf) header.push('HF ms/token', 'HF GB/s', 'HF/ours');
   const body = rows.map((r) => {
-    const heads = r.sparsity === 'dejavu' ? `, heads ${Number((r.head_density ?? NaN).toFixed(3))}` : '';
+    const heads = r.sparsity === 'dejavu' ? `, heads ${Number((r.head_density ?? NaN).toFixed(3))}${r.head_kv === 'chosen' ? ' kv chosen' : ''}` : '';
     const sp = r.sparsity === 'dense' ? 'dense' : `mlp ${Number((r.mlp_density ?? NaN).toFixed(3))}${heads}${r.selector === 'fixed' ? ' fixed' : r.selection === 'block' ? ' block' : ''}${r.predictor_input === 'attn_in' ? ' lookahead' : ''}`;
     const cells = [r.shape, r.backend, sp, fmt(r.prefill_ms, 1), fmt(r.ms_per_token, 3), fmt(r.ms_per_token_readback, 3), fmt(r.tokens_per_s, 1),
       fmt(r.bytes_per_token / 1e6, 1), fmt(r.gbps, 1), fmt(r.floor_ms, 3), fmt(r.pct_of_floor, 1)];

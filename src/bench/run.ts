@@ -39,6 +39,8 @@ export interface BenchOptions {
   /** Fraction of neurons per sparse layer; with --predictors, undefined keeps the calibrated K. */
   mlpDensity?: number;
   headDensity: number;
+  /** With dejavu: whether unchosen heads still store K/V (HeadLayerPolicy.kv; default all). */
+  headKv?: 'all' | 'chosen';
   /** How predictors pick neurons (src/sparsity/predictors-io.ts Selection); synthetic predictors: auto = block. */
   selection?: 'auto' | 'block' | 'topk';
   /** What synthetic predictors read (default attn_in: DejaVu's lookahead); trained ones keep theirs. */
@@ -227,17 +229,18 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: Sparsity
     else policy = syntheticPredictorPolicy(c, o.mlpDensity ?? DEFAULT_DENSITY, { selection: o.selection === 'topk' ? 'topk' : 'block', input: o.predictorInput });
   }
   // dejavu: the MLP's sparsity plus sparse heads at --head-density (DejaVu's attention half).
-  if (mode === 'dejavu') policy = { ...policy!, heads: syntheticHeads(c, o.headDensity, { oracle: o.oracle }) };
+  if (mode === 'dejavu') policy = { ...policy!, heads: syntheticHeads(c, o.headDensity, { oracle: o.oracle, kv: o.headKv }) };
   const headDensity = policy?.heads ? meanHeadDensity(policy, c.heads) : null;
   const headSel = policy?.heads?.find((h) => h)?.selector;
   const headRank = headSel?.kind === 'predictor' ? headSel.predictor.rank : null;
+  const headKv = policy?.heads ? (policy.heads.some((hp) => hp?.kv === 'chosen') ? 'chosen' as const : 'all' as const) : null;
   let density = policy ? meanMlpDensity(policy, c.ffn) : null;
   if (gpu) {
     // setSparsity allocates fc2 transposed and the predictors: the second big allocation.
     const { error } = await scoped(gpu, async () => { runner.setSparsity(policy); await gpu.device.queue.onSubmittedWorkDone(); });
     if (error) { runner.setSparsity(null); o.log(`skipped: ${t.name} ${mode}: ${error}`); return null; }
   } else runner.setSparsity(policy);
-  o.log(`${t.name}: ${mode}${policy ? ` (density ${density!.toFixed(3)}${headDensity !== null ? `, heads ${headDensity.toFixed(3)}` : ''}, ${o.oracle ? 'fixed sets' : 'predictors'})` : ''}: prompt ${o.promptLen}, ${o.gen} tokens...`);
+  o.log(`${t.name}: ${mode}${policy ? ` (density ${density!.toFixed(3)}${headDensity !== null ? `, heads ${headDensity.toFixed(3)}, kv ${headKv}` : ''}, ${o.oracle ? 'fixed sets' : 'predictors'})` : ''}: prompt ${o.promptLen}, ${o.gen} tokens...`);
   runner.resetMlpDensity();
   const timing = await timeDecode(runner, { promptLen: o.promptLen, gen: o.gen, warmup: o.warmup });
   // The block rule's count varies by token: report (and count bytes at) what was actually chosen.
@@ -250,7 +253,7 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: Sparsity
 
   const layout = backend === 'cpu' ? CPU_LAYOUT : o.kvCache === 'f16' ? { ...WEBGPU_LAYOUT, kvBytes: 2 } : WEBGPU_LAYOUT;
   const mlp = mlpBytesFromPolicy(policy);
-  const tb = meanTokenBytes(c, { layout, mlp, headDensity: headDensity ?? 1, headRank: headRank ?? 0 }, o.promptLen, o.gen);
+  const tb = meanTokenBytes(c, { layout, mlp, headDensity: headDensity ?? 1, headRank: headRank ?? 0, headKv: headKv ?? 'all' }, o.promptLen, o.gen);
   const bytes = tb.total;
   const gpuT = await queuedTiming(runner, o);
   const profile = o.profile ? await decodeProfile(runner, o) : null;
@@ -264,7 +267,7 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: Sparsity
     predictor_input: sel?.kind === 'predictor' ? policy!.input : null,
     mlp_density: density,
     predictor_rank: sel?.kind === 'predictor' ? sel.predictor.rank : null,
-    head_density: headDensity, head_rank: headRank,
+    head_density: headDensity, head_rank: headRank, head_kv: headKv,
     kv_cache: backend === 'webgpu' ? o.kvCache ?? 'f32' : 'f32',
     prompt_len: o.promptLen, gen: o.gen,
     prefill_ms: timing.prefillMs, ms_per_token: timing.msPerToken, median_ms: timing.medianMs, min_ms: timing.minMs,

@@ -84,6 +84,8 @@ export interface ByteOptions {
    * bound with sparse heads: a chosen head does not read the positions it skipped).
    */
   headDensity?: number;
+  /** With headDensity < 1: 'all' (default) every head still reads its K/V weights; 'chosen' scales them too. */
+  headKv?: 'all' | 'chosen';
   /** Rank of the head predictors of the layers with sparse heads (0: fixed sets, no predictor; any other value: the (H, d) product B·A is read). */
   headRank?: number;
 }
@@ -111,8 +113,10 @@ export function tokenBytes(c: OptConfig, o: ByteOptions): TokenBytes {
   let embed = (e + d) * wb;
   if (e !== d) embed += 2 * d * e * wb;
   if (c.finalLayerNorm) embed += 2 * d * vb;
-  // Q/K/V/O weights + Q/K/V biases scale with heads; out_proj's bias and the LayerNorm do not.
-  const attnLayer = hd * (4 * d * d * wb + 3 * d * b * vb) + (d * b + 2 * d) * vb;
+  // Q/K/V/O weights + Q/K/V biases scale with heads (K and V only with headKv 'chosen'); out_proj's
+  // bias and the LayerNorm do not.
+  const kvShare = o.headKv === 'chosen' ? hd : 1;
+  const attnLayer = (2 * hd + 2 * kvShare) * (d * d * wb) + (hd + 2 * kvShare) * d * b * vb + (d * b + 2 * d) * vb;
   const kvLayer = hd * 2 * (o.position + 1) * d * kvb;
   let mlp = 0, predictor = 0;
   for (let l = 0; l < c.layers; l++) {

@@ -11,7 +11,7 @@ import { action, DEMO_MODEL, floatArg, intArg, modelOptions } from './common.js'
 
 interface BenchFlags {
   model?: string; shape?: string; backend: string; kvCache: string; promptLen: number; gen: number; warmup: number;
-  sparsity: string; mlpDensity?: number; headDensity: number; oracle?: boolean; predictors?: string; selection: string; predictorInput?: string;
+  sparsity: string; mlpDensity?: number; headDensity: number; headKv: string; oracle?: boolean; predictors?: string; selection: string; predictorInput?: string;
   json?: boolean; compareHf?: boolean; deviceMemoryGib?: number; profile?: boolean;
   kernels?: boolean; kernelMs: number; kernelSamples: number; readMib?: number; rotateMib?: number; kernelOnly?: string; kernelVariants?: boolean;
 }
@@ -24,6 +24,11 @@ function parseSparsity(s: string): SparsityMode[] {
   for (const m of modes) if (m !== 'dense' && m !== 'mlp' && m !== 'dejavu') fail(`unknown sparsity "${m}" (choose dense, mlp or dejavu)`);
   if (!modes.length) fail('--sparsity needs at least one of dense, mlp, dejavu');
   return modes as SparsityMode[];
+}
+
+function parseHeadKv(s: string): 'all' | 'chosen' {
+  if (s !== 'all' && s !== 'chosen') fail(`--head-kv must be all or chosen (got ${s})`);
+  return s;
 }
 
 /** `bench --kernels`: one device per shape; rows as a table or JSON lines. */
@@ -72,6 +77,7 @@ export function register(program: Command): void {
     .option('--sparsity <modes>', 'dense | mlp | dejavu, comma-separated', 'dense')
     .option('--mlp-density <d>', 'fraction of MLP neurons per sparse layer (default 0.1; with --predictors: the calibrated K)', floatArg('--mlp-density', 0, 1))
     .option('--head-density <d>', 'fraction of attention heads (for --sparsity dejavu)', floatArg('--head-density', 0, 1), 0.4)
+    .option('--head-kv <which>', 'with --sparsity dejavu: all (every head stores K/V; only q, attention and out_proj are sparse) | chosen (unchosen heads skip K/V too)', 'all')
     .option('--oracle', 'sparse MLP with fixed random neuron sets: no predictor cost, isolates the kernels')
     .option('--predictors <dir>', 'trained predictors for --model (from train-predictors)')
     .option('--selection <how>', 'how predictors pick neurons: auto | block (threshold a block of 64, fused with fc1) | topk (global top-K); synthetic: auto = block', 'auto')
@@ -96,7 +102,7 @@ export function register(program: Command): void {
       backend: parseBackend(o.backend), kvCache: parseKvCache(o.kvCache),
       promptLen: o.promptLen, gen: o.gen, warmup: o.warmup,
       sparsity: parseSparsity(o.sparsity),
-      mlpDensity: o.mlpDensity, headDensity: o.headDensity,
+      mlpDensity: o.mlpDensity, headDensity: o.headDensity, headKv: parseHeadKv(o.headKv),
       oracle: !!o.oracle, predictors: o.predictors, selection: parseSelection(o.selection), predictorInput: parsePredictorInput(o),
       compareHf: !!o.compareHf, deviceMemoryGib: o.deviceMemoryGib, profile: !!o.profile,
       log: (line) => process.stderr.write(line + '\n'),

@@ -66,16 +66,25 @@ export type HeadSelector =
   | { kind: 'oracle' };
 
 /**
- * Sparse heads in decode (a forward of one token): the k chosen heads compute q, k, v, attention and
- * their share of out_proj; the others compute nothing and write no K/V at this position, which their
- * cache records as skipped: a head attends to the positions where it ran (every prompt position and
- * the decode steps that chose it). Forwards of several tokens (prompts, eval windows) run every head.
- * setSparsity forgets the skip record (positions before it count as run by every head).
+ * Sparse heads in decode (a forward of one token): the k chosen heads compute q, attention and their
+ * share of out_proj. K and V (`kv`):
+ * - 'all' (default): every head still computes and stores its K and V, so the cache stays complete
+ *   and a head chosen later sees every position. Reads Q's and O's share plus all of K and V.
+ * - 'chosen': unchosen heads compute nothing and store no K/V at this position, which their cache
+ *   records as skipped: a head attends to the positions where it ran (every prompt position and the
+ *   decode steps that chose it). Reads the chosen share of Q, K, V and O. Measured far worse on
+ *   opt-gutenberg-18m (docs/sparsity.md): a head's history gets holes wherever it was not chosen.
+ * Forwards of several tokens (prompts, eval windows) run every head. setSparsity forgets the skip
+ * record (positions before it count as run by every head).
  */
 export interface HeadLayerPolicy {
   k: number;           // heads computed per token (a fixed set: its size)
   selector: HeadSelector;
+  kv?: 'all' | 'chosen';
 }
+
+/** Whether a layer's unchosen heads skip their K/V too (HeadLayerPolicy.kv = 'chosen'). */
+export const headKvChosen = (hp: HeadLayerPolicy): boolean => hp.kv === 'chosen';
 
 export interface SparsityPolicy {
   input: PredictorInput;
@@ -113,6 +122,7 @@ export function checkHeadsPolicy(policy: SparsityPolicy, layers: number, H: numb
     if (!hp) return;
     const k = headK(hp), s = hp.selector;
     if (!(Number.isInteger(k) && k >= 1 && k <= H)) fail(`layer ${l}: heads k = ${k} must be between 1 and ${H}`);
+    if (hp.kv !== undefined && hp.kv !== 'all' && hp.kv !== 'chosen') fail(`layer ${l}: heads kv must be 'all' or 'chosen', got ${String(hp.kv)}`);
     if (s.kind === 'fixed' && (new Set(s.heads).size !== k || s.heads.some((h) => h >= H))) fail(`layer ${l}: the fixed head set must hold distinct heads below ${H}`);
     if (s.kind === 'predictor') {
       const p = s.predictor;

@@ -3,7 +3,7 @@ import { OPT_POSITION_OFFSET } from '../../model/config.js';
 import { toF32, type Tensor } from '../../model/tensor.js';
 import type { OptWeights } from '../../model/weights.js';
 import { fail } from '../../util/errors.js';
-import { BLOCK_SIZE, checkHeadsPolicy, type HeadLayerPolicy, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
+import { BLOCK_SIZE, checkHeadsPolicy, headKvChosen, type HeadLayerPolicy, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
 import { predictScores } from '../../sparsity/predict.js';
 import type { ForwardOptions, Runner } from '../types.js';
 import { headAttention, selectHeads } from './heads.js';
@@ -215,13 +215,15 @@ export class CpuRunner implements Runner {
    */
   private sparseHeads(hp: HeadLayerPolicy, l: number, h: Float32Array): Float32Array {
     const c = this.config, d = c.hidden, H = c.heads, hd = c.headDim, L = this.layers[l], s = hp.selector;
-    if (s.kind === 'oracle') return this.oracleHeads(hp.k, l, h);
+    const kvAll = !headKvChosen(hp);
+    if (s.kind === 'oracle') return this.oracleHeads(hp.k, l, h, kvAll);
     const heads = s.kind === 'fixed' ? Uint32Array.from(s.heads).sort() : selectHeads(predictScores(s.predictor, h, d), hp.k);
     const q = new Float32Array(d), at = this.pos * d;
-    L.skip!.fill(1, this.pos * H, (this.pos + 1) * H);
-    for (const g of heads) {
+    L.skip!.fill(kvAll ? 0 : 1, this.pos * H, (this.pos + 1) * H);
+    for (const g of kvAll ? Uint32Array.from({ length: H }, (_, i) => i) : heads) {
       L.skip![this.pos * H + g] = 0;
-      for (let part = 0; part < 3; part++) {
+      const chosen = !kvAll || heads.includes(g);
+      for (let part = chosen ? 0 : 1; part < 3; part++) {
         for (let i = 0; i < hd; i++) {
           const row = part * d + g * hd + i;
           let v = L.qkvB ? L.qkvB[row] : 0;
@@ -236,9 +238,9 @@ export class CpuRunner implements Runner {
   /**
    * The oracle's choice (HeadSelector 'oracle'): every head runs (its K/V stored, attending to its own
    * unskipped positions), then the k heads with the largest output norm are kept; the others' outputs
-   * are dropped and their position marked skipped, as if they had not run.
+   * are dropped (with kv 'chosen' their position is also marked skipped, as if they had not run).
    */
-  private oracleHeads(k: number, l: number, h: Float32Array): Float32Array {
+  private oracleHeads(k: number, l: number, h: Float32Array, kvAll: boolean): Float32Array {
     const c = this.config, d = c.hidden, H = c.heads, hd = c.headDim, L = this.layers[l];
     const qkv = linear(h, 1, L.qkvW, L.qkvB, d, 3 * d), at = this.pos * d;
     L.kCache.set(qkv.subarray(d, 2 * d), at);
@@ -248,7 +250,7 @@ export class CpuRunner implements Runner {
     const o = headAttention(qkv.subarray(0, d), this.pos, L.kCache, L.vCache, H, hd, all, L.skip!);
     const norms = Float32Array.from({ length: H }, (_, g) => Math.hypot(...o.subarray(g * hd, (g + 1) * hd)));
     const keep = new Set(selectHeads(norms, k));
-    for (let g = 0; g < H; g++) if (!keep.has(g)) { o.fill(0, g * hd, (g + 1) * hd); L.skip![this.pos * H + g] = 1; }
+    for (let g = 0; g < H; g++) if (!keep.has(g)) { o.fill(0, g * hd, (g + 1) * hd); if (!kvAll) L.skip![this.pos * H + g] = 1; }
     return o;
   }
 

@@ -115,7 +115,7 @@ export interface LinearArgs {
      * list hl and the skip record, and the head dim; workgroups of unchosen heads' rows return at once.
      * Only where headsFit(W, hd, H) says the rows and the bindings allow it.
      */
-    heads?: { scores: GPUBuffer; hl: GPUBuffer; skip: GPUBuffer; hd: number; H: number; k: number };
+    heads?: { scores: GPUBuffer; hl: GPUBuffer; skip: GPUBuffer; hd: number; H: number; k: number; kvAll: boolean };
   } | null;
   /** Overrides gemvShape's choice (tests, bench): rows a workgroup, threads a row, rows a thread (wide rows only). */
   shape?: { rows?: number; tpr?: number; rpt?: number };
@@ -274,7 +274,7 @@ export class Kernels {
       if (heads) ent.push([14, heads.scores], [15, heads.hl], [16, heads.skip]);
       switch (a.T === 1 ? 'gemv' : 'matmul') {
         case 'gemv': {
-          const o: GemvOpts = { ...this.gemvForm(K4, rows, a.shape), ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out, pred: !!pred, heads: heads ? { hd: heads.hd, H: heads.H, k: heads.k } : undefined };
+          const o: GemvOpts = { ...this.gemvForm(K4, rows, a.shape), ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out, pred: !!pred, heads: heads ? { hd: heads.hd, H: heads.H, k: heads.k, kvAll: heads.kvAll } : undefined };
           // The folded LayerNorm reads γ (K floats, from 0) as vec4 alongside x: whole vec4s only.
           o.xv4 = o.wide && inOff % 4 === 0 && inStride % 4 === 0 && (!ln || K % 4 === 0);
           const key = gemvKey(this.feats, o);
@@ -347,10 +347,10 @@ export class Kernels {
    * Sparse heads for one decode token where the qkv GEMV cannot choose them itself (kernels/head-select.ts):
    * the top k of the H scores into hl (ascending) and the skip row at step[0].
    */
-  headSelect(a: { step: GPUBuffer; scores: GPUBuffer; H: number; k: number; hl: GPUBuffer; skip: GPUBuffer }, own: GPUBuffer[]): Dispatch {
+  headSelect(a: { step: GPUBuffer; scores: GPUBuffer; H: number; k: number; hl: GPUBuffer; skip: GPUBuffer; kvAll: boolean }, own: GPUBuffer[]): Dispatch {
     if (a.H > HS_WG) throw new Error(`headSelect: at most ${HS_WG} heads`);
-    const key = headSelectKey(a.H, a.k);
-    return this.dispatch(key, this.pipeline(key, () => headSelectWgsl(a.H, a.k)), [0],
+    const key = headSelectKey(a.H, a.k, a.kvAll);
+    return this.dispatch(key, this.pipeline(key, () => headSelectWgsl(a.H, a.k, a.kvAll)), [0],
       [[1, a.step], [2, a.scores], [3, a.hl], [4, a.skip]], [1, 1, 1], own);
   }
 

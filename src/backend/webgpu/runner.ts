@@ -11,7 +11,7 @@ import type { OptConfig } from '../../model/config.js';
 import { OPT_POSITION_OFFSET } from '../../model/config.js';
 import { toF16Bits, toF32, type Tensor } from '../../model/tensor.js';
 import type { OptWeights } from '../../model/weights.js';
-import { BLOCK_SIZE, blockSlots, checkHeadsPolicy, headK, type BlockRule, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
+import { BLOCK_SIZE, blockSlots, checkHeadsPolicy, headK, headKvChosen, type BlockRule, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
 import { floatsToHalves } from '../../util/f16.js';
 import { fail } from '../../util/errors.js';
 import type { ForwardOptions, Runner, TracePoint } from '../types.js';
@@ -62,7 +62,7 @@ interface LayerSparse {
  * scores then go to head-select. A fixed set has no W: its 0/1 flags are the scores.
  */
 interface HeadSparse {
-  k: number;
+  k: number; kvAll: boolean;                    // HeadLayerPolicy.kv: 'all' (every head stores K/V) or 'chosen'
   W: GpuMatrix | null; fold: GPUBuffer | null;   // (H, d) fp16; its LayerNorm constants (2H, c2 with the bias) when folding
   bias: GPUBuffer;                               // (H): the predictor's bias, or a fixed set's flags
   skip: GPUBuffer;                               // (maxPos, H): 1 where the head did not run
@@ -486,7 +486,7 @@ class GpuRunner implements WebGpuRunner {
       const L = this.layers[l], s = hp.selector, k = headK(hp);
       const skip = sb(c.maxPositions * H * 4, `${l}.head_skip`);
       const bias = sb(H * 4, `${l}.head_pred.bias`);
-      const out: HeadSparse = { k, W: null, fold: null, bias, skip, qkvMask: false };
+      const out: HeadSparse = { k, kvAll: !headKvChosen(hp), W: null, fold: null, bias, skip, qkvMask: false };
       if (s.kind === 'fixed') {
         const flags = new Float32Array(H);
         for (const h of s.heads) flags[h] = 1;
@@ -591,7 +591,7 @@ class GpuRunner implements WebGpuRunner {
       const qkvChooses = !!HS && this.headsInQkv && K.headsFit(L.qkv, c.headDim, c.heads, look ? S!.pred!.A : undefined);
       if (HS) this.chooseHeads(HS, l, fold ? this.x : attnIn, fold, !qkvChooses, own, add);
       const kv = T === 1 ? { step: this.step, k: L.k, v: L.v, pred: look ? S!.pred!.A : undefined,
-        heads: qkvChooses ? { scores: this.headScores(HS!), hl: this.hl!, skip: HS!.skip, hd: c.headDim, H: c.heads, k: HS!.k } : undefined } : null;
+        heads: qkvChooses ? { scores: this.headScores(HS!), hl: this.hl!, skip: HS!.skip, hd: c.headDim, H: c.heads, k: HS!.k, kvAll: HS!.kvAll } : undefined } : null;
       add(...K.linear(fold ? { W: L.qkv, x: this.x, y: this.qkv, T, ln: { gamma: L.attnLnW, c: look ? look.c : L.qkvFold!.c, eps }, kv }
         : { W: L.qkv, x: attnIn, y: this.qkv, T, bias: L.qkvB, kv }, own));
       if (look && !S!.block) this.predictB(S!, this.qkv, 3 * d, own, add);
@@ -671,7 +671,7 @@ class GpuRunner implements WebGpuRunner {
   private chooseHeads(HS: HeadSparse, l: number, x: GPUBuffer, fold: boolean, select: boolean, own: GPUBuffer[], add: (...d: Dispatch[]) => void): void {
     const c = this.config, K = this.k, L = this.layers[l];
     if (HS.W) add(...K.linear(fold ? { W: HS.W, x, y: this.uh!, T: 1, ln: { gamma: L.attnLnW, c: HS.fold!, eps: c.layerNormEps } } : { W: HS.W, x, y: this.uh!, T: 1, bias: HS.bias }, own));
-    if (select) add(K.headSelect({ step: this.step, scores: this.headScores(HS), H: c.heads, k: HS.k, hl: this.hl!, skip: HS.skip }, own));
+    if (select) add(K.headSelect({ step: this.step, scores: this.headScores(HS), H: c.heads, k: HS.k, hl: this.hl!, skip: HS.skip, kvAll: HS.kvAll }, own));
   }
 
   /** Where a layer's head scores are: the predictor GEMV's output, or a fixed set's flags. */
@@ -843,7 +843,8 @@ class GpuRunner implements WebGpuRunner {
       const HS = this.heads[l];
       // Sparse heads read their share of Q/K/V/O and the head predictor's A (f16) and B (f32).
       const share = HS ? HS.k / c.heads : 1;
-      n += (HS?.qkvMask ? 4 * share : 3 + share) * d * d * 2;
+      // Sparse heads read their share of Q and O; of K and V too where unchosen heads skip them (kv 'chosen').
+      n += (HS?.qkvMask ? (HS.kvAll ? 2 + 2 * share : 4 * share) : 3 + share) * d * d * 2;
       if (HS?.W) n += c.heads * d * 2;
       const S = this.sparse[l];
       if (!S) n += 2 * d * f * 2;

@@ -51,7 +51,8 @@ import { headChoiceWgsl } from './head-select.js';
  * chooses the heads (~7 µs a layer at OPT-6.7B on an H200). A workgroup's rows lie in one head (the
  * head dim a multiple of the rows a workgroup: Kernels.headsFit), so a workgroup of an unchosen head
  * returns once it knows: its q, k, v weights are never read and its K/V store does not happen (the
- * skip row marks the position). The predictor rows (PRED) always run.
+ * skip row marks the position). With kvAll (HeadLayerPolicy.kv 'all', the default) only q rows are
+ * skipped: every head stores K/V and the skip row stays 0. The predictor rows (PRED) always run.
  */
 export interface GemvOpts {
   rows: number; tpr: number; bias: boolean; relu: boolean; resid: boolean; gather: boolean;
@@ -88,11 +89,11 @@ export interface GemvOpts {
    * With kv: sparse heads (HEADS below): head dim hd, the top k of H heads by the scores run. A
    * workgroup whose rows are q, k or v rows of another head returns before reading weights.
    */
-  heads?: { hd: number; H: number; k: number };
+  heads?: { hd: number; H: number; k: number; kvAll: boolean };
 }
 
 export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
-  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? 'out' : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}`;
+  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? 'out' : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}${o.heads.kvAll ? 'q' : ''}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}`;
 }
 
 /** Uniform layout (u32 each). allRows: rows of the whole matrix (all parts; with pred, A's too), for ln's c2; kvD: kv's d. */
@@ -184,14 +185,14 @@ const TPR = ${o.tpr}u;
 const WG = ${WG}u;
 const RP = ${o.rows * P}u;   // rows a workgroup
 var<workgroup> red: array<RT, ${WG}>;
-${o.heads ? `${headChoiceWgsl(o.heads.H, o.heads.k, { scores: 14, hl: 15, skip: 16 })}
+${o.heads ? `${headChoiceWgsl(o.heads.H, o.heads.k, { scores: 14, hl: 15, skip: 16 }, o.heads.kvAll)}
 var<workgroup> hskip: u32;
 // Whether workgroup g's rows are q, k or v rows of a head not chosen for this token (HEADS).
 fn headSkipped(g: u32, lid: u32) -> bool {
   chooseHeads(lid, step[0], g == 0u && p.rowOff == 0u);
   if (lid == 0u) {
     let wr = p.rowOff + g * RP;
-    hskip = select(0u, 1u, wr < 3u * p.kvD && hch[(wr % p.kvD) / ${o.heads.hd}u] == 0u);
+    hskip = select(0u, 1u, wr < ${o.heads.kvAll ? 'p.kvD' : '3u * p.kvD'} && hch[(wr % p.kvD) / ${o.heads.hd}u] == 0u);
   }
   return workgroupUniformLoad(&hskip) == 1u;
 }` : ''}

@@ -20,8 +20,11 @@
  */
 export const HS_WG = 256;
 
-/** WGSL: `chooseHeads(lid, pos, write)` and the workgroup flags `hch` (1: chosen), for a kernel of `wg` ≥ H threads. */
-export function headChoiceWgsl(H: number, k: number, b: { scores: number; hl: number; skip: number }): string {
+/**
+ * WGSL: `chooseHeads(lid, pos, write)` and the workgroup flags `hch` (1: chosen), for a kernel of ≥ H
+ * threads. `kvAll` (HeadLayerPolicy.kv 'all': every head stores K/V): the skip row is all zeros.
+ */
+export function headChoiceWgsl(H: number, k: number, b: { scores: number; hl: number; skip: number }, kvAll: boolean): string {
   return `
 @group(0) @binding(${b.scores}) var<storage, read> hscores: array<f32>;
 @group(0) @binding(${b.hl}) var<storage, read_write> hl: array<u32>;
@@ -47,7 +50,7 @@ fn chooseHeads(lid: u32, pos: u32, write: bool) {
   }
   workgroupBarrier();
   if (write && lid < HEADS) {
-    skip[pos * HEADS + lid] = 1u - mine;
+    skip[pos * HEADS + lid] = ${kvAll ? '0u' : '1u - mine'};
     if (mine == 1u) {
       var at = 0u;
       for (var g = 0u; g < lid; g++) { at += hch[g]; }
@@ -58,15 +61,15 @@ fn chooseHeads(lid: u32, pos: u32, write: bool) {
 `;
 }
 
-export const headSelectKey = (H: number, k: number) => `head_select3_wg${HS_WG}_h${H}k${k}`;
+export const headSelectKey = (H: number, k: number, kvAll: boolean) => `head_select3_wg${HS_WG}_h${H}k${k}${kvAll ? '_kvall' : ''}`;
 
 /** The one-workgroup kernel: bindings 0 params (the token: 0 in decode), 1 step, 2 scores, 3 hl, 4 skip. */
-export function headSelectWgsl(H: number, k: number): string {
+export function headSelectWgsl(H: number, k: number, kvAll: boolean): string {
   return `
 struct P { t: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> step: array<u32>;
-${headChoiceWgsl(H, k, { scores: 2, hl: 3, skip: 4 })}
+${headChoiceWgsl(H, k, { scores: 2, hl: 3, skip: 4 }, kvAll)}
 @compute @workgroup_size(${HS_WG})
 fn main(@builtin(local_invocation_index) lid: u32) {
   chooseHeads(lid, step[0] + p.t, true);
