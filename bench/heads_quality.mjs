@@ -7,7 +7,8 @@
 //   npx tsc -p . && node bench/heads_quality.mjs
 //
 // HQ_MODEL (../shared/models/opt-gutenberg-18m), HQ_DATA (../shared/data/gutenberg-val.txt),
-// HQ_WINDOWS (4), HQ_WINDOW (256), HQ_DENSITIES (0.5,0.4,0.25).
+// HQ_WINDOWS (4), HQ_WINDOW (256), HQ_DENSITIES (0.5,0.4,0.25), HQ_KV (all: every head stores K/V;
+// chosen: unchosen heads skip it too; HeadLayerPolicy.kv).
 import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 
@@ -55,15 +56,16 @@ function score(policy, ref) {
 }
 
 const none = new Array(c.layers).fill(null);
+const kv = process.env.HQ_KV ?? 'all';
 const t0 = performance.now();
 const dense = await score(null, null);
-console.log(`${c.layers} layers, ${H} heads; ${windows.length} windows of ${W}; ${dense.tokens} scored tokens, one token a forward`);
+console.log(`${c.layers} layers, ${H} heads, kv ${kv}; ${windows.length} windows of ${W}; ${dense.tokens} scored tokens, one token a forward`);
 console.log(`dense: ppl ${dense.ppl.toFixed(3)} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
 for (const density of (process.env.HQ_DENSITIES ?? '0.5,0.4,0.25').split(',').map(Number)) {
   const k = Math.max(1, Math.round(density * H));
-  const oracle = await score({ input: 'attn_in', mlp: none, heads: none.map(() => ({ k, selector: { kind: 'oracle' } })) }, dense.tops);
+  const oracle = await score({ input: 'attn_in', mlp: none, heads: none.map(() => ({ k, kv, selector: { kind: 'oracle' } })) }, dense.tops);
   const r = rng(7);
-  const fixed = await score({ input: 'attn_in', mlp: none, heads: none.map(() => ({ k, selector: { kind: 'fixed', heads: randomSubset(H, k, r) } })) }, dense.tops);
+  const fixed = await score({ input: 'attn_in', mlp: none, heads: none.map(() => ({ k, kv, selector: { kind: 'fixed', heads: randomSubset(H, k, r) } })) }, dense.tops);
   for (const [name, s] of [['oracle (largest output norms)', oracle], ['fixed random set', fixed]]) {
     console.log(`heads ${k}/${H} (${(k / H).toFixed(2)}), ${name}: ppl ${s.ppl.toFixed(3)} (${((s.ppl / dense.ppl - 1) * 100).toFixed(2)} %), top-1 agreement ${(s.agree * 100).toFixed(1)} %`);
   }
