@@ -58,8 +58,9 @@ interface LayerSparse {
 
 /**
  * A layer's sparse heads (decode; HeadLayerPolicy). The head predictor's two products collapse into one
- * (H, d) matrix W = B·A (H < r for every OPT shape: fewer bytes than A alone, and one GEMV); its
- * scores then go to head-select. A fixed set has no W: its 0/1 flags are the scores.
+ * (H, d) matrix W = B·A (H < r for every OPT shape: fewer bytes than A alone, and one GEMV); the qkv
+ * GEMV (or, where it cannot, a head-select dispatch) chooses from its scores. A fixed set has no W:
+ * its 0/1 flags are the scores.
  */
 interface HeadSparse {
   k: number; kvAll: boolean;                    // HeadLayerPolicy.kv: 'all' (every head stores K/V) or 'chosen'
