@@ -103,10 +103,17 @@ test('webgpu out_proj over the chosen heads\' columns matches the dense product 
     const masked = new Float32Array(d);
     for (const h of heads) masked.set(o.subarray(h * hd, (h + 1) * hd), h * hd);
     const want = linear(masked, 1, w, bias, d, d).map((v, i) => v + y0[i]);
-    const y = k.f32Buffer(y0, 'y');
-    await runNow(k, k.headOut({ W, o: k.f32Buffer(o, 'o'), hl: k.f32Buffer(heads, 'hl'), k: kk, hd, y, bias: k.f32Buffer(bias, 'b') }, own), own);
-    const e = relErr(await readF32(k, y, d), want);
-    assert.ok(e < 1e-5, `H=${H} hd=${hd} k=${kk} parts=${W.parts.length}: ${e}`);
+    // Both layouts: out_proj as stored, and its head-major copy (one binding: from a Kernels without the
+    // small part limit, so the copy also gathers from several parts).
+    const major = new Kernels(gpu).headMajor(W, hd, own);
+    assert.ok(major, 'the head-major copy fits one binding');
+    await runNow(k, major.ds, own);
+    for (const m of [undefined, major.buffer]) {
+      const y = k.f32Buffer(y0, 'y');
+      await runNow(k, k.headOut({ W, major: m, o: k.f32Buffer(o, 'o'), hl: k.f32Buffer(heads, 'hl'), k: kk, hd, y, bias: k.f32Buffer(bias, 'b') }, own), own);
+      const e = relErr(await readF32(k, y, d), want);
+      assert.ok(e < 1e-5, `H=${H} hd=${hd} k=${kk} parts=${W.parts.length} ${m ? 'head-major' : 'as stored'}: ${e}`);
+    }
   }
 });
 
@@ -177,8 +184,8 @@ test('webgpu sparse heads decode like the CPU runner: fixed sets, predictors wit
   const everyHead = await decode(cpu, allHeads, steps), everyHeadGpu = await decode(g, allHeads, steps);
   everyHead.forEach((v, i) => assert.ok(relErr(v, dense[i]) < 1e-5, `CPU, every head chosen = dense, step ${i}`));
   everyHeadGpu.forEach((v, i) => assert.ok(relErr(v, dense[i]) < 1e-2, `GPU, every head chosen = dense, step ${i}: ${relErr(v, dense[i])}`));
-  // The other path: a head-select dispatch chooses, the qkv GEMV runs every head.
-  const g2 = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', headsInQkv: false });
+  // The other paths: a head-select dispatch chooses, the qkv GEMV runs every head, out_proj as stored.
+  const g2 = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', headsInQkv: false, headOutMajor: false });
   const kvChosen = (p: SparsityPolicy): SparsityPolicy => ({ ...p, heads: p.heads!.map((hp) => hp && { ...hp, kv: 'chosen' as const }) });
   for (const [name, p] of [['fixed', fixed], ['dejavu', dejavu], ['fixed, kv chosen', kvChosen(fixed)], ['dejavu, kv chosen', kvChosen(dejavu)]] as const) {
     const want = await decode(cpu, p, steps), got = await decode(g, p, steps), got2 = await decode(g2, p, steps);

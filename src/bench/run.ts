@@ -102,19 +102,21 @@ function knownMemoryBytes(adapter: string): number | null {
  * for the whole context (half with --kv-cache f16), activations for 128-token prefill passes; for a sparse MLP also fc2
  * transposed (a second copy of fc2) and the predictors.
  */
-export function deviceBytesNeeded(c: OptConfig, mode: 'dense' | 'mlp', oracle: boolean): number {
+export function deviceBytesNeeded(c: OptConfig, mode: SparsityMode, oracle: boolean): number {
   const d = c.hidden, f = c.ffn, T = 128;
   let n = deviceWeightBytes(c, WEBGPU_LAYOUT) + kvCacheBytes(c, WEBGPU_LAYOUT) + T * (c.vocabSize + f + 10 * d) * 4;
-  if (mode === 'mlp') {
+  if (mode !== 'dense') {
     const r = predictorRank(d);
     n += c.layers * f * d * 2 + 3 * T * f * 4;
     if (!oracle) n += c.layers * ((r * d + f * r) * 2 + f * 4);
   }
+  // dejavu: out_proj's head-major copy, the head predictors (H, d) and the skip records.
+  if (mode === 'dejavu') n += c.layers * (d * d * 2 + c.heads * d * 2 + c.maxPositions * c.heads * 4);
   return n;
 }
 
 /** Why a configuration cannot run on this device, or null when it (probably) can. */
-function doesNotFit(c: OptConfig, name: string, mode: 'dense' | 'mlp', gpu: Gpu, o: BenchOptions): string | null {
+function doesNotFit(c: OptConfig, name: string, mode: SparsityMode, gpu: Gpu, o: BenchOptions): string | null {
   const GiB = 1024 ** 3;
   // The runner splits matrices by rows to fit a binding; a single row must still fit one.
   const widest = Math.max(c.hidden, c.ffn, c.wordEmbedProjDim) * 2;
@@ -204,7 +206,7 @@ export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
     const { runner } = opened;
     try {
       for (const mode of o.sparsity as SparsityMode[]) {
-        const why = shapes.length && mode !== 'dense' ? doesNotFit(t.config, t.name, 'mlp', gpu!, o) : null;
+        const why = shapes.length && mode !== 'dense' ? doesNotFit(t.config, t.name, mode, gpu!, o) : null;
         if (why) { o.log(`skipped: ${why}`); continue; }
         const row = await measure(t, opened, mode, o, bw, adapter, backend);
         if (row) rows.push(row);

@@ -16,7 +16,7 @@ import { topKKey, topKWgsl, topKWorkgroupSize } from './kernels/topk.js';
 import { argmaxKey, argmaxWgsl, argmaxWorkgroupSize } from './kernels/argmax.js';
 import { BS_NB, blockSelectKey, blockSelectLnBytes, blockSelectWgsl, blockSelectWorkgroupSize, type BlockSelectOpts } from './kernels/block-select.js';
 import { headSelectKey, headSelectWgsl, HS_WG } from './kernels/head-select.js';
-import { headOutKey, headOutTpr, headOutWgsl, HO_RPT, HO_WG } from './kernels/head-out.js';
+import { headMajorKey, headMajorWgsl, headOutKey, headOutTpr, headOutWgsl, HO_RPT, HO_WG } from './kernels/head-out.js';
 import { FC2P_WG, fc2DirectKey, fc2DirectShape, fc2DirectWgsl, fc2PartialKey, fc2PartialWgsl, fc2ReduceKey, fc2ReduceWgsl, type Fc2DirectShape } from './kernels/sparse-mlp.js';
 
 export interface Dispatch { label: string; pipeline: GPUComputePipeline; bind: GPUBindGroup; wg: [number, number, number] }
@@ -359,16 +359,34 @@ export class Kernels {
     return o.cols === o.colsP && o.colsP % 8 === 0 && hd % 8 === 0;
   }
 
-  /** y += out_proj over the k chosen heads' columns (hl) of the attention output o, + bias (kernels/head-out.ts). */
-  headOut(a: { W: GpuMatrix; o: GPUBuffer; hl: GPUBuffer; k: number; hd: number; y: GPUBuffer; bias: GPUBuffer | null }, own: GPUBuffer[]): Dispatch[] {
+  /**
+   * y += out_proj over the k chosen heads' columns (hl) of the attention output o, + bias
+   * (kernels/head-out.ts): from `major` (headMajor's copy) where given, else W as stored.
+   */
+  headOut(a: { W: GpuMatrix; major?: GPUBuffer; o: GPUBuffer; hl: GPUBuffer; k: number; hd: number; y: GPUBuffer; bias: GPUBuffer | null }, own: GPUBuffer[]): Dispatch[] {
     if (!Kernels.headOutFits(a.W, a.hd)) throw new Error('headOut: needs rows of whole 8-half chunks and a head dim that is a multiple of 8');
     const cph = a.hd / 8, sh = { tpr: headOutTpr(a.k, a.hd), bias: !!a.bias, k: a.k, cph }, key = headOutKey(sh), pl = this.pipeline(key, () => headOutWgsl(sh));
     const rowsWg = (HO_WG / sh.tpr) * HO_RPT;
-    return a.W.parts.map((p) => {
+    const parts = a.major ? [{ buffer: a.major, row0: 0, rows: a.W.rows }] : a.W.parts;
+    return parts.map((p) => {
       const ent: [number, Entry][] = [[1, p.buffer], [2, a.o], [3, a.hl], [4, a.y]];
       if (a.bias) ent.push([5, a.bias]);
-      return this.dispatch(key, pl, [a.W.colsP / 8, p.row0, p.rows], ent, [ceilDiv(p.rows, rowsWg), 1, 1], own);
+      const [rstride, hstride] = a.major ? [cph, a.W.rows * cph] : [a.W.colsP / 8, cph];
+      return this.dispatch(key, pl, [rstride, hstride, p.row0, p.rows], ent, [ceilDiv(p.rows, rowsWg), 1, 1], own);
     });
+  }
+
+  /** out_proj's head-major copy for headOut (kernels/head-out.ts), or null where it does not fit one binding. */
+  headMajor(W: GpuMatrix, hd: number, own: GPUBuffer[]): { buffer: GPUBuffer; ds: Dispatch[] } | null {
+    const bytes = W.rows * W.cols * 2;
+    if (!Kernels.headOutFits(W, hd) || bytes > this.maxPartBytes) return null;
+    const buffer = this.buffer(bytes, 'out_proj head-major'), H = W.cols / hd, hw = hd / 2;
+    const pl = this.pipeline(headMajorKey(), headMajorWgsl);
+    const ds = W.parts.map((p) => {
+      const [x, y] = grid(ceilDiv(p.rows * H * hw, 256));
+      return this.dispatch('head_major', pl, [W.colsP / 2, hw, H, p.rows, p.row0, W.rows, x], [[1, p.buffer], [2, buffer]], [x, y, 1], own);
+    });
+    return { buffer, ds };
   }
 
   /** h[t, j] = relu(W[sel[t, j]] · x[t] + b[sel[t, j]]): the gathered fc1 of the sparse MLP. `shape` overrides gatherShape (tests, bench). */

@@ -68,6 +68,7 @@ interface HeadSparse {
   bias: GPUBuffer;                               // (H): the predictor's bias, or a fixed set's flags
   skip: GPUBuffer;                               // (maxPos, H): 1 where the head did not run
   qkvMask: boolean;                              // the qkv GEMV skips unchosen heads' rows (Kernels.headsFit)
+  major: GPUBuffer | null;                       // out_proj head-major (Kernels.headMajor), or null: out_proj as stored
 }
 
 /** Neurons a sparse layer computes per token: the fixed set's size, the block rule's slots, else k. */
@@ -177,6 +178,8 @@ export interface WebGpuRunnerOptions extends GpuOptions {
    * head (A/B runs, tests of that path).
    */
   headsInQkv?: boolean;
+  /** Sparse heads: out_proj read from a head-major copy made by setSparsity (default true) or as stored (A/B runs, tests). */
+  headOutMajor?: boolean;
 }
 
 export async function createWebGpuRunner(config: OptConfig, weights: OptWeights | 'synthetic', opts: WebGpuRunnerOptions = {}): Promise<WebGpuRunner> {
@@ -186,6 +189,7 @@ export async function createWebGpuRunner(config: OptConfig, weights: OptWeights 
     if (opts.kvCache !== undefined && opts.kvCache !== 'f16' && opts.kvCache !== 'f32') fail(`kvCache must be 'f16' or 'f32', got ${String(opts.kvCache)}`);
     const r = new GpuRunner(config, gpu, owned, opts.maxPartBytes, opts.foldLayerNorm ?? FOLD_LN_DEFAULT, opts.gemvRowsPerThread, opts.kvCache === 'f16');
     r.headsInQkv = opts.headsInQkv ?? true;
+    r.headOutMajor = opts.headOutMajor ?? true;
     await r.load(weights, opts.seed ?? 1);
     return r;
   } catch (e) {
@@ -242,6 +246,7 @@ class GpuRunner implements WebGpuRunner {
 
   private readonly foldLn: boolean;
   headsInQkv = true;
+  headOutMajor = true;
 
   constructor(readonly config: OptConfig, readonly gpu: Gpu, private ownsDevice: boolean, maxPartBytes?: number, foldLn = true, gemvRpt?: number, kvHalf = false) {
     this.foldLn = foldLn && config.preLayerNorm;
@@ -487,7 +492,9 @@ class GpuRunner implements WebGpuRunner {
       const L = this.layers[l], s = hp.selector, k = headK(hp);
       const skip = sb(c.maxPositions * H * 4, `${l}.head_skip`);
       const bias = sb(H * 4, `${l}.head_pred.bias`);
-      const out: HeadSparse = { k, kvAll: !headKvChosen(hp), W: null, fold: null, bias, skip, qkvMask: false };
+      const out: HeadSparse = { k, kvAll: !headKvChosen(hp), W: null, fold: null, bias, skip, qkvMask: false, major: null };
+      const major = this.headOutMajor ? this.k.headMajor(L.o, c.headDim, own) : null;
+      if (major) { out.major = major.buffer; this.sparseBufs.push(major.buffer); ds.push(...major.ds); }
       if (s.kind === 'fixed') {
         const flags = new Float32Array(H);
         for (const h of s.heads) flags[h] = 1;
@@ -601,7 +608,7 @@ class GpuRunner implements WebGpuRunner {
         heads: HS ? { hl: this.hl!, skip: HS.skip, k: HS.k } : undefined }, own));
       tap(l, 'head_norm', this.hn, c.heads);
       // Sparse heads: out_proj reads the chosen heads' columns only (the others' outputs are stale).
-      add(...(HS ? K.headOut({ W: L.o, o: this.ao, hl: this.hl!, k: HS.k, hd: c.headDim, y: this.x, bias: L.oB }, own)
+      add(...(HS ? K.headOut({ W: L.o, major: HS.major ?? undefined, o: this.ao, hl: this.hl!, k: HS.k, hd: c.headDim, y: this.x, bias: L.oB }, own)
         : K.linear({ W: L.o, x: this.ao, y: this.x, T, bias: L.oB, resid: true }, own)));
       if (!c.preLayerNorm) add(K.layerNorm({ x: null, y: this.x, w: L.attnLnW, b: L.attnLnB, n: d, rows: T, eps }, own));
 

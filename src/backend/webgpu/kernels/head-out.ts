@@ -6,14 +6,19 @@
  * lanes of a row read whole chunks, coalesced within a head. R rows a workgroup, TPR lanes a row, four
  * chunks in flight a lane. Rows of one weight part (row0, partRows) per dispatch. CPU twin: the CPU
  * runner's out_proj over headAttention's output (zeros outside the chosen heads).
+ *
+ * Two layouts of the same weights: out_proj as stored (row-major: a row's chosen heads are k runs of
+ * hd halves, 8 KiB apart at OPT-6.7B), or head-major (headMajorWgsl, made once by setSparsity: head
+ * h's columns for every row in one block, so the rows a workgroup reads of a head are contiguous).
  */
 export const HO_WG = 256;
 /** Rows a thread: each x chunk (and its column index) is loaded once for RPT rows' weights. */
 export const HO_RPT = 2;
-export const HO_PARAMS = ['d8', 'row0', 'partRows'] as const;
+/** rstride: vec4 chunks from one row to the next; hstride: from one head's columns to the next (the two layouts below). */
+export const HO_PARAMS = ['rstride', 'hstride', 'row0', 'partRows'] as const;
 /** n: chosen chunks a row (k · hd / 8: the column table's size); cph: chunks a head. */
 export interface HeadOutShape { tpr: number; bias: boolean; k: number; cph: number }
-export const headOutKey = (s: HeadOutShape) => `head_out2_wg${HO_WG}_tpr${s.tpr}_p${HO_RPT}_k${s.k}_c${s.cph}${s.bias ? '_bias' : ''}`;
+export const headOutKey = (s: HeadOutShape) => `head_out4_wg${HO_WG}_tpr${s.tpr}_p${HO_RPT}_k${s.k}_c${s.cph}${s.bias ? '_bias' : ''}`;
 
 /** Lanes a row: enough for the chunks the chosen heads give a row (k · hd / 8), at least 32. */
 export function headOutTpr(k: number, hd: number): number {
@@ -31,7 +36,7 @@ export function headOutWgsl(s: HeadOutShape): string {
   const R = HO_WG / s.tpr, P = HO_RPT;
   const each = (fn: (i: number) => string, sep = ' ') => Array.from({ length: P }, (_, i) => fn(i)).join(sep);
   return `
-struct P { d8: u32, row0: u32, partRows: u32 }
+struct P { rstride: u32, hstride: u32, row0: u32, partRows: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> o: array<vec4<f32>>;
@@ -43,31 +48,36 @@ const R = ${R}u;
 const N = ${s.k * s.cph}u;
 const CPH = ${s.cph}u;
 var<workgroup> cols: array<u32, N>;
+var<workgroup> wcol: array<u32, N>;
 var<workgroup> red: array<f32, ${HO_WG}>;
 fn lo(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
 fn hi(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)); }
 fn wdot(w: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> f32 { return dot(lo(w), x0) + dot(hi(w), x1); }
 @compute @workgroup_size(${HO_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  for (var c = lid; c < N; c += ${HO_WG}u) { cols[c] = hl[c / CPH] * CPH + c % CPH; }
+  for (var c = lid; c < N; c += ${HO_WG}u) {
+    let h = hl[c / CPH];
+    cols[c] = h * CPH + c % CPH;             // the chunk's place in o
+    wcol[c] = h * p.hstride + c % CPH;       // and in a row's weights
+  }
   workgroupBarrier();
   let lane = lid % TPR;
   let r0 = wid.x * R * ${P}u + lid / TPR;   // rows r0 + i·R of this part
-  ${each((i) => `let wb${i} = min(r0 + ${i}u * R, p.partRows - 1u) * p.d8;`, '\n  ')}
+  ${each((i) => `let wb${i} = min(r0 + ${i}u * R, p.partRows - 1u) * p.rstride;`, '\n  ')}
   ${each((i) => `var a${i} = 0.0;`)}
   var c = lane;
   loop {
     if (c + TPR >= N) { break; }
-    let ca = cols[c]; let cb = cols[c + TPR];
-    ${each((i) => `let w${i}a = W[wb${i} + ca]; let w${i}b = W[wb${i} + cb];`, '\n    ')}
+    let ca = cols[c]; let cb = cols[c + TPR]; let va = wcol[c]; let vb = wcol[c + TPR];
+    ${each((i) => `let w${i}a = W[wb${i} + va]; let w${i}b = W[wb${i} + vb];`, '\n    ')}
     let xa0 = o[2u * ca]; let xa1 = o[2u * ca + 1u]; let xb0 = o[2u * cb]; let xb1 = o[2u * cb + 1u];
     ${each((i) => `a${i} += wdot(w${i}a, xa0, xa1) + wdot(w${i}b, xb0, xb1);`, '\n    ')}
     c += 2u * TPR;
   }
   if (c < N) {
-    let ca = cols[c];
+    let ca = cols[c]; let va = wcol[c];
     let x0 = o[2u * ca]; let x1 = o[2u * ca + 1u];
-    ${each((i) => `a${i} += wdot(W[wb${i} + ca], x0, x1);`)}
+    ${each((i) => `a${i} += wdot(W[wb${i} + va], x0, x1);`)}
   }
   ${each((i) => `{
     red[lid] = a${i};
@@ -83,6 +93,31 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
   }`, '\n  ')}
+}
+`;
+}
+
+/**
+ * out_proj (rows, H·hd) as stored → head-major: dst[(h · dRows + row0 + r) · hw + w] = src[r · srcW +
+ * h · hw + w] in u32 words of two halves (hw = hd / 2), one weight part of `rows` rows from row0.
+ */
+export const HEAD_MAJOR_PARAMS = ['srcW', 'hw', 'H', 'rows', 'row0', 'dRows', 'nwgx'] as const;
+export const headMajorKey = () => 'head_major_wg256';
+export function headMajorWgsl(): string {
+  return `
+struct P { srcW: u32, hw: u32, H: u32, rows: u32, row0: u32, dRows: u32, nwgx: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> src: array<u32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<u32>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let w = (wid.x + wid.y * p.nwgx) * 256u + lid;
+  let per = p.H * p.hw;
+  if (w >= p.rows * per) { return; }
+  let r = w / per;
+  let h = (w % per) / p.hw;
+  let c = w % p.hw;
+  dst[(h * p.dRows + p.row0 + r) * p.hw + c] = src[r * p.srcW + h * p.hw + c];
 }
 `;
 }
