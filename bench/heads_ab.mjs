@@ -5,7 +5,7 @@
 //
 //   npx tsc -p . && node bench/heads_ab.mjs                  # on the GPU host (carry dist)
 //
-// AB_SHAPES (default opt-6.7b,opt-30b), AB_ROUNDS (3: the forms interleaved, the best of each kept).
+// AB_SHAPES (default opt-6.7b,opt-30b), AB_ROUNDS (3: the two K/V forms interleaved, the best of each kept).
 import { fileURLToPath } from 'node:url';
 
 const dist = fileURLToPath(new URL('../dist', import.meta.url));
@@ -25,24 +25,22 @@ const rows = [];
 for (const shape of (process.env.AB_SHAPES ?? 'opt-6.7b,opt-30b').split(',')) {
   const c = shapeConfig(shape);
   const mlp = syntheticPredictorPolicy(c, 0.1);
-  const runners = [];
-  for (const f of forms) runners.push(await createWebGpuRunner(c, 'synthetic', { gpu, headsInQkv: f.headsInQkv, headOutMajor: f.headOutMajor }));
   const prompt = Array.from({ length: 128 }, (_, i) => (i * 7919) % c.vocabSize);
   const best = new Map();
-  for (let round = 0; round < rounds; round++) {
-    for (const kv of ['all', 'chosen']) {
-      const policy = { ...mlp, heads: syntheticHeads(c, 0.4, { kv }) };
-      for (const [i, f] of forms.entries()) {
-        const r = runners[i];
-        r.setSparsity(policy); r.reset();
+  // One runner at a time (an opt-30b runner holds ~80 GB); its forms' rounds interleave the two K/V forms.
+  for (const f of forms) {
+    const r = await createWebGpuRunner(c, 'synthetic', { gpu, headsInQkv: f.headsInQkv, headOutMajor: f.headOutMajor });
+    for (let round = 0; round < rounds; round++) {
+      for (const kv of ['all', 'chosen']) {
+        r.setSparsity({ ...mlp, heads: syntheticHeads(c, 0.4, { kv }) }); r.reset();
         await r.forward(prompt, { noLogits: true });
         const t = await r.timeDecodeSteps(128, 2);
         const key = `${shape} | kv ${kv} | ${f.name}`;
         best.set(key, Math.min(best.get(key) ?? Infinity, t.gpuMsPerToken));
       }
     }
+    r.setSparsity(null); r.dispose();
   }
-  for (const r of runners) { r.setSparsity(null); r.dispose(); }
   for (const [k, v] of best) rows.push(`| ${k} | ${v.toFixed(3)} |`);
 }
 console.log('| shape | K/V | form | GPU ms a token (best of rounds) |\n|---|---|---|---|');
