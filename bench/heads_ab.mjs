@@ -17,7 +17,7 @@ const { syntheticHeads, syntheticPredictorPolicy } = await import(`${dist}/src/b
 const forms = [
   { name: 'qkv chooses, head-major out_proj', headsInQkv: true, headOutMajor: true },
   { name: 'qkv chooses, out_proj as stored', headsInQkv: true, headOutMajor: false },
-  { name: 'head-select dispatch, head-major out_proj', headsInQkv: false, headOutMajor: true },
+  { name: 'head-select dispatch (qkv over every head), head-major out_proj', headsInQkv: false, headOutMajor: true },
 ];
 const rounds = Number(process.env.AB_ROUNDS ?? 3);
 const rows = [];

@@ -184,8 +184,8 @@ test('webgpu sparse heads decode like the CPU runner: fixed sets, predictors wit
   const everyHead = await decode(cpu, allHeads, steps), everyHeadGpu = await decode(g, allHeads, steps);
   everyHead.forEach((v, i) => assert.ok(relErr(v, dense[i]) < 1e-5, `CPU, every head chosen = dense, step ${i}`));
   everyHeadGpu.forEach((v, i) => assert.ok(relErr(v, dense[i]) < 1e-2, `GPU, every head chosen = dense, step ${i}: ${relErr(v, dense[i])}`));
-  // The other paths: a head-select dispatch chooses, the qkv GEMV runs every head, out_proj as stored.
-  const g2 = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', headsInQkv: false, headOutMajor: false });
+  // The other paths: a head-select dispatch chooses, the qkv GEMV runs every head, out_proj from its head-major copy.
+  const g2 = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', headsInQkv: false, headOutMajor: true });
   const kvChosen = (p: SparsityPolicy): SparsityPolicy => ({ ...p, heads: p.heads!.map((hp) => hp && { ...hp, kv: 'chosen' as const }) });
   for (const [name, p] of [['fixed', fixed], ['dejavu', dejavu], ['fixed, kv chosen', kvChosen(fixed)], ['dejavu, kv chosen', kvChosen(dejavu)]] as const) {
     const want = await decode(cpu, p, steps), got = await decode(g, p, steps), got2 = await decode(g2, p, steps);

@@ -110,8 +110,8 @@ export function deviceBytesNeeded(c: OptConfig, mode: SparsityMode, oracle: bool
     n += c.layers * f * d * 2 + 3 * T * f * 4;
     if (!oracle) n += c.layers * ((r * d + f * r) * 2 + f * 4);
   }
-  // dejavu: out_proj's head-major copy, the head predictors (H, d) and the skip records.
-  if (mode === 'dejavu') n += c.layers * (d * d * 2 + c.heads * d * 2 + c.maxPositions * c.heads * 4);
+  // dejavu: the head predictors (H, d) and the skip records.
+  if (mode === 'dejavu') n += c.layers * (c.heads * d * 2 + c.maxPositions * c.heads * 4);
   return n;
 }
 

@@ -178,7 +178,11 @@ export interface WebGpuRunnerOptions extends GpuOptions {
    * head (A/B runs, tests of that path).
    */
   headsInQkv?: boolean;
-  /** Sparse heads: out_proj read from a head-major copy made by setSparsity (default true) or as stored (A/B runs, tests). */
+  /**
+   * Sparse heads: out_proj read from a head-major copy made by setSparsity (true) or as stored
+   * (default). The copy (d² halves a layer) made the step 0.4–0.9 % faster on an H200 (opt-6.7b
+   * 3.314 → 3.300 GPU ms, opt-13b 5.405 → 5.376; bench/heads_ab.mjs): not worth its memory by default.
+   */
   headOutMajor?: boolean;
 }
 
@@ -189,7 +193,7 @@ export async function createWebGpuRunner(config: OptConfig, weights: OptWeights 
     if (opts.kvCache !== undefined && opts.kvCache !== 'f16' && opts.kvCache !== 'f32') fail(`kvCache must be 'f16' or 'f32', got ${String(opts.kvCache)}`);
     const r = new GpuRunner(config, gpu, owned, opts.maxPartBytes, opts.foldLayerNorm ?? FOLD_LN_DEFAULT, opts.gemvRowsPerThread, opts.kvCache === 'f16');
     r.headsInQkv = opts.headsInQkv ?? true;
-    r.headOutMajor = opts.headOutMajor ?? true;
+    r.headOutMajor = opts.headOutMajor ?? false;
     await r.load(weights, opts.seed ?? 1);
     return r;
   } catch (e) {
@@ -246,7 +250,7 @@ class GpuRunner implements WebGpuRunner {
 
   private readonly foldLn: boolean;
   headsInQkv = true;
-  headOutMajor = true;
+  headOutMajor = false;
 
   constructor(readonly config: OptConfig, readonly gpu: Gpu, private ownsDevice: boolean, maxPartBytes?: number, foldLn = true, gemvRpt?: number, kvHalf = false) {
     this.foldLn = foldLn && config.preLayerNorm;
