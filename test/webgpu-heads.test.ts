@@ -7,8 +7,8 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { headAttention, headScoreMatrix, selectHeads } from '../src/backend/cpu/heads.js';
-import { predictScores } from '../src/sparsity/predict.js';
+import { headAttention, selectHeads } from '../src/backend/cpu/heads.js';
+import { headScoreMatrix, predictScores } from '../src/sparsity/predict.js';
 import { linear } from '../src/backend/cpu/kernels.js';
 import { CpuRunner } from '../src/backend/cpu/runner.js';
 import { createWebGpuRunner } from '../src/backend/webgpu/runner.js';

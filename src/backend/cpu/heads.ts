@@ -4,7 +4,6 @@
  * Semantics in src/sparsity/policy.ts (HeadLayerPolicy): a head that does not run at a position
  * writes no K/V there and is marked skipped; a head attends only to the positions where it ran.
  */
-import type { LowRankPredictor } from '../../sparsity/policy.js';
 import { topK } from './kernels.js';
 
 /** The k heads with the highest scores (ties: the lower index), in ascending head order. */
@@ -42,20 +41,3 @@ export function headAttention(q: Float32Array, pos: number, kCache: Float32Array
   return o;
 }
 
-/**
- * The head predictor's two products as one (H, d) matrix B·A (f64 sums): scores = (B·A) x + bias.
- * With H heads below the rank r this reads fewer weights than A alone (the WebGPU runner's form).
- */
-export function headScoreMatrix(p: LowRankPredictor, H: number, d: number): Float32Array {
-  const W = new Float32Array(H * d), acc = new Float64Array(d);
-  for (let h = 0; h < H; h++) {
-    acc.fill(0);
-    for (let j = 0; j < p.rank; j++) {
-      const b = p.B[h * p.rank + j];
-      if (b === 0) continue;
-      for (let i = 0; i < d; i++) acc[i] += b * p.A[j * d + i];
-    }
-    W.set(acc, h * d);
-  }
-  return W;
-}

@@ -18,7 +18,7 @@ import type { ForwardOptions, Runner, TracePoint } from '../types.js';
 import { openGpu, type Gpu, type GpuOptions } from './device.js';
 import { ceil4, ceilDiv } from './kernels/common.js';
 import { attentionSplitShape } from './kernels/attention.js';
-import { headScoreMatrix } from '../cpu/heads.js';
+import { headScoreMatrix } from '../../sparsity/predict.js';
 import { FC2_MAX_SLICES, FC2_MIN_SLICE_ROWS } from './kernels/sparse-mlp.js';
 import { fc2OnePass, Kernels, readU32, runNow, type Dispatch, type GpuMatrix, type PlanItem, type Tap } from './ops.js';
 
@@ -599,7 +599,8 @@ class GpuRunner implements WebGpuRunner {
       // Decode stores the new K and V rows from the qkv GEMV's epilogue (attention reads the current
       // token's K and V from the cache, q from qkv); prefill's matmul leaves that to kvStore.
       // Sparse heads: the head scores, then the qkv GEMV chooses the heads itself where it can (gemv.ts,
-      // HEADS), else a head-select dispatch does and qkv runs every head (their K/V stay marked skipped).
+      // HEADS), else a head-select dispatch does and qkv runs every head (with kv 'chosen' the
+      // unchosen heads' K/V are written but stay marked skipped).
       const qkvChooses = !!HS && this.headsInQkv && K.headsFit(L.qkv, c.headDim, c.heads, look ? S!.pred!.A : undefined);
       if (HS) this.chooseHeads(HS, l, fold ? this.x : attnIn, fold, !qkvChooses, own, add);
       const kv = T === 1 ? { step: this.step, k: L.k, v: L.v, pred: look ? S!.pred!.A : undefined,
