@@ -1,8 +1,9 @@
 /**
- * Sparse attention heads for one decode token (the CPU reference; the WebGPU twins are
- * kernels/head-select.ts, the split attention's `heads` form and kernels/head-out.ts).
- * Semantics in src/sparsity/policy.ts (HeadLayerPolicy): a head that does not run at a position
- * writes no K/V there and is marked skipped; a head attends only to the positions where it ran.
+ * Sparse attention heads for one decode token (the CPU reference; the WebGPU twins are the head
+ * choice in kernels/head-select.ts, the split attention's `heads` form and kernels/head-out.ts).
+ * Semantics in src/sparsity/policy.ts (HeadLayerPolicy): with kv 'chosen', a head that does not run
+ * at a position writes no K/V there and is marked skipped, and a head attends only to the positions
+ * where it ran; with kv 'all' (default) nothing is ever skipped.
  */
 import { topK } from './kernels.js';
 
