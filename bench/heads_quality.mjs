@@ -1,13 +1,14 @@
-// Decode-mode quality of sparse attention heads, on the CPU reference (there are no trained head
-// predictors yet): every window is fed one token at a time, so every token after the first runs the
-// heads policy (HeadLayerPolicy applies to one-token forwards), and the next token's NLL is scored.
-// Policies, on every layer, MLP dense: dense; the oracle keeping the k heads with the largest output
-// norm (an upper bound on a head predictor); a fixed random head set per layer of the same k.
+// Decode-mode quality of sparse attention heads, on the CPU reference: every window is fed one token
+// at a time, so every token after the first runs the heads policy (HeadLayerPolicy applies to one-token
+// forwards), and the next token's NLL is scored. Policies, on every layer, MLP dense: dense; the oracle
+// keeping the k heads with the largest output norm (an upper bound on a head predictor); a fixed random
+// head set per layer of the same k; with HQ_PREDICTORS (a folder from train-predictors --heads) its
+// trained head predictors at the same k.
 //
 //   npx tsc -p . && node bench/heads_quality.mjs
 //
 // HQ_MODEL (../shared/models/opt-gutenberg-18m), HQ_DATA (../shared/data/gutenberg-val.txt),
-// HQ_WINDOWS (4), HQ_WINDOW (256), HQ_DENSITIES (0.5,0.4,0.25), HQ_KV (all: every head stores K/V;
+// HQ_PREDICTORS (none), HQ_WINDOWS (4), HQ_WINDOW (256), HQ_DENSITIES (0.5,0.4,0.25), HQ_KV (all: every head stores K/V;
 // chosen: unchosen heads skip it too; HeadLayerPolicy.kv).
 import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
@@ -16,6 +17,7 @@ const dist = fileURLToPath(new URL('../dist', import.meta.url));
 const { loadModel } = await import(`${dist}/src/engine/model.js`);
 const { tokenizeDocuments, windowsOf } = await import(`${dist}/src/eval/corpus.js`);
 const { randomSubset, rng } = await import(`${dist}/src/bench/policies.js`);
+const { loadPredictors } = await import(`${dist}/src/sparsity/predictors-io.js`);
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const model = await loadModel(process.env.HQ_MODEL ?? `${root}../shared/models/opt-gutenberg-18m`, { backend: 'cpu' });
@@ -56,6 +58,7 @@ function score(policy, ref) {
 }
 
 const none = new Array(c.layers).fill(null);
+const trained = process.env.HQ_PREDICTORS ? await loadPredictors(process.env.HQ_PREDICTORS, model.checkpoint) : null;
 const kv = process.env.HQ_KV ?? 'all';
 const t0 = performance.now();
 const dense = await score(null, null);
@@ -66,7 +69,9 @@ for (const density of (process.env.HQ_DENSITIES ?? '0.5,0.4,0.25').split(',').ma
   const oracle = await score({ input: 'attn_in', mlp: none, heads: none.map(() => ({ k, kv, selector: { kind: 'oracle' } })) }, dense.tops);
   const r = rng(7);
   const fixed = await score({ input: 'attn_in', mlp: none, heads: none.map(() => ({ k, kv, selector: { kind: 'fixed', heads: randomSubset(H, k, r) } })) }, dense.tops);
-  for (const [name, s] of [['oracle (largest output norms)', oracle], ['fixed random set', fixed]]) {
+  const rows = [['oracle (largest output norms)', oracle], ['fixed random set', fixed]];
+  if (trained) rows.push(['trained head predictors', await score(trained.policy({ parts: ['heads'], headDensity: k / H, headKv: kv }), dense.tops)]);
+  for (const [name, s] of rows) {
     console.log(`heads ${k}/${H} (${(k / H).toFixed(2)}), ${name}: ppl ${s.ppl.toFixed(3)} (${((s.ppl / dense.ppl - 1) * 100).toFixed(2)} %), top-1 agreement ${(s.agree * 100).toFixed(1)} %`);
   }
 }

@@ -6,5 +6,6 @@ export type { Runner, BackendName, BackendChoice, ForwardOptions, TracePoint } f
 export type { OptConfig } from './model/config.js';
 export type { FileSource } from './model/source.js';
 export type { SparsityPolicy, MlpLayerPolicy, MlpSelector, LowRankPredictor, BlockRule, HeadLayerPolicy, HeadSelector } from './sparsity/policy.js';
+export { loadPredictors, type PredictorSet, type PredictorManifest, type PolicyOptions, type SparsePart, type Selection } from './sparsity/predictors-io.js';
 export { DejavuError } from './util/errors.js';
 export { FetchFileSource } from './model/fetch-source.js';

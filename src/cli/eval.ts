@@ -8,7 +8,7 @@ import { parseBackend, parseKvCache } from '../backend/select.js';
 import type { Runner } from '../backend/types.js';
 import { loadModel, type Model } from '../engine/model.js';
 import type { Checkpoint } from '../model/checkpoint.js';
-import { meanMlpDensity, type SparsityPolicy } from '../sparsity/policy.js';
+import { meanHeadDensity, meanMlpDensity, type SparsityPolicy } from '../sparsity/policy.js';
 import { fail } from '../util/errors.js';
 import { compareLambada, compareMultipleChoice, comparePerplexity, measuredDensity } from '../eval/compare.js';
 import { readDataFile } from '../eval/jsonl.js';
@@ -24,7 +24,12 @@ import { loadPolicy as loadPredictorPolicy } from './predictors-option.js';
 interface EvalFlags {
   model?: string; backend: string; kvCache: string; task: string; data: string; limit?: number; window?: number;
   compare?: boolean; json?: boolean; predictors?: string; mlpDensity?: number; selection?: string;
+  sparse?: string; headDensity?: number; headKv?: string;
 }
+
+/** Whether a policy runs any layer's heads sparsely (they apply to one-token forwards only). */
+const hasSparseHeads = (p: SparsityPolicy | null): boolean => !!p?.heads?.some((h) => h !== null);
+const hasSparseMlp = (p: SparsityPolicy | null): boolean => !!p?.mlp.some((m) => m !== null);
 
 /** The policy itself (applyPredictors only installs it; --compare must switch it on and off). */
 async function loadPolicy(ck: Checkpoint, o: EvalFlags): Promise<SparsityPolicy | null> {
@@ -40,20 +45,21 @@ const r6 = (x: number) => Math.round(x * 1e6) / 1e6;
 async function runTask(task: Task, runner: Runner, model: Model, o: EvalFlags, text: string, policy: SparsityPolicy | null, progress: ProgressFn): Promise<{ out: Out; lines: string[]; density?: number }> {
   const tok = model.tokenizer;
   if (task === 'ppl') {
-    const opts = { window: o.window, limit: o.limit, onProgress: progress };
+    // Sparse heads act on one-token forwards (decode), so their perplexity is scored token by token.
+    const opts = { window: o.window, limit: o.limit, onProgress: progress, decode: hasSparseHeads(policy) };
     if (o.compare) {
       const c = await comparePerplexity(runner, tok, text, policy!, opts);
       return {
         density: c.mlpDensity,
         out: { dense_ppl: r4(c.dense.ppl), sparse_ppl: r4(c.sparse.ppl), dense_nll: r6(c.dense.nll), sparse_nll: r6(c.sparse.nll),
-          top1_agreement: r6(c.top1Agreement), kl: r6(c.kl), tokens: c.tokens, windows: c.dense.windows, window: c.dense.window },
+          top1_agreement: r6(c.top1Agreement), kl: r6(c.kl), tokens: c.tokens, windows: c.dense.windows, window: c.dense.window, decode: opts.decode },
         lines: [`dense ppl ${c.dense.ppl.toFixed(3)}, sparse ppl ${c.sparse.ppl.toFixed(3)} over ${c.tokens} tokens (${c.dense.windows} windows of ${c.dense.window})`,
           `top-1 agreement ${(100 * c.top1Agreement).toFixed(2)}%, mean KL(dense || sparse) ${c.kl.toFixed(5)} nats/token`],
       };
     }
     const p = await perplexity(runner, tok, text, opts);
     return {
-      out: { ppl: r4(p.ppl), nll: r6(p.nll), tokens: p.tokens, windows: p.windows, window: p.window },
+      out: { ppl: r4(p.ppl), nll: r6(p.nll), tokens: p.tokens, windows: p.windows, window: p.window, decode: opts.decode },
       lines: [`ppl ${p.ppl.toFixed(3)} (nll ${p.nll.toFixed(4)} nats/token) over ${p.tokens} tokens (${p.windows} windows of ${p.window})`],
     };
   }
@@ -108,6 +114,11 @@ export function register(program: Command): void {
     const text = readDataFile(o.data);
     const model = await loadModel(o.model ?? DEMO_MODEL, { backend: parseBackend(o.backend), kvCache: parseKvCache(o.kvCache) });
     const policy = await loadPolicy(model.checkpoint, o);
+    if (hasSparseHeads(policy)) {
+      process.stderr.write(task === 'ppl'
+        ? 'dejavu: sparse heads act on decode tokens: scoring one token a forward\n'
+        : `dejavu: sparse heads act on decode tokens only; ${task} scores each text in one forward, so every head runs there\n`);
+    }
     if (!o.compare) model.setSparsity(policy);
     const bar = progressBar(`eval ${task}`, task === 'ppl' ? 'tokens' : 'items');
     const t0 = performance.now();
@@ -119,15 +130,17 @@ export function register(program: Command): void {
     }
     const seconds = (performance.now() - t0) / 1000;
     // Measured (the block rule's count varies by token); top-K layers count k / f.
-    const density = !policy ? 1 : res.density ?? (o.compare ? meanMlpDensity(policy, model.config.ffn) : await measuredDensity(model.runner));
+    const density = !hasSparseMlp(policy) ? 1 : res.density ?? (o.compare ? meanMlpDensity(policy!, model.config.ffn) : await measuredDensity(model.runner));
+    const headDensity = hasSparseHeads(policy) ? meanHeadDensity(policy!, model.config.heads) : 1;
     if (o.json) {
       process.stdout.write(JSON.stringify({
         task, model: o.model ?? DEMO_MODEL, backend: model.runner.backend, sparse: !!policy, compare: !!o.compare,
-        ...res.out, mlp_density: r6(density), seconds: Math.round(seconds * 100) / 100,
+        ...res.out, mlp_density: r6(density), head_density: r6(headDensity), seconds: Math.round(seconds * 100) / 100,
       }) + '\n');
     } else {
       const mode = o.compare ? 'dense vs sparse' : policy ? 'sparse' : 'dense';
-      process.stdout.write(`${task} (${mode}${policy ? `, mean MLP density ${density.toFixed(3)}` : ''}):\n${res.lines.map((l) => `  ${l}\n`).join('')}`);
+      const heads = hasSparseHeads(policy) ? `, mean head density ${headDensity.toFixed(3)}` : '';
+      process.stdout.write(`${task} (${mode}${policy ? `, mean MLP density ${density.toFixed(3)}${heads}` : ''}):\n${res.lines.map((l) => `  ${l}\n`).join('')}`);
       process.stderr.write(`[${model.runner.description}] ${seconds.toFixed(1)} s\n`);
     }
     model.dispose();

@@ -10,9 +10,11 @@ import { loadCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import { NodeFileSource } from '../model/node-source.js';
 import { calibrateLayer, rankStats, roundK, type LayerCalibration } from '../sparsity/calibrate.js';
 import { calibrateBlock, type BlockCalibration } from '../sparsity/calibrate-block.js';
-import { collect, loadLayer, loadMass, readMeta, type CollectionMeta } from '../sparsity/collect.js';
+import { collect, loadHeadNorms, loadLayer, loadMass, readMeta, type CollectionMeta } from '../sparsity/collect.js';
+import { calibrateHeads, fitHeadPredictor, headRankStats, type HeadCalibration } from '../sparsity/head-fit.js';
+import { predictScores } from '../sparsity/predict.js';
 import type { LowRankPredictor, PredictorInput } from '../sparsity/policy.js';
-import { savePredictors, type PredictorManifest } from '../sparsity/predictors-io.js';
+import { savePredictors, type ManifestHeads, type PredictorManifest } from '../sparsity/predictors-io.js';
 import { pickTrainEngine, trainPredictor, type TrainEngine } from '../sparsity/train.js';
 import { lowRankFc1 } from '../sparsity/lowrank-init.js';
 import { toF32 } from '../model/tensor.js';
@@ -22,6 +24,7 @@ import { action, floatArg, intArg } from './common.js';
 interface Opts {
   model: string; data: string; out: string; tokens: number; rank: number; targetRecall: number; input: string;
   backend: string; epochs: number; window?: number; work?: string; maxDensity: number; batch: number; lr?: number; init: string;
+  heads?: boolean; headRank?: number; headTarget: number;
 }
 
 /** AdamW learning rates: from noise, and for fine-tuning the low-rank fc1 (a larger step undoes it: see below). */
@@ -43,7 +46,7 @@ function bar(format: string): cliProgress.SingleBar {
 async function collectOrReuse(ck: Checkpoint, o: Opts, dir: string): Promise<CollectionMeta> {
   if (existsSync(join(dir, 'meta.json'))) {
     const m = readMeta(dir);
-    if (m.layers !== ck.config.layers || m.d !== ck.config.hidden || m.f !== ck.config.ffn) fail(`collected data in ${dir} is for another model shape`);
+    if (m.layers !== ck.config.layers || m.d !== ck.config.hidden || m.f !== ck.config.ffn || (m.heads !== undefined && m.heads !== ck.config.heads)) fail(`collected data in ${dir} is for another model shape`);
     process.stderr.write(`dejavu: reusing collected data in ${dir} (${m.tokens} tokens)\n`);
     return m;
   }
@@ -92,6 +95,35 @@ async function trainInput(engine: TrainEngine, ck: Checkpoint, dir: string, meta
     }
   } finally { b.stop(); }
   return out;
+}
+
+interface HeadResult { cal: HeadCalibration; predictor: LowRankPredictor; seconds: number }
+
+/** Per layer: the head predictor fitted on the training rows, calibrated on the validation rows. */
+function fitHeads(dir: string, meta: CollectionMeta, H: number, o: Opts): HeadResult[] {
+  const { d } = meta, rank = Math.min(o.headRank ?? H, H);
+  const out: HeadResult[] = [];
+  for (let l = 0; l < meta.layers; l++) {
+    const t0 = performance.now();
+    const train = loadLayer(dir, meta, l, 'train', 'attn_in'), val = loadLayer(dir, meta, l, 'val', 'attn_in');
+    const predictor = fitHeadPredictor(train.x, loadHeadNorms(dir, meta, l, 'train'), train.rows, d, H, rank);
+    const scores = new Float32Array(val.rows * H);
+    for (let t = 0; t < val.rows; t++) scores.set(predictScores(predictor, val.x.subarray(t * d, (t + 1) * d), d), t * H);
+    const cal = calibrateHeads(l, headRankStats(scores, loadHeadNorms(dir, meta, l, 'val'), val.rows, H), o.headTarget);
+    if (!process.stderr.isTTY) process.stderr.write(`heads layer ${l}: k ${cal.k}/${H}, norm share ${cal.mass_recall.toFixed(3)} (oracle ${cal.oracle_mass.toFixed(3)})\n`);
+    out.push({ cal, predictor, seconds: (performance.now() - t0) / 1000 });
+  }
+  return out;
+}
+
+function headTable(res: HeadResult[], H: number, o: Opts): string {
+  const head = ['layer', 'k', 'heads', 'norm share', 'oracle share', 'recall of oracle top-k', 'time', 'mode'];
+  const rows = res.map(({ cal: c, seconds }) => [String(c.layer), String(c.k), `${c.k}/${H}`, pct(c.mass_recall), pct(c.oracle_mass), pct(c.recall), seconds.toFixed(0) + 's', c.dense ? 'dense (the target needs every head)' : 'sparse']);
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const fmt = (r: string[]) => r.map((s, i) => (i === r.length - 1 ? s : s.padStart(w[i]))).join('  ');
+  const sparse = res.filter((r) => !r.cal.dense);
+  const mean = sparse.length ? sparse.reduce((a, r) => a + r.cal.k / H, 0) / sparse.length : NaN;
+  return [fmt(head), ...rows.map(fmt), `head predictors: input attn_in, rank ${Math.min(o.headRank ?? H, H)}, target norm share ${o.headTarget}; mean head density over ${sparse.length} sparse layers ${pct(mean)}`].join('\n');
 }
 
 const pct = (x: number) => (Number.isFinite(x) ? (x * 100).toFixed(1) + '%' : '-');
@@ -148,7 +180,10 @@ export function register(program: Command): void {
     .option('--epochs <e>', 'maximum BCE epochs per layer, early stopping on validation recall (default 0 from lowrank: the init as it is; 15 from random)', intArg('--epochs', 0))
     .option('--batch <n>', 'minibatch rows', intArg('--batch', 1), 1024)
     .option('--lr <x>', `AdamW learning rate (default ${LR_RANDOM} from random, ${LR_LOWRANK} from lowrank)`, floatArg('--lr', 0, 1))
-    .option('--work <dir>', 'keep collected data here and reuse it on later runs (default: a temp folder, deleted)');
+    .option('--work <dir>', 'keep collected data here and reuse it on later runs (default: a temp folder, deleted)')
+    .option('--heads', 'also fit head predictors (attention input -> one score per head) and calibrate k per layer')
+    .option('--head-rank <r>', 'head predictor rank (default: the number of heads, i.e. full)', intArg('--head-rank', 1))
+    .option('--head-target <x>', 'mean share of the head-output norm the chosen heads must keep (sets k per layer)', floatArg('--head-target', 0, 1), 0.9);
   cmd.action(action(async (o: Opts) => {
     if (!['attn_in', 'mlp_in', 'both'].includes(o.input)) fail(`--input must be attn_in, mlp_in or both (got ${o.input})`);
     if (!['lowrank', 'random'].includes(o.init)) fail(`--init must be lowrank or random (got ${o.init})`);
@@ -163,6 +198,7 @@ export function register(program: Command): void {
     const t0 = performance.now();
     try {
       const meta = await collectOrReuse(ck, o, dir);
+      if (o.heads && !meta.heads) fail(`the collected data in ${dir} has no head norms (collected by an older version): delete it or pick another --work folder`);
       const tc = performance.now();
       const { engine, close } = await pickTrainEngine(parseBackend(o.backend));
       process.stderr.write(`dejavu: training on ${engine.name}: ${meta.rows.train} train rows, ${meta.rows.val} validation rows\n`);
@@ -171,6 +207,12 @@ export function register(program: Command): void {
         for (const input of inputs) results.set(input, await trainInput(engine, ck, dir, meta, input, o));
       } finally { close(); }
       const res = results.get(saved)!;
+      const H = ck.config.heads;
+      const heads = o.heads ? fitHeads(dir, meta, H, o) : null;
+      const headsSection: ManifestHeads | undefined = heads ? {
+        rank: Math.min(o.headRank ?? H, H), heads: H, target_mass: o.headTarget,
+        layers: heads.map(({ cal: c }) => ({ layer: c.layer, dense: c.dense, k: c.k, mass_recall: c.mass_recall, oracle_mass: c.oracle_mass, recall: c.recall })),
+      } : undefined;
       const manifest: PredictorManifest = {
         format: 'dejavu-predictors/1', model_fingerprint: ck.fingerprint, rank: o.rank, input: saved, target_recall: o.targetRecall,
         tokens: meta.tokens, init: saved === 'mlp_in' ? o.init : 'random', epochs: res.map((r) => r.epochs), d: meta.d, f: meta.f,
@@ -178,9 +220,11 @@ export function register(program: Command): void {
           layer: c.layer, dense: c.dense, k: c.k, recall: c.recall, mass_recall: c.mass_recall, precision: c.precision, density: c.density,
           ...(b ? { block: { cap: b.cap, tau: b.tau, density: b.density, recall: b.recall, mass_recall: b.mass_recall } } : {}),
         })),
+        ...(headsSection ? { heads: headsSection } : {}),
       };
-      savePredictors(o.out, manifest, res.map((r) => r.predictor));
+      savePredictors(o.out, manifest, res.map((r) => r.predictor), heads?.map((h) => h.predictor));
       process.stdout.write(table(meta, results, saved, o) + '\n');
+      if (heads) process.stdout.write(headTable(heads, H, o) + '\n');
       process.stdout.write(`collection ${((tc - t0) / 1000).toFixed(0)}s, training ${((performance.now() - tc) / 1000).toFixed(0)}s; saved ${o.out}\n`);
     } finally {
       if (!o.work) rmSync(dir, { recursive: true, force: true });

@@ -41,9 +41,9 @@ export async function comparePerplexity(runner: Runner, tokenizer: TextTokenizer
   try {
     for (const ids of windows) {
       runner.setSparsity(null);
-      const d = await windowLogits(runner, ids);
+      const d = await windowLogits(runner, ids, opts.decode);
       runner.setSparsity(policy);
-      const s = await windowLogits(runner, ids);
+      const s = await windowLogits(runner, ids, opts.decode);
       density += (await measuredDensity(runner)) * ids.length; densityTokens += ids.length;
       denseNll += windowNll(d, ids, V);
       sparseNll += windowNll(s, ids, V);

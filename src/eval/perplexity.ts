@@ -11,6 +11,11 @@ export interface PerplexityOptions {
   window?: number;
   /** Score only the first `limit` tokens of the tokenized documents. */
   limit?: number;
+  /**
+   * Feed each window one token a forward, as decode does, instead of in one forward. Sparse heads
+   * (HeadLayerPolicy) apply to one-token forwards only, so their quality shows only this way.
+   */
+  decode?: boolean;
   onProgress?: ProgressFn;
 }
 
@@ -34,10 +39,17 @@ export function prepareWindows(runner: Runner, tokenizer: TextTokenizer, text: s
   return { windows, window };
 }
 
-/** (T, V) logits of one window from an empty KV cache. */
-export async function windowLogits(runner: Runner, ids: number[]): Promise<Float32Array> {
+/** (T, V) logits of one window from an empty KV cache: in one forward, or with `decode` one token a forward. */
+export async function windowLogits(runner: Runner, ids: number[], decode = false): Promise<Float32Array> {
   runner.reset();
-  const logits = await runner.forward(ids, { allLogits: true });
+  let logits: Float32Array;
+  if (decode) {
+    const V = runner.config.vocabSize;
+    logits = new Float32Array(ids.length * V);
+    for (let t = 0; t < ids.length; t++) logits.set(await runner.forward([ids[t]]), t * V);
+  } else {
+    logits = await runner.forward(ids, { allLogits: true });
+  }
   runner.reset();
   return logits;
 }
@@ -61,7 +73,7 @@ export async function perplexity(runner: Runner, tokenizer: TextTokenizer, text:
   let nllSum = 0, done = 0;
   opts.onProgress?.(0, total);
   for (const ids of windows) {
-    nllSum += windowNll(await windowLogits(runner, ids), ids, V);
+    nllSum += windowNll(await windowLogits(runner, ids, opts.decode), ids, V);
     done += ids.length - 1;
     opts.onProgress?.(done, total);
   }

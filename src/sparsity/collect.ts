@@ -11,6 +11,7 @@
  *   L{l}.{s}.mlp_in.f16     (rows, d) fp16: fc1's input (after final_layer_norm)
  *   L{l}.{s}.labels.u32     (rows, ceil(f/32)) bit-packed labels fc1_act > 0, bit j%32 of word j/32
  *   L{l}.val.act.f16        (valRows, f) fp16 activation values, validation split only (mass recall)
+ *   L{l}.{s}.heads.f32      (rows, H) f32 ‖o_h‖: each head's attention output norm (head predictors' labels)
  *   L{l}.w2norm.f32         (f) ‖fc2.weight[:, j]‖ per neuron
  *   meta.json               CollectionMeta
  * fp16 inputs halve the disk and the load; LayerNorm outputs are O(1), well inside fp16's range.
@@ -30,6 +31,8 @@ export interface CollectionMeta {
   layers: number;
   d: number;
   f: number;
+  /** Attention heads; absent in collections made before head norms were recorded. */
+  heads?: number;
   rows: Record<Split, number>;
   tokens: number;
   window: number;
@@ -102,8 +105,8 @@ function packLabels(act: Float32Array, rows: number, f: number): { bits: Uint32A
 
 const bytes = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
-export const fileOf = (dir: string, l: number, s: Split, what: PredictorInput | 'labels' | 'act'): string =>
-  join(dir, `L${l}.${s}.${what}.${what === 'labels' ? 'u32' : 'f16'}`);
+export const fileOf = (dir: string, l: number, s: Split, what: PredictorInput | 'labels' | 'act' | 'heads'): string =>
+  join(dir, `L${l}.${s}.${what}.${what === 'labels' ? 'u32' : what === 'heads' ? 'f32' : 'f16'}`);
 
 /** Runs the dense model over `text` and writes the collection to `dir`. */
 export async function collect(runner: Runner, ck: Checkpoint, text: string, dir: string, o: CollectOptions): Promise<CollectionMeta> {
@@ -128,11 +131,12 @@ export async function collect(runner: Runner, ck: Checkpoint, text: string, dir:
       const split: Split = isValWindow(wi, wins.length, frac) ? 'val' : 'train';
       const ids = wins[wi];
       runner.reset();
-      const points: TracePoint[] = ['attn_in', 'mlp_in', 'fc1_act'];
+      const points: TracePoint[] = ['attn_in', 'mlp_in', 'fc1_act', 'head_norm'];
       await runner.forward(ids, {
         noLogits: true, tracePoints: points,
         trace: (l, p, data, T) => {
           if (p === 'attn_in' || p === 'mlp_in') writeSync(fd(fileOf(dir, l, split, p)), bytes(toHalf(data)));
+          else if (p === 'head_norm') writeSync(fd(fileOf(dir, l, split, 'heads')), bytes(data.subarray(0, T * c.heads)));
           else if (p === 'fc1_act') {
             const { bits, zeros: z } = packLabels(data, T, f);
             zeros[l] += z;
@@ -157,7 +161,7 @@ export async function collect(runner: Runner, ck: Checkpoint, text: string, dir:
     writeFileSync(join(dir, `L${l}.w2norm.f32`), bytes(norm));
   }
   const n = rows.train + rows.val;
-  const meta: CollectionMeta = { layers: L, d, f, rows, tokens: n, window, sparsity: Array.from(zeros, (z) => z / (n * f)) };
+  const meta: CollectionMeta = { layers: L, d, f, heads: c.heads, rows, tokens: n, window, sparsity: Array.from(zeros, (z) => z / (n * f)) };
   writeFileSync(join(dir, 'meta.json'), JSON.stringify(meta, null, 1));
   return meta;
 }
@@ -190,6 +194,15 @@ export function readMeta(dir: string): CollectionMeta {
 
 export function loadLayer(dir: string, meta: CollectionMeta, l: number, split: Split, input: PredictorInput): LayerData {
   return { rows: meta.rows[split], x: readHalf(fileOf(dir, l, split, input)), labels: readU32(fileOf(dir, l, split, 'labels')) };
+}
+
+/** One layer's head norms (rows, H) for a split; a collection made before they were recorded is refused. */
+export function loadHeadNorms(dir: string, meta: CollectionMeta, l: number, split: Split): Float32Array {
+  if (!meta.heads) fail(`the collected data in ${dir} has no head norms (collected by an older version): delete it or pick another --work folder`);
+  const b = readFileSync(fileOf(dir, l, split, 'heads'));
+  const a = new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+  if (a.length !== meta.rows[split] * meta.heads) fail(`${fileOf(dir, l, split, 'heads')} holds ${a.length} values, expected ${meta.rows[split]} x ${meta.heads}`);
+  return a;
 }
 
 /** Validation activations (valRows, f) and ‖W2[:, j]‖ (f), for output-mass recall. */

@@ -1,6 +1,8 @@
 /**
  * A trained predictor set on disk: predictors.safetensors (per sparse layer `layers.{l}.A` (r, d),
- * `layers.{l}.B` (f, r), `layers.{l}.bias` (f), f32) and manifest.json (PredictorManifest). The
+ * `layers.{l}.B` (f, r), `layers.{l}.bias` (f), f32; with head predictors also, per layer with sparse
+ * heads, `heads.{l}.A` (rh, d), `heads.{l}.B` (H, rh), `heads.{l}.bias` (H)) and manifest.json
+ * (PredictorManifest). The
  * manifest ties the set to one model by its fingerprint, so predictors are never applied to a model
  * they were not trained on.
  */
@@ -12,7 +14,7 @@ import { encodeSafetensors, readSafetensorsHeader, readTensor } from '../model/s
 import { readText } from '../model/source.js';
 import { DejavuError, fail } from '../util/errors.js';
 import { roundK } from './calibrate.js';
-import { BLOCK_SIZE, blockSlots, type LowRankPredictor, type MlpLayerPolicy, type PredictorInput, type SparsityPolicy } from './policy.js';
+import { BLOCK_SIZE, blockSlots, type HeadLayerPolicy, type LowRankPredictor, type MlpLayerPolicy, type PredictorInput, type SparsityPolicy } from './policy.js';
 
 export const MANIFEST = 'manifest.json';
 export const WEIGHTS = 'predictors.safetensors';
@@ -27,6 +29,26 @@ export interface ManifestLayer {
   density: number;
   /** The block rule's calibration (calibrate-block.ts); absent in older files, which then run top-K. */
   block?: { cap: number; tau: number; density: number; recall: number; mass_recall: number };
+}
+
+/** One layer's head predictor calibration (head-fit.ts HeadCalibration). */
+export interface ManifestHeadLayer {
+  layer: number;
+  /** Every head runs (the target needs all of them). */
+  dense: boolean;
+  k: number;
+  mass_recall: number;
+  oracle_mass: number;
+  recall: number;
+}
+
+/** The head predictors of a set (train-predictors --heads); absent when it has none. */
+export interface ManifestHeads {
+  rank: number;
+  heads: number;            // H
+  /** Mean share of the head-output norm the calibrated k must keep. */
+  target_mass: number;
+  layers: ManifestHeadLayer[];
 }
 
 /** How a predictor set picks neurons: its calibrated block rule where it has one (auto), or top-K. */
@@ -46,6 +68,21 @@ export interface PredictorManifest {
   d: number;
   f: number;
   layers: ManifestLayer[];
+  heads?: ManifestHeads;
+}
+
+/** What of a set runs sparse: its MLP predictors, its head predictors, or both. */
+export type SparsePart = 'mlp' | 'heads';
+
+export interface PolicyOptions {
+  mlpDensity?: number;
+  selection?: Selection;
+  /** Default ['mlp']: head predictors cost quality on small models (docs/sparsity.md), so they are asked for. */
+  parts?: SparsePart[];
+  /** Fraction of heads every layer with a head predictor computes (k = round(H·D), at least 1); default: the calibrated k, and layers calibrated dense stay dense. */
+  headDensity?: number;
+  /** HeadLayerPolicy.kv (default 'all'). */
+  headKv?: 'all' | 'chosen';
 }
 
 export interface PredictorSet {
@@ -55,11 +92,15 @@ export interface PredictorSet {
    * has one and no mlpDensity is given, else top-K. mlpDensity D: top-K with K = D·f, or with 'block'
    * the blocked top-cap rule with cap = ceil(D·64) and no threshold.
    */
-  policy(o?: { mlpDensity?: number; selection?: Selection }): SparsityPolicy;
+  policy(o?: PolicyOptions): SparsityPolicy;
 }
 
-/** Writes the set; `predictors[l]` must exist for every layer the manifest marks sparse. */
-export function savePredictors(dir: string, manifest: PredictorManifest, predictors: (LowRankPredictor | null)[]): void {
+/**
+ * Writes the set; `predictors[l]` must exist for every layer the manifest marks sparse, and with
+ * manifest.heads `headPredictors[l]` for every layer (a head predictor is kept even where calibration
+ * keeps every head, so --head-density can still make that layer sparse).
+ */
+export function savePredictors(dir: string, manifest: PredictorManifest, predictors: (LowRankPredictor | null)[], headPredictors: (LowRankPredictor | null)[] = []): void {
   const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
   for (const L of manifest.layers) {
     if (L.dense) continue;
@@ -68,6 +109,16 @@ export function savePredictors(dir: string, manifest: PredictorManifest, predict
     tensors[`layers.${L.layer}.A`] = { shape: [p.rank, manifest.d], data: p.A };
     tensors[`layers.${L.layer}.B`] = { shape: [manifest.f, p.rank], data: p.B };
     tensors[`layers.${L.layer}.bias`] = { shape: [manifest.f], data: p.bias };
+  }
+  const mh = manifest.heads;
+  if (mh) {
+    for (const L of mh.layers) {
+      const p = headPredictors[L.layer];
+      if (!p) throw new Error(`no head predictor for layer ${L.layer}`);
+      tensors[`heads.${L.layer}.A`] = { shape: [mh.rank, manifest.d], data: p.A };
+      tensors[`heads.${L.layer}.B`] = { shape: [mh.heads, mh.rank], data: p.B };
+      tensors[`heads.${L.layer}.bias`] = { shape: [mh.heads], data: p.bias };
+    }
   }
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, WEIGHTS), encodeSafetensors(tensors, { format: 'dejavu-predictors/1' }));
@@ -84,6 +135,12 @@ function checkManifest(m: PredictorManifest, where: string, layers: number): voi
     const b = L.block;
     if (b !== undefined && !(b && Number.isInteger(b.cap) && b.cap >= 1 && b.cap <= BLOCK_SIZE && Number.isFinite(b.tau) && b.density >= 0 && b.density <= 1)) fail(`${where}: layer entry ${i} has a malformed block rule`);
   });
+  const h = m.heads;
+  if (h === undefined) return;
+  if (!(h && Number.isInteger(h.rank) && h.rank >= 1 && Number.isInteger(h.heads) && h.heads >= 1 && Array.isArray(h.layers) && h.layers.length === layers)) fail(`${where}: the heads section is malformed`);
+  h.layers.forEach((L, i) => {
+    if (!(L && L.layer === i && typeof L.dense === 'boolean' && Number.isInteger(L.k) && L.k >= 1 && L.k <= h.heads)) fail(`${where}: head layer entry ${i} is malformed`);
+  });
 }
 
 export async function loadPredictors(dir: string, ck: Checkpoint): Promise<PredictorSet> {
@@ -98,6 +155,7 @@ export async function loadPredictors(dir: string, ck: Checkpoint): Promise<Predi
     const c = ck.config;
     checkManifest(manifest, `${MANIFEST} in ${dir}`, c.layers);
     if (manifest.d !== c.hidden || manifest.f !== c.ffn) fail(`${MANIFEST} in ${dir} is for d=${manifest.d}, f=${manifest.f}; the model has d=${c.hidden}, f=${c.ffn}`);
+    if (manifest.heads && manifest.heads.heads !== c.heads) fail(`${MANIFEST} in ${dir} has head predictors for ${manifest.heads.heads} heads; the model has ${c.heads}`);
     if (!(await src.exists(WEIGHTS))) fail(`missing file ${WEIGHTS} in ${dir}`);
     const entries = new Map((await readSafetensorsHeader(src, WEIGHTS)).map((e) => [e.name, e]));
     const get = async (name: string, shape: number[]): Promise<Float32Array> => {
@@ -112,12 +170,22 @@ export async function loadPredictors(dir: string, ck: Checkpoint): Promise<Predi
       const r = manifest.rank;
       predictors.push({ rank: r, A: await get(`layers.${L.layer}.A`, [r, c.hidden]), B: await get(`layers.${L.layer}.B`, [c.ffn, r]), bias: await get(`layers.${L.layer}.bias`, [c.ffn]) });
     }
+    const mh = manifest.heads;
+    const headPredictors: LowRankPredictor[] = [];
+    if (mh) {
+      for (const L of mh.layers) {
+        headPredictors.push({ rank: mh.rank, A: await get(`heads.${L.layer}.A`, [mh.rank, c.hidden]), B: await get(`heads.${L.layer}.B`, [c.heads, mh.rank]), bias: await get(`heads.${L.layer}.bias`, [c.heads]) });
+      }
+    }
     return {
       manifest,
       policy(o = {}) {
-        const d = o.mlpDensity, sel = o.selection ?? 'auto';
+        const d = o.mlpDensity, sel = o.selection ?? 'auto', parts = o.parts ?? ['mlp'];
         if (d !== undefined && !(d > 0 && d <= 1)) fail(`--mlp-density must be in (0, 1], got ${d}`);
         if (!['auto', 'block', 'topk'].includes(sel)) fail(`--selection must be auto, block or topk (got ${sel})`);
+        if (parts.length === 0 || parts.some((p) => p !== 'mlp' && p !== 'heads')) fail(`--sparse must list mlp and/or heads (got ${parts.join(',') || 'nothing'})`);
+        const heads = parts.includes('heads') ? headPolicies(o) : undefined;
+        if (!parts.includes('mlp')) return { input: manifest.input, mlp: manifest.layers.map(() => null), heads };
         const sparse = manifest.layers.filter((L) => !L.dense);
         const calibrated = sparse.every((L) => L.block);
         if (sel === 'block' && d === undefined && !calibrated) fail(`predictors in ${dir} have no block-rule calibration (trained before it existed): retrain them, or use --selection topk or --mlp-density`);
@@ -129,9 +197,21 @@ export async function loadPredictors(dir: string, ck: Checkpoint): Promise<Predi
           const rule = d === undefined ? { cap: L.block!.cap, tau: L.block!.tau } : { cap: Math.min(BLOCK_SIZE, Math.ceil(d * BLOCK_SIZE)), tau: null };
           return { k: blockSlots(c.ffn, rule.cap), density: d === undefined ? L.block!.density : undefined, selector: { kind: 'predictor', predictor: p, block: rule } };
         });
-        return { input: manifest.input, mlp };
+        return { input: manifest.input, mlp, ...(heads ? { heads } : {}) };
       },
     };
+
+    function headPolicies(o: PolicyOptions): (HeadLayerPolicy | null)[] {
+      if (!mh) fail(`predictors in ${dir} have no head predictors: train them with train-predictors --heads`);
+      const hd = o.headDensity, kv = o.headKv ?? 'all';
+      if (hd !== undefined && !(hd > 0 && hd <= 1)) fail(`--head-density must be in (0, 1], got ${hd}`);
+      if (kv !== 'all' && kv !== 'chosen') fail(`--head-kv must be all or chosen (got ${String(kv)})`);
+      return mh.layers.map((L, l) => {
+        const k = hd === undefined ? L.k : Math.max(1, Math.round(hd * c.heads));
+        if ((hd === undefined && L.dense) || k >= c.heads) return null;
+        return { k, kv, selector: { kind: 'predictor', predictor: headPredictors[l] } };
+      });
+    }
   } catch (e) {
     if (e instanceof DejavuError) throw e;
     fail(`could not read predictors in ${dir}: ${(e as Error).message.split('\n')[0]}`);
