@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { runHfBaseline } from '../src/bench/hf.js';
 import { MODELS, ROOT } from './helpers.js';
+import { randomPredictorSet } from './predictor-sets.js';
 
 const CLI = join(ROOT, 'dist', 'src', 'cli.js');
 const bench = (args: string[], env: NodeJS.ProcessEnv = {}) =>
@@ -55,6 +56,19 @@ test('bench --sparsity dejavu --oracle: fixed neuron and head sets, head_density
   assert.ok((row.bytes_per_token as number) < (dejavu.bytes_per_token as number), 'kv chosen reads less');
 });
 
+test('bench --sparsity dejavu --predictors: the set\'s head predictors at --head-density; a set without them is refused', async () => {
+  const { dir, H } = await randomPredictorSet();
+  const r = bench([...fast, '--json', '--sparsity', 'dejavu', '--predictors', dir, '--head-density', '0.5']);
+  assert.equal(r.status, 0, r.stderr);
+  const row = JSON.parse(r.stdout.trim()) as Record<string, unknown>;
+  assert.equal(row.head_density, 0.5);
+  assert.equal(row.head_rank, H); // trained predictors, not fixed sets
+  assert.equal(row.head_kv, 'all');
+  const none = bench([...fast, '--sparsity', 'dejavu', '--predictors', (await randomPredictorSet(false)).dir]);
+  assert.equal(none.status, 1);
+  assert.match(none.stderr, /^dejavu: predictors in .* have no head predictors: train them with train-predictors --heads$/m);
+});
+
 test('bench --profile on the CPU backend says it is skipped and still prints its rows', () => {
   const r = bench([...fast, '--json', '--profile']);
   assert.equal(r.status, 0, r.stderr);
@@ -75,8 +89,8 @@ test('bench prints an aligned table by default', () => {
 test('bench errors are one line: unknown shape, --sparsity dejavu, --shape on the CPU, mlp without predictors, bad --selection, bad --predictor-input', () => {
   const cases: [string[], RegExp][] = [
     [['--shape', 'opt-9b'], /^dejavu: unknown shape "opt-9b" \(choose opt-125m, .*opt-66b\)\n$/],
-    [[...fast, '--sparsity', 'dejavu'], /^dejavu: --sparsity dejavu on a checkpoint needs --oracle .*no trained head predictors yet\n$/],
-    [[...fast, '--sparsity', 'dejavu', '--predictors', '/nonexistent'], /^dejavu: --sparsity dejavu needs head predictors, which train-predictors does not make yet/],
+    [[...fast, '--sparsity', 'dejavu'], /^dejavu: --sparsity dejavu on a checkpoint needs --predictors DIR \(trained with --heads\) or --oracle .*\n$/],
+    [[...fast, '--sparsity', 'dejavu', '--predictors', '/nonexistent'], /^dejavu: predictors folder \/nonexistent not found\n$/],
     [[...fast, '--sparsity', 'sparse'], /^dejavu: unknown sparsity "sparse"/],
     [['--shape', 'opt-1.3b', '--backend', 'cpu'], /^dejavu: --shape runs synthetic weights on the GPU/],
     [[...fast, '--sparsity', 'mlp'], /^dejavu: --sparsity mlp on a checkpoint needs --predictors DIR .* or --oracle/],

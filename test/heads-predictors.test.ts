@@ -9,8 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { calibrateHeads, fitHeadPredictor, headRankStats, headShares } from '../src/sparsity/head-fit.js';
 import { predictScores } from '../src/sparsity/predict.js';
-import { loadPredictors, savePredictors, type PredictorManifest } from '../src/sparsity/predictors-io.js';
+import { loadPredictors } from '../src/sparsity/predictors-io.js';
 import type { LowRankPredictor } from '../src/sparsity/policy.js';
+import { randomPredictorSet } from './predictor-sets.js';
 import { CpuRunner } from '../src/backend/cpu/runner.js';
 import { windowLogits } from '../src/eval/perplexity.js';
 import { DejavuError } from '../src/util/errors.js';
@@ -83,24 +84,8 @@ test('head rank stats match a brute-force count on random odd shapes', () => {
   assert.deepEqual(Array.from(headShares(Float32Array.from([1, 3, 0, 0]), 2, 2)), [0.25, 0.75, 0, 0]);
 });
 
-async function savedWithHeads(withHeads = true) {
-  const ck = await checkpoint(MODELS['5m']);
-  const { layers, hidden: d, ffn: f, heads: H } = ck.config;
-  const r = rng(4), rank = 8;
-  const preds = Array.from({ length: layers }, () => ({ rank, A: randomArray(rank * d, r), B: randomArray(f * rank, r), bias: randomArray(f, r) }));
-  const hp = Array.from({ length: layers }, () => ({ rank: H, A: randomArray(H * d, r), B: randomArray(H * H, r), bias: randomArray(H, r) }));
-  const manifest: PredictorManifest = {
-    format: 'dejavu-predictors/1', model_fingerprint: ck.fingerprint, rank, input: 'mlp_in', target_recall: 0.95, tokens: 1000, d, f,
-    layers: preds.map((_, l) => ({ layer: l, dense: l === 0, k: 64, recall: 0.95, mass_recall: 0.98, precision: 0.3, density: 64 / f })),
-    ...(withHeads ? { heads: { rank: H, heads: H, target_mass: 0.9, layers: hp.map((_, l) => ({ layer: l, dense: l === 1, k: 5, mass_recall: 0.9, oracle_mass: 0.92, recall: 0.9 })) } } : {}),
-  };
-  const dir = mkdtempSync(join(tmpdir(), 'dejavu-hpred-'));
-  savePredictors(dir, manifest, preds, withHeads ? hp : []);
-  return { ck, dir, hp, H };
-}
-
 test('a predictors file with heads: round trip, --sparse parts, --head-density, and one-line refusals', async () => {
-  const { ck, dir, hp, H } = await savedWithHeads();
+  const { ck, dir, hp, H } = await randomPredictorSet();
   const set = await loadPredictors(dir, ck);
   assert.equal(set.policy().heads, undefined); // heads are asked for
   const p = set.policy({ parts: ['heads'] });
@@ -120,7 +105,7 @@ test('a predictors file with heads: round trip, --sparse parts, --head-density, 
   assert.ok(dense.heads!.every((h) => h === null));
   const refused = (re: RegExp) => (e: Error) => e instanceof DejavuError && re.test(e.message) && !e.message.includes('\n');
   assert.throws(() => set.policy({ parts: ['heads'], headDensity: 1.5 }), refused(/--head-density must be in \(0, 1\]/));
-  const none = await loadPredictors((await savedWithHeads(false)).dir, ck);
+  const none = await loadPredictors((await randomPredictorSet(false)).dir, ck);
   assert.throws(() => none.policy({ parts: ['heads'] }), refused(/have no head predictors: train them with train-predictors --heads/));
 });
 

@@ -19,7 +19,7 @@ import { runHfBaseline } from './hf.js';
 import { fixedPolicy, syntheticHeads, syntheticPredictorPolicy } from './policies.js';
 import type { BenchRow } from './report.js';
 import { CPU_LAYOUT, deviceWeightBytes, FP16_LAYOUT, kvCacheBytes, mlpBytesFromPolicy, meanTokenBytes, predictorRank, shapeConfig, WEBGPU_LAYOUT } from './shapes.js';
-import { loadPredictors } from '../sparsity/predictors-io.js';
+import { loadPredictors, type SparsePart } from '../sparsity/predictors-io.js';
 
 export type SparsityMode = 'dense' | 'mlp' | 'dejavu';
 
@@ -81,8 +81,10 @@ async function scoped<T>(gpu: Gpu, fn: () => Promise<T>): Promise<{ value: T; er
   return { value: value as T, error: e ? `${oom ? 'out of device memory' : 'WebGPU error'}: ${e.message.split('\n')[0]}` : null };
 }
 
-async function loadPredictorPolicy(dir: string, ck: Checkpoint, o: BenchOptions): Promise<SparsityPolicy> {
-  return (await loadPredictors(dir, ck)).policy({ mlpDensity: o.mlpDensity, selection: o.selection });
+/** A trained set's policy; `dejavu` adds its head predictors at --head-density (one-line error when it has none). */
+async function loadPredictorPolicy(dir: string, ck: Checkpoint, o: BenchOptions, mode: SparsityMode): Promise<SparsityPolicy> {
+  const heads = mode === 'dejavu' ? { parts: ['mlp', 'heads'] as SparsePart[], headDensity: o.headDensity, headKv: o.headKv } : {};
+  return (await loadPredictors(dir, ck)).policy({ mlpDensity: o.mlpDensity, selection: o.selection, ...heads });
 }
 
 /**
@@ -140,9 +142,6 @@ interface Target {
 }
 
 export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
-  if (o.sparsity.includes('dejavu') && o.predictors) {
-    fail('--sparsity dejavu needs head predictors, which train-predictors does not make yet: use --oracle (fixed head sets) or --shape (synthetic predictors)');
-  }
   if (o.model && o.shapes?.length) fail('give --model or --shape, not both');
   const shapes = o.shapes ?? [];
   const configs = shapes.map((s) => shapeConfig(s)); // unknown shapes fail here, before any device work
@@ -155,8 +154,8 @@ export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
   if (o.sparsity.includes('mlp') && !o.oracle && !o.predictors && !shapes.length) {
     fail('--sparsity mlp on a checkpoint needs --predictors DIR (trained predictors) or --oracle (fixed random neuron sets)');
   }
-  if (o.sparsity.includes('dejavu') && !o.oracle && !shapes.length) {
-    fail('--sparsity dejavu on a checkpoint needs --oracle (fixed random neuron and head sets): there are no trained head predictors yet');
+  if (o.sparsity.includes('dejavu') && !o.oracle && !o.predictors && !shapes.length) {
+    fail('--sparsity dejavu on a checkpoint needs --predictors DIR (trained with --heads) or --oracle (fixed random neuron and head sets)');
   }
 
   // Bandwidth first, on a device of its own, before the model takes the memory.
@@ -227,11 +226,11 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: Sparsity
   let policy: SparsityPolicy | null = null;
   if (mode !== 'dense') {
     if (o.oracle) policy = fixedPolicy(c, o.mlpDensity ?? DEFAULT_DENSITY);
-    else if (o.predictors && model) policy = await loadPredictorPolicy(o.predictors, model.checkpoint, o);
+    else if (o.predictors && model) policy = await loadPredictorPolicy(o.predictors, model.checkpoint, o, mode);
     else policy = syntheticPredictorPolicy(c, o.mlpDensity ?? DEFAULT_DENSITY, { selection: o.selection === 'topk' ? 'topk' : 'block', input: o.predictorInput });
   }
   // dejavu: the MLP's sparsity plus sparse heads at --head-density (DejaVu's attention half).
-  if (mode === 'dejavu') policy = { ...policy!, heads: syntheticHeads(c, o.headDensity, { oracle: o.oracle, kv: o.headKv }) };
+  if (mode === 'dejavu' && !(o.predictors && model)) policy = { ...policy!, heads: syntheticHeads(c, o.headDensity, { oracle: o.oracle, kv: o.headKv }) };
   const headDensity = policy?.heads ? meanHeadDensity(policy, c.heads) : null;
   const headSel = policy?.heads?.find((h) => h)?.selector;
   const headRank = headSel?.kind === 'predictor' ? headSel.predictor.rank : null;
