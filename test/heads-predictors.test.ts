@@ -47,6 +47,8 @@ test('head fit: a planted linear rule is learned; the chosen heads carry nearly 
     const k = Math.ceil(H / 2);
     assert.ok(st.recall[k] >= 0.9, `d ${d} H ${H}: recall of the oracle's top ${k} ${st.recall[k]}`);
     assert.ok(st.mass[k] >= st.oracleMass[k] - 0.02, `mass ${st.mass[k]} vs oracle ${st.oracleMass[k]}`);
+    const lg = fitHeadPredictor(train.x, train.norms, 3001, d, H, H, { label: 'lognorm' });
+    assert.ok(headRankStats(scoresOf(lg, val.x, 401, d, H), val.norms, 401, H).recall[k] >= 0.9, 'lognorm labels');
     // A lower rank keeps the shape and still orders heads better than chance.
     const low = fitHeadPredictor(train.x, train.norms, 3001, d, H, 2);
     assert.equal(low.rank, 2);
@@ -134,6 +136,7 @@ test('train-predictors --heads, then eval --sparse heads --compare, on the 5m mo
     assert.ok(L.mass_recall <= L.oracle_mass + 1e-9, 'no choice beats the oracle');
   }
   assert.match(r.stdout, /head predictors: input attn_in, rank 8, target norm share 0\.8/);
+  oneLineError(runCli('train-predictors', '--model', MODELS['5m'], '--data', calib, '--out', out, '--heads', '--head-label', 'attention'), /^dejavu: --head-label must be share or lognorm \(got attention\)$/m);
   const ev = (...a: string[]) => runCli('eval', '--model', MODELS['5m'], '--backend', 'cpu', '--task', 'ppl', '--data', val, '--limit', '128', '--window', '64', '--predictors', out, '--json', ...a);
   const e = ev('--sparse', 'heads', '--head-density', '0.5', '--compare');
   assert.equal(e.code, 0, e.stderr);

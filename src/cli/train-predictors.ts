@@ -11,7 +11,7 @@ import { NodeFileSource } from '../model/node-source.js';
 import { calibrateLayer, rankStats, roundK, type LayerCalibration } from '../sparsity/calibrate.js';
 import { calibrateBlock, type BlockCalibration } from '../sparsity/calibrate-block.js';
 import { collect, loadHeadNorms, loadLayer, loadMass, readMeta, type CollectionMeta } from '../sparsity/collect.js';
-import { calibrateHeads, fitHeadPredictor, headRankStats, type HeadCalibration } from '../sparsity/head-fit.js';
+import { calibrateHeads, fitHeadPredictor, headRankStats, type HeadCalibration, type HeadLabel } from '../sparsity/head-fit.js';
 import { predictScores } from '../sparsity/predict.js';
 import type { LowRankPredictor, PredictorInput } from '../sparsity/policy.js';
 import { savePredictors, type ManifestHeads, type PredictorManifest } from '../sparsity/predictors-io.js';
@@ -24,7 +24,7 @@ import { action, floatArg, intArg } from './common.js';
 interface Opts {
   model: string; data: string; out: string; tokens: number; rank: number; targetRecall: number; input: string;
   backend: string; epochs: number; window?: number; work?: string; maxDensity: number; batch: number; lr?: number; init: string;
-  heads?: boolean; headRank?: number; headTarget: number;
+  heads?: boolean; headRank?: number; headTarget: number; headLabel: string;
 }
 
 /** AdamW learning rates: from noise, and for fine-tuning the low-rank fc1 (a larger step undoes it: see below). */
@@ -106,7 +106,7 @@ function fitHeads(dir: string, meta: CollectionMeta, H: number, o: Opts): HeadRe
   for (let l = 0; l < meta.layers; l++) {
     const t0 = performance.now();
     const train = loadLayer(dir, meta, l, 'train', 'attn_in'), val = loadLayer(dir, meta, l, 'val', 'attn_in');
-    const predictor = fitHeadPredictor(train.x, loadHeadNorms(dir, meta, l, 'train'), train.rows, d, H, rank);
+    const predictor = fitHeadPredictor(train.x, loadHeadNorms(dir, meta, l, 'train'), train.rows, d, H, rank, { label: o.headLabel as HeadLabel });
     const scores = new Float32Array(val.rows * H);
     for (let t = 0; t < val.rows; t++) scores.set(predictScores(predictor, val.x.subarray(t * d, (t + 1) * d), d), t * H);
     const cal = calibrateHeads(l, headRankStats(scores, loadHeadNorms(dir, meta, l, 'val'), val.rows, H), o.headTarget);
@@ -183,10 +183,12 @@ export function register(program: Command): void {
     .option('--work <dir>', 'keep collected data here and reuse it on later runs (default: a temp folder, deleted)')
     .option('--heads', 'also fit head predictors (attention input -> one score per head) and calibrate k per layer')
     .option('--head-rank <r>', 'head predictor rank (default: the number of heads, i.e. full)', intArg('--head-rank', 1))
+    .option('--head-label <what>', 'what head predictors fit: share (each head\'s share of the token\'s head-output norm) | lognorm (log of its norm)', 'share')
     .option('--head-target <x>', 'mean share of the head-output norm the chosen heads must keep (sets k per layer)', floatArg('--head-target', 0, 1), 0.9);
   cmd.action(action(async (o: Opts) => {
     if (!['attn_in', 'mlp_in', 'both'].includes(o.input)) fail(`--input must be attn_in, mlp_in or both (got ${o.input})`);
     if (!['lowrank', 'random'].includes(o.init)) fail(`--init must be lowrank or random (got ${o.init})`);
+    if (!['share', 'lognorm'].includes(o.headLabel)) fail(`--head-label must be share or lognorm (got ${o.headLabel})`);
     // No --epochs: keep fc1's low-rank approximation as it is (BCE fine-tuning lowered its recall, see the note above); 15 from noise.
     if ((o as { epochs?: number }).epochs === undefined) o.epochs = o.init === 'lowrank' ? 0 : 15;
     if (o.epochs === 0 && o.init === 'random') fail('--epochs 0 keeps the initial weights: it needs --init lowrank');

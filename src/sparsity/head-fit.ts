@@ -24,6 +24,15 @@ export interface HeadFitOptions {
   maxRows?: number;
   /** Ridge added to the covariance, relative to its mean diagonal (default 1e-3). */
   ridge?: number;
+  /** What the scores fit: each head's share of the token's norm (default), or log ‖o_h‖. */
+  label?: HeadLabel;
+}
+
+export type HeadLabel = 'share' | 'lognorm';
+
+/** log ‖o_h‖ per row (a floor keeps zero norms finite); the per-token offset does not change a ranking. */
+export function headLogNorms(norms: Float32Array): Float32Array {
+  return norms.map((v) => Math.log(Math.max(v, 1e-6)));
 }
 
 /** Per-token shares of the head norms (rows, H): each row divided by its sum (a zero row stays 0). */
@@ -45,7 +54,7 @@ export function fitHeadPredictor(x: Float32Array, norms: Float32Array, rows: num
   if (x.length !== rows * d || norms.length !== rows * H) fail(`head fit: expected x (${rows}, ${d}) and norms (${rows}, ${H})`);
   if (rows < 2) fail('the head predictor fit needs at least two rows of data');
   const maxRows = o.maxRows ?? 32768, n = Math.min(rows, maxRows), stride = rows / n;
-  const y = headShares(norms, rows, H);
+  const y = o.label === 'lognorm' ? headLogNorms(norms) : headShares(norms, rows, H);
   const xm = new Float64Array(d), ym = new Float64Array(H);
   const E = new Float64Array(H * d); // Σ y xᵀ over the strided rows
   for (let s = 0; s < n; s++) {
