@@ -8,6 +8,8 @@ import { sample, seededRandom } from '../src/engine/sampler.js';
 import { argmax } from '../src/backend/cpu/kernels.js';
 import { greedyContinue, MODELS, ROOT } from './helpers.js';
 import { tinyConfig, writeTinyModel } from './tiny-model.js';
+import { randomPredictorSet } from './predictor-sets.js';
+import { loadPredictors } from '../src/sparsity/predictors-io.js';
 
 async function collect(gen: AsyncIterable<string>): Promise<string[]> {
   const out: string[] = [];
@@ -101,4 +103,19 @@ test('dejavu generate --json prints ids, text and timings', () => {
   assert.equal(j.backend, 'cpu');
   assert.equal(j.prompt_ids[0], 2);
   assert.equal(j.generated_ids.length, 5);
+});
+
+test('dejavu generate --predictors --sparse heads runs the trained head predictors in decode (CPU and the library agree)', async () => {
+  const { dir } = await randomPredictorSet();
+  const args = (sparse: string) => [join(ROOT, 'dist', 'src', 'cli.js'), 'generate', '--backend', 'cpu', '--max-tokens', '6', '--json', '--predictors', dir, '--sparse', sparse, '--head-density', '0.25', 'Hello there'];
+  const heads = JSON.parse(execFileSync('node', args('heads'), { encoding: 'utf8' }).trim().split('\n').pop()!);
+  assert.equal(heads.generated_ids.length, 6);
+  // The same policy through the library gives the same greedy ids.
+  const model = await loadModel(MODELS['5m'], { backend: 'cpu' });
+  const set = await loadPredictors(dir, model.checkpoint);
+  model.setSparsity(set.policy({ parts: ['heads'], headDensity: 0.25 }));
+  const gen = model.generate('Hello there', { maxTokens: 6, temperature: 0 });
+  await collect(gen);
+  assert.deepEqual((await gen.result).generatedIds, heads.generated_ids);
+  model.dispose();
 });
