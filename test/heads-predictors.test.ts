@@ -14,6 +14,7 @@ import type { LowRankPredictor } from '../src/sparsity/policy.js';
 import { randomPredictorSet } from './predictor-sets.js';
 import { CpuRunner } from '../src/backend/cpu/runner.js';
 import { windowLogits } from '../src/eval/perplexity.js';
+import { scoreIds } from '../src/eval/score.js';
 import { DejavuError } from '../src/util/errors.js';
 import { probeAdapter } from '../src/backend/webgpu/device.js';
 import { checkpoint, DATA, MODELS, oneLineError, randomArray, rng, runCli } from './helpers.js';
@@ -120,6 +121,10 @@ test('decode-mode window logits equal the one-forward logits (dense, CPU)', asyn
   let max = 0;
   for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i] - b[i]));
   assert.ok(max < 1e-3, `max |diff| ${max}`);
+  // A continuation's log-likelihood likewise: the context as one forward, then one token a forward.
+  const one = await scoreIds(runner, [2, 100, 57], [891, 13, 4000]), dec = await scoreIds(runner, [2, 100, 57], [891, 13, 4000], true);
+  assert.ok(Math.abs(one.logprob - dec.logprob) < 1e-3, `${one.logprob} vs ${dec.logprob}`);
+  assert.equal(one.greedy, dec.greedy);
 });
 
 test('train-predictors --heads, then eval --sparse heads --compare, on the 5m model (CPU, then WebGPU)', async (t) => {
@@ -154,6 +159,13 @@ test('train-predictors --heads, then eval --sparse heads --compare, on the 5m mo
     assert.equal(w.backend, 'webgpu');
     assert.ok(Math.abs(w.ppl / j.sparse_ppl - 1) < 0.03, `webgpu ${w.ppl} vs cpu ${j.sparse_ppl} (dense ${j.dense_ppl})`);
   } else if (process.env.CI) assert.fail('no WebGPU adapter in CI');
+  // Zero-shot tasks too: contexts run as prompts, continuations one token a forward.
+  const copa = runCli('eval', '--model', MODELS['5m'], '--backend', 'cpu', '--task', 'copa', '--data', join(DATA, 'eval', 'copa.jsonl'), '--limit', '6', '--predictors', out, '--json', '--sparse', 'heads', '--head-density', '0.5', '--compare');
+  assert.equal(copa.code, 0, copa.stderr);
+  const cj = JSON.parse(copa.stdout);
+  assert.equal(cj.decode, true);
+  assert.equal(cj.n, 6);
+  assert.match(copa.stderr, /its continuation one token a forward/);
   oneLineError(ev('--sparse', 'attention'), /^dejavu: --sparse must be mlp, heads or mlp,heads \(got attention\)$/m);
   oneLineError(ev('--head-density', '0.5'), /--head-density needs --sparse heads/);
 });

@@ -44,9 +44,10 @@ const r6 = (x: number) => Math.round(x * 1e6) / 1e6;
 /** Runs the task; returns the JSON fields and the human summary lines. */
 async function runTask(task: Task, runner: Runner, model: Model, o: EvalFlags, text: string, policy: SparsityPolicy | null, progress: ProgressFn): Promise<{ out: Out; lines: string[]; density?: number }> {
   const tok = model.tokenizer;
+  // Sparse heads act on one-token forwards (decode), so with them texts are scored token by token.
+  const decode = hasSparseHeads(policy);
   if (task === 'ppl') {
-    // Sparse heads act on one-token forwards (decode), so their perplexity is scored token by token.
-    const opts = { window: o.window, limit: o.limit, onProgress: progress, decode: hasSparseHeads(policy) };
+    const opts = { window: o.window, limit: o.limit, onProgress: progress, decode };
     if (o.compare) {
       const c = await comparePerplexity(runner, tok, text, policy!, opts);
       return {
@@ -66,32 +67,32 @@ async function runTask(task: Task, runner: Runner, model: Model, o: EvalFlags, t
   if (task === 'lambada') {
     const items = loadLambadaItems(text, o.data, o.limit);
     if (o.compare) {
-      const c = await compareLambada(runner, tok, items, policy!, progress);
+      const c = await compareLambada(runner, tok, items, policy!, progress, decode);
       return {
         density: c.mlpDensity,
-        out: { dense_acc: r4(c.dense.acc), dense_ppl: r4(c.dense.ppl), sparse_acc: r4(c.sparse.acc), sparse_ppl: r4(c.sparse.ppl), agreement: r4(c.agreement), n: c.dense.n },
+        out: { dense_acc: r4(c.dense.acc), dense_ppl: r4(c.dense.ppl), sparse_acc: r4(c.sparse.acc), sparse_ppl: r4(c.sparse.ppl), agreement: r4(c.agreement), n: c.dense.n, decode },
         lines: [`dense acc ${c.dense.acc.toFixed(4)} ppl ${c.dense.ppl.toFixed(3)} | sparse acc ${c.sparse.acc.toFixed(4)} ppl ${c.sparse.ppl.toFixed(3)} | same outcome on ${(100 * c.agreement).toFixed(1)}% of ${c.dense.n} items`],
       };
     }
-    const l = await lambada(runner, tok, items, progress);
+    const l = await lambada(runner, tok, items, progress, decode);
     return {
-      out: { acc: r4(l.acc), ppl: r4(l.ppl), token_ppl: r4(l.tokenPpl), n: l.n },
+      out: { acc: r4(l.acc), ppl: r4(l.ppl), token_ppl: r4(l.tokenPpl), n: l.n, decode },
       lines: [`acc ${l.acc.toFixed(4)}, ppl ${l.ppl.toFixed(3)} (per token ${l.tokenPpl.toFixed(3)}) over ${l.n} items`],
     };
   }
   if (!isMcTask(task)) fail(`unknown task "${task}"`);
   const items = loadMcItems(task, text, o.data, o.limit);
   if (o.compare) {
-    const c = await compareMultipleChoice(runner, tok, items, policy!, progress);
+    const c = await compareMultipleChoice(runner, tok, items, policy!, progress, decode);
     return {
       density: c.mlpDensity,
-      out: { dense_acc: r4(c.dense.acc), dense_acc_norm: r4(c.dense.accNorm), sparse_acc: r4(c.sparse.acc), sparse_acc_norm: r4(c.sparse.accNorm), agreement: r4(c.agreement), n: c.dense.n },
+      out: { dense_acc: r4(c.dense.acc), dense_acc_norm: r4(c.dense.accNorm), sparse_acc: r4(c.sparse.acc), sparse_acc_norm: r4(c.sparse.accNorm), agreement: r4(c.agreement), n: c.dense.n, decode },
       lines: [`dense acc ${c.dense.acc.toFixed(4)} acc_norm ${c.dense.accNorm.toFixed(4)} | sparse acc ${c.sparse.acc.toFixed(4)} acc_norm ${c.sparse.accNorm.toFixed(4)} | same choice on ${(100 * c.agreement).toFixed(1)}% of ${c.dense.n} items`],
     };
   }
-  const m = await multipleChoice(runner, tok, items, progress);
+  const m = await multipleChoice(runner, tok, items, progress, decode);
   return {
-    out: { acc: r4(m.acc), acc_norm: r4(m.accNorm), n: m.n },
+    out: { acc: r4(m.acc), acc_norm: r4(m.accNorm), n: m.n, decode },
     lines: [`acc ${m.acc.toFixed(4)}, acc_norm ${m.accNorm.toFixed(4)} over ${m.n} items`],
   };
 }
@@ -117,7 +118,7 @@ export function register(program: Command): void {
     if (hasSparseHeads(policy)) {
       process.stderr.write(task === 'ppl'
         ? 'dejavu: sparse heads act on decode tokens: scoring one token a forward\n'
-        : `dejavu: sparse heads act on decode tokens only; ${task} scores each text in one forward, so every head runs there\n`);
+        : 'dejavu: sparse heads act on decode tokens: each context runs as a prompt, its continuation one token a forward\n');
     }
     if (!o.compare) model.setSparsity(policy);
     const bar = progressBar(`eval ${task}`, task === 'ppl' ? 'tokens' : 'items');

@@ -86,8 +86,8 @@ export interface McComparison {
   mlpDensity: number;
 }
 
-export async function compareMultipleChoice(runner: Runner, tokenizer: TextTokenizer, items: McItem[], policy: SparsityPolicy, onProgress?: ProgressFn): Promise<McComparison> {
-  const { dense, sparse, mlpDensity } = await bothWays(runner, policy, items.length, onProgress, (p) => multipleChoice(runner, tokenizer, items, p));
+export async function compareMultipleChoice(runner: Runner, tokenizer: TextTokenizer, items: McItem[], policy: SparsityPolicy, onProgress?: ProgressFn, decode = false): Promise<McComparison> {
+  const { dense, sparse, mlpDensity } = await bothWays(runner, policy, items.length, onProgress, (p) => multipleChoice(runner, tokenizer, items, p, decode));
   const same = dense.predictions.filter((c, i) => c === sparse.predictions[i]).length;
   return { dense, sparse, agreement: same / Math.max(1, items.length), mlpDensity };
 }
@@ -100,8 +100,8 @@ export interface LambadaComparison {
   mlpDensity: number;
 }
 
-export async function compareLambada(runner: Runner, tokenizer: TextTokenizer, items: Request[], policy: SparsityPolicy, onProgress?: ProgressFn): Promise<LambadaComparison> {
-  const { dense, sparse, mlpDensity } = await bothWays(runner, policy, items.length, onProgress, (p) => lambada(runner, tokenizer, items, p));
+export async function compareLambada(runner: Runner, tokenizer: TextTokenizer, items: Request[], policy: SparsityPolicy, onProgress?: ProgressFn, decode = false): Promise<LambadaComparison> {
+  const { dense, sparse, mlpDensity } = await bothWays(runner, policy, items.length, onProgress, (p) => lambada(runner, tokenizer, items, p, decode));
   const same = dense.correct.filter((c, i) => c === sparse.correct[i]).length;
   return { dense, sparse, agreement: same / Math.max(1, items.length), mlpDensity };
 }

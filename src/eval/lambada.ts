@@ -19,12 +19,13 @@ export interface LambadaResult {
   logprobs: number[];
 }
 
-export async function lambada(runner: Runner, tokenizer: TextTokenizer, items: Request[], onProgress?: ProgressFn): Promise<LambadaResult> {
+/** `decode`: the target scored one token a forward after the passage's forward (scoreIds). */
+export async function lambada(runner: Runner, tokenizer: TextTokenizer, items: Request[], onProgress?: ProgressFn, decode = false): Promise<LambadaResult> {
   const correct: boolean[] = [], logprobs: number[] = [];
   let tokens = 0;
   onProgress?.(0, items.length);
   for (const r of items) {
-    const s = await scoreRequest(runner, tokenizer, r);
+    const s = await scoreRequest(runner, tokenizer, r, decode);
     correct.push(s.greedy);
     logprobs.push(s.logprob);
     tokens += s.tokens;

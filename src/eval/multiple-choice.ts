@@ -33,13 +33,13 @@ export function mcResult(items: McItem[], logprobs: number[][]): McResult {
   return { acc: hits(predictions), accNorm: hits(predictionsNorm), n: items.length, predictions, predictionsNorm, logprobs };
 }
 
-/** Scores every choice of every item under whatever sparsity the runner is set to. */
-export async function multipleChoice(runner: Runner, tokenizer: TextTokenizer, items: McItem[], onProgress?: ProgressFn): Promise<McResult> {
+/** Scores every choice of every item under whatever sparsity the runner is set to (`decode`: scoreIds). */
+export async function multipleChoice(runner: Runner, tokenizer: TextTokenizer, items: McItem[], onProgress?: ProgressFn, decode = false): Promise<McResult> {
   const logprobs: number[][] = [];
   onProgress?.(0, items.length);
   for (const item of items) {
     const lp: number[] = [];
-    for (const r of item.requests) lp.push((await scoreRequest(runner, tokenizer, r)).logprob);
+    for (const r of item.requests) lp.push((await scoreRequest(runner, tokenizer, r, decode)).logprob);
     logprobs.push(lp);
     onProgress?.(logprobs.length, items.length);
   }

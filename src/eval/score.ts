@@ -26,19 +26,31 @@ export function requestIds(tokenizer: TextTokenizer, r: Request): { context: num
   return { context: tokenizer.encode(r.context), continuation };
 }
 
-export async function scoreRequest(runner: Runner, tokenizer: TextTokenizer, r: Request): Promise<ContinuationScore> {
+export async function scoreRequest(runner: Runner, tokenizer: TextTokenizer, r: Request, decode = false): Promise<ContinuationScore> {
   const { context, continuation } = requestIds(tokenizer, r);
-  return scoreIds(runner, context, continuation);
+  return scoreIds(runner, context, continuation, decode);
 }
 
-export async function scoreIds(runner: Runner, context: number[], continuation: number[]): Promise<ContinuationScore> {
+/**
+ * With `decode`, the context runs as one forward (a prompt) and the continuation one token a forward,
+ * as generation runs it: sparse heads (HeadLayerPolicy) act on those one-token forwards only.
+ */
+export async function scoreIds(runner: Runner, context: number[], continuation: number[], decode = false): Promise<ContinuationScore> {
   const max = runner.config.maxPositions, V = runner.config.vocabSize;
   if (continuation.length > max) fail(`a continuation of ${continuation.length} tokens does not fit the context of ${max}`);
   let input = [...context, ...continuation].slice(0, -1);
   if (input.length > max) input = input.slice(input.length - max);
   const first = input.length - continuation.length; // logits row that predicts continuation[0]
   runner.reset();
-  const logits = await runner.forward(input, { allLogits: true });
+  let logits: Float32Array;
+  if (decode) {
+    // Rows first.. only: row first comes from the prompt forward, the rest from one-token forwards.
+    logits = new Float32Array(input.length * V);
+    logits.set(await runner.forward(input.slice(0, first + 1)), first * V);
+    for (let t = first + 1; t < input.length; t++) logits.set(await runner.forward([input[t]]), t * V);
+  } else {
+    logits = await runner.forward(input, { allLogits: true });
+  }
   runner.reset();
   let logprob = 0, greedy = true;
   continuation.forEach((tok, j) => {
