@@ -6,7 +6,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { attention } from '../src/backend/cpu/kernels.js';
-import { headAttention, selectHeads } from '../src/backend/cpu/heads.js';
+import { headAttention, headContribNorms, headOutGram, selectHeads } from '../src/backend/cpu/heads.js';
+import { toF32 } from '../src/model/tensor.js';
 import { CpuRunner } from '../src/backend/cpu/runner.js';
 import type { SparsityPolicy } from '../src/sparsity/policy.js';
 import { checkpoint, MODELS, randomArray, reference, relErr, rng } from './helpers.js';
@@ -38,7 +39,7 @@ test('headAttention: each chosen head attends to the positions it ran at, the ot
   }
 });
 
-test('oracle heads (CPU): every head kept = dense; else the k heads with the largest output norms this token, the others dropped (5m)', async () => {
+test('oracle heads (CPU): every head kept = dense; else the k heads with the largest contributions ‖W_o,h o_h‖ this token, the others dropped (5m)', async () => {
   const ck = await checkpoint(MODELS['5m']);
   const c = ck.config, H = c.heads, none = new Array(c.layers).fill(null);
   const oracle = (k: number): SparsityPolicy => ({ input: 'attn_in', mlp: none, heads: none.map(() => ({ k, selector: { kind: 'oracle' as const } })) });
@@ -47,14 +48,16 @@ test('oracle heads (CPU): every head kept = dense; else the k heads with the lar
     const r = new CpuRunner(c, ck.weights);
     r.setSparsity(p);
     await r.forward(ids);
-    const norms: Float32Array[] = [];
-    const logits = await r.forward([5], { trace: (l, _pt, data) => { norms[l] = data; }, tracePoints: ['head_norm'] });
-    return { logits, norms };
+    const norms: Float32Array[] = [], outs: Float32Array[] = [];
+    const logits = await r.forward([5], { trace: (l, pt, data) => { (pt === 'head_norm' ? norms : outs)[l] = data; }, tracePoints: ['head_norm', 'attn_out'] });
+    return { logits, norms, outs };
   };
   const dense = await run(null), all = await run(oracle(H)), three = await run(oracle(3));
   assert.ok(relErr(all.logits, dense.logits) < 1e-6);
-  // Layer 0 sees the same input either way: its kept heads are dense's three largest, at dense's norms.
-  const top = selectHeads(dense.norms[0], 3);
+  // Layer 0 sees the same input either way: its kept heads are dense's three largest contributions,
+  // at dense's norms.
+  const top = selectHeads(headContribNorms(dense.outs[0], 1, headOutGram(toF32(ck.weights.layers[0].oW), c.hidden, H, c.headDim), H, c.headDim), 3);
+  assert.notDeepEqual(Array.from(top), Array.from(selectHeads(dense.norms[0], 3)), 'this token ranks differently by ‖o_h‖ (else the test shows nothing)');
   for (let g = 0; g < H; g++) {
     const got = three.norms[0][g], want = top.includes(g) ? dense.norms[0][g] : 0;
     assert.ok(Math.abs(got - want) <= 1e-5 * (1 + want), `layer 0 head ${g}: ${got} vs ${want}`);

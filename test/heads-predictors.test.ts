@@ -13,6 +13,7 @@ import { loadPredictors } from '../src/sparsity/predictors-io.js';
 import type { LowRankPredictor } from '../src/sparsity/policy.js';
 import { randomPredictorSet } from './predictor-sets.js';
 import { CpuRunner } from '../src/backend/cpu/runner.js';
+import { headContribNorms, headOutGram } from '../src/backend/cpu/heads.js';
 import { windowLogits } from '../src/eval/perplexity.js';
 import { scoreIds } from '../src/eval/score.js';
 import { DejavuError } from '../src/util/errors.js';
@@ -55,6 +56,19 @@ test('head fit: a planted linear rule is learned; the chosen heads carry nearly 
     assert.equal(low.rank, 2);
     assert.equal(low.A.length, 2 * d);
     assert.equal(low.B.length, H * 2);
+  }
+});
+
+test('head contributions: the Gram form equals ‖W_o,h o_h‖ computed directly, on random odd shapes', () => {
+  const r = rng(21);
+  for (const [T, H, hd] of [[3, 5, 7], [1, 3, 16], [4, 7, 5]]) {
+    const d = H * hd, oW = randomArray(d * d, r), o = randomArray(T * d, r);
+    const got = headContribNorms(o, T, headOutGram(oW, d, H, hd), H, hd);
+    for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) {
+      let s = 0;
+      for (let i = 0; i < d; i++) { let v = 0; for (let j = h * hd; j < (h + 1) * hd; j++) v += oW[i * d + j] * o[t * d + j]; s += v * v; }
+      assert.ok(Math.abs(got[t * H + h] - Math.sqrt(s)) < 1e-3 * Math.max(1, Math.sqrt(s)), `T ${T} H ${H} hd ${hd}: ${got[t * H + h]} vs ${Math.sqrt(s)}`);
+    }
   }
 });
 

@@ -229,3 +229,20 @@ test('sparse heads policies are checked: one entry a layer, k in 1..H, distinct 
   if (g) assert.throws(() => g.setSparsity(oracle), /^DejavuError: oracle head selection runs on the CPU backend only/);
   g?.dispose();
 });
+
+test('the attn_out trace point (head predictors\' labels) is the CPU runner\'s on WebGPU (5m, prefill)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const ck = await checkpoint(MODELS['5m']);
+  const cpu = new CpuRunner(ck.config, ck.weights), g = await createWebGpuRunner(ck.config, ck.weights, { gpu, kvCache: 'f32' });
+  const ids = reference(MODELS['5m'])[0].input_ids;
+  const grab = async (r: { forward: CpuRunner['forward'] }) => {
+    const out: Float32Array[] = [];
+    await r.forward(ids, { noLogits: true, tracePoints: ['attn_out'], trace: (l, pt, data, rows) => { assert.equal(pt, 'attn_out'); assert.equal(rows, ids.length); out[l] = data.slice(0, rows * ck.config.hidden); } });
+    return out;
+  };
+  const want = await grab(cpu), got = await grab(g);
+  assert.equal(got.length, ck.config.layers);
+  got.forEach((o, l) => assert.ok(relErr(o, want[l]) < 1e-2, `layer ${l}: ${relErr(o, want[l])}`));
+  g.dispose();
+});

@@ -10,8 +10,9 @@ export type BackendChoice = BackendName | 'auto';
  * - mlp_in:    (T, d) after final_layer_norm (fc1's input)
  * - fc1_act:   (T, f) fc1 output after ReLU (dense; on sparse layers, zeros outside the selection)
  * - head_norm: (T, H) L2 norm of each head's attention output (before out_proj)
+ * - attn_out:  (T, d) the attention output before out_proj (the heads' outputs side by side)
  */
-export type TracePoint = 'attn_in' | 'mlp_in' | 'fc1_act' | 'head_norm';
+export type TracePoint = 'attn_in' | 'mlp_in' | 'fc1_act' | 'head_norm' | 'attn_out';
 
 /** Receives a (rows, n) row-major copy of a trace point; it may keep the array. */
 export type TraceFn = (layer: number, point: TracePoint, data: Float32Array, rows: number) => void;

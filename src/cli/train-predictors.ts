@@ -200,7 +200,7 @@ export function register(program: Command): void {
     const t0 = performance.now();
     try {
       const meta = await collectOrReuse(ck, o, dir);
-      if (o.heads && !meta.heads) fail(`the collected data in ${dir} has no head norms (collected by an older version): delete it or pick another --work folder`);
+      if (o.heads && meta.head_label !== 'contrib') fail(`the collected data in ${dir} has no head labels of this version (collected by an older one): delete it or pick another --work folder`);
       const tc = performance.now();
       const { engine, close } = await pickTrainEngine(parseBackend(o.backend));
       process.stderr.write(`dejavu: training on ${engine.name}: ${meta.rows.train} train rows, ${meta.rows.val} validation rows\n`);

@@ -11,7 +11,7 @@
  *   L{l}.{s}.mlp_in.f16     (rows, d) fp16: fc1's input (after final_layer_norm)
  *   L{l}.{s}.labels.u32     (rows, ceil(f/32)) bit-packed labels fc1_act > 0, bit j%32 of word j/32
  *   L{l}.val.act.f16        (valRows, f) fp16 activation values, validation split only (mass recall)
- *   L{l}.{s}.heads.f32      (rows, H) f32 ‖o_h‖: each head's attention output norm (head predictors' labels)
+ *   L{l}.{s}.heads.f32      (rows, H) f32 ‖W_o,h o_h‖: each head's contribution to out_proj's output (head predictors' labels)
  *   L{l}.w2norm.f32         (f) ‖fc2.weight[:, j]‖ per neuron
  *   meta.json               CollectionMeta
  * fp16 inputs halve the disk and the load; LayerNorm outputs are O(1), well inside fp16's range.
@@ -24,6 +24,7 @@ import { toF32 } from '../model/tensor.js';
 import { fail } from '../util/errors.js';
 import { floatToHalf, halfToFloat } from '../util/f16.js';
 import type { PredictorInput } from './policy.js';
+import { headContribNorms, headOutGram } from '../backend/cpu/heads.js';
 
 export type Split = 'train' | 'val';
 
@@ -31,8 +32,10 @@ export interface CollectionMeta {
   layers: number;
   d: number;
   f: number;
-  /** Attention heads; absent in collections made before head norms were recorded. */
+  /** Attention heads; absent in collections made before head labels were recorded. */
   heads?: number;
+  /** What the head labels are: 'contrib' (‖W_o,h o_h‖); absent in collections that recorded ‖o_h‖. */
+  head_label?: 'contrib';
   rows: Record<Split, number>;
   tokens: number;
   window: number;
@@ -120,6 +123,8 @@ export async function collect(runner: Runner, ck: Checkpoint, text: string, dir:
   mkdirSync(dir, { recursive: true });
   runner.setSparsity(null);
 
+  const grams: Float32Array[] = [];
+  const gram = (l: number) => (grams[l] ??= headOutGram(toF32(ck.weights.layers[l].oW), d, c.heads, c.headDim));
   const fds = new Map<string, number>();
   const fd = (p: string) => { let h = fds.get(p); if (h === undefined) { h = openSync(p, 'w'); fds.set(p, h); } return h; };
   const rows: Record<Split, number> = { train: 0, val: 0 };
@@ -131,12 +136,12 @@ export async function collect(runner: Runner, ck: Checkpoint, text: string, dir:
       const split: Split = isValWindow(wi, wins.length, frac) ? 'val' : 'train';
       const ids = wins[wi];
       runner.reset();
-      const points: TracePoint[] = ['attn_in', 'mlp_in', 'fc1_act', 'head_norm'];
+      const points: TracePoint[] = ['attn_in', 'mlp_in', 'fc1_act', 'attn_out'];
       await runner.forward(ids, {
         noLogits: true, tracePoints: points,
         trace: (l, p, data, T) => {
           if (p === 'attn_in' || p === 'mlp_in') writeSync(fd(fileOf(dir, l, split, p)), bytes(toHalf(data)));
-          else if (p === 'head_norm') writeSync(fd(fileOf(dir, l, split, 'heads')), bytes(data.subarray(0, T * c.heads)));
+          else if (p === 'attn_out') writeSync(fd(fileOf(dir, l, split, 'heads')), bytes(headContribNorms(data, T, gram(l), c.heads, c.headDim)));
           else if (p === 'fc1_act') {
             const { bits, zeros: z } = packLabels(data, T, f);
             zeros[l] += z;
@@ -161,7 +166,7 @@ export async function collect(runner: Runner, ck: Checkpoint, text: string, dir:
     writeFileSync(join(dir, `L${l}.w2norm.f32`), bytes(norm));
   }
   const n = rows.train + rows.val;
-  const meta: CollectionMeta = { layers: L, d, f, heads: c.heads, rows, tokens: n, window, sparsity: Array.from(zeros, (z) => z / (n * f)) };
+  const meta: CollectionMeta = { layers: L, d, f, heads: c.heads, head_label: 'contrib', rows, tokens: n, window, sparsity: Array.from(zeros, (z) => z / (n * f)) };
   writeFileSync(join(dir, 'meta.json'), JSON.stringify(meta, null, 1));
   return meta;
 }
@@ -198,7 +203,7 @@ export function loadLayer(dir: string, meta: CollectionMeta, l: number, split: S
 
 /** One layer's head norms (rows, H) for a split; a collection made before they were recorded is refused. */
 export function loadHeadNorms(dir: string, meta: CollectionMeta, l: number, split: Split): Float32Array {
-  if (!meta.heads) fail(`the collected data in ${dir} has no head norms (collected by an older version): delete it or pick another --work folder`);
+  if (!meta.heads || meta.head_label !== 'contrib') fail(`the collected data in ${dir} has no head labels of this version (collected by an older one): delete it or pick another --work folder`);
   const b = readFileSync(fileOf(dir, l, split, 'heads'));
   const a = new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
   if (a.length !== meta.rows[split] * meta.heads) fail(`${fileOf(dir, l, split, 'heads')} holds ${a.length} values, expected ${meta.rows[split]} x ${meta.heads}`);

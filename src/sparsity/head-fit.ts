@@ -2,10 +2,11 @@
  * Head predictors (DejaVu's attention half): per layer, a linear map from the attention input (after
  * self_attn_layer_norm) to one score per head, whose top k are the heads a decode token computes.
  *
- * Label: a head's share of the token's head-output norm, s_h = ‖o_h‖ / Σ_g ‖o_g‖ (o_h the head's
- * attention output before out_proj; the CPU oracle ranks by the same norms). Only the order of the
- * scores within a token matters, and shares remove the per-token scale that a linear model of raw
- * norms would spend itself on.
+ * Label: a head's share of the token's head contributions, s_h = n_h / Σ_g n_g with n_h = ‖W_o,h o_h‖
+ * (o_h the head's attention output, W_o,h out_proj's columns for it: what the head adds to the
+ * residual; the CPU oracle ranks by the same n_h). Only the order of the scores within a token
+ * matters, and shares remove the per-token scale that a linear model of raw norms would spend itself
+ * on. (Ranking by ‖o_h‖ alone made a worse oracle: docs/sparsity.md.)
  *
  * Fit: the reduced-rank ridge regression of s on x, in closed form as for the MLP predictors
  * (lowrank-init.ts), with the means taken out so the bias carries them: with the centred covariance

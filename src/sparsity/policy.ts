@@ -60,8 +60,9 @@ export type HeadSelector =
   /** A given head set, no predictor cost: isolates kernel speed in benchmarks. */
   | { kind: 'fixed'; heads: Uint32Array }
   /**
-   * The k heads whose outputs have the largest norm this token (every head computed first: an upper
-   * bound on what a head predictor could keep; the CPU backend only, for quality measurements).
+   * The k heads whose contributions to out_proj's output, ‖W_o,h o_h‖, are largest this token (every
+   * head computed first: an upper bound on what a head predictor could keep; the CPU backend only,
+   * for quality measurements).
    */
   | { kind: 'oracle' };
 

@@ -42,3 +42,47 @@ export function headAttention(q: Float32Array, pos: number, kCache: Float32Array
   return o;
 }
 
+
+/**
+ * Per head h, the Gram matrix G_h = W_hᵀ W_h (hd, hd) of out_proj's columns for that head (W_o is
+ * (d, d) row-major, [out, in]): a head's contribution to the residual, W_h o_h, has norm
+ * sqrt(o_hᵀ G_h o_h), so ranking heads by it costs hd² a head instead of d·hd. (H, hd, hd).
+ */
+export function headOutGram(oW: Float32Array, d: number, H: number, hd: number): Float32Array {
+  const G = new Float64Array(H * hd * hd);
+  for (let i = 0; i < d; i++) {
+    const row = i * d;
+    for (let h = 0; h < H; h++) {
+      const base = h * hd * hd, c0 = row + h * hd;
+      for (let a = 0; a < hd; a++) {
+        const wa = oW[c0 + a];
+        if (wa === 0) continue;
+        for (let b = a; b < hd; b++) G[base + a * hd + b] += wa * oW[c0 + b];
+      }
+    }
+  }
+  for (let h = 0; h < H; h++) for (let a = 0; a < hd; a++) for (let b = 0; b < a; b++) G[h * hd * hd + a * hd + b] = G[h * hd * hd + b * hd + a];
+  return Float32Array.from(G);
+}
+
+/**
+ * ‖W_h o_h‖ for every row of o (T, d) and head: each head's contribution to out_proj's output (what
+ * the residual stream receives from it; the bias aside). The head oracle and the head predictors'
+ * labels rank by it. (T, H).
+ */
+export function headContribNorms(o: Float32Array, T: number, G: Float32Array, H: number, hd: number): Float32Array {
+  const out = new Float32Array(T * H), d = H * hd;
+  for (let t = 0; t < T; t++) {
+    for (let h = 0; h < H; h++) {
+      const ob = t * d + h * hd, gb = h * hd * hd;
+      let s = 0;
+      for (let a = 0; a < hd; a++) {
+        let r = 0;
+        for (let b = 0; b < hd; b++) r += G[gb + a * hd + b] * o[ob + b];
+        s += o[ob + a] * r;
+      }
+      out[t * H + h] = Math.sqrt(Math.max(s, 0));
+    }
+  }
+  return out;
+}

@@ -5,8 +5,8 @@ import type { OptWeights } from '../../model/weights.js';
 import { fail } from '../../util/errors.js';
 import { BLOCK_SIZE, checkHeadsPolicy, headKvChosen, type HeadLayerPolicy, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
 import { predictScores } from '../../sparsity/predict.js';
-import type { ForwardOptions, Runner } from '../types.js';
-import { headAttention, selectHeads } from './heads.js';
+import type { ForwardOptions, Runner, TracePoint } from '../types.js';
+import { headAttention, headContribNorms, headOutGram, selectHeads } from './heads.js';
 import { addInPlace, argmax, attention, blockSelect, layerNorm, linear, reluInPlace, sparseMlp, topK, transpose } from './kernels.js';
 
 interface CpuLayer {
@@ -130,7 +130,7 @@ export class CpuRunner implements Runner {
     for (const id of ids) if (!(Number.isInteger(id) && id >= 0 && id < c.vocabSize)) fail(`token id ${id} is outside the vocabulary of ${c.vocabSize}`);
     const want = new Set(opts.tracePoints ?? ['attn_in', 'mlp_in', 'fc1_act', 'head_norm']);
     const trace = opts.trace;
-    const emit = (l: number, p: 'attn_in' | 'mlp_in' | 'fc1_act' | 'head_norm', data: Float32Array) => {
+    const emit = (l: number, p: TracePoint, data: Float32Array) => {
       if (trace && want.has(p)) trace(l, p, data.slice(), T);
     };
 
@@ -169,6 +169,7 @@ export class CpuRunner implements Runner {
         o = attention(q, T, this.pos, L.kCache, L.vCache, c.heads, c.headDim, undefined, headNorm);
       }
       if (headNorm) emit(l, 'head_norm', headNorm);
+      emit(l, 'attn_out', o);
       addInPlace(x, linear(o, T, L.oW, L.oB, d, d));
       if (!c.preLayerNorm) layerNorm(x, T, d, L.attnLnW, L.attnLnB, c.layerNormEps, x);
 
@@ -235,10 +236,18 @@ export class CpuRunner implements Runner {
     return headAttention(q, this.pos, L.kCache, L.vCache, H, hd, heads, L.skip!);
   }
 
+  private grams: (Float32Array | undefined)[] = [];
+  /** Layer l's per-head Gram matrices of out_proj (headOutGram), made on first use. */
+  private headGram(l: number): Float32Array {
+    const c = this.config;
+    return (this.grams[l] ??= headOutGram(this.layers[l].oW, c.hidden, c.heads, c.headDim));
+  }
+
   /**
    * The oracle's choice (HeadSelector 'oracle'): every head runs (its K/V stored, attending to its own
-   * unskipped positions), then the k heads with the largest output norm are kept; the others' outputs
-   * are dropped (with kv 'chosen' their position is also marked skipped, as if they had not run).
+   * unskipped positions), then the k heads whose contributions to out_proj's output, ‖W_o,h o_h‖, are
+   * largest are kept; the others' outputs are dropped (with kv 'chosen' their position is also
+   * marked skipped, as if they had not run). Ranking by ‖o_h‖ alone measured worse (docs/sparsity.md).
    */
   private oracleHeads(k: number, l: number, h: Float32Array, kvAll: boolean): Float32Array {
     const c = this.config, d = c.hidden, H = c.heads, hd = c.headDim, L = this.layers[l];
@@ -248,7 +257,7 @@ export class CpuRunner implements Runner {
     L.skip!.fill(0, this.pos * H, (this.pos + 1) * H);
     const all = Uint32Array.from({ length: H }, (_, g) => g);
     const o = headAttention(qkv.subarray(0, d), this.pos, L.kCache, L.vCache, H, hd, all, L.skip!);
-    const norms = Float32Array.from({ length: H }, (_, g) => Math.hypot(...o.subarray(g * hd, (g + 1) * hd)));
+    const norms = headContribNorms(o, 1, this.headGram(l), H, hd);
     const keep = new Set(selectHeads(norms, k));
     for (let g = 0; g < H; g++) if (!keep.has(g)) { o.fill(0, g * hd, (g + 1) * hd); if (!kvAll) L.skip![this.pos * H + g] = 1; }
     return o;

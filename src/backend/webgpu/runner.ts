@@ -612,6 +612,7 @@ class GpuRunner implements WebGpuRunner {
       add(...K.attention({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, o: this.ao, hn: this.hn, H: c.heads, hd: c.headDim, T, maxPos: c.maxPositions,
         heads: HS ? { hl: this.hl!, skip: HS.skip, k: HS.k } : undefined }, own));
       tap(l, 'head_norm', this.hn, c.heads);
+      tap(l, 'attn_out', this.ao, d);
       // Sparse heads: out_proj reads the chosen heads' columns only (the others' outputs are stale).
       add(...(HS ? K.headOut({ W: L.o, major: HS.major ?? undefined, o: this.ao, hl: this.hl!, k: HS.k, hd: c.headDim, y: this.x, bias: L.oB }, own)
         : K.linear({ W: L.o, x: this.ao, y: this.x, T, bias: L.oB, resid: true }, own)));
