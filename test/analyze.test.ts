@@ -74,6 +74,12 @@ describe('analyze on opt-gutenberg-5m (CPU, 2048 tokens)', { skip: !hasShared &&
       assert.ok(Math.abs(cum[cum.length - 1] - 1) < 1e-6);
       // The head curve is close to the reference's too.
       cum.forEach((v, k) => assert.ok(Math.abs(v - ref.head_norm_cumshare[l.layer][k]) < 0.08, `layer ${l.layer} k ${k}`));
+      // Contributions ‖W_o,h o_h‖: a monotone curve to 1, at least the uniform share at every k.
+      const cc = l.head_contrib_cumshare, H = cc.length;
+      for (let k = 1; k < H; k++) assert.ok(cc[k] >= cc[k - 1] - 1e-12);
+      assert.ok(Math.abs(cc[H - 1] - 1) < 1e-6);
+      cc.forEach((v, k) => assert.ok(v >= (k + 1) / H - 1e-9, `layer ${l.layer} contrib k ${k}: ${v}`));
+      assert.equal(l.head_contrib_share.top_50pct, cc[l.head_counts.top_50pct - 1]);
     }
   });
 

@@ -76,12 +76,13 @@ export function formatTable(r: SparsityAnalysis, modelName: string, backend: str
   const l0 = r.layers[0];
   const hc = l0.head_counts, H = l0.head_norm_cumshare.length;
   const header = ['layer', 'zero mean', 'std', 'p10', 'p90', 'n90', 'n95', 'n99',
-    `top10% heads (${hc.top_10pct}/${H})`, `top30% (${hc.top_30pct})`, `top50% (${hc.top_50pct})`];
+    `top10% heads (${hc.top_10pct}/${H})`, `top30% (${hc.top_30pct})`, `top50% (${hc.top_50pct})`, `contrib top30%`, `contrib top50%`];
   const p = (x: number) => (x * 100).toFixed(1) + '%';
   const rows = r.layers.map((l) => [
     String(l.layer), p(l.mlp_zero_fraction.mean), (l.mlp_zero_fraction.std * 100).toFixed(1), p(l.mlp_zero_fraction.p10), p(l.mlp_zero_fraction.p90),
     l.mlp_neurons_for_output_norm.at_90.toFixed(1), l.mlp_neurons_for_output_norm.at_95.toFixed(1), l.mlp_neurons_for_output_norm.at_99.toFixed(1),
     p(l.head_norm_share.top_10pct), p(l.head_norm_share.top_30pct), p(l.head_norm_share.top_50pct),
+    p(l.head_contrib_share.top_30pct), p(l.head_contrib_share.top_50pct),
   ]);
   const width = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
   const line = (cells: string[]) => cells.map((s, i) => (i === 0 ? s.padEnd(width[i]) : s.padStart(width[i]))).join('  ').trimEnd();
@@ -89,7 +90,7 @@ export function formatTable(r: SparsityAnalysis, modelName: string, backend: str
     `${modelName}: ${r.tokens} tokens in windows of ${r.window} [${backend}]`,
     `MLP: share of the ${l0.ffn} neurons zero after ReLU (mean, std in points, p10/p90 over tokens); n90/n95/n99: mean number of`,
     'neurons carrying 90/95/99% of the MLP output norm (neuron weight act·‖W2[:,j]‖). Heads: mean share of the total head-output',
-    'norm carried by the largest 10/30/50% of heads.',
+    'norm ‖o_h‖ carried by the largest 10/30/50% of heads; contrib: the same for each head\'s contribution ‖W_o,h o_h‖ to out_proj.',
     '',
     line(header),
     line(header.map((h) => '-'.repeat(h.length)).map((s, i) => '-'.repeat(width[i]) || s)),

@@ -3,6 +3,7 @@ import type { Checkpoint } from '../model/checkpoint.js';
 import { toF32 } from '../model/tensor.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import { fail } from '../util/errors.js';
+import { headContribNorms, headOutGram } from '../backend/cpu/heads.js';
 
 /**
  * Sparsity analysis of a dense OPT model over a text: per layer, how many MLP neurons are zero after
@@ -33,6 +34,12 @@ export interface LayerSparsity {
   head_counts: { top_10pct: number; top_30pct: number; top_50pct: number };
   /** Mean cumulative share of the k largest head norms, k = 1..H (comparable to reference.json's head_norm_cumshare). */
   head_norm_cumshare: number[];
+  /**
+   * The same shares for each head's contribution to out_proj's output, ‖W_o,h o_h‖: what the head adds
+   * to the residual, the measure the head oracle and the head predictors rank by.
+   */
+  head_contrib_share: { top_10pct: number; top_30pct: number; top_50pct: number };
+  head_contrib_cumshare: number[];
 }
 
 /** A token × neuron sample of fc1 activations (after ReLU) for one layer, for the heatmap. */
@@ -79,12 +86,15 @@ class LayerAcc {
   normTokens = 0;
   readonly cumShareSum: Float64Array;
   headTokens = 0;
+  readonly contribShareSum: Float64Array;
+  contribTokens = 0;
   /** Tokens on which each neuron was active (> 0). */
   readonly active: Float64Array;
 
   constructor(readonly f: number, readonly H: number) {
     this.zeroHist = new Float64Array(f + 1);
     this.cumShareSum = new Float64Array(H);
+    this.contribShareSum = new Float64Array(H);
     this.active = new Float64Array(f);
   }
 }
@@ -112,6 +122,25 @@ export function tokenizeDocuments(tokenizer: TextTokenizer, text: string, n: num
     }
   }
   return ids.slice(0, n);
+}
+
+/** Adds each row's cumulative shares of its k largest values (k = 1..H) into cum; returns the rows counted (a zero row is not). */
+function addCumShares(cum: Float64Array, data: Float32Array, rows: number, H: number, scratch: Float32Array): number {
+  let n = 0;
+  for (let t = 0; t < rows; t++) {
+    scratch.set(data.subarray(t * H, (t + 1) * H));
+    scratch.sort();
+    let total = 0;
+    for (let h = 0; h < H; h++) total += scratch[h];
+    if (!(total > 0)) continue;
+    let c = 0;
+    for (let k = 0; k < H; k++) {
+      c += scratch[H - 1 - k];
+      cum[k] += c / total;
+    }
+    n++;
+  }
+  return n;
 }
 
 /** Nearest-rank quantile of a histogram over values 0..hist.length-1. */
@@ -158,6 +187,8 @@ export async function analyzeSparsity(
   });
 
   const acc = Array.from({ length: L }, () => new LayerAcc(f, H));
+  const grams: Float32Array[] = [];
+  const gram = (l: number) => (grams[l] ??= headOutGram(toF32(checkpoint.weights.layers[l].oW), c.hidden, H, c.headDim));
   const sampleTokens = Math.min(opts.sampleTokens ?? 128, ids.length - 1 > 0 ? ids.length - 1 : ids.length);
   // The sample skips stream position 0 (the document's </s>, whose activations are atypical).
   const sampleStart = ids.length > 1 ? 1 : 0;
@@ -203,25 +234,15 @@ export async function analyzeSparsity(
         }
       }
     } else if (point === 'head_norm') {
-      for (let t = 0; t < rows; t++) {
-        heads.set(data.subarray(t * H, (t + 1) * H));
-        heads.sort();
-        let total = 0;
-        for (let h = 0; h < H; h++) total += heads[h];
-        if (!(total > 0)) continue;
-        let cum = 0;
-        for (let k = 0; k < H; k++) {
-          cum += heads[H - 1 - k];
-          a.cumShareSum[k] += cum / total;
-        }
-        a.headTokens++;
-      }
+      a.headTokens += addCumShares(a.cumShareSum, data, rows, H, heads);
+    } else if (point === 'attn_out') {
+      a.contribTokens += addCumShares(a.contribShareSum, headContribNorms(data, rows, gram(l), H, c.headDim), rows, H, heads);
     }
   };
 
   for (offset = 0; offset < ids.length; offset += window) {
     runner.reset();
-    await runner.forward(ids.slice(offset, offset + window), { noLogits: true, trace: onTrace, tracePoints: ['fc1_act', 'head_norm'] });
+    await runner.forward(ids.slice(offset, offset + window), { noLogits: true, trace: onTrace, tracePoints: ['fc1_act', 'head_norm', 'attn_out'] });
     opts.onProgress?.(Math.min(ids.length, offset + window), ids.length);
   }
   runner.reset();
@@ -230,6 +251,7 @@ export async function analyzeSparsity(
   const layers = acc.map((a, l): LayerSparsity => {
     const mean = a.zeroSum / a.tokens;
     const cum = Array.from(a.cumShareSum, (s) => (a.headTokens ? s / a.headTokens : 0));
+    const contrib = Array.from(a.contribShareSum, (s) => (a.contribTokens ? s / a.contribTokens : 0));
     const [h10, h30, h50] = HEAD_FRACTIONS.map(headCount);
     return {
       layer: l,
@@ -248,6 +270,8 @@ export async function analyzeSparsity(
       head_norm_share: { top_10pct: cum[h10 - 1], top_30pct: cum[h30 - 1], top_50pct: cum[h50 - 1] },
       head_counts: { top_10pct: h10, top_30pct: h30, top_50pct: h50 },
       head_norm_cumshare: cum,
+      head_contrib_share: { top_10pct: contrib[h10 - 1], top_30pct: contrib[h30 - 1], top_50pct: contrib[h50 - 1] },
+      head_contrib_cumshare: contrib,
     };
   });
 
