@@ -181,10 +181,10 @@ export function register(program: Command): void {
     .option('--batch <n>', 'minibatch rows', intArg('--batch', 1), 1024)
     .option('--lr <x>', `AdamW learning rate (default ${LR_RANDOM} from random, ${LR_LOWRANK} from lowrank)`, floatArg('--lr', 0, 1))
     .option('--work <dir>', 'keep collected data here and reuse it on later runs (default: a temp folder, deleted)')
-    .option('--heads', 'also fit head predictors (attention input -> one score per head) and calibrate k per layer')
+    .option('--heads', 'also fit head predictors (attention input -> one score per head, fitted to each head\'s contribution ‖W_o,h o_h‖) and calibrate k per layer')
     .option('--head-rank <r>', 'head predictor rank (default: the number of heads, i.e. full)', intArg('--head-rank', 1))
-    .option('--head-label <what>', 'what head predictors fit: share (each head\'s share of the token\'s head-output norm) | lognorm (log of its norm)', 'share')
-    .option('--head-target <x>', 'mean share of the head-output norm the chosen heads must keep (sets k per layer)', floatArg('--head-target', 0, 1), 0.9);
+    .option('--head-label <what>', 'what head predictors fit: share (each head\'s share of the token\'s head contributions ‖W_o,h o_h‖) | lognorm (the log of its contribution)', 'share')
+    .option('--head-target <x>', 'mean share of the heads\' contributions ‖W_o,h o_h‖ the chosen heads must keep (sets k per layer)', floatArg('--head-target', 0, 1), 0.9);
   cmd.action(action(async (o: Opts) => {
     if (!['attn_in', 'mlp_in', 'both'].includes(o.input)) fail(`--input must be attn_in, mlp_in or both (got ${o.input})`);
     if (!['lowrank', 'random'].includes(o.init)) fail(`--init must be lowrank or random (got ${o.init})`);

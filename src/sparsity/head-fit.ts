@@ -25,13 +25,13 @@ export interface HeadFitOptions {
   maxRows?: number;
   /** Ridge added to the covariance, relative to its mean diagonal (default 1e-3). */
   ridge?: number;
-  /** What the scores fit: each head's share of the token's norm (default), or log ‖o_h‖. */
+  /** What the scores fit: each head's share of the token's head norms n_h (default), or log n_h. */
   label?: HeadLabel;
 }
 
 export type HeadLabel = 'share' | 'lognorm';
 
-/** log ‖o_h‖ per row (a floor keeps zero norms finite); the per-token offset does not change a ranking. */
+/** log n_h per row (a floor keeps zero norms finite); the per-token offset does not change a ranking. */
 export function headLogNorms(norms: Float32Array): Float32Array {
   return norms.map((v) => Math.log(Math.max(v, 1e-6)));
 }
@@ -119,7 +119,7 @@ export function fitHeadPredictor(x: Float32Array, norms: Float32Array, rows: num
 export interface HeadRankStats {
   rows: number;
   H: number;
-  /** Mean share of the head-output norm carried by the k chosen heads, k = 0..H. */
+  /** Mean share of the head norms (the labels: contributions) carried by the k chosen heads, k = 0..H. */
   mass: Float64Array;        // (H + 1)
   /** The same for the oracle (the k largest norms): the bound for any choice. */
   oracleMass: Float64Array;  // (H + 1)
@@ -173,7 +173,7 @@ export interface HeadCalibration {
   recall: number;        // share of the oracle's top k chosen
 }
 
-/** The smallest k whose chosen heads carry `targetMass` of the head-output norm on average. */
+/** The smallest k whose chosen heads carry `targetMass` of the head norms (contributions) on average. */
 export function calibrateHeads(layer: number, st: HeadRankStats, targetMass: number): HeadCalibration {
   let k = 1;
   while (k < st.H && st.mass[k] < targetMass) k++;

@@ -46,7 +46,7 @@ export interface ManifestHeadLayer {
 export interface ManifestHeads {
   rank: number;
   heads: number;            // H
-  /** Mean share of the head-output norm the calibrated k must keep. */
+  /** Mean share of the heads' contributions ‖W_o,h o_h‖ the calibrated k must keep. */
   target_mass: number;
   layers: ManifestHeadLayer[];
 }
