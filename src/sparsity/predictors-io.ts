@@ -1,7 +1,7 @@
 /**
  * A trained predictor set on disk: predictors.safetensors (per sparse layer `layers.{l}.A` (r, d),
- * `layers.{l}.B` (f, r), `layers.{l}.bias` (f), f32; with head predictors also, per layer with sparse
- * heads, `heads.{l}.A` (rh, d), `heads.{l}.B` (H, rh), `heads.{l}.bias` (H)) and manifest.json
+ * `layers.{l}.B` (f, r), `layers.{l}.bias` (f), f32; with head predictors also, for every layer,
+ * `heads.{l}.A` (rh, d), `heads.{l}.B` (H, rh), `heads.{l}.bias` (H)) and manifest.json
  * (PredictorManifest). The
  * manifest ties the set to one model by its fingerprint, so predictors are never applied to a model
  * they were not trained on.
