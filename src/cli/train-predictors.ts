@@ -99,9 +99,12 @@ async function trainInput(engine: TrainEngine, ck: Checkpoint, dir: string, meta
 
 interface HeadResult { cal: HeadCalibration; predictor: LowRankPredictor; seconds: number }
 
+/** The head predictors' rank: --head-rank, at most (and by default) the number of heads. */
+const headRankOf = (o: Opts, H: number): number => Math.min(o.headRank ?? H, H);
+
 /** Per layer: the head predictor fitted on the training rows, calibrated on the validation rows. */
 function fitHeads(dir: string, meta: CollectionMeta, H: number, o: Opts): HeadResult[] {
-  const { d } = meta, rank = Math.min(o.headRank ?? H, H);
+  const { d } = meta, rank = headRankOf(o, H);
   const out: HeadResult[] = [];
   for (let l = 0; l < meta.layers; l++) {
     const t0 = performance.now();
@@ -123,7 +126,7 @@ function headTable(res: HeadResult[], H: number, o: Opts): string {
   const fmt = (r: string[]) => r.map((s, i) => (i === r.length - 1 ? s : s.padStart(w[i]))).join('  ');
   const sparse = res.filter((r) => !r.cal.dense);
   const mean = sparse.length ? sparse.reduce((a, r) => a + r.cal.k / H, 0) / sparse.length : NaN;
-  return [fmt(head), ...rows.map(fmt), `head predictors: input attn_in, rank ${Math.min(o.headRank ?? H, H)}, target norm share ${o.headTarget}; mean head density over ${sparse.length} sparse layers ${pct(mean)}`].join('\n');
+  return [fmt(head), ...rows.map(fmt), `head predictors: input attn_in, rank ${headRankOf(o, H)}, target norm share ${o.headTarget}; mean head density over ${sparse.length} sparse layers ${pct(mean)}`].join('\n');
 }
 
 const pct = (x: number) => (Number.isFinite(x) ? (x * 100).toFixed(1) + '%' : '-');
@@ -212,7 +215,7 @@ export function register(program: Command): void {
       const H = ck.config.heads;
       const heads = o.heads ? fitHeads(dir, meta, H, o) : null;
       const headsSection: ManifestHeads | undefined = heads ? {
-        rank: Math.min(o.headRank ?? H, H), heads: H, target_mass: o.headTarget,
+        rank: headRankOf(o, H), heads: H, target_mass: o.headTarget,
         layers: heads.map(({ cal: c }) => ({ layer: c.layer, dense: c.dense, k: c.k, mass_recall: c.mass_recall, oracle_mass: c.oracle_mass, recall: c.recall })),
       } : undefined;
       const manifest: PredictorManifest = {
