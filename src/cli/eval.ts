@@ -8,7 +8,7 @@ import { parseBackend, parseKvCache } from '../backend/select.js';
 import type { Runner } from '../backend/types.js';
 import { loadModel, type Model } from '../engine/model.js';
 import type { Checkpoint } from '../model/checkpoint.js';
-import { meanHeadDensity, meanMlpDensity, type SparsityPolicy } from '../sparsity/policy.js';
+import { hasSparseHeads, hasSparseMlp, meanHeadDensity, meanMlpDensity, type SparsityPolicy } from '../sparsity/policy.js';
 import { fail } from '../util/errors.js';
 import { compareLambada, compareMultipleChoice, comparePerplexity, measuredDensity } from '../eval/compare.js';
 import { readDataFile } from '../eval/jsonl.js';
@@ -26,10 +26,6 @@ interface EvalFlags {
   compare?: boolean; json?: boolean; predictors?: string; mlpDensity?: number; selection?: string;
   sparse?: string; headDensity?: number; headKv?: string;
 }
-
-/** Whether a policy runs any layer's heads sparsely (they apply to one-token forwards only). */
-const hasSparseHeads = (p: SparsityPolicy | null): boolean => !!p?.heads?.some((h) => h !== null);
-const hasSparseMlp = (p: SparsityPolicy | null): boolean => !!p?.mlp.some((m) => m !== null);
 
 /** The policy itself (applyPredictors only installs it; --compare must switch it on and off). */
 async function loadPolicy(ck: Checkpoint, o: EvalFlags): Promise<SparsityPolicy | null> {
@@ -53,14 +49,14 @@ async function runTask(task: Task, runner: Runner, model: Model, o: EvalFlags, t
       return {
         density: c.mlpDensity,
         out: { dense_ppl: r4(c.dense.ppl), sparse_ppl: r4(c.sparse.ppl), dense_nll: r6(c.dense.nll), sparse_nll: r6(c.sparse.nll),
-          top1_agreement: r6(c.top1Agreement), kl: r6(c.kl), tokens: c.tokens, windows: c.dense.windows, window: c.dense.window, decode: opts.decode },
+          top1_agreement: r6(c.top1Agreement), kl: r6(c.kl), tokens: c.tokens, windows: c.dense.windows, window: c.dense.window, decode },
         lines: [`dense ppl ${c.dense.ppl.toFixed(3)}, sparse ppl ${c.sparse.ppl.toFixed(3)} over ${c.tokens} tokens (${c.dense.windows} windows of ${c.dense.window})`,
           `top-1 agreement ${(100 * c.top1Agreement).toFixed(2)}%, mean KL(dense || sparse) ${c.kl.toFixed(5)} nats/token`],
       };
     }
     const p = await perplexity(runner, tok, text, opts);
     return {
-      out: { ppl: r4(p.ppl), nll: r6(p.nll), tokens: p.tokens, windows: p.windows, window: p.window, decode: opts.decode },
+      out: { ppl: r4(p.ppl), nll: r6(p.nll), tokens: p.tokens, windows: p.windows, window: p.window, decode },
       lines: [`ppl ${p.ppl.toFixed(3)} (nll ${p.nll.toFixed(4)} nats/token) over ${p.tokens} tokens (${p.windows} windows of ${p.window})`],
     };
   }

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import type { Model } from '../engine/model.js';
 import type { Checkpoint } from '../model/checkpoint.js';
 import { loadPredictors, type Selection, type SparsePart } from '../sparsity/predictors-io.js';
-import type { SparsityPolicy } from '../sparsity/policy.js';
+import { hasSparseHeads, hasSparseMlp, type SparsityPolicy } from '../sparsity/policy.js';
 import { fail } from '../util/errors.js';
 import { floatArg } from './common.js';
 
@@ -38,7 +38,7 @@ export async function loadPolicy(dir: string, ck: Checkpoint, o: Omit<PredictorF
   const policy = (await loadPredictors(dir, ck)).policy({
     mlpDensity: o.mlpDensity, selection: o.selection as Selection | undefined, parts, headDensity: o.headDensity, headKv: o.headKv as 'all' | 'chosen' | undefined,
   });
-  if (policy.mlp.every((p) => p === null) && (policy.heads ?? []).every((p) => p === null)) {
+  if (!hasSparseMlp(policy) && !hasSparseHeads(policy)) {
     process.stderr.write(`dejavu: the predictors in ${dir} keep every layer dense (see its manifest.json); running dense\n`);
   }
   return policy;

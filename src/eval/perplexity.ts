@@ -39,17 +39,22 @@ export function prepareWindows(runner: Runner, tokenizer: TextTokenizer, text: s
   return { windows, window };
 }
 
+/**
+ * (T, V) logits of `ids` the way generation runs them: ids[0, prompt) as one forward (a prompt), then
+ * one token a forward. Rows before prompt − 1 stay zero. Sparse heads (HeadLayerPolicy) act on the
+ * one-token forwards only. Runs from the runner's current position (callers reset it).
+ */
+export async function decodeLogits(runner: Runner, ids: number[], prompt: number): Promise<Float32Array> {
+  const V = runner.config.vocabSize, logits = new Float32Array(ids.length * V);
+  logits.set(await runner.forward(ids.slice(0, prompt)), (prompt - 1) * V);
+  for (let t = prompt; t < ids.length; t++) logits.set(await runner.forward([ids[t]]), t * V);
+  return logits;
+}
+
 /** (T, V) logits of one window from an empty KV cache: in one forward, or with `decode` one token a forward. */
 export async function windowLogits(runner: Runner, ids: number[], decode = false): Promise<Float32Array> {
   runner.reset();
-  let logits: Float32Array;
-  if (decode) {
-    const V = runner.config.vocabSize;
-    logits = new Float32Array(ids.length * V);
-    for (let t = 0; t < ids.length; t++) logits.set(await runner.forward([ids[t]]), t * V);
-  } else {
-    logits = await runner.forward(ids, { allLogits: true });
-  }
+  const logits = decode ? await decodeLogits(runner, ids, 1) : await runner.forward(ids, { allLogits: true });
   runner.reset();
   return logits;
 }

@@ -3,6 +3,7 @@ import type { Runner } from '../backend/types.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import { fail } from '../util/errors.js';
 import { argmaxRow, tokenLogprob } from './logprob.js';
+import { decodeLogits } from './perplexity.js';
 import type { Request } from './tasks.js';
 
 export interface ContinuationScore {
@@ -42,15 +43,8 @@ export async function scoreIds(runner: Runner, context: number[], continuation: 
   if (input.length > max) input = input.slice(input.length - max);
   const first = input.length - continuation.length; // logits row that predicts continuation[0]
   runner.reset();
-  let logits: Float32Array;
-  if (decode) {
-    // Rows first.. only: row first comes from the prompt forward, the rest from one-token forwards.
-    logits = new Float32Array(input.length * V);
-    logits.set(await runner.forward(input.slice(0, first + 1)), first * V);
-    for (let t = first + 1; t < input.length; t++) logits.set(await runner.forward([input[t]]), t * V);
-  } else {
-    logits = await runner.forward(input, { allLogits: true });
-  }
+  // decode: rows first.. only, row first from the context's forward.
+  const logits = decode ? await decodeLogits(runner, input, first + 1) : await runner.forward(input, { allLogits: true });
   runner.reset();
   let logprob = 0, greedy = true;
   continuation.forEach((tok, j) => {

@@ -3,7 +3,7 @@ import type { Checkpoint } from '../model/checkpoint.js';
 import { toF32 } from '../model/tensor.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import { fail } from '../util/errors.js';
-import { headContribNorms, headOutGram } from '../backend/cpu/heads.js';
+import { headContributions } from './head-fit.js';
 
 /**
  * Sparsity analysis of a dense OPT model over a text: per layer, how many MLP neurons are zero after
@@ -187,8 +187,7 @@ export async function analyzeSparsity(
   });
 
   const acc = Array.from({ length: L }, () => new LayerAcc(f, H));
-  const grams: Float32Array[] = [];
-  const gram = (l: number) => (grams[l] ??= headOutGram(toF32(checkpoint.weights.layers[l].oW), c.hidden, H, c.headDim));
+  const contributions = headContributions(checkpoint);
   const sampleTokens = Math.min(opts.sampleTokens ?? 128, ids.length - 1 > 0 ? ids.length - 1 : ids.length);
   // The sample skips stream position 0 (the document's </s>, whose activations are atypical).
   const sampleStart = ids.length > 1 ? 1 : 0;
@@ -236,7 +235,7 @@ export async function analyzeSparsity(
     } else if (point === 'head_norm') {
       a.headTokens += addCumShares(a.cumShareSum, data, rows, H, heads);
     } else if (point === 'attn_out') {
-      a.contribTokens += addCumShares(a.contribShareSum, headContribNorms(data, rows, gram(l), H, c.headDim), rows, H, heads);
+      a.contribTokens += addCumShares(a.contribShareSum, contributions(l, data, rows), rows, H, heads);
     }
   };
 

@@ -24,7 +24,7 @@ import { toF32 } from '../model/tensor.js';
 import { fail } from '../util/errors.js';
 import { floatToHalf, halfToFloat } from '../util/f16.js';
 import type { PredictorInput } from './policy.js';
-import { headContribNorms, headOutGram } from '../backend/cpu/heads.js';
+import { headContributions } from './head-fit.js';
 
 export type Split = 'train' | 'val';
 
@@ -123,8 +123,7 @@ export async function collect(runner: Runner, ck: Checkpoint, text: string, dir:
   mkdirSync(dir, { recursive: true });
   runner.setSparsity(null);
 
-  const grams: Float32Array[] = [];
-  const gram = (l: number) => (grams[l] ??= headOutGram(toF32(ck.weights.layers[l].oW), d, c.heads, c.headDim));
+  const contributions = headContributions(ck);
   const fds = new Map<string, number>();
   const fd = (p: string) => { let h = fds.get(p); if (h === undefined) { h = openSync(p, 'w'); fds.set(p, h); } return h; };
   const rows: Record<Split, number> = { train: 0, val: 0 };
@@ -141,7 +140,7 @@ export async function collect(runner: Runner, ck: Checkpoint, text: string, dir:
         noLogits: true, tracePoints: points,
         trace: (l, p, data, T) => {
           if (p === 'attn_in' || p === 'mlp_in') writeSync(fd(fileOf(dir, l, split, p)), bytes(toHalf(data)));
-          else if (p === 'attn_out') writeSync(fd(fileOf(dir, l, split, 'heads')), bytes(headContribNorms(data, T, gram(l), c.heads, c.headDim)));
+          else if (p === 'attn_out') writeSync(fd(fileOf(dir, l, split, 'heads')), bytes(contributions(l, data, T)));
           else if (p === 'fc1_act') {
             const { bits, zeros: z } = packLabels(data, T, f);
             zeros[l] += z;

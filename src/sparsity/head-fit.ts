@@ -19,6 +19,18 @@ import { CholeskyDecomposition, EigenvalueDecomposition, Matrix } from 'ml-matri
 import { fail } from '../util/errors.js';
 import type { LowRankPredictor } from './policy.js';
 import { secondMoment } from './lowrank-init.js';
+import { headContribNorms, headOutGram } from '../backend/cpu/heads.js';
+import type { Checkpoint } from '../model/checkpoint.js';
+import { toF32 } from '../model/tensor.js';
+
+/**
+ * The head predictors' labels of a checkpoint: for layer l and attention outputs o (T, d), each head's
+ * ‖W_o,h o_h‖ (T, H). Each layer's Gram matrices (headOutGram) are made on first use.
+ */
+export function headContributions(ck: Checkpoint): (l: number, o: Float32Array, T: number) => Float32Array {
+  const c = ck.config, grams: Float32Array[] = [];
+  return (l, o, T) => headContribNorms(o, T, (grams[l] ??= headOutGram(toF32(ck.weights.layers[l].oW), c.hidden, c.heads, c.headDim)), c.heads, c.headDim);
+}
 
 export interface HeadFitOptions {
   /** Rows used for the moments (default 32768, evenly strided). */

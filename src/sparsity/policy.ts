@@ -94,6 +94,11 @@ export interface SparsityPolicy {
   heads?: (HeadLayerPolicy | null)[];
 }
 
+/** Whether a policy runs any layer's MLP sparsely. */
+export const hasSparseMlp = (p: SparsityPolicy | null): boolean => !!p?.mlp.some((m) => m !== null);
+/** Whether a policy runs any layer's heads sparsely (they act on one-token forwards only). */
+export const hasSparseHeads = (p: SparsityPolicy | null): boolean => !!p?.heads?.some((h) => h !== null);
+
 /** Heads a sparse-attention layer computes per token. */
 export function headK(hp: HeadLayerPolicy): number {
   return hp.selector.kind === 'fixed' ? hp.selector.heads.length : hp.k;
