@@ -1,16 +1,22 @@
-// A/B of two builds on one device, in one process: GPU ms per decode token from the WebGPU runner's
-// timeDecodeSteps (prompt 128, 128 steps, as `dejavu bench` measures gpu_ms_per_token), dense,
-// synthetic weights of real OPT shapes, the builds alternating for AB_ROUNDS rounds.
+// A/B of two builds, or of two runner option sets of this build, on one device, in one process: GPU
+// ms per decode token from the WebGPU runner's timeDecodeSteps (prompt 128, 128 steps, as `dejavu
+// bench` measures gpu_ms_per_token), synthetic weights of real OPT shapes, the two alternating for
+// AB_ROUNDS rounds.
 //
 //   git worktree add /tmp/base <commit> && (cd /tmp/base && npm ci && npx tsc -p .)
 //   npx tsc -p . && AB_BASE=/tmp/base/dist node bench/ab_decode.mjs        # on the GPU host: carry both dists
+//   AB_BASE_OPTS='{"fuseAttention":false}' node bench/ab_decode.mjs       # this build, base with these runner options
 //
-// AB_SHAPES (default opt-6.7b,opt-13b,opt-1.3b), AB_ROUNDS (2). Prints one JSON line a run, then a table.
+// AB_SHAPES (default opt-6.7b,opt-13b,opt-1.3b), AB_ROUNDS (2), AB_SPARSITY (dense,mlp,dejavu: any of
+// them; mlp = random predictors of DejaVu's proportions at 10 %, block rule, lookahead; dejavu adds
+// 40 % of heads, kv all). Prints one JSON line a run, then a table.
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const base = process.env.AB_BASE;
-if (!base) { console.error('ab_decode: set AB_BASE to the dist folder of the build to compare against'); process.exit(2); }
+const baseOpts = process.env.AB_BASE_OPTS ? JSON.parse(process.env.AB_BASE_OPTS) : null;
+const base = process.env.AB_BASE ?? (baseOpts ? fileURLToPath(new URL('../dist', import.meta.url)) : null);
+if (!base) { console.error('ab_decode: set AB_BASE to the dist folder of the build to compare against, or AB_BASE_OPTS to runner options'); process.exit(2); }
+const sparsities = (process.env.AB_SPARSITY ?? 'dense').split(',');
 const shapes = (process.env.AB_SHAPES ?? 'opt-6.7b,opt-13b,opt-1.3b').split(',');
 const rounds = Number(process.env.AB_ROUNDS ?? 2), prompt = 128, gen = 128;
 const builds = { base: resolve(base), new: resolve(fileURLToPath(new URL('../dist', import.meta.url))) };
@@ -18,6 +24,7 @@ const mods = {};
 for (const [k, d] of Object.entries(builds)) mods[k] = await import(`${d}/src/backend/webgpu/runner.js`);
 const { openGpu } = await import(`${builds.new}/src/backend/webgpu/device.js`);
 const { shapeConfig } = await import(`${builds.new}/src/bench/shapes.js`);
+const { syntheticHeads, syntheticPredictorPolicy } = await import(`${builds.new}/src/bench/policies.js`);
 const gpu = await openGpu({});
 console.log(JSON.stringify({ adapter: gpu.adapterName, timestamps: gpu.timestamps, builds }));
 const res = [];
@@ -25,18 +32,26 @@ for (const shape of shapes) {
   const c = shapeConfig(shape);
   for (let round = 1; round <= rounds; round++) {
     for (const build of ['base', 'new']) {
-      const r = await mods[build].createWebGpuRunner(c, 'synthetic', { gpu });
-      await r.forward(Array.from({ length: prompt }, (_, i) => (i * 7919) % c.vocabSize), { noLogits: true });
-      const t = await r.timeDecodeSteps(gen, 2);
+      const r = await mods[build].createWebGpuRunner(c, 'synthetic', { gpu, ...(build === 'base' ? baseOpts ?? {} : {}) });
+      for (const sp of sparsities) {
+        if (sp !== 'dense') {
+          const mlp = syntheticPredictorPolicy(c, 0.1);
+          r.setSparsity(sp === 'dejavu' ? { ...mlp, heads: syntheticHeads(c, 0.4, { kv: 'all' }) } : mlp);
+        }
+        r.reset();
+        await r.forward(Array.from({ length: prompt }, (_, i) => (i * 7919) % c.vocabSize), { noLogits: true });
+        const t = await r.timeDecodeSteps(gen, 2);
+        const row = { shape, sparsity: sp, round, build, gpu_ms: t.gpuMsPerToken ?? null, wall_ms: +t.msPerToken.toFixed(4), dispatches: t.dispatchesPerToken };
+        res.push(row);
+        console.log(JSON.stringify(row));
+      }
       r.dispose();
-      const row = { shape, round, build, gpu_ms: t.gpuMsPerToken ?? null, wall_ms: +t.msPerToken.toFixed(4), dispatches: t.dispatchesPerToken };
-      res.push(row);
-      console.log(JSON.stringify(row));
     }
   }
 }
-console.log('shape | build | GPU ms a token (each round)');
-for (const shape of shapes) for (const b of ['base', 'new']) {
-  console.log(`${shape} | ${b} | ${res.filter((x) => x.shape === shape && x.build === b).map((x) => x.gpu_ms?.toFixed(3) ?? 'n/a').join(' / ')}`);
+console.log('shape | sparsity | build | GPU ms a token (each round) | dispatches');
+for (const shape of shapes) for (const sp of sparsities) for (const b of ['base', 'new']) {
+  const rs = res.filter((x) => x.shape === shape && x.sparsity === sp && x.build === b);
+  console.log(`${shape} | ${sp} | ${b} | ${rs.map((x) => x.gpu_ms?.toFixed(3) ?? 'n/a').join(' / ')} | ${rs[0]?.dispatches}`);
 }
 gpu.device.destroy();

@@ -3,13 +3,15 @@
  * odd shapes — scalar (hd 5, 7, 255) and vec4 (hd 12, 128) rows, contexts of 1, 2, 37 and 130
  * positions spanning several splits and several tiles a split — and the one-workgroup-per-query
  * kernel that prefill keeps, each over an f32 and a packed-f16 KV cache. Cache rows past the context
- * hold NaN: a read past it would show.
+ * hold NaN: a read past it would show. The split form runs fused (the last split of each head
+ * combines) and as two dispatches; the fused one runs twice on new queries, so a counter or partial
+ * word left set by the first run would show in the second, and both forms must give the same bits.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { attention } from '../src/backend/cpu/kernels.js';
 import { Kernels, readF32, runNow } from '../src/backend/webgpu/ops.js';
-import { attentionSplits, attentionSplitShape } from '../src/backend/webgpu/kernels/attention.js';
+import { attentionFusedFits, attentionSplits, attentionSplitShape } from '../src/backend/webgpu/kernels/attention.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import { gpuOrSkip, kvBuffer, kvRound } from './gpu.js';
 import { randomArray, rng, relErr } from './helpers.js';
@@ -52,22 +54,42 @@ test('webgpu attention matches the CPU twin (split-K decode and the prefill kern
         const d = H * hd, maxPos = pos + T + 3;
         const kc = new Float32Array(maxPos * d).fill(NaN), vc = new Float32Array(maxPos * d).fill(NaN);
         kc.set(randomArray((pos + T) * d, r)); vc.set(randomArray((pos + T) * d, r));
-        const qkv = randomArray(T * 3 * d, r, 4); // large scores: the softmax must subtract its max
-        const q = new Float32Array(T * d);
-        for (let t2 = 0; t2 < T; t2++) q.set(qkv.subarray(t2 * 3 * d, t2 * 3 * d + d), t2 * d);
-        const hnRef = new Float32Array(T * H);
-        // The reference reads the cache's values as the cache holds them (f16 with shader-f16).
-        const ref = attention(q, T, pos, kvRound(k, kc), kvRound(k, vc), H, hd, undefined, hnRef);
+        const kb = kvBuffer(k, kc, 'k'), vb = kvBuffer(k, vc, 'v');
         const step = k.f32Buffer(Uint32Array.from([pos]), 'step');
-        const o = k.buffer(T * d * 4, 'o'), hn = k.buffer(T * H * 4, 'hn');
-        const ds = k.attention({ step, qkv: k.f32Buffer(qkv, 'qkv'), k: kvBuffer(k, kc, 'k'), v: kvBuffer(k, vc, 'v'), o, hn, H, hd, T, maxPos, splits }, own);
-        assert.equal(ds.length, T === 1 || splits ? 2 : 1, 'decode (or forced splits) takes the split form');
-        await runNow(k, ds, own);
-        const what = `H=${H} hd=${hd} pos=${pos} T=${T} splits=${splits ?? 'auto'}`;
-        const eo = relErr(await readF32(k, o, T * d), ref), eh = relErr(await readF32(k, hn, T * H), hnRef);
-        assert.ok(eo < 1e-5, `${what}: output ${eo}`);
-        assert.ok(eh < 1e-5, `${what}: head norms ${eh}`);
+        const split = T === 1 || !!splits;
+        const outs: Float32Array[] = [];
+        // Queries of run 0 and run 1, the same for both forms. Large scores: the softmax must subtract its max.
+        const qkvs = [randomArray(T * 3 * d, r, 4), randomArray(T * 3 * d, r, 4)];
+        for (const fused of split ? [true, false] : [true]) {
+          k.fuseAttention = fused;
+          const qkvBuf = k.buffer(T * 3 * d * 4, 'qkv');
+          const o = k.buffer(T * d * 4, 'o'), hn = k.buffer(T * H * 4, 'hn');
+          const keep: GPUBuffer[] = []; // the kernels' scratch lives for both runs
+          const ds = k.attention({ step, qkv: qkvBuf, k: kb, v: vb, o, hn, H, hd, T, maxPos, splits }, keep);
+          assert.equal(ds.length, split ? (fused && attentionFusedFits(hd) ? 1 : 2) : 1, 'decode (or forced splits) takes the split form, fused where it fits');
+          for (let run = 0; run < (fused ? 2 : 1); run++) {
+            const qkv = qkvs[run];
+            k.gpu.device.queue.writeBuffer(qkvBuf, 0, qkv as Float32Array<ArrayBuffer>);
+            k.gpu.device.queue.writeBuffer(o, 0, new Float32Array(T * d).fill(NaN));
+            const q = new Float32Array(T * d);
+            for (let t2 = 0; t2 < T; t2++) q.set(qkv.subarray(t2 * 3 * d, t2 * 3 * d + d), t2 * d);
+            const hnRef = new Float32Array(T * H);
+            // The reference reads the cache's values as the cache holds them (f16 with shader-f16).
+            const ref = attention(q, T, pos, kvRound(k, kc), kvRound(k, vc), H, hd, undefined, hnRef);
+            await runNow(k, ds, []);
+            const what = `H=${H} hd=${hd} pos=${pos} T=${T} splits=${splits ?? 'auto'} ${fused ? 'fused' : 'two dispatches'} run ${run}`;
+            const got = await readF32(k, o, T * d);
+            const eo = relErr(got, ref), eh = relErr(await readF32(k, hn, T * H), hnRef);
+            assert.ok(eo < 1e-5, `${what}: output ${eo}`);
+            assert.ok(eh < 1e-5, `${what}: head norms ${eh}`);
+            if (run === 0) outs.push(got);
+          }
+          for (const b of [...keep, qkvBuf, o, hn]) b.destroy();
+        }
+        for (const b of [kb, vb, step]) b.destroy();
+        if (outs.length === 2) assert.deepEqual(outs[0], outs[1], `H=${H} hd=${hd} pos=${pos}: fused and two-dispatch forms give the same bits`);
       }
+      k.fuseAttention = true;
     });
    }
   }

@@ -95,8 +95,11 @@ test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer 
   const off = await createWebGpuRunner(c, ck.weights, { gpu, foldLayerNorm: false });
   assert.equal(off.dispatchesPerToken - g.dispatchesPerToken, 2 * c.layers, 'dense: both LayerNorms of every layer folded');
   // Embedding, final LayerNorm and LM head, and a layer: LayerNorm, qkv (storing K and V: no
-  // kvStore dispatch in decode), attention (2), o, LayerNorm, fc1, fc2.
-  assert.equal(off.dispatchesPerToken, 3 + 8 * c.layers, 'decode: K/V stored by the qkv GEMV');
+  // kvStore dispatch in decode), attention (1: the last split of each head combines), o, LayerNorm, fc1, fc2.
+  assert.equal(off.dispatchesPerToken, 3 + 7 * c.layers, 'decode: K/V stored by the qkv GEMV, attention in one dispatch');
+  // Attention as the split + combine pair: one dispatch more a layer, the same logits to the bit.
+  const pair = await createWebGpuRunner(c, ck.weights, { gpu, fuseAttention: false });
+  assert.equal(pair.dispatchesPerToken - g.dispatchesPerToken, c.layers, 'the combine dispatch');
   assert.ok(g.pipelineKeys.some((k) => /_kv(16)?_ln$/.test(k)) && off.pipelineKeys.some((k) => /_bias_kv(16)?$/.test(k)));
   assert.ok(g.pipelineKeys.some((k) => k.endsWith('_ln')) && !off.pipelineKeys.some((k) => k.endsWith('_ln')));
   // Prefill (unfused, T > 1: LayerNorm dispatches, kvStore), then decode steps (LayerNorm folded,
@@ -109,6 +112,10 @@ test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer 
   for (const id of next) want.push(await cpu.forward([id]));
   // Two rows a thread in every wide GEMV (the rule picks it for rows of >= 2048 columns only, so the
   // 5m model's decode would not run it otherwise): the same decode, folded LayerNorms and K/V store included.
+  const runPair = [await pair.forward(ids)];
+  for (const id of next) runPair.push(await pair.forward([id]));
+  pair.dispose();
+  for (let i = 0; i <= next.length; i++) assert.deepEqual(runPair[i], runs[0][i], `step ${i}: fused attention vs the pair`);
   const p2 = await createWebGpuRunner(c, ck.weights, { gpu, gemvRowsPerThread: 2 });
   assert.ok(p2.pipelineKeys.some((k) => /_kv(16)?_ln_p2$/.test(k)), p2.pipelineKeys.join());
   const run2 = [await p2.forward(ids)];

@@ -10,7 +10,7 @@ import { ceil4, ceilDiv, type KernelFeatures } from './kernels/common.js';
 import { gemvKey, gemvWgsl, type GemvOpts } from './kernels/gemv.js';
 import { MATMUL_SHORT_MAX, MM_TILE, matmulKey, matmulWgsl } from './kernels/matmul.js';
 import { layerNormKey, layerNormWgsl, layerNormWorkgroupSize } from './kernels/layernorm.js';
-import { ATS_MAX_SPLITS, ATS_MIN_CHUNK, ATT_WG, attentionCombineKey, attentionCombineWgsl, attentionKey, attentionSplitKey, attentionSplitShape, attentionSplits, attentionSplitWgsl, attentionWgsl } from './kernels/attention.js';
+import { ATS_MAX_SPLITS, ATS_MIN_CHUNK, ATT_WG, attentionCombineKey, attentionCombineWgsl, attentionFusedFits, attentionFusedWords, attentionKey, attentionSplitKey, attentionSplitShape, attentionSplits, attentionSplitWgsl, attentionWgsl } from './kernels/attention.js';
 import { embedKey, embedWgsl, fill32Key, fill32Wgsl, fillKey, fillWgsl, kvStoreKey, kvStoreWgsl, scatterKey, scatterWgsl, transposeKey, transposeWgsl } from './kernels/misc.js';
 import { topKKey, topKWgsl, topKWorkgroupSize } from './kernels/topk.js';
 import { argmaxKey, argmaxWgsl, argmaxWorkgroupSize } from './kernels/argmax.js';
@@ -139,6 +139,11 @@ export class Kernels {
    * Face keeps fp16 models) when true, else f32. Every kernel that reads or writes the cache follows.
    */
   readonly kvHalf: boolean;
+  /**
+   * Decode attention in one dispatch where it fits (kernels/attention.ts, "Fused form"): the last
+   * split of each head combines instead of a second dispatch. false: the split + combine pair (A/B).
+   */
+  fuseAttention = true;
 
   constructor(readonly gpu: Gpu, maxPartBytes?: number, kvHalf = false) {
     this.device = gpu.device;
@@ -505,7 +510,8 @@ export class Kernels {
 
   /**
    * Causal attention of T queries over the KV cache. Decode (T = 1) takes the split-K (flash-decoding)
-   * pair of kernels: S splits of the positions per head, then a combine. Prefill (T > 1) keeps the
+   * kernels: S splits of the positions per head, then a combine, which the last split of each head
+   * runs itself where the fused form fits (one dispatch; `fuseAttention`), else a second dispatch. Prefill (T > 1) keeps the
    * one-workgroup-per-(head, query) kernel, which already has T × H workgroups and needs no scratch
    * (the split form would want T × H × S × hd floats of it). `splits` forces the split form with that
    * many splits, for any T (tests). Head dims too wide for the split form take the old kernel.
@@ -520,13 +526,22 @@ export class Kernels {
     if (shape && (a.T === 1 || a.splits)) { // the switch: split-K for decode
       if (a.splits && a.splits > ATS_MAX_SPLITS) throw new Error(`attention: at most ${ATS_MAX_SPLITS} splits`);
       const S = a.splits ?? attentionSplits(a.H, a.maxPos), dv = (a.H * a.hd) / shape.W, groups = a.T * a.H * S;
+      const nh = hs ? hs.k : a.H;
+      const heads: [number, Entry][] = hs ? [[7, hs.hl], [8, hs.skip]] : [];
+      if (this.fuseAttention && attentionFusedFits(a.hd) && 7 + heads.length <= this.gpu.limits.maxStorageBuffersPerShaderStage) {
+        // One dispatch: the last split of each head combines (kernels/attention.ts, "Fused form").
+        const sw = this.buffer(attentionFusedWords(a.T, a.H, S, a.hd) * 4, 'attention partials (fused)');
+        own.push(sw);
+        const k1 = attentionSplitKey(a.hd, this.kvHalf, !!hs, true);
+        return [this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd, this.kvHalf, !!hs, true)), [dv, a.H, S, ATS_MIN_CHUNK, scale],
+          [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v], [5, sw], [9, a.o], [10, a.hn], ...heads], [S, nh, a.T], own)];
+      }
       const acc = this.buffer(groups * a.hd * 4, 'attention partial acc'), ml = this.buffer(groups * 8, 'attention partial m, l');
       own.push(acc, ml);
       const k1 = attentionSplitKey(a.hd, this.kvHalf, !!hs), k2 = attentionCombineKey(a.hd, !!hs);
-      const nh = hs ? hs.k : a.H;
       return [
         this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd, this.kvHalf, !!hs)), [dv, a.H, S, ATS_MIN_CHUNK, scale],
-          [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v], [5, acc], [6, ml], ...(hs ? [[7, hs.hl], [8, hs.skip]] as [number, Entry][] : [])], [S, nh, a.T], own),
+          [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v], [5, acc], [6, ml], ...heads], [S, nh, a.T], own),
         this.dispatch(k2, this.pipeline(k2, () => attentionCombineWgsl(a.hd, !!hs)), [dv, a.H, S, ATS_MIN_CHUNK],
           [[1, a.step], [2, acc], [3, ml], [4, a.o], [5, a.hn], ...(hs ? [[6, hs.hl]] as [number, Entry][] : [])], [nh, a.T, 1], own),
       ];

@@ -184,6 +184,11 @@ export interface WebGpuRunnerOptions extends GpuOptions {
    * 3.314 → 3.300 GPU ms, opt-13b 5.405 → 5.376; bench/heads_ab.mjs): not worth its memory by default.
    */
   headOutMajor?: boolean;
+  /**
+   * Decode attention in one dispatch (default true: the last split of each head combines; kernels/
+   * attention.ts, "Fused form"); false keeps the split + combine pair (A/B runs).
+   */
+  fuseAttention?: boolean;
 }
 
 export async function createWebGpuRunner(config: OptConfig, weights: OptWeights | 'synthetic', opts: WebGpuRunnerOptions = {}): Promise<WebGpuRunner> {
@@ -194,6 +199,7 @@ export async function createWebGpuRunner(config: OptConfig, weights: OptWeights 
     const r = new GpuRunner(config, gpu, owned, opts.maxPartBytes, opts.foldLayerNorm ?? FOLD_LN_DEFAULT, opts.gemvRowsPerThread, opts.kvCache === 'f16');
     r.headsInQkv = opts.headsInQkv ?? true;
     r.headOutMajor = opts.headOutMajor ?? false;
+    r.fuseAttention = opts.fuseAttention ?? true;
     await r.load(weights, opts.seed ?? 1);
     return r;
   } catch (e) {
@@ -251,6 +257,8 @@ class GpuRunner implements WebGpuRunner {
   private readonly foldLn: boolean;
   headsInQkv = true;
   headOutMajor = false;
+  /** WebGpuRunnerOptions.fuseAttention; read when plans are built. */
+  set fuseAttention(v: boolean) { this.k.fuseAttention = v; }
 
   constructor(readonly config: OptConfig, readonly gpu: Gpu, private ownsDevice: boolean, maxPartBytes?: number, foldLn = true, gemvRpt?: number, kvHalf = false) {
     this.foldLn = foldLn && config.preLayerNorm;

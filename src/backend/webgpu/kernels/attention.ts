@@ -113,7 +113,7 @@ export function attentionSplits(H: number, maxPos: number): number {
   return Math.max(1, Math.min(ATS_MAX_SPLITS, Math.ceil(maxPos / ATS_MIN_CHUNK), Math.max(8, Math.ceil(1024 / H))));
 }
 
-export const attentionSplitKey = (hd: number, half = false, heads = false) => `attention_split1_wg${ATS_WG}_hd${hd}${half ? '_kv16' : ''}${heads ? '_heads' : ''}`;
+export const attentionSplitKey = (hd: number, half = false, heads = false, fused = false) => `attention_split1_wg${ATS_WG}_hd${hd}${half ? '_kv16' : ''}${heads ? '_heads' : ''}${fused ? '_fused' : ''}`;
 export const attentionCombineKey = (hd: number, heads = false) => `attention_split2_wg${ATS_WG2}_hd${hd}${heads ? '_heads' : ''}`;
 
 // Sparse heads (`heads`, decode: HeadLayerPolicy): the grid's head axis walks the k chosen heads, hl[i]
@@ -122,14 +122,85 @@ export const attentionCombineKey = (hd: number, heads = false) => `attention_spl
 // sentinel -3e38 and its weight 0. The current position is never skipped for a chosen head, so every
 // query has a live key. CPU twin: headAttention (backend/cpu/heads.ts).
 
+// Fused form (`fused`, the default where it fits): no phase-2 dispatch. A dependent dispatch costs
+// ~3 µs beyond its work, and the combine is 32 small workgroups of little work (~8 µs a layer in an
+// OPT-6.7B decode step on an H200), so the LAST split of each (query, head) to finish combines:
+// each live split writes its partials, then adds 1 to the (query, head) arrival counter; the one
+// that sees live − 1 resets the counter and runs phase 2's code over the partials.
+// WGSL has no device-scope fence, so a split's partial stores may become visible to the last one
+// after its counter add does. The partials therefore travel as atomic words that carry their own
+// "full" mark: word = bits(x) + 1 (bits 0xffffffff, a NaN no arithmetic produces, is first moved
+// to 0xfffffffe), 0 = empty. The last split spins on each word until it is full (the store was
+// issued before the add, so it arrives), reads it exactly (bits = word − 1) and stores 0 back, so
+// every word is empty again when the dispatch ends (the next layer's or token's run, after the
+// dispatch boundary, starts from all-empty; buffers start zeroed). No value is rounded: the fused
+// and two-dispatch forms give the same bits. Scratch layout (u32 words, one binding): acc
+// (T·H·S·hd), then (m, l) (T·H·S·2), then the counters (T·H). Bindings: 5 the scratch, 9 o,
+// 10 the head norms (6 unused).
+/** Words of the fused form's scratch buffer. */
+export const attentionFusedWords = (T: number, H: number, S: number, hd: number) => T * H * S * (hd + 2) + T * H;
+/** Whether the fused form's workgroup memory (phase 1's `part`, reused) holds phase 2's (m, l) list and sums. */
+export function attentionFusedFits(hd: number): boolean {
+  const sh = attentionSplitShape(hd);
+  return !!sh && sh.TILE * (sh.HV + 1) >= 2 * ATS_MAX_SPLITS + ATS_WG2 && ATS_WG === ATS_WG2;
+}
+/** Spins on one partial word before it counts as lost (the output is then NaN, never a hang). */
+const FUSED_SPIN = 1 << 22;
+
+/**
+ * Phase 2's body: combine the live splits of (t, h) into o and the head norm. `ml(s)` reads split
+ * s's (m, l), `accAt(i)` the partial acc vector i = (b + s) · HV + slot, each exactly once; `mls`,
+ * `red(i)` name workgroup storage for S (m, l) pairs and ATS_WG2 floats.
+ */
+function combineBody(HV: number, RV2: number, mls: { get: (i: string) => string; set: (i: string, v: string) => string }, red: (i: string) => string, ml: (i: string) => string, accAt: (i: string) => string): string {
+  return `  let chunk = max(p.minChunk, (n + p.S - 1u) / p.S);
+  let live = (n + chunk - 1u) / chunk;
+  let b = (t * p.H + h) * p.S;
+  if (lid < live) { ${mls.set('lid', ml('b + lid'))} }
+  workgroupBarrier();
+  var mx = -3.0e38;
+  for (var s = 0u; s < live; s++) { mx = max(mx, ${mls.get('s')}.x); }
+  var sum = 0.0;
+  for (var s = 0u; s < live; s++) { let e = ${mls.get('s')}; sum += e.y * exp(e.x - mx); }
+  let grp = lid / ${HV}u;
+  let slot = lid % ${HV}u;
+  if (grp < ${RV2}u) {
+    var a = V(0.0);
+    for (var s = grp; s < live; s += ${RV2}u) { a += exp(${mls.get('s')}.x - mx) * ${accAt(`(b + s) * ${HV}u + slot`)}; }
+    gacc[lid] = a;
+  }
+  workgroupBarrier();
+  var nrm = 0.0;
+  if (lid < ${HV}u) {
+    var a = V(0.0);
+    for (var g = 0u; g < ${RV2}u; g++) { a += gacc[g * ${HV}u + lid]; }
+    a /= sum;
+    o[t * p.dv + h * ${HV}u + lid] = a;
+    nrm = dotv(a, a);
+  }
+  ${red('lid')} = nrm;
+  workgroupBarrier();
+  for (var st = ${ATS_WG2 / 2}u; st > 0u; st >>= 1u) {
+    if (lid < st) { ${red('lid')} += ${red('lid + st')}; }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { hn[t * p.H + h] = sqrt(${red('0u')}); }`;
+}
+
 const vtype = (W: number) => `alias V = ${W === 4 ? 'vec4<f32>' : 'f32'};
 fn dotv(a: V, b: V) -> f32 { return ${W === 4 ? 'dot(a, b)' : 'a * b'}; }`;
 
 /** Phase 1. Params: dv (d / W), H, S, minChunk, scale bits. `half`: the cache holds packed f16 (W of them a load). */
-export function attentionSplitWgsl(hd: number, half = false, heads = false): string {
+export function attentionSplitWgsl(hd: number, half = false, heads = false, fused = false): string {
   const sh = attentionSplitShape(hd);
   if (!sh) throw new Error(`attention split kernel: head dim ${hd} too wide`);
+  if (fused && !attentionFusedFits(hd)) throw new Error(`attention split kernel: head dim ${hd} has no room for the fused combine`);
   const { W, HV, RV, TILE, RPT } = sh;
+  // Fused: the scratch words (see above). ML0 / CNT0: where (m, l) and the counters start.
+  const words = `let T = nwg.z;
+  let ML0 = T * p.H * p.S * ${HV * W}u;
+  let CNT0 = ML0 + T * p.H * p.S * 2u;`;
+  const putAcc = W === 4 ? (i: string, v: string) => `for (var c = 0u; c < 4u; c++) { put((${i}) * 4u + c, ${v}[c]); }` : (i: string, v: string) => `put(${i}, ${v});`;
   // One copy of `line` per row u < RPT a thread takes in a tile, # -> u.
   const rowsUnrolled = (line: string) => Array.from({ length: RPT }, (_, u) => '    ' + line.replaceAll('#', String(u))).join('\n');
   // Packed f16: W = 4 elements are one vec2<u32>; a single one is half of a u32 word.
@@ -144,8 +215,19 @@ struct P { dv: u32, H: u32, S: u32, minChunk: u32, scaleBits: u32 }
 @group(0) @binding(2) var<storage, read> qkv: array<V>;
 @group(0) @binding(3) var<storage, read> kc: array<${KV}>;
 @group(0) @binding(4) var<storage, read> vc: array<${KV}>;
-@group(0) @binding(5) var<storage, read_write> pacc: array<V>;
-@group(0) @binding(6) var<storage, read_write> pml: array<vec2<f32>>;
+${fused ? `@group(0) @binding(5) var<storage, read_write> sw: array<atomic<u32>>;
+@group(0) @binding(9) var<storage, read_write> o: array<V>;
+@group(0) @binding(10) var<storage, read_write> hn: array<f32>;
+fn put(i: u32, x: f32) { let u = bitcast<u32>(x); atomicStore(&sw[i], select(u, 0xfffffffeu, u == 0xffffffffu) + 1u); }
+// The word's value once it is full, leaving it empty (bounded: a word that never fills reads NaN).
+fn take(i: u32) -> f32 {
+  var u = 0u;
+  for (var n = 0u; n < ${FUSED_SPIN}u; n++) { u = atomicLoad(&sw[i]); if (u != 0u) { break; } }
+  atomicStore(&sw[i], 0u);
+  return bitcast<f32>(u - 1u);
+}
+var<workgroup> last: u32;` : `@group(0) @binding(5) var<storage, read_write> pacc: array<V>;
+@group(0) @binding(6) var<storage, read_write> pml: array<vec2<f32>>;`}
 ${heads ? `@group(0) @binding(7) var<storage, read> hl: array<u32>;
 @group(0) @binding(8) var<storage, read> skip: array<u32>;
 fn live(j: u32, h: u32) -> bool { return skip[j * p.H + h] == 0u; }` : 'fn live(j: u32, h: u32) -> bool { return true; }'}
@@ -158,7 +240,7 @@ var<workgroup> sc: array<f32, ${TILE}>;
 var<workgroup> gacc: array<V, ${RV * HV}>;
 var<workgroup> gl: array<f32, ${RV}>;
 @compute @workgroup_size(${ATS_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${fused ? ', @builtin(num_workgroups) nwg: vec3<u32>' : ''}) {
   let s = wid.x;
   let h = ${heads ? 'hl[wid.y]' : 'wid.y'};
   let t = wid.z;
@@ -203,17 +285,33 @@ ${rowsUnrolled(`if (busy && r# < rows${heads ? ' && sc[r#] > -1.0e38' : ''}) { l
     if (slot == 0u) { gl[grp] = l; }
   }
   workgroupBarrier();
-  let b = (t * p.H + h) * p.S + s;
+  let bs = (t * p.H + h) * p.S + s;
+  ${fused ? words : ''}
   if (lid < HV) {
     var a = V(0.0);
     for (var g = 0u; g < RV; g++) { a += gacc[g * HV + lid]; }
-    pacc[b * HV + lid] = a;
+    ${fused ? putAcc('bs * HV + lid', 'a') : 'pacc[bs * HV + lid] = a;'}
   }
   if (lid == 0u) {
     var sum = 0.0;
     for (var g = 0u; g < RV; g++) { sum += gl[g]; }
-    pml[b] = vec2<f32>(m, sum);
+    ${fused ? 'put(ML0 + 2u * bs, m); put(ML0 + 2u * bs + 1u, sum);' : 'pml[bs] = vec2<f32>(m, sum);'}
   }
+${fused ? `  // Arrive; the last live split of (t, h) combines (see "Fused form" above).
+  workgroupBarrier();
+  if (lid == 0u) {
+    let ci = CNT0 + t * p.H + h;
+    let live = (n + chunk - 1u) / chunk;
+    let isLast = atomicAdd(&sw[ci], 1u) == live - 1u;
+    if (isLast) { atomicStore(&sw[ci], 0u); }
+    last = select(0u, 1u, isLast);
+  }
+  if (workgroupUniformLoad(&last) == 0u) { return; }
+  { // phase 2's code, in a scope of its own (its names shadow phase 1's)
+  ${combineBody(HV, RV, { get: (i) => `vec2<f32>(part[2u * ${i}], part[2u * ${i} + 1u])`, set: (i, v) => `let e = ${v}; part[2u * ${i}] = e.x; part[2u * ${i} + 1u] = e.y;` },
+    (i) => `part[${2 * ATS_MAX_SPLITS}u + ${i}]`, (i) => `vec2<f32>(take(ML0 + 2u * (${i})), take(ML0 + 2u * (${i}) + 1u))`,
+    (i) => (W === 4 ? `vec4<f32>(take((${i}) * 4u), take((${i}) * 4u + 1u), take((${i}) * 4u + 2u), take((${i}) * 4u + 3u))` : `take(${i})`))}
+  }` : ''}
 }
 `;
 }
@@ -247,38 +345,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let h = ${heads ? 'hl[wid.x]' : 'wid.x'};
   let t = wid.y;
   let n = step[0] + t + 1u;
-  let chunk = max(p.minChunk, (n + p.S - 1u) / p.S);
-  let live = (n + chunk - 1u) / chunk;
-  let b = (t * p.H + h) * p.S;
-  if (lid < live) { mls[lid] = pml[b + lid]; }
-  workgroupBarrier();
-  var mx = -3.0e38;
-  for (var s = 0u; s < live; s++) { mx = max(mx, mls[s].x); }
-  var sum = 0.0;
-  for (var s = 0u; s < live; s++) { sum += mls[s].y * exp(mls[s].x - mx); }
-  let grp = lid / HV;
-  let slot = lid % HV;
-  if (grp < RV2) {
-    var a = V(0.0);
-    for (var s = grp; s < live; s += RV2) { a += exp(mls[s].x - mx) * pacc[(b + s) * HV + slot]; }
-    gacc[lid] = a;
-  }
-  workgroupBarrier();
-  var nrm = 0.0;
-  if (lid < HV) {
-    var a = V(0.0);
-    for (var g = 0u; g < RV2; g++) { a += gacc[g * HV + lid]; }
-    a /= sum;
-    o[t * p.dv + h * HV + lid] = a;
-    nrm = dotv(a, a);
-  }
-  red[lid] = nrm;
-  workgroupBarrier();
-  for (var st = ${ATS_WG2 / 2}u; st > 0u; st >>= 1u) {
-    if (lid < st) { red[lid] += red[lid + st]; }
-    workgroupBarrier();
-  }
-  if (lid == 0u) { hn[t * p.H + h] = sqrt(red[0]); }
+${combineBody(HV, RV2, { get: (i) => `mls[${i}]`, set: (i, v) => `mls[${i}] = ${v};` }, (i) => `red[${i}]`, (i) => `pml[${i}]`, (i) => `pacc[${i}]`)}
 }
 `;
 }
