@@ -9,7 +9,8 @@
 //
 // HQ_MODEL (../shared/models/opt-gutenberg-18m), HQ_DATA (../shared/data/gutenberg-val.txt),
 // HQ_PREDICTORS (none), HQ_POLICIES (oracle,fixed[,trained]: which rows to run), HQ_WINDOWS (4), HQ_WINDOW (256), HQ_DENSITIES (0.5,0.4,0.25), HQ_KV (all: every head stores K/V;
-// chosen: unchosen heads skip it too; HeadLayerPolicy.kv).
+// chosen: unchosen heads skip it too; HeadLayerPolicy.kv), HQ_KV_WINDOW (none; with HQ_KV=chosen, the
+// holes of the last W positions filled every W positions: HeadLayerPolicy.kvWindow).
 import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 
@@ -61,16 +62,17 @@ const none = new Array(c.layers).fill(null);
 const want = new Set((process.env.HQ_POLICIES ?? 'oracle,fixed,trained').split(','));
 const trained = process.env.HQ_PREDICTORS ? await loadPredictors(process.env.HQ_PREDICTORS, model.checkpoint) : null;
 const kv = process.env.HQ_KV ?? 'all';
+const kvWindow = process.env.HQ_KV_WINDOW ? Number(process.env.HQ_KV_WINDOW) : undefined;
 const t0 = performance.now();
 const dense = await score(null, null);
-console.log(`${c.layers} layers, ${H} heads, kv ${kv}; ${windows.length} windows of ${W}; ${dense.tokens} scored tokens, one token a forward`);
+console.log(`${c.layers} layers, ${H} heads, kv ${kv}${kvWindow ? `, completion window ${kvWindow}` : ''}; ${windows.length} windows of ${W}; ${dense.tokens} scored tokens, one token a forward`);
 console.log(`dense: ppl ${dense.ppl.toFixed(3)} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
 for (const density of (process.env.HQ_DENSITIES ?? '0.5,0.4,0.25').split(',').map(Number)) {
   const k = Math.max(1, Math.round(density * H));
   const rows = [];
-  if (want.has('oracle')) rows.push(['oracle (largest contributions)', await score({ input: 'attn_in', mlp: none, heads: none.map(() => ({ k, kv, selector: { kind: 'oracle' } })) }, dense.tops)]);
+  if (want.has('oracle')) rows.push(['oracle (largest contributions)', await score({ input: 'attn_in', mlp: none, heads: none.map(() => ({ k, kv, kvWindow, selector: { kind: 'oracle' } })) }, dense.tops)]);
   const r = rng(7);
-  if (want.has('fixed')) rows.push(['fixed random set', await score({ input: 'attn_in', mlp: none, heads: none.map(() => ({ k, kv, selector: { kind: 'fixed', heads: randomSubset(H, k, r) } })) }, dense.tops)]);
+  if (want.has('fixed')) rows.push(['fixed random set', await score({ input: 'attn_in', mlp: none, heads: none.map(() => ({ k, kv, kvWindow, selector: { kind: 'fixed', heads: randomSubset(H, k, r) } })) }, dense.tops)]);
   if (trained && want.has('trained')) rows.push(['trained head predictors', await score(trained.policy({ parts: ['heads'], headDensity: k / H, headKv: kv }), dense.tops)]);
   for (const [name, s] of rows) {
     console.log(`heads ${k}/${H} (${(k / H).toFixed(2)}), ${name}: ppl ${s.ppl.toFixed(3)} (${((s.ppl / dense.ppl - 1) * 100).toFixed(2)} %), top-1 agreement ${(s.agree * 100).toFixed(1)} %`);

@@ -64,3 +64,35 @@ test('oracle heads (CPU): every head kept = dense; else the k heads with the lar
   }
   assert.ok(relErr(three.logits, dense.logits) > 1e-3, 'dropping heads changes the logits');
 });
+
+test('kvWindow (CPU): W = 1 and W = 2 are kv all to the bit; before the first completion, or with no completion in reach, it is kv chosen; a completion changes what follows (5m, oracle heads)', async () => {
+  const ck = await checkpoint(MODELS['5m']);
+  const c = ck.config, none = new Array(c.layers).fill(null);
+  const ids = reference(MODELS['5m'])[0].input_ids, next = [5, 17, 300, 41, 9, 1200, 77, 8];
+  const policy = (kv: 'all' | 'chosen', kvWindow?: number): SparsityPolicy =>
+    ({ input: 'attn_in', mlp: none, heads: none.map(() => ({ k: 2, kv, kvWindow, selector: { kind: 'oracle' as const } })) });
+  const run = async (p: SparsityPolicy) => {
+    const r = new CpuRunner(c, ck.weights);
+    r.setSparsity(p);
+    await r.forward(ids);
+    const out: Float32Array[] = [];
+    for (const id of next) out.push(await r.forward([id]));
+    return out;
+  };
+  const all = await run(policy('all')), chosen = await run(policy('chosen'));
+  assert.deepEqual(await run(policy('chosen', 1)), all, 'every position completed before its attention');
+  // Every 2: an even position's attention follows the completion at the odd one before it, an odd
+  // position's completion comes before its attention, so no step reads a hole.
+  assert.deepEqual(await run(policy('chosen', 2)), all, 'completion every 2 positions is exact');
+  assert.deepEqual(await run(policy('chosen', 64)), chosen, 'no completion within these positions');
+  // Completions at positions p with (p + 1) % 3 = 0: the steps before the first one are kv chosen's.
+  const win = await run(policy('chosen', 3)), P = ids.length;
+  const first = next.findIndex((_, i) => (P + i + 1) % 3 === 0);
+  for (let i = 0; i < first; i++) assert.deepEqual(win[i], chosen[i], `step ${i}: before the first completion`);
+  assert.ok(next.some((_, i) => i > first && relErr(win[i], chosen[i]) > 1e-4), 'the filled holes change later steps');
+  assert.ok(next.some((_, i) => relErr(chosen[i], all[i]) > 1e-4), 'holes matter on this input (else the test shows nothing)');
+  // Policy checks: a window needs kv 'chosen' and a whole number >= 1.
+  for (const bad of [policy('all', 4), policy('chosen', 0), policy('chosen', 2.5)]) {
+    assert.throws(() => new CpuRunner(c, ck.weights).setSparsity(bad), /kvWindow must be a whole number >= 1, with kv 'chosen'/);
+  }
+});

@@ -77,11 +77,20 @@ export type HeadSelector =
  *   opt-gutenberg-18m (docs/sparsity.md): a head's history gets holes wherever it was not chosen.
  * Forwards of several tokens (prompts, eval windows) run every head. setSparsity forgets the skip
  * record (positions before it count as run by every head).
+ *
+ * `kvWindow` W (with kv 'chosen'; the CPU backend only, a quality experiment): DejaVu's lazy K/V
+ * completion without its per-head half. Every W decode positions (at positions p with (p + 1) % W
+ * = 0, before that step's attention) the holes of the last W positions are filled for every head,
+ * so a head's history has holes only since the last completion, at most W − 1 positions back. On
+ * a GPU this is one multi-vector K/V product every W steps (2d²/W weight bytes a step) instead of
+ * kv 'all''s 2d² every step. The CPU computes every head's K/V each step and completes by
+ * unmarking: the same values, since a position's K/V depend only on its own attention input.
  */
 export interface HeadLayerPolicy {
   k: number;           // heads computed per token (a fixed set: its size)
   selector: HeadSelector;
   kv?: 'all' | 'chosen';
+  kvWindow?: number;
 }
 
 /** Whether a layer's unchosen heads skip their K/V too (HeadLayerPolicy.kv = 'chosen'). */
@@ -129,6 +138,7 @@ export function checkHeadsPolicy(policy: SparsityPolicy, layers: number, H: numb
     const k = headK(hp), s = hp.selector;
     if (!(Number.isInteger(k) && k >= 1 && k <= H)) fail(`layer ${l}: heads k = ${k} must be between 1 and ${H}`);
     if (hp.kv !== undefined && hp.kv !== 'all' && hp.kv !== 'chosen') fail(`layer ${l}: heads kv must be 'all' or 'chosen', got ${String(hp.kv)}`);
+    if (hp.kvWindow !== undefined && !(Number.isInteger(hp.kvWindow) && hp.kvWindow >= 1 && hp.kv === 'chosen')) fail(`layer ${l}: heads kvWindow must be a whole number >= 1, with kv 'chosen' (got ${String(hp.kvWindow)})`);
     if (s.kind === 'fixed' && (new Set(s.heads).size !== k || s.heads.some((h) => h >= H))) fail(`layer ${l}: the fixed head set must hold distinct heads below ${H}`);
     if (s.kind === 'predictor') {
       const p = s.predictor;

@@ -216,14 +216,15 @@ export class CpuRunner implements Runner {
    */
   private sparseHeads(hp: HeadLayerPolicy, l: number, h: Float32Array): Float32Array {
     const c = this.config, d = c.hidden, H = c.heads, hd = c.headDim, L = this.layers[l], s = hp.selector;
-    const kvAll = !headKvChosen(hp);
-    if (s.kind === 'oracle') return this.oracleHeads(hp.k, l, h, kvAll);
+    const kvAll = !headKvChosen(hp), win = hp.kvWindow ?? 0;
+    if (s.kind === 'oracle') return this.oracleHeads(hp.k, l, h, kvAll, win);
     const heads = s.kind === 'fixed' ? Uint32Array.from(s.heads).sort() : selectHeads(predictScores(s.predictor, h, d), hp.k);
     const q = new Float32Array(d), at = this.pos * d;
     L.skip!.fill(kvAll ? 0 : 1, this.pos * H, (this.pos + 1) * H);
-    for (const g of kvAll ? Uint32Array.from({ length: H }, (_, i) => i) : heads) {
-      L.skip![this.pos * H + g] = 0;
-      const chosen = !kvAll || heads.includes(g);
+    // With a completion window every head's K/V is stored and the unchosen ones marked (policy.ts, kvWindow).
+    for (const g of kvAll || win ? Uint32Array.from({ length: H }, (_, i) => i) : heads) {
+      const chosen = heads.includes(g);
+      if (kvAll || chosen) L.skip![this.pos * H + g] = 0;
       for (let part = chosen ? 0 : 1; part < 3; part++) {
         for (let i = 0; i < hd; i++) {
           const row = part * d + g * hd + i;
@@ -233,7 +234,19 @@ export class CpuRunner implements Runner {
         }
       }
     }
+    this.completeWindow(L, win);
     return headAttention(q, this.pos, L.kCache, L.vCache, H, hd, heads, L.skip!);
+  }
+
+  /**
+   * kvWindow: at every W-th position, before attention, the last W positions' holes are filled
+   * (unmarked: their K/V are stored). Returns whether this position completed.
+   */
+  private completeWindow(L: CpuLayer, win: number): boolean {
+    const H = this.config.heads;
+    if (!win || (this.pos + 1) % win !== 0) return false;
+    L.skip!.fill(0, Math.max(0, this.pos + 1 - win) * H, (this.pos + 1) * H);
+    return true;
   }
 
   private grams: (Float32Array | undefined)[] = [];
@@ -249,17 +262,18 @@ export class CpuRunner implements Runner {
    * largest are kept; the others' outputs are dropped (with kv 'chosen' their position is also
    * marked skipped, as if they had not run). Ranking by ‖o_h‖ alone measured worse (docs/sparsity.md).
    */
-  private oracleHeads(k: number, l: number, h: Float32Array, kvAll: boolean): Float32Array {
+  private oracleHeads(k: number, l: number, h: Float32Array, kvAll: boolean, win: number): Float32Array {
     const c = this.config, d = c.hidden, H = c.heads, hd = c.headDim, L = this.layers[l];
     const qkv = linear(h, 1, L.qkvW, L.qkvB, d, 3 * d), at = this.pos * d;
     L.kCache.set(qkv.subarray(d, 2 * d), at);
     L.vCache.set(qkv.subarray(2 * d, 3 * d), at);
     L.skip!.fill(0, this.pos * H, (this.pos + 1) * H);
+    const completed = this.completeWindow(L, win);
     const all = Uint32Array.from({ length: H }, (_, g) => g);
     const o = headAttention(qkv.subarray(0, d), this.pos, L.kCache, L.vCache, H, hd, all, L.skip!);
     const norms = headContribNorms(o, 1, this.headGram(l), H, hd);
     const keep = new Set(selectHeads(norms, k));
-    for (let g = 0; g < H; g++) if (!keep.has(g)) { o.fill(0, g * hd, (g + 1) * hd); if (!kvAll) L.skip![this.pos * H + g] = 1; }
+    for (let g = 0; g < H; g++) if (!keep.has(g)) { o.fill(0, g * hd, (g + 1) * hd); if (!kvAll && !completed) L.skip![this.pos * H + g] = 1; }
     return o;
   }
 

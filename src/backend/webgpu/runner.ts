@@ -407,6 +407,7 @@ class GpuRunner implements WebGpuRunner {
     if (policy) {
       checkHeadsPolicy(policy, c.layers, c.heads, d);
       if (policy.heads?.some((hp) => hp?.selector.kind === 'oracle')) fail('oracle head selection runs on the CPU backend only (it computes every head first)');
+      if (policy.heads?.some((hp) => hp?.kvWindow)) fail('a heads K/V completion window (kvWindow) runs on the CPU backend only (a quality experiment)');
       if (policy.heads?.some((hp) => hp) && !(attentionSplitShape(c.headDim) && Kernels.headOutFits(this.layers[0].o, c.headDim) && c.heads <= 256)) {
         fail(`sparse heads on WebGPU need a head dim that is a multiple of 8 (this model's is ${c.headDim}) and at most 256 heads`);
       }
