@@ -563,8 +563,10 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
     // ---- decode attention: one query over P cached positions, per layer's own KV cache, f32 and f16 ----
     const positions = (o.positions ?? DEFAULT_POSITIONS).filter((p) => p <= S.maxPos);
     const k16 = new Kernels(gpu, undefined, true);
-    for (const P of positions.length ? positions : [S.maxPos]) for (const kk of [k, k16]) {
+    // With variants also the split + combine pair (form=pair) that the fused default replaced.
+    for (const P of positions.length ? positions : [S.maxPos]) for (const kk of [k, k16]) for (const fused of variants ? [true, false] : [true]) {
       await bench('attention', async (s) => {
+        kk.fuseAttention = fused;
         const bytes = 2 * kk.kvBytes(P * d);
         const layers = copiesFor(bytes, bytes);
         const hd = d / S.heads;
@@ -574,7 +576,8 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
         await s.ready();
         const inst = kv.map((c) => kk.attention({ step, qkv, k: c.k, v: c.v, o: out, hn, H: S.heads, hd, T: 1, maxPos: S.maxPos }, s.own));
         const tm = await timer.time(inst);
-        add('attention', { positions: P, heads: S.heads, head_dim: hd, layers, kv: kk.kvHalf ? 'f16' : 'f32' }, tm.us, bytes, tm.method);
+        kk.fuseAttention = true;
+        add('attention', { positions: P, heads: S.heads, head_dim: hd, layers, kv: kk.kvHalf ? 'f16' : 'f32', ...(fused ? {} : { form: 'pair' }) }, tm.us, bytes, tm.method);
       });
     }
   } finally {
