@@ -7,7 +7,7 @@
 //   npx tsc -p . && AB_BASE=/tmp/base/dist node bench/ab_decode.mjs        # on the GPU host: carry both dists
 //   AB_BASE_OPTS='{"fuseAttention":false}' node bench/ab_decode.mjs       # this build, base with these runner options
 //
-// AB_SHAPES (default opt-6.7b,opt-13b,opt-1.3b), AB_ROUNDS (2), AB_SPARSITY (dense,mlp,dejavu: any of
+// AB_SHAPES (default opt-6.7b,opt-13b,opt-1.3b), AB_ROUNDS (2), AB_PROMPT (128 positions before the 128 timed steps), AB_SPARSITY (dense,mlp,dejavu: any of
 // them; mlp = random predictors of DejaVu's proportions at 10 %, block rule, lookahead; dejavu adds
 // 40 % of heads, kv all). Prints one JSON line a run, then a table.
 import { resolve } from 'node:path';
@@ -18,7 +18,7 @@ const base = process.env.AB_BASE ?? (baseOpts ? fileURLToPath(new URL('../dist',
 if (!base) { console.error('ab_decode: set AB_BASE to the dist folder of the build to compare against, or AB_BASE_OPTS to runner options'); process.exit(2); }
 const sparsities = (process.env.AB_SPARSITY ?? 'dense').split(',');
 const shapes = (process.env.AB_SHAPES ?? 'opt-6.7b,opt-13b,opt-1.3b').split(',');
-const rounds = Number(process.env.AB_ROUNDS ?? 2), prompt = 128, gen = 128;
+const rounds = Number(process.env.AB_ROUNDS ?? 2), prompt = Number(process.env.AB_PROMPT ?? 128), gen = 128;
 const builds = { base: resolve(base), new: resolve(fileURLToPath(new URL('../dist', import.meta.url))) };
 const mods = {};
 for (const [k, d] of Object.entries(builds)) mods[k] = await import(`${d}/src/backend/webgpu/runner.js`);

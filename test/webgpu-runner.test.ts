@@ -7,7 +7,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { CpuRunner } from '../src/backend/cpu/runner.js';
-import { createWebGpuRunner } from '../src/backend/webgpu/runner.js';
+import { createWebGpuRunner, FUSED_ATTENTION_MAX_KEYS } from '../src/backend/webgpu/runner.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import type { SparsityPolicy } from '../src/sparsity/policy.js';
 import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
@@ -467,4 +467,28 @@ test('webgpu setSparsity: going dense parks the sparse state, the same policy ag
   assert.equal(g.sparseBuilds, 3, 'P was freed when Q came');
   assert.deepEqual((await run()).out, first.out);
   g.dispose();
+});
+
+test('webgpu decode across FUSED_ATTENTION_MAX_KEYS: the fused attention, then the pair, the same logits and greedy ids as the pair throughout (5m)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const ck = await checkpoint(MODELS['5m']);
+  const c = ck.config, r = rng(9);
+  const prompt = Array.from({ length: FUSED_ATTENTION_MAX_KEYS - 3 }, () => Math.floor(r() * c.vocabSize));
+  const next = [11, 400, 7, 2900, 5, 31];   // keys seen: MAX - 2 ... MAX + 3
+  const fused = await createWebGpuRunner(c, ck.weights, { gpu });
+  const pair = await createWebGpuRunner(c, ck.weights, { gpu, fuseAttention: false });
+  const steps = async (x: typeof fused) => { await x.forward(prompt); const out: Float32Array[] = []; for (const id of next) out.push(await x.forward([id])); return out; };
+  const [a, b] = [await steps(fused), await steps(pair)];
+  for (let i = 0; i < next.length; i++) assert.deepEqual(a[i], b[i], `step ${i} (${prompt.length + i + 1} keys)`);
+  // Past the threshold the fused runner runs the pair's dispatches; before it, one fewer a layer.
+  const perToken = async (x: typeof fused) => (await x.timeDecodeSteps(1)).dispatchesPerToken;
+  assert.equal(await perToken(fused), await perToken(pair), 'long context: the pair');
+  fused.reset(); pair.reset();
+  await fused.forward([1, 2, 3]); await pair.forward([1, 2, 3]);
+  assert.equal(await perToken(pair) - await perToken(fused), c.layers, 'short context: fused');
+  // The greedy chain picks the form per step too.
+  const greedy = async (x: typeof fused) => { x.reset(); await x.forward(prompt, { noLogits: true }); return x.decodeGreedy(next[0], 8, () => true); };
+  assert.deepEqual(await greedy(fused), await greedy(pair));
+  fused.dispose(); pair.dispose();
 });

@@ -13,7 +13,7 @@ interface BenchFlags {
   model?: string; shape?: string; backend: string; kvCache: string; promptLen: number; gen: number; warmup: number;
   sparsity: string; mlpDensity?: number; headDensity: number; headKv: string; oracle?: boolean; predictors?: string; selection: string; predictorInput?: string;
   json?: boolean; compareHf?: boolean; deviceMemoryGib?: number; profile?: boolean;
-  kernels?: boolean; kernelMs: number; kernelSamples: number; readMib?: number; rotateMib?: number; kernelOnly?: string; kernelVariants?: boolean;
+  kernels?: boolean; kernelMs: number; kernelSamples: number; readMib?: number; rotateMib?: number; kernelOnly?: string; kernelVariants?: boolean; kernelPositions?: string;
 }
 
 /** Comma-separated lists, so one process (one device start, one bandwidth measurement) covers a sweep. */
@@ -39,13 +39,18 @@ async function kernelsAction(o: BenchFlags): Promise<void> {
   // A custom shape (d=...,f=...) has commas of its own: it is one shape.
   const shapes = spec.includes('=') ? [spec] : list(spec);
   for (const s of shapes) kernelShape(s); // unknown shapes fail before any device work
+  const positions = o.kernelPositions === undefined ? undefined : list(o.kernelPositions).map((x) => {
+    const n = Number(x);
+    if (!(Number.isInteger(n) && n >= 1)) fail(`--kernel-positions takes whole numbers >= 1, got ${x}`);
+    return n;
+  });
   if (!(await probeAdapter())) fail('--kernels needs a WebGPU adapter (none found)');
   const rows: KernelRow[] = [];
   for (const shape of shapes) {
     rows.push(...await runKernelBench({
       shape, targetMs: o.kernelMs, samples: o.kernelSamples, readBytes: o.readMib ? o.readMib * 2 ** 20 : undefined,
       rotateBytes: o.rotateMib !== undefined ? o.rotateMib * 2 ** 20 : undefined,
-      only: o.kernelOnly ? list(o.kernelOnly) : undefined, variants: !!o.kernelVariants,
+      only: o.kernelOnly ? list(o.kernelOnly) : undefined, variants: !!o.kernelVariants, positions,
       log: (line) => process.stderr.write(line + '\n'),
     }));
   }
@@ -92,6 +97,7 @@ export function register(program: Command): void {
     .option('--read-mib <n>', 'with --kernels: buffer of the read-bandwidth kernel (default 1024; 64 on a software adapter)', intArg('--read-mib', 1))
     .option('--kernel-only <names>', 'with --kernels: only these benchmarks, comma-separated name prefixes (e.g. topk,sparse-fc2,mlp)')
     .option('--kernel-variants', 'with --kernels: also the candidate shapes and earlier forms of the sparse-MLP kernels (rows say form=)')
+    .option('--kernel-positions <list>', 'with --kernels: cached positions of the attention benchmark (default 128,512,1024,2048)')
     .option('--rotate-mib <n>', 'with --kernels: bytes each benchmark cycles through, past the L2 (default 256; 4 on a software adapter)', floatArg('--rotate-mib', 0));
   cmd.action(action(async (o: BenchFlags) => {
     if (o.kernels) return kernelsAction(o);

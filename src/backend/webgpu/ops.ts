@@ -518,7 +518,9 @@ export class Kernels {
    */
   attention(a: { step: GPUBuffer; qkv: GPUBuffer; k: GPUBuffer; v: GPUBuffer; o: GPUBuffer; hn: GPUBuffer; H: number; hd: number; T: number; maxPos: number; splits?: number;
     /** Sparse heads (decode): the k chosen heads hl and the skip record (attention.ts, `heads`). Split form only. */
-    heads?: { hl: GPUBuffer; skip: GPUBuffer; k: number } }, own: GPUBuffer[]): Dispatch[] {
+    heads?: { hl: GPUBuffer; skip: GPUBuffer; k: number };
+    /** false: the split + combine pair even where the fused form fits (long contexts: runner.ts, FUSED_ATTENTION_MAX_KEYS). */
+    fused?: boolean }, own: GPUBuffer[]): Dispatch[] {
     const scale = f32bits(1 / Math.sqrt(a.hd));
     const shape = attentionSplitShape(a.hd);
     const hs = a.heads ?? null;
@@ -528,7 +530,7 @@ export class Kernels {
       const S = a.splits ?? attentionSplits(a.H, a.maxPos), dv = (a.H * a.hd) / shape.W, groups = a.T * a.H * S;
       const nh = hs ? hs.k : a.H;
       const heads: [number, Entry][] = hs ? [[7, hs.hl], [8, hs.skip]] : [];
-      if (this.fuseAttention && attentionFusedFits(a.hd) && 7 + heads.length <= this.gpu.limits.maxStorageBuffersPerShaderStage) {
+      if (this.fuseAttention && a.fused !== false && attentionFusedFits(a.hd) && 7 + heads.length <= this.gpu.limits.maxStorageBuffersPerShaderStage) {
         // One dispatch: the last split of each head combines (kernels/attention.ts, "Fused form").
         const sw = this.buffer(attentionFusedWords(a.T, a.H, S, a.hd) * 4, 'attention partials (fused)');
         own.push(sw);

@@ -191,6 +191,14 @@ export interface WebGpuRunnerOptions extends GpuOptions {
   fuseAttention?: boolean;
 }
 
+/**
+ * Decode steps whose attention sees more keys than this run the split + combine pair instead of the
+ * fused form: on an H200 the fused form took 1 µs less a layer at 128 positions and 1–4.6 µs more
+ * from 512 on (bench --kernels --kernel-variants, docs/benchmarks.md). Both give the same bits, so
+ * a step that runs the other form (a command buffer encoded ahead) is only slower, never wrong.
+ */
+export const FUSED_ATTENTION_MAX_KEYS = 256;
+
 export async function createWebGpuRunner(config: OptConfig, weights: OptWeights | 'synthetic', opts: WebGpuRunnerOptions = {}): Promise<WebGpuRunner> {
   const owned = !opts.gpu;
   const gpu = opts.gpu ?? await openGpu(opts);
@@ -550,9 +558,9 @@ class GpuRunner implements WebGpuRunner {
    */
   private nextDecode: GPUCommandBuffer | null = null;
 
-  private encodeDecode(): GPUCommandBuffer {
+  private encodeDecode(pos: number): GPUCommandBuffer {
     const enc = this.k.device.createCommandEncoder();
-    this.k.encode(enc, this.plan(1, 'last', false).items);
+    this.k.encode(enc, this.plan(1, 'last', false, this.longAttention(pos)).items);
     enc.copyBufferToBuffer(this.logits, 0, this.stage!, 0, this.config.vocabSize * 4);
     return enc.finish();
   }
@@ -563,21 +571,26 @@ class GpuRunner implements WebGpuRunner {
     this.plans.clear();
   }
 
-  private plan(T: number, head: Head, trace: boolean): Plan {
-    const key = `${T}/${head}/${trace}`;
+  /** Whether a decode step at `pos` runs attention as the split + combine pair (FUSED_ATTENTION_MAX_KEYS). */
+  private longAttention(pos: number): boolean { return pos + 1 > FUSED_ATTENTION_MAX_KEYS; }
+
+  /** `long`: a decode plan whose attention is the pair (longAttention); prompts ignore it. */
+  private plan(T: number, head: Head, trace: boolean, long = false): Plan {
+    long &&= T === 1 && this.k.fuseAttention;
+    const key = `${T}/${head}/${trace}${long ? '/long' : ''}`;
     let p = this.plans.get(key);
     if (!p) {
       if (this.plans.size >= 8) { // keep the decode plan; drop the oldest other one
         for (const [k, v] of this.plans) if (!k.startsWith('1/')) { v.own.forEach((b) => b.destroy()); this.plans.delete(k); break; }
       }
-      p = this.buildPlan(T, head, trace);
+      p = this.buildPlan(T, head, trace, long);
       this.plans.set(key, p);
     }
     return p;
   }
 
   /** The forward pass for T tokens as dispatches (and trace taps), mirroring CpuRunner.forward. */
-  private buildPlan(T: number, head: Head, trace: boolean): Plan {
+  private buildPlan(T: number, head: Head, trace: boolean, long: boolean): Plan {
     const c = this.config, d = c.hidden, f = c.ffn, K = this.k, eps = c.layerNormEps;
     const own: GPUBuffer[] = [];
     const items: PlanItem[] = [];
@@ -619,7 +632,7 @@ class GpuRunner implements WebGpuRunner {
       if (look && !S!.block) this.predictB(S!, this.qkv, 3 * d, own, add);
       if (!kv) add(K.kvStore({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, d, T }, own));
       add(...K.attention({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, o: this.ao, hn: this.hn, H: c.heads, hd: c.headDim, T, maxPos: c.maxPositions,
-        heads: HS ? { hl: this.hl!, skip: HS.skip, k: HS.k } : undefined }, own));
+        heads: HS ? { hl: this.hl!, skip: HS.skip, k: HS.k } : undefined, fused: !long }, own));
       tap(l, 'head_norm', this.hn, c.heads);
       tap(l, 'attn_out', this.ao, d);
       // Sparse heads: out_proj reads the chosen heads' columns only (the others' outputs are stale).
@@ -733,7 +746,7 @@ class GpuRunner implements WebGpuRunner {
     for (let s = 0; s < ids.length; s += cap) {
       const chunk = ids.slice(s, s + cap), T = chunk.length;
       const h: Head = head === 'all' ? 'all' : head === 'last' && s + T >= ids.length ? 'last' : 'none';
-      const plan = this.plan(T, h, !!opts.trace);
+      const plan = this.plan(T, h, !!opts.trace, this.longAttention(this.pos));
       dev.queue.writeBuffer(this.step, 0, Uint32Array.from([this.pos, ...chunk]));
       // A pass of several tokens runs every head: their positions are no longer skipped by any.
       if (T > 1) for (const hs of this.heads) if (hs) dev.queue.writeBuffer(hs.skip, this.pos * c.heads * 4, new Uint32Array(T * c.heads));
@@ -748,8 +761,8 @@ class GpuRunner implements WebGpuRunner {
         }
       }
       if (decodeStep) {
-        dev.queue.submit([this.nextDecode ?? this.encodeDecode()]);
-        this.nextDecode = this.encodeDecode(); // overlaps the GPU's work on this step
+        dev.queue.submit([this.nextDecode ?? this.encodeDecode(this.pos)]);
+        this.nextDecode = this.encodeDecode(this.pos + 1); // overlaps the GPU's work on this step
       } else {
         const enc = dev.createCommandEncoder();
         const onTap = opts.trace ? (tap: Tap) => {
@@ -809,13 +822,13 @@ class GpuRunner implements WebGpuRunner {
     this.chaining = true;
     try {
       await this.chainTail;
-      const plan = this.plan(1, 'greedy', false), pos0 = this.pos;
+      const pos0 = this.pos, plans = [false, true].map((long) => this.plan(1, 'greedy', false, long));
       dev.queue.writeBuffer(this.step, 0, Uint32Array.from([pos0, first]));
       const maps: (Promise<void> | null)[] = new Array(W).fill(null);
       const submit = (j: number) => {
         const slot = j % W, out = this.idStage[slot];
         const enc = dev.createCommandEncoder();
-        this.k.encode(enc, plan.items);
+        this.k.encode(enc, plans[+this.longAttention(pos0 + j)].items);
         enc.copyBufferToBuffer(this.tokens, (pos0 + j) * 4, out, 0, 4);
         dev.queue.submit([enc.finish()]);
         this.mlpTokens++;
@@ -885,7 +898,7 @@ class GpuRunner implements WebGpuRunner {
   async timeDecodeSteps(steps: number, token = 0): Promise<DecodeTiming> {
     const dev = this.k.device;
     if (this.pos + steps > this.config.maxPositions) fail(`${steps} decode steps from position ${this.pos} pass the context of ${this.config.maxPositions}`);
-    const plan = this.plan(1, 'none', false);
+    const plans = [false, true].map((long) => this.plan(1, 'none', false, long)), plan = plans[+this.longAttention(this.pos)];
     const ts = this.gpu.timestamps;
     let resolve: GPUBuffer | null = null, read: GPUBuffer | null = null;
     if (ts) {
@@ -899,7 +912,7 @@ class GpuRunner implements WebGpuRunner {
     for (let i = 0; i < steps; i++) {
       dev.queue.writeBuffer(this.step, 0, Uint32Array.from([this.pos, token]));
       const enc = dev.createCommandEncoder();
-      this.k.encode(enc, plan.items, undefined, ts ? { querySet: this.querySet!, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } : undefined);
+      this.k.encode(enc, plans[+this.longAttention(this.pos)].items, undefined, ts ? { querySet: this.querySet!, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } : undefined);
       dev.queue.submit([enc.finish()]);
       this.pos++;
       this.mlpTokens++;
@@ -926,7 +939,7 @@ class GpuRunner implements WebGpuRunner {
     const dev = this.k.device;
     if (!this.gpu.timestamps) fail('profiling needs the timestamp-query feature, which this adapter does not offer');
     if (this.pos + steps > this.config.maxPositions) fail(`${steps} decode steps from position ${this.pos} pass the context of ${this.config.maxPositions}`);
-    const plan = this.plan(1, 'none', false);
+    const plan = this.plan(1, 'none', false, this.longAttention(this.pos));
     const ds = plan.items.flatMap((it) => ('d' in it ? [it.d] : []));
     const n = 2 * ds.length;
     // One query set a step, resolved after it (WebGPU caps a query set at 4096 queries).
