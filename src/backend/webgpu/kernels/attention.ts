@@ -122,7 +122,8 @@ export const attentionCombineKey = (hd: number, heads = false) => `attention_spl
 // sentinel -3e38 and its weight 0. The current position is never skipped for a chosen head, so every
 // query has a live key. CPU twin: headAttention (backend/cpu/heads.ts).
 
-// Fused form (`fused`, the default where it fits): no phase-2 dispatch. A dependent dispatch costs
+// Fused form (`fused`; the runner's choice for decode steps of up to 256 keys, where it measured
+// faster: runner.ts, FUSED_ATTENTION_MAX_KEYS): no phase-2 dispatch. A dependent dispatch costs
 // ~3 µs beyond its work, and the combine is 32 small workgroups of little work (~8 µs a layer in an
 // OPT-6.7B decode step on an H200), so the LAST split of each (query, head) to finish combines:
 // each live split writes its partials, then adds 1 to the (query, head) arrival counter; the one
