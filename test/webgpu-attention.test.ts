@@ -4,14 +4,16 @@
  * positions spanning several splits and several tiles a split — and the one-workgroup-per-query
  * kernel that prefill keeps, each over an f32 and a packed-f16 KV cache. Cache rows past the context
  * hold NaN: a read past it would show. The split form runs fused (the last split of each head
- * combines) and as two dispatches; the fused one runs twice on new queries, so a counter or partial
- * word left set by the first run would show in the second, and both forms must give the same bits.
+ * combines) and as two dispatches; the fused one runs twice on new queries with its scratch read back
+ * after each run (every partial word and counter must be empty again), and both forms must give the
+ * same bits. (That a partial's store may become visible after the counter add cannot be forced on a
+ * software adapter: the spin that covers it is argued in kernels/attention.ts.)
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { attention } from '../src/backend/cpu/kernels.js';
-import { Kernels, readF32, runNow } from '../src/backend/webgpu/ops.js';
-import { attentionFusedFits, attentionSplits, attentionSplitShape } from '../src/backend/webgpu/kernels/attention.js';
+import { Kernels, readF32, readU32, runNow } from '../src/backend/webgpu/ops.js';
+import { attentionFusedFits, attentionFusedWords, attentionSplits, attentionSplitShape } from '../src/backend/webgpu/kernels/attention.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import { gpuOrSkip, kvBuffer, kvRound } from './gpu.js';
 import { randomArray, rng, relErr } from './helpers.js';
@@ -28,6 +30,9 @@ test('split shapes fit WebGPU default limits', () => {
   }
   assert.equal(attentionSplitShape(257), null); // scalar rows wider than the workgroup: old kernel
   assert.equal(attentionSplits(32, 2048), 32);
+  // The fused form (its combine reuses phase 1's workgroup memory) takes the head dims models have.
+  for (const hd of [5, 7, 20, 32, 64, 80, 128, 255, 256]) assert.ok(attentionFusedFits(hd), `hd ${hd} fused`);
+  assert.ok(!attentionFusedFits(4) && !attentionFusedFits(257));
   assert.equal(attentionSplits(3, 131), 5);
 });
 
@@ -47,6 +52,7 @@ test('webgpu attention matches the CPU twin (split-K decode and the prefill kern
       [3, 7, 129, 1, 2], [3, 12, 129, 1, 2], [3, 255, 129, 1, 1], // chunk > tile: several tiles a split
       [3, 7, 129, 1, 64], [3, 12, 5, 1, 64],                          // more splits than positions
       [3, 5, 34, 3, 4], [3, 12, 127, 3, 3],                           // split form on prefill rows
+      [3, 20, 40, 3, 4], [2, 64, 100, 2, 3], [2, 64, 129, 1],         // vec4 rows fused, T > 1 too
       [3, 5, 34, 3], [3, 12, 6, 3],                                   // prefill kernel
     ];
     await t.test(`attention ${sg ? 'sg' : 'wgmem'} kv${kv16 ? 16 : 32}`, async () => {
@@ -83,6 +89,12 @@ test('webgpu attention matches the CPU twin (split-K decode and the prefill kern
             assert.ok(eo < 1e-5, `${what}: output ${eo}`);
             assert.ok(eh < 1e-5, `${what}: head norms ${eh}`);
             if (run === 0) outs.push(got);
+            // Every partial word and counter the fused form used is empty again for the next run.
+            if (split && fused && attentionFusedFits(hd)) {
+              const S = splits ?? attentionSplits(H, maxPos);
+              const words = await readU32(k, keep[0], attentionFusedWords(T, H, S, hd));
+              assert.ok(words.every((w) => w === 0), `${what}: scratch left ${words.filter((w) => w !== 0).length} words set`);
+            }
           }
           for (const b of [...keep, qkvBuf, o, hn]) b.destroy();
         }

@@ -76,11 +76,18 @@ test('webgpu split attention over chosen heads leaves skipped positions out, lik
         const h = new Uint16Array(Math.ceil(a.length / 2) * 2); h.set(floatsToHalves(a));
         const b = k.buffer(h.byteLength, label); k.device.queue.writeBuffer(b, 0, h); return b;
       };
-      const o = k.f32Buffer(new Float32Array(d).fill(1234), 'o'), hn = k.buffer(H * 4, 'hn');
-      const skipBuf = k.f32Buffer(Uint32Array.from(skip), 'skip');
-      await runNow(k, k.attention({ step: k.f32Buffer(Uint32Array.from([pos]), 'step'), qkv: k.f32Buffer(qkv, 'qkv'), k: kvBuf(kc, 'k'), v: kvBuf(vc, 'v'), o, hn, H, hd, T: 1, maxPos, splits,
-        heads: { hl: k.f32Buffer(heads, 'hl'), skip: skipBuf, k: kk } }, own), own);
-      const got = await readF32(k, o, d);
+      // The fused form (the last split of each head combines) and the split + combine pair: the same bits.
+      const runForm = async (fused: boolean) => {
+        k.fuseAttention = fused;
+        const o = k.f32Buffer(new Float32Array(d).fill(1234), 'o'), hn = k.buffer(H * 4, 'hn');
+        const skipBuf = k.f32Buffer(Uint32Array.from(skip), 'skip');
+        await runNow(k, k.attention({ step: k.f32Buffer(Uint32Array.from([pos]), 'step'), qkv: k.f32Buffer(qkv, 'qkv'), k: kvBuf(kc, 'k'), v: kvBuf(vc, 'v'), o, hn, H, hd, T: 1, maxPos, splits,
+          heads: { hl: k.f32Buffer(heads, 'hl'), skip: skipBuf, k: kk } }, own), own);
+        k.fuseAttention = true;
+        return readF32(k, o, d);
+      };
+      const got = await runForm(true);
+      assert.deepEqual(await runForm(false), got, `H=${H} hd=${hd} pos=${pos}: the pair and the fused form`);
       const what = `kv${kv16 ? 16 : 32} H=${H} hd=${hd} pos=${pos} k=${kk}`;
       for (let h = 0; h < H; h++) {
         const g = got.subarray(h * hd, (h + 1) * hd), w = ref.subarray(h * hd, (h + 1) * hd);

@@ -145,8 +145,11 @@ export function attentionFusedFits(hd: number): boolean {
   const sh = attentionSplitShape(hd);
   return !!sh && sh.TILE * (sh.HV + 1) >= 2 * ATS_MAX_SPLITS + ATS_WG2 && ATS_WG === ATS_WG2;
 }
-/** Spins on one partial word before it counts as lost (the output is then NaN, never a hang). */
-const FUSED_SPIN = 1 << 22;
+/**
+ * Rounds of reloads before a partial word counts as lost (the output is then NaN): a store issued
+ * before the counter add arrives within a few rounds; this bounds a bug to milliseconds, not a hang.
+ */
+const FUSED_SPIN = 1 << 16;
 
 /**
  * Phase 2's body: combine the live splits of (t, h) into o and the head norm. `ml(s)` reads split
@@ -220,10 +223,10 @@ ${fused ? `@group(0) @binding(5) var<storage, read_write> sw: array<atomic<u32>>
 @group(0) @binding(9) var<storage, read_write> o: array<V>;
 @group(0) @binding(10) var<storage, read_write> hn: array<f32>;
 fn put(i: u32, x: f32) { let u = bitcast<u32>(x); atomicStore(&sw[i], select(u, 0xfffffffeu, u == 0xffffffffu) + 1u); }
-// N consecutive words' values once all are full, leaving them empty (bounded: a word that never
-// fills reads NaN). The N loads are issued together and only the empty ones reloaded: a spin per
-// word made every load wait on the one before (the combine's tail ran ~4 µs longer at 1024+
-// positions).
+// N consecutive words' values once all are full, leaving them empty. The N loads are issued
+// together and only the empty ones reloaded (a spin per word made each load wait on the one
+// before). Bounded: a word still empty after FUSED_SPIN rounds (a bug, never seen) reads NaN and is
+// left as it is, so the store it waited for cannot land after a reset and pass for a later one.
 fn takeN(i: u32, N: u32) -> vec4<f32> {
   var u = vec4<u32>(1u);
   for (var c = 0u; c < N; c++) { u[c] = atomicLoad(&sw[i + c]); }
@@ -231,7 +234,7 @@ fn takeN(i: u32, N: u32) -> vec4<f32> {
     if (all(u != vec4<u32>(0u))) { break; }
     for (var c = 0u; c < N; c++) { if (u[c] == 0u) { u[c] = atomicLoad(&sw[i + c]); } }
   }
-  for (var c = 0u; c < N; c++) { atomicStore(&sw[i + c], 0u); }
+  for (var c = 0u; c < N; c++) { if (u[c] != 0u) { atomicStore(&sw[i + c], 0u); } }
   return bitcast<vec4<f32>>(u - vec4<u32>(1u));
 }
 var<workgroup> last: u32;` : `@group(0) @binding(5) var<storage, read_write> pacc: array<V>;
