@@ -82,8 +82,9 @@ export type HeadSelector =
  * completion without its per-head half. Every W decode positions (at positions p with (p + 1) % W
  * = 0, before that step's attention) the holes of the last W positions are filled for every head,
  * so a head's history has holes only since the last completion, at most W − 1 positions back. On
- * a GPU this is one multi-vector K/V product every W steps (2d²/W weight bytes a step) instead of
- * kv 'all''s 2d² every step. The CPU computes every head's K/V each step and completes by
+ * a GPU this is the chosen heads' K/V every step plus every head's K/V for W inputs every W steps
+ * ((2ρ(W − 1) + 2)d²/W weight bytes a step at ρ = k/H) instead of kv 'all''s 2d² every step;
+ * W = 2 is exact (docs/sparsity.md). The CPU computes every head's K/V each step and completes by
  * unmarking: the same values, since a position's K/V depend only on its own attention input.
  */
 export interface HeadLayerPolicy {

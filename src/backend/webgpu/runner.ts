@@ -193,8 +193,8 @@ export interface WebGpuRunnerOptions extends GpuOptions {
 
 /**
  * Decode steps whose attention sees more keys than this run the split + combine pair instead of the
- * fused form: on an H200 the fused form took 1 µs less a layer at 128 positions and 1–4.6 µs more
- * from 512 on (bench --kernels --kernel-variants, docs/benchmarks.md). Both give the same bits, so
+ * fused form: on an H200 the fused form took ~1 µs less a layer at 128 positions, the same at 256,
+ * and 0.8–4.6 µs more from 320 on at OPT-6.7B (bench --kernels --kernel-variants, docs/benchmarks.md). Both give the same bits, so
  * a step that runs the other form (a command buffer encoded ahead) is only slower, never wrong.
  */
 export const FUSED_ATTENTION_MAX_KEYS = 256;

@@ -123,9 +123,9 @@ export const attentionCombineKey = (hd: number, heads = false) => `attention_spl
 // query has a live key. CPU twin: headAttention (backend/cpu/heads.ts).
 
 // Fused form (`fused`; the runner's choice for decode steps of up to 256 keys, where it measured
-// faster: runner.ts, FUSED_ATTENTION_MAX_KEYS): no phase-2 dispatch. A dependent dispatch costs
-// ~3 µs beyond its work, and the combine is 32 small workgroups of little work (~8 µs a layer in an
-// OPT-6.7B decode step on an H200), so the LAST split of each (query, head) to finish combines:
+// faster: runner.ts, FUSED_ATTENTION_MAX_KEYS): no phase-2 dispatch, one dependent dispatch a layer
+// fewer (measured 0.4–1.4 % of an H200 decode step, docs/benchmarks.md). The LAST split of each
+// (query, head) to finish combines:
 // each live split writes its partials, then adds 1 to the (query, head) arrival counter; the one
 // that sees live − 1 resets the counter and runs phase 2's code over the partials.
 // WGSL has no device-scope fence, so a split's partial stores may become visible to the last one
