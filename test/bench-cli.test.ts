@@ -54,6 +54,13 @@ test('bench --sparsity dejavu --oracle: fixed neuron and head sets, head_density
   const row = JSON.parse(chosen.stdout.trim()) as Record<string, unknown>;
   assert.equal(row.head_kv, 'chosen');
   assert.ok((row.bytes_per_token as number) < (dejavu.bytes_per_token as number), 'kv chosen reads less');
+  // Lazy completion: kv chosen's K/V at even positions, every head's at odd ones; in between in bytes.
+  const lazy = bench([...fast, '--json', '--sparsity', 'dejavu', '--oracle', '--head-density', '0.5', '--head-kv', 'lazy']);
+  assert.equal(lazy.status, 0, lazy.stderr);
+  const lrow = JSON.parse(lazy.stdout.trim()) as Record<string, unknown>;
+  assert.equal(lrow.head_kv, 'lazy');
+  assert.ok((lrow.bytes_per_token as number) < (dejavu.bytes_per_token as number) && (lrow.bytes_per_token as number) > (row.bytes_per_token as number), 'lazy reads between chosen and all');
+  assert.match(lazy.stderr, /heads 0\.500, kv lazy, fixed sets/);
 });
 
 test('bench --sparsity dejavu --predictors: the set\'s head predictors at --head-density; a set without them is refused', async () => {
@@ -96,7 +103,7 @@ test('bench errors are one line: unknown shape, --sparsity dejavu, --shape on th
     [[...fast, '--sparsity', 'mlp'], /^dejavu: --sparsity mlp on a checkpoint needs --predictors DIR .* or --oracle/],
     [[...fast, '--prompt-len', '1000', '--gen', '100'], /exceeds the model's context of 1024 tokens/],
     [[...fast, '--selection', 'best'], /^dejavu: --selection must be auto, block or topk \(got best\)\n$/],
-    [[...fast, '--sparsity', 'dejavu', '--oracle', '--head-kv', 'some'], /^dejavu: --head-kv must be all or chosen \(got some\)\n$/],
+    [[...fast, '--sparsity', 'dejavu', '--oracle', '--head-kv', 'some'], /^dejavu: --head-kv must be all, chosen or lazy \(got some\)\n$/],
     [[...fast, '--predictor-input', 'qkv'], /^dejavu: --predictor-input must be attn_in or mlp_in \(got qkv\)\n$/],
     [[...fast, '--sparsity', 'mlp', '--oracle', '--predictor-input', 'attn_in'], /^dejavu: --predictor-input is for synthetic predictors \(--oracle runs no predictor\)\n$/],
   ];

@@ -63,6 +63,9 @@ test('sparse MLP reads K rows of fc1 and fc2 plus the predictor', () => {
   const chosen = tokenBytes(c67, { position: 99, headDensity: 0.5, headKv: 'chosen' });
   assert.ok(chosen.attention < dense.attention * 0.51);
   assert.ok(Math.abs(heads.attention - dense.attention * 0.75) < dense.attention * 0.01, `${heads.attention / dense.attention}`);
+  // Lazy completion: K and V at the mean of an even step (the chosen heads) and an odd one (every head).
+  const lazy = tokenBytes(c67, { position: 99, headDensity: 0.5, headKv: 'lazy' });
+  assert.ok(Math.abs(lazy.attention - (heads.attention + chosen.attention) / 2) < dense.attention * 1e-6, `${lazy.attention / dense.attention}`);
   // Head predictors: the (H, d) product B·A (fp16) and H f32 biases a layer, whatever the rank.
   const withPred = tokenBytes(c67, { position: 99, headDensity: 0.5, headRank: 336 });
   assert.equal(withPred.predictor - heads.predictor, L * (32 * d * 2 + 32 * 4));

@@ -16,7 +16,7 @@ import { Kernels, readF32, readU32, runNow } from '../src/backend/webgpu/ops.js'
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import type { SparsityPolicy } from '../src/sparsity/policy.js';
 import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
-import { gpuOrSkip, randomMatrix } from './gpu.js';
+import { gpuOrSkip, kvBuffer, randomMatrix, readKv } from './gpu.js';
 import { checkpoint, MODELS, randomArray, reference, relErr, rng } from './helpers.js';
 
 let gpu: Gpu | null = null;
@@ -158,6 +158,65 @@ test('webgpu qkv GEMV choosing heads: the top k\'s rows (and every head\'s K/V w
   }
 });
 
+test('webgpu qkv GEMV, lazy K/V completion: an even position runs the chosen heads and records the holes and x; the odd one after runs every head\'s K/V and fills the holes from the saved x (odd shapes, f32 and f16 cache)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const r = rng(19);
+  // [H, hd, even position, k, shape]: the default shape, and 2 rows of 32 threads (4 rows a workgroup
+  // with two a thread: a head of 16 rows spans 4 workgroups).
+  const cases: [number, number, number, number, { rows: number; tpr: number } | undefined][] = [[4, 32, 2, 2, undefined], [5, 16, 0, 3, { rows: 2, tpr: 32 }], [3, 64, 4, 1, undefined], [7, 16, 6, 4, undefined]];
+  for (const kv16 of [false, true]) for (const [H, hd, pos, kk, shape] of cases) {
+    const k: Kernels = new Kernels(gpu, undefined, kv16), own: GPUBuffer[] = [];
+    const d = H * hd, maxPos = pos + 3;
+    const { m: W, w } = randomMatrix(k, 3 * d, d, r, 0.2);
+    assert.ok(k.headsFit(W, hd, H, undefined, shape, true), `H=${H} hd=${hd}: the lazy form fits`);
+    const x0 = randomArray(d, r), x1 = randomArray(d, r);
+    const want0 = linear(x0, 1, w, null, d, 3 * d), want1 = linear(x1, 1, w, null, d, 3 * d);
+    const step = k.f32Buffer(Uint32Array.from([pos]), 'step'), scores = k.buffer(H * 4, 'scores');
+    const y = k.buffer(3 * d * 4, 'y'), hl = k.buffer(H * 4, 'hl');
+    const kc = kvBuffer(k, new Float32Array(maxPos * d).fill(-7), 'k'), vc = kvBuffer(k, new Float32Array(maxPos * d).fill(-7), 'v');
+    const holes = k.f32Buffer(new Uint32Array(H).fill(9), 'holes'), xPrev = k.f32Buffer(new Float32Array(d).fill(NaN), 'x prev');
+    const run = async (at: number, x: Float32Array, sc: Float32Array) => {
+      k.device.queue.writeBuffer(step, 0, Uint32Array.from([at]));
+      k.device.queue.writeBuffer(scores, 0, sc as Float32Array<ArrayBuffer>);
+      k.device.queue.writeBuffer(y, 0, new Float32Array(3 * d).fill(-7));
+      await runNow(k, k.linear({ W, x: k.f32Buffer(x, 'x'), y, T: 1, shape, kv: { step, k: kc, v: vc,
+        heads: { scores, hl, skip: holes, hd, H, k: kk, kvAll: false, lazy: { xPrev } } } }, own), own);
+      return readF32(k, y, 3 * d);
+    };
+    const s0 = randomArray(H, r), s1 = randomArray(H, r);
+    const c0 = selectHeads(s0, kk), c1 = selectHeads(s1, kk);
+    const what = `kv${kv16 ? 16 : 32} H=${H} hd=${hd} k=${kk}`;
+    const close = (a: number, b: number) => Math.abs(a - b) < (kv16 ? 2e-3 : 1e-4) * (1 + Math.abs(b));
+    // The even position: chosen heads' rows only; their K/V at pos; holes = the unchosen; x saved.
+    const y0 = await run(pos, x0, s0);
+    assert.deepEqual(Array.from(await readU32(k, holes, H)), Array.from({ length: H }, (_, h) => (c0.includes(h) ? 0 : 1)), `${what}: holes at the even position`);
+    assert.deepEqual(await readF32(k, xPrev, d), x0, `${what}: x saved`);
+    for (let row = 0; row < 3 * d; row++) {
+      const h = Math.floor((row % d) / hd);
+      if (c0.includes(h)) assert.ok(close(y0[row], want0[row]), `${what} even row ${row}: ${y0[row]} vs ${want0[row]}`);
+      else assert.equal(y0[row], -7, `${what} even row ${row}: head ${h} not chosen, must not run`);
+    }
+    // The odd position: chosen q rows; every head's K/V at pos + 1; the holes' K/V at pos from x0.
+    const y1 = await run(pos + 1, x1, s1);
+    assert.deepEqual(Array.from(await readU32(k, holes, H)), Array.from({ length: H }, (_, h) => (c0.includes(h) ? 0 : 1)), `${what}: an odd position leaves the holes`);
+    const kg = await readKv(k, kc, maxPos * d), vg = await readKv(k, vc, maxPos * d);
+    for (let row = 0; row < 3 * d; row++) {
+      const h = Math.floor((row % d) / hd), col = row % d;
+      if (row < d) {
+        if (c1.includes(h)) assert.ok(close(y1[row], want1[row]), `${what} odd q row ${row}`);
+        else assert.equal(y1[row], -7, `${what} odd q row ${row}: head ${h} not chosen`);
+        continue;
+      }
+      assert.ok(close(y1[row], want1[row]), `${what} odd k/v row ${row}: ${y1[row]} vs ${want1[row]}`);
+      const cache = row < 2 * d ? kg : vg;
+      assert.ok(close(cache[(pos + 1) * d + col], want1[row]), `${what}: cache at the odd position, row ${row}`);
+      assert.ok(close(cache[pos * d + col], want0[row]), `${what}: cache at the even position, row ${row} (head ${h} ${c0.includes(h) ? 'chosen' : 'filled'})`);
+      for (const j of [pos + 2]) assert.equal(cache[j * d + col], -7, `${what}: other positions untouched`);
+    }
+  }
+});
+
 test('webgpu sparse heads decode like the CPU runner: fixed sets, predictors with the MLP lookahead, the chained greedy decode; all heads = dense (5m)', async (t) => {
   gpu ??= await gpuOrSkip(t);
   if (!gpu) return;
@@ -209,6 +268,55 @@ test('webgpu sparse heads decode like the CPU runner: fixed sets, predictors wit
   const first = last.indexOf(Math.max(...last));
   const wantIds = await cpu.decodeGreedy(first, 12, () => true), gotIds = await g.decodeGreedy(first, 12, () => true);
   assert.deepEqual(gotIds, wantIds);
+  g.setSparsity(null);
+  g.dispose();
+});
+
+test('webgpu lazy K/V completion (kv chosen, window 2) decodes as kv all, unlike kv chosen: fixed sets and predictors with the MLP lookahead, prompts of both parities, the chained decode (5m)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const ck = await checkpoint(MODELS['5m']);
+  const c = ck.config, d = c.hidden, f = c.ffn, H = c.heads, r = rng(23);
+  const h16 = (a: Float32Array) => halvesToFloats(floatsToHalves(a));
+  const none = new Array(c.layers).fill(null);
+  const fixed: SparsityPolicy = { input: 'attn_in', mlp: none, heads: none.map((_, l) => ({ k: 3, selector: { kind: 'fixed' as const, heads: Uint32Array.from([l % H, (l + 3) % H, (l + 5) % H]) } })) };
+  const dejavu: SparsityPolicy = {
+    input: 'attn_in',
+    mlp: none.map(() => ({ k: 0, selector: { kind: 'predictor' as const, predictor: { rank: 16, A: h16(randomArray(16 * d, r, 0.2)), B: h16(randomArray(f * 16, r, 0.2)), bias: randomArray(f, r, 0.1) }, block: { cap: 8, tau: null } } })),
+    heads: none.map(() => ({ k: 2, selector: { kind: 'predictor' as const, predictor: { rank: H, A: h16(randomArray(H * d, r, 0.2)), B: Float32Array.from({ length: H * H }, (_, i) => (i % (H + 1) === 0 ? 1 : 0)), bias: randomArray(H, r, 0.1) } } })),
+  };
+  const kv = (p: SparsityPolicy, kind: 'all' | 'chosen' | 'lazy'): SparsityPolicy =>
+    ({ ...p, heads: p.heads!.map((hp) => hp && { ...hp, kv: kind === 'all' ? 'all' as const : 'chosen' as const, kvWindow: kind === 'lazy' ? 2 : undefined }) });
+  const cpu = new CpuRunner(c, ck.weights);
+  const g = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32' });
+  const ids = reference(MODELS['5m'])[0].input_ids;
+  const steps = [5, 17, 300, 41, 9, 77, 12];
+  const decode = async (x: CpuRunner | typeof g, p: SparsityPolicy, prompt: number[]) => {
+    x.setSparsity(p); x.reset();
+    await x.forward(prompt);
+    const out: Float32Array[] = [];
+    for (const id of steps) out.push(await x.forward([id]));
+    return out;
+  };
+  for (const [name, p] of [['fixed', fixed], ['dejavu', dejavu]] as const) for (const prompt of [ids, ids.slice(0, -1)]) {
+    const what = `${name}, prompt of ${prompt.length}`;
+    const cpuLazy = await decode(cpu, kv(p, 'lazy'), prompt), all = await decode(g, kv(p, 'all'), prompt);
+    const lazy = await decode(g, kv(p, 'lazy'), prompt), chosen = await decode(g, kv(p, 'chosen'), prompt);
+    lazy.forEach((v, i) => {
+      assert.ok(relErr(v, cpuLazy[i]) < 1e-2, `${what}, step ${i}: against the CPU's window 2 ${relErr(v, cpuLazy[i])}`);
+      assert.ok(relErr(v, all[i]) < 1e-4, `${what}, step ${i}: against kv all ${relErr(v, all[i])}`);
+    });
+    // A fixed set never changes, so its holes belong to heads that never attend: kv chosen is kv all there.
+    if (name === 'dejavu') assert.ok(chosen.some((v, i) => relErr(v, all[i]) > 1e-3), `${what}: kv chosen (holes never filled) differs from kv all`);
+  }
+  assert.ok(g.pipelineKeys.some((key) => /_hd32h8k3z/.test(key)), 'the lazy form of the qkv GEMV ran');
+  // The chain on the device against the host loop.
+  for (const x of [cpu, g]) { x.setSparsity(kv(dejavu, 'lazy')); x.reset(); }
+  const last = await cpu.forward(ids); await g.forward(ids);
+  const first = last.indexOf(Math.max(...last));
+  assert.deepEqual(await g.decodeGreedy(first, 12, () => true), await cpu.decodeGreedy(first, 12, () => true));
+  // Windows other than 1 and 2 stay on the CPU.
+  assert.throws(() => g.setSparsity({ ...fixed, heads: fixed.heads!.map((hp) => hp && { ...hp, kv: 'chosen' as const, kvWindow: 4 }) }), /^DejavuError: on WebGPU a heads K\/V completion window \(kvWindow\) must be 1 or 2/);
   g.setSparsity(null);
   g.dispose();
 });

@@ -3,7 +3,7 @@
  * at the right shapes, not a model that predicts anything.
  */
 import type { OptConfig } from '../model/config.js';
-import { BLOCK_SIZE, blockSlots, type HeadLayerPolicy, type LowRankPredictor, type MlpLayerPolicy, type PredictorInput, type SparsityPolicy } from '../sparsity/policy.js';
+import { BLOCK_SIZE, blockSlots, headKvFields, type HeadKvMode, type HeadLayerPolicy, type LowRankPredictor, type MlpLayerPolicy, type PredictorInput, type SparsityPolicy } from '../sparsity/policy.js';
 import { predictScores } from '../sparsity/predict.js';
 import { mlpK, predictorRank } from './shapes.js';
 import { seededRandom } from '../util/random.js';
@@ -90,11 +90,11 @@ export function headCount(c: OptConfig, density: number): number {
  * (the MLP predictors' rank rule, predictorRank), its top k heads a token. Like the MLP's, one
  * predictor object serves every layer; each layer uploads its own copy.
  */
-export function syntheticHeads(c: OptConfig, density: number, o: { seed?: number; rank?: number; oracle?: boolean; kv?: 'all' | 'chosen' } = {}): HeadLayerPolicy[] {
-  const r = rng(o.seed ?? 3), d = c.hidden, H = c.heads, k = headCount(c, density), kv = o.kv ?? 'all';
-  if (o.oracle) return Array.from({ length: c.layers }, () => ({ k, kv, selector: { kind: 'fixed' as const, heads: randomSubset(H, k, r) } }));
+export function syntheticHeads(c: OptConfig, density: number, o: { seed?: number; rank?: number; oracle?: boolean; kv?: HeadKvMode } = {}): HeadLayerPolicy[] {
+  const r = rng(o.seed ?? 3), d = c.hidden, H = c.heads, k = headCount(c, density), kv = headKvFields(o.kv ?? 'all');
+  if (o.oracle) return Array.from({ length: c.layers }, () => ({ k, ...kv, selector: { kind: 'fixed' as const, heads: randomSubset(H, k, r) } }));
   const rank = o.rank ?? predictorRank(d);
   const fill = (n: number, scale: number) => Float32Array.from({ length: n }, () => (r() * 2 - 1) * scale);
   const predictor: LowRankPredictor = { rank, A: fill(rank * d, 1 / Math.sqrt(d)), B: fill(H * rank, 1 / Math.sqrt(rank)), bias: fill(H, 0.1) };
-  return Array.from({ length: c.layers }, () => ({ k, kv, selector: { kind: 'predictor' as const, predictor } }));
+  return Array.from({ length: c.layers }, () => ({ k, ...kv, selector: { kind: 'predictor' as const, predictor } }));
 }

@@ -11,7 +11,7 @@ import type { DecodeProfile } from '../backend/webgpu/runner.js';
 import { loadModel, type Model } from '../engine/model.js';
 import type { OptConfig } from '../model/config.js';
 import type { Checkpoint } from '../model/checkpoint.js';
-import { meanHeadDensity, meanMlpDensity, type PredictorInput, type SparsityPolicy } from '../sparsity/policy.js';
+import { headKvMode, meanHeadDensity, meanMlpDensity, type HeadKvMode, type PredictorInput, type SparsityPolicy } from '../sparsity/policy.js';
 import { DejavuError, fail } from '../util/errors.js';
 import { bandwidthLine, measureGpuBandwidth, measureMemcpyBandwidth, type Bandwidth } from './bandwidth.js';
 import { timeDecode } from './decode.js';
@@ -40,7 +40,7 @@ export interface BenchOptions {
   mlpDensity?: number;
   headDensity: number;
   /** With dejavu: whether unchosen heads still store K/V (HeadLayerPolicy.kv; default all). */
-  headKv?: 'all' | 'chosen';
+  headKv?: HeadKvMode;
   /** How predictors pick neurons (src/sparsity/predictors-io.ts Selection); synthetic predictors: auto = block. */
   selection?: 'auto' | 'block' | 'topk';
   /** What synthetic predictors read (default attn_in: DejaVu's lookahead); trained ones keep theirs. */
@@ -234,7 +234,7 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: Sparsity
   const headDensity = policy?.heads ? meanHeadDensity(policy, c.heads) : null;
   const headSel = policy?.heads?.find((h) => h)?.selector;
   const headRank = headSel?.kind === 'predictor' ? headSel.predictor.rank : null;
-  const headKv = policy?.heads ? (policy.heads.some((hp) => hp?.kv === 'chosen') ? 'chosen' as const : 'all' as const) : null;
+  const headKv = policy?.heads?.find((hp) => hp) ? headKvMode(policy.heads.find((hp) => hp)!) : null;
   let density = policy ? meanMlpDensity(policy, c.ffn) : null;
   if (gpu) {
     // setSparsity allocates fc2 transposed and the predictors: the second big allocation.

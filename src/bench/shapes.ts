@@ -5,7 +5,7 @@
  * on ms/token, and time / floor is the honest measure of an implementation (DESIGN.md, GPU practice).
  */
 import { parseOptConfig, type OptConfig } from '../model/config.js';
-import type { SparsityPolicy } from '../sparsity/policy.js';
+import type { HeadKvMode, SparsityPolicy } from '../sparsity/policy.js';
 import { fail } from '../util/errors.js';
 
 /** [layers, hidden, heads, ffn] as in the Hugging Face facebook/opt-* config.json files. */
@@ -84,8 +84,12 @@ export interface ByteOptions {
    * bound with sparse heads: a chosen head does not read the positions it skipped).
    */
   headDensity?: number;
-  /** With headDensity < 1: 'all' (default) every head still reads its K/V weights; 'chosen' scales them too. */
-  headKv?: 'all' | 'chosen';
+  /**
+   * With headDensity < 1: 'all' (default) every head still reads its K/V weights; 'chosen' scales them
+   * too; 'lazy' reads the chosen heads' at even positions and every head's at odd ones, counted as the
+   * mean of the two ((density + 1) / 2) at every position.
+   */
+  headKv?: HeadKvMode;
   /** Rank of the head predictors of the layers with sparse heads (0: fixed sets, no predictor; any other value: the (H, d) product B·A is read). */
   headRank?: number;
 }
@@ -115,7 +119,7 @@ export function tokenBytes(c: OptConfig, o: ByteOptions): TokenBytes {
   if (c.finalLayerNorm) embed += 2 * d * vb;
   // Q/K/V/O weights + Q/K/V biases scale with heads (K and V only with headKv 'chosen'); out_proj's
   // bias and the LayerNorm do not.
-  const kvShare = o.headKv === 'chosen' ? hd : 1;
+  const kvShare = o.headKv === 'chosen' ? hd : o.headKv === 'lazy' ? (hd + 1) / 2 : 1;
   const attnLayer = (2 * hd + 2 * kvShare) * (d * d * wb) + (hd + 2 * kvShare) * d * b * vb + (d * b + 2 * d) * vb;
   const kvLayer = hd * 2 * (o.position + 1) * d * kvb;
   let mlp = 0, predictor = 0;

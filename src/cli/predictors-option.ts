@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import type { Model } from '../engine/model.js';
 import type { Checkpoint } from '../model/checkpoint.js';
 import { loadPredictors, type Selection, type SparsePart } from '../sparsity/predictors-io.js';
-import { hasSparseHeads, hasSparseMlp, type SparsityPolicy } from '../sparsity/policy.js';
+import { hasSparseHeads, hasSparseMlp, parseHeadKv, type SparsityPolicy } from '../sparsity/policy.js';
 import { fail } from '../util/errors.js';
 import { floatArg } from './common.js';
 
@@ -14,7 +14,7 @@ export function predictorOptions(cmd: Command): Command {
     .option('--mlp-density <d>', 'override the calibration: fraction of MLP neurons per sparse layer (top-K, or with --selection block cap = ceil(d * 64) a block)', floatArg('--mlp-density', 0, 1))
     .option('--selection <how>', 'auto (the calibrated block rule when the predictors have one, else top-K) | block | topk', 'auto')
     .option('--head-density <d>', 'override the calibration: fraction of attention heads every layer computes (with --sparse heads)', floatArg('--head-density', 0, 1))
-    .option('--head-kv <which>', 'with --sparse heads: all (every head stores K/V, default) | chosen (unchosen heads skip K/V too)', 'all');
+    .option('--head-kv <which>', 'with --sparse heads: all (every head stores K/V, default) | chosen (unchosen heads skip K/V too) | lazy (chosen, with every head\'s K/V completed every second step: the output of all)', 'all');
 }
 
 export interface PredictorFlags { predictors?: string; sparse?: string; mlpDensity?: number; selection?: string; headDensity?: number; headKv?: string }
@@ -34,9 +34,8 @@ export function sparseParts(s: string | undefined): SparsePart[] {
 export async function loadPolicy(dir: string, ck: Checkpoint, o: Omit<PredictorFlags, 'predictors'> = {}): Promise<SparsityPolicy> {
   const parts = sparseParts(o.sparse);
   if (o.headDensity !== undefined && !parts.includes('heads')) fail('--head-density needs --sparse heads (or mlp,heads)');
-  if (o.headKv !== undefined && o.headKv !== 'all' && o.headKv !== 'chosen') fail(`--head-kv must be all or chosen (got ${o.headKv})`);
   const policy = (await loadPredictors(dir, ck)).policy({
-    mlpDensity: o.mlpDensity, selection: o.selection as Selection | undefined, parts, headDensity: o.headDensity, headKv: o.headKv as 'all' | 'chosen' | undefined,
+    mlpDensity: o.mlpDensity, selection: o.selection as Selection | undefined, parts, headDensity: o.headDensity, headKv: o.headKv === undefined ? undefined : parseHeadKv(o.headKv),
   });
   if (!hasSparseMlp(policy) && !hasSparseHeads(policy)) {
     process.stderr.write(`dejavu: the predictors in ${dir} keep every layer dense (see its manifest.json); running dense\n`);

@@ -94,6 +94,26 @@ export interface HeadLayerPolicy {
   kvWindow?: number;
 }
 
+/**
+ * The K/V modes users pick (`--head-kv`): 'all' and 'chosen' as HeadLayerPolicy.kv, and 'lazy' = kv
+ * 'chosen' with kvWindow 2: DejaVu's lazy completion, the cache (and so the output) of kv 'all'
+ * while reading K and V's weights for every head only every second step (WebGPU: gemv.ts, LAZY).
+ */
+export type HeadKvMode = 'all' | 'chosen' | 'lazy';
+
+/** A --head-kv value, checked. */
+export function parseHeadKv(s: string): HeadKvMode {
+  if (s !== 'all' && s !== 'chosen' && s !== 'lazy') fail(`--head-kv must be all, chosen or lazy (got ${s})`);
+  return s;
+}
+
+/** A mode's HeadLayerPolicy fields. */
+export const headKvFields = (m: HeadKvMode): Pick<HeadLayerPolicy, 'kv' | 'kvWindow'> =>
+  m === 'lazy' ? { kv: 'chosen', kvWindow: 2 } : { kv: m };
+
+/** A layer policy's mode (kv 'chosen' with another window reads as 'chosen'; window 1 is kv all's cache but reads as chosen too). */
+export const headKvMode = (hp: HeadLayerPolicy): HeadKvMode => (hp.kv !== 'chosen' ? 'all' : hp.kvWindow === 2 ? 'lazy' : 'chosen');
+
 /** Whether a layer's unchosen heads skip their K/V too (HeadLayerPolicy.kv = 'chosen'). */
 export const headKvChosen = (hp: HeadLayerPolicy): boolean => hp.kv === 'chosen';
 

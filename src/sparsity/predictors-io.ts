@@ -14,7 +14,7 @@ import { encodeSafetensors, readSafetensorsHeader, readTensor } from '../model/s
 import { readText } from '../model/source.js';
 import { DejavuError, fail } from '../util/errors.js';
 import { roundK } from './calibrate.js';
-import { BLOCK_SIZE, blockSlots, type HeadLayerPolicy, type LowRankPredictor, type MlpLayerPolicy, type PredictorInput, type SparsityPolicy } from './policy.js';
+import { BLOCK_SIZE, blockSlots, headKvFields, parseHeadKv, type HeadKvMode, type HeadLayerPolicy, type LowRankPredictor, type MlpLayerPolicy, type PredictorInput, type SparsityPolicy } from './policy.js';
 
 export const MANIFEST = 'manifest.json';
 export const WEIGHTS = 'predictors.safetensors';
@@ -81,8 +81,8 @@ export interface PolicyOptions {
   parts?: SparsePart[];
   /** Fraction of heads every layer with a head predictor computes (k = round(H·D), at least 1); default: the calibrated k, and layers calibrated dense stay dense. */
   headDensity?: number;
-  /** HeadLayerPolicy.kv (default 'all'). */
-  headKv?: 'all' | 'chosen';
+  /** HeadLayerPolicy.kv and kvWindow (default 'all'; policy.ts, HeadKvMode). */
+  headKv?: HeadKvMode;
 }
 
 export interface PredictorSet {
@@ -205,11 +205,11 @@ export async function loadPredictors(dir: string, ck: Checkpoint): Promise<Predi
       if (!mh) fail(`predictors in ${dir} have no head predictors: train them with train-predictors --heads`);
       const hd = o.headDensity, kv = o.headKv ?? 'all';
       if (hd !== undefined && !(hd > 0 && hd <= 1)) fail(`--head-density must be in (0, 1], got ${hd}`);
-      if (kv !== 'all' && kv !== 'chosen') fail(`--head-kv must be all or chosen (got ${String(kv)})`);
+      const fields = headKvFields(parseHeadKv(kv));
       return mh.layers.map((L, l) => {
         const k = hd === undefined ? L.k : Math.max(1, Math.round(hd * c.heads));
         if ((hd === undefined && L.dense) || k >= c.heads) return null;
-        return { k, kv, selector: { kind: 'predictor', predictor: headPredictors[l] } };
+        return { k, ...fields, selector: { kind: 'predictor', predictor: headPredictors[l] } };
       });
     }
   } catch (e) {

@@ -82,6 +82,11 @@ function gatherShape(k: number, K4: number): { rows: number; tpr: number; wide: 
   return { rows, tpr: 256 / rows, wide };
 }
 
+/** The qkv GEMV's shape override for lazy K/V completion: at least two rows a thread (gemv.ts, LAZY). */
+export function lazyShape(shape?: LinearArgs['shape']): LinearArgs['shape'] {
+  return { ...shape, rpt: Math.max(2, shape?.rpt ?? 2) };
+}
+
 /** Whether sparseDown runs fc2ᵀ (f, d) in one pass: rows padded to 8 halves; otherwise it needs a partial-sum buffer. */
 export function fc2OnePass(W2t: GpuMatrix): boolean {
   return (W2t.colsP / 4) % 2 === 0;
@@ -115,7 +120,13 @@ export interface LinearArgs {
      * list hl and the skip record, and the head dim; workgroups of unchosen heads' rows return at once.
      * Only where headsFit(W, hd, H) says the rows and the bindings allow it.
      */
-    heads?: { scores: GPUBuffer; hl: GPUBuffer; skip: GPUBuffer; hd: number; H: number; k: number; kvAll: boolean };
+    heads?: { scores: GPUBuffer; hl: GPUBuffer; skip: GPUBuffer; hd: number; H: number; k: number; kvAll: boolean;
+      /**
+       * DejaVu's lazy K/V completion (gemv.ts, LAZY; kv 'chosen', kvWindow 2): `skip` is then the
+       * layer's H hole flags, and xPrev (d floats) the layer's input saved at the last even position.
+       * Only where lazyFits(W, hd, H).
+       */
+      lazy?: { xPrev: GPUBuffer } };
   } | null;
   /** Overrides gemvShape's choice (tests, bench): rows a workgroup, threads a row, rows a thread (wide rows only). */
   shape?: { rows?: number; tpr?: number; rpt?: number };
@@ -264,10 +275,13 @@ export class Kernels {
     if (kv && a.T !== 1) throw new Error('linear: the KV-cache store in the epilogue is a GEMV (T = 1) form');
     if (kv && (a.resid || a.W.rows % 3 !== 0)) throw new Error('linear: the KV-cache store needs a (3d, d) qkv matrix and no residual add');
     const pred = kv?.pred ?? null;
-    if (pred && !(ln && this.canFusePredictor(a.W, pred, a.shape))) throw new Error('linear: the lookahead predictor rides a folded, one-part qkv GEMV whose rows fill whole workgroups');
+    // The lazy form's two-input loop exists in the several-rows-a-thread form only.
+    const shape = kv?.heads?.lazy ? lazyShape(a.shape) : a.shape;
+    if (pred && !(ln && this.canFusePredictor(a.W, pred, shape))) throw new Error('linear: the lookahead predictor rides a folded, one-part qkv GEMV whose rows fill whole workgroups');
     const rows = a.W.rows + (pred?.rows ?? 0);
     const heads = kv?.heads ?? null;
-    if (heads && !this.headsFit(a.W, heads.hd, heads.H, pred ?? undefined, a.shape)) throw new Error('linear: sparse heads need each workgroup\'s rows inside one head');
+    if (heads && !this.headsFit(a.W, heads.hd, heads.H, pred ?? undefined, a.shape, !!heads.lazy)) throw new Error('linear: sparse heads need each workgroup\'s rows inside one head');
+    if (heads?.lazy && (heads.kvAll || ln?.out || a.inOff !== undefined || a.W.cols % 4 !== 0)) throw new Error('linear: lazy K/V completion needs kv chosen, x from 0 and a width that is a multiple of 4');
     const out: Dispatch[] = [];
     for (const p of a.W.parts) {
       const ent: [number, Entry][] = [[1, p.buffer], [2, a.x], [3, a.y]];
@@ -277,9 +291,11 @@ export class Kernels {
       if (kv) ent.push([8, kv.step], [9, kv.k], [10, kv.v]);
       if (pred) ent.push([13, pred.parts[0].buffer]);
       if (heads) ent.push([14, heads.scores], [15, heads.hl], [16, heads.skip]);
+      if (heads?.lazy) ent.push([17, heads.lazy.xPrev]);
       switch (a.T === 1 ? 'gemv' : 'matmul') {
         case 'gemv': {
-          const o: GemvOpts = { ...this.gemvForm(K4, rows, a.shape), ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out, pred: !!pred, heads: heads ? { hd: heads.hd, H: heads.H, k: heads.k, kvAll: heads.kvAll } : undefined };
+          const o: GemvOpts = { ...this.gemvForm(K4, rows, shape), ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out, pred: !!pred,
+            heads: heads ? { hd: heads.hd, H: heads.H, k: heads.k, kvAll: heads.kvAll, lazy: !!heads.lazy } : undefined };
           // The folded LayerNorm reads γ (K floats, from 0) as vec4 alongside x: whole vec4s only.
           o.xv4 = o.wide && inOff % 4 === 0 && inStride % 4 === 0 && (!ln || K % 4 === 0);
           const key = gemvKey(this.feats, o);
@@ -342,9 +358,10 @@ export class Kernels {
    * multiple of the rows a workgroup and every part starting on such a boundary; a thread a head; and
    * three storage bindings to spare (12 with the folded LayerNorm and the lookahead's A).
    */
-  headsFit(qkv: GpuMatrix, hd: number, H: number, pred?: GpuMatrix, shape?: LinearArgs['shape']): boolean {
-    if (this.gpu.limits.maxStorageBuffersPerShaderStage < 12) return false;
-    const o = this.gemvForm(qkv.colsP / 4, qkv.rows + (pred?.rows ?? 0), shape), rp = o.rows * o.rpt;
+  headsFit(qkv: GpuMatrix, hd: number, H: number, pred?: GpuMatrix, shape?: LinearArgs['shape'], lazy = false): boolean {
+    if (this.gpu.limits.maxStorageBuffersPerShaderStage < (lazy ? 13 : 12)) return false;
+    if (lazy && !((qkv.colsP / 4) % 2 === 0 && qkv.cols % 4 === 0)) return false;
+    const o = this.gemvForm(qkv.colsP / 4, qkv.rows + (pred?.rows ?? 0), lazy ? lazyShape(shape) : shape), rp = o.rows * o.rpt;
     return H <= o.rows * o.tpr && hd % rp === 0 && qkv.parts.every((p) => p.row0 % rp === 0);
   }
 

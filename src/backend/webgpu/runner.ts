@@ -20,7 +20,7 @@ import { ceil4, ceilDiv } from './kernels/common.js';
 import { attentionSplitShape } from './kernels/attention.js';
 import { headScoreMatrix } from '../../sparsity/predict.js';
 import { FC2_MAX_SLICES, FC2_MIN_SLICE_ROWS } from './kernels/sparse-mlp.js';
-import { fc2OnePass, Kernels, readU32, runNow, type Dispatch, type GpuMatrix, type PlanItem, type Tap } from './ops.js';
+import { fc2OnePass, Kernels, lazyShape, readU32, runNow, type Dispatch, type GpuMatrix, type PlanItem, type Tap } from './ops.js';
 
 /** Tokens per prefill pass: activations are allocated for this many rows; longer prompts take several passes. */
 const TCAP = 128;
@@ -67,6 +67,11 @@ interface HeadSparse {
   W: GpuMatrix | null; fold: GPUBuffer | null;   // (H, d) fp16; its LayerNorm constants (2H, c2 with the bias) when folding
   bias: GPUBuffer;                               // (H): the predictor's bias, or a fixed set's flags
   skip: GPUBuffer;                               // (maxPos, H): 1 where the head did not run
+  /**
+   * DejaVu's lazy K/V completion (kv 'chosen', kvWindow 2; gemv.ts, LAZY): the heads with a hole
+   * at the last even position (H u32) and that position's layer input (d floats); null otherwise.
+   */
+  lazy: { holes: GPUBuffer; xPrev: GPUBuffer } | null;
   qkvMask: boolean;                              // the qkv GEMV skips unchosen heads' rows (Kernels.headsFit)
   major: GPUBuffer | null;                       // out_proj head-major (Kernels.headMajor), or null: out_proj as stored
 }
@@ -415,7 +420,7 @@ class GpuRunner implements WebGpuRunner {
     if (policy) {
       checkHeadsPolicy(policy, c.layers, c.heads, d);
       if (policy.heads?.some((hp) => hp?.selector.kind === 'oracle')) fail('oracle head selection runs on the CPU backend only (it computes every head first)');
-      if (policy.heads?.some((hp) => hp?.kvWindow)) fail('a heads K/V completion window (kvWindow) runs on the CPU backend only (a quality experiment)');
+      if (policy.heads?.some((hp) => hp?.kvWindow !== undefined && hp.kvWindow > 2)) fail('on WebGPU a heads K/V completion window (kvWindow) must be 1 or 2 (the CPU backend takes any, a quality experiment)');
       if (policy.heads?.some((hp) => hp) && !(attentionSplitShape(c.headDim) && Kernels.headOutFits(this.layers[0].o, c.headDim) && c.heads <= 256)) {
         fail(`sparse heads on WebGPU need a head dim that is a multiple of 8 (this model's is ${c.headDim}) and at most 256 heads`);
       }
@@ -471,7 +476,8 @@ class GpuRunner implements WebGpuRunner {
           const L = this.layers[l], attn = policy.input === 'attn_in';
           out.pred.fold = sb(2 * r * 4, `${l}.pred.A.ln_c`);
           ds.push(...this.k.foldLayerNorm({ W: A, gamma: attn ? L.attnLnW : L.mlpLnW, beta: attn ? L.attnLnB : L.mlpLnB, bias: null, c: out.pred.fold }, own));
-          if (attn && this.k.canFusePredictor(L.qkv, A)) {
+          const hp = policy.heads?.[l];
+          if (attn && this.k.canFusePredictor(L.qkv, A, hp && headKvChosen(hp) && hp.kvWindow === 2 ? lazyShape() : undefined)) {
             // The lookahead's constants: qkv's c1, A's c1, qkv's c2, A's c2 (copied after the folds run).
             const c = sb(2 * (3 * d + r) * 4, `${l}.qkv+A.ln_c`), q = L.qkvFold!.c, a = out.pred.fold, F = 4;
             copies.push([q, 0, c, 0, 3 * d * F], [a, 0, c, 3 * d * F, r * F], [q, 3 * d * F, c, (3 * d + r) * F, 3 * d * F], [a, r * F, c, (6 * d + r) * F, r * F]);
@@ -513,7 +519,10 @@ class GpuRunner implements WebGpuRunner {
       const L = this.layers[l], s = hp.selector, k = headK(hp);
       const skip = sb(c.maxPositions * H * 4, `${l}.head_skip`);
       const bias = sb(H * 4, `${l}.head_pred.bias`);
-      const out: HeadSparse = { k, kvAll: !headKvChosen(hp), W: null, fold: null, bias, skip, qkvMask: false, major: null };
+      // kvWindow 1 completes every position at once: kv 'all'. 2 is the lazy form (gemv.ts, LAZY).
+      const lazy = headKvChosen(hp) && hp.kvWindow === 2;
+      const out: HeadSparse = { k, kvAll: !headKvChosen(hp) || hp.kvWindow === 1, W: null, fold: null, bias, skip, qkvMask: false, major: null,
+        lazy: lazy ? { holes: sb(H * 4, `${l}.head_holes`), xPrev: sb(d * 4, `${l}.head_x_prev`) } : null };
       const major = this.headOutMajor ? this.k.headMajor(L.o, c.headDim, own) : null;
       if (major) { out.major = major.buffer; this.sparseBufs.push(major.buffer); ds.push(...major.ds); }
       if (s.kind === 'fixed') {
@@ -535,7 +544,8 @@ class GpuRunner implements WebGpuRunner {
         }
       }
       const S = this.sparse[l];
-      out.qkvMask = this.headsInQkv && this.k.headsFit(L.qkv, c.headDim, H, S?.look ? S.pred!.A : undefined);
+      out.qkvMask = this.headsInQkv && this.k.headsFit(L.qkv, c.headDim, H, S?.look ? S.pred!.A : undefined, undefined, lazy);
+      if (lazy && !out.qkvMask) fail(`lazy K/V completion (kv chosen, window 2) on WebGPU needs the qkv GEMV to choose the heads: a width that is a multiple of 8, a head dim that is a multiple of 16 and 13 storage buffers a shader stage (layer ${l})`);
       return out;
     });
     if (this.heads.some((h) => h)) {
@@ -547,7 +557,7 @@ class GpuRunner implements WebGpuRunner {
   /** Forgets which heads skipped which positions (HeadLayerPolicy: a new policy starts from "every head ran"). */
   private clearSkips(): void {
     const enc = this.k.device.createCommandEncoder();
-    for (const hs of this.heads) if (hs) enc.clearBuffer(hs.skip);
+    for (const hs of this.heads) if (hs) { enc.clearBuffer(hs.skip); if (hs.lazy) enc.clearBuffer(hs.lazy.holes); }
     this.k.device.queue.submit([enc.finish()]);
   }
 
@@ -623,10 +633,11 @@ class GpuRunner implements WebGpuRunner {
       // Sparse heads: the head scores, then the qkv GEMV chooses the heads itself where it can (gemv.ts,
       // HEADS), else a head-select dispatch does and qkv runs every head (with kv 'chosen' the
       // unchosen heads' K/V are written but stay marked skipped).
-      const qkvChooses = !!HS && this.headsInQkv && K.headsFit(L.qkv, c.headDim, c.heads, look ? S!.pred!.A : undefined);
+      const qkvChooses = !!HS && this.headsInQkv && K.headsFit(L.qkv, c.headDim, c.heads, look ? S!.pred!.A : undefined, undefined, !!HS.lazy);
       if (HS) this.chooseHeads(HS, l, fold ? this.x : attnIn, fold, !qkvChooses, own, add);
       const kv = T === 1 ? { step: this.step, k: L.k, v: L.v, pred: look ? S!.pred!.A : undefined,
-        heads: qkvChooses ? { scores: this.headScores(HS!), hl: this.hl!, skip: HS!.skip, hd: c.headDim, H: c.heads, k: HS!.k, kvAll: HS!.kvAll } : undefined } : null;
+        heads: qkvChooses ? { scores: this.headScores(HS!), hl: this.hl!, skip: HS!.lazy?.holes ?? HS!.skip, hd: c.headDim, H: c.heads, k: HS!.k, kvAll: HS!.kvAll,
+          lazy: HS!.lazy ? { xPrev: HS!.lazy.xPrev } : undefined } : undefined } : null;
       add(...K.linear(fold ? { W: L.qkv, x: this.x, y: this.qkv, T, ln: { gamma: L.attnLnW, c: look ? look.c : L.qkvFold!.c, eps }, kv }
         : { W: L.qkv, x: attnIn, y: this.qkv, T, bias: L.qkvB, kv }, own));
       if (look && !S!.block) this.predictB(S!, this.qkv, 3 * d, own, add);
@@ -749,7 +760,11 @@ class GpuRunner implements WebGpuRunner {
       const plan = this.plan(T, h, !!opts.trace, this.longAttention(this.pos));
       dev.queue.writeBuffer(this.step, 0, Uint32Array.from([this.pos, ...chunk]));
       // A pass of several tokens runs every head: their positions are no longer skipped by any.
-      if (T > 1) for (const hs of this.heads) if (hs) dev.queue.writeBuffer(hs.skip, this.pos * c.heads * 4, new Uint32Array(T * c.heads));
+      // (Lazy completion: no holes either, should the next decode position be odd.)
+      if (T > 1) for (const hs of this.heads) if (hs) {
+        dev.queue.writeBuffer(hs.skip, this.pos * c.heads * 4, new Uint32Array(T * c.heads));
+        if (hs.lazy) dev.queue.writeBuffer(hs.lazy.holes, 0, new Uint32Array(c.heads));
+      }
       const rows = h === 'all' ? T : 1;
       const taps: { tap: Tap; buf: GPUBuffer }[] = [];
       const decodeStep = T === 1 && h === 'last' && !opts.trace;
@@ -880,7 +895,9 @@ class GpuRunner implements WebGpuRunner {
       // Sparse heads read their share of Q/K/V/O and the head predictor's A (f16) and B (f32).
       const share = HS ? HS.k / c.heads : 1;
       // Sparse heads read their share of Q and O; of K and V too where unchosen heads skip them (kv 'chosen').
-      n += (HS?.qkvMask ? (HS.kvAll ? 2 + 2 * share : 4 * share) : 3 + share) * d * d * 2;
+      // Lazy completion: K and V for the chosen heads at even positions, for every head at odd ones
+      // (the mean of the two: (2 share + 2) / 2 of K and V's 2 d²).
+      n += (HS?.qkvMask ? (HS.kvAll ? 2 + 2 * share : HS.lazy ? 1 + 3 * share : 4 * share) : 3 + share) * d * d * 2;
       if (HS?.W) n += c.heads * d * 2;
       const S = this.sparse[l];
       if (!S) n += 2 * d * f * 2;

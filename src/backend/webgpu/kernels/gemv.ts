@@ -53,6 +53,16 @@ import { headChoiceWgsl } from './head-select.js';
  * returns once it knows: its q, k, v weights are never read and its K/V store does not happen (the
  * skip row marks the position). With kvAll (HeadLayerPolicy.kv 'all', the default) only q rows are
  * skipped: every head stores K/V and the skip row stays 0. The predictor rows (PRED) always run.
+ *
+ * LAZY (HEADS with lazy: kv 'chosen' with kvWindow 2, DejaVu's lazy K/V completion): at an even
+ * position p only the chosen heads' q, k and v rows run; workgroup 0 records the unchosen heads as
+ * holes (binding 16: H u32, not the skip rows) and saves this layer's input x (binding 17). At the
+ * odd position p + 1 the chosen heads' q rows run and every head's k and v rows, and a workgroup of
+ * a head with a hole reads its weights once for two inputs, x and the saved x, storing K/V at p + 1
+ * and at p (its "two-vector" loop: multi-row form only, Kernels.linear forces it). So attention
+ * never meets a hole (every position below an even p was completed at the odd step before; an odd
+ * step completes itself first): the cache equals kv 'all''s, at (2ρ + 2)/2 of K and V's weight bytes
+ * a step instead of 2 (ρ = k/H).
  */
 export interface GemvOpts {
   rows: number; tpr: number; bias: boolean; relu: boolean; resid: boolean; gather: boolean;
@@ -89,11 +99,11 @@ export interface GemvOpts {
    * With kv: sparse heads (HEADS below): head dim hd, the top k of H heads by the scores run. A
    * workgroup whose rows are q, k or v rows of another head returns before reading weights.
    */
-  heads?: { hd: number; H: number; k: number; kvAll: boolean };
+  heads?: { hd: number; H: number; k: number; kvAll: boolean; lazy?: boolean };
 }
 
 export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
-  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? 'out' : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}${o.heads.kvAll ? 'q' : ''}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}`;
+  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? 'out' : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}${o.heads.kvAll ? 'q' : ''}${o.heads.lazy ? 'z' : ''}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}`;
 }
 
 /** Uniform layout (u32 each). allRows: rows of the whole matrix (all parts; with pred, A's too), for ln's c2; kvD: kv's d. */
@@ -110,6 +120,8 @@ export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
   if (o.heads && !o.kv) throw new Error('gemv: sparse heads are a form of the qkv GEMV (kv)');
   const P = o.rpt ?? 1;
   if (P > 1 && (!o.wide || o.gather)) throw new Error('gemv: several rows a thread is a form of the wide, non-gather GEMV');
+  const lazy = !!o.heads?.lazy;
+  if (lazy && (o.heads!.kvAll || P < 2 || !o.xv4)) throw new Error('gemv: lazy K/V completion is a form of the multi-row qkv GEMV with vec4 x and kv chosen');
   // Per-thread partial sums: the dot product, or (dot, Σu, Σu²) of the shifted x with the LayerNorm folded in.
   const RT = ln ? 'vec3<f32>' : 'f32';
   // γ at element k of the row (4 from k, or 1), as vec4 where x is (K % 4 == 0 then).
@@ -150,6 +162,13 @@ export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
       if (i < p.K) { xn[t * p.K + i] = g1(i) * (xs(xb + i) - mu) * inv0 + beta[i]; }
     }
   }` : '';
+  // The row's value from its reduced sums (epi, and epiPrev for LAZY's second input).
+  const epiValue = `${ln ? `// tot = (Σ W γ u, Σu, Σu²), u = x − sh; m = μ − sh.
+  let m = tot.y / f32(p.K);
+  let inv = 1.0 / sqrt(max(tot.z / f32(p.K) - m * m, 0.0) + bitcast<f32>(p.epsBits));
+  var v = inv * (tot.x - m * cc[p.rowOff + wrow]) + cc[p.allRows + p.rowOff + wrow];` : 'var v = tot;'}
+  ${o.bias ? `v += bias[p.rowOff + wrow];` : ''}
+  ${o.relu ? 'v = max(v, 0.0);' : ''}`;
   const kvHalf = !!(o.kv && o.kvHalf), kvE = kvHalf ? 'atomic<u32>' : 'f32';
   const kvPut = (buf: string, i: string) => (kvHalf ? kvPutWgsl(buf, i, 'v') : `${buf}[${i}] = v;`);
   return `${o.wide ? enables({ ...f, f16: false }, true) : enables(f, true)}
@@ -175,6 +194,7 @@ ${o.kv ? `@group(0) @binding(8) var<storage, read> step: array<u32>;
 alias RT = ${RT};
 ${term4}
 ${tail4}
+${lazy ? tail4.replace('fn tail4(', 'fn tail4P(').replace('xs(xb + k + i)', 'xsP(xb + k + i)') : ''}
 ${o.wide ? `fn w8lo(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
 fn w8hi(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)); }
 fn dot8(w: vec4<u32>, xb: u32, k: u32${ln ? ', sh: f32' : ''}) -> RT { return term4(w8lo(w), xb, k${sh}) + term4(w8hi(w), xb, k + 4u${sh}); }` : ''}
@@ -185,7 +205,32 @@ const TPR = ${o.tpr}u;
 const WG = ${WG}u;
 const RP = ${o.rows * P}u;   // rows a workgroup
 var<workgroup> red: array<RT, ${WG}>;
-${o.heads ? `${headChoiceWgsl(o.heads.H, o.heads.k, { scores: 14, hl: 15, skip: 16 }, o.heads.kvAll)}
+${lazy ? `@group(0) @binding(17) var<storage, read_write> xp: array<vec4<f32>>;
+fn x4P(i: u32) -> vec4<f32> { return xp[i / 4u]; }
+fn xsP(i: u32) -> f32 { return xp[i / 4u][i % 4u]; }
+${headChoiceWgsl(o.heads!.H, o.heads!.k, { scores: 14, hl: 15, skip: 16 }, false, true)}
+var<workgroup> hmode: u32;
+// LAZY: what workgroup g does: 0 nothing (q, or at an even position k/v, of an unchosen head), 1 its
+// rows for this token, 2 (k/v rows at an odd position of a head with a hole at the one before) its
+// rows for this token and for the saved input. At an even position workgroup 0 also saves x.
+fn headMode(g: u32, lid: u32) -> u32 {
+  let first = g == 0u && p.rowOff == 0u;
+  let odd = (step[0] & 1u) == 1u;
+  chooseHeads(lid, step[0], first);
+  if (first && !odd) {
+    for (var j = lid; j < (p.K + 3u) / 4u; j += WG) { xp[j] = xv[p.inOff / 4u + j]; }
+  }
+  if (lid == 0u) {
+    let wr = p.rowOff + g * RP;
+    var m = 1u;
+    if (wr < 3u * p.kvD) {
+      let h = (wr % p.kvD) / ${o.heads!.hd}u;
+      if (wr < p.kvD || !odd) { m = hch[h]; } else { m = select(1u, 2u, skip[h] == 1u); }
+    }
+    hmode = m;
+  }
+  return workgroupUniformLoad(&hmode);
+}` : o.heads ? `${headChoiceWgsl(o.heads.H, o.heads.k, { scores: 14, hl: 15, skip: 16 }, o.heads.kvAll)}
 var<workgroup> hskip: u32;
 // Whether workgroup g's rows are q, k or v rows of a head not chosen for this token (HEADS).
 fn headSkipped(g: u32, lid: u32) -> bool {
@@ -199,12 +244,7 @@ fn headSkipped(g: u32, lid: u32) -> bool {
 
 // The epilogue of output row r (weight row wrow of this part) from its reduced sums.
 fn epi(t: u32, r: u32, wrow: u32, tot: RT) {
-  ${ln ? `// tot = (Σ W γ u, Σu, Σu²), u = x − sh; m = μ − sh.
-  let m = tot.y / f32(p.K);
-  let inv = 1.0 / sqrt(max(tot.z / f32(p.K) - m * m, 0.0) + bitcast<f32>(p.epsBits));
-  var v = inv * (tot.x - m * cc[p.rowOff + wrow]) + cc[p.allRows + p.rowOff + wrow];` : 'var v = tot;'}
-  ${o.bias ? `v += bias[p.rowOff + wrow];` : ''}
-  ${o.relu ? 'v = max(v, 0.0);' : ''}
+  ${epiValue}
   let oi = t * p.outStride + p.outOff + r;
   ${o.resid ? 'y[oi] = y[oi] + v;' : 'y[oi] = v;'}
   ${o.kv ? `// The matrix row (q [0, d), k [d, 2d), v [2d, 3d)): K and V rows also go to the cache.
@@ -215,6 +255,14 @@ fn epi(t: u32, r: u32, wrow: u32, tot: RT) {
     if (kr < 2u * kd) { ${kvPut('kc', 'kp + kr - kd')} } else { ${kvPut('vc', 'kp + kr - 2u * kd')} }
   }` : ''}
 }
+${lazy ? `// LAZY: the K or V row wrow of the saved input goes to the cache at the position before this one.
+fn epiPrev(wrow: u32, tot: RT) {
+  ${epiValue}
+  let kr = p.rowOff + wrow;
+  let kd = p.kvD;
+  let kp = (step[0] - 1u) * kd;
+  if (kr < 2u * kd) { ${kvPut('kc', 'kp + kr - kd')} } else { ${kvPut('vc', 'kp + kr - 2u * kd')} }
+}` : ''}
 ${P > 1 ? multiRowMain(o, P, sg, ln, shiftCode, lnOutCode) : `
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${sg ? ', @builtin(subgroup_invocation_id) sl: u32, @builtin(subgroup_size) ss: u32' : ''}) {
@@ -294,8 +342,11 @@ function multiRowMain(o: GemvOpts, P: number, sg: boolean, ln: boolean, shiftCod
   const rows = Array.from({ length: P }, (_, i) => i);
   const each = (fn: (i: number) => string, sep = '\n') => rows.map(fn).join(sep);
   const shArgs = ln ? ', sh, &su' : '';
+  const shArgsP = ln ? ', sh2, &su2' : '';
+  const lazy = !!o.heads?.lazy;
   // The dot loop over weight matrix M (W, or WA for the lookahead rows, whose row index is shifted by `off`).
-  const loop = (M: string, off: string) => `${each((i) => `let wb${i} = (min(r0 + ${i}u * R, p.rows - 1u)${off}) * rc;`, '\n  ')}
+  // `two` (LAZY): each weight chunk also meets the saved input (xinP, accumulators e#, statistics su2).
+  const loop = (M: string, off: string, two = false) => `${each((i) => `let wb${i} = (min(r0 + ${i}u * R, p.rows - 1u)${off}) * rc;`, '\n  ')}
   var c = lane;
   loop {
     if (c + TPR >= full) { break; }
@@ -303,12 +354,17 @@ function multiRowMain(o: GemvOpts, P: number, sg: boolean, ln: boolean, shiftCod
     let va = xin(xb, c * 8u${shArgs});
     let vb = xin(xb, (c + TPR) * 8u${shArgs});
     ${each((i) => `d${i} += wdot(w${i}a, va) + wdot(w${i}b, vb);`, '\n    ')}
+    ${two ? `let qa = xinP(0u, c * 8u${shArgsP});
+    let qb = xinP(0u, (c + TPR) * 8u${shArgsP});
+    ${each((i) => `e${i} += wdot(w${i}a, qa) + wdot(w${i}b, qb);`, '\n    ')}` : ''}
     c += 2u * TPR;
   }
   if (c < full) {
     ${each((i) => `let w${i}a = ${M}[wb${i} + c];`, ' ')}
     let va = xin(xb, c * 8u${shArgs});
     ${each((i) => `d${i} += wdot(w${i}a, va);`, ' ')}
+    ${two ? `let qa = xinP(0u, c * 8u${shArgsP});
+    ${each((i) => `e${i} += wdot(w${i}a, qa);`, ' ')}` : ''}
   }
   // K not a multiple of 8: the last chunk is zero-padded in W; read only the x that exists.
   if (lane == 0u && full * 8u < p.K) {
@@ -319,24 +375,36 @@ function multiRowMain(o: GemvOpts, P: number, sg: boolean, ln: boolean, shiftCod
       var e = tail4(w8lo(w), xb, k, min(n, 4u)${ln ? ', sh' : ''});
       if (n > 4u) { e += tail4(w8hi(w), xb, k + 4u, n - 4u${ln ? ', sh' : ''}); }
       ${ln ? `d${i} += e.x;${i === 0 ? ' su += e.yz;' : ''}` : `d${i} += e;`}
+      ${two ? `var q = tail4P(w8lo(w), 0u, k, min(n, 4u)${ln ? ', sh2' : ''});
+      if (n > 4u) { q += tail4P(w8hi(w), 0u, k + 4u, n - 4u${ln ? ', sh2' : ''}); }
+      ${ln ? `e${i} += q.x;${i === 0 ? ' su2 += q.yz;' : ''}` : `e${i} += q;`}` : ''}
     }`, '\n    ')}
   }
 `;
-  return `
-struct X8 { lo: vec4<f32>, hi: vec4<f32> }
-// The x side of the chunk at element k: x itself, or with ln γ∘(x − sh), adding Σu and Σu² into su.
-fn xin(xb: u32, k: u32${ln ? ', sh: f32, su: ptr<function, vec2<f32>>' : ''}) -> X8 {
+  const xinFn = `fn xin(xb: u32, k: u32${ln ? ', sh: f32, su: ptr<function, vec2<f32>>' : ''}) -> X8 {
   ${ln ? `let ul = x4(xb + k) - vec4<f32>(sh);
   let uh = x4(xb + k + 4u) - vec4<f32>(sh);
   *su += vec2<f32>(dot(ul, vec4<f32>(1.0)) + dot(uh, vec4<f32>(1.0)), dot(ul, ul) + dot(uh, uh));
   return X8(ul * g4(k), uh * g4(k + 4u));` : 'return X8(x4(xb + k), x4(xb + k + 4u));'}
-}
+}`;
+  // Each row's sum over its lanes into tot (or tot2), one reduction after the other through red.
+  const reduce = (acc: (i: number) => string, into: string, withLnOut: boolean) => each((i) => `{
+    let acc = ${acc(i)};
+    ${laneSumWgsl({ v: 'acc', lanes: 'TPR', lane: 'lane', sg, zero: 'RT(0.0)' })}
+    ${into}[${i}] = red[lid];
+    ${i === 0 && withLnOut && o.lnOut ? `${lnOutCode}\n    workgroupBarrier();` : ''}
+  }`, '\n  ');
+  return `
+struct X8 { lo: vec4<f32>, hi: vec4<f32> }
+// The x side of the chunk at element k: x itself, or with ln γ∘(x − sh), adding Σu and Σu² into su.
+${xinFn}
+${lazy ? xinFn.replace('fn xin(', 'fn xinP(').replaceAll('x4(', 'x4P(') : ''}
 fn wdot(w: vec4<u32>, v: X8) -> f32 { return dot(w8lo(w), v.lo) + dot(w8hi(w), v.hi); }
 
 @compute @workgroup_size(${o.rows * o.tpr})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${sg ? ', @builtin(subgroup_invocation_id) sl: u32, @builtin(subgroup_size) ss: u32' : ''}) {
   let g = wid.x + wid.y * p.nwgx;
-  ${o.heads ? 'if (headSkipped(g, lid)) { return; }' : ''}
+  ${lazy ? 'let mode = headMode(g, lid);\n  if (mode == 0u) { return; }' : o.heads ? 'if (headSkipped(g, lid)) { return; }' : ''}
   let t = wid.z;
   let lane = lid % TPR;
   let r0 = g * RP + lid / TPR;
@@ -346,22 +414,32 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let full = p.K / 8u;
   ${each((i) => `var d${i} = 0.0;`, ' ')}
   var su = vec2<f32>(0.0);
+  ${lazy ? `${each((i) => `var e${i} = 0.0;`, ' ')}
+  var su2 = vec2<f32>(0.0);
+  ${ln ? `var sh2 = 0.0;   // the saved input's shift, as sh
+  if (mode == 2u) {
+    for (var i = 0u; i < min(p.K, 8u); i++) { sh2 += xsP(i); }
+    sh2 /= f32(min(p.K, 8u));
+  }` : ''}` : ''}
   ${o.pred ? `if (g * RP >= 3u * p.kvD) {   // the lookahead predictor's rows (uniform: 3d is a multiple of RP)
   ${loop('WA', ' - 3u * p.kvD')}
-  } else {
+  } else ` : ''}${lazy ? `if (mode == 2u) {
+  ${loop('W', '', true)}
+  } else ` : ''}{
   ${loop('W', '')}
-  }` : loop('W', '')}
-  // Each row's sum over its lanes, one reduction after the other through red.
+  }
   var tot: array<RT, ${P}>;
-  ${each((i) => `{
-    let acc = ${ln ? `vec3<f32>(d${i}, su.x, su.y)` : `d${i}`};
-    ${laneSumWgsl({ v: 'acc', lanes: 'TPR', lane: 'lane', sg, zero: 'RT(0.0)' })}
-    tot[${i}] = red[lid];
-    ${i === 0 && o.lnOut ? `${lnOutCode}\n    workgroupBarrier();` : ''}
-  }`, '\n  ')}
+  ${reduce((i) => (ln ? `vec3<f32>(d${i}, su.x, su.y)` : `d${i}`), 'tot', true)}
   if (lane == 0u) {
     ${each((i) => `if (r0 + ${i}u * R < p.rows) { epi(t, r0 + ${i}u * R, r0 + ${i}u * R, tot[${i}]); }`, '\n    ')}
   }
+  ${lazy ? `if (mode == 2u) {   // uniform (workgroupUniformLoad): the reductions' barriers are allowed
+    var tot2: array<RT, ${P}>;
+    ${reduce((i) => (ln ? `vec3<f32>(e${i}, su2.x, su2.y)` : `e${i}`), 'tot2', false)}
+    if (lane == 0u) {
+      ${each((i) => `if (r0 + ${i}u * R < p.rows) { epiPrev(r0 + ${i}u * R, tot2[${i}]); }`, '\n      ')}
+    }
+  }` : ''}
 }
 `;
 }
