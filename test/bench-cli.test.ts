@@ -55,10 +55,12 @@ test('bench --sparsity dejavu --oracle: fixed neuron and head sets, head_density
   assert.equal(row.head_kv, 'chosen');
   assert.ok((row.bytes_per_token as number) < (dejavu.bytes_per_token as number), 'kv chosen reads less');
   // Lazy completion: kv chosen's K/V at even positions, every head's at odd ones; in between in bytes.
-  const lazy = bench([...fast, '--json', '--sparsity', 'dejavu', '--oracle', '--head-density', '0.5', '--head-kv', 'lazy']);
+  // A row each for a list of modes, in one process.
+  const lazy = bench([...fast, '--json', '--sparsity', 'dejavu', '--oracle', '--head-density', '0.5', '--head-kv', 'lazy,all']);
   assert.equal(lazy.status, 0, lazy.stderr);
-  const lrow = JSON.parse(lazy.stdout.trim()) as Record<string, unknown>;
+  const [lrow, arow] = lazy.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
   assert.equal(lrow.head_kv, 'lazy');
+  assert.equal(arow.head_kv, 'all');
   assert.ok((lrow.bytes_per_token as number) < (dejavu.bytes_per_token as number) && (lrow.bytes_per_token as number) > (row.bytes_per_token as number), 'lazy reads between chosen and all');
   assert.match(lazy.stderr, /heads 0\.500, kv lazy, fixed sets/);
 });

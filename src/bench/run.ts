@@ -39,8 +39,10 @@ export interface BenchOptions {
   /** Fraction of neurons per sparse layer; with --predictors, undefined keeps the calibrated K. */
   mlpDensity?: number;
   headDensity: number;
-  /** With dejavu: whether unchosen heads still store K/V (HeadLayerPolicy.kv; default all). */
+  /** With dejavu: whether unchosen heads still store K/V (policy.ts, HeadKvMode; default all). */
   headKv?: HeadKvMode;
+  /** With dejavu: a row for each of these K/V modes (default [headKv]): an A/B in one process. */
+  headKvs?: HeadKvMode[];
   /** How predictors pick neurons (src/sparsity/predictors-io.ts Selection); synthetic predictors: auto = block. */
   selection?: 'auto' | 'block' | 'topk';
   /** What synthetic predictors read (default attn_in: DejaVu's lookahead); trained ones keep theirs. */
@@ -207,8 +209,10 @@ export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
       for (const mode of o.sparsity as SparsityMode[]) {
         const why = shapes.length && mode !== 'dense' ? doesNotFit(t.config, t.name, mode, gpu!, o) : null;
         if (why) { o.log(`skipped: ${why}`); continue; }
-        const row = await measure(t, opened, mode, o, bw, adapter, backend);
-        if (row) rows.push(row);
+        for (const headKv of mode === 'dejavu' && o.headKvs?.length ? o.headKvs : [o.headKv]) {
+          const row = await measure(t, opened, mode, { ...o, headKv }, bw, adapter, backend);
+          if (row) rows.push(row);
+        }
       }
     } finally {
       runner.dispose();

@@ -6,7 +6,7 @@ import { benchTable, profileTable, rounded } from '../bench/report.js';
 import { runBench, type SparsityMode } from '../bench/run.js';
 import { SHAPE_NAMES } from '../bench/shapes.js';
 import { fail } from '../util/errors.js';
-import { parseHeadKv, type PredictorInput } from '../sparsity/policy.js';
+import { parseHeadKv, type HeadKvMode, type PredictorInput } from '../sparsity/policy.js';
 import { action, DEMO_MODEL, floatArg, intArg, modelOptions } from './common.js';
 
 interface BenchFlags {
@@ -24,6 +24,12 @@ function parseSparsity(s: string): SparsityMode[] {
   for (const m of modes) if (m !== 'dense' && m !== 'mlp' && m !== 'dejavu') fail(`unknown sparsity "${m}" (choose dense, mlp or dejavu)`);
   if (!modes.length) fail('--sparsity needs at least one of dense, mlp, dejavu');
   return modes as SparsityMode[];
+}
+
+function parseHeadKvs(s: string): HeadKvMode[] {
+  const kvs = list(s).map(parseHeadKv);
+  if (!kvs.length) fail('--head-kv needs at least one of all, chosen, lazy');
+  return kvs;
 }
 
 /** `bench --kernels`: one device per shape; rows as a table or JSON lines. */
@@ -77,7 +83,7 @@ export function register(program: Command): void {
     .option('--sparsity <modes>', 'dense | mlp | dejavu, comma-separated', 'dense')
     .option('--mlp-density <d>', 'fraction of MLP neurons per sparse layer (default 0.1; with --predictors: the calibrated K)', floatArg('--mlp-density', 0, 1))
     .option('--head-density <d>', 'fraction of attention heads (for --sparsity dejavu)', floatArg('--head-density', 0, 1), 0.4)
-    .option('--head-kv <which>', 'with --sparsity dejavu: all (every head stores K/V; only q, attention and out_proj are sparse) | chosen (unchosen heads skip K/V too) | lazy (chosen, every head\'s K/V completed every second step: the output of all)', 'all')
+    .option('--head-kv <which>', 'with --sparsity dejavu: all (every head stores K/V; only q, attention and out_proj are sparse) | chosen (unchosen heads skip K/V too) | lazy (chosen, every head\'s K/V completed every second step: the output of all); comma-separated: a row each', 'all')
     .option('--oracle', 'sparse MLP with fixed random neuron sets: no predictor cost, isolates the kernels')
     .option('--predictors <dir>', 'trained predictors for --model (from train-predictors)')
     .option('--selection <how>', 'how predictors pick neurons: auto | block (threshold a block of 64, fused with fc1) | topk (global top-K); synthetic: auto = block', 'auto')
@@ -103,7 +109,7 @@ export function register(program: Command): void {
       backend: parseBackend(o.backend), kvCache: parseKvCache(o.kvCache),
       promptLen: o.promptLen, gen: o.gen, warmup: o.warmup,
       sparsity: parseSparsity(o.sparsity),
-      mlpDensity: o.mlpDensity, headDensity: o.headDensity, headKv: parseHeadKv(o.headKv),
+      mlpDensity: o.mlpDensity, headDensity: o.headDensity, headKvs: parseHeadKvs(o.headKv),
       oracle: !!o.oracle, predictors: o.predictors, selection: parseSelection(o.selection), predictorInput: parsePredictorInput(o),
       compareHf: !!o.compareHf, deviceMemoryGib: o.deviceMemoryGib, profile: !!o.profile,
       log: (line) => process.stderr.write(line + '\n'),
