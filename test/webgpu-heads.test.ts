@@ -175,13 +175,13 @@ test('webgpu qkv GEMV, lazy K/V completion: an even position runs the chosen hea
     const step = k.f32Buffer(Uint32Array.from([pos]), 'step'), scores = k.buffer(H * 4, 'scores');
     const y = k.buffer(3 * d * 4, 'y'), hl = k.buffer(H * 4, 'hl');
     const kc = kvBuffer(k, new Float32Array(maxPos * d).fill(-7), 'k'), vc = kvBuffer(k, new Float32Array(maxPos * d).fill(-7), 'v');
-    const holes = k.f32Buffer(new Uint32Array(H).fill(9), 'holes'), xPrev = k.f32Buffer(new Float32Array(d).fill(NaN), 'x prev');
+    const holes = k.f32Buffer(new Uint32Array(H).fill(9), 'holes'), xPrev = k.f32Buffer(new Float32Array(d + 4).fill(NaN), 'x prev');
     const run = async (at: number, x: Float32Array, sc: Float32Array) => {
       k.device.queue.writeBuffer(step, 0, Uint32Array.from([at]));
       k.device.queue.writeBuffer(scores, 0, sc as Float32Array<ArrayBuffer>);
       k.device.queue.writeBuffer(y, 0, new Float32Array(3 * d).fill(-7));
       await runNow(k, k.linear({ W, x: k.f32Buffer(x, 'x'), y, T: 1, shape, kv: { step, k: kc, v: vc,
-        heads: { scores, hl, skip: holes, hd, H, k: kk, kvAll: false, lazy: { xPrev } } } }, own), own);
+        heads: { scores, hl, skip: holes, hd, H, k: kk, kvAll: false, lazy: { xPrev, odd: at % 2 === 1 } } } }, own), own);
       return readF32(k, y, 3 * d);
     };
     const s0 = randomArray(H, r), s1 = randomArray(H, r);

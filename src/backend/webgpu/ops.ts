@@ -123,10 +123,10 @@ export interface LinearArgs {
     heads?: { scores: GPUBuffer; hl: GPUBuffer; skip: GPUBuffer; hd: number; H: number; k: number; kvAll: boolean;
       /**
        * DejaVu's lazy K/V completion (gemv.ts, LAZY; kv 'chosen', kvWindow 2): `skip` is then the
-       * layer's H hole flags, and xPrev (d floats) the layer's input saved at the last even position.
+       * layer's H hole flags, and xPrev (d + 4 floats) the layer's input saved at the last even position.
        * Only where lazyFits(W, hd, H).
        */
-      lazy?: { xPrev: GPUBuffer } };
+      lazy?: { xPrev: GPUBuffer; odd: boolean } };
   } | null;
   /** Overrides gemvShape's choice (tests, bench): rows a workgroup, threads a row, rows a thread (wide rows only). */
   shape?: { rows?: number; tpr?: number; rpt?: number };
@@ -295,7 +295,7 @@ export class Kernels {
       switch (a.T === 1 ? 'gemv' : 'matmul') {
         case 'gemv': {
           const o: GemvOpts = { ...this.gemvForm(K4, rows, shape), ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out, pred: !!pred,
-            heads: heads ? { hd: heads.hd, H: heads.H, k: heads.k, kvAll: heads.kvAll, lazy: !!heads.lazy } : undefined };
+            heads: heads ? { hd: heads.hd, H: heads.H, k: heads.k, kvAll: heads.kvAll, lazy: heads.lazy ? (heads.lazy.odd ? 'odd' : 'even') : undefined } : undefined };
           // The folded LayerNorm reads γ (K floats, from 0) as vec4 alongside x: whole vec4s only.
           o.xv4 = o.wide && inOff % 4 === 0 && inStride % 4 === 0 && (!ln || K % 4 === 0);
           const key = gemvKey(this.feats, o);

@@ -69,7 +69,8 @@ interface HeadSparse {
   skip: GPUBuffer;                               // (maxPos, H): 1 where the head did not run
   /**
    * DejaVu's lazy K/V completion (kv 'chosen', kvWindow 2; gemv.ts, LAZY): the heads with a hole
-   * at the last even position (H u32) and that position's layer input (d floats); null otherwise.
+   * at the last even position (H u32) and that position's layer input as the GEMV keeps it (d + 4
+   * floats: gemv.ts, LAZY); null otherwise.
    */
   lazy: { holes: GPUBuffer; xPrev: GPUBuffer } | null;
   qkvMask: boolean;                              // the qkv GEMV skips unchosen heads' rows (Kernels.headsFit)
@@ -522,7 +523,7 @@ class GpuRunner implements WebGpuRunner {
       // kvWindow 1 completes every position at once: kv 'all'. 2 is the lazy form (gemv.ts, LAZY).
       const lazy = headKvChosen(hp) && hp.kvWindow === 2;
       const out: HeadSparse = { k, kvAll: !headKvChosen(hp) || hp.kvWindow === 1, W: null, fold: null, bias, skip, qkvMask: false, major: null,
-        lazy: lazy ? { holes: sb(H * 4, `${l}.head_holes`), xPrev: sb(d * 4, `${l}.head_x_prev`) } : null };
+        lazy: lazy ? { holes: sb(H * 4, `${l}.head_holes`), xPrev: sb((d + 4) * 4, `${l}.head_x_prev`) } : null };
       const major = this.headOutMajor ? this.k.headMajor(L.o, c.headDim, own) : null;
       if (major) { out.major = major.buffer; this.sparseBufs.push(major.buffer); ds.push(...major.ds); }
       if (s.kind === 'fixed') {
@@ -570,7 +571,7 @@ class GpuRunner implements WebGpuRunner {
 
   private encodeDecode(pos: number): GPUCommandBuffer {
     const enc = this.k.device.createCommandEncoder();
-    this.k.encode(enc, this.plan(1, 'last', false, this.longAttention(pos)).items);
+    this.k.encode(enc, this.plan(1, 'last', false, this.stepForm(pos)).items);
     enc.copyBufferToBuffer(this.logits, 0, this.stage!, 0, this.config.vocabSize * 4);
     return enc.finish();
   }
@@ -584,23 +585,32 @@ class GpuRunner implements WebGpuRunner {
   /** Whether a decode step at `pos` runs attention as the split + combine pair (FUSED_ATTENTION_MAX_KEYS). */
   private longAttention(pos: number): boolean { return pos + 1 > FUSED_ATTENTION_MAX_KEYS; }
 
-  /** `long`: a decode plan whose attention is the pair (longAttention); prompts ignore it. */
-  private plan(T: number, head: Head, trace: boolean, long = false): Plan {
-    long &&= T === 1 && this.k.fuseAttention;
-    const key = `${T}/${head}/${trace}${long ? '/long' : ''}`;
+  /**
+   * A decode step's plan form by position (bits): 1 attention as the pair (longAttention), 2 an odd
+   * position with lazy K/V completion (its qkv GEMV fills the holes; the even form saves its input:
+   * gemv.ts, LAZY). Unlike the attention forms, a lazy step must run its parity's plan.
+   */
+  private stepForm(pos: number): number {
+    return (this.longAttention(pos) ? 1 : 0) | (pos % 2 === 1 && this.heads.some((h) => h?.lazy) ? 2 : 0);
+  }
+
+  /** `form`: a decode plan's form (stepForm); prompts ignore it. */
+  private plan(T: number, head: Head, trace: boolean, form = 0): Plan {
+    const long = !!(form & 1) && T === 1 && this.k.fuseAttention, odd = !!(form & 2) && T === 1;
+    const key = `${T}/${head}/${trace}${long ? '/long' : ''}${odd ? '/odd' : ''}`;
     let p = this.plans.get(key);
     if (!p) {
       if (this.plans.size >= 8) { // keep the decode plan; drop the oldest other one
         for (const [k, v] of this.plans) if (!k.startsWith('1/')) { v.own.forEach((b) => b.destroy()); this.plans.delete(k); break; }
       }
-      p = this.buildPlan(T, head, trace, long);
+      p = this.buildPlan(T, head, trace, long, odd);
       this.plans.set(key, p);
     }
     return p;
   }
 
   /** The forward pass for T tokens as dispatches (and trace taps), mirroring CpuRunner.forward. */
-  private buildPlan(T: number, head: Head, trace: boolean, long: boolean): Plan {
+  private buildPlan(T: number, head: Head, trace: boolean, long: boolean, odd: boolean): Plan {
     const c = this.config, d = c.hidden, f = c.ffn, K = this.k, eps = c.layerNormEps;
     const own: GPUBuffer[] = [];
     const items: PlanItem[] = [];
@@ -637,7 +647,7 @@ class GpuRunner implements WebGpuRunner {
       if (HS) this.chooseHeads(HS, l, fold ? this.x : attnIn, fold, !qkvChooses, own, add);
       const kv = T === 1 ? { step: this.step, k: L.k, v: L.v, pred: look ? S!.pred!.A : undefined,
         heads: qkvChooses ? { scores: this.headScores(HS!), hl: this.hl!, skip: HS!.lazy?.holes ?? HS!.skip, hd: c.headDim, H: c.heads, k: HS!.k, kvAll: HS!.kvAll,
-          lazy: HS!.lazy ? { xPrev: HS!.lazy.xPrev } : undefined } : undefined } : null;
+          lazy: HS!.lazy ? { xPrev: HS!.lazy.xPrev, odd } : undefined } : undefined } : null;
       add(...K.linear(fold ? { W: L.qkv, x: this.x, y: this.qkv, T, ln: { gamma: L.attnLnW, c: look ? look.c : L.qkvFold!.c, eps }, kv }
         : { W: L.qkv, x: attnIn, y: this.qkv, T, bias: L.qkvB, kv }, own));
       if (look && !S!.block) this.predictB(S!, this.qkv, 3 * d, own, add);
@@ -757,7 +767,7 @@ class GpuRunner implements WebGpuRunner {
     for (let s = 0; s < ids.length; s += cap) {
       const chunk = ids.slice(s, s + cap), T = chunk.length;
       const h: Head = head === 'all' ? 'all' : head === 'last' && s + T >= ids.length ? 'last' : 'none';
-      const plan = this.plan(T, h, !!opts.trace, this.longAttention(this.pos));
+      const plan = this.plan(T, h, !!opts.trace, this.stepForm(this.pos));
       dev.queue.writeBuffer(this.step, 0, Uint32Array.from([this.pos, ...chunk]));
       // A pass of several tokens runs every head: their positions are no longer skipped by any.
       // (Lazy completion: no holes either, should the next decode position be odd.)
@@ -837,13 +847,13 @@ class GpuRunner implements WebGpuRunner {
     this.chaining = true;
     try {
       await this.chainTail;
-      const pos0 = this.pos, plans = [false, true].map((long) => this.plan(1, 'greedy', false, long));
+      const pos0 = this.pos;
       dev.queue.writeBuffer(this.step, 0, Uint32Array.from([pos0, first]));
       const maps: (Promise<void> | null)[] = new Array(W).fill(null);
       const submit = (j: number) => {
         const slot = j % W, out = this.idStage[slot];
         const enc = dev.createCommandEncoder();
-        this.k.encode(enc, plans[+this.longAttention(pos0 + j)].items);
+        this.k.encode(enc, this.plan(1, 'greedy', false, this.stepForm(pos0 + j)).items);
         enc.copyBufferToBuffer(this.tokens, (pos0 + j) * 4, out, 0, 4);
         dev.queue.submit([enc.finish()]);
         this.mlpTokens++;
@@ -915,7 +925,7 @@ class GpuRunner implements WebGpuRunner {
   async timeDecodeSteps(steps: number, token = 0): Promise<DecodeTiming> {
     const dev = this.k.device;
     if (this.pos + steps > this.config.maxPositions) fail(`${steps} decode steps from position ${this.pos} pass the context of ${this.config.maxPositions}`);
-    const plans = [false, true].map((long) => this.plan(1, 'none', false, long)), plan = plans[+this.longAttention(this.pos)];
+    const plan = this.plan(1, 'none', false, this.stepForm(this.pos));
     const ts = this.gpu.timestamps;
     let resolve: GPUBuffer | null = null, read: GPUBuffer | null = null;
     if (ts) {
@@ -929,7 +939,7 @@ class GpuRunner implements WebGpuRunner {
     for (let i = 0; i < steps; i++) {
       dev.queue.writeBuffer(this.step, 0, Uint32Array.from([this.pos, token]));
       const enc = dev.createCommandEncoder();
-      this.k.encode(enc, plans[+this.longAttention(this.pos)].items, undefined, ts ? { querySet: this.querySet!, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } : undefined);
+      this.k.encode(enc, this.plan(1, 'none', false, this.stepForm(this.pos)).items, undefined, ts ? { querySet: this.querySet!, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } : undefined);
       dev.queue.submit([enc.finish()]);
       this.pos++;
       this.mlpTokens++;
@@ -956,7 +966,7 @@ class GpuRunner implements WebGpuRunner {
     const dev = this.k.device;
     if (!this.gpu.timestamps) fail('profiling needs the timestamp-query feature, which this adapter does not offer');
     if (this.pos + steps > this.config.maxPositions) fail(`${steps} decode steps from position ${this.pos} pass the context of ${this.config.maxPositions}`);
-    const plan = this.plan(1, 'none', false, this.longAttention(this.pos));
+    const plan = this.plan(1, 'none', false, this.stepForm(this.pos));
     const ds = plan.items.flatMap((it) => ('d' in it ? [it.d] : []));
     const n = 2 * ds.length;
     // One query set a step, resolved after it (WebGPU caps a query set at 4096 queries).

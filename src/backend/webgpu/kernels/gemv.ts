@@ -56,7 +56,8 @@ import { headChoiceWgsl } from './head-select.js';
  *
  * LAZY (HEADS with lazy: kv 'chosen' with kvWindow 2, DejaVu's lazy K/V completion): at an even
  * position p only the chosen heads' q, k and v rows run; workgroup 0 records the unchosen heads as
- * holes (binding 16: H u32, not the skip rows) and saves this layer's input x (binding 17). At the
+ * holes (binding 16: H u32, not the skip rows) and saves this layer's input (binding 17: x, or with
+ * LN γ∘(x − h) and its Σu, Σu², so the second input costs no LayerNorm work where it is read). At the
  * odd position p + 1 the chosen heads' q rows run and every head's k and v rows, and a workgroup of
  * a head with a hole reads its weights once for two inputs, x and the saved x, storing K/V at p + 1
  * and at p (its "two-vector" loop: multi-row form only, Kernels.linear forces it). So attention
@@ -99,11 +100,12 @@ export interface GemvOpts {
    * With kv: sparse heads (HEADS below): head dim hd, the top k of H heads by the scores run. A
    * workgroup whose rows are q, k or v rows of another head returns before reading weights.
    */
-  heads?: { hd: number; H: number; k: number; kvAll: boolean; lazy?: boolean };
+  /** lazy (LAZY below): the form for even positions or for odd ones (the runner picks by position). */
+  heads?: { hd: number; H: number; k: number; kvAll: boolean; lazy?: 'even' | 'odd' };
 }
 
 export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
-  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? 'out' : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}${o.heads.kvAll ? 'q' : ''}${o.heads.lazy ? 'z' : ''}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}`;
+  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? 'out' : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}${o.heads.kvAll ? 'q' : ''}${o.heads.lazy ? `z${o.heads.lazy[0]}` : ''}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}`;
 }
 
 /** Uniform layout (u32 each). allRows: rows of the whole matrix (all parts; with pred, A's too), for ln's c2; kvD: kv's d. */
@@ -120,8 +122,31 @@ export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
   if (o.heads && !o.kv) throw new Error('gemv: sparse heads are a form of the qkv GEMV (kv)');
   const P = o.rpt ?? 1;
   if (P > 1 && (!o.wide || o.gather)) throw new Error('gemv: several rows a thread is a form of the wide, non-gather GEMV');
-  const lazy = !!o.heads?.lazy;
+  const lazy = !!o.heads?.lazy, odd = o.heads?.lazy === 'odd';
   if (lazy && (o.heads!.kvAll || P < 2 || !o.xv4)) throw new Error('gemv: lazy K/V completion is a form of the multi-row qkv GEMV with vec4 x and kv chosen');
+  // LAZY's saved input: x, or with ln γ∘(x − sh) and then (Σu, Σu², 0, 0): the two-input loop then
+  // costs one more dot a chunk, no LayerNorm work (the first form redid it there: +10 µs a layer).
+  const saveCode = !lazy ? '' : ln ? `{
+    var sh0 = 0.0;
+    for (var i = 0u; i < min(p.K, 8u); i++) { sh0 += xs(p.inOff + i); }
+    sh0 /= f32(min(p.K, 8u));
+    var s = vec2<f32>(0.0);
+    for (var j = lid; j < p.K / 4u; j += WG) {
+      let u = x4(p.inOff + 4u * j) - vec4<f32>(sh0);
+      xp[j] = u * g4(4u * j);
+      s += vec2<f32>(dot(u, vec4<f32>(1.0)), dot(u, u));
+    }
+    red[lid] = RT(0.0, s.x, s.y);
+    workgroupBarrier();
+    for (var st = WG / 2u; st > 0u; st >>= 1u) {
+      if (lid < st) { red[lid] += red[lid + st]; }
+      workgroupBarrier();
+    }
+    if (lid == 0u) { xp[p.K / 4u] = vec4<f32>(red[0].y, red[0].z, 0.0, 0.0); }
+    workgroupBarrier();
+  }` : `{
+    for (var j = lid; j < p.K / 4u; j += WG) { xp[j] = x4(p.inOff + 4u * j); }
+  }`;
   // Per-thread partial sums: the dot product, or (dot, Σu, Σu²) of the shifted x with the LayerNorm folded in.
   const RT = ln ? 'vec3<f32>' : 'f32';
   // γ at element k of the row (4 from k, or 1), as vec4 where x is (K % 4 == 0 then).
@@ -194,7 +219,6 @@ ${o.kv ? `@group(0) @binding(8) var<storage, read> step: array<u32>;
 alias RT = ${RT};
 ${term4}
 ${tail4}
-${lazy ? tail4.replace('fn tail4(', 'fn tail4P(').replace('xs(xb + k + i)', 'xsP(xb + k + i)') : ''}
 ${o.wide ? `fn w8lo(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
 fn w8hi(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)); }
 fn dot8(w: vec4<u32>, xb: u32, k: u32${ln ? ', sh: f32' : ''}) -> RT { return term4(w8lo(w), xb, k${sh}) + term4(w8hi(w), xb, k + 4u${sh}); }` : ''}
@@ -206,8 +230,7 @@ const WG = ${WG}u;
 const RP = ${o.rows * P}u;   // rows a workgroup
 var<workgroup> red: array<RT, ${WG}>;
 ${lazy ? `@group(0) @binding(17) var<storage, read_write> xp: array<vec4<f32>>;
-fn x4P(i: u32) -> vec4<f32> { return xp[i / 4u]; }
-fn xsP(i: u32) -> f32 { return xp[i / 4u][i % 4u]; }
+fn x8P(k: u32) -> X8 { return X8(xp[k / 4u], xp[k / 4u + 1u]); }
 ${headChoiceWgsl(o.heads!.H, o.heads!.k, { scores: 14, hl: 15, skip: 16 }, false, true)}
 var<workgroup> hmode: u32;
 // LAZY: what workgroup g does: 0 nothing (q, or at an even position k/v, of an unchosen head), 1 its
@@ -215,11 +238,9 @@ var<workgroup> hmode: u32;
 // rows for this token and for the saved input. At an even position workgroup 0 also saves x.
 fn headMode(g: u32, lid: u32) -> u32 {
   let first = g == 0u && p.rowOff == 0u;
-  let odd = (step[0] & 1u) == 1u;
+  let odd = ${odd};
   chooseHeads(lid, step[0], first);
-  if (first && !odd) {
-    for (var j = lid; j < (p.K + 3u) / 4u; j += WG) { xp[j] = xv[p.inOff / 4u + j]; }
-  }
+  ${odd ? '' : `if (first) ${saveCode}`}
   if (lid == 0u) {
     let wr = p.rowOff + g * RP;
     var m = 1u;
@@ -255,7 +276,7 @@ fn epi(t: u32, r: u32, wrow: u32, tot: RT) {
     if (kr < 2u * kd) { ${kvPut('kc', 'kp + kr - kd')} } else { ${kvPut('vc', 'kp + kr - 2u * kd')} }
   }` : ''}
 }
-${lazy ? `// LAZY: the K or V row wrow of the saved input goes to the cache at the position before this one.
+${odd ? `// LAZY: the K or V row wrow of the saved input goes to the cache at the position before this one.
 fn epiPrev(wrow: u32, tot: RT) {
   ${epiValue}
   let kr = p.rowOff + wrow;
@@ -342,8 +363,7 @@ function multiRowMain(o: GemvOpts, P: number, sg: boolean, ln: boolean, shiftCod
   const rows = Array.from({ length: P }, (_, i) => i);
   const each = (fn: (i: number) => string, sep = '\n') => rows.map(fn).join(sep);
   const shArgs = ln ? ', sh, &su' : '';
-  const shArgsP = ln ? ', sh2, &su2' : '';
-  const lazy = !!o.heads?.lazy;
+  const lazy = !!o.heads?.lazy, odd = o.heads?.lazy === 'odd';
   // The dot loop over weight matrix M (W, or WA for the lookahead rows, whose row index is shifted by `off`).
   // `two` (LAZY): each weight chunk also meets the saved input (xinP, accumulators e#, statistics su2).
   const loop = (M: string, off: string, two = false) => `${each((i) => `let wb${i} = (min(r0 + ${i}u * R, p.rows - 1u)${off}) * rc;`, '\n  ')}
@@ -354,8 +374,8 @@ function multiRowMain(o: GemvOpts, P: number, sg: boolean, ln: boolean, shiftCod
     let va = xin(xb, c * 8u${shArgs});
     let vb = xin(xb, (c + TPR) * 8u${shArgs});
     ${each((i) => `d${i} += wdot(w${i}a, va) + wdot(w${i}b, vb);`, '\n    ')}
-    ${two ? `let qa = xinP(0u, c * 8u${shArgsP});
-    let qb = xinP(0u, (c + TPR) * 8u${shArgsP});
+    ${two ? `let qa = x8P(c * 8u);
+    let qb = x8P((c + TPR) * 8u);
     ${each((i) => `e${i} += wdot(w${i}a, qa) + wdot(w${i}b, qb);`, '\n    ')}` : ''}
     c += 2u * TPR;
   }
@@ -363,7 +383,7 @@ function multiRowMain(o: GemvOpts, P: number, sg: boolean, ln: boolean, shiftCod
     ${each((i) => `let w${i}a = ${M}[wb${i} + c];`, ' ')}
     let va = xin(xb, c * 8u${shArgs});
     ${each((i) => `d${i} += wdot(w${i}a, va);`, ' ')}
-    ${two ? `let qa = xinP(0u, c * 8u${shArgsP});
+    ${two ? `let qa = x8P(c * 8u);
     ${each((i) => `e${i} += wdot(w${i}a, qa);`, ' ')}` : ''}
   }
   // K not a multiple of 8: the last chunk is zero-padded in W; read only the x that exists.
@@ -375,9 +395,6 @@ function multiRowMain(o: GemvOpts, P: number, sg: boolean, ln: boolean, shiftCod
       var e = tail4(w8lo(w), xb, k, min(n, 4u)${ln ? ', sh' : ''});
       if (n > 4u) { e += tail4(w8hi(w), xb, k + 4u, n - 4u${ln ? ', sh' : ''}); }
       ${ln ? `d${i} += e.x;${i === 0 ? ' su += e.yz;' : ''}` : `d${i} += e;`}
-      ${two ? `var q = tail4P(w8lo(w), 0u, k, min(n, 4u)${ln ? ', sh2' : ''});
-      if (n > 4u) { q += tail4P(w8hi(w), 0u, k + 4u, n - 4u${ln ? ', sh2' : ''}); }
-      ${ln ? `e${i} += q.x;${i === 0 ? ' su2 += q.yz;' : ''}` : `e${i} += q;`}` : ''}
     }`, '\n    ')}
   }
 `;
@@ -398,7 +415,6 @@ function multiRowMain(o: GemvOpts, P: number, sg: boolean, ln: boolean, shiftCod
 struct X8 { lo: vec4<f32>, hi: vec4<f32> }
 // The x side of the chunk at element k: x itself, or with ln γ∘(x − sh), adding Σu and Σu² into su.
 ${xinFn}
-${lazy ? xinFn.replace('fn xin(', 'fn xinP(').replaceAll('x4(', 'x4P(') : ''}
 fn wdot(w: vec4<u32>, v: X8) -> f32 { return dot(w8lo(w), v.lo) + dot(w8hi(w), v.hi); }
 
 @compute @workgroup_size(${o.rows * o.tpr})
@@ -414,16 +430,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let full = p.K / 8u;
   ${each((i) => `var d${i} = 0.0;`, ' ')}
   var su = vec2<f32>(0.0);
-  ${lazy ? `${each((i) => `var e${i} = 0.0;`, ' ')}
-  var su2 = vec2<f32>(0.0);
-  ${ln ? `var sh2 = 0.0;   // the saved input's shift, as sh
-  if (mode == 2u) {
-    for (var i = 0u; i < min(p.K, 8u); i++) { sh2 += xsP(i); }
-    sh2 /= f32(min(p.K, 8u));
-  }` : ''}` : ''}
+  ${odd ? each((i) => `var e${i} = 0.0;`, ' ') : ''}
   ${o.pred ? `if (g * RP >= 3u * p.kvD) {   // the lookahead predictor's rows (uniform: 3d is a multiple of RP)
   ${loop('WA', ' - 3u * p.kvD')}
-  } else ` : ''}${lazy ? `if (mode == 2u) {
+  } else ` : ''}${odd ? `if (mode == 2u) {
   ${loop('W', '', true)}
   } else ` : ''}{
   ${loop('W', '')}
@@ -433,11 +443,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (lane == 0u) {
     ${each((i) => `if (r0 + ${i}u * R < p.rows) { epi(t, r0 + ${i}u * R, r0 + ${i}u * R, tot[${i}]); }`, '\n    ')}
   }
-  ${lazy ? `if (mode == 2u) {   // uniform (workgroupUniformLoad): the reductions' barriers are allowed
+  ${odd ? `if (mode == 2u) {   // uniform (workgroupUniformLoad): the reductions' barriers are allowed
     var tot2: array<RT, ${P}>;
-    ${reduce((i) => (ln ? `vec3<f32>(e${i}, su2.x, su2.y)` : `e${i}`), 'tot2', false)}
+    ${reduce((i) => (ln ? `vec3<f32>(e${i}, 0.0, 0.0)` : `e${i}`), 'tot2', false)}
     if (lane == 0u) {
-      ${each((i) => `if (r0 + ${i}u * R < p.rows) { epiPrev(r0 + ${i}u * R, tot2[${i}]); }`, '\n      ')}
+      ${ln ? 'let st = xp[p.K / 4u];   // the saved input\'s (Σu, Σu²)' : ''}
+      ${each((i) => `if (r0 + ${i}u * R < p.rows) { epiPrev(r0 + ${i}u * R, ${ln ? `vec3<f32>(tot2[${i}].x, st.x, st.y)` : `tot2[${i}]`}); }`, '\n      ')}
     }
   }` : ''}
 }
