@@ -9,4 +9,5 @@ export type { SparsityPolicy, MlpLayerPolicy, MlpSelector, LowRankPredictor, Blo
 export { loadPredictors, type PredictorSet, type PredictorManifest, type PolicyOptions, type SparsePart, type Selection } from './sparsity/predictors-io.js';
 export { DejavuError } from './util/errors.js';
 export { FetchFileSource } from './model/fetch-source.js';
-export { createServer, type DejavuServer, type ServerOptions } from './server/http.js';
+// The HTTP server (Node only: node:http) is its own entry, 'dejavu/server', so that this one stays
+// free of it for browser bundles.
