@@ -966,8 +966,9 @@ class GpuRunner implements WebGpuRunner {
     const dev = this.k.device;
     if (!this.gpu.timestamps) fail('profiling needs the timestamp-query feature, which this adapter does not offer');
     if (this.pos + steps > this.config.maxPositions) fail(`${steps} decode steps from position ${this.pos} pass the context of ${this.config.maxPositions}`);
-    const plan = this.plan(1, 'none', false, this.stepForm(this.pos));
-    const ds = plan.items.flatMap((it) => ('d' in it ? [it.d] : []));
+    // Each step runs its position's plan (stepForm); the forms list the same kernels in the same order.
+    const dispatchesAt = (pos: number) => this.plan(1, 'none', false, this.stepForm(pos)).items.flatMap((it) => ('d' in it ? [it.d] : []));
+    const ds = dispatchesAt(this.pos);
     const n = 2 * ds.length;
     // One query set a step, resolved after it (WebGPU caps a query set at 4096 queries).
     const qs = dev.createQuerySet({ type: 'timestamp', count: n });
@@ -978,7 +979,7 @@ class GpuRunner implements WebGpuRunner {
       for (let i = 0; i < steps; i++) {
         dev.queue.writeBuffer(this.step, 0, Uint32Array.from([this.pos, token]));
         const enc = dev.createCommandEncoder();
-        this.k.encodeTimed(enc, ds, qs);
+        this.k.encodeTimed(enc, dispatchesAt(this.pos), qs);
         enc.resolveQuerySet(qs, 0, n, resolve, 0);
         enc.copyBufferToBuffer(resolve, 0, read, 0, 8 * n);
         dev.queue.submit([enc.finish()]);
