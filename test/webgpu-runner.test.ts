@@ -322,6 +322,46 @@ test('webgpu chained greedy decode: the same ids as the per-step readback loop, 
   g.dispose();
 });
 
+test('webgpu fc2 in one layout: a sparse policy frees the dense fc2 and going back transposes it again, with the logits of keeping both (5m)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const ck = await checkpoint(MODELS['5m']);
+  const c = ck.config, f = c.ffn, fc2Bytes = c.layers * f * c.hidden * 2;
+  const one = await createWebGpuRunner(c, ck.weights, { gpu }), both = await createWebGpuRunner(c, ck.weights, { gpu, keepDenseFc2: true });
+  const ids = reference(MODELS['5m'])[0].input_ids;
+  const run = async (g: typeof one) => { g.reset(); const a = await g.forward(ids); return [a, await g.forward([7]), await g.forward([300])]; };
+  const fixed = (l: number) => ({ k: 200, selector: { kind: 'fixed' as const, indices: Uint32Array.from({ length: 200 }, (_, i) => (i * 5 + l) % f) } });
+  const allSparse: SparsityPolicy = { input: 'mlp_in', mlp: Array.from({ length: c.layers }, (_, l) => fixed(l)) };
+  const halfSparse: SparsityPolicy = { input: 'mlp_in', mlp: Array.from({ length: c.layers }, (_, l) => (l % 2 ? fixed(l) : null)) };
+  const bytes0 = one.weightMatrixBytes(), dense0 = await run(one);
+  for (const [p, what] of [[allSparse, 'every layer sparse'], [halfSparse, 'half the layers'], [null, 'dense again'], [allSparse, 'a new sparse policy'], [null, 'parked'], [allSparse, 'the parked policy']] as const) {
+    one.setSparsity(p); both.setSparsity(p);
+    assert.equal(one.weightMatrixBytes(), bytes0, `${what}: one copy of fc2`);
+    if (p) assert.equal(both.weightMatrixBytes(), bytes0 + fc2Bytes, `${what}: keepDenseFc2 holds both layouts`);
+    const got = await run(one), want = await run(both);
+    got.forEach((v, i) => assert.deepEqual(v, want[i], `${what}: logits ${i} as with both layouts`));
+    if (!p) got.forEach((v, i) => assert.deepEqual(v, dense0[i], `${what}: the dense logits of before, to the bit`));
+  }
+  one.dispose(); both.dispose();
+
+  // Matrices in several parts (a tiny model with 512-byte parts: fc2 in 2) switch by allocating the
+  // other layout and freeing the first: the same bytes and logits as one part.
+  const dir = writeTinyModel(tinyConfig({ max_position_embeddings: 8 }));
+  const tiny = await checkpoint(dir), tc = tiny.config;
+  const whole = await createWebGpuRunner(tc, tiny.weights, { gpu }), parts = await createWebGpuRunner(tc, tiny.weights, { gpu, maxPartBytes: 512 });
+  const tinyPolicy: SparsityPolicy = { input: 'mlp_in', mlp: Array.from({ length: tc.layers }, (_, l) => ({ k: 9, selector: { kind: 'fixed' as const, indices: Uint32Array.from({ length: 9 }, (_, i) => (i * 5 + l) % tc.ffn) } })) };
+  const tinyRun = async (g: typeof one) => { g.reset(); return [await g.forward([3, 77, 5]), await g.forward([9])]; };
+  const partBytes0 = parts.weightMatrixBytes();
+  for (const p of [tinyPolicy, null, tinyPolicy]) {
+    whole.setSparsity(p); parts.setSparsity(p);
+    assert.equal(parts.weightMatrixBytes(), partBytes0, 'one copy of fc2 (matrices in parts)');
+    const want = await tinyRun(whole), got = await tinyRun(parts);
+    got.forEach((v, i) => assert.ok(relErr(v, want[i]) < 1e-5, `${p ? 'sparse' : 'dense'}: logits ${i} with matrices in parts ${relErr(v, want[i])}`));
+  }
+  whole.dispose(); parts.dispose();
+  rmSync(dir, { recursive: true });
+});
+
 test('webgpu generate: greedy chained on the device streams the same pieces, ids and finish as the readback loop (5m)', async (t) => {
   gpu ??= await gpuOrSkip(t);
   if (!gpu) return;

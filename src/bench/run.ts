@@ -103,15 +103,16 @@ function knownMemoryBytes(adapter: string): number | null {
 
 /**
  * Device bytes the WebGPU runner allocates for a shape: fp16 matrices, f32 vectors, an f32 KV cache
- * for the whole context (half with --kv-cache f16), activations for 128-token prefill passes; for a sparse MLP also fc2
- * transposed (a second copy of fc2) and the predictors.
+ * for the whole context (half with --kv-cache f16), activations for 128-token prefill passes; for a
+ * sparse MLP also the predictors and one layer's fc2 while fc2 is transposed in place (the runner
+ * holds fc2 in one layout: WebGpuRunnerOptions.keepDenseFc2).
  */
 export function deviceBytesNeeded(c: OptConfig, mode: SparsityMode, oracle: boolean): number {
   const d = c.hidden, f = c.ffn, T = 128;
   let n = deviceWeightBytes(c, WEBGPU_LAYOUT) + kvCacheBytes(c, WEBGPU_LAYOUT) + T * (c.vocabSize + f + 10 * d) * 4;
   if (mode !== 'dense') {
     const r = predictorRank(d);
-    n += c.layers * f * d * 2 + 3 * T * f * 4;
+    n += f * d * 2 + 3 * T * f * 4;
     if (!oracle) n += c.layers * ((r * d + f * r) * 2 + f * 4);
   }
   // dejavu: the head predictors (H, d) and the skip records.

@@ -33,8 +33,14 @@ interface GpuLayer {
   o: GpuMatrix; oB: GPUBuffer | null;        // (d, d), (d)
   mlpLnW: GPUBuffer; mlpLnB: GPUBuffer;      // (d)
   fc1: GpuMatrix; fc1B: GPUBuffer | null;    // (f, d): neuron j is row j; (f)
-  fc2: GpuMatrix; fc2B: GPUBuffer | null;    // (d, f), (d)
-  fc2T: GpuMatrix | null;                    // (f, d): fc2 transposed on the GPU when a sparse policy needs it
+  /**
+   * fc2 in the layout the current policy reads: (d, f) as stored where the layer's MLP runs dense,
+   * (f, d) transposed (fc2T: each neuron's weights one row, for the sparse fc2) where it runs sparse.
+   * setSparsity transposes between them (exact: fp16 moved, not computed) and, unless
+   * keepDenseFc2, frees the layout no longer read, so a sparse model holds one copy of fc2.
+   */
+  fc2: GpuMatrix | null; fc2B: GPUBuffer | null;    // (d, f), (d)
+  fc2T: GpuMatrix | null;                           // (f, d)
   k: GPUBuffer; v: GPUBuffer;                // (maxPositions, d) KV cache, f32 (kvCache 'f16': packed f16)
   // Pre-LN models: c1 = W·γ, c2 = W·β + b of qkv (attention LN) and fc1 (MLP LN), so decode's GEMVs
   // fold the LayerNorm in (gemv.ts); c1 then c2 in one buffer, (2 × 3d) and (2 × f). Null for
@@ -152,6 +158,8 @@ export type WebGpuRunner = Runner & {
   /** Pipeline cache keys built so far (each records its compile-time choices). */
   readonly pipelineKeys: string[];
   weightBytesPerToken(): number;
+  /** Device bytes of the model's weight matrices as held now (fc2 in one layout, or both with keepDenseFc2). */
+  weightMatrixBytes(): number;
   /** Queues `steps` decode steps of token `token` (no logits), advancing the position, and times them. */
   timeDecodeSteps(steps: number, token?: number): Promise<DecodeTiming>;
   /** Queues `steps` decode steps like timeDecodeSteps, each dispatch timed on its own (needs timestamp-query). */
@@ -195,6 +203,13 @@ export interface WebGpuRunnerOptions extends GpuOptions {
    * attention.ts, "Fused form"); false keeps the split + combine pair (A/B runs).
    */
   fuseAttention?: boolean;
+  /**
+   * Keep fc2 in both layouts once a sparse policy has made the transposed one (true), or hold only
+   * the layout the current policy reads (default false: a sparse model's memory is the dense model's
+   * plus its predictors; switching between dense and sparse then transposes fc2 each time, a copy of
+   * f·d halves a layer at copy speed).
+   */
+  keepDenseFc2?: boolean;
 }
 
 /**
@@ -213,6 +228,7 @@ export async function createWebGpuRunner(config: OptConfig, weights: OptWeights 
     const r = new GpuRunner(config, gpu, owned, opts.maxPartBytes, opts.foldLayerNorm ?? FOLD_LN_DEFAULT, opts.gemvRowsPerThread, opts.kvCache === 'f16');
     r.headsInQkv = opts.headsInQkv ?? true;
     r.headOutMajor = opts.headOutMajor ?? false;
+    r.keepDenseFc2 = opts.keepDenseFc2 ?? false;
     r.fuseAttention = opts.fuseAttention ?? true;
     await r.load(weights, opts.seed ?? 1);
     return r;
@@ -271,6 +287,7 @@ class GpuRunner implements WebGpuRunner {
   private readonly foldLn: boolean;
   headsInQkv = true;
   headOutMajor = false;
+  keepDenseFc2 = false;
   /** WebGpuRunnerOptions.fuseAttention; read when plans are built. */
   set fuseAttention(v: boolean) { this.k.fuseAttention = v; }
 
@@ -433,12 +450,14 @@ class GpuRunner implements WebGpuRunner {
     const free = (s: SparseState | null) => s?.bufs.forEach((b) => b.destroy());
     if (!policy) { // park the current state; an older parked one goes
       if (cur) { free(this.parked); this.parked = cur; }
+      this.layoutFc2();
       return;
     }
     if (this.parked?.policy === policy) { // back to the parked policy: reuse it
       free(cur);
       this.putSparse(this.parked);
       this.parked = null;
+      this.layoutFc2();
       this.resetMlpDensity();
       this.clearSkips();
       return;
@@ -446,6 +465,8 @@ class GpuRunner implements WebGpuRunner {
     free(cur); free(this.parked); this.parked = null;
     this.sparseBuilds++;
     this.policy = policy;
+    // fc2 in the layouts this policy reads, before anything below reads fc2T (same queue, submitted first).
+    this.layoutFc2();
     const own: GPUBuffer[] = [];
     const ds: Dispatch[] = [];
     const copies: [GPUBuffer, number, GPUBuffer, number, number][] = [];   // after ds: (src, offset, dst, offset, bytes)
@@ -454,7 +475,6 @@ class GpuRunner implements WebGpuRunner {
     this.sparse = policy.mlp.map((lp, l) => {
       if (!lp) return null;
       const L = this.layers[l];
-      if (!L.fc2T) { L.fc2T = this.mat(f, d, `${l}.fc2T`); ds.push(...this.k.transpose(L.fc2, L.fc2T, own)); }
       const s = lp.selector;
       const block = s.kind === 'predictor' ? s.block : undefined;
       const k = layerK(lp, f);
@@ -509,6 +529,52 @@ class GpuRunner implements WebGpuRunner {
     for (const cp of copies) enc.copyBufferToBuffer(...cp);
     this.k.device.queue.submit([enc.finish()]);
     this.k.device.queue.onSubmittedWorkDone().then(() => own.forEach((b) => b.destroy()));
+  }
+
+  /**
+   * Puts each layer's fc2 in the layout the current policy reads (LayerGpu.fc2). Unless keepDenseFc2,
+   * a layer switches in place: transposed into one scratch buffer, then copied back over its own
+   * buffer (both layouts hold the same bytes when f and d are multiples of 4 and the matrix is one
+   * part, as at every OPT width up to 30B's), so the switch needs one layer's fc2 of extra memory,
+   * not the model's. Otherwise the missing layout is allocated and the other freed once the GPU is
+   * past the transposes. A parked policy keeps nothing: returning to it transposes again.
+   */
+  private layoutFc2(): void {
+    const c = this.config, d = c.hidden, f = c.ffn, own: GPUBuffer[] = [], unused: GpuMatrix[] = [];
+    const enc = this.k.device.createCommandEncoder();
+    let scratch: GPUBuffer | null = null, work = false;
+    const bytes = (m: GpuMatrix) => m.rows * m.colsP * 2;
+    this.layers.forEach((L, l) => {
+      const sparse = !!this.policy?.mlp[l];
+      const src = sparse ? (L.fc2T ? null : L.fc2!) : (L.fc2 ? null : L.fc2T!);
+      if (src) {
+        const [rows, cols] = sparse ? [f, d] : [d, f];
+        const colsP = Math.ceil(cols / 4) * 4;
+        work = true;
+        if (!this.keepDenseFc2 && src.parts.length === 1 && rows * colsP * 2 === bytes(src) && this.k.maxPartBytes >= bytes(src)) {
+          // In place: src's buffer ends up holding the other layout.
+          scratch ??= this.k.buffer(Math.max(...this.layers.map((M) => bytes((M.fc2 ?? M.fc2T)!))), 'fc2 transpose scratch');
+          const dst: GpuMatrix = { rows, cols, colsP, parts: [{ buffer: scratch, row0: 0, rows }] };
+          this.k.encode(enc, this.k.transpose(src, dst, own).map((x) => ({ d: x })));
+          enc.copyBufferToBuffer(scratch, 0, src.parts[0].buffer, 0, bytes(src));
+          const moved: GpuMatrix = { ...dst, parts: [{ buffer: src.parts[0].buffer, row0: 0, rows }] };
+          this.matrices[this.matrices.indexOf(src)] = moved;
+          if (sparse) { L.fc2T = moved; L.fc2 = null; } else { L.fc2 = moved; L.fc2T = null; }
+          return;
+        }
+        const dst = this.mat(rows, cols, `${l}.fc2${sparse ? 'T' : ''}`);
+        this.k.encode(enc, this.k.transpose(src, dst, own).map((x) => ({ d: x })));
+        if (sparse) L.fc2T = dst; else L.fc2 = dst;
+      }
+      if (this.keepDenseFc2) return;
+      if (sparse && L.fc2) { unused.push(L.fc2); L.fc2 = null; }
+      if (!sparse && L.fc2T) { unused.push(L.fc2T); L.fc2T = null; }
+    });
+    if (!work && !unused.length) return;
+    this.k.device.queue.submit([enc.finish()]);
+    this.matrices = this.matrices.filter((m) => !unused.includes(m));
+    const done = [...own, ...(scratch ? [scratch] : []), ...unused.flatMap((m) => m.parts.map((p) => p.buffer))];
+    this.k.device.queue.onSubmittedWorkDone().then(() => done.forEach((b) => b.destroy()));
   }
 
   /** setSparsity's part for sparse heads: each layer's head-select inputs, its skip record, the shared scratch. */
@@ -677,7 +743,7 @@ class GpuRunner implements WebGpuRunner {
         add(...K.linear(foldM ? { W: L.fc1, x: this.x, y: this.act, T, relu: true, ln: { gamma: L.mlpLnW, ...L.fc1Fold!, eps } }
           : { W: L.fc1, x: mlpIn, y: this.act, T, bias: L.fc1B, relu: true }, own));
         tap(l, 'fc1_act', this.act, f);
-        add(...K.linear({ W: L.fc2, x: this.act, y: this.x, T, bias: L.fc2B, resid: true }, own));
+        add(...K.linear({ W: L.fc2!, x: this.act, y: this.x, T, bias: L.fc2B, resid: true }, own));
       } else {
         const sel = S.fixed ?? this.sel!, selStride = S.fixed ? 0 : S.k;
         if (predM) this.predict(S, foldM ? this.x : mlpIn, T, own, add, foldM ? { gamma: L.mlpLnW, beta: L.mlpLnB, out: this.hM } : null);
@@ -895,6 +961,10 @@ class GpuRunner implements WebGpuRunner {
     const f = this.config.ffn;
     const counts = this.chosen && this.sparse.some((S) => S?.block) ? await readU32(this.k, this.chosen, this.config.layers * this.chosenStride / 4) : null;
     return this.sparse.map((S, l) => !S ? null : S.block ? (this.mlpTokens ? counts![l * this.chosenStride / 4] / (this.mlpTokens * f) : NaN) : S.k / f);
+  }
+
+  weightMatrixBytes(): number {
+    return this.matrices.reduce((a, m) => a + m.parts.reduce((b, p) => b + p.rows * m.colsP * 2, 0), 0);
   }
 
   weightBytesPerToken(): number {
