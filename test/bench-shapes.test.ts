@@ -181,12 +181,12 @@ test('bench/hf_baseline.py without torch prints a "skipped" JSON line and exits 
   assert.match((JSON.parse(r.stdout.trim()) as { error: string }).error, /^skipped: /);
 });
 
-test('device memory estimate: opt-30b fits an H100 (78 GiB) dense and sparse (fc2 in one layout); opt-66b fits an H200 (139 GiB) dense and sparse, not an H100', async () => {
+test('device memory estimate: opt-30b fits an H100 (78 GiB) dense and sparse (fc2 in one layout); opt-66b an H200 (139 GiB) dense, within 5 GiB sparse; not an H100', async () => {
   const { deviceBytesNeeded } = await import('../src/bench/run.js');
   const GiB = 2 ** 30;
   const need = (n: string, m: 'dense' | 'mlp', oracle = false) => deviceBytesNeeded(shapeConfig(n), m, oracle) / GiB;
   assert.ok(need('opt-30b', 'dense') < 77 && need('opt-30b', 'mlp') < 77);
-  assert.ok(need('opt-66b', 'dense') < 138 && need('opt-66b', 'mlp') < 138 && need('opt-66b', 'dense') > 78);
+  assert.ok(need('opt-66b', 'dense') < 134 && need('opt-66b', 'mlp') > 134 && need('opt-66b', 'mlp') < 139 && need('opt-66b', 'dense') > 78);
   // Sparse costs the predictors and one layer's fc2 (the in-place transpose's scratch), not a second fc2.
   const c = shapeConfig('opt-6.7b');
   assert.ok((need('opt-6.7b', 'mlp', true) - need('opt-6.7b', 'dense')) * GiB < 2 * c.ffn * c.hidden * 2);

@@ -128,8 +128,10 @@ function doesNotFit(c: OptConfig, name: string, mode: SparsityMode, gpu: Gpu, o:
   if (widest > gpu.limits.maxStorageBufferBindingSize) return `${name}: one weight row exceeds maxStorageBufferBindingSize`;
   const need = deviceBytesNeeded(c, mode, o.oracle);
   const have = o.deviceMemoryGib !== undefined ? o.deviceMemoryGib * GiB : knownMemoryBytes(gpu.adapterName);
-  // Headroom for the driver and Dawn's own allocations: 1 GiB, or 5 % of a small device.
-  if (have !== null && need > have - Math.min(GiB, 0.05 * have)) {
+  // Headroom for the driver and Dawn's own allocations: 3 % of the device, at least 1 GiB (5 % of a
+  // small one). opt-66b with sparse MLPs, estimated at 136.3 of the H200's 139 GiB, lost the device
+  // mid-run (dense, 131.5, ran).
+  if (have !== null && need > have - (have > 20 * GiB ? Math.max(GiB, 0.03 * have) : 0.05 * have)) {
     return `${name} ${mode} needs about ${(need / GiB).toFixed(1)} GiB on the device, which has about ${(have / GiB).toFixed(1)} GiB`;
   }
   return null;
@@ -207,11 +209,20 @@ export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
     if (!opened) continue;
     const { runner } = opened;
     try {
-      for (const mode of o.sparsity as SparsityMode[]) {
+      measuring: for (const mode of o.sparsity as SparsityMode[]) {
         const why = shapes.length && mode !== 'dense' ? doesNotFit(t.config, t.name, mode, gpu!, o) : null;
         if (why) { o.log(`skipped: ${why}`); continue; }
         for (const headKv of mode === 'dejavu' && o.headKvs?.length ? o.headKvs : [o.headKv]) {
-          const row = await measure(t, opened, mode, { ...o, headKv }, bw, adapter, backend);
+          let row: BenchRow | null;
+          try {
+            row = await measure(t, opened, mode, { ...o, headKv }, bw, adapter, backend);
+          } catch (e) {
+            // A configuration that fails on the device (a lost device: out of memory mid-run) is
+            // skipped, and the rows already measured are still reported.
+            if (!(e instanceof DOMException)) throw e;   // bugs and DejavuErrors go on up
+            o.log(`skipped: ${t.name} ${mode}${mode === 'dejavu' ? ` kv ${headKv ?? 'all'}` : ''}: ${e.message || e.name} (the device may be lost; the rest of this shape is skipped)`);
+            break measuring;
+          }
           if (row) rows.push(row);
         }
       }

@@ -45,7 +45,8 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): 
         process.exit(1);
       }
       const err = e as Error;
-      process.stderr.write(`dejavu: internal error: ${(err?.message ?? String(e)).split('\n')[0]}\n`);
+      // Some errors carry no message (a DOMException such as mapAsync's AbortError): then its name.
+      process.stderr.write(`dejavu: internal error: ${(err?.message || err?.name || String(e)).split('\n')[0]}\n`);
       if (process.env.DEJAVU_DEBUG) process.stderr.write(`${err?.stack}\n`);
       process.exit(2);
     }

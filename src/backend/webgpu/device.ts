@@ -89,5 +89,11 @@ export async function openGpu(opts: GpuOptions = {}): Promise<Gpu> {
   device.addEventListener('uncapturederror', (ev) => {
     process.stderr.write(`dejavu: WebGPU error: ${(ev as GPUUncapturedErrorEvent).error.message.split('\n')[0]}\n`);
   });
+  // A lost device (the driver gave up on it: out of memory mid-run, a hang) fails every later call
+  // with errors that say nothing (mapAsync's AbortError has no message): say why, once.
+  device.lost.then((info) => {
+    if (info.reason === 'destroyed') return;
+    process.stderr.write(`dejavu: the WebGPU device was lost: ${info.message.split('\n')[0] || 'no reason given'}\n`);
+  }).catch(() => {});
   return { device, adapterName: adapterName(adapter), f16, subgroups, timestamps, limits: device.limits };
 }
