@@ -33,7 +33,9 @@ test('bench --json prints one object per configuration with the documented keys'
     const ms = row.ms_per_token as number;
     assert.ok(ms > 0);
     assert.ok(Math.abs((row.tokens_per_s as number) - 1000 / ms) < 0.01 * (row.tokens_per_s as number) + 0.01);
-    assert.ok(Math.abs((row.pct_of_floor as number) - ((row.floor_ms as number) / ms) * 100) < 0.01);
+    // floor_ms and ms_per_token come rounded to 3 decimals: allow what that rounding moves the ratio.
+    const floor = row.floor_ms as number, slack = 100 * 0.0005 * (1 / ms + floor / ms ** 2) + 0.0011;
+    assert.ok(Math.abs((row.pct_of_floor as number) - (floor / ms) * 100) < slack, `${row.pct_of_floor} vs ${(floor / ms) * 100}`);
   }
   assert.match(r.stderr, /^bandwidth: [\d.]+ GB\/s \(memcpy/m);
 });

@@ -1,7 +1,8 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { savePredictors, type PredictorManifest } from '../src/sparsity/predictors-io.js';
+import type { PredictorManifest } from '../src/sparsity/predictors-io.js';
+import { savePredictors } from '../src/sparsity/predictors-save.js';
 import { checkpoint, MODELS, randomArray, rng } from './helpers.js';
 
 /**

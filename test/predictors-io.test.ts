@@ -3,9 +3,12 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { loadPredictors, MANIFEST, savePredictors, type PredictorManifest } from '../src/sparsity/predictors-io.js';
+import { loadPredictors, MANIFEST, type PredictorManifest } from '../src/sparsity/predictors-io.js';
+import { savePredictors } from '../src/sparsity/predictors-save.js';
 import type { LowRankPredictor } from '../src/sparsity/policy.js';
 import { DejavuError } from '../src/util/errors.js';
+import { FetchFileSource } from '../src/model/fetch-source.js';
+import { serveStatic } from '../examples/browser/serve.js';
 import { checkpoint, MODELS, randomArray, rng } from './helpers.js';
 
 async function saved() {
@@ -60,6 +63,26 @@ test('missing or corrupt predictor files give one-line errors', async () => {
   await assert.rejects(loadPredictors(dir, ck), oneLine(/not valid JSON/));
   const empty = mkdtempSync(join(tmpdir(), 'dejavu-pred-'));
   await assert.rejects(loadPredictors(empty, ck), oneLine(/missing file manifest\.json/));
+});
+
+test('over HTTP through a FetchFileSource (the browser path): the same set, the same one-line errors', async () => {
+  const { ck, dir, manifest } = await saved();
+  const oneLine = (re: RegExp) => (e: Error) => e instanceof DejavuError && re.test(e.message) && !e.message.includes('\n');
+  const server = await serveStatic(dir, 0);
+  try {
+    const set = await loadPredictors(new FetchFileSource(server.url), ck);
+    assert.deepEqual(set.manifest, manifest);
+    assert.deepEqual(set.policy(), (await loadPredictors(dir, ck)).policy());
+    await assert.rejects(loadPredictors(new FetchFileSource(`${server.url}/nope`), ck), oneLine(/^missing file manifest\.json in http:\/\/127\.0\.0\.1:\d+\/nope \(not a predictors folder/));
+    const m = JSON.parse(readFileSync(join(dir, MANIFEST), 'utf8'));
+    m.model_fingerprint = 'deadbeef';
+    writeFileSync(join(dir, MANIFEST), JSON.stringify(m));
+    await assert.rejects(loadPredictors(new FetchFileSource(server.url), ck), oneLine(/deadbeef/));
+    writeFileSync(join(dir, MANIFEST), '{ not json');
+    await assert.rejects(loadPredictors(new FetchFileSource(server.url), ck), oneLine(/not valid JSON/));
+  } finally {
+    await server.close();
+  }
 });
 
 test('the block rule: auto picks it where every sparse layer is calibrated; topk, --mlp-density, old files and malformed rules', async () => {

@@ -2,6 +2,7 @@ import type { Checkpoint } from '../model/checkpoint.js';
 import type { OptConfig } from '../model/config.js';
 import type { OptWeights } from '../model/weights.js';
 import { fail } from '../util/errors.js';
+import { notice } from '../util/notice.js';
 import { CpuRunner } from './cpu/runner.js';
 import { probeAdapter, type GpuOptions } from './webgpu/device.js';
 import type { BackendChoice, Runner } from './types.js';
@@ -15,12 +16,6 @@ async function webGpuFactory(): Promise<WebGpuFactory> {
   // Loaded on demand so the CPU path never touches Dawn.
   const mod: { createWebGpuRunner: WebGpuFactory } = await import('./webgpu/runner.js');
   return mod.createWebGpuRunner;
-}
-
-/** One line to stderr in Node, console.warn in a browser. */
-function notice(line: string): void {
-  if (typeof process !== 'undefined' && process.stderr) process.stderr.write(line + '\n');
-  else console.warn(line);
 }
 
 export function parseKvCache(s: string): KvCacheType {

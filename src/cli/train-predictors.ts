@@ -14,7 +14,8 @@ import { collect, loadHeadNorms, loadLayer, loadMass, readMeta, type CollectionM
 import { calibrateHeads, fitHeadPredictor, headRankStats, type HeadCalibration, type HeadLabel } from '../sparsity/head-fit.js';
 import { predictScores } from '../sparsity/predict.js';
 import type { LowRankPredictor, PredictorInput } from '../sparsity/policy.js';
-import { savePredictors, type ManifestHeads, type PredictorManifest } from '../sparsity/predictors-io.js';
+import type { ManifestHeads, PredictorManifest } from '../sparsity/predictors-io.js';
+import { savePredictors } from '../sparsity/predictors-save.js';
 import { pickTrainEngine, trainPredictor, type TrainEngine } from '../sparsity/train.js';
 import { lowRankFc1 } from '../sparsity/lowrank-init.js';
 import { toF32 } from '../model/tensor.js';

@@ -5,13 +5,13 @@
  * (PredictorManifest). The
  * manifest ties the set to one model by its fingerprint, so predictors are never applied to a model
  * they were not trained on.
+ *
+ * Reading goes through a FileSource, so this module (on the browser-facing main entry) imports no
+ * node: module; writing a set is Node-only and lives in predictors-save.ts.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Checkpoint } from '../model/checkpoint.js';
-import { NodeFileSource } from '../model/node-source.js';
-import { encodeSafetensors, readSafetensorsHeader, readTensor } from '../model/safetensors.js';
-import { readText } from '../model/source.js';
+import { readSafetensorsHeader, readTensor } from '../model/safetensors.js';
+import { readText, type FileSource } from '../model/source.js';
 import { DejavuError, fail } from '../util/errors.js';
 import { roundK } from './calibrate.js';
 import { BLOCK_SIZE, blockSlots, headKvFields, parseHeadKv, type HeadKvMode, type HeadLayerPolicy, type LowRankPredictor, type MlpLayerPolicy, type PredictorInput, type SparsityPolicy } from './policy.js';
@@ -95,36 +95,6 @@ export interface PredictorSet {
   policy(o?: PolicyOptions): SparsityPolicy;
 }
 
-/**
- * Writes the set; `predictors[l]` must exist for every layer the manifest marks sparse, and with
- * manifest.heads `headPredictors[l]` for every layer (a head predictor is kept even where calibration
- * keeps every head, so --head-density can still make that layer sparse).
- */
-export function savePredictors(dir: string, manifest: PredictorManifest, predictors: (LowRankPredictor | null)[], headPredictors: (LowRankPredictor | null)[] = []): void {
-  const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
-  for (const L of manifest.layers) {
-    if (L.dense) continue;
-    const p = predictors[L.layer];
-    if (!p) throw new Error(`no predictor for sparse layer ${L.layer}`);
-    tensors[`layers.${L.layer}.A`] = { shape: [p.rank, manifest.d], data: p.A };
-    tensors[`layers.${L.layer}.B`] = { shape: [manifest.f, p.rank], data: p.B };
-    tensors[`layers.${L.layer}.bias`] = { shape: [manifest.f], data: p.bias };
-  }
-  const mh = manifest.heads;
-  if (mh) {
-    for (const L of mh.layers) {
-      const p = headPredictors[L.layer];
-      if (!p) throw new Error(`no head predictor for layer ${L.layer}`);
-      tensors[`heads.${L.layer}.A`] = { shape: [mh.rank, manifest.d], data: p.A };
-      tensors[`heads.${L.layer}.B`] = { shape: [mh.heads, mh.rank], data: p.B };
-      tensors[`heads.${L.layer}.bias`] = { shape: [mh.heads], data: p.bias };
-    }
-  }
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, WEIGHTS), encodeSafetensors(tensors, { format: 'dejavu-predictors/1' }));
-  writeFileSync(join(dir, MANIFEST), JSON.stringify(manifest, null, 2) + '\n');
-}
-
 function checkManifest(m: PredictorManifest, where: string, layers: number): void {
   const ok = m && m.format === 'dejavu-predictors/1' && typeof m.model_fingerprint === 'string' && Number.isInteger(m.rank) &&
     (m.input === 'attn_in' || m.input === 'mlp_in') && Array.isArray(m.layers) && Number.isInteger(m.d) && Number.isInteger(m.f);
@@ -143,8 +113,28 @@ function checkManifest(m: PredictorManifest, where: string, layers: number): voi
   });
 }
 
-export async function loadPredictors(dir: string, ck: Checkpoint): Promise<PredictorSet> {
-  const src = await NodeFileSource.open(dir).catch(() => fail(`predictors folder ${dir} not found`));
+/**
+ * Reads a predictor set and checks it against the model. `source` is a folder path in Node, or any
+ * FileSource (a browser passes a FetchFileSource); a source passed in stays open, the caller's to close.
+ */
+export async function loadPredictors(source: string | FileSource, ck: Checkpoint): Promise<PredictorSet> {
+  if (typeof source !== 'string') return readPredictors(source, ck);
+  const src = await openFolder(source);
+  try {
+    return await readPredictors(src, ck);
+  } finally {
+    await src.close();
+  }
+}
+
+/** A predictors folder on disk. The import is dynamic so the browser never loads node:fs (engine/model.ts does the same). */
+async function openFolder(dir: string): Promise<FileSource> {
+  const { NodeFileSource } = await import('../model/node-source.js');
+  return NodeFileSource.open(dir).catch(() => fail(`predictors folder ${dir} not found`));
+}
+
+async function readPredictors(src: FileSource, ck: Checkpoint): Promise<PredictorSet> {
+  const dir = src.location;
   try {
     if (!(await src.exists(MANIFEST))) fail(`missing file ${MANIFEST} in ${dir} (not a predictors folder from train-predictors)`);
     let manifest: PredictorManifest;
@@ -215,7 +205,5 @@ export async function loadPredictors(dir: string, ck: Checkpoint): Promise<Predi
   } catch (e) {
     if (e instanceof DejavuError) throw e;
     fail(`could not read predictors in ${dir}: ${(e as Error).message.split('\n')[0]}`);
-  } finally {
-    await src.close();
   }
 }

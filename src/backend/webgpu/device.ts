@@ -1,4 +1,5 @@
 import { DejavuError } from '../../util/errors.js';
+import { notice } from '../../util/notice.js';
 
 /** What the engine asked for and got from the adapter. */
 export interface Gpu {
@@ -87,13 +88,13 @@ export async function openGpu(opts: GpuOptions = {}): Promise<Gpu> {
     },
   });
   device.addEventListener('uncapturederror', (ev) => {
-    process.stderr.write(`dejavu: WebGPU error: ${(ev as GPUUncapturedErrorEvent).error.message.split('\n')[0]}\n`);
+    notice(`dejavu: WebGPU error: ${(ev as GPUUncapturedErrorEvent).error.message.split('\n')[0]}`);
   });
   // A lost device (the driver gave up on it: out of memory mid-run, a hang) fails every later call
   // with errors that say nothing (mapAsync's AbortError has no message): say why, once.
   device.lost.then((info) => {
     if (info.reason === 'destroyed') return;
-    process.stderr.write(`dejavu: the WebGPU device was lost: ${info.message.split('\n')[0] || 'no reason given'}\n`);
+    notice(`dejavu: the WebGPU device was lost: ${info.message.split('\n')[0] || 'no reason given'}`);
   }).catch(() => {});
   return { device, adapterName: adapterName(adapter), f16, subgroups, timestamps, limits: device.limits };
 }
