@@ -13,7 +13,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { attention } from '../src/backend/cpu/kernels.js';
 import { Kernels, readF32, readU32, runNow } from '../src/backend/webgpu/ops.js';
-import { attentionFusedFits, attentionFusedWords, attentionSplits, attentionSplitShape } from '../src/backend/webgpu/kernels/attention.js';
+import { attentionFusedFits, attentionFusedWords, attentionSplits, attentionSplitShape, attentionTargetSplits } from '../src/backend/webgpu/kernels/attention.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import { gpuOrSkip, kvBuffer, kvRound } from './gpu.js';
 import { randomArray, rng, relErr } from './helpers.js';
@@ -34,6 +34,9 @@ test('split shapes fit WebGPU default limits', () => {
   for (const hd of [5, 7, 20, 32, 64, 80, 128, 255, 256]) assert.ok(attentionFusedFits(hd), `hd ${hd} fused`);
   assert.ok(!attentionFusedFits(4) && !attentionFusedFits(257));
   assert.equal(attentionSplits(3, 131), 5);
+  // Splits wanted: ~32768 / d, at most the grid's (OPT-1.3B 16, 6.7B 8, 13B 6, 30B 5).
+  assert.deepEqual([2048, 4096, 5120, 7168].map((d) => attentionTargetSplits(d, 32)), [16, 8, 6, 5]);
+  assert.equal(attentionTargetSplits(64, 5), 5);
 });
 
 test('webgpu attention matches the CPU twin (split-K decode and the prefill kernel)', async (t) => {
@@ -44,8 +47,9 @@ test('webgpu attention matches the CPU twin (split-K decode and the prefill kern
    for (const kv16 of [false, true]) {
     const k = new Kernels({ ...gpu, subgroups: sg }, undefined, kv16);
     const own: GPUBuffer[] = [];
-    // [H, hd, pos, T, splits?]: pos + T positions visible to the last query.
-    type Case = [H: number, hd: number, pos: number, T: number, splits?: number];
+    // [H, hd, pos, T, splits?, want?]: pos + T positions visible to the last query; want: the splits
+    // wanted (targetSplits), fewer than the grid's, so each split covers more positions.
+    type Case = [H: number, hd: number, pos: number, T: number, splits?: number, want?: number];
     const cases: Case[] = [
       [3, 5, 0, 1], [3, 5, 1, 1], [3, 5, 36, 1], [3, 5, 129, 1], [3, 7, 129, 1], [3, 7, 36, 1],
       [3, 12, 0, 1], [3, 12, 36, 1], [3, 12, 129, 1], [2, 128, 129, 1], [3, 255, 36, 1],
@@ -54,9 +58,11 @@ test('webgpu attention matches the CPU twin (split-K decode and the prefill kern
       [3, 5, 34, 3, 4], [3, 12, 127, 3, 3],                           // split form on prefill rows
       [3, 20, 40, 3, 4], [2, 64, 100, 2, 3], [2, 64, 129, 1],         // vec4 rows fused, T > 1 too
       [3, 5, 34, 3], [3, 12, 6, 3],                                   // prefill kernel
+      [3, 12, 129, 1, undefined, 2], [2, 64, 300, 1, 64, 3],          // fewer splits wanted than the grid has
+      [3, 7, 200, 1, 8, 5], [3, 12, 127, 3, 6, 2], [2, 128, 129, 1, undefined, 1],
     ];
     await t.test(`attention ${sg ? 'sg' : 'wgmem'} kv${kv16 ? 16 : 32}`, async () => {
-      for (const [H, hd, pos, T, splits] of cases) {
+      for (const [H, hd, pos, T, splits, want] of cases) {
         const d = H * hd, maxPos = pos + T + 3;
         const kc = new Float32Array(maxPos * d).fill(NaN), vc = new Float32Array(maxPos * d).fill(NaN);
         kc.set(randomArray((pos + T) * d, r)); vc.set(randomArray((pos + T) * d, r));
@@ -71,7 +77,7 @@ test('webgpu attention matches the CPU twin (split-K decode and the prefill kern
           const qkvBuf = k.buffer(T * 3 * d * 4, 'qkv');
           const o = k.buffer(T * d * 4, 'o'), hn = k.buffer(T * H * 4, 'hn');
           const keep: GPUBuffer[] = []; // the kernels' scratch lives for both runs
-          const ds = k.attention({ step, qkv: qkvBuf, k: kb, v: vb, o, hn, H, hd, T, maxPos, splits }, keep);
+          const ds = k.attention({ step, qkv: qkvBuf, k: kb, v: vb, o, hn, H, hd, T, maxPos, splits, targetSplits: want }, keep);
           assert.equal(ds.length, split ? (fused && attentionFusedFits(hd) ? 1 : 2) : 1, 'decode (or forced splits) takes the split form, fused where it fits');
           for (let run = 0; run < (fused ? 2 : 1); run++) {
             const qkv = qkvs[run];
@@ -83,7 +89,7 @@ test('webgpu attention matches the CPU twin (split-K decode and the prefill kern
             // The reference reads the cache's values as the cache holds them (f16 with shader-f16).
             const ref = attention(q, T, pos, kvRound(k, kc), kvRound(k, vc), H, hd, undefined, hnRef);
             await runNow(k, ds, []);
-            const what = `H=${H} hd=${hd} pos=${pos} T=${T} splits=${splits ?? 'auto'} ${fused ? 'fused' : 'two dispatches'} run ${run}`;
+            const what = `H=${H} hd=${hd} pos=${pos} T=${T} splits=${splits ?? 'auto'} want=${want ?? 'auto'} ${fused ? 'fused' : 'two dispatches'} run ${run}`;
             const got = await readF32(k, o, T * d);
             const eo = relErr(got, ref), eh = relErr(await readF32(k, hn, T * H), hnRef);
             assert.ok(eo < 1e-5, `${what}: output ${eo}`);

@@ -21,6 +21,7 @@ import { fill32Key, fill32Wgsl } from '../backend/webgpu/kernels/misc.js';
 import { FC2_MAX_SLICES, FC2_MIN_SLICE_ROWS, type Fc2DirectShape } from '../backend/webgpu/kernels/sparse-mlp.js';
 import { gemvKey, gemvWgsl, type GemvOpts } from '../backend/webgpu/kernels/gemv.js';
 import { blockSelectLnBytes } from '../backend/webgpu/kernels/block-select.js';
+import { attentionSplits } from '../backend/webgpu/kernels/attention.js';
 import { fail } from '../util/errors.js';
 import { destroyReadTarget, fillReadTarget, isSoftwareAdapter, measureCopyBandwidth, readDispatches, readTarget } from './bandwidth.js';
 import { GpuTimer, type TimingMethod } from './gpu-timer.js';
@@ -563,8 +564,15 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
     // ---- decode attention: one query over P cached positions, per layer's own KV cache, f32 and f16 ----
     const positions = (o.positions ?? DEFAULT_POSITIONS).filter((p) => p <= S.maxPos);
     const k16 = new Kernels(gpu, undefined, true);
-    // With variants also the split + combine pair (form=pair) that the fused default replaced.
-    for (const P of positions.length ? positions : [S.maxPos]) for (const kk of [k, k16]) for (const fused of variants ? [true, false] : [true]) {
+    // With variants also the split + combine pair (form=pair) that the fused default replaced, and
+    // both with other splits wanted (splits=N; default attentionTargetSplits, `splits=grid`: every
+    // split of the grid, the rule before it).
+    const grid = attentionSplits(S.heads, S.maxPos);
+    const forms: { fused: boolean; targetSplits?: number }[] = variants
+      ? [true, false].flatMap((fused) => [{ fused }, ...[4, 8, 16, grid].map((t) => ({ fused, targetSplits: t }))])
+      : [{ fused: true }];
+    for (const P of positions.length ? positions : [S.maxPos]) for (const kk of [k, k16]) for (const { fused, targetSplits } of forms) {
+      if (targetSplits && kk.kvHalf) continue;
       await bench('attention', async (s) => {
         kk.fuseAttention = fused;
         const bytes = 2 * kk.kvBytes(P * d);
@@ -574,10 +582,10 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
         const step = s.u32(Uint32Array.from([P - 1, 0, 0, 0]), 'step'); // pos = P - 1: P keys visible
         const kv = Array.from({ length: layers }, (_, i) => ({ k: s.kv(P, d, `k_${i}`, kk.kvHalf), v: s.kv(P, d, `v_${i}`, kk.kvHalf) }));
         await s.ready();
-        const inst = kv.map((c) => kk.attention({ step, qkv, k: c.k, v: c.v, o: out, hn, H: S.heads, hd, T: 1, maxPos: S.maxPos }, s.own));
+        const inst = kv.map((c) => kk.attention({ step, qkv, k: c.k, v: c.v, o: out, hn, H: S.heads, hd, T: 1, maxPos: S.maxPos, targetSplits }, s.own));
         const tm = await timer.time(inst);
         kk.fuseAttention = true;
-        add('attention', { positions: P, heads: S.heads, head_dim: hd, layers, kv: kk.kvHalf ? 'f16' : 'f32', ...(fused ? {} : { form: 'pair' }) }, tm.us, bytes, tm.method);
+        add('attention', { positions: P, heads: S.heads, head_dim: hd, layers, kv: kk.kvHalf ? 'f16' : 'f32', ...(fused ? {} : { form: 'pair' }), ...(targetSplits ? { splits: targetSplits === grid ? 'grid' : targetSplits } : {}) }, tm.us, bytes, tm.method);
       });
     }
   } finally {

@@ -10,7 +10,7 @@ import { ceil4, ceilDiv, type KernelFeatures } from './kernels/common.js';
 import { gemvKey, gemvWgsl, type GemvOpts } from './kernels/gemv.js';
 import { MATMUL_SHORT_MAX, MM_TILE, matmulKey, matmulWgsl } from './kernels/matmul.js';
 import { layerNormKey, layerNormWgsl, layerNormWorkgroupSize } from './kernels/layernorm.js';
-import { ATS_MAX_SPLITS, ATS_MIN_CHUNK, ATT_WG, attentionCombineKey, attentionCombineWgsl, attentionFusedFits, attentionFusedWords, attentionKey, attentionSplitKey, attentionSplitShape, attentionSplits, attentionSplitWgsl, attentionWgsl } from './kernels/attention.js';
+import { ATS_MAX_SPLITS, ATS_MIN_CHUNK, ATT_WG, attentionTargetSplits, attentionCombineKey, attentionCombineWgsl, attentionFusedFits, attentionFusedWords, attentionKey, attentionSplitKey, attentionSplitShape, attentionSplits, attentionSplitWgsl, attentionWgsl } from './kernels/attention.js';
 import { embedKey, embedWgsl, fill32Key, fill32Wgsl, fillKey, fillWgsl, kvStoreKey, kvStoreWgsl, scatterKey, scatterWgsl, transposeKey, transposeWgsl } from './kernels/misc.js';
 import { topKKey, topKWgsl, topKWorkgroupSize } from './kernels/topk.js';
 import { argmaxKey, argmaxWgsl, argmaxWorkgroupSize } from './kernels/argmax.js';
@@ -142,6 +142,8 @@ export class Kernels {
   gemvRowsPerThread: number | null = null;
   /** Block-select's folded LayerNorm keeps γ∘(x − sh) as f16 pairs: true / false, or null for the width rule (lnHalf). */
   blockSelectLnHalf: boolean | null = null;
+  /** Decode attention works every split of its grid (the rule before attentionTargetSplits): A/B runs. */
+  attentionGridSplits = false;
   /** Prefill passes of at most this many tokens take the matmul's `short` form (matmul.ts). */
   matmulShortMax = MATMUL_SHORT_MAX;
 
@@ -537,7 +539,11 @@ export class Kernels {
     /** Sparse heads (decode): the k chosen heads hl and the skip record (attention.ts, `heads`). Split form only. */
     heads?: { hl: GPUBuffer; skip: GPUBuffer; k: number };
     /** false: the split + combine pair even where the fused form fits (long contexts: runner.ts, FUSED_ATTENTION_MAX_KEYS). */
-    fused?: boolean }, own: GPUBuffer[]): Dispatch[] {
+    fused?: boolean;
+    /** Positions a split takes at least (default ATS_MIN_CHUNK; a uniform, so no new pipeline): kernel-bench variants. */
+    minChunk?: number;
+    /** Splits wanted (default attentionTargetSplits; with `splits`, that many): kernel-bench variants. */
+    targetSplits?: number }, own: GPUBuffer[]): Dispatch[] {
     const scale = f32bits(1 / Math.sqrt(a.hd));
     const shape = attentionSplitShape(a.hd);
     const hs = a.heads ?? null;
@@ -545,6 +551,7 @@ export class Kernels {
     if (shape && (a.T === 1 || a.splits)) { // the switch: split-K for decode
       if (a.splits && a.splits > ATS_MAX_SPLITS) throw new Error(`attention: at most ${ATS_MAX_SPLITS} splits`);
       const S = a.splits ?? attentionSplits(a.H, a.maxPos), dv = (a.H * a.hd) / shape.W, groups = a.T * a.H * S;
+      const target = Math.min(S, a.targetSplits ?? (a.splits || this.attentionGridSplits ? S : attentionTargetSplits(a.H * a.hd, S))), minChunk = a.minChunk ?? ATS_MIN_CHUNK;
       const nh = hs ? hs.k : a.H;
       const heads: [number, Entry][] = hs ? [[7, hs.hl], [8, hs.skip]] : [];
       if (this.fuseAttention && a.fused !== false && attentionFusedFits(a.hd) && 7 + heads.length <= this.gpu.limits.maxStorageBuffersPerShaderStage) {
@@ -552,16 +559,16 @@ export class Kernels {
         const sw = this.buffer(attentionFusedWords(a.T, a.H, S, a.hd) * 4, 'attention partials (fused)');
         own.push(sw);
         const k1 = attentionSplitKey(a.hd, this.kvHalf, !!hs, true);
-        return [this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd, this.kvHalf, !!hs, true)), [dv, a.H, S, ATS_MIN_CHUNK, scale],
+        return [this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd, this.kvHalf, !!hs, true)), [dv, a.H, S, minChunk, scale, target],
           [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v], [5, sw], [9, a.o], [10, a.hn], ...heads], [S, nh, a.T], own)];
       }
       const acc = this.buffer(groups * a.hd * 4, 'attention partial acc'), ml = this.buffer(groups * 8, 'attention partial m, l');
       own.push(acc, ml);
       const k1 = attentionSplitKey(a.hd, this.kvHalf, !!hs), k2 = attentionCombineKey(a.hd, !!hs);
       return [
-        this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd, this.kvHalf, !!hs)), [dv, a.H, S, ATS_MIN_CHUNK, scale],
+        this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd, this.kvHalf, !!hs)), [dv, a.H, S, minChunk, scale, target],
           [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v], [5, acc], [6, ml], ...heads], [S, nh, a.T], own),
-        this.dispatch(k2, this.pipeline(k2, () => attentionCombineWgsl(a.hd, !!hs)), [dv, a.H, S, ATS_MIN_CHUNK],
+        this.dispatch(k2, this.pipeline(k2, () => attentionCombineWgsl(a.hd, !!hs)), [dv, a.H, S, minChunk, target],
           [[1, a.step], [2, acc], [3, ml], [4, a.o], [5, a.hn], ...(hs ? [[6, hs.hl]] as [number, Entry][] : [])], [nh, a.T, 1], own),
       ];
     }

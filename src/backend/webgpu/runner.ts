@@ -210,6 +210,8 @@ export interface WebGpuRunnerOptions extends GpuOptions {
    * f·d halves a layer at copy speed).
    */
   keepDenseFc2?: boolean;
+  /** Decode attention works every split of its grid, the rule before attentionTargetSplits (A/B runs). */
+  attentionGridSplits?: boolean;
 }
 
 /**
@@ -229,6 +231,7 @@ export async function createWebGpuRunner(config: OptConfig, weights: OptWeights 
     r.headsInQkv = opts.headsInQkv ?? true;
     r.headOutMajor = opts.headOutMajor ?? false;
     r.keepDenseFc2 = opts.keepDenseFc2 ?? false;
+    r.attentionGridSplits = opts.attentionGridSplits ?? false;
     r.fuseAttention = opts.fuseAttention ?? true;
     await r.load(weights, opts.seed ?? 1);
     return r;
@@ -290,6 +293,8 @@ class GpuRunner implements WebGpuRunner {
   keepDenseFc2 = false;
   /** WebGpuRunnerOptions.fuseAttention; read when plans are built. */
   set fuseAttention(v: boolean) { this.k.fuseAttention = v; }
+  /** WebGpuRunnerOptions.attentionGridSplits; read when plans are built. */
+  set attentionGridSplits(v: boolean) { this.k.attentionGridSplits = v; }
 
   constructor(readonly config: OptConfig, readonly gpu: Gpu, private ownsDevice: boolean, maxPartBytes?: number, foldLn = true, gemvRpt?: number, kvHalf = false) {
     this.foldLn = foldLn && config.preLayerNorm;

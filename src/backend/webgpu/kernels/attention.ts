@@ -88,13 +88,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 //   phase 2 (grid H × T): combines the live splits (o = Σ_s exp(m_s - M) acc_s / Σ_s exp(m_s - M) l_s,
 //     M = max_s m_s), writes o and the head norm.
 // The plan is built once while the position changes per token, so both phases read n from step[0]:
-// chunk = max(minChunk, ceil(n / S)); splits at or past n exit (phase 1) or are skipped (phase 2).
+// chunk = max(minChunk, ceil(n / want)), want <= S the splits wanted (attentionTargetSplits), past
+// one tile rounded up to whole tiles (chunkOf); splits at or past n exit (phase 1) or are skipped (phase 2).
 
 export const ATS_WG = 256;   // phase-1 threads
 export const ATS_WG2 = 256;  // phase-2 threads (at least HV and ATS_MAX_SPLITS)
 export const ATS_MAX_SPLITS = 64;
 /** Positions a split takes at least: short contexts use fewer splits (less phase-2 work). */
 export const ATS_MIN_CHUNK = 32;
+/** heads × splits × head dim a decode attention aims at (attentionTargetSplits). */
+export const ATS_TARGET_WORK = 32768;
 
 /** Compile-time shape of the split kernels for head dim hd, or null when hd is too wide for them. */
 export function attentionSplitShape(hd: number): { W: number; HV: number; RV: number; TILE: number; RPT: number } | null {
@@ -108,7 +111,19 @@ export function attentionSplitShape(hd: number): { W: number; HV: number; RV: nu
   return { W, HV, RV, TILE, RPT: Math.ceil(TILE / RV) };
 }
 
-/** Splits per query for H heads: about 1024 workgroups in all, no more than maxPos / minChunk. */
+/**
+ * Splits a head's positions are cut into (at most; short contexts take fewer, at least ATS_MIN_CHUNK
+ * positions a split): about ATS_TARGET_WORK / d, so heads × splits × head dim stays about the same at
+ * every width. On an H200 (fused form, f32 cache, µs; bench --kernels --kernel-variants) the best
+ * count was ~16 at opt-1.3b (d 2048), 8 at 6.7b, 4–8 at 13b, 4 at 30b, from 384 positions on: at
+ * 6.7b 1024 positions 20.0 with 8 splits against 29.8 with 32 (the rule before this one, ceil(n / S)
+ * with S = 32) and 25.2 for the pair; 30b 512 positions 18.8 with 4 against 24.8.
+ */
+export function attentionTargetSplits(d: number, S: number): number {
+  return Math.max(1, Math.min(S, Math.round(ATS_TARGET_WORK / d)));
+}
+
+/** Splits per query for H heads: about 1024 workgroups in all, no more than maxPos / minChunk (the grid; attentionTargetSplits of them work). */
 export function attentionSplits(H: number, maxPos: number): number {
   return Math.max(1, Math.min(ATS_MAX_SPLITS, Math.ceil(maxPos / ATS_MIN_CHUNK), Math.max(8, Math.ceil(1024 / H))));
 }
@@ -157,7 +172,7 @@ const FUSED_SPIN = 1 << 16;
  * `red(i)` name workgroup storage for S (m, l) pairs and ATS_WG2 floats.
  */
 function combineBody(HV: number, RV2: number, mls: { get: (i: string) => string; set: (i: string, v: string) => string }, red: (i: string) => string, ml: (i: string) => string, accAt: (i: string) => string): string {
-  return `  let chunk = max(p.minChunk, (n + p.S - 1u) / p.S);
+  return `  let chunk = chunkOf(n);
   let live = (n + chunk - 1u) / chunk;
   let b = (t * p.H + h) * p.S;
   if (lid < live) { ${mls.set('lid', ml('b + lid'))} }
@@ -194,7 +209,18 @@ function combineBody(HV: number, RV2: number, mls: { get: (i: string) => string;
 const vtype = (W: number) => `alias V = ${W === 4 ? 'vec4<f32>' : 'f32'};
 fn dotv(a: V, b: V) -> f32 { return ${W === 4 ? 'dot(a, b)' : 'a * b'}; }`;
 
-/** Phase 1. Params: dv (d / W), H, S, minChunk, scale bits. `half`: the cache holds packed f16 (W of them a load). */
+/**
+ * Positions a split covers at n visible keys: at least minChunk, ceil(n / want) (the splits wanted),
+ * and past one tile a whole number of tiles. A last partial tile cost a tile's time: opt-30b (H200,
+ * fused, 5 splits wanted) took 37.6 µs at 1024 positions with 205-position splits against 28.7 with
+ * 256 (and 35.6 with the 32 splits of the rule before).
+ */
+const chunkWgsl = `fn chunkOf(n: u32) -> u32 {
+  let c = max(p.minChunk, (n + p.want - 1u) / p.want);
+  return select(c, (c + TILE - 1u) / TILE * TILE, c > TILE);
+}`;
+
+/** Phase 1. Params: dv (d / W), H, S, minChunk, scale bits, splits wanted. `half`: the cache holds packed f16 (W of them a load). */
 export function attentionSplitWgsl(hd: number, half = false, heads = false, fused = false): string {
   const sh = attentionSplitShape(hd);
   if (!sh) throw new Error(`attention split kernel: head dim ${hd} too wide`);
@@ -213,7 +239,7 @@ export function attentionSplitWgsl(hd: number, half = false, heads = false, fuse
   return `
 ${vtype(W)}
 fn kv4(w: vec2<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
-struct P { dv: u32, H: u32, S: u32, minChunk: u32, scaleBits: u32 }
+struct P { dv: u32, H: u32, S: u32, minChunk: u32, scaleBits: u32, want: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> step: array<u32>;
 @group(0) @binding(2) var<storage, read> qkv: array<V>;
@@ -242,6 +268,7 @@ const HV = ${HV}u;
 const HP = ${HV + 1}u; // padded row of partial products: the row sums read without bank conflicts
 const RV = ${RV}u;
 const TILE = ${TILE}u;
+${chunkWgsl}
 var<workgroup> part: array<f32, ${TILE * (HV + 1)}>;
 var<workgroup> sc: array<f32, ${TILE}>;
 var<workgroup> gacc: array<V, ${RV * HV}>;
@@ -252,7 +279,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let h = ${heads ? 'hl[wid.y]' : 'wid.y'};
   let t = wid.z;
   let n = step[0] + t + 1u;
-  let chunk = max(p.minChunk, (n + p.S - 1u) / p.S);
+  let chunk = chunkOf(n);
   let c0 = s * chunk;
   if (c0 >= n) { return; } // the whole workgroup: phase 2 skips this split
   let c1 = min(n, c0 + chunk);
@@ -324,7 +351,7 @@ ${fused ? `  // Arrive; the last live split of (t, h) combines (see "Fused form"
 }
 
 /**
- * Phase 2. Params: dv, H, S, minChunk. Threads as in phase 1: HV slots × RV2 groups, group g summing
+ * Phase 2. Params: dv, H, S, minChunk, splits wanted. Threads as in phase 1: HV slots × RV2 groups, group g summing
  * splits g, g + RV2, …, so a thread's loads of the partials are few and independent.
  */
 export function attentionCombineWgsl(hd: number, heads = false): string {
@@ -334,7 +361,7 @@ export function attentionCombineWgsl(hd: number, heads = false): string {
   const RV2 = Math.floor(ATS_WG2 / HV);
   return `
 ${vtype(W)}
-struct P { dv: u32, H: u32, S: u32, minChunk: u32 }
+struct P { dv: u32, H: u32, S: u32, minChunk: u32, want: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> step: array<u32>;
 @group(0) @binding(2) var<storage, read> pacc: array<V>;
@@ -343,6 +370,8 @@ struct P { dv: u32, H: u32, S: u32, minChunk: u32 }
 @group(0) @binding(5) var<storage, read_write> hn: array<f32>;
 ${heads ? '@group(0) @binding(6) var<storage, read> hl: array<u32>;' : ''}
 const HV = ${HV}u;
+const TILE = ${sh.TILE}u;
+${chunkWgsl}
 const RV2 = ${RV2}u;
 var<workgroup> mls: array<vec2<f32>, ${ATS_MAX_SPLITS}>;
 var<workgroup> gacc: array<V, ${RV2 * HV}>;
