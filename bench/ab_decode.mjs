@@ -6,6 +6,7 @@
 //   git worktree add /tmp/base <commit> && (cd /tmp/base && npm ci && npx tsc -p .)
 //   npx tsc -p . && AB_BASE=/tmp/base/dist node bench/ab_decode.mjs        # on the GPU host: carry both dists
 //   AB_BASE_OPTS='{"fuseAttention":false}' node bench/ab_decode.mjs       # this build, base with these runner options
+//   AB_NEW_OPTS='{"fusedAttentionMaxKeys":4096}' ...                      # and the new side with these
 //
 // AB_SHAPES (default opt-6.7b,opt-13b,opt-1.3b), AB_ROUNDS (2), AB_PROMPT (128 positions before the 128 timed steps), AB_SPARSITY (dense,mlp,dejavu: any of
 // them; mlp = random predictors of DejaVu's proportions at 10 %, block rule, lookahead; dejavu adds
@@ -14,6 +15,7 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const baseOpts = process.env.AB_BASE_OPTS ? JSON.parse(process.env.AB_BASE_OPTS) : null;
+const newOpts = process.env.AB_NEW_OPTS ? JSON.parse(process.env.AB_NEW_OPTS) : {};
 const base = process.env.AB_BASE ?? (baseOpts ? fileURLToPath(new URL('../dist', import.meta.url)) : null);
 if (!base) { console.error('ab_decode: set AB_BASE to the dist folder of the build to compare against, or AB_BASE_OPTS to runner options'); process.exit(2); }
 const sparsities = (process.env.AB_SPARSITY ?? 'dense').split(',');
@@ -32,7 +34,7 @@ for (const shape of shapes) {
   const c = shapeConfig(shape);
   for (let round = 1; round <= rounds; round++) {
     for (const build of ['base', 'new']) {
-      const r = await mods[build].createWebGpuRunner(c, 'synthetic', { gpu, ...(build === 'base' ? baseOpts ?? {} : {}) });
+      const r = await mods[build].createWebGpuRunner(c, 'synthetic', { gpu, ...(build === 'base' ? baseOpts ?? {} : newOpts) });
       for (const sp of sparsities) {
         if (sp !== 'dense') {
           const mlp = syntheticPredictorPolicy(c, 0.1);

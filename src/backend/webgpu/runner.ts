@@ -212,6 +212,8 @@ export interface WebGpuRunnerOptions extends GpuOptions {
   keepDenseFc2?: boolean;
   /** Decode attention works every split of its grid, the rule before attentionTargetSplits (A/B runs). */
   attentionGridSplits?: boolean;
+  /** Decode steps whose attention sees more keys run the split + combine pair (default FUSED_ATTENTION_MAX_KEYS; A/B runs). */
+  fusedAttentionMaxKeys?: number;
 }
 
 /**
@@ -232,6 +234,7 @@ export async function createWebGpuRunner(config: OptConfig, weights: OptWeights 
     r.headOutMajor = opts.headOutMajor ?? false;
     r.keepDenseFc2 = opts.keepDenseFc2 ?? false;
     r.attentionGridSplits = opts.attentionGridSplits ?? false;
+    r.fusedAttentionMaxKeys = opts.fusedAttentionMaxKeys ?? FUSED_ATTENTION_MAX_KEYS;
     r.fuseAttention = opts.fuseAttention ?? true;
     await r.load(weights, opts.seed ?? 1);
     return r;
@@ -291,6 +294,7 @@ class GpuRunner implements WebGpuRunner {
   headsInQkv = true;
   headOutMajor = false;
   keepDenseFc2 = false;
+  fusedAttentionMaxKeys = FUSED_ATTENTION_MAX_KEYS;
   /** WebGpuRunnerOptions.fuseAttention; read when plans are built. */
   set fuseAttention(v: boolean) { this.k.fuseAttention = v; }
   /** WebGpuRunnerOptions.attentionGridSplits; read when plans are built. */
@@ -654,7 +658,7 @@ class GpuRunner implements WebGpuRunner {
   }
 
   /** Whether a decode step at `pos` runs attention as the split + combine pair (FUSED_ATTENTION_MAX_KEYS). */
-  private longAttention(pos: number): boolean { return pos + 1 > FUSED_ATTENTION_MAX_KEYS; }
+  private longAttention(pos: number): boolean { return pos + 1 > this.fusedAttentionMaxKeys; }
 
   /**
    * A decode step's plan form by position (bits): 1 attention as the pair (longAttention), 2 an odd
