@@ -298,9 +298,11 @@ test('webgpu lazy K/V completion (kv chosen, window 2) decodes as kv all, unlike
     for (const id of steps) out.push(await x.forward([id]));
     return out;
   };
+  const allDejavu = new Map<number, Float32Array[]>();
   for (const [name, p] of [['fixed', fixed], ['dejavu', dejavu]] as const) for (const prompt of [ids, ids.slice(0, -1)]) {
     const what = `${name}, prompt of ${prompt.length}`;
     const cpuLazy = await decode(cpu, kv(p, 'lazy'), prompt), all = await decode(g, kv(p, 'all'), prompt);
+    if (name === 'dejavu') allDejavu.set(prompt.length, all);
     const lazy = await decode(g, kv(p, 'lazy'), prompt), chosen = await decode(g, kv(p, 'chosen'), prompt);
     lazy.forEach((v, i) => {
       assert.ok(relErr(v, cpuLazy[i]) < 1e-2, `${what}, step ${i}: against the CPU's window 2 ${relErr(v, cpuLazy[i])}`);
@@ -310,6 +312,20 @@ test('webgpu lazy K/V completion (kv chosen, window 2) decodes as kv all, unlike
     if (name === 'dejavu') assert.ok(chosen.some((v, i) => relErr(v, all[i]) > 1e-3), `${what}: kv chosen (holes never filled) differs from kv all`);
   }
   assert.ok(g.pipelineKeys.some((key) => /_hd32h8k3z/.test(key)), 'the lazy form of the qkv GEMV ran');
+  // One policy over prompts of both parities, only reset between them: every step must run its own
+  // position's form, whatever was encoded ahead for the step after the last one (an even number of
+  // steps, so that step's parity differs from the next prompt's first).
+  const lazyPolicy = kv(dejavu, 'lazy');
+  g.setSparsity(lazyPolicy);
+  for (const prompt of [ids, ids.slice(0, -1), ids]) {
+    g.reset();
+    await g.forward(prompt);
+    const want = allDejavu.get(prompt.length)!;
+    for (const [i, id] of steps.slice(0, 6).entries()) {
+      const got = await g.forward([id]);
+      assert.ok(relErr(got, want[i]) < 1e-4, `one policy, prompt of ${prompt.length}, step ${i}: against kv all ${relErr(got, want[i])}`);
+    }
+  }
   // The chain on the device against the host loop.
   for (const x of [cpu, g]) { x.setSparsity(kv(dejavu, 'lazy')); x.reset(); }
   const last = await cpu.forward(ids); await g.forward(ids);

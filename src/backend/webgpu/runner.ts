@@ -640,9 +640,10 @@ class GpuRunner implements WebGpuRunner {
   /**
    * The next decode step's command buffer, encoded while the GPU runs the current one: a step's
    * 6 to 11 dispatches a layer cost a few µs each to encode from JS, and the token id travels in the
-   * `step` buffer, so the encoding doesn't depend on it.
+   * `step` buffer, so the encoding doesn't depend on it. Its plan form does (stepForm: lazy K/V
+   * completion's parity), so it is kept with the position it was made for and used only there.
    */
-  private nextDecode: GPUCommandBuffer | null = null;
+  private nextDecode: { pos: number; cb: GPUCommandBuffer } | null = null;
 
   private encodeDecode(pos: number): GPUCommandBuffer {
     const enc = this.k.device.createCommandEncoder();
@@ -861,8 +862,8 @@ class GpuRunner implements WebGpuRunner {
         }
       }
       if (decodeStep) {
-        dev.queue.submit([this.nextDecode ?? this.encodeDecode(this.pos)]);
-        this.nextDecode = this.encodeDecode(this.pos + 1); // overlaps the GPU's work on this step
+        dev.queue.submit([this.nextDecode?.pos === this.pos ? this.nextDecode.cb : this.encodeDecode(this.pos)]);
+        this.nextDecode = { pos: this.pos + 1, cb: this.encodeDecode(this.pos + 1) }; // overlaps the GPU's work on this step
       } else {
         const enc = dev.createCommandEncoder();
         const onTap = opts.trace ? (tap: Tap) => {
