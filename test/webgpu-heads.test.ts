@@ -190,7 +190,8 @@ test('webgpu qkv GEMV, lazy K/V completion: an even position runs the chosen hea
     const close = (a: number, b: number) => Math.abs(a - b) < (kv16 ? 2e-3 : 1e-4) * (1 + Math.abs(b));
     // The even position: chosen heads' rows only; their K/V at pos; holes = the unchosen; x saved.
     const y0 = await run(pos, x0, s0);
-    assert.deepEqual(Array.from(await readU32(k, holes, H)), Array.from({ length: H }, (_, h) => (c0.includes(h) ? 0 : 1)), `${what}: holes at the even position`);
+    // A hole is tagged with the odd position that owes it.
+    assert.deepEqual(Array.from(await readU32(k, holes, H)), Array.from({ length: H }, (_, h) => (c0.includes(h) ? 0 : pos + 1)), `${what}: holes at the even position`);
     assert.deepEqual(await readF32(k, xPrev, d), x0, `${what}: x saved`);
     for (let row = 0; row < 3 * d; row++) {
       const h = Math.floor((row % d) / hd);
@@ -199,7 +200,7 @@ test('webgpu qkv GEMV, lazy K/V completion: an even position runs the chosen hea
     }
     // The odd position: chosen q rows; every head's K/V at pos + 1; the holes' K/V at pos from x0.
     const y1 = await run(pos + 1, x1, s1);
-    assert.deepEqual(Array.from(await readU32(k, holes, H)), Array.from({ length: H }, (_, h) => (c0.includes(h) ? 0 : 1)), `${what}: an odd position leaves the holes`);
+    assert.deepEqual(Array.from(await readU32(k, holes, H)), Array.from({ length: H }, (_, h) => (c0.includes(h) ? 0 : pos + 1)), `${what}: an odd position leaves the holes`);
     const kg = await readKv(k, kc, maxPos * d), vg = await readKv(k, vc, maxPos * d);
     for (let row = 0; row < 3 * d; row++) {
       const h = Math.floor((row % d) / hd), col = row % d;
@@ -331,10 +332,52 @@ test('webgpu lazy K/V completion (kv chosen, window 2) decodes as kv all, unlike
   const last = await cpu.forward(ids); await g.forward(ids);
   const first = last.indexOf(Math.max(...last));
   assert.deepEqual(await g.decodeGreedy(first, 12, () => true), await cpu.decodeGreedy(first, 12, () => true));
+  // Where the qkv GEMV cannot choose the heads, lazy completion is refused before anything changes:
+  // the runner keeps its policy, and asking again is refused again.
+  const noMask = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', headsInQkv: false });
+  noMask.setSparsity(kv(dejavu, 'all'));
+  const lazyAgain = kv(dejavu, 'lazy');
+  for (let i = 0; i < 2; i++) assert.throws(() => noMask.setSparsity(lazyAgain), /^DejavuError: lazy K\/V completion \(kv chosen, window 2\) on WebGPU needs the qkv GEMV to choose the heads/);
+  noMask.dispose();
   // Windows other than 1 and 2 stay on the CPU.
   assert.throws(() => g.setSparsity({ ...fixed, heads: fixed.heads!.map((hp) => hp && { ...hp, kv: 'chosen' as const, kvWindow: 4 }) }), /^DejavuError: on WebGPU a heads K\/V completion window \(kvWindow\) must be 1 or 2/);
   g.setSparsity(null);
   g.dispose();
+});
+
+test('webgpu lazy K/V completion keeps kv all\'s output through a prompt after a decode step, setSparsity between steps (same policy, dense and back) and a greedy chain stopped early (5m)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const ck = await checkpoint(MODELS['5m']);
+  const c = ck.config, d = c.hidden, H = c.heads, r = rng(29);
+  const none = new Array(c.layers).fill(null);
+  const pred = { rank: H, A: halvesToFloats(floatsToHalves(randomArray(H * d, r, 0.2))), B: Float32Array.from({ length: H * H }, (_, i) => (i % (H + 1) === 0 ? 1 : 0)), bias: randomArray(H, r, 0.1) };
+  const policy = (kv: 'all' | 'lazy'): SparsityPolicy => ({ input: 'attn_in', mlp: none, heads: none.map(() => ({ k: 3, kv: kv === 'all' ? 'all' as const : 'chosen' as const, kvWindow: kv === 'lazy' ? 2 : undefined, selector: { kind: 'predictor' as const, predictor: pred } })) });
+  const ids = reference(MODELS['5m'])[0].input_ids;   // 12 tokens: the first decode position is even
+  // The same calls on two runners; every output of the lazy one must be kv all's.
+  const script = async (g: Awaited<ReturnType<typeof createWebGpuRunner>>, p: SparsityPolicy) => {
+    const out: Float32Array[] = [];
+    g.setSparsity(p); g.reset();
+    await g.forward(ids);
+    out.push(await g.forward([17]));              // position 12 (even): holes owed by 13
+    out.push(await g.forward([5, 9, 300]));       // a prompt at 13: completes 12 first
+    out.push(await g.forward([7]));               // 16 (even)
+    g.setSparsity(p);                             // the same policy between 16 and 17: the holes stay owed
+    out.push(await g.forward([8]));               // 17
+    out.push(await g.forward([11]));              // 18 (even)
+    g.setSparsity(null);                          // dense at 19: 18's holes are filled before the state goes
+    out.push(await g.forward([12]));
+    g.setSparsity(p);                             // back (the parked state)
+    out.push(await g.forward([13]), await g.forward([14]));   // 20, 21
+    let n = 0;
+    await g.decodeGreedy(3, 8, () => ++n < 3);    // 22, 23, 24 taken; the steps queued past the stop ran too
+    out.push(await g.forward([15]), await g.forward([16]));   // 25 (odd): what 24 owes, not what a dropped step wrote
+    return out;
+  };
+  const all = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32' }), lazy = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32' });
+  const want = await script(all, policy('all')), got = await script(lazy, policy('lazy'));
+  got.forEach((v, i) => assert.ok(relErr(v, want[i]) < 1e-4, `output ${i}: against kv all ${relErr(v, want[i])}`));
+  all.dispose(); lazy.dispose();
 });
 
 test('sparse heads policies are checked: one entry a layer, k in 1..H, distinct fixed heads, predictor shapes (CPU and WebGPU)', async (t) => {

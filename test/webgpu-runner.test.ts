@@ -322,6 +322,29 @@ test('webgpu chained greedy decode: the same ids as the per-step readback loop, 
   g.dispose();
 });
 
+test('webgpu profileDecodeSteps across the switch to the attention pair: every step runs, rows add up by kernel, the cache as timeDecodeSteps leaves it (5m)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  if (!gpu.timestamps) { t.skip('no timestamp-query on this adapter'); return; }
+  const ck = await checkpoint(MODELS['5m']);
+  const prompt = Array.from({ length: 36 }, (_, i) => (i * 37) % ck.config.vocabSize);
+  const run = async (profile: boolean) => {
+    const g = await createWebGpuRunner(ck.config, ck.weights, { gpu: gpu!, kvCache: 'f32', fusedAttentionMaxKeys: 40 });
+    await g.forward(prompt, { noLogits: true });
+    const p = profile ? await g.profileDecodeSteps(10, 3) : (await g.timeDecodeSteps(10, 3), null);
+    const next = await g.forward([5]);
+    g.dispose();
+    return { p, next };
+  };
+  const timed = await run(false), profiled = await run(true);
+  assert.ok(relErr(profiled.next, timed.next) < 1e-5, `the step after profiling: ${relErr(profiled.next, timed.next)}`);
+  // Positions 36..45: 4 steps see at most 40 keys (fused), 6 the pair (one dispatch more a layer).
+  const L = ck.config.layers, p = profiled.p!;
+  const combine = p.rows.filter((r) => r.kernel.startsWith('attention_split2'));
+  assert.ok(Math.abs(combine.reduce((a, r) => a + r.perToken, 0) - 0.6 * L) < 1e-9, 'the pair\'s combine in 6 of 10 steps');
+  assert.ok(Math.abs(p.rows.reduce((a, r) => a + r.perToken, 0) - p.dispatchesPerToken) < 1e-6, 'rows add up to the dispatches');
+});
+
 test('webgpu fc2 in one layout: a sparse policy frees the dense fc2 and going back transposes it again, with the logits of keeping both (5m)', async (t) => {
   gpu ??= await gpuOrSkip(t);
   if (!gpu) return;

@@ -83,8 +83,8 @@ function gatherShape(k: number, K4: number): { rows: number; tpr: number; wide: 
 }
 
 /** The qkv GEMV's shape override for lazy K/V completion: at least two rows a thread (gemv.ts, LAZY). */
-export function lazyShape(shape?: LinearArgs['shape']): LinearArgs['shape'] {
-  return { ...shape, rpt: Math.max(2, shape?.rpt ?? 2) };
+export function lazyShape(shape?: LinearArgs['shape'], rowsPerThread?: number | null): LinearArgs['shape'] {
+  return { ...shape, rpt: Math.max(2, shape?.rpt ?? rowsPerThread ?? 2) };
 }
 
 /** Whether sparseDown runs fc2ᵀ (f, d) in one pass: rows padded to 8 halves; otherwise it needs a partial-sum buffer. */
@@ -126,7 +126,7 @@ export interface LinearArgs {
        * layer's H hole flags, and xPrev (d + 4 floats) the layer's input saved at the last even position.
        * Only where lazyFits(W, hd, H).
        */
-      lazy?: { xPrev: GPUBuffer; odd: boolean } };
+      lazy?: { xPrev: GPUBuffer; odd: boolean; complete?: boolean } };
   } | null;
   /** Overrides gemvShape's choice (tests, bench): rows a workgroup, threads a row, rows a thread (wide rows only). */
   shape?: { rows?: number; tpr?: number; rpt?: number };
@@ -278,7 +278,7 @@ export class Kernels {
     if (kv && (a.resid || a.W.rows % 3 !== 0)) throw new Error('linear: the KV-cache store needs a (3d, d) qkv matrix and no residual add');
     const pred = kv?.pred ?? null;
     // The lazy form's two-input loop exists in the several-rows-a-thread form only.
-    const shape = kv?.heads?.lazy ? lazyShape(a.shape) : a.shape;
+    const shape = kv?.heads?.lazy ? lazyShape(a.shape, this.gemvRowsPerThread) : a.shape;
     if (pred && !(ln && this.canFusePredictor(a.W, pred, shape))) throw new Error('linear: the lookahead predictor rides a folded, one-part qkv GEMV whose rows fill whole workgroups');
     const rows = a.W.rows + (pred?.rows ?? 0);
     const heads = kv?.heads ?? null;
@@ -297,7 +297,7 @@ export class Kernels {
       switch (a.T === 1 ? 'gemv' : 'matmul') {
         case 'gemv': {
           const o: GemvOpts = { ...this.gemvForm(K4, rows, shape), ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out, pred: !!pred,
-            heads: heads ? { hd: heads.hd, H: heads.H, k: heads.k, kvAll: heads.kvAll, lazy: heads.lazy ? (heads.lazy.odd ? 'odd' : 'even') : undefined } : undefined };
+            heads: heads ? { hd: heads.hd, H: heads.H, k: heads.k, kvAll: heads.kvAll, lazy: heads.lazy ? (heads.lazy.complete ? 'complete' : heads.lazy.odd ? 'odd' : 'even') : undefined } : undefined };
           // The folded LayerNorm reads γ (K floats, from 0) as vec4 alongside x: whole vec4s only.
           o.xv4 = o.wide && inOff % 4 === 0 && inStride % 4 === 0 && (!ln || K % 4 === 0);
           const key = gemvKey(this.feats, o);
@@ -363,7 +363,7 @@ export class Kernels {
   headsFit(qkv: GpuMatrix, hd: number, H: number, pred?: GpuMatrix, shape?: LinearArgs['shape'], lazy = false): boolean {
     if (this.gpu.limits.maxStorageBuffersPerShaderStage < (lazy ? 13 : 12)) return false;
     if (lazy && !((qkv.colsP / 4) % 2 === 0 && qkv.cols % 4 === 0)) return false;
-    const o = this.gemvForm(qkv.colsP / 4, qkv.rows + (pred?.rows ?? 0), lazy ? lazyShape(shape) : shape), rp = o.rows * o.rpt;
+    const o = this.gemvForm(qkv.colsP / 4, qkv.rows + (pred?.rows ?? 0), lazy ? lazyShape(shape, this.gemvRowsPerThread) : shape), rp = o.rows * o.rpt;
     return H <= o.rows * o.tpr && hd % rp === 0 && qkv.parts.every((p) => p.row0 % rp === 0);
   }
 

@@ -451,8 +451,14 @@ class GpuRunner implements WebGpuRunner {
       if (policy.heads?.some((hp) => hp) && !(attentionSplitShape(c.headDim) && Kernels.headOutFits(this.layers[0].o, c.headDim) && c.heads <= 256)) {
         fail(`sparse heads on WebGPU need a head dim that is a multiple of 8 (this model's is ${c.headDim}) and at most 256 heads`);
       }
+      policy.heads?.forEach((hp, l) => {
+        if (hp && headKvChosen(hp) && hp.kvWindow === 2 && !(this.headsInQkv && this.k.headsFit(this.layers[l].qkv, c.headDim, c.heads, undefined, undefined, true))) {
+          fail(`lazy K/V completion (kv chosen, window 2) on WebGPU needs the qkv GEMV to choose the heads: a width that is a multiple of 8, a head dim that is a multiple of 16 and 13 storage buffers a shader stage (layer ${l})`);
+        }
+      });
     }
     if (policy && policy === this.policy) { this.resetMlpDensity(); this.clearSkips(); return; }
+    this.completeHoles(); // the lazy heads' state is about to go: fill what the next step owed
     this.dropPlans();
     const cur = this.takeSparse();
     this.mlpTokens = 0;
@@ -507,7 +513,7 @@ class GpuRunner implements WebGpuRunner {
           out.pred.fold = sb(2 * r * 4, `${l}.pred.A.ln_c`);
           ds.push(...this.k.foldLayerNorm({ W: A, gamma: attn ? L.attnLnW : L.mlpLnW, beta: attn ? L.attnLnB : L.mlpLnB, bias: null, c: out.pred.fold }, own));
           const hp = policy.heads?.[l];
-          if (attn && this.k.canFusePredictor(L.qkv, A, hp && headKvChosen(hp) && hp.kvWindow === 2 ? lazyShape() : undefined)) {
+          if (attn && this.k.canFusePredictor(L.qkv, A, hp && headKvChosen(hp) && hp.kvWindow === 2 ? lazyShape(undefined, this.k.gemvRowsPerThread) : undefined)) {
             // The lookahead's constants: qkv's c1, A's c1, qkv's c2, A's c2 (copied after the folds run).
             const c = sb(2 * (3 * d + r) * 4, `${l}.qkv+A.ln_c`), q = L.qkvFold!.c, a = out.pred.fold, F = 4;
             copies.push([q, 0, c, 0, 3 * d * F], [a, 0, c, 3 * d * F, r * F], [q, 3 * d * F, c, (3 * d + r) * F, 3 * d * F], [a, r * F, c, (6 * d + r) * F, r * F]);
@@ -621,7 +627,7 @@ class GpuRunner implements WebGpuRunner {
       }
       const S = this.sparse[l];
       out.qkvMask = this.headsInQkv && this.k.headsFit(L.qkv, c.headDim, H, S?.look ? S.pred!.A : undefined, undefined, lazy);
-      if (lazy && !out.qkvMask) fail(`lazy K/V completion (kv chosen, window 2) on WebGPU needs the qkv GEMV to choose the heads: a width that is a multiple of 8, a head dim that is a multiple of 16 and 13 storage buffers a shader stage (layer ${l})`);
+      if (lazy && !out.qkvMask) throw new Error(`layer ${l}: lazy K/V completion passed setSparsity's check but the qkv GEMV cannot choose the heads`);
       return out;
     });
     if (this.heads.some((h) => h)) {
@@ -633,7 +639,8 @@ class GpuRunner implements WebGpuRunner {
   /** Forgets which heads skipped which positions (HeadLayerPolicy: a new policy starts from "every head ran"). */
   private clearSkips(): void {
     const enc = this.k.device.createCommandEncoder();
-    for (const hs of this.heads) if (hs) { enc.clearBuffer(hs.skip); if (hs.lazy) enc.clearBuffer(hs.lazy.holes); }
+    // Lazy completion's holes stay: one owed by the next (odd) step is still owed (tags: gemv.ts, LAZY).
+    for (const hs of this.heads) if (hs) enc.clearBuffer(hs.skip);
     this.k.device.queue.submit([enc.finish()]);
   }
 
@@ -650,6 +657,39 @@ class GpuRunner implements WebGpuRunner {
     this.k.encode(enc, this.plan(1, 'last', false, this.stepForm(pos)).items);
     enc.copyBufferToBuffer(this.logits, 0, this.stage!, 0, this.config.vocabSize * 4);
     return enc.finish();
+  }
+
+  /**
+   * Lazy K/V completion owed by the position now due (odd): the holes of the even decode step before
+   * it, filled from its saved input (gemv.ts, LAZY, 'complete'), then no holes. A pass of several
+   * tokens or a policy change comes before that odd step would have filled them. A no-op elsewhere
+   * (the kernels honour a hole only at the position it names).
+   */
+  private completeHoles(): void {
+    if (this.pos % 2 === 0 || !this.heads.some((h) => h?.lazy)) return;
+    const dev = this.k.device;
+    dev.queue.writeBuffer(this.step, 0, Uint32Array.from([this.pos, 0]));
+    const enc = dev.createCommandEncoder();
+    this.k.encode(enc, this.plan(1, 'none', false, 4).items);
+    for (const hs of this.heads) if (hs?.lazy) enc.clearBuffer(hs.lazy.holes);
+    dev.queue.submit([enc.finish()]);
+  }
+
+  /** The 'complete' plan: each lazy layer's qkv GEMV in its completion form, as the decode plans bind it. */
+  private buildCompletePlan(): Plan {
+    const c = this.config, own: GPUBuffer[] = [], items: PlanItem[] = [];
+    const fold = this.foldLn;
+    this.layers.forEach((L, l) => {
+      const HS = this.heads[l], S = this.sparse[l] ?? null;
+      if (!HS?.lazy) return;
+      const look = fold && S?.look ? S.look : null;
+      const kv = { step: this.step, k: L.k, v: L.v, pred: look ? S!.pred!.A : undefined,
+        heads: { scores: this.headScores(HS), hl: this.hl!, skip: HS.lazy.holes, hd: c.headDim, H: c.heads, k: HS.k, kvAll: false, lazy: { xPrev: HS.lazy.xPrev, odd: true, complete: true } } };
+      const ds = this.k.linear(fold ? { W: L.qkv, x: this.x, y: this.qkv, T: 1, ln: { gamma: L.attnLnW, c: look ? look.c : L.qkvFold!.c, eps: c.layerNormEps }, kv }
+        : { W: L.qkv, x: this.hA, y: this.qkv, T: 1, bias: L.qkvB, kv }, own);
+      ds.forEach((d) => items.push({ d }));
+    });
+    return { items, own, dispatches: items.length };
   }
 
   private dropPlans(): void {
@@ -670,16 +710,16 @@ class GpuRunner implements WebGpuRunner {
     return (this.longAttention(pos) ? 1 : 0) | (pos % 2 === 1 && this.heads.some((h) => h?.lazy) ? 2 : 0);
   }
 
-  /** `form`: a decode plan's form (stepForm); prompts ignore it. */
+  /** `form`: a decode plan's form (stepForm; 4: lazy completion's 'complete' plan); prompts ignore it. */
   private plan(T: number, head: Head, trace: boolean, form = 0): Plan {
-    const long = !!(form & 1) && T === 1 && this.k.fuseAttention, odd = !!(form & 2) && T === 1;
-    const key = `${T}/${head}/${trace}${long ? '/long' : ''}${odd ? '/odd' : ''}`;
+    const long = !!(form & 1) && T === 1 && this.k.fuseAttention, odd = !!(form & 2) && T === 1, complete = !!(form & 4) && T === 1;
+    const key = `${T}/${head}/${trace}${long ? '/long' : ''}${odd ? '/odd' : ''}${complete ? '/complete' : ''}`;
     let p = this.plans.get(key);
     if (!p) {
       if (this.plans.size >= 8) { // keep the decode plan; drop the oldest other one
         for (const [k, v] of this.plans) if (!k.startsWith('1/')) { v.own.forEach((b) => b.destroy()); this.plans.delete(k); break; }
       }
-      p = this.buildPlan(T, head, trace, long, odd);
+      p = complete ? this.buildCompletePlan() : this.buildPlan(T, head, trace, long, odd);
       this.plans.set(key, p);
     }
     return p;
@@ -838,15 +878,20 @@ class GpuRunner implements WebGpuRunner {
     for (const id of ids) if (!(Number.isInteger(id) && id >= 0 && id < V)) fail(`token id ${id} is outside the vocabulary of ${V}`);
     const want = new Set<TracePoint>(opts.tracePoints ?? ['attn_in', 'mlp_in', 'fc1_act', 'head_norm']);
     const head: Head = opts.noLogits ? 'none' : opts.allLogits ? 'all' : 'last';
-    const outs: Float32Array[] = [];
+    // A traced step reads the LayerNorm's output unfolded, so its saved input would not be in the form
+    // the next step's completion reads (gemv.ts, LAZY).
     const cap = Math.min(TCAP, c.maxPositions);
+    if (opts.trace && ids.length % cap === 1 && this.heads.some((h) => h?.lazy)) fail('trace points on a one-token forward are not supported with lazy K/V completion (--head-kv lazy)');
+    const outs: Float32Array[] = [];
     for (let s = 0; s < ids.length; s += cap) {
       const chunk = ids.slice(s, s + cap), T = chunk.length;
       const h: Head = head === 'all' ? 'all' : head === 'last' && s + T >= ids.length ? 'last' : 'none';
       const plan = this.plan(T, h, !!opts.trace, this.stepForm(this.pos));
+      // A pass of several tokens runs every head: their positions are no longer skipped by any. Lazy
+      // completion: the holes of a decode step just before are filled first (it writes the step
+      // buffer, so before this pass does), then there are none.
+      if (T > 1) this.completeHoles();
       dev.queue.writeBuffer(this.step, 0, Uint32Array.from([this.pos, ...chunk]));
-      // A pass of several tokens runs every head: their positions are no longer skipped by any.
-      // (Lazy completion: no holes either, should the next decode position be odd.)
       if (T > 1) for (const hs of this.heads) if (hs) {
         dev.queue.writeBuffer(hs.skip, this.pos * c.heads * 4, new Uint32Array(T * c.heads));
         if (hs.lazy) dev.queue.writeBuffer(hs.lazy.holes, 0, new Uint32Array(c.heads));
@@ -1046,41 +1091,43 @@ class GpuRunner implements WebGpuRunner {
     const dev = this.k.device;
     if (!this.gpu.timestamps) fail('profiling needs the timestamp-query feature, which this adapter does not offer');
     if (this.pos + steps > this.config.maxPositions) fail(`${steps} decode steps from position ${this.pos} pass the context of ${this.config.maxPositions}`);
-    // Each step runs its position's plan (stepForm); the forms list the same kernels in the same order.
+    // Each step runs its position's plan (stepForm); forms differ in their kernels (attention's pair
+    // past FUSED_ATTENTION_MAX_KEYS has one dispatch more), so rows add up by kernel, step by step.
     const dispatchesAt = (pos: number) => this.plan(1, 'none', false, this.stepForm(pos)).items.flatMap((it) => ('d' in it ? [it.d] : []));
-    const ds = dispatchesAt(this.pos);
-    const n = 2 * ds.length;
+    const pos0 = this.pos;
+    const n = 2 * Math.max(...Array.from({ length: steps }, (_, i) => dispatchesAt(pos0 + i).length));
     // One query set a step, resolved after it (WebGPU caps a query set at 4096 queries).
     const qs = dev.createQuerySet({ type: 'timestamp', count: n });
     const resolve = dev.createBuffer({ size: 8 * n, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
     const read = dev.createBuffer({ size: 8 * n, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    const ns = new Float64Array(ds.length);
+    const rows = new Map<string, DecodeProfile['rows'][number]>();
+    let dispatches = 0;
     try {
       for (let i = 0; i < steps; i++) {
+        const ds = dispatchesAt(this.pos);
+        dispatches += ds.length;
         dev.queue.writeBuffer(this.step, 0, Uint32Array.from([this.pos, token]));
         const enc = dev.createCommandEncoder();
-        this.k.encodeTimed(enc, dispatchesAt(this.pos), qs);
-        enc.resolveQuerySet(qs, 0, n, resolve, 0);
-        enc.copyBufferToBuffer(resolve, 0, read, 0, 8 * n);
+        this.k.encodeTimed(enc, ds, qs);
+        enc.resolveQuerySet(qs, 0, 2 * ds.length, resolve, 0);
+        enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * ds.length);
         dev.queue.submit([enc.finish()]);
         this.pos++;
         this.mlpTokens++;
-        await read.mapAsync(GPUMapMode.READ);
-        const t = new BigUint64Array(read.getMappedRange());
-        for (let j = 0; j < ds.length; j++) ns[j] += t[2 * j + 1] > t[2 * j] ? Number(t[2 * j + 1] - t[2 * j]) : 0;
+        await read.mapAsync(GPUMapMode.READ, 0, 16 * ds.length);
+        const t = new BigUint64Array(read.getMappedRange(0, 16 * ds.length));
+        ds.forEach((x, j) => {
+          const workgroups = x.wg[0] * x.wg[1] * x.wg[2], key = `${x.label}/${workgroups}`;
+          const r = rows.get(key) ?? { kernel: x.label, workgroups, perToken: 0, usPerToken: 0 };
+          r.perToken += 1 / steps;
+          r.usPerToken += (t[2 * j + 1] > t[2 * j] ? Number(t[2 * j + 1] - t[2 * j]) : 0) / 1e3 / steps;
+          rows.set(key, r);
+        });
         read.unmap();
       }
     } finally { qs.destroy(); resolve.destroy(); read.destroy(); }
-    const rows = new Map<string, DecodeProfile['rows'][number]>();
-    ds.forEach((x, j) => {
-      const workgroups = x.wg[0] * x.wg[1] * x.wg[2], key = `${x.label}/${workgroups}`;
-      const r = rows.get(key) ?? { kernel: x.label, workgroups, perToken: 0, usPerToken: 0 };
-      r.perToken++;
-      r.usPerToken += ns[j] / 1e3 / steps;
-      rows.set(key, r);
-    });
-    const out = [...rows.values()].sort((a, b) => b.usPerToken - a.usPerToken);
-    return { steps, rows: out, busyMsPerToken: out.reduce((a, r) => a + r.usPerToken, 0) / 1e3, dispatchesPerToken: ds.length };
+    const out = [...rows.values()].map((r) => ({ ...r, perToken: Math.round(r.perToken * 1000) / 1000 })).sort((a, b) => b.usPerToken - a.usPerToken);
+    return { steps, rows: out, busyMsPerToken: out.reduce((a, r) => a + r.usPerToken, 0) / 1e3, dispatchesPerToken: dispatches / steps };
   }
 
   dispose(): void {

@@ -100,8 +100,12 @@ export interface GemvOpts {
    * With kv: sparse heads (HEADS below): head dim hd, the top k of H heads by the scores run. A
    * workgroup whose rows are q, k or v rows of another head returns before reading weights.
    */
-  /** lazy (LAZY below): the form for even positions or for odd ones (the runner picks by position). */
-  heads?: { hd: number; H: number; k: number; kvAll: boolean; lazy?: 'even' | 'odd' };
+  /**
+   * lazy (LAZY below): the form for even positions or for odd ones (the runner picks by position), or
+   * 'complete': only the owed completion of the position before step[0] (a prompt or a policy change
+   * that comes after an even decode step).
+   */
+  heads?: { hd: number; H: number; k: number; kvAll: boolean; lazy?: 'even' | 'odd' | 'complete' };
 }
 
 export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
@@ -122,7 +126,7 @@ export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
   if (o.heads && !o.kv) throw new Error('gemv: sparse heads are a form of the qkv GEMV (kv)');
   const P = o.rpt ?? 1;
   if (P > 1 && (!o.wide || o.gather)) throw new Error('gemv: several rows a thread is a form of the wide, non-gather GEMV');
-  const lazy = !!o.heads?.lazy, odd = o.heads?.lazy === 'odd';
+  const lazy = !!o.heads?.lazy, complete = o.heads?.lazy === 'complete', odd = o.heads?.lazy === 'odd' || complete;
   if (lazy && (o.heads!.kvAll || P < 2 || !o.xv4)) throw new Error('gemv: lazy K/V completion is a form of the multi-row qkv GEMV with vec4 x and kv chosen');
   // LAZY's saved input: x, or with ln γ∘(x − sh) and then (Σu, Σu², 0, 0): the two-input loop then
   // costs one more dot a chunk and no LayerNorm work (the first form redid the LayerNorm terms of the
@@ -235,19 +239,22 @@ fn x8P(k: u32) -> X8 { return X8(xp[k / 4u], xp[k / 4u + 1u]); }
 ${headChoiceWgsl(o.heads!.H, o.heads!.k, { scores: 14, hl: 15, skip: 16 }, false, true)}
 var<workgroup> hmode: u32;
 // LAZY: what workgroup g does: 0 nothing (q, or at an even position k/v, of an unchosen head), 1 its
-// rows for this token, 2 (k/v rows at an odd position of a head with a hole at the one before) its
-// rows for this token and for the saved input. At an even position workgroup 0 also saves x.
+// rows for this token, 2 (k/v rows at an odd position of a head whose hole tag is this position) its
+// rows for this token and for the saved input. At an even position workgroup 0 also saves x. The
+// 'complete' form runs the mode-2 workgroups' saved input only; every other workgroup returns.
 fn headMode(g: u32, lid: u32) -> u32 {
   let first = g == 0u && p.rowOff == 0u;
   let odd = ${odd};
-  chooseHeads(lid, step[0], first);
+  // (The completion writes no choice; it calls chooseHeads anyway so the bind group stays the decode forms'.)
+  chooseHeads(lid, step[0], ${complete ? 'false' : 'first'});
   ${odd ? '' : `if (first) ${saveCode}`}
   if (lid == 0u) {
     let wr = p.rowOff + g * RP;
-    var m = 1u;
+    var m = ${complete ? '0u' : '1u'};
     if (wr < 3u * p.kvD) {
       let h = (wr % p.kvD) / ${o.heads!.hd}u;
-      if (wr < p.kvD || !odd) { m = hch[h]; } else { m = select(1u, 2u, skip[h] == 1u); }
+      let owed = skip[h] == step[0];
+      ${complete ? 'm = select(0u, 2u, wr >= p.kvD && owed);' : 'if (wr < p.kvD || !odd) { m = hch[h]; } else { m = select(1u, 2u, owed); }'}
     }
     hmode = m;
   }
@@ -364,7 +371,7 @@ function multiRowMain(o: GemvOpts, P: number, sg: boolean, ln: boolean, shiftCod
   const rows = Array.from({ length: P }, (_, i) => i);
   const each = (fn: (i: number) => string, sep = '\n') => rows.map(fn).join(sep);
   const shArgs = ln ? ', sh, &su' : '';
-  const lazy = !!o.heads?.lazy, odd = o.heads?.lazy === 'odd';
+  const lazy = !!o.heads?.lazy, complete = o.heads?.lazy === 'complete', odd = o.heads?.lazy === 'odd' || complete;
   // The dot loop over weight matrix M (W, or WA for the lookahead rows, whose row index is shifted by `off`).
   // `two` (LAZY, odd positions): each weight chunk also meets the saved input (x8P, accumulators e#).
   const loop = (M: string, off: string, two = false) => `${each((i) => `let wb${i} = (min(r0 + ${i}u * R, p.rows - 1u)${off}) * rc;`, '\n  ')}
@@ -439,11 +446,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   } else ` : ''}{
   ${loop('W', '')}
   }
-  var tot: array<RT, ${P}>;
+  ${complete ? 'if (mode == 3u) { y[0] = 0.0; }   // never: keeps y in the bind group the decode forms share' : `var tot: array<RT, ${P}>;
   ${reduce((i) => (ln ? `vec3<f32>(d${i}, su.x, su.y)` : `d${i}`), 'tot', true)}
   if (lane == 0u) {
     ${each((i) => `if (r0 + ${i}u * R < p.rows) { epi(t, r0 + ${i}u * R, r0 + ${i}u * R, tot[${i}]); }`, '\n    ')}
-  }
+  }`}
   ${odd ? `if (mode == 2u) {   // uniform (workgroupUniformLoad): the reductions' barriers are allowed
     var tot2: array<RT, ${P}>;
     ${reduce((i) => (ln ? `vec3<f32>(e${i}, 0.0, 0.0)` : `e${i}`), 'tot2', false)}

@@ -23,8 +23,10 @@ export const HS_WG = 256;
 /**
  * WGSL: `chooseHeads(lid, pos, write)` and the workgroup flags `hch` (1: chosen), for a kernel of ≥ H
  * threads. `kvAll` (HeadLayerPolicy.kv 'all': every head stores K/V): the skip row is all zeros.
- * `lazy` (the qkv GEMV's LAZY form, gemv.ts): `skip` is the layer's H hole flags instead of the
- * skip rows, written at even positions only (the odd position after reads them).
+ * `lazy` (the qkv GEMV's LAZY form, gemv.ts): `skip` is the layer's H hole tags instead of the skip
+ * rows, written at even positions p only: p + 1 (the odd position that owes the completion) for an
+ * unchosen head, 0 for a chosen one. A tag is honoured only at that very position, so a step queued
+ * past a stop and dropped cannot make a later one complete from the wrong input.
  */
 export function headChoiceWgsl(H: number, k: number, b: { scores: number; hl: number; skip: number }, kvAll: boolean, lazy = false): string {
   return `
@@ -52,7 +54,7 @@ fn chooseHeads(lid: u32, pos: u32, write: bool) {
   }
   workgroupBarrier();
   if (write && lid < HEADS) {
-    ${lazy ? "if ((pos & 1u) == 0u) { skip[lid] = 1u - mine; }" : `skip[pos * HEADS + lid] = ${kvAll ? '0u' : '1u - mine'};`}
+    ${lazy ? "if ((pos & 1u) == 0u) { skip[lid] = select(0u, pos + 1u, mine == 0u); }" : `skip[pos * HEADS + lid] = ${kvAll ? '0u' : '1u - mine'};`}
     if (mine == 1u) {
       var at = 0u;
       for (var g = 0u; g < lid; g++) { at += hch[g]; }
