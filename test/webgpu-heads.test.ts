@@ -20,6 +20,14 @@ import { gpuOrSkip, kvBuffer, randomMatrix, readKv } from './gpu.js';
 import { checkpoint, MODELS, randomArray, reference, relErr, rng } from './helpers.js';
 
 let gpu: Gpu | null = null;
+
+/**
+ * A head predictor of rank H with B = I, A rounded to fp16: the GPU's fp16 B·A is then exactly A, so
+ * the GPU and the CPU score the heads alike.
+ */
+const identityHeadPredictor = (H: number, d: number, r: () => number) => ({
+  rank: H, A: halvesToFloats(floatsToHalves(randomArray(H * d, r, 0.2))), B: Float32Array.from({ length: H * H }, (_, i) => (i % (H + 1) === 0 ? 1 : 0)), bias: randomArray(H, r, 0.1),
+});
 after(() => gpu?.device.destroy());
 
 test('webgpu head-select matches selectHeads: top k of the scores, the skip row (odd H, k; a fixed set\'s flags; ties)', async (t) => {
@@ -224,8 +232,7 @@ test('webgpu sparse heads decode like the CPU runner: fixed sets, predictors wit
   const ck = await checkpoint(MODELS['5m']);
   const c = ck.config, d = c.hidden, f = c.ffn, H = c.heads, r = rng(21);
   const h16 = (a: Float32Array) => halvesToFloats(floatsToHalves(a));
-  // Rank H with B = I: the GPU's fp16 B·A is then exactly A, so both sides score the heads alike.
-  const headPred = () => ({ rank: H, A: h16(randomArray(H * d, r, 0.2)), B: Float32Array.from({ length: H * H }, (_, i) => (i % (H + 1) === 0 ? 1 : 0)), bias: randomArray(H, r, 0.1) });
+  const headPred = () => identityHeadPredictor(H, d, r);
   const mlpPred = (rank: number) => ({ rank, A: h16(randomArray(rank * d, r, 0.2)), B: h16(randomArray(f * rank, r, 0.2)), bias: randomArray(f, r, 0.1) });
   const none = new Array(c.layers).fill(null);
   const allHeads: SparsityPolicy = { input: 'attn_in', mlp: none, heads: none.map(() => ({ k: H, selector: { kind: 'fixed' as const, heads: Uint32Array.from({ length: H }, (_, i) => i) } })) };
@@ -284,7 +291,7 @@ test('webgpu lazy K/V completion (kv chosen, window 2) decodes as kv all, unlike
   const dejavu: SparsityPolicy = {
     input: 'attn_in',
     mlp: none.map(() => ({ k: 0, selector: { kind: 'predictor' as const, predictor: { rank: 16, A: h16(randomArray(16 * d, r, 0.2)), B: h16(randomArray(f * 16, r, 0.2)), bias: randomArray(f, r, 0.1) }, block: { cap: 8, tau: null } } })),
-    heads: none.map(() => ({ k: 2, selector: { kind: 'predictor' as const, predictor: { rank: H, A: h16(randomArray(H * d, r, 0.2)), B: Float32Array.from({ length: H * H }, (_, i) => (i % (H + 1) === 0 ? 1 : 0)), bias: randomArray(H, r, 0.1) } } })),
+    heads: none.map(() => ({ k: 2, selector: { kind: 'predictor' as const, predictor: identityHeadPredictor(H, d, r) } })),
   };
   const kv = (p: SparsityPolicy, kind: 'all' | 'chosen' | 'lazy'): SparsityPolicy =>
     ({ ...p, heads: p.heads!.map((hp) => hp && { ...hp, kv: kind === 'all' ? 'all' as const : 'chosen' as const, kvWindow: kind === 'lazy' ? 2 : undefined }) });
@@ -351,7 +358,7 @@ test('webgpu lazy K/V completion keeps kv all\'s output through a prompt after a
   const ck = await checkpoint(MODELS['5m']);
   const c = ck.config, d = c.hidden, H = c.heads, r = rng(29);
   const none = new Array(c.layers).fill(null);
-  const pred = { rank: H, A: halvesToFloats(floatsToHalves(randomArray(H * d, r, 0.2))), B: Float32Array.from({ length: H * H }, (_, i) => (i % (H + 1) === 0 ? 1 : 0)), bias: randomArray(H, r, 0.1) };
+  const pred = identityHeadPredictor(H, d, r);
   const policy = (kv: 'all' | 'lazy'): SparsityPolicy => ({ input: 'attn_in', mlp: none, heads: none.map(() => ({ k: 3, kv: kv === 'all' ? 'all' as const : 'chosen' as const, kvWindow: kv === 'lazy' ? 2 : undefined, selector: { kind: 'predictor' as const, predictor: pred } })) });
   const ids = reference(MODELS['5m'])[0].input_ids;   // 12 tokens: the first decode position is even
   // The same calls on two runners; every output of the lazy one must be kv all's.
