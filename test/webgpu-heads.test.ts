@@ -387,6 +387,22 @@ test('webgpu lazy K/V completion keeps kv all\'s output through a prompt after a
   all.dispose(); lazy.dispose();
 });
 
+test('webgpu: a prompt of 129 tokens (one more than a pass) runs every head, as the CPU does, not a sparse decode step at its end (5m)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const ck = await checkpoint(MODELS['5m']);
+  const c = ck.config, none = new Array(c.layers).fill(null);
+  const policy: SparsityPolicy = { input: 'attn_in', mlp: none, heads: none.map((_, l) => ({ k: 2, selector: { kind: 'fixed' as const, heads: Uint32Array.from([l % c.heads, (l + 4) % c.heads]) } })) };
+  const prompt = Array.from({ length: 129 }, (_, i) => (i * 53 + 7) % c.vocabSize);
+  const cpu = new CpuRunner(c, ck.weights), g = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32' });
+  for (const x of [cpu, g]) x.setSparsity(policy);
+  const want = await cpu.forward(prompt), got = await g.forward(prompt);
+  assert.ok(relErr(got, want) < 1e-2, `last logits against the CPU: ${relErr(got, want)}`);
+  // The next token is a decode step: sparse there, on both.
+  assert.ok(relErr(await g.forward([11]), await cpu.forward([11])) < 1e-2);
+  g.dispose();
+});
+
 test('sparse heads policies are checked: one entry a layer, k in 1..H, distinct fixed heads, predictor shapes (CPU and WebGPU)', async (t) => {
   gpu ??= await gpuOrSkip(t);
   const ck = await checkpoint(MODELS['5m']);

@@ -881,10 +881,16 @@ class GpuRunner implements WebGpuRunner {
     // A traced step reads the LayerNorm's output unfolded, so its saved input would not be in the form
     // the next step's completion reads (gemv.ts, LAZY).
     const cap = Math.min(TCAP, c.maxPositions);
-    if (opts.trace && ids.length % cap === 1 && this.heads.some((h) => h?.lazy)) fail('trace points on a one-token forward are not supported with lazy K/V completion (--head-kv lazy)');
+    if (opts.trace && ids.length === 1 && this.heads.some((h) => h?.lazy)) fail('trace points on a one-token forward are not supported with lazy K/V completion (--head-kv lazy)');
     const outs: Float32Array[] = [];
-    for (let s = 0; s < ids.length; s += cap) {
-      const chunk = ids.slice(s, s + cap), T = chunk.length;
+    // Passes of at most cap tokens. A forward of several tokens never ends in a one-token pass: that
+    // would run as a decode step (sparse heads, lazy completion's parity) where the CPU runs a prompt,
+    // so cap + 1 tokens go as cap − 1 and 2.
+    const starts: number[] = [];
+    for (let s = 0; s < ids.length; s += cap) starts.push(s);
+    if (ids.length > 1 && cap > 2 && ids.length % cap === 1) starts[starts.length - 1] -= 1;
+    for (const [i, s] of starts.entries()) {
+      const chunk = ids.slice(s, starts[i + 1] ?? ids.length), T = chunk.length;
       const h: Head = head === 'all' ? 'all' : head === 'last' && s + T >= ids.length ? 'last' : 'none';
       const plan = this.plan(T, h, !!opts.trace, this.stepForm(this.pos));
       // A pass of several tokens runs every head: their positions are no longer skipped by any. Lazy
