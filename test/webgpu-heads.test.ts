@@ -18,6 +18,8 @@ import type { SparsityPolicy } from '../src/sparsity/policy.js';
 import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
 import { gpuOrSkip, kvBuffer, randomMatrix, readKv } from './gpu.js';
 import { checkpoint, MODELS, randomArray, reference, relErr, rng } from './helpers.js';
+import { rmSync } from 'node:fs';
+import { tinyConfig, writeTinyModel } from './tiny-model.js';
 
 let gpu: Gpu | null = null;
 
@@ -401,6 +403,33 @@ test('webgpu: a prompt of 129 tokens (one more than a pass) runs every head, as 
   // The next token is a decode step: sparse there, on both.
   assert.ok(relErr(await g.forward([11]), await cpu.forward([11])) < 1e-2);
   g.dispose();
+});
+
+test('webgpu lazy K/V completion on a post-LayerNorm model (no folded LayerNorm) and with matrices in parts: kv all\'s output (tiny models)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  for (const [over, maxPartBytes] of [[{}, undefined], [{ do_layer_norm_before: false }, undefined], [{}, 8192]] as [Record<string, unknown>, number | undefined][]) {
+    const dir = writeTinyModel(tinyConfig({ hidden_size: 64, word_embed_proj_dim: 64, num_attention_heads: 2, ffn_dim: 96, max_position_embeddings: 30, ...over }));
+    const ck = await checkpoint(dir), c = ck.config, r = rng(31);
+    const pred = Array.from({ length: c.layers }, () => identityHeadPredictor(c.heads, c.hidden, r));
+    const policy = (lazy: boolean): SparsityPolicy => ({ input: 'attn_in', mlp: new Array(c.layers).fill(null),
+      heads: pred.map((p) => ({ k: 1, kv: lazy ? 'chosen' as const : 'all' as const, kvWindow: lazy ? 2 : undefined, selector: { kind: 'predictor' as const, predictor: p } })) });
+    const what = `${JSON.stringify(over)} parts ${maxPartBytes ?? 'whole'}`;
+    const run = async (lazy: boolean) => {
+      const g = await createWebGpuRunner(c, ck.weights, { gpu: gpu!, kvCache: 'f32', maxPartBytes });
+      g.setSparsity(policy(lazy));
+      const out = [await g.forward([3, 70, 5, 900, 41])];
+      for (const id of [7, 8, 9, 10, 11, 12]) out.push(await g.forward([id]));
+      out.push(await g.forward([13, 14, 15]));
+      for (const id of [16, 17, 18]) out.push(await g.forward([id]));
+      if (lazy) assert.ok(g.pipelineKeys.some((k) => /z[eo]_/.test(k)), `${what}: the lazy forms ran`);
+      g.dispose();
+      return out;
+    };
+    const want = await run(false), got = await run(true);
+    got.forEach((v, i) => assert.ok(relErr(v, want[i]) < 1e-4, `${what}, output ${i}: against kv all ${relErr(v, want[i])}`));
+    rmSync(dir, { recursive: true });
+  }
 });
 
 test('sparse heads policies are checked: one entry a layer, k in 1..H, distinct fixed heads, predictor shapes (CPU and WebGPU)', async (t) => {
