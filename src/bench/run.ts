@@ -250,7 +250,8 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: Sparsity
   const headDensity = policy?.heads ? meanHeadDensity(policy, c.heads) : null;
   const headSel = policy?.heads?.find((h) => h)?.selector;
   const headRank = headSel?.kind === 'predictor' ? headSel.predictor.rank : null;
-  const headKv = policy?.heads?.find((hp) => hp) ? headKvMode(policy.heads.find((hp) => hp)!) : null;
+  const firstHeads = policy?.heads?.find((hp) => hp);
+  const headKv = firstHeads ? headKvMode(firstHeads) : null;
   let density = policy ? meanMlpDensity(policy, c.ffn) : null;
   if (gpu) {
     // setSparsity allocates fc2 transposed and the predictors: the second big allocation.

@@ -123,8 +123,8 @@ export interface LinearArgs {
     heads?: { scores: GPUBuffer; hl: GPUBuffer; skip: GPUBuffer; hd: number; H: number; k: number; kvAll: boolean;
       /**
        * DejaVu's lazy K/V completion (gemv.ts, LAZY; kv 'chosen', kvWindow 2): `skip` is then the
-       * layer's H hole flags, and xPrev (d + 4 floats) the layer's input saved at the last even position.
-       * Only where lazyFits(W, hd, H).
+       * layer's H hole tags, and xPrev (d + 4 floats) the layer's input saved at the last even
+       * position; `odd` / `complete` pick the form. Only where headsFit(W, hd, H, …, lazy).
        */
       lazy?: { xPrev: GPUBuffer; odd: boolean; complete?: boolean } };
   } | null;
@@ -540,8 +540,6 @@ export class Kernels {
     heads?: { hl: GPUBuffer; skip: GPUBuffer; k: number };
     /** false: the split + combine pair even where the fused form fits (long contexts: runner.ts, FUSED_ATTENTION_MAX_KEYS). */
     fused?: boolean;
-    /** Positions a split takes at least (default ATS_MIN_CHUNK; a uniform, so no new pipeline): kernel-bench variants. */
-    minChunk?: number;
     /** Splits wanted (default attentionTargetSplits; with `splits`, that many): kernel-bench variants. */
     targetSplits?: number }, own: GPUBuffer[]): Dispatch[] {
     const scale = f32bits(1 / Math.sqrt(a.hd));
@@ -551,7 +549,7 @@ export class Kernels {
     if (shape && (a.T === 1 || a.splits)) { // the switch: split-K for decode
       if (a.splits && a.splits > ATS_MAX_SPLITS) throw new Error(`attention: at most ${ATS_MAX_SPLITS} splits`);
       const S = a.splits ?? attentionSplits(a.H, a.maxPos), dv = (a.H * a.hd) / shape.W, groups = a.T * a.H * S;
-      const target = Math.min(S, a.targetSplits ?? (a.splits || this.attentionGridSplits ? S : attentionTargetSplits(a.H * a.hd, S))), minChunk = a.minChunk ?? ATS_MIN_CHUNK;
+      const target = Math.min(S, a.targetSplits ?? (a.splits || this.attentionGridSplits ? S : attentionTargetSplits(a.H * a.hd, S))), minChunk = ATS_MIN_CHUNK;
       const nh = hs ? hs.k : a.H;
       const heads: [number, Entry][] = hs ? [[7, hs.hl], [8, hs.skip]] : [];
       if (this.fuseAttention && a.fused !== false && attentionFusedFits(a.hd) && 7 + heads.length <= this.gpu.limits.maxStorageBuffersPerShaderStage) {

@@ -11,7 +11,7 @@ import type { OptConfig } from '../../model/config.js';
 import { OPT_POSITION_OFFSET } from '../../model/config.js';
 import { toF16Bits, toF32, type Tensor } from '../../model/tensor.js';
 import type { OptWeights } from '../../model/weights.js';
-import { BLOCK_SIZE, blockSlots, checkHeadsPolicy, headK, headKvChosen, type BlockRule, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
+import { BLOCK_SIZE, blockSlots, checkHeadsPolicy, headK, headKvChosen, headKvMode, type BlockRule, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
 import { floatsToHalves } from '../../util/f16.js';
 import { fail } from '../../util/errors.js';
 import type { ForwardOptions, Runner, TracePoint } from '../types.js';
@@ -20,7 +20,7 @@ import { ceil4, ceilDiv } from './kernels/common.js';
 import { attentionSplitShape } from './kernels/attention.js';
 import { headScoreMatrix } from '../../sparsity/predict.js';
 import { FC2_MAX_SLICES, FC2_MIN_SLICE_ROWS } from './kernels/sparse-mlp.js';
-import { fc2OnePass, Kernels, lazyShape, readU32, runNow, type Dispatch, type GpuMatrix, type PlanItem, type Tap } from './ops.js';
+import { fc2OnePass, Kernels, lazyShape, readU32, runNow, type Dispatch, type GpuMatrix, type LinearArgs, type PlanItem, type Tap } from './ops.js';
 
 /** Tokens per prefill pass: activations are allocated for this many rows; longer prompts take several passes. */
 const TCAP = 128;
@@ -452,7 +452,7 @@ class GpuRunner implements WebGpuRunner {
         fail(`sparse heads on WebGPU need a head dim that is a multiple of 8 (this model's is ${c.headDim}) and at most 256 heads`);
       }
       policy.heads?.forEach((hp, l) => {
-        if (hp && headKvChosen(hp) && hp.kvWindow === 2 && !(this.headsInQkv && this.k.headsFit(this.layers[l].qkv, c.headDim, c.heads, undefined, undefined, true))) {
+        if (hp && headKvMode(hp) === 'lazy' && !(this.headsInQkv && this.k.headsFit(this.layers[l].qkv, c.headDim, c.heads, undefined, undefined, true))) {
           fail(`lazy K/V completion (kv chosen, window 2) on WebGPU needs the qkv GEMV to choose the heads: a width that is a multiple of 8, a head dim that is a multiple of 16 and 13 storage buffers a shader stage (layer ${l})`);
         }
       });
@@ -513,7 +513,7 @@ class GpuRunner implements WebGpuRunner {
           out.pred.fold = sb(2 * r * 4, `${l}.pred.A.ln_c`);
           ds.push(...this.k.foldLayerNorm({ W: A, gamma: attn ? L.attnLnW : L.mlpLnW, beta: attn ? L.attnLnB : L.mlpLnB, bias: null, c: out.pred.fold }, own));
           const hp = policy.heads?.[l];
-          if (attn && this.k.canFusePredictor(L.qkv, A, hp && headKvChosen(hp) && hp.kvWindow === 2 ? lazyShape(undefined, this.k.gemvRowsPerThread) : undefined)) {
+          if (attn && this.k.canFusePredictor(L.qkv, A, hp && headKvMode(hp) === 'lazy' ? lazyShape(undefined, this.k.gemvRowsPerThread) : undefined)) {
             // The lookahead's constants: qkv's c1, A's c1, qkv's c2, A's c2 (copied after the folds run).
             const c = sb(2 * (3 * d + r) * 4, `${l}.qkv+A.ln_c`), q = L.qkvFold!.c, a = out.pred.fold, F = 4;
             copies.push([q, 0, c, 0, 3 * d * F], [a, 0, c, 3 * d * F, r * F], [q, 3 * d * F, c, (3 * d + r) * F, 3 * d * F], [a, r * F, c, (6 * d + r) * F, r * F]);
@@ -564,7 +564,7 @@ class GpuRunner implements WebGpuRunner {
       const src = sparse ? (L.fc2T ? null : L.fc2!) : (L.fc2 ? null : L.fc2T!);
       if (src) {
         const [rows, cols] = sparse ? [f, d] : [d, f];
-        const colsP = Math.ceil(cols / 4) * 4;
+        const colsP = ceil4(cols);
         work = true;
         if (!this.keepDenseFc2 && src.parts.length === 1 && rows * colsP * 2 === bytes(src) && this.k.maxPartBytes >= bytes(src)) {
           // In place: src's buffer ends up holding the other layout.
@@ -602,7 +602,7 @@ class GpuRunner implements WebGpuRunner {
       const skip = sb(c.maxPositions * H * 4, `${l}.head_skip`);
       const bias = sb(H * 4, `${l}.head_pred.bias`);
       // kvWindow 1 completes every position at once: kv 'all'. 2 is the lazy form (gemv.ts, LAZY).
-      const lazy = headKvChosen(hp) && hp.kvWindow === 2;
+      const lazy = headKvMode(hp) === 'lazy';
       const out: HeadSparse = { k, kvAll: !headKvChosen(hp) || hp.kvWindow === 1, W: null, fold: null, bias, skip, qkvMask: false, major: null,
         lazy: lazy ? { holes: sb(H * 4, `${l}.head_holes`), xPrev: sb((d + 4) * 4, `${l}.head_x_prev`) } : null };
       const major = this.headOutMajor ? this.k.headMajor(L.o, c.headDim, own) : null;
@@ -666,7 +666,7 @@ class GpuRunner implements WebGpuRunner {
    * (the kernels honour a hole only at the position it names).
    */
   private completeHoles(): void {
-    if (this.pos % 2 === 0 || !this.heads.some((h) => h?.lazy)) return;
+    if (this.pos % 2 === 0 || !this.lazyHeads) return;
     const dev = this.k.device;
     dev.queue.writeBuffer(this.step, 0, Uint32Array.from([this.pos, 0]));
     const enc = dev.createCommandEncoder();
@@ -675,21 +675,31 @@ class GpuRunner implements WebGpuRunner {
     dev.queue.submit([enc.finish()]);
   }
 
-  /** The 'complete' plan: each lazy layer's qkv GEMV in its completion form, as the decode plans bind it. */
+  /** The 'complete' plan: each lazy layer's qkv GEMV in its completion form, bound as the decode plans bind it. */
   private buildCompletePlan(): Plan {
-    const c = this.config, own: GPUBuffer[] = [], items: PlanItem[] = [];
-    const fold = this.foldLn;
-    this.layers.forEach((L, l) => {
-      const HS = this.heads[l], S = this.sparse[l] ?? null;
-      if (!HS?.lazy) return;
-      const look = fold && S?.look ? S.look : null;
-      const kv = { step: this.step, k: L.k, v: L.v, pred: look ? S!.pred!.A : undefined,
-        heads: { scores: this.headScores(HS), hl: this.hl!, skip: HS.lazy.holes, hd: c.headDim, H: c.heads, k: HS.k, kvAll: false, lazy: { xPrev: HS.lazy.xPrev, odd: true, complete: true } } };
-      const ds = this.k.linear(fold ? { W: L.qkv, x: this.x, y: this.qkv, T: 1, ln: { gamma: L.attnLnW, c: look ? look.c : L.qkvFold!.c, eps: c.layerNormEps }, kv }
-        : { W: L.qkv, x: this.hA, y: this.qkv, T: 1, bias: L.qkvB, kv }, own);
+    const own: GPUBuffer[] = [], items: PlanItem[] = [];
+    this.layers.forEach((_, l) => {
+      if (!this.heads[l]?.lazy) return;
+      // x is not read for the result (the completion stores the saved input's K/V only).
+      const ds = this.k.linear(this.qkvArgs(l, 1, this.foldLn ? this.x : this.hA, this.foldLn, true, { odd: true, complete: true }), own);
       ds.forEach((d) => items.push({ d }));
     });
     return { items, own, dispatches: items.length };
+  }
+
+  /**
+   * Layer l's qkv GEMV: the LayerNorm folded in (x the residual) or not (x its output); in decode
+   * (T = 1) also the K/V store, the lookahead's predictor rows and, where `chooses`, the sparse heads'
+   * choice (`lazy`: lazy completion's form, for layers that complete lazily).
+   */
+  private qkvArgs(l: number, T: number, x: GPUBuffer, fold: boolean, chooses: boolean, lazy: { odd: boolean; complete?: boolean }): LinearArgs {
+    const c = this.config, L = this.layers[l], S = this.sparse[l] ?? null, HS = this.heads[l] ?? null;
+    const look = fold && S?.look ? S.look : null;
+    const kv = T === 1 ? { step: this.step, k: L.k, v: L.v, pred: look ? S!.pred!.A : undefined,
+      heads: chooses && HS ? { scores: this.headScores(HS), hl: this.hl!, skip: HS.lazy?.holes ?? HS.skip, hd: c.headDim, H: c.heads, k: HS.k, kvAll: HS.kvAll,
+        lazy: HS.lazy ? { xPrev: HS.lazy.xPrev, ...lazy } : undefined } : undefined } : null;
+    return fold ? { W: L.qkv, x, y: this.qkv, T, ln: { gamma: L.attnLnW, c: look ? look.c : L.qkvFold!.c, eps: c.layerNormEps }, kv }
+      : { W: L.qkv, x, y: this.qkv, T, bias: L.qkvB, kv };
   }
 
   private dropPlans(): void {
@@ -697,6 +707,9 @@ class GpuRunner implements WebGpuRunner {
     for (const p of this.plans.values()) p.own.forEach((b) => b.destroy());
     this.plans.clear();
   }
+
+  /** Whether some layer's sparse heads complete K/V lazily (HeadSparse.lazy). */
+  private get lazyHeads(): boolean { return this.heads.some((h) => h?.lazy); }
 
   /** Whether a decode step at `pos` runs attention as the split + combine pair (FUSED_ATTENTION_MAX_KEYS). */
   private longAttention(pos: number): boolean { return pos + 1 > this.fusedAttentionMaxKeys; }
@@ -707,7 +720,7 @@ class GpuRunner implements WebGpuRunner {
    * gemv.ts, LAZY). Unlike the attention forms, a lazy step must run its parity's plan.
    */
   private stepForm(pos: number): number {
-    return (this.longAttention(pos) ? 1 : 0) | (pos % 2 === 1 && this.heads.some((h) => h?.lazy) ? 2 : 0);
+    return (this.longAttention(pos) ? 1 : 0) | (pos % 2 === 1 && this.lazyHeads ? 2 : 0);
   }
 
   /** `form`: a decode plan's form (stepForm; 4: lazy completion's 'complete' plan); prompts ignore it. */
@@ -761,13 +774,10 @@ class GpuRunner implements WebGpuRunner {
       // unchosen heads' K/V are written but stay marked skipped).
       const qkvChooses = !!HS && this.headsInQkv && K.headsFit(L.qkv, c.headDim, c.heads, look ? S!.pred!.A : undefined, undefined, !!HS.lazy);
       if (HS) this.chooseHeads(HS, l, fold ? this.x : attnIn, fold, !qkvChooses, own, add);
-      const kv = T === 1 ? { step: this.step, k: L.k, v: L.v, pred: look ? S!.pred!.A : undefined,
-        heads: qkvChooses ? { scores: this.headScores(HS!), hl: this.hl!, skip: HS!.lazy?.holes ?? HS!.skip, hd: c.headDim, H: c.heads, k: HS!.k, kvAll: HS!.kvAll,
-          lazy: HS!.lazy ? { xPrev: HS!.lazy.xPrev, odd } : undefined } : undefined } : null;
-      add(...K.linear(fold ? { W: L.qkv, x: this.x, y: this.qkv, T, ln: { gamma: L.attnLnW, c: look ? look.c : L.qkvFold!.c, eps }, kv }
-        : { W: L.qkv, x: attnIn, y: this.qkv, T, bias: L.qkvB, kv }, own));
+      const qkv = this.qkvArgs(l, T, fold ? this.x : attnIn, fold, qkvChooses, { odd });
+      add(...K.linear(qkv, own));
       if (look && !S!.block) this.predictB(S!, this.qkv, 3 * d, own, add);
-      if (!kv) add(K.kvStore({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, d, T }, own));
+      if (!qkv.kv) add(K.kvStore({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, d, T }, own));
       add(...K.attention({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, o: this.ao, hn: this.hn, H: c.heads, hd: c.headDim, T, maxPos: c.maxPositions,
         heads: HS ? { hl: this.hl!, skip: HS.skip, k: HS.k } : undefined, fused: !long }, own));
       tap(l, 'head_norm', this.hn, c.heads);
@@ -881,7 +891,7 @@ class GpuRunner implements WebGpuRunner {
     // A traced step reads the LayerNorm's output unfolded, so its saved input would not be in the form
     // the next step's completion reads (gemv.ts, LAZY).
     const cap = Math.min(TCAP, c.maxPositions);
-    if (opts.trace && ids.length === 1 && this.heads.some((h) => h?.lazy)) fail('trace points on a one-token forward are not supported with lazy K/V completion (--head-kv lazy)');
+    if (opts.trace && ids.length === 1 && this.lazyHeads) fail('trace points on a one-token forward are not supported with lazy K/V completion (--head-kv lazy)');
     const outs: Float32Array[] = [];
     // Passes of at most cap tokens. A forward of several tokens never ends in a one-token pass: that
     // would run as a decode step (sparse heads, lazy completion's parity) where the CPU runs a prompt,

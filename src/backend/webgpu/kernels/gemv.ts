@@ -241,7 +241,8 @@ var<workgroup> hmode: u32;
 // LAZY: what workgroup g does: 0 nothing (q, or at an even position k/v, of an unchosen head), 1 its
 // rows for this token, 2 (k/v rows at an odd position of a head whose hole tag is this position) its
 // rows for this token and for the saved input. At an even position workgroup 0 also saves x. The
-// 'complete' form runs the mode-2 workgroups' saved input only; every other workgroup returns.
+// 'complete' form runs the mode-2 workgroups only and stores only the saved input's K/V (its loop
+// still dots x too and drops that: the form runs once per prompt or policy change, not per token).
 fn headMode(g: u32, lid: u32) -> u32 {
   let first = g == 0u && p.rowOff == 0u;
   let odd = ${odd};
