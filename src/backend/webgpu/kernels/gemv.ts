@@ -407,12 +407,6 @@ function multiRowMain(o: GemvOpts, P: number, sg: boolean, ln: boolean, shiftCod
     }`, '\n    ')}
   }
 `;
-  const xinFn = `fn xin(xb: u32, k: u32${ln ? ', sh: f32, su: ptr<function, vec2<f32>>' : ''}) -> X8 {
-  ${ln ? `let ul = x4(xb + k) - vec4<f32>(sh);
-  let uh = x4(xb + k + 4u) - vec4<f32>(sh);
-  *su += vec2<f32>(dot(ul, vec4<f32>(1.0)) + dot(uh, vec4<f32>(1.0)), dot(ul, ul) + dot(uh, uh));
-  return X8(ul * g4(k), uh * g4(k + 4u));` : 'return X8(x4(xb + k), x4(xb + k + 4u));'}
-}`;
   // Each row's sum over its lanes into tot (or tot2), one reduction after the other through red.
   const reduce = (acc: (i: number) => string, into: string, withLnOut: boolean) => each((i) => `{
     let acc = ${acc(i)};
@@ -423,7 +417,12 @@ function multiRowMain(o: GemvOpts, P: number, sg: boolean, ln: boolean, shiftCod
   return `
 struct X8 { lo: vec4<f32>, hi: vec4<f32> }
 // The x side of the chunk at element k: x itself, or with ln γ∘(x − sh), adding Σu and Σu² into su.
-${xinFn}
+fn xin(xb: u32, k: u32${ln ? ', sh: f32, su: ptr<function, vec2<f32>>' : ''}) -> X8 {
+  ${ln ? `let ul = x4(xb + k) - vec4<f32>(sh);
+  let uh = x4(xb + k + 4u) - vec4<f32>(sh);
+  *su += vec2<f32>(dot(ul, vec4<f32>(1.0)) + dot(uh, vec4<f32>(1.0)), dot(ul, ul) + dot(uh, uh));
+  return X8(ul * g4(k), uh * g4(k + 4u));` : 'return X8(x4(xb + k), x4(xb + k + 4u));'}
+}
 fn wdot(w: vec4<u32>, v: X8) -> f32 { return dot(w8lo(w), v.lo) + dot(w8hi(w), v.hi); }
 
 @compute @workgroup_size(${o.rows * o.tpr})
