@@ -354,6 +354,65 @@ test('webgpu lazy K/V completion (kv chosen, window 2) decodes as kv all, unlike
   g.dispose();
 });
 
+test('webgpu head lookahead (head predictors reading the layer before\'s attention input): the CPU runner\'s logits with kv all and lazy, with and without the MLP lookahead, the scores in the qkv GEMV or (no folded LayerNorm) a GEMV of their own (5m)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const ck = await checkpoint(MODELS['5m']);
+  const c = ck.config, d = c.hidden, f = c.ffn, H = c.heads, r = rng(29);
+  const h16 = (a: Float32Array) => halvesToFloats(floatsToHalves(a));
+  const none = new Array(c.layers).fill(null);
+  const heads = none.map(() => ({ k: 3, selector: { kind: 'predictor' as const, predictor: identityHeadPredictor(H, d, r) } }));
+  gpu.device.pushErrorScope('validation');   // every form's bind group must match its pipeline (the completion form too)
+  const mlp = none.map(() => ({ k: 0, selector: { kind: 'predictor' as const, predictor: { rank: 16, A: h16(randomArray(16 * d, r, 0.2)), B: h16(randomArray(f * 16, r, 0.2)), bias: randomArray(f, r, 0.1) }, block: { cap: 8, tau: null } } }));
+  const policy = (withMlp: boolean, kv: 'all' | 'lazy', prev: boolean): SparsityPolicy => ({
+    input: 'attn_in', ...(prev ? { headInput: 'prev_attn_in' as const } : {}), mlp: withMlp ? mlp : none,
+    heads: heads.map((hp) => ({ ...hp, ...(kv === 'lazy' ? { kv: 'chosen' as const, kvWindow: 2 } : {}) })),
+  });
+  const cpu = new CpuRunner(c, ck.weights);
+  const g = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32' });
+  const unfolded = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', foldLayerNorm: false });
+  const ids = reference(MODELS['5m'])[0].input_ids;
+  const steps = [5, 17, 300, 41, 9, 77, 12];
+  const decode = async (x: CpuRunner | typeof g, p: SparsityPolicy) => {
+    x.setSparsity(p); x.reset();
+    await x.forward(ids);
+    const out: Float32Array[] = [];
+    for (const id of steps) out.push(await x.forward([id]));
+    return out;
+  };
+  for (const withMlp of [false, true]) {
+    const what = withMlp ? 'with the MLP lookahead' : 'heads only';
+    const own = await decode(cpu, policy(withMlp, 'all', false)), want = await decode(cpu, policy(withMlp, 'all', true));
+    assert.ok(want.some((v, i) => relErr(v, own[i]) > 1e-3), `${what}: the CPU's lookahead scores choose other heads than the layer's own input`);
+    for (const kv of ['all', 'lazy'] as const) {
+      const p = policy(withMlp, kv, true);
+      const got = await decode(g, p);
+      got.forEach((v, i) => assert.ok(relErr(v, want[i]) < 1e-2, `${what}, kv ${kv}, step ${i}: ${relErr(v, want[i])}`));
+      // Every layer after the first gets its scores from the layer before's qkv GEMV: a dispatch fewer.
+      const perToken = g.dispatchesPerToken;
+      g.setSparsity(policy(withMlp, kv, false));
+      assert.equal(perToken, g.dispatchesPerToken - (c.layers - 1), `${what}, kv ${kv}: dispatches a token`);
+    }
+    if (!withMlp) {
+      const got = await decode(unfolded, policy(false, 'all', true));
+      got.forEach((v, i) => assert.ok(relErr(v, want[i]) < 1e-2, `no folded LayerNorm, step ${i}: ${relErr(v, want[i])}`));
+    }
+  }
+  assert.ok(g.pipelineKeys.some((key) => /_hn16/.test(key)) && g.pipelineKeys.some((key) => /_hn0/.test(key)), 'the head rows rode the qkv GEMV (after A\'s 16 rows, and alone)');
+  assert.ok(!unfolded.pipelineKeys.some((key) => /_hn/.test(key)), 'without folded LayerNorms the scores have a GEMV of their own');
+  // The chain on the device against the host loop.
+  const lazy = policy(true, 'lazy', true);
+  for (const x of [cpu, g]) { x.setSparsity(lazy); x.reset(); }
+  const last = await cpu.forward(ids); await g.forward(ids);
+  const first = last.indexOf(Math.max(...last));
+  assert.deepEqual(await g.decodeGreedy(first, 12, () => true), await cpu.decodeGreedy(first, 12, () => true));
+  // A policy's head input is checked.
+  assert.throws(() => g.setSparsity({ ...lazy, headInput: 'mlp_in' as never }), /^DejavuError: heads input must be 'attn_in' or 'prev_attn_in'/);
+  g.setSparsity(null); unfolded.setSparsity(null);
+  g.dispose(); unfolded.dispose();
+  assert.equal(await gpu.device.popErrorScope(), null, 'no validation error');
+});
+
 test('webgpu lazy K/V completion keeps kv all\'s output through a prompt after a decode step, setSparsity between steps (same policy, dense and back) and a greedy chain stopped early (5m)', async (t) => {
   gpu ??= await gpuOrSkip(t);
   if (!gpu) return;

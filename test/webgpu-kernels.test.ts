@@ -228,6 +228,58 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       const kv = { step: k.buffer(16, 's'), k: k.buffer(4096, 'k'), v: k.buffer(4096, 'v'), pred: A18 };
       assert.throws(() => k.linear({ W: q18, x: k.buffer(128, 'x'), y: k.buffer(512, 'y'), T: 1, kv, shape: { rows: 2 } }, own), /lookahead/);
     });
+    await t.test(`qkv GEMV carrying the next layer's head scores (the head lookahead), with and without A's rows, vs each apart ${name}`, async () => {
+      // d = 16 (wide), 18 (narrow), 21 (wide with a tail); one and two rows a thread; H = 3 head rows
+      // after qkv's 3d (and A's 5). qkv's rows, K and V bit for bit as without them, A's rows as with
+      // A alone, the scores (written to their own buffer, not y) as the head GEMV's own.
+      const maxPos = 6, pos = 3, eps = 1e-5, rA = 5, H = 3;
+      let fitted = 0;
+      for (const d of [16, 18, 21]) for (const rpt of [1, 2]) for (const withA of [false, true]) {
+        const { m } = randomMatrix(k, 3 * d, d, r), { m: A } = randomMatrix(k, rA, d, r), { m: Wh } = randomMatrix(k, H, d, r);
+        const shape = { rows: 1, rpt }, pred = withA ? A : undefined;
+        const fits = k.canFuseHeadsNext(m, Wh, pred, shape, 'none') && (!withA || k.canFusePredictor(m, A, shape, Wh));
+        const what = `d ${d} rpt ${rpt}${withA ? ' with A' : ''}`;
+        if (d === 21 && rpt === 2 && !withA) assert.equal(fits, false, `${what}: 63 rows are not whole workgroups of two`);
+        if (!fits) continue;
+        fitted++;
+        const gam = k.f32Buffer(randomArray(d, r).map((v) => 1 + 0.5 * v), 'gamma'), beta = k.f32Buffer(randomArray(d, r), 'beta');
+        const cq = k.buffer(2 * 3 * d * 4, 'c qkv'), ca = k.buffer(2 * rA * 4, 'c A'), ch = k.buffer(2 * H * 4, 'c heads');
+        await runNow(k, [...k.foldLayerNorm({ W: m, gamma: gam, beta, bias: k.f32Buffer(randomArray(3 * d, r), 'b'), c: cq }, own),
+          ...k.foldLayerNorm({ W: A, gamma: gam, beta, bias: null, c: ca }, own),
+          ...k.foldLayerNorm({ W: Wh, gamma: gam, beta, bias: k.f32Buffer(randomArray(H, r), 'hb'), c: ch }, own)], own);
+        const q = await readF32(k, cq, 6 * d), a = await readF32(k, ca, 2 * rA), hc = await readF32(k, ch, 2 * H);
+        const na = withA ? rA : 0;
+        const cOf = (heads: boolean) => k.f32Buffer(Float32Array.from([...q.subarray(0, 3 * d), ...(withA ? a.subarray(0, rA) : []), ...(heads ? hc.subarray(0, H) : []),
+          ...q.subarray(3 * d), ...(withA ? a.subarray(rA) : []), ...(heads ? hc.subarray(H) : [])]), 'c');
+        const step = k.f32Buffer(Uint32Array.from([pos, 0]), 'step'), xb = k.f32Buffer(randomArray(d, r).map((v) => v + 1), 'x');
+        const cache0 = randomArray(maxPos * d, r);
+        const run = async (heads: boolean) => {
+          const y = k.f32Buffer(new Float32Array(3 * d + na + H).fill(-7), 'y'), kc = kvBuffer(k, cache0, 'k'), vc = kvBuffer(k, cache0, 'v');
+          const out = k.f32Buffer(new Float32Array(H).fill(-7), 'scores');
+          const ds = k.linear({ W: m, x: xb, y, T: 1, ln: { gamma: gam, c: cOf(heads), eps }, kv: { step, k: kc, v: vc, pred, hnext: heads ? { W: Wh, out } : undefined }, shape }, own);
+          assert.equal(ds.length, 1);
+          assert.equal(ds[0].label.includes('_hn'), heads);
+          await runNow(k, ds, own);
+          return [await readF32(k, y, 3 * d + na + H), await readKv(k, kc, maxPos * d), await readKv(k, vc, maxPos * d), await readF32(k, out, H)];
+        };
+        const plain = await run(false), fused = await run(true);
+        assert.deepEqual(fused[0].subarray(0, 3 * d + na), plain[0].subarray(0, 3 * d + na), `${what}: qkv (and A) rows`);
+        assert.ok(fused[0].subarray(3 * d + na).every((v) => v === -7), `${what}: the head rows do not go to y`);
+        assert.deepEqual(fused[1], plain[1], `${what}: K cache`);
+        assert.deepEqual(fused[2], plain[2], `${what}: V cache`);
+        const u = k.buffer(H * 4, 'u');
+        await runNow(k, k.linear({ W: Wh, x: xb, y: u, T: 1, ln: { gamma: gam, c: ch, eps } }, own), own);
+        const want = await readF32(k, u, H);
+        assert.ok(relErr(fused[3], want) < 1e-5, `${what}: the head scores ${relErr(fused[3], want)}`);
+      }
+      assert.ok(fitted >= 8, `most cases fit (${fitted})`);
+      // Refused: the head matrix of another width, qkv in two parts, no folded LayerNorm.
+      const q24 = randomMatrix(k, 72, 24, r).m, W18 = randomMatrix(k, 48, 16, r).m;
+      assert.equal(k.canFuseHeadsNext(W18, randomMatrix(k, 3, 15, r).m, undefined, { rows: 1 }, 'none'), false);
+      assert.equal(k.canFuseHeadsNext(q24, randomMatrix(k, 3, 24, r).m, undefined, { rows: 1 }, 'none'), q24.parts.length === 1);
+      const kv = { step: k.buffer(16, 's'), k: k.buffer(4096, 'k'), v: k.buffer(4096, 'v'), hnext: { W: randomMatrix(k, 3, 16, r).m, out: k.buffer(16, 'o') } };
+      assert.throws(() => k.linear({ W: W18, x: k.buffer(128, 'x'), y: k.buffer(512, 'y'), T: 1, kv, shape: { rows: 1 } }, own), /head scores/);
+    });
     await t.test(`top-k (exact set, ties to the lower index) ${name}`, async () => {
       // levels > 0: rounded to many ties (levels 1: -0 and +0 among them); < 0: one huge outlier
       // (crowds the value-linear buckets); 'const': all equal; 'narrow': scores in [100, 100.01)

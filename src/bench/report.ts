@@ -1,5 +1,5 @@
 /** Benchmark rows: one per configuration, as JSON (snake_case keys) or an aligned table. */
-import type { HeadKvMode, PredictorInput } from '../sparsity/policy.js';
+import type { HeadInput, HeadKvMode, PredictorInput } from '../sparsity/policy.js';
 
 export interface BenchRow {
   shape: string;                 // opt-6.7b, or the checkpoint folder's name
@@ -18,6 +18,8 @@ export interface BenchRow {
   head_rank: number | null;
   /** dejavu: whether unchosen heads still store K/V ('all') or skip it too ('chosen'). */
   head_kv: HeadKvMode | null;
+  /** What the head predictors read (null: no head predictor). */
+  head_input: HeadInput | null;
   /** The KV cache's element type (WebGPU: --kv-cache; the CPU keeps f32). */
   kv_cache: 'f32' | 'f16';
   prompt_len: number;
@@ -95,7 +97,7 @@ export function benchTable(rows: BenchRow[]): string {
   if (gpu) header.push('GPU ms', 'dispatches');
   if (hf) header.push('HF ms/token', 'HF GB/s', 'HF/ours');
   const body = rows.map((r) => {
-    const heads = r.sparsity === 'dejavu' ? `, heads ${Number((r.head_density ?? NaN).toFixed(3))}${r.head_kv && r.head_kv !== 'all' ? ` kv ${r.head_kv}` : ''}` : '';
+    const heads = r.sparsity === 'dejavu' ? `, heads ${Number((r.head_density ?? NaN).toFixed(3))}${r.head_kv && r.head_kv !== 'all' ? ` kv ${r.head_kv}` : ''}${r.head_input === 'prev_attn_in' ? ' head-lookahead' : ''}` : '';
     const sp = r.sparsity === 'dense' ? 'dense' : `mlp ${Number((r.mlp_density ?? NaN).toFixed(3))}${heads}${r.selector === 'fixed' ? ' fixed' : r.selection === 'block' ? ' block' : ''}${r.predictor_input === 'attn_in' ? ' lookahead' : ''}`;
     const cells = [r.shape, r.backend, sp, fmt(r.prefill_ms, 1), fmt(r.ms_per_token, 3), fmt(r.ms_per_token_readback, 3), fmt(r.tokens_per_s, 1),
       fmt(r.bytes_per_token / 1e6, 1), fmt(r.gbps, 1), fmt(r.floor_ms, 3), fmt(r.pct_of_floor, 1)];

@@ -11,7 +11,7 @@ import type { DecodeProfile } from '../backend/webgpu/runner.js';
 import { loadModel, type Model } from '../engine/model.js';
 import type { OptConfig } from '../model/config.js';
 import type { Checkpoint } from '../model/checkpoint.js';
-import { headKvMode, meanHeadDensity, meanMlpDensity, type HeadKvMode, type PredictorInput, type SparsityPolicy } from '../sparsity/policy.js';
+import { headKvMode, meanHeadDensity, meanMlpDensity, type HeadInput, type HeadKvMode, type PredictorInput, type SparsityPolicy } from '../sparsity/policy.js';
 import { DejavuError, fail } from '../util/errors.js';
 import { bandwidthLine, measureGpuBandwidth, measureMemcpyBandwidth, type Bandwidth } from './bandwidth.js';
 import { timeDecode } from './decode.js';
@@ -43,6 +43,10 @@ export interface BenchOptions {
   headKv?: HeadKvMode;
   /** With dejavu: a row for each of these K/V modes (default [headKv]): an A/B in one process. */
   headKvs?: HeadKvMode[];
+  /** With dejavu, synthetic predictors: what the head predictors read (policy.ts, HeadInput; default attn_in). */
+  headInput?: HeadInput;
+  /** With dejavu: a row for each of these head inputs (default [headInput]). */
+  headInputs?: HeadInput[];
   /** How predictors pick neurons (src/sparsity/predictors-io.ts Selection); synthetic predictors: auto = block. */
   selection?: 'auto' | 'block' | 'topk';
   /** What synthetic predictors read (default attn_in: DejaVu's lookahead); trained ones keep theirs. */
@@ -212,10 +216,11 @@ export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
       measuring: for (const mode of o.sparsity as SparsityMode[]) {
         const why = shapes.length && mode !== 'dense' ? doesNotFit(t.config, t.name, mode, gpu!, o) : null;
         if (why) { o.log(`skipped: ${why}`); continue; }
-        for (const headKv of mode === 'dejavu' && o.headKvs?.length ? o.headKvs : [o.headKv]) {
+        const dejavu = mode === 'dejavu';
+        for (const headInput of dejavu && o.headInputs?.length ? o.headInputs : [o.headInput]) for (const headKv of dejavu && o.headKvs?.length ? o.headKvs : [o.headKv]) {
           let row: BenchRow | null;
           try {
-            row = await measure(t, opened, mode, { ...o, headKv }, bw, adapter, backend);
+            row = await measure(t, opened, mode, { ...o, headKv, headInput }, bw, adapter, backend);
           } catch (e) {
             // A configuration that fails on the device (a lost device: out of memory mid-run) is
             // skipped, and the rows already measured are still reported.
@@ -246,7 +251,9 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: Sparsity
     else policy = syntheticPredictorPolicy(c, o.mlpDensity ?? DEFAULT_DENSITY, { selection: o.selection === 'topk' ? 'topk' : 'block', input: o.predictorInput });
   }
   // dejavu: the MLP's sparsity plus sparse heads at --head-density (DejaVu's attention half).
-  if (mode === 'dejavu' && !(o.predictors && model)) policy = { ...policy!, heads: syntheticHeads(c, o.headDensity, { oracle: o.oracle, kv: o.headKv }) };
+  if (mode === 'dejavu' && !(o.predictors && model)) {
+    policy = { ...policy!, heads: syntheticHeads(c, o.headDensity, { oracle: o.oracle, kv: o.headKv }), ...(o.headInput && !o.oracle ? { headInput: o.headInput } : {}) };
+  }
   const headDensity = policy?.heads ? meanHeadDensity(policy, c.heads) : null;
   const headSel = policy?.heads?.find((h) => h)?.selector;
   const headRank = headSel?.kind === 'predictor' ? headSel.predictor.rank : null;
@@ -285,7 +292,7 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: Sparsity
     predictor_input: sel?.kind === 'predictor' ? policy!.input : null,
     mlp_density: density,
     predictor_rank: sel?.kind === 'predictor' ? sel.predictor.rank : null,
-    head_density: headDensity, head_rank: headRank, head_kv: headKv,
+    head_density: headDensity, head_rank: headRank, head_kv: headKv, head_input: headRank !== null ? policy!.headInput ?? 'attn_in' : null,
     kv_cache: backend === 'webgpu' ? o.kvCache ?? 'f32' : 'f32',
     prompt_len: o.promptLen, gen: o.gen,
     prefill_ms: timing.prefillMs, ms_per_token: timing.msPerToken, median_ms: timing.medianMs, min_ms: timing.minMs,

@@ -13,7 +13,7 @@ import { calibrateBlock, type BlockCalibration } from '../sparsity/calibrate-blo
 import { collect, loadHeadNorms, loadLayer, loadMass, readMeta, type CollectionMeta } from '../sparsity/collect.js';
 import { calibrateHeads, fitHeadPredictor, headRankStats, type HeadCalibration, type HeadLabel } from '../sparsity/head-fit.js';
 import { predictScores } from '../sparsity/predict.js';
-import type { LowRankPredictor, PredictorInput } from '../sparsity/policy.js';
+import { parseHeadInput, type HeadInput, type LowRankPredictor, type PredictorInput } from '../sparsity/policy.js';
 import type { ManifestHeads, PredictorManifest } from '../sparsity/predictors-io.js';
 import { savePredictors } from '../sparsity/predictors-save.js';
 import { pickTrainEngine, trainPredictor, type TrainEngine } from '../sparsity/train.js';
@@ -25,7 +25,7 @@ import { action, floatArg, intArg } from './common.js';
 interface Opts {
   model: string; data: string; out: string; tokens: number; rank: number; targetRecall: number; input: string;
   backend: string; epochs: number; window?: number; work?: string; maxDensity: number; batch: number; lr?: number; init: string;
-  heads?: boolean; headRank?: number; headTarget: number; headLabel: string;
+  heads?: boolean; headRank?: number; headTarget: number; headLabel: string; headInput: string;
 }
 
 /** AdamW learning rates: from noise, and for fine-tuning the low-rank fc1 (a larger step undoes it: see below). */
@@ -103,13 +103,18 @@ interface HeadResult { cal: HeadCalibration; predictor: LowRankPredictor; second
 /** The head predictors' rank: --head-rank, at most (and by default) the number of heads. */
 const headRankOf = (o: Opts, H: number): number => Math.min(o.headRank ?? H, H);
 
-/** Per layer: the head predictor fitted on the training rows, calibrated on the validation rows. */
-function fitHeads(dir: string, meta: CollectionMeta, H: number, o: Opts): HeadResult[] {
+/**
+ * Per layer: the head predictor fitted on the training rows, calibrated on the validation rows. With
+ * the lookahead input (prev_attn_in) layer l >= 1 reads layer l − 1's attention input of the same
+ * token (the collection's rows line up across layers), layer 0 its own.
+ */
+function fitHeads(dir: string, meta: CollectionMeta, H: number, o: Opts, input: HeadInput): HeadResult[] {
   const { d } = meta, rank = headRankOf(o, H);
   const out: HeadResult[] = [];
   for (let l = 0; l < meta.layers; l++) {
     const t0 = performance.now();
-    const train = loadLayer(dir, meta, l, 'train', 'attn_in'), val = loadLayer(dir, meta, l, 'val', 'attn_in');
+    const src = input === 'prev_attn_in' && l > 0 ? l - 1 : l;
+    const train = loadLayer(dir, meta, src, 'train', 'attn_in'), val = loadLayer(dir, meta, src, 'val', 'attn_in');
     const predictor = fitHeadPredictor(train.x, loadHeadNorms(dir, meta, l, 'train'), train.rows, d, H, rank, { label: o.headLabel as HeadLabel });
     const scores = new Float32Array(val.rows * H);
     for (let t = 0; t < val.rows; t++) scores.set(predictScores(predictor, val.x.subarray(t * d, (t + 1) * d), d), t * H);
@@ -127,7 +132,7 @@ function headTable(res: HeadResult[], H: number, o: Opts): string {
   const fmt = (r: string[]) => r.map((s, i) => (i === r.length - 1 ? s : s.padStart(w[i]))).join('  ');
   const sparse = res.filter((r) => !r.cal.dense);
   const mean = sparse.length ? sparse.reduce((a, r) => a + r.cal.k / H, 0) / sparse.length : NaN;
-  return [fmt(head), ...rows.map(fmt), `head predictors: input attn_in, rank ${headRankOf(o, H)}, target norm share ${o.headTarget}; mean head density over ${sparse.length} sparse layers ${pct(mean)}`].join('\n');
+  return [fmt(head), ...rows.map(fmt), `head predictors: input ${o.headInput}, rank ${headRankOf(o, H)}, target norm share ${o.headTarget}; mean head density over ${sparse.length} sparse layers ${pct(mean)}`].join('\n');
 }
 
 const pct = (x: number) => (Number.isFinite(x) ? (x * 100).toFixed(1) + '%' : '-');
@@ -188,11 +193,13 @@ export function register(program: Command): void {
     .option('--heads', 'also fit head predictors (attention input -> one score per head, fitted to each head\'s contribution ‖W_o,h o_h‖) and calibrate k per layer')
     .option('--head-rank <r>', 'head predictor rank (default: the number of heads, i.e. full)', intArg('--head-rank', 1))
     .option('--head-label <what>', 'what head predictors fit: share (each head\'s share of the token\'s head contributions ‖W_o,h o_h‖) | lognorm (the log of its contribution)', 'share')
+    .option('--head-input <which>', 'what head predictors read: attn_in (the layer\'s own attention input) | prev_attn_in (the layer before\'s: DejaVu\'s lookahead, scores known a layer early; layer 0 reads its own)', 'attn_in')
     .option('--head-target <x>', 'mean share of the heads\' contributions ‖W_o,h o_h‖ the chosen heads must keep (sets k per layer)', floatArg('--head-target', 0, 1), 0.9);
   cmd.action(action(async (o: Opts) => {
     if (!['attn_in', 'mlp_in', 'both'].includes(o.input)) fail(`--input must be attn_in, mlp_in or both (got ${o.input})`);
     if (!['lowrank', 'random'].includes(o.init)) fail(`--init must be lowrank or random (got ${o.init})`);
     if (!['share', 'lognorm'].includes(o.headLabel)) fail(`--head-label must be share or lognorm (got ${o.headLabel})`);
+    const headInput = parseHeadInput(o.headInput);
     // No --epochs: keep fc1's low-rank approximation as it is (BCE fine-tuning lowered its recall, see the note above); 15 from noise.
     if ((o as { epochs?: number }).epochs === undefined) o.epochs = o.init === 'lowrank' ? 0 : 15;
     if (o.epochs === 0 && o.init === 'random') fail('--epochs 0 keeps the initial weights: it needs --init lowrank');
@@ -214,9 +221,9 @@ export function register(program: Command): void {
       } finally { close(); }
       const res = results.get(saved)!;
       const H = ck.config.heads;
-      const heads = o.heads ? fitHeads(dir, meta, H, o) : null;
+      const heads = o.heads ? fitHeads(dir, meta, H, o, headInput) : null;
       const headsSection: ManifestHeads | undefined = heads ? {
-        rank: headRankOf(o, H), heads: H, target_mass: o.headTarget,
+        rank: headRankOf(o, H), heads: H, target_mass: o.headTarget, ...(headInput !== 'attn_in' ? { input: headInput } : {}),
         layers: heads.map(({ cal: c }) => ({ layer: c.layer, dense: c.dense, k: c.k, mass_recall: c.mass_recall, oracle_mass: c.oracle_mass, recall: c.recall })),
       } : undefined;
       const manifest: PredictorManifest = {

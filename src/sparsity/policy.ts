@@ -117,8 +117,30 @@ export const headKvMode = (hp: HeadLayerPolicy): HeadKvMode => (hp.kv !== 'chose
 /** Whether a layer's unchosen heads skip their K/V too (HeadLayerPolicy.kv = 'chosen'). */
 export const headKvChosen = (hp: HeadLayerPolicy): boolean => hp.kv === 'chosen';
 
+/**
+ * Which activation the head predictors read:
+ * - 'attn_in' (default): the layer's own attention input; the scores are a dependent step right before
+ *   the layer's q/k/v (WebGPU: a GEMV dispatch of its own a layer).
+ * - 'prev_attn_in': DejaVu's lookahead for heads (DESIGN.md item 7): layer l >= 1 reads layer l − 1's
+ *   attention input (layer 0, with none before it, reads its own), so the scores are known a layer
+ *   early. On WebGPU they ride the previous layer's qkv GEMV as extra rows (gemv.ts, HNEXT): no
+ *   dispatch of their own. The predictors must be fitted on that input (train-predictors --head-input).
+ */
+export type HeadInput = 'attn_in' | 'prev_attn_in';
+
+/** A --head-input value, checked. */
+export function parseHeadInput(s: string): HeadInput {
+  if (s !== 'attn_in' && s !== 'prev_attn_in') fail(`--head-input must be attn_in or prev_attn_in (got ${s})`);
+  return s;
+}
+
+/** Whether layer l's head predictor reads the layer before's attention input (HeadInput 'prev_attn_in'). */
+export const headReadsPrev = (p: SparsityPolicy | null, l: number): boolean => l > 0 && p?.headInput === 'prev_attn_in';
+
 export interface SparsityPolicy {
   input: PredictorInput;
+  /** What the head predictors read (default 'attn_in'). */
+  headInput?: HeadInput;
   mlp: (MlpLayerPolicy | null)[];   // (L): null runs that layer's MLP dense
   /** (L) or absent: null runs that layer's attention dense. */
   heads?: (HeadLayerPolicy | null)[];
@@ -153,6 +175,7 @@ export function meanMlpDensity(policy: SparsityPolicy, ffn: number): number {
 export function checkHeadsPolicy(policy: SparsityPolicy, layers: number, H: number, d: number): void {
   const hs = policy.heads;
   if (!hs) return;
+  if (policy.headInput !== undefined && policy.headInput !== 'attn_in' && policy.headInput !== 'prev_attn_in') fail(`heads input must be 'attn_in' or 'prev_attn_in', got ${String(policy.headInput)}`);
   if (hs.length !== layers) fail(`sparsity policy has ${hs.length} head layers, the model has ${layers}`);
   hs.forEach((hp, l) => {
     if (!hp) return;

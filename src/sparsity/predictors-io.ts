@@ -14,7 +14,7 @@ import { readSafetensorsHeader, readTensor } from '../model/safetensors.js';
 import { readText, type FileSource } from '../model/source.js';
 import { DejavuError, fail } from '../util/errors.js';
 import { roundK } from './calibrate.js';
-import { BLOCK_SIZE, blockSlots, headKvFields, parseHeadKv, type HeadKvMode, type HeadLayerPolicy, type LowRankPredictor, type MlpLayerPolicy, type PredictorInput, type SparsityPolicy } from './policy.js';
+import { BLOCK_SIZE, blockSlots, headKvFields, parseHeadKv, type HeadInput, type HeadKvMode, type HeadLayerPolicy, type LowRankPredictor, type MlpLayerPolicy, type PredictorInput, type SparsityPolicy } from './policy.js';
 
 export const MANIFEST = 'manifest.json';
 export const WEIGHTS = 'predictors.safetensors';
@@ -48,6 +48,8 @@ export interface ManifestHeads {
   heads: number;            // H
   /** Mean share of the heads' contributions ‖W_o,h o_h‖ the calibrated k must keep. */
   target_mass: number;
+  /** What they read (policy.ts, HeadInput); absent: 'attn_in', as in sets made before the lookahead. */
+  input?: HeadInput;
   layers: ManifestHeadLayer[];
 }
 
@@ -108,6 +110,7 @@ function checkManifest(m: PredictorManifest, where: string, layers: number): voi
   const h = m.heads;
   if (h === undefined) return;
   if (!(h && Number.isInteger(h.rank) && h.rank >= 1 && Number.isInteger(h.heads) && h.heads >= 1 && Array.isArray(h.layers) && h.layers.length === layers)) fail(`${where}: the heads section is malformed`);
+  if (h.input !== undefined && h.input !== 'attn_in' && h.input !== 'prev_attn_in') fail(`${where}: the heads section's input must be attn_in or prev_attn_in`);
   h.layers.forEach((L, i) => {
     if (!(L && L.layer === i && typeof L.dense === 'boolean' && Number.isInteger(L.k) && L.k >= 1 && L.k <= h.heads)) fail(`${where}: head layer entry ${i} is malformed`);
   });
@@ -175,7 +178,8 @@ async function readPredictors(src: FileSource, ck: Checkpoint): Promise<Predicto
         if (!['auto', 'block', 'topk'].includes(sel)) fail(`--selection must be auto, block or topk (got ${sel})`);
         if (parts.length === 0 || parts.some((p) => p !== 'mlp' && p !== 'heads')) fail(`--sparse must list mlp and/or heads (got ${parts.join(',') || 'nothing'})`);
         const heads = parts.includes('heads') ? headPolicies(o) : undefined;
-        if (!parts.includes('mlp')) return { input: manifest.input, mlp: manifest.layers.map(() => null), heads };
+        const headInput = heads && mh!.input ? { headInput: mh!.input } : {};
+        if (!parts.includes('mlp')) return { input: manifest.input, ...headInput, mlp: manifest.layers.map(() => null), heads };
         const sparse = manifest.layers.filter((L) => !L.dense);
         const calibrated = sparse.every((L) => L.block);
         if (sel === 'block' && d === undefined && !calibrated) fail(`predictors in ${dir} have no block-rule calibration (trained before it existed): retrain them, or use --selection topk or --mlp-density`);
@@ -187,7 +191,7 @@ async function readPredictors(src: FileSource, ck: Checkpoint): Promise<Predicto
           const rule = d === undefined ? { cap: L.block!.cap, tau: L.block!.tau } : { cap: Math.min(BLOCK_SIZE, Math.ceil(d * BLOCK_SIZE)), tau: null };
           return { k: blockSlots(c.ffn, rule.cap), density: d === undefined ? L.block!.density : undefined, selector: { kind: 'predictor', predictor: p, block: rule } };
         });
-        return { input: manifest.input, mlp, ...(heads ? { heads } : {}) };
+        return { input: manifest.input, ...headInput, mlp, ...(heads ? { heads } : {}) };
       },
     };
 

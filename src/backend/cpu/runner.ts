@@ -3,7 +3,7 @@ import { OPT_POSITION_OFFSET } from '../../model/config.js';
 import { toF32, type Tensor } from '../../model/tensor.js';
 import type { OptWeights } from '../../model/weights.js';
 import { fail } from '../../util/errors.js';
-import { BLOCK_SIZE, checkHeadsPolicy, headKvChosen, type HeadLayerPolicy, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
+import { BLOCK_SIZE, checkHeadsPolicy, headKvChosen, headReadsPrev, type HeadLayerPolicy, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
 import { predictScores } from '../../sparsity/predict.js';
 import type { ForwardOptions, Runner, TracePoint } from '../types.js';
 import { headAttention, headContribNorms, headOutGram, selectHeads } from './heads.js';
@@ -145,6 +145,7 @@ export class CpuRunner implements Runner {
     }
 
     const headNorm = trace && want.has('head_norm') ? new Float32Array(T * c.heads) : undefined;
+    let prevH: Float32Array | null = null;   // the layer before's attention input (the head lookahead reads it)
     for (let l = 0; l < c.layers; l++) {
       const L = this.layers[l];
       // Attention block
@@ -153,7 +154,7 @@ export class CpuRunner implements Runner {
       const hp = T === 1 ? this.policy?.heads?.[l] ?? null : null;
       let o: Float32Array;
       if (hp) {
-        o = this.sparseHeads(hp, l, h);
+        o = this.sparseHeads(hp, l, h, headReadsPrev(this.policy, l) ? prevH! : h);
         if (headNorm) for (let g = 0; g < c.heads; g++) headNorm[g] = Math.hypot(...o.subarray(g * c.headDim, (g + 1) * c.headDim));
       } else {
         const qkv = linear(h, T, L.qkvW, L.qkvB, d, 3 * d);
@@ -168,6 +169,7 @@ export class CpuRunner implements Runner {
         L.skip?.fill(0, this.pos * c.heads, (this.pos + T) * c.heads);
         o = attention(q, T, this.pos, L.kCache, L.vCache, c.heads, c.headDim, undefined, headNorm);
       }
+      prevH = h;
       if (headNorm) emit(l, 'head_norm', headNorm);
       emit(l, 'attn_out', o);
       addInPlace(x, linear(o, T, L.oW, L.oB, d, d));
@@ -212,13 +214,14 @@ export class CpuRunner implements Runner {
   /**
    * Attention of one decode token with sparse heads (HeadLayerPolicy): the chosen heads' q, k, v rows
    * only, their K/V stored, the others marked skipped at this position. Returns o (d), zeros outside
-   * the chosen heads. h is the attention input (LN(x)); heads predictors read it.
+   * the chosen heads. h is the attention input (LN(x)); the head predictor reads predIn (h, or with
+   * the head lookahead the layer before's attention input: policy.ts, HeadInput).
    */
-  private sparseHeads(hp: HeadLayerPolicy, l: number, h: Float32Array): Float32Array {
+  private sparseHeads(hp: HeadLayerPolicy, l: number, h: Float32Array, predIn: Float32Array): Float32Array {
     const c = this.config, d = c.hidden, H = c.heads, hd = c.headDim, L = this.layers[l], s = hp.selector;
     const kvAll = !headKvChosen(hp), win = hp.kvWindow ?? 0;
     if (s.kind === 'oracle') return this.oracleHeads(hp.k, l, h, kvAll, win);
-    const heads = s.kind === 'fixed' ? Uint32Array.from(s.heads).sort() : selectHeads(predictScores(s.predictor, h, d), hp.k);
+    const heads = s.kind === 'fixed' ? Uint32Array.from(s.heads).sort() : selectHeads(predictScores(s.predictor, predIn, d), hp.k);
     const q = new Float32Array(d), at = this.pos * d;
     L.skip!.fill(kvAll ? 0 : 1, this.pos * H, (this.pos + 1) * H);
     // With a completion window every head's K/V is stored and the unchosen ones marked (policy.ts, kvWindow).

@@ -116,6 +116,13 @@ export interface LinearArgs {
      */
     pred?: GpuMatrix;
     /**
+     * DejaVu's lookahead for heads (with ln): the next layer's head predictor W (H, d), reading this
+     * layer's LN(x), computed in the same dispatch as rows [3d + r, 3d + r + H) (r: pred's rows, or
+     * 0), its scores written to `out` (H floats) instead of y; ln.c then holds c1 and c2 over all
+     * those rows. Only where canFuseHeadsNext (gemv.ts, HNEXT).
+     */
+    hnext?: { W: GpuMatrix; out: GPUBuffer };
+    /**
      * Sparse heads (gemv.ts, HEADS): the H head scores (the top k run), where to write the chosen
      * list hl and the skip record, and the head dim; workgroups of unchosen heads' rows return at once.
      * Only where headsFit(W, hd, H) says the rows and the bindings allow it.
@@ -279,10 +286,13 @@ export class Kernels {
     const pred = kv?.pred ?? null;
     // The lazy form's two-input loop exists in the several-rows-a-thread form only.
     const shape = kv?.heads?.lazy ? lazyShape(a.shape, this.gemvRowsPerThread) : a.shape;
-    if (pred && !(ln && this.canFusePredictor(a.W, pred, shape))) throw new Error('linear: the lookahead predictor rides a folded, one-part qkv GEMV whose rows fill whole workgroups');
-    const rows = a.W.rows + (pred?.rows ?? 0);
+    const hnext = kv?.hnext ?? null;
+    if (pred && !(ln && this.canFusePredictor(a.W, pred, shape, hnext?.W))) throw new Error('linear: the lookahead predictor rides a folded, one-part qkv GEMV whose rows fill whole workgroups');
     const heads = kv?.heads ?? null;
-    if (heads && !this.headsFit(a.W, heads.hd, heads.H, pred ?? undefined, a.shape, !!heads.lazy)) throw new Error('linear: sparse heads need each workgroup\'s rows inside one head');
+    if (hnext && !(ln && this.canFuseHeadsNext(a.W, hnext.W, pred ?? undefined, shape, heads ? (heads.lazy ? 'lazy' : 'heads') : 'none'))) throw new Error('linear: the next layer\'s head scores ride a folded, one-part qkv GEMV whose rows fill whole workgroups, with two storage bindings to spare');
+    const extra = (pred?.rows ?? 0) + (hnext?.W.rows ?? 0);
+    const rows = a.W.rows + extra;
+    if (heads && !this.headsFit(a.W, heads.hd, heads.H, pred ?? undefined, a.shape, !!heads.lazy, hnext?.W)) throw new Error('linear: sparse heads need each workgroup\'s rows inside one head');
     if (heads?.lazy && (heads.kvAll || ln?.out || a.inOff !== undefined || a.W.cols % 4 !== 0)) throw new Error('linear: lazy K/V completion needs kv chosen, x from 0 and a width that is a multiple of 4');
     const out: Dispatch[] = [];
     for (const p of a.W.parts) {
@@ -294,14 +304,15 @@ export class Kernels {
       if (pred) ent.push([13, pred.parts[0].buffer]);
       if (heads) ent.push([14, heads.scores], [15, heads.hl], [16, heads.skip]);
       if (heads?.lazy) ent.push([17, heads.lazy.xPrev]);
+      if (hnext) ent.push([18, hnext.W.parts[0].buffer], [19, hnext.out]);
       switch (a.T === 1 ? 'gemv' : 'matmul') {
         case 'gemv': {
-          const o: GemvOpts = { ...this.gemvForm(K4, rows, shape), ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out, pred: !!pred,
+          const o: GemvOpts = { ...this.gemvForm(K4, rows, shape), ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out, pred: !!pred, hnext: hnext ? pred?.rows ?? 0 : undefined,
             heads: heads ? { hd: heads.hd, H: heads.H, k: heads.k, kvAll: heads.kvAll, lazy: heads.lazy ? (heads.lazy.complete ? 'complete' : heads.lazy.odd ? 'odd' : 'even') : undefined } : undefined };
           // The folded LayerNorm reads γ (K floats, from 0) as vec4 alongside x: whole vec4s only.
           o.xv4 = o.wide && inOff % 4 === 0 && inStride % 4 === 0 && (!ln || K % 4 === 0);
           const key = gemvKey(this.feats, o);
-          const pRows = p.rows + (pred?.rows ?? 0);
+          const pRows = p.rows + extra;
           const [x, y] = grid(ceilDiv(pRows, o.rows * (o.rpt ?? 1)));
           out.push(this.dispatch(key, this.pipeline(key, () => gemvWgsl(this.feats, o)),
             [pRows, K, K4, p.row0, pRows, inStride, inOff, outStride, outOff + p.row0, 0, x, ln ? f32bits(ln.eps) : 0, rows, kv ? a.W.rows / 3 : 0], ent, [x, y, a.T], own));
@@ -346,12 +357,27 @@ export class Kernels {
    * Whether predictor A (r, d) can ride qkv's decode GEMV (LinearArgs.kv.pred): both in one part,
    * the same padded width, and qkv's rows whole workgroups of the shape the combined GEMV takes.
    */
-  canFusePredictor(qkv: GpuMatrix, A: GpuMatrix, shape?: LinearArgs['shape']): boolean {
+  canFusePredictor(qkv: GpuMatrix, A: GpuMatrix, shape?: LinearArgs['shape'], hnext?: GpuMatrix): boolean {
     // The fused kernels bind 9 (GEMV) and 10 (block-select with the LayerNorm) storage buffers.
     if (this.gpu.limits.maxStorageBuffersPerShaderStage < 10) return false;
     if (qkv.parts.length !== 1 || A.parts.length !== 1 || A.cols !== qkv.cols || A.colsP !== qkv.colsP) return false;
-    const o = this.gemvForm(qkv.colsP / 4, qkv.rows + A.rows, shape);
+    const o = this.gemvForm(qkv.colsP / 4, qkv.rows + A.rows + (hnext?.rows ?? 0), shape);
     return qkv.rows % (o.rows * o.rpt) === 0;
+  }
+
+  /**
+   * Whether the qkv decode GEMV (3d, d; with A's rows when `pred`) can also compute the next layer's
+   * head scores (gemv.ts, HNEXT): one part each, the same width, 3d + r a multiple of the rows a
+   * workgroup, and two storage bindings more than the GEMV's other choices take (8 for the folded
+   * qkv with its K/V store, A 1, sparse heads 3, lazy completion 1).
+   */
+  canFuseHeadsNext(qkv: GpuMatrix, Wh: GpuMatrix, pred: GpuMatrix | undefined, shape: LinearArgs['shape'] | undefined, heads: 'none' | 'heads' | 'lazy'): boolean {
+    const need = 8 + (pred ? 1 : 0) + (heads === 'none' ? 0 : heads === 'heads' ? 3 : 4) + 2;
+    if (this.gpu.limits.maxStorageBuffersPerShaderStage < need) return false;
+    if (qkv.parts.length !== 1 || Wh.parts.length !== 1 || Wh.cols !== qkv.cols || Wh.colsP !== qkv.colsP) return false;
+    if (pred && (pred.cols !== qkv.cols || pred.colsP !== qkv.colsP || pred.parts.length !== 1)) return false;
+    const o = this.gemvForm(qkv.colsP / 4, qkv.rows + (pred?.rows ?? 0) + Wh.rows, heads === 'lazy' ? lazyShape(shape, this.gemvRowsPerThread) : shape);
+    return (qkv.rows + (pred?.rows ?? 0)) % (o.rows * o.rpt) === 0;
   }
 
   /**
@@ -360,10 +386,10 @@ export class Kernels {
    * multiple of the rows a workgroup and every part starting on such a boundary; a thread a head; and
    * three storage bindings to spare (12 with the folded LayerNorm and the lookahead's A).
    */
-  headsFit(qkv: GpuMatrix, hd: number, H: number, pred?: GpuMatrix, shape?: LinearArgs['shape'], lazy = false): boolean {
+  headsFit(qkv: GpuMatrix, hd: number, H: number, pred?: GpuMatrix, shape?: LinearArgs['shape'], lazy = false, hnext?: GpuMatrix): boolean {
     if (this.gpu.limits.maxStorageBuffersPerShaderStage < (lazy ? 13 : 12)) return false;
     if (lazy && !((qkv.colsP / 4) % 2 === 0 && qkv.cols % 4 === 0)) return false;
-    const o = this.gemvForm(qkv.colsP / 4, qkv.rows + (pred?.rows ?? 0), lazy ? lazyShape(shape, this.gemvRowsPerThread) : shape), rp = o.rows * o.rpt;
+    const o = this.gemvForm(qkv.colsP / 4, qkv.rows + (pred?.rows ?? 0) + (hnext?.rows ?? 0), lazy ? lazyShape(shape, this.gemvRowsPerThread) : shape), rp = o.rows * o.rpt;
     return H <= o.rows * o.tpr && hd % rp === 0 && qkv.parts.every((p) => p.row0 % rp === 0);
   }
 

@@ -11,7 +11,7 @@ import type { OptConfig } from '../../model/config.js';
 import { OPT_POSITION_OFFSET } from '../../model/config.js';
 import { toF16Bits, toF32, type Tensor } from '../../model/tensor.js';
 import type { OptWeights } from '../../model/weights.js';
-import { BLOCK_SIZE, blockSlots, checkHeadsPolicy, headK, headKvChosen, headKvMode, type BlockRule, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
+import { BLOCK_SIZE, blockSlots, checkHeadsPolicy, headK, headKvChosen, headKvMode, headReadsPrev, type BlockRule, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
 import { floatsToHalves } from '../../util/f16.js';
 import { fail } from '../../util/errors.js';
 import type { ForwardOptions, Runner, TracePoint } from '../types.js';
@@ -72,6 +72,13 @@ interface HeadSparse {
   k: number; kvAll: boolean;                    // HeadLayerPolicy.kv: 'all' (every head stores K/V) or 'chosen'
   W: GpuMatrix | null; fold: GPUBuffer | null;   // (H, d) fp16; its LayerNorm constants (2H, c2 with the bias) when folding
   bias: GPUBuffer;                               // (H): the predictor's bias, or a fixed set's flags
+  uh: GPUBuffer;                                 // (H): the scores W makes (a layer each: the lookahead writes layer l + 1's during layer l)
+  /**
+   * The head lookahead (policy.ts, HeadInput 'prev_attn_in'; not layer 0): W reads the layer
+   * before's attention input, so its scores are made during that layer (fold: with that layer's
+   * LayerNorm), inside its qkv GEMV where that fits (qkvNextC; gemv.ts, HNEXT).
+   */
+  prev: boolean;
   skip: GPUBuffer;                               // (maxPos, H): 1 where the head did not run
   /**
    * DejaVu's lazy K/V completion (kv 'chosen', kvWindow 2; gemv.ts, LAZY): the heads with a hole
@@ -93,7 +100,7 @@ function layerK(lp: MlpLayerPolicy, f: number): number {
 /** What setSparsity builds for a policy: per-layer parts, their buffers, and the sparse MLP's scratch. */
 interface SparseState {
   policy: SparsityPolicy; sparse: (LayerSparse | null)[]; heads: (HeadSparse | null)[]; bufs: GPUBuffer[];
-  uh: GPUBuffer | null; hl: GPUBuffer | null;
+  hl: GPUBuffer | null; qkvNextC: (GPUBuffer | null)[];
   scores: GPUBuffer | null; u: GPUBuffer | null; sel: GPUBuffer | null; hsel: GPUBuffer | null;
   partial: GPUBuffer | null; partialFloats: number; chosen: GPUBuffer | null; zeroB1: GPUBuffer | null;
 }
@@ -253,7 +260,13 @@ class GpuRunner implements WebGpuRunner {
   private sparse: (LayerSparse | null)[] = [];
   /** Sparse heads per layer, and their shared scratch: the head scores (H), the chosen heads (k). */
   private heads: (HeadSparse | null)[] = [];
-  private uh: GPUBuffer | null = null; private hl: GPUBuffer | null = null;
+  private hl: GPUBuffer | null = null;
+  /**
+   * Per layer l, where layer l + 1's head scores ride layer l's qkv GEMV (gemv.ts, HNEXT): that GEMV's
+   * LayerNorm constants over qkv's 3d rows, the lookahead MLP predictor's r (if it rides too) and the
+   * H head rows (c1 of each, then c2 of each); null where the scores get a dispatch of their own.
+   */
+  private qkvNextC: (GPUBuffer | null)[] = [];
   private policy: SparsityPolicy | null = null;
   private plans = new Map<string, Plan>();
   private buffers: GPUBuffer[] = [];
@@ -420,15 +433,16 @@ class GpuRunner implements WebGpuRunner {
   private takeSparse(): SparseState | null {
     if (!this.policy) return null;
     const s: SparseState = { policy: this.policy, sparse: this.sparse, heads: this.heads, bufs: this.sparseBufs, scores: this.scores, u: this.u, sel: this.sel,
-      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, uh: this.uh, hl: this.hl };
+      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, hl: this.hl, qkvNextC: this.qkvNextC };
     this.policy = null; this.sparse = []; this.heads = []; this.sparseBufs = []; this.partialFloats = 0;
-    this.scores = this.u = this.sel = this.hsel = this.partial = this.chosen = this.zeroB1 = this.uh = this.hl = null;
+    this.scores = this.u = this.sel = this.hsel = this.partial = this.chosen = this.zeroB1 = this.hl = null;
+    this.qkvNextC = [];
     return s;
   }
 
   private putSparse(s: SparseState): void {
     ({ policy: this.policy, sparse: this.sparse, heads: this.heads, bufs: this.sparseBufs, scores: this.scores, u: this.u, sel: this.sel,
-      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, uh: this.uh, hl: this.hl } = s);
+      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, hl: this.hl, qkvNextC: this.qkvNextC } = s);
   }
 
   setSparsity(policy: SparsityPolicy | null): void {
@@ -524,6 +538,7 @@ class GpuRunner implements WebGpuRunner {
       return out;
     });
     this.buildHeads(policy, sb, ds, own);
+    this.buildQkvNext(sb, copies);
     const T = Math.min(TCAP, c.maxPositions);
     this.scores = sb(T * f * 4, 'scores'); this.u = sb(T * rMax * 4, 'pred_u');
     this.sel = sb(T * kMax * 4, 'sel'); this.hsel = sb(T * kMax * 4, 'h_sel');
@@ -603,7 +618,8 @@ class GpuRunner implements WebGpuRunner {
       const bias = sb(H * 4, `${l}.head_pred.bias`);
       // kvWindow 1 completes every position at once: kv 'all'. 2 is the lazy form (gemv.ts, LAZY).
       const lazy = headKvMode(hp) === 'lazy';
-      const out: HeadSparse = { k, kvAll: !headKvChosen(hp) || hp.kvWindow === 1, W: null, fold: null, bias, skip, qkvMask: false, major: null,
+      const prev = headReadsPrev(policy, l) && s.kind === 'predictor';
+      const out: HeadSparse = { k, kvAll: !headKvChosen(hp) || hp.kvWindow === 1, W: null, fold: null, bias, uh: sb(H * 4, `${l}.head_scores`), prev, skip, qkvMask: false, major: null,
         lazy: lazy ? { holes: sb(H * 4, `${l}.head_holes`), xPrev: sb((d + 4) * 4, `${l}.head_x_prev`) } : null };
       const major = this.headOutMajor ? this.k.headMajor(L.o, c.headDim, own) : null;
       if (major) { out.major = major.buffer; this.sparseBufs.push(major.buffer); ds.push(...major.ds); }
@@ -621,8 +637,10 @@ class GpuRunner implements WebGpuRunner {
         this.sparseBufs.push(...out.W.parts.map((q) => q.buffer));
         this.k.device.queue.writeBuffer(bias, 0, p.bias as Float32Array<ArrayBuffer>);
         if (this.foldLn) {
+          // The lookahead's W reads the layer before's attention input: that layer's LayerNorm.
+          const LN = prev ? this.layers[l - 1] : L;
           out.fold = sb(2 * H * 4, `${l}.head_pred.ln_c`);
-          ds.push(...this.k.foldLayerNorm({ W: out.W, gamma: L.attnLnW, beta: L.attnLnB, bias, c: out.fold }, own));
+          ds.push(...this.k.foldLayerNorm({ W: out.W, gamma: LN.attnLnW, beta: LN.attnLnB, bias, c: out.fold }, own));
         }
       }
       const S = this.sparse[l];
@@ -632,8 +650,29 @@ class GpuRunner implements WebGpuRunner {
     });
     if (this.heads.some((h) => h)) {
       const kMax = Math.max(...this.heads.map((h) => h?.k ?? 1));
-      this.uh = sb(H * 4, 'head_scores'); this.hl = sb(kMax * 4, 'head_list');
+      this.hl = sb(kMax * 4, 'head_list');
     }
+  }
+
+  /**
+   * The head lookahead's seat in the qkv GEMV (gemv.ts, HNEXT): for each layer l whose next layer's
+   * head predictor reads layer l's input, with folded LayerNorms, and where the GEMV has the rows and
+   * bindings for it, the constants of qkv, A (when the MLP lookahead rides too) and the next layer's
+   * head rows, copied together after the folds run.
+   */
+  private buildQkvNext(sb: (bytes: number, label: string) => GPUBuffer, copies: [GPUBuffer, number, GPUBuffer, number, number][]): void {
+    const d = this.config.hidden, F = 4;
+    this.qkvNextC = this.layers.map((L, l) => {
+      const HN = this.heads[l + 1], HS = this.heads[l], S = this.sparse[l];
+      if (!this.foldLn || !HN?.prev || !HN.W || !HN.fold) return null;
+      const A = S?.look ? S.pred!.A : undefined, r = A?.rows ?? 0, H = HN.W.rows, n = 3 * d + r + H;
+      if (!this.k.canFuseHeadsNext(L.qkv, HN.W, A, undefined, !HS ? 'none' : HS.lazy ? 'lazy' : HS.qkvMask ? 'heads' : 'none')) return null;
+      const c = sb(2 * n * F, `${l}.qkv+next heads.ln_c`), q = L.qkvFold!.c;
+      copies.push([q, 0, c, 0, 3 * d * F], [q, 3 * d * F, c, n * F, 3 * d * F]);
+      if (A) copies.push([S!.pred!.fold!, 0, c, 3 * d * F, r * F], [S!.pred!.fold!, r * F, c, (n + 3 * d) * F, r * F]);
+      copies.push([HN.fold, 0, c, (3 * d + r) * F, H * F], [HN.fold, H * F, c, (n + 3 * d + r) * F, H * F]);
+      return c;
+    });
   }
 
   /** Forgets which heads skipped which positions (HeadLayerPolicy: a new policy starts from "every head ran"). */
@@ -695,10 +734,11 @@ class GpuRunner implements WebGpuRunner {
   private qkvArgs(l: number, T: number, x: GPUBuffer, fold: boolean, chooses: boolean, lazy: { odd: boolean; complete?: boolean }): LinearArgs {
     const c = this.config, L = this.layers[l], S = this.sparse[l] ?? null, HS = this.heads[l] ?? null;
     const look = fold && S?.look ? S.look : null;
-    const kv = T === 1 ? { step: this.step, k: L.k, v: L.v, pred: look ? S!.pred!.A : undefined,
+    const HN = this.heads[l + 1], nextC = T === 1 && fold ? this.qkvNextC[l] ?? null : null;
+    const kv = T === 1 ? { step: this.step, k: L.k, v: L.v, pred: look ? S!.pred!.A : undefined, hnext: nextC ? { W: HN!.W!, out: HN!.uh } : undefined,
       heads: chooses && HS ? { scores: this.headScores(HS), hl: this.hl!, skip: HS.lazy?.holes ?? HS.skip, hd: c.headDim, H: c.heads, k: HS.k, kvAll: HS.kvAll,
         lazy: HS.lazy ? { xPrev: HS.lazy.xPrev, ...lazy } : undefined } : undefined } : null;
-    return fold ? { W: L.qkv, x, y: this.qkv, T, ln: { gamma: L.attnLnW, c: look ? look.c : L.qkvFold!.c, eps: c.layerNormEps }, kv }
+    return fold ? { W: L.qkv, x, y: this.qkv, T, ln: { gamma: L.attnLnW, c: nextC ?? (look ? look.c : L.qkvFold!.c), eps: c.layerNormEps }, kv }
       : { W: L.qkv, x, y: this.qkv, T, bias: L.qkvB, kv };
   }
 
@@ -776,6 +816,10 @@ class GpuRunner implements WebGpuRunner {
       if (HS) this.chooseHeads(HS, l, fold ? this.x : attnIn, fold, !qkvChooses, own, add);
       const qkv = this.qkvArgs(l, T, fold ? this.x : attnIn, fold, qkvChooses, { odd });
       add(...K.linear(qkv, own));
+      // The head lookahead: the next layer's scores from this layer's input, in the qkv GEMV above
+      // where it has the seat (qkvNextC), else here, before out_proj changes the residual.
+      const HN = T === 1 ? this.heads[l + 1] : null;
+      if (HN?.prev && !qkv.kv?.hnext) add(...this.headScoreGemv(HN, L, fold ? this.x : attnIn, fold, own));
       if (look && !S!.block) this.predictB(S!, this.qkv, 3 * d, own, add);
       if (!qkv.kv) add(K.kvStore({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, d, T }, own));
       add(...K.attention({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, o: this.ao, hn: this.hn, H: c.heads, hd: c.headDim, T, maxPos: c.maxPositions,
@@ -853,12 +897,17 @@ class GpuRunner implements WebGpuRunner {
    */
   private chooseHeads(HS: HeadSparse, l: number, x: GPUBuffer, fold: boolean, select: boolean, own: GPUBuffer[], add: (...d: Dispatch[]) => void): void {
     const c = this.config, K = this.k, L = this.layers[l];
-    if (HS.W) add(...K.linear(fold ? { W: HS.W, x, y: this.uh!, T: 1, ln: { gamma: L.attnLnW, c: HS.fold!, eps: c.layerNormEps } } : { W: HS.W, x, y: this.uh!, T: 1, bias: HS.bias }, own));
+    if (HS.W && !HS.prev) add(...this.headScoreGemv(HS, L, x, fold, own));
     if (select) add(K.headSelect({ step: this.step, scores: this.headScores(HS), H: c.heads, k: HS.k, hl: this.hl!, skip: HS.skip, kvAll: HS.kvAll }, own));
   }
 
+  /** HS's scores from x, layer L's input (fold: the raw residual, L's LayerNorm constants in HS.fold). */
+  private headScoreGemv(HS: HeadSparse, L: GpuLayer, x: GPUBuffer, fold: boolean, own: GPUBuffer[]): Dispatch[] {
+    return this.k.linear(fold ? { W: HS.W!, x, y: HS.uh, T: 1, ln: { gamma: L.attnLnW, c: HS.fold!, eps: this.config.layerNormEps } } : { W: HS.W!, x, y: HS.uh, T: 1, bias: HS.bias }, own);
+  }
+
   /** Where a layer's head scores are: the predictor GEMV's output, or a fixed set's flags. */
-  private headScores(HS: HeadSparse): GPUBuffer { return HS.W ? this.uh! : HS.bias; }
+  private headScores(HS: HeadSparse): GPUBuffer { return HS.W ? HS.uh : HS.bias; }
 
   /**
    * scores = B (A x) + bias, then top-K into `sel` (DejaVu's low-rank predictor). With the block rule

@@ -54,6 +54,15 @@ import { headChoiceWgsl } from './head-select.js';
  * skip row marks the position). With kvAll (HeadLayerPolicy.kv 'all', the default) only q rows are
  * skipped: every head stores K/V and the skip row stays 0. The predictor rows (PRED) always run.
  *
+ * HNEXT (with KV and LN): DejaVu's lookahead for heads. The next layer's head predictor (H, d), fitted
+ * on this layer's attention input (policy.ts, HeadInput 'prev_attn_in'), reads the same LN(x) as
+ * qkv, so its scores ride this dispatch too: rows [3d + PR, 3d + PR + H) (PR = the lookahead MLP
+ * predictor's rows before them, or 0) are its rows, read from binding 18, and their values go to the
+ * next layer's score buffer (binding 19), not to y. The score GEMV was a dependent dispatch of its own
+ * in front of every sparse-heads layer's qkv GEMV (~8 µs a layer at OPT-6.7B on an H200, for 0.25 MB
+ * of weights). c (binding 7) holds c1 then c2 over all 3d + PR + H rows. As with PRED, workgroups
+ * hold rows of one matrix only (3d + PR a multiple of the rows a workgroup).
+ *
  * LAZY (HEADS with lazy: kv 'chosen' with kvWindow 2, DejaVu's lazy K/V completion): at an even
  * position p only the chosen heads' q, k and v rows run; workgroup 0 records the unchosen heads as
  * holes (binding 16: H u32, not the skip rows) and saves this layer's input (binding 17: x, or with
@@ -106,10 +115,12 @@ export interface GemvOpts {
    * that comes after an even decode step).
    */
   heads?: { hd: number; H: number; k: number; kvAll: boolean; lazy?: 'even' | 'odd' | 'complete' };
+  /** With kv and ln: rows from 3d + hnext on are the next layer's head predictor's (HNEXT above; hnext = PRED's rows, or 0). */
+  hnext?: number;
 }
 
 export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
-  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? 'out' : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}${o.heads.kvAll ? 'q' : ''}${o.heads.lazy ? `z${o.heads.lazy[0]}` : ''}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}`;
+  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? 'out' : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}${o.heads.kvAll ? 'q' : ''}${o.heads.lazy ? `z${o.heads.lazy[0]}` : ''}` : ''}${o.hnext !== undefined ? `_hn${o.hnext}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}`;
 }
 
 /** Uniform layout (u32 each). allRows: rows of the whole matrix (all parts; with pred, A's too), for ln's c2; kvD: kv's d. */
@@ -123,6 +134,7 @@ export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
   if (o.kv && (o.gather || o.resid)) throw new Error('gemv: the KV-cache store is for the dense qkv GEMV (no gather, no residual add)');
   if (o.lnOut && (!ln || o.kv || o.gather)) throw new Error('gemv: lnOut needs ln (and no kv or gather)');
   if (o.pred && !(o.kv && ln)) throw new Error('gemv: the lookahead predictor rows ride the folded qkv GEMV (kv and ln)');
+  if (o.hnext !== undefined && !(o.kv && ln)) throw new Error('gemv: the next layer\'s head scores ride the folded qkv GEMV (kv and ln)');
   if (o.heads && !o.kv) throw new Error('gemv: sparse heads are a form of the qkv GEMV (kv)');
   const P = o.rpt ?? 1;
   if (P > 1 && (!o.wide || o.gather)) throw new Error('gemv: several rows a thread is a form of the wide, non-gather GEMV');
@@ -206,6 +218,9 @@ struct P { rows: u32, K: u32, K4: u32, rowOff: u32, partRows: u32, inStride: u32
 @group(0) @binding(0) var<uniform> p: P;
 ${o.wide ? '@group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;' : weightDecl(f, 1, 'W')}
 ${o.pred ? (o.wide ? '@group(0) @binding(13) var<storage, read> WA: array<vec4<u32>>;' : weightDecl(f, 13, 'WA')) : ''}
+${o.hnext !== undefined ? `${o.wide ? '@group(0) @binding(18) var<storage, read> WH: array<vec4<u32>>;' : weightDecl(f, 18, 'WH')}
+@group(0) @binding(19) var<storage, read_write> hs: array<f32>;
+const HN0 = ${o.hnext}u;   // where the next layer's head rows start, after 3d` : ''}
 ${o.xv4 ? `@group(0) @binding(2) var<storage, read> xv: array<vec4<f32>>;
 fn xs(i: u32) -> f32 { return xv[i / 4u][i % 4u]; }
 fn x4(i: u32) -> vec4<f32> { return xv[i / 4u]; }` : `@group(0) @binding(2) var<storage, read> x: array<f32>;
@@ -275,6 +290,8 @@ fn headSkipped(g: u32, lid: u32) -> bool {
 // The epilogue of output row r (weight row wrow of this part) from its reduced sums.
 fn epi(t: u32, r: u32, wrow: u32, tot: RT) {
   ${epiValue}
+  ${o.hnext !== undefined ? `let hr = p.rowOff + wrow;
+  if (hr >= 3u * p.kvD + HN0) { hs[hr - 3u * p.kvD - HN0] = v; return; }   // the next layer's head score` : ''}
   let oi = t * p.outStride + p.outOff + r;
   ${o.resid ? 'y[oi] = y[oi] + v;' : 'y[oi] = v;'}
   ${o.kv ? `// The matrix row (q [0, d), k [d, 2d), v [2d, 3d)): K and V rows also go to the cache.
@@ -312,11 +329,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let xb = t * p.inStride + p.inOff;
   ${shiftCode}
   if (live) {
-${o.pred ? `    if (g * R >= 3u * p.kvD) {   // the lookahead predictor's rows (uniform: 3d is a multiple of R)
+${o.hnext !== undefined ? `    if (g * R >= 3u * p.kvD + HN0) {   // the next layer's head predictor's rows (uniform, as PRED's)
+${singleRowDot(o, sh, 'WH', '(wrow - 3u * p.kvD - HN0)')}
+    } else ` : '    '}${o.pred ? `if (g * R >= 3u * p.kvD) {   // the lookahead predictor's rows (uniform: 3d is a multiple of R)
 ${singleRowDot(o, sh, 'WA', '(wrow - 3u * p.kvD)')}
-    } else {
+    } else ` : ''}{
 ${singleRowDot(o, sh, 'W', 'wrow')}
-    }` : singleRowDot(o, sh, 'W', 'wrow')}
+    }
   }
   // The row's sum (subgroup size <= TPR: true of every driver seen).
   ${laneSumWgsl({ v: 'acc', lanes: 'TPR', lane: 'lane', sg, zero: 'RT(0.0)' })}
@@ -439,14 +458,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${each((i) => `var d${i} = 0.0;`, ' ')}
   var su = vec2<f32>(0.0);
   ${odd ? each((i) => `var e${i} = 0.0;`, ' ') : ''}
-  ${o.pred ? `if (g * RP >= 3u * p.kvD) {   // the lookahead predictor's rows (uniform: 3d is a multiple of RP)
+  ${o.hnext !== undefined ? `if (g * RP >= 3u * p.kvD + HN0) {   // the next layer's head predictor's rows (uniform, as PRED's)
+  ${loop('WH', ' - 3u * p.kvD - HN0')}
+  } else ` : ''}${o.pred ? `if (g * RP >= 3u * p.kvD) {   // the lookahead predictor's rows (uniform: 3d is a multiple of RP)
   ${loop('WA', ' - 3u * p.kvD')}
   } else ` : ''}${odd ? `if (mode == 2u) {
   ${loop('W', '', true)}
   } else ` : ''}{
   ${loop('W', '')}
   }
-  ${complete ? 'if (mode == 3u) { y[0] = 0.0; }   // never: keeps y in the bind group the decode forms share' : `var tot: array<RT, ${P}>;
+  ${complete ? `if (mode == 3u) { y[0] = 0.0;${o.hnext !== undefined ? ' hs[0] = 0.0;' : ''} }   // never: keeps y (and hs) in the bind group the decode forms share` : `var tot: array<RT, ${P}>;
   ${reduce((i) => (ln ? `vec3<f32>(d${i}, su.x, su.y)` : `d${i}`), 'tot', true)}
   if (lane == 0u) {
     ${each((i) => `if (r0 + ${i}u * R < p.rows) { epi(t, r0 + ${i}u * R, r0 + ${i}u * R, tot[${i}]); }`, '\n    ')}
