@@ -75,6 +75,7 @@ test('bench --sparsity dejavu --predictors: the set\'s head predictors at --head
   assert.equal(row.head_density, 0.5);
   assert.equal(row.head_rank, H); // trained predictors, not fixed sets
   assert.equal(row.head_kv, 'all');
+  assert.equal(row.head_input, 'attn_in'); // a set fitted without --head-input
   const none = bench([...fast, '--sparsity', 'dejavu', '--predictors', (await randomPredictorSet(false)).dir]);
   assert.equal(none.status, 1);
   assert.match(none.stderr, /^dejavu: predictors in .* have no head predictors: train them with train-predictors --heads$/m);
@@ -108,6 +109,8 @@ test('bench errors are one line: unknown shape, --sparsity dejavu, --shape on th
     [[...fast, '--prompt-len', '1000', '--gen', '100'], /exceeds the model's context of 1024 tokens/],
     [[...fast, '--selection', 'best'], /^dejavu: --selection must be auto, block or topk \(got best\)\n$/],
     [[...fast, '--sparsity', 'dejavu', '--oracle', '--head-kv', 'some'], /^dejavu: --head-kv must be all, chosen or lazy \(got some\)\n$/],
+    [[...fast, '--sparsity', 'dejavu', '--oracle', '--head-input', 'mlp_in'], /^dejavu: --head-input must be attn_in or prev_attn_in \(got mlp_in\)\n$/],
+    [[...fast, '--sparsity', 'dejavu', '--oracle', '--head-input', 'prev_attn_in'], /^dejavu: --head-input is for synthetic head predictors \(--oracle runs no predictor\)\n$/],
     [[...fast, '--predictor-input', 'qkv'], /^dejavu: --predictor-input must be attn_in or mlp_in \(got qkv\)\n$/],
     [[...fast, '--sparsity', 'mlp', '--oracle', '--predictor-input', 'attn_in'], /^dejavu: --predictor-input is for synthetic predictors \(--oracle runs no predictor\)\n$/],
   ];

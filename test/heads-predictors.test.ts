@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { calibrateHeads, fitHeadPredictor, headRankStats, headShares } from '../src/sparsity/head-fit.js';
@@ -144,8 +144,9 @@ test('decode-mode window logits equal the one-forward logits (dense, CPU)', asyn
 test('train-predictors --heads, then eval --sparse heads --compare, on the 5m model (CPU, then WebGPU)', async (t) => {
   const calib = join(DATA, 'gutenberg-calib.txt'), val = join(DATA, 'gutenberg-val.txt');
   if (!existsSync(calib)) return t.skip(`${calib} not found`);
-  const out = join(mkdtempSync(join(tmpdir(), 'dejavu-htrain-')), 'pred');
-  const r = runCli('train-predictors', '--model', MODELS['5m'], '--backend', 'cpu', '--data', calib, '--out', out, '--tokens', '2048', '--window', '128', '--rank', '16', '--heads', '--head-target', '0.8');
+  const tmp = mkdtempSync(join(tmpdir(), 'dejavu-htrain-')), out = join(tmp, 'pred'), work = join(tmp, 'work');
+  const train = (o: string, ...a: string[]) => runCli('train-predictors', '--model', MODELS['5m'], '--backend', 'cpu', '--data', calib, '--out', o, '--tokens', '2048', '--window', '128', '--rank', '16', '--heads', '--head-target', '0.8', '--work', work, ...a);
+  const r = train(out);
   assert.equal(r.code, 0, r.stderr);
   const m = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
   assert.equal(m.heads.heads, 8);
@@ -155,6 +156,27 @@ test('train-predictors --heads, then eval --sparse heads --compare, on the 5m mo
     assert.ok(L.mass_recall <= L.oracle_mass + 1e-9, 'no choice beats the oracle');
   }
   assert.match(r.stdout, /head predictors: input attn_in, rank 8, target norm share 0\.8/);
+  assert.equal(m.heads.input, undefined);
+  // The head lookahead: layer l >= 1 fitted on layer l - 1's attention input (same collection), layer 0 on its own.
+  const outPrev = join(tmp, 'pred-prev');
+  const rp = train(outPrev, '--head-input', 'prev_attn_in');
+  assert.equal(rp.code, 0, rp.stderr);
+  assert.match(rp.stdout, /head predictors: input prev_attn_in/);
+  assert.equal(JSON.parse(readFileSync(join(outPrev, 'manifest.json'), 'utf8')).heads.input, 'prev_attn_in');
+  const ck = await checkpoint(MODELS['5m']);
+  const own = (await loadPredictors(out, ck)).policy({ parts: ['heads'], headDensity: 0.5 }), prev = (await loadPredictors(outPrev, ck)).policy({ parts: ['heads'], headDensity: 0.5 });
+  assert.equal(own.headInput, undefined);
+  assert.equal(prev.headInput, 'prev_attn_in');
+  const predOf = (p: typeof own, l: number) => (p.heads![l]!.selector as { predictor: { A: Float32Array } }).predictor.A;
+  assert.deepEqual(predOf(prev, 0), predOf(own, 0), 'layer 0 reads its own input either way');
+  assert.notDeepEqual(predOf(prev, 1), predOf(own, 1), 'layer 1 is fitted on layer 0\'s input');
+  oneLineError(train(outPrev, '--head-input', 'mlp_in'), /^dejavu: --head-input must be attn_in or prev_attn_in \(got mlp_in\)$/m);
+  const mf = join(outPrev, 'manifest.json'), bad = JSON.parse(readFileSync(mf, 'utf8'));
+  bad.heads.input = 'mlp_in';
+  writeFileSync(mf, JSON.stringify(bad));
+  await assert.rejects(loadPredictors(outPrev, ck), /the heads section's input must be attn_in or prev_attn_in/);
+  bad.heads.input = 'prev_attn_in';
+  writeFileSync(mf, JSON.stringify(bad));
   oneLineError(runCli('train-predictors', '--model', MODELS['5m'], '--data', calib, '--out', out, '--heads', '--head-label', 'attention'), /^dejavu: --head-label must be share or lognorm \(got attention\)$/m);
   const ev = (...a: string[]) => runCli('eval', '--model', MODELS['5m'], '--backend', 'cpu', '--task', 'ppl', '--data', val, '--limit', '128', '--window', '64', '--predictors', out, '--json', ...a);
   const e = ev('--sparse', 'heads', '--head-density', '0.5', '--compare');
@@ -172,6 +194,13 @@ test('train-predictors --heads, then eval --sparse heads --compare, on the 5m mo
     const w = JSON.parse(g.stdout);
     assert.equal(w.backend, 'webgpu');
     assert.ok(Math.abs(w.ppl / j.sparse_ppl - 1) < 0.03, `webgpu ${w.ppl} vs cpu ${j.sparse_ppl} (dense ${j.dense_ppl})`);
+    // The lookahead set on both backends (WebGPU: the scores in the layer before's qkv GEMV).
+    const evPrev = (backend: string) => runCli('eval', '--model', MODELS['5m'], '--backend', backend, '--task', 'ppl', '--data', val, '--limit', '128', '--window', '64', '--predictors', outPrev, '--json', '--sparse', 'heads', '--head-density', '0.5');
+    const pc = evPrev('cpu'), pg = evPrev('webgpu');
+    assert.equal(pc.code, 0, pc.stderr); assert.equal(pg.code, 0, pg.stderr);
+    const [pcj, pgj] = [JSON.parse(pc.stdout), JSON.parse(pg.stdout)];
+    assert.ok(Math.abs(pgj.ppl / pcj.ppl - 1) < 0.03, `lookahead: webgpu ${pgj.ppl} vs cpu ${pcj.ppl}`);
+    assert.notEqual(pcj.ppl, j.sparse_ppl, 'the lookahead set chooses other heads');
   } else if (process.env.CI) assert.fail('no WebGPU adapter in CI');
   // Zero-shot tasks too: contexts run as prompts, continuations one token a forward.
   const copa = runCli('eval', '--model', MODELS['5m'], '--backend', 'cpu', '--task', 'copa', '--data', join(DATA, 'eval', 'copa.jsonl'), '--limit', '6', '--predictors', out, '--json', '--sparse', 'heads', '--head-density', '0.5', '--compare');

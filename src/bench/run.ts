@@ -43,7 +43,7 @@ export interface BenchOptions {
   headKv?: HeadKvMode;
   /** With dejavu: a row for each of these K/V modes (default [headKv]): an A/B in one process. */
   headKvs?: HeadKvMode[];
-  /** With dejavu, synthetic predictors: what the head predictors read (policy.ts, HeadInput; default attn_in). */
+  /** With dejavu, synthetic predictors: what the head predictors read (policy.ts, HeadInput; default prev_attn_in, DejaVu's lookahead). */
   headInput?: HeadInput;
   /** With dejavu: a row for each of these head inputs (default [headInput]). */
   headInputs?: HeadInput[];
@@ -252,7 +252,7 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: Sparsity
   }
   // dejavu: the MLP's sparsity plus sparse heads at --head-density (DejaVu's attention half).
   if (mode === 'dejavu' && !(o.predictors && model)) {
-    policy = { ...policy!, heads: syntheticHeads(c, o.headDensity, { oracle: o.oracle, kv: o.headKv }), ...(o.headInput && !o.oracle ? { headInput: o.headInput } : {}) };
+    policy = { ...policy!, heads: syntheticHeads(c, o.headDensity, { oracle: o.oracle, kv: o.headKv }), ...(!o.oracle ? { headInput: o.headInput ?? 'prev_attn_in' } : {}) };
   }
   const headDensity = policy?.heads ? meanHeadDensity(policy, c.heads) : null;
   const headSel = policy?.heads?.find((h) => h)?.selector;

@@ -6,12 +6,12 @@ import { benchTable, profileTable, rounded } from '../bench/report.js';
 import { runBench, type SparsityMode } from '../bench/run.js';
 import { SHAPE_NAMES } from '../bench/shapes.js';
 import { fail } from '../util/errors.js';
-import { parseHeadInput, parseHeadKv, type HeadKvMode, type PredictorInput } from '../sparsity/policy.js';
+import { parseHeadInput, parseHeadKv, type HeadInput, type HeadKvMode, type PredictorInput } from '../sparsity/policy.js';
 import { action, DEMO_MODEL, floatArg, intArg, modelOptions } from './common.js';
 
 interface BenchFlags {
   model?: string; shape?: string; backend: string; kvCache: string; promptLen: number; gen: number; warmup: number;
-  sparsity: string; mlpDensity?: number; headDensity: number; headKv: string; headInput: string; oracle?: boolean; predictors?: string; selection: string; predictorInput?: string;
+  sparsity: string; mlpDensity?: number; headDensity: number; headKv: string; headInput?: string; oracle?: boolean; predictors?: string; selection: string; predictorInput?: string;
   json?: boolean; compareHf?: boolean; deviceMemoryGib?: number; profile?: boolean;
   kernels?: boolean; kernelMs: number; kernelSamples: number; readMib?: number; rotateMib?: number; kernelOnly?: string; kernelVariants?: boolean; kernelPositions?: string;
 }
@@ -67,6 +67,14 @@ function parsePredictorInput(o: BenchFlags): PredictorInput | undefined {
   return v;
 }
 
+/** --head-input's list (synthetic head predictors only: trained ones read what they were fitted on). */
+function parseHeadInputs(o: BenchFlags): HeadInput[] | undefined {
+  if (o.headInput === undefined) return undefined;
+  const v = list(o.headInput).map(parseHeadInput);
+  if (o.predictors || o.oracle) fail(`--head-input is for synthetic head predictors (${o.predictors ? 'trained ones read what they were fitted on' : '--oracle runs no predictor'})`);
+  return v;
+}
+
 function parseSelection(v: string): 'auto' | 'block' | 'topk' {
   if (v !== 'auto' && v !== 'block' && v !== 'topk') fail(`--selection must be auto, block or topk (got ${v})`);
   return v;
@@ -84,7 +92,7 @@ export function register(program: Command): void {
     .option('--mlp-density <d>', 'fraction of MLP neurons per sparse layer (default 0.1; with --predictors: the calibrated K)', floatArg('--mlp-density', 0, 1))
     .option('--head-density <d>', 'fraction of attention heads (for --sparsity dejavu)', floatArg('--head-density', 0, 1), 0.4)
     .option('--head-kv <which>', 'with --sparsity dejavu: all (every head stores K/V; only q, attention and out_proj are sparse) | chosen (unchosen heads skip K/V too) | lazy (chosen, every head\'s K/V completed every second step: the output of all); comma-separated: a row each', 'all')
-    .option('--head-input <which>', 'with --sparsity dejavu, synthetic predictors: what head predictors read: attn_in (the layer\'s attention input: a score GEMV before each layer\'s qkv) | prev_attn_in (the layer before\'s: DejaVu\'s lookahead, the scores computed in that layer\'s qkv GEMV); comma-separated: a row each', 'attn_in')
+    .option('--head-input <which>', 'with --sparsity dejavu, synthetic predictors: what head predictors read: prev_attn_in (default: the layer before\'s attention input, DejaVu\'s lookahead: the scores computed in that layer\'s qkv GEMV) | attn_in (the layer\'s own: a score GEMV before each layer\'s qkv); comma-separated: a row each')
     .option('--oracle', 'sparse MLP with fixed random neuron sets: no predictor cost, isolates the kernels')
     .option('--predictors <dir>', 'trained predictors for --model (from train-predictors)')
     .option('--selection <how>', 'how predictors pick neurons: auto | block (threshold a block of 64, fused with fc1) | topk (global top-K); synthetic: auto = block', 'auto')
@@ -110,7 +118,7 @@ export function register(program: Command): void {
       backend: parseBackend(o.backend), kvCache: parseKvCache(o.kvCache),
       promptLen: o.promptLen, gen: o.gen, warmup: o.warmup,
       sparsity: parseSparsity(o.sparsity),
-      mlpDensity: o.mlpDensity, headDensity: o.headDensity, headKvs: parseHeadKvs(o.headKv), headInputs: list(o.headInput).map(parseHeadInput),
+      mlpDensity: o.mlpDensity, headDensity: o.headDensity, headKvs: parseHeadKvs(o.headKv), headInputs: parseHeadInputs(o),
       oracle: !!o.oracle, predictors: o.predictors, selection: parseSelection(o.selection), predictorInput: parsePredictorInput(o),
       compareHf: !!o.compareHf, deviceMemoryGib: o.deviceMemoryGib, profile: !!o.profile,
       log: (line) => process.stderr.write(line + '\n'),
