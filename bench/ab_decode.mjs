@@ -10,7 +10,8 @@
 //
 // AB_SHAPES (default opt-6.7b,opt-13b,opt-1.3b), AB_ROUNDS (2), AB_PROMPT (128 positions before the 128 timed steps), AB_SPARSITY (dense,mlp,dejavu: any of
 // them; mlp = random predictors of DejaVu's proportions at 10 %, block rule, lookahead; dejavu adds
-// 40 % of heads, kv all). Prints one JSON line a run, then a table.
+// 40 % of heads: AB_HEAD_KV (all | chosen | lazy; default all), AB_HEAD_INPUT (prev_attn_in, the head
+// lookahead, default | attn_in). Prints one JSON line a run, then a table.
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -20,6 +21,7 @@ const base = process.env.AB_BASE ?? (baseOpts ? fileURLToPath(new URL('../dist',
 if (!base) { console.error('ab_decode: set AB_BASE to the dist folder of the build to compare against, or AB_BASE_OPTS to runner options'); process.exit(2); }
 const sparsities = (process.env.AB_SPARSITY ?? 'dense').split(',');
 const shapes = (process.env.AB_SHAPES ?? 'opt-6.7b,opt-13b,opt-1.3b').split(',');
+const headKv = process.env.AB_HEAD_KV ?? 'all', headInput = process.env.AB_HEAD_INPUT ?? 'prev_attn_in';
 const rounds = Number(process.env.AB_ROUNDS ?? 2), prompt = Number(process.env.AB_PROMPT ?? 128), gen = 128;
 const builds = { base: resolve(base), new: resolve(fileURLToPath(new URL('../dist', import.meta.url))) };
 const mods = {};
@@ -38,7 +40,8 @@ for (const shape of shapes) {
       for (const sp of sparsities) {
         if (sp !== 'dense') {
           const mlp = syntheticPredictorPolicy(c, 0.1);
-          r.setSparsity(sp === 'dejavu' ? { ...mlp, heads: syntheticHeads(c, 0.4, { kv: 'all' }) } : mlp);
+          // (A base build older than the head lookahead ignores headInput.)
+          r.setSparsity(sp === 'dejavu' ? { ...mlp, headInput, heads: syntheticHeads(c, 0.4, { kv: headKv }) } : mlp);
         }
         r.reset();
         await r.forward(Array.from({ length: prompt }, (_, i) => (i * 7919) % c.vocabSize), { noLogits: true });

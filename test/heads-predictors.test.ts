@@ -146,7 +146,7 @@ test('train-predictors --heads, then eval --sparse heads --compare, on the 5m mo
   if (!existsSync(calib)) return t.skip(`${calib} not found`);
   const tmp = mkdtempSync(join(tmpdir(), 'dejavu-htrain-')), out = join(tmp, 'pred'), work = join(tmp, 'work');
   const train = (o: string, ...a: string[]) => runCli('train-predictors', '--model', MODELS['5m'], '--backend', 'cpu', '--data', calib, '--out', o, '--tokens', '2048', '--window', '128', '--rank', '16', '--heads', '--head-target', '0.8', '--work', work, ...a);
-  const r = train(out);
+  const r = train(out, '--head-input', 'attn_in');
   assert.equal(r.code, 0, r.stderr);
   const m = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
   assert.equal(m.heads.heads, 8);
@@ -156,10 +156,10 @@ test('train-predictors --heads, then eval --sparse heads --compare, on the 5m mo
     assert.ok(L.mass_recall <= L.oracle_mass + 1e-9, 'no choice beats the oracle');
   }
   assert.match(r.stdout, /head predictors: input attn_in, rank 8, target norm share 0\.8/);
-  assert.equal(m.heads.input, undefined);
+  assert.equal(m.heads.input, 'attn_in');
   // The head lookahead: layer l >= 1 fitted on layer l - 1's attention input (same collection), layer 0 on its own.
   const outPrev = join(tmp, 'pred-prev');
-  const rp = train(outPrev, '--head-input', 'prev_attn_in');
+  const rp = train(outPrev);   // the default: the lookahead
   assert.equal(rp.code, 0, rp.stderr);
   assert.match(rp.stdout, /head predictors: input prev_attn_in/);
   assert.equal(JSON.parse(readFileSync(join(outPrev, 'manifest.json'), 'utf8')).heads.input, 'prev_attn_in');

@@ -193,7 +193,7 @@ export function register(program: Command): void {
     .option('--heads', 'also fit head predictors (attention input -> one score per head, fitted to each head\'s contribution ‖W_o,h o_h‖) and calibrate k per layer')
     .option('--head-rank <r>', 'head predictor rank (default: the number of heads, i.e. full)', intArg('--head-rank', 1))
     .option('--head-label <what>', 'what head predictors fit: share (each head\'s share of the token\'s head contributions ‖W_o,h o_h‖) | lognorm (the log of its contribution)', 'share')
-    .option('--head-input <which>', 'what head predictors read: attn_in (the layer\'s own attention input) | prev_attn_in (the layer before\'s: DejaVu\'s lookahead, scores known a layer early; layer 0 reads its own)', 'attn_in')
+    .option('--head-input <which>', 'what head predictors read: prev_attn_in (the layer before\'s attention input: DejaVu\'s lookahead, scores known a layer early, as good on opt-gutenberg-18m; layer 0 reads its own) | attn_in (the layer\'s own)', 'prev_attn_in')
     .option('--head-target <x>', 'mean share of the heads\' contributions ‖W_o,h o_h‖ the chosen heads must keep (sets k per layer)', floatArg('--head-target', 0, 1), 0.9);
   cmd.action(action(async (o: Opts) => {
     if (!['attn_in', 'mlp_in', 'both'].includes(o.input)) fail(`--input must be attn_in, mlp_in or both (got ${o.input})`);
@@ -223,7 +223,7 @@ export function register(program: Command): void {
       const H = ck.config.heads;
       const heads = o.heads ? fitHeads(dir, meta, H, o, headInput) : null;
       const headsSection: ManifestHeads | undefined = heads ? {
-        rank: headRankOf(o, H), heads: H, target_mass: o.headTarget, ...(headInput !== 'attn_in' ? { input: headInput } : {}),
+        rank: headRankOf(o, H), heads: H, target_mass: o.headTarget, input: headInput,
         layers: heads.map(({ cal: c }) => ({ layer: c.layer, dense: c.dense, k: c.k, mass_recall: c.mass_recall, oracle_mass: c.oracle_mass, recall: c.recall })),
       } : undefined;
       const manifest: PredictorManifest = {

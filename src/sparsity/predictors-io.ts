@@ -48,7 +48,7 @@ export interface ManifestHeads {
   heads: number;            // H
   /** Mean share of the heads' contributions ‖W_o,h o_h‖ the calibrated k must keep. */
   target_mass: number;
-  /** What they read (policy.ts, HeadInput); absent: 'attn_in', as in sets made before the lookahead. */
+  /** What they read (policy.ts, HeadInput; train-predictors' default prev_attn_in); absent: 'attn_in', as in sets made before the lookahead. */
   input?: HeadInput;
   layers: ManifestHeadLayer[];
 }
@@ -178,7 +178,7 @@ async function readPredictors(src: FileSource, ck: Checkpoint): Promise<Predicto
         if (!['auto', 'block', 'topk'].includes(sel)) fail(`--selection must be auto, block or topk (got ${sel})`);
         if (parts.length === 0 || parts.some((p) => p !== 'mlp' && p !== 'heads')) fail(`--sparse must list mlp and/or heads (got ${parts.join(',') || 'nothing'})`);
         const heads = parts.includes('heads') ? headPolicies(o) : undefined;
-        const headInput = heads && mh!.input ? { headInput: mh!.input } : {};
+        const headInput = heads && mh!.input && mh!.input !== 'attn_in' ? { headInput: mh!.input } : {};
         if (!parts.includes('mlp')) return { input: manifest.input, ...headInput, mlp: manifest.layers.map(() => null), heads };
         const sparse = manifest.layers.filter((L) => !L.dense);
         const calibrated = sparse.every((L) => L.block);
