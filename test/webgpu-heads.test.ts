@@ -32,6 +32,16 @@ const identityHeadPredictor = (H: number, d: number, r: () => number) => ({
 });
 after(() => gpu?.device.destroy());
 
+type StepRunner = Pick<CpuRunner, 'setSparsity' | 'reset' | 'forward'>;
+/** Logits of each step token, one a forward, after `prompt` under policy p (from a reset). */
+async function decodeSteps(x: StepRunner, p: SparsityPolicy | null, prompt: number[], steps: number[]): Promise<Float32Array[]> {
+  x.setSparsity(p); x.reset();
+  await x.forward(prompt);
+  const out: Float32Array[] = [];
+  for (const id of steps) out.push(await x.forward([id]));
+  return out;
+}
+
 test('webgpu head-select matches selectHeads: top k of the scores, the skip row (odd H, k; a fixed set\'s flags; ties)', async (t) => {
   gpu ??= await gpuOrSkip(t);
   if (!gpu) return;
@@ -248,13 +258,7 @@ test('webgpu sparse heads decode like the CPU runner: fixed sets, predictors wit
   const cpu = new CpuRunner(c, ck.weights);
   const g = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32' });
   const ids = reference(MODELS['5m'])[0].input_ids;
-  const decode = async (x: CpuRunner | typeof g, p: SparsityPolicy | null, steps: number[]) => {
-    x.setSparsity(p); x.reset();
-    await x.forward(ids);
-    const out: Float32Array[] = [];
-    for (const id of steps) out.push(await x.forward([id]));
-    return out;
-  };
+  const decode = (x: StepRunner, p: SparsityPolicy | null, steps: number[]) => decodeSteps(x, p, ids, steps);
   const steps = [5, 17, 300, 41, 9, 77];
   const dense = await decode(cpu, null, steps);
   const everyHead = await decode(cpu, allHeads, steps), everyHeadGpu = await decode(g, allHeads, steps);
@@ -301,13 +305,7 @@ test('webgpu lazy K/V completion (kv chosen, window 2) decodes as kv all, unlike
   const g = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32' });
   const ids = reference(MODELS['5m'])[0].input_ids;
   const steps = [5, 17, 300, 41, 9, 77, 12];
-  const decode = async (x: CpuRunner | typeof g, p: SparsityPolicy, prompt: number[]) => {
-    x.setSparsity(p); x.reset();
-    await x.forward(prompt);
-    const out: Float32Array[] = [];
-    for (const id of steps) out.push(await x.forward([id]));
-    return out;
-  };
+  const decode = (x: StepRunner, p: SparsityPolicy, prompt: number[]) => decodeSteps(x, p, prompt, steps);
   const allDejavu = new Map<number, Float32Array[]>();
   for (const [name, p] of [['fixed', fixed], ['dejavu', dejavu]] as const) for (const prompt of [ids, ids.slice(0, -1)]) {
     const what = `${name}, prompt of ${prompt.length}`;
@@ -373,13 +371,7 @@ test('webgpu head lookahead (head predictors reading the layer before\'s attenti
   const unfolded = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', foldLayerNorm: false });
   const ids = reference(MODELS['5m'])[0].input_ids;
   const steps = [5, 17, 300, 41, 9, 77, 12];
-  const decode = async (x: CpuRunner | typeof g, p: SparsityPolicy) => {
-    x.setSparsity(p); x.reset();
-    await x.forward(ids);
-    const out: Float32Array[] = [];
-    for (const id of steps) out.push(await x.forward([id]));
-    return out;
-  };
+  const decode = (x: StepRunner, p: SparsityPolicy) => decodeSteps(x, p, ids, steps);
   for (const withMlp of [false, true]) {
     const what = withMlp ? 'with the MLP lookahead' : 'heads only';
     const own = await decode(cpu, policy(withMlp, 'all', false)), want = await decode(cpu, policy(withMlp, 'all', true));
