@@ -17,7 +17,7 @@ after(() => gpu?.device.destroy());
 
 
 test('block selection + fc1 (fused) matches blockSelect + sparseMlp on odd shapes', async (t) => {
-  gpu = await gpuOrSkip(t);
+  gpu ??= await gpuOrSkip(t);
   if (!gpu) return;
   const r = rng(11);
   // Both weight views, both workgroup sizes, with and without subgroups (one combination each).
@@ -70,6 +70,50 @@ test('block selection + fc1 (fused) matches blockSelect + sparseMlp on odd shape
       own.forEach((b) => b.destroy());
     }
   }
+});
+
+test('block scoring as a role of the attention dispatch, then block-select\'s fc1 phase, matches blockSelect + sparseMlp; attention\'s own output unchanged (odd shapes, fused and pair)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const r = rng(13), k = new Kernels(gpu), own: GPUBuffer[] = [];
+  // Attention: 3 heads of 16 at position 5 of 8 (its inputs random; only its output's bits matter).
+  const H = 3, hd = 16, da = H * hd, maxPos = 8, pos = 5;
+  const step = k.f32Buffer(Uint32Array.from([pos, 0]), 'step'), qkv = k.f32Buffer(randomArray(3 * da, r), 'qkv');
+  const kc = k.f32Buffer(randomArray(maxPos * da, r), 'k'), vc = k.f32Buffer(randomArray(maxPos * da, r), 'v');
+  const attend = async (fused: boolean, blockScore?: Parameters<Kernels['attention']>[0]['blockScore']) => {
+    const o = k.buffer(da * 4, 'o'), hn = k.buffer(H * 4, 'hn');
+    await runNow(k, k.attention({ step, qkv, k: kc, v: vc, o, hn, H, hd, T: 1, maxPos, fused, blockScore }, own), own);
+    return readF32(k, o, da);
+  };
+  for (const fused of [true, false]) {
+    const plain = await attend(fused);
+    for (const [f, rk, d] of [[200, 13, 37], [101, 10, 35], [130, 24, 48], [64, 7, 9]] as const) {
+      const { m: B, w: wB } = randomMatrix(k, f, rk, r), { m: W1, w: w1 } = randomMatrix(k, f, d, r);
+      assert.ok(k.blockScoreFits(B, false, hd));
+      const bias = randomArray(f, r, 0.3), b1 = randomArray(f, r, 0.5), x = randomArray(d, r);
+      const uOff = rk % 4 === 0 ? 4 : 3, u = randomArray(uOff + rk, r);   // u after other values, as it sits after qkv's rows
+      const scores = linear(u.subarray(uOff), 1, wB, bias, rk, f);
+      const median = Float32Array.from(scores).sort()[f >> 1];
+      for (const [cap, tau] of [[3, null], [16, median], [BS_NB, null]] as const) {
+        const nb = Math.ceil(f / BS_NB), kk = nb * cap, msg = `f=${f} r=${rk} d=${d} cap=${cap} tau=${tau} fused=${fused}`;
+        const sel = k.f32Buffer(new Uint32Array(kk).fill(7777), 'sel'), h = k.f32Buffer(new Float32Array(kk).fill(NaN), 'h');
+        const cnt = k.f32Buffer(new Uint32Array(4), 'cnt'), bcnt = k.f32Buffer(new Uint32Array(nb).fill(99), 'bcnt');
+        const o = await attend(fused, { B, bias: k.f32Buffer(bias, 'bias'), u: k.f32Buffer(u, 'u'), uOff, uStride: rk, sel, h, cnt, bcnt, cap, tau });
+        assert.deepEqual(o, plain, `${msg}: attention's output`);
+        await runNow(k, k.blockSelectFc1({ B, bias: k.f32Buffer(bias, 'bias'), u: k.buffer(16, 'unused'), W1, b1: k.f32Buffer(b1, 'b1'), x: k.f32Buffer(x, 'x'), sel, h, cnt, T: 1, cap, tau, chosenBy: { bcnt } }, own), own);
+        const want = blockSelect(scores, BS_NB, cap, tau);
+        assert.deepEqual([...await readU32(k, sel, kk)], [...want.slots], `${msg}: slots`);
+        const act = new Float32Array(f);
+        sparseMlp(x, w1, b1, transpose(randomArray(f * d, r), d, f), new Float32Array(d), d, want.chosen, undefined, act);
+        const wantH = Float32Array.from(want.slots, (j, i) => (want.used[i] ? act[j] : 0));
+        assert.ok(relErr(await readF32(k, h, kk), wantH) < 1e-5, `${msg}: h`);
+        assert.equal((await readU32(k, cnt, 1))[0], want.chosen.length, `${msg}: count`);
+        const per = Array.from({ length: nb }, (_, b) => want.used.slice(b * cap, (b + 1) * cap).filter(Boolean).length);
+        assert.deepEqual([...await readU32(k, bcnt, nb)], per, `${msg}: each block's count`);
+      }
+    }
+  }
+  own.forEach((b) => b.destroy());
 });
 
 test('block selection with the MLP LayerNorm folded into fc1 (the lookahead) matches LayerNorm, then block selection', async (t) => {

@@ -223,6 +223,49 @@ test('webgpu sparse MLP: predictor policy selects and computes like the CPU runn
   g.dispose();
 });
 
+test('webgpu block scoring in the attention dispatch (block rule with the lookahead): the choice, density and logits of block-select scoring itself; fused attention and the pair, sparse heads, the greedy chain (5m)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const ck = await checkpoint(MODELS['5m']);
+  const c = ck.config, d = c.hidden, f = c.ffn, H = c.heads, r = rng(31);
+  const h16 = (a: Float32Array) => halvesToFloats(floatsToHalves(a));
+  const rank = 20;
+  const pred = () => ({ rank, A: h16(randomArray(rank * d, r, 0.2)), B: h16(randomArray(f * rank, r, 0.2)), bias: randomArray(f, r, 0.1) });
+  const policy = (block: { cap: number; tau: number | null }, heads: boolean): SparsityPolicy => ({
+    input: 'attn_in',
+    mlp: Array.from({ length: c.layers }, (_, l) => (l === 2 ? null : { k: 0, selector: { kind: 'predictor' as const, predictor: pred(), block } })),
+    ...(heads ? { heads: Array.from({ length: c.layers }, (_, l) => ({ k: 3, selector: { kind: 'fixed' as const, heads: Uint32Array.from([l % H, (l + 2) % H, (l + 5) % H]) } })) } : {}),
+  });
+  // Crosses FUSED_ATTENTION_MAX_KEYS: the role rides the fused dispatch, then the pair's split.
+  const prompt = Array.from({ length: FUSED_ATTENTION_MAX_KEYS - 3 }, () => Math.floor(r() * c.vocabSize));
+  const next = [11, 400, 7, 2900, 5, 31];
+  const early = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32' });
+  const own = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', blockScoreInAttention: false });
+  const steps = async (x: typeof early, p: SparsityPolicy) => {
+    x.setSparsity(p); x.reset(); x.resetMlpDensity();
+    await x.forward(prompt);
+    const out: Float32Array[] = [];
+    for (const id of next) out.push(await x.forward([id]));
+    return { out, density: await x.mlpDensity(), perToken: x.dispatchesPerToken };
+  };
+  for (const [block, heads] of [[{ cap: 5, tau: null }, false], [{ cap: 64, tau: 0 }, false], [{ cap: 7, tau: -0.05 }, true]] as const) {
+    const p = policy(block, heads), what = `cap ${block.cap} tau ${block.tau}${heads ? ', sparse heads' : ''}`;
+    const [a, b] = [await steps(early, p), await steps(own, p)];
+    a.out.forEach((v, i) => assert.ok(relErr(v, b.out[i]) < 1e-5, `${what}, step ${i}: ${relErr(v, b.out[i])}`));
+    assert.deepEqual(a.density, b.density, `${what}: the same neurons chosen`);
+    assert.equal(a.perToken, b.perToken, `${what}: no dispatch more or fewer`);
+  }
+  assert.ok(early.pipelineKeys.some((k) => k.includes('_fused_bsrole')) && early.pipelineKeys.some((k) => /split1.*_bsrole/.test(k) && !k.includes('_fused')), 'the role rode the fused dispatch and the split of the pair');
+  assert.ok(early.pipelineKeys.some((k) => k.startsWith('block_select') && k.endsWith('_fc1')), 'block-select ran its fc1 phase');
+  assert.ok(!own.pipelineKeys.some((k) => k.includes('bsrole') || k.endsWith('_fc1')), 'the option turns it off');
+  // The chain on the device: the same ids.
+  const chained = policy({ cap: 5, tau: null }, true);
+  const greedy = async (x: typeof early) => { x.setSparsity(chained); x.reset(); await x.forward(prompt.slice(0, 40), { noLogits: true }); return x.decodeGreedy(next[0], 10, () => true); };
+  assert.deepEqual(await greedy(early), await greedy(own));
+  early.setSparsity(null); own.setSparsity(null);
+  early.dispose(); own.dispose();
+});
+
 test('webgpu chained greedy decode: the same ids as the per-step readback loop, position and KV after an early stop (5m)', async (t) => {
   gpu ??= await gpuOrSkip(t);
   if (!gpu) return;

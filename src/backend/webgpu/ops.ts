@@ -10,11 +10,11 @@ import { ceil4, ceilDiv, type KernelFeatures } from './kernels/common.js';
 import { gemvKey, gemvWgsl, type GemvOpts } from './kernels/gemv.js';
 import { MATMUL_SHORT_MAX, MM_TILE, matmulKey, matmulWgsl } from './kernels/matmul.js';
 import { layerNormKey, layerNormWgsl, layerNormWorkgroupSize } from './kernels/layernorm.js';
-import { ATS_MAX_SPLITS, ATS_MIN_CHUNK, ATT_WG, attentionTargetSplits, attentionCombineKey, attentionCombineWgsl, attentionFusedFits, attentionFusedWords, attentionKey, attentionSplitKey, attentionSplitShape, attentionSplits, attentionSplitWgsl, attentionWgsl } from './kernels/attention.js';
+import { ATS_MAX_SPLITS, ATS_MIN_CHUNK, ATS_WG, ATT_WG, attentionTargetSplits, attentionCombineKey, attentionCombineWgsl, attentionFusedFits, attentionFusedWords, attentionKey, attentionSplitKey, attentionSplitShape, attentionSplits, attentionSplitWgsl, attentionWgsl } from './kernels/attention.js';
 import { embedKey, embedWgsl, fill32Key, fill32Wgsl, fillKey, fillWgsl, kvStoreKey, kvStoreWgsl, scatterKey, scatterWgsl, transposeKey, transposeWgsl } from './kernels/misc.js';
 import { topKKey, topKWgsl, topKWorkgroupSize } from './kernels/topk.js';
 import { argmaxKey, argmaxWgsl, argmaxWorkgroupSize } from './kernels/argmax.js';
-import { BS_NB, blockSelectKey, blockSelectLnBytes, blockSelectWgsl, blockSelectWorkgroupSize, type BlockSelectOpts } from './kernels/block-select.js';
+import { BS_NB, blockSelectKey, blockSelectLnBytes, blockSelectWgsl, blockSelectWorkgroupSize, type BlockScoreRoleOpts, type BlockSelectOpts } from './kernels/block-select.js';
 import { headSelectKey, headSelectWgsl, HS_WG } from './kernels/head-select.js';
 import { headMajorKey, headMajorWgsl, headOutKey, headOutTpr, headOutWgsl, HO_RPT, HO_WG } from './kernels/head-out.js';
 import { FC2P_WG, fc2DirectKey, fc2DirectShape, fc2DirectWgsl, fc2PartialKey, fc2PartialWgsl, fc2ReduceKey, fc2ReduceWgsl, type Fc2DirectShape } from './kernels/sparse-mlp.js';
@@ -90,6 +90,12 @@ export function lazyShape(shape?: LinearArgs['shape'], rowsPerThread?: number | 
 /** Whether sparseDown runs fc2ᵀ (f, d) in one pass: rows padded to 8 halves; otherwise it needs a partial-sum buffer. */
 export function fc2OnePass(W2t: GpuMatrix): boolean {
   return (W2t.colsP / 4) % 2 === 0;
+}
+
+/** The block scoring role's inputs and outputs (Kernels.attention's `blockScore`). */
+export interface BlockScoreArgs {
+  B: GpuMatrix; bias: GPUBuffer; u: GPUBuffer; uOff: number; uStride: number;
+  sel: GPUBuffer; h: GPUBuffer; cnt: Entry; bcnt: GPUBuffer; cap: number; tau: number | null;
 }
 
 export interface LinearArgs {
@@ -468,6 +474,8 @@ export class Kernels {
     /** The MLP LayerNorm folded into fc1 (x the raw residual; c = c1 | c2 of W1 from foldLayerNorm): block-select.ts, LN. */
     ln?: { gamma: GPUBuffer; c: GPUBuffer; eps: number } | null;
     wg?: number; unroll?: number;
+    /** The choice already made by attention's scoring role (`blockScore`): fc1 of the chosen rows only, each block's count in bcnt. */
+    chosenBy?: { bcnt: GPUBuffer };
   }, own: GPUBuffer[]): Dispatch[] {
     const f = a.W1.rows, r = a.B.cols, d = a.W1.cols, nb = ceilDiv(f, BS_NB), k = nb * a.cap;
     if (a.B.rows !== f) throw new Error(`blockSelectFc1: B has ${a.B.rows} rows for ${f} neurons`);
@@ -475,7 +483,7 @@ export class Kernels {
     const uOff = a.uOff ?? 0, uStride = a.uStride ?? r, ln = a.ln ?? null;
     if (!ln && !a.b1) throw new Error('blockSelectFc1: fc1 needs its bias buffer (or the folded LayerNorm, whose c2 has it)');
     const o: BlockSelectOpts = { wideB: (a.B.colsP / 4) % 2 === 0, wideW: (a.W1.colsP / 4) % 2 === 0, uv4: r % 4 === 0 && uOff % 4 === 0 && uStride % 4 === 0, xv4: d % 4 === 0,
-      wg: a.wg ?? blockSelectWorkgroupSize(this.gpu.limits), unroll: a.unroll, f16: this.feats.f16, subgroups: this.feats.subgroups, ln: !!ln, d: ln ? d : undefined, xsHalf: !!ln && this.lnHalf(d) };
+      wg: a.wg ?? blockSelectWorkgroupSize(this.gpu.limits), unroll: a.unroll, f16: this.feats.f16, subgroups: this.feats.subgroups, ln: !!ln, d: ln ? d : undefined, xsHalf: !!ln && this.lnHalf(d), phase: a.chosenBy ? 'fc1' : undefined };
     if (ln && blockSelectLnBytes(d, o.wg, o.xsHalf) > this.gpu.limits.maxComputeWorkgroupStorageSize) throw new Error(`blockSelectFc1: the folded LayerNorm keeps x in workgroup memory, too small for d = ${d} (blockSelectLnFits)`);
     const key = blockSelectKey(o), pl = this.pipeline(key, () => blockSelectWgsl(o));
     // Segments: cut [0, f) at every part boundary of either matrix; each must fall on a block edge.
@@ -486,7 +494,8 @@ export class Kernels {
       if (lo % BS_NB) throw new Error(`blockSelectFc1: a weight part starts at row ${lo}, not a multiple of ${BS_NB}`);
       const bp = a.B.parts.find((p) => p.row0 <= lo && lo < p.row0 + p.rows)!, wp = a.W1.parts.find((p) => p.row0 <= lo && lo < p.row0 + p.rows)!;
       const blk0 = lo / BS_NB, blocks = ceilDiv(hi - lo, BS_NB);
-      const ent: [number, Entry][] = [[1, bp.buffer], [2, a.bias], [3, a.u], [4, wp.buffer], [5, ln ? ln.c : a.b1!], [6, a.x], [7, a.sel], [8, a.h], [9, a.cnt]];
+      const ent: [number, Entry][] = [[4, wp.buffer], [5, ln ? ln.c : a.b1!], [6, a.x], [7, a.sel], [8, a.h],
+        ...(a.chosenBy ? [[11, a.chosenBy.bcnt]] as [number, Entry][] : [[1, bp.buffer], [2, a.bias], [3, a.u], [9, a.cnt]] as [number, Entry][])];
       if (ln) ent.push([10, ln.gamma]);
       out.push(this.dispatch(key, pl, [f, r, d, k, a.cap, a.tau === null ? 0 : 1, a.tau === null ? 0 : f32bits(a.tau), blk0, bp.row0, wp.row0, uOff, uStride, ln ? f32bits(ln.eps) : 0],
         ent, [blocks, 1, a.T], own));
@@ -567,7 +576,14 @@ export class Kernels {
     /** false: the split + combine pair even where the fused form fits (long contexts: runner.ts, FUSED_ATTENTION_MAX_KEYS). */
     fused?: boolean;
     /** Splits wanted (default attentionTargetSplits; with `splits`, that many): kernel-bench variants. */
-    targetSplits?: number }, own: GPUBuffer[]): Dispatch[] {
+    targetSplits?: number;
+    /**
+     * The sparse MLP's block scoring and choice in the split dispatch's extra grid rows (attention.ts,
+     * `role`; block-select.ts, blockScoreRoleWgsl): u (predictor A's output, at uOff + t·uStride), B
+     * (f, r, one part), the bias, then sel, h (unused slots), the chosen count cnt[0] and each
+     * block's count bcnt for blockSelectFc1's 'fc1' phase. Only where blockScoreFits.
+     */
+    blockScore?: BlockScoreArgs }, own: GPUBuffer[]): Dispatch[] {
     const scale = f32bits(1 / Math.sqrt(a.hd));
     const shape = attentionSplitShape(a.hd);
     const hs = a.heads ?? null;
@@ -578,29 +594,56 @@ export class Kernels {
       const target = Math.min(S, a.targetSplits ?? (a.splits || this.attentionGridSplits ? S : attentionTargetSplits(a.H * a.hd, S))), minChunk = ATS_MIN_CHUNK;
       const nh = hs ? hs.k : a.H;
       const heads: [number, Entry][] = hs ? [[7, hs.hl], [8, hs.skip]] : [];
+      const bsa = a.blockScore ?? null;
+      if (bsa && !(a.T === 1 && this.blockScoreFits(bsa.B, !!hs, a.hd))) throw new Error('attention: the block scoring role needs decode, B in one part and 7 storage bindings to spare');
+      const role = bsa ? this.blockScoreRole(bsa) : undefined;
+      const ny = nh, extraY = bsa ? ceilDiv(ceilDiv(bsa.B.rows, BS_NB), S) : 0;
+      const roleEnt: [number, Entry][] = bsa ? this.blockScoreEntries(bsa, ny, own) : [];
       if (this.fuseAttention && a.fused !== false && attentionFusedFits(a.hd) && 7 + heads.length <= this.gpu.limits.maxStorageBuffersPerShaderStage) {
         // One dispatch: the last split of each head combines (kernels/attention.ts, "Fused form").
         const sw = this.buffer(attentionFusedWords(a.T, a.H, S, a.hd) * 4, 'attention partials (fused)');
         own.push(sw);
-        const k1 = attentionSplitKey(a.hd, this.kvHalf, !!hs, true);
-        return [this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd, this.kvHalf, !!hs, true)), [dv, a.H, S, minChunk, scale, target],
-          [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v], [5, sw], [9, a.o], [10, a.hn], ...heads], [S, nh, a.T], own)];
+        const k1 = attentionSplitKey(a.hd, this.kvHalf, !!hs, true, role);
+        return [this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd, this.kvHalf, !!hs, true, role)), [dv, a.H, S, minChunk, scale, target],
+          [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v], [5, sw], [9, a.o], [10, a.hn], ...heads, ...roleEnt], [S, nh + extraY, a.T], own)];
       }
       const acc = this.buffer(groups * a.hd * 4, 'attention partial acc'), ml = this.buffer(groups * 8, 'attention partial m, l');
       own.push(acc, ml);
-      const k1 = attentionSplitKey(a.hd, this.kvHalf, !!hs), k2 = attentionCombineKey(a.hd, !!hs);
+      const k1 = attentionSplitKey(a.hd, this.kvHalf, !!hs, false, role), k2 = attentionCombineKey(a.hd, !!hs);
       return [
-        this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd, this.kvHalf, !!hs)), [dv, a.H, S, minChunk, scale, target],
-          [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v], [5, acc], [6, ml], ...heads], [S, nh, a.T], own),
+        this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd, this.kvHalf, !!hs, false, role)), [dv, a.H, S, minChunk, scale, target],
+          [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v], [5, acc], [6, ml], ...heads, ...roleEnt], [S, nh + extraY, a.T], own),
         this.dispatch(k2, this.pipeline(k2, () => attentionCombineWgsl(a.hd, !!hs)), [dv, a.H, S, minChunk, target],
           [[1, a.step], [2, acc], [3, ml], [4, a.o], [5, a.hn], ...(hs ? [[6, hs.hl]] as [number, Entry][] : [])], [nh, a.T, 1], own),
       ];
     }
+    if (a.blockScore) throw new Error('attention: the block scoring role rides the split decode kernel only');
     const key = attentionKey(a.maxPos, a.hd, this.kvHalf);
     return [this.dispatch(key, this.pipeline(key, () => attentionWgsl(a.maxPos, a.hd, this.kvHalf)), [a.H * a.hd, a.H, a.hd, scale],
       [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v], [5, a.o], [6, a.hn]], [a.H, a.T, 1], own)];
   }
   static readonly attentionWg = ATT_WG;
+
+  /**
+   * Whether the block scoring role fits the decode attention dispatch: B in one part, and storage
+   * bindings for its 7 beside attention's (fused 7, or 6 for the split of the pair; 2 more with
+   * sparse heads).
+   */
+  blockScoreFits(B: GpuMatrix, heads: boolean, hd: number): boolean {
+    return !!attentionSplitShape(hd) && B.parts.length === 1 && 7 + (heads ? 2 : 0) + 7 <= this.gpu.limits.maxStorageBuffersPerShaderStage;
+  }
+
+  private blockScoreRole(a: BlockScoreArgs): BlockScoreRoleOpts {
+    const r = a.B.cols;
+    return { wideB: (a.B.colsP / 4) % 2 === 0, uv4: r % 4 === 0 && a.uOff % 4 === 0 && a.uStride % 4 === 0, f16: false, wg: ATS_WG };
+  }
+
+  private blockScoreEntries(a: BlockScoreArgs, ny: number, own: GPUBuffer[]): [number, Entry][] {
+    const f = a.B.rows, r = a.B.cols, nb = ceilDiv(f, BS_NB), k = nb * a.cap;
+    if (!(a.cap >= 1 && a.cap <= BS_NB)) throw new Error(`attention: block cap ${a.cap} is outside 1..${BS_NB}`);
+    const bp = [ny, f, r, k, a.cap, a.tau === null ? 0 : 1, a.tau === null ? 0 : f32bits(a.tau), a.B.parts[0].row0, a.uOff, a.uStride, nb];
+    return [[20, a.B.parts[0].buffer], [21, a.u], [22, a.bias], [23, a.sel], [24, a.h], [25, a.cnt], [26, a.bcnt], [27, this.uniform(bp, own)]];
+  }
 
   embed(a: { step: GPUBuffer; E: GpuMatrix; P: GpuMatrix; x: GPUBuffer; tmp: GPUBuffer; d: number; T: number; proj: boolean }, own: GPUBuffer[]): Dispatch[] {
     const key = embedKey(this.feats);

@@ -100,7 +100,7 @@ function layerK(lp: MlpLayerPolicy, f: number): number {
 /** What setSparsity builds for a policy: per-layer parts, their buffers, and the sparse MLP's scratch. */
 interface SparseState {
   policy: SparsityPolicy; sparse: (LayerSparse | null)[]; heads: (HeadSparse | null)[]; bufs: GPUBuffer[];
-  hl: GPUBuffer | null; qkvNextC: (GPUBuffer | null)[];
+  hl: GPUBuffer | null; qkvNextC: (GPUBuffer | null)[]; bcnt: GPUBuffer | null;
   scores: GPUBuffer | null; u: GPUBuffer | null; sel: GPUBuffer | null; hsel: GPUBuffer | null;
   partial: GPUBuffer | null; partialFloats: number; chosen: GPUBuffer | null; zeroB1: GPUBuffer | null;
 }
@@ -206,6 +206,15 @@ export interface WebGpuRunnerOptions extends GpuOptions {
    */
   headOutMajor?: boolean;
   /**
+   * The sparse MLP's block scoring and choice (predictor B, the block rule) run as extra workgroups of
+   * the attention dispatch, where DejaVu's lookahead has u ready (attention.ts, `role`), and the
+   * block-select dispatch computes the chosen rows' fc1 only (where the bindings allow). Default: up
+   * to d = 4096 (BLOCK_SCORE_IN_ATTENTION_MAX_D: measured on an H200, GPU ms a token, opt-1.3b −4 to
+   * −5 %, opt-6.7b −0.8 % with sparse heads and ±0 without, opt-13b +1 to +2 %: B's larger reads
+   * slow the attention dispatch more than the choice saves).
+   */
+  blockScoreInAttention?: boolean;
+  /**
    * Decode attention in one dispatch (default true: the last split of each head combines; kernels/
    * attention.ts, "Fused form"); false keeps the split + combine pair (A/B runs).
    */
@@ -229,6 +238,9 @@ export interface WebGpuRunnerOptions extends GpuOptions {
  * and 0.8–4.6 µs more from 320 on at OPT-6.7B (bench --kernels --kernel-variants, docs/benchmarks.md). Both give the same bits, so
  * a step that runs the other form (a command buffer encoded ahead) is only slower, never wrong.
  */
+/** blockScoreInAttention's default: on up to this width (RunnerOptions.blockScoreInAttention). */
+export const BLOCK_SCORE_IN_ATTENTION_MAX_D = 4096;
+
 export const FUSED_ATTENTION_MAX_KEYS = 256;
 
 export async function createWebGpuRunner(config: OptConfig, weights: OptWeights | 'synthetic', opts: WebGpuRunnerOptions = {}): Promise<WebGpuRunner> {
@@ -239,6 +251,7 @@ export async function createWebGpuRunner(config: OptConfig, weights: OptWeights 
     const r = new GpuRunner(config, gpu, owned, opts.maxPartBytes, opts.foldLayerNorm ?? FOLD_LN_DEFAULT, opts.gemvRowsPerThread, opts.kvCache === 'f16');
     r.headsInQkv = opts.headsInQkv ?? true;
     r.headOutMajor = opts.headOutMajor ?? false;
+    r.blockScoreInAttention = opts.blockScoreInAttention ?? config.hidden <= BLOCK_SCORE_IN_ATTENTION_MAX_D;
     r.keepDenseFc2 = opts.keepDenseFc2 ?? false;
     r.attentionGridSplits = opts.attentionGridSplits ?? false;
     r.fusedAttentionMaxKeys = opts.fusedAttentionMaxKeys ?? FUSED_ATTENTION_MAX_KEYS;
@@ -261,6 +274,8 @@ class GpuRunner implements WebGpuRunner {
   /** Sparse heads per layer, and their shared scratch: the head scores (H), the chosen heads (k). */
   private heads: (HeadSparse | null)[] = [];
   private hl: GPUBuffer | null = null;
+  /** (ceil(f / 64)) u32: each block's chosen count, from attention's scoring role to block-select's fc1 phase (blockScoreInAttention). */
+  private bcnt: GPUBuffer | null = null;
   /**
    * Per layer l, where layer l + 1's head scores ride layer l's qkv GEMV (gemv.ts, HNEXT): that GEMV's
    * LayerNorm constants over qkv's 3d rows, the lookahead MLP predictor's r (if it rides too) and the
@@ -306,6 +321,7 @@ class GpuRunner implements WebGpuRunner {
   private readonly foldLn: boolean;
   headsInQkv = true;
   headOutMajor = false;
+  blockScoreInAttention = true;   // set by createWebGpuRunner (the width rule)
   keepDenseFc2 = false;
   fusedAttentionMaxKeys = FUSED_ATTENTION_MAX_KEYS;
   /** WebGpuRunnerOptions.fuseAttention; read when plans are built. */
@@ -433,16 +449,16 @@ class GpuRunner implements WebGpuRunner {
   private takeSparse(): SparseState | null {
     if (!this.policy) return null;
     const s: SparseState = { policy: this.policy, sparse: this.sparse, heads: this.heads, bufs: this.sparseBufs, scores: this.scores, u: this.u, sel: this.sel,
-      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, hl: this.hl, qkvNextC: this.qkvNextC };
+      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, hl: this.hl, qkvNextC: this.qkvNextC, bcnt: this.bcnt };
     this.policy = null; this.sparse = []; this.heads = []; this.sparseBufs = []; this.partialFloats = 0;
-    this.scores = this.u = this.sel = this.hsel = this.partial = this.chosen = this.zeroB1 = this.hl = null;
+    this.scores = this.u = this.sel = this.hsel = this.partial = this.chosen = this.zeroB1 = this.hl = this.bcnt = null;
     this.qkvNextC = [];
     return s;
   }
 
   private putSparse(s: SparseState): void {
     ({ policy: this.policy, sparse: this.sparse, heads: this.heads, bufs: this.sparseBufs, scores: this.scores, u: this.u, sel: this.sel,
-      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, hl: this.hl, qkvNextC: this.qkvNextC } = s);
+      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, hl: this.hl, qkvNextC: this.qkvNextC, bcnt: this.bcnt } = s);
   }
 
   setSparsity(policy: SparsityPolicy | null): void {
@@ -542,6 +558,7 @@ class GpuRunner implements WebGpuRunner {
     const T = Math.min(TCAP, c.maxPositions);
     this.scores = sb(T * f * 4, 'scores'); this.u = sb(T * rMax * 4, 'pred_u');
     this.sel = sb(T * kMax * 4, 'sel'); this.hsel = sb(T * kMax * 4, 'h_sel');
+    this.bcnt = sb(Math.ceil(f / BLOCK_SIZE) * 4, 'block counts');
     // Neurons the block rule chose, a u32 a layer, summed over tokens since resetMlpDensity.
     this.chosen = sb(c.layers * this.chosenStride, 'chosen_count');
     // The fused kernel binds fc1's bias; a model without one gets zeros.
@@ -822,8 +839,13 @@ class GpuRunner implements WebGpuRunner {
       if (HN?.prev && !qkv.kv?.hnext) add(...this.headScoreGemv(HN, L, fold ? this.x : attnIn, fold, own));
       if (look && !S!.block) this.predictB(S!, this.qkv, 3 * d, own, add);
       if (!qkv.kv) add(K.kvStore({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, d, T }, own));
+      // The block rule with the lookahead: its scoring and choice need only u, so they ride attention's
+      // dispatch (attention.ts, `role`) and block-select below computes the chosen rows' fc1 only.
+      const scoreEarly = !!(look && S?.block) && K.blockSelectLnFits(d) && this.blockScoreInAttention && K.blockScoreFits(S!.pred!.B, !!HS, c.headDim);
+      const blockScore = scoreEarly ? { B: S!.pred!.B, bias: S!.pred!.bias, u: this.qkv, uOff: 3 * d, uStride: 3 * d + S!.pred!.rank, sel: this.sel!, h: this.hsel!,
+        cnt: { buffer: this.chosen!, offset: this.chosenStride * l, size: 4 }, bcnt: this.bcnt!, cap: S!.block!.cap, tau: S!.block!.tau } : undefined;
       add(...K.attention({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, o: this.ao, hn: this.hn, H: c.heads, hd: c.headDim, T, maxPos: c.maxPositions,
-        heads: HS ? { hl: this.hl!, skip: HS.skip, k: HS.k } : undefined, fused: !long }, own));
+        heads: HS ? { hl: this.hl!, skip: HS.skip, k: HS.k } : undefined, fused: !long, blockScore }, own));
       tap(l, 'head_norm', this.hn, c.heads);
       tap(l, 'attn_out', this.ao, d);
       // Sparse heads: out_proj reads the chosen heads' columns only (the others' outputs are stale).
@@ -857,7 +879,8 @@ class GpuRunner implements WebGpuRunner {
           const u = look ? { u: this.qkv, uOff: 3 * d, uStride: 3 * d + S.pred!.rank } : { u: this.u! };
           add(...K.blockSelectFc1({ B: S.pred!.B, bias: S.pred!.bias, ...u, W1: L.fc1, b1: lookBlock ? null : L.fc1B ?? this.zeroB1!,
             ln: lookBlock ? { gamma: L.mlpLnW, c: L.fc1Fold!.c, eps } : null, x: mlpIn,
-            sel, h: this.hsel!, cnt: { buffer: this.chosen!, offset: this.chosenStride * l, size: 4 }, T, cap: S.block.cap, tau: S.block.tau }, own));
+            sel, h: this.hsel!, cnt: { buffer: this.chosen!, offset: this.chosenStride * l, size: 4 }, T, cap: S.block.cap, tau: S.block.tau,
+            chosenBy: scoreEarly ? { bcnt: this.bcnt! } : undefined }, own));
         } else {
           if (S.lp.selector.kind === 'oracle') {
             add(...K.linear({ W: L.fc1, x: mlpIn, y: this.scores!, T, bias: L.fc1B }, own));

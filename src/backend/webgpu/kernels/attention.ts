@@ -1,3 +1,5 @@
+import { blockScoreRoleKey, blockScoreRoleWgsl, type BlockScoreRoleOpts } from './block-select.js';
+
 /**
  * Causal attention for T queries at positions [pos, pos + T) over the KV cache ((maxPos, d), f16
  * packed two to a u32 with `half` (common.ts, kvPutWgsl), else f32; math in f32 either way).
@@ -128,7 +130,8 @@ export function attentionSplits(H: number, maxPos: number): number {
   return Math.max(1, Math.min(ATS_MAX_SPLITS, Math.ceil(maxPos / ATS_MIN_CHUNK), Math.max(8, Math.ceil(1024 / H))));
 }
 
-export const attentionSplitKey = (hd: number, half = false, heads = false, fused = false) => `attention_split1_wg${ATS_WG}_hd${hd}${half ? '_kv16' : ''}${heads ? '_heads' : ''}${fused ? '_fused' : ''}`;
+export const attentionSplitKey = (hd: number, half = false, heads = false, fused = false, role?: BlockScoreRoleOpts) =>
+  `attention_split1_wg${ATS_WG}_hd${hd}${half ? '_kv16' : ''}${heads ? '_heads' : ''}${fused ? '_fused' : ''}${role ? '_' + blockScoreRoleKey(role) : ''}`;
 export const attentionCombineKey = (hd: number, heads = false) => `attention_split2_wg${ATS_WG2}_hd${hd}${heads ? '_heads' : ''}`;
 
 // Sparse heads (`heads`, decode: HeadLayerPolicy): the grid's head axis walks the k chosen heads, hl[i]
@@ -221,7 +224,14 @@ const chunkWgsl = `fn chunkOf(n: u32) -> u32 {
 }`;
 
 /** Phase 1. Params: dv (d / W), H, S, minChunk, scale bits, splits wanted. `half`: the cache holds packed f16 (W of them a load). */
-export function attentionSplitWgsl(hd: number, half = false, heads = false, fused = false): string {
+/**
+ * `role` (decode, the sparse MLP's block rule with DejaVu's lookahead): grid rows from bp.ny on are not
+ * attention's; their workgroups score and choose the sparse MLP's neurons (block-select.ts,
+ * blockScoreRoleWgsl), block (row − ny)·S + split, and return. The choice then needs no dispatch of
+ * its own and no place on the critical path: u is ready once the qkv GEMV has run, and attention,
+ * latency-bound, leaves the card room for it.
+ */
+export function attentionSplitWgsl(hd: number, half = false, heads = false, fused = false, role?: BlockScoreRoleOpts): string {
   const sh = attentionSplitShape(hd);
   if (!sh) throw new Error(`attention split kernel: head dim ${hd} too wide`);
   if (fused && !attentionFusedFits(hd)) throw new Error(`attention split kernel: head dim ${hd} has no room for the fused combine`);
@@ -273,8 +283,10 @@ var<workgroup> part: array<f32, ${TILE * (HV + 1)}>;
 var<workgroup> sc: array<f32, ${TILE}>;
 var<workgroup> gacc: array<V, ${RV * HV}>;
 var<workgroup> gl: array<f32, ${RV}>;
+${role ? blockScoreRoleWgsl({ ...role, wg: ATS_WG }) : ''}
 @compute @workgroup_size(${ATS_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${fused ? ', @builtin(num_workgroups) nwg: vec3<u32>' : ''}) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${fused || role ? ', @builtin(num_workgroups) nwg: vec3<u32>' : ''}) {
+  ${role ? 'if (wid.y >= bp.ny) { blockScoreRole((wid.y - bp.ny) * nwg.x + wid.x, wid.z, lid); return; }' : ''}
   let s = wid.x;
   let h = ${heads ? 'hl[wid.y]' : 'wid.y'};
   let t = wid.z;

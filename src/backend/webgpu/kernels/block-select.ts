@@ -56,10 +56,16 @@ export interface BlockSelectOpts {
   ln?: boolean;                     // the MLP LayerNorm folded into fc1 (see LN above)
   d?: number;                       // with ln: the width (xs is sized at compile time)
   xsHalf?: boolean;                 // with ln and xv4: xs holds f16 pairs (half the workgroup memory)
+  /**
+   * 'fc1': the choice was made earlier, by the scoring role inside another dispatch (blockScoreRoleWgsl:
+   * DejaVu's lookahead puts it beside attention); this kernel reads each block's count (binding 11)
+   * and chosen rows (sel) and computes their fc1 only. Default: score, choose and fc1 here.
+   */
+  phase?: 'all' | 'fc1';
 }
 
 export const blockSelectKey = (o: BlockSelectOpts) =>
-  `block_select_wg${o.wg}_u${o.unroll ?? 4}_B${o.wideB ? 8 : 4}_W${o.wideW ? 8 : 4}_u${o.uv4 ? 4 : 1}_x${o.xv4 ? 4 : 1}${o.f16 ? '_f16' : ''}${o.subgroups ? '_sg' : ''}${o.ln ? `_ln${o.d}${o.xsHalf ? 'h' : ''}` : ''}`;
+  `block_select_wg${o.wg}_u${o.unroll ?? 4}_B${o.wideB ? 8 : 4}_W${o.wideW ? 8 : 4}_u${o.uv4 ? 4 : 1}_x${o.xv4 ? 4 : 1}${o.f16 ? '_f16' : ''}${o.subgroups ? '_sg' : ''}${o.ln ? `_ln${o.d}${o.xsHalf ? 'h' : ''}` : ''}${o.phase === 'fc1' ? '_fc1' : ''}`;
 
 /**
  * The workgroup size under the device limits: 512 threads where allowed. H200, OPT-6.7B at 10 %
@@ -149,15 +155,16 @@ export function blockSelectWgsl(o: BlockSelectOpts): string {
   return `${enables({ f16: o.f16 && !(o.wideB && o.wideW), subgroups: sg }, true)}
 struct P { f: u32, r: u32, d: u32, k: u32, cap: u32, tauOn: u32, tauBits: u32, blk0: u32, bRow0: u32, wRow0: u32, uOff: u32, uStride: u32, epsBits: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-${dotFn('B', 1, 'u', 3, o.wideB, o.uv4, o.f16, o.unroll ?? 4)}
+${o.phase === 'fc1' ? '@group(0) @binding(11) var<storage, read> bcnt: array<u32>;   // each block\'s chosen count (the scoring role)' : `${dotFn('B', 1, 'u', 3, o.wideB, o.uv4, o.f16, o.unroll ?? 4)}
+fn B_rc(r: u32) -> u32 { return ${o.wideB ? '(r + 7u) / 8u' : '(r + 3u) / 4u'}; }
+@group(0) @binding(2) var<storage, read> bb: array<f32>;
+@group(0) @binding(9) var<storage, read_write> cnt: array<atomic<u32>>;`}
 ${ln ? `${vecDecl('x', 6, o.xv4)}
 ${o.xv4 ? '@group(0) @binding(10) var<storage, read> gv: array<vec4<f32>>;' : '@group(0) @binding(10) var<storage, read> gam: array<f32>;'}
 ${dotFn('W', 4, 'xw', -1, o.wideW, o.xv4, o.f16, o.unroll ?? 4, lnVecDecl(d, o.xv4, !!o.xsHalf))}` : dotFn('W', 4, 'x', 6, o.wideW, o.xv4, o.f16, o.unroll ?? 4)}
-@group(0) @binding(2) var<storage, read> bb: array<f32>;
 ${ln ? '@group(0) @binding(5) var<storage, read> cc: array<f32>;   // c1 (f) then c2 (f)' : '@group(0) @binding(5) var<storage, read> b1: array<f32>;'}
 @group(0) @binding(7) var<storage, read_write> sel: array<u32>;
 @group(0) @binding(8) var<storage, read_write> h: array<f32>;
-@group(0) @binding(9) var<storage, read_write> cnt: array<atomic<u32>>;
 var<workgroup> red: array<f32, ${W}>;
 var<workgroup> sc: array<f32, ${BS_NB}>;
 var<workgroup> rk: array<atomic<u32>, ${BS_NB}>;
@@ -173,44 +180,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (lid == 0u) { atomicStore(&nChosen, 0u); }
   if (lid < ${BS_NB}u) { atomicStore(&rk[lid], 0u); }
   ${ln ? lnPhase(o, W, sg) : ''}
-  // 1. Scores of the block's rows: ${L1} lanes a row, a tree over them in workgroup memory.
-  let row = lid / ${L1}u;
-  let l1 = lid % ${L1}u;
-  var acc = 0.0;
-  if (row < nv) { acc = B_dot(j0 + row - p.bRow0, ${o.wideB ? '(p.r + 7u) / 8u' : '(p.r + 3u) / 4u'}, l1, ${L1}u, p.uOff + t * p.uStride, p.r); }
-  ${laneSumWgsl({ v: 'acc', lanes: `${L1}u`, lane: 'l1', sg: false })}
-  if (lid < nv) { sc[lid] = red[lid * ${L1}u] + bb[j0 + lid]; }
-  workgroupBarrier();
-  // 2. Ranks (descending score, ties to the lower index): thread (i, g) compares neuron i with the
-  //    ${per} neurons of group g and adds its count into rk[i] (integer atomics: deterministic).
-  let ri = lid % ${BS_NB}u;
-  let g = lid / ${BS_NB}u;
-  if (ri < nv) {
-    let s = sc[ri];
-    var c = 0u;
-    for (var q = g * ${per}u; q < min(nv, (g + 1u) * ${per}u); q++) {
-      let o2 = sc[q];
-      c += select(0u, 1u, o2 > s || (o2 == s && q < ri));
-    }
-    if (c > 0u) { atomicAdd(&rk[ri], c); }
-  }
-  workgroupBarrier();
-  if (lid < nv) {
-    let rank = atomicLoad(&rk[lid]);
-    if ((p.tauOn == 0u || sc[lid] > bitcast<f32>(p.tauBits)) && rank < p.cap) {
-      chosen[rank] = j0 + lid;   // the chosen are ranks 0 .. count-1: slot = rank
-      atomicAdd(&nChosen, 1u);
-    }
-  }
-  workgroupBarrier();
-  if (lid == 0u) { let n = atomicLoad(&nChosen); nUni = n; atomicAdd(&cnt[0], n); }
-  let count = workgroupUniformLoad(&nUni);
-  // Unused slots: h = 0 (sparse fc2 skips them), sel = a valid row.
-  if (lid >= count && lid < p.cap) {
-    let slot = t * p.k + blk * p.cap + lid;
-    sel[slot] = j0;
-    h[slot] = 0.0;
-  }
+${o.phase === 'fc1' ? fc1Choice() : scorePhase(W, 'p')}
   if (count == 0u) { return; }
   // 3. fc1 over the chosen rows, the whole workgroup on them: rowsP = count rounded up to a power of
   //    two, lanes = ${W} / rowsP threads a row (a row of 512 16-byte chunks at d = 4096 and 6 chosen
@@ -232,6 +202,115 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     sel[slot] = jn;
     ${ln ? 'h[slot] = max(lnInv * (red[lid] - lnM * cc[jn]) + cc[p.f + jn], 0.0);' : 'h[slot] = max(red[lid] + b1[jn], 0.0);'}
   }
+}
+`;
+}
+
+/**
+ * WGSL statements of the choice (steps 1 and 2 above) for block blk of token t at j0 (nv neurons),
+ * through the workgroup arrays red, sc, rk, chosen, nChosen, nUni and the bindings B (dot), u, bb,
+ * sel, h, cnt, with the parameters in uniform `P` (f, r, k, cap, tauOn, tauBits, bRow0, uOff,
+ * uStride). Leaves `count` (workgroup-uniform) and chosen[0..count) (descending score); unused
+ * slots get sel = j0, h = 0.
+ */
+function scorePhase(W: number, P: string): string {
+  const L1 = W / BS_NB, G = W / BS_NB, per = BS_NB / G;
+  return `// 1. Scores of the block's rows: ${L1} lanes a row, a tree over them in workgroup memory.
+  let row = lid / ${L1}u;
+  let l1 = lid % ${L1}u;
+  var acc = 0.0;
+  if (row < nv) { acc = B_dot(j0 + row - ${P}.bRow0, B_rc(${P}.r), l1, ${L1}u, ${P}.uOff + t * ${P}.uStride, ${P}.r); }
+  ${laneSumWgsl({ v: 'acc', lanes: `${L1}u`, lane: 'l1', sg: false })}
+  if (lid < nv) { sc[lid] = red[lid * ${L1}u] + bb[j0 + lid]; }
+  workgroupBarrier();
+  // 2. Ranks (descending score, ties to the lower index): thread (i, g) compares neuron i with the
+  //    ${per} neurons of group g and adds its count into rk[i] (integer atomics: deterministic).
+  let ri = lid % ${BS_NB}u;
+  let g = lid / ${BS_NB}u;
+  if (ri < nv) {
+    let s = sc[ri];
+    var c = 0u;
+    for (var q = g * ${per}u; q < min(nv, (g + 1u) * ${per}u); q++) {
+      let o2 = sc[q];
+      c += select(0u, 1u, o2 > s || (o2 == s && q < ri));
+    }
+    if (c > 0u) { atomicAdd(&rk[ri], c); }
+  }
+  workgroupBarrier();
+  if (lid < nv) {
+    let rank = atomicLoad(&rk[lid]);
+    if ((${P}.tauOn == 0u || sc[lid] > bitcast<f32>(${P}.tauBits)) && rank < ${P}.cap) {
+      chosen[rank] = j0 + lid;   // the chosen are ranks 0 .. count-1: slot = rank
+      atomicAdd(&nChosen, 1u);
+    }
+  }
+  workgroupBarrier();
+  if (lid == 0u) { let n = atomicLoad(&nChosen); nUni = n; atomicAdd(&cnt[0], n); }
+  let count = workgroupUniformLoad(&nUni);
+  // Unused slots: h = 0 (sparse fc2 skips them), sel = a valid row.
+  if (lid >= count && lid < ${P}.cap) {
+    let slot = t * ${P}.k + blk * ${P}.cap + lid;
+    sel[slot] = j0;
+    h[slot] = 0.0;
+  }`;
+}
+
+/** The 'fc1' phase's choice: the scoring role's count (bcnt, a u32 a block a token) and chosen rows (sel). */
+function fc1Choice(): string {
+  return `if (lid == 0u) { nUni = bcnt[t * (p.k / p.cap) + blk]; }
+  let count = workgroupUniformLoad(&nUni);
+  if (lid < count) { chosen[lid] = sel[t * p.k + blk * p.cap + lid]; }
+  workgroupBarrier();`;
+}
+
+/** The scoring role's parameters (a uniform of its own at binding 27; `ny`: the host's own grid rows). */
+export const BS_ROLE_PARAMS = ['ny', 'f', 'r', 'k', 'cap', 'tauOn', 'tauBits', 'bRow0', 'uOff', 'uStride', 'nb'] as const;
+export interface BlockScoreRoleOpts { wideB: boolean; uv4: boolean; f16: boolean; wg: number; unroll?: number }
+export const blockScoreRoleKey = (o: BlockScoreRoleOpts) => `bsrole_B${o.wideB ? 8 : 4}_u${o.uv4 ? 4 : 1}_u${o.unroll ?? 4}${o.f16 ? '_f16' : ''}`;
+
+/**
+ * Block selection's choice (steps 1 and 2, no fc1) as a role inside another kernel's dispatch: with
+ * DejaVu's lookahead u is known once the qkv GEMV has run, long before fc1's input (the residual after
+ * out_proj), so the scoring and the choice need not wait on the dispatches in between. The host kernel
+ * (attention: kernels/attention.ts) adds grid rows whose workgroups call blockScoreRole(blk, t, lid)
+ * and return; then this file's 'fc1' phase computes the chosen rows' fc1 only. Writes sel (all cap
+ * slots: chosen rows, then the block's first neuron), h = 0 for unused slots, the count into bcnt and
+ * cnt[0]. Bindings 20 (B), 21 (u), 22 (bias), 23 (sel), 24 (h), 25 (cnt), 26 (bcnt), 27 (its uniform);
+ * its names are prefixed so as not to meet the host's (but `red` and `lid`: laneSumWgsl's).
+ */
+export function blockScoreRoleWgsl(o: BlockScoreRoleOpts): string {
+  const W = o.wg;
+  if (![256, 512, 1024].includes(W)) throw new Error('block score role: a workgroup is 256, 512 or 1024 threads');
+  const body = scorePhase(W, 'bp')
+    .replaceAll('B_dot(', 'bsB_dot(').replaceAll('B_rc(', 'bsB_rc(').replaceAll('sc[', 'bsSc[').replaceAll('rk[', 'bsRk[').replaceAll('chosen[', 'bsChosen[')
+    .replaceAll('&nChosen', '&bsN').replaceAll('nUni', 'bsNU').replaceAll('bb[', 'bsBias[').replaceAll('sel[', 'bsSel[').replaceAll('h[slot]', 'bsH[slot]')
+    .replaceAll('&cnt[', '&bsCnt[');
+  return `struct BP { ny: u32, f: u32, r: u32, k: u32, cap: u32, tauOn: u32, tauBits: u32, bRow0: u32, uOff: u32, uStride: u32, nb: u32 }
+@group(0) @binding(27) var<uniform> bp: BP;
+${dotFn('bsB', 20, 'bsU', 21, o.wideB, o.uv4, o.f16, o.unroll ?? 4)}
+fn bsB_rc(r: u32) -> u32 { return ${o.wideB ? '(r + 7u) / 8u' : '(r + 3u) / 4u'}; }
+@group(0) @binding(22) var<storage, read> bsBias: array<f32>;
+@group(0) @binding(23) var<storage, read_write> bsSel: array<u32>;
+@group(0) @binding(24) var<storage, read_write> bsH: array<f32>;
+@group(0) @binding(25) var<storage, read_write> bsCnt: array<atomic<u32>>;
+@group(0) @binding(26) var<storage, read_write> bsBcnt: array<u32>;
+var<workgroup> red: array<f32, ${W}>;
+var<workgroup> bsSc: array<f32, ${BS_NB}>;
+var<workgroup> bsRk: array<atomic<u32>, ${BS_NB}>;
+var<workgroup> bsChosen: array<u32, ${BS_NB}>;
+var<workgroup> bsN: atomic<u32>;
+var<workgroup> bsNU: u32;
+// Block blk of token t (workgroup-uniform arguments: every thread calls it, with its barriers).
+fn blockScoreRole(blk: u32, t: u32, lid: u32) {
+  if (blk >= bp.nb) { return; }
+  let j0 = blk * ${BS_NB}u;
+  let nv = min(${BS_NB}u, bp.f - j0);
+  if (lid == 0u) { atomicStore(&bsN, 0u); }
+  if (lid < ${BS_NB}u) { atomicStore(&bsRk[lid], 0u); }
+  workgroupBarrier();
+  ${body}
+  if (lid < count) { bsSel[t * bp.k + blk * bp.cap + lid] = bsChosen[lid]; }
+  if (lid == 0u) { bsBcnt[t * bp.nb + blk] = count; }
 }
 `;
 }
