@@ -11,6 +11,7 @@ import { toF32 } from '../src/model/tensor.js';
 import { CpuRunner } from '../src/backend/cpu/runner.js';
 import type { SparsityPolicy } from '../src/sparsity/policy.js';
 import { checkpoint, MODELS, randomArray, reference, relErr, rng } from './helpers.js';
+import { predictScores } from '../src/sparsity/predict.js';
 
 test('selectHeads: the k highest scores, the lower index on ties, in ascending head order', () => {
   assert.deepEqual(Array.from(selectHeads(Float32Array.from([0.5, 3, -1, 3, 2]), 3)), [1, 3, 4]);
@@ -95,4 +96,41 @@ test('kvWindow (CPU): W = 1 and W = 2 are kv all to the bit; before the first co
   for (const bad of [policy('all', 4), policy('chosen', 0), policy('chosen', 2.5)]) {
     assert.throws(() => new CpuRunner(c, ck.weights).setSparsity(bad), /kvWindow must be a whole number >= 1, with kv 'chosen'/);
   }
+});
+
+test('head lookahead (CPU): layer l >= 1 chooses its heads from layer l - 1\'s attention input, layer 0 from its own (5m, traced decode steps)', async () => {
+  const ck = await checkpoint(MODELS['5m']);
+  const c = ck.config, d = c.hidden, H = c.heads, r = rng(41), k = 3;
+  const preds = Array.from({ length: c.layers }, () => ({ rank: H, A: randomArray(H * d, r, 0.3), B: Float32Array.from({ length: H * H }, (_, i) => (i % (H + 1) === 0 ? 1 : 0)), bias: randomArray(H, r, 0.1) }));
+  const policy: SparsityPolicy = { input: 'attn_in', headInput: 'prev_attn_in', mlp: preds.map(() => null), heads: preds.map((predictor) => ({ k, selector: { kind: 'predictor' as const, predictor } })) };
+  const cpu = new CpuRunner(c, ck.weights);
+  cpu.setSparsity(policy);
+  await cpu.forward(reference(MODELS['5m'])[0].input_ids);
+  for (const id of [5, 300, 17]) {
+    const attnIn: Float32Array[] = [], norms: Float32Array[] = [];
+    await cpu.forward([id], { tracePoints: ['attn_in', 'head_norm'], trace: (l, pt, data) => (pt === 'attn_in' ? attnIn : norms)[l] = Float32Array.from(data) });
+    for (let l = 0; l < c.layers; l++) {
+      const ran = Array.from({ length: H }, (_, h) => h).filter((h) => norms[l][h] !== 0);
+      const want = Array.from(selectHeads(predictScores(preds[l], attnIn[l === 0 ? 0 : l - 1], d), k));
+      assert.deepEqual(ran, want, `token ${id}, layer ${l}: the heads that ran`);
+    }
+  }
+});
+
+test('kvWindow 2 (CPU): a pass of several tokens right after an even decode step completes that step\'s holes first, so the output stays kv all\'s (5m)', async () => {
+  const ck = await checkpoint(MODELS['5m']);
+  const c = ck.config, d = c.hidden, H = c.heads, r = rng(43);
+  const preds = Array.from({ length: c.layers }, () => ({ rank: H, A: randomArray(H * d, r, 0.3), B: Float32Array.from({ length: H * H }, (_, i) => (i % (H + 1) === 0 ? 1 : 0)), bias: randomArray(H, r, 0.1) }));
+  const policy = (win: boolean): SparsityPolicy => ({ input: 'attn_in', mlp: preds.map(() => null),
+    heads: preds.map((predictor) => ({ k: 2, ...(win ? { kv: 'chosen' as const, kvWindow: 2 } : {}), selector: { kind: 'predictor' as const, predictor } })) });
+  const run = async (p: SparsityPolicy) => {
+    const cpu = new CpuRunner(c, ck.weights);
+    cpu.setSparsity(p);
+    const out: Float32Array[] = [];
+    // Prompt of 5 (positions 0-4), decode 5..8 (8 even: its holes owed by 9), a pass at 9-11, decode 12, 13.
+    for (const ids of [[3, 70, 5, 900, 41], [7], [8], [9], [10], [13, 14, 15], [16], [17]]) out.push(await cpu.forward(ids));
+    return out;
+  };
+  const [lazy, all] = [await run(policy(true)), await run(policy(false))];
+  lazy.forEach((v, i) => assert.ok(relErr(v, all[i]) < 1e-6, `output ${i}: ${relErr(v, all[i])}`));
 });

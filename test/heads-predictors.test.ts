@@ -171,11 +171,17 @@ test('train-predictors --heads, then eval --sparse heads --compare, on the 5m mo
   assert.deepEqual(predOf(prev, 0), predOf(own, 0), 'layer 0 reads its own input either way');
   assert.notDeepEqual(predOf(prev, 1), predOf(own, 1), 'layer 1 is fitted on layer 0\'s input');
   oneLineError(train(outPrev, '--head-input', 'mlp_in'), /^dejavu: --head-input must be attn_in or prev_attn_in \(got mlp_in\)$/m);
+  // Such a set is format /2, so a build that knows only /1 refuses it rather than run it on the wrong input.
   const mf = join(outPrev, 'manifest.json'), bad = JSON.parse(readFileSync(mf, 'utf8'));
-  bad.heads.input = 'mlp_in';
-  writeFileSync(mf, JSON.stringify(bad));
-  await assert.rejects(loadPredictors(outPrev, ck), /the heads section's input must be attn_in or prev_attn_in/);
-  bad.heads.input = 'prev_attn_in';
+  assert.equal(bad.format, 'dejavu-predictors/2');
+  assert.equal(JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8')).format, 'dejavu-predictors/1');
+  const rewrite = async (format: string, input: string, re: RegExp) => {
+    writeFileSync(mf, JSON.stringify({ ...bad, format, heads: { ...bad.heads, input } }));
+    await assert.rejects(loadPredictors(outPrev, ck), re);
+  };
+  await rewrite('dejavu-predictors/1', 'mlp_in', /the heads section's input must be attn_in or prev_attn_in/);
+  await rewrite('dejavu-predictors/1', 'prev_attn_in', /format dejavu-predictors\/1 does not go with head predictors reading prev_attn_in/);
+  await rewrite('dejavu-predictors/2', 'attn_in', /format dejavu-predictors\/2 does not go with head predictors reading attn_in/);
   writeFileSync(mf, JSON.stringify(bad));
   oneLineError(runCli('train-predictors', '--model', MODELS['5m'], '--data', calib, '--out', out, '--heads', '--head-label', 'attention'), /^dejavu: --head-label must be share or lognorm \(got attention\)$/m);
   const ev = (...a: string[]) => runCli('eval', '--model', MODELS['5m'], '--backend', 'cpu', '--task', 'ppl', '--data', val, '--limit', '128', '--window', '64', '--predictors', out, '--json', ...a);

@@ -390,6 +390,11 @@ test('webgpu head lookahead (head predictors reading the layer before\'s attenti
       got.forEach((v, i) => assert.ok(relErr(v, want[i]) < 1e-2, `no folded LayerNorm, step ${i}: ${relErr(v, want[i])}`));
     }
   }
+  // A parked policy restored (setSparsity(p), null, p again) keeps its lookahead state.
+  const again = policy(true, 'lazy', true), before = await decode(g, again);
+  g.setSparsity(null);
+  const restored = await decode(g, again);
+  restored.forEach((v, i) => assert.deepEqual(v, before[i], `restored policy, step ${i}`));
   assert.ok(g.pipelineKeys.some((key) => /_hn16/.test(key)) && g.pipelineKeys.some((key) => /_hn0/.test(key)), 'the head rows rode the qkv GEMV (after A\'s 16 rows, and alone)');
   assert.ok(!unfolded.pipelineKeys.some((key) => /_hn/.test(key)), 'without folded LayerNorms the scores have a GEMV of their own');
   // The chain on the device against the host loop.
@@ -479,6 +484,18 @@ test('webgpu lazy K/V completion on a post-LayerNorm model (no folded LayerNorm)
     };
     const want = await run(false), got = await run(true);
     got.forEach((v, i) => assert.ok(relErr(v, want[i]) < 1e-4, `${what}, output ${i}: against kv all ${relErr(v, want[i])}`));
+    // The head lookahead here too, against the CPU: with matrices in parts or no folded LayerNorm the
+    // scores have no seat in the qkv GEMV and take a GEMV of their own at the layer before.
+    const prev: SparsityPolicy = { ...policy(true), headInput: 'prev_attn_in' };
+    const cpu = new CpuRunner(c, ck.weights), g = await createWebGpuRunner(c, ck.weights, { gpu: gpu!, kvCache: 'f32', maxPartBytes });
+    cpu.setSparsity(prev); g.setSparsity(prev);
+    for (const ids of [[3, 70, 5, 900, 41], [7], [8], [9], [10], [13, 14, 15], [16], [17]]) {
+      const [a, b] = [await g.forward(ids), await cpu.forward(ids)];
+      assert.ok(relErr(a, b) < 1e-2, `${what}, head lookahead, after ${ids.join(',')}: ${relErr(a, b)}`);
+    }
+    const seated = !maxPartBytes && over.do_layer_norm_before !== false;
+    assert.equal(g.pipelineKeys.some((k) => /_hn/.test(k)), seated, `${what}: the scores ${seated ? 'ride' : 'have no seat in'} the qkv GEMV`);
+    g.dispose();
     rmSync(dir, { recursive: true });
   }
 });

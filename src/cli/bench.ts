@@ -72,6 +72,7 @@ function parseHeadInputs(o: BenchFlags): HeadInput[] | undefined {
   if (o.headInput === undefined) return undefined;
   const v = list(o.headInput).map(parseHeadInput);
   if (o.predictors || o.oracle) fail(`--head-input is for synthetic head predictors (${o.predictors ? 'trained ones read what they were fitted on' : '--oracle runs no predictor'})`);
+  if (!list(o.sparsity).includes('dejavu')) fail('--head-input is for --sparsity dejavu (the only mode with sparse heads)');
   return v;
 }
 

@@ -14,7 +14,7 @@ import { collect, loadHeadNorms, loadLayer, loadMass, readMeta, type CollectionM
 import { calibrateHeads, fitHeadPredictor, headRankStats, type HeadCalibration, type HeadLabel } from '../sparsity/head-fit.js';
 import { predictScores } from '../sparsity/predict.js';
 import { parseHeadInput, type HeadInput, type LowRankPredictor, type PredictorInput } from '../sparsity/policy.js';
-import type { ManifestHeads, PredictorManifest } from '../sparsity/predictors-io.js';
+import { manifestFormat, type ManifestHeads, type PredictorManifest } from '../sparsity/predictors-io.js';
 import { savePredictors } from '../sparsity/predictors-save.js';
 import { pickTrainEngine, trainPredictor, type TrainEngine } from '../sparsity/train.js';
 import { lowRankFc1 } from '../sparsity/lowrank-init.js';
@@ -227,7 +227,7 @@ export function register(program: Command): void {
         layers: heads.map(({ cal: c }) => ({ layer: c.layer, dense: c.dense, k: c.k, mass_recall: c.mass_recall, oracle_mass: c.oracle_mass, recall: c.recall })),
       } : undefined;
       const manifest: PredictorManifest = {
-        format: 'dejavu-predictors/1', model_fingerprint: ck.fingerprint, rank: o.rank, input: saved, target_recall: o.targetRecall,
+        format: manifestFormat(headsSection?.input), model_fingerprint: ck.fingerprint, rank: o.rank, input: saved, target_recall: o.targetRecall,
         tokens: meta.tokens, init: saved === 'mlp_in' ? o.init : 'random', epochs: res.map((r) => r.epochs), d: meta.d, f: meta.f,
         layers: res.map(({ cal: c, block: b }) => ({
           layer: c.layer, dense: c.dense, k: c.k, recall: c.recall, mass_recall: c.mass_recall, precision: c.precision, density: c.density,

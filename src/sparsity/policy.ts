@@ -85,7 +85,9 @@ export type HeadSelector =
  * a GPU this is the chosen heads' K/V every step plus every head's K/V for W inputs every W steps
  * ((2ρ(W − 1) + 2)d²/W weight bytes a step at ρ = k/H) instead of kv 'all''s 2d² every step;
  * W = 2 is exact (docs/sparsity.md). The CPU computes every head's K/V each step and completes by
- * unmarking: the same values, since a position's K/V depend only on its own attention input.
+ * unmarking: the same values, since a position's K/V depend only on its own attention input. A
+ * forward of several tokens that holds a completion position completes that window first (with W = 2:
+ * a prompt right after an even decode step fills that step's holes, as the WebGPU runner does).
  */
 export interface HeadLayerPolicy {
   k: number;           // heads computed per token (a fixed set: its size)

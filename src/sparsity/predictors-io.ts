@@ -42,6 +42,9 @@ export interface ManifestHeadLayer {
   recall: number;
 }
 
+/** The manifest format for a set whose head predictors read `input` (PredictorManifest.format). */
+export const manifestFormat = (input: HeadInput | undefined): PredictorManifest['format'] => (input === 'prev_attn_in' ? 'dejavu-predictors/2' : 'dejavu-predictors/1');
+
 /** The head predictors of a set (train-predictors --heads); absent when it has none. */
 export interface ManifestHeads {
   rank: number;
@@ -57,7 +60,11 @@ export interface ManifestHeads {
 export type Selection = 'auto' | 'block' | 'topk';
 
 export interface PredictorManifest {
-  format: 'dejavu-predictors/1';
+  /**
+   * /2: its head predictors read the layer before's input (heads.input 'prev_attn_in'), which a build
+   * reading only /1 would run on the layer's own input without a word; /1 otherwise (manifestFormat).
+   */
+  format: 'dejavu-predictors/1' | 'dejavu-predictors/2';
   model_fingerprint: string;
   rank: number;
   input: PredictorInput;
@@ -98,7 +105,7 @@ export interface PredictorSet {
 }
 
 function checkManifest(m: PredictorManifest, where: string, layers: number): void {
-  const ok = m && m.format === 'dejavu-predictors/1' && typeof m.model_fingerprint === 'string' && Number.isInteger(m.rank) &&
+  const ok = m && (m.format === 'dejavu-predictors/1' || m.format === 'dejavu-predictors/2') && typeof m.model_fingerprint === 'string' && Number.isInteger(m.rank) &&
     (m.input === 'attn_in' || m.input === 'mlp_in') && Array.isArray(m.layers) && Number.isInteger(m.d) && Number.isInteger(m.f);
   if (!ok) fail(`${where} is not a dejavu predictor manifest (missing or malformed fields)`);
   if (m.layers.length !== layers) fail(`${where} describes ${m.layers.length} layers, the model has ${layers}`);
@@ -108,6 +115,7 @@ function checkManifest(m: PredictorManifest, where: string, layers: number): voi
     if (b !== undefined && !(b && Number.isInteger(b.cap) && b.cap >= 1 && b.cap <= BLOCK_SIZE && Number.isFinite(b.tau) && b.density >= 0 && b.density <= 1)) fail(`${where}: layer entry ${i} has a malformed block rule`);
   });
   const h = m.heads;
+  if ((h?.input === 'prev_attn_in') !== (m.format === 'dejavu-predictors/2')) fail(`${where}: format ${m.format} does not go with ${h ? `head predictors reading ${h.input ?? 'attn_in'}` : 'a set without head predictors'}`);
   if (h === undefined) return;
   if (!(h && Number.isInteger(h.rank) && h.rank >= 1 && Number.isInteger(h.heads) && h.heads >= 1 && Array.isArray(h.layers) && h.layers.length === layers)) fail(`${where}: the heads section is malformed`);
   if (h.input !== undefined && h.input !== 'attn_in' && h.input !== 'prev_attn_in') fail(`${where}: the heads section's input must be attn_in or prev_attn_in`);

@@ -165,8 +165,15 @@ export class CpuRunner implements Runner {
           L.kCache.set(qkv.subarray(s + d, s + 2 * d), dst);
           L.vCache.set(qkv.subarray(s + 2 * d, s + 3 * d), dst);
         }
-        // Every head runs at these positions: clear what an earlier sparse step recorded there.
-        L.skip?.fill(0, this.pos * c.heads, (this.pos + T) * c.heads);
+        // Every head runs at these positions: clear what an earlier sparse step recorded there. A
+        // completion position of kvWindow inside the pass completes its window before the pass too
+        // (the holes of an even decode step right before a prompt, with window 2), as the WebGPU
+        // runner's completion form does (gemv.ts, LAZY 'complete').
+        const win = this.policy?.heads?.[l]?.kvWindow ?? 0;
+        let cp = this.pos;
+        while (win && (cp + 1) % win !== 0) cp++;
+        const from = win && cp < this.pos + T ? Math.max(0, cp + 1 - win) : this.pos;
+        L.skip?.fill(0, Math.min(from, this.pos) * c.heads, (this.pos + T) * c.heads);
         o = attention(q, T, this.pos, L.kCache, L.vCache, c.heads, c.headDim, undefined, headNorm);
       }
       prevH = h;

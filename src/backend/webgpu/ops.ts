@@ -10,11 +10,11 @@ import { ceil4, ceilDiv, type KernelFeatures } from './kernels/common.js';
 import { gemvKey, gemvWgsl, type GemvOpts } from './kernels/gemv.js';
 import { MATMUL_SHORT_MAX, MM_TILE, matmulKey, matmulWgsl } from './kernels/matmul.js';
 import { layerNormKey, layerNormWgsl, layerNormWorkgroupSize } from './kernels/layernorm.js';
-import { ATS_MAX_SPLITS, ATS_MIN_CHUNK, ATS_WG, ATT_WG, attentionTargetSplits, attentionCombineKey, attentionCombineWgsl, attentionFusedFits, attentionFusedWords, attentionKey, attentionSplitKey, attentionSplitShape, attentionSplits, attentionSplitWgsl, attentionWgsl } from './kernels/attention.js';
+import { ATS_MAX_SPLITS, ATS_MIN_CHUNK, ATS_WG, ATT_WG, attentionSplitBytes, attentionTargetSplits, attentionCombineKey, attentionCombineWgsl, attentionFusedFits, attentionFusedWords, attentionKey, attentionSplitKey, attentionSplitShape, attentionSplits, attentionSplitWgsl, attentionWgsl } from './kernels/attention.js';
 import { embedKey, embedWgsl, fill32Key, fill32Wgsl, fillKey, fillWgsl, kvStoreKey, kvStoreWgsl, scatterKey, scatterWgsl, transposeKey, transposeWgsl } from './kernels/misc.js';
 import { topKKey, topKWgsl, topKWorkgroupSize } from './kernels/topk.js';
 import { argmaxKey, argmaxWgsl, argmaxWorkgroupSize } from './kernels/argmax.js';
-import { BS_NB, blockSelectKey, blockSelectLnBytes, blockSelectWgsl, blockSelectWorkgroupSize, type BlockScoreRoleOpts, type BlockSelectOpts } from './kernels/block-select.js';
+import { BS_NB, blockScoreRoleBytes, blockSelectKey, blockSelectLnBytes, blockSelectWgsl, blockSelectWorkgroupSize, type BlockScoreRoleOpts, type BlockSelectOpts } from './kernels/block-select.js';
 import { headSelectKey, headSelectWgsl, HS_WG } from './kernels/head-select.js';
 import { headMajorKey, headMajorWgsl, headOutKey, headOutTpr, headOutWgsl, HO_RPT, HO_WG } from './kernels/head-out.js';
 import { FC2P_WG, fc2DirectKey, fc2DirectShape, fc2DirectWgsl, fc2PartialKey, fc2PartialWgsl, fc2ReduceKey, fc2ReduceWgsl, type Fc2DirectShape } from './kernels/sparse-mlp.js';
@@ -625,12 +625,14 @@ export class Kernels {
   static readonly attentionWg = ATT_WG;
 
   /**
-   * Whether the block scoring role fits the decode attention dispatch: B in one part, and storage
-   * bindings for its 7 beside attention's (fused 7, or 6 for the split of the pair; 2 more with
-   * sparse heads).
+   * Whether the block scoring role fits the decode attention dispatch: B in one part, storage bindings
+   * for its 7 beside attention's (fused 7, or 6 for the split of the pair; 2 more with sparse heads),
+   * and its workgroup arrays beside the split kernel's (sized for WebGPU's default 16 KiB).
    */
   blockScoreFits(B: GpuMatrix, heads: boolean, hd: number): boolean {
-    return !!attentionSplitShape(hd) && B.parts.length === 1 && 7 + (heads ? 2 : 0) + 7 <= this.gpu.limits.maxStorageBuffersPerShaderStage;
+    const l = this.gpu.limits;
+    return !!attentionSplitShape(hd) && B.parts.length === 1 && 7 + (heads ? 2 : 0) + 7 <= l.maxStorageBuffersPerShaderStage &&
+      attentionSplitBytes(hd) + blockScoreRoleBytes(ATS_WG) <= l.maxComputeWorkgroupStorageSize;
   }
 
   private blockScoreRole(a: BlockScoreArgs): BlockScoreRoleOpts {

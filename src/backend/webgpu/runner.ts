@@ -232,15 +232,15 @@ export interface WebGpuRunnerOptions extends GpuOptions {
   fusedAttentionMaxKeys?: number;
 }
 
+/** blockScoreInAttention's default: on up to this width (WebGpuRunnerOptions.blockScoreInAttention). */
+export const BLOCK_SCORE_IN_ATTENTION_MAX_D = 4096;
+
 /**
  * Decode steps whose attention sees more keys than this run the split + combine pair instead of the
  * fused form: on an H200 the fused form took ~1 µs less a layer at 128 positions, the same at 256,
  * and 0.8–4.6 µs more from 320 on at OPT-6.7B (bench --kernels --kernel-variants, docs/benchmarks.md). Both give the same bits, so
  * a step that runs the other form (a command buffer encoded ahead) is only slower, never wrong.
  */
-/** blockScoreInAttention's default: on up to this width (RunnerOptions.blockScoreInAttention). */
-export const BLOCK_SCORE_IN_ATTENTION_MAX_D = 4096;
-
 export const FUSED_ATTENTION_MAX_KEYS = 256;
 
 export async function createWebGpuRunner(config: OptConfig, weights: OptWeights | 'synthetic', opts: WebGpuRunnerOptions = {}): Promise<WebGpuRunner> {

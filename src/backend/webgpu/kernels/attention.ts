@@ -125,6 +125,12 @@ export function attentionTargetSplits(d: number, S: number): number {
   return Math.max(1, Math.min(S, Math.round(ATS_TARGET_WORK / d)));
 }
 
+/** Workgroup memory bytes of the split kernel at head dim hd (its arrays as attentionSplitWgsl declares them; 0 where it has no shape). */
+export function attentionSplitBytes(hd: number): number {
+  const sh = attentionSplitShape(hd);
+  return sh ? 4 * (sh.TILE * (sh.HV + 1) + sh.TILE + sh.RV * sh.HV * sh.W + sh.RV + 1) : 0;
+}
+
 /** Splits per query for H heads: about 1024 workgroups in all, no more than maxPos / minChunk (the grid; attentionTargetSplits of them work). */
 export function attentionSplits(H: number, maxPos: number): number {
   return Math.max(1, Math.min(ATS_MAX_SPLITS, Math.ceil(maxPos / ATS_MIN_CHUNK), Math.max(8, Math.ceil(1024 / H))));
@@ -223,8 +229,9 @@ const chunkWgsl = `fn chunkOf(n: u32) -> u32 {
   return select(c, (c + TILE - 1u) / TILE * TILE, c > TILE);
 }`;
 
-/** Phase 1. Params: dv (d / W), H, S, minChunk, scale bits, splits wanted. `half`: the cache holds packed f16 (W of them a load). */
 /**
+ * Phase 1. Params: dv (d / W), H, S, minChunk, scale bits, splits wanted. `half`: the cache holds packed f16 (W of them a load).
+ *
  * `role` (decode, the sparse MLP's block rule with DejaVu's lookahead): grid rows from bp.ny on are not
  * attention's; their workgroups score and choose the sparse MLP's neurons (block-select.ts,
  * blockScoreRoleWgsl), block (row − ny)·S + split, and return. The choice then needs no dispatch of

@@ -263,6 +263,9 @@ function fc1Choice(): string {
   workgroupBarrier();`;
 }
 
+/** Workgroup memory bytes the scoring role adds to its host kernel at wg threads (red, bsSc, bsRk, bsChosen, bsN, bsNU). */
+export const blockScoreRoleBytes = (wg: number) => 4 * wg + 12 * BS_NB + 8;
+
 /** The scoring role's parameters (a uniform of its own at binding 27; `ny`: the host's own grid rows). */
 export const BS_ROLE_PARAMS = ['ny', 'f', 'r', 'k', 'cap', 'tauOn', 'tauBits', 'bRow0', 'uOff', 'uStride', 'nb'] as const;
 export interface BlockScoreRoleOpts { wideB: boolean; uv4: boolean; f16: boolean; wg: number; unroll?: number }
