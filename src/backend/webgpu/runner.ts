@@ -210,8 +210,8 @@ export interface WebGpuRunnerOptions extends GpuOptions {
    * the attention dispatch, where DejaVu's lookahead has u ready (attention.ts, `role`), and the
    * block-select dispatch computes the chosen rows' fc1 only (where the bindings allow). Default: up
    * to d = 4096 (BLOCK_SCORE_IN_ATTENTION_MAX_D: measured on an H200, GPU ms a token, opt-1.3b −4 to
-   * −5 %, opt-6.7b −0.8 % with sparse heads and ±0 without, opt-13b +1 to +2 %: B's larger reads
-   * slow the attention dispatch more than the choice saves).
+   * −5.5 %, opt-6.7b −1.3 % with sparse heads and −0.5 % without, opt-13b ±0 and +1.4 %: B's larger
+   * reads slow the attention dispatch as much as the choice saves).
    */
   blockScoreInAttention?: boolean;
   /**
