@@ -189,12 +189,7 @@ ${dotFn('W', 4, 'xw', -1, o.wideW, o.xv4, o.f16, o.unroll ?? 4, lnVecDecl(d, o.x
 ${ln ? '@group(0) @binding(5) var<storage, read> cc: array<f32>;   // c1 (f) then c2 (f)' : '@group(0) @binding(5) var<storage, read> b1: array<f32>;'}
 @group(0) @binding(7) var<storage, read_write> sel: array<u32>;
 @group(0) @binding(8) var<storage, read_write> h: array<f32>;
-var<workgroup> red: array<f32, ${W}>;
-var<workgroup> sc: array<f32, ${BS_NB}>;
-var<workgroup> rk: array<atomic<u32>, ${BS_NB}>;
-var<workgroup> chosen: array<u32, ${BS_NB}>;
-var<workgroup> nChosen: atomic<u32>;
-var<workgroup> nUni: u32;
+${choiceArraysWgsl(W, '')}
 @compute @workgroup_size(${W})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${sg ? ', @builtin(subgroup_invocation_id) sl: u32, @builtin(subgroup_size) ss: u32' : ''}) {
   let blk = p.blk0 + wid.x;
@@ -283,6 +278,20 @@ function scorePhase(W: number, P: string): string {
   }`;
 }
 
+/**
+ * The choice's workgroup arrays: red (laneSumWgsl's), the block's scores, ranks and chosen rows, the
+ * chosen count and its uniform copy; names prefixed with `pre` ('' in block-select, 'bs' in the role).
+ */
+function choiceArraysWgsl(W: number, pre: string): string {
+  const n = (a: string, b: string) => (pre ? pre + b : a);
+  return `var<workgroup> red: array<f32, ${W}>;
+var<workgroup> ${n('sc', 'Sc')}: array<f32, ${BS_NB}>;
+var<workgroup> ${n('rk', 'Rk')}: array<atomic<u32>, ${BS_NB}>;
+var<workgroup> ${n('chosen', 'Chosen')}: array<u32, ${BS_NB}>;
+var<workgroup> ${n('nChosen', 'N')}: atomic<u32>;
+var<workgroup> ${n('nUni', 'NU')}: u32;`;
+}
+
 /** The 'fc1' phase's choice: the scoring role's count (bcnt, a u32 a block a token) and chosen rows (sel). */
 function fc1Choice(): string {
   return `if (lid == 0u) { nUni = bcnt[t * (p.k / p.cap) + blk]; }
@@ -325,12 +334,7 @@ fn bsB_rc(r: u32) -> u32 { return ${o.wideB ? '(r + 7u) / 8u' : '(r + 3u) / 4u'}
 @group(0) @binding(24) var<storage, read_write> bsH: array<f32>;
 @group(0) @binding(25) var<storage, read_write> bsCnt: array<atomic<u32>>;
 @group(0) @binding(26) var<storage, read_write> bsBcnt: array<u32>;
-var<workgroup> red: array<f32, ${W}>;
-var<workgroup> bsSc: array<f32, ${BS_NB}>;
-var<workgroup> bsRk: array<atomic<u32>, ${BS_NB}>;
-var<workgroup> bsChosen: array<u32, ${BS_NB}>;
-var<workgroup> bsN: atomic<u32>;
-var<workgroup> bsNU: u32;
+${choiceArraysWgsl(W, 'bs')}
 // Block blk of token t (workgroup-uniform arguments: every thread calls it, with its barriers).
 fn blockScoreRole(blk: u32, t: u32, lid: u32) {
   if (blk >= bp.nb) { return; }
