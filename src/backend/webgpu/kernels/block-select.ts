@@ -124,20 +124,8 @@ fn ${M}_dotp(row: u32, rc: u32, lane: u32, lanes: u32, vb: u32, n: u32, q: ${M}P
   let full = n / ${cw}u;
   var a0 = 0.0; var a1 = 0.0; var a2 = 0.0; var a3 = 0.0;
 ${Array.from({ length: U }, (_, u) => `  if (lane + ${u}u * lanes < full) { a${u % 4} += ${M}_d(q.w${u}, lane + ${u}u * lanes, vb); }`).join('\n')}
-  for (var c = lane + ${U}u * lanes; c < full; c += ${U}u * lanes) {
-${Array.from({ length: U }, (_, u) => `    let c${u} = c + ${u}u * lanes; var w${u} = ${zero}; if (c${u} < full) { w${u} = ${M}_l(row, rc, c${u}); }`).join('\n')}
-${Array.from({ length: U }, (_, u) => `    if (c${u} < full) { a${u % 4} += ${M}_d(w${u}, c${u}, vb); }`).join('\n')}
-  }
-  if (lane == 0u) {
-    for (var i = full * ${cw}u; i < n; i++) { a1 += ${M}_t(row, rc, full, i) * ${vName}1(vb + i); }
-  }
-  return (a0 + a1) + (a2 + a3);
-}
-fn ${M}_dot(row: u32, rc: u32, lane: u32, lanes: u32, vb: u32, n: u32) -> f32 {
-  let full = n / ${cw}u;
-  var a0 = 0.0; var a1 = 0.0; var a2 = 0.0; var a3 = 0.0;
   // Rounds of ${U} chunks, all ${U} loads issued before any is used; the last round masked.
-  for (var c = lane; c < full; c += ${U}u * lanes) {
+  for (var c = lane + ${U}u * lanes; c < full; c += ${U}u * lanes) {
 ${Array.from({ length: U }, (_, u) => `    let c${u} = c + ${u}u * lanes; var w${u} = ${zero}; if (c${u} < full) { w${u} = ${M}_l(row, rc, c${u}); }`).join('\n')}
 ${Array.from({ length: U }, (_, u) => `    if (c${u} < full) { a${u % 4} += ${M}_d(w${u}, c${u}, vb); }`).join('\n')}
   }
@@ -146,7 +134,9 @@ ${Array.from({ length: U }, (_, u) => `    if (c${u} < full) { a${u % 4} += ${M}
     for (var i = full * ${cw}u; i < n; i++) { a1 += ${M}_t(row, rc, full, i) * ${vName}1(vb + i); }
   }
   return (a0 + a1) + (a2 + a3);
-}`;
+}
+// The whole dot: the first round loaded, then the rest (the first round is only a round of M_dotp's loop).
+fn ${M}_dot(row: u32, rc: u32, lane: u32, lanes: u32, vb: u32, n: u32) -> f32 { return ${M}_dotp(row, rc, lane, lanes, vb, n, ${M}_pre(row, rc, lane, lanes, n)); }`;
 }
 
 /**
@@ -196,11 +186,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let t = wid.z;
   let j0 = blk * ${BS_NB}u;
   let nv = min(${BS_NB}u, p.f - j0);   // the block's neurons (the last block may be short)
-  if (lid == 0u) { atomicStore(&nChosen, 0u); }
-  if (lid < ${BS_NB}u) { atomicStore(&rk[lid], 0u); }
+  ${fc1 ? '' : `if (lid == 0u) { atomicStore(&nChosen, 0u); }
+  if (lid < ${BS_NB}u) { atomicStore(&rk[lid], 0u); }`}
   ${fc1 ? `${fc1Choice()}
   if (count == 0u) { return; }` : ln ? lnPhase(o, W, sg) : ''}
-${fc1 ? '' : `${scorePhase(W, 'p')}
+${fc1 ? '' : `${scorePhase(W, 'p', '')}
   if (count == 0u) { return; }`}
   // 3. fc1 over the chosen rows, the whole workgroup on them: rowsP = count rounded up to a power of
   //    two, lanes = ${W} / rowsP threads a row (a row of 512 16-byte chunks at d = 4096 and 6 chosen
@@ -236,45 +226,46 @@ ${fc1 ? '' : `${scorePhase(W, 'p')}
  * uStride). Leaves `count` (workgroup-uniform) and chosen[0..count) (descending score); unused
  * slots get sel = j0, h = 0.
  */
-function scorePhase(W: number, P: string): string {
+function scorePhase(W: number, P: string, pre: string): string {
   const L1 = W / BS_NB, G = W / BS_NB, per = BS_NB / G;
+  const { sc, rk, chosen, nChosen, nUni, B, bb, sel, h, cnt } = choiceNames(pre);
   return `// 1. Scores of the block's rows: ${L1} lanes a row, a tree over them in workgroup memory.
   let row = lid / ${L1}u;
   let l1 = lid % ${L1}u;
   var acc = 0.0;
-  if (row < nv) { acc = B_dot(j0 + row - ${P}.bRow0, B_rc(${P}.r), l1, ${L1}u, ${P}.uOff + t * ${P}.uStride, ${P}.r); }
+  if (row < nv) { acc = ${B}_dot(j0 + row - ${P}.bRow0, ${B}_rc(${P}.r), l1, ${L1}u, ${P}.uOff + t * ${P}.uStride, ${P}.r); }
   ${laneSumWgsl({ v: 'acc', lanes: `${L1}u`, lane: 'l1', sg: false })}
-  if (lid < nv) { sc[lid] = red[lid * ${L1}u] + bb[j0 + lid]; }
+  if (lid < nv) { ${sc}[lid] = red[lid * ${L1}u] + ${bb}[j0 + lid]; }
   workgroupBarrier();
   // 2. Ranks (descending score, ties to the lower index): thread (i, g) compares neuron i with the
-  //    ${per} neurons of group g and adds its count into rk[i] (integer atomics: deterministic).
+  //    ${per} neurons of group g and adds its count into ${rk}[i] (integer atomics: deterministic).
   let ri = lid % ${BS_NB}u;
   let g = lid / ${BS_NB}u;
   if (ri < nv) {
-    let s = sc[ri];
+    let s = ${sc}[ri];
     var c = 0u;
     for (var q = g * ${per}u; q < min(nv, (g + 1u) * ${per}u); q++) {
-      let o2 = sc[q];
+      let o2 = ${sc}[q];
       c += select(0u, 1u, o2 > s || (o2 == s && q < ri));
     }
-    if (c > 0u) { atomicAdd(&rk[ri], c); }
+    if (c > 0u) { atomicAdd(&${rk}[ri], c); }
   }
   workgroupBarrier();
   if (lid < nv) {
-    let rank = atomicLoad(&rk[lid]);
-    if ((${P}.tauOn == 0u || sc[lid] > bitcast<f32>(${P}.tauBits)) && rank < ${P}.cap) {
-      chosen[rank] = j0 + lid;   // the chosen are ranks 0 .. count-1: slot = rank
-      atomicAdd(&nChosen, 1u);
+    let rank = atomicLoad(&${rk}[lid]);
+    if ((${P}.tauOn == 0u || ${sc}[lid] > bitcast<f32>(${P}.tauBits)) && rank < ${P}.cap) {
+      ${chosen}[rank] = j0 + lid;   // the chosen are ranks 0 .. count-1: slot = rank
+      atomicAdd(&${nChosen}, 1u);
     }
   }
   workgroupBarrier();
-  if (lid == 0u) { let n = atomicLoad(&nChosen); nUni = n; atomicAdd(&cnt[0], n); }
-  let count = workgroupUniformLoad(&nUni);
+  if (lid == 0u) { let n = atomicLoad(&${nChosen}); ${nUni} = n; atomicAdd(&${cnt}[0], n); }
+  let count = workgroupUniformLoad(&${nUni});
   // Unused slots: h = 0 (sparse fc2 skips them), sel = a valid row.
   if (lid >= count && lid < ${P}.cap) {
     let slot = t * ${P}.k + blk * ${P}.cap + lid;
-    sel[slot] = j0;
-    h[slot] = 0.0;
+    ${sel}[slot] = j0;
+    ${h}[slot] = 0.0;
   }`;
 }
 
@@ -283,13 +274,20 @@ function scorePhase(W: number, P: string): string {
  * chosen count and its uniform copy; names prefixed with `pre` ('' in block-select, 'bs' in the role).
  */
 function choiceArraysWgsl(W: number, pre: string): string {
-  const n = (a: string, b: string) => (pre ? pre + b : a);
+  const n = choiceNames(pre);
   return `var<workgroup> red: array<f32, ${W}>;
-var<workgroup> ${n('sc', 'Sc')}: array<f32, ${BS_NB}>;
-var<workgroup> ${n('rk', 'Rk')}: array<atomic<u32>, ${BS_NB}>;
-var<workgroup> ${n('chosen', 'Chosen')}: array<u32, ${BS_NB}>;
-var<workgroup> ${n('nChosen', 'N')}: atomic<u32>;
-var<workgroup> ${n('nUni', 'NU')}: u32;`;
+var<workgroup> ${n.sc}: array<f32, ${BS_NB}>;
+var<workgroup> ${n.rk}: array<atomic<u32>, ${BS_NB}>;
+var<workgroup> ${n.chosen}: array<u32, ${BS_NB}>;
+var<workgroup> ${n.nChosen}: atomic<u32>;
+var<workgroup> ${n.nUni}: u32;`;
+}
+
+/** The choice's names: block-select's own ('' prefix) or, prefixed, those of the role inside another kernel. */
+function choiceNames(pre: string) {
+  const n = (a: string, b: string) => (pre ? pre + b : a);
+  return { sc: n('sc', 'Sc'), rk: n('rk', 'Rk'), chosen: n('chosen', 'Chosen'), nChosen: n('nChosen', 'N'), nUni: n('nUni', 'NU'),
+    B: n('B', 'B'), bb: n('bb', 'Bias'), sel: n('sel', 'Sel'), h: n('h', 'H'), cnt: n('cnt', 'Cnt') };
 }
 
 /** The 'fc1' phase's choice: the scoring role's count (bcnt, a u32 a block a token) and chosen rows (sel). */
@@ -321,10 +319,7 @@ export const blockScoreRoleKey = (o: BlockScoreRoleOpts) => `bsrole_B${o.wideB ?
 export function blockScoreRoleWgsl(o: BlockScoreRoleOpts): string {
   const W = o.wg;
   if (![256, 512, 1024].includes(W)) throw new Error('block score role: a workgroup is 256, 512 or 1024 threads');
-  const body = scorePhase(W, 'bp')
-    .replaceAll('B_dot(', 'bsB_dot(').replaceAll('B_rc(', 'bsB_rc(').replaceAll('sc[', 'bsSc[').replaceAll('rk[', 'bsRk[').replaceAll('chosen[', 'bsChosen[')
-    .replaceAll('&nChosen', '&bsN').replaceAll('nUni', 'bsNU').replaceAll('bb[', 'bsBias[').replaceAll('sel[', 'bsSel[').replaceAll('h[slot]', 'bsH[slot]')
-    .replaceAll('&cnt[', '&bsCnt[');
+  const body = scorePhase(W, 'bp', 'bs');
   return `struct BP { ny: u32, f: u32, r: u32, k: u32, cap: u32, tauOn: u32, tauBits: u32, bRow0: u32, uOff: u32, uStride: u32, nb: u32 }
 @group(0) @binding(27) var<uniform> bp: BP;
 ${dotFn('bsB', 20, 'bsU', 21, o.wideB, o.uv4, o.f16, o.unroll ?? 4)}
