@@ -47,3 +47,12 @@ export async function readKv(k: Kernels, src: GPUBuffer, n: number): Promise<Flo
   const raw = await readF32(k, src, Math.ceil(n / 2));
   return halvesToFloats(new Uint16Array(raw.buffer, 0, n));
 }
+
+/**
+ * A low-rank predictor (out, rank, d) whose A and B are exactly representable in fp16 (scale 0.2;
+ * bias 0.1), so the GPU's fp16 copy scores like the CPU's float32 one. Draws A, then B, then the bias.
+ */
+export function fp16Predictor(rank: number, d: number, out: number, r: () => number): { rank: number; A: Float32Array; B: Float32Array; bias: Float32Array } {
+  const h16 = (a: Float32Array) => halvesToFloats(floatsToHalves(a));
+  return { rank, A: h16(randomArray(rank * d, r, 0.2)), B: h16(randomArray(out * rank, r, 0.2)), bias: randomArray(out, r, 0.1) };
+}

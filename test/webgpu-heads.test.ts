@@ -16,7 +16,7 @@ import { Kernels, readF32, readU32, runNow } from '../src/backend/webgpu/ops.js'
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import type { SparsityPolicy } from '../src/sparsity/policy.js';
 import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
-import { gpuOrSkip, kvBuffer, randomMatrix, readKv } from './gpu.js';
+import { fp16Predictor, gpuOrSkip, kvBuffer, randomMatrix, readKv } from './gpu.js';
 import { checkpoint, MODELS, randomArray, reference, relErr, rng } from './helpers.js';
 import { rmSync } from 'node:fs';
 import { tinyConfig, writeTinyModel } from './tiny-model.js';
@@ -243,9 +243,8 @@ test('webgpu sparse heads decode like the CPU runner: fixed sets, predictors wit
   if (!gpu) return;
   const ck = await checkpoint(MODELS['5m']);
   const c = ck.config, d = c.hidden, f = c.ffn, H = c.heads, r = rng(21);
-  const h16 = (a: Float32Array) => halvesToFloats(floatsToHalves(a));
   const headPred = () => identityHeadPredictor(H, d, r);
-  const mlpPred = (rank: number) => ({ rank, A: h16(randomArray(rank * d, r, 0.2)), B: h16(randomArray(f * rank, r, 0.2)), bias: randomArray(f, r, 0.1) });
+  const mlpPred = (rank: number) => fp16Predictor(rank, d, f, r);
   const none = new Array(c.layers).fill(null);
   const allHeads: SparsityPolicy = { input: 'attn_in', mlp: none, heads: none.map(() => ({ k: H, selector: { kind: 'fixed' as const, heads: Uint32Array.from({ length: H }, (_, i) => i) } })) };
   const fixed: SparsityPolicy = { input: 'attn_in', mlp: none, heads: none.map((_, l) => (l === 1 ? null : { k: 3, selector: { kind: 'fixed' as const, heads: Uint32Array.from([l, 5, 7].map((v) => v % H)).filter((v, i, a) => a.indexOf(v) === i) } })) };
@@ -291,12 +290,11 @@ test('webgpu lazy K/V completion (kv chosen, window 2) decodes as kv all, unlike
   if (!gpu) return;
   const ck = await checkpoint(MODELS['5m']);
   const c = ck.config, d = c.hidden, f = c.ffn, H = c.heads, r = rng(23);
-  const h16 = (a: Float32Array) => halvesToFloats(floatsToHalves(a));
   const none = new Array(c.layers).fill(null);
   const fixed: SparsityPolicy = { input: 'attn_in', mlp: none, heads: none.map((_, l) => ({ k: 3, selector: { kind: 'fixed' as const, heads: Uint32Array.from([l % H, (l + 3) % H, (l + 5) % H]) } })) };
   const dejavu: SparsityPolicy = {
     input: 'attn_in',
-    mlp: none.map(() => ({ k: 0, selector: { kind: 'predictor' as const, predictor: { rank: 16, A: h16(randomArray(16 * d, r, 0.2)), B: h16(randomArray(f * 16, r, 0.2)), bias: randomArray(f, r, 0.1) }, block: { cap: 8, tau: null } } })),
+    mlp: none.map(() => ({ k: 0, selector: { kind: 'predictor' as const, predictor: fp16Predictor(16, d, f, r), block: { cap: 8, tau: null } } })),
     heads: none.map(() => ({ k: 2, selector: { kind: 'predictor' as const, predictor: identityHeadPredictor(H, d, r) } })),
   };
   const kv = (p: SparsityPolicy, kind: 'all' | 'chosen' | 'lazy'): SparsityPolicy =>
@@ -357,11 +355,10 @@ test('webgpu head lookahead (head predictors reading the layer before\'s attenti
   if (!gpu) return;
   const ck = await checkpoint(MODELS['5m']);
   const c = ck.config, d = c.hidden, f = c.ffn, H = c.heads, r = rng(29);
-  const h16 = (a: Float32Array) => halvesToFloats(floatsToHalves(a));
   const none = new Array(c.layers).fill(null);
   const heads = none.map(() => ({ k: 3, selector: { kind: 'predictor' as const, predictor: identityHeadPredictor(H, d, r) } }));
   gpu.device.pushErrorScope('validation');   // every form's bind group must match its pipeline (the completion form too)
-  const mlp = none.map(() => ({ k: 0, selector: { kind: 'predictor' as const, predictor: { rank: 16, A: h16(randomArray(16 * d, r, 0.2)), B: h16(randomArray(f * 16, r, 0.2)), bias: randomArray(f, r, 0.1) }, block: { cap: 8, tau: null } } }));
+  const mlp = none.map(() => ({ k: 0, selector: { kind: 'predictor' as const, predictor: fp16Predictor(16, d, f, r), block: { cap: 8, tau: null } } }));
   const policy = (withMlp: boolean, kv: 'all' | 'lazy', prev: boolean): SparsityPolicy => ({
     input: 'attn_in', ...(prev ? { headInput: 'prev_attn_in' as const } : {}), mlp: withMlp ? mlp : none,
     heads: heads.map((hp) => ({ ...hp, ...(kv === 'lazy' ? { kv: 'chosen' as const, kvWindow: 2 } : {}) })),

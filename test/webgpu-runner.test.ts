@@ -11,7 +11,7 @@ import { createWebGpuRunner, FUSED_ATTENTION_MAX_KEYS } from '../src/backend/web
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import type { SparsityPolicy } from '../src/sparsity/policy.js';
 import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
-import { gpuOrSkip } from './gpu.js';
+import { fp16Predictor, gpuOrSkip } from './gpu.js';
 import { rmSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -229,9 +229,7 @@ test('webgpu block scoring in the attention dispatch (block rule with the lookah
   if (!gpu) return;
   const ck = await checkpoint(MODELS['5m']);
   const c = ck.config, d = c.hidden, f = c.ffn, H = c.heads, r = rng(31);
-  const h16 = (a: Float32Array) => halvesToFloats(floatsToHalves(a));
-  const rank = 20;
-  const pred = () => ({ rank, A: h16(randomArray(rank * d, r, 0.2)), B: h16(randomArray(f * rank, r, 0.2)), bias: randomArray(f, r, 0.1) });
+  const pred = () => fp16Predictor(20, d, f, r);
   const policy = (block: { cap: number; tau: number | null }, heads: boolean): SparsityPolicy => ({
     input: 'attn_in',
     mlp: Array.from({ length: c.layers }, (_, l) => (l === 2 ? null : { k: 0, selector: { kind: 'predictor' as const, predictor: pred(), block } })),
