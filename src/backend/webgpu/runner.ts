@@ -90,6 +90,21 @@ interface HeadSparse {
   major: GPUBuffer | null;                       // out_proj head-major (Kernels.headMajor), or null: out_proj as stored
 }
 
+/**
+ * One folded GEMV's LayerNorm constants for matrices stacked by rows (gemv.ts, LN: c1 of every row, then
+ * c2 of every row) from each matrix's own (rows c1, then rows c2): a buffer, filled by copies queued
+ * after the folds run.
+ */
+function joinFolds(parts: [GPUBuffer, number][], label: string, sb: (bytes: number, label: string) => GPUBuffer, copies: [GPUBuffer, number, GPUBuffer, number, number][]): GPUBuffer {
+  const F = 4, n = parts.reduce((a, [, rows]) => a + rows, 0), c = sb(2 * n * F, label);
+  let at = 0;
+  for (const [src, rows] of parts) {
+    copies.push([src, 0, c, at * F, rows * F], [src, rows * F, c, (n + at) * F, rows * F]);
+    at += rows;
+  }
+  return c;
+}
+
 /** Neurons a sparse layer computes per token: the fixed set's size, the block rule's slots, else k. */
 function layerK(lp: MlpLayerPolicy, f: number): number {
   const s = lp.selector;
@@ -545,9 +560,7 @@ class GpuRunner implements WebGpuRunner {
           const hp = policy.heads?.[l];
           if (attn && this.k.canFusePredictor(L.qkv, A, hp && headKvMode(hp) === 'lazy' ? lazyShape(undefined, this.k.gemvRowsPerThread) : undefined)) {
             // The lookahead's constants: qkv's c1, A's c1, qkv's c2, A's c2 (copied after the folds run).
-            const c = sb(2 * (3 * d + r) * 4, `${l}.qkv+A.ln_c`), q = L.qkvFold!.c, a = out.pred.fold, F = 4;
-            copies.push([q, 0, c, 0, 3 * d * F], [a, 0, c, 3 * d * F, r * F], [q, 3 * d * F, c, (3 * d + r) * F, 3 * d * F], [a, r * F, c, (6 * d + r) * F, r * F]);
-            out.look = { c };
+            out.look = { c: joinFolds([[L.qkvFold!.c, 3 * d], [out.pred.fold, r]], `${l}.qkv+A.ln_c`, sb, copies) };
           }
         }
       }
@@ -678,17 +691,14 @@ class GpuRunner implements WebGpuRunner {
    * head rows, copied together after the folds run.
    */
   private buildQkvNext(sb: (bytes: number, label: string) => GPUBuffer, copies: [GPUBuffer, number, GPUBuffer, number, number][]): void {
-    const d = this.config.hidden, F = 4;
+    const d = this.config.hidden;
     this.qkvNextC = this.layers.map((L, l) => {
       const HN = this.heads[l + 1], HS = this.heads[l], S = this.sparse[l];
       if (!this.foldLn || !HN?.prev || !HN.W || !HN.fold) return null;
-      const A = S?.look ? S.pred!.A : undefined, r = A?.rows ?? 0, H = HN.W.rows, n = 3 * d + r + H;
+      const A = S?.look ? S.pred!.A : undefined;
       if (!this.k.canFuseHeadsNext(L.qkv, HN.W, A, undefined, !HS ? 'none' : HS.lazy ? 'lazy' : HS.qkvMask ? 'heads' : 'none')) return null;
-      const c = sb(2 * n * F, `${l}.qkv+next heads.ln_c`), q = L.qkvFold!.c;
-      copies.push([q, 0, c, 0, 3 * d * F], [q, 3 * d * F, c, n * F, 3 * d * F]);
-      if (A) copies.push([S!.pred!.fold!, 0, c, 3 * d * F, r * F], [S!.pred!.fold!, r * F, c, (n + 3 * d) * F, r * F]);
-      copies.push([HN.fold, 0, c, (3 * d + r) * F, H * F], [HN.fold, H * F, c, (n + 3 * d + r) * F, H * F]);
-      return c;
+      const parts: [GPUBuffer, number][] = [[L.qkvFold!.c, 3 * d], ...(A ? [[S!.pred!.fold!, A.rows]] as [GPUBuffer, number][] : []), [HN.fold, HN.W.rows]];
+      return joinFolds(parts, `${l}.qkv+next heads.ln_c`, sb, copies);
     });
   }
 
@@ -841,9 +851,11 @@ class GpuRunner implements WebGpuRunner {
       if (!qkv.kv) add(K.kvStore({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, d, T }, own));
       // The block rule with the lookahead: its scoring and choice need only u, so they ride attention's
       // dispatch (attention.ts, `role`) and block-select below computes the chosen rows' fc1 only.
-      const scoreEarly = !!(look && S?.block) && K.blockSelectLnFits(d) && this.blockScoreInAttention && K.blockScoreFits(S!.pred!.B, !!HS, c.headDim);
-      const blockScore = scoreEarly ? { B: S!.pred!.B, bias: S!.pred!.bias, u: this.qkv, uOff: 3 * d, uStride: 3 * d + S!.pred!.rank, sel: this.sel!, h: this.hsel!,
-        cnt: { buffer: this.chosen!, offset: this.chosenStride * l, size: 4 }, bcnt: this.bcnt!, cap: S!.block!.cap, tau: S!.block!.tau } : undefined;
+      // (With the lookahead u sits in the qkv GEMV's output after its 3d rows; cnt: the layer's chosen count.)
+      const lookBlock = !!(look && S?.block) && K.blockSelectLnFits(d);
+      const uLook = look ? { u: this.qkv, uOff: 3 * d, uStride: 3 * d + S!.pred!.rank } : null, cnt = { buffer: this.chosen!, offset: this.chosenStride * l, size: 4 };
+      const scoreEarly = lookBlock && this.blockScoreInAttention && K.blockScoreFits(S!.pred!.B, !!HS, c.headDim);
+      const blockScore = scoreEarly ? { B: S!.pred!.B, bias: S!.pred!.bias, ...uLook!, sel: this.sel!, h: this.hsel!, cnt, bcnt: this.bcnt!, cap: S!.block!.cap, tau: S!.block!.tau } : undefined;
       add(...K.attention({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, o: this.ao, hn: this.hn, H: c.heads, hd: c.headDim, T, maxPos: c.maxPositions,
         heads: HS ? { hl: this.hl!, skip: HS.skip, k: HS.k } : undefined, fused: !long, blockScore }, own));
       tap(l, 'head_norm', this.hn, c.heads);
@@ -860,7 +872,6 @@ class GpuRunner implements WebGpuRunner {
       // With the lookahead and the block rule, block-select folds it into fc1 (x: the raw residual)
       // where x fits its workgroup memory (every OPT width up to 30B's 7168; blockSelectLnFits).
       const predM = !!S?.pred && this.policy!.input === 'mlp_in';
-      const lookBlock = !!(look && S?.block) && K.blockSelectLnFits(d);
       const foldM = fold && (!S || predM || lookBlock);
       if (c.preLayerNorm && !foldM) { add(K.layerNorm({ x: this.x, y: this.hM, w: L.mlpLnW, b: L.mlpLnB, n: d, rows: T, eps }, own)); mlpIn = this.hM; }
       if (foldM && predM) mlpIn = this.hM;
@@ -876,10 +887,10 @@ class GpuRunner implements WebGpuRunner {
         if (S.block) {
           // Predictor B, the block rule and fc1 in one dispatch (kernels/block-select.ts), then fc2 over the slots.
           // With the lookahead, u sits in the qkv GEMV's output after its 3d rows.
-          const u = look ? { u: this.qkv, uOff: 3 * d, uStride: 3 * d + S.pred!.rank } : { u: this.u! };
+          const u = uLook ?? { u: this.u! };
           add(...K.blockSelectFc1({ B: S.pred!.B, bias: S.pred!.bias, ...u, W1: L.fc1, b1: lookBlock ? null : L.fc1B ?? this.zeroB1!,
             ln: lookBlock ? { gamma: L.mlpLnW, c: L.fc1Fold!.c, eps } : null, x: mlpIn,
-            sel, h: this.hsel!, cnt: { buffer: this.chosen!, offset: this.chosenStride * l, size: 4 }, T, cap: S.block.cap, tau: S.block.tau,
+            sel, h: this.hsel!, cnt, T, cap: S.block.cap, tau: S.block.tau,
             chosenBy: scoreEarly ? { bcnt: this.bcnt! } : undefined }, own));
         } else {
           if (S.lp.selector.kind === 'oracle') {
