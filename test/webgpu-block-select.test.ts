@@ -6,8 +6,8 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { blockSelect, layerNorm, linear, sparseMlp, transpose } from '../src/backend/cpu/kernels.js';
-import { Kernels, readF32, readU32, runNow } from '../src/backend/webgpu/ops.js';
-import { BS_NB } from '../src/backend/webgpu/kernels/block-select.js';
+import { Kernels, readF32, readU32, runNow, type Dispatch } from '../src/backend/webgpu/ops.js';
+import { BS_NB, blockSelectLnBytes } from '../src/backend/webgpu/kernels/block-select.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import { gpuOrSkip, randomMatrix } from './gpu.js';
 import { randomArray, rng, relErr } from './helpers.js';
@@ -160,5 +160,71 @@ test('block selection with the MLP LayerNorm folded into fc1 (the lookahead) mat
       assert.ok(relErr(gotH, wantH) < (packed ? 3e-3 : 1e-4), `h ${msg}${packed ? ' (f16 pairs)' : ''}: ${relErr(gotH, wantH)}`);
       own.forEach((b) => b.destroy());
     }
+  }
+});
+
+test('fc2 in the block (each block\'s partial, then fc2Sum) matches blockSelect + sparseMlp, in both phases, with and without the folded LayerNorm', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const r = rng(14), eps = 1e-5;
+  // One combination of the features: the tests above run the others through the same fc1 code.
+  {
+    const k = new Kernels(gpu), own: GPUBuffer[] = [];
+    k.blockSelectLnHalf = false;   // x's LayerNorm in f32 at every width here (the f16 pairs: the test above)
+    const { f16, subgroups: sg } = gpu;
+    // d = 37 pads fc2ᵀ's rows to 40 halves (wide, with a tail), 64 (vec4 x); f = 257 ends in a block
+    // of one neuron, 200 in one of 8. d = 2056 and 4104 at 256 threads: 2 and 3 chunks a thread (257
+    // and 513 chunks a row: the last round of chunks has one thread working).
+    for (const [f, rk, d, wg] of [[200, 13, 37, 512], [257, 16, 64, 512], [130, 8, 2056, 256], [70, 8, 4104, 256]] as const) {
+      const { m: B, w: wB } = randomMatrix(k, f, rk, r), { m: W1, w: w1 } = randomMatrix(k, f, d, r), { m: W2, w: w2 } = randomMatrix(k, d, f, r);
+      const W2t = k.matrix(f, d, 'W2t');
+      await runNow(k, k.transpose(W2, W2t, own), own);
+      const w2t = transpose(w2, d, f);
+      assert.ok(k.blockFc2Fits(W2t));
+      const bias = randomArray(f, r, 0.3), b1 = randomArray(f, r, 0.5), b2 = randomArray(d, r);
+      const gamma = randomArray(d, r).map((v) => 1 + 0.5 * v), beta = randomArray(d, r, 0.2), gB = k.f32Buffer(gamma, 'gamma');
+      const c = k.buffer(2 * f * 4, 'c');
+      await runNow(k, k.foldLayerNorm({ W: W1, gamma: gB, beta: k.f32Buffer(beta, 'beta'), bias: k.f32Buffer(b1, 'b1'), c }, own), own);
+      const part = k.buffer(k.blockFc2PartFloats(W2t, 2) * 4, 'part');
+      for (const T of [1, 2]) {
+        const u = randomArray(T * rk, r), x = randomArray(T * d, r).map((v) => 2 + v), x0 = randomArray(T * d, r);
+        const scores = linear(u, T, wB, bias, rk, f);
+        const median = Float32Array.from(scores).sort()[scores.length >> 1];
+        // tau 1e9 chooses nothing: every block's partial must be zeros, not what the last run left.
+        const cases = [[3, null, false, 'all'], [7, median, true, 'all'], [BS_NB, null, false, 'all'], [5, median, false, 'fc1'], [7, null, true, 'fc1'], [4, 1e9, false, 'all']] as const;
+        // The wide rows: fewer cases (lavapipe compiles each form slowly), one token.
+        if (d > 64 && T > 1) continue;
+        for (const [cap, tau, ln, phase] of d > 64 ? [cases[1], cases[3]] : cases) {
+          if (phase === 'fc1' && T > 1) continue;   // the scoring role is decode's (one token)
+          if (ln && blockSelectLnBytes(d, wg, false, true) > gpu.limits.maxComputeWorkgroupStorageSize) continue;
+          const nb = Math.ceil(f / BS_NB), kk = nb * cap, msg = `f=${f} r=${rk} d=${d} T=${T} cap=${cap} tau=${tau} ln=${ln} ${phase} f16=${f16} sg=${sg} wg=${wg}`;
+          const sel = k.buffer(T * kk * 4, 'sel'), h = k.buffer(T * kk * 4, 'h'), cnt = k.f32Buffer(new Uint32Array(4), 'cnt'), bcnt = k.buffer(nb * 4, 'bcnt');
+          const res = k.f32Buffer(x0, 'res'), uB = k.f32Buffer(u, 'u'), biasB = k.f32Buffer(bias, 'bias');
+          const ds: Dispatch[] = [];
+          if (phase === 'fc1') {
+            // The choice as the attention dispatch's role would make it (2 heads of 8 at position 0).
+            const qkv = k.f32Buffer(randomArray(48, r), 'qkv'), kc = k.f32Buffer(randomArray(16, r), 'kc'), vc = k.f32Buffer(randomArray(16, r), 'vc');
+            ds.push(...k.attention({ step: k.f32Buffer(Uint32Array.from([0, 0]), 'step'), qkv, k: kc, v: vc, o: k.buffer(64, 'o'), hn: k.buffer(8, 'hn'), H: 2, hd: 8, T: 1, maxPos: 1, fused: true,
+              blockScore: { B, bias: biasB, u: uB, uOff: 0, uStride: rk, sel, h, cnt, bcnt, cap, tau } }, own));
+          }
+          ds.push(...k.blockSelectFc1({ B, bias: biasB, u: uB, W1, b1: ln ? null : k.f32Buffer(b1, 'b1'), ln: ln ? { gamma: gB, c, eps } : null, x: k.f32Buffer(x, 'x'),
+            sel, h, cnt, T, cap, tau, wg, chosenBy: phase === 'fc1' ? { bcnt } : undefined, fc2: { W2t, part } }, own));
+          assert.ok(ds.at(-1)!.label.endsWith(`_fc2c${Math.ceil(Math.ceil(d / 8) / wg)}`), msg);
+          ds.push(k.fc2Sum({ W2t, part, x: res, bias: k.f32Buffer(b2, 'b2'), T }, own));
+          await runNow(k, ds, own);
+          const gSel = await readU32(k, sel, T * kk), gRes = await readF32(k, res, T * d);
+          const ref = new Float32Array(T * d);
+          for (let tt = 0; tt < T; tt++) {
+            const want = blockSelect(scores.subarray(tt * f, (tt + 1) * f), BS_NB, cap, tau);
+            assert.deepEqual([...gSel.subarray(tt * kk, (tt + 1) * kk)], [...want.slots], `slots ${msg}`);
+            const xt = x.subarray(tt * d, (tt + 1) * d);
+            const y = sparseMlp(ln ? layerNorm(xt, 1, d, gamma, beta, eps) : xt, w1, b1, w2t, b2, d, want.chosen);
+            for (let i = 0; i < d; i++) ref[tt * d + i] = x0[tt * d + i] + y[i];
+          }
+          assert.ok(relErr(gRes, ref) < 1e-4, `x ${msg}: ${relErr(gRes, ref)}`);
+        }
+      }
+    }
+    own.forEach((b) => b.destroy());
   }
 });

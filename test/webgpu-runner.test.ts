@@ -150,7 +150,7 @@ test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer 
     assert.equal(off.dispatchesPerToken - g.dispatchesPerToken, fewer, p.input);
     if (p.input === 'attn_in') assert.ok(g.pipelineKeys.some((k) => k.includes('_predA')), 'the lookahead GEMV');
     // (Its fc1 phase: the choice rides attention at this width, blockScoreInAttention.)
-    if (p === lookBlock) assert.ok(g.pipelineKeys.some((k) => k.startsWith('block_select') && new RegExp(`_ln${d}(_fc1)?$`).test(k)), 'block-select with the MLP LayerNorm');
+    if (p === lookBlock) assert.ok(g.pipelineKeys.some((k) => k.startsWith('block_select') && new RegExp(`_ln${d}(_fc1)?(_fc2c\\d)?$`).test(k)), 'block-select with the MLP LayerNorm');
     g.reset(); off.reset(); cpu.reset();
     const [a, b, w] = await Promise.all([g, off, cpu].map(async (x) => { await x.forward(ids, { noLogits: true }); return x.forward([next[0]]); }));
     assert.ok(relErr(a, b) < 1e-4, `sparse (${p.input}) decode: folded vs separate ${relErr(a, b)}`);
@@ -255,14 +255,51 @@ test('webgpu block scoring in the attention dispatch (block rule with the lookah
     assert.equal(a.perToken, b.perToken, `${what}: no dispatch more or fewer`);
   }
   assert.ok(early.pipelineKeys.some((k) => k.includes('_fused_bsrole')) && early.pipelineKeys.some((k) => /split1.*_bsrole/.test(k) && !k.includes('_fused')), 'the role rode the fused dispatch and the split of the pair');
-  assert.ok(early.pipelineKeys.some((k) => k.startsWith('block_select') && k.endsWith('_fc1')), 'block-select ran its fc1 phase');
-  assert.ok(!own.pipelineKeys.some((k) => k.includes('bsrole') || k.endsWith('_fc1')), 'the option turns it off');
+  assert.ok(early.pipelineKeys.some((k) => k.startsWith('block_select') && k.includes('_fc1')), 'block-select ran its fc1 phase');
+  assert.ok(!own.pipelineKeys.some((k) => k.includes('bsrole') || k.includes('_fc1')), 'the option turns it off');
   // The chain on the device: the same ids.
   const chained = policy({ cap: 5, tau: null }, true);
   const greedy = async (x: typeof early) => { x.setSparsity(chained); x.reset(); await x.forward(prompt.slice(0, 40), { noLogits: true }); return x.decodeGreedy(next[0], 10, () => true); };
   assert.deepEqual(await greedy(early), await greedy(own));
   early.setSparsity(null); own.setSparsity(null);
   early.dispose(); own.dispose();
+});
+
+test('webgpu fc2 in block-select (each block\'s partial, then one sum) decodes as the one-pass fc2: the same neurons, logits and dispatch count; greedy chain (5m)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const ck = await checkpoint(MODELS['5m']);
+  const c = ck.config, d = c.hidden, f = c.ffn, H = c.heads, r = rng(37);
+  const policy = (input: 'attn_in' | 'mlp_in', block: { cap: number; tau: number | null }, heads: boolean): SparsityPolicy => ({
+    input,
+    mlp: Array.from({ length: c.layers }, (_, l) => (l === 1 ? null : { k: 0, selector: { kind: 'predictor' as const, predictor: fp16Predictor(20, d, f, r), block } })),
+    ...(heads ? { heads: Array.from({ length: c.layers }, (_, l) => ({ k: 3, selector: { kind: 'fixed' as const, heads: Uint32Array.from([l % H, (l + 1) % H, (l + 4) % H]) } })) } : {}),
+  });
+  const prompt = Array.from({ length: 37 }, () => Math.floor(r() * c.vocabSize)), next = [11, 400, 7, 2900, 5];
+  const on = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32' });
+  const off = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', blockFc2: false });
+  const steps = async (x: typeof on, p: SparsityPolicy) => {
+    x.setSparsity(p); x.reset(); x.resetMlpDensity();
+    await x.forward(prompt, { noLogits: true });
+    const out: Float32Array[] = [];
+    for (const id of next) out.push(await x.forward([id]));
+    return { out, density: await x.mlpDensity(), perToken: x.dispatchesPerToken };
+  };
+  // The lookahead (the choice beside attention, block-select's fc1 phase with the folded LayerNorm) and
+  // the block's own input (scoring in block-select); a cap, a threshold, sparse heads.
+  for (const [input, block, heads] of [['attn_in', { cap: 5, tau: null }, false], ['attn_in', { cap: 9, tau: -0.05 }, true], ['mlp_in', { cap: 64, tau: 0 }, false]] as const) {
+    const p = policy(input, block, heads), what = `${input} cap ${block.cap} tau ${block.tau}${heads ? ', sparse heads' : ''}`;
+    const [a, b] = [await steps(on, p), await steps(off, p)];
+    a.out.forEach((v, i) => assert.ok(relErr(v, b.out[i]) < 1e-5, `${what}, step ${i}: ${relErr(v, b.out[i])}`));
+    assert.deepEqual(a.density, b.density, `${what}: the same neurons chosen`);
+    assert.equal(a.perToken, b.perToken, `${what}: one sum dispatch for the one-pass fc2`);
+  }
+  assert.ok(on.pipelineKeys.some((k) => k.startsWith('block_select') && k.includes('_fc1_fc2')) && on.pipelineKeys.some((k) => /^block_select.*_fc2c\d$/.test(k) && !k.includes('_fc1')), 'both phases took fc2');
+  assert.ok(on.pipelineKeys.some((k) => k.startsWith('fc2_sum')) && !off.pipelineKeys.some((k) => k.startsWith('fc2_sum') || k.includes('_fc2c')), 'the option turns it off');
+  const chained = policy('attn_in', { cap: 5, tau: null }, true);
+  const greedy = async (x: typeof on) => { x.setSparsity(chained); x.reset(); await x.forward(prompt, { noLogits: true }); return x.decodeGreedy(next[0], 10, () => true); };
+  assert.deepEqual(await greedy(on), await greedy(off));
+  on.dispose(); off.dispose();
 });
 
 test('webgpu chained greedy decode: the same ids as the per-step readback loop, position and KV after an early stop (5m)', async (t) => {

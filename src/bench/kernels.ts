@@ -511,24 +511,37 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
       const u = s.vec(r, 'pred_u', 0, 1), scores = s.vec(f, 'scores'), sel = s.vec(slots, 'sel'), h = s.vec(slots, 'h_sel'), cnt = s.vec(4, 'cnt');
       const layers = copiesFor(predBytes + 2 * Kb * ceil4(d) * 2, 2 * matBytes(f, d) + predBytes);
       const L = Array.from({ length: layers }, (_, i) => ({ B: s.mat(f, r, `B_${i}`), pb: s.vec(f, `pred_b_${i}`, 0, 0.1), fc1: s.mat(f, d, `fc1_${i}`), fc2T: s.mat(f, d, `fc2T_${i}`) }));
+      let chosen = 0;
       await s.ready();
       const tmp: GPUBuffer[] = [];
       await runNow(k, k.linear({ W: L[0].B, x: u, y: scores, T: 1, bias: L[0].pb }, tmp), tmp);
       const sc = Float32Array.from(await readF32(k, scores, f)).sort();
       const tau = sc[Math.max(0, Math.min(f - 1, f - Kb))];
       const ln = { gamma, c, eps: 1e-5 };
-      const inst = L.map((l) => [
-        ...k.blockSelectFc1({ B: l.B, bias: l.pb, u, W1: l.fc1, b1: null, ln, x: xin, sel, h, cnt, T: 1, cap, tau }, s.own),
-        ...k.sparseDown({ W2t: l.fc2T, h, sel, selStride: slots, k: slots, T: 1, x, bias: b2 }, s.own),
-      ]);
-      const tm = await timer.time(inst);
-      k.device.queue.writeBuffer(cnt, 0, new Uint32Array(4));
-      await runNow(k, inst[0], []);
-      const chosen = (await readU32(k, cnt, 1))[0];
-      const bytes = predBytes + 2 * chosen * ceil4(d) * 2;
-      const params: KernelRow['params'] = { density: r3(chosen / f), k: chosen, slots, cap, rank: r, form: 'block lookahead (A in the qkv GEMV)', dispatches: inst[0].length, layers };
-      if (denseUs !== null && tm.us > 0) params.speedup_vs_dense = Math.round((denseUs / tm.us) * 100) / 100;
-      add('mlp-sparse', params, tm.us, bytes, tm.method);
+      // The runner's form: fc2's rows inside block-select (a partial a block), then their sum; with
+      // the one-pass fc2 dispatch it replaced (the only form where fc2 has no seat in block-select).
+      const inBlock = k.blockFc2Fits(L[0].fc2T, true);
+      const part = inBlock ? s.vec(k.blockFc2PartFloats(L[0].fc2T, 1), 'fc2_part') : null;
+      for (const fc2In of [inBlock, ...(inBlock ? [false] : [])]) {
+        const inst = L.map((l) => [
+          ...k.blockSelectFc1({ B: l.B, bias: l.pb, u, W1: l.fc1, b1: null, ln, x: xin, sel, h, cnt, T: 1, cap, tau, fc2: fc2In ? { W2t: l.fc2T, part: part! } : undefined }, s.own),
+          ...(fc2In ? [k.fc2Sum({ W2t: l.fc2T, part: part!, x, bias: b2, T: 1 }, s.own)] : k.sparseDown({ W2t: l.fc2T, h, sel, selStride: slots, k: slots, T: 1, x, bias: b2 }, s.own)),
+        ]);
+        const tm = await timer.time(inst);
+        k.device.queue.writeBuffer(cnt, 0, new Uint32Array(4));
+        await runNow(k, inst[0], []);
+        chosen = (await readU32(k, cnt, 1))[0];
+        const bytes = predBytes + 2 * chosen * ceil4(d) * 2;
+        const params: KernelRow['params'] = { density: r3(chosen / f), k: chosen, slots, cap, rank: r, form: `block lookahead (A in the qkv GEMV)${fc2In ? ', fc2 in block-select' : ', one-pass fc2'}`, dispatches: inst[0].length, layers };
+        if (denseUs !== null && tm.us > 0) params.speedup_vs_dense = Math.round((denseUs / tm.us) * 100) / 100;
+        add('mlp-sparse', params, tm.us, bytes, tm.method);
+      }
+      if (part) {
+        const t1 = await timer.time(L.map((l) => k.blockSelectFc1({ B: l.B, bias: l.pb, u, W1: l.fc1, b1: null, ln, x: xin, sel, h, cnt, T: 1, cap, tau, fc2: { W2t: l.fc2T, part } }, s.own)));
+        add('block-select', { density: r3(chosen / f), k: chosen, cap, rank: r, form: 'MLP LayerNorm folded in (lookahead), fc2 partials', layers }, t1.us, matBytes(f, r) + f * 4 + 2 * chosen * ceil4(d) * 2, t1.method);
+        const t2 = await timer.time(L.map((l) => [k.fc2Sum({ W2t: l.fc2T, part, x, bias: b2, T: 1 }, s.own)]));
+        add('fc2-sum', { blocks: Math.ceil(f / BLOCK_SIZE), cols: d, layers }, t2.us, k.blockFc2PartFloats(L[0].fc2T, 1) * 4, t2.method);
+      }
       for (const sh of [{}, ...(variants ? [256, 512, 1024].filter((wg) => blockSelectLnBytes(d, wg) <= k.gpu.limits.maxComputeWorkgroupStorageSize).flatMap((wg) => [2, 4, 8].map((unroll) => ({ wg, unroll }))) : [])] as { wg?: number; unroll?: number }[]) {
         const sel1 = await timer.time(L.map((l) => k.blockSelectFc1({ B: l.B, bias: l.pb, u, W1: l.fc1, b1: null, ln, x: xin, sel, h, cnt, T: 1, cap, tau, ...sh }, s.own)));
         add('block-select', { density: r3(chosen / f), k: chosen, cap, rank: r, form: `MLP LayerNorm folded in (lookahead)${sh.wg ? ` wg${sh.wg}_u${sh.unroll}` : ''}`, layers }, sel1.us, matBytes(f, r) + f * 4 + chosen * ceil4(d) * 2, sel1.method);

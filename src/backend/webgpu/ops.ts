@@ -17,7 +17,7 @@ import { argmaxKey, argmaxWgsl, argmaxWorkgroupSize } from './kernels/argmax.js'
 import { BS_NB, blockScoreRoleBytes, blockSelectKey, blockSelectLnBytes, blockSelectWgsl, blockSelectWorkgroupSize, type BlockScoreRoleOpts, type BlockSelectOpts } from './kernels/block-select.js';
 import { headSelectKey, headSelectWgsl, HS_WG } from './kernels/head-select.js';
 import { headMajorKey, headMajorWgsl, headOutKey, headOutTpr, headOutWgsl, HO_RPT, HO_WG } from './kernels/head-out.js';
-import { FC2P_WG, fc2DirectKey, fc2DirectShape, fc2DirectWgsl, fc2PartialKey, fc2PartialWgsl, fc2ReduceKey, fc2ReduceWgsl, type Fc2DirectShape } from './kernels/sparse-mlp.js';
+import { FC2P_WG, FC2S_CW, fc2DirectKey, fc2DirectShape, fc2DirectWgsl, fc2PartialKey, fc2PartialWgsl, fc2ReduceKey, fc2ReduceWgsl, fc2SumKey, fc2SumWgsl, type Fc2DirectShape } from './kernels/sparse-mlp.js';
 
 export interface Dispatch { label: string; pipeline: GPUComputePipeline; bind: GPUBindGroup; wg: [number, number, number] }
 /** A copy of a trace point taken between dispatches (trace path only). */
@@ -344,8 +344,8 @@ export class Kernels {
   }
 
   /** Whether block-select can fold the MLP LayerNorm in at width d (x kept in workgroup memory: block-select.ts, LN). */
-  blockSelectLnFits(d: number): boolean {
-    return blockSelectLnBytes(d, blockSelectWorkgroupSize(this.gpu.limits), this.lnHalf(d)) <= this.gpu.limits.maxComputeWorkgroupStorageSize;
+  blockSelectLnFits(d: number, fc2 = false): boolean {
+    return blockSelectLnBytes(d, blockSelectWorkgroupSize(this.gpu.limits), this.lnHalf(d), fc2) <= this.gpu.limits.maxComputeWorkgroupStorageSize;
   }
 
   /**
@@ -476,15 +476,20 @@ export class Kernels {
     wg?: number; unroll?: number;
     /** The choice already made by attention's scoring role (`blockScore`): fc1 of the chosen rows only, each block's count in bcnt. */
     chosenBy?: { bcnt: GPUBuffer };
+    /** fc2's partial of each block into part (block-select.ts, FC2; then fc2Sum). Only where blockFc2Fits(W2t). */
+    fc2?: { W2t: GpuMatrix; part: GPUBuffer };
   }, own: GPUBuffer[]): Dispatch[] {
     const f = a.W1.rows, r = a.B.cols, d = a.W1.cols, nb = ceilDiv(f, BS_NB), k = nb * a.cap;
     if (a.B.rows !== f) throw new Error(`blockSelectFc1: B has ${a.B.rows} rows for ${f} neurons`);
     if (!(a.cap >= 1 && a.cap <= BS_NB)) throw new Error(`blockSelectFc1: cap ${a.cap} is outside 1..${BS_NB}`);
     const uOff = a.uOff ?? 0, uStride = a.uStride ?? r, ln = a.ln ?? null;
     if (!ln && !a.b1) throw new Error('blockSelectFc1: fc1 needs its bias buffer (or the folded LayerNorm, whose c2 has it)');
+    const fc2 = a.fc2 ?? null;
+    if (fc2 && !(this.blockFc2Fits(fc2.W2t, !!ln) && fc2.W2t.rows === f && fc2.W2t.cols === d)) throw new Error('blockSelectFc1: fc2 in the block needs fc2ᵀ (f, d) in one part with rows padded to 8 halves (blockFc2Fits)');
     const o: BlockSelectOpts = { wideB: (a.B.colsP / 4) % 2 === 0, wideW: (a.W1.colsP / 4) % 2 === 0, uv4: r % 4 === 0 && uOff % 4 === 0 && uStride % 4 === 0, xv4: d % 4 === 0,
-      wg: a.wg ?? blockSelectWorkgroupSize(this.gpu.limits), unroll: a.unroll, f16: this.feats.f16, subgroups: this.feats.subgroups, ln: !!ln, d: ln ? d : undefined, xsHalf: !!ln && this.lnHalf(d), phase: a.chosenBy ? 'fc1' : undefined };
-    if (ln && blockSelectLnBytes(d, o.wg, o.xsHalf) > this.gpu.limits.maxComputeWorkgroupStorageSize) throw new Error(`blockSelectFc1: the folded LayerNorm keeps x in workgroup memory, too small for d = ${d} (blockSelectLnFits)`);
+      wg: a.wg ?? blockSelectWorkgroupSize(this.gpu.limits), unroll: a.unroll, f16: this.feats.f16, subgroups: this.feats.subgroups, ln: !!ln, d: ln ? d : undefined, xsHalf: !!ln && this.lnHalf(d), phase: a.chosenBy ? 'fc1' : undefined, fc2: !!fc2 };
+    if (fc2) o.fc2Cpt = ceilDiv(fc2.W2t.colsP / 8, o.wg);
+    if (ln && blockSelectLnBytes(d, o.wg, o.xsHalf, !!fc2) > this.gpu.limits.maxComputeWorkgroupStorageSize) throw new Error(`blockSelectFc1: the folded LayerNorm keeps x in workgroup memory, too small for d = ${d} (blockSelectLnFits)`);
     const key = blockSelectKey(o), pl = this.pipeline(key, () => blockSelectWgsl(o));
     // Segments: cut [0, f) at every part boundary of either matrix; each must fall on a block edge.
     const cuts = [...new Set([...a.B.parts, ...a.W1.parts].map((p) => p.row0).concat(f))].sort((x, y) => x - y);
@@ -497,10 +502,33 @@ export class Kernels {
       const ent: [number, Entry][] = [[4, wp.buffer], [5, ln ? ln.c : a.b1!], [6, a.x], [7, a.sel], [8, a.h],
         ...(a.chosenBy ? [[11, a.chosenBy.bcnt]] as [number, Entry][] : [[1, bp.buffer], [2, a.bias], [3, a.u], [9, a.cnt]] as [number, Entry][])];
       if (ln) ent.push([10, ln.gamma]);
-      out.push(this.dispatch(key, pl, [f, r, d, k, a.cap, a.tau === null ? 0 : 1, a.tau === null ? 0 : f32bits(a.tau), blk0, bp.row0, wp.row0, uOff, uStride, ln ? f32bits(ln.eps) : 0],
-        ent, [blocks, 1, a.T], own));
+      if (fc2) ent.push([12, fc2.W2t.parts[0].buffer], [13, fc2.part]);
+      out.push(this.dispatch(key, pl, [f, r, d, k, a.cap, a.tau === null ? 0 : 1, a.tau === null ? 0 : f32bits(a.tau), blk0, bp.row0, wp.row0, uOff, uStride, ln ? f32bits(ln.eps) : 0,
+        fc2 ? fc2.W2t.colsP / 8 : 0, nb], ent, [blocks, 1, a.T], own));
     }
     return out;
+  }
+
+  /**
+   * Whether block-select can take fc2's share itself (`blockSelectFc1`'s fc2): fc2ᵀ in one part, rows
+   * padded to 8 halves, and with the folded LayerNorm (`ln`) room for the h of a block beside x.
+   */
+  blockFc2Fits(W2t: GpuMatrix, ln = false): boolean {
+    return W2t.parts.length === 1 && fc2OnePass(W2t) && (!ln || this.blockSelectLnFits(W2t.cols, true));
+  }
+
+  /** Floats of the partial buffer blockSelectFc1's fc2 writes for T tokens: a row of fc2ᵀ's padded width a block. */
+  blockFc2PartFloats(W2t: GpuMatrix, T: number): number {
+    return T * ceilDiv(W2t.rows, BS_NB) * W2t.colsP;
+  }
+
+  /** x[t] += b2 + Σ_b part[t, b]: the blocks' fc2 partials from blockSelectFc1 (sparse-mlp.ts, fc2_sum). */
+  fc2Sum(a: { W2t: GpuMatrix; part: GPUBuffer; x: GPUBuffer; bias: GPUBuffer | null; T: number }, own: GPUBuffer[]): Dispatch {
+    const c4 = a.W2t.colsP / 4, nb = ceilDiv(a.W2t.rows, BS_NB), bias = !!a.bias;
+    const key = fc2SumKey(bias);
+    const ent: [number, Entry][] = [[1, a.part], [2, a.x]];
+    if (a.bias) ent.push([3, a.bias]);
+    return this.dispatch(key, this.pipeline(key, () => fc2SumWgsl(bias)), [a.W2t.cols, c4, nb, bias ? 1 : 0], ent, [ceilDiv(c4, FC2S_CW), a.T, 1], own);
   }
 
   /**

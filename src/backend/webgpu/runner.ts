@@ -118,6 +118,7 @@ interface SparseState {
   hl: GPUBuffer | null; qkvNextC: (GPUBuffer | null)[]; bcnt: GPUBuffer | null;
   scores: GPUBuffer | null; u: GPUBuffer | null; sel: GPUBuffer | null; hsel: GPUBuffer | null;
   partial: GPUBuffer | null; partialFloats: number; chosen: GPUBuffer | null; zeroB1: GPUBuffer | null;
+  fc2Part: GPUBuffer | null;
 }
 
 interface Plan { items: PlanItem[]; own: GPUBuffer[]; dispatches: number }
@@ -241,6 +242,13 @@ export interface WebGpuRunnerOptions extends GpuOptions {
    * f·d halves a layer at copy speed).
    */
   keepDenseFc2?: boolean;
+  /**
+   * The block rule's decode steps: block-select also computes fc2 over its chosen rows, a partial
+   * d-vector a block, and a small dispatch sums the partials into x (kernels/block-select.ts, FC2;
+   * sparse-mlp.ts, fc2_sum), instead of the one-pass fc2 dispatch walking every chosen row again
+   * (default true where fc2ᵀ is one part with rows padded to 8 halves; false: fc2_direct, A/B runs).
+   */
+  blockFc2?: boolean;
   /** Decode attention works every split of its grid, the rule before attentionTargetSplits (A/B runs). */
   attentionGridSplits?: boolean;
   /** Decode steps whose attention sees more keys run the split + combine pair (default FUSED_ATTENTION_MAX_KEYS; A/B runs). */
@@ -271,6 +279,7 @@ export async function createWebGpuRunner(config: OptConfig, weights: OptWeights 
     r.attentionGridSplits = opts.attentionGridSplits ?? false;
     r.fusedAttentionMaxKeys = opts.fusedAttentionMaxKeys ?? FUSED_ATTENTION_MAX_KEYS;
     r.fuseAttention = opts.fuseAttention ?? true;
+    r.blockFc2 = opts.blockFc2 ?? true;
     await r.load(weights, opts.seed ?? 1);
     return r;
   } catch (e) {
@@ -337,6 +346,9 @@ class GpuRunner implements WebGpuRunner {
   headsInQkv = true;
   headOutMajor = false;
   blockScoreInAttention = true;   // set by createWebGpuRunner (the width rule)
+  blockFc2 = true;
+  /** The blocks' fc2 partials of one token (blockFc2; (ceil(f / 64), fc2ᵀ's padded width) floats), or null. */
+  private fc2Part: GPUBuffer | null = null;
   keepDenseFc2 = false;
   fusedAttentionMaxKeys = FUSED_ATTENTION_MAX_KEYS;
   /** WebGpuRunnerOptions.fuseAttention; read when plans are built. */
@@ -464,16 +476,16 @@ class GpuRunner implements WebGpuRunner {
   private takeSparse(): SparseState | null {
     if (!this.policy) return null;
     const s: SparseState = { policy: this.policy, sparse: this.sparse, heads: this.heads, bufs: this.sparseBufs, scores: this.scores, u: this.u, sel: this.sel,
-      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, hl: this.hl, qkvNextC: this.qkvNextC, bcnt: this.bcnt };
+      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, hl: this.hl, qkvNextC: this.qkvNextC, bcnt: this.bcnt, fc2Part: this.fc2Part };
     this.policy = null; this.sparse = []; this.heads = []; this.sparseBufs = []; this.partialFloats = 0;
-    this.scores = this.u = this.sel = this.hsel = this.partial = this.chosen = this.zeroB1 = this.hl = this.bcnt = null;
+    this.scores = this.u = this.sel = this.hsel = this.partial = this.chosen = this.zeroB1 = this.hl = this.bcnt = this.fc2Part = null;
     this.qkvNextC = [];
     return s;
   }
 
   private putSparse(s: SparseState): void {
     ({ policy: this.policy, sparse: this.sparse, heads: this.heads, bufs: this.sparseBufs, scores: this.scores, u: this.u, sel: this.sel,
-      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, hl: this.hl, qkvNextC: this.qkvNextC, bcnt: this.bcnt } = s);
+      hsel: this.hsel, partial: this.partial, partialFloats: this.partialFloats, chosen: this.chosen, zeroB1: this.zeroB1, hl: this.hl, qkvNextC: this.qkvNextC, bcnt: this.bcnt, fc2Part: this.fc2Part } = s);
   }
 
   setSparsity(policy: SparsityPolicy | null): void {
@@ -583,6 +595,9 @@ class GpuRunner implements WebGpuRunner {
       this.partialFloats = Math.min(PARTIAL_BUDGET, T * FC2_MAX_SLICES * ceil4(d) * 2);
       this.partial = sb(this.partialFloats * 4, 'fc2_partial');
     } else { this.partial = null; this.partialFloats = 0; }
+    // The blocks' fc2 partials of a decode step (blockFc2), where some block-rule layer can use them.
+    const blockT = this.layers.find((L, l) => L.fc2T && this.sparse[l]?.block && this.k.blockFc2Fits(L.fc2T))?.fc2T;
+    this.fc2Part = this.blockFc2 && blockT ? sb(this.k.blockFc2PartFloats(blockT, 1) * 4, 'fc2_block_part') : null;
     // The transposes run before anything that reads fc2T: same queue, submitted now.
     const enc = this.k.device.createCommandEncoder();
     this.k.encode(enc, ds.map((x) => ({ d: x })));
@@ -884,6 +899,8 @@ class GpuRunner implements WebGpuRunner {
       } else {
         const sel = S.fixed ?? this.sel!, selStride = S.fixed ? 0 : S.k;
         if (predM) this.predict(S, foldM ? this.x : mlpIn, T, own, add, foldM ? { gamma: L.mlpLnW, beta: L.mlpLnB, out: this.hM } : null);
+        // Decode with the block rule: fc2's rows in block-select too, then a sum of the blocks' partials.
+        const blockFc2 = T === 1 && !!S.block && !!this.fc2Part && K.blockFc2Fits(L.fc2T!, lookBlock);
         if (S.block) {
           // Predictor B, the block rule and fc1 in one dispatch (kernels/block-select.ts), then fc2 over the slots.
           // With the lookahead, u sits in the qkv GEMV's output after its 3d rows.
@@ -891,7 +908,7 @@ class GpuRunner implements WebGpuRunner {
           add(...K.blockSelectFc1({ B: S.pred!.B, bias: S.pred!.bias, ...u, W1: L.fc1, b1: lookBlock ? null : L.fc1B ?? this.zeroB1!,
             ln: lookBlock ? { gamma: L.mlpLnW, c: L.fc1Fold!.c, eps } : null, x: mlpIn,
             sel, h: this.hsel!, cnt, T, cap: S.block.cap, tau: S.block.tau,
-            chosenBy: scoreEarly ? { bcnt: this.bcnt! } : undefined }, own));
+            chosenBy: scoreEarly ? { bcnt: this.bcnt! } : undefined, fc2: blockFc2 ? { W2t: L.fc2T!, part: this.fc2Part! } : undefined }, own));
         } else {
           if (S.lp.selector.kind === 'oracle') {
             add(...K.linear({ W: L.fc1, x: mlpIn, y: this.scores!, T, bias: L.fc1B }, own));
@@ -905,7 +922,8 @@ class GpuRunner implements WebGpuRunner {
           slices = Math.max(1, Math.min(FC2_MAX_SLICES, ceilDiv(S.k, FC2_MIN_SLICE_ROWS), Math.floor(this.partialFloats / perSlice)));
           if (slices * perSlice > this.partialFloats) fail('sparse MLP partial sums do not fit their buffer');
         }
-        add(...K.sparseDown({ W2t: L.fc2T!, h: this.hsel!, sel, selStride, k: S.k, T, slices, partial: this.partial ?? undefined, x: this.x, bias: L.fc2B }, own));
+        if (blockFc2) add(K.fc2Sum({ W2t: L.fc2T!, part: this.fc2Part!, x: this.x, bias: L.fc2B, T }, own));
+        else add(...K.sparseDown({ W2t: L.fc2T!, h: this.hsel!, sel, selStride, k: S.k, T, slices, partial: this.partial ?? undefined, x: this.x, bias: L.fc2B }, own));
         if (trace) { add(K.scatter({ h: this.hsel!, sel, act: this.act, f, k: S.k, selStride, T }, own)); tap(l, 'fc1_act', this.act, f); }
       }
       if (!c.preLayerNorm) add(K.layerNorm({ x: null, y: this.x, w: L.mlpLnW, b: L.mlpLnB, n: d, rows: T, eps }, own));

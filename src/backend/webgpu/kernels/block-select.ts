@@ -44,7 +44,7 @@ import { enables, laneSumWgsl, weightDecl } from './common.js';
  * runner dispatches one segment of blocks per (B part, W1 part) overlap, parts cut at multiples of NB.
  */
 export const BS_NB = BLOCK_SIZE;
-export const BS_PARAMS = ['f', 'r', 'd', 'k', 'cap', 'tauOn', 'tauBits', 'blk0', 'bRow0', 'wRow0', 'uOff', 'uStride', 'epsBits'] as const;
+export const BS_PARAMS = ['f', 'r', 'd', 'k', 'cap', 'tauOn', 'tauBits', 'blk0', 'bRow0', 'wRow0', 'uOff', 'uStride', 'epsBits', 'c8', 'nbt'] as const;
 
 export interface BlockSelectOpts {
   wideB: boolean; wideW: boolean;   // B / W1 rows padded to 8 halves: 16-byte loads
@@ -64,10 +64,18 @@ export interface BlockSelectOpts {
    * from −0.8 to −1.3 %, opt-13b's loss from +0.8 % to ±0). Default: score, choose and fc1 here.
    */
   phase?: 'all' | 'fc1';
+  /**
+   * fc2's share of the block (see FC2 below): its chosen rows of fc2ᵀ (binding 12, rows padded to 8
+   * halves, one weight part) times their h, stored as the block's partial d-vector (binding 13); a
+   * second, small dispatch (sparse-mlp.ts, fc2Sum) adds the blocks' partials into x.
+   */
+  fc2?: boolean;
+  /** With fc2: 16-byte chunks of fc2ᵀ's row a thread, ceil(c8 / wg) (blockFc2Chunks). */
+  fc2Cpt?: number;
 }
 
 export const blockSelectKey = (o: BlockSelectOpts) =>
-  `block_select_wg${o.wg}_u${o.unroll ?? 4}_B${o.wideB ? 8 : 4}_W${o.wideW ? 8 : 4}_u${o.uv4 ? 4 : 1}_x${o.xv4 ? 4 : 1}${o.f16 ? '_f16' : ''}${o.subgroups ? '_sg' : ''}${o.ln ? `_ln${o.d}${o.xsHalf ? 'h' : ''}` : ''}${o.phase === 'fc1' ? '_fc1' : ''}`;
+  `block_select_wg${o.wg}_u${o.unroll ?? 4}_B${o.wideB ? 8 : 4}_W${o.wideW ? 8 : 4}_u${o.uv4 ? 4 : 1}_x${o.xv4 ? 4 : 1}${o.f16 ? '_f16' : ''}${o.subgroups ? '_sg' : ''}${o.ln ? `_ln${o.d}${o.xsHalf ? 'h' : ''}` : ''}${o.phase === 'fc1' ? '_fc1' : ''}${o.fc2 ? `_fc2c${o.fc2Cpt ?? 1}` : ''}`;
 
 /**
  * The workgroup size under the device limits: 512 threads where allowed. H200, OPT-6.7B at 10 %
@@ -158,8 +166,48 @@ fn xw4(i: u32) -> vec4<f32> { return vec4<f32>(xs[i], xs[i + 1u], xs[i + 2u], xs
 fn xw1(i: u32) -> f32 { return xs[i]; }`;
 }
 
+/** fc2 row loads in flight a thread in fc2Partial: FC2_LOADS / chunks-a-thread rows a round (cap is ~7 at 10 % density). */
+const FC2_LOADS = 8;
+
+/**
+ * FC2: the block's share of the sparse fc2, y_b = Σ_q h_q · W2t[chosen_q] over its chosen rows, into
+ * part[t, blk, :] (vec4s, rows of 8·c8 floats, c8 = W2t's 16-byte chunks a row; a block with nothing
+ * chosen stores zeros). A thread owns `cpt` chunks of 8 columns (c = lid + m·WG; cpt = ceil(c8 / WG),
+ * compiled in); rows go FC2_LOADS / cpt at a time, all the round's loads in flight (rows with h = 0
+ * are not read). Why: the one-pass fc2 (sparse-mlp.ts, fc2_direct) is a dispatch of its own whose
+ * workgroups each walk a column block of every chosen row, a chain of sel → row loads; a block
+ * already holds its rows and h, and whole rows read best (bench/atomic_probe.mjs). Summing the
+ * partials in this dispatch (integer atomics, or the last block reducing them) measured slower than a
+ * second, small dispatch: fc2Sum. Loading the first round before fc1 (the rows are known from the start
+ * in the 'fc1' phase) made the OPT-6.7B step 9 % slower on an H200: 32 more registers live through fc1.
+ */
+function fc2Decl(cpt: number): string {
+  const R = Math.max(1, Math.floor(FC2_LOADS / cpt));
+  const ms = Array.from({ length: cpt }, (_, m) => m), us = Array.from({ length: R }, (_, u) => u);
+  return `@group(0) @binding(12) var<storage, read> W2: array<vec4<u32>>;
+@group(0) @binding(13) var<storage, read_write> part: array<vec4<f32>>;
+var<workgroup> hq: array<f32, ${BS_NB}>;
+fn f2lo(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+fn f2hi(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)); }
+fn fc2Zero(blk: u32, t: u32, lid: u32) {
+  let base = (t * p.nbt + blk) * p.c8;
+  for (var c = lid; c < p.c8; c += WGS) { part[2u * (base + c)] = vec4<f32>(0.0); part[2u * (base + c) + 1u] = vec4<f32>(0.0); }
+}
+// hq[0..count) and chosen[0..count) are set (a barrier before the call).
+fn fc2Partial(blk: u32, t: u32, lid: u32, count: u32) {
+  let base = (t * p.nbt + blk) * p.c8;
+${ms.map((m) => `  let c${m} = lid + ${m}u * WGS; var a${m} = vec4<f32>(0.0); var b${m} = vec4<f32>(0.0);`).join('\n')}
+  for (var q0 = 0u; q0 < count; q0 += ${R}u) {
+${us.map((u) => `    let q${u} = q0 + ${u}u; let on${u} = q${u} < count && hq[min(q${u}, ${BS_NB - 1}u)] != 0.0; let g${u} = select(0.0, hq[min(q${u}, ${BS_NB - 1}u)], on${u}); let r${u} = chosen[min(q${u}, ${BS_NB - 1}u)] * p.c8;`).join('\n')}
+${ms.flatMap((m) => us.map((u) => `    var w${m}_${u} = vec4<u32>(0u); if (on${u} && c${m} < p.c8) { w${m}_${u} = W2[r${u} + c${m}]; }`)).join('\n')}
+${ms.flatMap((m) => us.map((u) => `    a${m} += g${u} * f2lo(w${m}_${u}); b${m} += g${u} * f2hi(w${m}_${u});`)).join('\n')}
+  }
+${ms.map((m) => `  if (c${m} < p.c8) { part[2u * (base + c${m})] = a${m}; part[2u * (base + c${m}) + 1u] = b${m}; }`).join('\n')}
+}`;
+}
+
 /** Bytes of workgroup memory block-select takes with LN at width d and wg threads (red, xs, the block's arrays). */
-export const blockSelectLnBytes = (d: number, wg: number, half = false) => (half ? 2 : 4) * d + 4 * wg + 12 * BS_NB + 16;
+export const blockSelectLnBytes = (d: number, wg: number, half = false, fc2 = false) => (half ? 2 : 4) * d + 4 * wg + (fc2 ? 16 : 12) * BS_NB + 16;
 
 export function blockSelectWgsl(o: BlockSelectOpts): string {
   const W = o.wg, sg = o.subgroups, ln = !!o.ln, d = o.d ?? 0, fc1 = o.phase === 'fc1';
@@ -167,8 +215,9 @@ export function blockSelectWgsl(o: BlockSelectOpts): string {
   if (o.xsHalf && !(ln && o.xv4)) throw new Error('block_select: f16 pairs in xs need ln and xv4');
   if (![256, 512, 1024].includes(W)) throw new Error('block_select: a workgroup is 256, 512 or 1024 threads');
   return `${enables({ f16: o.f16 && !(o.wideB && o.wideW), subgroups: sg }, true)}
-struct P { f: u32, r: u32, d: u32, k: u32, cap: u32, tauOn: u32, tauBits: u32, blk0: u32, bRow0: u32, wRow0: u32, uOff: u32, uStride: u32, epsBits: u32 }
+struct P { f: u32, r: u32, d: u32, k: u32, cap: u32, tauOn: u32, tauBits: u32, blk0: u32, bRow0: u32, wRow0: u32, uOff: u32, uStride: u32, epsBits: u32, c8: u32, nbt: u32 }
 @group(0) @binding(0) var<uniform> p: P;
+${o.fc2 ? fc2Decl(o.fc2Cpt ?? 1) : ''}
 ${o.phase === 'fc1' ? '@group(0) @binding(11) var<storage, read> bcnt: array<u32>;   // each block\'s chosen count (the scoring role)' : `${dotFn('B', 1, 'u', 3, o.wideB, o.uv4, o.f16, o.unroll ?? 4)}
 fn B_rc(r: u32) -> u32 { return ${o.wideB ? '(r + 7u) / 8u' : '(r + 3u) / 4u'}; }
 @group(0) @binding(2) var<storage, read> bb: array<f32>;
@@ -180,6 +229,7 @@ ${ln ? '@group(0) @binding(5) var<storage, read> cc: array<f32>;   // c1 (f) the
 @group(0) @binding(7) var<storage, read_write> sel: array<u32>;
 @group(0) @binding(8) var<storage, read_write> h: array<f32>;
 ${choiceArraysWgsl(W, '')}
+const WGS = ${W}u;
 @compute @workgroup_size(${W})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${sg ? ', @builtin(subgroup_invocation_id) sl: u32, @builtin(subgroup_size) ss: u32' : ''}) {
   let blk = p.blk0 + wid.x;
@@ -189,9 +239,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${fc1 ? '' : `if (lid == 0u) { atomicStore(&nChosen, 0u); }
   if (lid < ${BS_NB}u) { atomicStore(&rk[lid], 0u); }`}
   ${fc1 ? `${fc1Choice()}
-  if (count == 0u) { return; }` : ln ? lnPhase(o, W, sg) : ''}
+  if (count == 0u) { ${o.fc2 ? 'fc2Zero(blk, t, lid); ' : ''}return; }` : ln ? lnPhase(o, W, sg) : ''}
 ${fc1 ? '' : `${scorePhase(W, 'p', '')}
-  if (count == 0u) { return; }`}
+  if (count == 0u) { ${o.fc2 ? 'fc2Zero(blk, t, lid); ' : ''}return; }`}
   // 3. fc1 over the chosen rows, the whole workgroup on them: rowsP = count rounded up to a power of
   //    two, lanes = ${W} / rowsP threads a row (a row of 512 16-byte chunks at d = 4096 and 6 chosen
   //    rows: 128 lanes, 4 chunks a thread, one round of loads), then a sum over each row's lanes.
@@ -213,8 +263,12 @@ ${fc1 ? '' : `${scorePhase(W, 'p', '')}
   if (lane3 == 0u && q3 < count) {
     let slot = t * p.k + blk * p.cap + q3;
     sel[slot] = jn;
-    ${ln ? 'h[slot] = max(lnInv * (red[lid] - lnM * cc[jn]) + cc[p.f + jn], 0.0);' : 'h[slot] = max(red[lid] + b1[jn], 0.0);'}
-  }
+    let hv = ${ln ? 'max(lnInv * (red[lid] - lnM * cc[jn]) + cc[p.f + jn], 0.0)' : 'max(red[lid] + b1[jn], 0.0)'};
+    h[slot] = hv;${o.fc2 ? `
+    hq[q3] = hv;` : ''}
+  }${o.fc2 ? `
+  workgroupBarrier();
+  fc2Partial(blk, t, lid, count);` : ''}
 }
 `;
 }

@@ -251,3 +251,58 @@ ${rows.map((u) => `    { let g = select(0.0, h${u}, v${u}); ${u % 2 ? 'b0 += g *
 }
 `;
 }
+
+/**
+ * fc2_sum: x[t, i] += b2[i] + Σ_b part[t, b, i], the blocks' fc2 partials (block-select.ts, FC2) added
+ * into the residual. A workgroup of 256 threads takes FC2S_CW vec4 columns × FC2S_SG block groups:
+ * thread (cw, sg) sums blocks sg, sg + SG, … with FC2S_U loads in flight, then a tree over sg in
+ * workgroup memory. The partials (nb × d floats a token, 4 MB at OPT-6.7B) were just written, so they
+ * come from L2; the order of the sum is fixed: deterministic. Measured on an H200 (bench/atomic_probe.mjs,
+ * 256 partials of 4096): 3.7 µs with (CW, U) = (8, 4), the same with CW 4 or U 8, 3.9 with CW 16,
+ * 4.5 with U 2. Params: d (floats of x a token), c4 (vec4s of a partial row), nb (partials a token),
+ * bias (whether b2 is bound and added). CPU twin: `sparseMlp` (the same sum, another order).
+ */
+export const FC2S_CW = 8;
+export const FC2S_SG = 256 / FC2S_CW;
+export const FC2S_U = 4;
+export const FC2S_PARAMS = ['d', 'c4', 'nb', 'bias'] as const;
+export const fc2SumKey = (bias: boolean) => `fc2_sum_cw${FC2S_CW}_u${FC2S_U}${bias ? '_bias' : ''}`;
+
+export function fc2SumWgsl(bias: boolean): string {
+  const CW = FC2S_CW, SG = FC2S_SG, U = FC2S_U;
+  const us = Array.from({ length: U }, (_, u) => u);
+  return `
+struct P { d: u32, c4: u32, nb: u32, bias: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> part: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> x: array<f32>;
+${bias ? '@group(0) @binding(3) var<storage, read> b: array<f32>;' : ''}
+var<workgroup> red: array<vec4<f32>, 256>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let cw = lid % ${CW}u;
+  let sg = lid / ${CW}u;
+  let c = wid.x * ${CW}u + cw;
+  let t = wid.y;
+  let cc = min(c, p.c4 - 1u);
+  let rb = t * p.nb;
+${us.map((u) => `  var a${u} = vec4<f32>(0.0);`).join('\n')}
+  for (var s = sg; s < p.nb; s += ${SG * U}u) {
+${us.map((u) => `    if (s + ${u * SG}u < p.nb) { a${u} += part[(rb + s + ${u * SG}u) * p.c4 + cc]; }`).join('\n')}
+  }
+  red[lid] = ${us.map((u) => `a${u}`).join(' + ')};
+  workgroupBarrier();
+  for (var st = ${SG / 2}u; st > 0u; st >>= 1u) {
+    if (sg < st) { red[lid] += red[lid + st * ${CW}u]; }
+    workgroupBarrier();
+  }
+  if (sg == 0u && c < p.c4) {
+    let r = red[cw];
+    for (var e = 0u; e < 4u; e++) {
+      let i = 4u * c + e;
+      if (i < p.d) { x[t * p.d + i] = x[t * p.d + i] + r[e]${bias ? ' + select(0.0, b[i], p.bias != 0u)' : ''}; }
+    }
+  }
+}
+`;
+}
