@@ -606,7 +606,9 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
   }
   for (const sp of rows.filter((x) => x.kernel === 'mlp-sparse' && (x.params.form === 'default' || String(x.params.form).startsWith('block')))) {
     if (typeof sp.params.speedup_vs_dense !== 'number') continue;
-    const how = sp.params.form === 'default' ? `top-K, density ${bd}` : `${sp.params.form === 'block' ? 'block rule' : 'block rule, lookahead'}, density ${sp.params.density} measured`;
+    const form = String(sp.params.form);
+    const fc2 = form.endsWith('one-pass fc2') ? ', one-pass fc2' : form.endsWith('fc2 in block-select') ? ', fc2 in block-select' : '';
+    const how = form === 'default' ? `top-K, density ${bd}` : `${form === 'block' ? 'block rule' : `block rule, lookahead${fc2}`}, density ${sp.params.density} measured`;
     log(`sparse MLP block (${how}; predictor and selection included): ${sp.params.speedup_vs_dense}x the dense block's speed (target: >= 5x at opt-6.7b)`);
   }
   return rows;

@@ -224,10 +224,11 @@ export interface WebGpuRunnerOptions extends GpuOptions {
   /**
    * The sparse MLP's block scoring and choice (predictor B, the block rule) run as extra workgroups of
    * the attention dispatch, where DejaVu's lookahead has u ready (attention.ts, `role`), and the
-   * block-select dispatch computes the chosen rows' fc1 only (where the bindings allow). Default: up
-   * to d = 4096 (BLOCK_SCORE_IN_ATTENTION_MAX_D: measured on an H200, GPU ms a token, opt-1.3b −4 to
-   * −5.5 %, opt-6.7b −1.3 % with sparse heads and −0.5 % without, opt-13b ±0 and +1.4 %: B's larger
-   * reads slow the attention dispatch as much as the choice saves).
+   * block-select dispatch computes the chosen rows' fc1 only (where the bindings allow). Default true.
+   * Measured on an H200 (GPU ms a token): before fc2 moved into block-select (blockFc2) opt-1.3b −4 to
+   * −5.5 %, opt-6.7b −1.3 % with sparse heads and −0.5 % without, opt-13b ±0 and +1.4 % (then on only
+   * up to d = 4096); with it, opt-6.7b −1.6 / −3.5 % (mlp / dejavu), opt-13b −1.0 / −2.7 %, opt-30b
+   * −0.3 / −0.2 %.
    */
   blockScoreInAttention?: boolean;
   /**
@@ -255,9 +256,6 @@ export interface WebGpuRunnerOptions extends GpuOptions {
   fusedAttentionMaxKeys?: number;
 }
 
-/** blockScoreInAttention's default: on up to this width (WebGpuRunnerOptions.blockScoreInAttention). */
-export const BLOCK_SCORE_IN_ATTENTION_MAX_D = 4096;
-
 /**
  * Decode steps whose attention sees more keys than this run the split + combine pair instead of the
  * fused form: on an H200 the fused form took ~1 µs less a layer at 128 positions, the same at 256,
@@ -274,7 +272,7 @@ export async function createWebGpuRunner(config: OptConfig, weights: OptWeights 
     const r = new GpuRunner(config, gpu, owned, opts.maxPartBytes, opts.foldLayerNorm ?? FOLD_LN_DEFAULT, opts.gemvRowsPerThread, opts.kvCache === 'f16');
     r.headsInQkv = opts.headsInQkv ?? true;
     r.headOutMajor = opts.headOutMajor ?? false;
-    r.blockScoreInAttention = opts.blockScoreInAttention ?? config.hidden <= BLOCK_SCORE_IN_ATTENTION_MAX_D;
+    r.blockScoreInAttention = opts.blockScoreInAttention ?? true;
     r.keepDenseFc2 = opts.keepDenseFc2 ?? false;
     r.attentionGridSplits = opts.attentionGridSplits ?? false;
     r.fusedAttentionMaxKeys = opts.fusedAttentionMaxKeys ?? FUSED_ATTENTION_MAX_KEYS;
@@ -345,7 +343,7 @@ class GpuRunner implements WebGpuRunner {
   private readonly foldLn: boolean;
   headsInQkv = true;
   headOutMajor = false;
-  blockScoreInAttention = true;   // set by createWebGpuRunner (the width rule)
+  blockScoreInAttention = true;   // set by createWebGpuRunner
   blockFc2 = true;
   /** The blocks' fc2 partials of one token (blockFc2; (ceil(f / 64), fc2ᵀ's padded width) floats), or null. */
   private fc2Part: GPUBuffer | null = null;
