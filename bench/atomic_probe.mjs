@@ -20,7 +20,10 @@
 // CPU sum of store's partials.
 //
 //   npx tsc -p . && node bench/atomic_probe.mjs        # on the GPU host (carry dist)
-// AP_D (4096), AP_NBLK (256), AP_ROWS (6), AP_MODES (none,store,a1s,a1c,a2c,tree), AP_G (16), AP_COPIES (8)
+// AP_D (4096), AP_NBLK (256), AP_ROWS (6), AP_COPIES (8), AP_G (16), AP_CW (8), AP_U (4),
+// AP_MODES (default none,store,store+reduce,reduce; also a1s, a1c, a2c, tree). The checks compare with
+// store's partials, so list store before the modes to check. a1c / a2c / tree keep d floats in
+// workgroup memory: 16 KiB at d = 4096, more than WebGPU's default limit (the H200 allows it).
 import { fileURLToPath } from 'node:url';
 
 const dist = fileURLToPath(new URL('../dist', import.meta.url));

@@ -191,10 +191,10 @@ test('fc2 in the block (each block\'s partial, then fc2Sum) matches blockSelect 
         const scores = linear(u, T, wB, bias, rk, f);
         const median = Float32Array.from(scores).sort()[scores.length >> 1];
         // tau 1e9 chooses nothing: every block's partial must be zeros, not what the last run left.
-        const cases = [[3, null, false, 'all'], [7, median, true, 'all'], [BS_NB, null, false, 'all'], [5, median, false, 'fc1'], [7, null, true, 'fc1'], [4, 1e9, false, 'all']] as const;
-        // The wide rows: fewer cases (lavapipe compiles each form slowly), one token.
+        const cases = [[3, null, false, 'all'], [7, median, true, 'all'], [BS_NB, null, false, 'all'], [5, median, false, 'fc1'], [7, null, true, 'fc1'], [4, 1e9, false, 'all'], [4, 1e9, false, 'fc1']] as const;
+        // The wide rows: fewer cases (lavapipe compiles each form slowly), one token; nothing chosen in both phases.
         if (d > 64 && T > 1) continue;
-        for (const [cap, tau, ln, phase] of d > 64 ? [cases[1], cases[3]] : cases) {
+        for (const [cap, tau, ln, phase] of d > 64 ? [cases[1], cases[3], cases[5], cases[6]] : cases) {
           if (phase === 'fc1' && T > 1) continue;   // the scoring role is decode's (one token)
           if (ln && blockSelectLnBytes(d, wg, false, true) > gpu.limits.maxComputeWorkgroupStorageSize) continue;
           const nb = Math.ceil(f / BS_NB), kk = nb * cap, msg = `f=${f} r=${rk} d=${d} T=${T} cap=${cap} tau=${tau} ln=${ln} ${phase} f16=${f16} sg=${sg} wg=${wg}`;
@@ -225,6 +225,16 @@ test('fc2 in the block (each block\'s partial, then fc2Sum) matches blockSelect 
         }
       }
     }
+    // fc2ᵀ in several parts (rows of 40 halves, 4 KiB parts) has no seat: refused, not run wrong.
+    const kp = new Kernels(gpu, 4096), { m: B } = randomMatrix(kp, 200, 13, r), { m: W1 } = randomMatrix(kp, 200, 37, r), W2t = kp.matrix(200, 37, 'W2t');
+    assert.ok(W2t.parts.length > 1 && !kp.blockFc2Fits(W2t));
+    const buf = (n: number) => kp.buffer(n * 4, 'b');
+    assert.throws(() => kp.blockSelectFc1({ B, bias: buf(200), u: buf(13), W1, b1: buf(200), x: buf(37), sel: buf(64), h: buf(64), cnt: buf(4), T: 1, cap: 3, tau: null,
+      fc2: { W2t, part: buf(kp.blockFc2PartFloats(W2t, 1)) } }, own), /one part/);
+    // A partial buffer too small for the tokens: refused.
+    const W2one = k.matrix(200, 37, 'W2t');
+    assert.throws(() => k.blockSelectFc1({ B: randomMatrix(k, 200, 13, r).m, bias: k.buffer(800, 'b'), u: k.buffer(52, 'u'), W1: randomMatrix(k, 200, 37, r).m, b1: k.buffer(800, 'b1'), x: k.buffer(296, 'x'),
+      sel: k.buffer(256, 's'), h: k.buffer(256, 'h'), cnt: k.buffer(16, 'c'), T: 2, cap: 3, tau: null, fc2: { W2t: W2one, part: k.buffer(k.blockFc2PartFloats(W2one, 1) * 4, 'p') } }, own), /partials need/);
     own.forEach((b) => b.destroy());
   }
 });

@@ -278,6 +278,8 @@ test('webgpu fc2 in block-select (each block\'s partial, then one sum) decodes a
   const prompt = Array.from({ length: 37 }, () => Math.floor(r() * c.vocabSize)), next = [11, 400, 7, 2900, 5];
   const on = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32' });
   const off = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', blockFc2: false });
+  // The lookahead with block-select scoring itself: the 'all' phase with the folded LayerNorm and fc2.
+  const noRole = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', blockScoreInAttention: false });
   const steps = async (x: typeof on, p: SparsityPolicy) => {
     x.setSparsity(p); x.reset(); x.resetMlpDensity();
     await x.forward(prompt, { noLogits: true });
@@ -289,17 +291,34 @@ test('webgpu fc2 in block-select (each block\'s partial, then one sum) decodes a
   // the block's own input (scoring in block-select); a cap, a threshold, sparse heads.
   for (const [input, block, heads] of [['attn_in', { cap: 5, tau: null }, false], ['attn_in', { cap: 9, tau: -0.05 }, true], ['mlp_in', { cap: 64, tau: 0 }, false]] as const) {
     const p = policy(input, block, heads), what = `${input} cap ${block.cap} tau ${block.tau}${heads ? ', sparse heads' : ''}`;
-    const [a, b] = [await steps(on, p), await steps(off, p)];
-    a.out.forEach((v, i) => assert.ok(relErr(v, b.out[i]) < 1e-5, `${what}, step ${i}: ${relErr(v, b.out[i])}`));
-    assert.deepEqual(a.density, b.density, `${what}: the same neurons chosen`);
-    assert.equal(a.perToken, b.perToken, `${what}: one sum dispatch for the one-pass fc2`);
+    const b = await steps(off, p);
+    const forms: [typeof on, string][] = [[on, 'fc2 in block-select'], ...(input === 'attn_in' ? [[noRole, 'fc2 in block-select, scoring there too'] as [typeof on, string]] : [])];
+    for (const [x, form] of forms) {
+      const a = await steps(x, p);
+      a.out.forEach((v, i) => assert.ok(relErr(v, b.out[i]) < 1e-5, `${what}, ${form}, step ${i}: ${relErr(v, b.out[i])}`));
+      assert.deepEqual(a.density, b.density, `${what}, ${form}: the same neurons chosen`);
+      assert.equal(a.perToken, b.perToken, `${what}, ${form}: one sum dispatch for the one-pass fc2`);
+    }
   }
+  assert.ok(noRole.pipelineKeys.some((k) => new RegExp(`^block_select.*_ln${d}h?_fc2c1$`).test(k)), 'the scoring phase with the folded LayerNorm took fc2');
   assert.ok(on.pipelineKeys.some((k) => k.startsWith('block_select') && k.includes('_fc1_fc2')) && on.pipelineKeys.some((k) => /^block_select.*_fc2c\d$/.test(k) && !k.includes('_fc1')), 'both phases took fc2');
   assert.ok(on.pipelineKeys.some((k) => k.startsWith('fc2_sum')) && !off.pipelineKeys.some((k) => k.startsWith('fc2_sum') || k.includes('_fc2c')), 'the option turns it off');
   const chained = policy('attn_in', { cap: 5, tau: null }, true);
   const greedy = async (x: typeof on) => { x.setSparsity(chained); x.reset(); await x.forward(prompt, { noLogits: true }); return x.decodeGreedy(next[0], 10, () => true); };
   assert.deepEqual(await greedy(on), await greedy(off));
-  on.dispose(); off.dispose();
+  on.dispose(); off.dispose(); noRole.dispose();
+  // fc2ᵀ in parts (a tiny model, 8 KiB parts: fc2ᵀ in 4 of 64 rows): no seat in block-select, so the
+  // one-pass fc2 runs; the CPU agrees.
+  const dir = writeTinyModel(tinyConfig({ hidden_size: 64, ffn_dim: 256, num_attention_heads: 4, max_position_embeddings: 8 }));
+  const tiny = await checkpoint(dir), tc = tiny.config;
+  const split = await createWebGpuRunner(tc, tiny.weights, { gpu, kvCache: 'f32', maxPartBytes: 8192 }), cpu = new CpuRunner(tc, tiny.weights);
+  const tp: SparsityPolicy = { input: 'attn_in', mlp: Array.from({ length: tc.layers }, () => ({ k: 0, selector: { kind: 'predictor' as const, predictor: fp16Predictor(16, tc.hidden, tc.ffn, r), block: { cap: 5, tau: null } } })) };
+  split.setSparsity(tp); cpu.setSparsity(tp);
+  for (const x of [split, cpu]) await x.forward([3, 77, 5], { noLogits: true });
+  assert.ok(relErr(await split.forward([9]), await cpu.forward([9])) < 1e-3, 'split fc2ᵀ against the CPU');
+  assert.ok(split.pipelineKeys.some((k) => k.startsWith('fc2_direct')) && !split.pipelineKeys.some((k) => k.startsWith('fc2_sum')), 'the one-pass fc2 where fc2ᵀ is split');
+  split.dispose();
+  rmSync(dir, { recursive: true });
 });
 
 test('webgpu chained greedy decode: the same ids as the per-step readback loop, position and KV after an early stop (5m)', async (t) => {

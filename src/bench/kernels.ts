@@ -538,9 +538,12 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
       }
       if (part) {
         const t1 = await timer.time(L.map((l) => k.blockSelectFc1({ B: l.B, bias: l.pb, u, W1: l.fc1, b1: null, ln, x: xin, sel, h, cnt, T: 1, cap, tau, fc2: { W2t: l.fc2T, part } }, s.own)));
-        add('block-select', { density: r3(chosen / f), k: chosen, cap, rank: r, form: 'MLP LayerNorm folded in (lookahead), fc2 partials', layers }, t1.us, matBytes(f, r) + f * 4 + 2 * chosen * ceil4(d) * 2, t1.method);
+        const partBytes = k.blockFc2PartFloats(L[0].fc2T, 1) * 4;
+        // Bytes: B, its bias, the chosen rows of fc1 and fc2, the partials written.
+        add('block-select', { density: r3(chosen / f), k: chosen, cap, rank: r, form: 'MLP LayerNorm folded in (lookahead), fc2 partials', layers }, t1.us, matBytes(f, r) + f * 4 + 2 * chosen * ceil4(d) * 2 + partBytes, t1.method);
         const t2 = await timer.time(L.map((l) => [k.fc2Sum({ W2t: l.fc2T, part, x, bias: b2, T: 1 }, s.own)]));
-        add('fc2-sum', { blocks: Math.ceil(f / BLOCK_SIZE), cols: d, layers }, t2.us, k.blockFc2PartFloats(L[0].fc2T, 1) * 4, t2.method);
+        // Bytes: the partials, fc2's bias, x read and written.
+        add('fc2-sum', { blocks: Math.ceil(f / BLOCK_SIZE), cols: d, layers }, t2.us, partBytes + 3 * d * 4, t2.method);
       }
       for (const sh of [{}, ...(variants ? [256, 512, 1024].filter((wg) => blockSelectLnBytes(d, wg) <= k.gpu.limits.maxComputeWorkgroupStorageSize).flatMap((wg) => [2, 4, 8].map((unroll) => ({ wg, unroll }))) : [])] as { wg?: number; unroll?: number }[]) {
         const sel1 = await timer.time(L.map((l) => k.blockSelectFc1({ B: l.B, bias: l.pb, u, W1: l.fc1, b1: null, ln, x: xin, sel, h, cnt, T: 1, cap, tau, ...sh }, s.own)));

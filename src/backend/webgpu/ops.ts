@@ -17,7 +17,7 @@ import { argmaxKey, argmaxWgsl, argmaxWorkgroupSize } from './kernels/argmax.js'
 import { BS_NB, blockScoreRoleBytes, blockSelectKey, blockSelectLnBytes, blockSelectWgsl, blockSelectWorkgroupSize, type BlockScoreRoleOpts, type BlockSelectOpts } from './kernels/block-select.js';
 import { headSelectKey, headSelectWgsl, HS_WG } from './kernels/head-select.js';
 import { headMajorKey, headMajorWgsl, headOutKey, headOutTpr, headOutWgsl, HO_RPT, HO_WG } from './kernels/head-out.js';
-import { FC2P_WG, FC2S_CW, fc2DirectKey, fc2DirectShape, fc2DirectWgsl, fc2PartialKey, fc2PartialWgsl, fc2ReduceKey, fc2ReduceWgsl, fc2SumKey, fc2SumWgsl, type Fc2DirectShape } from './kernels/sparse-mlp.js';
+import { FC2P_WG, FC2S_CW, fc2DirectKey, fc2DirectShape, fc2DirectWgsl, fc2PartialKey, fc2PartialWgsl, fc2SumKey, fc2SumWgsl, type Fc2DirectShape } from './kernels/sparse-mlp.js';
 
 export interface Dispatch { label: string; pipeline: GPUComputePipeline; bind: GPUBindGroup; wg: [number, number, number] }
 /** A copy of a trace point taken between dispatches (trace path only). */
@@ -486,6 +486,7 @@ export class Kernels {
     if (!ln && !a.b1) throw new Error('blockSelectFc1: fc1 needs its bias buffer (or the folded LayerNorm, whose c2 has it)');
     const fc2 = a.fc2 ?? null;
     if (fc2 && !(this.blockFc2Fits(fc2.W2t, !!ln) && fc2.W2t.rows === f && fc2.W2t.cols === d)) throw new Error('blockSelectFc1: fc2 in the block needs fc2ᵀ (f, d) in one part with rows padded to 8 halves (blockFc2Fits)');
+    if (fc2 && fc2.part.size < this.blockFc2PartFloats(fc2.W2t, a.T) * 4) throw new Error(`blockSelectFc1: fc2's partials need ${this.blockFc2PartFloats(fc2.W2t, a.T) * 4} bytes for ${a.T} token(s), the buffer has ${fc2.part.size}`);
     const o: BlockSelectOpts = { wideB: (a.B.colsP / 4) % 2 === 0, wideW: (a.W1.colsP / 4) % 2 === 0, uv4: r % 4 === 0 && uOff % 4 === 0 && uStride % 4 === 0, xv4: d % 4 === 0,
       wg: a.wg ?? blockSelectWorkgroupSize(this.gpu.limits), unroll: a.unroll, f16: this.feats.f16, subgroups: this.feats.subgroups, ln: !!ln, d: ln ? d : undefined, xsHalf: !!ln && this.lnHalf(d), phase: a.chosenBy ? 'fc1' : undefined, fc2: !!fc2 };
     if (fc2) o.fc2Cpt = ceilDiv(fc2.W2t.colsP / 8, o.wg);
@@ -511,10 +512,12 @@ export class Kernels {
 
   /**
    * Whether block-select can take fc2's share itself (`blockSelectFc1`'s fc2): fc2ᵀ in one part, rows
-   * padded to 8 halves, and with the folded LayerNorm (`ln`) room for the h of a block beside x.
+   * padded to 8 halves, with the folded LayerNorm (`ln`) room for the h of a block beside x, and the
+   * storage bindings (11, 12 with ln, in the phase that scores: block-select.ts's bindings 1-10, 12, 13).
    */
   blockFc2Fits(W2t: GpuMatrix, ln = false): boolean {
-    return W2t.parts.length === 1 && fc2OnePass(W2t) && (!ln || this.blockSelectLnFits(W2t.cols, true));
+    return W2t.parts.length === 1 && fc2OnePass(W2t) && (!ln || this.blockSelectLnFits(W2t.cols, true))
+      && this.gpu.limits.maxStorageBuffersPerShaderStage >= (ln ? 12 : 11);
   }
 
   /** Floats of the partial buffer blockSelectFc1's fc2 writes for T tokens: a row of fc2ᵀ's padded width a block. */
@@ -524,11 +527,15 @@ export class Kernels {
 
   /** x[t] += b2 + Σ_b part[t, b]: the blocks' fc2 partials from blockSelectFc1 (sparse-mlp.ts, fc2_sum). */
   fc2Sum(a: { W2t: GpuMatrix; part: GPUBuffer; x: GPUBuffer; bias: GPUBuffer | null; T: number }, own: GPUBuffer[]): Dispatch {
-    const c4 = a.W2t.colsP / 4, nb = ceilDiv(a.W2t.rows, BS_NB), bias = !!a.bias;
-    const key = fc2SumKey(bias);
+    return this.sumPartials({ part: a.part, x: a.x, bias: a.bias, d: a.W2t.cols, c4: a.W2t.colsP / 4, n: ceilDiv(a.W2t.rows, BS_NB), T: a.T }, own);
+  }
+
+  /** x[t, :d] += bias + Σ_{i < n} part[t, i] over partial rows of c4 vec4s (sparse-mlp.ts, fc2_sum). */
+  private sumPartials(a: { part: GPUBuffer; x: GPUBuffer; bias: GPUBuffer | null; d: number; c4: number; n: number; T: number }, own: GPUBuffer[]): Dispatch {
+    const bias = !!a.bias, key = fc2SumKey(bias);
     const ent: [number, Entry][] = [[1, a.part], [2, a.x]];
     if (a.bias) ent.push([3, a.bias]);
-    return this.dispatch(key, this.pipeline(key, () => fc2SumWgsl(bias)), [a.W2t.cols, c4, nb, bias ? 1 : 0], ent, [ceilDiv(c4, FC2S_CW), a.T, 1], own);
+    return this.dispatch(key, this.pipeline(key, () => fc2SumWgsl(bias)), [a.d, a.c4, a.n, bias ? 1 : 0], ent, [ceilDiv(a.c4, FC2S_CW), a.T, 1], own);
   }
 
   /**
@@ -569,10 +576,8 @@ export class Kernels {
     const pl = this.pipeline(pk, () => fc2PartialWgsl(this.feats, wide));
     const out = a.W2t.parts.map((p, i) => this.dispatch(pk, pl, [d4, a.k, slice, slots, i * S, a.selStride, p.row0, p.rows],
       [[1, p.buffer], [2, a.h], [3, a.sel], [4, partial]], [ceilDiv(wide ? d4 / 2 : d4, FC2P_WG), S, a.T], own));
-    const rk = fc2ReduceKey(!!a.bias);
-    const ent: [number, Entry][] = [[1, partial], [2, a.x]];
-    if (a.bias) ent.push([3, a.bias]);
-    out.push(this.dispatch(rk, this.pipeline(rk, () => fc2ReduceWgsl(!!a.bias)), [d, d4, slots, a.bias ? 1 : 0], ent, [ceilDiv(d, 256), a.T, 1], own));
+    // The slots' partials (rows of d4 vec4s) into x: the sum block-select's partials take (fc2_sum).
+    out.push(this.sumPartials({ part: partial, x: a.x, bias: a.bias, d, c4: d4, n: slots, T: a.T }, own));
     return out;
   }
 

@@ -59,7 +59,8 @@ interface LayerSparse {
    * (gemv.ts, PRED) and u lands in the qkv buffer after qkv's 3d rows; c = c1 | c2 over qkv's 3d and
    * A's r rows (2 (3d + r)). With the block rule the MLP LayerNorm folds into block-select too.
    */
-  look?: { c: GPUBuffer };
+  /** A rides the qkv GEMV; c: qkv's and A's LayerNorm constants together, made only where the next layer's head rows do not ride too (qkvNextC). */
+  look?: { c: GPUBuffer | null };
 }
 
 /**
@@ -569,8 +570,7 @@ class GpuRunner implements WebGpuRunner {
           ds.push(...this.k.foldLayerNorm({ W: A, gamma: attn ? L.attnLnW : L.mlpLnW, beta: attn ? L.attnLnB : L.mlpLnB, bias: null, c: out.pred.fold }, own));
           const hp = policy.heads?.[l];
           if (attn && this.k.canFusePredictor(L.qkv, A, hp && headKvMode(hp) === 'lazy' ? lazyShape(undefined, this.k.gemvRowsPerThread) : undefined)) {
-            // The lookahead's constants: qkv's c1, A's c1, qkv's c2, A's c2 (copied after the folds run).
-            out.look = { c: joinFolds([[L.qkvFold!.c, 3 * d], [out.pred.fold, r]], `${l}.qkv+A.ln_c`, sb, copies) };
+            out.look = { c: null };   // its constants once buildQkvNext has said where they are needed
           }
         }
       }
@@ -578,6 +578,11 @@ class GpuRunner implements WebGpuRunner {
     });
     this.buildHeads(policy, sb, ds, own);
     this.buildQkvNext(sb, copies);
+    // The lookahead's constants (qkv's c1, A's c1, qkv's c2, A's c2; copied after the folds run), for the
+    // layers whose qkv GEMV does not carry the next layer's head rows (those have qkvNextC).
+    this.sparse.forEach((S, l) => {
+      if (S?.look && !this.qkvNextC[l]) S.look.c = joinFolds([[this.layers[l].qkvFold!.c, 3 * d], [S.pred!.fold!, S.pred!.rank]], `${l}.qkv+A.ln_c`, sb, copies);
+    });
     const T = Math.min(TCAP, c.maxPositions);
     this.scores = sb(T * f * 4, 'scores'); this.u = sb(T * rMax * 4, 'pred_u');
     this.sel = sb(T * kMax * 4, 'sel'); this.hsel = sb(T * kMax * 4, 'h_sel');
@@ -778,7 +783,7 @@ class GpuRunner implements WebGpuRunner {
     const kv = T === 1 ? { step: this.step, k: L.k, v: L.v, pred: look ? S!.pred!.A : undefined, hnext: nextC ? { W: HN!.W!, out: HN!.uh } : undefined,
       heads: chooses && HS ? { scores: this.headScores(HS), hl: this.hl!, skip: HS.lazy?.holes ?? HS.skip, hd: c.headDim, H: c.heads, k: HS.k, kvAll: HS.kvAll,
         lazy: HS.lazy ? { xPrev: HS.lazy.xPrev, ...lazy } : undefined } : undefined } : null;
-    return fold ? { W: L.qkv, x, y: this.qkv, T, ln: { gamma: L.attnLnW, c: nextC ?? (look ? look.c : L.qkvFold!.c), eps: c.layerNormEps }, kv }
+    return fold ? { W: L.qkv, x, y: this.qkv, T, ln: { gamma: L.attnLnW, c: nextC ?? (look ? look.c! : L.qkvFold!.c), eps: c.layerNormEps }, kv }
       : { W: L.qkv, x, y: this.qkv, T, bias: L.qkvB, kv };
   }
 

@@ -1,5 +1,5 @@
 import { BLOCK_SIZE } from '../../../sparsity/policy.js';
-import { enables, laneSumWgsl, weightDecl } from './common.js';
+import { enables, laneSumWgsl, weightDecl, halves8Wgsl } from './common.js';
 
 /**
  * Block selection fused with the predictor's second product and the gathered fc1 (sparse MLP, one
@@ -70,7 +70,7 @@ export interface BlockSelectOpts {
    * second, small dispatch (sparse-mlp.ts, fc2Sum) adds the blocks' partials into x.
    */
   fc2?: boolean;
-  /** With fc2: 16-byte chunks of fc2ᵀ's row a thread, ceil(c8 / wg) (blockFc2Chunks). */
+  /** With fc2: 16-byte chunks of fc2ᵀ's row a thread, ceil(c8 / wg) (ops.ts, blockSelectFc1, computes it). */
   fc2Cpt?: number;
 }
 
@@ -166,6 +166,9 @@ fn xw4(i: u32) -> vec4<f32> { return vec4<f32>(xs[i], xs[i + 1u], xs[i + 2u], xs
 fn xw1(i: u32) -> f32 { return xs[i]; }`;
 }
 
+/** Workgroup memory fc2Decl adds: hq, a block's h. */
+const FC2_WG_BYTES = 4 * BS_NB;
+
 /** fc2 row loads in flight a thread in fc2Partial: FC2_LOADS / chunks-a-thread rows a round (cap is ~7 at 10 % density). */
 const FC2_LOADS = 8;
 
@@ -187,8 +190,7 @@ function fc2Decl(cpt: number): string {
   return `@group(0) @binding(12) var<storage, read> W2: array<vec4<u32>>;
 @group(0) @binding(13) var<storage, read_write> part: array<vec4<f32>>;
 var<workgroup> hq: array<f32, ${BS_NB}>;
-fn f2lo(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
-fn f2hi(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)); }
+${halves8Wgsl('f2lo', 'f2hi')}
 fn fc2Zero(blk: u32, t: u32, lid: u32) {
   let base = (t * p.nbt + blk) * p.c8;
   for (var c = lid; c < p.c8; c += WGS) { part[2u * (base + c)] = vec4<f32>(0.0); part[2u * (base + c) + 1u] = vec4<f32>(0.0); }
@@ -207,7 +209,7 @@ ${ms.map((m) => `  if (c${m} < p.c8) { part[2u * (base + c${m})] = a${m}; part[2
 }
 
 /** Bytes of workgroup memory block-select takes with LN at width d and wg threads (red, xs, the block's arrays). */
-export const blockSelectLnBytes = (d: number, wg: number, half = false, fc2 = false) => (half ? 2 : 4) * d + 4 * wg + (fc2 ? 16 : 12) * BS_NB + 16;
+export const blockSelectLnBytes = (d: number, wg: number, half = false, fc2 = false) => (half ? 2 : 4) * d + 4 * wg + 12 * BS_NB + 16 + (fc2 ? FC2_WG_BYTES : 0);
 
 export function blockSelectWgsl(o: BlockSelectOpts): string {
   const W = o.wg, sg = o.subgroups, ln = !!o.ln, d = o.d ?? 0, fc1 = o.phase === 'fc1';

@@ -42,6 +42,12 @@ export function kvPutWgsl(buf: string, i: string, v: string): string {
     atomicAnd(&${buf}[kvI / 2u], ~(0xffffu << kvS));
     atomicOr(&${buf}[kvI / 2u], (pack2x16float(vec2<f32>(${v}, 0.0)) & 0xffffu) << kvS); }`;
 }
+/**
+ * WGSL `${lo}(w)` and `${hi}(w)`: the first and last four halves of a 16-byte chunk of fp16 weights
+ * (8 halves as vec4<u32>) as vec4<f32>: the wide kernels' one unpacking.
+ */
+export const halves8Wgsl = (lo = 'lo', hi = 'hi') => `fn ${lo}(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+fn ${hi}(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)); }`;
 export const ceil4 = (n: number) => Math.ceil(n / 4) * 4;
 export const ceilDiv = (a: number, b: number) => Math.ceil(a / b);
 

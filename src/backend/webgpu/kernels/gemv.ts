@@ -1,4 +1,4 @@
-import { enables, kvPutWgsl, laneSumWgsl, weightDecl, wmode, type KernelFeatures } from './common.js';
+import { enables, kvPutWgsl, laneSumWgsl, weightDecl, wmode, type KernelFeatures, halves8Wgsl } from './common.js';
 import { headChoiceWgsl } from './head-select.js';
 
 /**
@@ -239,8 +239,7 @@ ${o.kv ? `@group(0) @binding(8) var<storage, read> step: array<u32>;
 alias RT = ${RT};
 ${term4}
 ${tail4}
-${o.wide ? `fn w8lo(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
-fn w8hi(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)); }
+${o.wide ? `${halves8Wgsl('w8lo', 'w8hi')}
 fn dot8(w: vec4<u32>, xb: u32, k: u32${ln ? ', sh: f32' : ''}) -> RT { return term4(w8lo(w), xb, k${sh}) + term4(w8hi(w), xb, k + 4u${sh}); }` : ''}
 ${o.bias ? '@group(0) @binding(4) var<storage, read> bias: array<f32>;' : ''}
 ${o.gather ? '@group(0) @binding(5) var<storage, read> sel: array<u32>;' : ''}

@@ -1,3 +1,4 @@
+import { halves8Wgsl } from './common.js';
 /**
  * out_proj with sparse heads (decode, one token): y[i] += b[i] + Σ over the chosen heads h (hl, k of
  * them, from head-select.ts) of W[i, h·hd .. (h+1)·hd) · o[h·hd .. (h+1)·hd). The unchosen heads' columns are never read,
@@ -50,8 +51,7 @@ const CPH = ${s.cph}u;
 var<workgroup> cols: array<u32, N>;
 var<workgroup> wcol: array<u32, N>;
 var<workgroup> red: array<f32, ${HO_WG}>;
-fn lo(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
-fn hi(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)); }
+${halves8Wgsl()}
 fn wdot(w: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> f32 { return dot(lo(w), x0) + dot(hi(w), x1); }
 @compute @workgroup_size(${HO_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

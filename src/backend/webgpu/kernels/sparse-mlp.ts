@@ -1,4 +1,4 @@
-import { enables, weightDecl, wmode, type KernelFeatures } from './common.js';
+import { enables, weightDecl, wmode, type KernelFeatures, halves8Wgsl } from './common.js';
 
 /**
  * Second half of the sparse MLP: y = Σ_j h_j · W2t[sel_j] over the selected neurons, with W2t = fc2
@@ -6,7 +6,7 @@ import { enables, weightDecl, wmode, type KernelFeatures } from './common.js';
  * - fc2_partial: workgroup (column block, slice s, token t) sums its slice of the selected rows into
  *   partial[t, slot, :] (slot = part * S + s). Neurons with h_j = 0 (ReLU) are skipped: the branch is
  *   uniform over the workgroup, so their rows are never read.
- * - fc2_reduce: x[t, i] += b2[i] + Σ_slot partial[t, slot, i] (residual and bias fused).
+ * - then fc2_sum (below): x[t, i] += b2[i] + Σ_slot partial[t, slot, i] (residual and bias fused).
  * The first half (gathered fc1 with bias + ReLU) is gemv with GATHER. CPU twin: `sparseMlp`.
  */
 export const FC2P_WG = 64;
@@ -48,36 +48,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 `;
 }
 
-export const FC2R_PARAMS = ['d', 'd4', 'slots', 'bias'] as const;
-export const fc2ReduceKey = (bias: boolean) => `fc2_reduce_wg256${bias ? '_bias' : ''}`;
-export function fc2ReduceWgsl(bias: boolean): string {
-  return `
-struct P { d: u32, d4: u32, slots: u32, bias: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> part: array<f32>;
-@group(0) @binding(2) var<storage, read_write> x: array<f32>;
-${bias ? '@group(0) @binding(3) var<storage, read> b: array<f32>;' : ''}
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-  let i = gid.x;
-  let t = wid.y;
-  if (i >= p.d) { return; }
-  var s = ${bias ? 'b[i]' : '0.0'};
-  let st = p.d4 * 4u;
-  let b0 = t * p.slots * st + i;
-  var s1 = 0.0; var s2 = 0.0; var s3 = 0.0;
-  var q = 0u;
-  // Four independent loads in flight per step: the slots are many (up to 128) and each is one load.
-  for (; q + 4u <= p.slots; q += 4u) {
-    s += part[b0 + q * st]; s1 += part[b0 + (q + 1u) * st]; s2 += part[b0 + (q + 2u) * st]; s3 += part[b0 + (q + 3u) * st];
-  }
-  for (; q < p.slots; q++) { s += part[b0 + q * st]; }
-  s += (s1 + s2) + s3;
-  x[t * p.d + i] = x[t * p.d + i] + s;
-}
-`;
-}
-
 /**
  * The wide form of fc2_partial (rows padded to 8 halves): a thread owns 8 columns, reads them as one
  * 16-byte vec4<u32>, and keeps four selected rows' loads in flight. The narrow form (one 8-byte load
@@ -92,8 +62,7 @@ struct P { d4: u32, k: u32, slice: u32, slots: u32, slot0: u32, selStride: u32, 
 @group(0) @binding(2) var<storage, read> h: array<f32>;
 @group(0) @binding(3) var<storage, read> sel: array<u32>;
 @group(0) @binding(4) var<storage, read_write> part: array<vec4<f32>>;
-fn lo(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
-fn hi(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)); }
+${halves8Wgsl()}
 @compute @workgroup_size(${FC2P_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let c = wid.x * ${FC2P_WG}u + lid;   // 8-column chunk
@@ -188,8 +157,7 @@ struct P { d: u32, d8: u32, k: u32, selStride: u32, row0: u32, partRows: u32, bi
 @group(0) @binding(4) var<storage, read_write> x: array<f32>;
 ${bias ? '@group(0) @binding(5) var<storage, read> b: array<f32>;' : ''}
 var<workgroup> red: array<vec4<f32>, ${W}>;
-fn lo(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
-fn hi(w: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)); }
+${halves8Wgsl()}
 // Sum over rl of v (one vec4 a thread), a tree in workgroup memory; valid in the rl == 0 threads.
 fn treeSum(lid: u32, rl: u32, v: vec4<f32>) -> vec4<f32> {
   red[lid] = v;
