@@ -280,6 +280,8 @@ test('webgpu fc2 in block-select (each block\'s partial, then one sum) decodes a
   const off = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', blockFc2: false });
   // The lookahead with block-select scoring itself: the 'all' phase with the folded LayerNorm and fc2.
   const noRole = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', blockScoreInAttention: false });
+  // The fc1 phase loading its rows after the LayerNorm's work (an A/B option): the same arithmetic.
+  const late = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', blockFc1EarlyLoads: false });
   const steps = async (x: typeof on, p: SparsityPolicy) => {
     x.setSparsity(p); x.reset(); x.resetMlpDensity();
     await x.forward(prompt, { noLogits: true });
@@ -292,7 +294,7 @@ test('webgpu fc2 in block-select (each block\'s partial, then one sum) decodes a
   for (const [input, block, heads] of [['attn_in', { cap: 5, tau: null }, false], ['attn_in', { cap: 9, tau: -0.05 }, true], ['mlp_in', { cap: 64, tau: 0 }, false]] as const) {
     const p = policy(input, block, heads), what = `${input} cap ${block.cap} tau ${block.tau}${heads ? ', sparse heads' : ''}`;
     const b = await steps(off, p);
-    const forms: [typeof on, string][] = [[on, 'fc2 in block-select'], ...(input === 'attn_in' ? [[noRole, 'fc2 in block-select, scoring there too'] as [typeof on, string]] : [])];
+    const forms: [typeof on, string][] = [[on, 'fc2 in block-select'], ...(input === 'attn_in' ? [[noRole, 'fc2 in block-select, scoring there too'], [late, 'fc1 rows loaded late']] as [typeof on, string][] : [])];
     for (const [x, form] of forms) {
       const a = await steps(x, p);
       a.out.forEach((v, i) => assert.ok(relErr(v, b.out[i]) < 1e-5, `${what}, ${form}, step ${i}: ${relErr(v, b.out[i])}`));
@@ -301,12 +303,13 @@ test('webgpu fc2 in block-select (each block\'s partial, then one sum) decodes a
     }
   }
   assert.ok(noRole.pipelineKeys.some((k) => new RegExp(`^block_select.*_ln${d}h?_fc2c1$`).test(k)), 'the scoring phase with the folded LayerNorm took fc2');
+  assert.ok(late.pipelineKeys.some((k) => k.includes('_fc1late_fc2')) && !on.pipelineKeys.some((k) => k.includes('_fc1late')), 'the late form where asked for');
   assert.ok(on.pipelineKeys.some((k) => k.startsWith('block_select') && k.includes('_fc1_fc2')) && on.pipelineKeys.some((k) => /^block_select.*_fc2c\d$/.test(k) && !k.includes('_fc1')), 'both phases took fc2');
   assert.ok(on.pipelineKeys.some((k) => k.startsWith('fc2_sum')) && !off.pipelineKeys.some((k) => k.startsWith('fc2_sum') || k.includes('_fc2c')), 'the option turns it off');
   const chained = policy('attn_in', { cap: 5, tau: null }, true);
   const greedy = async (x: typeof on) => { x.setSparsity(chained); x.reset(); await x.forward(prompt, { noLogits: true }); return x.decodeGreedy(next[0], 10, () => true); };
   assert.deepEqual(await greedy(on), await greedy(off));
-  on.dispose(); off.dispose(); noRole.dispose();
+  on.dispose(); off.dispose(); noRole.dispose(); late.dispose();
   // fc2ᵀ in parts (a tiny model, 8 KiB parts: fc2ᵀ in 4 of 64 rows): no seat in block-select, so the
   // one-pass fc2 runs; the CPU agrees.
   const dir = writeTinyModel(tinyConfig({ hidden_size: 64, ffn_dim: 256, num_attention_heads: 4, max_position_embeddings: 8 }));

@@ -64,6 +64,8 @@ export interface BlockSelectOpts {
    * from −0.8 to −1.3 %, opt-13b's loss from +0.8 % to ±0). Default: score, choose and fc1 here.
    */
   phase?: 'all' | 'fc1';
+  /** In the 'fc1' phase: the rows' first loads before the LayerNorm's work (W_pre, default true); false: after it (W_dot). */
+  early?: boolean;
   /**
    * fc2's share of the block (see FC2 below): its chosen rows of fc2ᵀ (binding 12, rows padded to 8
    * halves, one weight part) times their h, stored as the block's partial d-vector (binding 13); a
@@ -75,7 +77,7 @@ export interface BlockSelectOpts {
 }
 
 export const blockSelectKey = (o: BlockSelectOpts) =>
-  `block_select_wg${o.wg}_u${o.unroll ?? 4}_B${o.wideB ? 8 : 4}_W${o.wideW ? 8 : 4}_u${o.uv4 ? 4 : 1}_x${o.xv4 ? 4 : 1}${o.f16 ? '_f16' : ''}${o.subgroups ? '_sg' : ''}${o.ln ? `_ln${o.d}${o.xsHalf ? 'h' : ''}` : ''}${o.phase === 'fc1' ? '_fc1' : ''}${o.fc2 ? `_fc2c${o.fc2Cpt ?? 1}` : ''}`;
+  `block_select_wg${o.wg}_u${o.unroll ?? 4}_B${o.wideB ? 8 : 4}_W${o.wideW ? 8 : 4}_u${o.uv4 ? 4 : 1}_x${o.xv4 ? 4 : 1}${o.f16 ? '_f16' : ''}${o.subgroups ? '_sg' : ''}${o.ln ? `_ln${o.d}${o.xsHalf ? 'h' : ''}` : ''}${o.phase === 'fc1' ? `_fc1${o.early === false ? 'late' : ''}` : ''}${o.fc2 ? `_fc2c${o.fc2Cpt ?? 1}` : ''}`;
 
 /**
  * The workgroup size under the device limits: 512 threads where allowed. H200, OPT-6.7B at 10 %
@@ -256,10 +258,11 @@ ${fc1 ? '' : `${scorePhase(W, 'p', '')}
   if (q3 < count) { jn = chosen[q3]; }
   var a3 = 0.0;
   ${fc1 ? `// The 'fc1' phase knows its rows before x: their first loads go out before the LayerNorm's work.
-  var pre: WPre;
+  ${o.early === false ? `${ln ? lnPhase(o, W, sg) : ''}
+  if (q3 < count) { a3 = W_dot(jn - p.wRow0, rc3, lane3, lanes, ${ln ? '0u' : 't * p.d'}, p.d); }` : `var pre: WPre;
   if (q3 < count) { pre = W_pre(jn - p.wRow0, rc3, lane3, lanes, p.d); }
   ${ln ? lnPhase(o, W, sg) : ''}
-  if (q3 < count) { a3 = W_dotp(jn - p.wRow0, rc3, lane3, lanes, ${ln ? '0u' : 't * p.d'}, p.d, pre); }` : `if (q3 < count) { a3 = W_dot(jn - p.wRow0, rc3, lane3, lanes, ${ln ? '0u' : 't * p.d'}, p.d); }`}
+  if (q3 < count) { a3 = W_dotp(jn - p.wRow0, rc3, lane3, lanes, ${ln ? '0u' : 't * p.d'}, p.d, pre); }`}` : `if (q3 < count) { a3 = W_dot(jn - p.wRow0, rc3, lane3, lanes, ${ln ? '0u' : 't * p.d'}, p.d); }`}
   // Each chosen row's sum over its lanes (subgroupAdd first where the lanes span whole subgroups).
   ${laneSumWgsl({ v: 'a3', lanes: 'lanes', lane: 'lane3', sg, narrow: true })}
   if (lane3 == 0u && q3 < count) {
