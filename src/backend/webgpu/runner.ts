@@ -57,9 +57,9 @@ interface LayerSparse {
   /**
    * DejaVu's lookahead (input attn_in, folded LayerNorms, decode): predictor A rides the qkv GEMV
    * (gemv.ts, PRED) and u lands in the qkv buffer after qkv's 3d rows; c = c1 | c2 over qkv's 3d and
-   * A's r rows (2 (3d + r)). With the block rule the MLP LayerNorm folds into block-select too.
+   * A's r rows (2 (3d + r)), made only where the next layer's head rows do not ride too (those GEMVs
+   * take qkvNextC's constants; null there). With the block rule the MLP LayerNorm folds into block-select too.
    */
-  /** A rides the qkv GEMV; c: qkv's and A's LayerNorm constants together, made only where the next layer's head rows do not ride too (qkvNextC). */
   look?: { c: GPUBuffer | null };
 }
 
@@ -353,6 +353,7 @@ class GpuRunner implements WebGpuRunner {
   headOutMajor = false;
   blockScoreInAttention = true;   // set by createWebGpuRunner
   blockFc2 = true;
+  /** WebGpuRunnerOptions.blockFc1EarlyLoads (the kernels hold the choice). */
   setBlockFc1EarlyLoads(on: boolean): void { this.k.blockFc1EarlyLoads = on; }
   /** The blocks' fc2 partials of one token (blockFc2; (ceil(f / 64), fc2ᵀ's padded width) floats), or null. */
   private fc2Part: GPUBuffer | null = null;
