@@ -537,7 +537,7 @@ export class Kernels {
     const bias = !!a.bias, key = fc2SumKey(bias);
     const ent: [number, Entry][] = [[1, a.part], [2, a.x]];
     if (a.bias) ent.push([3, a.bias]);
-    return this.dispatch(key, this.pipeline(key, () => fc2SumWgsl(bias)), [a.d, a.c4, a.n, bias ? 1 : 0], ent, [ceilDiv(a.c4, FC2S_CW), a.T, 1], own);
+    return this.dispatch(key, this.pipeline(key, () => fc2SumWgsl(bias)), [a.d, a.c4, a.n], ent, [ceilDiv(a.c4, FC2S_CW), a.T, 1], own);
   }
 
   /**

@@ -214,7 +214,9 @@ ${ms.map((m) => `  if (c${m} < p.c8) { part[2u * (base + c${m})] = a${m}; part[2
 export const blockSelectLnBytes = (d: number, wg: number, half = false, fc2 = false) => (half ? 2 : 4) * d + 4 * wg + 12 * BS_NB + 16 + (fc2 ? FC2_WG_BYTES : 0);
 
 export function blockSelectWgsl(o: BlockSelectOpts): string {
-  const W = o.wg, sg = o.subgroups, ln = !!o.ln, d = o.d ?? 0, fc1 = o.phase === 'fc1';
+  const W = o.wg, sg = o.subgroups, ln = !!o.ln, d = o.d ?? 0, fc1 = o.phase === 'fc1', early = fc1 && o.early !== false;
+  // fc1's dot of chosen row q3 (lanes a row): over xs with the folded LayerNorm, else over x of token t.
+  const dotArgs = `jn - p.wRow0, rc3, lane3, lanes, ${ln ? '0u' : 't * p.d'}, p.d`;
   if (ln && !(d > 0 && (!o.xv4 || d % 4 === 0))) throw new Error('block_select: the folded LayerNorm needs the width d (a multiple of 4 with xv4)');
   if (o.xsHalf && !(ln && o.xv4)) throw new Error('block_select: f16 pairs in xs need ln and xv4');
   if (![256, 512, 1024].includes(W)) throw new Error('block_select: a workgroup is 256, 512 or 1024 threads');
@@ -257,12 +259,12 @@ ${fc1 ? '' : `${scorePhase(W, 'p', '')}
   var jn = j0;
   if (q3 < count) { jn = chosen[q3]; }
   var a3 = 0.0;
-  ${fc1 ? `// The 'fc1' phase knows its rows before x: their first loads go out before the LayerNorm's work.
-  ${o.early === false ? `${ln ? lnPhase(o, W, sg) : ''}
-  if (q3 < count) { a3 = W_dot(jn - p.wRow0, rc3, lane3, lanes, ${ln ? '0u' : 't * p.d'}, p.d); }` : `var pre: WPre;
+  ${early ? `// The 'fc1' phase knows its rows before x: their first loads go out before the LayerNorm's work.
+  var pre: WPre;
   if (q3 < count) { pre = W_pre(jn - p.wRow0, rc3, lane3, lanes, p.d); }
   ${ln ? lnPhase(o, W, sg) : ''}
-  if (q3 < count) { a3 = W_dotp(jn - p.wRow0, rc3, lane3, lanes, ${ln ? '0u' : 't * p.d'}, p.d, pre); }`}` : `if (q3 < count) { a3 = W_dot(jn - p.wRow0, rc3, lane3, lanes, ${ln ? '0u' : 't * p.d'}, p.d); }`}
+  if (q3 < count) { a3 = W_dotp(${dotArgs}, pre); }` : `${fc1 && ln ? lnPhase(o, W, sg) : ''}
+  if (q3 < count) { a3 = W_dot(${dotArgs}); }`}
   // Each chosen row's sum over its lanes (subgroupAdd first where the lanes span whole subgroups).
   ${laneSumWgsl({ v: 'a3', lanes: 'lanes', lane: 'lane3', sg, narrow: true })}
   if (lane3 == 0u && q3 < count) {

@@ -227,20 +227,20 @@ ${rows.map((u) => `    { let g = select(0.0, h${u}, v${u}); ${u % 2 ? 'b0 += g *
  * workgroup memory. The partials (nb × d floats a token, 4 MB at OPT-6.7B) were just written, so they
  * come from L2; the order of the sum is fixed: deterministic. Measured on an H200 (bench/atomic_probe.mjs,
  * 256 partials of 4096): 3.7 µs with (CW, U) = (8, 4), the same with CW 4 or U 8, 3.9 with CW 16,
- * 4.5 with U 2. Params: d (floats of x a token), c4 (vec4s of a partial row), nb (partials a token),
- * bias (whether b2 is bound and added). CPU twin: `sparseMlp` (the same sum, another order).
+ * 4.5 with U 2. Params: d (floats of x a token), c4 (vec4s of a partial row), nb (partials a token);
+ * b2 is bound and added where the kernel is compiled with `bias`. CPU twin: `sparseMlp` (the same sum, another order).
  */
 export const FC2S_CW = 8;
 export const FC2S_SG = 256 / FC2S_CW;
 export const FC2S_U = 4;
-export const FC2S_PARAMS = ['d', 'c4', 'nb', 'bias'] as const;
+export const FC2S_PARAMS = ['d', 'c4', 'nb'] as const;
 export const fc2SumKey = (bias: boolean) => `fc2_sum_cw${FC2S_CW}_u${FC2S_U}${bias ? '_bias' : ''}`;
 
 export function fc2SumWgsl(bias: boolean): string {
   const CW = FC2S_CW, SG = FC2S_SG, U = FC2S_U;
   const us = Array.from({ length: U }, (_, u) => u);
   return `
-struct P { d: u32, c4: u32, nb: u32, bias: u32 }
+struct P { d: u32, c4: u32, nb: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> part: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> x: array<f32>;
@@ -268,7 +268,7 @@ ${us.map((u) => `    if (s + ${u * SG}u < p.nb) { a${u} += part[(rb + s + ${u * 
     let r = red[cw];
     for (var e = 0u; e < 4u; e++) {
       let i = 4u * c + e;
-      if (i < p.d) { x[t * p.d + i] = x[t * p.d + i] + r[e]${bias ? ' + select(0.0, b[i], p.bias != 0u)' : ''}; }
+      if (i < p.d) { x[t * p.d + i] = x[t * p.d + i] + r[e]${bias ? ' + b[i]' : ''}; }
     }
   }
 }
