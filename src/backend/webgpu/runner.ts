@@ -253,8 +253,8 @@ export interface WebGpuRunnerOptions extends GpuOptions {
   blockFc2?: boolean;
   /**
    * Block-select's 'fc1' phase issues its chosen rows' first loads before the LayerNorm's work (default
-   * true: measured −0.5 to −1.3 % on an H200 before fc2 moved into the kernel); false loads them after
-   * it, holding 16 fewer registers through it (A/B runs: the fc2 preload that held 32 cost 9 % at 6.7b).
+   * true: measured −0.5 to −1.3 % on an H200 before fc2 moved into the kernel, and with fc2 in it false
+   * is +2 % at 6.7b, +0.6 % at 1.3b, +0.2 % at 30b); false loads them after it (A/B runs).
    */
   blockFc1EarlyLoads?: boolean;
   /** Decode attention works every split of its grid, the rule before attentionTargetSplits (A/B runs). */
