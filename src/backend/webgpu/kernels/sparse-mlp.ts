@@ -227,10 +227,11 @@ ${rows.map((u) => `    { let g = select(0.0, h${u}, v${u}); ${u % 2 ? 'b0 += g *
  * workgroup memory. The partials (nb × d floats a token, 4 MB at OPT-6.7B) were just written, so they
  * come from L2; the order of the sum is fixed: deterministic. Measured on an H200 (bench/atomic_probe.mjs,
  * 256 partials of 4096): 3.7 µs with (CW, U) = (8, 4), the same with CW 4 or U 8, 3.9 with CW 16,
- * 4.5 with U 2; in the decode step (bench/ab_decode.mjs, GPU ms a token, mlp / dejavu) U 8 against U 4:
- * opt-6.7b −0.3 / −0.7 %, opt-13b −0.15 / −0.1 %, opt-30b −0.5 / −0.5 %, opt-1.3b ±0 (every partial of a thread at 6.7b in one round of
- * loads); CW 4: −0.3 / −0.2 %, −0.4 / −0.1 %; CW 16 with U 2: +0.5 / +0.6 % at 6.7b. Params: d (floats of x a token), c4 (vec4s of a partial row), nb (partials a token);
- * b2 is bound and added where the kernel is compiled with `bias`. CPU twin: `sparseMlp` (the same sum, another order).
+ * 4.5 with U 2. In the decode step (bench/ab_decode.mjs, GPU ms a token, mlp / dejavu) U 8 against
+ * U 4: opt-6.7b −0.3 / −0.7 %, opt-13b −0.15 / −0.1 %, opt-30b −0.5 / −0.5 %, opt-1.3b ±0 (at 6.7b a
+ * thread's 8 partials go out in one round); CW 4: −0.3 / −0.2 % (6.7b), −0.4 / −0.1 % (13b); CW 16
+ * with U 2: +0.5 / +0.6 % (6.7b). Params: d (floats of x a token), c4 (vec4s of a partial row), nb
+ * (partials a token); b2 is bound and added where the kernel is compiled with `bias`. CPU twin: `sparseMlp` (the same sum, another order).
  */
 export const FC2S_CW = 8;
 export const FC2S_SG = 256 / FC2S_CW;
