@@ -8,6 +8,8 @@
 //   ln+kv:         and rows [d, 3d) stored to the K/V caches at step[0]
 //   ln+kv+pred:    and predictor A's r rows (the MLP lookahead) as rows [3d, 3d + r) of y
 //   plain 3d+r:    a plain GEMV over as many rows as ln+kv+pred reads
+//   … gw:          the ln forms with γ in the stored weights (ln.gammaInW: gemv.ts, GAMMA IN W); γ = 1
+//                  here, so W∘γ = W and the same c1, c2 serve
 //
 //   npx tsc -p . && node bench/qkv_probe.mjs        # on the GPU host (carry dist)
 // QP_DIST (another build's dist folder), QP_D (4096), QP_R (rank: round(1000 d / 12288) to a multiple of 16, as the bench's predictors), QP_POS (150)
@@ -60,6 +62,8 @@ const forms = {
   'ln+kv': (l) => k.linear({ W: l.W, x, y, T: 1, ln: { gamma: l.gamma, c: l.c, eps: 1e-5 }, kv: { step, k: l.kc, v: l.vc } }, own),
   'ln+kv+pred': (l) => k.linear({ W: l.W, x, y, T: 1, ln: { gamma: l.gamma, c: l.cp, eps: 1e-5 }, kv: { step, k: l.kc, v: l.vc, pred: l.A } }, own),
   'plain 3d+r': (l) => k.linear({ W: l.Wp, x, y, T: 1 }, own),
+  'ln gw': (l) => k.linear({ W: l.W, x, y, T: 1, ln: { gamma: l.gamma, c: l.c, eps: 1e-5, gammaInW: true } }, own),
+  'ln+kv+pred gw': (l) => k.linear({ W: l.W, x, y, T: 1, ln: { gamma: l.gamma, c: l.cp, eps: 1e-5, gammaInW: true }, kv: { step, k: l.kc, v: l.vc, pred: l.A } }, own),
 };
 const timer = new GpuTimer(gpu, { targetMs: 20, samples: 7 });
 console.log(JSON.stringify({ adapter: gpu.adapterName, D, R, POS, COPIES }));

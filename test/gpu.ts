@@ -26,6 +26,17 @@ export function randomMatrix(k: Kernels, rows: number, cols: number, r: () => nu
   return { m, w: halvesToFloats(bits) };
 }
 
+/** A matrix's values as stored on the GPU (every part, padding columns dropped), (rows, cols) row-major. */
+export async function readMatrix(k: Kernels, m: GpuMatrix): Promise<Float32Array> {
+  const out = new Float32Array(m.rows * m.cols);
+  for (const p of m.parts) {
+    const raw = await readF32(k, p.buffer, (p.rows * m.colsP) / 2);
+    const h = halvesToFloats(new Uint16Array(raw.buffer, 0, p.rows * m.colsP));
+    for (let i = 0; i < p.rows; i++) out.set(h.subarray(i * m.colsP, i * m.colsP + m.cols), (p.row0 + i) * m.cols);
+  }
+  return out;
+}
+
 /** Values as the KV cache holds them: rounded to f16 where the kernels keep it in f16 (Kernels.kvHalf). */
 export function kvRound(k: Kernels, a: Float32Array): Float32Array {
   return k.kvHalf ? halvesToFloats(floatsToHalves(a)) : a;

@@ -17,7 +17,7 @@ import type { Gpu } from '../src/backend/webgpu/device.js';
 import type { SparsityPolicy } from '../src/sparsity/policy.js';
 import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
 import { fp16Predictor, gpuOrSkip, kvBuffer, randomMatrix, readKv } from './gpu.js';
-import { checkpoint, MODELS, randomArray, reference, relErr, rng } from './helpers.js';
+import { checkpoint, greedyContinue, MODELS, randomArray, reference, relErr, rng } from './helpers.js';
 import { rmSync } from 'node:fs';
 import { tinyConfig, writeTinyModel } from './tiny-model.js';
 
@@ -332,11 +332,17 @@ test('webgpu lazy K/V completion (kv chosen, window 2) decodes as kv all, unlike
       assert.ok(relErr(got, want[i]) < 1e-4, `one policy, prompt of ${prompt.length}, step ${i}: against kv all ${relErr(got, want[i])}`);
     }
   }
-  // The chain on the device against the host loop.
-  for (const x of [cpu, g]) { x.setSparsity(kv(dejavu, 'lazy')); x.reset(); }
-  const last = await cpu.forward(ids); await g.forward(ids);
+  // The chain on the device against the host loop, on the same runner (against the CPU's greedy ids
+  // only a runner with qkv as stored agrees token for token: the default qkv as W∘γ, and the
+  // lookahead's A and head rows with it, round once more, and this model's random predictors meet
+  // near-ties; the chain against the CPU: the sparse-heads test above).
+  g.setSparsity(kv(dejavu, 'lazy')); g.reset();
+  const last = await g.forward(ids);
   const first = last.indexOf(Math.max(...last));
-  assert.deepEqual(await g.decodeGreedy(first, 12, () => true), await cpu.decodeGreedy(first, 12, () => true));
+  const host = await greedyContinue(g, last, 13);
+  assert.equal(host[0], first);
+  g.reset(); await g.forward(ids);
+  assert.deepEqual(await g.decodeGreedy(first, 12, () => true), host.slice(1));
   // Where the qkv GEMV cannot choose the heads, lazy completion is refused before anything changes:
   // the runner keeps its policy, and asking again is refused again.
   const noMask = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', headsInQkv: false });

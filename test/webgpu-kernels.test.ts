@@ -5,11 +5,11 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { LN_WGS, layerNormWorkgroupSize } from '../src/backend/webgpu/kernels/layernorm.js';
-import { argmax, attention, layerNorm, linear, sparseMlp, topK, transpose } from '../src/backend/cpu/kernels.js';
+import { argmax, attention, layerNorm, linear, scaleColumns, sparseMlp, topK, transpose } from '../src/backend/cpu/kernels.js';
 import { Kernels, readF32, readU32, runNow } from '../src/backend/webgpu/ops.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import { halvesToFloats } from '../src/util/f16.js';
-import { gpuOrSkip, kvBuffer, kvRound, randomMatrix, readKv } from './gpu.js';
+import { gpuOrSkip, kvBuffer, kvRound, randomMatrix, readKv, readMatrix } from './gpu.js';
 import { randomArray, rng, relErr } from './helpers.js';
 
 let gpu: Gpu | null = null;
@@ -96,6 +96,70 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
         }
       }
       assert.throws(() => k.linear({ W: k.matrix(3, 8, 'W'), x: k.buffer(64, 'x'), y: k.buffer(64, 'y'), T: 2, ln: { gamma: k.buffer(32, 'g'), c: k.buffer(32, 'c'), eps } }, own), /T = 1/);
+    });
+    await t.test(`scaleColumns and gemv with γ in the weights (folded LayerNorm; qkv's K/V store, A's and the head rows) vs the CPU ${name}`, async () => {
+      // scaleColumns against its twin on split parts (maxPartBytes 4096) and odd widths (K = 23: a
+      // lone half at the end of each row). Then the folded GEMV over W∘γ (c from
+      // foldLayerNormIntoWeights) against LayerNorm-then-linear: bit-near the same weights as stored
+      // (x̂ · (W∘γ)ᵀ + c2), and within the f16 rounding of W∘γ of the unscaled product.
+      const eps = 1e-5;
+      for (const [rows, K] of [[131, 23], [37, 45], [41, 1037], [43, 1048], [21, 2056], [9, 5]] as const) for (const rpt of [1, 2]) {
+        const { m, w } = randomMatrix(k, rows, K, r);
+        const x = randomArray(K, r).map((v) => v + 3), g = randomArray(K, r).map((v) => 1 + 0.5 * v), be = randomArray(K, r, 0.3), b = randomArray(rows, r);
+        const gam = k.f32Buffer(g, 'gamma'), c = k.buffer(2 * rows * 4, 'c');
+        await runNow(k, k.foldLayerNormIntoWeights({ W: m, gamma: gam, beta: k.f32Buffer(be, 'beta'), bias: k.f32Buffer(b, 'b'), c, ones: k.f32Buffer(new Float32Array(K).fill(1), 'ones') }, own), own);
+        const ws = scaleColumns(w, rows, K, g);
+        const stored = await readMatrix(k, m);
+        assert.ok(relErr(stored, ws) < 1e-3 && stored.every((v, i) => Math.abs(v - ws[i]) <= Math.abs(ws[i]) * 2 ** -10), `${rows}x${K}: W∘γ as stored`);
+        const y = k.buffer(rows * 4, 'y');
+        const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T: 1, ln: { gamma: gam, c, eps, gammaInW: true }, shape: { rpt } }, own);
+        assert.ok(ds.every((dd) => dd.label.endsWith('_gw')), ds.map((dd) => dd.label).join());
+        await runNow(k, ds, own);
+        const got = await readF32(k, y, rows);
+        const hat = layerNorm(x, 1, K, new Float32Array(K).fill(1), new Float32Array(K), eps);
+        const c2 = linear(be, 1, w, b, K, rows);
+        const asStored = linear(hat, 1, stored, c2, K, rows);
+        assert.ok(relErr(got, asStored) < 1e-5, `${rows}x${K} rpt=${rpt} parts=${m.parts.length}: ${relErr(got, asStored)}`);
+        const exact = linear(layerNorm(x, 1, K, g, be, eps), 1, w, b, K, rows);
+        assert.ok(relErr(got, exact) < 2e-3, `${rows}x${K} rpt=${rpt}: against the unscaled weights ${relErr(got, exact)}`);
+      }
+      // The qkv GEMV over W∘γ with A's rows and the next layer's head rows (A∘γ, Wh∘γ too, as the
+      // runner stores what it fuses) and the K/V store: every row as x̂ · (M∘γ)ᵀ + c2 of its matrix.
+      const maxPos = 6, pos = 3, rA = 5, H = 3;
+      let fitted = 0;
+      for (const d of [16, 18, 24]) for (const rpt of [1, 2]) {
+        const { m, w } = randomMatrix(k, 3 * d, d, r), { m: A, w: wa } = randomMatrix(k, rA, d, r), { m: Wh, w: wh } = randomMatrix(k, H, d, r);
+        const shape = { rows: 1, rpt };
+        if (!(k.canFuseHeadsNext(m, Wh, A, shape, 'none') && k.canFusePredictor(m, A, shape, Wh))) continue;
+        fitted++;
+        const g = randomArray(d, r).map((v) => 1 + 0.5 * v), be = randomArray(d, r), b = randomArray(3 * d, r), hb = randomArray(H, r);
+        const gam = k.f32Buffer(g, 'gamma'), beta = k.f32Buffer(be, 'beta'), ones = k.f32Buffer(new Float32Array(d).fill(1), 'ones');
+        const cq = k.buffer(2 * 3 * d * 4, 'c qkv'), ca = k.buffer(2 * rA * 4, 'c A'), ch = k.buffer(2 * H * 4, 'c heads');
+        await runNow(k, [...k.foldLayerNormIntoWeights({ W: m, gamma: gam, beta, bias: k.f32Buffer(b, 'b'), c: cq, ones }, own),
+          ...k.foldLayerNormIntoWeights({ W: A, gamma: gam, beta, bias: null, c: ca, ones }, own),
+          ...k.foldLayerNormIntoWeights({ W: Wh, gamma: gam, beta, bias: k.f32Buffer(hb, 'hb'), c: ch, ones }, own)], own);
+        const q = await readF32(k, cq, 6 * d), a = await readF32(k, ca, 2 * rA), hc = await readF32(k, ch, 2 * H);
+        const cAll = k.f32Buffer(Float32Array.from([...q.subarray(0, 3 * d), ...a.subarray(0, rA), ...hc.subarray(0, H), ...q.subarray(3 * d), ...a.subarray(rA), ...hc.subarray(H)]), 'c');
+        const x = randomArray(d, r).map((v) => v + 1), xb = k.f32Buffer(x, 'x');
+        const step = k.f32Buffer(Uint32Array.from([pos, 0]), 'step'), kc = kvBuffer(k, new Float32Array(maxPos * d), 'k'), vc = kvBuffer(k, new Float32Array(maxPos * d), 'v');
+        const y = k.buffer((3 * d + rA) * 4, 'y'), scores = k.buffer(H * 4, 'scores');
+        const ds = k.linear({ W: m, x: xb, y, T: 1, ln: { gamma: gam, c: cAll, eps, gammaInW: true }, kv: { step, k: kc, v: vc, pred: A, hnext: { W: Wh, out: scores } }, shape }, own);
+        assert.ok(ds.length === 1 && ds[0].label.endsWith('_gw') && ds[0].label.includes('_predA'), ds[0].label);
+        await runNow(k, ds, own);
+        const what = `d ${d} rpt ${rpt}`;
+        const hat = layerNorm(x, 1, d, new Float32Array(d).fill(1), new Float32Array(d), eps);
+        const want = linear(hat, 1, await readMatrix(k, m), linear(be, 1, w, b, d, 3 * d), d, 3 * d);
+        const got = await readF32(k, y, 3 * d + rA);
+        assert.ok(relErr(got.subarray(0, 3 * d), want) < 1e-5, `${what}: qkv rows ${relErr(got.subarray(0, 3 * d), want)}`);
+        const kg = await readKv(k, kc, maxPos * d), vg = await readKv(k, vc, maxPos * d);
+        const tol = k.kvHalf ? 1e-3 : 1e-5;
+        assert.ok(relErr(kg.subarray(pos * d, pos * d + d), want.subarray(d, 2 * d)) < tol && relErr(vg.subarray(pos * d, pos * d + d), want.subarray(2 * d)) < tol, `${what}: K/V stored`);
+        const wantA = linear(hat, 1, await readMatrix(k, A), linear(be, 1, wa, null, d, rA), d, rA);
+        const wantH = linear(hat, 1, await readMatrix(k, Wh), linear(be, 1, wh, hb, d, H), d, H);
+        assert.ok(relErr(got.subarray(3 * d), wantA) < 1e-5, `${what}: A's rows ${relErr(got.subarray(3 * d), wantA)}`);
+        assert.ok(relErr(await readF32(k, scores, H), wantH) < 1e-5, `${what}: the head scores`);
+      }
+      assert.ok(fitted >= 3, `most cases fit (${fitted})`);
     });
     await t.test(`layernorm ${name}`, async () => {
       // Both workgroup sizes the kernel is built for (where the adapter allows), short and multi-pass rows.

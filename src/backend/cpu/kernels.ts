@@ -2,6 +2,7 @@
  * Plain float32 kernels: the CPU backend's math and the twins that every WGSL kernel is tested against.
  * Matrices are row-major; linear weights are (out, in) as in PyTorch.
  */
+import { floatsToHalves, halvesToFloats } from '../../util/f16.js';
 
 /** y(T, out) = x(T, in) · W(out, in)ᵀ + b. Four rows of x share each pass over a weight row (cache reuse). */
 export function linear(x: Float32Array, T: number, W: Float32Array, b: Float32Array | null, nIn: number, nOut: number, y: Float32Array = new Float32Array(T * nOut)): Float32Array {
@@ -141,6 +142,13 @@ export function sparseMlp(x: Float32Array, W1: Float32Array, b1: Float32Array | 
 }
 
 /** Transpose a (rows, cols) matrix to (cols, rows). */
+/** W (rows, cols) with column k scaled by g[k], rounded to f16 as stored (GPU twin: kernels/misc.ts scaleColsWgsl). */
+export function scaleColumns(w: Float32Array, rows: number, cols: number, g: Float32Array): Float32Array {
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) for (let k = 0; k < cols; k++) out[r * cols + k] = w[r * cols + k] * g[k];
+  return halvesToFloats(floatsToHalves(out));
+}
+
 export function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(rows * cols);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c];

@@ -7,11 +7,11 @@
 import type { TracePoint } from '../types.js';
 import type { Gpu } from './device.js';
 import { ceil4, ceilDiv, type KernelFeatures } from './kernels/common.js';
-import { gemvKey, gemvWgsl, type GemvOpts } from './kernels/gemv.js';
+import { gemvKey, gemvReadsGamma, gemvWgsl, type GemvOpts } from './kernels/gemv.js';
 import { MATMUL_SHORT_MAX, MM_TILE, matmulKey, matmulWgsl } from './kernels/matmul.js';
 import { layerNormKey, layerNormWgsl, layerNormWorkgroupSize } from './kernels/layernorm.js';
 import { ATS_MAX_SPLITS, ATS_MIN_CHUNK, ATS_WG, ATT_WG, attentionSplitBytes, attentionTargetSplits, attentionCombineKey, attentionCombineWgsl, attentionFusedFits, attentionFusedWords, attentionKey, attentionSplitKey, attentionSplitShape, attentionSplits, attentionSplitWgsl, attentionWgsl } from './kernels/attention.js';
-import { embedKey, embedWgsl, fill32Key, fill32Wgsl, fillKey, fillWgsl, kvStoreKey, kvStoreWgsl, scatterKey, scatterWgsl, transposeKey, transposeWgsl } from './kernels/misc.js';
+import { embedKey, embedWgsl, fill32Key, fill32Wgsl, fillKey, fillWgsl, kvStoreKey, kvStoreWgsl, scaleColsKey, scaleColsWgsl, scatterKey, scatterWgsl, transposeKey, transposeWgsl } from './kernels/misc.js';
 import { topKKey, topKWgsl, topKWorkgroupSize } from './kernels/topk.js';
 import { argmaxKey, argmaxWgsl, argmaxWorkgroupSize } from './kernels/argmax.js';
 import { BS_NB, blockScoreRoleBytes, blockSelectKey, blockSelectLnBytes, blockSelectWgsl, blockSelectWorkgroupSize, type BlockScoreRoleOpts, type BlockSelectOpts } from './kernels/block-select.js';
@@ -107,7 +107,11 @@ export interface LinearArgs {
    * c (2 × W.rows: c1 = W·γ, then c2 = W·β + b) from foldLayerNorm (c2 carries the bias: `bias`
    * must be unset). See gemv.ts.
    */
-  ln?: { gamma: GPUBuffer; c: GPUBuffer; eps: number; out?: { beta: GPUBuffer; xn: GPUBuffer } } | null;
+  ln?: {
+    gamma: GPUBuffer; c: GPUBuffer; eps: number; out?: { beta: GPUBuffer; xn: GPUBuffer };
+    /** W's stored rows are W∘γ, with c from foldLayerNormIntoWeights (gemv.ts, GAMMA IN W): γ is read only for pred's, hnext's rows and out. */
+    gammaInW?: boolean;
+  } | null;
   /**
    * W is a fused qkv (3d, d) and this is decode (GEMV, T = 1 only): rows [d, 2d) and [2d, 3d) of
    * the result also go to the K and V caches at position step[0], as kvStore would write them
@@ -306,7 +310,7 @@ export class Kernels {
     for (const p of a.W.parts) {
       const ent: [number, Entry][] = [[1, p.buffer], [2, a.x], [3, a.y]];
       if (a.bias) ent.push([4, a.bias]);
-      if (ln) ent.push([6, ln.gamma], [7, ln.c]);
+      if (ln) ent.push([7, ln.c]);
       if (ln?.out) ent.push([11, ln.out.beta], [12, ln.out.xn]);
       if (kv) ent.push([8, kv.step], [9, kv.k], [10, kv.v]);
       if (pred) ent.push([13, pred.parts[0].buffer]);
@@ -316,7 +320,8 @@ export class Kernels {
       switch (a.T === 1 ? 'gemv' : 'matmul') {
         case 'gemv': {
           const o: GemvOpts = { ...this.gemvForm(K4, rows, shape), ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out, pred: !!pred, hnext: hnext ? pred?.rows ?? 0 : undefined,
-            heads: heads ? { hd: heads.hd, H: heads.H, k: heads.k, kvAll: heads.kvAll, lazy: heads.lazy ? (heads.lazy.complete ? 'complete' : heads.lazy.odd ? 'odd' : 'even') : undefined } : undefined };
+            heads: heads ? { hd: heads.hd, H: heads.H, k: heads.k, kvAll: heads.kvAll, lazy: heads.lazy ? (heads.lazy.complete ? 'complete' : heads.lazy.odd ? 'odd' : 'even') : undefined } : undefined, gw: !!ln?.gammaInW };
+          if (gemvReadsGamma(o)) ent.push([6, ln!.gamma]);
           // The folded LayerNorm reads γ (K floats, from 0) as vec4 alongside x: whole vec4s only.
           o.xv4 = o.wide && inOff % 4 === 0 && inStride % 4 === 0 && (!ln || K % 4 === 0);
           const key = gemvKey(this.feats, o);
@@ -547,6 +552,27 @@ export class Kernels {
    */
   foldLayerNorm(a: { W: GpuMatrix; gamma: GPUBuffer; beta: GPUBuffer; bias: GPUBuffer | null; c: GPUBuffer }, own: GPUBuffer[]): Dispatch[] {
     return [...this.linear({ W: a.W, x: a.gamma, y: a.c, T: 1 }, own), ...this.linear({ W: a.W, x: a.beta, y: a.c, outOff: a.W.rows, T: 1, bias: a.bias }, own)];
+  }
+
+  /**
+   * foldLayerNorm's constants for a W that is then stored as W∘γ (`LinearArgs.ln.gammaInW`; gemv.ts,
+   * GAMMA IN W), in order: c2 = W·β + b from W as it was, W ← W∘γ in place (columns scaled, f16
+   * rounded), c1 = (W∘γ)·1 from W as it is now (`ones`: W.cols floats of 1), so that the folded
+   * GEMV's μ − h term cancels against the rows it reads. Dispatches run in order (one pass).
+   */
+  foldLayerNormIntoWeights(a: { W: GpuMatrix; gamma: GPUBuffer; beta: GPUBuffer; bias: GPUBuffer | null; c: GPUBuffer; ones: GPUBuffer }, own: GPUBuffer[]): Dispatch[] {
+    return [...this.linear({ W: a.W, x: a.beta, y: a.c, outOff: a.W.rows, T: 1, bias: a.bias }, own), ...this.scaleColumns(a.W, a.gamma, own),
+      ...this.linear({ W: a.W, x: a.ones, y: a.c, T: 1 }, own)];
+  }
+
+  /** W[r, k] ← f16(W[r, k] · g[k]) in place, every part (CPU twin: scaleColumns in cpu/kernels.ts). */
+  scaleColumns(W: GpuMatrix, g: GPUBuffer, own: GPUBuffer[]): Dispatch[] {
+    const pl = this.pipeline(scaleColsKey(), scaleColsWgsl);
+    return W.parts.map((p) => {
+      const words = (p.rows * W.colsP) / 2;
+      const [x, y] = grid(ceilDiv(words, 256));
+      return this.dispatch('scale_cols', pl, [words, W.cols, W.colsP, x], [[1, p.buffer], [2, g]], [x, y, 1], own);
+    });
   }
 
   /**

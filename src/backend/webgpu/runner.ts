@@ -47,11 +47,18 @@ interface GpuLayer {
   // post-LN models or with folding off.
   qkvFold: { c: GPUBuffer } | null;
   fc1Fold: { c: GPUBuffer } | null;
+  /**
+   * With γ in qkv's weights (qkvGammaInW: qkv holds W∘γ of the attention LayerNorm, made at load;
+   * gemv.ts, GAMMA IN W): qkv's c2 = W·β + b alone (3d), the bias of the unfolded qkv product,
+   * which reads the LayerNorm without its affine part (x̂, the runner's hX). Null otherwise.
+   */
+  qkvC2: GPUBuffer | null;
 }
 
 interface LayerSparse {
   lp: MlpLayerPolicy; k: number;
-  pred?: { A: GpuMatrix; B: GpuMatrix; bias: GPUBuffer; rank: number; fold: GPUBuffer | null }; // (r, d), (f, r), (f); A's LN constants (2r)
+  pred?: { A: GpuMatrix; B: GpuMatrix; bias: GPUBuffer; rank: number; fold: GPUBuffer | null; c2: GPUBuffer | null }; // (r, d), (f, r), (f); A's LN constants (2r)
+  // (pred.c2: A's c2 alone (r) where A, riding a qkv GEMV over W∘γ, is stored as A∘γ too: the bias of the unfolded A product, which reads x̂.)
   block?: BlockRule;                                                    // the block rule (k = slots)
   fixed?: GPUBuffer;                                                    // (k) u32, uploaded once
   /**
@@ -72,6 +79,7 @@ interface LayerSparse {
 interface HeadSparse {
   k: number; kvAll: boolean;                    // HeadLayerPolicy.kv: 'all' (every head stores K/V) or 'chosen'
   W: GpuMatrix | null; fold: GPUBuffer | null;   // (H, d) fp16; its LayerNorm constants (2H, c2 with the bias) when folding
+  c2: GPUBuffer | null;                          // (H): c2 alone where W, riding a qkv GEMV over W∘γ, is stored as W∘γ (the unfolded product's bias; it reads x̂)
   bias: GPUBuffer;                               // (H): the predictor's bias, or a fixed set's flags
   uh: GPUBuffer;                                 // (H): the scores W makes (a layer each: the lookahead writes layer l + 1's during layer l)
   /**
@@ -261,6 +269,12 @@ export interface WebGpuRunnerOptions extends GpuOptions {
   attentionGridSplits?: boolean;
   /** Decode steps whose attention sees more keys run the split + combine pair (default FUSED_ATTENTION_MAX_KEYS; A/B runs). */
   fusedAttentionMaxKeys?: number;
+  /**
+   * With folded LayerNorms: store qkv as W∘γ (the attention LayerNorm's γ), so decode's folded qkv
+   * GEMV skips γ's loads and multiplies (gemv.ts, GAMMA IN W); prompts and traces then read the
+   * LayerNorm without its affine part, with qkv's c2 as the bias. Default true; false: A/B runs.
+   */
+  qkvGammaInW?: boolean;
 }
 
 /**
@@ -286,6 +300,7 @@ export async function createWebGpuRunner(config: OptConfig, weights: OptWeights 
     r.fuseAttention = opts.fuseAttention ?? true;
     r.blockFc2 = opts.blockFc2 ?? true;
     r.setBlockFc1EarlyLoads(opts.blockFc1EarlyLoads ?? true);
+    r.qkvGammaInW = opts.qkvGammaInW ?? true;
     await r.load(weights, opts.seed ?? 1);
     return r;
   } catch (e) {
@@ -325,6 +340,8 @@ class GpuRunner implements WebGpuRunner {
   // Activations, TCAP rows each
   private step: GPUBuffer;                                  // u32 [pos, ids...]
   private x: GPUBuffer; private hA: GPUBuffer; private hM: GPUBuffer; // (T, d)
+  /** (T, d): the attention LayerNorm without γ and β, qkv's input unfolded when qkv holds W∘γ (GpuLayer.qkvC2). */
+  private hX: GPUBuffer;
   private qkv: GPUBuffer; private ao: GPUBuffer; private hn: GPUBuffer; // (T, 3d), (T, d), (T, H)
   private act: GPUBuffer;                                   // (T, f)
   private tmpE: GPUBuffer; private hF: GPUBuffer;           // (T, max(e, d)), (T, d)
@@ -349,6 +366,10 @@ class GpuRunner implements WebGpuRunner {
   private querySet: GPUQuerySet | null = null;
 
   private readonly foldLn: boolean;
+  /** WebGpuRunnerOptions.qkvGammaInW, read by load (only with foldLn). */
+  qkvGammaInW = true;
+  /** The LayerNorm's identity affine (ones, zeros; d floats each) for x̂ = LN(x) without γ and β: set by load with γ in qkv. */
+  private lnId: { ones: GPUBuffer; zeros: GPUBuffer } | null = null;
   headsInQkv = true;
   headOutMajor = false;
   blockScoreInAttention = true;   // set by createWebGpuRunner
@@ -372,7 +393,7 @@ class GpuRunner implements WebGpuRunner {
     const c = config, d = c.hidden, T = Math.min(TCAP, c.maxPositions);
     const buf = (floats: number, label: string) => { const b = this.k.buffer(floats * 4, label); this.buffers.push(b); return b; };
     this.step = buf(1 + T, 'step');
-    this.x = buf(T * d, 'x'); this.hA = buf(T * d, 'attn_in'); this.hM = buf(T * d, 'mlp_in');
+    this.x = buf(T * d, 'x'); this.hA = buf(T * d, 'attn_in'); this.hM = buf(T * d, 'mlp_in'); this.hX = buf(T * d, 'attn_in_hat');
     this.qkv = buf(T * 3 * d, 'qkv'); this.ao = buf(T * d, 'attn_out'); this.hn = buf(T * c.heads, 'head_norm');
     this.act = buf(T * c.ffn, 'fc1_act');
     this.tmpE = buf(T * Math.max(d, c.wordEmbedProjDim), 'tmp_e'); this.hF = buf(T * d, 'final_ln');
@@ -451,7 +472,7 @@ class GpuRunner implements WebGpuRunner {
         fc2: M(d, f, `${l}.fc2`, L?.fc2W), fc2B: bias ? Vf(d, `${l}.fc2.b`, 0, 0.01, L?.fc2B) : null,
         fc2T: null,
         k: this.kvCache(c.maxPositions * d, `${l}.k_cache`), v: this.kvCache(c.maxPositions * d, `${l}.v_cache`),
-        qkvFold: null, fc1Fold: null,
+        qkvFold: null, fc1Fold: null, qkvC2: null,
       });
       // Submit fills layer by layer: bounded command buffers for 13b-size models.
       if (fills.length > 64) { await runNow(this.k, fills, own); fills = []; }
@@ -459,15 +480,32 @@ class GpuRunner implements WebGpuRunner {
     await runNow(this.k, fills, own);
     if (this.foldLn) {
       // c1 = W·γ, c2 = W·β + b for the GEMVs that fold the LayerNorm in, from the weights on the GPU.
+      // With γ in qkv's weights: c2 from W, then W ← W∘γ, c1 = (W∘γ)·1, and c2 alone for prompts.
+      const gw = this.qkvGammaInW;
+      if (gw) {
+        const ones = this.vec(d, 'ln_ones'), zeros = this.vec(d, 'ln_zeros');
+        this.k.device.queue.writeBuffer(ones, 0, new Float32Array(d).fill(1));
+        this.lnId = { ones, zeros };
+      }
       let ds: Dispatch[] = [];
+      const copies: [GPUBuffer, number, GPUBuffer, number, number][] = [];
       for (const [l, L] of this.layers.entries()) {
         L.qkvFold = { c: this.vec(2 * 3 * d, `${l}.qkv.ln_c`) };
         L.fc1Fold = { c: this.vec(2 * f, `${l}.fc1.ln_c`) };
-        ds.push(...this.k.foldLayerNorm({ W: L.qkv, gamma: L.attnLnW, beta: L.attnLnB, bias: L.qkvB, ...L.qkvFold }, own));
+        if (gw) {
+          L.qkvC2 = this.vec(3 * d, `${l}.qkv.ln_c2`);
+          copies.push([L.qkvFold.c, 3 * d * 4, L.qkvC2, 0, 3 * d * 4]);
+          ds.push(...this.k.foldLayerNormIntoWeights({ W: L.qkv, gamma: L.attnLnW, beta: L.attnLnB, bias: L.qkvB, ...L.qkvFold, ones: this.lnId!.ones }, own));
+        } else ds.push(...this.k.foldLayerNorm({ W: L.qkv, gamma: L.attnLnW, beta: L.attnLnB, bias: L.qkvB, ...L.qkvFold }, own));
         ds.push(...this.k.foldLayerNorm({ W: L.fc1, gamma: L.mlpLnW, beta: L.mlpLnB, bias: L.fc1B, ...L.fc1Fold }, own));
         if (ds.length > 64) { await runNow(this.k, ds, own); ds = []; }
       }
       await runNow(this.k, ds, own);
+      if (copies.length) {
+        const enc = this.k.device.createCommandEncoder();
+        for (const cp of copies) enc.copyBufferToBuffer(...cp);
+        this.k.device.queue.submit([enc.finish()]);
+      }
     }
     this.plan(1, 'last', false); // the decode plan, built at load
   }
@@ -571,22 +609,26 @@ class GpuRunner implements WebGpuRunner {
         for (const m of [A, B]) this.sparseBufs.push(...m.parts.map((q) => q.buffer));
         const bias = sb(f * 4, `${l}.pred.bias`);
         this.k.device.queue.writeBuffer(bias, 0, p.bias as Float32Array<ArrayBuffer>);
-        out.pred = { A, B, bias, rank: r, fold: null };
+        out.pred = { A, B, bias, rank: r, fold: null, c2: null };
         if (this.foldLn) {
           // c1 = A·γ, c2 = A·β of the LayerNorm in front of the predictor's input, for the folded decode GEMV.
           const L = this.layers[l], attn = policy.input === 'attn_in';
           out.pred.fold = sb(2 * r * 4, `${l}.pred.A.ln_c`);
-          ds.push(...this.k.foldLayerNorm({ W: A, gamma: attn ? L.attnLnW : L.mlpLnW, beta: attn ? L.attnLnB : L.mlpLnB, bias: null, c: out.pred.fold }, own));
           const hp = policy.heads?.[l];
-          if (attn && this.k.canFusePredictor(L.qkv, A, hp && headKvMode(hp) === 'lazy' ? lazyShape(undefined, this.k.gemvRowsPerThread) : undefined)) {
-            out.look = { c: null };   // its constants once buildQkvNext has said where they are needed
-          }
+          const fuse = attn && this.k.canFusePredictor(L.qkv, A, hp && headKvMode(hp) === 'lazy' ? lazyShape(undefined, this.k.gemvRowsPerThread) : undefined);
+          if (fuse && L.qkvC2) {
+            // Riding a qkv GEMV over W∘γ: A is stored as A∘γ too (one x side; gemv.ts, GAMMA IN W).
+            out.pred.c2 = sb(r * 4, `${l}.pred.A.ln_c2`);
+            ds.push(...this.k.foldLayerNormIntoWeights({ W: A, gamma: L.attnLnW, beta: L.attnLnB, bias: null, c: out.pred.fold, ones: this.lnId!.ones }, own));
+            copies.push([out.pred.fold, r * 4, out.pred.c2, 0, r * 4]);
+          } else ds.push(...this.k.foldLayerNorm({ W: A, gamma: attn ? L.attnLnW : L.mlpLnW, beta: attn ? L.attnLnB : L.mlpLnB, bias: null, c: out.pred.fold }, own));
+          if (fuse) out.look = { c: null };   // its constants once buildQkvNext has said where they are needed
         }
       }
       return out;
     });
     this.buildHeads(policy, sb, ds, own);
-    this.buildQkvNext(sb, copies);
+    this.buildQkvNext(sb, ds, copies, own);
     // The lookahead's constants (qkv's c1, A's c1, qkv's c2, A's c2; copied after the folds run), for the
     // layers whose qkv GEMV does not carry the next layer's head rows (those have qkvNextC).
     this.sparse.forEach((S, l) => {
@@ -676,7 +718,7 @@ class GpuRunner implements WebGpuRunner {
       // kvWindow 1 completes every position at once: kv 'all'. 2 is the lazy form (gemv.ts, LAZY).
       const lazy = headKvMode(hp) === 'lazy';
       const prev = headReadsPrev(policy, l) && s.kind === 'predictor';
-      const out: HeadSparse = { k, kvAll: !headKvChosen(hp) || hp.kvWindow === 1, W: null, fold: null, bias, uh: sb(H * 4, `${l}.head_scores`), prev, skip, qkvMask: false, major: null,
+      const out: HeadSparse = { k, kvAll: !headKvChosen(hp) || hp.kvWindow === 1, W: null, fold: null, c2: null, bias, uh: sb(H * 4, `${l}.head_scores`), prev, skip, qkvMask: false, major: null,
         lazy: lazy ? { holes: sb(H * 4, `${l}.head_holes`), xPrev: sb((d + 4) * 4, `${l}.head_x_prev`) } : null };
       const major = this.headOutMajor ? this.k.headMajor(L.o, c.headDim, own) : null;
       if (major) { out.major = major.buffer; this.sparseBufs.push(major.buffer); ds.push(...major.ds); }
@@ -717,13 +759,21 @@ class GpuRunner implements WebGpuRunner {
    * bindings for it, the constants of qkv, A (when the MLP lookahead rides too) and the next layer's
    * head rows, copied together after the folds run.
    */
-  private buildQkvNext(sb: (bytes: number, label: string) => GPUBuffer, copies: [GPUBuffer, number, GPUBuffer, number, number][]): void {
+  private buildQkvNext(sb: (bytes: number, label: string) => GPUBuffer, ds: Dispatch[], copies: [GPUBuffer, number, GPUBuffer, number, number][], own: GPUBuffer[]): void {
     const d = this.config.hidden;
     this.qkvNextC = this.layers.map((L, l) => {
       const HN = this.heads[l + 1], HS = this.heads[l], S = this.sparse[l];
       if (!this.foldLn || !HN?.prev || !HN.W || !HN.fold) return null;
       const A = S?.look ? S.pred!.A : undefined;
       if (!this.k.canFuseHeadsNext(L.qkv, HN.W, A, undefined, !HS ? 'none' : HS.lazy ? 'lazy' : HS.qkvMask ? 'heads' : 'none')) return null;
+      if (L.qkvC2) {
+        // Riding a qkv GEMV over W∘γ: the head predictor is stored as W∘γ too (gemv.ts, GAMMA IN W):
+        // its c2 (buildHeads, from W as it was) stays; c1 again from the scaled rows; c2 alone for traces.
+        const H = HN.W.rows;
+        ds.push(...this.k.scaleColumns(HN.W, L.attnLnW, own), ...this.k.linear({ W: HN.W, x: this.lnId!.ones, y: HN.fold, T: 1 }, own));
+        HN.c2 = sb(H * 4, `${l + 1}.head_pred.ln_c2`);
+        copies.push([HN.fold, H * 4, HN.c2, 0, H * 4]);
+      }
       const parts: [GPUBuffer, number][] = [[L.qkvFold!.c, 3 * d], ...(A ? [[S!.pred!.fold!, A.rows]] as [GPUBuffer, number][] : []), [HN.fold, HN.W.rows]];
       return joinFolds(parts, `${l}.qkv+next heads.ln_c`, sb, copies);
     });
@@ -792,8 +842,9 @@ class GpuRunner implements WebGpuRunner {
     const kv = T === 1 ? { step: this.step, k: L.k, v: L.v, pred: look ? S!.pred!.A : undefined, hnext: nextC ? { W: HN!.W!, out: HN!.uh } : undefined,
       heads: chooses && HS ? { scores: this.headScores(HS), hl: this.hl!, skip: HS.lazy?.holes ?? HS.skip, hd: c.headDim, H: c.heads, k: HS.k, kvAll: HS.kvAll,
         lazy: HS.lazy ? { xPrev: HS.lazy.xPrev, ...lazy } : undefined } : undefined } : null;
-    return fold ? { W: L.qkv, x, y: this.qkv, T, ln: { gamma: L.attnLnW, c: nextC ?? (look ? look.c! : L.qkvFold!.c), eps: c.layerNormEps }, kv }
-      : { W: L.qkv, x, y: this.qkv, T, bias: L.qkvB, kv };
+    // With γ in qkv's weights, the unfolded product reads x̂ (buildPlan's hX) with c2 as its bias.
+    return fold ? { W: L.qkv, x, y: this.qkv, T, ln: { gamma: L.attnLnW, c: nextC ?? (look ? look.c! : L.qkvFold!.c), eps: c.layerNormEps, gammaInW: !!L.qkvC2 }, kv }
+      : { W: L.qkv, x: L.qkvC2 ? this.hX : x, y: this.qkv, T, bias: L.qkvC2 ?? L.qkvB, kv };
   }
 
   private dropPlans(): void {
@@ -856,6 +907,8 @@ class GpuRunner implements WebGpuRunner {
       let attnIn = this.x;
       // Folded, a predictor reading attn_in folds the same LayerNorm into its A product.
       if (c.preLayerNorm && !fold) { add(K.layerNorm({ x: this.x, y: this.hA, w: L.attnLnW, b: L.attnLnB, n: d, rows: T, eps }, own)); attnIn = this.hA; }
+      // qkv holding W∘γ reads x̂ unfolded (qkvArgs): a second, affine-free LayerNorm (prompts, traces).
+      if (L.qkvC2 && !fold) add(K.layerNorm({ x: this.x, y: this.hX, w: this.lnId!.ones, b: this.lnId!.zeros, n: d, rows: T, eps }, own));
       tap(l, 'attn_in', attnIn, d);
       // Lookahead: a predictor reading attn_in runs before attention (off the MLP's critical path);
       // folded in decode, its A product rides the qkv GEMV (S.look) and B, top-K follow it.
@@ -967,7 +1020,9 @@ class GpuRunner implements WebGpuRunner {
 
   /** HS's scores from x, layer L's input (fold: the raw residual, L's LayerNorm constants in HS.fold). */
   private headScoreGemv(HS: HeadSparse, L: GpuLayer, x: GPUBuffer, fold: boolean, own: GPUBuffer[]): Dispatch[] {
-    return this.k.linear(fold ? { W: HS.W!, x, y: HS.uh, T: 1, ln: { gamma: L.attnLnW, c: HS.fold!, eps: this.config.layerNormEps } } : { W: HS.W!, x, y: HS.uh, T: 1, bias: HS.bias }, own);
+    // W stored as W∘γ (HS.c2): folded without γ, unfolded from x̂ (buildPlan's hX) with c2 as the bias.
+    return this.k.linear(fold ? { W: HS.W!, x, y: HS.uh, T: 1, ln: { gamma: L.attnLnW, c: HS.fold!, eps: this.config.layerNormEps, gammaInW: !!HS.c2 } }
+      : { W: HS.W!, x: HS.c2 ? this.hX : x, y: HS.uh, T: 1, bias: HS.c2 ?? HS.bias }, own);
   }
 
   /** Where a layer's head scores are: the predictor GEMV's output, or a fixed set's flags. */
@@ -981,8 +1036,9 @@ class GpuRunner implements WebGpuRunner {
     fold: { gamma: GPUBuffer; beta: GPUBuffer; out: GPUBuffer | null } | null): void {
     const p = S.pred!, K = this.k, eps = this.config.layerNormEps;
     // Folded: x is the raw residual stream and A's own LayerNorm constants apply (out: also write LN(x)).
-    add(...K.linear(fold ? { W: p.A, x, y: this.u!, T, ln: { gamma: fold.gamma, c: p.fold!, eps, out: fold.out ? { beta: fold.beta, xn: fold.out } : undefined } }
-      : { W: p.A, x, y: this.u!, T }, own));
+    // A stored as A∘γ (p.c2): folded without γ, unfolded from x̂ (buildPlan's hX) with c2 as the bias.
+    add(...K.linear(fold ? { W: p.A, x, y: this.u!, T, ln: { gamma: fold.gamma, c: p.fold!, eps, out: fold.out ? { beta: fold.beta, xn: fold.out } : undefined, gammaInW: !!p.c2 } }
+      : { W: p.A, x: p.c2 ? this.hX : x, y: this.u!, T, bias: p.c2 }, own));
     if (!S.block) this.predictB(S, this.u!, 0, own, add, T);
   }
 

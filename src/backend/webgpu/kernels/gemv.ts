@@ -31,6 +31,14 @@ import { headChoiceWgsl } from './head-select.js';
  * (allRows each; one binding, so ln + kv fit WebGPU's default of 8 storage buffers a stage); the
  * bias is inside c2. Bindings 6 (γ), 7 (c1 | c2, by global row like the bias); eps in the uniform.
  *
+ * GAMMA IN W (gw, with LN): the stored weights are W∘γ (Kernels.foldLayerNormIntoWeights, at load;
+ * c2 = W·β + b from the weights before, c1 = (W∘γ)·1 after, so the μ − h term cancels against the
+ * rows as stored), and the dot loop takes u = x − h as it is: no γ loads and multiplies a chunk.
+ * The qkv GEMV's dot loop with γ was ~2.7 µs of its ~35.5 at OPT-6.7B on an H200 (bench/qkv_probe.mjs).
+ * Matrices riding the dispatch (PRED's A, HNEXT's head predictor) are stored the same way then (the
+ * runner scales them when it fuses them); a GEMV over a mix would need two x sides (first measured
+ * form: A's rows with the γ side beside qkv's without gained nothing at OPT-13B).
+ *
  * KV: the qkv GEMV of decode also stores the new token's K and V in the cache (the kvStore kernel's
  * job, one dispatch fewer a layer): with d = allRows / 3, a row r in [d, 2d) also goes to
  * kc[(step[0] + t) d + r − d] and r in [2d, 3d) to vc[(step[0] + t) d + r − 2d], the layout
@@ -117,10 +125,20 @@ export interface GemvOpts {
   heads?: { hd: number; H: number; k: number; kvAll: boolean; lazy?: 'even' | 'odd' | 'complete' };
   /** With kv and ln: rows from 3d + hnext on are the next layer's head predictor's (HNEXT above; hnext = PRED's rows, or 0). */
   hnext?: number;
+  /**
+   * With ln: the weights already carry γ (GAMMA IN W above: W∘γ made at load; so do PRED's and
+   * HNEXT's matrices), so the dot loop takes u = x − h as it is; only lnOut still reads γ.
+   */
+  gw?: boolean;
+}
+
+/** Whether the GEMV reads γ (binding 6): the folded LayerNorm, unless the weights carry it (then lnOut only). */
+export function gemvReadsGamma(o: GemvOpts): boolean {
+  return !!o.ln && (!o.gw || !!o.lnOut);
 }
 
 export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
-  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? 'out' : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}${o.heads.kvAll ? 'q' : ''}${o.heads.lazy ? `z${o.heads.lazy[0]}` : ''}` : ''}${o.hnext !== undefined ? `_hn${o.hnext}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}`;
+  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? 'out' : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}${o.heads.kvAll ? 'q' : ''}${o.heads.lazy ? `z${o.heads.lazy[0]}` : ''}` : ''}${o.hnext !== undefined ? `_hn${o.hnext}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}${o.gw ? '_gw' : ''}`;
 }
 
 /** Uniform layout (u32 each). allRows: rows of the whole matrix (all parts; with pred, A's too), for ln's c2; kvD: kv's d. */
@@ -136,6 +154,8 @@ export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
   if (o.pred && !(o.kv && ln)) throw new Error('gemv: the lookahead predictor rows ride the folded qkv GEMV (kv and ln)');
   if (o.hnext !== undefined && !(o.kv && ln)) throw new Error('gemv: the next layer\'s head scores ride the folded qkv GEMV (kv and ln)');
   if (o.heads && !o.kv) throw new Error('gemv: sparse heads are a form of the qkv GEMV (kv)');
+  if (o.gw && !ln) throw new Error('gemv: γ in the weights is a form of the folded LayerNorm');
+  const gw = !!o.gw, readsG = gemvReadsGamma(o);
   const P = o.rpt ?? 1;
   if (P > 1 && (!o.wide || o.gather)) throw new Error('gemv: several rows a thread is a form of the wide, non-gather GEMV');
   const lazy = !!o.heads?.lazy, complete = o.heads?.lazy === 'complete', odd = o.heads?.lazy === 'odd' || complete;
@@ -150,7 +170,7 @@ export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
     var s = vec2<f32>(0.0);
     for (var j = lid; j < p.K / 4u; j += WG) {
       let u = x4(p.inOff + 4u * j) - vec4<f32>(sh0);
-      xp[j] = u * g4(4u * j);
+      xp[j] = u${gw ? '' : ' * g4(4u * j)'};
       s += vec2<f32>(dot(u, vec4<f32>(1.0)), dot(u, u));
     }
     red[lid] = RT(0.0, s.x, s.y);
@@ -173,12 +193,12 @@ export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
   // One chunk's contribution: wv (4 weights) against x from element k of the row at xb.
   const term4 = ln ? `fn term4(wv: vec4<f32>, xb: u32, k: u32, sh: f32) -> vec3<f32> {
   let u = x4(xb + k) - vec4<f32>(sh);
-  return vec3<f32>(dot(wv * g4(k), u), dot(u, vec4<f32>(1.0)), dot(u, u));
+  return vec3<f32>(dot(wv${gw ? '' : ' * g4(k)'}, u), dot(u, vec4<f32>(1.0)), dot(u, u));
 }` : `fn term4(wv: vec4<f32>, xb: u32, k: u32) -> f32 { return dot(wv, x4(xb + k)); }`;
   // The zero-padded last chunk of a row (K not a multiple of the chunk): n < 4 elements from k exist.
   const tail4 = ln ? `fn tail4(wv: vec4<f32>, xb: u32, k: u32, n: u32, sh: f32) -> vec3<f32> {
   var u = vec4<f32>(0.0); var g = vec4<f32>(0.0);
-  for (var i = 0u; i < n; i++) { u[i] = xs(xb + k + i) - sh; g[i] = g1(k + i); }
+  for (var i = 0u; i < n; i++) { u[i] = xs(xb + k + i) - sh; g[i] = ${gw ? '1.0' : 'g1(k + i)'}; }
   return vec3<f32>(dot(wv * g, u), dot(u, vec4<f32>(1.0)), dot(u, u));
 }` : `fn tail4(wv: vec4<f32>, xb: u32, k: u32, n: u32) -> f32 {
   var u = vec4<f32>(0.0);
@@ -226,10 +246,10 @@ fn xs(i: u32) -> f32 { return xv[i / 4u][i % 4u]; }
 fn x4(i: u32) -> vec4<f32> { return xv[i / 4u]; }` : `@group(0) @binding(2) var<storage, read> x: array<f32>;
 fn xs(i: u32) -> f32 { return x[i]; }
 fn x4(i: u32) -> vec4<f32> { return vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]); }`}
-${ln ? `${o.xv4 ? '@group(0) @binding(6) var<storage, read> gv: array<vec4<f32>>;' : '@group(0) @binding(6) var<storage, read> gam: array<f32>;'}
+${readsG ? `${o.xv4 ? '@group(0) @binding(6) var<storage, read> gv: array<vec4<f32>>;' : '@group(0) @binding(6) var<storage, read> gam: array<f32>;'}
 fn g4(k: u32) -> vec4<f32> { return ${g4}; }
-fn g1(k: u32) -> f32 { return ${g1}; }
-@group(0) @binding(7) var<storage, read> cc: array<f32>;` : ''}
+fn g1(k: u32) -> f32 { return ${g1}; }` : ''}
+${ln ? '@group(0) @binding(7) var<storage, read> cc: array<f32>;' : ''}
 ${o.lnOut ? `@group(0) @binding(11) var<storage, read> beta: array<f32>;
 @group(0) @binding(12) var<storage, read_write> xn: array<f32>;` : ''}
 ${o.kv ? `@group(0) @binding(8) var<storage, read> step: array<u32>;
@@ -345,7 +365,7 @@ ${singleRowDot(o, sh, 'W', 'wrow')}
 `;
 }
 
-/** The single-row form's dot loop over weight matrix `M` (W, or WA for the lookahead rows) at row `row`. */
+/** The single-row form's dot loop over weight matrix `M` (W, or WA / WH for the lookahead rows) at row `row`. */
 function singleRowDot(o: GemvOpts, sh: string, M: string, row: string): string {
   return o.wide ? `    let wb = ${row} * (p.K4 / 2u);
     let full = p.K / 8u;
@@ -391,7 +411,8 @@ function multiRowMain(o: GemvOpts, P: number, sg: boolean, ln: boolean, shiftCod
   const each = (fn: (i: number) => string, sep = '\n') => rows.map(fn).join(sep);
   const shArgs = ln ? ', sh, &su' : '';
   const lazy = !!o.heads?.lazy, complete = o.heads?.lazy === 'complete', odd = o.heads?.lazy === 'odd' || complete;
-  // The dot loop over weight matrix M (W, or WA for the lookahead rows, whose row index is shifted by `off`).
+  const gw = !!o.gw;
+  // The dot loop over weight matrix M (W, or WA / WH for the lookahead rows, whose row index is shifted by `off`).
   // `two` (LAZY, odd positions): each weight chunk also meets the saved input (x8P, accumulators e#).
   const loop = (M: string, off: string, two = false) => `${each((i) => `let wb${i} = (min(r0 + ${i}u * R, p.rows - 1u)${off}) * rc;`, '\n  ')}
   var c = lane;
@@ -434,12 +455,13 @@ function multiRowMain(o: GemvOpts, P: number, sg: boolean, ln: boolean, shiftCod
   }`, '\n  ');
   return `
 struct X8 { lo: vec4<f32>, hi: vec4<f32> }
-// The x side of the chunk at element k: x itself, or with ln γ∘(x − sh), adding Σu and Σu² into su.
+// The x side of the chunk at element k: x itself, or with ln γ∘(x − sh) (x − sh where W carries γ:
+// gw), adding Σu and Σu² into su.
 fn xin(xb: u32, k: u32${ln ? ', sh: f32, su: ptr<function, vec2<f32>>' : ''}) -> X8 {
   ${ln ? `let ul = x4(xb + k) - vec4<f32>(sh);
   let uh = x4(xb + k + 4u) - vec4<f32>(sh);
   *su += vec2<f32>(dot(ul, vec4<f32>(1.0)) + dot(uh, vec4<f32>(1.0)), dot(ul, ul) + dot(uh, uh));
-  return X8(ul * g4(k), uh * g4(k + 4u));` : 'return X8(x4(xb + k), x4(xb + k + 4u));'}
+  return ${gw ? 'X8(ul, uh)' : 'X8(ul * g4(k), uh * g4(k + 4u))'};` : 'return X8(x4(xb + k), x4(xb + k + 4u));'}
 }
 fn wdot(w: vec4<u32>, v: X8) -> f32 { return dot(w8lo(w), v.lo) + dot(w8hi(w), v.hi); }
 

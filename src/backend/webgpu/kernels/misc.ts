@@ -139,6 +139,32 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 `;
 }
 
+/**
+ * Column scaling in place, one matrix part: W[r, k] ← f16(W[r, k] · g[k]) (packed fp16, a thread a
+ * u32 of two halves; padding columns stay zero). For γ folded into the stored weights at load
+ * (Kernels.foldLayerNormIntoWeights; gemv.ts, GAMMA IN W). CPU twin: `scaleColumns`.
+ */
+export const SCALE_COLS_PARAMS = ['words', 'K', 'Kp', 'nwgx'] as const;
+export const scaleColsKey = () => 'scale_cols_halves';
+export function scaleColsWgsl(): string {
+  return `
+struct P { words: u32, K: u32, Kp: u32, nwgx: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> W: array<u32>;
+@group(0) @binding(2) var<storage, read> g: array<f32>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let w = (wid.x + wid.y * p.nwgx) * 256u + lid;
+  if (w >= p.words) { return; }
+  let k = (w % (p.Kp / 2u)) * 2u;   // the low half's column (Kp is even: a word never spans rows)
+  if (k >= p.K) { return; }
+  let v = unpack2x16float(W[w]);
+  let gh = select(0.0, g[min(k + 1u, p.K - 1u)], k + 1u < p.K);
+  W[w] = pack2x16float(vec2<f32>(v.x * g[k], v.y * gh));
+}
+`;
+}
+
 /** fc1_act trace on sparse layers: a dense (f) row per token, zeros outside the selection. */
 export const SCATTER_PARAMS = ['f', 'k', 'selStride'] as const;
 export const scatterKey = () => 'scatter_wg256';
