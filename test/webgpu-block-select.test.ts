@@ -9,7 +9,7 @@ import { blockSelect, layerNorm, linear, sparseMlp, transpose } from '../src/bac
 import { Kernels, readF32, readU32, runNow, type Dispatch } from '../src/backend/webgpu/ops.js';
 import { BS_NB, blockSelectLnBytes } from '../src/backend/webgpu/kernels/block-select.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
-import { gpuOrSkip, randomMatrix } from './gpu.js';
+import { gpuOrSkip, randomMatrix, readMatrix } from './gpu.js';
 import { randomArray, rng, relErr } from './helpers.js';
 
 let gpu: Gpu | null = null;
@@ -128,7 +128,8 @@ test('block selection with the MLP LayerNorm folded into fc1 (the lookahead) mat
     const own: GPUBuffer[] = [];
     // d = 37 (wide W1 rows with a tail), 35 (narrow), 48 (x as vec4); u read at an offset and stride
     // (inside the qkv GEMV's output in decode) and plain. x has an offset mean, as a residual stream does.
-    for (const [f, rk, d, uOff] of [[200, 13, 37, 3 * 37], [101, 10, 35, 0], [130, 24, 48, 3 * 48]] as const) {
+    // gw: W1 stored as W1∘γ (foldLayerNormIntoWeights; gemv.ts, GAMMA IN W): against x̂ · (W1∘γ)ᵀ + c2 as stored.
+    for (const [f, rk, d, uOff] of [[200, 13, 37, 3 * 37], [101, 10, 35, 0], [130, 24, 48, 3 * 48]] as const) for (const gw of [false, true]) {
       const T = 1, cap = 7;
       const { m: B, w: wB } = randomMatrix(k, f, rk, r);
       const { m: W1, w: w1 } = randomMatrix(k, f, d, r);
@@ -140,20 +141,22 @@ test('block selection with the MLP LayerNorm folded into fc1 (the lookahead) mat
       const tau = [...linear(u, 1, wB, bias, rk, f)].sort((a, b) => a - b)[f >> 1];
       const c = k.buffer(2 * f * 4, 'c');
       const gB = k.f32Buffer(gamma, 'gamma');
-      await runNow(k, k.foldLayerNorm({ W: W1, gamma: gB, beta: k.f32Buffer(beta, 'beta'), bias: k.f32Buffer(b1, 'b1'), c }, own), own);
+      const fold = { W: W1, gamma: gB, beta: k.f32Buffer(beta, 'beta'), bias: k.f32Buffer(b1, 'b1'), c };
+      await runNow(k, gw ? k.foldLayerNormIntoWeights({ ...fold, ones: k.f32Buffer(new Float32Array(d).fill(1), 'ones') }, own) : k.foldLayerNorm(fold, own), own);
       const kk = Math.ceil(f / BS_NB) * cap;
       const sel = k.buffer(kk * 4, 'sel'), h = k.buffer(kk * 4, 'h'), cnt = k.f32Buffer(new Uint32Array(4), 'cnt');
       const ds = k.blockSelectFc1({ B, bias: k.f32Buffer(bias, 'bias'), u: k.f32Buffer(uBuf, 'u'), uOff, uStride: uOff + rk, W1, b1: null,
-        ln: { gamma: gB, c, eps }, x: k.f32Buffer(x, 'x'), sel, h, cnt, T, cap, tau, wg }, own);
+        ln: { gamma: gB, c, eps, gammaInW: gw }, x: k.f32Buffer(x, 'x'), sel, h, cnt, T, cap, tau, wg }, own);
       const packed = half && d % 4 === 0;
-      assert.ok(ds.every((x) => x.label.endsWith(`_ln${d}${packed ? 'h' : ''}`)));
+      assert.ok(ds.every((x) => x.label.endsWith(`_ln${d}${packed ? 'h' : ''}${gw ? 'g' : ''}`)), ds.map((x) => x.label).join());
       await runNow(k, ds, own);
-      const xn = layerNorm(x, 1, d, gamma, beta, eps);
+      const xn = gw ? layerNorm(x, 1, d, new Float32Array(d).fill(1), new Float32Array(d), eps) : layerNorm(x, 1, d, gamma, beta, eps);
+      const w1Used = gw ? await readMatrix(k, W1) : w1, b1Used = gw ? linear(beta, 1, w1, b1, d, f) : b1;
       const want = blockSelect(linear(u, 1, wB, bias, rk, f), BS_NB, cap, tau);
-      const msg = `f=${f} r=${rk} d=${d} f16=${f16} sg=${sg} wg=${wg}`;
+      const msg = `f=${f} r=${rk} d=${d} f16=${f16} sg=${sg} wg=${wg} gw=${gw}`;
       assert.deepEqual([...await readU32(k, sel, kk)], [...want.slots], `slots ${msg}`);
       const act = new Float32Array(f);
-      sparseMlp(xn, w1, b1, new Float32Array(f * d), new Float32Array(d), d, want.chosen, undefined, act);
+      sparseMlp(xn, w1Used, b1Used, new Float32Array(f * d), new Float32Array(d), d, want.chosen, undefined, act);
       const wantH = Float32Array.from(want.slots, (j, i) => (want.used[i] ? act[j] : 0));
       const gotH = await readF32(k, h, kk);
       // f16 pairs round γ∘(x − sh) to 11 bits: the error of fp16 activations.

@@ -112,11 +112,14 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
         const stored = await readMatrix(k, m);
         assert.ok(relErr(stored, ws) < 1e-3 && stored.every((v, i) => Math.abs(v - ws[i]) <= Math.abs(ws[i]) * 2 ** -10), `${rows}x${K}: W∘γ as stored`);
         const y = k.buffer(rows * 4, 'y');
-        const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T: 1, ln: { gamma: gam, c, eps, gammaInW: true }, shape: { rpt } }, own);
-        assert.ok(ds.every((dd) => dd.label.endsWith('_gw')), ds.map((dd) => dd.label).join());
+        // At two rows a thread also lnOut's x̂ form: the LayerNorm without γ and β (for fc1 as W∘γ).
+        const out = rpt === 2 ? { beta: k.f32Buffer(be, 'beta'), xn: k.f32Buffer(new Float32Array(K).fill(NaN), 'xn'), hat: true } : undefined;
+        const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T: 1, ln: { gamma: gam, c, eps, gammaInW: true, out }, shape: { rpt } }, own);
+        assert.ok(ds.every((dd) => dd.label.endsWith('_gw') && dd.label.includes(out ? '_lnhat' : '_ln_')), ds.map((dd) => dd.label).join());
         await runNow(k, ds, own);
         const got = await readF32(k, y, rows);
         const hat = layerNorm(x, 1, K, new Float32Array(K).fill(1), new Float32Array(K), eps);
+        if (out) assert.ok(relErr(await readF32(k, out.xn, K), hat) < 1e-5, `${rows}x${K}: lnOut x̂`);
         const c2 = linear(be, 1, w, b, K, rows);
         const asStored = linear(hat, 1, stored, c2, K, rows);
         assert.ok(relErr(got, asStored) < 1e-5, `${rows}x${K} rpt=${rpt} parts=${m.parts.length}: ${relErr(got, asStored)}`);

@@ -100,12 +100,12 @@ test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer 
   // Attention as the split + combine pair: one dispatch more a layer, the same logits to the bit.
   const pair = await createWebGpuRunner(c, ck.weights, { gpu, fuseAttention: false });
   assert.equal(pair.dispatchesPerToken - g.dispatchesPerToken, c.layers, 'the combine dispatch');
-  // qkv holds W∘γ by default (its key ends _gw; gemv.ts, GAMMA IN W); qkvGammaInW false keeps W and γ apart.
-  const ng = await createWebGpuRunner(c, ck.weights, { gpu, qkvGammaInW: false });
+  // qkv holds W∘γ by default (its key ends _gw; gemv.ts, GAMMA IN W); gammaInWeights false keeps W and γ apart.
+  const ng = await createWebGpuRunner(c, ck.weights, { gpu, gammaInWeights: false });
   assert.equal(ng.dispatchesPerToken, g.dispatchesPerToken);
   assert.ok(g.pipelineKeys.some((k) => /_kv(16)?_ln_gw$/.test(k)) && off.pipelineKeys.some((k) => /_bias_kv(16)?$/.test(k)));
   assert.ok(ng.pipelineKeys.some((k) => /_kv(16)?_ln$/.test(k)) && !ng.pipelineKeys.some((k) => k.endsWith('_gw')));
-  assert.ok(g.pipelineKeys.some((k) => k.endsWith('_ln')) && !off.pipelineKeys.some((k) => /_ln(_gw)?$/.test(k)));
+  assert.ok(g.pipelineKeys.some((k) => /_relu_ln_gw$/.test(k)) && !off.pipelineKeys.some((k) => /_ln(_gw)?$/.test(k)), 'fc1 folded, as W∘γ');
   // Prefill (unfused, T > 1: LayerNorm dispatches, kvStore), then decode steps (LayerNorm folded,
   // K/V stored from the qkv GEMV) against the unfolded runner and the CPU: the decode steps attend
   // over the K/V rows prefill's kvStore wrote and those the fused epilogue wrote.
@@ -158,7 +158,7 @@ test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer 
     assert.equal(off.dispatchesPerToken - g.dispatchesPerToken, fewer, p.input);
     if (p.input === 'attn_in') assert.ok(g.pipelineKeys.some((k) => k.includes('_predA')), 'the lookahead GEMV');
     // (Its fc1 phase: the choice rides attention at this width, blockScoreInAttention.)
-    if (p === lookBlock) assert.ok(g.pipelineKeys.some((k) => k.startsWith('block_select') && new RegExp(`_ln${d}(_fc1)?(_fc2c\\d)?$`).test(k)), 'block-select with the MLP LayerNorm');
+    if (p === lookBlock) assert.ok(g.pipelineKeys.some((k) => k.startsWith('block_select') && new RegExp(`_ln${d}h?g(_fc1)?(_fc2c\\d)?$`).test(k)), 'block-select with the MLP LayerNorm');
     g.reset(); off.reset(); cpu.reset(); ng.reset();
     const [a, b, w, n] = await Promise.all([g, off, cpu, ng].map(async (x) => { await x.forward(ids, { noLogits: true }); return x.forward([next[0]]); }));
     assert.ok(relErr(n, b) < 1e-4, `sparse (${p.input}) decode: folded vs separate ${relErr(n, b)}`);
@@ -205,7 +205,7 @@ test('webgpu sparse MLP: predictor policy selects and computes like the CPU runn
   // An f32 KV cache: the CPU's attention inputs exactly, so near-ties in the selections fall alike;
   // for the same reason qkv keeps the checkpoint's weights (qkv as W∘γ, the default, rounds them
   // once more: ~1e-4 of the logits, the folding test above, enough to flip a near-tie here).
-  const g = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', qkvGammaInW: false });
+  const g = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', gammaInWeights: false });
   assert.ok(!g.pipelineKeys.some((k) => k.includes('kv16')));
   // With attn_in, decode runs the lookahead (A in the qkv GEMV, the MLP LayerNorm in block-select).
   for (const p of [policy, { ...policy, input: 'mlp_in' as const }, top5, thr, { ...top5, input: 'attn_in' as const }, { ...thr, input: 'attn_in' as const }]) {
@@ -313,7 +313,7 @@ test('webgpu fc2 in block-select (each block\'s partial, then one sum) decodes a
       assert.equal(a.perToken, b.perToken, `${what}, ${form}: one sum dispatch for the one-pass fc2`);
     }
   }
-  assert.ok(noRole.pipelineKeys.some((k) => new RegExp(`^block_select.*_ln${d}h?_fc2c1$`).test(k)), 'the scoring phase with the folded LayerNorm took fc2');
+  assert.ok(noRole.pipelineKeys.some((k) => new RegExp(`^block_select.*_ln${d}h?g?_fc2c1$`).test(k)), 'the scoring phase with the folded LayerNorm took fc2');
   assert.ok(late.pipelineKeys.some((k) => k.includes('_fc1late_fc2')) && !on.pipelineKeys.some((k) => k.includes('_fc1late')), 'the late form where asked for');
   assert.ok(on.pipelineKeys.some((k) => k.startsWith('block_select') && k.includes('_fc1_fc2')) && on.pipelineKeys.some((k) => /^block_select.*_fc2c\d$/.test(k) && !k.includes('_fc1')), 'both phases took fc2');
   assert.ok(on.pipelineKeys.some((k) => k.startsWith('fc2_sum')) && !off.pipelineKeys.some((k) => k.startsWith('fc2_sum') || k.includes('_fc2c')), 'the option turns it off');

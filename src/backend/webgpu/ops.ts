@@ -108,7 +108,8 @@ export interface LinearArgs {
    * must be unset). See gemv.ts.
    */
   ln?: {
-    gamma: GPUBuffer; c: GPUBuffer; eps: number; out?: { beta: GPUBuffer; xn: GPUBuffer };
+    /** out: also write LN(x) to xn, or with `hat` x̂ = (x − μ)·s, the LayerNorm without γ and β (beta unread), for readers whose weights carry γ. */
+    gamma: GPUBuffer; c: GPUBuffer; eps: number; out?: { beta: GPUBuffer; xn: GPUBuffer; hat?: boolean };
     /** W's stored rows are W∘γ, with c from foldLayerNormIntoWeights (gemv.ts, GAMMA IN W): γ is read only for pred's, hnext's rows and out. */
     gammaInW?: boolean;
   } | null;
@@ -311,7 +312,7 @@ export class Kernels {
       const ent: [number, Entry][] = [[1, p.buffer], [2, a.x], [3, a.y]];
       if (a.bias) ent.push([4, a.bias]);
       if (ln) ent.push([7, ln.c]);
-      if (ln?.out) ent.push([11, ln.out.beta], [12, ln.out.xn]);
+      if (ln?.out) ent.push(...(ln.out.hat ? [] : [[11, ln.out.beta]] as [number, Entry][]), [12, ln.out.xn]);
       if (kv) ent.push([8, kv.step], [9, kv.k], [10, kv.v]);
       if (pred) ent.push([13, pred.parts[0].buffer]);
       if (heads) ent.push([14, heads.scores], [15, heads.hl], [16, heads.skip]);
@@ -319,7 +320,7 @@ export class Kernels {
       if (hnext) ent.push([18, hnext.W.parts[0].buffer], [19, hnext.out]);
       switch (a.T === 1 ? 'gemv' : 'matmul') {
         case 'gemv': {
-          const o: GemvOpts = { ...this.gemvForm(K4, rows, shape), ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out, pred: !!pred, hnext: hnext ? pred?.rows ?? 0 : undefined,
+          const o: GemvOpts = { ...this.gemvForm(K4, rows, shape), ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out, lnOutHat: !!ln?.out?.hat, pred: !!pred, hnext: hnext ? pred?.rows ?? 0 : undefined,
             heads: heads ? { hd: heads.hd, H: heads.H, k: heads.k, kvAll: heads.kvAll, lazy: heads.lazy ? (heads.lazy.complete ? 'complete' : heads.lazy.odd ? 'odd' : 'even') : undefined } : undefined, gw: !!ln?.gammaInW };
           if (gemvReadsGamma(o)) ent.push([6, ln!.gamma]);
           // The folded LayerNorm reads γ (K floats, from 0) as vec4 alongside x: whole vec4s only.
@@ -479,7 +480,7 @@ export class Kernels {
     /** u (the predictor's first product) of token t at uOff + t·uStride (default 0, r). */
     uOff?: number; uStride?: number;
     /** The MLP LayerNorm folded into fc1 (x the raw residual; c = c1 | c2 of W1 from foldLayerNorm): block-select.ts, LN. */
-    ln?: { gamma: GPUBuffer; c: GPUBuffer; eps: number } | null;
+    ln?: { gamma: GPUBuffer; c: GPUBuffer; eps: number; gammaInW?: boolean } | null;
     wg?: number; unroll?: number;
     /** The choice already made by attention's scoring role (`blockScore`): fc1 of the chosen rows only, each block's count in bcnt. */
     chosenBy?: { bcnt: GPUBuffer };
@@ -495,7 +496,7 @@ export class Kernels {
     if (fc2 && !(this.blockFc2Fits(fc2.W2t, !!ln) && fc2.W2t.rows === f && fc2.W2t.cols === d)) throw new Error('blockSelectFc1: fc2 in the block needs fc2ᵀ (f, d) in one part with rows padded to 8 halves (blockFc2Fits)');
     if (fc2 && fc2.part.size < this.blockFc2PartFloats(fc2.W2t, a.T) * 4) throw new Error(`blockSelectFc1: fc2's partials need ${this.blockFc2PartFloats(fc2.W2t, a.T) * 4} bytes for ${a.T} token(s), the buffer has ${fc2.part.size}`);
     const o: BlockSelectOpts = { wideB: (a.B.colsP / 4) % 2 === 0, wideW: (a.W1.colsP / 4) % 2 === 0, uv4: r % 4 === 0 && uOff % 4 === 0 && uStride % 4 === 0, xv4: d % 4 === 0,
-      wg: a.wg ?? blockSelectWorkgroupSize(this.gpu.limits), unroll: a.unroll, f16: this.feats.f16, subgroups: this.feats.subgroups, ln: !!ln, d: ln ? d : undefined, xsHalf: !!ln && this.lnHalf(d), phase: a.chosenBy ? 'fc1' : undefined, fc2: !!fc2, early: this.blockFc1EarlyLoads };
+      wg: a.wg ?? blockSelectWorkgroupSize(this.gpu.limits), unroll: a.unroll, f16: this.feats.f16, subgroups: this.feats.subgroups, ln: !!ln, d: ln ? d : undefined, xsHalf: !!ln && this.lnHalf(d), phase: a.chosenBy ? 'fc1' : undefined, fc2: !!fc2, early: this.blockFc1EarlyLoads, gw: !!ln?.gammaInW };
     if (fc2) o.fc2Cpt = ceilDiv(fc2.W2t.colsP / 8, o.wg);
     if (ln && blockSelectLnBytes(d, o.wg, o.xsHalf, !!fc2) > this.gpu.limits.maxComputeWorkgroupStorageSize) throw new Error(`blockSelectFc1: the folded LayerNorm keeps x in workgroup memory, too small for d = ${d} (blockSelectLnFits)`);
     const key = blockSelectKey(o), pl = this.pipeline(key, () => blockSelectWgsl(o));
@@ -509,7 +510,7 @@ export class Kernels {
       const blk0 = lo / BS_NB, blocks = ceilDiv(hi - lo, BS_NB);
       const ent: [number, Entry][] = [[4, wp.buffer], [5, ln ? ln.c : a.b1!], [6, a.x], [7, a.sel], [8, a.h],
         ...(a.chosenBy ? [[11, a.chosenBy.bcnt]] as [number, Entry][] : [[1, bp.buffer], [2, a.bias], [3, a.u], [9, a.cnt]] as [number, Entry][])];
-      if (ln) ent.push([10, ln.gamma]);
+      if (ln && !ln.gammaInW) ent.push([10, ln.gamma]);
       if (fc2) ent.push([12, fc2.W2t.parts[0].buffer], [13, fc2.part]);
       out.push(this.dispatch(key, pl, [f, r, d, k, a.cap, a.tau === null ? 0 : 1, a.tau === null ? 0 : f32bits(a.tau), blk0, bp.row0, wp.row0, uOff, uStride, ln ? f32bits(ln.eps) : 0,
         fc2 ? fc2.W2t.colsP / 8 : 0, nb], ent, [blocks, 1, a.T], own));

@@ -48,11 +48,13 @@ interface GpuLayer {
   qkvFold: { c: GPUBuffer } | null;
   fc1Fold: { c: GPUBuffer } | null;
   /**
-   * With γ in qkv's weights (qkvGammaInW: qkv holds W∘γ of the attention LayerNorm, made at load;
-   * gemv.ts, GAMMA IN W): qkv's c2 = W·β + b alone (3d), the bias of the unfolded qkv product,
-   * which reads the LayerNorm without its affine part (x̂, the runner's hX). Null otherwise.
+   * With γ in the weights (gammaInWeights: qkv holds W∘γ of the attention LayerNorm, fc1 W∘γ of the
+   * MLP LayerNorm, made at load; gemv.ts, GAMMA IN W): c2 = W·β + b alone, (3d) and (f), the bias of
+   * the unfolded product, which reads the LayerNorm without its affine part (x̂: the runner's hX,
+   * and hXM or the mlp_in buffer for fc1). Null otherwise.
    */
   qkvC2: GPUBuffer | null;
+  fc1C2: GPUBuffer | null;
 }
 
 interface LayerSparse {
@@ -270,11 +272,14 @@ export interface WebGpuRunnerOptions extends GpuOptions {
   /** Decode steps whose attention sees more keys run the split + combine pair (default FUSED_ATTENTION_MAX_KEYS; A/B runs). */
   fusedAttentionMaxKeys?: number;
   /**
-   * With folded LayerNorms: store qkv as W∘γ (the attention LayerNorm's γ), so decode's folded qkv
-   * GEMV skips γ's loads and multiplies (gemv.ts, GAMMA IN W); prompts and traces then read the
-   * LayerNorm without its affine part, with qkv's c2 as the bias. Default true; false: A/B runs.
+   * With folded LayerNorms: store qkv as W∘γ of the attention LayerNorm and fc1 as W∘γ of the MLP
+   * LayerNorm (and the lookahead's matrices riding qkv alike), so decode's folded GEMVs skip γ's loads
+   * and multiplies (gemv.ts, GAMMA IN W); unfolded products (prompts, traces, the gathered fc1) read
+   * the LayerNorm without its affine part, with c2 = W·β + b as the bias. It rounds W∘γ to f16 once
+   * more than W (~1e-4 of the logits on opt-gutenberg-5m). Default true; false: A/B runs, and tests
+   * that need the CPU's choices near ties.
    */
-  qkvGammaInW?: boolean;
+  gammaInWeights?: boolean;
 }
 
 /**
@@ -300,7 +305,7 @@ export async function createWebGpuRunner(config: OptConfig, weights: OptWeights 
     r.fuseAttention = opts.fuseAttention ?? true;
     r.blockFc2 = opts.blockFc2 ?? true;
     r.setBlockFc1EarlyLoads(opts.blockFc1EarlyLoads ?? true);
-    r.qkvGammaInW = opts.qkvGammaInW ?? true;
+    r.gammaInWeights = opts.gammaInWeights ?? true;
     await r.load(weights, opts.seed ?? 1);
     return r;
   } catch (e) {
@@ -342,6 +347,8 @@ class GpuRunner implements WebGpuRunner {
   private x: GPUBuffer; private hA: GPUBuffer; private hM: GPUBuffer; // (T, d)
   /** (T, d): the attention LayerNorm without γ and β, qkv's input unfolded when qkv holds W∘γ (GpuLayer.qkvC2). */
   private hX: GPUBuffer;
+  /** (T, d): the MLP LayerNorm without γ and β, fc1's input unfolded when fc1 holds W∘γ (GpuLayer.fc1C2) and mlp_in has other readers. */
+  private hXM: GPUBuffer;
   private qkv: GPUBuffer; private ao: GPUBuffer; private hn: GPUBuffer; // (T, 3d), (T, d), (T, H)
   private act: GPUBuffer;                                   // (T, f)
   private tmpE: GPUBuffer; private hF: GPUBuffer;           // (T, max(e, d)), (T, d)
@@ -366,8 +373,8 @@ class GpuRunner implements WebGpuRunner {
   private querySet: GPUQuerySet | null = null;
 
   private readonly foldLn: boolean;
-  /** WebGpuRunnerOptions.qkvGammaInW, read by load (only with foldLn). */
-  qkvGammaInW = true;
+  /** WebGpuRunnerOptions.gammaInWeights, read by load (only with foldLn). */
+  gammaInWeights = true;
   /** The LayerNorm's identity affine (ones, zeros; d floats each) for x̂ = LN(x) without γ and β: set by load with γ in qkv. */
   private lnId: { ones: GPUBuffer; zeros: GPUBuffer } | null = null;
   headsInQkv = true;
@@ -393,7 +400,7 @@ class GpuRunner implements WebGpuRunner {
     const c = config, d = c.hidden, T = Math.min(TCAP, c.maxPositions);
     const buf = (floats: number, label: string) => { const b = this.k.buffer(floats * 4, label); this.buffers.push(b); return b; };
     this.step = buf(1 + T, 'step');
-    this.x = buf(T * d, 'x'); this.hA = buf(T * d, 'attn_in'); this.hM = buf(T * d, 'mlp_in'); this.hX = buf(T * d, 'attn_in_hat');
+    this.x = buf(T * d, 'x'); this.hA = buf(T * d, 'attn_in'); this.hM = buf(T * d, 'mlp_in'); this.hX = buf(T * d, 'attn_in_hat'); this.hXM = buf(T * d, 'mlp_in_hat');
     this.qkv = buf(T * 3 * d, 'qkv'); this.ao = buf(T * d, 'attn_out'); this.hn = buf(T * c.heads, 'head_norm');
     this.act = buf(T * c.ffn, 'fc1_act');
     this.tmpE = buf(T * Math.max(d, c.wordEmbedProjDim), 'tmp_e'); this.hF = buf(T * d, 'final_ln');
@@ -472,7 +479,7 @@ class GpuRunner implements WebGpuRunner {
         fc2: M(d, f, `${l}.fc2`, L?.fc2W), fc2B: bias ? Vf(d, `${l}.fc2.b`, 0, 0.01, L?.fc2B) : null,
         fc2T: null,
         k: this.kvCache(c.maxPositions * d, `${l}.k_cache`), v: this.kvCache(c.maxPositions * d, `${l}.v_cache`),
-        qkvFold: null, fc1Fold: null, qkvC2: null,
+        qkvFold: null, fc1Fold: null, qkvC2: null, fc1C2: null,
       });
       // Submit fills layer by layer: bounded command buffers for 13b-size models.
       if (fills.length > 64) { await runNow(this.k, fills, own); fills = []; }
@@ -480,8 +487,8 @@ class GpuRunner implements WebGpuRunner {
     await runNow(this.k, fills, own);
     if (this.foldLn) {
       // c1 = W·γ, c2 = W·β + b for the GEMVs that fold the LayerNorm in, from the weights on the GPU.
-      // With γ in qkv's weights: c2 from W, then W ← W∘γ, c1 = (W∘γ)·1, and c2 alone for prompts.
-      const gw = this.qkvGammaInW;
+      // With γ in the weights (qkv, fc1): c2 from W, then W ← W∘γ, c1 = (W∘γ)·1, and c2 alone for prompts.
+      const gw = this.gammaInWeights;
       if (gw) {
         const ones = this.vec(d, 'ln_ones'), zeros = this.vec(d, 'ln_zeros');
         this.k.device.queue.writeBuffer(ones, 0, new Float32Array(d).fill(1));
@@ -497,7 +504,11 @@ class GpuRunner implements WebGpuRunner {
           copies.push([L.qkvFold.c, 3 * d * 4, L.qkvC2, 0, 3 * d * 4]);
           ds.push(...this.k.foldLayerNormIntoWeights({ W: L.qkv, gamma: L.attnLnW, beta: L.attnLnB, bias: L.qkvB, ...L.qkvFold, ones: this.lnId!.ones }, own));
         } else ds.push(...this.k.foldLayerNorm({ W: L.qkv, gamma: L.attnLnW, beta: L.attnLnB, bias: L.qkvB, ...L.qkvFold }, own));
-        ds.push(...this.k.foldLayerNorm({ W: L.fc1, gamma: L.mlpLnW, beta: L.mlpLnB, bias: L.fc1B, ...L.fc1Fold }, own));
+        if (gw) {
+          L.fc1C2 = this.vec(f, `${l}.fc1.ln_c2`);
+          copies.push([L.fc1Fold.c, f * 4, L.fc1C2, 0, f * 4]);
+          ds.push(...this.k.foldLayerNormIntoWeights({ W: L.fc1, gamma: L.mlpLnW, beta: L.mlpLnB, bias: L.fc1B, ...L.fc1Fold, ones: this.lnId!.ones }, own));
+        } else ds.push(...this.k.foldLayerNorm({ W: L.fc1, gamma: L.mlpLnW, beta: L.mlpLnB, bias: L.fc1B, ...L.fc1Fold }, own));
         if (ds.length > 64) { await runNow(this.k, ds, own); ds = []; }
       }
       await runNow(this.k, ds, own);
@@ -948,38 +959,49 @@ class GpuRunner implements WebGpuRunner {
       // MLP block
       let mlpIn = this.x;
       // A sparse layer whose predictor reads mlp_in folds the LayerNorm into predictor A, which also
-      // writes LN(x) into hM for the gathered fc1 (lnOut in gemv.ts): no LayerNorm dispatch either way.
+      // writes LN(x) (x̂ where fc1 holds W∘γ) into hM for the gathered fc1 (lnOut in gemv.ts): no LayerNorm dispatch either way.
       // With the lookahead and the block rule, block-select folds it into fc1 (x: the raw residual)
       // where x fits its workgroup memory (every OPT width up to 30B's 7168; blockSelectLnFits).
       const predM = !!S?.pred && this.policy!.input === 'mlp_in';
       const foldM = fold && (!S || predM || lookBlock);
-      if (c.preLayerNorm && !foldM) { add(K.layerNorm({ x: this.x, y: this.hM, w: L.mlpLnW, b: L.mlpLnB, n: d, rows: T, eps }, own)); mlpIn = this.hM; }
-      if (foldM && predM) mlpIn = this.hM;
+      // fc1 holding W∘γ (fc1C2): its unfolded readers take x̂ (fc1X) with c2 as the bias (fc1Bias).
+      const hatM = !!L.fc1C2, fc1Bias = hatM ? L.fc1C2 : L.fc1B;
+      let fc1X = this.x;
+      if (c.preLayerNorm && !foldM) {
+        // In decode (no taps, no mlp_in predictor here) only fc1's readers read mlp_in: with hatM the
+        // LayerNorm writes x̂ itself; prompts and traces keep LN(x) and add x̂ beside it.
+        const hatOnly = hatM && fold;
+        add(K.layerNorm({ x: this.x, y: this.hM, w: hatOnly ? this.lnId!.ones : L.mlpLnW, b: hatOnly ? this.lnId!.zeros : L.mlpLnB, n: d, rows: T, eps }, own));
+        mlpIn = fc1X = this.hM;
+        if (hatM && !hatOnly) { add(K.layerNorm({ x: this.x, y: this.hXM, w: this.lnId!.ones, b: this.lnId!.zeros, n: d, rows: T, eps }, own)); fc1X = this.hXM; }
+      }
+      // (predict's lnOut writes LN(x) there, or x̂ with hatM.)
+      if (foldM && predM) mlpIn = fc1X = this.hM;
       tap(l, 'mlp_in', mlpIn, d);
       if (!S) {
-        add(...K.linear(foldM ? { W: L.fc1, x: this.x, y: this.act, T, relu: true, ln: { gamma: L.mlpLnW, ...L.fc1Fold!, eps } }
-          : { W: L.fc1, x: mlpIn, y: this.act, T, bias: L.fc1B, relu: true }, own));
+        add(...K.linear(foldM ? { W: L.fc1, x: this.x, y: this.act, T, relu: true, ln: { gamma: L.mlpLnW, ...L.fc1Fold!, eps, gammaInW: hatM } }
+          : { W: L.fc1, x: fc1X, y: this.act, T, bias: fc1Bias, relu: true }, own));
         tap(l, 'fc1_act', this.act, f);
         add(...K.linear({ W: L.fc2!, x: this.act, y: this.x, T, bias: L.fc2B, resid: true }, own));
       } else {
         const sel = S.fixed ?? this.sel!, selStride = S.fixed ? 0 : S.k;
-        if (predM) this.predict(S, foldM ? this.x : mlpIn, T, own, add, foldM ? { gamma: L.mlpLnW, beta: L.mlpLnB, out: this.hM } : null);
+        if (predM) this.predict(S, foldM ? this.x : mlpIn, T, own, add, foldM ? { gamma: L.mlpLnW, beta: L.mlpLnB, out: this.hM, hat: hatM } : null);
         // Decode with the block rule: fc2's rows in block-select too, then a sum of the blocks' partials.
         const blockFc2 = T === 1 && !!S.block && !!this.fc2Part && K.blockFc2Fits(L.fc2T!, lookBlock);
         if (S.block) {
           // Predictor B, the block rule and fc1 in one dispatch (kernels/block-select.ts), then fc2 over the slots.
           // With the lookahead, u sits in the qkv GEMV's output after its 3d rows.
           const u = uLook ?? { u: this.u! };
-          add(...K.blockSelectFc1({ B: S.pred!.B, bias: S.pred!.bias, ...u, W1: L.fc1, b1: lookBlock ? null : L.fc1B ?? this.zeroB1!,
-            ln: lookBlock ? { gamma: L.mlpLnW, c: L.fc1Fold!.c, eps } : null, x: mlpIn,
+          add(...K.blockSelectFc1({ B: S.pred!.B, bias: S.pred!.bias, ...u, W1: L.fc1, b1: lookBlock ? null : fc1Bias ?? this.zeroB1!,
+            ln: lookBlock ? { gamma: L.mlpLnW, c: L.fc1Fold!.c, eps, gammaInW: hatM } : null, x: lookBlock ? this.x : fc1X,
             sel, h: this.hsel!, cnt, T, cap: S.block.cap, tau: S.block.tau,
             chosenBy: scoreEarly ? { bcnt: this.bcnt! } : undefined, fc2: blockFc2 ? { W2t: L.fc2T!, part: this.fc2Part! } : undefined }, own));
         } else {
           if (S.lp.selector.kind === 'oracle') {
-            add(...K.linear({ W: L.fc1, x: mlpIn, y: this.scores!, T, bias: L.fc1B }, own));
+            add(...K.linear({ W: L.fc1, x: fc1X, y: this.scores!, T, bias: fc1Bias }, own));
             add(K.topK({ scores: this.scores!, out: this.sel!, n: f, k: S.k, T, inStride: f, outStride: S.k }, own));
           }
-          add(...K.gatherLinear({ W: L.fc1, x: mlpIn, h: this.hsel!, T, k: S.k, sel, selStride, bias: L.fc1B, relu: true }, own));
+          add(...K.gatherLinear({ W: L.fc1, x: fc1X, h: this.hsel!, T, k: S.k, sel, selStride, bias: fc1Bias, relu: true }, own));
         }
         let slices: number | undefined;
         if (this.partial) {
@@ -1033,11 +1055,11 @@ class GpuRunner implements WebGpuRunner {
    * only u = A x: B, the choice and fc1 run fused at the MLP (blockSelectFc1).
    */
   private predict(S: LayerSparse, x: GPUBuffer, T: number, own: GPUBuffer[], add: (...d: Dispatch[]) => void,
-    fold: { gamma: GPUBuffer; beta: GPUBuffer; out: GPUBuffer | null } | null): void {
+    fold: { gamma: GPUBuffer; beta: GPUBuffer; out: GPUBuffer | null; hat?: boolean } | null): void {
     const p = S.pred!, K = this.k, eps = this.config.layerNormEps;
-    // Folded: x is the raw residual stream and A's own LayerNorm constants apply (out: also write LN(x)).
+    // Folded: x is the raw residual stream and A's own LayerNorm constants apply (out: also write LN(x), or x̂ with hat).
     // A stored as A∘γ (p.c2): folded without γ, unfolded from x̂ (buildPlan's hX) with c2 as the bias.
-    add(...K.linear(fold ? { W: p.A, x, y: this.u!, T, ln: { gamma: fold.gamma, c: p.fold!, eps, out: fold.out ? { beta: fold.beta, xn: fold.out } : undefined, gammaInW: !!p.c2 } }
+    add(...K.linear(fold ? { W: p.A, x, y: this.u!, T, ln: { gamma: fold.gamma, c: p.fold!, eps, out: fold.out ? { beta: fold.beta, xn: fold.out, hat: fold.hat } : undefined, gammaInW: !!p.c2 } }
       : { W: p.A, x: p.c2 ? this.hX : x, y: this.u!, T, bias: p.c2 }, own));
     if (!S.block) this.predictB(S, this.u!, 0, own, add, T);
   }

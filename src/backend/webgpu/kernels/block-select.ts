@@ -56,6 +56,7 @@ export interface BlockSelectOpts {
   ln?: boolean;                     // the MLP LayerNorm folded into fc1 (see LN above)
   d?: number;                       // with ln: the width (xs is sized at compile time)
   xsHalf?: boolean;                 // with ln and xv4: xs holds f16 pairs (half the workgroup memory)
+  gw?: boolean;                     // with ln: W1 stored as W1∘γ (gemv.ts, GAMMA IN W): xs holds x − sh, γ not bound
   /**
    * 'fc1': the choice was made earlier, by the scoring role inside another dispatch (blockScoreRoleWgsl:
    * DejaVu's lookahead puts it beside attention); this kernel reads each block's count (binding 11)
@@ -77,7 +78,7 @@ export interface BlockSelectOpts {
 }
 
 export const blockSelectKey = (o: BlockSelectOpts) =>
-  `block_select_wg${o.wg}_u${o.unroll ?? 4}_B${o.wideB ? 8 : 4}_W${o.wideW ? 8 : 4}_u${o.uv4 ? 4 : 1}_x${o.xv4 ? 4 : 1}${o.f16 ? '_f16' : ''}${o.subgroups ? '_sg' : ''}${o.ln ? `_ln${o.d}${o.xsHalf ? 'h' : ''}` : ''}${o.phase === 'fc1' ? `_fc1${o.early === false ? 'late' : ''}` : ''}${o.fc2 ? `_fc2c${o.fc2Cpt ?? 1}` : ''}`;
+  `block_select_wg${o.wg}_u${o.unroll ?? 4}_B${o.wideB ? 8 : 4}_W${o.wideW ? 8 : 4}_u${o.uv4 ? 4 : 1}_x${o.xv4 ? 4 : 1}${o.f16 ? '_f16' : ''}${o.subgroups ? '_sg' : ''}${o.ln ? `_ln${o.d}${o.xsHalf ? 'h' : ''}${o.gw ? 'g' : ''}` : ''}${o.phase === 'fc1' ? `_fc1${o.early === false ? 'late' : ''}` : ''}${o.fc2 ? `_fc2c${o.fc2Cpt ?? 1}` : ''}`;
 
 /**
  * The workgroup size under the device limits: 512 threads where allowed. H200, OPT-6.7B at 10 %
@@ -229,7 +230,7 @@ fn B_rc(r: u32) -> u32 { return ${o.wideB ? '(r + 7u) / 8u' : '(r + 3u) / 4u'}; 
 @group(0) @binding(2) var<storage, read> bb: array<f32>;
 @group(0) @binding(9) var<storage, read_write> cnt: array<atomic<u32>>;`}
 ${ln ? `${vecDecl('x', 6, o.xv4)}
-${o.xv4 ? '@group(0) @binding(10) var<storage, read> gv: array<vec4<f32>>;' : '@group(0) @binding(10) var<storage, read> gam: array<f32>;'}
+${o.gw ? '' : o.xv4 ? '@group(0) @binding(10) var<storage, read> gv: array<vec4<f32>>;' : '@group(0) @binding(10) var<storage, read> gam: array<f32>;'}
 ${dotFn('W', 4, 'xw', -1, o.wideW, o.xv4, o.f16, o.unroll ?? 4, lnVecDecl(d, o.xv4, !!o.xsHalf))}` : dotFn('W', 4, 'x', 6, o.wideW, o.xv4, o.f16, o.unroll ?? 4)}
 ${ln ? '@group(0) @binding(5) var<storage, read> cc: array<f32>;   // c1 (f) then c2 (f)' : '@group(0) @binding(5) var<storage, read> b1: array<f32>;'}
 @group(0) @binding(7) var<storage, read_write> sel: array<u32>;
@@ -407,7 +408,7 @@ fn blockScoreRole(blk: u32, t: u32, lid: u32) {
 }
 
 /**
- * WGSL statements of LN's first phase (see LN above): xs = γ∘(x − sh) for token t, and lnM = μ − sh,
+ * WGSL statements of LN's first phase (see LN above): xs = γ∘(x − sh) (gw: x − sh) for token t, and lnM = μ − sh,
  * lnInv = 1 / sqrt(var + eps) in every thread, from two workgroup sums through red.
  */
 function lnPhase(o: BlockSelectOpts, W: number, sg: boolean): string {
@@ -420,11 +421,11 @@ function lnPhase(o: BlockSelectOpts, W: number, sg: boolean): string {
   ${v4 ? `for (var i = lid; i < p.d / 4u; i += ${W}u) {
     let u = x4(t * p.d + 4u * i) - vec4<f32>(sh);
     s1 += dot(u, vec4<f32>(1.0)); s2 += dot(u, u);
-    ${o.xsHalf ? 'let w = u * gv[i]; xs[2u * i] = pack2x16float(w.xy); xs[2u * i + 1u] = pack2x16float(w.zw);' : 'xs[i] = u * gv[i];'}
+    ${o.xsHalf ? `let w = u${o.gw ? '' : ' * gv[i]'}; xs[2u * i] = pack2x16float(w.xy); xs[2u * i + 1u] = pack2x16float(w.zw);` : `xs[i] = u${o.gw ? '' : ' * gv[i]'};`}
   }` : `for (var i = lid; i < p.d; i += ${W}u) {
     let u = x1(t * p.d + i) - sh;
     s1 += u; s2 += u * u;
-    xs[i] = u * gam[i];
+    xs[i] = u${o.gw ? '' : ' * gam[i]'};
   }`}
   var lnS1 = 0.0; var lnS2 = 0.0;
   { ${laneSumWgsl({ v: 's1', lanes: `${W}u`, lane: 'lid', sg })}

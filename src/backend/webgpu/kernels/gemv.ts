@@ -103,6 +103,8 @@ export interface GemvOpts {
    * block-select kernel and the gathered fc1 read LN(x) too): the LayerNorm dispatch goes.
    */
   lnOut?: boolean;
+  /** With lnOut: write x̂ = (x − μ)·s instead (no γ, β; binding 11 unused), for readers whose weights carry γ (GAMMA IN W). */
+  lnOutHat?: boolean;
   /**
    * Rows a thread (wide form, no gather): each thread's lanes walk `rpt` rows R apart with the same
    * column chunks, so every x chunk it loads (and, with ln, its γ∘(x − h) and the statistics' terms)
@@ -134,11 +136,11 @@ export interface GemvOpts {
 
 /** Whether the GEMV reads γ (binding 6): the folded LayerNorm, unless the weights carry it (then lnOut only). */
 export function gemvReadsGamma(o: GemvOpts): boolean {
-  return !!o.ln && (!o.gw || !!o.lnOut);
+  return !!o.ln && (!o.gw || (!!o.lnOut && !o.lnOutHat));
 }
 
 export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
-  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? 'out' : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}${o.heads.kvAll ? 'q' : ''}${o.heads.lazy ? `z${o.heads.lazy[0]}` : ''}` : ''}${o.hnext !== undefined ? `_hn${o.hnext}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}${o.gw ? '_gw' : ''}`;
+  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? (o.lnOutHat ? 'hat' : 'out') : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}${o.heads.kvAll ? 'q' : ''}${o.heads.lazy ? `z${o.heads.lazy[0]}` : ''}` : ''}${o.hnext !== undefined ? `_hn${o.hnext}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}${o.gw ? '_gw' : ''}`;
 }
 
 /** Uniform layout (u32 each). allRows: rows of the whole matrix (all parts; with pred, A's too), for ln's c2; kvD: kv's d. */
@@ -221,7 +223,7 @@ export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
     let per = (p.K + nwg - 1u) / nwg;
     for (var j = lid; j < per; j += WG) {
       let i = g * per + j;
-      if (i < p.K) { xn[t * p.K + i] = g1(i) * (xs(xb + i) - mu) * inv0 + beta[i]; }
+      if (i < p.K) { xn[t * p.K + i] = ${o.lnOutHat ? '(xs(xb + i) - mu) * inv0' : 'g1(i) * (xs(xb + i) - mu) * inv0 + beta[i]'}; }
     }
   }` : '';
   // The row's value from its reduced sums (epi, and epiPrev for LAZY's second input).
@@ -250,7 +252,7 @@ ${readsG ? `${o.xv4 ? '@group(0) @binding(6) var<storage, read> gv: array<vec4<f
 fn g4(k: u32) -> vec4<f32> { return ${g4}; }
 fn g1(k: u32) -> f32 { return ${g1}; }` : ''}
 ${ln ? '@group(0) @binding(7) var<storage, read> cc: array<f32>;' : ''}
-${o.lnOut ? `@group(0) @binding(11) var<storage, read> beta: array<f32>;
+${o.lnOut ? `${o.lnOutHat ? '' : '@group(0) @binding(11) var<storage, read> beta: array<f32>;'}
 @group(0) @binding(12) var<storage, read_write> xn: array<f32>;` : ''}
 ${o.kv ? `@group(0) @binding(8) var<storage, read> step: array<u32>;
 @group(0) @binding(9) var<storage, read_write> kc: array<${kvE}>;
