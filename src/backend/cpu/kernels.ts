@@ -141,7 +141,6 @@ export function sparseMlp(x: Float32Array, W1: Float32Array, b1: Float32Array | 
   return y;
 }
 
-/** Transpose a (rows, cols) matrix to (cols, rows). */
 /** W (rows, cols) with column k scaled by g[k], rounded to f16 as stored (GPU twin: kernels/misc.ts scaleColsWgsl). */
 export function scaleColumns(w: Float32Array, rows: number, cols: number, g: Float32Array): Float32Array {
   const out = new Float32Array(rows * cols);
@@ -149,6 +148,7 @@ export function scaleColumns(w: Float32Array, rows: number, cols: number, g: Flo
   return halvesToFloats(floatsToHalves(out));
 }
 
+/** Transpose a (rows, cols) matrix to (cols, rows). */
 export function transpose(a: Float32Array, rows: number, cols: number): Float32Array {
   const out = new Float32Array(rows * cols);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c];

@@ -110,7 +110,10 @@ export interface LinearArgs {
   ln?: {
     /** out: also write LN(x) to xn, or with `hat` x̂ = (x − μ)·s, the LayerNorm without γ and β (beta unread), for readers whose weights carry γ. */
     gamma: GPUBuffer; c: GPUBuffer; eps: number; out?: { beta: GPUBuffer; xn: GPUBuffer; hat?: boolean };
-    /** W's stored rows are W∘γ, with c from foldLayerNormIntoWeights (gemv.ts, GAMMA IN W): γ is read only for pred's, hnext's rows and out. */
+    /**
+     * W's stored rows are W∘γ, with c from foldLayerNormIntoWeights (gemv.ts, GAMMA IN W), and so are
+     * kv.pred's and kv.hnext's when they ride along: γ is then read only for `out`'s LN(x).
+     */
     gammaInW?: boolean;
   } | null;
   /**

@@ -375,7 +375,7 @@ class GpuRunner implements WebGpuRunner {
   private readonly foldLn: boolean;
   /** WebGpuRunnerOptions.gammaInWeights, read by load (only with foldLn). */
   gammaInWeights = true;
-  /** The LayerNorm's identity affine (ones, zeros; d floats each) for x̂ = LN(x) without γ and β: set by load with γ in qkv. */
+  /** The LayerNorm's identity affine (ones, zeros; d floats each) for x̂ = LN(x) without γ and β: set by load with γ in the weights. */
   private lnId: { ones: GPUBuffer; zeros: GPUBuffer } | null = null;
   headsInQkv = true;
   headOutMajor = false;
