@@ -12,7 +12,8 @@
 //                  here, so W∘γ = W and the same c1, c2 serve
 //
 //   npx tsc -p . && node bench/qkv_probe.mjs        # on the GPU host (carry dist)
-// QP_DIST (another build's dist folder), QP_D (4096), QP_R (rank: round(1000 d / 12288) to a multiple of 16, as the bench's predictors), QP_POS (150)
+// QP_DIST (another build's dist folder), QP_D (4096), QP_R (rank: round(1000 d / 12288) to a multiple of 16, as the bench's predictors), QP_POS (150),
+// QP_SHAPES (e.g. 4x64p2,8x32p3: also the two gw forms at these shapes, rows a workgroup x threads a row, rows a thread)
 import { fileURLToPath } from 'node:url';
 
 const dist = process.env.QP_DIST ?? fileURLToPath(new URL('../dist', import.meta.url));
@@ -65,6 +66,13 @@ const forms = {
   'ln gw': (l) => k.linear({ W: l.W, x, y, T: 1, ln: { gamma: l.gamma, c: l.c, eps: 1e-5, gammaInW: true } }, own),
   'ln+kv+pred gw': (l) => k.linear({ W: l.W, x, y, T: 1, ln: { gamma: l.gamma, c: l.cp, eps: 1e-5, gammaInW: true }, kv: { step, k: l.kc, v: l.vc, pred: l.A } }, own),
 };
+for (const sh of (process.env.QP_SHAPES ?? '').split(',').filter(Boolean)) {
+  const m = /^(\d+)x(\d+)p(\d+)$/.exec(sh);
+  if (!m) { console.error(`qkv_probe: bad shape ${sh} (want e.g. 4x64p2)`); process.exit(2); }
+  const shape = { rows: Number(m[1]), tpr: Number(m[2]), rpt: Number(m[3]) };
+  forms[`ln gw ${sh}`] = (l) => k.linear({ W: l.W, x, y, T: 1, ln: { gamma: l.gamma, c: l.c, eps: 1e-5, gammaInW: true }, shape }, own);
+  forms[`ln+kv+pred gw ${sh}`] = (l) => k.linear({ W: l.W, x, y, T: 1, ln: { gamma: l.gamma, c: l.cp, eps: 1e-5, gammaInW: true }, kv: { step, k: l.kc, v: l.vc, pred: l.A }, shape }, own);
+}
 const timer = new GpuTimer(gpu, { targetMs: 20, samples: 7 });
 console.log(JSON.stringify({ adapter: gpu.adapterName, D, R, POS, COPIES }));
 const rows = [];

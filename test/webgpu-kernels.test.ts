@@ -103,7 +103,9 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       // foldLayerNormIntoWeights) against LayerNorm-then-linear: bit-near the same weights as stored
       // (x̂ · (W∘γ)ᵀ + c2), and within the f16 rounding of W∘γ of the unscaled product.
       const eps = 1e-5;
-      for (const [rows, K] of [[131, 23], [37, 45], [41, 1037], [43, 1048], [21, 2056], [9, 5]] as const) for (const rpt of [1, 2]) {
+      // 1024 x 4096 (rpt 0: no shape given): a dense fc1's width at opt-6.7b, where linear takes its own
+      // shape for the folded GEMV over W∘γ (ops.ts foldedShape: 8 rows of 32 threads, three a thread).
+      for (const [rows, K, rpts] of [[131, 23, [1, 2]], [37, 45, [1, 2]], [41, 1037, [1, 2]], [43, 1048, [1, 2]], [21, 2056, [1, 2]], [9, 5, [1, 2]], [1024, 4096, [0]]] as const) for (const rpt of rpts) {
         const { m, w } = randomMatrix(k, rows, K, r);
         const x = randomArray(K, r).map((v) => v + 3), g = randomArray(K, r).map((v) => 1 + 0.5 * v), be = randomArray(K, r, 0.3), b = randomArray(rows, r);
         const gam = k.f32Buffer(g, 'gamma'), c = k.buffer(2 * rows * 4, 'c');
@@ -114,8 +116,8 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
         const y = k.buffer(rows * 4, 'y');
         // At two rows a thread also lnOut's x̂ form: the LayerNorm without γ and β (for fc1 as W∘γ).
         const out = rpt === 2 ? { beta: k.f32Buffer(be, 'beta'), xn: k.f32Buffer(new Float32Array(K).fill(NaN), 'xn'), hat: true } : undefined;
-        const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T: 1, ln: { gamma: gam, c, eps, gammaInW: true, out }, shape: { rpt } }, own);
-        assert.ok(ds.every((dd) => dd.label.endsWith('_gw') && dd.label.includes(out ? '_lnhat' : '_ln_')), ds.map((dd) => dd.label).join());
+        const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T: 1, ln: { gamma: gam, c, eps, gammaInW: true, out }, shape: rpt ? { rpt } : undefined }, own);
+        assert.ok(ds.every((dd) => dd.label.endsWith(rpt ? '_gw' : '_r8_tpr32_ln_p3_gw') && dd.label.includes(out ? '_lnhat' : '_ln_')), ds.map((dd) => dd.label).join());
         await runNow(k, ds, own);
         const got = await readF32(k, y, rows);
         const hat = layerNorm(x, 1, K, new Float32Array(K).fill(1), new Float32Array(K), eps);
@@ -222,8 +224,8 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
             ln = { gamma: gam, c, eps };
           }
           const outs: Float32Array[][] = [];
-          // Fused at 1 and at 2 rows a thread.
-          for (const [fused, rpt] of [[false, 1], [true, 1], [true, 2]] as const) {
+          // Fused at 1, 2 and 3 rows a thread (3: the dense qkv GEMV's shape at d = 4096 and 5120, ops.ts foldedShape).
+          for (const [fused, rpt] of [[false, 1], [true, 1], [true, 2], [true, 3]] as const) {
             const y = k.buffer(3 * d * 4, 'qkv'), kc = kvBuffer(k, cache0, 'k'), vc = kvBuffer(k, vcache0, 'v');
             const ds = k.linear({ W: m, x: xb, y, T: 1, bias, ln, kv: fused ? { step, k: kc, v: vc } : null, shape: { rpt } }, own);
             assert.equal(ds.every((dd) => dd.label.includes('_kv')), fused);
@@ -236,11 +238,11 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
           assert.deepEqual(outs[1][1], outs[0][1], `${what}: K cache`);
           assert.deepEqual(outs[1][2], outs[0][2], `${what}: V cache`);
           assert.notDeepEqual(outs[1][1], kvRound(k, cache0), `${what}: K row written`);
-          // Two rows a thread sums in another order: the same values to rounding (an f16 cache may
+          // Two or three rows a thread sum in another order: the same values to rounding (an f16 cache may
           // round a value the other way: half an f16 ulp), the same cache rows written.
-          for (let j = 0; j < 3; j++) {
+          for (const o of [2, 3]) for (let j = 0; j < 3; j++) {
             const tol = j > 0 && k.kvHalf ? 1e-3 : 1e-5;
-            assert.ok(relErr(outs[2][j], outs[0][j]) < tol, `${what}: rpt 2, output ${j}: ${relErr(outs[2][j], outs[0][j])}`);
+            assert.ok(relErr(outs[o][j], outs[0][j]) < tol, `${what}: rpt ${o}, output ${j}: ${relErr(outs[o][j], outs[0][j])}`);
           }
         }
       }

@@ -67,6 +67,21 @@ function gemvShape(K4: number, nRows = Infinity): { rows: number; tpr: number; r
 }
 
 /**
+ * The shape of a dense layer's folded-LayerNorm GEMV with γ in the weights (qkv with its K/V store,
+ * `kv`, or fc1; no rows riding along, no sparse heads) where measured faster: 8 rows of 32 threads,
+ * three rows a thread. Without γ's multiply the x side of a chunk is x − h and the statistics' terms,
+ * which a third row shares. qkv alone (bench/qkv_probe.mjs QP_SHAPES, H200, µs, against the rule's 4
+ * rows of 64 threads, two a thread): opt-6.7b 31.8 → 28.8 (a plain GEMV of the matrix: 28.5),
+ * opt-13b 43.8 → 41.3; four rows a thread 30.0–30.8 and 43.1–49.0. In the dense decode step (GPU ms
+ * a token, docs/benchmarks.md) it pays for qkv at d = 4096 and 5120 (−2.0 / −1.0 %) but not at 7168
+ * (+3.6 %), and for fc1 at 4096 only (−1.7 %; +4.3 % at 5120, +0.8 % at 7168). Null: the rule's shape.
+ */
+function foldedShape(K4: number, nRows: number, kv: boolean): { rows: number; tpr: number; rpt: number } | null {
+  const chunks = K4 / 2;
+  return K4 % 2 === 0 && nRows >= 1024 && chunks >= 512 && chunks <= (kv ? 640 : 512) ? { rows: 8, tpr: 32, rpt: 3 } : null;
+}
+
+/**
  * The gathered fc1's shape: rows a workgroup so that the K selected rows make about 400 workgroups
  * (one wave, enough of them), threads a row = 256 / rows, not many more than the row's chunks.
  * Timed on an H200 at 10 %: OPT-1.3B (K 819) 4.8 µs with 2 rows of 128 threads against 7.1 with the
@@ -301,8 +316,10 @@ export class Kernels {
     if (kv && (a.resid || a.W.rows % 3 !== 0)) throw new Error('linear: the KV-cache store needs a (3d, d) qkv matrix and no residual add');
     const pred = kv?.pred ?? null;
     // The lazy form's two-input loop exists in the several-rows-a-thread form only.
-    const shape = kv?.heads?.lazy ? lazyShape(a.shape, this.gemvRowsPerThread) : a.shape;
     const hnext = kv?.hnext ?? null;
+    // A dense layer's folded GEMV over W∘γ takes its own shape (foldedShape) unless told otherwise.
+    const folded = ln?.gammaInW && !pred && !hnext && !kv?.heads && !a.shape && !this.gemvRowsPerThread ? foldedShape(K4, a.W.rows, !!kv) : null;
+    const shape = kv?.heads?.lazy ? lazyShape(a.shape, this.gemvRowsPerThread) : folded ?? a.shape;
     if (pred && !(ln && this.canFusePredictor(a.W, pred, shape, hnext?.W))) throw new Error('linear: the lookahead predictor rides a folded, one-part qkv GEMV whose rows fill whole workgroups');
     const heads = kv?.heads ?? null;
     if (hnext && !(ln && this.canFuseHeadsNext(a.W, hnext.W, pred ?? undefined, shape, heads ? (heads.lazy ? 'lazy' : 'heads') : 'none'))) throw new Error('linear: the next layer\'s head scores ride a folded, one-part qkv GEMV whose rows fill whole workgroups, with two storage bindings to spare');
