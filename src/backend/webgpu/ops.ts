@@ -82,6 +82,17 @@ function foldedShape(K4: number, nRows: number, kv: boolean): { rows: number; tp
 }
 
 /**
+ * The folded qkv decode GEMV's shape where rows ride along or sparse heads choose (the forms
+ * foldedShape leaves to the rule) and where measured faster: at d = 4096, 8 rows of 32 threads, two
+ * a thread (a workgroup's 16 rows stay inside a head of 128). Decode, GPU ms a token (H200,
+ * docs/benchmarks.md): opt-6.7b mlp 2.914 → 2.864 (−1.7 %), dejavu 2.589 → 2.579; at opt-13b it was
+ * slower (mlp +4.5 %, dejavu +0.5 %). Null: the rule's shape.
+ */
+function qkvRiderShape(K4: number): { rows: number; tpr: number } | null {
+  return K4 === 1024 ? { rows: 8, tpr: 32 } : null;
+}
+
+/**
  * The gathered fc1's shape: rows a workgroup so that the K selected rows make about 400 workgroups
  * (one wave, enough of them), threads a row = 256 / rows, not many more than the row's chunks.
  * Timed on an H200 at 10 %: OPT-1.3B (K 819) 4.8 µs with 2 rows of 128 threads against 7.1 with the
@@ -176,6 +187,11 @@ export class Kernels {
   readonly maxPartBytes: number;
   /** Rows a thread for dense GEMVs with wide rows, when set (A/B runs); else gemvShape's choice. */
   gemvRowsPerThread: number | null = null;
+  /**
+   * The folded qkv decode GEMV's shape (rows a workgroup, threads a row; rows a thread 2: the lazy
+   * form's) where set (A/B runs), over qkvRiderShape, for every form with the K/V store: linear and the fits below agree.
+   */
+  qkvShape: { rows: number; tpr: number } | null = null;
   /** Block-select's folded LayerNorm keeps γ∘(x − sh) as f16 pairs: true / false, or null for the width rule (lnHalf). */
   blockSelectLnHalf: boolean | null = null;
   /** Block-select's 'fc1' phase issues its rows' first loads before the LayerNorm's work (W_pre; block-select.ts): A/B runs turn it off. */
@@ -319,7 +335,8 @@ export class Kernels {
     const hnext = kv?.hnext ?? null;
     // A dense layer's folded GEMV over W∘γ takes its own shape (foldedShape) unless told otherwise.
     const folded = ln?.gammaInW && !pred && !hnext && !kv?.heads && !a.shape && !this.gemvRowsPerThread ? foldedShape(K4, a.W.rows, !!kv) : null;
-    const shape = kv?.heads?.lazy ? lazyShape(a.shape, this.gemvRowsPerThread) : folded ?? a.shape;
+    const qs = kv && !a.shape ? this.qkvForm(K4) : a.shape;
+    const shape = kv?.heads?.lazy ? lazyShape(qs, this.gemvRowsPerThread) : folded ?? qs;
     if (pred && !(ln && this.canFusePredictor(a.W, pred, shape, hnext?.W))) throw new Error('linear: the lookahead predictor rides a folded, one-part qkv GEMV whose rows fill whole workgroups');
     const heads = kv?.heads ?? null;
     if (hnext && !(ln && this.canFuseHeadsNext(a.W, hnext.W, pred ?? undefined, shape, heads ? (heads.lazy ? 'lazy' : 'heads') : 'none'))) throw new Error('linear: the next layer\'s head scores ride a folded, one-part qkv GEMV whose rows fill whole workgroups, with two storage bindings to spare');
@@ -364,6 +381,15 @@ export class Kernels {
     return out;
   }
 
+  /**
+   * A folded qkv GEMV's shape overrides (rows of K4 vec4 chunks): `shape` over qkvShape (A/B runs) or
+   * qkvRiderShape, two rows a thread (the lazy form's, so that every form of the layer agrees).
+   */
+  private qkvForm(K4: number, shape?: LinearArgs['shape']): LinearArgs['shape'] {
+    const base = this.gemvRowsPerThread ? null : this.qkvShape ?? qkvRiderShape(K4);
+    return base ? { ...base, rpt: 2, ...shape } : shape;
+  }
+
   /** The GEMV shape linear() takes for a matrix of rows padded to 4·K4 halves over `rows` rows: gemvShape with the overrides. */
   private gemvForm(K4: number, rows: number, shape?: LinearArgs['shape']): { rows: number; tpr: number; rpt: number; wide: boolean } {
     const o = { ...gemvShape(K4, rows), ...(this.gemvRowsPerThread ? { rpt: this.gemvRowsPerThread } : {}), ...shape };
@@ -395,7 +421,7 @@ export class Kernels {
     // The fused kernels bind 9 (GEMV) and 10 (block-select with the LayerNorm) storage buffers.
     if (this.gpu.limits.maxStorageBuffersPerShaderStage < 10) return false;
     if (qkv.parts.length !== 1 || A.parts.length !== 1 || A.cols !== qkv.cols || A.colsP !== qkv.colsP) return false;
-    const o = this.gemvForm(qkv.colsP / 4, qkv.rows + A.rows + (hnext?.rows ?? 0), shape);
+    const o = this.gemvForm(qkv.colsP / 4, qkv.rows + A.rows + (hnext?.rows ?? 0), this.qkvForm(qkv.colsP / 4, shape));
     return qkv.rows % (o.rows * o.rpt) === 0;
   }
 
@@ -410,7 +436,7 @@ export class Kernels {
     if (this.gpu.limits.maxStorageBuffersPerShaderStage < need) return false;
     if (qkv.parts.length !== 1 || Wh.parts.length !== 1 || Wh.cols !== qkv.cols || Wh.colsP !== qkv.colsP) return false;
     if (pred && (pred.cols !== qkv.cols || pred.colsP !== qkv.colsP || pred.parts.length !== 1)) return false;
-    const o = this.gemvForm(qkv.colsP / 4, qkv.rows + (pred?.rows ?? 0) + Wh.rows, heads === 'lazy' ? lazyShape(shape, this.gemvRowsPerThread) : shape);
+    const o = this.gemvForm(qkv.colsP / 4, qkv.rows + (pred?.rows ?? 0) + Wh.rows, this.qkvForm(qkv.colsP / 4, heads === 'lazy' ? lazyShape(shape, this.gemvRowsPerThread) : shape));
     return (qkv.rows + (pred?.rows ?? 0)) % (o.rows * o.rpt) === 0;
   }
 
@@ -423,7 +449,7 @@ export class Kernels {
   headsFit(qkv: GpuMatrix, hd: number, H: number, pred?: GpuMatrix, shape?: LinearArgs['shape'], lazy = false, hnext?: GpuMatrix): boolean {
     if (this.gpu.limits.maxStorageBuffersPerShaderStage < (lazy ? 13 : 12)) return false;
     if (lazy && !((qkv.colsP / 4) % 2 === 0 && qkv.cols % 4 === 0)) return false;
-    const o = this.gemvForm(qkv.colsP / 4, qkv.rows + (pred?.rows ?? 0) + (hnext?.rows ?? 0), lazy ? lazyShape(shape, this.gemvRowsPerThread) : shape), rp = o.rows * o.rpt;
+    const o = this.gemvForm(qkv.colsP / 4, qkv.rows + (pred?.rows ?? 0) + (hnext?.rows ?? 0), this.qkvForm(qkv.colsP / 4, lazy ? lazyShape(shape, this.gemvRowsPerThread) : shape)), rp = o.rows * o.rpt;
     return H <= o.rows * o.tpr && hd % rp === 0 && qkv.parts.every((p) => p.row0 % rp === 0);
   }
 

@@ -280,6 +280,8 @@ export interface WebGpuRunnerOptions extends GpuOptions {
    * that need the CPU's choices near ties.
    */
   gammaInWeights?: boolean;
+  /** The folded qkv decode GEMV's shape, rows a workgroup and threads a row (two rows a thread), over gemvShape's rule: A/B runs. */
+  qkvGemvShape?: { rows: number; tpr: number };
 }
 
 /**
@@ -306,6 +308,7 @@ export async function createWebGpuRunner(config: OptConfig, weights: OptWeights 
     r.blockFc2 = opts.blockFc2 ?? true;
     r.setBlockFc1EarlyLoads(opts.blockFc1EarlyLoads ?? true);
     r.gammaInWeights = opts.gammaInWeights ?? true;
+    r.setQkvGemvShape(opts.qkvGemvShape ?? null);
     await r.load(weights, opts.seed ?? 1);
     return r;
   } catch (e) {
@@ -381,6 +384,8 @@ class GpuRunner implements WebGpuRunner {
   headOutMajor = false;
   blockScoreInAttention = true;   // set by createWebGpuRunner
   blockFc2 = true;
+  /** WebGpuRunnerOptions.qkvGemvShape (the kernels hold the choice). */
+  setQkvGemvShape(s: { rows: number; tpr: number } | null): void { this.k.qkvShape = s; }
   /** WebGpuRunnerOptions.blockFc1EarlyLoads (the kernels hold the choice). */
   setBlockFc1EarlyLoads(on: boolean): void { this.k.blockFc1EarlyLoads = on; }
   /** The blocks' fc2 partials of one token (blockFc2; (ceil(f / 64), fc2ᵀ's padded width) floats), or null. */
