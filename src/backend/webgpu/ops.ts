@@ -188,8 +188,9 @@ export class Kernels {
   /** Rows a thread for dense GEMVs with wide rows, when set (A/B runs); else gemvShape's choice. */
   gemvRowsPerThread: number | null = null;
   /**
-   * The folded qkv decode GEMV's shape (rows a workgroup, threads a row; rows a thread 2: the lazy
-   * form's) where set (A/B runs), over qkvRiderShape, for every form with the K/V store: linear and the fits below agree.
+   * The qkv decode GEMV's shape (rows a workgroup, threads a row; rows a thread 2: the lazy form's)
+   * where set (A/B runs), over qkvRiderShape, for the forms with rows riding along or sparse heads:
+   * linear and the fits below agree.
    */
   qkvShape: { rows: number; tpr: number } | null = null;
   /** Block-select's folded LayerNorm keeps γ∘(x − sh) as f16 pairs: true / false, or null for the width rule (lnHalf). */
@@ -331,11 +332,12 @@ export class Kernels {
     if (kv && a.T !== 1) throw new Error('linear: the KV-cache store in the epilogue is a GEMV (T = 1) form');
     if (kv && (a.resid || a.W.rows % 3 !== 0)) throw new Error('linear: the KV-cache store needs a (3d, d) qkv matrix and no residual add');
     const pred = kv?.pred ?? null;
-    // The lazy form's two-input loop exists in the several-rows-a-thread form only.
     const hnext = kv?.hnext ?? null;
     // A dense layer's folded GEMV over W∘γ takes its own shape (foldedShape) unless told otherwise.
     const folded = ln?.gammaInW && !pred && !hnext && !kv?.heads && !a.shape && !this.gemvRowsPerThread ? foldedShape(K4, a.W.rows, !!kv) : null;
-    const qs = kv && !a.shape ? this.qkvForm(K4) : a.shape;
+    // The forms with rows riding along or sparse heads: qkvForm, as the fits below read them.
+    const qs = kv && (pred || hnext || kv.heads) ? this.qkvForm(K4, a.shape) : a.shape;
+    // The lazy form's two-input loop exists in the several-rows-a-thread form only.
     const shape = kv?.heads?.lazy ? lazyShape(qs, this.gemvRowsPerThread) : folded ?? qs;
     if (pred && !(ln && this.canFusePredictor(a.W, pred, shape, hnext?.W))) throw new Error('linear: the lookahead predictor rides a folded, one-part qkv GEMV whose rows fill whole workgroups');
     const heads = kv?.heads ?? null;

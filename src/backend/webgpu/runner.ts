@@ -280,7 +280,7 @@ export interface WebGpuRunnerOptions extends GpuOptions {
    * that need the CPU's choices near ties.
    */
   gammaInWeights?: boolean;
-  /** The folded qkv decode GEMV's shape, rows a workgroup and threads a row (two rows a thread), over gemvShape's rule: A/B runs. */
+  /** The qkv decode GEMV's shape where rows ride along or sparse heads choose, rows a workgroup and threads a row (two rows a thread), over qkvRiderShape: A/B runs. */
   qkvGemvShape?: { rows: number; tpr: number };
 }
 
