@@ -501,19 +501,13 @@ class GpuRunner implements WebGpuRunner {
       }
       let ds: Dispatch[] = [];
       const copies: [GPUBuffer, number, GPUBuffer, number, number][] = [];
+      const vb = (bytes: number, label: string) => this.vec(bytes / 4, label);
       for (const [l, L] of this.layers.entries()) {
         L.qkvFold = { c: this.vec(2 * 3 * d, `${l}.qkv.ln_c`) };
         L.fc1Fold = { c: this.vec(2 * f, `${l}.fc1.ln_c`) };
-        if (gw) {
-          L.qkvC2 = this.vec(3 * d, `${l}.qkv.ln_c2`);
-          copies.push([L.qkvFold.c, 3 * d * 4, L.qkvC2, 0, 3 * d * 4]);
-          ds.push(...this.k.foldLayerNormIntoWeights({ W: L.qkv, gamma: L.attnLnW, beta: L.attnLnB, bias: L.qkvB, ...L.qkvFold, ones: this.lnId!.ones }, own));
-        } else ds.push(...this.k.foldLayerNorm({ W: L.qkv, gamma: L.attnLnW, beta: L.attnLnB, bias: L.qkvB, ...L.qkvFold }, own));
-        if (gw) {
-          L.fc1C2 = this.vec(f, `${l}.fc1.ln_c2`);
-          copies.push([L.fc1Fold.c, f * 4, L.fc1C2, 0, f * 4]);
-          ds.push(...this.k.foldLayerNormIntoWeights({ W: L.fc1, gamma: L.mlpLnW, beta: L.mlpLnB, bias: L.fc1B, ...L.fc1Fold, ones: this.lnId!.ones }, own));
-        } else ds.push(...this.k.foldLayerNorm({ W: L.fc1, gamma: L.mlpLnW, beta: L.mlpLnB, bias: L.fc1B, ...L.fc1Fold }, own));
+        const fold = { gw, alloc: vb, ds, copies, own };   // (ds is a new list after each runNow below)
+        L.qkvC2 = this.foldInto({ W: L.qkv, gamma: L.attnLnW, beta: L.attnLnB, bias: L.qkvB, c: L.qkvFold.c }, `${l}.qkv`, fold);
+        L.fc1C2 = this.foldInto({ W: L.fc1, gamma: L.mlpLnW, beta: L.mlpLnB, bias: L.fc1B, c: L.fc1Fold.c }, `${l}.fc1`, fold);
         if (ds.length > 64) { await runNow(this.k, ds, own); ds = []; }
       }
       await runNow(this.k, ds, own);
@@ -632,12 +626,9 @@ class GpuRunner implements WebGpuRunner {
           out.pred.fold = sb(2 * r * 4, `${l}.pred.A.ln_c`);
           const hp = policy.heads?.[l];
           const fuse = attn && this.k.canFusePredictor(L.qkv, A, hp && headKvMode(hp) === 'lazy' ? lazyShape(undefined, this.k.gemvRowsPerThread) : undefined);
-          if (fuse && L.qkvC2) {
-            // Riding a qkv GEMV over W∘γ: A is stored as A∘γ too (one x side; gemv.ts, GAMMA IN W).
-            out.pred.c2 = sb(r * 4, `${l}.pred.A.ln_c2`);
-            ds.push(...this.k.foldLayerNormIntoWeights({ W: A, gamma: L.attnLnW, beta: L.attnLnB, bias: null, c: out.pred.fold, ones: this.lnId!.ones }, own));
-            copies.push([out.pred.fold, r * 4, out.pred.c2, 0, r * 4]);
-          } else ds.push(...this.k.foldLayerNorm({ W: A, gamma: attn ? L.attnLnW : L.mlpLnW, beta: attn ? L.attnLnB : L.mlpLnB, bias: null, c: out.pred.fold }, own));
+          // Riding a qkv GEMV over W∘γ, A is stored as A∘γ too (one x side; gemv.ts, GAMMA IN W).
+          out.pred.c2 = this.foldInto({ W: A, gamma: attn ? L.attnLnW : L.mlpLnW, beta: attn ? L.attnLnB : L.mlpLnB, bias: null, c: out.pred.fold },
+            `${l}.pred.A`, { gw: fuse && !!L.qkvC2, alloc: sb, ds, copies, own });
           if (fuse) out.look = { c: null };   // its constants once buildQkvNext has said where they are needed
         }
       }
@@ -832,6 +823,20 @@ class GpuRunner implements WebGpuRunner {
     this.k.encode(enc, this.plan(1, 'none', false, 4).items);
     for (const hs of this.heads) if (hs?.lazy) enc.clearBuffer(hs.lazy.holes);
     dev.queue.submit([enc.finish()]);
+  }
+
+  /**
+   * Queues the folded LayerNorm's constants of W into c (c1 | c2: foldLayerNorm) on ds; with `gw` W
+   * is then stored as W∘γ (foldLayerNormIntoWeights) and c2 alone, the unfolded product's bias, is
+   * returned, copied out of c once ds has run (`copies`); else null.
+   */
+  private foldInto(a: { W: GpuMatrix; gamma: GPUBuffer; beta: GPUBuffer; bias: GPUBuffer | null; c: GPUBuffer }, label: string,
+    o: { gw: boolean; alloc: (bytes: number, label: string) => GPUBuffer; ds: Dispatch[]; copies: [GPUBuffer, number, GPUBuffer, number, number][]; own: GPUBuffer[] }): GPUBuffer | null {
+    if (!o.gw) { o.ds.push(...this.k.foldLayerNorm(a, o.own)); return null; }
+    const bytes = a.W.rows * 4, c2 = o.alloc(bytes, `${label}.ln_c2`);
+    o.ds.push(...this.k.foldLayerNormIntoWeights({ ...a, ones: this.lnId!.ones }, o.own));
+    o.copies.push([a.c, bytes, c2, 0, bytes]);
+    return c2;
   }
 
   /** The 'complete' plan: each lazy layer's qkv GEMV in its completion form, bound as the decode plans bind it. */
