@@ -82,7 +82,7 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
           // Without bias, also lnOut: the GEMV writes LN(x) itself (each workgroup a slice).
           const out = epi.bias ? undefined : { beta: k.f32Buffer(be, 'beta'), xn: k.f32Buffer(new Float32Array(K).fill(NaN), 'xn') };
           const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T: 1, relu: epi.relu, resid: epi.resid, ln: { gamma: gam, c, eps, out }, shape: { rpt } }, own);
-          assert.ok(ds.every((dd) => /_ln(out)?(_p\d)?$/.test(dd.label) && dd.label.includes(out ? '_lnout' : '_ln')), ds.map((dd) => dd.label).join());
+          assert.ok(ds.every((dd) => /_ln(out)?(_p\dx?)?$/.test(dd.label) && dd.label.includes(out ? '_lnout' : '_ln')), ds.map((dd) => dd.label).join());
           await runNow(k, ds, own);
           const normed = layerNorm(x, 1, K, g, be, eps);
           if (out) assert.ok(relErr(await readF32(k, out.xn, K), normed) < 1e-5, `lnOut ${rows}x${K} rpt=${rpt}: ${relErr(await readF32(k, out.xn, K), normed)}`);
@@ -96,6 +96,47 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
         }
       }
       assert.throws(() => k.linear({ W: k.matrix(3, 8, 'W'), x: k.buffer(64, 'x'), y: k.buffer(64, 'y'), T: 2, ln: { gamma: k.buffer(32, 'g'), c: k.buffer(32, 'c'), eps } }, own), /T = 1/);
+    });
+    // (Only where the path exists: reductions with subgroups on an adapter of one subgroup size.)
+    const ss = k.feats.subgroups ? k.feats.subgroupSize : undefined;
+    if (ss && 256 % ss === 0) await t.test(`gemv rows one subgroup wide: sums from subgroupAdd alone (sgExact) ${name}`, async () => {
+      // Lanes a row = the adapter's one subgroup size (8 on lavapipe, 32 on NVIDIA) at 2 and 3 rows a
+      // thread: plain with every epilogue, the folded LayerNorm (also with γ in the weights and lnOut,
+      // whose row-0 sum stays in workgroup memory).
+      const eps = 1e-5;
+      for (const [rows, K] of [[37, 45], [131, 1037], [3 * 24, 48]] as const) for (const rpt of [2, 3]) {
+        const shape = { rows: 256 / ss, tpr: ss, rpt };
+        const { m, w } = randomMatrix(k, rows, K, r);
+        const x = randomArray(K, r).map((v) => v + 3), g = randomArray(K, r).map((v) => 1 + 0.5 * v), be = randomArray(K, r, 0.3), b = randomArray(rows, r), y0 = randomArray(rows, r);
+        const what = `${rows}x${K} rpt ${rpt}`;
+        for (const epi of [{ bias: true, relu: true, resid: false }, { bias: true, relu: false, resid: true }]) {
+          const y = k.f32Buffer(y0.slice(), 'y');
+          const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T: 1, bias: k.f32Buffer(b, 'b'), relu: epi.relu, resid: epi.resid, shape }, own);
+          assert.ok(ds.every((dd) => dd.label.endsWith(`_p${rpt}x`)), ds.map((dd) => dd.label).join());
+          await runNow(k, ds, own);
+          const ref = linear(x, 1, w, b, K, rows);
+          for (let i = 0; i < rows; i++) ref[i] = epi.relu ? Math.max(0, ref[i]) : ref[i] + y0[i];
+          assert.ok(relErr(await readF32(k, y, rows), ref) < 1e-5, `${what} ${JSON.stringify(epi)}`);
+        }
+        const normed = layerNorm(x, 1, K, g, be, eps), gam = k.f32Buffer(g, 'gamma');
+        for (const gw of [false, true]) {
+          const { m: m2, w: w2 } = randomMatrix(k, rows, K, r);
+          const c = k.buffer(2 * rows * 4, 'c'), beta = k.f32Buffer(be, 'beta'), bias = k.f32Buffer(b, 'b');
+          await runNow(k, gw ? k.foldLayerNormIntoWeights({ W: m2, gamma: gam, beta, bias, c, ones: k.f32Buffer(new Float32Array(K).fill(1), 'ones') }, own)
+            : k.foldLayerNorm({ W: m2, gamma: gam, beta, bias, c }, own), own);
+          const stored = gw ? await readMatrix(k, m2) : w2;
+          const xn = k.f32Buffer(new Float32Array(K).fill(NaN), 'xn');
+          const y = k.buffer(rows * 4, 'y');
+          const ds = k.linear({ W: m2, x: k.f32Buffer(x, 'x'), y, T: 1, relu: true, ln: { gamma: gam, c, eps, gammaInW: gw, out: { beta, xn, hat: gw } }, shape }, own);
+          assert.ok(ds.every((dd) => new RegExp(`_p${rpt}x${gw ? '_gw' : ''}$`).test(dd.label)), ds.map((dd) => dd.label).join());
+          await runNow(k, ds, own);
+          const hat = layerNorm(x, 1, K, new Float32Array(K).fill(1), new Float32Array(K), eps);
+          const ref = gw ? linear(hat, 1, stored, linear(be, 1, w2, b, K, rows), K, rows) : linear(normed, 1, w2, b, K, rows);
+          for (let i = 0; i < rows; i++) ref[i] = Math.max(0, ref[i]);
+          assert.ok(relErr(await readF32(k, y, rows), ref) < 1e-5, `${what} ln gw ${gw}: ${relErr(await readF32(k, y, rows), ref)}`);
+          assert.ok(relErr(await readF32(k, xn, K), gw ? hat : normed) < 1e-5, `${what} ln gw ${gw}: lnOut`);
+        }
+      }
     });
     await t.test(`scaleColumns and gemv with γ in the weights (folded LayerNorm; qkv's K/V store, A's and the head rows) vs the CPU ${name}`, async () => {
       // scaleColumns against its twin on split parts (maxPartBytes 4096) and odd widths (K = 23: a
@@ -117,7 +158,7 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
         // At two rows a thread also lnOut's x̂ form: the LayerNorm without γ and β (for fc1 as W∘γ).
         const out = rpt === 2 ? { beta: k.f32Buffer(be, 'beta'), xn: k.f32Buffer(new Float32Array(K).fill(NaN), 'xn'), hat: true } : undefined;
         const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T: 1, ln: { gamma: gam, c, eps, gammaInW: true, out }, shape: rpt ? { rpt } : undefined }, own);
-        assert.ok(ds.every((dd) => dd.label.endsWith(rpt ? '_gw' : '_r8_tpr32_ln_p3_gw') && dd.label.includes(out ? '_lnhat' : '_ln_')), ds.map((dd) => dd.label).join());
+        assert.ok(ds.every((dd) => (rpt ? dd.label.endsWith('_gw') : /_r8_tpr32_ln_p3x?_gw$/.test(dd.label)) && dd.label.includes(out ? '_lnhat' : '_ln_')), ds.map((dd) => dd.label).join());
         await runNow(k, ds, own);
         const got = await readF32(k, y, rows);
         const hat = layerNorm(x, 1, K, new Float32Array(K).fill(1), new Float32Array(K), eps);

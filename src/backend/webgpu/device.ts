@@ -9,6 +9,12 @@ export interface Gpu {
   f16: boolean;
   /** subgroups: reductions with subgroupAdd; otherwise workgroup memory. */
   subgroups: boolean;
+  /**
+   * The subgroup size where the adapter has one size only (subgroupMinSize = subgroupMaxSize: 32 on
+   * NVIDIA, 8 on lavapipe); kernels whose rows are exactly one subgroup wide then take a row's sum
+   * from subgroupAdd alone. Undefined where the size varies or is not reported.
+   */
+  subgroupSize?: number;
   timestamps: boolean;
   limits: GPUSupportedLimits;
 }
@@ -96,5 +102,7 @@ export async function openGpu(opts: GpuOptions = {}): Promise<Gpu> {
     if (info.reason === 'destroyed') return;
     notice(`dejavu: the WebGPU device was lost: ${info.message.split('\n')[0] || 'no reason given'}`);
   }).catch(() => {});
-  return { device, adapterName: adapterName(adapter), f16, subgroups, timestamps, limits: device.limits };
+  const info = adapter.info;
+  const subgroupSize = subgroups && info.subgroupMinSize && info.subgroupMinSize === info.subgroupMaxSize ? info.subgroupMinSize : undefined;
+  return { device, adapterName: adapterName(adapter), f16, subgroups, subgroupSize, timestamps, limits: device.limits };
 }

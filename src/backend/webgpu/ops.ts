@@ -215,7 +215,7 @@ export class Kernels {
 
   constructor(readonly gpu: Gpu, maxPartBytes?: number, kvHalf = false) {
     this.device = gpu.device;
-    this.feats = { f16: gpu.f16, subgroups: gpu.subgroups };
+    this.feats = { f16: gpu.f16, subgroups: gpu.subgroups, subgroupSize: gpu.subgroups ? gpu.subgroupSize : undefined };
     this.kvHalf = kvHalf;
     this.maxPartBytes = Math.min(maxPartBytes ?? Infinity, gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
   }

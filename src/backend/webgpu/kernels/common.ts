@@ -8,7 +8,12 @@
  */
 
 /** Features a kernel's WGSL enables. */
-export interface KernelFeatures { f16: boolean; subgroups: boolean }
+export interface KernelFeatures {
+  f16: boolean;
+  subgroups: boolean;
+  /** The adapter's one subgroup size, where it has one (Gpu.subgroupSize); with subgroups only. */
+  subgroupSize?: number;
+}
 
 export function enables(f: KernelFeatures, useSubgroups = false): string {
   return (f.f16 ? 'enable f16;\n' : '') + (useSubgroups && f.subgroups ? 'enable subgroups;\n' : '');
