@@ -48,6 +48,13 @@ function grid(n: number): [number, number] {
  * d = 256 would leave most of 64 threads one chunk), but at least 32 so a subgroup never spans two
  * rows (subgroups are at most 32 wide on the GPUs seen; AMD's 64 would need tpr 64). 256 threads a group.
  */
+/**
+ * Workgroups a dense GEMV with two rows a thread should make at least (gemvShape): two for each of an
+ * H200's 132 SMs. Under it one row a thread: opt-1.3b decode (H200, GPU ms) dense 1.435 → 1.402,
+ * mlp 1.111 → 1.103; opt-2.7b (out_proj only) dense 2.376 → 2.366.
+ */
+const GEMV_MIN_GROUPS = 264;
+
 function gemvShape(K4: number, nRows = Infinity): { rows: number; tpr: number; rpt: number; wide: boolean } {
   // Rows padded to 8 halves take the wide (16-byte load) form: every real OPT width does.
   const wide = K4 % 2 === 0;
@@ -62,8 +69,11 @@ function gemvShape(K4: number, nRows = Infinity): { rows: number; tpr: number; r
   // 64, shorter 8 of 32. Decode on an H200, GPU ms a token (docs/benchmarks.md): opt-6.7b 5.66 →
   // 5.01, opt-13b 10.04 → 8.55, opt-1.3b 1.64 → 1.54 (4 rows of 64 at 1.3B: 1.63). Four rows a
   // thread was slower at every shape timed.
-  const tpr = chunks >= 2048 && wide ? 256 : chunks >= 512 ? 64 : 32;
-  return { rows: 256 / tpr, tpr, rpt: wide && chunks >= 256 ? 2 : 1, wide };
+  // But one row a thread where two would leave fewer than GEMV_MIN_GROUPS workgroups (OPT-1.3B's
+  // out_proj and fc2: 2048 rows): too few loads in flight on the card otherwise.
+  const tpr = chunks >= 2048 && wide ? 256 : chunks >= 512 ? 64 : 32, rows = 256 / tpr;
+  const rpt = wide && chunks >= 256 && nRows / (2 * rows) >= GEMV_MIN_GROUPS ? 2 : 1;
+  return { rows, tpr, rpt, wide };
 }
 
 /**

@@ -135,13 +135,15 @@ export interface GemvOpts {
 }
 
 /**
- * Whether a row's lanes are exactly one subgroup (TPR = the adapter's one subgroup size): the
- * several-rows-a-thread form then takes each row's sum from subgroupAdd alone, with no workgroup
- * memory and no barrier a row (H200: opt-6.7b dense decode −2.7 %, its qkv and fc1 at 8 × 32).
- * Subgroups are runs of consecutive invocations, as laneSumWgsl assumes too.
+ * Whether a row's lanes are exactly one subgroup (TPR = the adapter's one subgroup size): a row's sum
+ * is then subgroupAdd alone, with no workgroup memory and no barrier a row (H200: opt-6.7b dense
+ * decode −2.7 %, its qkv and fc1 at 8 rows of 32 threads). Not for lnOut (it reads row 0's sums from
+ * `red`) or LAZY (it reduces twice). Subgroups are runs of consecutive invocations, as laneSumWgsl
+ * assumes too. (Rows of several subgroups, a subgroupAdd each and one barrier for a thread's rows,
+ * measured −0.9 % at opt-6.7b but +3.7 % at opt-13b dense: not kept.)
  */
 export function sgExact(f: KernelFeatures, o: GemvOpts): boolean {
-  return f.subgroups && f.subgroupSize === o.tpr && (o.rpt ?? 1) > 1;
+  return f.subgroups && f.subgroupSize === o.tpr && !o.lnOut && !o.heads?.lazy;
 }
 
 /** Whether the GEMV reads γ (binding 6): the folded LayerNorm, unless the weights carry it (then lnOut only). */
@@ -150,7 +152,7 @@ export function gemvReadsGamma(o: GemvOpts): boolean {
 }
 
 export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
-  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? 'sg' : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? (o.lnOutHat ? 'hat' : 'out') : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}${o.heads.kvAll ? 'q' : ''}${o.heads.lazy ? `z${o.heads.lazy[0]}` : ''}` : ''}${o.hnext !== undefined ? `_hn${o.hnext}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}${sgExact(f, o) ? 'x' : ''}` : ''}${o.gw ? '_gw' : ''}`;
+  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? `sg${sgExact(f, o) ? 'x' : ''}` : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? (o.lnOutHat ? 'hat' : 'out') : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}${o.heads.kvAll ? 'q' : ''}${o.heads.lazy ? `z${o.heads.lazy[0]}` : ''}` : ''}${o.hnext !== undefined ? `_hn${o.hnext}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}${o.gw ? '_gw' : ''}`;
 }
 
 /** Uniform layout (u32 each). allRows: rows of the whole matrix (all parts; with pred, A's too), for ln's c2; kvD: kv's d. */
@@ -369,9 +371,10 @@ ${singleRowDot(o, sh, 'W', 'wrow')}
     }
   }
   // The row's sum (subgroup size <= TPR: true of every driver seen).
-  ${laneSumWgsl({ v: 'acc', lanes: 'TPR', lane: 'lane', sg, zero: 'RT(0.0)' })}
+  ${sgExact(f, o) ? `let tot = subgroupAdd(acc);
+  if (lane == 0u && live) { epi(t, r, wrow, tot); }` : `${laneSumWgsl({ v: 'acc', lanes: 'TPR', lane: 'lane', sg, zero: 'RT(0.0)' })}
   ${lnOutCode}
-  if (lane == 0u && live) { epi(t, r, wrow, red[lid]); }
+  if (lane == 0u && live) { epi(t, r, wrow, red[lid]); }`}
 }
 `}
 `;
@@ -461,8 +464,8 @@ function multiRowMain(o: GemvOpts, P: number, sg: boolean, exact: boolean, ln: b
   // Each row's sum over its lanes into tot (or tot2), one reduction after the other through red.
   const reduce = (acc: (i: number) => string, into: string, withLnOut: boolean) => each((i) => `{
     let acc = ${acc(i)};
-    ${exact && !(i === 0 && withLnOut && o.lnOut) ? `${into}[${i}] = subgroupAdd(acc);` : `${laneSumWgsl({ v: 'acc', lanes: 'TPR', lane: 'lane', sg, zero: 'RT(0.0)' })}
-    ${into}[${i}] = red[lid];`}
+    ${laneSumWgsl({ v: 'acc', lanes: 'TPR', lane: 'lane', sg, zero: 'RT(0.0)' })}
+    ${into}[${i}] = red[lid];
     ${i === 0 && withLnOut && o.lnOut ? `${lnOutCode}\n    workgroupBarrier();` : ''}
   }`, '\n  ');
   return `
@@ -501,7 +504,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${loop('W', '')}
   }
   ${complete ? `if (mode == 3u) { y[0] = 0.0;${o.hnext !== undefined ? ' hs[0] = 0.0;' : ''} }   // never: keeps y (and hs) in the bind group the decode forms share` : `var tot: array<RT, ${P}>;
-  ${reduce((i) => (ln ? `vec3<f32>(d${i}, su.x, su.y)` : `d${i}`), 'tot', true)}
+  ${exact ? each((i) => `tot[${i}] = subgroupAdd(${ln ? `vec3<f32>(d${i}, su.x, su.y)` : `d${i}`});`, ' ') : reduce((i) => (ln ? `vec3<f32>(d${i}, su.x, su.y)` : `d${i}`), 'tot', true)}
   if (lane == 0u) {
     ${each((i) => `if (r0 + ${i}u * R < p.rows) { epi(t, r0 + ${i}u * R, r0 + ${i}u * R, tot[${i}]); }`, '\n    ')}
   }`}
