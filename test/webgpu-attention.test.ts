@@ -13,7 +13,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { attention } from '../src/backend/cpu/kernels.js';
 import { Kernels, readF32, readU32, runNow } from '../src/backend/webgpu/ops.js';
-import { attentionFusedFits, attentionFusedWords, attentionSplits, attentionSplitShape, attentionTargetSplits } from '../src/backend/webgpu/kernels/attention.js';
+import { attentionFusedFits, attentionFusedWords, attentionGroupRows, attentionSplits, attentionSplitShape, attentionTargetSplits } from '../src/backend/webgpu/kernels/attention.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import { gpuOrSkip, kvBuffer, kvRound } from './gpu.js';
 import { randomArray, rng, relErr } from './helpers.js';
@@ -60,6 +60,9 @@ test('webgpu attention matches the CPU twin (split-K decode and the prefill kern
       [3, 5, 34, 3], [3, 12, 6, 3],                                   // prefill kernel
       [3, 12, 129, 1, undefined, 2], [2, 64, 300, 1, 64, 3],          // fewer splits wanted than the grid has
       [3, 7, 200, 1, 8, 5], [3, 12, 127, 3, 6, 2], [2, 128, 129, 1, undefined, 1],
+      // Head dims whose lane groups fit lavapipe's subgroups of 8 (GROUP ROWS: rows summed in
+      // registers, hd 32 by subgroupAdd, 16 and 8 by shuffles): one tile, several tiles a split, T > 1.
+      [3, 32, 36, 1], [3, 32, 200, 1, 2], [3, 16, 129, 1, 2], [2, 8, 70, 1], [3, 32, 40, 3, 4],
     ];
     await t.test(`attention ${sg ? 'sg' : 'wgmem'} kv${kv16 ? 16 : 32}`, async () => {
       for (const [H, hd, pos, T, splits, want] of cases) {
@@ -79,6 +82,7 @@ test('webgpu attention matches the CPU twin (split-K decode and the prefill kern
           const keep: GPUBuffer[] = []; // the kernels' scratch lives for both runs
           const ds = k.attention({ step, qkv: qkvBuf, k: kb, v: vb, o, hn, H, hd, T, maxPos, splits, targetSplits: want }, keep);
           assert.equal(ds.length, split ? (fused && attentionFusedFits(hd) ? 1 : 2) : 1, 'decode (or forced splits) takes the split form, fused where it fits');
+          if (split) assert.equal(ds[0].label.includes('_grp'), attentionGroupRows(hd, sg ? gpu!.subgroupSize ?? 0 : 0), `hd ${hd}: rows summed in registers where the subgroups allow`);
           for (let run = 0; run < (fused ? 2 : 1); run++) {
             const qkv = qkvs[run];
             k.gpu.device.queue.writeBuffer(qkvBuf, 0, qkv as Float32Array<ArrayBuffer>);

@@ -207,6 +207,8 @@ export class Kernels {
   blockSelectLnHalf: boolean | null = null;
   /** Block-select's 'fc1' phase issues its rows' first loads before the LayerNorm's work (W_pre; block-select.ts): A/B runs turn it off. */
   blockFc1EarlyLoads = true;
+  /** Decode attention's phase 1 sums a group's rows in registers where the subgroups allow (attention.ts, GROUP ROWS; false: A/B runs). */
+  attentionGroupRows = true;
   /** Decode attention works every split of its grid (the rule before attentionTargetSplits): A/B runs. */
   attentionGridSplits = false;
   /** Prefill passes of at most this many tokens take the matmul's `short` form (matmul.ts). */
@@ -717,21 +719,23 @@ export class Kernels {
       const bsa = a.blockScore ?? null;
       if (bsa && !(a.T === 1 && this.blockScoreFits(bsa.B, !!hs, a.hd))) throw new Error('attention: the block scoring role needs decode, B in one part and 7 storage bindings to spare');
       const role = bsa ? this.blockScoreRole(bsa) : undefined;
+      // Phase 1's rows summed in registers where the subgroups allow (attention.ts, GROUP ROWS).
+      const ss = this.attentionGroupRows && this.feats.subgroups ? this.feats.subgroupSize ?? 0 : 0;
       const ny = nh, extraY = bsa ? ceilDiv(ceilDiv(bsa.B.rows, BS_NB), S) : 0;
       const roleEnt: [number, Entry][] = bsa ? this.blockScoreEntries(bsa, ny, own) : [];
       if (this.fuseAttention && a.fused !== false && attentionFusedFits(a.hd) && 7 + heads.length <= this.gpu.limits.maxStorageBuffersPerShaderStage) {
         // One dispatch: the last split of each head combines (kernels/attention.ts, "Fused form").
         const sw = this.buffer(attentionFusedWords(a.T, a.H, S, a.hd) * 4, 'attention partials (fused)');
         own.push(sw);
-        const k1 = attentionSplitKey(a.hd, this.kvHalf, !!hs, true, role);
-        return [this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd, this.kvHalf, !!hs, true, role)), [dv, a.H, S, minChunk, scale, target],
+        const k1 = attentionSplitKey(a.hd, this.kvHalf, !!hs, true, role, ss);
+        return [this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd, this.kvHalf, !!hs, true, role, ss)), [dv, a.H, S, minChunk, scale, target],
           [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v], [5, sw], [9, a.o], [10, a.hn], ...heads, ...roleEnt], [S, nh + extraY, a.T], own)];
       }
       const acc = this.buffer(groups * a.hd * 4, 'attention partial acc'), ml = this.buffer(groups * 8, 'attention partial m, l');
       own.push(acc, ml);
-      const k1 = attentionSplitKey(a.hd, this.kvHalf, !!hs, false, role), k2 = attentionCombineKey(a.hd, !!hs);
+      const k1 = attentionSplitKey(a.hd, this.kvHalf, !!hs, false, role, ss), k2 = attentionCombineKey(a.hd, !!hs);
       return [
-        this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd, this.kvHalf, !!hs, false, role)), [dv, a.H, S, minChunk, scale, target],
+        this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd, this.kvHalf, !!hs, false, role, ss)), [dv, a.H, S, minChunk, scale, target],
           [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v], [5, acc], [6, ml], ...heads, ...roleEnt], [S, nh + extraY, a.T], own),
         this.dispatch(k2, this.pipeline(k2, () => attentionCombineWgsl(a.hd, !!hs)), [dv, a.H, S, minChunk, target],
           [[1, a.step], [2, acc], [3, ml], [4, a.o], [5, a.hn], ...(hs ? [[6, hs.hl]] as [number, Entry][] : [])], [nh, a.T, 1], own),

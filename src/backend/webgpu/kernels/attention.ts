@@ -136,8 +136,22 @@ export function attentionSplits(H: number, maxPos: number): number {
   return Math.max(1, Math.min(ATS_MAX_SPLITS, Math.ceil(maxPos / ATS_MIN_CHUNK), Math.max(8, Math.ceil(1024 / H))));
 }
 
-export const attentionSplitKey = (hd: number, half = false, heads = false, fused = false, role?: BlockScoreRoleOpts) =>
-  `attention_split1_wg${ATS_WG}_hd${hd}${half ? '_kv16' : ''}${heads ? '_heads' : ''}${fused ? '_fused' : ''}${role ? '_' + blockScoreRoleKey(role) : ''}`;
+export const attentionSplitKey = (hd: number, half = false, heads = false, fused = false, role?: BlockScoreRoleOpts, ss = 0) =>
+  `attention_split1_wg${ATS_WG}_hd${hd}${half ? '_kv16' : ''}${heads ? '_heads' : ''}${fused ? '_fused' : ''}${attentionGroupRows(hd, ss) ? '_grp' : ''}${role ? '_' + blockScoreRoleKey(role) : ''}`;
+
+/**
+ * GROUP ROWS (phase 1, with subgroups of one size ss): each thread group (the HV lanes reading one
+ * head row) sums its rows' q·k in registers (subgroupAdd, or a shuffle butterfly where HV < ss) and
+ * keeps its own running max, sum and acc; the RV groups' are joined once, about the largest max, at
+ * the split's end. The tile loop then has no barrier, no pass through workgroup memory and no serial
+ * sum or max over the tile's rows (the other form: part[], two barriers, a thread a row summing HV
+ * partials, every thread a max over the rows). Where HV is a power of two that divides ss and the
+ * groups fill the workgroup (head dims 64 and 128 at ss 32: every OPT shape but 2.7b's 80).
+ */
+export function attentionGroupRows(hd: number, ss: number): boolean {
+  const sh = attentionSplitShape(hd);
+  return !!sh && ss > 0 && sh.W === 4 && (sh.HV & (sh.HV - 1)) === 0 && sh.HV <= ss && ss % sh.HV === 0 && sh.RV * sh.HV === ATS_WG;
+}
 export const attentionCombineKey = (hd: number, heads = false) => `attention_split2_wg${ATS_WG2}_hd${hd}${heads ? '_heads' : ''}`;
 
 // Sparse heads (`heads`, decode: HeadLayerPolicy): the grid's head axis walks the k chosen heads, hl[i]
@@ -238,11 +252,12 @@ const chunkWgsl = `fn chunkOf(n: u32) -> u32 {
  * its own and no place on the critical path: u is ready once the qkv GEMV has run, and attention,
  * latency-bound, leaves the card room for it.
  */
-export function attentionSplitWgsl(hd: number, half = false, heads = false, fused = false, role?: BlockScoreRoleOpts): string {
+export function attentionSplitWgsl(hd: number, half = false, heads = false, fused = false, role?: BlockScoreRoleOpts, ss = 0): string {
   const sh = attentionSplitShape(hd);
   if (!sh) throw new Error(`attention split kernel: head dim ${hd} too wide`);
   if (fused && !attentionFusedFits(hd)) throw new Error(`attention split kernel: head dim ${hd} has no room for the fused combine`);
   const { W, HV, RV, TILE, RPT } = sh;
+  const groups = attentionGroupRows(hd, ss);
   // Fused: the scratch words (see above). ML0 / CNT0: where (m, l) and the counters start.
   const words = `let T = nwg.z;
   let ML0 = T * p.H * p.S * ${HV * W}u;
@@ -253,7 +268,7 @@ export function attentionSplitWgsl(hd: number, half = false, heads = false, fuse
   // Packed f16: W = 4 elements are one vec2<u32>; a single one is half of a u32 word.
   const KV = half ? (W === 4 ? 'vec2<u32>' : 'u32') : 'V';
   const load = (buf: string, at: string) => !half ? `${buf}[${at}]` : W === 4 ? `kv4(${buf}[${at}])` : `unpack2x16float(${buf}[(${at}) / 2u])[(${at}) % 2u]`;
-  return `
+  return `${groups ? 'enable subgroups;' : ''}
 ${vtype(W)}
 fn kv4(w: vec2<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
 struct P { dv: u32, H: u32, S: u32, minChunk: u32, scaleBits: u32, want: u32 }
@@ -290,6 +305,9 @@ var<workgroup> part: array<f32, ${TILE * (HV + 1)}>;
 var<workgroup> sc: array<f32, ${TILE}>;
 var<workgroup> gacc: array<V, ${RV * HV}>;
 var<workgroup> gl: array<f32, ${RV}>;
+${groups ? `var<workgroup> gm: array<f32, ${RV}>;
+// The sum over a group's HV lanes (aligned runs of HV inside a subgroup of ${ss}).
+fn rowSum(x: f32) -> f32 { ${HV === ss ? 'return subgroupAdd(x);' : `var y = x;${Array.from({ length: Math.log2(HV) }, (_, i) => ` y += subgroupShuffleXor(y, ${HV >> (i + 1)}u);`).join('')} return y;`} }` : ''}
 ${role ? blockScoreRoleWgsl({ ...role, wg: ATS_WG }) : ''}
 @compute @workgroup_size(${ATS_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${fused || role ? ', @builtin(num_workgroups) nwg: vec3<u32>' : ''}) {
@@ -316,7 +334,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     // Unrolled here rather than left to the driver: all 2 × RPT loads of a thread are in flight at once.
 ${rowsUnrolled('let r# = grp + #u * RV; var k# = V(0.0); var v# = V(0.0);')}
 ${rowsUnrolled(`if (busy && r# < rows${heads ? ' && live(j0 + r#, h)' : ''}) { let at = (j0 + r#) * p.dv + hb; k# = ${load('kc', 'at')}; v# = ${load('vc', 'at')}; }`)}
-${rowsUnrolled('if (busy && r# < rows) { part[r# * HP + slot] = dotv(qv, k#); }')}
+${groups ? `    // GROUP ROWS: a group's rows' scores summed over its HV lanes in registers, its own running max.
+${rowsUnrolled(`let s# = select(-3.0e38, rowSum(dotv(qv, k#)) * scale, busy && r# < rows${heads ? ' && live(j0 + r#, h)' : ''});`)}
+    var mt = m;
+${rowsUnrolled('mt = max(mt, s#);')}
+    let alpha = exp(m - mt);
+    acc *= alpha;
+    l *= alpha;
+${rowsUnrolled('if (s# > -1.0e38) { let e = exp(s# - mt); acc += e * v#; l += e; }')}
+    m = mt;
+  }
+  // The groups' (m, l, acc) to one about the largest m.
+  if (busy) {
+    gacc[lid] = acc;
+    if (slot == 0u) { gl[grp] = l; gm[grp] = m; }
+  }
+  workgroupBarrier();
+  var mg = -3.0e38;
+  for (var g = 0u; g < RV; g++) { mg = max(mg, gm[g]); }
+  m = mg;` : `${rowsUnrolled('if (busy && r# < rows) { part[r# * HP + slot] = dotv(qv, k#); }')}
     workgroupBarrier();
     if (lid < rows) {
       var x = 0.0;
@@ -337,17 +373,17 @@ ${rowsUnrolled(`if (busy && r# < rows${heads ? ' && sc[r#] > -1.0e38' : ''}) { l
     gacc[lid] = acc;
     if (slot == 0u) { gl[grp] = l; }
   }
-  workgroupBarrier();
+  workgroupBarrier();`}
   let bs = (t * p.H + h) * p.S + s;
   ${fused ? words : ''}
   if (lid < HV) {
     var a = V(0.0);
-    for (var g = 0u; g < RV; g++) { a += gacc[g * HV + lid]; }
+    for (var g = 0u; g < RV; g++) { a += ${groups ? 'exp(gm[g] - m) * ' : ''}gacc[g * HV + lid]; }
     ${fused ? putAcc('bs * HV + lid', 'a') : 'pacc[bs * HV + lid] = a;'}
   }
   if (lid == 0u) {
     var sum = 0.0;
-    for (var g = 0u; g < RV; g++) { sum += gl[g]; }
+    for (var g = 0u; g < RV; g++) { sum += ${groups ? 'exp(gm[g] - m) * ' : ''}gl[g]; }
     ${fused ? 'put(ML0 + 2u * bs, m); put(ML0 + 2u * bs + 1u, sum);' : 'pml[bs] = vec2<f32>(m, sum);'}
   }
 ${fused ? `  // Arrive; the last live split of (t, h) combines (see "Fused form" above).
