@@ -697,6 +697,8 @@ export class Kernels {
     heads?: { hl: GPUBuffer; skip: GPUBuffer; k: number };
     /** false: the split + combine pair even where the fused form fits (long contexts: runner.ts, FUSED_ATTENTION_MAX_KEYS). */
     fused?: boolean;
+    /** The most keys a query of this plan sees (default maxPos): the grid's splits stop at what those need. */
+    maxKeys?: number;
     /** Splits wanted (default attentionTargetSplits; with `splits`, that many): kernel-bench variants. */
     targetSplits?: number;
     /**
@@ -712,7 +714,10 @@ export class Kernels {
     if (hs && !(shape && a.T === 1)) throw new Error('attention: sparse heads are a form of the split decode kernels (T = 1, head dim they take)');
     if (shape && (a.T === 1 || a.splits)) { // the switch: split-K for decode
       if (a.splits && a.splits > ATS_MAX_SPLITS) throw new Error(`attention: at most ${ATS_MAX_SPLITS} splits`);
-      const S = a.splits ?? attentionSplits(a.H, a.maxPos), dv = (a.H * a.hd) / shape.W, groups = a.T * a.H * S;
+      // A plan whose queries see at most maxKeys keys needs no more splits than ceil(maxKeys / ATS_MIN_CHUNK):
+      // chunkOf never makes more live ones, so the rest of the grid would only start and exit.
+      const S = a.splits ?? Math.min(attentionSplits(a.H, a.maxPos), Math.max(1, Math.ceil((a.maxKeys ?? a.maxPos) / ATS_MIN_CHUNK)));
+      const dv = (a.H * a.hd) / shape.W, groups = a.T * a.H * S;
       const target = Math.min(S, a.targetSplits ?? (a.splits || this.attentionGridSplits ? S : attentionTargetSplits(a.H * a.hd, S))), minChunk = ATS_MIN_CHUNK;
       const nh = hs ? hs.k : a.H;
       const heads: [number, Entry][] = hs ? [[7, hs.hl], [8, hs.skip]] : [];

@@ -958,7 +958,10 @@ class GpuRunner implements WebGpuRunner {
       const scoreEarly = lookBlock && this.blockScoreInAttention && K.blockScoreFits(S!.pred!.B, !!HS, c.headDim);
       const blockScore = scoreEarly ? { B: S!.pred!.B, bias: S!.pred!.bias, ...uLook!, sel: this.sel!, h: this.hsel!, cnt, bcnt: this.bcnt!, cap: S!.block!.cap, tau: S!.block!.tau } : undefined;
       add(...K.attention({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, o: this.ao, hn: this.hn, H: c.heads, hd: c.headDim, T, maxPos: c.maxPositions,
-        heads: HS ? { hl: this.hl!, skip: HS.skip, k: HS.k } : undefined, fused: !long, blockScore }, own));
+        heads: HS ? { hl: this.hl!, skip: HS.skip, k: HS.k } : undefined, fused: !long, blockScore,
+        // With the fused form on, this plan's steps see at most fusedAttentionMaxKeys keys (stepForm
+        // gives longer ones the pair's plan): a smaller grid. Without it this plan takes every step.
+        maxKeys: T === 1 && !long && this.k.fuseAttention ? Math.min(this.fusedAttentionMaxKeys, c.maxPositions) : undefined }, own));
       tap(l, 'head_norm', this.hn, c.heads);
       tap(l, 'attn_out', this.ao, d);
       // Sparse heads: out_proj reads the chosen heads' columns only (the others' outputs are stale).
