@@ -44,17 +44,17 @@ function grid(n: number): [number, number] {
 }
 
 /**
+ * Workgroups a dense GEMV with two rows a thread should make at least (gemvShape): two for each of an
+ * H200's 132 SMs. Under it one row a thread: opt-1.3b decode (H200, GPU ms a token, docs/benchmarks.md)
+ * dense 1.435 → 1.40, mlp 1.112 → 1.100; opt-2.7b (out_proj only) dense 2.40 → 2.37.
+ */
+const GEMV_MIN_GROUPS = 264;
+
+/**
  * Threads per row of a GEMV: enough vec4 chunks per thread to hide the reduction (short rows such as
  * d = 256 would leave most of 64 threads one chunk), but at least 32 so a subgroup never spans two
  * rows (subgroups are at most 32 wide on the GPUs seen; AMD's 64 would need tpr 64). 256 threads a group.
  */
-/**
- * Workgroups a dense GEMV with two rows a thread should make at least (gemvShape): two for each of an
- * H200's 132 SMs. Under it one row a thread: opt-1.3b decode (H200, GPU ms) dense 1.435 → 1.402,
- * mlp 1.111 → 1.103; opt-2.7b (out_proj only) dense 2.376 → 2.366.
- */
-const GEMV_MIN_GROUPS = 264;
-
 function gemvShape(K4: number, nRows = Infinity): { rows: number; tpr: number; rpt: number; wide: boolean } {
   // Rows padded to 8 halves take the wide (16-byte load) form: every real OPT width does.
   const wide = K4 % 2 === 0;
@@ -207,8 +207,6 @@ export class Kernels {
   blockSelectLnHalf: boolean | null = null;
   /** Block-select's 'fc1' phase issues its rows' first loads before the LayerNorm's work (W_pre; block-select.ts): A/B runs turn it off. */
   blockFc1EarlyLoads = true;
-  /** Decode attention's phase 1 sums a group's rows in registers where the subgroups allow (attention.ts, GROUP ROWS; false: A/B runs). */
-  attentionGroupRows = true;
   /** Decode attention works every split of its grid (the rule before attentionTargetSplits): A/B runs. */
   attentionGridSplits = false;
   /** Prefill passes of at most this many tokens take the matmul's `short` form (matmul.ts). */
@@ -725,7 +723,7 @@ export class Kernels {
       if (bsa && !(a.T === 1 && this.blockScoreFits(bsa.B, !!hs, a.hd))) throw new Error('attention: the block scoring role needs decode, B in one part and 7 storage bindings to spare');
       const role = bsa ? this.blockScoreRole(bsa) : undefined;
       // Phase 1's rows summed in registers where the subgroups allow (attention.ts, GROUP ROWS).
-      const ss = this.attentionGroupRows && this.feats.subgroups ? this.feats.subgroupSize ?? 0 : 0;
+      const ss = this.feats.subgroups ? this.feats.subgroupSize ?? 0 : 0;
       const ny = nh, extraY = bsa ? ceilDiv(ceilDiv(bsa.B.rows, BS_NB), S) : 0;
       const roleEnt: [number, Entry][] = bsa ? this.blockScoreEntries(bsa, ny, own) : [];
       if (this.fuseAttention && a.fused !== false && attentionFusedFits(a.hd) && 7 + heads.length <= this.gpu.limits.maxStorageBuffersPerShaderStage) {
