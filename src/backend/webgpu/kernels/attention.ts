@@ -145,8 +145,10 @@ export const attentionSplitKey = (hd: number, half = false, heads = false, fused
  * keeps its own running max, sum and acc; the RV groups' are joined once, about the largest max, at
  * the split's end. The tile loop then has no barrier, no pass through workgroup memory and no serial
  * sum or max over the tile's rows (the other form: part[], two barriers, a thread a row summing HV
- * partials, every thread a max over the rows). Where HV is a power of two that divides ss and the
- * groups fill the workgroup (head dims 64 and 128 at ss 32: every OPT shape but 2.7b's 80).
+ * partials, every thread a max over the rows). The fused form's combine then also sums the head
+ * norm's terms (lanes < HV, in the first subgroup) with one subgroupAdd instead of a tree of eight
+ * barriers. Where HV is a power of two that divides ss and the groups fill the workgroup (head dims
+ * 64 and 128 at ss 32: every OPT shape but 2.7b's 80).
  */
 export function attentionGroupRows(hd: number, ss: number): boolean {
   const sh = attentionSplitShape(hd);
@@ -194,7 +196,7 @@ const FUSED_SPIN = 1 << 16;
  * s's (m, l), `accAt(i)` the partial acc vector i = (b + s) · HV + slot, each exactly once; `mls`,
  * `red(i)` name workgroup storage for S (m, l) pairs and ATS_WG2 floats.
  */
-function combineBody(HV: number, RV2: number, mls: { get: (i: string) => string; set: (i: string, v: string) => string }, red: (i: string) => string, ml: (i: string) => string, accAt: (i: string) => string): string {
+function combineBody(HV: number, RV2: number, mls: { get: (i: string) => string; set: (i: string, v: string) => string }, red: (i: string) => string, ml: (i: string) => string, accAt: (i: string) => string, sgNorm = false): string {
   return `  let chunk = chunkOf(n);
   let live = (n + chunk - 1u) / chunk;
   let b = (t * p.H + h) * p.S;
@@ -220,13 +222,15 @@ function combineBody(HV: number, RV2: number, mls: { get: (i: string) => string;
     o[t * p.dv + h * ${HV}u + lid] = a;
     nrm = dotv(a, a);
   }
-  ${red('lid')} = nrm;
+  ${sgNorm ? `// The norm's terms sit in lanes < HV, inside the first subgroup (sgNorm): one subgroupAdd, no tree.
+  let nt = subgroupAdd(nrm);
+  if (lid == 0u) { hn[t * p.H + h] = sqrt(nt); }` : `${red('lid')} = nrm;
   workgroupBarrier();
   for (var st = ${ATS_WG2 / 2}u; st > 0u; st >>= 1u) {
     if (lid < st) { ${red('lid')} += ${red('lid + st')}; }
     workgroupBarrier();
   }
-  if (lid == 0u) { hn[t * p.H + h] = sqrt(${red('0u')}); }`;
+  if (lid == 0u) { hn[t * p.H + h] = sqrt(${red('0u')}); }`}`;
 }
 
 const vtype = (W: number) => `alias V = ${W === 4 ? 'vec4<f32>' : 'f32'};
@@ -399,7 +403,7 @@ ${fused ? `  // Arrive; the last live split of (t, h) combines (see "Fused form"
   { // phase 2's code, in a scope of its own (its names shadow phase 1's)
   ${combineBody(HV, RV, { get: (i) => `vec2<f32>(part[2u * ${i}], part[2u * ${i} + 1u])`, set: (i, v) => `let e = ${v}; part[2u * ${i}] = e.x; part[2u * ${i} + 1u] = e.y;` },
     (i) => `part[${2 * ATS_MAX_SPLITS}u + ${i}]`, (i) => `vec2<f32>(take(ML0 + 2u * (${i})), take(ML0 + 2u * (${i}) + 1u))`,
-    (i) => (W === 4 ? `vec4<f32>(take((${i}) * 4u), take((${i}) * 4u + 1u), take((${i}) * 4u + 2u), take((${i}) * 4u + 3u))` : `take(${i})`))}
+    (i) => (W === 4 ? `vec4<f32>(take((${i}) * 4u), take((${i}) * 4u + 1u), take((${i}) * 4u + 2u), take((${i}) * 4u + 3u))` : `take(${i})`), groups)}
   }` : ''}
 }
 `;
