@@ -265,7 +265,7 @@ test('webgpu block scoring in the attention dispatch (block rule with the lookah
     assert.deepEqual(a.density, b.density, `${what}: the same neurons chosen`);
     assert.equal(a.perToken, b.perToken, `${what}: no dispatch more or fewer`);
   }
-  assert.ok(early.pipelineKeys.some((k) => /_fused(_grp)?_bsrole/.test(k)) && early.pipelineKeys.some((k) => /split1.*_bsrole/.test(k) && !k.includes('_fused')), 'the role rode the fused dispatch and the split of the pair');
+  assert.ok(early.pipelineKeys.some((k) => /_fused(_grp\d+)?_bsrole/.test(k)) && early.pipelineKeys.some((k) => /split1.*_bsrole/.test(k) && !k.includes('_fused')), 'the role rode the fused dispatch and the split of the pair');
   assert.ok(early.pipelineKeys.some((k) => k.startsWith('block_select') && k.includes('_fc1')), 'block-select ran its fc1 phase');
   assert.ok(!own.pipelineKeys.some((k) => k.includes('bsrole') || k.includes('_fc1')), 'the option turns it off');
   // The chain on the device: the same ids.

@@ -85,7 +85,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 //     rows (64 for OPT's head dims). A row of K (or V) of one head is read by HV consecutive threads (vec4 loads when hd % 4 == 0),
 //     so loads coalesce; ATS_WG / HV such thread groups take rows round-robin. K and V of a row are
 //     loaded together (V into registers) so their latencies overlap. Scores go through workgroup
-//     memory; the tile keeps an online softmax (running max m, rescaled sum l and acc[hd] = Σ e_j v_j).
+//     memory (or, GROUP ROWS below, stay in each thread group's registers); the tile keeps an online
+//     softmax (running max m, rescaled sum l and acc[hd] = Σ e_j v_j).
 //     Writes the split's (m, l) and acc.
 //   phase 2 (grid H × T): combines the live splits (o = Σ_s exp(m_s - M) acc_s / Σ_s exp(m_s - M) l_s,
 //     M = max_s m_s), writes o and the head norm.
@@ -107,7 +108,8 @@ export function attentionSplitShape(hd: number): { W: number; HV: number; RV: nu
   const HV = hd / W; // vector slots per head row: one thread each
   if (HV > ATS_WG) return null;
   const RV = Math.floor(ATS_WG / HV); // rows read at once
-  // Workgroup memory (16 KiB, WebGPU's default limit): scores TILE × (HV + 1) + TILE, group sums RV × hd + RV.
+  // Workgroup memory (16 KiB, WebGPU's default limit): scores TILE × (HV + 1) + TILE, group sums RV × hd + RV
+  // (GROUP ROWS adds RV maxima: attentionSplitBytes counts them).
   const TILE = Math.min(64, Math.floor((16000 / 4 - RV * HV * W - RV) / (HV + 2)));
   if (TILE < 1) return null;
   return { W, HV, RV, TILE, RPT: Math.ceil(TILE / RV) };
@@ -128,7 +130,7 @@ export function attentionTargetSplits(d: number, S: number): number {
 /** Workgroup memory bytes of the split kernel at head dim hd (its arrays as attentionSplitWgsl declares them; 0 where it has no shape). */
 export function attentionSplitBytes(hd: number): number {
   const sh = attentionSplitShape(hd);
-  return sh ? 4 * (sh.TILE * (sh.HV + 1) + sh.TILE + sh.RV * sh.HV * sh.W + sh.RV + 1) : 0;
+  return sh ? 4 * (sh.TILE * (sh.HV + 1) + sh.TILE + sh.RV * sh.HV * sh.W + 2 * sh.RV + 1) : 0;
 }
 
 /** Splits per query for H heads: about 1024 workgroups in all, no more than maxPos / minChunk (the grid; attentionTargetSplits of them work). */
@@ -137,7 +139,7 @@ export function attentionSplits(H: number, maxPos: number): number {
 }
 
 export const attentionSplitKey = (hd: number, half = false, heads = false, fused = false, role?: BlockScoreRoleOpts, ss = 0) =>
-  `attention_split1_wg${ATS_WG}_hd${hd}${half ? '_kv16' : ''}${heads ? '_heads' : ''}${fused ? '_fused' : ''}${attentionGroupRows(hd, ss) ? '_grp' : ''}${role ? '_' + blockScoreRoleKey(role) : ''}`;
+  `attention_split1_wg${ATS_WG}_hd${hd}${half ? '_kv16' : ''}${heads ? '_heads' : ''}${fused ? '_fused' : ''}${attentionGroupRows(hd, ss) ? `_grp${ss}` : ''}${role ? '_' + blockScoreRoleKey(role) : ''}`;
 
 /**
  * GROUP ROWS (phase 1, with subgroups of one size ss): each thread group (the HV lanes reading one
@@ -175,7 +177,9 @@ export const attentionCombineKey = (hd: number, heads = false) => `attention_spl
 // issued before the add, so it arrives), reads it exactly (bits = word − 1) and stores 0 back, so
 // every word is empty again when the dispatch ends (the next layer's or token's run, after the
 // dispatch boundary, starts from all-empty; buffers start zeroed). No value is rounded: the fused
-// and two-dispatch forms give the same bits. Scratch layout (u32 words, one binding): acc
+// and two-dispatch forms give the same output bits (with GROUP ROWS the fused combine sums the head
+// norm by one subgroupAdd where the pair's takes a tree, so the norms may differ in their last
+// bits; they feed the head_norm trace only). Scratch layout (u32 words, one binding): acc
 // (T·H·S·hd), then (m, l) (T·H·S·2), then the counters (T·H). Bindings: 5 the scratch, 9 o,
 // 10 the head norms (6 unused).
 /** Words of the fused form's scratch buffer. */
