@@ -695,7 +695,7 @@ export class Kernels {
     heads?: { hl: GPUBuffer; skip: GPUBuffer; k: number };
     /** false: the split + combine pair even where the fused form fits (long contexts: runner.ts, FUSED_ATTENTION_MAX_KEYS). */
     fused?: boolean;
-    /** The most keys a query of this plan sees (default maxPos): the grid's splits stop at what those need. */
+    /** The most keys a query of this plan sees (default maxPos; more than maxPos changes nothing): the grid's splits stop at what those need. */
     maxKeys?: number;
     /** Splits wanted (default attentionTargetSplits; with `splits`, that many): kernel-bench variants. */
     targetSplits?: number;
@@ -723,7 +723,7 @@ export class Kernels {
       if (bsa && !(a.T === 1 && this.blockScoreFits(bsa.B, !!hs, a.hd))) throw new Error('attention: the block scoring role needs decode, B in one part and 7 storage bindings to spare');
       const role = bsa ? this.blockScoreRole(bsa) : undefined;
       // Phase 1's rows summed in registers where the subgroups allow (attention.ts, GROUP ROWS).
-      const ss = this.feats.subgroups ? this.feats.subgroupSize ?? 0 : 0;
+      const ss = this.feats.subgroupSize ?? 0;   // (set only with subgroups)
       const ny = nh, extraY = bsa ? ceilDiv(ceilDiv(bsa.B.rows, BS_NB), S) : 0;
       const roleEnt: [number, Entry][] = bsa ? this.blockScoreEntries(bsa, ny, own) : [];
       if (this.fuseAttention && a.fused !== false && attentionFusedFits(a.hd) && 7 + heads.length <= this.gpu.limits.maxStorageBuffersPerShaderStage) {

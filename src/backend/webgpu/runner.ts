@@ -961,7 +961,7 @@ class GpuRunner implements WebGpuRunner {
         heads: HS ? { hl: this.hl!, skip: HS.skip, k: HS.k } : undefined, fused: !long, blockScore,
         // With the fused form on, this plan's steps see at most fusedAttentionMaxKeys keys (stepForm
         // gives longer ones the pair's plan): a smaller grid. Without it this plan takes every step.
-        maxKeys: T === 1 && !long && this.k.fuseAttention ? Math.min(this.fusedAttentionMaxKeys, c.maxPositions) : undefined }, own));
+        maxKeys: T === 1 && !long && this.k.fuseAttention ? this.fusedAttentionMaxKeys : undefined }, own));
       tap(l, 'head_norm', this.hn, c.heads);
       tap(l, 'attn_out', this.ao, d);
       // Sparse heads: out_proj reads the chosen heads' columns only (the others' outputs are stale).
