@@ -60,6 +60,7 @@ test('webgpu attention matches the CPU twin (split-K decode and the prefill kern
       [3, 5, 34, 3], [3, 12, 6, 3],                                   // prefill kernel
       [3, 12, 129, 1, undefined, 2], [2, 64, 300, 1, 64, 3],          // fewer splits wanted than the grid has
       [3, 7, 200, 1, 8, 5], [3, 12, 127, 3, 6, 2], [2, 128, 129, 1, undefined, 1],
+      [2, 128, 300, 1, 16],   // more live splits (10) than the combine's groups (8): its second partials
       // Head dims whose lane groups fit lavapipe's subgroups of 8 (GROUP ROWS: rows summed in
       // registers, hd 32 by subgroupAdd, 16 and 8 by shuffles): one tile, several tiles a split, T > 1.
       // (The fused form with shuffles, head dim 64 at NVIDIA's 32, cannot fit lavapipe's 8: it was
