@@ -13,7 +13,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { attention } from '../src/backend/cpu/kernels.js';
 import { Kernels, readF32, readU32, runNow } from '../src/backend/webgpu/ops.js';
-import { ATS_MIN_CHUNK, attentionFusedFits, attentionFusedWords, attentionGroupRows, attentionSplits, attentionSplitShape, attentionTargetSplits } from '../src/backend/webgpu/kernels/attention.js';
+import { ATS_MIN_CHUNK, ATS_SHORT_CHUNK, attentionFusedFits, attentionMaxLive, attentionFusedWords, attentionGroupRows, attentionSplits, attentionSplitShape, attentionTargetSplits } from '../src/backend/webgpu/kernels/attention.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import { gpuOrSkip, kvBuffer, kvRound } from './gpu.js';
 import { randomArray, rng, relErr } from './helpers.js';
@@ -122,11 +122,14 @@ test('webgpu attention matches the CPU twin (split-K decode and the prefill kern
 
 test('decode attention sized for the keys its plan sees (maxKeys): fewer splits in the grid, the same bits', async (t) => {
   // The runner's fused plan runs steps of at most FUSED_ATTENTION_MAX_KEYS keys: its grid stops at
-  // ceil(maxKeys / ATS_MIN_CHUNK) splits a head, where chunkOf never makes more live ones.
+  // attentionMaxLive(maxKeys) splits a head (ceil(maxKeys / ATS_SHORT_CHUNK) up to 256 keys, else
+  // / ATS_MIN_CHUNK), where chunkOf never makes more live ones.
   gpu = await gpuOrSkip(t);
   if (!gpu) return;
   const r = rng(13), k = new Kernels(gpu, undefined, false), own: GPUBuffer[] = [];
-  for (const [H, hd, pos, maxKeys] of [[3, 32, 37, 64], [2, 64, 200, 256], [4, 20, 255, 256], [3, 12, 10, 11]] as const) {
+  assert.deepEqual([64, 65, 256, 257, 300].map(attentionMaxLive), [1, 2, 4, Math.ceil(257 / ATS_MIN_CHUNK), Math.ceil(300 / ATS_MIN_CHUNK)]);
+  assert.equal(attentionMaxLive(256), 256 / ATS_SHORT_CHUNK);
+  for (const [H, hd, pos, maxKeys] of [[3, 32, 37, 64], [2, 64, 200, 256], [4, 20, 255, 256], [3, 12, 10, 11], [2, 32, 290, 300]] as const) {
     const d = H * hd, maxPos = 600;
     const kb = kvBuffer(k, randomArray(maxPos * d, r), 'k'), vb = kvBuffer(k, randomArray(maxPos * d, r), 'v');
     const step = k.f32Buffer(Uint32Array.from([pos]), 'step'), qkv = k.f32Buffer(randomArray(3 * d, r, 4), 'qkv');
@@ -134,11 +137,11 @@ test('decode attention sized for the keys its plan sees (maxKeys): fewer splits 
     for (const mk of [undefined, maxKeys]) {
       const o = k.buffer(d * 4, 'o'), hn = k.buffer(H * 4, 'hn');
       const ds = k.attention({ step, qkv, k: kb, v: vb, o, hn, H, hd, T: 1, maxPos, maxKeys: mk }, own);
-      assert.equal(ds[0].wg[0], mk ? Math.min(attentionSplits(H, maxPos), Math.ceil(mk / ATS_MIN_CHUNK)) : attentionSplits(H, maxPos), `H ${H} hd ${hd}: splits in the grid`);
+      assert.equal(ds[0].wg[0], mk ? Math.min(attentionSplits(H, maxPos), attentionMaxLive(mk)) : attentionSplits(H, maxPos), `H ${H} hd ${hd}: splits in the grid`);
       await runNow(k, ds, own);
       outs.push(await readF32(k, o, d), await readF32(k, hn, H));
     }
-    assert.ok(attentionSplits(H, maxPos) > Math.ceil(maxKeys / ATS_MIN_CHUNK), 'the full grid is larger');
+    assert.ok(attentionSplits(H, maxPos) > attentionMaxLive(maxKeys), 'the full grid is larger');
     assert.deepEqual(outs[2], outs[0], `H ${H} hd ${hd} pos ${pos}: output`);
     assert.deepEqual(outs[3], outs[1], `H ${H} hd ${hd} pos ${pos}: head norms`);
   }

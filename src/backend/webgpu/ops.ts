@@ -10,7 +10,7 @@ import { ceil4, ceilDiv, type KernelFeatures } from './kernels/common.js';
 import { gemvKey, gemvReadsGamma, gemvWgsl, type GemvOpts } from './kernels/gemv.js';
 import { MATMUL_SHORT_MAX, MM_TILE, matmulKey, matmulWgsl } from './kernels/matmul.js';
 import { layerNormKey, layerNormWgsl, layerNormWorkgroupSize } from './kernels/layernorm.js';
-import { ATS_MAX_SPLITS, ATS_MIN_CHUNK, ATS_WG, ATT_WG, attentionSplitBytes, attentionTargetSplits, attentionCombineKey, attentionCombineWgsl, attentionFusedFits, attentionFusedWords, attentionKey, attentionSplitKey, attentionSplitShape, attentionSplits, attentionSplitWgsl, attentionWgsl } from './kernels/attention.js';
+import { ATS_MAX_SPLITS, ATS_MIN_CHUNK, ATS_WG, ATT_WG, attentionMaxLive, attentionSplitBytes, attentionTargetSplits, attentionCombineKey, attentionCombineWgsl, attentionFusedFits, attentionFusedWords, attentionKey, attentionSplitKey, attentionSplitShape, attentionSplits, attentionSplitWgsl, attentionWgsl } from './kernels/attention.js';
 import { embedKey, embedWgsl, fill32Key, fill32Wgsl, fillKey, fillWgsl, kvStoreKey, kvStoreWgsl, scaleColsKey, scaleColsWgsl, scatterKey, scatterWgsl, transposeKey, transposeWgsl } from './kernels/misc.js';
 import { topKKey, topKWgsl, topKWorkgroupSize } from './kernels/topk.js';
 import { argmaxKey, argmaxWgsl, argmaxWorkgroupSize } from './kernels/argmax.js';
@@ -712,9 +712,9 @@ export class Kernels {
     if (hs && !(shape && a.T === 1)) throw new Error('attention: sparse heads are a form of the split decode kernels (T = 1, head dim they take)');
     if (shape && (a.T === 1 || a.splits)) { // the switch: split-K for decode
       if (a.splits && a.splits > ATS_MAX_SPLITS) throw new Error(`attention: at most ${ATS_MAX_SPLITS} splits`);
-      // A plan whose queries see at most maxKeys keys needs no more splits than ceil(maxKeys / ATS_MIN_CHUNK):
+      // A plan whose queries see at most maxKeys keys needs no more splits than attentionMaxLive(maxKeys):
       // chunkOf never makes more live ones, so the rest of the grid would only start and exit.
-      const S = a.splits ?? Math.min(attentionSplits(a.H, a.maxPos), Math.max(1, Math.ceil((a.maxKeys ?? a.maxPos) / ATS_MIN_CHUNK)));
+      const S = a.splits ?? Math.min(attentionSplits(a.H, a.maxPos), attentionMaxLive(a.maxKeys ?? a.maxPos));
       const dv = (a.H * a.hd) / shape.W, groups = a.T * a.H * S;
       const target = Math.min(S, a.targetSplits ?? (a.splits || this.attentionGridSplits ? S : attentionTargetSplits(a.H * a.hd, S))), minChunk = ATS_MIN_CHUNK;
       const nh = hs ? hs.k : a.H;
