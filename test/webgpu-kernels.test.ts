@@ -17,6 +17,25 @@ after(() => gpu?.device.destroy());
 let worstLn = 0;
 after(() => { if (process.env.DEJAVU_TEST_VERBOSE) console.log(`folded-LayerNorm GEMV: worst relative error ${worstLn}`); });
 
+/**
+ * A folded-LayerNorm GEMV case: W (rows × K) with x (mean 3, so the shift matters), γ, β and a bias
+ * drawn from r; W folded at load as the runner does (gw: stored as W∘γ, foldLayerNormIntoWeights;
+ * else W kept and γ read by the kernel, foldLayerNorm), c (c1 | c2) filled. `ref` is
+ * LayerNorm-then-linear over the weights as the kernel reads them (W∘γ as stored, with c2 from the
+ * weights before), `exact` over the unscaled weights (within W∘γ's f16 rounding of ref).
+ */
+async function foldedCase(k: Kernels, rows: number, K: number, r: () => number, gw: boolean, eps: number, own: GPUBuffer[]) {
+  const { m, w } = randomMatrix(k, rows, K, r);
+  const x = randomArray(K, r).map((v) => v + 3), g = randomArray(K, r).map((v) => 1 + 0.5 * v), be = randomArray(K, r, 0.3), b = randomArray(rows, r);
+  const gam = k.f32Buffer(g, 'gamma'), beta = k.f32Buffer(be, 'beta'), bias = k.f32Buffer(b, 'b'), c = k.buffer(2 * rows * 4, 'c');
+  await runNow(k, gw ? k.foldLayerNormIntoWeights({ W: m, gamma: gam, beta, bias, c, ones: k.f32Buffer(new Float32Array(K).fill(1), 'ones') }, own)
+    : k.foldLayerNorm({ W: m, gamma: gam, beta, bias, c }, own), own);
+  const stored = gw ? await readMatrix(k, m) : w;
+  const hat = layerNorm(x, 1, K, new Float32Array(K).fill(1), new Float32Array(K), eps);
+  const exact = linear(layerNorm(x, 1, K, g, be, eps), 1, w, b, K, rows);
+  const ref = gw ? linear(hat, 1, stored, linear(be, 1, w, b, K, rows), K, rows) : exact;
+  return { m, w, x, g, be, gam, c, stored, hat, ref, exact };
+}
 
 /**
  * The kernel variants: same device, the WGSL differs (a device with shader-f16 can run the packed
@@ -111,7 +130,7 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
         const what = `${rows}x${K} rpt ${rpt}`;
         const label = (dd: { label: string }) => dd.label.includes('_sgx_') && dd.label.includes(`_tpr${ss}`);
         const { m, w } = randomMatrix(k, rows, K, r);
-        const x = randomArray(K, r).map((v) => v + 3), g = randomArray(K, r).map((v) => 1 + 0.5 * v), be = randomArray(K, r, 0.3), b = randomArray(rows, r), y0 = randomArray(rows, r);
+        const x = randomArray(K, r).map((v) => v + 3), b = randomArray(rows, r), y0 = randomArray(rows, r);
         {
           const epi = odd ? { relu: true, resid: false } : { relu: false, resid: true };
           const y = k.f32Buffer(y0.slice(), 'y');
@@ -122,21 +141,14 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
           for (let i = 0; i < rows; i++) ref[i] = epi.relu ? Math.max(0, ref[i]) : ref[i] + y0[i];
           assert.ok(relErr(await readF32(k, y, rows), ref) < 1e-5, `${what} ${JSON.stringify(epi)}`);
         }
-        const gam = k.f32Buffer(g, 'gamma');
         {
           const gw = !odd;
-          const { m: m2, w: w2 } = randomMatrix(k, rows, K, r);
-          const c = k.buffer(2 * rows * 4, 'c'), beta = k.f32Buffer(be, 'beta'), bias = k.f32Buffer(b, 'b');
-          await runNow(k, gw ? k.foldLayerNormIntoWeights({ W: m2, gamma: gam, beta, bias, c, ones: k.f32Buffer(new Float32Array(K).fill(1), 'ones') }, own)
-            : k.foldLayerNorm({ W: m2, gamma: gam, beta, bias, c }, own), own);
-          const stored = gw ? await readMatrix(k, m2) : w2;
+          const fc = await foldedCase(k, rows, K, r, gw, eps, own);
           const y = k.buffer(rows * 4, 'y');
-          const ds = k.linear({ W: m2, x: k.f32Buffer(x, 'x'), y, T: 1, relu: true, ln: { gamma: gam, c, eps, gammaInW: gw }, shape }, own);
+          const ds = k.linear({ W: fc.m, x: k.f32Buffer(fc.x, 'x'), y, T: 1, relu: true, ln: { gamma: fc.gam, c: fc.c, eps, gammaInW: gw }, shape }, own);
           assert.ok(ds.every(label), ds.map((dd) => dd.label).join());
           await runNow(k, ds, own);
-          const hat = layerNorm(x, 1, K, new Float32Array(K).fill(1), new Float32Array(K), eps);
-          const ref = gw ? linear(hat, 1, stored, linear(be, 1, w2, b, K, rows), K, rows) : linear(layerNorm(x, 1, K, g, be, eps), 1, w2, b, K, rows);
-          for (let i = 0; i < rows; i++) ref[i] = Math.max(0, ref[i]);
+          const ref = fc.ref.map((v) => Math.max(0, v));
           assert.ok(relErr(await readF32(k, y, rows), ref) < 1e-5, `${what} ln gw ${gw}: ${relErr(await readF32(k, y, rows), ref)}`);
         }
       }
@@ -150,12 +162,8 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       // 1024 x 4096 (rpt 0: no shape given): a dense fc1's width at opt-6.7b, where linear takes its own
       // shape for the folded GEMV over W∘γ (ops.ts foldedShape: 8 rows of 32 threads, three a thread).
       for (const [rows, K, rpts] of [[131, 23, [1, 2]], [37, 45, [1, 2]], [41, 1037, [1, 2]], [43, 1048, [1, 2]], [21, 2056, [1, 2]], [9, 5, [1, 2]], [1024, 4096, [0]]] as const) for (const rpt of rpts) {
-        const { m, w } = randomMatrix(k, rows, K, r);
-        const x = randomArray(K, r).map((v) => v + 3), g = randomArray(K, r).map((v) => 1 + 0.5 * v), be = randomArray(K, r, 0.3), b = randomArray(rows, r);
-        const gam = k.f32Buffer(g, 'gamma'), c = k.buffer(2 * rows * 4, 'c');
-        await runNow(k, k.foldLayerNormIntoWeights({ W: m, gamma: gam, beta: k.f32Buffer(be, 'beta'), bias: k.f32Buffer(b, 'b'), c, ones: k.f32Buffer(new Float32Array(K).fill(1), 'ones') }, own), own);
+        const { m, w, x, g, be, gam, c, stored, hat, ref: asStored, exact } = await foldedCase(k, rows, K, r, true, eps, own);
         const ws = scaleColumns(w, rows, K, g);
-        const stored = await readMatrix(k, m);
         assert.ok(relErr(stored, ws) < 1e-3 && stored.every((v, i) => Math.abs(v - ws[i]) <= Math.abs(ws[i]) * 2 ** -10), `${rows}x${K}: W∘γ as stored`);
         const y = k.buffer(rows * 4, 'y');
         // At two rows a thread also lnOut's x̂ form: the LayerNorm without γ and β (for fc1 as W∘γ).
@@ -164,12 +172,8 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
         assert.ok(ds.every((dd) => (rpt ? dd.label.endsWith('_gw') : /_r8_tpr32_ln_p3_gw$/.test(dd.label)) && dd.label.includes(out ? '_lnhat' : '_ln_')), ds.map((dd) => dd.label).join());
         await runNow(k, ds, own);
         const got = await readF32(k, y, rows);
-        const hat = layerNorm(x, 1, K, new Float32Array(K).fill(1), new Float32Array(K), eps);
         if (out) assert.ok(relErr(await readF32(k, out.xn, K), hat) < 1e-5, `${rows}x${K}: lnOut x̂`);
-        const c2 = linear(be, 1, w, b, K, rows);
-        const asStored = linear(hat, 1, stored, c2, K, rows);
         assert.ok(relErr(got, asStored) < 1e-5, `${rows}x${K} rpt=${rpt} parts=${m.parts.length}: ${relErr(got, asStored)}`);
-        const exact = linear(layerNorm(x, 1, K, g, be, eps), 1, w, b, K, rows);
         assert.ok(relErr(got, exact) < 2e-3, `${rows}x${K} rpt=${rpt}: against the unscaled weights ${relErr(got, exact)}`);
       }
       // The qkv GEMV over W∘γ with A's rows and the next layer's head rows (A∘γ, Wh∘γ too, as the
