@@ -104,7 +104,8 @@ test('webgpu attention matches the CPU twin (split-K decode and the prefill kern
             if (run === 0) outs.push(got);
             // Every partial word and counter the fused form used is empty again for the next run.
             if (split && fused && attentionFusedFits(hd)) {
-              const S = splits ?? attentionSplits(H, maxPos);
+              const S = ds[0].wg[0];   // the grid's splits (attentionMaxLive may cap attentionSplits)
+              assert.equal(keep[0].size, 4 * attentionFusedWords(T, H, S, hd), `${what}: the scratch's size`);
               const words = await readU32(k, keep[0], attentionFusedWords(T, H, S, hd));
               assert.ok(words.every((w) => w === 0), `${what}: scratch left ${words.filter((w) => w !== 0).length} words set`);
             }

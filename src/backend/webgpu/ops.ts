@@ -847,6 +847,8 @@ export async function runNow(k: Kernels, ds: Dispatch[], own: GPUBuffer[]): Prom
 /** Copies a buffer's first `floats` f32 values back to the host. */
 export async function readF32(k: Kernels, src: GPUBuffer, floats: number, offset = 0): Promise<Float32Array> {
   const bytes = floats * 4;
+  // A copy past the end is only a validation error (a notice): the staging buffer would read as zeros.
+  if (offset + bytes > src.size) throw new Error(`read of ${bytes} bytes at ${offset} from "${src.label}" passes its ${src.size} bytes`);
   const st = k.device.createBuffer({ size: Math.max(16, bytes), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
   const enc = k.device.createCommandEncoder();
   enc.copyBufferToBuffer(src, offset, st, 0, bytes);

@@ -91,13 +91,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 //   phase 2 (grid H × T): combines the live splits (o = Σ_s exp(m_s - M) acc_s / Σ_s exp(m_s - M) l_s,
 //     M = max_s m_s), writes o and the head norm.
 // The plan is built once while the position changes per token, so both phases read n from step[0]:
-// chunk = max(minChunk, ceil(n / want)), want <= S the splits wanted (attentionTargetSplits), past
+// chunk = max(minChunk, ceil(n / want)) (minChunk ATS_SHORT_CHUNK up to ATS_SHORT_KEYS keys), want <= S the splits wanted (attentionTargetSplits), past
 // one tile rounded up to whole tiles (chunkOf); splits at or past n exit (phase 1) or are skipped (phase 2).
 
 export const ATS_WG = 256;   // phase-1 threads
 export const ATS_WG2 = 256;  // phase-2 threads (at least HV and ATS_MAX_SPLITS)
 export const ATS_MAX_SPLITS = 64;
-/** Positions a split takes at least: short contexts use fewer splits (less phase-2 work). */
+/** Positions a split takes at least past ATS_SHORT_KEYS keys (below, ATS_SHORT_CHUNK): short contexts use fewer splits (less phase-2 work). */
 export const ATS_MIN_CHUNK = 32;
 /**
  * Up to ATS_SHORT_KEYS keys a split takes at least ATS_SHORT_CHUNK (chunkOf; the fused plan's steps):
@@ -210,7 +210,8 @@ interface Together { issueAcc: (i: string) => string; issueMl: (i: string) => st
 
 /**
  * Phase 2's body: combine the live splits of (t, h) into o and the head norm. `ml(s)` reads split
- * s's (m, l), `accAt(i)` the partial acc vector i = (b + s) · HV + slot, each exactly once; `mls`,
+ * s's (m, l), `accAt(i)` the partial acc vector i = (b + s) · HV + slot, each exactly once (with
+ * `together`, its issue / settle calls read every (m, l) and each group's first partial instead); `mls`,
  * `red(i)` name workgroup storage for S (m, l) pairs and ATS_WG2 floats.
  */
 function combineBody(HV: number, RV2: number, mls: { get: (i: string) => string; set: (i: string, v: string) => string }, red: (i: string) => string, ml: (i: string) => string, accAt: (i: string) => string, sgNorm = false, together?: Together): string {
