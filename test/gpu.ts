@@ -15,7 +15,19 @@ export async function gpuOrSkip(t: TestContext, opts: GpuOptions = {}): Promise<
     t.skip('no WebGPU adapter on this machine');
     return null;
   }
-  return openGpu(opts);
+  return failOnGpuErrors(await openGpu(opts));
+}
+
+/**
+ * Makes an uncaptured WebGPU error (validation, out of memory) fail the test that is running: the
+ * engine only prints a notice for one, and a test could then pass on what an invalid command left
+ * (a copy that never ran reads back zeros). Tests that expect an error catch it in an error scope.
+ */
+export function failOnGpuErrors(g: Gpu): Gpu {
+  g.device.addEventListener('uncapturederror', (ev) => {
+    throw new Error(`WebGPU error during a test: ${(ev as GPUUncapturedErrorEvent).error.message.split('\n')[0]}`);
+  });
+  return g;
 }
 
 /** Uploads random weights (× scale); returns the matrix and the fp16-rounded values the CPU twin should use. */

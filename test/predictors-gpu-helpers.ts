@@ -1,6 +1,7 @@
 // Shared by the predictor tests: a WebGPU device when an adapter exists. Without one, tests skip with a
 // message, except under CI (process.env.CI), where a missing adapter is a failure: CI installs lavapipe.
 import { openGpu, probeAdapter, type Gpu } from '../src/backend/webgpu/device.js';
+import { failOnGpuErrors } from './gpu.js';
 
 let gpu: Promise<Gpu | null> | null = null;
 
@@ -10,7 +11,7 @@ export function testGpu(): Promise<Gpu | null> {
       if (process.env.CI) throw new Error('CI is set but no WebGPU adapter was found (install Mesa lavapipe)');
       return null;
     }
-    return openGpu();
+    return failOnGpuErrors(await openGpu());
   })();
   return gpu;
 }
