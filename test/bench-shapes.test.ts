@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import { parameterCount } from '../src/model/config.js';
 import { fixedPolicy, headCount, randomSubset, rng, syntheticHeads, syntheticPredictorPolicy } from '../src/bench/policies.js';
 import { benchTable, type BenchRow } from '../src/bench/report.js';
+import { gpuStepFields } from '../src/bench/run.js';
 import {
   CPU_LAYOUT, deviceWeightBytes, mlpBytesFromPolicy, mlpK, predictorRank, SHAPE_NAMES, shapeConfig, shapeJson,
   tokenBytes, uniformMlp, WEBGPU_LAYOUT,
@@ -150,6 +151,23 @@ test('the aligned table has equal-width lines', () => {
   assert.equal(lines.length, 4);
   assert.equal(new Set(lines.map((l) => l.length)).size, 1);
   assert.match(lines[2], /mlp 0\.1 fixed/);
+  // With the GPU step's fields: its percent of the floor is its own rate against the card's.
+  const g = { ...row, card_gbps: 4000, ...gpuStepFields({ msPerToken: 4.2, gpuMsPerToken: 4, dispatchesPerToken: 161 }, 6e9 - 4e8, 4000) };
+  const gl = benchTable([g]).trimEnd().split('\n');
+  assert.match(gl[0], /GPU ms\s+GPU % floor\s+dispatches/);
+  assert.match(gl[2], /4\.000\s+35\.0\s+161/);
+});
+
+test('the GPU step (no LM head) counts its own bytes: its percent of the floor is not floor_ms / gpu_ms', () => {
+  // 6 GB a token of which 0.4 GB is the LM head, which timeDecodeSteps leaves out; 4 ms on a 4000 GB/s card.
+  const f = gpuStepFields({ msPerToken: 4.2, gpuMsPerToken: 4, dispatchesPerToken: 161 }, 6e9 - 4e8, 4000);
+  assert.equal(f.gpu_gbps, 1400);
+  assert.equal(f.gpu_pct_of_floor, 35);   // (5.6 GB / 4 ms) / 4000 GB/s, not (6 GB / 4000 GB/s) / 4 ms = 37.5 %
+  assert.equal(f.dispatches_per_token, 161);
+  const none = gpuStepFields({ msPerToken: 4.2, dispatchesPerToken: 161 }, 5.6e9, 4000);
+  assert.equal(none.gpu_ms_per_token, null);
+  assert.equal(none.gpu_pct_of_floor, null);
+  assert.equal(gpuStepFields({ msPerToken: 4.2, gpuMsPerToken: 4, dispatchesPerToken: 1 }, 5.6e9, null).gpu_pct_of_floor, null);
 });
 
 const HF = join(ROOT, 'bench', 'hf_baseline.py');

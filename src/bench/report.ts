@@ -42,6 +42,8 @@ export interface BenchRow {
   queued_ms_per_token?: number;
   gpu_ms_per_token?: number | null;  // GPU timestamps (null without timestamp-query)
   gpu_gbps?: number | null;          // (bytes_per_token - lm_head bytes) / gpu_ms_per_token
+  /** gpu_gbps / card_gbps × 100: the GPU step's percent of its floor (floor_ms counts the LM head, which gpu_ms_per_token leaves out: do not divide those two). */
+  gpu_pct_of_floor?: number | null;
   /**
    * With --profile: the decode step dispatch by dispatch (each in a compute pass of its own between
    * GPU timestamps), grouped by pipeline and grid, slowest first. A pass of its own adds its start and
@@ -94,14 +96,14 @@ export function benchTable(rows: BenchRow[]): string {
   const hf = rows.some((r) => r.hf_ms_per_token !== undefined);
   const gpu = rows.some((r) => r.gpu_ms_per_token != null);
   const header = ['shape', 'backend', 'sparsity', 'prefill ms', 'ms/token', 'readback ms', 'tok/s', 'MB/token', 'GB/s', 'floor ms', '% floor'];
-  if (gpu) header.push('GPU ms', 'dispatches');
+  if (gpu) header.push('GPU ms', 'GPU % floor', 'dispatches');   // the step without the LM head, its bytes likewise
   if (hf) header.push('HF ms/token', 'HF GB/s', 'HF/ours');
   const body = rows.map((r) => {
     const heads = r.sparsity === 'dejavu' ? `, heads ${Number((r.head_density ?? NaN).toFixed(3))}${r.head_kv && r.head_kv !== 'all' ? ` kv ${r.head_kv}` : ''}${r.head_input === 'prev_attn_in' ? ' head-lookahead' : ''}` : '';
     const sp = r.sparsity === 'dense' ? 'dense' : `mlp ${Number((r.mlp_density ?? NaN).toFixed(3))}${heads}${r.selector === 'fixed' ? ' fixed' : r.selection === 'block' ? ' block' : ''}${r.predictor_input === 'attn_in' ? ' lookahead' : ''}`;
     const cells = [r.shape, r.backend, sp, fmt(r.prefill_ms, 1), fmt(r.ms_per_token, 3), fmt(r.ms_per_token_readback, 3), fmt(r.tokens_per_s, 1),
       fmt(r.bytes_per_token / 1e6, 1), fmt(r.gbps, 1), fmt(r.floor_ms, 3), fmt(r.pct_of_floor, 1)];
-    if (gpu) cells.push(fmt(r.gpu_ms_per_token, 3), String(r.dispatches_per_token ?? '-'));
+    if (gpu) cells.push(fmt(r.gpu_ms_per_token, 3), fmt(r.gpu_pct_of_floor, 1), String(r.dispatches_per_token ?? '-'));
     if (hf) cells.push(fmt(r.hf_ms_per_token, 3), fmt(r.hf_gbps, 1), fmt(r.speedup_vs_hf, 2));
     return cells;
   });

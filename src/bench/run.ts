@@ -303,19 +303,29 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: Sparsity
     card_gbps: bw.gbps, card_gbps_method: bw.kind === 'memcpy' ? 'memcpy' : `read-kernel ${bw.method}`,
     ...(bw.copy && { card_copy_gbps: bw.copy.gbps }),
     floor_ms: floorMs, pct_of_floor: (floorMs / timing.msPerToken) * 100,
-    ...(gpuT && {
-      dispatches_per_token: gpuT.dispatchesPerToken,
-      queued_ms_per_token: gpuT.msPerToken,
-      gpu_ms_per_token: gpuT.gpuMsPerToken ?? null,
-      // timeDecodeSteps runs the decode plan without the LM head: its bytes exclude lm_head.
-      gpu_gbps: gpuT.gpuMsPerToken ? (bytes - tb.lmHead) / (gpuT.gpuMsPerToken * 1e6) : null,
-    }),
+    ...(gpuT && gpuStepFields(gpuT, bytes - tb.lmHead, bw.gbps)),
     ...(profile && { profile }),
   };
 }
 
 /** The WebGPU runner's own timing: steps queued back to back, GPU timestamps per step. */
 interface StepTiming { msPerToken: number; gpuMsPerToken?: number; dispatchesPerToken: number }
+
+/**
+ * The row's GPU-step fields. timeDecodeSteps runs the decode plan without the LM head, so its rate
+ * and percent of the floor count the bytes without the LM head's (stepBytes): floor_ms counts them,
+ * so floor_ms / gpu_ms_per_token would overstate the percent (1–4 points at OPT-1.3B to 30B).
+ */
+export function gpuStepFields(t: StepTiming, stepBytes: number, cardGbps: number | null): Pick<BenchRow, 'dispatches_per_token' | 'queued_ms_per_token' | 'gpu_ms_per_token' | 'gpu_gbps' | 'gpu_pct_of_floor'> {
+  const gbps = t.gpuMsPerToken ? stepBytes / (t.gpuMsPerToken * 1e6) : null;
+  return {
+    dispatches_per_token: t.dispatchesPerToken,
+    queued_ms_per_token: t.msPerToken,
+    gpu_ms_per_token: t.gpuMsPerToken ?? null,
+    gpu_gbps: gbps,
+    gpu_pct_of_floor: gbps !== null && cardGbps ? (100 * gbps) / cardGbps : null,
+  };
+}
 type StepTimed = Runner & { timeDecodeSteps(steps: number, token?: number): Promise<StepTiming> };
 
 /**
