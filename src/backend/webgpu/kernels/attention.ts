@@ -293,6 +293,12 @@ export function attentionSplitWgsl(hd: number, half = false, heads = false, fuse
   if (fused && !attentionFusedFits(hd)) throw new Error(`attention split kernel: head dim ${hd} has no room for the fused combine`);
   const { W, HV, RV, TILE, RPT } = sh;
   const groups = attentionGroupRows(hd, ss);
+  // The fused combine's partial words for vec4 rows: issued together, settled after (combineBody, `together`).
+  const tg: Together | undefined = fused && W === 4 ? {
+    issueAcc: (i) => `load4((${i}) * 4u)`, settleAcc: (i, u) => `settle4((${i}) * 4u, ${u})`,
+    issueMl: (i) => `vec2<u32>(atomicLoad(&sw[ML0 + 2u * (${i})]), atomicLoad(&sw[ML0 + 2u * (${i}) + 1u]))`,
+    settleMl: (i, u) => `vec2<f32>(settle(ML0 + 2u * (${i}), ${u}.x), settle(ML0 + 2u * (${i}) + 1u, ${u}.y))`,
+  } : undefined;
   // Fused: the scratch words (see above). ML0 / CNT0: where (m, l) and the counters start.
   const words = `let T = nwg.z;
   let ML0 = T * p.H * p.S * ${HV * W}u;
@@ -439,12 +445,7 @@ ${fused ? `  // Arrive; the last live split of (t, h) combines (see "Fused form"
   { // phase 2's code, in a scope of its own (its names shadow phase 1's)
   ${combineBody(HV, RV, { get: (i) => `vec2<f32>(part[2u * ${i}], part[2u * ${i} + 1u])`, set: (i, v) => `let e = ${v}; part[2u * ${i}] = e.x; part[2u * ${i} + 1u] = e.y;` },
     (i) => `part[${2 * ATS_MAX_SPLITS}u + ${i}]`, (i) => `vec2<f32>(take(ML0 + 2u * (${i})), take(ML0 + 2u * (${i}) + 1u))`,
-    (i) => (W === 4 ? `settle4((${i}) * 4u, load4((${i}) * 4u))` : `take(${i})`), groups,
-    W === 4 ? {
-      issueAcc: (i) => `load4((${i}) * 4u)`, settleAcc: (i, u) => `settle4((${i}) * 4u, ${u})`,
-      issueMl: (i) => `vec2<u32>(atomicLoad(&sw[ML0 + 2u * (${i})]), atomicLoad(&sw[ML0 + 2u * (${i}) + 1u]))`,
-      settleMl: (i, u) => `vec2<f32>(settle(ML0 + 2u * (${i}), ${u}.x), settle(ML0 + 2u * (${i}) + 1u, ${u}.y))`,
-    } : undefined)}
+    (i) => (tg ? tg.settleAcc(i, tg.issueAcc(i)) : `take(${i})`), groups, tg)}
   }` : ''}
 }
 `;
