@@ -63,7 +63,7 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       // K = 1037 runs the wide form's unrolled loop and its odd tail.
       // K = 48 and 1048 (x offsets and strides multiples of 4) read x as vec4<f32>.
       // K = 2056 and 4101 (>= 256 chunks, few rows) take the one-row-of-256-threads shape of short, wide matrices.
-      // K = 16391 (2049 chunks, wide with a tail): the long-row shape, one row of 256 threads.
+      // K = 16391 (2049 chunks, wide with a tail): fc2's long rows (one row of 256 threads here, as few rows).
       // Prefill (T > 1) takes the matmul: 64 × 64 tiles; T = 70 and 128 span two tiles of tokens,
       // 131 rows three of rows, and odd K (45, 71) ends inside a K chunk.
       for (const [T, rows, K] of [[1, 37, 23], [1, 131, 45], [1, 29, 18], [1, 41, 1037], [1, 33, 48], [1, 43, 1048], [1, 21, 2056], [1, 7, 4101], [1, 9, 16391], [3, 37, 23], [19, 53, 71], [70, 131, 45], [128, 67, 100]] as const) {
@@ -101,7 +101,7 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
           // Without bias, also lnOut: the GEMV writes LN(x) itself (each workgroup a slice).
           const out = epi.bias ? undefined : { beta: k.f32Buffer(be, 'beta'), xn: k.f32Buffer(new Float32Array(K).fill(NaN), 'xn') };
           const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T: 1, relu: epi.relu, resid: epi.resid, ln: { gamma: gam, c, eps, out }, shape: { rpt } }, own);
-          assert.ok(ds.every((dd) => /_ln(out)?(_p\d)?$/.test(dd.label) && dd.label.includes(out ? '_lnout' : '_ln')), ds.map((dd) => dd.label).join());
+          assert.ok(ds.every((dd) => /_ln(out)?(_p\d(_pl)?)?$/.test(dd.label) && dd.label.includes(out ? '_lnout' : '_ln')), ds.map((dd) => dd.label).join());
           await runNow(k, ds, own);
           const normed = layerNorm(x, 1, K, g, be, eps);
           if (out) assert.ok(relErr(await readF32(k, out.xn, K), normed) < 1e-5, `lnOut ${rows}x${K} rpt=${rpt}: ${relErr(await readF32(k, out.xn, K), normed)}`);
@@ -170,6 +170,8 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
         const out = rpt === 2 ? { beta: k.f32Buffer(be, 'beta'), xn: k.f32Buffer(new Float32Array(K).fill(NaN), 'xn'), hat: true } : undefined;
         const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T: 1, ln: { gamma: gam, c, eps, gammaInW: true, out }, shape: rpt ? { rpt } : undefined }, own);
         assert.ok(ds.every((dd) => (rpt ? dd.label.endsWith('_gw') : /_r8_tpr32_ln_p3_gw$/.test(dd.label)) && dd.label.includes(out ? '_lnhat' : '_ln_')), ds.map((dd) => dd.label).join());
+        // Rows of at most 2048 at two rows a thread take the peeled first trip (gemv.ts PEEL), wider ones not.
+        assert.ok(ds.every((dd) => dd.label.includes('_pl_') === (rpt === 2 && K <= 2048)), ds.map((dd) => dd.label).join());
         await runNow(k, ds, own);
         const got = await readF32(k, y, rows);
         if (out) assert.ok(relErr(await readF32(k, out.xn, K), hat) < 1e-5, `${rows}x${K}: lnOut x̂`);

@@ -64,14 +64,17 @@ function gemvShape(K4: number, nRows = Infinity): { rows: number; tpr: number; r
   // against 6.4 (H200; 1.3B 3.4 vs 6.1, 13B 5.0 vs 7.6).
   if (wide && nRows < 1024 && chunks >= 256) return { rows: 1, tpr: 256, rpt: 1, wide };
   // Rows of >= 256 chunks (d >= 2048): two rows a thread, each x chunk loaded once for both (and,
-  // with a folded LayerNorm, its statistics' terms taken once), on the one-row-a-thread shapes:
-  // fc2's long rows (>= 2048 chunks) one row of 256 threads a workgroup, rows of >= 512 chunks 4 of
-  // 64, shorter 8 of 32. Decode on an H200, GPU ms a token (docs/benchmarks.md): opt-6.7b 5.66 →
-  // 5.01, opt-13b 10.04 → 8.55, opt-1.3b 1.64 → 1.54 (4 rows of 64 at 1.3B: 1.63). Four rows a
-  // thread was slower at every shape timed.
+  // with a folded LayerNorm, its statistics' terms taken once): rows of >= 512 chunks 4 rows of 64
+  // threads a workgroup, shorter 8 of 32. Decode on an H200, GPU ms a token (docs/benchmarks.md):
+  // opt-6.7b 5.66 → 5.01, opt-13b 10.04 → 8.55, opt-1.3b 1.64 → 1.54 (4 rows of 64 at 1.3B: 1.63).
+  // Four rows a thread was slower at every shape timed.
+  // fc2's long rows (>= 2048 chunks) took one row of 256 threads until the sixteenth session: alone
+  // in the kernel bench that shape was as fast (6.7B 35.7 µs against 37.4), but in the decode step
+  // 4 rows of 64 are faster: opt-6.7b dense 4.38 → 4.06 GPU ms, opt-13b 7.93 → 7.84, opt-30b equal
+  // (2 rows of 128: 13B +3 %).
   // But one row a thread where two would leave fewer than GEMV_MIN_GROUPS workgroups (OPT-1.3B's
   // out_proj and fc2: 2048 rows): too few loads in flight on the card otherwise.
-  const tpr = chunks >= 2048 && wide ? 256 : chunks >= 512 ? 64 : 32, rows = 256 / tpr;
+  const tpr = chunks >= 512 ? 64 : 32, rows = 256 / tpr;
   const rpt = wide && chunks >= 256 && nRows / (2 * rows) >= GEMV_MIN_GROUPS ? 2 : 1;
   return { rows, tpr, rpt, wide };
 }
@@ -370,7 +373,9 @@ export class Kernels {
       switch (a.T === 1 ? 'gemv' : 'matmul') {
         case 'gemv': {
           const o: GemvOpts = { ...this.gemvForm(K4, rows, shape), ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out, lnOutHat: !!ln?.out?.hat, pred: !!pred, hnext: hnext ? pred?.rows ?? 0 : undefined,
-            heads: heads ? { hd: heads.hd, H: heads.H, k: heads.k, kvAll: heads.kvAll, lazy: heads.lazy ? (heads.lazy.complete ? 'complete' : heads.lazy.odd ? 'odd' : 'even') : undefined } : undefined, gw: !!ln?.gammaInW };
+            heads: heads ? { hd: heads.hd, H: heads.H, k: heads.k, kvAll: heads.kvAll, lazy: heads.lazy ? (heads.lazy.complete ? 'complete' : heads.lazy.odd ? 'odd' : 'even') : undefined } : undefined, gw: !!ln?.gammaInW,
+            // The shift's loads after the first trip's (gemv.ts PEEL): where measured faster, riderless rows of <= 256 chunks.
+            peel: !!ln && !pred && !hnext && !heads && K4 <= 512 };
           if (gemvReadsGamma(o)) ent.push([6, ln!.gamma]);
           // The folded LayerNorm reads γ (K floats, from 0) as vec4 alongside x: whole vec4s only.
           o.xv4 = o.wide && inOff % 4 === 0 && inStride % 4 === 0 && (!ln || K % 4 === 0);

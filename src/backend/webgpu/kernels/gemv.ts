@@ -132,6 +132,16 @@ export interface GemvOpts {
    * HNEXT's matrices), so the dot loop takes u = x − h as it is; only lnOut still reads γ.
    */
   gw?: boolean;
+  /**
+   * PEEL (with ln and rpt > 1): the dot loop's first trip is written out before the loop with its
+   * weight and x loads ahead of the shift's (shiftOf), so that the shift's round trip to L2 overlaps
+   * theirs instead of coming before any weight load. Decode on an H200, GPU ms a token
+   * (docs/benchmarks.md, sixteenth session): opt-1.3b dense 1.289 → 1.231 (−4.4 %); for the qkv GEMV
+   * with riders or sparse heads it was slower (opt-6.7b mlp +4.4 %, dejavu +2.5 %) and at d ≥ 4096
+   * dense it gained nothing (+0.3 / +0.7 %), so ops.ts sets it for the riderless folded GEMVs of
+   * rows of at most 256 chunks (d ≤ 2048) only.
+   */
+  peel?: boolean;
 }
 
 /**
@@ -152,7 +162,7 @@ export function gemvReadsGamma(o: GemvOpts): boolean {
 }
 
 export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
-  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? `sg${sgExact(f, o) ? 'x' : ''}` : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? (o.lnOutHat ? 'hat' : 'out') : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}${o.heads.kvAll ? 'q' : ''}${o.heads.lazy ? `z${o.heads.lazy[0]}` : ''}` : ''}${o.hnext !== undefined ? `_hn${o.hnext}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}${o.gw ? '_gw' : ''}`;
+  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? `sg${sgExact(f, o) ? 'x' : ''}` : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? (o.lnOutHat ? 'hat' : 'out') : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}${o.heads.kvAll ? 'q' : ''}${o.heads.lazy ? `z${o.heads.lazy[0]}` : ''}` : ''}${o.hnext !== undefined ? `_hn${o.hnext}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}${o.ln && o.peel && (o.rpt ?? 1) > 1 ? '_pl' : ''}${o.gw ? '_gw' : ''}`;
 }
 
 /** Uniform layout (u32 each). allRows: rows of the whole matrix (all parts; with pred, A's too), for ln's c2; kvD: kv's d. */
@@ -422,6 +432,7 @@ function singleRowDot(o: GemvOpts, sh: string, M: string, row: string): string {
  * Rows past the matrix read its last row (valid memory) and drop the result.
  */
 function multiRowMain(o: GemvOpts, P: number, sg: boolean, exact: boolean, ln: boolean, shiftCode: string, lnOutCode: string): string {
+  const peel = ln && !!o.peel;
   const rows = Array.from({ length: P }, (_, i) => i);
   const each = (fn: (i: number) => string, sep = '\n') => rows.map(fn).join(sep);
   const shArgs = ln ? ', sh, &su' : '';
@@ -431,6 +442,23 @@ function multiRowMain(o: GemvOpts, P: number, sg: boolean, exact: boolean, ln: b
   // `two` (LAZY, odd positions): each weight chunk also meets the saved input (x8P, accumulators e#).
   const loop = (M: string, off: string, two = false) => `${each((i) => `let wb${i} = (min(r0 + ${i}u * R, p.rows - 1u)${off}) * rc;`, '\n  ')}
   var c = lane;
+  ${peel ? `// PEEL: the first trip peeled, its weight and x loads before the shift's, so that the shift's
+  // x loads wait beside them and not ahead of them.
+  if (c + TPR < full) {
+    ${each((i) => `let w${i}a = ${M}[wb${i} + c]; let w${i}b = ${M}[wb${i} + c + TPR];`, '\n    ')}
+    let ra = xraw(xb, c * 8u);
+    let rb = xraw(xb, (c + TPR) * 8u);
+    sh = shiftOf(xb);
+    let va = xsh(ra, c * 8u, sh, &su);
+    let vb = xsh(rb, (c + TPR) * 8u, sh, &su);
+    ${each((i) => `d${i} += wdot(w${i}a, va) + wdot(w${i}b, vb);`, '\n    ')}
+    ${two ? `let qa = x8P(c * 8u);
+    let qb = x8P((c + TPR) * 8u);
+    ${each((i) => `e${i} += wdot(w${i}a, qa) + wdot(w${i}b, qb);`, '\n    ')}` : ''}
+    c += 2u * TPR;
+  } else {
+    sh = shiftOf(xb);
+  }` : ''}
   loop {
     if (c + TPR >= full) { break; }
     ${each((i) => `let w${i}a = ${M}[wb${i} + c]; let w${i}b = ${M}[wb${i} + c + TPR];`, '\n    ')}
@@ -472,12 +500,27 @@ function multiRowMain(o: GemvOpts, P: number, sg: boolean, exact: boolean, ln: b
 struct X8 { lo: vec4<f32>, hi: vec4<f32> }
 // The x side of the chunk at element k: x itself, or with ln γ∘(x − sh) (x − sh where W carries γ:
 // gw), adding Σu and Σu² into su.
-fn xin(xb: u32, k: u32${ln ? ', sh: f32, su: ptr<function, vec2<f32>>' : ''}) -> X8 {
-  ${ln ? `let ul = x4(xb + k) - vec4<f32>(sh);
-  let uh = x4(xb + k + 4u) - vec4<f32>(sh);
+fn xraw(xb: u32, k: u32) -> X8 { return X8(x4(xb + k), x4(xb + k + 4u)); }
+${ln ? `// The x side from the raw chunk r at element k.
+fn xsh(r: X8, k: u32, sh: f32, su: ptr<function, vec2<f32>>) -> X8 {
+  let ul = r.lo - vec4<f32>(sh);
+  let uh = r.hi - vec4<f32>(sh);
   *su += vec2<f32>(dot(ul, vec4<f32>(1.0)) + dot(uh, vec4<f32>(1.0)), dot(ul, ul) + dot(uh, uh));
-  return ${gw ? 'X8(ul, uh)' : 'X8(ul * g4(k), uh * g4(k + 4u))'};` : 'return X8(x4(xb + k), x4(xb + k + 4u));'}
+  return ${gw ? 'X8(ul, uh)' : 'X8(ul * g4(k), uh * g4(k + 4u))'};
 }
+// The statistics' shift, the same in every thread: the mean of the row's first 8 elements (cached
+// broadcast loads; an outlier among them moves it by an eighth of its distance). Straight-line
+// where K >= 8, so its loads can issue together with the first trip's.
+fn shiftOf(xb: u32) -> f32 {
+  if (p.K >= 8u) {
+    return (xs(xb) + xs(xb + 1u) + xs(xb + 2u) + xs(xb + 3u) + xs(xb + 4u) + xs(xb + 5u) + xs(xb + 6u) + xs(xb + 7u)) / 8.0;
+  }
+  var s = 0.0;
+  for (var i = 0u; i < p.K; i++) { s += xs(xb + i); }
+  return s / f32(p.K);
+}
+fn xin(xb: u32, k: u32, sh: f32, su: ptr<function, vec2<f32>>) -> X8 { return xsh(xraw(xb, k), k, sh, su); }` : ''}
+${ln ? '' : 'fn xin(xb: u32, k: u32) -> X8 { return xraw(xb, k); }'}
 fn wdot(w: vec4<u32>, v: X8) -> f32 { return dot(w8lo(w), v.lo) + dot(w8hi(w), v.hi); }
 
 @compute @workgroup_size(${o.rows * o.tpr})
@@ -488,7 +531,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let lane = lid % TPR;
   let r0 = g * RP + lid / TPR;
   let xb = t * p.inStride + p.inOff;
-  ${shiftCode}
+  ${peel ? 'var sh = 0.0;   // set by the dot loop\'s first trip (shiftOf)' : shiftCode}
   let rc = p.K4 / 2u;
   let full = p.K / 8u;
   ${each((i) => `var d${i} = 0.0;`, ' ')}
