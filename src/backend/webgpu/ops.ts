@@ -374,8 +374,8 @@ export class Kernels {
         case 'gemv': {
           const o: GemvOpts = { ...this.gemvForm(K4, rows, shape), ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out, lnOutHat: !!ln?.out?.hat, pred: !!pred, hnext: hnext ? pred?.rows ?? 0 : undefined,
             heads: heads ? { hd: heads.hd, H: heads.H, k: heads.k, kvAll: heads.kvAll, lazy: heads.lazy ? (heads.lazy.complete ? 'complete' : heads.lazy.odd ? 'odd' : 'even') : undefined } : undefined, gw: !!ln?.gammaInW,
-            // The shift's loads after the first trip's (gemv.ts PEEL): where measured faster, riderless rows of <= 256 chunks.
-            peel: !!ln && !pred && !hnext && !heads && K4 <= 512 };
+            // The shift's loads after the first trip's (gemv.ts PEEL): where measured faster, rows of <= 256 chunks without sparse heads.
+            peel: !!ln && !heads && K4 <= 512 };
           if (gemvReadsGamma(o)) ent.push([6, ln!.gamma]);
           // The folded LayerNorm reads γ (K floats, from 0) as vec4 alongside x: whole vec4s only.
           o.xv4 = o.wide && inOff % 4 === 0 && inStride % 4 === 0 && (!ln || K % 4 === 0);

@@ -136,10 +136,10 @@ export interface GemvOpts {
    * PEEL (with ln and rpt > 1): the dot loop's first trip is written out before the loop with its
    * weight and x loads ahead of the shift's (shiftOf), so that the shift's round trip to L2 overlaps
    * theirs instead of coming before any weight load. Decode on an H200, GPU ms a token
-   * (docs/benchmarks.md, sixteenth session): opt-1.3b dense 1.282 → 1.229 (−4.1 %); for the qkv GEMV
-   * with riders or sparse heads it was slower (opt-6.7b mlp +4.4 %, dejavu +2.5 %) and at d ≥ 4096
-   * dense it gained nothing (+0.3 / +0.7 %), so ops.ts sets it for the riderless folded GEMVs of
-   * rows of at most 256 chunks (d ≤ 2048) only.
+   * (docs/benchmarks.md, sixteenth session): opt-1.3b dense 1.282 → 1.229 (−4.1 %), mlp (the qkv
+   * GEMV with predictor A's rows) 1.012 → 1.002; at d ≥ 4096 it gained nothing dense (+0.3 / +0.7 %)
+   * and lost with riders or sparse heads (opt-6.7b mlp +4.4 %, dejavu +2.5 %), so ops.ts sets it for
+   * folded GEMVs without sparse heads of rows of at most 256 chunks (d ≤ 2048) only.
    */
   peel?: boolean;
 }
