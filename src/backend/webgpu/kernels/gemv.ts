@@ -156,13 +156,18 @@ export function sgExact(f: KernelFeatures, o: GemvOpts): boolean {
   return f.subgroups && f.subgroupSize === o.tpr && !o.lnOut && !o.heads?.lazy;
 }
 
+/** Whether the several-rows-a-thread main peels its first trip (PEEL): the option, with ln and rpt > 1. */
+export function gemvPeels(o: GemvOpts): boolean {
+  return !!o.ln && !!o.peel && (o.rpt ?? 1) > 1;
+}
+
 /** Whether the GEMV reads γ (binding 6): the folded LayerNorm, unless the weights carry it (then lnOut only). */
 export function gemvReadsGamma(o: GemvOpts): boolean {
   return !!o.ln && (!o.gw || (!!o.lnOut && !o.lnOutHat));
 }
 
 export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
-  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? `sg${sgExact(f, o) ? 'x' : ''}` : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? (o.lnOutHat ? 'hat' : 'out') : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}${o.heads.kvAll ? 'q' : ''}${o.heads.lazy ? `z${o.heads.lazy[0]}` : ''}` : ''}${o.hnext !== undefined ? `_hn${o.hnext}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}${o.ln && o.peel && (o.rpt ?? 1) > 1 ? '_pl' : ''}${o.gw ? '_gw' : ''}`;
+  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? `sg${sgExact(f, o) ? 'x' : ''}` : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? (o.lnOutHat ? 'hat' : 'out') : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}${o.heads.kvAll ? 'q' : ''}${o.heads.lazy ? `z${o.heads.lazy[0]}` : ''}` : ''}${o.hnext !== undefined ? `_hn${o.hnext}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}${gemvPeels(o) ? '_pl' : ''}${o.gw ? '_gw' : ''}`;
 }
 
 /** Uniform layout (u32 each). allRows: rows of the whole matrix (all parts; with pred, A's too), for ln's c2; kvD: kv's d. */
@@ -432,43 +437,39 @@ function singleRowDot(o: GemvOpts, sh: string, M: string, row: string): string {
  * Rows past the matrix read its last row (valid memory) and drop the result.
  */
 function multiRowMain(o: GemvOpts, P: number, sg: boolean, exact: boolean, ln: boolean, shiftCode: string, lnOutCode: string): string {
-  const peel = ln && !!o.peel;
+  const peel = gemvPeels(o);
   const rows = Array.from({ length: P }, (_, i) => i);
   const each = (fn: (i: number) => string, sep = '\n') => rows.map(fn).join(sep);
   const shArgs = ln ? ', sh, &su' : '';
   const lazy = !!o.heads?.lazy, complete = o.heads?.lazy === 'complete', odd = o.heads?.lazy === 'odd' || complete;
   const gw = !!o.gw;
-  // The dot loop over weight matrix M (W, or WA / WH for the lookahead rows, whose row index is shifted by `off`).
+  // One trip of the dot loop: chunks c and c + TPR of each row, their x side made by `xside` (va, vb);
   // `two` (LAZY, odd positions): each weight chunk also meets the saved input (x8P, accumulators e#).
+  const trip = (M: string, two: boolean, xside: string) => `${each((i) => `let w${i}a = ${M}[wb${i} + c]; let w${i}b = ${M}[wb${i} + c + TPR];`, '\n    ')}
+    ${xside}
+    ${each((i) => `d${i} += wdot(w${i}a, va) + wdot(w${i}b, vb);`, '\n    ')}
+    ${two ? `let qa = x8P(c * 8u);
+    let qb = x8P((c + TPR) * 8u);
+    ${each((i) => `e${i} += wdot(w${i}a, qa) + wdot(w${i}b, qb);`, '\n    ')}` : ''}
+    c += 2u * TPR;`;
+  // The dot loop over weight matrix M (W, or WA / WH for the lookahead rows, whose row index is shifted by `off`).
   const loop = (M: string, off: string, two = false) => `${each((i) => `let wb${i} = (min(r0 + ${i}u * R, p.rows - 1u)${off}) * rc;`, '\n  ')}
   var c = lane;
   ${peel ? `// PEEL: the first trip peeled, its weight and x loads before the shift's, so that the shift's
   // x loads wait beside them and not ahead of them.
   if (c + TPR < full) {
-    ${each((i) => `let w${i}a = ${M}[wb${i} + c]; let w${i}b = ${M}[wb${i} + c + TPR];`, '\n    ')}
-    let ra = xraw(xb, c * 8u);
+    ${trip(M, two, `let ra = xraw(xb, c * 8u);
     let rb = xraw(xb, (c + TPR) * 8u);
     sh = shiftOf(xb);
     let va = xsh(ra, c * 8u, sh, &su);
-    let vb = xsh(rb, (c + TPR) * 8u, sh, &su);
-    ${each((i) => `d${i} += wdot(w${i}a, va) + wdot(w${i}b, vb);`, '\n    ')}
-    ${two ? `let qa = x8P(c * 8u);
-    let qb = x8P((c + TPR) * 8u);
-    ${each((i) => `e${i} += wdot(w${i}a, qa) + wdot(w${i}b, qb);`, '\n    ')}` : ''}
-    c += 2u * TPR;
+    let vb = xsh(rb, (c + TPR) * 8u, sh, &su);`)}
   } else {
     sh = shiftOf(xb);
   }` : ''}
   loop {
     if (c + TPR >= full) { break; }
-    ${each((i) => `let w${i}a = ${M}[wb${i} + c]; let w${i}b = ${M}[wb${i} + c + TPR];`, '\n    ')}
-    let va = xin(xb, c * 8u${shArgs});
-    let vb = xin(xb, (c + TPR) * 8u${shArgs});
-    ${each((i) => `d${i} += wdot(w${i}a, va) + wdot(w${i}b, vb);`, '\n    ')}
-    ${two ? `let qa = x8P(c * 8u);
-    let qb = x8P((c + TPR) * 8u);
-    ${each((i) => `e${i} += wdot(w${i}a, qa) + wdot(w${i}b, qb);`, '\n    ')}` : ''}
-    c += 2u * TPR;
+    ${trip(M, two, `let va = xin(xb, c * 8u${shArgs});
+    let vb = xin(xb, (c + TPR) * 8u${shArgs});`)}
   }
   if (c < full) {
     ${each((i) => `let w${i}a = ${M}[wb${i} + c];`, ' ')}
@@ -508,7 +509,7 @@ fn xsh(r: X8, k: u32, sh: f32, su: ptr<function, vec2<f32>>) -> X8 {
   *su += vec2<f32>(dot(ul, vec4<f32>(1.0)) + dot(uh, vec4<f32>(1.0)), dot(ul, ul) + dot(uh, uh));
   return ${gw ? 'X8(ul, uh)' : 'X8(ul * g4(k), uh * g4(k + 4u))'};
 }
-// The statistics' shift, the same in every thread: the mean of the row's first 8 elements (cached
+${peel ? `// The statistics' shift, the same in every thread: the mean of the row's first 8 elements (cached
 // broadcast loads; an outlier among them moves it by an eighth of its distance). Straight-line
 // where K >= 8, so its loads can issue together with the first trip's.
 fn shiftOf(xb: u32) -> f32 {
@@ -518,9 +519,8 @@ fn shiftOf(xb: u32) -> f32 {
   var s = 0.0;
   for (var i = 0u; i < p.K; i++) { s += xs(xb + i); }
   return s / f32(p.K);
-}
-fn xin(xb: u32, k: u32, sh: f32, su: ptr<function, vec2<f32>>) -> X8 { return xsh(xraw(xb, k), k, sh, su); }` : ''}
-${ln ? '' : 'fn xin(xb: u32, k: u32) -> X8 { return xraw(xb, k); }'}
+}` : ''}
+fn xin(xb: u32, k: u32, sh: f32, su: ptr<function, vec2<f32>>) -> X8 { return xsh(xraw(xb, k), k, sh, su); }` : 'fn xin(xb: u32, k: u32) -> X8 { return xraw(xb, k); }'}
 fn wdot(w: vec4<u32>, v: X8) -> f32 { return dot(w8lo(w), v.lo) + dot(w8hi(w), v.hi); }
 
 @compute @workgroup_size(${o.rows * o.tpr})
