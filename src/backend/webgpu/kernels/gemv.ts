@@ -234,6 +234,9 @@ export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
   for (var i = 0u; i < n; i++) { u[i] = xs(xb + k + i); }
   return dot(wv, u);
 }`;
+  // Unpeeled forms take the shift with this loop; the peeled form calls the straight-line shiftOf
+  // (the same bits). shiftOf in every form measured slower (H200, docs/benchmarks.md: opt-6.7b dense
+  // +2.5 %, mlp +6.5 %, 13b dense +2.3 %), so the two stay.
   const shiftCode = ln ? `// The statistics' shift, the same in every thread: the mean of the row's first 8 elements
   // (cached broadcast loads; an outlier among them moves it by an eighth of its distance).
   var sh = 0.0;

@@ -1,0 +1,113 @@
+// Probe: is the big GEMVs' slowdown over a large weight footprint (bench/footprint_probe.mjs: 4–10 %
+// past ~4–12 GiB) a matter of how the weights are allocated? The engine gives every weight matrix
+// (or each part of one) its own GPUBuffer; Dawn gives a buffer that large its own device-memory
+// allocation. Here the same matrices are read, in rotation, either
+//   sep:   one GPUBuffer a matrix (the engine's layout), or
+//   arena: packed into a few large GPUBuffers (as large as one storage binding may be), each matrix a
+//          binding at a 2 MiB-aligned offset of one of them,
+// at several total footprints. The kernel reads a matrix as the GEMVs do: workgroup w streams its own
+// contiguous 64 KiB (rows × columns of a GEMV's workgroup), 256 threads, four 16-byte loads in flight.
+// Prints µs a read and GB/s per (mode, footprint); the checksums of both modes are compared.
+//
+//   source .gpu-bundle/enter.sh; node bench/arena_probe.mjs          # on the GPU host (carry dist)
+// AP_MB (308: an opt-30b qkv matrix), AP_GIB (0.25,4,24), AP_MODES (sep,arena), AP_ARENA_GIB (cap on an arena)
+import { fileURLToPath } from 'node:url';
+
+const dist = process.env.AP_DIST ?? fileURLToPath(new URL('../dist', import.meta.url));
+const { openGpu } = await import(`${dist}/src/backend/webgpu/device.js`);
+const { Kernels, runNow, readF32 } = await import(`${dist}/src/backend/webgpu/ops.js`);
+const { GpuTimer } = await import(`${dist}/src/bench/gpu-timer.js`);
+
+const MiB = 2 ** 20, GiB = 2 ** 30, BLK = 64 * 1024, ALIGN = 2 * MiB, WG = 256;
+const matBytes = Math.ceil((Number(process.env.AP_MB ?? 308) * 1e6) / BLK) * BLK;
+const gibs = (process.env.AP_GIB ?? '0.25,4,24').split(',').map(Number);
+const modes = (process.env.AP_MODES ?? 'sep,arena').split(',');
+const gpu = await openGpu({});
+const k = new Kernels(gpu);
+const L = gpu.limits;
+const arenaCap = Math.floor(Math.min(L.maxStorageBufferBindingSize, L.maxBufferSize, Number(process.env.AP_ARENA_GIB ?? 64) * GiB) / ALIGN) * ALIGN;
+console.log(`${gpu.adapterName}: maxBufferSize ${(L.maxBufferSize / GiB).toFixed(2)} GiB, maxStorageBufferBindingSize ${(L.maxStorageBufferBindingSize / GiB).toFixed(2)} GiB; matrix ${(matBytes / 1e6).toFixed(1)} MB, arena up to ${(arenaCap / GiB).toFixed(2)} GiB`);
+
+// Workgroup w reads vec4<u32> [w·4096, (w+1)·4096) of its binding: 16 loads a thread, 4 in flight.
+const wgsl = `
+@group(0) @binding(0) var<uniform> p: vec4<u32>;
+@group(0) @binding(1) var<storage, read> src: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+var<workgroup> acc: atomic<u32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let base = wid.x * ${BLK / 16}u + lid;
+  var a = vec4<u32>(0u);
+  for (var t = 0u; t < ${BLK / 16 / WG}u; t += 4u) {
+    let w0 = src[base + t * ${WG}u]; let w1 = src[base + (t + 1u) * ${WG}u];
+    let w2 = src[base + (t + 2u) * ${WG}u]; let w3 = src[base + (t + 3u) * ${WG}u];
+    a += (w0 + w1) + (w2 + w3);
+  }
+  atomicAdd(&acc, (a.x + a.y) + (a.z + a.w));
+  workgroupBarrier();
+  if (lid == 0u) { out[p.x + wid.x] = atomicLoad(&acc); }
+}`;
+const pl = k.pipeline('arena_probe_read', () => wgsl);
+const groups = matBytes / BLK;
+
+// The same pseudo-random words at every matrix (seeded by its index), written through a small kernel.
+const fillWgsl = `
+@group(0) @binding(0) var<uniform> p: vec4<u32>;
+@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) n: vec3<u32>) {
+  let i = g.x + g.y * n.x * 256u;
+  if (i >= p.x) { return; }
+  var h = (i + p.y) * 2654435761u; h ^= h >> 15u; h *= 2246822519u; h ^= h >> 13u;
+  dst[i] = h;
+}`;
+const fillPl = k.pipeline('arena_probe_fill', () => fillWgsl);
+
+async function layout(mode, n) {
+  const bufs = [], mats = [];
+  if (mode === 'sep') {
+    for (let i = 0; i < n; i++) { const b = k.buffer(matBytes, `m${i}`); bufs.push(b); mats.push({ buffer: b, offset: 0 }); }
+  } else {
+    const stride = Math.ceil(matBytes / ALIGN) * ALIGN, per = Math.max(1, Math.floor(arenaCap / stride));
+    for (let i = 0; i < n; i += per) {
+      const m = Math.min(per, n - i), b = k.buffer((m - 1) * stride + matBytes, `arena${bufs.length}`);
+      bufs.push(b);
+      for (let j = 0; j < m; j++) mats.push({ buffer: b, offset: j * stride });
+    }
+  }
+  for (let i = 0; i < mats.length; i += 8) {
+    const own = [];   // runNow destroys these (the fills' uniforms) once the batch is done
+    const fills = mats.slice(i, i + 8).map((m, j) => {
+      const words = matBytes / 4, wgs = Math.ceil(words / 256);
+      return k.dispatch('fill', fillPl, [words, (i + j) * 7919, 0, 0], [[1, { buffer: m.buffer, offset: m.offset, size: matBytes }]], [Math.min(wgs, 65535), Math.ceil(wgs / 65535), 1], own);
+    });
+    await runNow(k, fills, own);
+  }
+  return { bufs, mats };
+}
+
+const out = k.buffer(groups * 4 * 2, 'out');
+const rows = [];
+const sums = new Map();
+for (const g of gibs) {
+  const n = Math.max(2, Math.round((g * GiB) / matBytes));
+  for (const mode of modes) {
+    const { bufs, mats } = await layout(mode, n);
+    const own = [];
+    const inst = mats.map((m) => [k.dispatch('read', pl, [0, 0, 0, 0], [[1, { buffer: m.buffer, offset: m.offset, size: matBytes }], [2, out]], [groups, 1, 1], own)]);
+    // A checksum of the last matrix read, for comparing the modes.
+    await runNow(k, inst[n - 1], []);
+    const cs = new Uint32Array((await readF32(k, out, groups)).buffer).reduce((a, b) => (a + b) >>> 0, 0);
+    const prev = sums.get(n);
+    if (prev !== undefined && prev !== cs) console.log(`CHECKSUM MISMATCH at ${n} matrices: ${prev} vs ${cs}`);
+    sums.set(n, cs);
+    const t = await new GpuTimer(gpu, { targetMs: 20, samples: 7 }).time(inst);
+    rows.push({ mode, gib: g, n, buffers: bufs.length, us: t.us, gbps: matBytes / t.us / 1e3 });
+    console.log(`${mode} ${g} GiB (${n} matrices, ${bufs.length} buffers): ${t.us.toFixed(1)} µs, ${(matBytes / t.us / 1e3).toFixed(0)} GB/s`);
+    for (const b of own) b.destroy();
+    for (const b of bufs) b.destroy();
+    await gpu.device.queue.onSubmittedWorkDone();
+  }
+}
+console.log('\nmode | ' + gibs.map((g) => `${g} GiB`).join(' | '));
+for (const mode of modes) console.log(`${mode} | ${gibs.map((g) => { const r = rows.find((x) => x.mode === mode && x.gib === g); return r ? `${r.us.toFixed(1)} µs (${r.buffers} buf)` : '—'; }).join(' | ')}`);
