@@ -17,6 +17,7 @@ const dist = process.env.AP_DIST ?? fileURLToPath(new URL('../dist', import.meta
 const { openGpu } = await import(`${dist}/src/backend/webgpu/device.js`);
 const { Kernels, runNow, readF32 } = await import(`${dist}/src/backend/webgpu/ops.js`);
 const { GpuTimer } = await import(`${dist}/src/bench/gpu-timer.js`);
+const { fillRanges } = await import('./probe_fill.mjs');
 
 const MiB = 2 ** 20, GiB = 2 ** 30, BLK = 64 * 1024, ALIGN = 2 * MiB, WG = 256;
 const matBytes = Math.ceil((Number(process.env.AP_MB ?? 308) * 1e6) / BLK) * BLK;
@@ -50,19 +51,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 const pl = k.pipeline('arena_probe_read', () => wgsl);
 const groups = matBytes / BLK;
 
-// The same pseudo-random words at every matrix (seeded by its index), written through a small kernel.
-const fillWgsl = `
-@group(0) @binding(0) var<uniform> p: vec4<u32>;
-@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) n: vec3<u32>) {
-  let i = g.x + g.y * n.x * 256u;
-  if (i >= p.x) { return; }
-  var h = (i + p.y) * 2654435761u; h ^= h >> 15u; h *= 2246822519u; h ^= h >> 13u;
-  dst[i] = h;
-}`;
-const fillPl = k.pipeline('arena_probe_fill', () => fillWgsl);
-
 async function layout(mode, n) {
   const bufs = [], mats = [];
   if (mode === 'sep') {
@@ -75,14 +63,7 @@ async function layout(mode, n) {
       for (let j = 0; j < m; j++) mats.push({ buffer: b, offset: j * stride });
     }
   }
-  for (let i = 0; i < mats.length; i += 8) {
-    const own = [];   // runNow destroys these (the fills' uniforms) once the batch is done
-    const fills = mats.slice(i, i + 8).map((m, j) => {
-      const words = matBytes / 4, wgs = Math.ceil(words / 256);
-      return k.dispatch('fill', fillPl, [words, (i + j) * 7919, 0, 0], [[1, { buffer: m.buffer, offset: m.offset, size: matBytes }]], [Math.min(wgs, 65535), Math.ceil(wgs / 65535), 1], own);
-    });
-    await runNow(k, fills, own);
-  }
+  await fillRanges(k, runNow, mats, matBytes);
   return { bufs, mats };
 }
 

@@ -17,6 +17,7 @@ const dist = process.env.WP_DIST ?? fileURLToPath(new URL('../dist', import.meta
 const { openGpu } = await import(`${dist}/src/backend/webgpu/device.js`);
 const { Kernels, runNow } = await import(`${dist}/src/backend/webgpu/ops.js`);
 const { GpuTimer } = await import(`${dist}/src/bench/gpu-timer.js`);
+const { fillRanges } = await import('./probe_fill.mjs');
 
 const GiB = 2 ** 30, WG = 256, ROUND = 16 * 1024;
 const kbs = (process.env.WP_KB ?? '16,64,128,256').split(',').map(Number);
@@ -48,26 +49,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw: vec3
 }`;
 }
 
-const fillPl = k.pipeline('window_probe_fill', () => `
-@group(0) @binding(0) var<uniform> p: vec4<u32>;
-@group(0) @binding(1) var<storage, read_write> dst: array<u32>;
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) n: vec3<u32>) {
-  let i = g.x + g.y * n.x * 256u;
-  if (i >= p.x) { return; }
-  var h = (i + p.y) * 2654435761u; h ^= h >> 15u; h *= 2246822519u; h ^= h >> 13u;
-  dst[i] = h;
-}`);
-
 const out = k.buffer((matBytes / ROUND) * 4, 'out');
 const res = new Map();
 for (const g of gibs) {
   const n = Math.max(2, Math.round((g * GiB) / matBytes));
   const bufs = Array.from({ length: n }, (_, i) => k.buffer(matBytes, `m${i}`));
-  for (let i = 0; i < n; i++) {
-    const own = [], words = matBytes / 4, wgs = Math.ceil(words / 256);
-    await runNow(k, [k.dispatch('fill', fillPl, [words, i * 7919, 0, 0], [[1, bufs[i]]], [Math.min(wgs, 65535), Math.ceil(wgs / 65535), 1], own)], own);
-  }
+  await fillRanges(k, runNow, bufs.map((buffer) => ({ buffer })), matBytes);
   for (const kb of kbs) {
     for (const order of ['wg', 'trip']) {
       const rounds = (kb * 1024) / ROUND, nwg = matBytes / (kb * 1024);
