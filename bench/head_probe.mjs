@@ -1,0 +1,100 @@
+// Probe: where the chained greedy step's time beyond the timed decode step goes. `bench` reports
+// ms/token from the greedy chain (decodeGreedy: the step with the 'greedy' head — final LayerNorm, LM
+// head GEMV, argmax — one submission a step, the id copied out and mapped) and GPU ms from
+// timeDecodeSteps (the same step without the head). At opt-6.7b the first exceeds the second by
+// ~0.25 ms more than the LM head's bytes explain, on an H100 and an H200 alike; at 1.3b, 13b and 30b
+// by ~0.05 ms. This times, per shape, on synthetic weights after a 128-token prompt:
+//   none:    the decode plan without a head: the runner's timeDecodeSteps (GPU timestamps around each step's pass);
+//   greedy:  the plan with the greedy head, the same way (one submission a step, no readback);
+//   head:    the head's dispatches alone (final LayerNorm, LM head GEMV, argmax), each in a pass of
+//            its own, µs each;
+//   chain:   decodeGreedy's wall ms a token over HP_STEPS steps after an 8-step warm-up (bench's
+//            ms/token runs 128 steps after a longer one: compare the other columns, not this).
+//
+//   source .gpu-bundle/enter.sh; HP_SHAPES=opt-6.7b,opt-13b node bench/head_probe.mjs   # on the GPU host (carry dist)
+import { fileURLToPath } from 'node:url';
+
+const dist = process.env.HP_DIST ?? fileURLToPath(new URL('../dist', import.meta.url));
+const { createWebGpuRunner } = await import(`${dist}/src/backend/webgpu/runner.js`);
+const { openGpu } = await import(`${dist}/src/backend/webgpu/device.js`);
+const { shapeConfig } = await import(`${dist}/src/bench/shapes.js`);
+
+const shapes = (process.env.HP_SHAPES ?? 'opt-6.7b,opt-13b').split(',');
+const STEPS = Number(process.env.HP_STEPS ?? 64);
+const gpu = await openGpu({});
+if (!gpu.timestamps) { console.error('head_probe: needs timestamp-query'); process.exit(2); }
+const dev = gpu.device;
+
+/** Mean GPU ms a step of `steps` submissions of the greedy plan from the current position (its argmax advances the step on the device). */
+async function timePlan(r, head, steps) {
+  const qs = dev.createQuerySet({ type: 'timestamp', count: 2 * steps });
+  const resolve = dev.createBuffer({ size: 16 * steps, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+  const read = dev.createBuffer({ size: 16 * steps, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  await dev.queue.onSubmittedWorkDone();
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) {
+    const enc = dev.createCommandEncoder();
+    r.k.encode(enc, r.plan(1, head, false, r.stepForm(r.pos)).items, undefined, { querySet: qs, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 });
+    dev.queue.submit([enc.finish()]);
+    r.pos++;
+  }
+  await dev.queue.onSubmittedWorkDone();
+  const wall = (performance.now() - t0) / steps;
+  const enc = dev.createCommandEncoder();
+  enc.resolveQuerySet(qs, 0, 2 * steps, resolve, 0);
+  enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * steps);
+  dev.queue.submit([enc.finish()]);
+  await read.mapAsync(GPUMapMode.READ);
+  const t = new BigUint64Array(read.getMappedRange());
+  let sum = 0n;
+  for (let i = 0; i < steps; i++) sum += t[2 * i + 1] - t[2 * i];
+  read.unmap(); read.destroy(); resolve.destroy(); qs.destroy();
+  return { gpu: Number(sum) / 1e6 / steps, wall };
+}
+
+/** The head's dispatches (those after the 'none' plan's), each in a pass of its own: µs each, median of `reps` steps. */
+async function timeHead(r, reps) {
+  const none = r.plan(1, 'none', false, r.stepForm(r.pos)).items.filter((it) => 'd' in it).length;
+  const ds = r.plan(1, 'greedy', false, r.stepForm(r.pos)).items.filter((it) => 'd' in it).map((it) => it.d).slice(none);
+  const per = ds.map(() => []);
+  for (let k = 0; k < reps; k++) {
+    const qs = dev.createQuerySet({ type: 'timestamp', count: 2 * ds.length });
+    const resolve = dev.createBuffer({ size: 16 * ds.length, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const read = dev.createBuffer({ size: 16 * ds.length, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const enc = dev.createCommandEncoder();
+    r.k.encodeTimed(enc, ds, qs);
+    enc.resolveQuerySet(qs, 0, 2 * ds.length, resolve, 0);
+    enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * ds.length);
+    dev.queue.submit([enc.finish()]);
+    await read.mapAsync(GPUMapMode.READ);
+    const t = new BigUint64Array(read.getMappedRange());
+    ds.forEach((_, i) => per[i].push(Number(t[2 * i + 1] - t[2 * i]) / 1e3));
+    read.unmap(); read.destroy(); resolve.destroy(); qs.destroy();
+  }
+  const med = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+  return ds.map((d, i) => ({ label: d.label, wg: d.wg.join('x'), us: med(per[i]) }));
+}
+
+const rows = [];
+for (const shape of shapes) {
+  const c = shapeConfig(shape);
+  const r = await createWebGpuRunner(c, 'synthetic', { gpu });
+  const prompt = Array.from({ length: 128 }, (_, i) => (i * 7919) % c.vocabSize);
+  const fresh = async () => { r.reset(); await r.forward(prompt, { noLogits: true }); };
+  await fresh(); await timePlan(r, 'greedy', 8);                 // warm-up
+  await fresh(); const t = await r.timeDecodeSteps(STEPS, 0); const none = { gpu: t.gpuMsPerToken, wall: t.msPerToken };
+  await fresh(); const greedy = await timePlan(r, 'greedy', STEPS);
+  await fresh(); const head = await timeHead(r, 15);
+  await fresh(); await r.decodeGreedy(1, 8, () => true);   // warm-up: the chain's own buffers and maps
+  await fresh();
+  const first = 1, t0 = performance.now();
+  await r.decodeGreedy(first, STEPS, () => true);
+  const chain = (performance.now() - t0) / STEPS;
+  r.dispose();
+  const headSum = head.reduce((a, h) => a + h.us, 0);
+  rows.push({ shape, none: none.gpu, greedy: greedy.gpu, headSum, chain, noneWall: none.wall, greedyWall: greedy.wall });
+  console.log(JSON.stringify({ shape, none, greedy, head, chain }));
+}
+console.log('\nshape | step without head, GPU ms | with the greedy head, GPU ms | difference | head dispatches alone, µs (sum) | chained wall ms');
+for (const x of rows) console.log(`${x.shape} | ${x.none.toFixed(3)} | ${x.greedy.toFixed(3)} | ${(x.greedy - x.none).toFixed(3)} | ${x.headSum.toFixed(1)} | ${x.chain.toFixed(3)}`);
+gpu.device.destroy();
