@@ -435,43 +435,6 @@ test('webgpu chained greedy decode: the same ids as the per-step readback loop, 
   g.dispose();
 });
 
-test('webgpu chained greedy decode, several steps a submission: the same ids, a stop inside a submission, option checked (5m)', async (t) => {
-  gpu ??= await gpuOrSkip(t);
-  if (!gpu) return;
-  const ck = await checkpoint(MODELS['5m']);
-  const P = reference(MODELS['5m'])[0].input_ids;
-  const one = await createWebGpuRunner(ck.config, ck.weights, { gpu, chainStepsPerSubmit: 1 });
-  const first = argmax(await one.forward(P));
-  const N = 23;   // not a multiple of 2, 3 or 4: a short last submission
-  const want = await one.decodeGreedy(first, N, () => true);
-  one.dispose();
-  for (const B of [2, 3, 4]) {
-    const g = await createWebGpuRunner(ck.config, ck.weights, { gpu, chainStepsPerSubmit: B });
-    await g.forward(P);
-    const seen: number[] = [];
-    assert.deepEqual(await g.decodeGreedy(first, N, (id) => { seen.push(id); return true; }), want, `${B} steps a submission`);
-    assert.deepEqual(seen, want, `onToken sees every id in order (${B})`);
-    assert.equal(g.position, P.length + N);
-    // A stop inside a submission (the 4th id: the second of the second submission at B = 3): the
-    // position counts the accepted ids only, and the logits after it equal a fresh run's.
-    g.reset();
-    await g.forward(P);
-    let n = 0;
-    const got = await g.decodeGreedy(first, 10, () => ++n < 4);
-    assert.deepEqual(got, want.slice(0, 4), `stop (${B})`);
-    assert.equal(g.position, P.length + 4);
-    const after = await g.forward([got[3]]);
-    g.reset();
-    await g.forward(P);
-    for (const id of [first, ...got.slice(0, 3)]) await g.forward([id]);
-    assert.deepEqual(after, await g.forward([got[3]]), `logits after the stop equal a fresh run (${B})`);
-    g.dispose();
-  }
-  for (const bad of [0, 5, 1.5]) {
-    await assert.rejects(createWebGpuRunner(ck.config, ck.weights, { gpu, chainStepsPerSubmit: bad }), /chainStepsPerSubmit must be an integer from 1 to 4/);
-  }
-});
-
 test('webgpu profileDecodeSteps across the switch to the attention pair: every step runs, rows add up by kernel, the cache as timeDecodeSteps leaves it (5m)', async (t) => {
   gpu ??= await gpuOrSkip(t);
   if (!gpu) return;

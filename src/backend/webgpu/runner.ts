@@ -150,10 +150,6 @@ type Head = 'none' | 'last' | 'all' | 'greedy';
  */
 const CHAIN_WINDOW = 16;
 const CHAIN_START = 4;
-/** Most steps one submission of decodeGreedy may hold: a slot of idStage holds 4 ids (16 bytes). */
-export const CHAIN_MAX_BATCH = 4;
-/** decodeGreedy's steps a submission by default (chainStepsPerSubmit). */
-export const CHAIN_BATCH = 1;
 
 /**
  * Decode folds LayerNorm into the next GEMV by default at every width. The first folded form (two
@@ -286,12 +282,6 @@ export interface WebGpuRunnerOptions extends GpuOptions {
   gammaInWeights?: boolean;
   /** The qkv decode GEMV's shape where rows ride along or sparse heads choose, rows a workgroup and threads a row (two rows a thread), over qkvRiderShape: A/B runs. */
   qkvGemvShape?: { rows: number; tpr: number };
-  /**
-   * Decode steps decodeGreedy encodes into one command buffer (and one compute pass), 1 to
-   * CHAIN_MAX_BATCH (default CHAIN_BATCH): fewer submissions and id copies a token; the ids of a
-   * submission reach onToken together.
-   */
-  chainStepsPerSubmit?: number;
 }
 
 /**
@@ -319,9 +309,6 @@ export async function createWebGpuRunner(config: OptConfig, weights: OptWeights 
     r.setBlockFc1EarlyLoads(opts.blockFc1EarlyLoads ?? true);
     r.gammaInWeights = opts.gammaInWeights ?? true;
     r.setQkvGemvShape(opts.qkvGemvShape ?? null);
-    const batch = opts.chainStepsPerSubmit ?? CHAIN_BATCH;
-    if (!(Number.isInteger(batch) && batch >= 1 && batch <= CHAIN_MAX_BATCH)) fail(`chainStepsPerSubmit must be an integer from 1 to ${CHAIN_MAX_BATCH}, got ${String(opts.chainStepsPerSubmit)}`);
-    r.chainBatch = batch;
     await r.load(weights, opts.seed ?? 1);
     return r;
   } catch (e) {
@@ -373,9 +360,7 @@ class GpuRunner implements WebGpuRunner {
   // decodeGreedy: the argmax kernel writes tokens[q] = the id the token at position q produced; each
   // queued step copies its one id into a slot of a ring of small mappable buffers.
   private tokens: GPUBuffer;                                // (maxPositions) u32
-  private idStage: GPUBuffer[] = [];                        // CHAIN_WINDOW x up to CHAIN_MAX_BATCH u32
-  /** WebGpuRunnerOptions.chainStepsPerSubmit. */
-  chainBatch = CHAIN_BATCH;
+  private idStage: GPUBuffer[] = [];                        // CHAIN_WINDOW x one u32
   private chaining = false;
   /** Maps of steps an earlier decodeGreedy queued past its stop; the next one waits for them. */
   private chainTail: Promise<unknown> = Promise.resolve();
@@ -1206,39 +1191,31 @@ class GpuRunner implements WebGpuRunner {
       const pos0 = this.pos;
       dev.queue.writeBuffer(this.step, 0, Uint32Array.from([pos0, first]));
       const maps: (Promise<void> | null)[] = new Array(W).fill(null);
-      // Submission s holds steps [s·B, s·B + n) in one pass and copies their n ids to slot s % W.
-      const B = this.chainBatch, subs = Math.ceil(maxSteps / B);
-      const stepsIn = (s: number) => Math.min(B, maxSteps - s * B);
-      const submit = (s: number) => {
-        const j0 = s * B, n = stepsIn(s), slot = s % W, out = this.idStage[slot];
+      const submit = (j: number) => {
+        const slot = j % W, out = this.idStage[slot];
         const enc = dev.createCommandEncoder();
-        const items: PlanItem[] = [];
-        for (let j = j0; j < j0 + n; j++) items.push(...this.plan(1, 'greedy', false, this.stepForm(pos0 + j)).items);
-        this.k.encode(enc, items);
-        enc.copyBufferToBuffer(this.tokens, (pos0 + j0) * 4, out, 0, n * 4);
+        this.k.encode(enc, this.plan(1, 'greedy', false, this.stepForm(pos0 + j)).items);
+        enc.copyBufferToBuffer(this.tokens, (pos0 + j) * 4, out, 0, 4);
         dev.queue.submit([enc.finish()]);
-        this.mlpTokens += n;
-        maps[slot] = out.mapAsync(GPUMapMode.READ, 0, n * 4);
+        this.mlpTokens++;
+        maps[slot] = out.mapAsync(GPUMapMode.READ, 0, 4);
       };
-      let queued = 0, depth = CHAIN_START;   // queued: submissions; depth: steps ahead of the accepted ids
-      const fill = () => { while (queued < subs && queued * B < ids.length + depth) submit(queued++); };
-      fill();
+      let queued = 0, depth = CHAIN_START;
+      while (queued < Math.min(depth, maxSteps)) submit(queued++);
       try {
-        read: for (let s = 0; s < subs; s++) {
-          const slot = s % W, out = this.idStage[slot], n = stepsIn(s);
+        while (ids.length < maxSteps) {
+          const slot = ids.length % W, out = this.idStage[slot];
           const m = maps[slot]!;
           maps[slot] = null;
           await m;
-          const got = Uint32Array.from(new Uint32Array(out.getMappedRange(0, n * 4)));
+          const id = new Uint32Array(out.getMappedRange(0, 4))[0];
           out.unmap();
-          for (const id of got) {
-            ids.push(id);
-            this.pos = pos0 + ids.length;
-            if (!onToken(id)) break read;
-          }
+          ids.push(id);
+          this.pos = pos0 + ids.length;
+          if (!onToken(id)) break;
           // Encoded while the GPU runs the queued steps; the queue deepens by 2 a token up to W.
-          depth = Math.min(W, depth + 2 * n);
-          fill();
+          depth = Math.min(W, depth + 2);
+          while (queued < maxSteps && queued < ids.length + depth) submit(queued++);
         }
       } finally {
         // Steps queued past the stop: their ids are dropped once they land (the slots are reused).
