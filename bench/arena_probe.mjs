@@ -15,11 +15,11 @@ import { fileURLToPath } from 'node:url';
 
 const dist = process.env.AP_DIST ?? fileURLToPath(new URL('../dist', import.meta.url));
 const { openGpu } = await import(`${dist}/src/backend/webgpu/device.js`);
-const { Kernels, runNow, readF32 } = await import(`${dist}/src/backend/webgpu/ops.js`);
+const { Kernels, runNow, readU32 } = await import(`${dist}/src/backend/webgpu/ops.js`);
 const { GpuTimer } = await import(`${dist}/src/bench/gpu-timer.js`);
-const { fillRanges } = await import('./probe_fill.mjs');
+const { blockedReadWgsl, fillRanges, ROUND_BYTES } = await import('./probe_util.mjs');
 
-const MiB = 2 ** 20, GiB = 2 ** 30, BLK = 64 * 1024, ALIGN = 2 * MiB, WG = 256;
+const MiB = 2 ** 20, GiB = 2 ** 30, BLK = 64 * 1024, ALIGN = 2 * MiB;
 const matBytes = Math.ceil((Number(process.env.AP_MB ?? 308) * 1e6) / BLK) * BLK;
 const gibs = (process.env.AP_GIB ?? '0.25,4,24').split(',').map(Number);
 const modes = (process.env.AP_MODES ?? 'sep,arena').split(',');
@@ -29,26 +29,8 @@ const L = gpu.limits;
 const arenaCap = Math.floor(Math.min(L.maxStorageBufferBindingSize, L.maxBufferSize, Number(process.env.AP_ARENA_GIB ?? 64) * GiB) / ALIGN) * ALIGN;
 console.log(`${gpu.adapterName}: maxBufferSize ${(L.maxBufferSize / GiB).toFixed(2)} GiB, maxStorageBufferBindingSize ${(L.maxStorageBufferBindingSize / GiB).toFixed(2)} GiB; matrix ${(matBytes / 1e6).toFixed(1)} MB, arena up to ${(arenaCap / GiB).toFixed(2)} GiB`);
 
-// Workgroup w reads vec4<u32> [w·4096, (w+1)·4096) of its binding: 16 loads a thread, 4 in flight.
-const wgsl = `
-@group(0) @binding(0) var<uniform> p: vec4<u32>;
-@group(0) @binding(1) var<storage, read> src: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read_write> out: array<u32>;
-var<workgroup> acc: atomic<u32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let base = wid.x * ${BLK / 16}u + lid;
-  var a = vec4<u32>(0u);
-  for (var t = 0u; t < ${BLK / 16 / WG}u; t += 4u) {
-    let w0 = src[base + t * ${WG}u]; let w1 = src[base + (t + 1u) * ${WG}u];
-    let w2 = src[base + (t + 2u) * ${WG}u]; let w3 = src[base + (t + 3u) * ${WG}u];
-    a += (w0 + w1) + (w2 + w3);
-  }
-  atomicAdd(&acc, (a.x + a.y) + (a.z + a.w));
-  workgroupBarrier();
-  if (lid == 0u) { out[p.x + wid.x] = atomicLoad(&acc); }
-}`;
-const pl = k.pipeline('arena_probe_read', () => wgsl);
+// Workgroup w reads its own contiguous 64 KiB (blockedReadWgsl's wg order, four rounds).
+const pl = k.pipeline('arena_probe_read', () => blockedReadWgsl(BLK / ROUND_BYTES));
 const groups = matBytes / BLK;
 
 async function layout(mode, n) {
@@ -67,7 +49,7 @@ async function layout(mode, n) {
   return { bufs, mats };
 }
 
-const out = k.buffer(groups * 4 * 2, 'out');
+const out = k.buffer(groups * 4, 'out');
 const rows = [];
 const sums = new Map();
 for (const g of gibs) {
@@ -78,7 +60,7 @@ for (const g of gibs) {
     const inst = mats.map((m) => [k.dispatch('read', pl, [0, 0, 0, 0], [[1, { buffer: m.buffer, offset: m.offset, size: matBytes }], [2, out]], [groups, 1, 1], own)]);
     // A checksum of the last matrix read, for comparing the modes.
     await runNow(k, inst[n - 1], []);
-    const cs = new Uint32Array((await readF32(k, out, groups)).buffer).reduce((a, b) => (a + b) >>> 0, 0);
+    const cs = (await readU32(k, out, groups)).reduce((a, b) => (a + b) >>> 0, 0);
     const prev = sums.get(n);
     if (prev !== undefined && prev !== cs) console.log(`CHECKSUM MISMATCH at ${n} matrices: ${prev} vs ${cs}`);
     sums.set(n, cs);

@@ -26,7 +26,7 @@ if (!gpu.timestamps) { console.error('head_probe: needs timestamp-query'); proce
 const dev = gpu.device;
 
 /** Mean GPU ms a step of `steps` submissions of the greedy plan from the current position (its argmax advances the step on the device). */
-async function timePlan(r, head, steps) {
+async function timeGreedy(r, steps) {
   const qs = dev.createQuerySet({ type: 'timestamp', count: 2 * steps });
   const resolve = dev.createBuffer({ size: 16 * steps, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
   const read = dev.createBuffer({ size: 16 * steps, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
@@ -34,7 +34,7 @@ async function timePlan(r, head, steps) {
   const t0 = performance.now();
   for (let i = 0; i < steps; i++) {
     const enc = dev.createCommandEncoder();
-    r.k.encode(enc, r.plan(1, head, false, r.stepForm(r.pos)).items, undefined, { querySet: qs, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 });
+    r.k.encode(enc, r.plan(1, 'greedy', false, r.stepForm(r.pos)).items, undefined, { querySet: qs, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 });
     dev.queue.submit([enc.finish()]);
     r.pos++;
   }
@@ -81,9 +81,9 @@ for (const shape of shapes) {
   const r = await createWebGpuRunner(c, 'synthetic', { gpu });
   const prompt = Array.from({ length: 128 }, (_, i) => (i * 7919) % c.vocabSize);
   const fresh = async () => { r.reset(); await r.forward(prompt, { noLogits: true }); };
-  await fresh(); await timePlan(r, 'greedy', 8);                 // warm-up
+  await fresh(); await timeGreedy(r, 8);                 // warm-up
   await fresh(); const t = await r.timeDecodeSteps(STEPS, 0); const none = { gpu: t.gpuMsPerToken, wall: t.msPerToken };
-  await fresh(); const greedy = await timePlan(r, 'greedy', STEPS);
+  await fresh(); const greedy = await timeGreedy(r, STEPS);
   await fresh(); const head = await timeHead(r, 15);
   await fresh(); await r.decodeGreedy(1, 8, () => true);   // warm-up: the chain's own buffers and maps
   await fresh();

@@ -17,9 +17,9 @@ const dist = process.env.WP_DIST ?? fileURLToPath(new URL('../dist', import.meta
 const { openGpu } = await import(`${dist}/src/backend/webgpu/device.js`);
 const { Kernels, runNow } = await import(`${dist}/src/backend/webgpu/ops.js`);
 const { GpuTimer } = await import(`${dist}/src/bench/gpu-timer.js`);
-const { fillRanges } = await import('./probe_fill.mjs');
+const { blockedReadWgsl, fillRanges, ROUND_BYTES } = await import('./probe_util.mjs');
 
-const GiB = 2 ** 30, WG = 256, ROUND = 16 * 1024;
+const GiB = 2 ** 30;
 const kbs = (process.env.WP_KB ?? '16,64,128,256').split(',').map(Number);
 const gibs = (process.env.WP_GIB ?? '0.25,24').split(',').map(Number);
 const unit = Math.max(...kbs) * 1024;
@@ -27,29 +27,7 @@ const matBytes = Math.ceil((Number(process.env.WP_MB ?? 308) * 1e6) / unit) * un
 const gpu = await openGpu({});
 const k = new Kernels(gpu);
 
-function wgsl(rounds, order) {
-  const at = order === 'wg' ? `(wid.x * ${rounds}u + r) * 1024u` : '(r * nwg + wid.x) * 1024u';
-  return `
-@group(0) @binding(0) var<uniform> p: vec4<u32>;
-@group(0) @binding(1) var<storage, read> src: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read_write> out: array<u32>;
-var<workgroup> acc: atomic<u32>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let nwg = nw.x;
-  var a = vec4<u32>(0u);
-  for (var r = 0u; r < ${rounds}u; r++) {
-    let b = ${at} + lid;
-    let w0 = src[b]; let w1 = src[b + 256u]; let w2 = src[b + 512u]; let w3 = src[b + 768u];
-    a += (w0 + w1) + (w2 + w3);
-  }
-  atomicAdd(&acc, (a.x + a.y) + (a.z + a.w));
-  workgroupBarrier();
-  if (lid == 0u) { out[p.x + wid.x] = atomicLoad(&acc); }
-}`;
-}
-
-const out = k.buffer((matBytes / ROUND) * 4, 'out');
+const out = k.buffer((matBytes / ROUND_BYTES) * 4, 'out');
 const res = new Map();
 for (const g of gibs) {
   const n = Math.max(2, Math.round((g * GiB) / matBytes));
@@ -57,8 +35,8 @@ for (const g of gibs) {
   await fillRanges(k, runNow, bufs.map((buffer) => ({ buffer })), matBytes);
   for (const kb of kbs) {
     for (const order of ['wg', 'trip']) {
-      const rounds = (kb * 1024) / ROUND, nwg = matBytes / (kb * 1024);
-      const pl = k.pipeline(`window_probe_${rounds}_${order}`, () => wgsl(rounds, order));
+      const rounds = (kb * 1024) / ROUND_BYTES, nwg = matBytes / (kb * 1024);
+      const pl = k.pipeline(`window_probe_${rounds}_${order}`, () => blockedReadWgsl(rounds, order));
       const own = [];
       const inst = bufs.map((b) => [k.dispatch('read', pl, [0, 0, 0, 0], [[1, b], [2, out]], [nwg, 1, 1], own)]);
       const t = await new GpuTimer(gpu, { targetMs: 20, samples: 7 }).time(inst);
