@@ -6,9 +6,9 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { LN_WGS, layerNormWorkgroupSize } from '../src/backend/webgpu/kernels/layernorm.js';
 import { argmax, attention, layerNorm, linear, scaleColumns, sparseMlp, topK, transpose } from '../src/backend/cpu/kernels.js';
-import { Kernels, readF32, readU32, runNow } from '../src/backend/webgpu/ops.js';
+import { Kernels, readF32, readU32, runNow, type LinearArgs } from '../src/backend/webgpu/ops.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
-import { halvesToFloats } from '../src/util/f16.js';
+import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
 import { gpuOrSkip, kvBuffer, kvRound, randomMatrix, readKv, readMatrix } from './gpu.js';
 import { randomArray, rng, relErr } from './helpers.js';
 
@@ -464,6 +464,52 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       assert.equal(argmax(Float32Array.from([1, 3, 3])), 1);
       assert.equal(argmax(Float32Array.from([NaN, -Infinity, NaN])), 1);
       assert.equal(argmax(Float32Array.from([NaN, NaN])), 0);
+    });
+    await t.test(`lm_head GEMV's argmax epilogue + argmax over its pairs = argmax of the logits (ties, NaN, parts, folded LayerNorm) ${name}`, async () => {
+      // The greedy head's two halves (gemv.ts AMAX, argmax.ts PAIRS) against the CPU rule over the
+      // very logits the GEMV wrote: narrow and wide rows, 1–3 rows a thread, matrices split into
+      // parts (maxPartBytes 4096), with and without the final LayerNorm folded in (γ-side form, as
+      // for a tied embedding). Ties planted as copies of the best row (identical rows give identical
+      // bits), one before it in another workgroup; every row the same (ties inside a thread's rows and
+      // between workgroups); NaN rows at 0 and inside; an all-NaN matrix.
+      const eps = 1e-5, slots = 5;
+      const cases: [number, number, string][] = [[37, 23, 'random'], [131, 45, 'tie'], [29, 18, 'nan'], [201, 1037, 'tie'], [43, 1048, 'random'], [67, 2056, 'tie'], [300, 40, 'tie'], [12, 9, 'all nan'], [45, 1037, 'all equal'], [77, 30, 'all equal']];
+      for (const [rows, K, kind] of cases) for (const rpt of [1, 2, 3]) for (const fold of [false, true]) {
+        const w = randomArray(rows * K, r, 0.5), x = randomArray(K, r).map((v) => v + (fold ? 3 : 0));
+        const g = randomArray(K, r).map((v) => 1 + 0.5 * v), be = randomArray(K, r, 0.3);
+        const NAN = 0x7e00;
+        const bits = floatsToHalves(w);
+        if (kind === 'all nan') bits.fill(NAN);
+        if (kind === 'all equal') for (let i = 1; i < rows; i++) bits.copyWithin(i * K, 0, K);
+        if (kind === 'nan') { bits.fill(NAN, 0, K); bits.fill(NAN, 7 * K, 8 * K); }
+        if (kind === 'tie') {
+          // The best row on the CPU (a copy gives the GPU the same bits), copied to an earlier row and a later one.
+          const y0 = linear(fold ? layerNorm(x, 1, K, g, be, eps) : x, 1, halvesToFloats(bits), null, K, rows);
+          let best = 0;
+          for (let i = 1; i < rows; i++) if (y0[i] > y0[best]) best = i;
+          for (const j of [Math.floor(best / 3), Math.min(rows - 1, best + 11)]) bits.copyWithin(j * K, best * K, (best + 1) * K);
+        }
+        const m = k.matrix(rows, K, 'W');
+        k.upload(m, bits);
+        const y = k.f32Buffer(new Float32Array(rows).fill(-7), 'y'), pairs = k.buffer(2 * k.amaxSlots(m, { rpt }) * 4, 'pairs');
+        let ln: LinearArgs['ln'] = null;
+        if (fold) {
+          const c = k.buffer(2 * rows * 4, 'c'), gam = k.f32Buffer(g, 'gamma');
+          await runNow(k, k.foldLayerNorm({ W: m, gamma: gam, beta: k.f32Buffer(be, 'beta'), bias: null, c }, own), own);
+          ln = { gamma: gam, c, eps };
+        }
+        const step = k.f32Buffer(Uint32Array.from([2, 999]), 'step'), tokens = k.f32Buffer(new Uint32Array(slots).fill(7), 'tokens');
+        const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T: 1, ln, amax: pairs, shape: { rpt } }, own);
+        assert.ok(ds.every((dd) => dd.label.endsWith('_amax')), ds.map((dd) => dd.label).join());
+        await runNow(k, [...ds, k.argmax({ logits: pairs, step, tokens, n: k.amaxSlots(m, { rpt }), slots, pairs: true }, own)], own);
+        const logits = await readF32(k, y, rows), want = argmax(logits);
+        const msg = `${rows}x${K} ${kind} rpt=${rpt} fold=${fold} parts=${m.parts.length}`;
+        assert.deepEqual([...await readU32(k, step, 2)], [3, want], msg);
+        assert.equal((await readU32(k, tokens, slots))[2], want, msg);
+        if (kind === 'tie') assert.ok(logits.filter((v) => v === logits[want]).length >= 2, `${msg}: the planted tie`);
+        if (kind === 'all nan' || kind === 'all equal') assert.equal(want, 0, msg);
+      }
+      assert.throws(() => k.linear({ W: k.matrix(3, 8, 'W'), x: k.buffer(64, 'x'), y: k.buffer(64, 'y'), T: 1, resid: true, amax: k.buffer(64, 'p') }, own), /argmax epilogue/);
     });
     await t.test(`transpose + sparse MLP vs sparseMlp and the dense MLP ${name}`, async () => {
       // d = 37 pads to 40 halves (wide fc2 form), d = 35 to 36 (narrow form).

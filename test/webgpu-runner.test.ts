@@ -84,7 +84,7 @@ test('webgpu runner: packed-u32 weights split into parts, and prefill-then-decod
   g.dispose();
 });
 
-test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer a dense layer, the same logits (5m; tiny post-LN unchanged)', async (t) => {
+test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer a dense layer and 1 for the final one, the same logits (5m; tiny post-LN unchanged)', async (t) => {
   gpu ??= await gpuOrSkip(t);
   if (!gpu) return;
   const ck = await checkpoint(MODELS['5m']);
@@ -93,7 +93,7 @@ test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer 
   const cpu = new CpuRunner(c, ck.weights);
   const g = await createWebGpuRunner(c, ck.weights, { gpu });
   const off = await createWebGpuRunner(c, ck.weights, { gpu, foldLayerNorm: false });
-  assert.equal(off.dispatchesPerToken - g.dispatchesPerToken, 2 * c.layers, 'dense: both LayerNorms of every layer folded');
+  assert.equal(off.dispatchesPerToken - g.dispatchesPerToken, 2 * c.layers + 1, 'dense: both LayerNorms of every layer folded, and the final one into the LM head');
   // Embedding, final LayerNorm and LM head, and a layer: LayerNorm, qkv (storing K and V: no
   // kvStore dispatch in decode), attention (1: the last split of each head combines), o, LayerNorm, fc1, fc2.
   assert.equal(off.dispatchesPerToken, 3 + 7 * c.layers, 'decode: K/V stored by the qkv GEMV, attention in one dispatch');
@@ -140,7 +140,7 @@ test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer 
   // also writes LN(x) for fc1 (lnOut). Layer 1 dense: 2 fewer; 2 (fixed) and 3 (oracle): 1 fewer
   // each; 0 (predictor): with input mlp_in 2 (top-K or the block rule); with attn_in its A product
   // rides the qkv GEMV (the lookahead): 2 with top-K (the MLP LayerNorm stays for the gathered fc1),
-  // 3 with the block rule (block-select folds the MLP LayerNorm in too).
+  // 3 with the block rule (block-select folds the MLP LayerNorm in too); and the final LayerNorm: 1.
   const h = (a: Float32Array) => halvesToFloats(floatsToHalves(a));
   const policy: SparsityPolicy = {
     input: 'attn_in',
@@ -154,7 +154,7 @@ test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer 
   assert.equal(c.layers, policy.mlp.length);
   const blockRule: SparsityPolicy = { input: 'mlp_in', mlp: policy.mlp.map((lp) => (lp?.selector.kind === 'predictor' ? { k: 0, selector: { ...lp.selector, block: { cap: 9, tau: null } } } : lp)) };
   const lookBlock: SparsityPolicy = { ...blockRule, input: 'attn_in' };
-  for (const [p, fewer] of [[policy, 6], [{ ...policy, input: 'mlp_in' as const }, 6], [blockRule, 6], [lookBlock, 7]] as const) {
+  for (const [p, fewer] of [[policy, 7], [{ ...policy, input: 'mlp_in' as const }, 7], [blockRule, 7], [lookBlock, 8]] as const) {
     g.setSparsity(p); off.setSparsity(p); cpu.setSparsity(p); ng.setSparsity(p);
     assert.equal(off.dispatchesPerToken - g.dispatchesPerToken, fewer, p.input);
     if (p.input === 'attn_in') assert.ok(g.pipelineKeys.some((k) => k.includes('_predA')), 'the lookahead GEMV');

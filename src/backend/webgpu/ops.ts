@@ -190,6 +190,11 @@ export interface LinearArgs {
   } | null;
   /** Overrides gemvShape's choice (tests, bench): rows a workgroup, threads a row, rows a thread (wide rows only). */
   shape?: { rows?: number; tpr?: number; rpt?: number };
+  /**
+   * GEMV (T = 1) only, no kv or resid: each workgroup also writes its rows' largest as a (key, row)
+   * pair to this buffer (gemv.ts, AMAX), amaxSlots(W, shape) pairs in all, for argmax's `pairs` form.
+   */
+  amax?: GPUBuffer;
 }
 
 export class Kernels {
@@ -359,7 +364,9 @@ export class Kernels {
     const rows = a.W.rows + extra;
     if (heads && !this.headsFit(a.W, heads.hd, heads.H, pred ?? undefined, a.shape, !!heads.lazy, hnext?.W)) throw new Error('linear: sparse heads need each workgroup\'s rows inside one head');
     if (heads?.lazy && (heads.kvAll || ln?.out || a.inOff !== undefined || a.W.cols % 4 !== 0)) throw new Error('linear: lazy K/V completion needs kv chosen, x from 0 and a width that is a multiple of 4');
+    if (a.amax && (a.T !== 1 || kv || a.resid || ln?.gammaInW)) throw new Error('linear: the argmax epilogue is a GEMV (T = 1) form without kv, residual or γ in W');
     const out: Dispatch[] = [];
+    let amaxOff = 0;
     for (const p of a.W.parts) {
       const ent: [number, Entry][] = [[1, p.buffer], [2, a.x], [3, a.y]];
       if (a.bias) ent.push([4, a.bias]);
@@ -370,20 +377,22 @@ export class Kernels {
       if (heads) ent.push([14, heads.scores], [15, heads.hl], [16, heads.skip]);
       if (heads?.lazy) ent.push([17, heads.lazy.xPrev]);
       if (hnext) ent.push([18, hnext.W.parts[0].buffer], [19, hnext.out]);
+      if (a.amax) ent.push([20, a.amax]);
       switch (a.T === 1 ? 'gemv' : 'matmul') {
         case 'gemv': {
           const o: GemvOpts = { ...this.gemvForm(K4, rows, shape), ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out, lnOutHat: !!ln?.out?.hat, pred: !!pred, hnext: hnext ? pred?.rows ?? 0 : undefined,
             heads: heads ? { hd: heads.hd, H: heads.H, k: heads.k, kvAll: heads.kvAll, lazy: heads.lazy ? (heads.lazy.complete ? 'complete' : heads.lazy.odd ? 'odd' : 'even') : undefined } : undefined, gw: !!ln?.gammaInW,
             // The shift's loads after the first trip's (gemv.ts PEEL): where measured faster, rows of <= 256 chunks without sparse heads.
-            peel: !!ln && !heads && K4 <= 512 };
+            peel: !!ln && !heads && K4 <= 512, amax: !!a.amax };
           if (gemvReadsGamma(o)) ent.push([6, ln!.gamma]);
           // The folded LayerNorm reads γ (K floats, from 0) as vec4 alongside x: whole vec4s only.
           o.xv4 = o.wide && inOff % 4 === 0 && inStride % 4 === 0 && (!ln || K % 4 === 0);
           const key = gemvKey(this.feats, o);
           const pRows = p.rows + extra;
-          const [x, y] = grid(ceilDiv(pRows, o.rows * (o.rpt ?? 1)));
+          const groups = ceilDiv(pRows, o.rows * (o.rpt ?? 1)), [x, y] = grid(groups);
           out.push(this.dispatch(key, this.pipeline(key, () => gemvWgsl(this.feats, o)),
-            [pRows, K, K4, p.row0, pRows, inStride, inOff, outStride, outOff + p.row0, 0, x, ln ? f32bits(ln.eps) : 0, rows, kv ? a.W.rows / 3 : 0], ent, [x, y, a.T], own));
+            [pRows, K, K4, p.row0, pRows, inStride, inOff, outStride, outOff + p.row0, 0, x, ln ? f32bits(ln.eps) : 0, rows, kv ? a.W.rows / 3 : 0, amaxOff], ent, [x, y, a.T], own));
+          amaxOff += groups;
           break;
         }
         case 'matmul': {
@@ -405,6 +414,12 @@ export class Kernels {
   private qkvForm(K4: number, shape?: LinearArgs['shape']): LinearArgs['shape'] {
     const base = this.gemvRowsPerThread ? null : this.qkvShape ?? qkvRiderShape(K4);
     return base ? { ...base, rpt: 2, ...shape } : shape;
+  }
+
+  /** How many (key, row) pairs linear's `amax` writes for W (with linear's `shape`, if any): one a workgroup of each part. */
+  amaxSlots(W: GpuMatrix, shape?: LinearArgs['shape']): number {
+    const o = this.gemvForm(W.colsP / 4, W.rows, shape);
+    return W.parts.reduce((n, p) => n + ceilDiv(p.rows, o.rows * o.rpt), 0);
   }
 
   /** The GEMV shape linear() takes for a matrix of rows padded to 4·K4 halves over `rows` rows: gemvShape with the overrides. */
@@ -798,10 +813,11 @@ export class Kernels {
    * step[0] += 1, so the next decode step reads its token and position without the host. `slots` is
    * the length of `tokens`. `wg` forces a workgroup size (tests run the 256-thread form).
    */
-  argmax(a: { logits: GPUBuffer; step: GPUBuffer; tokens: GPUBuffer; n: number; slots: number; wg?: number }, own: GPUBuffer[]): Dispatch {
-    const wg = a.wg ?? argmaxWorkgroupSize(this.gpu.limits), sg = this.feats.subgroups;
-    const key = argmaxKey(wg, sg);
-    return this.dispatch(key, this.pipeline(key, () => argmaxWgsl(wg, sg)), [a.n, a.slots], [[1, a.logits], [2, a.step], [3, a.tokens]], [1, 1, 1], own);
+  /** Greedy's pick into step and tokens (kernels/argmax.ts) from n logits, or with `pairs` from n (key, index) pairs (linear's `amax`). */
+  argmax(a: { logits: GPUBuffer; step: GPUBuffer; tokens: GPUBuffer; n: number; slots: number; wg?: number; pairs?: boolean }, own: GPUBuffer[]): Dispatch {
+    const wg = a.wg ?? argmaxWorkgroupSize(this.gpu.limits), sg = this.feats.subgroups, pairs = !!a.pairs;
+    const key = argmaxKey(wg, sg, pairs);
+    return this.dispatch(key, this.pipeline(key, () => argmaxWgsl(wg, sg, pairs)), [a.n, a.slots], [[1, a.logits], [2, a.step], [3, a.tokens]], [1, 1, 1], own);
   }
 
   scatter(a: { h: GPUBuffer; sel: GPUBuffer; act: GPUBuffer; f: number; k: number; selStride: number; T: number }, own: GPUBuffer[]): Dispatch {

@@ -15,6 +15,11 @@
  * the workgroup takes the max key and, among threads holding it, the min index. With subgroups:
  * subgroupMax/subgroupMin and one workgroup atomic per subgroup (correct however the adapter lays
  * subgroups over local_invocation_index); without: a tree in workgroup memory.
+ *
+ * PAIRS: the input is n (key, index) pairs, each the largest of a group of rows with its lowest index
+ * (the LM head GEMV's AMAX epilogue, gemv.ts), in increasing index order; the same scan and reduction
+ * over the keys as given, each pair's index as the candidate's. The result is the logits' argmax
+ * under the rule above, from a scan of V / 8 pairs instead of V floats.
  */
 export const ARGMAX_PARAMS = ['n', 'slots'] as const;
 /** Workgroup sizes the kernel is built for: the larger where the adapter allows it (one workgroup
@@ -26,9 +31,20 @@ export function argmaxWorkgroupSize(l: { maxComputeInvocationsPerWorkgroup: numb
   return 256;
 }
 
-export const argmaxKey = (wg: number, sg: boolean) => `argmax_step_wg${wg}${sg ? '_sg' : ''}`;
+export const argmaxKey = (wg: number, sg: boolean, pairs = false) => `argmax_step_wg${wg}${sg ? '_sg' : ''}${pairs ? '_pairs' : ''}`;
 
-export function argmaxWgsl(wg: number, sg: boolean): string {
+/** The order-preserving key of f32 bits as a WGSL function `name`: a > b as floats <=> key(a) > key(b); -0 -> +0; NaN -> 0 (below -Inf). */
+export function argmaxKeyWgsl(name: string): string {
+  return `fn ${name}(b0: u32) -> u32 {
+  if ((b0 & 0x7fffffffu) > 0x7f800000u) { return 0u; }
+  var b = b0;
+  if (b == 0x80000000u) { b = 0u; }
+  if ((b & 0x80000000u) != 0u) { return ~b; }
+  return b | 0x80000000u;
+}`;
+}
+
+export function argmaxWgsl(wg: number, sg: boolean, pairs = false): string {
   const W = wg;
   const reduce = sg ? `
   // Max key over the workgroup, then the lowest index holding it. Workgroup memory starts zeroed:
@@ -54,7 +70,7 @@ export function argmaxWgsl(wg: number, sg: boolean): string {
   return `${sg ? 'enable subgroups;' : ''}
 struct P { n: u32, slots: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> x: array<u32>;      // the logits' f32 bits
+@group(0) @binding(1) var<storage, read> x: array<u32>;      // ${pairs ? 'the (key, index) pairs' : 'the logits\' f32 bits'}
 @group(0) @binding(2) var<storage, read_write> step: array<u32>;
 @group(0) @binding(3) var<storage, read_write> tokens: array<u32>;
 const NONE = 0xffffffffu;  // no index: loses every tie
@@ -62,14 +78,11 @@ ${sg ? `var<workgroup> gk: atomic<u32>;
 var<workgroup> gi: atomic<u32>;` : `var<workgroup> rk: array<u32, ${W}>;
 var<workgroup> ri: array<u32, ${W}>;`}
 
-/** Order-preserving key: a > b as floats <=> key(a) > key(b); -0 -> +0; NaN -> 0 (below -Inf). */
-fn key(b0: u32) -> u32 {
-  if ((b0 & 0x7fffffffu) > 0x7f800000u) { return 0u; }
-  var b = b0;
-  if (b == 0x80000000u) { b = 0u; }
-  if ((b & 0x80000000u) != 0u) { return ~b; }
-  return b | 0x80000000u;
-}
+${pairs ? `// Element i: pair i's key as given, and its index.
+fn kat(i: u32) -> u32 { return x[2u * i]; }
+fn iat(i: u32) -> u32 { return x[2u * i + 1u]; }` : `${argmaxKeyWgsl('key')}
+fn kat(i: u32) -> u32 { return key(x[i]); }
+fn iat(i: u32) -> u32 { return i; }`}
 
 fn finish(id: u32) {
   let pos = step[0];
@@ -83,16 +96,16 @@ fn main(@builtin(local_invocation_index) lid: u32${sg ? ', @builtin(subgroup_inv
   var bk = 0u; var bi = NONE;
   // A thread's indices increase, so a strict > keeps its lowest index on ties; the first element it
   // sees is taken whatever its key (a NaN at index 0 must still be a candidate for the all-NaN rule).
-  if (lid < p.n) { bk = key(x[lid]); bi = lid; }
+  if (lid < p.n) { bk = kat(lid); bi = iat(lid); }
   var i = lid + ${W}u;
   for (; i + ${3 * W}u < p.n; i += ${4 * W}u) {
-    let k0 = key(x[i]); let k1 = key(x[i + ${W}u]); let k2 = key(x[i + ${2 * W}u]); let k3 = key(x[i + ${3 * W}u]);
-    if (k0 > bk) { bk = k0; bi = i; }
-    if (k1 > bk) { bk = k1; bi = i + ${W}u; }
-    if (k2 > bk) { bk = k2; bi = i + ${2 * W}u; }
-    if (k3 > bk) { bk = k3; bi = i + ${3 * W}u; }
+    let k0 = kat(i); let k1 = kat(i + ${W}u); let k2 = kat(i + ${2 * W}u); let k3 = kat(i + ${3 * W}u);
+    if (k0 > bk) { bk = k0; bi = iat(i); }
+    if (k1 > bk) { bk = k1; bi = iat(i + ${W}u); }
+    if (k2 > bk) { bk = k2; bi = iat(i + ${2 * W}u); }
+    if (k3 > bk) { bk = k3; bi = iat(i + ${3 * W}u); }
   }
-  for (; i < p.n; i += ${W}u) { let k = key(x[i]); if (k > bk) { bk = k; bi = i; } }
+  for (; i < p.n; i += ${W}u) { let k = kat(i); if (k > bk) { bk = k; bi = iat(i); } }
 ${reduce}
 }
 `;

@@ -1,5 +1,6 @@
 import { enables, kvPutWgsl, laneSumWgsl, weightDecl, wmode, type KernelFeatures, halves8Wgsl } from './common.js';
 import { headChoiceWgsl } from './head-select.js';
+import { argmaxKeyWgsl } from './argmax.js';
 
 /**
  * GEMV for batch-1 decode (memory-bound): y[t, r] = epi(W[r, :] · x[t, :]), one workgroup per R rows,
@@ -81,6 +82,15 @@ import { headChoiceWgsl } from './head-select.js';
  * never meets a hole (every position below an even p was completed at the odd step before; an odd
  * step completes itself first): the cache equals kv 'all''s, at (2ρ + 2)/2 of K and V's weight bytes
  * a step instead of 2 (ρ = k/H).
+ *
+ * AMAX (T = 1, no kv / resid): greedy decoding's first half of the argmax, in the LM head GEMV's
+ * epilogue. Each workgroup also writes the largest of its rows as a pair (order-preserving key,
+ * global row) to am[2 (amaxOff + g)] (binding 20; amaxOff: this part's first workgroup slot), with
+ * the rule of kernels/argmax.ts (the largest key, the lowest row on ties, a row's first value taken
+ * whatever its key); the argmax kernel's pairs form then reduces the slots (V / rows a workgroup of
+ * them: 6284 pairs at OPT's vocabulary and 8 rows a workgroup, not 50272 floats). The one-workgroup
+ * argmax over the logits was ~14 µs of a greedy step; reading y back costs each row's writer one
+ * load of what it just stored.
  */
 export interface GemvOpts {
   rows: number; tpr: number; bias: boolean; relu: boolean; resid: boolean; gather: boolean;
@@ -132,6 +142,8 @@ export interface GemvOpts {
    * HNEXT's matrices), so the dot loop takes u = x − h as it is; only lnOut still reads γ.
    */
   gw?: boolean;
+  /** AMAX above: each workgroup's largest row as a (key, row) pair into binding 20. */
+  amax?: boolean;
   /**
    * PEEL (with ln and rpt > 1): the dot loop's first trip is written out before the loop with its
    * weight and x loads ahead of the shift's (shiftOf), so that the shift's round trip to L2 overlaps
@@ -167,11 +179,50 @@ export function gemvReadsGamma(o: GemvOpts): boolean {
 }
 
 export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
-  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? `sg${sgExact(f, o) ? 'x' : ''}` : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? (o.lnOutHat ? 'hat' : 'out') : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}${o.heads.kvAll ? 'q' : ''}${o.heads.lazy ? `z${o.heads.lazy[0]}` : ''}` : ''}${o.hnext !== undefined ? `_hn${o.hnext}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}${gemvPeels(o) ? '_pl' : ''}${o.gw ? '_gw' : ''}`;
+  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? `sg${sgExact(f, o) ? 'x' : ''}` : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? (o.lnOutHat ? 'hat' : 'out') : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}${o.heads.kvAll ? 'q' : ''}${o.heads.lazy ? `z${o.heads.lazy[0]}` : ''}` : ''}${o.hnext !== undefined ? `_hn${o.hnext}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}${gemvPeels(o) ? '_pl' : ''}${o.gw ? '_gw' : ''}${o.amax ? '_amax' : ''}`;
 }
 
-/** Uniform layout (u32 each). allRows: rows of the whole matrix (all parts; with pred, A's too), for ln's c2; kvD: kv's d. */
-export const GEMV_PARAMS = ['rows', 'K', 'K4', 'rowOff', 'partRows', 'inStride', 'inOff', 'outStride', 'outOff', 'selStride', 'nwgx', 'epsBits', 'allRows', 'kvD'] as const;
+/**
+ * Uniform layout (u32 each). allRows: rows of the whole matrix (all parts; with pred, A's too), for
+ * ln's c2; kvD: kv's d; amaxOff: AMAX's first slot for this part (callers without AMAX may leave it
+ * out: the uniform buffer is padded to 16 words).
+ */
+export const GEMV_PARAMS = ['rows', 'K', 'K4', 'rowOff', 'partRows', 'inStride', 'inOff', 'outStride', 'outOff', 'selStride', 'nwgx', 'epsBits', 'allRows', 'kvD', 'amaxOff'] as const;
+
+/**
+ * AMAX's code (workgroup-uniform, after every row's epi): lane 0 of each row slot takes its rows' best
+ * (key, row) from y as epi stored it, then the workgroup's best through two workgroup atomics (zeroed
+ * at the start: key 0 is below every key a row can give, the row stored as ~row so that 0 is "none").
+ * `rowsOf` lists the thread's rows (output row r of the part, in increasing order).
+ */
+function amaxCode(rowsOf: string[]): string {
+  return `{
+    var bk = 0u; var bi = AM_NONE;
+    if (lane == 0u) {
+      ${rowsOf.map((r) => `if (${r} < p.rows) {
+        let k = amKey(bitcast<u32>(y[t * p.outStride + p.outOff + ${r}]));
+        if (bi == AM_NONE || k > bk) { bk = k; bi = p.rowOff + ${r}; }
+      }`).join('\n      ')}
+    }
+    atomicMax(&amk, bk);
+    workgroupBarrier();
+    let top = atomicLoad(&amk);
+    if (bi != AM_NONE && bk == top) { atomicMax(&ami, ~bi); }
+    workgroupBarrier();
+    if (lid == 0u && g * RP < p.rows) {
+      let s = 2u * (p.amaxOff + g);
+      am[s] = top;
+      am[s + 1u] = ~atomicLoad(&ami);
+    }
+  }`;
+}
+
+/** AMAX's declarations: the pair buffer, the workgroup's atomics and argmax.ts's key. */
+const AMAX_DECL = `@group(0) @binding(20) var<storage, read_write> am: array<u32>;
+var<workgroup> amk: atomic<u32>;
+var<workgroup> ami: atomic<u32>;
+const AM_NONE = 0xffffffffu;
+${argmaxKeyWgsl('amKey')}`;
 
 export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
   const WG = o.rows * o.tpr;
@@ -184,6 +235,7 @@ export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
   if (o.hnext !== undefined && !(o.kv && ln)) throw new Error('gemv: the next layer\'s head scores ride the folded qkv GEMV (kv and ln)');
   if (o.heads && !o.kv) throw new Error('gemv: sparse heads are a form of the qkv GEMV (kv)');
   if (o.gw && !ln) throw new Error('gemv: γ in the weights is a form of the folded LayerNorm');
+  if (o.amax && (o.kv || o.resid || o.gather || o.heads || o.hnext !== undefined)) throw new Error('gemv: the argmax epilogue is a form of the plain or folded GEMV (no kv, residual, gather or heads)');
   const gw = !!o.gw, readsG = gemvReadsGamma(o);
   const P = o.rpt ?? 1;
   if (P > 1 && (!o.wide || o.gather)) throw new Error('gemv: several rows a thread is a form of the wide, non-gather GEMV');
@@ -266,7 +318,7 @@ export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
   const kvHalf = !!(o.kv && o.kvHalf), kvE = kvHalf ? 'atomic<u32>' : 'f32';
   const kvPut = (buf: string, i: string) => (kvHalf ? kvPutWgsl(buf, i, 'v') : `${buf}[${i}] = v;`);
   return `${o.wide ? enables({ ...f, f16: false }, true) : enables(f, true)}
-struct P { rows: u32, K: u32, K4: u32, rowOff: u32, partRows: u32, inStride: u32, inOff: u32, outStride: u32, outOff: u32, selStride: u32, nwgx: u32, epsBits: u32, allRows: u32, kvD: u32 }
+struct P { rows: u32, K: u32, K4: u32, rowOff: u32, partRows: u32, inStride: u32, inOff: u32, outStride: u32, outOff: u32, selStride: u32, nwgx: u32, epsBits: u32, allRows: u32, kvD: u32, amaxOff: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 ${o.wide ? '@group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;' : weightDecl(f, 1, 'W')}
 ${o.pred ? (o.wide ? '@group(0) @binding(13) var<storage, read> WA: array<vec4<u32>>;' : weightDecl(f, 13, 'WA')) : ''}
@@ -300,6 +352,7 @@ const TPR = ${o.tpr}u;
 const WG = ${WG}u;
 const RP = ${o.rows * P}u;   // rows a workgroup
 var<workgroup> red: array<RT, ${WG}>;
+${o.amax ? AMAX_DECL : ''}
 ${lazy ? `@group(0) @binding(17) var<storage, read_write> xp: array<vec4<f32>>;
 fn x8P(k: u32) -> X8 { return X8(xp[k / 4u], xp[k / 4u + 1u]); }
 ${headChoiceWgsl(o.heads!.H, o.heads!.k, { scores: 14, hl: 15, skip: 16 }, false, true)}
@@ -393,6 +446,7 @@ ${singleRowDot(o, sh, 'W', 'wrow')}
   if (lane == 0u && live) { epi(t, r, wrow, tot); }` : `${laneSumWgsl({ v: 'acc', lanes: 'TPR', lane: 'lane', sg, zero: 'RT(0.0)' })}
   ${lnOutCode}
   if (lane == 0u && live) { epi(t, r, wrow, red[lid]); }`}
+  ${o.amax ? amaxCode(['r']) : ''}
 }
 `}
 `;
@@ -553,7 +607,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${exact ? each((i) => `tot[${i}] = subgroupAdd(${ln ? `vec3<f32>(d${i}, su.x, su.y)` : `d${i}`});`, ' ') : reduce((i) => (ln ? `vec3<f32>(d${i}, su.x, su.y)` : `d${i}`), 'tot', true)}
   if (lane == 0u) {
     ${each((i) => `if (r0 + ${i}u * R < p.rows) { epi(t, r0 + ${i}u * R, r0 + ${i}u * R, tot[${i}]); }`, '\n    ')}
-  }`}
+  }
+  ${o.amax ? amaxCode(rows.map((i) => `(r0 + ${i}u * R)`)) : ''}`}
   ${odd ? `if (mode == 2u) {   // uniform (workgroupUniformLoad): the reductions' barriers are allowed
     var tot2: array<RT, ${P}>;
     ${reduce((i) => (ln ? `vec3<f32>(e${i}, 0.0, 0.0)` : `e${i}`), 'tot2', false)}
