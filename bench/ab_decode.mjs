@@ -8,6 +8,8 @@
 //   AB_BASE_OPTS='{"fuseAttention":false}' node bench/ab_decode.mjs       # this build, base with these runner options
 //   AB_NEW_OPTS='{"fusedAttentionMaxKeys":4096}' ...                      # and the new side with these
 //
+// AB_METRIC=chain times bench's ms/token instead (timeDecode's chained greedy decode: wall ms a token,
+// the head included, and the median gap between ids), the GPU ms column then holding the wall ms.
 // AB_SHAPES (default opt-6.7b,opt-13b,opt-1.3b), AB_ROUNDS (2), AB_PROMPT (128 positions before the 128 timed steps), AB_SPARSITY (dense,mlp,dejavu: any of
 // them; mlp = random predictors of DejaVu's proportions at 10 %, block rule, lookahead; dejavu adds
 // 40 % of heads: AB_HEAD_KV (all | chosen | lazy; default all), AB_HEAD_INPUT (prev_attn_in, the head
@@ -29,6 +31,8 @@ for (const [k, d] of Object.entries(builds)) mods[k] = await import(`${d}/src/ba
 const { openGpu } = await import(`${builds.new}/src/backend/webgpu/device.js`);
 const { shapeConfig } = await import(`${builds.new}/src/bench/shapes.js`);
 const { syntheticHeads, syntheticPredictorPolicy } = await import(`${builds.new}/src/bench/policies.js`);
+const { timeDecode } = await import(`${builds.new}/src/bench/decode.js`);
+const chain = process.env.AB_METRIC === 'chain';
 const gpu = await openGpu({});
 console.log(JSON.stringify({ adapter: gpu.adapterName, timestamps: gpu.timestamps, builds }));
 const res = [];
@@ -43,10 +47,16 @@ for (const shape of shapes) {
           // (A base build older than the head lookahead ignores headInput.)
           r.setSparsity(sp === 'dejavu' ? { ...mlp, headInput, heads: syntheticHeads(c, 0.4, { kv: headKv }) } : mlp);
         }
-        r.reset();
-        await r.forward(Array.from({ length: prompt }, (_, i) => (i * 7919) % c.vocabSize), { noLogits: true });
-        const t = await r.timeDecodeSteps(gen, 2);
-        const row = { shape, sparsity: sp, round, build, gpu_ms: t.gpuMsPerToken ?? null, wall_ms: +t.msPerToken.toFixed(4), dispatches: t.dispatchesPerToken };
+        let row;
+        if (chain) {
+          const t = await timeDecode(r, { promptLen: prompt, gen, warmup: 8 });
+          row = { shape, sparsity: sp, round, build, gpu_ms: t.msPerToken, wall_ms: +t.msPerToken.toFixed(4), median_ms: +t.medianMs.toFixed(4), dispatches: r.dispatchesPerToken };
+        } else {
+          r.reset();
+          await r.forward(Array.from({ length: prompt }, (_, i) => (i * 7919) % c.vocabSize), { noLogits: true });
+          const t = await r.timeDecodeSteps(gen, 2);
+          row = { shape, sparsity: sp, round, build, gpu_ms: t.gpuMsPerToken ?? null, wall_ms: +t.msPerToken.toFixed(4), dispatches: t.dispatchesPerToken };
+        }
         res.push(row);
         console.log(JSON.stringify(row));
       }
@@ -54,7 +64,7 @@ for (const shape of shapes) {
     }
   }
 }
-console.log('shape | sparsity | build | GPU ms a token (each round) | dispatches');
+console.log(`shape | sparsity | build | ${chain ? 'wall ms a token, chained greedy' : 'GPU ms a token'} (each round) | dispatches`);
 for (const shape of shapes) for (const sp of sparsities) for (const b of ['base', 'new']) {
   const rs = res.filter((x) => x.shape === shape && x.sparsity === sp && x.build === b);
   console.log(`${shape} | ${sp} | ${b} | ${rs.map((x) => x.gpu_ms?.toFixed(3) ?? 'n/a').join(' / ')} | ${rs[0]?.dispatches}`);
