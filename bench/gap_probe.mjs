@@ -12,11 +12,10 @@
 //
 //   source .gpu-bundle/enter.sh; GP_SHAPES=opt-1.3b,opt-13b node bench/gap_probe.mjs   # on the GPU host (carry dist)
 import { fileURLToPath } from 'node:url';
+import { promptedRunner } from './probe_util.mjs';
 
 const dist = process.env.GP_DIST ?? fileURLToPath(new URL('../dist', import.meta.url));
-const { createWebGpuRunner } = await import(`${dist}/src/backend/webgpu/runner.js`);
 const { openGpu } = await import(`${dist}/src/backend/webgpu/device.js`);
-const { shapeConfig } = await import(`${dist}/src/bench/shapes.js`);
 
 const shapes = (process.env.GP_SHAPES ?? 'opt-1.3b,opt-6.7b,opt-13b').split(',');
 const STEPS = Number(process.env.GP_STEPS ?? 128), WINDOW = 16;
@@ -77,10 +76,7 @@ async function chain(r, steps, copyId) {
 
 const rows = [];
 for (const shape of shapes) {
-  const c = shapeConfig(shape);
-  const r = await createWebGpuRunner(c, 'synthetic', { gpu });
-  const prompt = Array.from({ length: 128 }, (_, i) => (i * 7919) % c.vocabSize);
-  const fresh = async () => { r.reset(); await r.forward(prompt, { noLogits: true }); };
+  const { r, fresh } = await promptedRunner(dist, gpu, shape);
   await fresh(); await chain(r, 16, true);   // warm-up
   await fresh(); const withId = await chain(r, STEPS, true);
   await fresh(); const noId = await chain(r, STEPS, false);

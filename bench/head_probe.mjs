@@ -13,11 +13,10 @@
 //
 //   source .gpu-bundle/enter.sh; HP_SHAPES=opt-6.7b,opt-13b node bench/head_probe.mjs   # on the GPU host (carry dist)
 import { fileURLToPath } from 'node:url';
+import { promptedRunner } from './probe_util.mjs';
 
 const dist = process.env.HP_DIST ?? fileURLToPath(new URL('../dist', import.meta.url));
-const { createWebGpuRunner } = await import(`${dist}/src/backend/webgpu/runner.js`);
 const { openGpu } = await import(`${dist}/src/backend/webgpu/device.js`);
-const { shapeConfig } = await import(`${dist}/src/bench/shapes.js`);
 
 const shapes = (process.env.HP_SHAPES ?? 'opt-6.7b,opt-13b').split(',');
 const STEPS = Number(process.env.HP_STEPS ?? 64);
@@ -77,10 +76,7 @@ async function timeHead(r, reps) {
 
 const rows = [];
 for (const shape of shapes) {
-  const c = shapeConfig(shape);
-  const r = await createWebGpuRunner(c, 'synthetic', { gpu });
-  const prompt = Array.from({ length: 128 }, (_, i) => (i * 7919) % c.vocabSize);
-  const fresh = async () => { r.reset(); await r.forward(prompt, { noLogits: true }); };
+  const { r, fresh } = await promptedRunner(dist, gpu, shape);
   await fresh(); await timeGreedy(r, 8);                 // warm-up
   await fresh(); const t = await r.timeDecodeSteps(STEPS, 0); const none = { gpu: t.gpuMsPerToken, wall: t.msPerToken };
   await fresh(); const greedy = await timeGreedy(r, STEPS);

@@ -55,3 +55,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw: vec3
   if (lid == 0u) { out[p.x + wid.x] = atomicLoad(&acc); }
 }`;
 }
+
+/**
+ * The decode probes' runner (head_probe, gap_probe): synthetic weights of a shape and `fresh()`, which
+ * resets it and queues the same 128-token prompt (without logits: the GPU may still be running it).
+ */
+export async function promptedRunner(dist, gpu, shape) {
+  const { createWebGpuRunner } = await import(`${dist}/src/backend/webgpu/runner.js`);
+  const { shapeConfig } = await import(`${dist}/src/bench/shapes.js`);
+  const c = shapeConfig(shape);
+  const r = await createWebGpuRunner(c, 'synthetic', { gpu });
+  const prompt = Array.from({ length: 128 }, (_, i) => (i * 7919) % c.vocabSize);
+  return { r, c, fresh: async () => { r.reset(); await r.forward(prompt, { noLogits: true }); } };
+}
