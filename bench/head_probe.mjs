@@ -1,12 +1,13 @@
 // Probe: where the chained greedy step's time beyond the timed decode step goes. `bench` reports
-// ms/token from the greedy chain (decodeGreedy: the step with the 'greedy' head — final LayerNorm, LM
-// head GEMV, argmax — one submission a step, the id copied out and mapped) and GPU ms from
+// ms/token from the greedy chain (decodeGreedy: the step with the 'greedy' head — the LM head GEMV
+// (the final LayerNorm folded in since the eighteenth session, before that a dispatch of its own) and
+// argmax — one submission a step, the id copied out and mapped) and GPU ms from
 // timeDecodeSteps (the same step without the head). At opt-6.7b the first exceeds the second by
 // ~0.25 ms more than the LM head's bytes explain, on an H100 and an H200 alike; at 1.3b, 13b and 30b
 // by ~0.05 ms. This times, per shape, on synthetic weights after a 128-token prompt:
 //   none:    the decode plan without a head: the runner's timeDecodeSteps (GPU timestamps around each step's pass);
 //   greedy:  the plan with the greedy head, the same way (one submission a step, no readback);
-//   head:    the head's dispatches alone (final LayerNorm, LM head GEMV, argmax), each in a pass of
+//   head:    the head's dispatches alone (the LM head GEMV, argmax; a build before the fold: the final LayerNorm first), each in a pass of
 //            its own, µs each;
 //   chain:   decodeGreedy's wall ms a token over HP_STEPS steps after an 8-step warm-up (bench's
 //            ms/token runs 128 steps after a longer one: compare the other columns, not this).

@@ -191,7 +191,8 @@ export interface LinearArgs {
   /** Overrides gemvShape's choice (tests, bench): rows a workgroup, threads a row, rows a thread (wide rows only). */
   shape?: { rows?: number; tpr?: number; rpt?: number };
   /**
-   * GEMV (T = 1) only, no kv or resid: each workgroup also writes its rows' largest as a (key, row)
+   * GEMV (T = 1) only, no kv, resid or γ in the weights (ln.gammaInW: linear's folded shapes would
+   * not match amaxSlots): each workgroup also writes its rows' largest as a (key, row)
    * pair to this buffer (gemv.ts, AMAX), amaxSlots(W, shape) pairs in all, for argmax's `pairs` form.
    */
   amax?: GPUBuffer;
@@ -419,7 +420,7 @@ export class Kernels {
   /** How many (key, row) pairs linear's `amax` writes for W (with linear's `shape`, if any): one a workgroup of each part. */
   amaxSlots(W: GpuMatrix, shape?: LinearArgs['shape']): number {
     const o = this.gemvForm(W.colsP / 4, W.rows, shape);
-    return W.parts.reduce((n, p) => n + ceilDiv(p.rows, o.rows * o.rpt), 0);
+    return W.parts.reduce((n, p) => n + ceilDiv(p.rows, o.rows * (o.rpt ?? 1)), 0);
   }
 
   /** The GEMV shape linear() takes for a matrix of rows padded to 4·K4 halves over `rows` rows: gemvShape with the overrides. */

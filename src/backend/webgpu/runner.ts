@@ -207,7 +207,8 @@ export interface WebGpuRunnerOptions extends GpuOptions {
   maxPartBytes?: number;
   /**
    * Pre-LN models: fold the LayerNorms before qkv and before dense layers' fc1 into those GEMVs in
-   * decode plans (T = 1, no trace), two dispatches fewer a dense layer. Default on (FOLD_LN_DEFAULT:
+   * decode plans (T = 1, no trace), two dispatches fewer a dense layer, and the final LayerNorm into
+   * the head's first GEMV (one fewer a token). Default on (FOLD_LN_DEFAULT:
    * measured faster at d = 2048, 4096 and 5120); false keeps the separate LayerNorm dispatches.
    */
   foldLayerNorm?: boolean;

@@ -19,7 +19,7 @@
  * PAIRS: the input is n (key, index) pairs, each the largest of a group of rows with its lowest index
  * (the LM head GEMV's AMAX epilogue, gemv.ts), in increasing index order; the same scan and reduction
  * over the keys as given, each pair's index as the candidate's. The result is the logits' argmax
- * under the rule above, from a scan of V / 8 pairs instead of V floats.
+ * under the rule above, from a scan of V / (rows a workgroup) pairs instead of V floats.
  */
 export const ARGMAX_PARAMS = ['n', 'slots'] as const;
 /** Workgroup sizes the kernel is built for: the larger where the adapter allows it (one workgroup

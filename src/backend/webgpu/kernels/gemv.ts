@@ -13,7 +13,7 @@ import { argmaxKeyWgsl } from './argmax.js';
  * CPU twin: `linear` (dense) and the fc1 half of `sparseMlp` (gather).
  *
  * LN: the pre-LayerNorm folded into the GEMV (decode of pre-LN models: the LayerNorm before qkv and
- * before a dense fc1). A separate LayerNorm is one workgroup of dependent loads and barriers, ~8 µs
+ * before a dense fc1, and the final one before the LM head, whose tied rows keep W as stored). A separate LayerNorm is one workgroup of dependent loads and barriers, ~8 µs
  * on an H200 at d = 4096, twice a layer; folded, its work rides in the GEMV's. With
  * LN(x) = γ ∘ (x − μ)·s + β, s = 1/sqrt(var + eps), and the stored weights unchanged:
  *   W[r]·LN(x) + b[r] = s·(Σ_k W[r,k] γ_k (x_k − h) − (μ − h)·c1[r]) + c2[r],  c1 = W·γ,  c2 = W·β + b,
@@ -88,7 +88,7 @@ import { argmaxKeyWgsl } from './argmax.js';
  * global row) to am[2 (amaxOff + g)] (binding 20; amaxOff: this part's first workgroup slot), with
  * the rule of kernels/argmax.ts (the largest key, the lowest row on ties, a row's first value taken
  * whatever its key); the argmax kernel's pairs form then reduces the slots (V / rows a workgroup of
- * them: 6284 pairs at OPT's vocabulary and 8 rows a workgroup, not 50272 floats). The one-workgroup
+ * them: 6284 pairs at OPT's vocabulary and 8 rows a workgroup (6.7b, 13b; 3142 at 1.3b's 16), not 50272 floats). The one-workgroup
  * argmax over the logits was ~14 µs of a greedy step; reading y back costs each row's writer one
  * load of what it just stored.
  */
@@ -185,7 +185,7 @@ export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
 /**
  * Uniform layout (u32 each). allRows: rows of the whole matrix (all parts; with pred, A's too), for
  * ln's c2; kvD: kv's d; amaxOff: AMAX's first slot for this part (callers without AMAX may leave it
- * out: the uniform buffer is padded to 16 words).
+ * out: Kernels.uniform pads to a multiple of 4 words, and every GEMV caller passes at least 13).
  */
 export const GEMV_PARAMS = ['rows', 'K', 'K4', 'rowOff', 'partRows', 'inStride', 'inOff', 'outStride', 'outOff', 'selStride', 'nwgx', 'epsBits', 'allRows', 'kvD', 'amaxOff'] as const;
 
