@@ -57,9 +57,10 @@ async function chain(r, steps, copyId) {
   await read.mapAsync(GPUMapMode.READ);
   const t = new BigUint64Array(read.getMappedRange()).slice();
   read.unmap(); read.destroy(); resolve.destroy(); qs.destroy(); slots.forEach((b) => b.destroy());
-  let pass = 0n, gapSum = 0n, gapMax = 0n;
+  let pass = 0n, gapSum = 0n, gapMax = 0n, passMax = 0n;
   for (let i = 0; i < steps; i++) {
     pass += t[2 * i + 1] - t[2 * i];
+    if (t[2 * i + 1] - t[2 * i] > passMax) passMax = t[2 * i + 1] - t[2 * i];
     if (i > 0) { const g = t[2 * i] - t[2 * i - 1]; gapSum += g; if (g > gapMax) gapMax = g; }
   }
   const ms = (x) => Number(x) / 1e6;
@@ -70,8 +71,31 @@ async function chain(r, steps, copyId) {
     // Landing time of the last id minus where the GPU clock puts its pass end relative to the first landing.
     tail: land[steps - 1] - land[0] - ms(t[2 * steps - 1] - t[1]),
     landGapMedian: land.slice(1).map((x, i) => x - land[i]).sort((a, b) => a - b)[(steps - 1) >> 1],
+    landGapMax: Math.max(...land.slice(1).map((x, i) => x - land[i])),
   };
-  return { wall, pass: ms(pass) / steps, span: ms(t[2 * steps - 1] - t[0]) / steps, gapUs: ms(gapSum) * 1e3 / (steps - 1), gapMaxUs: ms(gapMax) * 1e3, host };
+  return { wall, pass: ms(pass) / steps, span: ms(t[2 * steps - 1] - t[0]) / steps, gapUs: ms(gapSum) * 1e3 / (steps - 1), gapMaxUs: ms(gapMax) * 1e3, passMax: ms(passMax), host };
+}
+
+// GP_READBACK=N: instead, GP_REPEATS rounds of what bench's timeDecode does before its chain (N steps
+// of the readback loop: a forward a token, its logits read back) and then the timestamped chain, to
+// see whether the chain's occasional losses (60–100 ms in a 128-step run) follow that loop, and where.
+const readback = Number(process.env.GP_READBACK ?? 0);
+if (readback > 0) {
+  for (const shape of shapes) {
+    const { r, fresh } = await promptedRunner(dist, gpu, shape);
+    await fresh(); await chain(r, 16, true);   // warm-up
+    for (let k = 0; k < Number(process.env.GP_REPEATS ?? 3); k++) {
+      await fresh();
+      let id = 1;
+      for (let i = 0; i < readback; i++) { const l = await r.forward([id]); id = l.indexOf(Math.max(...l.subarray(0, 1000))); }
+      await fresh(); await dev.queue.onSubmittedWorkDone();
+      const x = await chain(r, STEPS, true);
+      console.log(`${shape} round ${k}: wall ${x.wall.toFixed(3)} | pass ${x.pass.toFixed(3)} (max ${x.passMax.toFixed(3)}) | span ${x.span.toFixed(3)} | GPU idle max ${x.gapMaxUs.toFixed(1)} µs | landings: first ${x.host.firstLand.toFixed(1)} ms, median gap ${x.host.landGapMedian.toFixed(3)}, max gap ${x.host.landGapMax.toFixed(3)} ms`);
+    }
+    r.dispose();
+  }
+  gpu.device.destroy();
+  process.exit(0);
 }
 
 const rows = [];
