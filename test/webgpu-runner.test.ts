@@ -178,6 +178,27 @@ test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer 
   assert.ok(relErr(await gt.forward([30]), await ct.forward([30])) < 1e-3, 'post-LN decode');
   gt.dispose(); ot.dispose();
   rmSync(dir, { recursive: true });
+
+  // Pre-LN with project_out (no published OPT, but a config that loads): the final LayerNorm folds
+  // into project_out's GEMV and the lm_head runs plain after it; decode as unfolded and as the CPU,
+  // the greedy chain's ids too (its lm_head GEMV picks through the argmax epilogue).
+  const pdir = writeTinyModel(tinyConfig({ word_embed_proj_dim: 8 }));
+  const pm = await checkpoint(pdir);
+  const gp = await createWebGpuRunner(pm.config, pm.weights, { gpu }), op = await createWebGpuRunner(pm.config, pm.weights, { gpu, foldLayerNorm: false });
+  assert.equal(op.dispatchesPerToken - gp.dispatchesPerToken, 2 * pm.config.layers + 1, 'project_out: the final LayerNorm folded too');
+  const cp = new CpuRunner(pm.config, pm.weights);
+  for (const x of [gp, op, cp]) await x.forward([2, 10, 20], { noLogits: true });
+  for (const id of [30, 31, 7]) {
+    const [a, b, w] = await Promise.all([gp, op, cp].map((x) => x.forward([id])));
+    assert.ok(relErr(a, b) < 1e-3 && relErr(a, w) < 1e-3, `project_out decode, token ${id}: ${relErr(a, b)} / ${relErr(a, w)}`);
+  }
+  // The chain against the same runner's per-step loop over the same tokens (host argmax of its logits).
+  const chained = await gp.decodeGreedy(5, 6, () => true);
+  gp.reset();
+  for (const ids of [[2, 10, 20], [30], [31], [7]]) await gp.forward(ids, { noLogits: true });
+  assert.deepEqual(chained, await greedyContinue(gp, await gp.forward([5]), 6), 'project_out: the greedy chain');
+  gp.dispose(); op.dispose();
+  rmSync(pdir, { recursive: true });
 });
 
 test('webgpu sparse MLP: predictor policy selects and computes like the CPU runner (5m)', async (t) => {
