@@ -12,7 +12,7 @@
 //
 //   source .gpu-bundle/enter.sh; GP_SHAPES=opt-1.3b,opt-13b node bench/gap_probe.mjs   # on the GPU host (carry dist)
 import { fileURLToPath } from 'node:url';
-import { promptedRunner } from './probe_util.mjs';
+import { promptedRunner, readTimestamps } from './probe_util.mjs';
 
 const dist = process.env.GP_DIST ?? fileURLToPath(new URL('../dist', import.meta.url));
 const { openGpu } = await import(`${dist}/src/backend/webgpu/device.js`);
@@ -26,8 +26,6 @@ const dev = gpu.device;
 /** decodeGreedy's pattern (pass, id copy, map; WINDOW queued), each pass timestamped. */
 async function chain(r, steps, copyId) {
   const qs = dev.createQuerySet({ type: 'timestamp', count: 2 * steps });
-  const resolve = dev.createBuffer({ size: 16 * steps, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
-  const read = dev.createBuffer({ size: 16 * steps, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
   const slots = Array.from({ length: WINDOW }, () => dev.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }));
   const maps = new Array(WINDOW).fill(null);
   await dev.queue.onSubmittedWorkDone();
@@ -50,13 +48,8 @@ async function chain(r, steps, copyId) {
   await dev.queue.onSubmittedWorkDone();
   const wall = (performance.now() - t0) / steps;
   r.pos += steps;
-  const enc = dev.createCommandEncoder();
-  enc.resolveQuerySet(qs, 0, 2 * steps, resolve, 0);
-  enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * steps);
-  dev.queue.submit([enc.finish()]);
-  await read.mapAsync(GPUMapMode.READ);
-  const t = new BigUint64Array(read.getMappedRange()).slice();
-  read.unmap(); read.destroy(); resolve.destroy(); qs.destroy(); slots.forEach((b) => b.destroy());
+  const t = await readTimestamps(dev, qs, 2 * steps);
+  slots.forEach((b) => b.destroy());
   let pass = 0n, gapSum = 0n, gapMax = 0n, passMax = 0n;
   for (let i = 0; i < steps; i++) {
     pass += t[2 * i + 1] - t[2 * i];

@@ -14,7 +14,7 @@
 //
 //   source .gpu-bundle/enter.sh; HP_SHAPES=opt-6.7b,opt-13b node bench/head_probe.mjs   # on the GPU host (carry dist)
 import { fileURLToPath } from 'node:url';
-import { promptedRunner } from './probe_util.mjs';
+import { promptedRunner, readTimestamps } from './probe_util.mjs';
 
 const dist = process.env.HP_DIST ?? fileURLToPath(new URL('../dist', import.meta.url));
 const { openGpu } = await import(`${dist}/src/backend/webgpu/device.js`);
@@ -28,8 +28,6 @@ const dev = gpu.device;
 /** Mean GPU ms a step of `steps` submissions of the greedy plan from the current position (its argmax advances the step on the device). */
 async function timeGreedy(r, steps) {
   const qs = dev.createQuerySet({ type: 'timestamp', count: 2 * steps });
-  const resolve = dev.createBuffer({ size: 16 * steps, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
-  const read = dev.createBuffer({ size: 16 * steps, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
   await dev.queue.onSubmittedWorkDone();
   const t0 = performance.now();
   for (let i = 0; i < steps; i++) {
@@ -40,15 +38,9 @@ async function timeGreedy(r, steps) {
   }
   await dev.queue.onSubmittedWorkDone();
   const wall = (performance.now() - t0) / steps;
-  const enc = dev.createCommandEncoder();
-  enc.resolveQuerySet(qs, 0, 2 * steps, resolve, 0);
-  enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * steps);
-  dev.queue.submit([enc.finish()]);
-  await read.mapAsync(GPUMapMode.READ);
-  const t = new BigUint64Array(read.getMappedRange());
+  const t = await readTimestamps(dev, qs, 2 * steps);
   let sum = 0n;
   for (let i = 0; i < steps; i++) sum += t[2 * i + 1] - t[2 * i];
-  read.unmap(); read.destroy(); resolve.destroy(); qs.destroy();
   return { gpu: Number(sum) / 1e6 / steps, wall };
 }
 
@@ -59,17 +51,11 @@ async function timeHead(r, reps) {
   const per = ds.map(() => []);
   for (let k = 0; k < reps; k++) {
     const qs = dev.createQuerySet({ type: 'timestamp', count: 2 * ds.length });
-    const resolve = dev.createBuffer({ size: 16 * ds.length, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
-    const read = dev.createBuffer({ size: 16 * ds.length, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     const enc = dev.createCommandEncoder();
     r.k.encodeTimed(enc, ds, qs);
-    enc.resolveQuerySet(qs, 0, 2 * ds.length, resolve, 0);
-    enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * ds.length);
     dev.queue.submit([enc.finish()]);
-    await read.mapAsync(GPUMapMode.READ);
-    const t = new BigUint64Array(read.getMappedRange());
+    const t = await readTimestamps(dev, qs, 2 * ds.length);
     ds.forEach((_, i) => per[i].push(Number(t[2 * i + 1] - t[2 * i]) / 1e3));
-    read.unmap(); read.destroy(); resolve.destroy(); qs.destroy();
   }
   const med = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
   return ds.map((d, i) => ({ label: d.label, wg: d.wg.join('x'), us: med(per[i]) }));

@@ -68,3 +68,17 @@ export async function promptedRunner(dist, gpu, shape) {
   const prompt = Array.from({ length: 128 }, (_, i) => (i * 7919) % c.vocabSize);
   return { r, c, fresh: async () => { r.reset(); await r.forward(prompt, { noLogits: true }); } };
 }
+
+/** The `count` timestamps of query set `qs` (resolved, copied and mapped), as a BigUint64Array copy; destroys `qs`. */
+export async function readTimestamps(dev, qs, count) {
+  const resolve = dev.createBuffer({ size: 8 * count, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+  const read = dev.createBuffer({ size: 8 * count, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const enc = dev.createCommandEncoder();
+  enc.resolveQuerySet(qs, 0, count, resolve, 0);
+  enc.copyBufferToBuffer(resolve, 0, read, 0, 8 * count);
+  dev.queue.submit([enc.finish()]);
+  await read.mapAsync(GPUMapMode.READ);
+  const t = new BigUint64Array(read.getMappedRange()).slice();
+  read.unmap(); read.destroy(); resolve.destroy(); qs.destroy();
+  return t;
+}

@@ -352,8 +352,9 @@ class GpuRunner implements WebGpuRunner {
    * form, gemv.ts LN), c1 | c2 of that matrix; one dispatch fewer a decoded token.
    */
   private headFold: GPUBuffer | null = null;
-  /** The greedy head's (key, row) pairs, one a workgroup of the lm_head GEMV (gemv.ts, AMAX), which argmax's pairs form reduces. */
-  private amaxPairs: GPUBuffer | null = null;
+  /** The greedy head's (key, row) pairs, one a workgroup of the lm_head GEMV (gemv.ts, AMAX: amaxSlots of them), which argmax's pairs form reduces. */
+  private amaxPairs!: GPUBuffer;
+  private amaxSlots = 0;
   // Activations, TCAP rows each
   private step: GPUBuffer;                                  // u32 [pos, ids...]
   private x: GPUBuffer; private hA: GPUBuffer; private hM: GPUBuffer; // (T, d)
@@ -531,7 +532,8 @@ class GpuRunner implements WebGpuRunner {
       this.headFold = this.vec(2 * H0.rows, 'final_ln.ln_c');
       await runNow(this.k, this.k.foldLayerNorm({ W: H0, gamma: this.finalLnW, beta: this.finalLnB!, bias: null, c: this.headFold }, own), own);
     }
-    this.amaxPairs = this.vec(2 * this.k.amaxSlots(this.lmHead), 'lm_head.amax');
+    this.amaxSlots = this.k.amaxSlots(this.lmHead);
+    this.amaxPairs = this.vec(2 * this.amaxSlots, 'lm_head.amax');
     this.plan(1, 'last', false); // the decode plan, built at load
   }
 
@@ -1047,16 +1049,15 @@ class GpuRunner implements WebGpuRunner {
     if (head !== 'none') {
       // Final LayerNorm, project_out, tied or separate lm_head, on the rows asked for.
       // Decode folds the final LayerNorm into the first GEMV after it (headFold), and the greedy head
-      // takes each lm_head workgroup's best row in its epilogue (AMAX), so argmax reads pairs.
+      // (always one row) takes each lm_head workgroup's best row in its epilogue (AMAX), so argmax reads pairs.
       const rows = head === 'all' ? T : 1, off = (T - rows) * d;
       let h = this.x, hOff = off;
       let ln: LinearArgs['ln'] = fold && this.headFold ? { gamma: this.finalLnW!, c: this.headFold, eps } : null;
       if (this.finalLnW && !ln) { add(K.layerNorm({ x: this.x, y: this.hF, w: this.finalLnW, b: this.finalLnB!, n: d, rows, inOff: off, eps }, own)); h = this.hF; hOff = 0; }
       if (this.projectOut) { add(...K.linear({ W: this.projectOut, x: h, inOff: hOff, y: this.tmpE, T: rows, ln }, own)); h = this.tmpE; hOff = 0; ln = null; }
-      const amax = head === 'greedy' && rows === 1 ? this.amaxPairs! : undefined;
-      add(...K.linear({ W: this.lmHead, x: h, inOff: hOff, y: this.logits, T: rows, ln, amax }, own));
-      if (head === 'greedy') add(K.argmax(amax ? { logits: amax, step: this.step, tokens: this.tokens, n: this.k.amaxSlots(this.lmHead), slots: c.maxPositions, pairs: true }
-        : { logits: this.logits, step: this.step, tokens: this.tokens, n: c.vocabSize, slots: c.maxPositions }, own));
+      const greedy = head === 'greedy';
+      add(...K.linear({ W: this.lmHead, x: h, inOff: hOff, y: this.logits, T: rows, ln, amax: greedy ? this.amaxPairs : undefined }, own));
+      if (greedy) add(K.argmax({ logits: this.amaxPairs, step: this.step, tokens: this.tokens, n: this.amaxSlots, slots: c.maxPositions, pairs: true }, own));
     }
     return { items, own, dispatches: items.filter((i) => 'd' in i).length };
   }
