@@ -10,6 +10,8 @@
 //
 // AB_METRIC=chain times bench's ms/token instead (timeDecode's chained greedy decode: wall ms a token,
 // the head included, and the median gap between ids), the GPU ms column then holding the wall ms.
+// AB_METRIC=prefill times the prompt instead: forward() of AB_PROMPT tokens from position 0 with the
+// last row's logits read back, wall ms, the mean of 5 after one untimed (the column then holds that).
 // AB_SHAPES (default opt-6.7b,opt-13b,opt-1.3b), AB_ROUNDS (2), AB_PROMPT (128 positions before the 128 timed steps), AB_SPARSITY (dense,mlp,dejavu: any of
 // them; mlp = random predictors of DejaVu's proportions at 10 %, block rule, lookahead; dejavu adds
 // 40 % of heads: AB_HEAD_KV (all | chosen | lazy; default all), AB_HEAD_INPUT (prev_attn_in, the head
@@ -48,7 +50,14 @@ for (const shape of shapes) {
           r.setSparsity(sp === 'dejavu' ? { ...mlp, headInput, heads: syntheticHeads(c, 0.4, { kv: headKv }) } : mlp);
         }
         let row;
-        if (chain) {
+        if (process.env.AB_METRIC === 'prefill') {
+          const ids = Array.from({ length: prompt }, (_, i) => (i * 7919) % c.vocabSize);
+          r.reset(); await r.forward(ids);
+          const t0 = performance.now();
+          for (let i = 0; i < 5; i++) { r.reset(); await r.forward(ids); }
+          const ms = (performance.now() - t0) / 5;
+          row = { shape, sparsity: sp, round, build, gpu_ms: ms, prefill_ms: +ms.toFixed(3), tokens: prompt, dispatches: r.dispatchesFor?.(prompt) ?? null };
+        } else if (chain) {
           const t = await timeDecode(r, { promptLen: prompt, gen, warmup: 8 });
           row = { shape, sparsity: sp, round, build, gpu_ms: t.msPerToken, wall_ms: +t.msPerToken.toFixed(4), median_ms: +t.medianMs.toFixed(4), dispatches: r.dispatchesPerToken };
         } else {
@@ -64,7 +73,7 @@ for (const shape of shapes) {
     }
   }
 }
-console.log(`shape | sparsity | build | ${chain ? 'wall ms a token, chained greedy' : 'GPU ms a token'} (each round) | dispatches`);
+console.log(`shape | sparsity | build | ${process.env.AB_METRIC === 'prefill' ? `prefill ms, ${prompt} tokens` : chain ? 'wall ms a token, chained greedy' : 'GPU ms a token'} (each round) | dispatches`);
 for (const shape of shapes) for (const sp of sparsities) for (const b of ['base', 'new']) {
   const rs = res.filter((x) => x.shape === shape && x.sparsity === sp && x.build === b);
   console.log(`${shape} | ${sp} | ${b} | ${rs.map((x) => x.gpu_ms?.toFixed(3) ?? 'n/a').join(' / ')} | ${rs[0]?.dispatches}`);

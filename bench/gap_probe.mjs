@@ -24,14 +24,14 @@ if (!gpu.timestamps) { console.error('gap_probe: needs timestamp-query'); proces
 const dev = gpu.device;
 
 /** decodeGreedy's pattern (pass, id copy, map; WINDOW queued), each pass timestamped. */
-async function chain(r, steps, copyId) {
+async function chain(r, steps, copyId, stamps = true) {
   const qs = dev.createQuerySet({ type: 'timestamp', count: 2 * steps });
   const slots = Array.from({ length: WINDOW }, () => dev.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }));
   const maps = new Array(WINDOW).fill(null);
   await dev.queue.onSubmittedWorkDone();
   const submit = (j) => {
     const enc = dev.createCommandEncoder();
-    r.k.encode(enc, r.plan(1, 'greedy', false, r.stepForm(r.pos + j)).items, undefined, { querySet: qs, beginningOfPassWriteIndex: 2 * j, endOfPassWriteIndex: 2 * j + 1 });
+    r.k.encode(enc, r.plan(1, 'greedy', false, r.stepForm(r.pos + j)).items, undefined, stamps ? { querySet: qs, beginningOfPassWriteIndex: 2 * j, endOfPassWriteIndex: 2 * j + 1 } : undefined);
     if (copyId) enc.copyBufferToBuffer(r.tokens, (r.pos + j) * 4, slots[j % WINDOW], 0, 4);
     dev.queue.submit([enc.finish()]);
     if (copyId) maps[j % WINDOW] = slots[j % WINDOW].mapAsync(GPUMapMode.READ, 0, 4);
@@ -67,6 +67,34 @@ async function chain(r, steps, copyId) {
     landGapMax: Math.max(...land.slice(1).map((x, i) => x - land[i])),
   };
   return { wall, pass: ms(pass) / steps, span: ms(t[2 * steps - 1] - t[0]) / steps, gapUs: ms(gapSum) * 1e3 / (steps - 1), gapMaxUs: ms(gapMax) * 1e3, passMax: ms(passMax), host };
+}
+
+// GP_COMPARE=1: instead, GP_REPEATS rounds a shape of three chains after the same preparation: this
+// probe's chain with and without the timestamps around each pass, and decodeGreedy itself; for each,
+// the wall ms a token and the median gap between ids landing (the steady state's pace, which the
+// chain's start and end do not move).
+if (process.env.GP_COMPARE) {
+  const med = (a) => [...a].sort((x, y) => x - y)[a.length >> 1];
+  for (const shape of shapes) {
+    const { r, fresh } = await promptedRunner(dist, gpu, shape);
+    await fresh(); await chain(r, 16, true);   // warm-up
+    for (let k = 0; k < Number(process.env.GP_REPEATS ?? 3); k++) {
+      const out = [];
+      for (const stamps of [true, false]) {
+        await fresh(); await dev.queue.onSubmittedWorkDone();
+        const x = await chain(r, STEPS, true, stamps);
+        out.push(`chain${stamps ? '+ts' : ''} ${x.wall.toFixed(3)} / ${x.host.landGapMedian.toFixed(3)}`);
+      }
+      await fresh(); await dev.queue.onSubmittedWorkDone();
+      const land = [], t0 = performance.now();
+      await r.decodeGreedy(1, STEPS, () => { land.push(performance.now()); return true; });
+      out.push(`decodeGreedy ${((land[STEPS - 1] - t0) / STEPS).toFixed(3)} / ${med(land.slice(1).map((x, i) => x - land[i])).toFixed(3)}`);
+      console.log(`${shape} round ${k} (wall ms a token / median gap between ids): ${out.join(' | ')}`);
+    }
+    r.dispose();
+  }
+  gpu.device.destroy();
+  process.exit(0);
 }
 
 // GP_READBACK=N: instead, GP_REPEATS rounds of what bench's timeDecode does before its chain (N steps

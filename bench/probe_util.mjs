@@ -58,7 +58,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw: vec3
 
 /**
  * The decode probes' runner (head_probe, gap_probe): synthetic weights of a shape and `fresh()`, which
- * resets it and queues the same 128-token prompt (without logits: the GPU may still be running it).
+ * resets it and queues the same 128-token prompt (without logits: the GPU may still be running it),
+ * then sets the step's position to the prompt's end as decodeGreedy does.
  */
 export async function promptedRunner(dist, gpu, shape) {
   const { createWebGpuRunner } = await import(`${dist}/src/backend/webgpu/runner.js`);
@@ -66,7 +67,11 @@ export async function promptedRunner(dist, gpu, shape) {
   const c = shapeConfig(shape);
   const r = await createWebGpuRunner(c, 'synthetic', { gpu });
   const prompt = Array.from({ length: 128 }, (_, i) => (i * 7919) % c.vocabSize);
-  return { r, c, fresh: async () => { r.reset(); await r.forward(prompt, { noLogits: true }); } };
+  // The prompt's forward leaves the device's step[0] at the prompt's first position; the greedy plan
+  // reads its position there and advances it. Without the write below, a probe's own chain of
+  // greedy steps ran over 1, 2, … cached keys instead of 129, 130, … (at opt-13b ~85 µs a step less
+  // attention than decodeGreedy, which writes it as this does).
+  return { r, c, fresh: async () => { r.reset(); await r.forward(prompt, { noLogits: true }); r.k.device.queue.writeBuffer(r.step, 0, Uint32Array.from([r.pos, 1])); } };
 }
 
 /** The `count` timestamps of query set `qs` (resolved, copied and mapped), as a BigUint64Array copy; destroys `qs`. */

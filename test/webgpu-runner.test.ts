@@ -97,6 +97,11 @@ test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer 
   // Embedding, final LayerNorm and LM head, and a layer: LayerNorm, qkv (storing K and V: no
   // kvStore dispatch in decode), attention (1: the last split of each head combines), o, LayerNorm, fc1, fc2.
   assert.equal(off.dispatchesPerToken, 3 + 7 * c.layers, 'decode: K/V stored by the qkv GEMV, attention in one dispatch');
+  // Prompts and traced steps fold nothing (the final LayerNorm included): a prompt runs the unfolded
+  // runner's dispatches (with W∘γ its LayerNorms write x̂ alone: nothing reads LN(x) itself); a traced
+  // one adds x̂ beside each layer's two LN(x), which the taps read.
+  assert.equal(g.dispatchesFor(5), off.dispatchesFor(5), 'a prompt: nothing folded, one LayerNorm a block');
+  for (const T of [1, 5]) assert.equal(g.dispatchesFor(T, true), off.dispatchesFor(T, true) + 2 * c.layers, `T ${T}, traced: nothing folded`);
   // Attention as the split + combine pair: one dispatch more a layer, the same logits to the bit.
   const pair = await createWebGpuRunner(c, ck.weights, { gpu, fuseAttention: false });
   assert.equal(pair.dispatchesPerToken - g.dispatchesPerToken, c.layers, 'the combine dispatch');

@@ -10,7 +10,7 @@ import { ceil4, ceilDiv, type KernelFeatures } from './kernels/common.js';
 import { gemvKey, gemvReadsGamma, gemvWgsl, type GemvOpts } from './kernels/gemv.js';
 import { MATMUL_SHORT_MAX, MM_TILE, matmulKey, matmulWgsl } from './kernels/matmul.js';
 import { layerNormKey, layerNormWgsl, layerNormWorkgroupSize } from './kernels/layernorm.js';
-import { ATS_MAX_SPLITS, ATS_MIN_CHUNK, ATS_WG, ATT_WG, attentionMaxLive, attentionSplitBytes, attentionTargetSplits, attentionCombineKey, attentionCombineWgsl, attentionFusedFits, attentionFusedWords, attentionKey, attentionSplitKey, attentionSplitShape, attentionSplits, attentionSplitWgsl, attentionWgsl } from './kernels/attention.js';
+import { ATS_MAX_SPLITS, ATS_WG, ATT_WG, attentionMaxLive, attentionSplitBytes, attentionTargetSplits, attentionCombineKey, attentionCombineWgsl, attentionFusedFits, attentionFusedWords, attentionKey, attentionSplitKey, attentionSplitShape, attentionSplits, attentionSplitWgsl, attentionWgsl } from './kernels/attention.js';
 import { embedKey, embedWgsl, fill32Key, fill32Wgsl, fillKey, fillWgsl, kvStoreKey, kvStoreWgsl, scaleColsKey, scaleColsWgsl, scatterKey, scatterWgsl, transposeKey, transposeWgsl } from './kernels/misc.js';
 import { topKKey, topKWgsl, topKWorkgroupSize } from './kernels/topk.js';
 import { argmaxKey, argmaxWgsl, argmaxWorkgroupSize } from './kernels/argmax.js';
@@ -737,7 +737,7 @@ export class Kernels {
       // chunkOf never makes more live ones, so the rest of the grid would only start and exit.
       const S = a.splits ?? Math.min(attentionSplits(a.H, a.maxPos), attentionMaxLive(a.maxKeys ?? a.maxPos));
       const dv = (a.H * a.hd) / shape.W, groups = a.T * a.H * S;
-      const target = Math.min(S, a.targetSplits ?? (a.splits || this.attentionGridSplits ? S : attentionTargetSplits(a.H * a.hd, S))), minChunk = ATS_MIN_CHUNK;
+      const target = Math.min(S, a.targetSplits ?? (a.splits || this.attentionGridSplits ? S : attentionTargetSplits(a.H * a.hd, S)));
       const nh = hs ? hs.k : a.H;
       const heads: [number, Entry][] = hs ? [[7, hs.hl], [8, hs.skip]] : [];
       const bsa = a.blockScore ?? null;
@@ -752,16 +752,16 @@ export class Kernels {
         const sw = this.buffer(attentionFusedWords(a.T, a.H, S, a.hd) * 4, 'attention partials (fused)');
         own.push(sw);
         const k1 = attentionSplitKey(a.hd, this.kvHalf, !!hs, true, role, ss);
-        return [this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd, this.kvHalf, !!hs, true, role, ss)), [dv, a.H, S, minChunk, scale, target],
+        return [this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd, this.kvHalf, !!hs, true, role, ss)), [dv, a.H, S, scale, target],
           [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v], [5, sw], [9, a.o], [10, a.hn], ...heads, ...roleEnt], [S, nh + extraY, a.T], own)];
       }
       const acc = this.buffer(groups * a.hd * 4, 'attention partial acc'), ml = this.buffer(groups * 8, 'attention partial m, l');
       own.push(acc, ml);
       const k1 = attentionSplitKey(a.hd, this.kvHalf, !!hs, false, role, ss), k2 = attentionCombineKey(a.hd, !!hs);
       return [
-        this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd, this.kvHalf, !!hs, false, role, ss)), [dv, a.H, S, minChunk, scale, target],
+        this.dispatch(k1, this.pipeline(k1, () => attentionSplitWgsl(a.hd, this.kvHalf, !!hs, false, role, ss)), [dv, a.H, S, scale, target],
           [[1, a.step], [2, a.qkv], [3, a.k], [4, a.v], [5, acc], [6, ml], ...heads, ...roleEnt], [S, nh + extraY, a.T], own),
-        this.dispatch(k2, this.pipeline(k2, () => attentionCombineWgsl(a.hd, !!hs)), [dv, a.H, S, minChunk, target],
+        this.dispatch(k2, this.pipeline(k2, () => attentionCombineWgsl(a.hd, !!hs)), [dv, a.H, S, target],
           [[1, a.step], [2, acc], [3, ml], [4, a.o], [5, a.hn], ...(hs ? [[6, hs.hl]] as [number, Entry][] : [])], [nh, a.T, 1], own),
       ];
     }

@@ -189,6 +189,8 @@ export type WebGpuRunner = Runner & {
   gpu: Gpu;
   /** Dispatches in one decode step's command buffer. */
   readonly dispatchesPerToken: number;
+  /** Dispatches of a forward of T tokens that returns the last row's logits (with `trace`, the traced form). */
+  dispatchesFor(T: number, trace?: boolean): number;
   /** Pipeline cache keys built so far (each records its compile-time choices). */
   readonly pipelineKeys: string[];
   weightBytesPerToken(): number;
@@ -427,6 +429,7 @@ class GpuRunner implements WebGpuRunner {
   get position(): number { return this.pos; }
   get pipelineKeys(): string[] { return this.k.pipelineKeys; }
   get dispatchesPerToken(): number { return this.plan(1, 'last', false).dispatches; }
+  dispatchesFor(T: number, trace = false): number { return this.plan(T, 'last', trace).dispatches; }
   reset(): void {
     // A running chain owns the position and the step buffer until its last id lands.
     if (this.chaining) fail('reset called while decodeGreedy runs');
@@ -943,8 +946,11 @@ class GpuRunner implements WebGpuRunner {
       const HS = T === 1 ? this.heads[l] ?? null : null;
       // Attention block
       let attnIn = this.x;
-      // Folded, a predictor reading attn_in folds the same LayerNorm into its A product.
-      if (c.preLayerNorm && !fold) { add(K.layerNorm({ x: this.x, y: this.hA, w: L.attnLnW, b: L.attnLnB, n: d, rows: T, eps }, own)); attnIn = this.hA; }
+      // Folded, a predictor reading attn_in folds the same LayerNorm into its A product. Unfolded,
+      // LN(x) is read by the taps, a predictor or head scores reading attn_in, and a qkv holding W
+      // apart from γ; a qkv holding W∘γ reads x̂ (the next LayerNorm) instead.
+      const lnA = !fold && (trace || !L.qkvC2 || (!!S?.pred && this.policy!.input === 'attn_in') || (T === 1 && (!!HS || !!this.heads[l + 1]?.prev)));
+      if (c.preLayerNorm && lnA) { add(K.layerNorm({ x: this.x, y: this.hA, w: L.attnLnW, b: L.attnLnB, n: d, rows: T, eps }, own)); attnIn = this.hA; }
       // qkv holding W∘γ reads x̂ unfolded (qkvArgs): a second, affine-free LayerNorm (prompts, traces).
       if (L.qkvC2 && !fold) add(K.layerNorm({ x: this.x, y: this.hX, w: this.lnId!.ones, b: this.lnId!.zeros, n: d, rows: T, eps }, own));
       tap(l, 'attn_in', attnIn, d);
@@ -998,9 +1004,9 @@ class GpuRunner implements WebGpuRunner {
       const hatM = !!L.fc1C2, fc1Bias = hatM ? L.fc1C2 : L.fc1B;
       let fc1X = this.x;
       if (c.preLayerNorm && !foldM) {
-        // In decode (no taps, no mlp_in predictor here) only fc1's readers read mlp_in: with hatM the
-        // LayerNorm writes x̂ itself; prompts and traces keep LN(x) and add x̂ beside it.
-        const hatOnly = hatM && fold;
+        // Where nothing reads LN(x) itself (no taps, no predictor reading mlp_in) only fc1's readers
+        // read mlp_in: with hatM the LayerNorm writes x̂ itself; else LN(x) stays and x̂ goes beside it.
+        const hatOnly = hatM && (fold || !(trace || predM));
         add(K.layerNorm({ x: this.x, y: this.hM, w: hatOnly ? this.lnId!.ones : L.mlpLnW, b: hatOnly ? this.lnId!.zeros : L.mlpLnB, n: d, rows: T, eps }, own));
         mlpIn = fc1X = this.hM;
         if (hatM && !hatOnly) { add(K.layerNorm({ x: this.x, y: this.hXM, w: this.lnId!.ones, b: this.lnId!.zeros, n: d, rows: T, eps }, own)); fc1X = this.hXM; }

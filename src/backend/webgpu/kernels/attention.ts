@@ -91,7 +91,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 //   phase 2 (grid H × T): combines the live splits (o = Σ_s exp(m_s - M) acc_s / Σ_s exp(m_s - M) l_s,
 //     M = max_s m_s), writes o and the head norm.
 // The plan is built once while the position changes per token, so both phases read n from step[0]:
-// chunk = max(minChunk, ceil(n / want)) (minChunk ATS_SHORT_CHUNK up to ATS_SHORT_KEYS keys), want <= S the splits wanted (attentionTargetSplits), past
+// chunk = max(minChunk, ceil(n / want)) (minChunk ATS_MIN_CHUNK, ATS_SHORT_CHUNK up to ATS_SHORT_KEYS keys), want <= S the splits wanted (attentionTargetSplits), past
 // one tile rounded up to whole tiles (chunkOf); splits at or past n exit (phase 1) or are skipped (phase 2).
 
 export const ATS_WG = 256;   // phase-1 threads
@@ -143,7 +143,7 @@ export function attentionSplitBytes(hd: number): number {
   return sh ? 4 * (sh.TILE * (sh.HV + 1) + sh.TILE + sh.RV * sh.HV * sh.W + 2 * sh.RV + 1) : 0;
 }
 
-/** Splits per query for H heads: about 1024 workgroups in all, no more than maxPos / minChunk (the grid; attentionTargetSplits of them work). */
+/** Splits per query for H heads: about 1024 workgroups in all, no more than maxPos / ATS_MIN_CHUNK (the grid; attentionTargetSplits of them work). */
 export function attentionSplits(H: number, maxPos: number): number {
   return Math.max(1, Math.min(ATS_MAX_SPLITS, Math.ceil(maxPos / ATS_MIN_CHUNK), Math.max(8, Math.ceil(1024 / H))));
 }
@@ -267,19 +267,19 @@ const vtype = (W: number) => `alias V = ${W === 4 ? 'vec4<f32>' : 'f32'};
 fn dotv(a: V, b: V) -> f32 { return ${W === 4 ? 'dot(a, b)' : 'a * b'}; }`;
 
 /**
- * Positions a split covers at n visible keys: at least minChunk (ATS_SHORT_CHUNK up to ATS_SHORT_KEYS keys), ceil(n / want) (the splits wanted),
+ * Positions a split covers at n visible keys: at least ATS_MIN_CHUNK (ATS_SHORT_CHUNK up to ATS_SHORT_KEYS keys), ceil(n / want) (the splits wanted),
  * and past one tile a whole number of tiles. A last partial tile cost a tile's time: opt-30b (H200,
  * fused, 5 splits wanted) took 37.6 µs at 1024 positions with 205-position splits against 28.7 with
  * 256 (and 35.6 with the 32 splits of the rule before).
  */
 const chunkWgsl = `fn chunkOf(n: u32) -> u32 {
-  let floor = select(p.minChunk, max(p.minChunk, ${ATS_SHORT_CHUNK}u), n <= ${ATS_SHORT_KEYS}u);
+  let floor = select(${ATS_MIN_CHUNK}u, ${Math.max(ATS_MIN_CHUNK, ATS_SHORT_CHUNK)}u, n <= ${ATS_SHORT_KEYS}u);
   let c = max(floor, (n + p.want - 1u) / p.want);
   return select(c, (c + TILE - 1u) / TILE * TILE, c > TILE);
 }`;
 
 /**
- * Phase 1. Params: dv (d / W), H, S, minChunk, scale bits, splits wanted. `half`: the cache holds packed f16 (W of them a load).
+ * Phase 1. Params: dv (d / W), H, S, scale bits, splits wanted. `half`: the cache holds packed f16 (W of them a load).
  *
  * `role` (decode, the sparse MLP's block rule with DejaVu's lookahead): grid rows from bp.ny on are not
  * attention's; their workgroups score and choose the sparse MLP's neurons (block-select.ts,
@@ -312,7 +312,7 @@ export function attentionSplitWgsl(hd: number, half = false, heads = false, fuse
   return `${groups ? 'enable subgroups;' : ''}
 ${vtype(W)}
 fn kv4(w: vec2<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
-struct P { dv: u32, H: u32, S: u32, minChunk: u32, scaleBits: u32, want: u32 }
+struct P { dv: u32, H: u32, S: u32, scaleBits: u32, want: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> step: array<u32>;
 @group(0) @binding(2) var<storage, read> qkv: array<V>;
@@ -452,7 +452,7 @@ ${fused ? `  // Arrive; the last live split of (t, h) combines (see "Fused form"
 }
 
 /**
- * Phase 2. Params: dv, H, S, minChunk, splits wanted. Threads as in phase 1: HV slots × RV2 groups, group g summing
+ * Phase 2. Params: dv, H, S, splits wanted. Threads as in phase 1: HV slots × RV2 groups, group g summing
  * splits g, g + RV2, …, so a thread's loads of the partials are few and independent.
  */
 export function attentionCombineWgsl(hd: number, heads = false): string {
@@ -462,7 +462,7 @@ export function attentionCombineWgsl(hd: number, heads = false): string {
   const RV2 = Math.floor(ATS_WG2 / HV);
   return `
 ${vtype(W)}
-struct P { dv: u32, H: u32, S: u32, minChunk: u32, want: u32 }
+struct P { dv: u32, H: u32, S: u32, want: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> step: array<u32>;
 @group(0) @binding(2) var<storage, read> pacc: array<V>;
