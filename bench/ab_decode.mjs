@@ -34,7 +34,7 @@ const { openGpu } = await import(`${builds.new}/src/backend/webgpu/device.js`);
 const { shapeConfig } = await import(`${builds.new}/src/bench/shapes.js`);
 const { syntheticHeads, syntheticPredictorPolicy } = await import(`${builds.new}/src/bench/policies.js`);
 const { timeDecode } = await import(`${builds.new}/src/bench/decode.js`);
-const chain = process.env.AB_METRIC === 'chain';
+const chain = process.env.AB_METRIC === 'chain', prefill = process.env.AB_METRIC === 'prefill';
 const gpu = await openGpu({});
 console.log(JSON.stringify({ adapter: gpu.adapterName, timestamps: gpu.timestamps, builds }));
 const res = [];
@@ -50,7 +50,7 @@ for (const shape of shapes) {
           r.setSparsity(sp === 'dejavu' ? { ...mlp, headInput, heads: syntheticHeads(c, 0.4, { kv: headKv }) } : mlp);
         }
         let row;
-        if (process.env.AB_METRIC === 'prefill') {
+        if (prefill) {
           const ids = Array.from({ length: prompt }, (_, i) => (i * 7919) % c.vocabSize);
           r.reset(); await r.forward(ids);
           const t0 = performance.now();
@@ -73,7 +73,7 @@ for (const shape of shapes) {
     }
   }
 }
-console.log(`shape | sparsity | build | ${process.env.AB_METRIC === 'prefill' ? `prefill ms, ${prompt} tokens` : chain ? 'wall ms a token, chained greedy' : 'GPU ms a token'} (each round) | dispatches`);
+console.log(`shape | sparsity | build | ${prefill ? `prefill ms, ${prompt} tokens` : chain ? 'wall ms a token, chained greedy' : 'GPU ms a token'} (each round) | dispatches`);
 for (const shape of shapes) for (const sp of sparsities) for (const b of ['base', 'new']) {
   const rs = res.filter((x) => x.shape === shape && x.sparsity === sp && x.build === b);
   console.log(`${shape} | ${sp} | ${b} | ${rs.map((x) => x.gpu_ms?.toFixed(3) ?? 'n/a').join(' / ')} | ${rs[0]?.dispatches}`);

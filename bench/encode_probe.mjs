@@ -8,7 +8,7 @@
 //   source .gpu-bundle/enter.sh; EP_SHAPES=opt-1.3b,opt-13b node bench/encode_probe.mjs   # on the GPU host (carry dist)
 //   DEJAVU_DAWN_FLAGS=enable-dawn-features=skip_validation ...                          # the same with Dawn's validation off
 import { fileURLToPath } from 'node:url';
-import { promptedRunner } from './probe_util.mjs';
+import { median as med, promptedRunner } from './probe_util.mjs';
 
 const dist = process.env.EP_DIST ?? fileURLToPath(new URL('../dist', import.meta.url));
 const { openGpu } = await import(`${dist}/src/backend/webgpu/device.js`);
@@ -16,7 +16,6 @@ const shapes = (process.env.EP_SHAPES ?? 'opt-1.3b,opt-13b').split(',');
 const steps = Number(process.env.EP_STEPS ?? 64);
 const gpu = await openGpu({});
 const dev = gpu.device;
-const med = (a) => [...a].sort((x, y) => x - y)[a.length >> 1];
 console.log(JSON.stringify({ adapter: gpu.adapterName, flags: process.env.DEJAVU_DAWN_FLAGS ?? '' }));
 for (const shape of shapes) {
   const { r, fresh } = await promptedRunner(dist, gpu, shape);

@@ -12,7 +12,7 @@
 //
 //   source .gpu-bundle/enter.sh; GP_SHAPES=opt-1.3b,opt-13b node bench/gap_probe.mjs   # on the GPU host (carry dist)
 import { fileURLToPath } from 'node:url';
-import { promptedRunner, readTimestamps } from './probe_util.mjs';
+import { median, promptedRunner, readTimestamps } from './probe_util.mjs';
 
 const dist = process.env.GP_DIST ?? fileURLToPath(new URL('../dist', import.meta.url));
 const { openGpu } = await import(`${dist}/src/backend/webgpu/device.js`);
@@ -63,7 +63,7 @@ async function chain(r, steps, copyId, stamps = true) {
     firstSubmit: tSub, firstLand: land[0], firstPass: ms(t[1] - t[0]),
     // Landing time of the last id minus where the GPU clock puts its pass end relative to the first landing.
     tail: land[steps - 1] - land[0] - ms(t[2 * steps - 1] - t[1]),
-    landGapMedian: land.slice(1).map((x, i) => x - land[i]).sort((a, b) => a - b)[(steps - 1) >> 1],
+    landGapMedian: median(land.slice(1).map((x, i) => x - land[i])),
     landGapMax: Math.max(...land.slice(1).map((x, i) => x - land[i])),
   };
   return { wall, pass: ms(pass) / steps, span: ms(t[2 * steps - 1] - t[0]) / steps, gapUs: ms(gapSum) * 1e3 / (steps - 1), gapMaxUs: ms(gapMax) * 1e3, passMax: ms(passMax), host };
@@ -74,7 +74,6 @@ async function chain(r, steps, copyId, stamps = true) {
 // the wall ms a token and the median gap between ids landing (the steady state's pace, which the
 // chain's start and end do not move).
 if (process.env.GP_COMPARE) {
-  const med = (a) => [...a].sort((x, y) => x - y)[a.length >> 1];
   for (const shape of shapes) {
     const { r, fresh } = await promptedRunner(dist, gpu, shape);
     await fresh(); await chain(r, 16, true);   // warm-up
@@ -88,7 +87,7 @@ if (process.env.GP_COMPARE) {
       await fresh(); await dev.queue.onSubmittedWorkDone();
       const land = [], t0 = performance.now();
       await r.decodeGreedy(1, STEPS, () => { land.push(performance.now()); return true; });
-      out.push(`decodeGreedy ${((land[STEPS - 1] - t0) / STEPS).toFixed(3)} / ${med(land.slice(1).map((x, i) => x - land[i])).toFixed(3)}`);
+      out.push(`decodeGreedy ${((land[STEPS - 1] - t0) / STEPS).toFixed(3)} / ${median(land.slice(1).map((x, i) => x - land[i])).toFixed(3)}`);
       console.log(`${shape} round ${k} (wall ms a token / median gap between ids): ${out.join(' | ')}`);
     }
     r.dispose();

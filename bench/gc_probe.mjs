@@ -1,8 +1,8 @@
 // Probe: do V8's garbage collections explain the greedy chain's wall-time losses? `bench`'s ms/token
 // is the wall time of decodeGreedy from the call to the last id's landing (src/bench/decode.ts
-// timeDecode); its mean moves from run to run while its median does not, and at 13b on an H100 the
-// GPU's own span meets 80 % of the floor while the wall misses by 1.8–13.6 ms a 128-token run
-// (docs/benchmarks.md, "The greedy chain between steps"). This runs timeDecode GC_REPEATS times a
+// timeDecode); its mean moves from run to run while its median (the GPU's pace) does not: a run
+// loses a few ms, now and then tens, at the chain's ends (docs/benchmarks.md, "Nineteenth session").
+// This runs timeDecode GC_REPEATS times a
 // shape and, with a PerformanceObserver on 'gc' entries, reports per run: the chain's wall ms a token,
 // its excess over 128 × the median gap between ids (ms), and the collections inside the chain — all,
 // the major ones (mark-compact), and those in its first or last GC_EDGE_MS ms, where no queued step

@@ -74,6 +74,9 @@ export async function promptedRunner(dist, gpu, shape) {
   return { r, c, fresh: async () => { r.reset(); await r.forward(prompt, { noLogits: true }); r.k.device.queue.writeBuffer(r.step, 0, Uint32Array.from([r.pos, 1])); } };
 }
 
+/** The median of a list of numbers (the upper one of an even count). */
+export const median = (a) => [...a].sort((x, y) => x - y)[a.length >> 1];
+
 /** The `count` timestamps of query set `qs` (resolved, copied and mapped), as a BigUint64Array copy; destroys `qs`. */
 export async function readTimestamps(dev, qs, count) {
   const resolve = dev.createBuffer({ size: 8 * count, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
