@@ -98,7 +98,7 @@ test('bench --kernels --json prints a row for every kernel with positive times',
   assert.equal(count('gather-gemv'), 5);
   assert.equal(count('sparse-fc2'), 6); // five densities, and the block rule's slots
   assert.equal(count('mlp-dense'), 1);
-  assert.equal(count('mlp-sparse'), 4);  // top-K, the block rule, and the block rule with the lookahead (fc2 in block-select, and one-pass)
+  assert.equal(count('mlp-sparse'), 5);  // top-K, the block rule, and the block rule with the lookahead (fc2 in block-select with B int8 and fp16, and one-pass)
   assert.equal(count('block-select'), 3); // and with the MLP LayerNorm folded in, with and without fc2's partials
   assert.equal(count('fc2-sum'), 1);
   assert.equal(count('topk'), 1);
@@ -115,9 +115,10 @@ test('bench --kernels --json prints a row for every kernel with positive times',
   assert.ok(Math.abs((gemv.gbps as number) - (gemv.bytes as number) / ((gemv.us as number) * 1e3)) < 0.01 + 1e-3 * (gemv.gbps as number));
   assert.match(r.stderr, /sparse MLP block \(top-K, density 0\.1; predictor and selection included\): [\d.]+x/);
   assert.match(r.stderr, /sparse MLP block \(block rule, density [\d.]+ measured; predictor and selection included\): [\d.]+x/);
-  assert.match(r.stderr, /sparse MLP block \(block rule, lookahead, fc2 in block-select, density [\d.]+ measured; predictor and selection included\): [\d.]+x/);
-  assert.match(r.stderr, /sparse MLP block \(block rule, lookahead, one-pass fc2, density [\d.]+ measured; predictor and selection included\): [\d.]+x/);
-  for (const form of ['block', 'block lookahead (A in the qkv GEMV), fc2 in block-select', 'block lookahead (A in the qkv GEMV), one-pass fc2']) {
+  for (const f of ['fc2 in block-select, B int8', 'fc2 in block-select, B fp16', 'one-pass fc2, B int8']) {
+    assert.match(r.stderr, new RegExp(`sparse MLP block \\(block rule, lookahead, ${f}, density [\\d.]+ measured; predictor and selection included\\): [\\d.]+x`));
+  }
+  for (const form of ['block', ...['fc2 in block-select, B int8', 'fc2 in block-select, B fp16', 'one-pass fc2, B int8'].map((f) => `block lookahead (A in the qkv GEMV), ${f}`)]) {
     const block = rows.find((x) => x.kernel === 'mlp-sparse' && (x.params as { form: string }).form === form)!;
     const bp = block.params as { density: number; slots: number; cap: number; dispatches: number };
     assert.ok(bp.density > 0.05 && bp.density < 0.15, `${form}: the threshold picks about 10 %: ${bp.density}`);

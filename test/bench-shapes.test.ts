@@ -48,6 +48,11 @@ test('sparse MLP reads K rows of fc1 and fc2 plus the predictor', () => {
   const sparse = tokenBytes(c67, { position: 0, mlp: uniformMlp(c67, 0.1, r) });
   assert.equal(sparse.mlp, L * (2 * d * 2 + 2 * K * d * 2 + (K + d) * 2));
   assert.equal(sparse.predictor, L * ((r * d + f * r) * 2 + f * 2));
+  // The WebGPU runner's block rule with the lookahead holds B as int8 rows (a 16-byte scale chunk, then r bytes padded to 16); other selectors fp16.
+  const blockSpec = uniformMlp(c67, 0.1, r).map((sp) => ({ ...sp, blockLookahead: true }));
+  assert.equal(tokenBytes(c67, { position: 0, layout: WEBGPU_LAYOUT, mlp: blockSpec }).predictor, L * (r * d * 2 + f * (16 + 336) + f * 4));
+  assert.equal(tokenBytes(c67, { position: 0, layout: WEBGPU_LAYOUT, mlp: uniformMlp(c67, 0.1, r) }).predictor, L * ((r * d + f * r) * 2 + f * 4));
+  assert.equal(tokenBytes(c67, { position: 0, mlp: blockSpec }).predictor, sparse.predictor, 'the fp16 layout keeps B in fp16');
   assert.equal(sparse.attention, dense.attention);
   assert.equal(sparse.lmHead, dense.lmHead);
   // MLP is 2/3 of the layer weights: at 10% density with predictors, about 0.47 of dense.
@@ -106,7 +111,7 @@ test('synthetic policies: distinct sorted fixed sets per layer, shared predictor
     assert.equal(idx.length, mlpK(c, 0.1));
     assert.equal(new Set(idx).size, idx.length);
     for (let i = 1; i < idx.length; i++) assert.ok(idx[i] > idx[i - 1] && idx[i] < c.ffn);
-    assert.deepEqual(specs[l], { k: idx.length, rank: 0, denseFc1: false });
+    assert.deepEqual(specs[l], { k: idx.length, rank: 0, denseFc1: false, blockLookahead: false });
   }
   const s = syntheticPredictorPolicy(c, 0.2);
   const sel = s.mlp[0]!.selector;
@@ -129,7 +134,9 @@ test('synthetic policies: distinct sorted fixed sets per layer, shared predictor
   }
   assert.ok(Math.abs(chosen / (4 * 3072) - 0.2) < 0.05, `synthetic threshold keeps ${chosen / (4 * 3072)}`);
   const t = syntheticPredictorPolicy(c, 0.2, { selection: 'topk' });
-  assert.deepEqual(mlpBytesFromPolicy(t)![3], { k: mlpK(c, 0.2), rank: 64, denseFc1: false });
+  assert.deepEqual(mlpBytesFromPolicy(t)![3], { k: mlpK(c, 0.2), rank: 64, denseFc1: false, blockLookahead: false });
+  assert.equal(mlpBytesFromPolicy(s)![3]!.blockLookahead, true);
+  assert.equal(mlpBytesFromPolicy(syntheticPredictorPolicy(c, 0.2, { input: 'mlp_in' }))![3]!.blockLookahead, false);
   assert.equal(randomSubset(10, 10, rng(3)).join(), '0,1,2,3,4,5,6,7,8,9');
 });
 

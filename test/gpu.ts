@@ -2,6 +2,7 @@ import type { TestContext } from 'node:test';
 import { openGpu, probeAdapter, type Gpu, type GpuOptions } from '../src/backend/webgpu/device.js';
 import { readF32, type GpuMatrix, type Kernels } from '../src/backend/webgpu/ops.js';
 import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
+import { quantizeRowsI8 } from '../src/util/int8.js';
 import { randomArray } from './helpers.js';
 
 /**
@@ -36,6 +37,13 @@ export function randomMatrix(k: Kernels, rows: number, cols: number, r: () => nu
   const m = k.matrix(rows, cols, 'W');
   k.upload(m, bits);
   return { m, w: halvesToFloats(bits) };
+}
+
+/** A random int8 matrix (Kernels.matrixI8, quantized from uniform values of `scale`) and the values it holds (quantizeRowsI8). */
+export function randomMatrixI8(k: Kernels, rows: number, cols: number, r: () => number, scale = 0.5): { m: GpuMatrix; w: Float32Array } {
+  const w = randomArray(rows * cols, r, scale), m = k.matrixI8(rows, cols, 'Wi8');
+  k.uploadI8(m, w);
+  return { m, w: quantizeRowsI8(w, rows, cols).values };
 }
 
 /** A matrix's values as stored on the GPU (every part, padding columns dropped), (rows, cols) row-major. */

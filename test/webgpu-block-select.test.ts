@@ -5,11 +5,11 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { blockSelect, layerNorm, linear, sparseMlp, transpose } from '../src/backend/cpu/kernels.js';
+import { blockSelect, layerNorm, linear, sparseMlp, sparseMlpHalfPartials, transpose } from '../src/backend/cpu/kernels.js';
 import { Kernels, readF32, readU32, runNow, type Dispatch } from '../src/backend/webgpu/ops.js';
 import { BS_NB, blockSelectLnBytes } from '../src/backend/webgpu/kernels/block-select.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
-import { gpuOrSkip, randomMatrix, readMatrix } from './gpu.js';
+import { gpuOrSkip, randomMatrix, randomMatrixI8, readMatrix } from './gpu.js';
 import { randomArray, rng, relErr } from './helpers.js';
 
 let gpu: Gpu | null = null;
@@ -28,9 +28,13 @@ test('block selection + fc1 (fused) matches blockSelect + sparseMlp on odd shape
     const own: GPUBuffer[] = [];
     // (f, r, d): r = 13 pads to 16 halves (wide B with an odd tail), r = 10 to 12 (narrow), r = 24
     // (vec4 u); d = 37 wide with a tail, d = 35 narrow, d = 48 vec4 x. f = 200 ends in a block of 8.
-    for (const [f, rk, d] of [[200, 13, 37], [101, 10, 35], [130, 24, 48], [64, 7, 9]] as const) {
+    // B as int8 (block-select.ts, I8) in the first combination: r = 13 all tail, 24 a chunk and a
+    // tail, 40 two chunks and a tail, 48 three chunks (its 6144-byte parts: 64 rows each, 3 parts).
+    const shapes = [[200, 13, 37, false], [101, 10, 35, false], [130, 24, 48, false], [64, 7, 9, false]] as [number, number, number, boolean][];
+    if (f16 === gpu.f16 && sg === gpu.subgroups && wg === 1024) shapes.push([200, 13, 37, true], [130, 24, 48, true], [150, 40, 24, true], [160, 48, 16, true]);
+    for (const [f, rk, d, i8] of shapes) {
       const T = 2;
-      const { m: B, w: wB } = randomMatrix(k, f, rk, r);
+      const { m: B, w: wB } = i8 ? randomMatrixI8(k, f, rk, r) : randomMatrix(k, f, rk, r);
       const { m: W1, w: w1 } = randomMatrix(k, f, d, r);
       const { m: W2, w: w2 } = randomMatrix(k, d, f, r);
       const W2t = k.matrix(f, d, 'W2t');
@@ -52,7 +56,7 @@ test('block selection + fc1 (fused) matches blockSelect + sparseMlp on odd shape
         const gSel = await readU32(k, sel, T * kk), gH = await readF32(k, h, T * kk), gRes = await readF32(k, res, T * d);
         let chosenTotal = 0;
         const ref = new Float32Array(T * d);
-        const msg = `f=${f} r=${rk} d=${d} cap=${cap} tau=${tau} f16=${f16} sg=${sg} wg=${wg} parts=${W1.parts.length}`;
+        const msg: string = `f=${f} r=${rk} d=${d} cap=${cap} tau=${tau} f16=${f16} sg=${sg} wg=${wg} parts=${W1.parts.length} B int8=${i8} (${B.parts.length} parts)`;
         for (let tt = 0; tt < T; tt++) {
           const want = blockSelect(scores.subarray(tt * f, (tt + 1) * f), BS_NB, cap, tau);
           chosenTotal += want.chosen.length;
@@ -87,15 +91,16 @@ test('block scoring as a role of the attention dispatch, then block-select\'s fc
   };
   for (const fused of [true, false]) {
     const plain = await attend(fused);
-    for (const [f, rk, d] of [[200, 13, 37], [101, 10, 35], [130, 24, 48], [64, 7, 9]] as const) {
-      const { m: B, w: wB } = randomMatrix(k, f, rk, r), { m: W1, w: w1 } = randomMatrix(k, f, d, r);
+    // The int8 B (block-select.ts, I8) with a tail only, a chunk and a tail, and two chunks.
+    for (const [f, rk, d, i8] of [[200, 13, 37, false], [101, 10, 35, false], [130, 24, 48, false], [64, 7, 9, false], [200, 13, 37, true], [130, 24, 48, true], [90, 32, 20, true]] as const) {
+      const { m: B, w: wB } = i8 ? randomMatrixI8(k, f, rk, r) : randomMatrix(k, f, rk, r), { m: W1, w: w1 } = randomMatrix(k, f, d, r);
       assert.ok(k.blockScoreFits(B, false, hd));
       const bias = randomArray(f, r, 0.3), b1 = randomArray(f, r, 0.5), x = randomArray(d, r);
       const uOff = rk % 4 === 0 ? 4 : 3, u = randomArray(uOff + rk, r);   // u after other values, as it sits after qkv's rows
       const scores = linear(u.subarray(uOff), 1, wB, bias, rk, f);
       const median = Float32Array.from(scores).sort()[f >> 1];
       for (const [cap, tau] of [[3, null], [16, median], [BS_NB, null]] as const) {
-        const nb = Math.ceil(f / BS_NB), kk = nb * cap, msg = `f=${f} r=${rk} d=${d} cap=${cap} tau=${tau} fused=${fused}`;
+        const nb = Math.ceil(f / BS_NB), kk = nb * cap, msg = `f=${f} r=${rk} d=${d} cap=${cap} tau=${tau} fused=${fused} B int8=${i8}`;
         const sel = k.f32Buffer(new Uint32Array(kk).fill(7777), 'sel'), h = k.f32Buffer(new Float32Array(kk).fill(NaN), 'h');
         const cnt = k.f32Buffer(new Uint32Array(4), 'cnt'), bcnt = k.f32Buffer(new Uint32Array(nb).fill(99), 'bcnt');
         const o = await attend(fused, { B, bias: k.f32Buffer(bias, 'bias'), u: k.f32Buffer(u, 'u'), uOff, uStride: rk, sel, h, cnt, bcnt, cap, tau });
@@ -166,7 +171,7 @@ test('block selection with the MLP LayerNorm folded into fc1 (the lookahead) mat
   }
 });
 
-test('fc2 in the block (each block\'s partial, then fc2Sum) matches blockSelect + sparseMlp, in both phases, with and without the folded LayerNorm', async (t) => {
+test('fc2 in the block (each block\'s partial, f16 or f32, then fc2Sum) matches blockSelect + sparseMlp, in both phases, with and without the folded LayerNorm', async (t) => {
   gpu ??= await gpuOrSkip(t);
   if (!gpu) return;
   const r = rng(14), eps = 1e-5;
@@ -188,8 +193,11 @@ test('fc2 in the block (each block\'s partial, then fc2Sum) matches blockSelect 
       const gamma = randomArray(d, r).map((v) => 1 + 0.5 * v), beta = randomArray(d, r, 0.2), gB = k.f32Buffer(gamma, 'gamma');
       const c = k.buffer(2 * f * 4, 'c');
       await runNow(k, k.foldLayerNorm({ W: W1, gamma: gB, beta: k.f32Buffer(beta, 'beta'), bias: k.f32Buffer(b1, 'b1'), c }, own), own);
-      const part = k.buffer(k.blockFc2PartFloats(W2t, 2) * 4, 'part');
-      for (const T of [1, 2]) {
+      k.blockPartHalf = false;
+      const part = k.buffer(k.blockFc2PartBytes(W2t, 2), 'part');   // f32's size: room for both forms
+      // The partials in f16 (the default) at every shape; in f32 at the first (the same code but the store and the load).
+      for (const half of d === 37 ? [true, false] : [true]) for (const T of [1, 2]) {
+        k.blockPartHalf = half;
         const u = randomArray(T * rk, r), x = randomArray(T * d, r).map((v) => 2 + v), x0 = randomArray(T * d, r);
         const scores = linear(u, T, wB, bias, rk, f);
         const median = Float32Array.from(scores).sort()[scores.length >> 1];
@@ -200,7 +208,7 @@ test('fc2 in the block (each block\'s partial, then fc2Sum) matches blockSelect 
         for (const [cap, tau, ln, phase] of d > 64 ? [cases[1], cases[3], cases[5], cases[6]] : cases) {
           if (phase === 'fc1' && T > 1) continue;   // the scoring role is decode's (one token)
           if (ln && blockSelectLnBytes(d, wg, false, true) > gpu.limits.maxComputeWorkgroupStorageSize) continue;
-          const nb = Math.ceil(f / BS_NB), kk = nb * cap, msg = `f=${f} r=${rk} d=${d} T=${T} cap=${cap} tau=${tau} ln=${ln} ${phase} f16=${f16} sg=${sg} wg=${wg}`;
+          const nb = Math.ceil(f / BS_NB), kk = nb * cap, msg = `f=${f} r=${rk} d=${d} T=${T} cap=${cap} tau=${tau} ln=${ln} ${phase} f16=${f16} sg=${sg} wg=${wg} half partials=${half}`;
           const sel = k.buffer(T * kk * 4, 'sel'), h = k.buffer(T * kk * 4, 'h'), cnt = k.f32Buffer(new Uint32Array(4), 'cnt'), bcnt = k.buffer(nb * 4, 'bcnt');
           const res = k.f32Buffer(x0, 'res'), uB = k.f32Buffer(u, 'u'), biasB = k.f32Buffer(bias, 'bias');
           const ds: Dispatch[] = [];
@@ -212,7 +220,7 @@ test('fc2 in the block (each block\'s partial, then fc2Sum) matches blockSelect 
           }
           ds.push(...k.blockSelectFc1({ B, bias: biasB, u: uB, W1, b1: ln ? null : k.f32Buffer(b1, 'b1'), ln: ln ? { gamma: gB, c, eps } : null, x: k.f32Buffer(x, 'x'),
             sel, h, cnt, T, cap, tau, wg, chosenBy: phase === 'fc1' ? { bcnt } : undefined, fc2: { W2t, part } }, own));
-          assert.ok(ds.at(-1)!.label.endsWith(`_fc2c${Math.ceil(Math.ceil(d / 8) / wg)}`), msg);
+          assert.ok(ds.at(-1)!.label.endsWith(`_fc2c${Math.ceil(Math.ceil(d / 8) / wg)}${half ? 'h' : ''}`), msg);
           ds.push(k.fc2Sum({ W2t, part, x: res, bias: k.f32Buffer(b2, 'b2'), T }, own));
           await runNow(k, ds, own);
           const gSel = await readU32(k, sel, T * kk), gRes = await readF32(k, res, T * d);
@@ -221,7 +229,8 @@ test('fc2 in the block (each block\'s partial, then fc2Sum) matches blockSelect 
             const want = blockSelect(scores.subarray(tt * f, (tt + 1) * f), BS_NB, cap, tau);
             assert.deepEqual([...gSel.subarray(tt * kk, (tt + 1) * kk)], [...want.slots], `slots ${msg}`);
             const xt = x.subarray(tt * d, (tt + 1) * d);
-            const y = sparseMlp(ln ? layerNorm(xt, 1, d, gamma, beta, eps) : xt, w1, b1, w2t, b2, d, want.chosen);
+            const xm = ln ? layerNorm(xt, 1, d, gamma, beta, eps) : xt;
+            const y = half ? sparseMlpHalfPartials(xm, w1, b1, w2t, b2, d, want.chosen, BS_NB) : sparseMlp(xm, w1, b1, w2t, b2, d, want.chosen);
             for (let i = 0; i < d; i++) ref[tt * d + i] = x0[tt * d + i] + y[i];
           }
           assert.ok(relErr(gRes, ref) < 1e-4, `x ${msg}: ${relErr(gRes, ref)}`);
@@ -233,11 +242,11 @@ test('fc2 in the block (each block\'s partial, then fc2Sum) matches blockSelect 
     assert.ok(W2t.parts.length > 1 && !kp.blockFc2Fits(W2t));
     const buf = (n: number) => kp.buffer(n * 4, 'b');
     assert.throws(() => kp.blockSelectFc1({ B, bias: buf(200), u: buf(13), W1, b1: buf(200), x: buf(37), sel: buf(64), h: buf(64), cnt: buf(4), T: 1, cap: 3, tau: null,
-      fc2: { W2t, part: buf(kp.blockFc2PartFloats(W2t, 1)) } }, own), /one part/);
+      fc2: { W2t, part: kp.buffer(kp.blockFc2PartBytes(W2t, 1), 'p') } }, own), /one part/);
     // A partial buffer too small for the tokens: refused.
     const W2one = k.matrix(200, 37, 'W2t');
     assert.throws(() => k.blockSelectFc1({ B: randomMatrix(k, 200, 13, r).m, bias: k.buffer(800, 'b'), u: k.buffer(52, 'u'), W1: randomMatrix(k, 200, 37, r).m, b1: k.buffer(800, 'b1'), x: k.buffer(296, 'x'),
-      sel: k.buffer(256, 's'), h: k.buffer(256, 'h'), cnt: k.buffer(16, 'c'), T: 2, cap: 3, tau: null, fc2: { W2t: W2one, part: k.buffer(k.blockFc2PartFloats(W2one, 1) * 4, 'p') } }, own), /partials need/);
+      sel: k.buffer(256, 's'), h: k.buffer(256, 'h'), cnt: k.buffer(16, 'c'), T: 2, cap: 3, tau: null, fc2: { W2t: W2one, part: k.buffer(k.blockFc2PartBytes(W2one, 1), 'p') } }, own), /partials need/);
     own.forEach((b) => b.destroy());
   }
 });

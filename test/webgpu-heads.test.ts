@@ -255,7 +255,8 @@ test('webgpu sparse heads decode like the CPU runner: fixed sets, predictors wit
     heads: none.map((_, l) => (l === 2 ? null : { k: 3, selector: { kind: 'predictor' as const, predictor: headPred() } })),
   };
   const cpu = new CpuRunner(c, ck.weights);
-  const g = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32' });
+  // fp16 B: the CPU's choices near ties (int8 B flips the random predictors' blocks; block-select.ts, I8).
+  const g = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', predictorInt8: false });
   const ids = reference(MODELS['5m'])[0].input_ids;
   const decode = (x: StepRunner, p: SparsityPolicy | null, steps: number[]) => decodeSteps(x, p, ids, steps);
   const steps = [5, 17, 300, 41, 9, 77];
@@ -264,7 +265,7 @@ test('webgpu sparse heads decode like the CPU runner: fixed sets, predictors wit
   everyHead.forEach((v, i) => assert.ok(relErr(v, dense[i]) < 1e-5, `CPU, every head chosen = dense, step ${i}`));
   everyHeadGpu.forEach((v, i) => assert.ok(relErr(v, dense[i]) < 1e-2, `GPU, every head chosen = dense, step ${i}: ${relErr(v, dense[i])}`));
   // The other paths: a head-select dispatch chooses, the qkv GEMV runs every head, out_proj from its head-major copy.
-  const g2 = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', headsInQkv: false, headOutMajor: true });
+  const g2 = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', headsInQkv: false, headOutMajor: true, predictorInt8: false });
   const kvChosen = (p: SparsityPolicy): SparsityPolicy => ({ ...p, heads: p.heads!.map((hp) => hp && { ...hp, kv: 'chosen' as const }) });
   for (const [name, p] of [['fixed', fixed], ['dejavu', dejavu], ['fixed, kv chosen', kvChosen(fixed)], ['dejavu, kv chosen', kvChosen(dejavu)]] as const) {
     const want = await decode(cpu, p, steps), got = await decode(g, p, steps), got2 = await decode(g2, p, steps);
@@ -300,7 +301,9 @@ test('webgpu lazy K/V completion (kv chosen, window 2) decodes as kv all, unlike
   const kv = (p: SparsityPolicy, kind: 'all' | 'chosen' | 'lazy'): SparsityPolicy =>
     ({ ...p, heads: p.heads!.map((hp) => hp && { ...hp, kv: kind === 'all' ? 'all' as const : 'chosen' as const, kvWindow: kind === 'lazy' ? 2 : undefined }) });
   const cpu = new CpuRunner(c, ck.weights);
-  const g = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32' });
+  // fp16 B and f32 block partials: the CPU's choices near ties (the random predictors' blocks flip on
+  // int8 B's and f16 partials' rounding; block-select.ts, I8 and FC2).
+  const g = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', blockPartHalf: false, predictorInt8: false });
   const ids = reference(MODELS['5m'])[0].input_ids;
   const steps = [5, 17, 300, 41, 9, 77, 12];
   const decode = (x: StepRunner, p: SparsityPolicy, prompt: number[]) => decodeSteps(x, p, prompt, steps);
@@ -370,8 +373,9 @@ test('webgpu head lookahead (head predictors reading the layer before\'s attenti
     heads: heads.map((hp) => ({ ...hp, ...(kv === 'lazy' ? { kv: 'chosen' as const, kvWindow: 2 } : {}) })),
   });
   const cpu = new CpuRunner(c, ck.weights);
-  const g = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32' });
-  const unfolded = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', foldLayerNorm: false });
+  // fp16 B: the CPU's choices near ties (int8 B flips the random predictors' blocks; block-select.ts, I8).
+  const g = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', predictorInt8: false });
+  const unfolded = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', foldLayerNorm: false, predictorInt8: false });
   const ids = reference(MODELS['5m'])[0].input_ids;
   const steps = [5, 17, 300, 41, 9, 77, 12];
   const decode = (x: StepRunner, p: SparsityPolicy) => decodeSteps(x, p, ids, steps);

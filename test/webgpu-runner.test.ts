@@ -164,7 +164,7 @@ test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer 
     assert.equal(off.dispatchesPerToken - g.dispatchesPerToken, fewer, p.input);
     if (p.input === 'attn_in') assert.ok(g.pipelineKeys.some((k) => k.includes('_predA')), 'the lookahead GEMV');
     // (Its fc1 phase: the choice rides attention at this width, blockScoreInAttention.)
-    if (p === lookBlock) assert.ok(g.pipelineKeys.some((k) => k.startsWith('block_select') && new RegExp(`_ln${d}h?g(_fc1)?(_fc2c\\d)?$`).test(k)), 'block-select with the MLP LayerNorm');
+    if (p === lookBlock) assert.ok(g.pipelineKeys.some((k) => k.startsWith('block_select') && new RegExp(`_ln${d}h?g(_fc1)?(_fc2c\\dh?)?$`).test(k)), 'block-select with the MLP LayerNorm');
     g.reset(); off.reset(); cpu.reset(); ng.reset();
     const [a, b, w, n] = await Promise.all([g, off, cpu, ng].map(async (x) => { await x.forward(ids, { noLogits: true }); return x.forward([next[0]]); }));
     assert.ok(relErr(n, b) < 1e-4, `sparse (${p.input}) decode: folded vs separate ${relErr(n, b)}`);
@@ -232,7 +232,8 @@ test('webgpu sparse MLP: predictor policy selects and computes like the CPU runn
   // An f32 KV cache: the CPU's attention inputs exactly, so near-ties in the selections fall alike;
   // for the same reason qkv keeps the checkpoint's weights (qkv as W∘γ, the default, rounds them
   // once more: ~1e-4 of the logits, the folding test above, enough to flip a near-tie here).
-  const g = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', gammaInWeights: false });
+  // fp16 B (predictorInt8 false): the CPU's choices near ties (block-select.ts, I8).
+  const g = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', gammaInWeights: false, predictorInt8: false });
   assert.ok(!g.pipelineKeys.some((k) => k.includes('kv16')));
   // With attn_in, decode runs the lookahead (A in the qkv GEMV, the MLP LayerNorm in block-select).
   for (const p of [policy, { ...policy, input: 'mlp_in' as const }, top5, thr, { ...top5, input: 'attn_in' as const }, { ...thr, input: 'attn_in' as const }]) {
@@ -314,12 +315,18 @@ test('webgpu fc2 in block-select (each block\'s partial, then one sum) decodes a
     ...(heads ? { heads: Array.from({ length: c.layers }, (_, l) => ({ k: 3, selector: { kind: 'fixed' as const, heads: Uint32Array.from([l % H, (l + 1) % H, (l + 4) % H]) } })) } : {}),
   });
   const prompt = Array.from({ length: 37 }, () => Math.floor(r() * c.vocabSize)), next = [11, 400, 7, 2900, 5];
-  const on = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32' });
-  const off = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', blockFc2: false });
+  // fp16 B and f32 partials: the forms below do the same arithmetic (int8 B rides only the attention
+  // dispatch's scoring, which noRole turns off; f16 partials round what the one-pass fc2 does not).
+  const exact = { gpu, kvCache: 'f32', predictorInt8: false, blockPartHalf: false } as const;
+  const on = await createWebGpuRunner(c, ck.weights, exact);
+  const off = await createWebGpuRunner(c, ck.weights, { ...exact, blockFc2: false });
   // The lookahead with block-select scoring itself: the 'all' phase with the folded LayerNorm and fc2.
-  const noRole = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', blockScoreInAttention: false });
+  const noRole = await createWebGpuRunner(c, ck.weights, { ...exact, blockScoreInAttention: false });
   // The fc1 phase loading its rows after the LayerNorm's work (an A/B option): the same arithmetic.
-  const late = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', blockFc1EarlyLoads: false });
+  const late = await createWebGpuRunner(c, ck.weights, { ...exact, blockFc1EarlyLoads: false });
+  // The defaults (int8 B, f16 partials) against the one-pass fc2 over the same int8 B: the same
+  // neurons, logits within the f16 partials' rounding.
+  const half = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32' }), offI8 = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', blockFc2: false });
   const steps = async (x: typeof on, p: SparsityPolicy) => {
     x.setSparsity(p); x.reset(); x.resetMlpDensity();
     await x.forward(prompt, { noLogits: true });
@@ -339,7 +346,16 @@ test('webgpu fc2 in block-select (each block\'s partial, then one sum) decodes a
       assert.deepEqual(a.density, b.density, `${what}, ${form}: the same neurons chosen`);
       assert.equal(a.perToken, b.perToken, `${what}, ${form}: one sum dispatch for the one-pass fc2`);
     }
+    if (input === 'attn_in' && !heads) {
+      const a = await steps(half, p), bi = await steps(offI8, p);
+      a.out.forEach((v, i) => assert.ok(relErr(v, bi.out[i]) < 2e-3, `${what}, int8 B and f16 partials, step ${i}: ${relErr(v, bi.out[i])}`));
+      assert.deepEqual(a.density, bi.density, `${what}, int8 B and f16 partials: the same neurons chosen`);
+    }
   }
+  assert.ok(half.pipelineKeys.some((k) => /^block_select.*_Bi8.*_fc2c\dh$/.test(k)) || half.pipelineKeys.some((k) => k.startsWith('attention') && k.includes('bsrole_Bi8')), 'the defaults took int8 B');
+  assert.ok(half.pipelineKeys.some((k) => /_fc2c\dh$/.test(k)) && half.pipelineKeys.some((k) => k.startsWith('fc2_sum') && k.endsWith('_h')), 'the defaults took f16 partials');
+  assert.ok(!on.pipelineKeys.some((k) => k.includes('Bi8') || /_fc2c\dh$/.test(k)), 'the exact form: fp16 B, f32 partials');
+  half.dispose(); offI8.dispose();
   assert.ok(noRole.pipelineKeys.some((k) => new RegExp(`^block_select.*_ln${d}h?g?_fc2c1$`).test(k)), 'the scoring phase with the folded LayerNorm took fc2');
   assert.ok(late.pipelineKeys.some((k) => k.includes('_fc1late_fc2')) && !on.pipelineKeys.some((k) => k.includes('_fc1late')), 'the late form where asked for');
   assert.ok(on.pipelineKeys.some((k) => k.startsWith('block_select') && k.includes('_fc1_fc2')) && on.pipelineKeys.some((k) => /^block_select.*_fc2c\d$/.test(k) && !k.includes('_fc1')), 'both phases took fc2');

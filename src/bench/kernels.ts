@@ -27,6 +27,7 @@ import { destroyReadTarget, fillReadTarget, isSoftwareAdapter, measureCopyBandwi
 import { GpuTimer, type TimingMethod } from './gpu-timer.js';
 import { predictorRank, shapeConfig } from './shapes.js';
 import { seededRandom } from '../util/random.js';
+import { floatsToHalves } from '../util/f16.js';
 
 export interface KernelShape { name: string; d: number; f: number; heads: number; vocab: number; e: number; maxPos: number }
 
@@ -126,6 +127,19 @@ class Scratch {
     return m;
   }
 
+  /**
+   * A matrix of random values made on the host (uniform, WEIGHT_STD's spread), stored both ways the
+   * runner may hold predictor B: fp16 and int8 (Kernels.matrixI8), the same values in each.
+   */
+  matBoth(rows: number, cols: number, label: string): { h: GpuMatrix; q: GpuMatrix } {
+    const r = rng(this.seed++), a = Math.sqrt(3) * WEIGHT_STD;
+    const w = Float32Array.from({ length: rows * cols }, () => (2 * r() - 1) * a);
+    const h = this.k.matrix(rows, cols, label), q = this.k.matrixI8(rows, cols, `${label}.i8`);
+    this.k.upload(h, floatsToHalves(w)); this.k.uploadI8(q, w);
+    this.bufs.push(...h.parts.map((p) => p.buffer), ...q.parts.map((p) => p.buffer));
+    return { h, q };
+  }
+
   /** An f32 vector of n values `value + std·noise` (std 0 and value 0: left zero). */
   vec(n: number, label: string, value = 0, std = 0): GPUBuffer {
     const b = this.k.buffer(n * 4, label);
@@ -172,6 +186,8 @@ class Scratch {
 }
 
 const matBytes = (rows: number, cols: number) => rows * ceil4(cols) * 2;
+/** Bytes of an int8 matrix (Kernels.matrixI8): a 16-byte scale chunk a row, then its values padded to 16. */
+const matBytesI8 = (rows: number, cols: number) => rows * (16 + Math.ceil(cols / 16) * 16);
 
 /** Candidate shapes timed with `variants`: gathered fc1 (rows per workgroup, threads per row) ... */
 const GATHER_SHAPES = [{ rows: 4, tpr: 64 }, { rows: 2, tpr: 128 }, { rows: 1, tpr: 256 }, { rows: 8, tpr: 32 }];
@@ -481,18 +497,6 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
         const sel1 = await timer.time(L.map((l) => k.blockSelectFc1({ B: l.B, bias: l.pb, u, W1: l.fc1, b1, x: xin, sel, h, cnt, T: 1, cap, tau, ...sh }, s.own)));
         add('block-select', { density: r3(chosen / f), k: chosen, cap, rank: r, form: sh.wg ? `wg${sh.wg}_u${sh.unroll}` : 'default', layers }, sel1.us, matBytes(f, r) + f * 4 + chosen * ceil4(d) * 2, sel1.method);
       }
-      // With variants: predictor B at half the rank, fp16: the bytes an int8 B of the full rank would
-      // read (what quantizing B could save, before writing it), its own threshold at the same quantile.
-      if (variants) {
-        const rh = Math.max(8, Math.round(r / 16) * 8);
-        const Bh = L.map((_, i) => s.mat(f, rh, `Bh_${i}`));
-        await s.ready();
-        await runNow(k, k.linear({ W: Bh[0], x: u, y: scores, T: 1, bias: L[0].pb }, tmp), tmp);
-        const sch = Float32Array.from(await readF32(k, scores, f)).sort();
-        const tauH = sch[Math.max(0, Math.min(f - 1, f - Kb))];
-        const th = await timer.time(L.map((l, i) => k.blockSelectFc1({ B: Bh[i], bias: l.pb, u, W1: l.fc1, b1, x: xin, sel, h, cnt, T: 1, cap, tau: tauH }, s.own)));
-        add('block-select', { density: bd, cap, rank: rh, form: `B at rank ${rh} (the bytes of an int8 B at rank ${r})`, layers }, th.us, matBytes(f, rh) + f * 4 + Kb * ceil4(d) * 2, th.method);
-      }
       for (const fc2Shape of [undefined, ...(variants ? FC2_SHAPES : [])]) {
         const fc2s = await timer.time(L.map((l) => k.sparseDown({ W2t: l.fc2T, h, sel, selStride: slots, k: slots, T: 1, x, bias: b2, fc2Shape }, s.own)));
         add('sparse-fc2', { density: r3(chosen / f), k: chosen, slots, form: `block slots${fc2Shape ? ' ' + fc2Form(fc2Shape) : ''}`, layers }, fc2s.us, chosen * ceil4(d) * 2, fc2s.method);
@@ -508,9 +512,11 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
       const predBytes = matBytes(r, d) + matBytes(f, r) + f * 4;
       const xin = s.vec(d, 'x_resid', 1, 1), x = s.vec(d, 'x'), b2 = s.vec(d, 'b2', 0, 0.1);
       const gamma = s.vec(d, 'mlp_ln.w', 1, 0.1), c = s.vec(2 * f, 'fc1.ln_c', 10, 0.1);
+      const predBytesI8 = matBytes(r, d) + matBytesI8(f, r) + f * 4;
       const u = s.vec(r, 'pred_u', 0, 1), scores = s.vec(f, 'scores'), sel = s.vec(slots, 'sel'), h = s.vec(slots, 'h_sel'), cnt = s.vec(4, 'cnt');
       const layers = copiesFor(predBytes + 2 * Kb * ceil4(d) * 2, 2 * matBytes(f, d) + predBytes);
-      const L = Array.from({ length: layers }, (_, i) => ({ B: s.mat(f, r, `B_${i}`), pb: s.vec(f, `pred_b_${i}`, 0, 0.1), fc1: s.mat(f, d, `fc1_${i}`), fc2T: s.mat(f, d, `fc2T_${i}`) }));
+      // B both ways (fp16, int8: the runner's default for the block rule), from the same values.
+      const L = Array.from({ length: layers }, (_, i) => { const Bs = s.matBoth(f, r, `B_${i}`); return { B: Bs.h, Bq: Bs.q, pb: s.vec(f, `pred_b_${i}`, 0, 0.1), fc1: s.mat(f, d, `fc1_${i}`), fc2T: s.mat(f, d, `fc2T_${i}`) }; });
       let chosen = 0;
       await s.ready();
       const tmp: GPUBuffer[] = [];
@@ -521,26 +527,31 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
       // The runner's form: fc2's rows inside block-select (a partial a block), then their sum; with
       // the one-pass fc2 dispatch it replaced (the only form where fc2 has no seat in block-select).
       const inBlock = k.blockFc2Fits(L[0].fc2T, true);
-      const part = inBlock ? s.vec(k.blockFc2PartFloats(L[0].fc2T, 1), 'fc2_part') : null;
-      for (const fc2In of [inBlock, ...(inBlock ? [false] : [])]) {
+      const part = inBlock ? s.vec(k.blockFc2PartBytes(L[0].fc2T, 1) / 4, 'fc2_part') : null;
+      // The decode form (fc2 in block-select, B int8), then B in fp16, then the one-pass fc2. Each
+      // after 300 ms of GPU work: after the seconds the host takes to make B, the first timing ran
+      // 3-4x slow on an H200 (114 µs against 25 at opt-6.7b, its parts alone 21 + 4; again at
+      // opt-13b when timed twice), as a GPU whose clocks dropped while idle would.
+      for (const [fc2In, i8] of [[inBlock, true], ...(inBlock ? [[true, false], [false, true]] : [])] as [boolean, boolean][]) {
         const inst = L.map((l) => [
-          ...k.blockSelectFc1({ B: l.B, bias: l.pb, u, W1: l.fc1, b1: null, ln, x: xin, sel, h, cnt, T: 1, cap, tau, fc2: fc2In ? { W2t: l.fc2T, part: part! } : undefined }, s.own),
+          ...k.blockSelectFc1({ B: i8 ? l.Bq : l.B, bias: l.pb, u, W1: l.fc1, b1: null, ln, x: xin, sel, h, cnt, T: 1, cap, tau, fc2: fc2In ? { W2t: l.fc2T, part: part! } : undefined }, s.own),
           ...(fc2In ? [k.fc2Sum({ W2t: l.fc2T, part: part!, x, bias: b2, T: 1 }, s.own)] : k.sparseDown({ W2t: l.fc2T, h, sel, selStride: slots, k: slots, T: 1, x, bias: b2 }, s.own)),
         ]);
+        for (const t0 = performance.now(); performance.now() - t0 < 300;) await runNow(k, inst.flat(), []);
         const tm = await timer.time(inst);
         k.device.queue.writeBuffer(cnt, 0, new Uint32Array(4));
         await runNow(k, inst[0], []);
         chosen = (await readU32(k, cnt, 1))[0];
-        const bytes = predBytes + 2 * chosen * ceil4(d) * 2;
-        const params: KernelRow['params'] = { density: r3(chosen / f), k: chosen, slots, cap, rank: r, form: `block lookahead (A in the qkv GEMV)${fc2In ? ', fc2 in block-select' : ', one-pass fc2'}`, dispatches: inst[0].length, layers };
+        const bytes = (i8 ? predBytesI8 : predBytes) + 2 * chosen * ceil4(d) * 2;
+        const params: KernelRow['params'] = { density: r3(chosen / f), k: chosen, slots, cap, rank: r, form: `block lookahead (A in the qkv GEMV)${fc2In ? ', fc2 in block-select' : ', one-pass fc2'}${i8 ? ', B int8' : ', B fp16'}`, dispatches: inst[0].length, layers };
         if (denseUs !== null && tm.us > 0) params.speedup_vs_dense = Math.round((denseUs / tm.us) * 100) / 100;
         add('mlp-sparse', params, tm.us, bytes, tm.method);
       }
       if (part) {
-        const t1 = await timer.time(L.map((l) => k.blockSelectFc1({ B: l.B, bias: l.pb, u, W1: l.fc1, b1: null, ln, x: xin, sel, h, cnt, T: 1, cap, tau, fc2: { W2t: l.fc2T, part } }, s.own)));
-        const partBytes = k.blockFc2PartFloats(L[0].fc2T, 1) * 4;
+        const t1 = await timer.time(L.map((l) => k.blockSelectFc1({ B: l.Bq, bias: l.pb, u, W1: l.fc1, b1: null, ln, x: xin, sel, h, cnt, T: 1, cap, tau, fc2: { W2t: l.fc2T, part } }, s.own)));
+        const partBytes = k.blockFc2PartBytes(L[0].fc2T, 1);
         // Bytes: B, its bias, the chosen rows of fc1 and fc2, the partials written.
-        add('block-select', { density: r3(chosen / f), k: chosen, cap, rank: r, form: 'MLP LayerNorm folded in (lookahead), fc2 partials', layers }, t1.us, matBytes(f, r) + f * 4 + 2 * chosen * ceil4(d) * 2 + partBytes, t1.method);
+        add('block-select', { density: r3(chosen / f), k: chosen, cap, rank: r, form: `MLP LayerNorm folded in (lookahead), fc2 partials (${k.blockPartHalf ? 'f16' : 'f32'}), B int8`, layers }, t1.us, matBytesI8(f, r) + f * 4 + 2 * chosen * ceil4(d) * 2 + partBytes, t1.method);
         const t2 = await timer.time(L.map((l) => [k.fc2Sum({ W2t: l.fc2T, part, x, bias: b2, T: 1 }, s.own)]));
         // Bytes: the partials, fc2's bias, x read and written.
         add('fc2-sum', { blocks: Math.ceil(f / BLOCK_SIZE), cols: d, layers }, t2.us, partBytes + 3 * d * 4, t2.method);
@@ -610,8 +621,9 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
   for (const sp of rows.filter((x) => x.kernel === 'mlp-sparse' && (x.params.form === 'default' || String(x.params.form).startsWith('block')))) {
     if (typeof sp.params.speedup_vs_dense !== 'number') continue;
     const form = String(sp.params.form);
-    const fc2 = form.endsWith('one-pass fc2') ? ', one-pass fc2' : form.endsWith('fc2 in block-select') ? ', fc2 in block-select' : '';
-    const how = form === 'default' ? `top-K, density ${bd}` : `${form === 'block' ? 'block rule' : `block rule, lookahead${fc2}`}, density ${sp.params.density} measured`;
+    const fc2 = form.includes('one-pass fc2') ? ', one-pass fc2' : form.includes('fc2 in block-select') ? ', fc2 in block-select' : '';
+    const bForm = form.endsWith('B int8') ? ', B int8' : form.endsWith('B fp16') ? ', B fp16' : '';
+    const how = form === 'default' ? `top-K, density ${bd}` : `${form === 'block' ? 'block rule' : `block rule, lookahead${fc2}${bForm}`}, density ${sp.params.density} measured`;
     log(`sparse MLP block (${how}; predictor and selection included): ${sp.params.speedup_vs_dense}x the dense block's speed (target: >= 5x at opt-6.7b)`);
   }
   return rows;

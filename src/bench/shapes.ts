@@ -52,6 +52,7 @@ export interface MlpBytesSpec {
   k: number;          // neurons computed (rows of fc1 and of fc2 transposed)
   rank: number;       // predictor rank r (0: no predictor, e.g. fixed index sets)
   denseFc1: boolean;  // the oracle selector computes fc1 in full to find the true top-K
+  blockLookahead?: boolean;  // the block rule chooses beside attention (predictors reading attn_in): its B int8 where the layout says so
 }
 
 /**
@@ -63,12 +64,14 @@ export interface Layout {
   vectorBytes: number;     // biases and LayerNorm parameters (also the predictor bias)
   kvBytes: number;         // KV cache elements
   predictorBytes: number;  // predictor matrices A and B
+  /** The block rule's B, where it is scored beside attention, as int8 rows (a byte a value, padded to 16, and a 16-byte scale chunk a row; ops.ts matrixI8). */
+  blockBInt8?: boolean;
 }
 
 /** PyTorch / Hugging Face fp16: everything 2 bytes (also the plain "fp16 model" count). */
 export const FP16_LAYOUT: Layout = { weightBytes: 2, vectorBytes: 2, kvBytes: 2, predictorBytes: 2 };
-/** src/backend/webgpu/runner.ts: fp16 matrices, f32 vectors and an f32 KV cache (its default; kvCache 'f16': 2 bytes). */
-export const WEBGPU_LAYOUT: Layout = { weightBytes: 2, vectorBytes: 4, kvBytes: 4, predictorBytes: 2 };
+/** src/backend/webgpu/runner.ts: fp16 matrices, f32 vectors and an f32 KV cache (its default; kvCache 'f16': 2 bytes), the lookahead's block-rule B in int8 (predictorInt8). */
+export const WEBGPU_LAYOUT: Layout = { weightBytes: 2, vectorBytes: 4, kvBytes: 4, predictorBytes: 2, blockBInt8: true };
 /** src/backend/cpu/runner.ts converts everything to float32. */
 export const CPU_LAYOUT: Layout = { weightBytes: 4, vectorBytes: 4, kvBytes: 4, predictorBytes: 4 };
 
@@ -111,7 +114,7 @@ export interface TokenBytes {
  * bound: the fc2 kernel skips neurons whose ReLU output is zero.
  */
 export function tokenBytes(c: OptConfig, o: ByteOptions): TokenBytes {
-  const { weightBytes: wb, vectorBytes: vb, kvBytes: kvb, predictorBytes: pb } = o.layout ?? FP16_LAYOUT;
+  const { weightBytes: wb, vectorBytes: vb, kvBytes: kvb, predictorBytes: pb, blockBInt8 } = o.layout ?? FP16_LAYOUT;
   const hd = o.headDensity ?? 1;
   const d = c.hidden, f = c.ffn, e = c.wordEmbedProjDim, b = c.enableBias ? 1 : 0;
   let embed = (e + d) * wb;
@@ -129,7 +132,8 @@ export function tokenBytes(c: OptConfig, o: ByteOptions): TokenBytes {
     if (!s) { mlp += ln + 2 * f * d * wb + (f + d) * b * vb; continue; }
     const fc1Rows = s.denseFc1 ? f : s.k;
     mlp += ln + (fc1Rows + s.k) * d * wb + (fc1Rows + d) * b * vb;
-    if (s.rank > 0) predictor += (s.rank * d + f * s.rank) * pb + f * vb;
+    const bBytes = s.blockLookahead && blockBInt8 ? f * (16 + Math.ceil(s.rank / 16) * 16) : f * s.rank * pb;
+    if (s.rank > 0) predictor += s.rank * d * pb + bBytes + f * vb;
   }
   // Head predictors (HeadLayerPolicy): the runners' one (H, d) matrix B·A at weight width (H < r, so
   // fewer bytes than A) and the bias in f32; the rank does not enter.
@@ -160,6 +164,7 @@ export function mlpBytesFromPolicy(p: SparsityPolicy | null): (MlpBytesSpec | nu
     k: lp.k,
     rank: lp.selector.kind === 'predictor' ? lp.selector.predictor.rank : 0,
     denseFc1: lp.selector.kind === 'oracle',
+    blockLookahead: p.input === 'attn_in' && lp.selector.kind === 'predictor' && !!lp.selector.block,
   });
 }
 

@@ -141,6 +141,23 @@ export function sparseMlp(x: Float32Array, W1: Float32Array, b1: Float32Array | 
   return y;
 }
 
+/**
+ * sparseMlp as the block rule's decode computes it with f16 partials (GPU twin: block-select.ts, FC2
+ * with partHalf, then sparse-mlp.ts fc2_sum): each block of `nb` consecutive neurons sums its chosen
+ * rows' share of fc2 in f32, that share is rounded to f16, and the shares are added to b2 in f32.
+ */
+export function sparseMlpHalfPartials(x: Float32Array, W1: Float32Array, b1: Float32Array | null, W2t: Float32Array, b2: Float32Array | null, d: number, sel: Uint32Array, nb: number): Float32Array {
+  const y = new Float32Array(d);
+  if (b2) y.set(b2);
+  const blocks = new Map<number, number[]>();
+  for (const j of sel) blocks.set(Math.floor(j / nb), [...(blocks.get(Math.floor(j / nb)) ?? []), j]);
+  for (const js of blocks.values()) {
+    const share = halvesToFloats(floatsToHalves(sparseMlp(x, W1, b1, W2t, null, d, Uint32Array.from(js))));
+    for (let i = 0; i < d; i++) y[i] += share[i];
+  }
+  return y;
+}
+
 /** W (rows, cols) with column k scaled by g[k], rounded to f16 as stored (GPU twin: kernels/misc.ts scaleColsWgsl). */
 export function scaleColumns(w: Float32Array, rows: number, cols: number, g: Float32Array): Float32Array {
   const out = new Float32Array(rows * cols);

@@ -5,6 +5,7 @@
  * caller's `own` list so a plan can free what it made.
  */
 import type { TracePoint } from '../types.js';
+import { quantizeRowsI8 } from '../../util/int8.js';
 import type { Gpu } from './device.js';
 import { ceil4, ceilDiv, type KernelFeatures } from './kernels/common.js';
 import { gemvKey, gemvReadsGamma, gemvWgsl, type GemvOpts } from './kernels/gemv.js';
@@ -29,6 +30,8 @@ export type PlanItem = { d: Dispatch } | { tap: Tap };
 export interface GpuMatrix {
   rows: number; cols: number; colsP: number;
   parts: { buffer: GPUBuffer; row0: number; rows: number }[];
+  /** int8 rows with a scale each (matrixI8; block-select.ts, I8): colsP int8 columns (a multiple of 16) after a 16-byte scale chunk. Only block-select and its scoring role read these. */
+  i8?: true;
 }
 
 export type Entry = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
@@ -214,6 +217,11 @@ export class Kernels {
   qkvShape: { rows: number; tpr: number } | null = null;
   /** Block-select's folded LayerNorm keeps γ∘(x − sh) as f16 pairs: true / false, or null for the width rule (lnHalf). */
   blockSelectLnHalf: boolean | null = null;
+  /**
+   * Block-select's fc2 partials (blockSelectFc1's `fc2`) are stored as f16 and fc2Sum reads them so
+   * (block-select.ts, FC2). Set before any partial buffer is sized (blockFc2PartBytes follows it).
+   */
+  blockPartHalf = true;
   /** Block-select's 'fc1' phase issues its rows' first loads before the LayerNorm's work (W_pre; block-select.ts): A/B runs turn it off. */
   blockFc1EarlyLoads = true;
   /** Decode attention works every split of its grid (the rule before attentionTargetSplits): A/B runs. */
@@ -299,6 +307,37 @@ export class Kernels {
     return { rows, cols, colsP, parts };
   }
 
+  /**
+   * An int8 matrix (block-select.ts, I8): rows of 16 + colsP bytes (the scale's chunk, then colsP =
+   * cols rounded up to 16), in parts of a multiple of 64 rows as `matrix` cuts them. Fill with uploadI8.
+   */
+  matrixI8(rows: number, cols: number, label: string): GpuMatrix {
+    const colsP = Math.ceil(cols / 16) * 16, rowBytes = 16 + colsP;
+    const fit = Math.floor(this.maxPartBytes / rowBytes);
+    const maxRows = fit >= BS_NB ? Math.floor(fit / BS_NB) * BS_NB : Math.max(4, Math.floor(fit / 4) * 4);
+    const parts: GpuMatrix['parts'] = [];
+    for (let r0 = 0; r0 < rows; r0 += maxRows) {
+      const n = Math.min(maxRows, rows - r0);
+      parts.push({ buffer: this.buffer(n * rowBytes, `${label}[${r0}..]`), row0: r0, rows: n });
+    }
+    return { rows, cols, colsP, parts, i8: true };
+  }
+
+  /** Quantizes w (rows, cols, row-major) a row at a time (quantizeRowsI8) into an int8 matrix. */
+  uploadI8(m: GpuMatrix, w: Float32Array): void {
+    if (!m.i8) throw new Error('uploadI8: not an int8 matrix (matrixI8)');
+    const { q, scale } = quantizeRowsI8(w, m.rows, m.cols), rowBytes = 16 + m.colsP;
+    for (const p of m.parts) {
+      const buf = new Uint8Array(p.rows * rowBytes), dv = new DataView(buf.buffer);
+      for (let r = 0; r < p.rows; r++) {
+        const g = p.row0 + r;
+        dv.setFloat32(r * rowBytes, scale[g], true);
+        buf.set(new Uint8Array(q.buffer, g * m.cols, m.cols), r * rowBytes + 16);
+      }
+      this.device.queue.writeBuffer(p.buffer, 0, buf);
+    }
+  }
+
   /** Uploads fp16 bits (rows, cols) row-major, padding each row. */
   upload(m: GpuMatrix, bits: Uint16Array): void {
     for (const p of m.parts) {
@@ -341,6 +380,7 @@ export class Kernels {
    * of 16 tokens.
    */
   linear(a: LinearArgs, own: GPUBuffer[]): Dispatch[] {
+    if (a.W.i8) throw new Error('linear: an int8 matrix is read by block-select only');
     const K = a.W.cols, K4 = a.W.colsP / 4;
     const inStride = a.inStride ?? K, inOff = a.inOff ?? 0, outStride = a.outStride ?? a.W.rows, outOff = a.outOff ?? 0;
     const epi = { bias: !!a.bias, relu: !!a.relu, resid: !!a.resid };
@@ -573,10 +613,10 @@ export class Kernels {
     if (!ln && !a.b1) throw new Error('blockSelectFc1: fc1 needs its bias buffer (or the folded LayerNorm, whose c2 has it)');
     const fc2 = a.fc2 ?? null;
     if (fc2 && !(this.blockFc2Fits(fc2.W2t, !!ln) && fc2.W2t.rows === f && fc2.W2t.cols === d)) throw new Error('blockSelectFc1: fc2 in the block needs fc2ᵀ (f, d) in one part with rows padded to 8 halves (blockFc2Fits)');
-    if (fc2 && fc2.part.size < this.blockFc2PartFloats(fc2.W2t, a.T) * 4) throw new Error(`blockSelectFc1: fc2's partials need ${this.blockFc2PartFloats(fc2.W2t, a.T) * 4} bytes for ${a.T} token(s), the buffer has ${fc2.part.size}`);
-    const o: BlockSelectOpts = { wideB: (a.B.colsP / 4) % 2 === 0, wideW: (a.W1.colsP / 4) % 2 === 0, uv4: r % 4 === 0 && uOff % 4 === 0 && uStride % 4 === 0, xv4: d % 4 === 0,
+    if (fc2 && fc2.part.size < this.blockFc2PartBytes(fc2.W2t, a.T)) throw new Error(`blockSelectFc1: fc2's partials need ${this.blockFc2PartBytes(fc2.W2t, a.T)} bytes for ${a.T} token(s), the buffer has ${fc2.part.size}`);
+    const o: BlockSelectOpts = { wideB: (a.B.colsP / 4) % 2 === 0, i8B: !!a.B.i8, wideW: (a.W1.colsP / 4) % 2 === 0, uv4: r % 4 === 0 && uOff % 4 === 0 && uStride % 4 === 0, xv4: d % 4 === 0,
       wg: a.wg ?? blockSelectWorkgroupSize(this.gpu.limits), unroll: a.unroll, f16: this.feats.f16, subgroups: this.feats.subgroups, ln: !!ln, d: ln ? d : undefined, xsHalf: !!ln && this.lnHalf(d), phase: a.chosenBy ? 'fc1' : undefined, fc2: !!fc2, early: this.blockFc1EarlyLoads, gw: !!ln?.gammaInW };
-    if (fc2) o.fc2Cpt = ceilDiv(fc2.W2t.colsP / 8, o.wg);
+    if (fc2) { o.fc2Cpt = ceilDiv(fc2.W2t.colsP / 8, o.wg); o.partHalf = this.blockPartHalf; }
     if (ln && blockSelectLnBytes(d, o.wg, o.xsHalf, !!fc2) > this.gpu.limits.maxComputeWorkgroupStorageSize) throw new Error(`blockSelectFc1: the folded LayerNorm keeps x in workgroup memory, too small for d = ${d} (blockSelectLnFits)`);
     const key = blockSelectKey(o), pl = this.pipeline(key, () => blockSelectWgsl(o));
     // Segments: cut [0, f) at every part boundary of either matrix; each must fall on a block edge.
@@ -607,22 +647,22 @@ export class Kernels {
       && this.gpu.limits.maxStorageBuffersPerShaderStage >= (ln ? 12 : 11);
   }
 
-  /** Floats of the partial buffer blockSelectFc1's fc2 writes for T tokens: a row of fc2ᵀ's padded width a block. */
-  blockFc2PartFloats(W2t: GpuMatrix, T: number): number {
-    return T * ceilDiv(W2t.rows, BS_NB) * W2t.colsP;
+  /** Bytes of the partial buffer blockSelectFc1's fc2 writes for T tokens: a row of fc2ᵀ's padded width a block, f16 or f32 (blockPartHalf). */
+  blockFc2PartBytes(W2t: GpuMatrix, T: number): number {
+    return T * ceilDiv(W2t.rows, BS_NB) * W2t.colsP * (this.blockPartHalf ? 2 : 4);
   }
 
-  /** x[t] += b2 + Σ_b part[t, b]: the blocks' fc2 partials from blockSelectFc1 (sparse-mlp.ts, fc2_sum). */
+  /** x[t] += b2 + Σ_b part[t, b]: the blocks' fc2 partials from blockSelectFc1 (sparse-mlp.ts, fc2_sum), f16 where blockPartHalf. */
   fc2Sum(a: { W2t: GpuMatrix; part: GPUBuffer; x: GPUBuffer; bias: GPUBuffer | null; T: number }, own: GPUBuffer[]): Dispatch {
-    return this.sumPartials({ part: a.part, x: a.x, bias: a.bias, d: a.W2t.cols, c4: a.W2t.colsP / 4, n: ceilDiv(a.W2t.rows, BS_NB), T: a.T }, own);
+    return this.sumPartials({ part: a.part, x: a.x, bias: a.bias, d: a.W2t.cols, c4: a.W2t.colsP / 4, n: ceilDiv(a.W2t.rows, BS_NB), T: a.T, half: this.blockPartHalf }, own);
   }
 
-  /** x[t, :d] += bias + Σ_{i < n} part[t, i] over partial rows of c4 vec4s (sparse-mlp.ts, fc2_sum). */
-  private sumPartials(a: { part: GPUBuffer; x: GPUBuffer; bias: GPUBuffer | null; d: number; c4: number; n: number; T: number }, own: GPUBuffer[]): Dispatch {
-    const bias = !!a.bias, key = fc2SumKey(bias);
+  /** x[t, :d] += bias + Σ_{i < n} part[t, i] over partial rows of c4 vec4s, f32 or (half) f16 (sparse-mlp.ts, fc2_sum). */
+  private sumPartials(a: { part: GPUBuffer; x: GPUBuffer; bias: GPUBuffer | null; d: number; c4: number; n: number; T: number; half?: boolean }, own: GPUBuffer[]): Dispatch {
+    const bias = !!a.bias, half = !!a.half, key = fc2SumKey(bias, half);
     const ent: [number, Entry][] = [[1, a.part], [2, a.x]];
     if (a.bias) ent.push([3, a.bias]);
-    return this.dispatch(key, this.pipeline(key, () => fc2SumWgsl(bias)), [a.d, a.c4, a.n], ent, [ceilDiv(a.c4, FC2S_CW), a.T, 1], own);
+    return this.dispatch(key, this.pipeline(key, () => fc2SumWgsl(bias, half)), [a.d, a.c4, a.n], ent, [ceilDiv(a.c4, FC2S_CW), a.T, 1], own);
   }
 
   /**
@@ -785,7 +825,7 @@ export class Kernels {
 
   private blockScoreRole(a: BlockScoreArgs): BlockScoreRoleOpts {
     const r = a.B.cols;
-    return { wideB: (a.B.colsP / 4) % 2 === 0, uv4: r % 4 === 0 && a.uOff % 4 === 0 && a.uStride % 4 === 0, f16: false, wg: ATS_WG };
+    return { wideB: (a.B.colsP / 4) % 2 === 0, i8B: !!a.B.i8, uv4: r % 4 === 0 && a.uOff % 4 === 0 && a.uStride % 4 === 0, f16: false, wg: ATS_WG };
   }
 
   private blockScoreEntries(a: BlockScoreArgs, ny: number, own: GPUBuffer[]): [number, Entry][] {

@@ -265,6 +265,22 @@ export interface WebGpuRunnerOptions extends GpuOptions {
    */
   blockFc2?: boolean;
   /**
+   * The block rule's predictor B stored as int8 with a scale a row where its scoring rides the
+   * attention dispatch (the lookahead, predictors reading attn_in, blockScoreInAttention): half the
+   * bytes of the scoring, which reads B whole for every token (default true; block-select.ts, I8).
+   * Measured on an H200 (GPU ms a token, mlp / dejavu): opt-6.7b −0.9 / ±0 %, opt-13b −0.9 / −1.7 %,
+   * opt-30b −0.9 / −1.4 %. Where block-select scores itself (predictors reading mlp_in) int8 measured
+   * slower at opt-13b and 30b (the sparse block +3.4 / +2.9 %: unpacking and twice the loads of u in
+   * a short dot), so B stays fp16 there, as for top-K (the GEMV reads it). false: fp16 everywhere
+   * (A/B runs, tests that need the CPU's choices near ties).
+   */
+  predictorInt8?: boolean;
+  /**
+   * With blockFc2: the blocks' partials stored as f16 (default true; half the bytes block-select
+   * writes and fc2_sum reads, each block's share of the MLP output rounded to f16 once) or f32 (false).
+   */
+  blockPartHalf?: boolean;
+  /**
    * Block-select's 'fc1' phase issues its chosen rows' first loads before the LayerNorm's work (default
    * true: measured −0.5 to −1.3 % on an H200 before fc2 moved into the kernel, and with fc2 in it false
    * is +2 % at 6.7b, +0.6 % at 1.3b, +0.2 % at 30b); false loads them after it (A/B runs).
@@ -309,6 +325,8 @@ export async function createWebGpuRunner(config: OptConfig, weights: OptWeights 
     r.fusedAttentionMaxKeys = opts.fusedAttentionMaxKeys ?? FUSED_ATTENTION_MAX_KEYS;
     r.fuseAttention = opts.fuseAttention ?? true;
     r.blockFc2 = opts.blockFc2 ?? true;
+    r.blockPartHalf = opts.blockPartHalf ?? true;
+    r.predictorInt8 = opts.predictorInt8 ?? true;
     r.setBlockFc1EarlyLoads(opts.blockFc1EarlyLoads ?? true);
     r.gammaInWeights = opts.gammaInWeights ?? true;
     r.setQkvGemvShape(opts.qkvGemvShape ?? null);
@@ -396,14 +414,18 @@ class GpuRunner implements WebGpuRunner {
   headOutMajor = false;
   blockScoreInAttention = true;   // set by createWebGpuRunner
   blockFc2 = true;
+  /** WebGpuRunnerOptions.predictorInt8; read by setSparsity. */
+  predictorInt8 = true;
   /** WebGpuRunnerOptions.qkvGemvShape (the kernels hold the choice). */
   setQkvGemvShape(s: { rows: number; tpr: number } | null): void { this.k.qkvShape = s; }
   /** WebGpuRunnerOptions.blockFc1EarlyLoads (the kernels hold the choice). */
   setBlockFc1EarlyLoads(on: boolean): void { this.k.blockFc1EarlyLoads = on; }
-  /** The blocks' fc2 partials of one token (blockFc2; (ceil(f / 64), fc2ᵀ's padded width) floats), or null. */
+  /** The blocks' fc2 partials of one token (blockFc2; (ceil(f / 64), fc2ᵀ's padded width) f16 or f32), or null. */
   private fc2Part: GPUBuffer | null = null;
   keepDenseFc2 = false;
   fusedAttentionMaxKeys = FUSED_ATTENTION_MAX_KEYS;
+  /** WebGpuRunnerOptions.blockPartHalf; read when the partial buffer is sized and plans are built. */
+  set blockPartHalf(v: boolean) { this.k.blockPartHalf = v; }
   /** WebGpuRunnerOptions.fuseAttention; read when plans are built. */
   set fuseAttention(v: boolean) { this.k.fuseAttention = v; }
   /** WebGpuRunnerOptions.attentionGridSplits; read when plans are built. */
@@ -634,8 +656,11 @@ class GpuRunner implements WebGpuRunner {
       } else if (s.kind === 'predictor') {
         const p = s.predictor, r = p.rank;
         rMax = Math.max(rMax, r);
-        const A = this.k.matrix(r, d, `${l}.pred.A`), B = this.k.matrix(f, r, `${l}.pred.B`);
-        this.k.upload(A, floatsToHalves(p.A)); this.k.upload(B, floatsToHalves(p.B));
+        // B as int8 where the block rule scores beside attention (DejaVu's lookahead; predictorInt8), else fp16.
+        const i8 = !!block && this.predictorInt8 && policy.input === 'attn_in' && this.blockScoreInAttention;
+        const A = this.k.matrix(r, d, `${l}.pred.A`), B = i8 ? this.k.matrixI8(f, r, `${l}.pred.B`) : this.k.matrix(f, r, `${l}.pred.B`);
+        this.k.upload(A, floatsToHalves(p.A));
+        if (i8) this.k.uploadI8(B, p.B); else this.k.upload(B, floatsToHalves(p.B));
         for (const m of [A, B]) this.sparseBufs.push(...m.parts.map((q) => q.buffer));
         const bias = sb(f * 4, `${l}.pred.bias`);
         this.k.device.queue.writeBuffer(bias, 0, p.bias as Float32Array<ArrayBuffer>);
@@ -678,7 +703,7 @@ class GpuRunner implements WebGpuRunner {
     } else { this.partial = null; this.partialFloats = 0; }
     // The blocks' fc2 partials of a decode step (blockFc2), where some block-rule layer can use them.
     const blockT = this.layers.find((L, l) => L.fc2T && this.sparse[l]?.block && this.k.blockFc2Fits(L.fc2T))?.fc2T;
-    this.fc2Part = this.blockFc2 && blockT ? sb(this.k.blockFc2PartFloats(blockT, 1) * 4, 'fc2_block_part') : null;
+    this.fc2Part = this.blockFc2 && blockT ? sb(this.k.blockFc2PartBytes(blockT, 1), 'fc2_block_part') : null;
     // The transposes run before anything that reads fc2T: same queue, submitted now.
     const enc = this.k.device.createCommandEncoder();
     this.k.encode(enc, ds.map((x) => ({ d: x })));

@@ -48,6 +48,7 @@ export const BS_PARAMS = ['f', 'r', 'd', 'k', 'cap', 'tauOn', 'tauBits', 'blk0',
 
 export interface BlockSelectOpts {
   wideB: boolean; wideW: boolean;   // B / W1 rows padded to 8 halves: 16-byte loads
+  i8B?: boolean;                    // B stored as int8 rows (I8 above; wideB then unused)
   uv4: boolean; xv4: boolean;       // r / d a multiple of 4: the vector read as vec4<f32>
   wg: number;                       // 256, 512 or 1024 threads (blockSelectWorkgroupSize)
   unroll?: number;                  // loads in flight a thread in the dot loops (default 4)
@@ -75,10 +76,12 @@ export interface BlockSelectOpts {
   fc2?: boolean;
   /** With fc2: 16-byte chunks of fc2ᵀ's row a thread, ceil(c8 / wg) (ops.ts, blockSelectFc1, computes it). */
   fc2Cpt?: number;
+  /** With fc2: the partials stored as f16 (packed pairs, half the bytes written and summed; FC2 below), else f32. */
+  partHalf?: boolean;
 }
 
 export const blockSelectKey = (o: BlockSelectOpts) =>
-  `block_select_wg${o.wg}_u${o.unroll ?? 4}_B${o.wideB ? 8 : 4}_W${o.wideW ? 8 : 4}_u${o.uv4 ? 4 : 1}_x${o.xv4 ? 4 : 1}${o.f16 ? '_f16' : ''}${o.subgroups ? '_sg' : ''}${o.ln ? `_ln${o.d}${o.xsHalf ? 'h' : ''}${o.gw ? 'g' : ''}` : ''}${o.phase === 'fc1' ? `_fc1${o.early === false ? 'late' : ''}` : ''}${o.fc2 ? `_fc2c${o.fc2Cpt ?? 1}` : ''}`;
+  `block_select_wg${o.wg}_u${o.unroll ?? 4}_B${o.i8B ? 'i8' : o.wideB ? 8 : 4}_W${o.wideW ? 8 : 4}_u${o.uv4 ? 4 : 1}_x${o.xv4 ? 4 : 1}${o.f16 ? '_f16' : ''}${o.subgroups ? '_sg' : ''}${o.ln ? `_ln${o.d}${o.xsHalf ? 'h' : ''}${o.gw ? 'g' : ''}` : ''}${o.phase === 'fc1' ? `_fc1${o.early === false ? 'late' : ''}` : ''}${o.fc2 ? `_fc2c${o.fc2Cpt ?? 1}${o.partHalf ? 'h' : ''}` : ''}`;
 
 /**
  * The workgroup size under the device limits: 512 threads where allowed. H200, OPT-6.7B at 10 %
@@ -88,6 +91,19 @@ export const blockSelectKey = (o: BlockSelectOpts) =>
 export function blockSelectWorkgroupSize(l: { maxComputeInvocationsPerWorkgroup: number; maxComputeWorkgroupSizeX: number }): number {
   return l.maxComputeInvocationsPerWorkgroup >= 512 && l.maxComputeWorkgroupSizeX >= 512 ? 512 : 256;
 }
+
+/**
+ * How a weight matrix's rows are stored for dotFn: fp16 padded to 8 halves (16-byte loads), to 4
+ * halves, or int8 (I8: predictor B only; gpuMatrixI8 in ops.ts).
+ *
+ * I8: a row is 16-byte chunks, chunk 0 holding the row's scale s (f32, in its first word), then
+ * ceil(cols / 16) chunks of 16 signed bytes q (zero-padded); the row's values are s·q/127
+ * (unpack4x8snorm: core WGSL, no extension). CPU twin: quantizeRowsI8. Why: predictor B is scored
+ * for every neuron of every token (f × r values, a quarter of the sparse MLP's bytes at DejaVu's
+ * proportions), while only the order of the scores around the layer's threshold matters; int8
+ * halves those bytes (docs/benchmarks.md measures the step and docs/sparsity.md the choices).
+ */
+export type DotForm = 'wide' | 'narrow' | 'i8';
 
 /** A storage vector `v` at binding `vbind` with accessors v4(i) (4 from element i) and v1(i). */
 function vecDecl(vName: string, vbind: number, v4: boolean): string {
@@ -105,10 +121,21 @@ fn ${vName}1(i: u32) -> f32 { return ${vName}[i]; }`;
  * `M_dot(row, lane, lanes, vb, n)` = Σ_k M[row, k] v[vb + k] over k < n, the part of lane `lane` of
  * `lanes` (the caller sums the lanes); chunks of 8 (wide) or 4 halves, U loads in flight.
  */
-function dotFn(M: string, bind: number, vName: string, vbind: number, wide: boolean, v4: boolean, f16: boolean, U: number, vOverride?: string): string {
-  const cw = wide ? 8 : 4, zero = wide ? 'vec4<u32>(0u)' : 'vec4<f32>(0.0)';
+function dotFn(M: string, bind: number, vName: string, vbind: number, form: DotForm, v4: boolean, f16: boolean, U: number, vOverride?: string): string {
+  const wide = form !== 'narrow', cw = form === 'i8' ? 16 : wide ? 8 : 4, zero = wide ? 'vec4<u32>(0u)' : 'vec4<f32>(0.0)';
   const vdecl = vOverride ?? vecDecl(vName, vbind, v4);
-  const mdecl = wide
+  const mdecl = form === 'i8'
+    ? `@group(0) @binding(${bind}) var<storage, read> ${M}: array<vec4<u32>>;
+// int8 rows (see I8 above): chunk 0 holds the row's scale, then 16 values a chunk.
+fn ${M}_l(row: u32, rc: u32, c: u32) -> vec4<u32> { return ${M}[row * rc + 1u + c]; }
+fn ${M}_d(w: vec4<u32>, c: u32, vb: u32) -> f32 {
+  let b = vb + c * 16u;
+  return (dot(unpack4x8snorm(w.x), ${vName}4(b)) + dot(unpack4x8snorm(w.y), ${vName}4(b + 4u)))
+       + (dot(unpack4x8snorm(w.z), ${vName}4(b + 8u)) + dot(unpack4x8snorm(w.w), ${vName}4(b + 12u)));
+}
+fn ${M}_t(row: u32, rc: u32, c: u32, i: u32) -> f32 { let w = ${M}[row * rc + 1u + c]; let q = i % 16u; let pr = select(select(w.x, w.y, q >= 4u), select(w.z, w.w, q >= 12u), q >= 8u); return unpack4x8snorm(pr)[q % 4u]; }
+fn ${M}_scale(row: u32, rc: u32) -> f32 { return bitcast<f32>(${M}[row * rc].x); }`
+    : wide
     ? `@group(0) @binding(${bind}) var<storage, read> ${M}: array<vec4<u32>>;
 fn ${M}_l(row: u32, rc: u32, c: u32) -> vec4<u32> { return ${M}[row * rc + c]; }
 fn ${M}_d(w: vec4<u32>, c: u32, vb: u32) -> f32 {
@@ -169,6 +196,12 @@ fn xw4(i: u32) -> vec4<f32> { return vec4<f32>(xs[i], xs[i + 1u], xs[i + 2u], xs
 fn xw1(i: u32) -> f32 { return xs[i]; }`;
 }
 
+/** B's row form in block-select and the scoring role. */
+const bForm = (o: { wideB: boolean; i8B?: boolean }): DotForm => (o.i8B ? 'i8' : o.wideB ? 'wide' : 'narrow');
+
+/** WGSL for a row's count of 16-byte (wide, i8: with the scale's chunk) or 8-byte chunks over r columns. */
+const rcExpr = (form: DotForm) => (form === 'i8' ? '1u + (r + 15u) / 16u' : form === 'wide' ? '(r + 7u) / 8u' : '(r + 3u) / 4u');
+
 /** Workgroup memory fc2Decl adds: hq, a block's h. */
 const FC2_WG_BYTES = 4 * BS_NB;
 
@@ -186,17 +219,25 @@ const FC2_LOADS = 8;
  * partials in this dispatch (integer atomics, or the last block reducing them) measured slower than a
  * second, small dispatch: fc2Sum. Loading the first round before fc1 (the rows are known from the start
  * in the 'fc1' phase) made the OPT-6.7B step 9 % slower on an H200: 32 more registers live through fc1.
+ * `half`: the partial is rounded to f16 once, at its store (pack2x16float: core WGSL), 8 columns a
+ * vec4<u32>; fc2_sum adds them in f32. The partials are a third of the sparse fc2's bytes again at
+ * 10 % density (written here, read by fc2_sum); f16 halves that, at the rounding of each block's
+ * share of the MLP's output (relative 2⁻¹¹ at most, the precision fp16 inference keeps activations at).
  */
-function fc2Decl(cpt: number): string {
+function fc2Decl(cpt: number, half: boolean): string {
   const R = Math.max(1, Math.floor(FC2_LOADS / cpt));
   const ms = Array.from({ length: cpt }, (_, m) => m), us = Array.from({ length: R }, (_, u) => u);
   return `@group(0) @binding(12) var<storage, read> W2: array<vec4<u32>>;
-@group(0) @binding(13) var<storage, read_write> part: array<vec4<f32>>;
+@group(0) @binding(13) var<storage, read_write> part: array<${half ? 'vec4<u32>' : 'vec4<f32>'}>;
 var<workgroup> hq: array<f32, ${BS_NB}>;
 ${halves8Wgsl('f2lo', 'f2hi')}
+// The 8 columns of chunk c of the partial at base: as f32 (two vec4s) or f16 (one vec4<u32>).
+fn partStore(base: u32, c: u32, lo: vec4<f32>, hi: vec4<f32>) {
+  ${half ? 'part[base + c] = vec4<u32>(pack2x16float(lo.xy), pack2x16float(lo.zw), pack2x16float(hi.xy), pack2x16float(hi.zw));' : 'part[2u * (base + c)] = lo; part[2u * (base + c) + 1u] = hi;'}
+}
 fn fc2Zero(blk: u32, t: u32, lid: u32) {
   let base = (t * p.nbt + blk) * p.c8;
-  for (var c = lid; c < p.c8; c += WGS) { part[2u * (base + c)] = vec4<f32>(0.0); part[2u * (base + c) + 1u] = vec4<f32>(0.0); }
+  for (var c = lid; c < p.c8; c += WGS) { partStore(base, c, vec4<f32>(0.0), vec4<f32>(0.0)); }
 }
 // hq[0..count) and chosen[0..count) are set (a barrier before the call).
 fn fc2Partial(blk: u32, t: u32, lid: u32, count: u32) {
@@ -207,7 +248,7 @@ ${us.map((u) => `    let q${u} = q0 + ${u}u; let on${u} = q${u} < count && hq[mi
 ${ms.flatMap((m) => us.map((u) => `    var w${m}_${u} = vec4<u32>(0u); if (on${u} && c${m} < p.c8) { w${m}_${u} = W2[r${u} + c${m}]; }`)).join('\n')}
 ${ms.flatMap((m) => us.map((u) => `    a${m} += g${u} * f2lo(w${m}_${u}); b${m} += g${u} * f2hi(w${m}_${u});`)).join('\n')}
   }
-${ms.map((m) => `  if (c${m} < p.c8) { part[2u * (base + c${m})] = a${m}; part[2u * (base + c${m}) + 1u] = b${m}; }`).join('\n')}
+${ms.map((m) => `  if (c${m} < p.c8) { partStore(base, c${m}, a${m}, b${m}); }`).join('\n')}
 }`;
 }
 
@@ -221,17 +262,17 @@ export function blockSelectWgsl(o: BlockSelectOpts): string {
   if (ln && !(d > 0 && (!o.xv4 || d % 4 === 0))) throw new Error('block_select: the folded LayerNorm needs the width d (a multiple of 4 with xv4)');
   if (o.xsHalf && !(ln && o.xv4)) throw new Error('block_select: f16 pairs in xs need ln and xv4');
   if (![256, 512, 1024].includes(W)) throw new Error('block_select: a workgroup is 256, 512 or 1024 threads');
-  return `${enables({ f16: o.f16 && !(o.wideB && o.wideW), subgroups: sg }, true)}
+  return `${enables({ f16: o.f16 && !((o.wideB || o.i8B) && o.wideW), subgroups: sg }, true)}
 struct P { f: u32, r: u32, d: u32, k: u32, cap: u32, tauOn: u32, tauBits: u32, blk0: u32, bRow0: u32, wRow0: u32, uOff: u32, uStride: u32, epsBits: u32, c8: u32, nbt: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-${o.fc2 ? fc2Decl(o.fc2Cpt ?? 1) : ''}
-${o.phase === 'fc1' ? '@group(0) @binding(11) var<storage, read> bcnt: array<u32>;   // each block\'s chosen count (the scoring role)' : `${dotFn('B', 1, 'u', 3, o.wideB, o.uv4, o.f16, o.unroll ?? 4)}
-fn B_rc(r: u32) -> u32 { return ${o.wideB ? '(r + 7u) / 8u' : '(r + 3u) / 4u'}; }
+${o.fc2 ? fc2Decl(o.fc2Cpt ?? 1, !!o.partHalf) : ''}
+${o.phase === 'fc1' ? '@group(0) @binding(11) var<storage, read> bcnt: array<u32>;   // each block\'s chosen count (the scoring role)' : `${dotFn('B', 1, 'u', 3, bForm(o), o.uv4, o.f16, o.unroll ?? 4)}
+fn B_rc(r: u32) -> u32 { return ${rcExpr(bForm(o))}; }
 @group(0) @binding(2) var<storage, read> bb: array<f32>;
 @group(0) @binding(9) var<storage, read_write> cnt: array<atomic<u32>>;`}
 ${ln ? `${vecDecl('x', 6, o.xv4)}
 ${o.gw ? '' : o.xv4 ? '@group(0) @binding(10) var<storage, read> gv: array<vec4<f32>>;' : '@group(0) @binding(10) var<storage, read> gam: array<f32>;'}
-${dotFn('W', 4, 'xw', -1, o.wideW, o.xv4, o.f16, o.unroll ?? 4, lnVecDecl(d, o.xv4, !!o.xsHalf))}` : dotFn('W', 4, 'x', 6, o.wideW, o.xv4, o.f16, o.unroll ?? 4)}
+${dotFn('W', 4, 'xw', -1, o.wideW ? 'wide' : 'narrow', o.xv4, o.f16, o.unroll ?? 4, lnVecDecl(d, o.xv4, !!o.xsHalf))}` : dotFn('W', 4, 'x', 6, o.wideW ? 'wide' : 'narrow', o.xv4, o.f16, o.unroll ?? 4)}
 ${ln ? '@group(0) @binding(5) var<storage, read> cc: array<f32>;   // c1 (f) then c2 (f)' : '@group(0) @binding(5) var<storage, read> b1: array<f32>;'}
 @group(0) @binding(7) var<storage, read_write> sel: array<u32>;
 @group(0) @binding(8) var<storage, read_write> h: array<f32>;
@@ -247,7 +288,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (lid < ${BS_NB}u) { atomicStore(&rk[lid], 0u); }`}
   ${fc1 ? `${fc1Choice()}
   if (count == 0u) { ${o.fc2 ? 'fc2Zero(blk, t, lid); ' : ''}return; }` : ln ? lnPhase(o, W, sg) : ''}
-${fc1 ? '' : `${scorePhase(W, 'p', '')}
+${fc1 ? '' : `${scorePhase(W, 'p', '', !!o.i8B)}
   if (count == 0u) { ${o.fc2 ? 'fc2Zero(blk, t, lid); ' : ''}return; }`}
   // 3. fc1 over the chosen rows, the whole workgroup on them: rowsP = count rounded up to a power of
   //    two, lanes = ${W} / rowsP threads a row (a row of 512 16-byte chunks at d = 4096 and 6 chosen
@@ -288,7 +329,7 @@ ${fc1 ? '' : `${scorePhase(W, 'p', '')}
  * uStride). Leaves `count` (workgroup-uniform) and chosen[0..count) (descending score); unused
  * slots get sel = j0, h = 0.
  */
-function scorePhase(W: number, P: string, pre: string): string {
+function scorePhase(W: number, P: string, pre: string, i8: boolean): string {
   const L1 = W / BS_NB, G = W / BS_NB, per = BS_NB / G;
   const { sc, rk, chosen, nChosen, nUni, B, bb, sel, h, cnt } = choiceNames(pre);
   return `// 1. Scores of the block's rows: ${L1} lanes a row, a tree over them in workgroup memory.
@@ -297,7 +338,7 @@ function scorePhase(W: number, P: string, pre: string): string {
   var acc = 0.0;
   if (row < nv) { acc = ${B}_dot(j0 + row - ${P}.bRow0, ${B}_rc(${P}.r), l1, ${L1}u, ${P}.uOff + t * ${P}.uStride, ${P}.r); }
   ${laneSumWgsl({ v: 'acc', lanes: `${L1}u`, lane: 'l1', sg: false })}
-  if (lid < nv) { ${sc}[lid] = red[lid * ${L1}u] + ${bb}[j0 + lid]; }
+  if (lid < nv) { ${sc}[lid] = red[lid * ${L1}u]${i8 ? ` * ${B}_scale(j0 + lid - ${P}.bRow0, ${B}_rc(${P}.r))` : ''} + ${bb}[j0 + lid]; }
   workgroupBarrier();
   // 2. Ranks (descending score, ties to the lower index): thread (i, g) compares neuron i with the
   //    ${per} neurons of group g and adds its count into ${rk}[i] (integer atomics: deterministic).
@@ -365,8 +406,8 @@ export const blockScoreRoleBytes = (wg: number) => 4 * wg + 12 * BS_NB + 8;
 
 /** The scoring role's parameters (a uniform of its own at binding 27; `ny`: the host's own grid rows). */
 export const BS_ROLE_PARAMS = ['ny', 'f', 'r', 'k', 'cap', 'tauOn', 'tauBits', 'bRow0', 'uOff', 'uStride', 'nb'] as const;
-export interface BlockScoreRoleOpts { wideB: boolean; uv4: boolean; f16: boolean; wg: number; unroll?: number }
-export const blockScoreRoleKey = (o: BlockScoreRoleOpts) => `bsrole_B${o.wideB ? 8 : 4}_u${o.uv4 ? 4 : 1}_u${o.unroll ?? 4}${o.f16 ? '_f16' : ''}`;
+export interface BlockScoreRoleOpts { wideB: boolean; uv4: boolean; f16: boolean; wg: number; unroll?: number; i8B?: boolean }
+export const blockScoreRoleKey = (o: BlockScoreRoleOpts) => `bsrole_B${o.i8B ? 'i8' : o.wideB ? 8 : 4}_u${o.uv4 ? 4 : 1}_u${o.unroll ?? 4}${o.f16 ? '_f16' : ''}`;
 
 /**
  * Block selection's choice (steps 1 and 2, no fc1) as a role inside another kernel's dispatch: with
@@ -381,11 +422,11 @@ export const blockScoreRoleKey = (o: BlockScoreRoleOpts) => `bsrole_B${o.wideB ?
 export function blockScoreRoleWgsl(o: BlockScoreRoleOpts): string {
   const W = o.wg;
   if (![256, 512, 1024].includes(W)) throw new Error('block score role: a workgroup is 256, 512 or 1024 threads');
-  const body = scorePhase(W, 'bp', 'bs');
+  const body = scorePhase(W, 'bp', 'bs', !!o.i8B);
   return `struct BP { ny: u32, f: u32, r: u32, k: u32, cap: u32, tauOn: u32, tauBits: u32, bRow0: u32, uOff: u32, uStride: u32, nb: u32 }
 @group(0) @binding(27) var<uniform> bp: BP;
-${dotFn('bsB', 20, 'bsU', 21, o.wideB, o.uv4, o.f16, o.unroll ?? 4)}
-fn bsB_rc(r: u32) -> u32 { return ${o.wideB ? '(r + 7u) / 8u' : '(r + 3u) / 4u'}; }
+${dotFn('bsB', 20, 'bsU', 21, bForm(o), o.uv4, o.f16, o.unroll ?? 4)}
+fn bsB_rc(r: u32) -> u32 { return ${rcExpr(bForm(o))}; }
 @group(0) @binding(22) var<storage, read> bsBias: array<f32>;
 @group(0) @binding(23) var<storage, read_write> bsSel: array<u32>;
 @group(0) @binding(24) var<storage, read_write> bsH: array<f32>;

@@ -237,18 +237,20 @@ export const FC2S_CW = 8;
 export const FC2S_SG = 256 / FC2S_CW;
 export const FC2S_U = 8;
 export const FC2S_PARAMS = ['d', 'c4', 'nb'] as const;
-export const fc2SumKey = (bias: boolean) => `fc2_sum_cw${FC2S_CW}_u${FC2S_U}${bias ? '_bias' : ''}`;
+export const fc2SumKey = (bias: boolean, half = false) => `fc2_sum_cw${FC2S_CW}_u${FC2S_U}${bias ? '_bias' : ''}${half ? '_h' : ''}`;
 
-export function fc2SumWgsl(bias: boolean): string {
+/** `half`: the partials are f16 pairs (block-select.ts, FC2's partHalf), a vec2<u32> where the f32 form has a vec4<f32>. */
+export function fc2SumWgsl(bias: boolean, half = false): string {
   const CW = FC2S_CW, SG = FC2S_SG, U = FC2S_U;
   const us = Array.from({ length: U }, (_, u) => u);
   return `
 struct P { d: u32, c4: u32, nb: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> part: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> part: array<${half ? 'vec2<u32>' : 'vec4<f32>'}>;
 @group(0) @binding(2) var<storage, read_write> x: array<f32>;
 ${bias ? '@group(0) @binding(3) var<storage, read> b: array<f32>;' : ''}
 var<workgroup> red: array<vec4<f32>, 256>;
+fn partAt(i: u32) -> vec4<f32> { ${half ? 'let w = part[i]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));' : 'return part[i];'} }
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let cw = lid % ${CW}u;
@@ -259,7 +261,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let rb = t * p.nb;
 ${us.map((u) => `  var a${u} = vec4<f32>(0.0);`).join('\n')}
   for (var s = sg; s < p.nb; s += ${SG * U}u) {
-${us.map((u) => `    if (s + ${u * SG}u < p.nb) { a${u} += part[(rb + s + ${u * SG}u) * p.c4 + cc]; }`).join('\n')}
+${us.map((u) => `    if (s + ${u * SG}u < p.nb) { a${u} += partAt((rb + s + ${u * SG}u) * p.c4 + cc); }`).join('\n')}
   }
   red[lid] = ${us.map((u) => `a${u}`).join(' + ')};
   workgroupBarrier();
