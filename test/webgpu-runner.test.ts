@@ -277,8 +277,9 @@ test('webgpu block scoring in the attention dispatch (block rule with the lookah
   // Crosses FUSED_ATTENTION_MAX_KEYS: the role rides the fused dispatch, then the pair's split.
   const prompt = Array.from({ length: FUSED_ATTENTION_MAX_KEYS - 3 }, () => Math.floor(r() * c.vocabSize));
   const next = [11, 400, 7, 2900, 5, 31];
-  const early = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32' });
-  const own = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', blockScoreInAttention: false });
+  // fp16 B on both sides: int8 B goes only with the role (predictorInt8), and these compare bits.
+  const early = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', predictorInt8: false });
+  const own = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', blockScoreInAttention: false, predictorInt8: false });
   const steps = async (x: typeof early, p: SparsityPolicy) => {
     x.setSparsity(p); x.reset(); x.resetMlpDensity();
     await x.forward(prompt);
