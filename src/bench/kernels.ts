@@ -507,6 +507,8 @@ export async function runKernelBench(o: KernelBenchOptions): Promise<KernelRow[]
     // rows ride the qkv GEMV (the decode profile shows no time added there: docs/benchmarks.md), so
     // the block's own dispatches are block-select with the MLP LayerNorm folded in (x the raw
     // residual) and sparse fc2. Timed here: those two; the threshold as in the block rule above.
+    // (Block-select scores the block itself here, its 'all' phase; the runner's decode moves the
+    // scoring into the attention dispatch, where it reads B as int8: here B is timed both ways.)
     if (k.blockSelectLnFits(d)) await bench('mlp-sparse', async (s) => {
       const cap = Math.min(BLOCK_SIZE, 2 * Math.ceil(bd * BLOCK_SIZE)), slots = blockSlots(f, cap);
       const predBytes = matBytes(r, d) + matBytes(f, r) + f * 4;
