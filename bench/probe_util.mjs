@@ -57,14 +57,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw: vec3
 }
 
 /**
- * The decode probes' runner (head_probe, gap_probe): synthetic weights of a shape and `fresh()`, which
+ * The decode probes' runner (head_probe, gap_probe, split_probe): synthetic weights of a shape (`name:L<n>`: with n layers) and `fresh()`, which
  * resets it and queues the same 128-token prompt (without logits: the GPU may still be running it),
  * then sets the step's position to the prompt's end as decodeGreedy does.
  */
 export async function promptedRunner(dist, gpu, shape) {
   const { createWebGpuRunner } = await import(`${dist}/src/backend/webgpu/runner.js`);
   const { shapeConfig } = await import(`${dist}/src/bench/shapes.js`);
-  const c = shapeConfig(shape);
+  // `opt-6.7b:L28`: the shape with 28 layers (footprint probes).
+  const [name, L] = shape.split(':L');
+  const c = { ...shapeConfig(name), ...(L && { layers: Number(L) }) };
   const r = await createWebGpuRunner(c, 'synthetic', { gpu });
   const prompt = Array.from({ length: 128 }, (_, i) => (i * 7919) % c.vocabSize);
   // The prompt's forward leaves the device's step[0] at the prompt's first position; the greedy plan

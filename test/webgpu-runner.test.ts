@@ -711,3 +711,22 @@ test('webgpu decode across FUSED_ATTENTION_MAX_KEYS: the fused attention, then t
   assert.deepEqual(await greedy(fused), await greedy(pair));
   fused.dispose(); pair.dispose();
 });
+
+test('webgpu runner: the token embedding / LM head in several parts (lmHeadPartBytes) gives the same logits and greedy ids, an embedding and a head GEMV dispatch a part (5m)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const ck = await checkpoint(MODELS['5m']);
+  const c = ck.config, ids = reference(MODELS['5m'])[1].input_ids;
+  const whole = await createWebGpuRunner(c, ck.weights, { gpu });
+  // A part cap that is not a multiple of a row: parts of a multiple of 64 rows and a short last part.
+  const partBytes = 300_000, rowBytes = c.hidden * 2, parts = Math.ceil(c.vocabSize / (Math.floor(partBytes / rowBytes / 64) * 64));
+  assert.ok(parts > 2, `${parts} parts`);
+  const split = await createWebGpuRunner(c, ck.weights, { gpu, lmHeadPartBytes: partBytes });
+  assert.equal(split.dispatchesPerToken - whole.dispatchesPerToken, 2 * (parts - 1));
+  const run = async (x: typeof whole) => { const out = [await x.forward(ids)]; for (const id of [11, 400, 7]) out.push(await x.forward([id])); return out; };
+  const [a, b] = [await run(whole), await run(split)];
+  for (let i = 0; i < a.length; i++) assert.deepEqual(b[i], a[i], `step ${i}: each part's rows computed as the whole matrix's`);
+  const greedy = async (x: typeof whole) => { x.reset(); await x.forward(ids, { noLogits: true }); return x.decodeGreedy(5, 10, () => true); };
+  assert.deepEqual(await greedy(split), await greedy(whole), 'argmax over the parts\' pairs');
+  whole.dispose(); split.dispose();
+});

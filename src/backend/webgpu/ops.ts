@@ -293,11 +293,12 @@ export class Kernels {
 
   // ---- weights ----
 
-  matrix(rows: number, cols: number, label: string): GpuMatrix {
+  /** `maxBytes`: a smaller cap on a part's bytes than maxPartBytes, for this matrix. */
+  matrix(rows: number, cols: number, label: string, maxBytes = Infinity): GpuMatrix {
     const colsP = ceil4(cols);
     // Parts hold a multiple of 4 rows (the transpose kernel needs even part boundaries), of 64 where
     // a part holds that many: block selection cuts f into blocks of 64 that must not straddle parts.
-    const fit = Math.floor(this.maxPartBytes / (colsP * 2));
+    const fit = Math.floor(Math.min(this.maxPartBytes, maxBytes) / (colsP * 2));
     const maxRows = fit >= BS_NB ? Math.floor(fit / BS_NB) * BS_NB : Math.max(4, Math.floor(fit / 4) * 4);
     const parts: GpuMatrix['parts'] = [];
     for (let r0 = 0; r0 < rows; r0 += maxRows) {

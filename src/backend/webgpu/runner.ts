@@ -286,6 +286,8 @@ export interface WebGpuRunnerOptions extends GpuOptions {
    * is +2 % at 6.7b, +0.6 % at 1.3b, +0.2 % at 30b); false loads them after it (A/B runs).
    */
   blockFc1EarlyLoads?: boolean;
+  /** Largest bytes of one part of the token embedding / LM head matrix (A/B runs of the head's GEMV in several dispatches). */
+  lmHeadPartBytes?: number;
   /** Decode attention works every split of its grid, the rule before attentionTargetSplits (A/B runs). */
   attentionGridSplits?: boolean;
   /** Decode steps whose attention sees more keys run the split + combine pair (default FUSED_ATTENTION_MAX_KEYS; A/B runs). */
@@ -329,6 +331,7 @@ export async function createWebGpuRunner(config: OptConfig, weights: OptWeights 
     r.predictorInt8 = opts.predictorInt8 ?? true;
     r.setBlockFc1EarlyLoads(opts.blockFc1EarlyLoads ?? true);
     r.gammaInWeights = opts.gammaInWeights ?? true;
+    r.lmHeadPartBytes = opts.lmHeadPartBytes ?? Infinity;
     r.setQkvGemvShape(opts.qkvGemvShape ?? null);
     await r.load(weights, opts.seed ?? 1);
     return r;
@@ -408,6 +411,7 @@ class GpuRunner implements WebGpuRunner {
   private readonly foldLn: boolean;
   /** WebGpuRunnerOptions.gammaInWeights, read by load (only with foldLn). */
   gammaInWeights = true;
+  lmHeadPartBytes = Infinity;
   /** The LayerNorm's identity affine (ones, zeros; d floats each) for x̂ = LN(x) without γ and β: set by load with γ in the weights. */
   private lnId: { ones: GPUBuffer; zeros: GPUBuffer } | null = null;
   headsInQkv = true;
@@ -458,8 +462,8 @@ class GpuRunner implements WebGpuRunner {
     this.pos = 0;
   }
 
-  private mat(rows: number, cols: number, label: string): GpuMatrix {
-    const m = this.k.matrix(rows, cols, label);
+  private mat(rows: number, cols: number, label: string, maxBytes?: number): GpuMatrix {
+    const m = this.k.matrix(rows, cols, label, maxBytes);
     this.matrices.push(m);
     return m;
   }
@@ -484,7 +488,7 @@ class GpuRunner implements WebGpuRunner {
     let nextSeed = seed * 1000003;
     // One place decides how each tensor gets its values: uploaded from the checkpoint, or hash noise on the GPU.
     const M = (rows: number, cols: number, label: string, ...ts: (Tensor | undefined)[]): GpuMatrix => {
-      const m = this.mat(rows, cols, label);
+      const m = this.mat(rows, cols, label, label === 'embed_tokens' || label === 'lm_head' ? this.lmHeadPartBytes : undefined);
       if (synth) fills.push(...this.k.fillMatrix(m, nextSeed++, 0.02, own));
       else {
         const bits = ts.map((t) => toF16Bits(t!));
