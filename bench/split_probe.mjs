@@ -15,6 +15,7 @@
 // If `layers` is slower in `greedy` than in `layers-only`, the head slows the next step's layers;
 // if `head` is slower than its dispatches alone, the head itself is slower in the chain.
 //
+//   SP_TIMES=1 prints each run's wall-clock span for bench/smi_windows.py (clocks and power over it).
 //   SP_CHUNKS=n cuts the layers into n passes, each timed (greedy, layers-only, layers-ids, ids+head, ids+read).
 //
 //   source .gpu-bundle/enter.sh; SP_SHAPES=opt-6.7b,opt-13b node bench/split_probe.mjs   # on the GPU host (carry dist)
@@ -170,7 +171,10 @@ for (const shape of shapes) {
   for (let round = 0; round < 2; round++) {
     for (const [name, v] of Object.entries(variants)) {
       await fresh();
+      const t0 = Date.now();
       const x = await chain(r, STEPS, v.parts, v.writePos);
+      // SP_TIMES=1: each run's wall-clock span (ms since the epoch), to line up with a clock/power log.
+      if (process.env.SP_TIMES) console.log(`times ${shape} ${name} ${t0} ${Date.now()}`);
       if (chunks > 1) { console.log(`${shape} | ${name} | ${x.wall.toFixed(3)} | passes µs: ${x.us.map(f).join(' ')} | ${f(x.span)}`); continue; }
       console.log(`${shape} | ${name} | ${x.wall.toFixed(3)} | ${f(x.us[0])} | ${x.us[1] !== undefined ? f(x.us[1]) : '—'} | ${f(x.span)}`);
     }
