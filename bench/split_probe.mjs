@@ -13,8 +13,11 @@
 //   ids+reread:   (SP_REREAD) layers-ids, then a second read of the largest layer weight buffer;
 //   none:         the plan without a head (timeDecodeSteps' plan), the position written each step.
 // If `layers` is slower in `greedy` than in `layers-only`, the head slows the next step's layers;
-// if `head` is slower than its dispatches alone, the head itself is slower in the chain.
+// if `head` is slower than its dispatches alone, the head itself is slower in the chain. (Found on an
+// H200: the former; any read of >= 64 MB at a step's end does it at 6.7b. docs/benchmarks.md, "The
+// greedy head's extra time at opt-6.7b".)
 //
+//   SP_PROFILE=1 times every dispatch in a pass of its own instead (greedy against layers-only).
 //   SP_TIMES=1 prints each run's wall-clock span for bench/smi_windows.py (clocks and power over it).
 //   SP_CHUNKS=n cuts the layers into n passes, each timed (greedy, layers-only, layers-ids, ids+head, ids+read).
 //
