@@ -9,6 +9,7 @@
 //   layers-ids:   the same with the ids a greedy chain picked (the same embedded tokens as greedy's);
 //   ids+head:     layers-ids, then the head's dispatches in a pass of their own (host-written token);
 //   ids+read:     layers-ids, then a plain read of the LM head's bytes in a pass of its own;
+//   ids+read trip: the same read in trip order (the resident workgroups within a few MB at a time);
 //   ids+read NxM: (SP_READS) layers-ids, then a read of N new buffers of M MB each;
 //   ids+reread:   (SP_REREAD) layers-ids, then a second read of the largest layer weight buffer;
 //   none:         the plan without a head (timeDecodeSteps' plan), the position written each step.
@@ -150,6 +151,10 @@ for (const shape of shapes) {
   const rdOut = dev.createBuffer({ size: 4 * (lmBytes / 65536), usage: GPUBufferUsage.STORAGE });
   const rd = { d: r.k.dispatch('lm_read', r.k.pipeline('split_probe_read', () => blockedReadWgsl(4)), [0, 0, 0, 0], [[1, { buffer: lm.buffer, offset: 0, size: lmBytes }], [2, rdOut]], [lmBytes / 65536, 1, 1], []) };
   variants['ids+read'] = { parts: (j) => [...variants['layers-only'].parts(j), [rd]], writePos: (j) => prev[j] };
+  // The same bytes in trip order (round r of workgroup w reads block r · workgroups + w: the resident
+  // workgroups read within a few MB at a time; probe_util.mjs blockedReadWgsl).
+  const rdTrip = { d: r.k.dispatch('lm_read_trip', r.k.pipeline('split_probe_read_trip', () => blockedReadWgsl(4, 'trip')), [0, 0, 0, 0], [[1, { buffer: lm.buffer, offset: 0, size: lmBytes }], [2, rdOut]], [lmBytes / 65536, 1, 1], []) };
+  variants['ids+read trip'] = { parts: (j) => [...variants['layers-only'].parts(j), [rdTrip]], writePos: (j) => prev[j] };
   // SP_READS=4x103,1x412: the layers, then a read of N new buffers of M MB each (filled with noise),
   // the same bytes a step as the LM head's in one allocation or several.
   const { fillRanges } = await import('./probe_util.mjs');
