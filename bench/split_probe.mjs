@@ -24,10 +24,11 @@
 //
 //   source .gpu-bundle/enter.sh; SP_SHAPES=opt-6.7b,opt-13b node bench/split_probe.mjs   # on the GPU host (carry dist)
 import { fileURLToPath } from 'node:url';
-import { promptedRunner, readTimestamps } from './probe_util.mjs';
+import { blockedReadWgsl, fillRanges, promptedRunner, readTimestamps } from './probe_util.mjs';
 
 const dist = process.env.SP_DIST ?? fileURLToPath(new URL('../dist', import.meta.url));
 const { openGpu } = await import(`${dist}/src/backend/webgpu/device.js`);
+const { readU32, runNow } = await import(`${dist}/src/backend/webgpu/ops.js`);
 
 const shapes = (process.env.SP_SHAPES ?? 'opt-6.7b,opt-13b').split(',');
 const STEPS = Number(process.env.SP_STEPS ?? 64), WINDOW = 16;
@@ -70,6 +71,18 @@ async function chain(r, steps, parts, writePos) {
 }
 
 const f = (x) => x.toFixed(1);
+/** Where a greedy plan's head starts: its LM head GEMV, the one with the argmax epilogue (gemv.ts, AMAX). */
+const headAt = (items) => items.findIndex((it) => 'd' in it && it.d.label.includes('_amax'));
+/**
+ * A plan item reading the first `bytes` (a multiple of 64 KiB) of `buffer` with the blocked read
+ * (probe_util.mjs: 64 KiB a workgroup, `order` wg or trip); its output buffer goes into `own`.
+ */
+function readOf(r, buffer, bytes, own, order = 'wg') {
+  const out = dev.createBuffer({ size: 4 * (bytes / 65536), usage: GPUBufferUsage.STORAGE });
+  own.push(out);
+  return { d: r.k.dispatch('x_read', r.k.pipeline(`split_probe_read_${order}`, () => blockedReadWgsl(4, order)), [0, 0, 0, 0], [[1, { buffer, offset: 0, size: bytes }], [2, out]], [bytes / 65536, 1, 1], []) };
+}
+const blocks64k = (bytes) => Math.floor(bytes / 65536) * 65536;
 
 // SP_PROFILE=1: instead, each dispatch in a pass of its own (timestamps around each), greedy against
 // layers-only, SP_PROFILE_STEPS steps; prints per kernel label the µs a step in each and the
@@ -79,13 +92,12 @@ if (process.env.SP_PROFILE) {
   for (const shape of shapes) {
     const { r, fresh } = await promptedRunner(dist, gpu, shape);
     const itemsAt = (head, j) => r.plan(1, head, false, r.stepForm(r.pos + j)).items;
-    const cut = (items) => items.findIndex((it) => 'd' in it && it.d.label.includes('_amax'));
     const prof = {};
     for (const name of ['greedy', 'layers-only', 'greedy', 'layers-only']) {
       await fresh(); await dev.queue.onSubmittedWorkDone();
       const pos0 = r.pos, per = [];
       for (let j = 0; j < steps; j++) {
-        const items = itemsAt('greedy', j), ds = (name === 'greedy' ? items : items.slice(0, cut(items))).flatMap((it) => ('d' in it ? [it.d] : []));
+        const items = itemsAt('greedy', j), ds = (name === 'greedy' ? items : items.slice(0, headAt(items))).flatMap((it) => ('d' in it ? [it.d] : []));
         if (name !== 'greedy') dev.queue.writeBuffer(r.step, 0, Uint32Array.from([pos0 + j, 1]));
         const qs = dev.createQuerySet({ type: 'timestamp', count: 2 * ds.length });
         const enc = dev.createCommandEncoder();
@@ -117,7 +129,7 @@ console.log('shape | variant | wall ms a step | layers µs | head µs | span µs
 for (const shape of shapes) {
   const { r, fresh } = await promptedRunner(dist, gpu, shape);
   const itemsAt = (head, j) => r.plan(1, head, false, r.stepForm(r.pos + j)).items;
-  const split = (items) => { const i = items.findIndex((it) => 'd' in it && it.d.label.includes('_amax')); return [items.slice(0, i), items.slice(i)]; };
+  const split = (items) => { const i = headAt(items); return [items.slice(0, i), items.slice(i)]; };
   const variants = {
     greedy: { parts: (j) => split(itemsAt('greedy', j)), writePos: null },
     'layers-only': { parts: (j) => [split(itemsAt('greedy', j))[0]], writePos: () => 1 },
@@ -137,7 +149,6 @@ for (const shape of shapes) {
   await fresh();
   const pos0 = r.pos;
   await chain(r, STEPS, variants.greedy.parts, null);
-  const { readU32 } = await import(`${dist}/src/backend/webgpu/ops.js`);
   const all = await readU32(r.k, r.tokens, pos0 + STEPS), prev = [1, ...all.slice(pos0, pos0 + STEPS - 1)];
   console.log(`${shape}: greedy ids ${prev.slice(0, 12).join(' ')} … (${new Set(prev).size} distinct)`);
   // step[1] at step j is the id the step before picked (the prompt's last pick at j = 0).
@@ -145,36 +156,29 @@ for (const shape of shapes) {
   // The head's work after the same layers, but the token written by the host: the head's argmax
   // still writes step, and the next step's write replaces it.
   variants['ids+head'] = { parts: variants.greedy.parts, writePos: (j) => prev[j] };
-  // The layers, then a plain read of the LM head's bytes (its first part; blockedReadWgsl, 64 KiB a workgroup).
-  const { blockedReadWgsl } = await import('./probe_util.mjs');
-  const lm = r.lmHead.parts[0], lmBytes = Math.floor((lm.rows * r.lmHead.colsP * 2) / 65536) * 65536;
-  const rdOut = dev.createBuffer({ size: 4 * (lmBytes / 65536), usage: GPUBufferUsage.STORAGE });
-  const rd = { d: r.k.dispatch('lm_read', r.k.pipeline('split_probe_read', () => blockedReadWgsl(4)), [0, 0, 0, 0], [[1, { buffer: lm.buffer, offset: 0, size: lmBytes }], [2, rdOut]], [lmBytes / 65536, 1, 1], []) };
-  variants['ids+read'] = { parts: (j) => [...variants['layers-only'].parts(j), [rd]], writePos: (j) => prev[j] };
-  // The same bytes in trip order (round r of workgroup w reads block r · workgroups + w: the resident
-  // workgroups read within a few MB at a time; probe_util.mjs blockedReadWgsl).
-  const rdTrip = { d: r.k.dispatch('lm_read_trip', r.k.pipeline('split_probe_read_trip', () => blockedReadWgsl(4, 'trip')), [0, 0, 0, 0], [[1, { buffer: lm.buffer, offset: 0, size: lmBytes }], [2, rdOut]], [lmBytes / 65536, 1, 1], []) };
-  variants['ids+read trip'] = { parts: (j) => [...variants['layers-only'].parts(j), [rdTrip]], writePos: (j) => prev[j] };
-  // SP_READS=4x103,1x412: the layers, then a read of N new buffers of M MB each (filled with noise),
-  // the same bytes a step as the LM head's in one allocation or several.
-  const { fillRanges } = await import('./probe_util.mjs');
-  const { runNow } = await import(`${dist}/src/backend/webgpu/ops.js`);
+  // The layers, then extra reads (each a pass of its own), the host writing the greedy ids.
   const extra = [];
+  const after = (reads) => ({ parts: (j) => [...variants['layers-only'].parts(j), reads], writePos: (j) => prev[j] });
+  // A plain read of the LM head's bytes (its first part), in wg order and in trip order (round r of
+  // workgroup w reads block r · workgroups + w: the resident workgroups within a few MB at a time).
+  const lm = r.lmHead.parts[0], lmBytes = blocks64k(lm.rows * r.lmHead.colsP * 2);
+  variants['ids+read'] = after([readOf(r, lm.buffer, lmBytes, extra)]);
+  variants['ids+read trip'] = after([readOf(r, lm.buffer, lmBytes, extra, 'trip')]);
+  // SP_READS=4x103,1x412: a read of N new buffers of M MB each (filled with noise), the same bytes a
+  // step as the LM head's in one allocation or several.
   for (const spec of (process.env.SP_READS ?? '').split(',').filter(Boolean)) {
-    const [n, mb] = spec.split('x').map(Number), bytes = Math.floor((mb * 1e6) / 65536) * 65536;
+    const [n, mb] = spec.split('x').map(Number), bytes = blocks64k(mb * 1e6);
     const bufs = Array.from({ length: n }, () => dev.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE }));
     extra.push(...bufs);
     await fillRanges(r.k, runNow, bufs.map((buffer) => ({ buffer })), bytes);
-    const ds = bufs.map((b) => ({ d: r.k.dispatch('x_read', r.k.pipeline('split_probe_read', () => blockedReadWgsl(4)), [0, 0, 0, 0], [[1, { buffer: b, offset: 0, size: bytes }], [2, rdOut]], [Math.min(bytes / 65536, rdOut.size / 4), 1, 1], []) }));
-    variants[`ids+read ${spec}`] = { parts: (j) => [...variants['layers-only'].parts(j), ds], writePos: (j) => prev[j] };
+    variants[`ids+read ${spec}`] = after(bufs.map((b) => readOf(r, b, bytes, extra)));
   }
-  // SP_REREAD=1: the layers, then a second read of the largest weight buffer the layers already read
-  // (bytes the step touches anyway, in an allocation it touches anyway).
+  // SP_REREAD=1: a second read of the largest weight buffer the layers already read (bytes the step
+  // touches anyway, in an allocation it touches anyway).
   if (process.env.SP_REREAD) {
     const big = r.matrices.filter((m) => m !== r.lmHead).flatMap((m) => m.parts).reduce((a, p) => (p.buffer.size > a.buffer.size ? p : a));
-    const bytes = Math.floor(big.buffer.size / 65536) * 65536;
-    const d = { d: r.k.dispatch('x_read', r.k.pipeline('split_probe_read', () => blockedReadWgsl(4)), [0, 0, 0, 0], [[1, { buffer: big.buffer, offset: 0, size: bytes }], [2, rdOut]], [Math.min(bytes / 65536, rdOut.size / 4), 1, 1], []) };
-    variants[`ids+reread ${(bytes / 1e6).toFixed(0)} MB`] = { parts: (j) => [...variants['layers-only'].parts(j), [d]], writePos: (j) => prev[j] };
+    const bytes = blocks64k(big.buffer.size);
+    variants[`ids+reread ${(bytes / 1e6).toFixed(0)} MB`] = after([readOf(r, big.buffer, bytes, extra)]);
   }
   for (let round = 0; round < 2; round++) {
     for (const [name, v] of Object.entries(variants)) {

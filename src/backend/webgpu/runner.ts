@@ -411,6 +411,7 @@ class GpuRunner implements WebGpuRunner {
   private readonly foldLn: boolean;
   /** WebGpuRunnerOptions.gammaInWeights, read by load (only with foldLn). */
   gammaInWeights = true;
+  /** WebGpuRunnerOptions.lmHeadPartBytes, read by load. */
   lmHeadPartBytes = Infinity;
   /** The LayerNorm's identity affine (ones, zeros; d floats each) for x̂ = LN(x) without γ and β: set by load with γ in the weights. */
   private lnId: { ones: GPUBuffer; zeros: GPUBuffer } | null = null;
@@ -487,8 +488,9 @@ class GpuRunner implements WebGpuRunner {
     let fills: Dispatch[] = [];
     let nextSeed = seed * 1000003;
     // One place decides how each tensor gets its values: uploaded from the checkpoint, or hash noise on the GPU.
-    const M = (rows: number, cols: number, label: string, ...ts: (Tensor | undefined)[]): GpuMatrix => {
-      const m = this.mat(rows, cols, label, label === 'embed_tokens' || label === 'lm_head' ? this.lmHeadPartBytes : undefined);
+    // `fill` gives a made matrix its values; M makes one with the usual part size and fills it.
+    const fill = (m: GpuMatrix, ts: (Tensor | undefined)[]): GpuMatrix => {
+      const { rows, cols } = m;
       if (synth) fills.push(...this.k.fillMatrix(m, nextSeed++, 0.02, own));
       else {
         const bits = ts.map((t) => toF16Bits(t!));
@@ -497,6 +499,7 @@ class GpuRunner implements WebGpuRunner {
       }
       return m;
     };
+    const M = (rows: number, cols: number, label: string, ...ts: (Tensor | undefined)[]): GpuMatrix => fill(this.mat(rows, cols, label), ts);
     const Vf = (n: number, label: string, value: number, std: number, ...ts: (Tensor | null | undefined)[]): GPUBuffer => {
       const b = this.vec(n, label);
       if (synth) fills.push(this.k.fillVector(b, n, nextSeed++, std, value, own));
@@ -505,10 +508,11 @@ class GpuRunner implements WebGpuRunner {
     };
     const W = synth ? null : w;
     const bias = c.enableBias;
-    this.embed = M(V, e, 'embed_tokens', W?.embedTokens);
+    // The token table is the LM head too where tied: both capped at lmHeadPartBytes a part.
+    this.embed = fill(this.mat(V, e, 'embed_tokens', this.lmHeadPartBytes), [W?.embedTokens]);
     this.positions = M(c.maxPositions + OPT_POSITION_OFFSET, d, 'embed_positions', W?.embedPositions);
     if (this.positions.parts.length > 1) fail('the position table is larger than one GPU buffer');
-    this.lmHead = synth || W!.lmHead === W!.embedTokens ? this.embed : M(V, e, 'lm_head', W!.lmHead);
+    this.lmHead = synth || W!.lmHead === W!.embedTokens ? this.embed : fill(this.mat(V, e, 'lm_head', this.lmHeadPartBytes), [W!.lmHead]);
     if (e !== d) { this.projectIn = M(d, e, 'project_in', W?.projectIn!); this.projectOut = M(e, d, 'project_out', W?.projectOut!); }
     if (c.finalLayerNorm) { this.finalLnW = Vf(d, 'final_ln.w', 1, 0, W?.finalLnW); this.finalLnB = Vf(d, 'final_ln.b', 0, 0, W?.finalLnB); }
     for (let l = 0; l < c.layers; l++) {
