@@ -135,3 +135,32 @@ test('lowRankFc1 with a target (attn_in predictors): fits W1 t from x; at full r
   assert.ok(Math.abs(sqErr(scores(sub, x, rows, d, f), want) - errAt(3)) < 0.02 * errAt(3) + 1e-9);
   assert.throws(() => lowRankFc1(W, b, x, rows, d, f, 3, { target: t.subarray(0, 10) }), /target rows/);
 });
+
+test('lowRankFc1 with a target reads an input wider than fc1 (two activations side by side): fits what the first alone cannot', () => {
+  const d = 7, e = 5, n = d + e, f = 23, rows = 400;
+  // t = T1 x1 + T2 x2: fc1's input depends on the attention input x1 and on what attention adds (x2).
+  const x1 = correlated(rows, d, 31), x2 = correlated(rows, e, 32), T1 = randomArray(d * d, rng(33), 0.4), T2 = randomArray(d * e, rng(34), 0.4);
+  const x = new Float32Array(rows * n), t = new Float32Array(rows * d);
+  for (let s = 0; s < rows; s++) {
+    x.set(x1.subarray(s * d, (s + 1) * d), s * n); x.set(x2.subarray(s * e, (s + 1) * e), s * n + d);
+    for (let i = 0; i < d; i++) {
+      let v = 0;
+      for (let k = 0; k < d; k++) v += T1[i * d + k] * x1[s * d + k];
+      for (let k = 0; k < e; k++) v += T2[i * e + k] * x2[s * e + k];
+      t[s * d + i] = v;
+    }
+  }
+  const W = randomArray(f * d, rng(35)), b = randomArray(f, rng(36));
+  const want = preact(W, b, t, rows, d, f), scale = sqErr(want, new Float64Array(want.length));
+  // At rank n the map from [x1; x2] is exact; from x1 alone the x2 part is out of reach.
+  const wide = lowRankFc1(W, b, x, rows, d, f, n + 2, { target: t });
+  assert.equal(wide.A.length, (n + 2) * n);   // rank n + 2 is padded with zero components, n columns each
+  assert.ok(sqErr(scores(wide, x, rows, n, f), want) < 1e-4 * scale, `wide, full rank: ${sqErr(scores(wide, x, rows, n, f), want)} of ${scale}`);
+  const narrow = sqErr(scores(lowRankFc1(W, b, x1, rows, d, f, d, { target: t }), x1, rows, d, f), want);
+  assert.ok(narrow > 0.05 * scale, `x1 alone should miss x2's share: ${narrow} of ${scale}`);
+  // A lower rank still uses both halves: better than x1 alone at the same rank.
+  const r = 4, wideR = sqErr(scores(lowRankFc1(W, b, x, rows, d, f, r, { target: t }), x, rows, n, f), want);
+  assert.ok(wideR < sqErr(scores(lowRankFc1(W, b, x1, rows, d, f, r, { target: t }), x1, rows, d, f), want));
+  assert.throws(() => lowRankFc1(W, b, x, rows, d, f, 3, { target: t, method: 'subspace' }), /subspace method needs x as wide/);
+  assert.throws(() => lowRankFc1(W, b, x.subarray(0, rows * n - 1), rows, d, f, 3, { target: t }), /not a whole number/);
+});

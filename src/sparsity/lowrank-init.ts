@@ -17,7 +17,8 @@
  * MLP input of the same token. The same reduced-rank regression then fits W1 t from x: with
  * C = E[x xᵀ] = L Lᵀ and the cross moment E[t xᵀ], K = E[t xᵀ] L⁻ᵀ, M = W1 K ≈ U_r S_r V_rᵀ,
  * A = V_rᵀ L⁻¹ and B = W1 K V_r (`target`: t's rows, paired with x's). With t = x, K = L: the
- * formula above.
+ * formula above. x need not be d wide there: with n columns C is n×n, K is d×n and A is (r, n)
+ * (bench/input_probe.mjs fits from the attention input and the heads' outputs side by side).
  */
 import { CholeskyDecomposition, EigenvalueDecomposition, Matrix } from 'ml-matrix';
 import { fail } from '../util/errors.js';
@@ -38,7 +39,10 @@ export interface LowRankInitOptions {
   method?: 'exact' | 'subspace';
   /** Power iterations of the subspace method (default 8). */
   iterations?: number;
-  /** fc1's own input t for each row of x (rows, d), when x is another activation (attn_in): fit W1 t from x. */
+  /**
+   * fc1's own input t (rows, d) for each row of x, when x is another activation (attn_in): fit W1 t
+   * from x. x may then be wider than d (rows, n), e.g. two activations side by side; A is (r, n).
+   */
   target?: Float32Array;
 }
 
@@ -71,15 +75,15 @@ export function secondMoment(x: Float32Array, rows: number, d: number, maxRows =
   return C;
 }
 
-/** Cross moment E[t xᵀ] (d, d) row-major over the same strided rows secondMoment takes. */
-export function crossMoment(t: Float32Array, x: Float32Array, rows: number, d: number, maxRows = 32768): Float64Array {
+/** Cross moment E[t xᵀ] (d, dx) row-major over the same strided rows secondMoment takes (t: (rows, d), x: (rows, dx)). */
+export function crossMoment(t: Float32Array, x: Float32Array, rows: number, d: number, maxRows = 32768, dx = d): Float64Array {
   const n = Math.min(rows, maxRows), stride = rows / n;
-  const E = new Float64Array(d * d);
+  const E = new Float64Array(d * dx);
   for (let s = 0; s < n; s++) {
-    const o = Math.floor(s * stride) * d;
+    const row = Math.floor(s * stride), o = row * d, ox = row * dx;
     for (let i = 0; i < d; i++) {
-      const ti = t[o + i] / n, base = i * d;
-      if (ti !== 0) for (let j = 0; j < d; j++) E[base + j] += ti * x[o + j];
+      const ti = t[o + i] / n, base = i * dx;
+      if (ti !== 0) for (let j = 0; j < dx; j++) E[base + j] += ti * x[ox + j];
     }
   }
   return E;
@@ -93,21 +97,25 @@ export function crossMoment(t: Float32Array, x: Float32Array, rows: number, d: n
 export function lowRankFc1(W1: Float32Array, b1: Float32Array | null, x: Float32Array, rows: number, d: number, f: number, r: number, o: LowRankInitOptions = {}): LowRankPredictor {
   if (W1.length !== f * d) fail(`fc1 has ${W1.length} values, expected ${f} x ${d}`);
   if (rows < 1) fail('the low-rank init needs at least one row of data');
-  if (o.target && o.target.length !== x.length) fail(`the target rows have ${o.target.length} values, x has ${x.length}`);
-  const rank = Math.min(r, d);
-  const C = secondMoment(x, rows, d, o.maxRows);
+  // x's width: d, or with a target any width (an input wider than fc1's, e.g. two activations side by side).
+  const n = o.target ? x.length / rows : d;
+  if (!Number.isInteger(n) || (!o.target && x.length !== rows * d)) fail(`x has ${x.length} values, not a whole number of ${rows} rows${o.target ? '' : ` of ${d}`}`);
+  if (o.target && o.target.length !== rows * d) fail(`the target rows have ${o.target.length} values, expected ${rows} x ${d}`);
+  const rank = Math.min(r, n);
+  const C = secondMoment(x, rows, n, o.maxRows);
   let tr = 0;
-  for (let i = 0; i < d; i++) tr += C[i * d + i];
-  const ridge = (o.ridge ?? 1e-4) * Math.max(tr / d, 1e-12);
-  for (let i = 0; i < d; i++) C[i * d + i] += ridge;
-  const L = new CholeskyDecomposition(toMatrix(C, d, d)).lowerTriangularMatrix; // C = L Lᵀ
-  // K: L itself (x is fc1's input), or E[t xᵀ] L⁻ᵀ, i.e. Kᵀ = L⁻¹ E[x tᵀ] (forward substitution).
-  const K = o.target ? forwardSubstituteLower(L, toMatrix(crossMoment(o.target, x, rows, d, o.maxRows), d, d).transpose()).transpose() : L;
-  // G = Mᵀ M = Kᵀ (W1ᵀ W1) K: d×d, so the eigen-solve never touches an f-sized matrix.
+  for (let i = 0; i < n; i++) tr += C[i * n + i];
+  const ridge = (o.ridge ?? 1e-4) * Math.max(tr / n, 1e-12);
+  for (let i = 0; i < n; i++) C[i * n + i] += ridge;
+  const L = new CholeskyDecomposition(toMatrix(C, n, n)).lowerTriangularMatrix; // C = L Lᵀ
+  // K (d, n): L itself (x is fc1's input), or E[t xᵀ] L⁻ᵀ, i.e. Kᵀ = L⁻¹ E[x tᵀ] (forward substitution).
+  const K = o.target ? forwardSubstituteLower(L, toMatrix(crossMoment(o.target, x, rows, d, o.maxRows, n), d, n).transpose()).transpose() : L;
+  // G = Mᵀ M = Kᵀ (W1ᵀ W1) K: n×n, so the eigen-solve never touches an f-sized matrix.
   const H = new Float64Array(d * d);
   addGramUpper(H, W1, f, d, (j) => j); // W1ᵀ W1 = Σ over neurons of row rowᵀ
   for (let a = 0; a < d; a++) for (let b = a + 1; b < d; b++) H[b * d + a] = H[a * d + b];
-  const method = o.method ?? (d > 1024 ? 'subspace' : 'exact');
+  const method = o.method ?? (n > 1024 ? 'subspace' : 'exact');
+  if (method === 'subspace' && n !== d) fail(`the subspace method needs x as wide as fc1's input (${n} against ${d})`);
   let values: number[], Vr: Matrix;
   if (method === 'exact') {
     const G = K.transpose().mmul(toMatrix(H, d, d)).mmul(K);
@@ -115,8 +123,8 @@ export function lowRankFc1(W1: Float32Array, b1: Float32Array | null, x: Float32
     const all = eig.realEigenvalues, vectors = eig.eigenvectorMatrix;
     const order = all.map((_, i) => i).sort((p, q) => all[q] - all[p]).slice(0, rank);
     values = order.map((c) => all[c]);
-    Vr = new Matrix(d, rank);
-    order.forEach((c, k) => { for (let i = 0; i < d; i++) Vr.set(i, k, vectors.get(i, c)); });
+    Vr = new Matrix(n, rank);
+    order.forEach((c, k) => { for (let i = 0; i < n; i++) Vr.set(i, k, vectors.get(i, c)); });
   } else {
     ({ values, Vr } = topEigenSubspace(Float64Array.from(K.to1DArray()), H, d, rank, o.iterations ?? 8, !o.target));
   }
@@ -125,9 +133,9 @@ export function lowRankFc1(W1: Float32Array, b1: Float32Array | null, x: Float32
   const LV = K.mmul(Vr); // (d, r): B = W1 (K V_r)
   // Balance the two factors (the product is unchanged): row k of A and column k of B both get
   // norm ~ sqrt(s_k), so AdamW's per-element steps are comparable on both sides.
-  const A = new Float32Array(rank * d), B = new Float32Array(f * rank);
+  const A = new Float32Array(rank * n), B = new Float32Array(f * rank);
   const scale = values.map((v) => Math.pow(Math.max(v, 1e-30), 0.25)); // sqrt(s_k) with s_k = sqrt(λ_k)
-  for (let k = 0; k < rank; k++) for (let i = 0; i < d; i++) A[k * d + i] = At.get(i, k) * scale[k];
+  for (let k = 0; k < rank; k++) for (let i = 0; i < n; i++) A[k * n + i] = At.get(i, k) * scale[k];
   const lv = LV.to1DArray(); // row-major (d, r)
   for (let j = 0; j < f; j++) {
     const w = j * d;
@@ -138,7 +146,7 @@ export function lowRankFc1(W1: Float32Array, b1: Float32Array | null, x: Float32
     }
   }
   const bias = b1 ? Float32Array.from(b1) : new Float32Array(f);
-  return padRank({ rank, A, B, bias }, r, d, f);
+  return padRank({ rank, A, B, bias }, r, n, f);
 }
 
 /**
