@@ -112,7 +112,7 @@ test('bench errors are one line: unknown shape, --sparsity dejavu, --shape on th
     [[...fast, '--sparsity', 'dejavu', '--oracle', '--head-input', 'mlp_in'], /^dejavu: --head-input must be attn_in or prev_attn_in \(got mlp_in\)\n$/],
     [[...fast, '--sparsity', 'dejavu', '--oracle', '--head-input', 'prev_attn_in'], /^dejavu: --head-input is for synthetic head predictors \(--oracle runs no predictor\)\n$/],
     [[...fast, '--sparsity', 'mlp', '--head-input', 'attn_in'], /^dejavu: --head-input is for --sparsity dejavu \(the only mode with sparse heads\)\n$/],
-    [[...fast, '--predictor-input', 'qkv'], /^dejavu: --predictor-input must be attn_in or mlp_in \(got qkv\)\n$/],
+    [[...fast, '--predictor-input', 'qkv'], /^dejavu: --predictor-input must be attn_in, mlp_in, attn_io \(got qkv\)\n$/],
     [[...fast, '--sparsity', 'mlp', '--oracle', '--predictor-input', 'attn_in'], /^dejavu: --predictor-input is for synthetic predictors \(--oracle runs no predictor\)\n$/],
   ];
   for (const [args, re] of cases) {

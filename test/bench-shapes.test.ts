@@ -12,7 +12,7 @@ import { benchTable, type BenchRow } from '../src/bench/report.js';
 import { gpuStepFields } from '../src/bench/run.js';
 import {
   CPU_LAYOUT, deviceWeightBytes, mlpBytesFromPolicy, mlpK, predictorRank, SHAPE_NAMES, shapeConfig, shapeJson,
-  tokenBytes, uniformMlp, WEBGPU_LAYOUT,
+  tokenBytes, uniformMlp, WEBGPU_LAYOUT, type MlpBytesSpec,
 } from '../src/bench/shapes.js';
 import { ROOT } from './helpers.js';
 
@@ -137,6 +137,13 @@ test('synthetic policies: distinct sorted fixed sets per layer, shared predictor
   assert.deepEqual(mlpBytesFromPolicy(t)![3], { k: mlpK(c, 0.2), rank: 64, denseFc1: false, blockLookahead: false });
   assert.equal(mlpBytesFromPolicy(s)![3]!.blockLookahead, true);
   assert.equal(mlpBytesFromPolicy(syntheticPredictorPolicy(c, 0.2, { input: 'mlp_in' }))![3]!.blockLookahead, false);
+  // attn_io: A reads 2d columns (the attention input, then attention's output), counted in the bytes.
+  const io = syntheticPredictorPolicy(c, 0.2, { input: 'attn_io' }), ioSel = io.mlp[0]!.selector;
+  assert.ok(ioSel.kind === 'predictor' && ioSel.predictor.A.length === 64 * 2 * 768);
+  const ioSpec = mlpBytesFromPolicy(io)![3]!;
+  assert.deepEqual(ioSpec, { k: s.mlp[3]!.k, rank: 64, denseFc1: false, blockLookahead: false, aCols: 2 * 768 });
+  const bytesOf = (m: MlpBytesSpec) => tokenBytes(c, { position: 0, mlp: Array.from({ length: c.layers }, () => m) }).predictor;
+  assert.equal(bytesOf(ioSpec) - bytesOf({ ...ioSpec, aCols: undefined }), c.layers * 64 * 768 * 2, 'A\'s second half, fp16');
   assert.equal(randomSubset(10, 10, rng(3)).join(), '0,1,2,3,4,5,6,7,8,9');
 });
 

@@ -54,3 +54,28 @@ test('train-predictors: the default low-rank predictors of the 5m model, end to 
   }
   oneLineError(ev('--selection', 'best'), /^dejavu: --selection must be auto, block or topk \(got best\)$/m);
 });
+
+test('train-predictors --input attn_io: the attention input and output side by side (A of 2d columns), a collection without o refused, eval runs them (5m, CPU)', (t) => {
+  const calib = join(DATA, 'gutenberg-calib.txt');
+  if (!existsSync(calib)) return t.skip(`${calib} not found`);
+  const work = join(dir, 'work-io'), out = join(dir, 'pred-io');
+  const small = ['--data', calib, '--tokens', '1024', '--window', '128', '--rank', '32', '--work', work];
+  // A collection made for mlp_in has no attention outputs: attn_io on it is a one-line error.
+  assert.equal(dejavu(...small, '--out', join(dir, 'pred-mlp')).code, 0);
+  oneLineError(dejavu(...small, '--out', out, '--input', 'attn_io'), /has no attention outputs \(attn_io predictors read them\)/);
+  const r = dejavu(...small.slice(0, -2), '--out', out, '--input', 'attn_io');
+  assert.equal(r.code, 0, r.stderr);
+  const m = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
+  assert.equal(m.input, 'attn_io');
+  assert.match(r.stdout, /saved: input attn_io, rank 32/);
+  // The safetensors header: A is (32, 2 × 256).
+  const st = readFileSync(join(out, 'predictors.safetensors')), n = Number(st.readBigUInt64LE(0));
+  const header = JSON.parse(st.subarray(8, 8 + n).toString('utf8'));
+  const sparse = m.layers.find((l: { dense: boolean }) => !l.dense);
+  assert.deepEqual(header[`layers.${sparse.layer}.A`].shape, [32, 512]);
+  const e = runCli('eval', '--model', MODEL, '--backend', 'cpu', '--task', 'ppl', '--data', join(DATA, 'gutenberg-val.txt'), '--limit', '256', '--window', '128', '--predictors', out, '--json');
+  assert.equal(e.code, 0, e.stderr);
+  const density = JSON.parse(e.stdout).mlp_density;
+  assert.ok(density > 0 && density < 1, `measured density ${density}`);
+  oneLineError(dejavu('--data', calib, '--out', out, '--input', 'attn_out'), /^dejavu: --input must be attn_in, mlp_in, attn_io or both \(got attn_out\)$/m);
+});

@@ -117,3 +117,26 @@ test('the block rule: auto picks it where every sparse layer is calibrated; topk
   writeFileSync(join(dir, MANIFEST), JSON.stringify(m));
   await assert.rejects(loadPredictors(dir, ck), (e: Error) => e instanceof DejavuError && /layer entry 2 has a malformed block rule/.test(e.message) && !e.message.includes('\n'));
 });
+
+test('attn_io predictors (A reads attn_in and o side by side: 2d columns) round-trip; an A of the other width is refused in one line', async () => {
+  const ck = await checkpoint(MODELS['5m']);
+  const { layers, hidden: d, ffn: f } = ck.config;
+  const r = rng(5), rank = 6;
+  const preds: LowRankPredictor[] = Array.from({ length: layers }, () => ({ rank, A: randomArray(rank * 2 * d, r), B: randomArray(f * rank, r), bias: randomArray(f, r) }));
+  const manifest: PredictorManifest = {
+    format: 'dejavu-predictors/1', model_fingerprint: ck.fingerprint, rank, input: 'attn_io', target_recall: 0.9, tokens: 1000, d, f,
+    layers: preds.map((_, l) => ({ layer: l, dense: l === 0, k: 32, recall: 0.9, mass_recall: 0.95, precision: 0.3, density: 32 / f })),
+  };
+  const dir = mkdtempSync(join(tmpdir(), 'dejavu-pred-'));
+  savePredictors(dir, manifest, preds);
+  const p = (await loadPredictors(dir, ck)).policy();
+  assert.equal(p.input, 'attn_io');
+  const lp = p.mlp[2]!;
+  assert.ok(lp.selector.kind === 'predictor');
+  assert.deepEqual(lp.selector.predictor.A, preds[2].A);
+  // The same tensors under a manifest that says attn_in (d columns): the shape check names the tensor.
+  writeFileSync(join(dir, MANIFEST), JSON.stringify({ ...manifest, input: 'attn_in' }));
+  await assert.rejects(loadPredictors(dir, ck), (e: Error) => e instanceof DejavuError && /layers\.1\.A is F32 \[6,512\], expected F32 \[6,256\]/.test(e.message) && !e.message.includes('\n'));
+  writeFileSync(join(dir, MANIFEST), JSON.stringify({ ...manifest, input: 'attn_out' }));
+  await assert.rejects(loadPredictors(dir, ck), /not a dejavu predictor manifest/);
+});

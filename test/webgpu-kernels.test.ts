@@ -347,6 +347,45 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       const kv = { step: k.buffer(16, 's'), k: k.buffer(4096, 'k'), v: k.buffer(4096, 'v'), pred: A18 };
       assert.throws(() => k.linear({ W: q18, x: k.buffer(128, 'x'), y: k.buffer(512, 'y'), T: 1, kv, shape: { rows: 2 } }, own), /lookahead/);
     });
+    await t.test(`a residual GEMV carrying another matrix's rows into a second output (RIDE: attn_io's o half of A on out_proj) vs each apart and the CPU ${name}`, async () => {
+      // d = 16 (wide, x as vec4), 18 (narrow), 21 (wide with a tail), 29 (odd); one and two rows a
+      // thread. W's rows must come out bit for bit as without the riding rows; the riding rows add
+      // into y2 from an offset and leave the rest of y2 alone.
+      const rA = 7, off = 5;
+      for (const d of [16, 18, 21, 29]) for (const rpt of [1, 2]) for (const bias of [true, false]) {
+        const rows = rpt === 2 ? 2 * d : d;   // whole workgroups of two rows a thread at rows: 1
+        const { m, w } = randomMatrix(k, rows, d, r), { m: A, w: wa } = randomMatrix(k, rA, d, r);
+        const shape = { rows: 1, rpt };
+        if (!k.canRide(m, A, shape)) { assert.ok(d === 18 && rpt === 2, `d ${d} rpt ${rpt}: should ride`); continue; }
+        const x = randomArray(d, r), b = randomArray(rows, r), y0 = randomArray(rows, r), u0 = randomArray(rA + off + 3, r);
+        const xb = k.f32Buffer(x, 'x'), bb = bias ? k.f32Buffer(b, 'b') : null;
+        const run = async (ride: boolean) => {
+          const y = k.f32Buffer(y0, 'y'), y2 = k.f32Buffer(u0, 'y2');
+          const ds = k.linear({ W: m, x: xb, y, T: 1, bias: bb, resid: true, shape, ...(ride ? { ride: { W: A, y: y2, off } } : {}) }, own);
+          assert.equal(ds.length, 1);
+          assert.equal(ds[0].label.includes('_ride'), ride);
+          await runNow(k, ds, own);
+          return [await readF32(k, y, rows), await readF32(k, y2, u0.length)];
+        };
+        const [plain, carried] = [await run(false), await run(true)];
+        const what = `d ${d} rpt ${rpt} bias ${bias}`;
+        assert.deepEqual(carried[0], plain[0], `${what}: W's rows`);
+        const wantY = linear(x, 1, w, bias ? b : null, d, rows).map((v, i) => v + y0[i]);
+        assert.ok(relErr(carried[0], wantY) < 1e-5, `${what}: against the CPU`);
+        const wantU = Float32Array.from(u0), dots = linear(x, 1, wa, null, d, rA);
+        for (let j = 0; j < rA; j++) wantU[off + j] += dots[j];
+        assert.deepEqual(carried[1].subarray(0, off), u0.subarray(0, off), `${what}: y2 before the offset`);
+        assert.deepEqual(carried[1].subarray(off + rA), u0.subarray(off + rA), `${what}: y2 after the riding rows`);
+        assert.ok(relErr(carried[1], wantU) < 1e-5, `${what}: the riding rows ${relErr(carried[1], wantU)}`);
+      }
+      // Refused: rows that are not whole workgroups, another width, two tokens, a folded LayerNorm.
+      const W9 = randomMatrix(k, 9, 16, r).m, A16 = randomMatrix(k, 3, 16, r).m;
+      assert.equal(k.canRide(W9, A16, { rows: 2 }), false);
+      assert.equal(k.canRide(randomMatrix(k, 8, 16, r).m, randomMatrix(k, 3, 15, r).m, { rows: 2 }), false);
+      const y = k.buffer(256, 'y'), xs = k.buffer(256, 'x');
+      assert.throws(() => k.linear({ W: W9, x: xs, y, T: 1, resid: true, shape: { rows: 2 }, ride: { W: A16, y, off: 0 } }, own), /riding rows/);
+      assert.throws(() => k.linear({ W: randomMatrix(k, 8, 16, r).m, x: xs, y, T: 2, ride: { W: A16, y, off: 0 } }, own), /riding rows/);
+    });
     await t.test(`qkv GEMV carrying the next layer's head scores (the head lookahead), with and without A's rows, vs each apart ${name}`, async () => {
       // d = 16 (wide), 18 (narrow), 21 (wide with a tail); one and two rows a thread; H = 3 head rows
       // after qkv's 3d (and A's 5). qkv's rows, K and V bit for bit as without them, A's rows as with

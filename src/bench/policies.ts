@@ -3,7 +3,7 @@
  * at the right shapes, not a model that predicts anything.
  */
 import type { OptConfig } from '../model/config.js';
-import { BLOCK_SIZE, blockSlots, headKvFields, type HeadKvMode, type HeadLayerPolicy, type LowRankPredictor, type MlpLayerPolicy, type PredictorInput, type SparsityPolicy } from '../sparsity/policy.js';
+import { BLOCK_SIZE, blockSlots, headKvFields, predictorWidth, type HeadKvMode, type HeadLayerPolicy, type LowRankPredictor, type MlpLayerPolicy, type PredictorInput, type SparsityPolicy } from '../sparsity/policy.js';
 import { predictScores } from '../sparsity/predict.js';
 import { mlpK, predictorRank } from './shapes.js';
 import { seededRandom } from '../util/random.js';
@@ -47,7 +47,8 @@ export function syntheticPredictorPolicy(c: OptConfig, density: number,
     for (let i = 0; i < n; i++) a[i] = (r() * 2 - 1) * scale;
     return a;
   };
-  const predictor: LowRankPredictor = { rank, A: fill(rank * d, 1 / Math.sqrt(d)), B: fill(f * rank, 1 / Math.sqrt(rank)), bias: fill(f, 0.1) };
+  const input = o.input ?? 'attn_in', n = predictorWidth(input, d);
+  const predictor: LowRankPredictor = { rank, A: fill(rank * n, 1 / Math.sqrt(n)), B: fill(f * rank, 1 / Math.sqrt(rank)), bias: fill(f, 0.1) };
   let lp: MlpLayerPolicy;
   if (selection === 'topk') lp = { k: mlpK(c, density), selector: { kind: 'predictor', predictor } };
   else {
@@ -58,8 +59,9 @@ export function syntheticPredictorPolicy(c: OptConfig, density: number,
     const cap = Math.min(BLOCK_SIZE, 2 * Math.ceil(density * BLOCK_SIZE));
     const all: number[] = [];
     for (let s = 0; s < 8; s++) {
-      const x = Float32Array.from({ length: d }, () => gaussian(r));
-      all.push(...predictScores(predictor, x, d));
+      // (attn_io: the attention input's half only; the synthetic models' attention outputs are small next to it.)
+      const x = Float32Array.from({ length: n }, (_, i) => (i < d ? gaussian(r) : 0));
+      all.push(...predictScores(predictor, x, n));
     }
     all.sort((a, b) => b - a);
     const tau = all[Math.min(all.length - 1, Math.floor(density * all.length))];
@@ -70,8 +72,9 @@ export function syntheticPredictorPolicy(c: OptConfig, density: number,
   // measured faster (H200, GPU ms a token, docs/benchmarks.md: opt-6.7b 3.75 → 3.39, opt-13b 5.70 →
   // 5.69). mlp_in is what train-predictors makes by default (better recall: docs/sparsity.md);
   // decode then folds both LayerNorms (the MLP's into predictor A, which writes LN(x) for fc1).
-  // Same bytes either way.
-  return { input: o.input ?? 'attn_in', mlp: Array.from({ length: c.layers }, () => lp) };
+  // Same bytes either way. attn_io (A twice as wide: the attention input and attention's output):
+  // A's halves ride the qkv and out_proj GEMVs, and block-select scores.
+  return { input, mlp: Array.from({ length: c.layers }, () => lp) };
 }
 
 /** A standard normal draw (Box-Muller). */

@@ -53,6 +53,7 @@ export interface MlpBytesSpec {
   rank: number;       // predictor rank r (0: no predictor, e.g. fixed index sets)
   denseFc1: boolean;  // the oracle selector computes fc1 in full to find the true top-K
   blockLookahead?: boolean;  // the block rule chooses beside attention (predictors reading attn_in): its B int8 where the layout says so
+  aCols?: number;     // columns of the predictor's A (default d; 2d reading attn_io)
 }
 
 /**
@@ -133,7 +134,7 @@ export function tokenBytes(c: OptConfig, o: ByteOptions): TokenBytes {
     const fc1Rows = s.denseFc1 ? f : s.k;
     mlp += ln + (fc1Rows + s.k) * d * wb + (fc1Rows + d) * b * vb;
     const bBytes = s.blockLookahead && blockBInt8 ? f * (16 + Math.ceil(s.rank / 16) * 16) : f * s.rank * pb;
-    if (s.rank > 0) predictor += s.rank * d * pb + bBytes + f * vb;
+    if (s.rank > 0) predictor += s.rank * (s.aCols ?? d) * pb + bBytes + f * vb;
   }
   // Head predictors (HeadLayerPolicy): the runners' one (H, d) matrix B·A at weight width (H < r, so
   // fewer bytes than A) and the bias in f32; the rank does not enter.
@@ -165,6 +166,7 @@ export function mlpBytesFromPolicy(p: SparsityPolicy | null): (MlpBytesSpec | nu
     rank: lp.selector.kind === 'predictor' ? lp.selector.predictor.rank : 0,
     denseFc1: lp.selector.kind === 'oracle',
     blockLookahead: p.input === 'attn_in' && lp.selector.kind === 'predictor' && !!lp.selector.block,
+    ...(p.input === 'attn_io' && lp.selector.kind === 'predictor' ? { aCols: lp.selector.predictor.A.length / lp.selector.predictor.rank } : {}),
   });
 }
 

@@ -6,7 +6,7 @@ import { benchTable, profileTable, rounded } from '../bench/report.js';
 import { runBench, type SparsityMode } from '../bench/run.js';
 import { SHAPE_NAMES } from '../bench/shapes.js';
 import { fail } from '../util/errors.js';
-import { parseHeadInput, parseHeadKv, type HeadInput, type HeadKvMode, type PredictorInput } from '../sparsity/policy.js';
+import { parseHeadInput, parseHeadKv, PREDICTOR_INPUTS, type HeadInput, type HeadKvMode, type PredictorInput } from '../sparsity/policy.js';
 import { action, DEMO_MODEL, floatArg, intArg, modelOptions } from './common.js';
 
 interface BenchFlags {
@@ -62,9 +62,9 @@ async function kernelsAction(o: BenchFlags): Promise<void> {
 function parsePredictorInput(o: BenchFlags): PredictorInput | undefined {
   const v = o.predictorInput;
   if (v === undefined) return undefined;
-  if (v !== 'attn_in' && v !== 'mlp_in') fail(`--predictor-input must be attn_in or mlp_in (got ${v})`);
+  if (!PREDICTOR_INPUTS.includes(v as PredictorInput)) fail(`--predictor-input must be ${PREDICTOR_INPUTS.join(', ')} (got ${v})`);
   if (o.predictors || o.oracle) fail(`--predictor-input is for synthetic predictors (${o.predictors ? 'trained ones read what they were trained on' : '--oracle runs no predictor'})`);
-  return v;
+  return v as PredictorInput;
 }
 
 /** --head-input's list (synthetic head predictors only: trained ones read what they were fitted on). */
@@ -97,7 +97,7 @@ export function register(program: Command): void {
     .option('--oracle', 'sparse MLP with fixed random neuron sets: no predictor cost, isolates the kernels')
     .option('--predictors <dir>', 'trained predictors for --model (from train-predictors)')
     .option('--selection <how>', 'how predictors pick neurons: auto | block (threshold a block of 64, fused with fc1) | topk (global top-K); synthetic: auto = block', 'auto')
-    .option('--predictor-input <where>', 'what synthetic predictors read: attn_in (default: the attention input, DejaVu\'s lookahead: predictor A computed with qkv) | mlp_in (the MLP input, as train-predictors makes them)')
+    .option('--predictor-input <where>', 'what synthetic predictors read: attn_in (default: the attention input, DejaVu\'s lookahead: predictor A computed with qkv) | mlp_in (the MLP input, as train-predictors makes them) | attn_io (the attention input and attention\'s output side by side: A\'s halves ride the qkv and out_proj GEMVs, block-select scores)')
     .option('--device-memory-gib <n>', 'device memory for the --shape fit check (default: known cards)', floatArg('--device-memory-gib', 0))
     .option('--compare-hf', 'also run bench/hf_baseline.py (PyTorch + transformers, CUDA) and print the ratios')
     .option('--json', 'one JSON object per configuration, one per line')

@@ -13,7 +13,7 @@ import { calibrateBlock, type BlockCalibration } from '../sparsity/calibrate-blo
 import { collect, loadHeadNorms, loadLayer, loadMass, readMeta, type CollectionMeta } from '../sparsity/collect.js';
 import { calibrateHeads, fitHeadPredictor, headRankStats, type HeadCalibration, type HeadLabel } from '../sparsity/head-fit.js';
 import { predictScores } from '../sparsity/predict.js';
-import { parseHeadInput, type HeadInput, type LowRankPredictor, type PredictorInput } from '../sparsity/policy.js';
+import { parseHeadInput, predictorWidth, type HeadInput, type LowRankPredictor, type PredictorInput } from '../sparsity/policy.js';
 import { manifestFormat, type ManifestHeads, type PredictorManifest } from '../sparsity/predictors-io.js';
 import { savePredictors } from '../sparsity/predictors-save.js';
 import { pickTrainEngine, trainPredictor, type TrainEngine } from '../sparsity/train.js';
@@ -44,10 +44,11 @@ function bar(format: string): cliProgress.SingleBar {
   return new cliProgress.SingleBar({ stream: process.stderr, format, hideCursor: false, clearOnComplete: false, etaBuffer: 20 }, cliProgress.Presets.shades_classic);
 }
 
-async function collectOrReuse(ck: Checkpoint, o: Opts, dir: string): Promise<CollectionMeta> {
+async function collectOrReuse(ck: Checkpoint, o: Opts, dir: string, attnOut: boolean): Promise<CollectionMeta> {
   if (existsSync(join(dir, 'meta.json'))) {
     const m = readMeta(dir);
     if (m.layers !== ck.config.layers || m.d !== ck.config.hidden || m.f !== ck.config.ffn || (m.heads !== undefined && m.heads !== ck.config.heads)) fail(`collected data in ${dir} is for another model shape`);
+    if (attnOut && !m.attn_out) fail(`the collected data in ${dir} has no attention outputs (attn_io predictors read them): delete it or pick another --work folder`);
     process.stderr.write(`dejavu: reusing collected data in ${dir} (${m.tokens} tokens)\n`);
     return m;
   }
@@ -57,7 +58,7 @@ async function collectOrReuse(ck: Checkpoint, o: Opts, dir: string): Promise<Col
   const b = bar('collect   |{bar}| {value}/{total} tokens | {duration_formatted} (eta {eta_formatted})');
   b.start(o.tokens, 0);
   try {
-    const meta = await collect(runner, ck, text, dir, { tokens: o.tokens, window: o.window, onProgress: (d, t) => { b.setTotal(t); b.update(d); } });
+    const meta = await collect(runner, ck, text, dir, { tokens: o.tokens, window: o.window, attnOut, onProgress: (d, t) => { b.setTotal(t); b.update(d); } });
     return meta;
   } finally { b.stop(); runner.dispose(); }
 }
@@ -75,13 +76,13 @@ async function trainInput(engine: TrainEngine, ck: Checkpoint, dir: string, meta
     for (let l = 0; l < meta.layers; l++) {
       const t0 = performance.now();
       const train = loadLayer(dir, meta, l, 'train', input), val = loadLayer(dir, meta, l, 'val', input);
-      // mlp_in: fc1's own whitened low-rank approximation; attn_in: the reduced-rank regression of fc1's
-      // pre-activations (W1 · mlp_in) on the attention input of the same tokens (lowrank-init.ts).
-      const lowRank = o.init === 'lowrank';
+      // mlp_in: fc1's own whitened low-rank approximation; attn_in and attn_io: the reduced-rank regression
+      // of fc1's pre-activations (W1 · mlp_in) on the attention input (and o) of the same tokens (lowrank-init.ts).
+      const lowRank = o.init === 'lowrank', n = predictorWidth(input, d);
       const W = ck.weights.layers[l];
-      const target = lowRank && input === 'attn_in' ? loadLayer(dir, meta, l, 'train', 'mlp_in').x : undefined;
+      const target = lowRank && input !== 'mlp_in' ? loadLayer(dir, meta, l, 'train', 'mlp_in').x : undefined;
       const init = lowRank ? lowRankFc1(toF32(W.fc1W), W.fc1B ? toF32(W.fc1B) : null, train.x, train.rows, d, f, o.rank, { target }) : undefined;
-      const res = await trainPredictor(engine, train, val, d, f, {
+      const res = await trainPredictor(engine, train, val, n, f, {
         rank: o.rank, epochs: o.epochs, monitorK, batch: o.batch, lr: o.lr ?? (lowRank ? LR_LOWRANK : LR_RANDOM), seed: l + 1, init,
         onEpoch: (r) => b.update(l * per + Math.min(r.epoch, per), { layer: l, epoch: r.epoch, loss: r.loss.toFixed(4), recall: r.recall.toFixed(3) }),
       });
@@ -183,7 +184,7 @@ export function register(program: Command): void {
     .option('--rank <r>', 'predictor rank', intArg('--rank', 1), 128)
     .option('--target-recall <x>', 'per-layer count recall that sets K', floatArg('--target-recall', 0, 1), 0.95)
     .option('--max-density <x>', 'density budget: early-stopping K, and layers more active than this stay dense', floatArg('--max-density', 0, 1), 0.15)
-    .option('--input <which>', 'attn_in | mlp_in | both (both: train and report both, save mlp_in)', 'mlp_in')
+    .option('--input <which>', 'attn_in | mlp_in | attn_io (the attention input and attention\'s output side by side: mlp_in\'s quality, its first half known before attention) | both (both: train and report attn_in and mlp_in, save mlp_in)', 'mlp_in')
     .option('--backend <name>', 'auto | cpu | webgpu (collection and training)', 'auto')
     .option('--init <how>', 'lowrank (the data-whitened rank-r fit of fc1\'s pre-activations: of fc1 itself on mlp_in, a reduced-rank regression on attn_in) | random', 'lowrank')
     .option('--epochs <e>', 'maximum BCE epochs per layer, early stopping on validation recall (default 0 from lowrank: the init as it is; 15 from random)', intArg('--epochs', 0))
@@ -196,7 +197,7 @@ export function register(program: Command): void {
     .option('--head-input <which>', 'what head predictors read: prev_attn_in (the layer before\'s attention input: DejaVu\'s lookahead, scores known a layer early, as good on opt-gutenberg-18m; layer 0 reads its own) | attn_in (the layer\'s own)', 'prev_attn_in')
     .option('--head-target <x>', 'mean share of the heads\' contributions ‖W_o,h o_h‖ the chosen heads must keep (sets k per layer)', floatArg('--head-target', 0, 1), 0.9);
   cmd.action(action(async (o: Opts) => {
-    if (!['attn_in', 'mlp_in', 'both'].includes(o.input)) fail(`--input must be attn_in, mlp_in or both (got ${o.input})`);
+    if (!['attn_in', 'mlp_in', 'attn_io', 'both'].includes(o.input)) fail(`--input must be attn_in, mlp_in, attn_io or both (got ${o.input})`);
     if (!['lowrank', 'random'].includes(o.init)) fail(`--init must be lowrank or random (got ${o.init})`);
     if (!['share', 'lognorm'].includes(o.headLabel)) fail(`--head-label must be share or lognorm (got ${o.headLabel})`);
     const headInput = parseHeadInput(o.headInput);
@@ -210,7 +211,7 @@ export function register(program: Command): void {
     const dir = o.work ?? mkdtempSync(join(tmpdir(), 'dejavu-collect-'));
     const t0 = performance.now();
     try {
-      const meta = await collectOrReuse(ck, o, dir);
+      const meta = await collectOrReuse(ck, o, dir, inputs.includes('attn_io'));
       if (o.heads && meta.head_label !== 'contrib') fail(`the collected data in ${dir} has no head labels of this version (collected by an older one): delete it or pick another --work folder`);
       const tc = performance.now();
       const { engine, close } = await pickTrainEngine(parseBackend(o.backend));
@@ -228,7 +229,7 @@ export function register(program: Command): void {
       } : undefined;
       const manifest: PredictorManifest = {
         format: manifestFormat(headsSection?.input), model_fingerprint: ck.fingerprint, rank: o.rank, input: saved, target_recall: o.targetRecall,
-        tokens: meta.tokens, init: saved === 'mlp_in' ? o.init : 'random', epochs: res.map((r) => r.epochs), d: meta.d, f: meta.f,
+        tokens: meta.tokens, init: o.init, epochs: res.map((r) => r.epochs), d: meta.d, f: meta.f,
         layers: res.map(({ cal: c, block: b }) => ({
           layer: c.layer, dense: c.dense, k: c.k, recall: c.recall, mass_recall: c.mass_recall, precision: c.precision, density: c.density,
           ...(b ? { block: { cap: b.cap, tau: b.tau, density: b.density, recall: b.recall, mass_recall: b.mass_recall } } : {}),

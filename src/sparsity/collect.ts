@@ -9,6 +9,7 @@
  * Files in `dir`, per layer l and split s ('train' | 'val'):
  *   L{l}.{s}.attn_in.f16    (rows, d) fp16: attention input (after self_attn_layer_norm)
  *   L{l}.{s}.mlp_in.f16     (rows, d) fp16: fc1's input (after final_layer_norm)
+ *   L{l}.{s}.attn_out.f16   (rows, d) fp16: attention's output o before out_proj (with attnOut: attn_io predictors)
  *   L{l}.{s}.labels.u32     (rows, ceil(f/32)) bit-packed labels fc1_act > 0, bit j%32 of word j/32
  *   L{l}.val.act.f16        (valRows, f) fp16 activation values, validation split only (mass recall)
  *   L{l}.{s}.heads.f32      (rows, H) f32 ‖W_o,h o_h‖: each head's contribution to out_proj's output (head predictors' labels)
@@ -36,6 +37,8 @@ export interface CollectionMeta {
   heads?: number;
   /** What the head labels are: 'contrib' (‖W_o,h o_h‖); absent in collections that recorded ‖o_h‖. */
   head_label?: 'contrib';
+  /** Whether attention's output o was recorded (attn_io predictors read it); absent: not. */
+  attn_out?: boolean;
   rows: Record<Split, number>;
   tokens: number;
   window: number;
@@ -50,6 +53,8 @@ export interface CollectOptions {
   window?: number;
   /** Share of windows held out for validation/calibration (default 0.05). */
   valFraction?: number;
+  /** Also record attention's output o (attn_io predictors read attn_in and o side by side). */
+  attnOut?: boolean;
   onProgress?: (tokensDone: number, total: number) => void;
 }
 
@@ -108,7 +113,7 @@ function packLabels(act: Float32Array, rows: number, f: number): { bits: Uint32A
 
 const bytes = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
-export const fileOf = (dir: string, l: number, s: Split, what: PredictorInput | 'labels' | 'act' | 'heads'): string =>
+export const fileOf = (dir: string, l: number, s: Split, what: 'attn_in' | 'mlp_in' | 'attn_out' | 'labels' | 'act' | 'heads'): string =>
   join(dir, `L${l}.${s}.${what}.${what === 'labels' ? 'u32' : what === 'heads' ? 'f32' : 'f16'}`);
 
 /** Runs the dense model over `text` and writes the collection to `dir`. */
@@ -140,7 +145,10 @@ export async function collect(runner: Runner, ck: Checkpoint, text: string, dir:
         noLogits: true, tracePoints: points,
         trace: (l, p, data, T) => {
           if (p === 'attn_in' || p === 'mlp_in') writeSync(fd(fileOf(dir, l, split, p)), bytes(toHalf(data)));
-          else if (p === 'attn_out') writeSync(fd(fileOf(dir, l, split, 'heads')), bytes(contributions(l, data, T)));
+          else if (p === 'attn_out') {
+            writeSync(fd(fileOf(dir, l, split, 'heads')), bytes(contributions(l, data, T)));
+            if (o.attnOut) writeSync(fd(fileOf(dir, l, split, 'attn_out')), bytes(toHalf(data)));
+          }
           else if (p === 'fc1_act') {
             const { bits, zeros: z } = packLabels(data, T, f);
             zeros[l] += z;
@@ -165,7 +173,7 @@ export async function collect(runner: Runner, ck: Checkpoint, text: string, dir:
     writeFileSync(join(dir, `L${l}.w2norm.f32`), bytes(norm));
   }
   const n = rows.train + rows.val;
-  const meta: CollectionMeta = { layers: L, d, f, heads: c.heads, head_label: 'contrib', rows, tokens: n, window, sparsity: Array.from(zeros, (z) => z / (n * f)) };
+  const meta: CollectionMeta = { layers: L, d, f, heads: c.heads, head_label: 'contrib', ...(o.attnOut ? { attn_out: true } : {}), rows, tokens: n, window, sparsity: Array.from(zeros, (z) => z / (n * f)) };
   writeFileSync(join(dir, 'meta.json'), JSON.stringify(meta, null, 1));
   return meta;
 }
@@ -196,8 +204,15 @@ export function readMeta(dir: string): CollectionMeta {
   return JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8')) as CollectionMeta;
 }
 
+/** x is (rows, predictorWidth(input, d)): for attn_io each row is the token's attn_in, then its o. */
 export function loadLayer(dir: string, meta: CollectionMeta, l: number, split: Split, input: PredictorInput): LayerData {
-  return { rows: meta.rows[split], x: readHalf(fileOf(dir, l, split, input)), labels: readU32(fileOf(dir, l, split, 'labels')) };
+  const rows = meta.rows[split], labels = readU32(fileOf(dir, l, split, 'labels'));
+  if (input !== 'attn_io') return { rows, x: readHalf(fileOf(dir, l, split, input)), labels };
+  if (!meta.attn_out) fail(`the collected data in ${dir} has no attention outputs (attn_io predictors read them): delete it or pick another --work folder`);
+  const a = readHalf(fileOf(dir, l, split, 'attn_in')), o = readHalf(fileOf(dir, l, split, 'attn_out')), d = meta.d;
+  const x = new Float32Array(rows * 2 * d);
+  for (let t = 0; t < rows; t++) { x.set(a.subarray(t * d, (t + 1) * d), 2 * t * d); x.set(o.subarray(t * d, (t + 1) * d), (2 * t + 1) * d); }
+  return { rows, x, labels };
 }
 
 /** One layer's head norms (rows, H) for a split; a collection made before they were recorded is refused. */

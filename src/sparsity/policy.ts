@@ -11,7 +11,7 @@ import { fail } from '../util/errors.js';
  */
 export interface LowRankPredictor {
   rank: number;        // r
-  A: Float32Array;     // (r, d): first product, a row per rank component
+  A: Float32Array;     // (r, d), or (r, 2d) reading attn_io (predictorWidth): first product, a row per rank component
   B: Float32Array;     // (f, r): second product, a row per neuron
   bias: Float32Array;  // (f)
 }
@@ -47,8 +47,19 @@ export interface MlpLayerPolicy {
  *   so prediction overlaps attention (DejaVu's lookahead, Figure 2 of the paper).
  * - 'mlp_in': the MLP's own input (after final_layer_norm); fc1 itself reads it, so it predicts better,
  *   but prediction then sits on the critical path between attention and the MLP.
+ * - 'attn_io': the attention input and attention's output o (the heads' outputs side by side, what
+ *   out_proj reads) as one 2d-wide input. fc1's input is LN(x + W_o·o + b_o), so this sees what
+ *   attention adds, which attn_in cannot (as good as mlp_in on opt-gutenberg-18m: docs/sparsity.md),
+ *   while A splits into A_a·attn_in, known before attention (riding the qkv GEMV as attn_in's does),
+ *   plus A_o·o, known when attention ends: u = A_a·attn_in + A_o·o.
  */
-export type PredictorInput = 'attn_in' | 'mlp_in';
+export type PredictorInput = 'attn_in' | 'mlp_in' | 'attn_io';
+export const PREDICTOR_INPUTS: readonly PredictorInput[] = ['attn_in', 'mlp_in', 'attn_io'];
+
+/** Columns of a predictor's A reading `input` in a model of width d: 2d for attn_io (attn_in then o), else d. */
+export const predictorWidth = (input: PredictorInput, d: number): number => (input === 'attn_io' ? 2 * d : d);
+/** Whether predictors reading `input` read the attention input (attn_in, or attn_io's first half): known before attention. */
+export const readsAttnIn = (input: PredictorInput): boolean => input !== 'mlp_in';
 
 /**
  * Which attention heads a token computes. A head predictor is the same low-rank form with one score
@@ -168,6 +179,18 @@ export function meanHeadDensity(policy: SparsityPolicy, heads: number): number {
 export function meanMlpDensity(policy: SparsityPolicy, ffn: number): number {
   const sparse = policy.mlp.filter((p): p is MlpLayerPolicy => p !== null);
   return sparse.length ? sparse.reduce((a, p) => a + (p.density ?? p.k / ffn), 0) / sparse.length : NaN;
+}
+
+/** Checks a policy's MLP predictors against the model (both runners call it first): a known input, and A, B, bias of its shapes. */
+export function checkMlpPredictors(policy: SparsityPolicy, d: number, f: number): void {
+  if (!PREDICTOR_INPUTS.includes(policy.input)) fail(`predictor input must be ${PREDICTOR_INPUTS.join(', ')}, got ${String(policy.input)}`);
+  const n = predictorWidth(policy.input, d);
+  policy.mlp.forEach((lp, l) => {
+    const s = lp?.selector;
+    if (s?.kind !== 'predictor') return;
+    const p = s.predictor;
+    if (p.A.length !== p.rank * n || p.B.length !== f * p.rank || p.bias.length !== f) fail(`layer ${l}: a predictor reading ${policy.input} must be (${p.rank}, ${n}) then (${f}, ${p.rank}) with ${f} biases`);
+  });
 }
 
 /**

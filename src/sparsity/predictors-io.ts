@@ -14,7 +14,7 @@ import { readSafetensorsHeader, readTensor } from '../model/safetensors.js';
 import { readText, type FileSource } from '../model/source.js';
 import { DejavuError, fail } from '../util/errors.js';
 import { roundK } from './calibrate.js';
-import { BLOCK_SIZE, blockSlots, headKvFields, parseHeadKv, type HeadInput, type HeadKvMode, type HeadLayerPolicy, type LowRankPredictor, type MlpLayerPolicy, type PredictorInput, type SparsityPolicy } from './policy.js';
+import { BLOCK_SIZE, blockSlots, headKvFields, parseHeadKv, type HeadInput, type HeadKvMode, type HeadLayerPolicy, type LowRankPredictor, type MlpLayerPolicy, PREDICTOR_INPUTS, predictorWidth, type PredictorInput, type SparsityPolicy } from './policy.js';
 
 export const MANIFEST = 'manifest.json';
 export const WEIGHTS = 'predictors.safetensors';
@@ -106,7 +106,7 @@ export interface PredictorSet {
 
 function checkManifest(m: PredictorManifest, where: string, layers: number): void {
   const ok = m && (m.format === 'dejavu-predictors/1' || m.format === 'dejavu-predictors/2') && typeof m.model_fingerprint === 'string' && Number.isInteger(m.rank) &&
-    (m.input === 'attn_in' || m.input === 'mlp_in') && Array.isArray(m.layers) && Number.isInteger(m.d) && Number.isInteger(m.f);
+    PREDICTOR_INPUTS.includes(m.input) && Array.isArray(m.layers) && Number.isInteger(m.d) && Number.isInteger(m.f);
   if (!ok) fail(`${where} is not a dejavu predictor manifest (missing or malformed fields)`);
   if (m.layers.length !== layers) fail(`${where} describes ${m.layers.length} layers, the model has ${layers}`);
   m.layers.forEach((L, i) => {
@@ -169,7 +169,7 @@ async function readPredictors(src: FileSource, ck: Checkpoint): Promise<Predicto
     for (const L of manifest.layers) {
       if (L.dense) { predictors.push(null); continue; }
       const r = manifest.rank;
-      predictors.push({ rank: r, A: await get(`layers.${L.layer}.A`, [r, c.hidden]), B: await get(`layers.${L.layer}.B`, [c.ffn, r]), bias: await get(`layers.${L.layer}.bias`, [c.ffn]) });
+      predictors.push({ rank: r, A: await get(`layers.${L.layer}.A`, [r, predictorWidth(manifest.input, c.hidden)]), B: await get(`layers.${L.layer}.B`, [c.ffn, r]), bias: await get(`layers.${L.layer}.bias`, [c.ffn]) });
     }
     const mh = manifest.heads;
     const headPredictors: LowRankPredictor[] = [];

@@ -5,7 +5,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeSafetensors } from '../model/safetensors.js';
-import type { LowRankPredictor } from './policy.js';
+import { predictorWidth, type LowRankPredictor } from './policy.js';
 import { MANIFEST, WEIGHTS, type PredictorManifest } from './predictors-io.js';
 
 /**
@@ -19,7 +19,7 @@ export function savePredictors(dir: string, manifest: PredictorManifest, predict
     if (L.dense) continue;
     const p = predictors[L.layer];
     if (!p) throw new Error(`no predictor for sparse layer ${L.layer}`);
-    tensors[`layers.${L.layer}.A`] = { shape: [p.rank, manifest.d], data: p.A };
+    tensors[`layers.${L.layer}.A`] = { shape: [p.rank, predictorWidth(manifest.input, manifest.d)], data: p.A };
     tensors[`layers.${L.layer}.B`] = { shape: [manifest.f, p.rank], data: p.B };
     tensors[`layers.${L.layer}.bias`] = { shape: [manifest.f], data: p.bias };
   }

@@ -3,7 +3,7 @@ import { OPT_POSITION_OFFSET } from '../../model/config.js';
 import { toF32, type Tensor } from '../../model/tensor.js';
 import type { OptWeights } from '../../model/weights.js';
 import { fail } from '../../util/errors.js';
-import { BLOCK_SIZE, checkHeadsPolicy, headKvChosen, headReadsPrev, type HeadLayerPolicy, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
+import { BLOCK_SIZE, checkHeadsPolicy, checkMlpPredictors, headKvChosen, headReadsPrev, type HeadLayerPolicy, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
 import { predictScores } from '../../sparsity/predict.js';
 import type { ForwardOptions, Runner, TracePoint } from '../types.js';
 import { headAttention, headContribNorms, headOutGram, selectHeads } from './heads.js';
@@ -92,7 +92,7 @@ export class CpuRunner implements Runner {
   setSparsity(policy: SparsityPolicy | null): void {
     const c = this.config;
     if (policy && policy.mlp.length !== c.layers) fail(`sparsity policy has ${policy.mlp.length} layers, the model has ${c.layers}`);
-    if (policy) checkHeadsPolicy(policy, c.layers, c.heads, c.hidden);
+    if (policy) { checkMlpPredictors(policy, c.hidden, c.ffn); checkHeadsPolicy(policy, c.layers, c.heads, c.hidden); }
     this.policy = policy;
     this.resetMlpDensity();
     // A new (or the same) policy forgets which heads skipped which positions (HeadLayerPolicy).
@@ -190,7 +190,7 @@ export class CpuRunner implements Runner {
         const act = new Float32Array(T * f);
         const y = new Float32Array(T * d);
         for (let t = 0; t < T; t++) {
-          const sel = this.select(lp, l, h, m, t);
+          const sel = this.select(lp, l, h, o, m, t);
           sparseMlp(m.subarray(t * d, (t + 1) * d), L.fc1W, L.fc1B, L.fc2T!, L.fc2B, d, sel, y.subarray(t * d, (t + 1) * d), act.subarray(t * f, (t + 1) * f));
         }
         emit(l, 'fc1_act', act);
@@ -287,8 +287,8 @@ export class CpuRunner implements Runner {
     return o;
   }
 
-  /** The neurons that token t of layer l computes. */
-  private select(lp: MlpLayerPolicy, l: number, attnIn: Float32Array, mlpIn: Float32Array, t: number): Uint32Array {
+  /** The neurons that token t of layer l computes (attnIn, o, mlpIn: (T, d) each; o is attention's output, read by attn_io predictors). */
+  private select(lp: MlpLayerPolicy, l: number, attnIn: Float32Array, o: Float32Array, mlpIn: Float32Array, t: number): Uint32Array {
     const d = this.config.hidden;
     const s = lp.selector;
     if (s.kind === 'fixed') return s.indices;
@@ -296,8 +296,10 @@ export class CpuRunner implements Runner {
       const L = this.layers[l];
       return topK(linear(mlpIn.subarray(t * d, (t + 1) * d), 1, L.fc1W, L.fc1B, d, this.config.ffn), lp.k);
     }
-    const src = this.policy!.input === 'attn_in' ? attnIn : mlpIn;
-    const scores = predictScores(s.predictor, src.subarray(t * d, (t + 1) * d), d);
+    const input = this.policy!.input, row = (a: Float32Array) => a.subarray(t * d, (t + 1) * d);
+    let x = row(input === 'mlp_in' ? mlpIn : attnIn);
+    if (input === 'attn_io') { const ao = new Float32Array(2 * d); ao.set(x); ao.set(row(o), d); x = ao; }
+    const scores = predictScores(s.predictor, x, x.length);
     if (!s.block) return topK(scores, lp.k);
     const chosen = blockSelect(scores, BLOCK_SIZE, s.block.cap, s.block.tau).chosen;
     this.chosen[l] += chosen.length;

@@ -145,6 +145,12 @@ export interface LinearArgs {
   inStride?: number; inOff?: number; outStride?: number; outOff?: number;
   bias?: GPUBuffer | null; relu?: boolean; resid?: boolean;
   /**
+   * Another matrix's rows riding this GEMV (T = 1, no ln / kv / relu / amax; gemv.ts, RIDE): W2 (r, the
+   * same width) on the same x, each row's dot added into y2[off + row] (no bias). attn_io predictors'
+   * o half of A, riding out_proj. Only where canRide(W, W2).
+   */
+  ride?: { W: GpuMatrix; y: GPUBuffer; off: number };
+  /**
    * The pre-LayerNorm folded in (GEMV, T = 1 only): y = epi(W · LN(x)) with LN's γ and eps, and
    * c (2 × W.rows: c1 = W·γ, then c2 = W·β + b) from foldLayerNorm (c2 carries the bias: `bias`
    * must be unset). See gemv.ts.
@@ -402,7 +408,9 @@ export class Kernels {
     if (pred && !(ln && this.canFusePredictor(a.W, pred, shape, hnext?.W))) throw new Error('linear: the lookahead predictor rides a folded, one-part qkv GEMV whose rows fill whole workgroups');
     const heads = kv?.heads ?? null;
     if (hnext && !(ln && this.canFuseHeadsNext(a.W, hnext.W, pred ?? undefined, shape, heads ? (heads.lazy ? 'lazy' : 'heads') : 'none'))) throw new Error('linear: the next layer\'s head scores ride a folded, one-part qkv GEMV whose rows fill whole workgroups, with two storage bindings to spare');
-    const extra = (pred?.rows ?? 0) + (hnext?.W.rows ?? 0);
+    const ride = a.ride ?? null;
+    if (ride && (a.T !== 1 || ln || kv || a.relu || a.amax || !this.canRide(a.W, ride.W, a.shape))) throw new Error('linear: riding rows need a one-part GEMV (T = 1, no ln, kv, ReLU or argmax) whose rows fill whole workgroups, and a riding matrix of the same width');
+    const extra = (pred?.rows ?? 0) + (hnext?.W.rows ?? 0) + (ride?.W.rows ?? 0);
     const rows = a.W.rows + extra;
     if (heads && !this.headsFit(a.W, heads.hd, heads.H, pred ?? undefined, a.shape, !!heads.lazy, hnext?.W)) throw new Error('linear: sparse heads need each workgroup\'s rows inside one head');
     if (heads?.lazy && (heads.kvAll || ln?.out || a.inOff !== undefined || a.W.cols % 4 !== 0)) throw new Error('linear: lazy K/V completion needs kv chosen, x from 0 and a width that is a multiple of 4');
@@ -416,6 +424,7 @@ export class Kernels {
       if (ln?.out) ent.push(...(ln.out.hat ? [] : [[11, ln.out.beta]] as [number, Entry][]), [12, ln.out.xn]);
       if (kv) ent.push([8, kv.step], [9, kv.k], [10, kv.v]);
       if (pred) ent.push([13, pred.parts[0].buffer]);
+      if (ride) ent.push([13, ride.W.parts[0].buffer], [21, ride.y]);
       if (heads) ent.push([14, heads.scores], [15, heads.hl], [16, heads.skip]);
       if (heads?.lazy) ent.push([17, heads.lazy.xPrev]);
       if (hnext) ent.push([18, hnext.W.parts[0].buffer], [19, hnext.out]);
@@ -423,7 +432,7 @@ export class Kernels {
       switch (a.T === 1 ? 'gemv' : 'matmul') {
         case 'gemv': {
           const o: GemvOpts = { ...this.gemvForm(K4, rows, shape), ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out, lnOutHat: !!ln?.out?.hat, pred: !!pred, hnext: hnext ? pred?.rows ?? 0 : undefined,
-            heads: heads ? { hd: heads.hd, H: heads.H, k: heads.k, kvAll: heads.kvAll, lazy: heads.lazy ? (heads.lazy.complete ? 'complete' : heads.lazy.odd ? 'odd' : 'even') : undefined } : undefined, gw: !!ln?.gammaInW,
+            heads: heads ? { hd: heads.hd, H: heads.H, k: heads.k, kvAll: heads.kvAll, lazy: heads.lazy ? (heads.lazy.complete ? 'complete' : heads.lazy.odd ? 'odd' : 'even') : undefined } : undefined, gw: !!ln?.gammaInW, ride: !!ride,
             // The shift's loads after the first trip's (gemv.ts PEEL): where measured faster, rows of <= 256 chunks without sparse heads.
             peel: !!ln && !heads && K4 <= 512, amax: !!a.amax };
           if (gemvReadsGamma(o)) ent.push([6, ln!.gamma]);
@@ -433,7 +442,7 @@ export class Kernels {
           const pRows = p.rows + extra;
           const groups = ceilDiv(pRows, o.rows * (o.rpt ?? 1)), [x, y] = grid(groups);
           out.push(this.dispatch(key, this.pipeline(key, () => gemvWgsl(this.feats, o)),
-            [pRows, K, K4, p.row0, pRows, inStride, inOff, outStride, outOff + p.row0, 0, x, ln ? f32bits(ln.eps) : 0, rows, kv ? a.W.rows / 3 : 0, amaxOff], ent, [x, y, a.T], own));
+            [pRows, K, K4, p.row0, pRows, inStride, inOff, outStride, outOff + p.row0, 0, x, ln ? f32bits(ln.eps) : 0, rows, kv ? a.W.rows / 3 : ride ? a.W.rows : 0, amaxOff, ride?.off ?? 0], ent, [x, y, a.T], own));
           amaxOff += groups;
           break;
         }
@@ -491,6 +500,17 @@ export class Kernels {
    * Whether predictor A (r, d) can ride qkv's decode GEMV (LinearArgs.kv.pred): both in one part,
    * the same padded width, and qkv's rows whole workgroups of the shape the combined GEMV takes.
    */
+  /**
+   * Whether W2's rows can ride W's GEMV (gemv.ts, RIDE): one part each, the same width, W's rows a
+   * multiple of the rows a workgroup (so no workgroup mixes the two), and the bindings (W, x, y, bias,
+   * W2, y2: 6 storage buffers, under WebGPU's default 8).
+   */
+  canRide(W: GpuMatrix, W2: GpuMatrix, shape?: LinearArgs['shape']): boolean {
+    if (W.parts.length !== 1 || W2.parts.length !== 1 || W2.cols !== W.cols || W2.colsP !== W.colsP || W.i8 || W2.i8) return false;
+    const o = this.gemvForm(W.colsP / 4, W.rows + W2.rows, shape);
+    return W.rows % (o.rows * o.rpt) === 0;
+  }
+
   canFusePredictor(qkv: GpuMatrix, A: GpuMatrix, shape?: LinearArgs['shape'], hnext?: GpuMatrix): boolean {
     // The fused kernels bind 9 (GEMV) and 10 (block-select with the LayerNorm) storage buffers.
     if (this.gpu.limits.maxStorageBuffersPerShaderStage < 10) return false;

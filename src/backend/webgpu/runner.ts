@@ -11,7 +11,7 @@ import type { OptConfig } from '../../model/config.js';
 import { OPT_POSITION_OFFSET } from '../../model/config.js';
 import { toF16Bits, toF32, type Tensor } from '../../model/tensor.js';
 import type { OptWeights } from '../../model/weights.js';
-import { BLOCK_SIZE, blockSlots, checkHeadsPolicy, headK, headKvChosen, headKvMode, headReadsPrev, type BlockRule, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
+import { BLOCK_SIZE, blockSlots, checkHeadsPolicy, checkMlpPredictors, headK, headKvChosen, headKvMode, headReadsPrev, readsAttnIn, type BlockRule, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
 import { floatsToHalves } from '../../util/f16.js';
 import { fail } from '../../util/errors.js';
 import type { ForwardOptions, Runner, TracePoint } from '../types.js';
@@ -59,7 +59,8 @@ interface GpuLayer {
 
 interface LayerSparse {
   lp: MlpLayerPolicy; k: number;
-  pred?: { A: GpuMatrix; B: GpuMatrix; bias: GPUBuffer; rank: number; fold: GPUBuffer | null; c2: GPUBuffer | null }; // (r, d), (f, r), (f); A's LN constants (2r)
+  pred?: { A: GpuMatrix; B: GpuMatrix; bias: GPUBuffer; rank: number; fold: GPUBuffer | null; c2: GPUBuffer | null; Ao?: GpuMatrix }; // (r, d), (f, r), (f); A's LN constants (2r)
+  // (pred.Ao: with input attn_io, A's second half (r, d), read on attention's output o; pred.A is then its first half, read on attn_in: u = A·attn_in + Ao·o.)
   // (pred.c2: A's c2 alone (r) where A, riding a qkv GEMV over W∘γ, is stored as A∘γ too: the bias of the unfolded A product, which reads x̂.)
   block?: BlockRule;                                                    // the block rule (k = slots)
   fixed?: GPUBuffer;                                                    // (k) u32, uploaded once
@@ -70,6 +71,13 @@ interface LayerSparse {
    * take qkvNextC's constants; null there). With the block rule the MLP LayerNorm folds into block-select too.
    */
   look?: { c: GPUBuffer | null };
+}
+
+/** Columns [c0, c0 + n) of a row-major (rows, cols) array, as (rows, n). */
+function columns(a: Float32Array, rows: number, cols: number, c0: number, n: number): Float32Array {
+  const out = new Float32Array(rows * n);
+  for (let i = 0; i < rows; i++) out.set(a.subarray(i * cols + c0, i * cols + c0 + n), i * n);
+  return out;
 }
 
 /**
@@ -246,6 +254,11 @@ export interface WebGpuRunnerOptions extends GpuOptions {
    */
   blockScoreInAttention?: boolean;
   /**
+   * attn_io predictors (policy.ts) in decode with the lookahead: the o half of A rides the out_proj
+   * GEMV (default true; gemv.ts, RIDE), else it is a GEMV of its own after attention (A/B runs).
+   */
+  attnIoRide?: boolean;
+  /**
    * Decode attention in one dispatch (default true: the last split of each head combines; kernels/
    * attention.ts, "Fused form"); false keeps the split + combine pair (A/B runs).
    */
@@ -322,6 +335,7 @@ export async function createWebGpuRunner(config: OptConfig, weights: OptWeights 
     r.headsInQkv = opts.headsInQkv ?? true;
     r.headOutMajor = opts.headOutMajor ?? false;
     r.blockScoreInAttention = opts.blockScoreInAttention ?? true;
+    r.attnIoRide = opts.attnIoRide ?? true;
     r.keepDenseFc2 = opts.keepDenseFc2 ?? false;
     r.attentionGridSplits = opts.attentionGridSplits ?? false;
     r.fusedAttentionMaxKeys = opts.fusedAttentionMaxKeys ?? FUSED_ATTENTION_MAX_KEYS;
@@ -418,6 +432,7 @@ class GpuRunner implements WebGpuRunner {
   headsInQkv = true;
   headOutMajor = false;
   blockScoreInAttention = true;   // set by createWebGpuRunner
+  attnIoRide = true;   // set by createWebGpuRunner
   blockFc2 = true;
   /** WebGpuRunnerOptions.predictorInt8; read by setSparsity. */
   predictorInt8 = true;
@@ -608,6 +623,7 @@ class GpuRunner implements WebGpuRunner {
       if (!block && !(Number.isInteger(k) && k >= 1 && k <= f)) fail(`layer ${l}: k = ${k} must be between 1 and ${f}`);
     });
     if (policy) {
+      checkMlpPredictors(policy, d, f);
       checkHeadsPolicy(policy, c.layers, c.heads, d);
       if (policy.heads?.some((hp) => hp?.selector.kind === 'oracle')) fail('oracle head selection runs on the CPU backend only (it computes every head first)');
       if (policy.heads?.some((hp) => hp?.kvWindow !== undefined && hp.kvWindow > 2)) fail('on WebGPU a heads K/V completion window (kvWindow) must be 1 or 2 (the CPU backend takes any, a quality experiment)');
@@ -667,18 +683,24 @@ class GpuRunner implements WebGpuRunner {
         // B as int8 where the block rule scores beside attention (DejaVu's lookahead; predictorInt8), else fp16.
         const i8 = !!block && this.predictorInt8 && policy.input === 'attn_in' && this.blockScoreInAttention;
         const A = this.k.matrix(r, d, `${l}.pred.A`), B = i8 ? this.k.matrixI8(f, r, `${l}.pred.B`) : this.k.matrix(f, r, `${l}.pred.B`);
-        this.k.upload(A, floatsToHalves(p.A));
+        // attn_io: A (r, 2d) holds the attn_in half, then the o half, side by side in each row.
+        const io = policy.input === 'attn_io', Ao = io ? this.k.matrix(r, d, `${l}.pred.Ao`) : null;
+        this.k.upload(A, floatsToHalves(io ? columns(p.A, r, 2 * d, 0, d) : p.A));
+        if (Ao) this.k.upload(Ao, floatsToHalves(columns(p.A, r, 2 * d, d, d)));
         if (i8) this.k.uploadI8(B, p.B); else this.k.upload(B, floatsToHalves(p.B));
-        for (const m of [A, B]) this.sparseBufs.push(...m.parts.map((q) => q.buffer));
+        for (const m of [A, B, ...(Ao ? [Ao] : [])]) this.sparseBufs.push(...m.parts.map((q) => q.buffer));
         const bias = sb(f * 4, `${l}.pred.bias`);
         this.k.device.queue.writeBuffer(bias, 0, p.bias as Float32Array<ArrayBuffer>);
-        out.pred = { A, B, bias, rank: r, fold: null, c2: null };
+        out.pred = { A, B, bias, rank: r, fold: null, c2: null, ...(Ao ? { Ao } : {}) };
         if (this.foldLn) {
           // c1 = A·γ, c2 = A·β of the LayerNorm in front of the predictor's input, for the folded decode GEMV.
-          const L = this.layers[l], attn = policy.input === 'attn_in';
+          const L = this.layers[l], attn = readsAttnIn(policy.input);
           out.pred.fold = sb(2 * r * 4, `${l}.pred.A.ln_c`);
           const hp = policy.heads?.[l];
-          const fuse = attn && this.k.canFusePredictor(L.qkv, A, hp && headKvMode(hp) === 'lazy' ? lazyShape(undefined, this.k.gemvRowsPerThread) : undefined);
+          // attn_io's o half adds into u where u lands: after qkv's rows when A rides qkv, but with sparse
+          // heads it is a head-out product (only the chosen heads' columns of o are current), which
+          // writes from row 0 of its output: those layers keep u in a buffer of its own.
+          const fuse = attn && !(Ao && hp) && this.k.canFusePredictor(L.qkv, A, hp && headKvMode(hp) === 'lazy' ? lazyShape(undefined, this.k.gemvRowsPerThread) : undefined);
           // Riding a qkv GEMV over W∘γ, A is stored as A∘γ too (one x side; gemv.ts, GAMMA IN W).
           out.pred.c2 = this.foldInto({ W: A, gamma: attn ? L.attnLnW : L.mlpLnW, beta: attn ? L.attnLnB : L.mlpLnB, bias: null, c: out.pred.fold },
             `${l}.pred.A`, { gw: fuse && !!L.qkvC2, alloc: sb, ds, copies, own });
@@ -982,7 +1004,8 @@ class GpuRunner implements WebGpuRunner {
       // Folded, a predictor reading attn_in folds the same LayerNorm into its A product. Unfolded,
       // LN(x) is read by the taps, a predictor or head scores reading attn_in, and a qkv holding W
       // apart from γ; a qkv holding W∘γ reads x̂ (the next LayerNorm) instead.
-      const lnA = !fold && (trace || !L.qkvC2 || (!!S?.pred && this.policy!.input === 'attn_in') || (T === 1 && (!!HS || !!this.heads[l + 1]?.prev)));
+      const attnPred = !!S?.pred && readsAttnIn(this.policy!.input), io = !!S?.pred?.Ao;
+      const lnA = !fold && (trace || !L.qkvC2 || attnPred || (T === 1 && (!!HS || !!this.heads[l + 1]?.prev)));
       if (c.preLayerNorm && lnA) { add(K.layerNorm({ x: this.x, y: this.hA, w: L.attnLnW, b: L.attnLnB, n: d, rows: T, eps }, own)); attnIn = this.hA; }
       // qkv holding W∘γ reads x̂ unfolded (qkvArgs): a second, affine-free LayerNorm (prompts, traces).
       if (L.qkvC2 && !fold) add(K.layerNorm({ x: this.x, y: this.hX, w: this.lnId!.ones, b: this.lnId!.zeros, n: d, rows: T, eps }, own));
@@ -990,7 +1013,8 @@ class GpuRunner implements WebGpuRunner {
       // Lookahead: a predictor reading attn_in runs before attention (off the MLP's critical path);
       // folded in decode, its A product rides the qkv GEMV (S.look) and B, top-K follow it.
       const look = fold && S?.look ? S.look : null;
-      if (S?.pred && this.policy!.input === 'attn_in' && !look) this.predict(S, attnIn, T, own, add, fold ? { gamma: L.attnLnW, beta: L.attnLnB, out: null } : null);
+      // (attn_io: only A's attn_in half here; its o half and B follow attention.)
+      if (attnPred && !look) this.predict(S!, attnIn, T, own, add, fold ? { gamma: L.attnLnW, beta: L.attnLnB, out: null } : null, !io);
       // Decode stores the new K and V rows from the qkv GEMV's epilogue (attention reads the current
       // token's K and V from the cache, q from qkv); prefill's matmul leaves that to kvStore.
       // Sparse heads: the head scores, then the qkv GEMV chooses the heads itself where it can (gemv.ts,
@@ -1004,14 +1028,14 @@ class GpuRunner implements WebGpuRunner {
       // where it has the seat (qkvNextC), else here, before out_proj changes the residual.
       const HN = T === 1 ? this.heads[l + 1] : null;
       if (HN?.prev && !qkv.kv?.hnext) add(...this.headScoreGemv(HN, L, fold ? this.x : attnIn, fold, own));
-      if (look && !S!.block) this.predictB(S!, this.qkv, 3 * d, own, add);
+      if (look && !S!.block && !io) this.predictB(S!, this.qkv, 3 * d, own, add);
       if (!qkv.kv) add(K.kvStore({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, d, T }, own));
       // The block rule with the lookahead: its scoring and choice need only u, so they ride attention's
       // dispatch (attention.ts, `role`) and block-select below computes the chosen rows' fc1 only.
       // (With the lookahead u sits in the qkv GEMV's output after its 3d rows; cnt: the layer's chosen count.)
       const lookBlock = !!(look && S?.block) && K.blockSelectLnFits(d);
       const uLook = look ? { u: this.qkv, uOff: 3 * d, uStride: 3 * d + S!.pred!.rank } : null, cnt = { buffer: this.chosen!, offset: this.chosenStride * l, size: 4 };
-      const scoreEarly = lookBlock && this.blockScoreInAttention && K.blockScoreFits(S!.pred!.B, !!HS, c.headDim);
+      const scoreEarly = lookBlock && !io && this.blockScoreInAttention && K.blockScoreFits(S!.pred!.B, !!HS, c.headDim);
       const blockScore = scoreEarly ? { B: S!.pred!.B, bias: S!.pred!.bias, ...uLook!, sel: this.sel!, h: this.hsel!, cnt, bcnt: this.bcnt!, cap: S!.block!.cap, tau: S!.block!.tau } : undefined;
       add(...K.attention({ step: this.step, qkv: this.qkv, k: L.k, v: L.v, o: this.ao, hn: this.hn, H: c.heads, hd: c.headDim, T, maxPos: c.maxPositions,
         heads: HS ? { hl: this.hl!, skip: HS.skip, k: HS.k } : undefined, fused: !long, blockScore,
@@ -1020,9 +1044,19 @@ class GpuRunner implements WebGpuRunner {
         maxKeys: T === 1 && !long && this.k.fuseAttention ? this.fusedAttentionMaxKeys : undefined }, own));
       tap(l, 'head_norm', this.hn, c.heads);
       tap(l, 'attn_out', this.ao, d);
+      // attn_io: u += Ao·o once attention is done: its rows ride out_proj's GEMV in decode with the
+      // lookahead (gemv.ts, RIDE; u is then after qkv's rows), else a product of its own (with sparse
+      // heads over the chosen heads' columns only, as out_proj reads them); B follows where top-K
+      // selects (the block rule scores in block-select).
+      const Ao = io ? S!.pred!.Ao! : null;
+      const uOut = !io ? null : look ? { y: this.qkv, outOff: 3 * d, outStride: 3 * d + S!.pred!.rank } : { y: this.u!, outOff: 0, outStride: S!.pred!.rank };
+      const rideO = !!Ao && !!look && !HS && this.attnIoRide && K.canRide(L.o, Ao);
+      if (Ao && !rideO) add(...(HS ? K.headOut({ W: Ao, o: this.ao, hl: this.hl!, k: HS.k, hd: c.headDim, y: this.u!, bias: null }, own)
+        : K.linear({ W: Ao, x: this.ao, T, ...uOut!, resid: true }, own)));
       // Sparse heads: out_proj reads the chosen heads' columns only (the others' outputs are stale).
       add(...(HS ? K.headOut({ W: L.o, major: HS.major ?? undefined, o: this.ao, hl: this.hl!, k: HS.k, hd: c.headDim, y: this.x, bias: L.oB }, own)
-        : K.linear({ W: L.o, x: this.ao, y: this.x, T, bias: L.oB, resid: true }, own)));
+        : K.linear({ W: L.o, x: this.ao, y: this.x, T, bias: L.oB, resid: true, ...(rideO ? { ride: { W: Ao!, y: this.qkv, off: 3 * d } } : {}) }, own)));
+      if (uOut && !S!.block) this.predictB(S!, uOut.y, uOut.outOff, own, add, T);
       if (!c.preLayerNorm) add(K.layerNorm({ x: null, y: this.x, w: L.attnLnW, b: L.attnLnB, n: d, rows: T, eps }, own));
 
       // MLP block
@@ -1128,13 +1162,13 @@ class GpuRunner implements WebGpuRunner {
    * only u = A x: B, the choice and fc1 run fused at the MLP (blockSelectFc1).
    */
   private predict(S: LayerSparse, x: GPUBuffer, T: number, own: GPUBuffer[], add: (...d: Dispatch[]) => void,
-    fold: { gamma: GPUBuffer; beta: GPUBuffer; out: GPUBuffer | null; hat?: boolean } | null): void {
+    fold: { gamma: GPUBuffer; beta: GPUBuffer; out: GPUBuffer | null; hat?: boolean } | null, withB = true): void {
     const p = S.pred!, K = this.k, eps = this.config.layerNormEps;
     // Folded: x is the raw residual stream and A's own LayerNorm constants apply (out: also write LN(x), or x̂ with hat).
     // A stored as A∘γ (p.c2): folded without γ, unfolded from x̂ (buildPlan's hX) with c2 as the bias.
     add(...K.linear(fold ? { W: p.A, x, y: this.u!, T, ln: { gamma: fold.gamma, c: p.fold!, eps, out: fold.out ? { beta: fold.beta, xn: fold.out, hat: fold.hat } : undefined, gammaInW: !!p.c2 } }
       : { W: p.A, x: p.c2 ? this.hX : x, y: this.u!, T, bias: p.c2 }, own));
-    if (!S.block) this.predictB(S, this.u!, 0, own, add, T);
+    if (!S.block && withB) this.predictB(S, this.u!, 0, own, add, T);
   }
 
   /** scores = B u + bias, then top-K into `sel`; u of token t at uOff + t·r (the lookahead: one token, u after qkv's rows). */
@@ -1320,7 +1354,7 @@ class GpuRunner implements WebGpuRunner {
         // The block rule computes a varying count: its calibrated density where known, else all slots.
         const k = S.block && S.lp.density !== undefined ? Math.round(S.lp.density * f) : S.k;
         n += 2 * k * d * 2;
-        if (S.pred) n += (S.pred.rank * d + f * S.pred.rank) * 2;
+        if (S.pred) n += (S.pred.rank * d * (S.pred.Ao ? 2 : 1) + f * S.pred.rank) * 2;
         if (S.lp.selector.kind === 'oracle') n += d * f * 2;
       }
     }

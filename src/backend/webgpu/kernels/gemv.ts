@@ -91,6 +91,13 @@ import { argmaxKeyWgsl } from './argmax.js';
  * them: 6284 pairs at OPT's vocabulary and 8 rows a workgroup (6.7b, 13b; 3142 at 1.3b's 16), not 50272 floats). The one-workgroup
  * argmax over the logits was ~14 µs of a greedy step; reading y back costs each row's writer one
  * load of what it just stored.
+ *
+ * RIDE (T = 1, no ln / kv / gather / amax; a plain or residual GEMV): rows [D, D + r) (D = kvD, the
+ * main matrix's rows) are another matrix's, read from binding 13 (WA, the main matrix's width) on the
+ * same x, and each adds its dot into y2[rideOff + row − D] (binding 21; no bias, no ReLU). attn_io
+ * predictors (policy.ts): their A's o half rides out_proj, which reads o anyway, and adds into u where
+ * the qkv GEMV left A's attn_in half: no dispatch of its own (~5–9 µs a layer in a decode step).
+ * Workgroups hold rows of one matrix only (D a multiple of the rows a workgroup: Kernels.canRide).
  */
 export interface GemvOpts {
   rows: number; tpr: number; bias: boolean; relu: boolean; resid: boolean; gather: boolean;
@@ -125,6 +132,8 @@ export interface GemvOpts {
   kvHalf?: boolean;
   /** With kv and ln: rows from 3d on are predictor A's, read from binding 13 (see PRED above). */
   pred?: boolean;
+  /** Rows from kvD on are another matrix's (binding 13), added into y2 (binding 21) from rideOff (see RIDE above). */
+  ride?: boolean;
   /**
    * With kv: sparse heads (HEADS below): head dim hd, the top k of H heads by the scores run. A
    * workgroup whose rows are q, k or v rows of another head returns before reading weights.
@@ -179,7 +188,7 @@ export function gemvReadsGamma(o: GemvOpts): boolean {
 }
 
 export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
-  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? `sg${sgExact(f, o) ? 'x' : ''}` : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? (o.lnOutHat ? 'hat' : 'out') : ''}${o.pred ? '_predA' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}${o.heads.kvAll ? 'q' : ''}${o.heads.lazy ? `z${o.heads.lazy[0]}` : ''}` : ''}${o.hnext !== undefined ? `_hn${o.hnext}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}${gemvPeels(o) ? '_pl' : ''}${o.gw ? '_gw' : ''}${o.amax ? '_amax' : ''}`;
+  return `gemv_${o.wide ? (o.xv4 ? 'w8x4v' : 'w8x4') : wmode(f)}_${f.subgroups ? `sg${sgExact(f, o) ? 'x' : ''}` : 'wgmem'}_r${o.rows}_tpr${o.tpr}${o.bias ? '_bias' : ''}${o.relu ? '_relu' : ''}${o.resid ? '_resid' : ''}${o.gather ? '_gather' : ''}${o.kv ? (o.kvHalf ? '_kv16' : '_kv') : ''}${o.ln ? '_ln' : ''}${o.lnOut ? (o.lnOutHat ? 'hat' : 'out') : ''}${o.pred ? '_predA' : ''}${o.ride ? '_ride' : ''}${o.heads ? `_hd${o.heads.hd}h${o.heads.H}k${o.heads.k}${o.heads.kvAll ? 'q' : ''}${o.heads.lazy ? `z${o.heads.lazy[0]}` : ''}` : ''}${o.hnext !== undefined ? `_hn${o.hnext}` : ''}${(o.rpt ?? 1) > 1 ? `_p${o.rpt}` : ''}${gemvPeels(o) ? '_pl' : ''}${o.gw ? '_gw' : ''}${o.amax ? '_amax' : ''}`;
 }
 
 /**
@@ -187,7 +196,7 @@ export function gemvKey(f: KernelFeatures, o: GemvOpts): string {
  * ln's c2; kvD: kv's d; amaxOff: AMAX's first slot for this part (callers without AMAX may leave it
  * out: Kernels.uniform pads to a multiple of 4 words, and every GEMV caller passes at least 13).
  */
-export const GEMV_PARAMS = ['rows', 'K', 'K4', 'rowOff', 'partRows', 'inStride', 'inOff', 'outStride', 'outOff', 'selStride', 'nwgx', 'epsBits', 'allRows', 'kvD', 'amaxOff'] as const;
+export const GEMV_PARAMS = ['rows', 'K', 'K4', 'rowOff', 'partRows', 'inStride', 'inOff', 'outStride', 'outOff', 'selStride', 'nwgx', 'epsBits', 'allRows', 'kvD', 'amaxOff', 'rideOff'] as const;
 
 /**
  * AMAX's code (workgroup-uniform, after every row's epi): lane 0 of each row slot takes its rows' best
@@ -236,6 +245,7 @@ export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
   if (o.heads && !o.kv) throw new Error('gemv: sparse heads are a form of the qkv GEMV (kv)');
   if (o.gw && !ln) throw new Error('gemv: γ in the weights is a form of the folded LayerNorm');
   if (o.amax && (o.kv || o.resid || o.gather || o.heads || o.hnext !== undefined)) throw new Error('gemv: the argmax epilogue is a form of the plain or folded GEMV (no kv, residual, gather or heads)');
+  if (o.ride && (ln || o.kv || o.gather || o.amax || o.relu)) throw new Error('gemv: riding rows are a form of the plain or residual GEMV (no ln, kv, gather, ReLU or argmax)');
   const gw = !!o.gw, readsG = gemvReadsGamma(o);
   const P = o.rpt ?? 1;
   if (P > 1 && (!o.wide || o.gather)) throw new Error('gemv: several rows a thread is a form of the wide, non-gather GEMV');
@@ -318,10 +328,11 @@ export function gemvWgsl(f: KernelFeatures, o: GemvOpts): string {
   const kvHalf = !!(o.kv && o.kvHalf), kvE = kvHalf ? 'atomic<u32>' : 'f32';
   const kvPut = (buf: string, i: string) => (kvHalf ? kvPutWgsl(buf, i, 'v') : `${buf}[${i}] = v;`);
   return `${o.wide ? enables({ ...f, f16: false }, true) : enables(f, true)}
-struct P { rows: u32, K: u32, K4: u32, rowOff: u32, partRows: u32, inStride: u32, inOff: u32, outStride: u32, outOff: u32, selStride: u32, nwgx: u32, epsBits: u32, allRows: u32, kvD: u32, amaxOff: u32 }
+struct P { rows: u32, K: u32, K4: u32, rowOff: u32, partRows: u32, inStride: u32, inOff: u32, outStride: u32, outOff: u32, selStride: u32, nwgx: u32, epsBits: u32, allRows: u32, kvD: u32, amaxOff: u32, rideOff: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 ${o.wide ? '@group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;' : weightDecl(f, 1, 'W')}
-${o.pred ? (o.wide ? '@group(0) @binding(13) var<storage, read> WA: array<vec4<u32>>;' : weightDecl(f, 13, 'WA')) : ''}
+${o.pred || o.ride ? (o.wide ? '@group(0) @binding(13) var<storage, read> WA: array<vec4<u32>>;' : weightDecl(f, 13, 'WA')) : ''}
+${o.ride ? '@group(0) @binding(21) var<storage, read_write> y2: array<f32>;' : ''}
 ${o.hnext !== undefined ? `${o.wide ? '@group(0) @binding(18) var<storage, read> WH: array<vec4<u32>>;' : weightDecl(f, 18, 'WH')}
 @group(0) @binding(19) var<storage, read_write> hs: array<f32>;
 const HN0 = ${o.hnext}u;   // where the next layer's head rows start, after 3d` : ''}
@@ -393,6 +404,11 @@ fn headSkipped(g: u32, lid: u32) -> bool {
 
 // The epilogue of output row r (weight row wrow of this part) from its reduced sums.
 fn epi(t: u32, r: u32, wrow: u32, tot: RT) {
+  ${o.ride ? `if (p.rowOff + wrow >= p.kvD) {   // a riding row (T = 1): into y2, as it is
+    let oi2 = p.rideOff + p.rowOff + wrow - p.kvD;
+    y2[oi2] = y2[oi2] + tot;
+    return;
+  }` : ''}
   ${epiValue}
   ${o.hnext !== undefined ? `let hr = p.rowOff + wrow;
   if (hr >= 3u * p.kvD + HN0) { hs[hr - 3u * p.kvD - HN0] = v; return; }   // the next layer's head score` : ''}
@@ -437,6 +453,8 @@ ${o.hnext !== undefined ? `    if (g * R >= 3u * p.kvD + HN0) {   // the next la
 ${singleRowDot(o, sh, 'WH', '(wrow - 3u * p.kvD - HN0)')}
     } else ` : '    '}${o.pred ? `if (g * R >= 3u * p.kvD) {   // the lookahead predictor's rows (uniform: 3d is a multiple of R)
 ${singleRowDot(o, sh, 'WA', '(wrow - 3u * p.kvD)')}
+    } else ` : ''}${o.ride ? `if (g * R >= p.kvD) {   // the riding matrix's rows (uniform: D is a multiple of R)
+${singleRowDot(o, sh, 'WA', '(wrow - p.kvD)')}
     } else ` : ''}{
 ${singleRowDot(o, sh, 'W', 'wrow')}
     }
@@ -598,6 +616,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${loop('WH', ' - 3u * p.kvD - HN0')}
   } else ` : ''}${o.pred ? `if (g * RP >= 3u * p.kvD) {   // the lookahead predictor's rows (uniform: 3d is a multiple of RP)
   ${loop('WA', ' - 3u * p.kvD')}
+  } else ` : ''}${o.ride ? `if (g * RP >= p.kvD) {   // the riding matrix's rows (uniform: D is a multiple of RP)
+  ${loop('WA', ' - p.kvD')}
   } else ` : ''}${odd ? `if (mode == 2u) {
   ${loop('W', '', true)}
   } else ` : ''}{
