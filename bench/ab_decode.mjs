@@ -12,7 +12,7 @@
 // the head included, and the median gap between ids), the GPU ms column then holding the wall ms.
 // AB_METRIC=prefill times the prompt instead: forward() of AB_PROMPT tokens from position 0 with the
 // last row's logits read back, wall ms, the mean of 5 after one untimed (the column then holds that).
-// AB_SHAPES (default opt-6.7b,opt-13b,opt-1.3b), AB_ROUNDS (2), AB_PROMPT (128 positions before the 128 timed steps), AB_SPARSITY (dense,mlp,dejavu: any of
+// AB_SHAPES (default opt-6.7b,opt-13b,opt-1.3b), AB_ROUNDS (2), AB_PROMPT (128 positions before the 128 timed steps), AB_SPARSITY (dense,mlp,dejavu, mlp:<input>[@D] and dejavu:<input>[@D] with predictors reading attn_in, mlp_in or attn_io, thresholds for density D: any of
 // them; mlp = random predictors of DejaVu's proportions at 10 %, block rule, lookahead; dejavu adds
 // 40 % of heads: AB_HEAD_KV (all | chosen | lazy; default all), AB_HEAD_INPUT (prev_attn_in, the head
 // lookahead, default | attn_in). Prints one JSON line a run, then a table.
@@ -45,9 +45,12 @@ for (const shape of shapes) {
       const r = await mods[build].createWebGpuRunner(c, 'synthetic', { gpu, ...(build === 'base' ? baseOpts ?? {} : newOpts) });
       for (const sp of sparsities) {
         if (sp !== 'dense') {
-          const mlp = syntheticPredictorPolicy(c, 0.1);
+          // mlp:<input> / dejavu:<input>: synthetic predictors reading that input (attn_in, mlp_in, attn_io; default attn_in).
+          // (…@D: the synthetic threshold set for density D instead of 0.1; the runner counts what it chose.)
+          const [kind, rest] = sp.split(':'), [input, dens] = (rest ?? '').split('@');
+          const mlp = syntheticPredictorPolicy(c, dens ? Number(dens) : 0.1, input ? { input } : {});
           // (A base build older than the head lookahead ignores headInput.)
-          r.setSparsity(sp === 'dejavu' ? { ...mlp, headInput, heads: syntheticHeads(c, 0.4, { kv: headKv }) } : mlp);
+          r.setSparsity(kind === 'dejavu' ? { ...mlp, headInput, heads: syntheticHeads(c, 0.4, { kv: headKv }) } : mlp);
         }
         let row;
         if (prefill) {
@@ -64,7 +67,7 @@ for (const shape of shapes) {
           r.reset();
           await r.forward(Array.from({ length: prompt }, (_, i) => (i * 7919) % c.vocabSize), { noLogits: true });
           const t = await r.timeDecodeSteps(gen, 2);
-          row = { shape, sparsity: sp, round, build, gpu_ms: t.gpuMsPerToken ?? null, wall_ms: +t.msPerToken.toFixed(4), dispatches: t.dispatchesPerToken };
+          row = { shape, sparsity: sp, round, build, gpu_ms: t.gpuMsPerToken ?? null, wall_ms: +t.msPerToken.toFixed(4), dispatches: t.dispatchesPerToken, ...(sp !== 'dense' && { mlp_density: +(await r.mlpDensity()).filter((v) => v !== null).reduce((a, v, _, l) => a + v / l.length, 0).toFixed(4) }) };
         }
         res.push(row);
         console.log(JSON.stringify(row));
@@ -76,6 +79,6 @@ for (const shape of shapes) {
 console.log(`shape | sparsity | build | ${prefill ? `prefill ms, ${prompt} tokens` : chain ? 'wall ms a token, chained greedy' : 'GPU ms a token'} (each round) | dispatches`);
 for (const shape of shapes) for (const sp of sparsities) for (const b of ['base', 'new']) {
   const rs = res.filter((x) => x.shape === shape && x.sparsity === sp && x.build === b);
-  console.log(`${shape} | ${sp} | ${b} | ${rs.map((x) => x.gpu_ms?.toFixed(3) ?? 'n/a').join(' / ')} | ${rs[0]?.dispatches}`);
+  console.log(`${shape} | ${sp} | ${b} | ${rs.map((x) => x.gpu_ms?.toFixed(3) ?? 'n/a').join(' / ')} | ${rs[0]?.dispatches}${rs[0]?.mlp_density !== undefined ? ` | density ${rs[0].mlp_density}` : ''}`);
 }
 gpu.device.destroy();

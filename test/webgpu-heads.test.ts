@@ -141,6 +141,12 @@ test('webgpu out_proj over the chosen heads\' columns matches the dense product 
       const e = relErr(await readF32(k, y, d), want);
       assert.ok(e < 1e-5, `H=${H} hd=${hd} k=${kk} parts=${W.parts.length} ${m ? 'head-major' : 'as stored'}: ${e}`);
     }
+    // Into y from an offset (attn_io's o half of A adds into u after qkv's rows): the rows before it untouched.
+    const off = 3, y = k.f32Buffer(Float32Array.from([7, 8, 9, ...y0]), 'y');
+    await runNow(k, k.headOut({ W, o: k.f32Buffer(o, 'o'), hl: k.f32Buffer(heads, 'hl'), k: kk, hd, y, bias: k.f32Buffer(bias, 'b'), yOff: off }, own), own);
+    const got = await readF32(k, y, d + off);
+    assert.deepEqual([...got.subarray(0, off)], [7, 8, 9]);
+    assert.ok(relErr(got.subarray(off), want) < 1e-5, `H=${H} hd=${hd}: from offset ${off}`);
   }
 });
 

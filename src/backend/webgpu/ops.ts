@@ -567,7 +567,8 @@ export class Kernels {
    * y += out_proj over the k chosen heads' columns (hl) of the attention output o, + bias
    * (kernels/head-out.ts): from `major` (headMajor's copy) where given, else W as stored.
    */
-  headOut(a: { W: GpuMatrix; major?: GPUBuffer; o: GPUBuffer; hl: GPUBuffer; k: number; hd: number; y: GPUBuffer; bias: GPUBuffer | null }, own: GPUBuffer[]): Dispatch[] {
+  /** y[yOff + i] += (W o)[i] (+ bias[i]) over the chosen heads' columns (yOff: attn_io's o half of A adds into u after qkv's rows). */
+  headOut(a: { W: GpuMatrix; major?: GPUBuffer; o: GPUBuffer; hl: GPUBuffer; k: number; hd: number; y: GPUBuffer; bias: GPUBuffer | null; yOff?: number }, own: GPUBuffer[]): Dispatch[] {
     if (!Kernels.headOutFits(a.W, a.hd)) throw new Error('headOut: needs rows of whole 8-half chunks and a head dim that is a multiple of 8');
     const cph = a.hd / 8, sh = { tpr: headOutTpr(a.k, a.hd), bias: !!a.bias, k: a.k, cph }, key = headOutKey(sh), pl = this.pipeline(key, () => headOutWgsl(sh));
     const rowsWg = (HO_WG / sh.tpr) * HO_RPT;
@@ -576,7 +577,7 @@ export class Kernels {
       const ent: [number, Entry][] = [[1, p.buffer], [2, a.o], [3, a.hl], [4, a.y]];
       if (a.bias) ent.push([5, a.bias]);
       const [rstride, hstride] = a.major ? [cph, a.W.rows * cph] : [a.W.colsP / 8, cph];
-      return this.dispatch(key, pl, [rstride, hstride, p.row0, p.rows], ent, [ceilDiv(p.rows, rowsWg), 1, 1], own);
+      return this.dispatch(key, pl, [rstride, hstride, p.row0, p.rows, a.yOff ?? 0], ent, [ceilDiv(p.rows, rowsWg), 1, 1], own);
     });
   }
 

@@ -697,10 +697,7 @@ class GpuRunner implements WebGpuRunner {
           const L = this.layers[l], attn = readsAttnIn(policy.input);
           out.pred.fold = sb(2 * r * 4, `${l}.pred.A.ln_c`);
           const hp = policy.heads?.[l];
-          // attn_io's o half adds into u where u lands: after qkv's rows when A rides qkv, but with sparse
-          // heads it is a head-out product (only the chosen heads' columns of o are current), which
-          // writes from row 0 of its output: those layers keep u in a buffer of its own.
-          const fuse = attn && !(Ao && hp) && this.k.canFusePredictor(L.qkv, A, hp && headKvMode(hp) === 'lazy' ? lazyShape(undefined, this.k.gemvRowsPerThread) : undefined);
+          const fuse = attn && this.k.canFusePredictor(L.qkv, A, hp && headKvMode(hp) === 'lazy' ? lazyShape(undefined, this.k.gemvRowsPerThread) : undefined);
           // Riding a qkv GEMV over W∘γ, A is stored as A∘γ too (one x side; gemv.ts, GAMMA IN W).
           out.pred.c2 = this.foldInto({ W: A, gamma: attn ? L.attnLnW : L.mlpLnW, beta: attn ? L.attnLnB : L.mlpLnB, bias: null, c: out.pred.fold },
             `${l}.pred.A`, { gw: fuse && !!L.qkvC2, alloc: sb, ds, copies, own });
@@ -1051,7 +1048,7 @@ class GpuRunner implements WebGpuRunner {
       const Ao = io ? S!.pred!.Ao! : null;
       const uOut = !io ? null : look ? { y: this.qkv, outOff: 3 * d, outStride: 3 * d + S!.pred!.rank } : { y: this.u!, outOff: 0, outStride: S!.pred!.rank };
       const rideO = !!Ao && !!look && !HS && this.attnIoRide && K.canRide(L.o, Ao);
-      if (Ao && !rideO) add(...(HS ? K.headOut({ W: Ao, o: this.ao, hl: this.hl!, k: HS.k, hd: c.headDim, y: this.u!, bias: null }, own)
+      if (Ao && !rideO) add(...(HS ? K.headOut({ W: Ao, o: this.ao, hl: this.hl!, k: HS.k, hd: c.headDim, y: uOut!.y, yOff: uOut!.outOff, bias: null }, own)
         : K.linear({ W: Ao, x: this.ao, T, ...uOut!, resid: true }, own)));
       // Sparse heads: out_proj reads the chosen heads' columns only (the others' outputs are stale).
       add(...(HS ? K.headOut({ W: L.o, major: HS.major ?? undefined, o: this.ao, hl: this.hl!, k: HS.k, hd: c.headDim, y: this.x, bias: L.oB }, own)

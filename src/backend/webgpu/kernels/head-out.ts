@@ -16,7 +16,7 @@ export const HO_WG = 256;
 /** Rows a thread: each x chunk (and its column index) is loaded once for RPT rows' weights. */
 export const HO_RPT = 2;
 /** rstride: vec4 chunks from one row to the next; hstride: from one head's columns to the next (the two layouts below). */
-export const HO_PARAMS = ['rstride', 'hstride', 'row0', 'partRows'] as const;
+export const HO_PARAMS = ['rstride', 'hstride', 'row0', 'partRows', 'yOff'] as const;
 /** n: chosen chunks a row (k · hd / 8: the column table's size); cph: chunks a head. */
 export interface HeadOutShape { tpr: number; bias: boolean; k: number; cph: number }
 export const headOutKey = (s: HeadOutShape) => `head_out4_wg${HO_WG}_tpr${s.tpr}_p${HO_RPT}_k${s.k}_c${s.cph}${s.bias ? '_bias' : ''}`;
@@ -37,7 +37,7 @@ export function headOutWgsl(s: HeadOutShape): string {
   const R = HO_WG / s.tpr, P = HO_RPT;
   const each = (fn: (i: number) => string, sep = ' ') => Array.from({ length: P }, (_, i) => fn(i)).join(sep);
   return `
-struct P { rstride: u32, hstride: u32, row0: u32, partRows: u32 }
+struct P { rstride: u32, hstride: u32, row0: u32, partRows: u32, yOff: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> o: array<vec4<f32>>;
@@ -89,7 +89,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let pr = r0 + ${i}u * R;
     if (lane == 0u && pr < p.partRows) {
       let row = p.row0 + pr;
-      y[row] = y[row] + red[lid]${s.bias ? ' + b[row]' : ''};
+      y[p.yOff + row] = y[p.yOff + row] + red[lid]${s.bias ? ' + b[row]' : ''};
     }
     workgroupBarrier();
   }`, '\n  ')}
