@@ -25,6 +25,7 @@ const { loadModel } = await import(`${dist}/src/engine/model.js`);
 const { windows } = await import(`${dist}/src/sparsity/collect.js`);
 const { lowRankFc1 } = await import(`${dist}/src/sparsity/lowrank-init.js`);
 const { toF32 } = await import(`${dist}/src/model/tensor.js`);
+const { sideBySide } = await import(`${dist}/src/util/rows.js`);
 
 const shared = fileURLToPath(new URL('../../shared', import.meta.url));
 const modelDir = process.env.IP_MODEL ?? `${shared}/models/opt-gutenberg-18m`;
@@ -57,16 +58,10 @@ const train = await collect(tokens(`${shared}/data/gutenberg-calib.txt`, nTrain)
 const val = await collect(tokens(`${shared}/data/gutenberg-val.txt`, nVal));
 console.log(`${modelDir}: d ${d}, f ${f}, ${train.rows} training rows (gutenberg-calib), ${val.rows} held-out rows (gutenberg-val), rank ${rank}, top-K ${Math.ceil(density * f)} of ${f} (${(density * 100).toFixed(0)} %); collected in ${((performance.now() - t0) / 1e3).toFixed(0)} s`);
 
-/** Rows of two (rows, d) arrays side by side: (rows, 2d). */
-const join = (a, b, rows) => {
-  const o = new Float32Array(rows * 2 * d);
-  for (let t = 0; t < rows; t++) { o.set(a.subarray(t * d, (t + 1) * d), t * 2 * d); o.set(b.subarray(t * d, (t + 1) * d), t * 2 * d + d); }
-  return o;
-};
 const INPUTS = {
   mlp_in: (s) => s.mlp_in,
   attn_in: (s) => s.attn_in,
-  'attn_in+o': (s, rows) => join(s.attn_in, s.attn_out, rows),
+  'attn_in+o': (s, rows) => sideBySide(s.attn_in, s.attn_out, rows, d),
   o: (s) => s.attn_out,
 };
 

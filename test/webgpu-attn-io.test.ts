@@ -4,6 +4,7 @@ import { CpuRunner } from '../src/backend/cpu/runner.js';
 import { createWebGpuRunner } from '../src/backend/webgpu/runner.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import type { LowRankPredictor, MlpLayerPolicy, SparsityPolicy } from '../src/sparsity/policy.js';
+import { columns } from '../src/util/rows.js';
 import { fp16Predictor, gpuOrSkip } from './gpu.js';
 import { checkpoint, MODELS, reference, relErr, rng } from './helpers.js';
 
@@ -60,7 +61,7 @@ test('webgpu attn_io predictors: prompts choose the CPU runner\'s neurons, decod
   // Dispatches: as many as attn_in predictors of A's first half scored in block-select as attn_io's
   // are; apart, the o half's GEMV on each of the three sparse layers more.
   const noEarly = await createWebGpuRunner(c, ck.weights, { ...opts, blockScoreInAttention: false });
-  const half = (q: SparsityPolicy): SparsityPolicy => ({ input: 'attn_in', mlp: q.mlp.map((lp) => lp && lp.selector.kind === 'predictor' ? { ...lp, selector: { ...lp.selector, predictor: { ...lp.selector.predictor, A: firstHalf(lp.selector.predictor.A, 19, 2 * d) } } } : lp) });
+  const half = (q: SparsityPolicy): SparsityPolicy => ({ input: 'attn_in', mlp: q.mlp.map((lp) => lp && lp.selector.kind === 'predictor' ? { ...lp, selector: { ...lp.selector, predictor: { ...lp.selector.predictor, A: columns(lp.selector.predictor.A, 19, 2 * d, 0, d) } } } : lp) });
   for (const p of [topK, block(5, null)]) {
     g.setSparsity(p); apart.setSparsity(p); noEarly.setSparsity(half(p));
     const what = p === topK ? 'top-K' : 'block rule';
@@ -73,10 +74,3 @@ test('webgpu attn_io predictors: prompts choose the CPU runner\'s neurons, decod
   assert.equal(await gpu.device.popErrorScope(), null, 'no validation error');
   g.dispose(); unfolded.dispose(); noEarly.dispose(); apart.dispose();
 });
-
-/** The first n/2 columns of a row-major (rows, n) array. */
-function firstHalf(a: Float32Array, rows: number, n: number): Float32Array {
-  const out = new Float32Array(rows * (n / 2));
-  for (let i = 0; i < rows; i++) out.set(a.subarray(i * n, i * n + n / 2), i * (n / 2));
-  return out;
-}

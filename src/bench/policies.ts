@@ -59,7 +59,8 @@ export function syntheticPredictorPolicy(c: OptConfig, density: number,
     const cap = Math.min(BLOCK_SIZE, 2 * Math.ceil(density * BLOCK_SIZE));
     const all: number[] = [];
     for (let s = 0; s < 8; s++) {
-      // (attn_io: the attention input's half only; the synthetic models' attention outputs are small next to it.)
+      // (attn_io: the attention input's half only, o's share left out: at opt-13b and 30b the measured
+      // density then comes out at 17–19 % for 0.1; bench/ab_decode.mjs's `@D` rows set a lower D.)
       const x = Float32Array.from({ length: n }, (_, i) => (i < d ? gaussian(r) : 0));
       all.push(...predictScores(predictor, x, n));
     }

@@ -24,6 +24,7 @@ import type { Checkpoint } from '../model/checkpoint.js';
 import { toF32 } from '../model/tensor.js';
 import { fail } from '../util/errors.js';
 import { floatToHalf, halfToFloat } from '../util/f16.js';
+import { sideBySide } from '../util/rows.js';
 import type { PredictorInput } from './policy.js';
 import { headContributions } from './head-fit.js';
 
@@ -208,11 +209,13 @@ export function readMeta(dir: string): CollectionMeta {
 export function loadLayer(dir: string, meta: CollectionMeta, l: number, split: Split, input: PredictorInput): LayerData {
   const rows = meta.rows[split], labels = readU32(fileOf(dir, l, split, 'labels'));
   if (input !== 'attn_io') return { rows, x: readHalf(fileOf(dir, l, split, input)), labels };
+  requireAttnOut(dir, meta);
+  return { rows, x: sideBySide(readHalf(fileOf(dir, l, split, 'attn_in')), readHalf(fileOf(dir, l, split, 'attn_out')), rows, meta.d), labels };
+}
+
+/** Refuses a collection made without attention's output o (attn_io predictors read it). */
+export function requireAttnOut(dir: string, meta: CollectionMeta): void {
   if (!meta.attn_out) fail(`the collected data in ${dir} has no attention outputs (attn_io predictors read them): delete it or pick another --work folder`);
-  const a = readHalf(fileOf(dir, l, split, 'attn_in')), o = readHalf(fileOf(dir, l, split, 'attn_out')), d = meta.d;
-  const x = new Float32Array(rows * 2 * d);
-  for (let t = 0; t < rows; t++) { x.set(a.subarray(t * d, (t + 1) * d), 2 * t * d); x.set(o.subarray(t * d, (t + 1) * d), (2 * t + 1) * d); }
-  return { rows, x, labels };
 }
 
 /** One layer's head norms (rows, H) for a split; a collection made before they were recorded is refused. */

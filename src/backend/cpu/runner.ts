@@ -3,7 +3,8 @@ import { OPT_POSITION_OFFSET } from '../../model/config.js';
 import { toF32, type Tensor } from '../../model/tensor.js';
 import type { OptWeights } from '../../model/weights.js';
 import { fail } from '../../util/errors.js';
-import { BLOCK_SIZE, checkHeadsPolicy, checkMlpPredictors, headKvChosen, headReadsPrev, type HeadLayerPolicy, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
+import { sideBySide } from '../../util/rows.js';
+import { BLOCK_SIZE, checkHeadsPolicy, checkMlpPredictors, headKvChosen, headReadsPrev, predictorWidth, type HeadLayerPolicy, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
 import { predictScores } from '../../sparsity/predict.js';
 import type { ForwardOptions, Runner, TracePoint } from '../types.js';
 import { headAttention, headContribNorms, headOutGram, selectHeads } from './heads.js';
@@ -189,8 +190,10 @@ export class CpuRunner implements Runner {
       if (lp) {
         const act = new Float32Array(T * f);
         const y = new Float32Array(T * d);
+        // What the predictor reads (T rows): attn_in, mlp_in, or for attn_io attn_in and o side by side.
+        const input = this.policy!.input, predIn = input === 'attn_io' ? sideBySide(h, o, T, d) : input === 'mlp_in' ? m : h;
         for (let t = 0; t < T; t++) {
-          const sel = this.select(lp, l, h, o, m, t);
+          const sel = this.select(lp, l, predIn, m, t);
           sparseMlp(m.subarray(t * d, (t + 1) * d), L.fc1W, L.fc1B, L.fc2T!, L.fc2B, d, sel, y.subarray(t * d, (t + 1) * d), act.subarray(t * f, (t + 1) * f));
         }
         emit(l, 'fc1_act', act);
@@ -287,8 +290,8 @@ export class CpuRunner implements Runner {
     return o;
   }
 
-  /** The neurons that token t of layer l computes (attnIn, o, mlpIn: (T, d) each; o is attention's output, read by attn_io predictors). */
-  private select(lp: MlpLayerPolicy, l: number, attnIn: Float32Array, o: Float32Array, mlpIn: Float32Array, t: number): Uint32Array {
+  /** The neurons that token t of layer l computes; predIn (T, predictorWidth) is the predictor's input, mlpIn (T, d) the oracle's. */
+  private select(lp: MlpLayerPolicy, l: number, predIn: Float32Array, mlpIn: Float32Array, t: number): Uint32Array {
     const d = this.config.hidden;
     const s = lp.selector;
     if (s.kind === 'fixed') return s.indices;
@@ -296,10 +299,8 @@ export class CpuRunner implements Runner {
       const L = this.layers[l];
       return topK(linear(mlpIn.subarray(t * d, (t + 1) * d), 1, L.fc1W, L.fc1B, d, this.config.ffn), lp.k);
     }
-    const input = this.policy!.input, row = (a: Float32Array) => a.subarray(t * d, (t + 1) * d);
-    let x = row(input === 'mlp_in' ? mlpIn : attnIn);
-    if (input === 'attn_io') { const ao = new Float32Array(2 * d); ao.set(x); ao.set(row(o), d); x = ao; }
-    const scores = predictScores(s.predictor, x, x.length);
+    const n = predictorWidth(this.policy!.input, d);
+    const scores = predictScores(s.predictor, predIn.subarray(t * n, (t + 1) * n), n);
     if (!s.block) return topK(scores, lp.k);
     const chosen = blockSelect(scores, BLOCK_SIZE, s.block.cap, s.block.tau).chosen;
     this.chosen[l] += chosen.length;

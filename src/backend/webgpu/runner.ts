@@ -13,6 +13,7 @@ import { toF16Bits, toF32, type Tensor } from '../../model/tensor.js';
 import type { OptWeights } from '../../model/weights.js';
 import { BLOCK_SIZE, blockSlots, checkHeadsPolicy, checkMlpPredictors, headK, headKvChosen, headKvMode, headReadsPrev, readsAttnIn, type BlockRule, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
 import { floatsToHalves } from '../../util/f16.js';
+import { columns } from '../../util/rows.js';
 import { fail } from '../../util/errors.js';
 import type { ForwardOptions, Runner, TracePoint } from '../types.js';
 import { openGpu, type Gpu, type GpuOptions } from './device.js';
@@ -71,13 +72,6 @@ interface LayerSparse {
    * take qkvNextC's constants; null there). With the block rule the MLP LayerNorm folds into block-select too.
    */
   look?: { c: GPUBuffer | null };
-}
-
-/** Columns [c0, c0 + n) of a row-major (rows, cols) array, as (rows, n). */
-function columns(a: Float32Array, rows: number, cols: number, c0: number, n: number): Float32Array {
-  const out = new Float32Array(rows * n);
-  for (let i = 0; i < rows; i++) out.set(a.subarray(i * cols + c0, i * cols + c0 + n), i * n);
-  return out;
 }
 
 /**
