@@ -15,7 +15,9 @@
 // AB_SHAPES (default opt-6.7b,opt-13b,opt-1.3b), AB_ROUNDS (2), AB_PROMPT (128 positions before the 128 timed steps), AB_SPARSITY (dense,mlp,dejavu, mlp:<input>[@D] and dejavu:<input>[@D] with predictors reading attn_in, mlp_in or attn_io, thresholds for density D: any of
 // them; mlp = random predictors of DejaVu's proportions at 10 %, block rule, lookahead; dejavu adds
 // 40 % of heads: AB_HEAD_KV (all | chosen | lazy; default all), AB_HEAD_INPUT (prev_attn_in, the head
-// lookahead, default | attn_in). Prints one JSON line a run, then a table.
+// lookahead, default | attn_in). Block thresholds are calibrated to the density on the model first
+// (src/bench/calibrate.ts, as `dejavu bench` does; AB_CALIBRATE=0 keeps the synthetic threshold).
+// Prints one JSON line a run, then a table.
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -34,23 +36,29 @@ const { openGpu } = await import(`${builds.new}/src/backend/webgpu/device.js`);
 const { shapeConfig } = await import(`${builds.new}/src/bench/shapes.js`);
 const { syntheticHeads, syntheticPredictorPolicy } = await import(`${builds.new}/src/bench/policies.js`);
 const { timeDecode } = await import(`${builds.new}/src/bench/decode.js`);
+const { calibrateBlockDensity } = await import(`${builds.new}/src/bench/calibrate.js`);
+const calibrate = process.env.AB_CALIBRATE !== '0';
 const chain = process.env.AB_METRIC === 'chain', prefill = process.env.AB_METRIC === 'prefill';
 const gpu = await openGpu({});
 console.log(JSON.stringify({ adapter: gpu.adapterName, timestamps: gpu.timestamps, builds }));
 const res = [];
 for (const shape of shapes) {
-  const c = shapeConfig(shape);
+  const c = shapeConfig(shape), ids = Array.from({ length: prompt }, (_, i) => (i * 7919) % c.vocabSize);
   for (let round = 1; round <= rounds; round++) {
     for (const build of ['base', 'new']) {
       const r = await mods[build].createWebGpuRunner(c, 'synthetic', { gpu, ...(build === 'base' ? baseOpts ?? {} : newOpts) });
       for (const sp of sparsities) {
+        let cal = null;
         if (sp !== 'dense') {
           // mlp:<input> / dejavu:<input>: synthetic predictors reading that input (attn_in, mlp_in, attn_io; default attn_in).
           // (…@D: the synthetic threshold set for density D instead of 0.1; the runner counts what it chose.)
           const [kind, rest] = sp.split(':'), [input, dens] = (rest ?? '').split('@');
           const mlp = syntheticPredictorPolicy(c, dens ? Number(dens) : 0.1, input ? { input } : {});
           // (A base build older than the head lookahead ignores headInput.)
-          r.setSparsity(kind === 'dejavu' ? { ...mlp, headInput, heads: syntheticHeads(c, 0.4, { kv: headKv }) } : mlp);
+          const policy = kind === 'dejavu' ? { ...mlp, headInput, heads: syntheticHeads(c, 0.4, { kv: headKv }) } : mlp;
+          r.setSparsity(policy);
+          // The thresholds brought to the density on this model, as `dejavu bench` does (AB_CALIBRATE=0: as set).
+          if (calibrate && r.setBlockThresholds) { cal = await calibrateBlockDensity(r, policy, { target: dens ? Number(dens) : 0.1, runs: [{ prompt: ids, steps: 32, token: 2 }] }); r.resetMlpDensity(); }
         }
         let row;
         if (prefill) {
@@ -65,9 +73,9 @@ for (const shape of shapes) {
           row = { shape, sparsity: sp, round, build, gpu_ms: t.msPerToken, wall_ms: +t.msPerToken.toFixed(4), median_ms: +t.medianMs.toFixed(4), dispatches: r.dispatchesPerToken };
         } else {
           r.reset();
-          await r.forward(Array.from({ length: prompt }, (_, i) => (i * 7919) % c.vocabSize), { noLogits: true });
+          await r.forward(ids, { noLogits: true });
           const t = await r.timeDecodeSteps(gen, 2);
-          row = { shape, sparsity: sp, round, build, gpu_ms: t.gpuMsPerToken ?? null, wall_ms: +t.msPerToken.toFixed(4), dispatches: t.dispatchesPerToken, ...(sp !== 'dense' && { mlp_density: +(await r.mlpDensity()).filter((v) => v !== null).reduce((a, v, _, l) => a + v / l.length, 0).toFixed(4) }) };
+          row = { shape, sparsity: sp, round, build, gpu_ms: t.gpuMsPerToken ?? null, wall_ms: +t.msPerToken.toFixed(4), dispatches: t.dispatchesPerToken, ...(sp !== 'dense' && { mlp_density: +(await r.mlpDensity()).filter((v) => v !== null).reduce((a, v, _, l) => a + v / l.length, 0).toFixed(4) }), ...(cal && { cal_rounds: cal.rounds, cal_converged: cal.converged }) };
         }
         res.push(row);
         console.log(JSON.stringify(row));

@@ -83,7 +83,7 @@ export function hostGreedy(r: Runner): Runner {
     forward: (ids, o) => r.forward(ids, o),
     decodeGreedy: (first, n, onToken) => decodeGreedyOnHost(r, first, n, onToken),
     reset: () => r.reset(), setSparsity: (p) => r.setSparsity(p), dispose: () => r.dispose(),
-    mlpDensity: () => r.mlpDensity(), resetMlpDensity: () => r.resetMlpDensity(),
+    mlpDensity: () => r.mlpDensity(), resetMlpDensity: () => r.resetMlpDensity(), setBlockThresholds: (t) => r.setBlockThresholds(t),
   };
 }
 

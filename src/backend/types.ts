@@ -64,5 +64,12 @@ export interface Runner {
    */
   mlpDensity(): Promise<(number | null)[]>;
   resetMlpDensity(): void;
+  /**
+   * The block rule's threshold τ per layer (null, or a layer without the block rule: unchanged) for
+   * the policy now set, keeping its uploads; a later setSparsity with another policy forgets them.
+   * The benchmark uses it to bring synthetic predictors to a density (bench/calibrate.ts). Resets
+   * the density count.
+   */
+  setBlockThresholds(tau: (number | null)[]): void;
   dispose(): void;
 }

@@ -60,7 +60,8 @@ export function syntheticPredictorPolicy(c: OptConfig, density: number,
     const all: number[] = [];
     for (let s = 0; s < 8; s++) {
       // (attn_io: the attention input's half only, o's share left out: at opt-13b and 30b the measured
-      // density then comes out at 17–19 % for 0.1; bench/ab_decode.mjs's `@D` rows set a lower D.)
+      // density came out at 17–19 % for 0.1. `dejavu bench` and bench/ab_decode.mjs calibrate the
+      // threshold on the model before timing: calibrate.ts.)
       const x = Float32Array.from({ length: n }, (_, i) => (i < d ? gaussian(r) : 0));
       all.push(...predictScores(predictor, x, n));
     }

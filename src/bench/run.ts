@@ -16,7 +16,8 @@ import { DejavuError, fail } from '../util/errors.js';
 import { bandwidthLine, measureGpuBandwidth, measureMemcpyBandwidth, type Bandwidth } from './bandwidth.js';
 import { timeDecode } from './decode.js';
 import { runHfBaseline } from './hf.js';
-import { fixedPolicy, syntheticHeads, syntheticPredictorPolicy } from './policies.js';
+import { calibrateBlockDensity } from './calibrate.js';
+import { fixedPolicy, rng, syntheticHeads, syntheticPredictorPolicy } from './policies.js';
 import type { BenchRow } from './report.js';
 import { CPU_LAYOUT, deviceWeightBytes, FP16_LAYOUT, kvCacheBytes, mlpBytesFromPolicy, meanTokenBytes, predictorRank, shapeConfig, WEBGPU_LAYOUT } from './shapes.js';
 import { loadPredictors, type SparsePart } from '../sparsity/predictors-io.js';
@@ -265,6 +266,17 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: Sparsity
     const { error } = await scoped(gpu, async () => { runner.setSparsity(policy); await gpu.device.queue.onSubmittedWorkDone(); });
     if (error) { runner.setSparsity(null); o.log(`skipped: ${t.name} ${mode}: ${error}`); return null; }
   } else runner.setSparsity(policy);
+  // Synthetic block-rule predictors: thresholds brought to the density on this model (calibrate.ts).
+  const synthetic = policy && !o.oracle && !(o.predictors && model) && o.selection !== 'topk';
+  if (synthetic) {
+    // Both timed sequences (timeDecode's greedy one, queuedTiming's), a few steps each.
+    const steps = Math.min(o.gen, 32), r = rng(7);
+    const runs = [{ prompt: Array.from({ length: o.promptLen }, () => Math.floor(r() * c.vocabSize)), steps },
+      { prompt: stepsPrompt(c, o.promptLen), steps, token: STEPS_TOKEN }];
+    const cal = await calibrateBlockDensity(runner, policy!, { target: o.mlpDensity ?? DEFAULT_DENSITY, runs });
+    const m = cal.density.filter((v): v is number => v !== null);
+    o.log(`${t.name}: ${mode}: block thresholds calibrated in ${cal.rounds} round${cal.rounds > 1 ? 's' : ''}: density ${Math.min(...m).toFixed(3)}–${Math.max(...m).toFixed(3)} a layer${cal.converged ? '' : ' (not within 3 % of the target)'}`);
+  }
   o.log(`${t.name}: ${mode}${policy ? ` (density ${density!.toFixed(3)}${headDensity !== null ? `, heads ${headDensity.toFixed(3)}, kv ${headKv}` : ''}, ${o.oracle ? 'fixed sets' : 'predictors'})` : ''}: prompt ${o.promptLen}, ${o.gen} tokens...`);
   runner.resetMlpDensity();
   const timing = await timeDecode(runner, { promptLen: o.promptLen, gen: o.gen, warmup: o.warmup });
@@ -333,12 +345,16 @@ type StepTimed = Runner & { timeDecodeSteps(steps: number, token?: number): Prom
  * prompt), when it has one. It queues steps without reading logits back and without the LM head,
  * so it shows what the GPU alone takes; ms_per_token stays the end-to-end number.
  */
+/** The GPU-timed steps' sequence: a fixed prompt, then one token fed at every step. */
+const stepsPrompt = (c: OptConfig, n: number) => Array.from({ length: n }, (_, i) => (i * 7919) % c.vocabSize);
+const STEPS_TOKEN = 2;
+
 async function queuedTiming(runner: Runner, o: BenchOptions): Promise<StepTiming | null> {
   const r = runner as Partial<StepTimed>;
   if (typeof r.timeDecodeSteps !== 'function') return null;
   runner.reset();
-  await runner.forward(Array.from({ length: o.promptLen }, (_, i) => (i * 7919) % runner.config.vocabSize), { noLogits: true });
-  const t = await r.timeDecodeSteps(o.gen, 2);
+  await runner.forward(stepsPrompt(runner.config, o.promptLen), { noLogits: true });
+  const t = await r.timeDecodeSteps(o.gen, STEPS_TOKEN);
   runner.reset();
   return t;
 }
@@ -350,10 +366,10 @@ async function decodeProfile(runner: Runner, o: BenchOptions): Promise<BenchRow[
   const r = runner as Partial<Profiled>;
   if (typeof r.profileDecodeSteps !== 'function') { o.log('skipped: --profile: the CPU backend has no GPU timestamps'); return null; }
   runner.reset();
-  await runner.forward(Array.from({ length: o.promptLen }, (_, i) => (i * 7919) % runner.config.vocabSize), { noLogits: true });
+  await runner.forward(stepsPrompt(runner.config, o.promptLen), { noLogits: true });
   let p: DecodeProfile;
   try {
-    p = await r.profileDecodeSteps(o.gen, 2);
+    p = await r.profileDecodeSteps(o.gen, STEPS_TOKEN);
   } catch (e) {
     // An adapter without timestamp-query: the row stands without a profile.
     if (!(e instanceof DejavuError)) throw e;

@@ -95,6 +95,7 @@ export class CpuRunner implements Runner {
     if (policy && policy.mlp.length !== c.layers) fail(`sparsity policy has ${policy.mlp.length} layers, the model has ${c.layers}`);
     if (policy) { checkMlpPredictors(policy, c.hidden, c.ffn); checkHeadsPolicy(policy, c.layers, c.heads, c.hidden); }
     this.policy = policy;
+    this.tau = [];
     this.resetMlpDensity();
     // A new (or the same) policy forgets which heads skipped which positions (HeadLayerPolicy).
     this.layers.forEach((L, l) => { L.skip = policy?.heads?.[l] ? new Uint8Array(c.maxPositions * c.heads) : null; });
@@ -109,6 +110,15 @@ export class CpuRunner implements Runner {
   /** Block rule: neurons chosen per layer since resetMlpDensity, and the tokens that ran. */
   private chosen: number[] = [];
   private mlpTokens = 0;
+
+  /** setBlockThresholds' τ per layer over the policy's (undefined: the policy's own). */
+  private tau: (number | null | undefined)[] = [];
+
+  setBlockThresholds(tau: (number | null)[]): void {
+    if (tau.length !== this.config.layers) fail(`setBlockThresholds: ${tau.length} thresholds for ${this.config.layers} layers`);
+    this.tau = tau.map((t, l) => (t !== null ? t : this.tau[l]));
+    this.resetMlpDensity();
+  }
 
   resetMlpDensity(): void {
     this.chosen = new Array(this.config.layers).fill(0);
@@ -302,7 +312,8 @@ export class CpuRunner implements Runner {
     const n = predictorWidth(this.policy!.input, d);
     const scores = predictScores(s.predictor, predIn.subarray(t * n, (t + 1) * n), n);
     if (!s.block) return topK(scores, lp.k);
-    const chosen = blockSelect(scores, BLOCK_SIZE, s.block.cap, s.block.tau).chosen;
+    const tau = this.tau[l] !== undefined ? this.tau[l]! : s.block.tau;
+    const chosen = blockSelect(scores, BLOCK_SIZE, s.block.cap, tau).chosen;
     this.chosen[l] += chosen.length;
     return chosen;
   }

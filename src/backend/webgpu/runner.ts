@@ -1312,6 +1312,14 @@ class GpuRunner implements WebGpuRunner {
     return ids;
   }
 
+  setBlockThresholds(tau: (number | null)[]): void {
+    if (this.chaining) fail('setBlockThresholds called while decodeGreedy runs');
+    if (tau.length !== this.config.layers) fail(`setBlockThresholds: ${tau.length} thresholds for ${this.config.layers} layers`);
+    this.sparse.forEach((S, l) => { const t = tau[l]; if (S?.block && t !== null) S.block = { ...S.block, tau: t }; });
+    this.dropPlans(); // τ is a plan-time parameter of block-select
+    this.resetMlpDensity();
+  }
+
   resetMlpDensity(): void {
     this.mlpTokens = 0;
     if (this.chosen) this.k.device.queue.writeBuffer(this.chosen, 0, new Uint32Array(this.config.layers * this.chosenStride / 4));
