@@ -62,6 +62,12 @@ test('train-predictors --input attn_io: the attention input and output side by s
   const small = ['--data', calib, '--tokens', '1024', '--window', '128', '--rank', '32', '--work', work];
   // A collection made for mlp_in has no attention outputs: attn_io on it is a one-line error.
   assert.equal(dejavu(...small, '--out', join(dir, 'pred-mlp')).code, 0);
+  // Reusing it for other options than it was collected with is a one-line error that leaves it as it was.
+  const meta = readFileSync(join(work, 'meta.json'), 'utf8');
+  oneLineError(dejavu(...small.slice(0, 4), '--window', '256', ...small.slice(6), '--out', join(dir, 'pred-w')),
+    /^dejavu: collected data in .*work-io was collected in windows of 128 tokens, not 256: delete it or pick another --work folder$/m);
+  oneLineError(dejavu('--data', calib, '--tokens', '2048', ...small.slice(4), '--out', join(dir, 'pred-t')), /was collected with --tokens 1024, not 2048: delete it/);
+  assert.equal(readFileSync(join(work, 'meta.json'), 'utf8'), meta);
   oneLineError(dejavu(...small, '--out', out, '--input', 'attn_io'), /has no attention outputs \(attn_io predictors read them\)/);
   const r = dejavu(...small.slice(0, -2), '--out', out, '--input', 'attn_io');
   assert.equal(r.code, 0, r.stderr);
@@ -78,4 +84,19 @@ test('train-predictors --input attn_io: the attention input and output side by s
   const density = JSON.parse(e.stdout).mlp_density;
   assert.ok(density > 0 && density < 1, `measured density ${density}`);
   oneLineError(dejavu('--data', calib, '--out', out, '--input', 'attn_out'), /^dejavu: --input must be attn_in, mlp_in, attn_io or both \(got attn_out\)$/m);
+});
+
+test('a collection is reused only for its own model, window and tokens cap (reuseMismatch); older ones by shape', async () => {
+  const { reuseMismatch } = await import('../src/sparsity/collect.js');
+  const { checkpoint, MODELS } = await import('./helpers.js');
+  const ck = await checkpoint(MODELS['5m']), c = ck.config;
+  const meta = { layers: c.layers, d: c.hidden, f: c.ffn, heads: c.heads, rows: { train: 10, val: 2 }, tokens: 1000, requested_tokens: 1024, model_fingerprint: ck.fingerprint, window: 128, sparsity: [] };
+  assert.equal(reuseMismatch(meta, ck, { tokens: 1024, window: 128 }), null);
+  assert.equal(reuseMismatch({ ...meta, model_fingerprint: 'another' }, ck, { tokens: 1024, window: 128 }), 'is from another model');
+  assert.equal(reuseMismatch({ ...meta, d: 64 }, ck, { tokens: 1024, window: 128 }), 'is for another model shape');
+  assert.equal(reuseMismatch({ ...meta, window: c.maxPositions }, ck, { tokens: 1024 }), null);   // no --window: the context
+  assert.equal(reuseMismatch(meta, ck, { tokens: 1024, window: 64 }), 'was collected in windows of 128 tokens, not 64');
+  assert.equal(reuseMismatch(meta, ck, { tokens: 4096, window: 128 }), 'was collected with --tokens 1024, not 4096');
+  const { requested_tokens: _r, model_fingerprint: _f, ...older } = meta;
+  assert.equal(reuseMismatch(older, ck, { tokens: 4096, window: 128 }), null);
 });

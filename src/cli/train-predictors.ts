@@ -10,7 +10,7 @@ import { loadCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import { NodeFileSource } from '../model/node-source.js';
 import { calibrateLayer, rankStats, roundK, type LayerCalibration } from '../sparsity/calibrate.js';
 import { calibrateBlock, type BlockCalibration } from '../sparsity/calibrate-block.js';
-import { collect, loadHeadNorms, loadLayer, loadMass, readMeta, requireAttnOut, type CollectionMeta } from '../sparsity/collect.js';
+import { collect, loadHeadNorms, loadLayer, loadMass, readMeta, requireAttnOut, reuseMismatch, type CollectionMeta } from '../sparsity/collect.js';
 import { calibrateHeads, fitHeadPredictor, headRankStats, type HeadCalibration, type HeadLabel } from '../sparsity/head-fit.js';
 import { predictScores } from '../sparsity/predict.js';
 import { parseHeadInput, predictorWidth, type HeadInput, type LowRankPredictor, type PredictorInput } from '../sparsity/policy.js';
@@ -47,7 +47,8 @@ function bar(format: string): cliProgress.SingleBar {
 async function collectOrReuse(ck: Checkpoint, o: Opts, dir: string, attnOut: boolean): Promise<CollectionMeta> {
   if (existsSync(join(dir, 'meta.json'))) {
     const m = readMeta(dir);
-    if (m.layers !== ck.config.layers || m.d !== ck.config.hidden || m.f !== ck.config.ffn || (m.heads !== undefined && m.heads !== ck.config.heads)) fail(`collected data in ${dir} is for another model shape`);
+    const why = reuseMismatch(m, ck, o);
+    if (why) fail(`collected data in ${dir} ${why}: delete it or pick another --work folder`);
     if (attnOut) requireAttnOut(dir, m);
     process.stderr.write(`dejavu: reusing collected data in ${dir} (${m.tokens} tokens)\n`);
     return m;

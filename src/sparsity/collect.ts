@@ -42,6 +42,10 @@ export interface CollectionMeta {
   attn_out?: boolean;
   rows: Record<Split, number>;
   tokens: number;
+  /** What was asked for: the tokens cap (tokens is what the text gave, up to it); absent in older collections. */
+  requested_tokens?: number;
+  /** The model's fingerprint (Checkpoint.fingerprint); absent in older collections. */
+  model_fingerprint?: string;
   window: number;
   /** Mean fraction of neurons with fc1_act == 0, per layer, over all collected rows. */
   sparsity: number[];
@@ -57,6 +61,21 @@ export interface CollectOptions {
   /** Also record attention's output o (attn_io predictors read attn_in and o side by side). */
   attnOut?: boolean;
   onProgress?: (tokensDone: number, total: number) => void;
+}
+
+/**
+ * Why a collection in `dir` cannot stand in for one of these options on this model, or null when it
+ * can: another model, another window, another tokens cap (older collections, without the fields, are
+ * checked by shape only). Reusing one silently would train on other data than the command says.
+ */
+export function reuseMismatch(meta: CollectionMeta, ck: Checkpoint, o: { tokens: number; window?: number }): string | null {
+  const c = ck.config;
+  if (meta.layers !== c.layers || meta.d !== c.hidden || meta.f !== c.ffn || (meta.heads !== undefined && meta.heads !== c.heads)) return 'is for another model shape';
+  if (meta.model_fingerprint !== undefined && meta.model_fingerprint !== ck.fingerprint) return 'is from another model';
+  const window = Math.min(o.window ?? c.maxPositions, c.maxPositions);
+  if (meta.window !== window) return `was collected in windows of ${meta.window} tokens, not ${window}`;
+  if (meta.requested_tokens !== undefined && meta.requested_tokens !== o.tokens) return `was collected with --tokens ${meta.requested_tokens}, not ${o.tokens}`;
+  return null;
 }
 
 export const labelWords = (f: number): number => Math.ceil(f / 32);
@@ -174,7 +193,7 @@ export async function collect(runner: Runner, ck: Checkpoint, text: string, dir:
     writeFileSync(join(dir, `L${l}.w2norm.f32`), bytes(norm));
   }
   const n = rows.train + rows.val;
-  const meta: CollectionMeta = { layers: L, d, f, heads: c.heads, head_label: 'contrib', ...(o.attnOut ? { attn_out: true } : {}), rows, tokens: n, window, sparsity: Array.from(zeros, (z) => z / (n * f)) };
+  const meta: CollectionMeta = { layers: L, d, f, heads: c.heads, head_label: 'contrib', ...(o.attnOut ? { attn_out: true } : {}), rows, tokens: n, requested_tokens: o.tokens, model_fingerprint: ck.fingerprint, window, sparsity: Array.from(zeros, (z) => z / (n * f)) };
   writeFileSync(join(dir, 'meta.json'), JSON.stringify(meta, null, 1));
   return meta;
 }
