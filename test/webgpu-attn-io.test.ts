@@ -46,8 +46,8 @@ test('webgpu attn_io predictors: prompts choose the CPU runner\'s neurons, decod
     } });
     assert.ok(relErr(got, want) < 1e-2, `${name}: prompt logits ${relErr(got, want)}`);
     for (const x of [unfolded, apart]) await x.forward(ids, { noLogits: true });
-    // Decode steps: folded (A's first half in the qkv GEMV and its o half on out_proj, unless heads
-    // are sparse), the o half apart, and unfolded.
+    // Decode steps: folded (A's first half in the qkv GEMV and its o half on out_proj's GEMV, or its
+    // head-out dispatch with sparse heads), the o half apart, and unfolded.
     for (const id of steps) {
       const [a, b, e, w] = await Promise.all([g, unfolded, apart, cpu].map((x) => x.forward([id])));
       assert.ok(relErr(a, w) < 1e-2 && relErr(b, w) < 1e-2 && relErr(e, w) < 1e-2, `${name}, token ${id}: ${relErr(a, w)} / ${relErr(b, w)} / ${relErr(e, w)}`);
@@ -58,6 +58,9 @@ test('webgpu attn_io predictors: prompts choose the CPU runner\'s neurons, decod
   }
   assert.ok(g.pipelineKeys.some((k) => k.includes('_predA')), 'A\'s attn_in half rode the qkv GEMV');
   assert.ok(g.pipelineKeys.some((k) => k.includes('_resid_ride')) && !apart.pipelineKeys.some((k) => k.includes('_ride')), 'A\'s o half rode out_proj');
+  assert.ok(g.pipelineKeys.some((k) => k.startsWith('head_out') && k.endsWith('_ride')), 'with sparse heads A\'s o half rode out_proj\'s head-out dispatch');
+  g.setSparsity(withHeads); apart.setSparsity(withHeads);
+  assert.equal(apart.dispatchesPerToken, g.dispatchesPerToken + 3, 'sparse heads: the o half apart is a head-out dispatch on each of the three sparse layers');
   // Dispatches: as many as attn_in predictors of A's first half scored in block-select as attn_io's
   // are; apart, the o half's GEMV on each of the three sparse layers more.
   const noEarly = await createWebGpuRunner(c, ck.weights, { ...opts, blockScoreInAttention: false });

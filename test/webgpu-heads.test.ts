@@ -123,7 +123,7 @@ test('webgpu out_proj over the chosen heads\' columns matches the dense product 
   if (!gpu) return;
   const r = rng(13);
   for (const [H, hd, kk, partBytes] of [[5, 8, 2, undefined], [3, 24, 3, undefined], [9, 16, 4, 16 * 144 * 2], [40, 64, 16, undefined], [2, 128, 1, undefined]] as [number, number, number, number | undefined][]) {
-    const k = new Kernels(gpu, partBytes), own: GPUBuffer[] = [];
+    const k: Kernels = new Kernels(gpu, partBytes), own: GPUBuffer[] = [];
     const d = H * hd, { m: W, w } = randomMatrix(k, d, d, r, 0.2);
     const heads = selectHeads(randomArray(H, r), kk);
     const o = randomArray(d, r), y0 = randomArray(d, r), bias = randomArray(d, r, 0.1);
@@ -147,6 +147,23 @@ test('webgpu out_proj over the chosen heads\' columns matches the dense product 
     const got = await readF32(k, y, d + off);
     assert.deepEqual([...got.subarray(0, off)], [7, 8, 9]);
     assert.ok(relErr(got.subarray(off), want) < 1e-5, `H=${H} hd=${hd}: from offset ${off}`);
+    // RIDE: an odd number of another matrix's rows (one part) over the same heads into a second
+    // output from an offset, in the first part's dispatch; out_proj's rows bit-equal to running alone.
+    const rr = 2 * H + 3, { m: WA, w: wa } = randomMatrix(new Kernels(gpu), rr, d, r, 0.2);
+    const wantA = linear(masked, 1, wa, null, d, rr);
+    for (const m of [undefined, major.buffer]) {
+      const y1 = k.f32Buffer(y0, 'y'), alone = k.f32Buffer(y0, 'y'), y2 = k.f32Buffer(new Float32Array(rr + 5).fill(1), 'y2');
+      const base = { W, major: m, o: k.f32Buffer(o, 'o'), hl: k.f32Buffer(heads, 'hl'), k: kk, hd, bias: k.f32Buffer(bias, 'b') };
+      const ds = k.headOut({ ...base, y: y1, ride: { W: WA, y: y2, off: 5 } }, own);
+      assert.equal(ds.length, m ? 1 : W.parts.length, 'no dispatch of its own');
+      await runNow(k, ds, own);
+      await runNow(k, k.headOut({ ...base, y: alone }, own), own);
+      assert.deepEqual([...await readF32(k, y1, d)], [...await readF32(k, alone, d)], `H=${H} hd=${hd} ${m ? 'head-major' : 'as stored'}: out_proj's rows with a rider`);
+      const got2 = await readF32(k, y2, rr + 5);
+      assert.deepEqual([...got2.subarray(0, 5)], [1, 1, 1, 1, 1]);
+      const e = relErr(got2.subarray(5).map((v) => v - 1), wantA);
+      assert.ok(e < 1e-5, `H=${H} hd=${hd} k=${kk} ${m ? 'head-major' : 'as stored'}: riding rows ${e}`);
+    }
   }
 });
 

@@ -567,18 +567,33 @@ export class Kernels {
    * y += out_proj over the k chosen heads' columns (hl) of the attention output o, + bias
    * (kernels/head-out.ts): from `major` (headMajor's copy) where given, else W as stored.
    */
-  /** y[yOff + i] += (W o)[i] (+ bias[i]) over the chosen heads' columns (yOff: attn_io's o half of A adds into u after qkv's rows). */
-  headOut(a: { W: GpuMatrix; major?: GPUBuffer; o: GPUBuffer; hl: GPUBuffer; k: number; hd: number; y: GPUBuffer; bias: GPUBuffer | null; yOff?: number }, own: GPUBuffer[]): Dispatch[] {
+  /**
+   * y[yOff + i] += (W o)[i] (+ bias[i]) over the chosen heads' columns (yOff: attn_io's o half of A
+   * adds into u after qkv's rows). `ride`: another matrix of W's width, one part, stored as is, over the
+   * same heads into ride.y[ride.off + j] in the first part's dispatch (head-out.ts, RIDE).
+   */
+  headOut(a: { W: GpuMatrix; major?: GPUBuffer; o: GPUBuffer; hl: GPUBuffer; k: number; hd: number; y: GPUBuffer; bias: GPUBuffer | null; yOff?: number;
+    ride?: { W: GpuMatrix; y: GPUBuffer; off: number } }, own: GPUBuffer[]): Dispatch[] {
     if (!Kernels.headOutFits(a.W, a.hd)) throw new Error('headOut: needs rows of whole 8-half chunks and a head dim that is a multiple of 8');
-    const cph = a.hd / 8, sh = { tpr: headOutTpr(a.k, a.hd), bias: !!a.bias, k: a.k, cph }, key = headOutKey(sh), pl = this.pipeline(key, () => headOutWgsl(sh));
-    const rowsWg = (HO_WG / sh.tpr) * HO_RPT;
+    if (a.ride && !Kernels.canRideHeadOut(a.W, a.ride.W, a.hd)) throw new Error('headOut: a riding matrix has W\'s width and one part');
+    const cph = a.hd / 8, tpr = headOutTpr(a.k, a.hd), rowsWg = (HO_WG / tpr) * HO_RPT;
     const parts = a.major ? [{ buffer: a.major, row0: 0, rows: a.W.rows }] : a.W.parts;
-    return parts.map((p) => {
+    return parts.map((p, i) => {
+      const ride = i === 0 ? a.ride : undefined;
+      const sh = { tpr, bias: !!a.bias, k: a.k, cph, ride: !!ride }, key = headOutKey(sh), pl = this.pipeline(key, () => headOutWgsl(sh));
       const ent: [number, Entry][] = [[1, p.buffer], [2, a.o], [3, a.hl], [4, a.y]];
       if (a.bias) ent.push([5, a.bias]);
+      if (ride) ent.push([6, ride.W.parts[0].buffer], [7, ride.y]);
       const [rstride, hstride] = a.major ? [cph, a.W.rows * cph] : [a.W.colsP / 8, cph];
-      return this.dispatch(key, pl, [rstride, hstride, p.row0, p.rows, a.yOff ?? 0], ent, [ceilDiv(p.rows, rowsWg), 1, 1], own);
+      const mainWgs = ceilDiv(p.rows, rowsWg), rideWgs = ride ? ceilDiv(ride.W.rows, rowsWg) : 0;
+      return this.dispatch(key, pl, [rstride, hstride, p.row0, p.rows, a.yOff ?? 0, ride?.W.rows ?? 0, ride ? ride.W.colsP / 8 : 0, ride?.off ?? 0, mainWgs],
+        ent, [mainWgs + rideWgs, 1, 1], own);
     });
+  }
+
+  /** Whether R can ride W's head-out dispatch (headOut's `ride`): W's width, one part, whole chunks. */
+  static canRideHeadOut(W: GpuMatrix, R: GpuMatrix, hd: number): boolean {
+    return Kernels.headOutFits(R, hd) && R.cols === W.cols && R.parts.length === 1;
   }
 
   /** out_proj's head-major copy for headOut (kernels/head-out.ts), or null where it does not fit one binding. */

@@ -1041,11 +1041,12 @@ class GpuRunner implements WebGpuRunner {
       // selects (the block rule scores in block-select).
       const Ao = io ? S!.pred!.Ao! : null;
       const uOut = !io ? null : look ? { y: this.qkv, outOff: 3 * d, outStride: 3 * d + S!.pred!.rank } : { y: this.u!, outOff: 0, outStride: S!.pred!.rank };
-      const rideO = !!Ao && !!look && !HS && this.attnIoRide && K.canRide(L.o, Ao);
+      // With sparse heads the o half rides out_proj's head-out dispatch the same way (head-out.ts, RIDE).
+      const rideO = !!Ao && !!look && this.attnIoRide && (HS ? Kernels.canRideHeadOut(L.o, Ao, c.headDim) : K.canRide(L.o, Ao));
       if (Ao && !rideO) add(...(HS ? K.headOut({ W: Ao, o: this.ao, hl: this.hl!, k: HS.k, hd: c.headDim, y: uOut!.y, yOff: uOut!.outOff, bias: null }, own)
         : K.linear({ W: Ao, x: this.ao, T, ...uOut!, resid: true }, own)));
       // Sparse heads: out_proj reads the chosen heads' columns only (the others' outputs are stale).
-      add(...(HS ? K.headOut({ W: L.o, major: HS.major ?? undefined, o: this.ao, hl: this.hl!, k: HS.k, hd: c.headDim, y: this.x, bias: L.oB }, own)
+      add(...(HS ? K.headOut({ W: L.o, major: HS.major ?? undefined, o: this.ao, hl: this.hl!, k: HS.k, hd: c.headDim, y: this.x, bias: L.oB, ...(rideO ? { ride: { W: Ao!, y: this.qkv, off: 3 * d } } : {}) }, own)
         : K.linear({ W: L.o, x: this.ao, y: this.x, T, bias: L.oB, resid: true, ...(rideO ? { ride: { W: Ao!, y: this.qkv, off: 3 * d } } : {}) }, own)));
       if (uOut && !S!.block) this.predictB(S!, uOut.y, uOut.outOff, own, add, T);
       if (!c.preLayerNorm) add(K.layerNorm({ x: null, y: this.x, w: L.attnLnW, b: L.attnLnB, n: d, rows: T, eps }, own));

@@ -16,10 +16,15 @@ export const HO_WG = 256;
 /** Rows a thread: each x chunk (and its column index) is loaded once for RPT rows' weights. */
 export const HO_RPT = 2;
 /** rstride: vec4 chunks from one row to the next; hstride: from one head's columns to the next (the two layouts below). */
-export const HO_PARAMS = ['rstride', 'hstride', 'row0', 'partRows', 'yOff'] as const;
-/** n: chosen chunks a row (k · hd / 8: the column table's size); cph: chunks a head. */
-export interface HeadOutShape { tpr: number; bias: boolean; k: number; cph: number }
-export const headOutKey = (s: HeadOutShape) => `head_out4_wg${HO_WG}_tpr${s.tpr}_p${HO_RPT}_k${s.k}_c${s.cph}${s.bias ? '_bias' : ''}`;
+export const HO_PARAMS = ['rstride', 'hstride', 'row0', 'partRows', 'yOff', 'rideRows', 'rideRstride', 'rideOff', 'mainWgs'] as const;
+/**
+ * n: chosen chunks a row (k · hd / 8: the column table's size); cph: chunks a head. ride: RIDE (as
+ * gemv.ts's): workgroups past `mainWgs` run another matrix WA of the same width, stored row-major
+ * (rideRows rows of rideRstride chunks), over the same chosen heads, adding into y2[rideOff + row]
+ * with no bias: attn_io's o half of predictor A (its head columns) in out_proj's dispatch.
+ */
+export interface HeadOutShape { tpr: number; bias: boolean; k: number; cph: number; ride?: boolean }
+export const headOutKey = (s: HeadOutShape) => `head_out4_wg${HO_WG}_tpr${s.tpr}_p${HO_RPT}_k${s.k}_c${s.cph}${s.bias ? '_bias' : ''}${s.ride ? '_ride' : ''}`;
 
 /** Lanes a row: enough for the chunks the chosen heads give a row (k · hd / 8), at least 32. */
 export function headOutTpr(k: number, hd: number): number {
@@ -34,16 +39,35 @@ export function headOutTpr(k: number, hd: number): number {
  * GEMV's 19.3 µs for all of it.
  */
 export function headOutWgsl(s: HeadOutShape): string {
-  const R = HO_WG / s.tpr, P = HO_RPT;
+  const R = HO_WG / s.tpr, P = HO_RPT, ride = !!s.ride;
   const each = (fn: (i: number) => string, sep = ' ') => Array.from({ length: P }, (_, i) => fn(i)).join(sep);
+  // The dot loop over matrix M's rows (W, or WA in a riding workgroup: WGSL takes no storage pointer arguments).
+  const dots = (M: string) => `var c = lane;
+  loop {
+    if (c + TPR >= N) { break; }
+    let ca = cols[c]; let cb = cols[c + TPR]; let va = wcol[c]; let vb = wcol[c + TPR];
+    ${each((i) => `let w${i}a = ${M}[wb${i} + va]; let w${i}b = ${M}[wb${i} + vb];`, '\n    ')}
+    let xa0 = o[2u * ca]; let xa1 = o[2u * ca + 1u]; let xb0 = o[2u * cb]; let xb1 = o[2u * cb + 1u];
+    ${each((i) => `a${i} += wdot(w${i}a, xa0, xa1) + wdot(w${i}b, xb0, xb1);`, '\n    ')}
+    c += 2u * TPR;
+  }
+  if (c < N) {
+    let ca = cols[c]; let va = wcol[c];
+    let x0 = o[2u * ca]; let x1 = o[2u * ca + 1u];
+    ${each((i) => `a${i} += wdot(${M}[wb${i} + va], x0, x1);`)}
+  }`;
+  const store = (i: number) => `let row = p.row0 + pr;
+      y[p.yOff + row] = y[p.yOff + row] + red[lid]${s.bias ? ' + b[row]' : ''};`;
   return `
-struct P { rstride: u32, hstride: u32, row0: u32, partRows: u32, yOff: u32 }
+struct P { rstride: u32, hstride: u32, row0: u32, partRows: u32, yOff: u32, rideRows: u32, rideRstride: u32, rideOff: u32, mainWgs: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> o: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> hl: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 ${s.bias ? '@group(0) @binding(5) var<storage, read> b: array<f32>;' : ''}
+${ride ? `@group(0) @binding(6) var<storage, read> WA: array<vec4<u32>>;
+@group(0) @binding(7) var<storage, read_write> y2: array<f32>;` : ''}
 const TPR = ${s.tpr}u;
 const R = ${R}u;
 const N = ${s.k * s.cph}u;
@@ -55,30 +79,26 @@ ${halves8Wgsl()}
 fn wdot(w: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> f32 { return dot(lo(w), x0) + dot(hi(w), x1); }
 @compute @workgroup_size(${HO_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  ${ride ? `let isRide = wid.x >= p.mainWgs;   // uniform in a workgroup
+  let hs = select(p.hstride, CPH, isRide);   // WA as stored: a head's columns are CPH chunks of a row
+  let rs = select(p.rstride, p.rideRstride, isRide);
+  let nRows = select(p.partRows, p.rideRows, isRide);
+  let wg = select(wid.x, wid.x - p.mainWgs, isRide);` : `let hs = p.hstride; let rs = p.rstride; let nRows = p.partRows; let wg = wid.x;`}
   for (var c = lid; c < N; c += ${HO_WG}u) {
     let h = hl[c / CPH];
     cols[c] = h * CPH + c % CPH;             // the chunk's place in o
-    wcol[c] = h * p.hstride + c % CPH;       // and in a row's weights
+    wcol[c] = h * hs + c % CPH;              // and in a row's weights
   }
   workgroupBarrier();
   let lane = lid % TPR;
-  let r0 = wid.x * R * ${P}u + lid / TPR;   // rows r0 + i·R of this part
-  ${each((i) => `let wb${i} = min(r0 + ${i}u * R, p.partRows - 1u) * p.rstride;`, '\n  ')}
+  let r0 = wg * R * ${P}u + lid / TPR;   // rows r0 + i·R of this part
+  ${each((i) => `let wb${i} = min(r0 + ${i}u * R, nRows - 1u) * rs;`, '\n  ')}
   ${each((i) => `var a${i} = 0.0;`)}
-  var c = lane;
-  loop {
-    if (c + TPR >= N) { break; }
-    let ca = cols[c]; let cb = cols[c + TPR]; let va = wcol[c]; let vb = wcol[c + TPR];
-    ${each((i) => `let w${i}a = W[wb${i} + va]; let w${i}b = W[wb${i} + vb];`, '\n    ')}
-    let xa0 = o[2u * ca]; let xa1 = o[2u * ca + 1u]; let xb0 = o[2u * cb]; let xb1 = o[2u * cb + 1u];
-    ${each((i) => `a${i} += wdot(w${i}a, xa0, xa1) + wdot(w${i}b, xb0, xb1);`, '\n    ')}
-    c += 2u * TPR;
-  }
-  if (c < N) {
-    let ca = cols[c]; let va = wcol[c];
-    let x0 = o[2u * ca]; let x1 = o[2u * ca + 1u];
-    ${each((i) => `a${i} += wdot(W[wb${i} + va], x0, x1);`)}
-  }
+  ${ride ? `if (isRide) {
+  ${dots('WA')}
+  } else {
+  ${dots('W')}
+  }` : dots('W')}
   ${each((i) => `{
     red[lid] = a${i};
     workgroupBarrier();
@@ -87,9 +107,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       workgroupBarrier();
     }
     let pr = r0 + ${i}u * R;
-    if (lane == 0u && pr < p.partRows) {
-      let row = p.row0 + pr;
-      y[p.yOff + row] = y[p.yOff + row] + red[lid]${s.bias ? ' + b[row]' : ''};
+    if (lane == 0u && pr < nRows) {
+      ${ride ? `if (isRide) { y2[p.rideOff + pr] = y2[p.rideOff + pr] + red[lid]; } else {
+      ${store(i)}
+      }` : store(i)}
     }
     workgroupBarrier();
   }`, '\n  ')}
