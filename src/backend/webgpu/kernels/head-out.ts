@@ -56,7 +56,7 @@ export function headOutWgsl(s: HeadOutShape): string {
     let x0 = o[2u * ca]; let x1 = o[2u * ca + 1u];
     ${each((i) => `a${i} += wdot(${M}[wb${i} + va], x0, x1);`)}
   }`;
-  const store = (i: number) => `let row = p.row0 + pr;
+  const store = () => `let row = p.row0 + pr;
       y[p.yOff + row] = y[p.yOff + row] + red[lid]${s.bias ? ' + b[row]' : ''};`;
   return `
 struct P { rstride: u32, hstride: u32, row0: u32, partRows: u32, yOff: u32, rideRows: u32, rideRstride: u32, rideOff: u32, mainWgs: u32 }
@@ -109,8 +109,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let pr = r0 + ${i}u * R;
     if (lane == 0u && pr < nRows) {
       ${ride ? `if (isRide) { y2[p.rideOff + pr] = y2[p.rideOff + pr] + red[lid]; } else {
-      ${store(i)}
-      }` : store(i)}
+      ${store()}
+      }` : store()}
     }
     workgroupBarrier();
   }`, '\n  ')}
