@@ -58,7 +58,7 @@ for (const shape of shapes) {
           const policy = kind === 'dejavu' ? { ...mlp, headInput, heads: syntheticHeads(c, 0.4, { kv: headKv }) } : mlp;
           r.setSparsity(policy);
           // The thresholds brought to the density on this model, as `dejavu bench` does (AB_CALIBRATE=0: as set).
-          if (calibrate && r.setBlockThresholds) { cal = await calibrateBlockDensity(r, policy, { target: dens ? Number(dens) : 0.1, runs: [{ prompt: ids, steps: 32, token: 2 }] }); r.resetMlpDensity(); }
+          if (calibrate && r.setBlockThresholds) { cal = await calibrateBlockDensity(r, policy, { target: dens ? Number(dens) : 0.1, runs: [{ prompt: ids, steps: gen, token: 2 }] }); r.resetMlpDensity(); }
         }
         let row;
         if (prefill) {
