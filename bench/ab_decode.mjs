@@ -51,7 +51,7 @@ for (const shape of shapes) {
         let cal = null;
         if (sp !== 'dense') {
           // mlp:<input> / dejavu:<input>: synthetic predictors reading that input (attn_in, mlp_in, attn_io; default attn_in).
-          // (…@D: the synthetic threshold set for density D instead of 0.1; the runner counts what it chose.)
+          // (…@D: density D instead of 0.1, the calibration's target; the runner counts what it chose.)
           const [kind, rest] = sp.split(':'), [input, dens] = (rest ?? '').split('@');
           const mlp = syntheticPredictorPolicy(c, dens ? Number(dens) : 0.1, input ? { input } : {});
           // (A base build older than the head lookahead ignores headInput.)

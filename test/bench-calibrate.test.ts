@@ -3,8 +3,7 @@ import assert from 'node:assert/strict';
 import { CpuRunner } from '../src/backend/cpu/runner.js';
 import { createWebGpuRunner } from '../src/backend/webgpu/runner.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
-import type { Runner } from '../src/backend/types.js';
-import { calibrateBlockDensity, type CalibrationRun } from '../src/bench/calibrate.js';
+import { calibrateBlockDensity, measureRuns, type CalibrationRun } from '../src/bench/calibrate.js';
 import { syntheticPredictorPolicy } from '../src/bench/policies.js';
 import { normalQuantile } from '../src/util/normal.js';
 import { checkpoint, MODELS } from './helpers.js';
@@ -30,30 +29,13 @@ const runsFor = (V: number): CalibrationRun[] => [
   { prompt: Array.from({ length: 20 }, (_, i) => (i * 7919) % V), steps: 6, token: 2 },
 ];
 
-/** The runs' measured density per layer at the runner's current thresholds. */
-async function measure(x: Runner, runs: CalibrationRun[]): Promise<(number | null)[]> {
-  x.resetMlpDensity();
-  for (const u of runs) {
-    x.reset();
-    if (u.token === undefined) {
-      let next = await x.forward(u.prompt);
-      for (let i = 0; i < u.steps; i++) next = await x.forward([argmaxOf(next)]);
-    } else {
-      await x.forward(u.prompt, { noLogits: true });
-      for (let i = 0; i < u.steps; i++) await x.forward([u.token], { noLogits: true });
-    }
-  }
-  return x.mlpDensity();
-}
-const argmaxOf = (a: Float32Array) => a.reduce((b, v, i) => (v > a[b] ? i : b), 0);
-
 test('calibrateBlockDensity: attn_io synthetic predictors from off the target to within 3 % on every layer, on the CPU runner; setBlockThresholds sets what it found', async () => {
   const ck = await checkpoint(MODELS['5m']);
   const c = ck.config, runs = runsFor(c.vocabSize), target = 0.2;
   const policy = syntheticPredictorPolicy(c, target, { input: 'attn_io' });
   const cpu = new CpuRunner(c, ck.weights);
   cpu.setSparsity(policy);
-  const before = await measure(cpu, runs);
+  const before = await measureRuns(cpu, runs);
   assert.ok(before.some((p) => Math.abs(p! / target - 1) > 0.03), `the synthetic threshold is already on target (${before.join(', ')}): nothing to calibrate`);
   const cal = await calibrateBlockDensity(cpu, policy, { target, runs, rounds: 8 });
   assert.ok(cal.converged, `not converged in ${cal.rounds} rounds: ${cal.density.join(', ')}`);
@@ -61,10 +43,10 @@ test('calibrateBlockDensity: attn_io synthetic predictors from off the target to
   // The policy is untouched (the runner holds the thresholds) and the runner decodes at them.
   policy.mlp.forEach((lp) => assert.equal(lp!.selector.kind === 'predictor' && lp!.selector.block!.tau, policy.mlp[0]!.selector.kind === 'predictor' && policy.mlp[0]!.selector.block!.tau));
   cpu.setBlockThresholds(cal.tau);
-  assert.deepEqual(await measure(cpu, runs), cal.density);
+  assert.deepEqual(await measureRuns(cpu, runs), cal.density);
   // Setting the policy again forgets them.
   cpu.setSparsity(policy);
-  assert.deepEqual(await measure(cpu, runs), before);
+  assert.deepEqual(await measureRuns(cpu, runs), before);
   assert.throws(() => cpu.setBlockThresholds([0.1]), /1 thresholds for 4 layers/);
 });
 
@@ -82,7 +64,7 @@ test('calibrateBlockDensity on WebGPU: attn_io and attn_in to within 3 %, no spa
     assert.ok(cal.converged, `${input}: not converged in ${cal.rounds} rounds: ${cal.density.join(', ')}`);
     cal.density.forEach((p, l) => assert.ok(Math.abs(p! / target - 1) <= 0.03, `${input}, layer ${l}: ${p}`));
     assert.equal(g.sparseBuilds, builds, `${input}: setBlockThresholds rebuilt the sparse state`);
-    const again = await measure(g, runs);
+    const again = await measureRuns(g, runs);
     again.forEach((p, l) => assert.ok(Math.abs(p! - cal.density[l]!) < 1e-9, `${input}, layer ${l}: ${p} after, ${cal.density[l]} in the calibration`));
   }
   g.dispose();

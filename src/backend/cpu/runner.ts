@@ -112,11 +112,11 @@ export class CpuRunner implements Runner {
   private mlpTokens = 0;
 
   /** setBlockThresholds' τ per layer over the policy's (undefined: the policy's own). */
-  private tau: (number | null | undefined)[] = [];
+  private tau: (number | undefined)[] = [];
 
   setBlockThresholds(tau: (number | null)[]): void {
     if (tau.length !== this.config.layers) fail(`setBlockThresholds: ${tau.length} thresholds for ${this.config.layers} layers`);
-    this.tau = tau.map((t, l) => (t !== null ? t : this.tau[l]));
+    this.tau = tau.map((t, l) => t ?? this.tau[l]);
     this.resetMlpDensity();
   }
 
@@ -312,8 +312,7 @@ export class CpuRunner implements Runner {
     const n = predictorWidth(this.policy!.input, d);
     const scores = predictScores(s.predictor, predIn.subarray(t * n, (t + 1) * n), n);
     if (!s.block) return topK(scores, lp.k);
-    const tau = this.tau[l] !== undefined ? this.tau[l]! : s.block.tau;
-    const chosen = blockSelect(scores, BLOCK_SIZE, s.block.cap, tau).chosen;
+    const chosen = blockSelect(scores, BLOCK_SIZE, s.block.cap, this.tau[l] ?? s.block.tau).chosen;
     this.chosen[l] += chosen.length;
     return chosen;
   }
