@@ -6,7 +6,7 @@ import type { Gpu } from '../src/backend/webgpu/device.js';
 import { calibrateBlockDensity, measureRuns, type CalibrationRun } from '../src/bench/calibrate.js';
 import { syntheticPredictorPolicy } from '../src/bench/policies.js';
 import { normalQuantile } from '../src/util/normal.js';
-import { checkpoint, MODELS } from './helpers.js';
+import { checkpoint, MODELS, runCli } from './helpers.js';
 
 // The benchmark brings synthetic block-rule predictors to a density on the model they run in
 // (bench/calibrate.ts): the synthetic threshold is set on unit-variance inputs, which attn_io's o half
@@ -68,4 +68,17 @@ test('calibrateBlockDensity on WebGPU: attn_io and attn_in to within 3 %, no spa
     again.forEach((p, l) => assert.ok(Math.abs(p! - cal.density[l]!) < 1e-9, `${input}, layer ${l}: ${p} after, ${cal.density[l]} in the calibration`));
   }
   g.dispose();
+});
+
+test('bench --shape, synthetic block rule on WebGPU: calibrated on the GPU-timed sequence, whose own density the row reports (gpu_mlp_density)', async (t) => {
+  gpu ??= await (await import('./gpu.js')).gpuOrSkip(t);
+  if (!gpu) return;
+  const r = runCli('bench', '--shape', 'opt-125m', '--backend', 'webgpu', '--sparsity', 'mlp', '--predictor-input', 'attn_io',
+    '--mlp-density', '0.12', '--prompt-len', '4', '--gen', '8', '--warmup', '1', '--json');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /opt-125m: mlp: block thresholds calibrated in \d rounds? on the GPU-timed sequence: density /);
+  const row = JSON.parse(r.stdout.trim()) as { mlp_density: number; gpu_mlp_density?: number; gpu_gbps: number | null; bytes_per_token: number };
+  // Every layer within 3 % of the target on that sequence, so their mean is too (the row rounds to 3 places).
+  assert.ok(row.gpu_mlp_density !== undefined && Math.abs(row.gpu_mlp_density / 0.12 - 1) <= 0.03 + 0.0005 / 0.12, `gpu_mlp_density ${row.gpu_mlp_density}`);
+  assert.ok(row.mlp_density > 0 && row.mlp_density < 0.5, `mlp_density ${row.mlp_density}`); // the wall-clock run's own
 });

@@ -11,7 +11,10 @@ export interface BenchRow {
   selection: 'block' | 'topk' | null;
   /** What the predictors read: mlp_in, or attn_in (DejaVu's lookahead: A rides the qkv GEMV in decode). */
   predictor_input: PredictorInput | null;
+  /** Mean fraction of MLP neurons over the sparse layers, measured over the wall-clock run (its prompt and steps). */
   mlp_density: number | null;
+  /** The same over the GPU-timed sequence (gpu_ms_per_token's; synthetic block thresholds are calibrated on it). */
+  gpu_mlp_density?: number;
   predictor_rank: number | null;
   /** dejavu: mean fraction of attention heads a decode token computes (HeadLayerPolicy), and the head predictors' rank (null: fixed sets). */
   head_density: number | null;
@@ -100,7 +103,7 @@ export function benchTable(rows: BenchRow[]): string {
   if (hf) header.push('HF ms/token', 'HF GB/s', 'HF/ours');
   const body = rows.map((r) => {
     const heads = r.sparsity === 'dejavu' ? `, heads ${Number((r.head_density ?? NaN).toFixed(3))}${r.head_kv && r.head_kv !== 'all' ? ` kv ${r.head_kv}` : ''}${r.head_input === 'prev_attn_in' ? ' head-lookahead' : ''}` : '';
-    const sp = r.sparsity === 'dense' ? 'dense' : `mlp ${Number((r.mlp_density ?? NaN).toFixed(3))}${heads}${r.selector === 'fixed' ? ' fixed' : r.selection === 'block' ? ' block' : ''}${r.predictor_input === 'attn_in' ? ' lookahead' : ''}`;
+    const sp = r.sparsity === 'dense' ? 'dense' : `mlp ${Number((r.mlp_density ?? NaN).toFixed(3))}${r.gpu_mlp_density !== undefined ? ` (GPU ${Number(r.gpu_mlp_density.toFixed(3))})` : ''}${heads}${r.selector === 'fixed' ? ' fixed' : r.selection === 'block' ? ' block' : ''}${r.predictor_input === 'attn_in' ? ' lookahead' : ''}`;
     const cells = [r.shape, r.backend, sp, fmt(r.prefill_ms, 1), fmt(r.ms_per_token, 3), fmt(r.ms_per_token_readback, 3), fmt(r.tokens_per_s, 1),
       fmt(r.bytes_per_token / 1e6, 1), fmt(r.gbps, 1), fmt(r.floor_ms, 3), fmt(r.pct_of_floor, 1)];
     if (gpu) cells.push(fmt(r.gpu_ms_per_token, 3), fmt(r.gpu_pct_of_floor, 1), String(r.dispatches_per_token ?? '-'));

@@ -269,14 +269,18 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: Sparsity
   // Synthetic block-rule predictors: thresholds brought to the density on this model (calibrate.ts).
   const synthetic = policy && !o.oracle && !(o.predictors && model) && o.selection !== 'topk';
   if (synthetic) {
-    // Both timed sequences (timeDecode's greedy one, queuedTiming's), whole: a layer's density drifts
-    // with the position (attn_io with sparse heads: 10 % over 32 steps came out at 8.5 % over 128).
+    // The sequence whose time is the headline, whole: the GPU-timed steps where the runner has them
+    // (gpu_ms_per_token), else timeDecode's greedy one. Calibrating on both together brought their
+    // mean to the target but not each: at opt-6.7b with sparse heads the greedy run measured 11 % and
+    // the GPU-timed one correspondingly less. A layer's density also drifts with the position
+    // (attn_io with sparse heads: 10 % over 32 steps came out at 8.5 % over 128), so the runs are whole.
     const steps = o.gen, r = rng(7);
-    const runs = [{ prompt: Array.from({ length: o.promptLen }, () => Math.floor(r() * c.vocabSize)), steps },
-      { prompt: stepsPrompt(c, o.promptLen), steps, token: STEPS_TOKEN }];
+    const runs = hasStepTiming(runner)
+      ? [{ prompt: stepsPrompt(c, o.promptLen), steps, token: STEPS_TOKEN }]
+      : [{ prompt: Array.from({ length: o.promptLen }, () => Math.floor(r() * c.vocabSize)), steps }];
     const cal = await calibrateBlockDensity(runner, policy!, { target: o.mlpDensity ?? DEFAULT_DENSITY, runs });
     const m = cal.density.filter((v): v is number => v !== null);
-    o.log(`${t.name}: ${mode}: block thresholds calibrated in ${cal.rounds} round${cal.rounds > 1 ? 's' : ''}: density ${Math.min(...m).toFixed(3)}–${Math.max(...m).toFixed(3)} a layer${cal.converged ? '' : ' (not within 3 % of the target)'}`);
+    o.log(`${t.name}: ${mode}: block thresholds calibrated in ${cal.rounds} round${cal.rounds > 1 ? 's' : ''} on the ${hasStepTiming(runner) ? 'GPU-timed' : 'timed'} sequence: density ${Math.min(...m).toFixed(3)}–${Math.max(...m).toFixed(3)} a layer${cal.converged ? '' : ' (not within 3 % of the target)'}`);
   }
   o.log(`${t.name}: ${mode}${policy ? ` (density ${density!.toFixed(3)}${headDensity !== null ? `, heads ${headDensity.toFixed(3)}, kv ${headKv}` : ''}, ${o.oracle ? 'fixed sets' : 'predictors'})` : ''}: prompt ${o.promptLen}, ${o.gen} tokens...`);
   runner.resetMlpDensity();
@@ -284,16 +288,21 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: Sparsity
   // The block rule's count varies by token: report (and count bytes at) what was actually chosen.
   const measured = policy ? await runner.mlpDensity() : null;
   if (policy && measured) {
-    const m = measured.filter((v): v is number => v !== null);
-    density = m.reduce((a, v) => a + v, 0) / m.length;
-    policy = { ...policy, mlp: policy.mlp.map((lp, l) => lp && { ...lp, k: Math.round(measured[l]! * c.ffn) }) };
+    density = meanOf(measured);
+    policy = withMeasuredK(policy, measured, c.ffn);
   }
 
   const layout = backend === 'cpu' ? CPU_LAYOUT : o.kvCache === 'f16' ? { ...WEBGPU_LAYOUT, kvBytes: 2 } : WEBGPU_LAYOUT;
-  const mlp = mlpBytesFromPolicy(policy);
-  const tb = meanTokenBytes(c, { layout, mlp, headDensity: headDensity ?? 1, headRank: headRank ?? 0, headKv: headKv ?? 'all' }, o.promptLen, o.gen);
+  const tokenBytes = (p: SparsityPolicy | null) =>
+    meanTokenBytes(c, { layout, mlp: mlpBytesFromPolicy(p), headDensity: headDensity ?? 1, headRank: headRank ?? 0, headKv: headKv ?? 'all' }, o.promptLen, o.gen);
+  const tb = tokenBytes(policy);
   const bytes = tb.total;
+  if (policy) runner.resetMlpDensity();
   const gpuT = await queuedTiming(runner, o);
+  // The GPU-timed sequence chooses its own count: its density, and its bytes for gpu_gbps.
+  const gpuMeasured = gpuT && policy ? await runner.mlpDensity() : null;
+  const gpuDensity = gpuMeasured ? meanOf(gpuMeasured) : null;
+  const gpuBytes = gpuMeasured ? (() => { const g = tokenBytes(withMeasuredK(policy!, gpuMeasured, c.ffn)); return g.total - g.lmHead; })() : bytes - tb.lmHead;
   const profile = o.profile ? await decodeProfile(runner, o) : null;
   runner.setSparsity(null);
   const floorMs = bytes / (bw.gbps * 1e6);
@@ -304,6 +313,7 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: Sparsity
     selection: sel?.kind === 'predictor' ? (sel.block ? 'block' : 'topk') : null,
     predictor_input: sel?.kind === 'predictor' ? policy!.input : null,
     mlp_density: density,
+    ...(gpuDensity !== null && { gpu_mlp_density: gpuDensity }),
     predictor_rank: sel?.kind === 'predictor' ? sel.predictor.rank : null,
     head_density: headDensity, head_rank: headRank, head_kv: headKv, head_input: headRank !== null ? policy!.headInput ?? 'attn_in' : null,
     kv_cache: backend === 'webgpu' ? o.kvCache ?? 'f32' : 'f32',
@@ -316,7 +326,7 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: Sparsity
     card_gbps: bw.gbps, card_gbps_method: bw.kind === 'memcpy' ? 'memcpy' : `read-kernel ${bw.method}`,
     ...(bw.copy && { card_copy_gbps: bw.copy.gbps }),
     floor_ms: floorMs, pct_of_floor: (floorMs / timing.msPerToken) * 100,
-    ...(gpuT && gpuStepFields(gpuT, bytes - tb.lmHead, bw.gbps)),
+    ...(gpuT && gpuStepFields(gpuT, gpuBytes, bw.gbps)),
     ...(profile && { profile }),
   };
 }
@@ -346,16 +356,27 @@ type StepTimed = Runner & { timeDecodeSteps(steps: number, token?: number): Prom
  * prompt), when it has one. It queues steps without reading logits back and without the LM head,
  * so it shows what the GPU alone takes; ms_per_token stays the end-to-end number.
  */
+/** The mean over the sparse layers of a per-layer measurement (null: a dense layer). */
+function meanOf(v: (number | null)[]): number {
+  const m = v.filter((x): x is number => x !== null);
+  return m.reduce((a, x) => a + x, 0) / m.length;
+}
+
+/** The policy with each sparse layer's k set to the count it measured (the block rule's varies by token). */
+const withMeasuredK = (p: SparsityPolicy, measured: (number | null)[], ffn: number): SparsityPolicy =>
+  ({ ...p, mlp: p.mlp.map((lp, l) => lp && { ...lp, k: Math.round(measured[l]! * ffn) }) });
+
+const hasStepTiming = (runner: Runner): runner is StepTimed => typeof (runner as Partial<StepTimed>).timeDecodeSteps === 'function';
+
 /** The GPU-timed steps' sequence: a fixed prompt, then one token fed at every step. */
 const stepsPrompt = (c: OptConfig, n: number) => Array.from({ length: n }, (_, i) => (i * 7919) % c.vocabSize);
 const STEPS_TOKEN = 2;
 
 async function queuedTiming(runner: Runner, o: BenchOptions): Promise<StepTiming | null> {
-  const r = runner as Partial<StepTimed>;
-  if (typeof r.timeDecodeSteps !== 'function') return null;
+  if (!hasStepTiming(runner)) return null;
   runner.reset();
   await runner.forward(stepsPrompt(runner.config, o.promptLen), { noLogits: true });
-  const t = await r.timeDecodeSteps(o.gen, STEPS_TOKEN);
+  const t = await runner.timeDecodeSteps(o.gen, STEPS_TOKEN);
   runner.reset();
   return t;
 }
