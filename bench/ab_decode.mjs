@@ -12,7 +12,7 @@
 // the head included, and the median gap between ids), the GPU ms column then holding the wall ms.
 // AB_METRIC=prefill times the prompt instead: forward() of AB_PROMPT tokens from position 0 with the
 // last row's logits read back, wall ms, the mean of 5 after one untimed (the column then holds that).
-// AB_SHAPES (default opt-6.7b,opt-13b,opt-1.3b), AB_ROUNDS (2), AB_PROMPT (128 positions before the 128 timed steps), AB_SPARSITY (dense,mlp,dejavu, mlp:<input>[@D] and dejavu:<input>[@D] with predictors reading attn_in, mlp_in or attn_io, thresholds for density D: any of
+// AB_SHAPES (default opt-6.7b,opt-13b,opt-1.3b), AB_ROUNDS (2), AB_PROMPT (128 positions before the timed steps), AB_GEN (128 timed steps), AB_SPARSITY (dense,mlp,dejavu, mlp:<input>[@D] and dejavu:<input>[@D] with predictors reading attn_in, mlp_in or attn_io, thresholds for density D: any of
 // them; mlp = random predictors of DejaVu's proportions at 10 %, block rule, lookahead; dejavu adds
 // 40 % of heads: AB_HEAD_KV (all | chosen | lazy; default all), AB_HEAD_INPUT (prev_attn_in, the head
 // lookahead, default | attn_in). Block thresholds are calibrated to the density on the model first
@@ -28,7 +28,7 @@ if (!base) { console.error('ab_decode: set AB_BASE to the dist folder of the bui
 const sparsities = (process.env.AB_SPARSITY ?? 'dense').split(',');
 const shapes = (process.env.AB_SHAPES ?? 'opt-6.7b,opt-13b,opt-1.3b').split(',');
 const headKv = process.env.AB_HEAD_KV ?? 'all', headInput = process.env.AB_HEAD_INPUT ?? 'prev_attn_in';
-const rounds = Number(process.env.AB_ROUNDS ?? 2), prompt = Number(process.env.AB_PROMPT ?? 128), gen = 128;
+const rounds = Number(process.env.AB_ROUNDS ?? 2), prompt = Number(process.env.AB_PROMPT ?? 128), gen = Number(process.env.AB_GEN ?? 128);
 const builds = { base: resolve(base), new: resolve(fileURLToPath(new URL('../dist', import.meta.url))) };
 const mods = {};
 for (const [k, d] of Object.entries(builds)) mods[k] = await import(`${d}/src/backend/webgpu/runner.js`);
@@ -37,13 +37,15 @@ const { shapeConfig } = await import(`${builds.new}/src/bench/shapes.js`);
 const { syntheticHeads, syntheticPredictorPolicy } = await import(`${builds.new}/src/bench/policies.js`);
 const { timeDecode } = await import(`${builds.new}/src/bench/decode.js`);
 const { calibrateBlockDensity } = await import(`${builds.new}/src/bench/calibrate.js`);
+const { gpuTimedRun, STEPS_TOKEN } = await import(`${builds.new}/src/bench/sequences.js`);
 const calibrate = process.env.AB_CALIBRATE !== '0';
 const chain = process.env.AB_METRIC === 'chain', prefill = process.env.AB_METRIC === 'prefill';
 const gpu = await openGpu({});
 console.log(JSON.stringify({ adapter: gpu.adapterName, timestamps: gpu.timestamps, builds }));
 const res = [];
 for (const shape of shapes) {
-  const c = shapeConfig(shape), ids = Array.from({ length: prompt }, (_, i) => (i * 7919) % c.vocabSize);
+  // dejavu bench's GPU-timed sequence (src/bench/sequences.ts).
+  const c = shapeConfig(shape), timed = gpuTimedRun(c, prompt, gen), ids = timed.prompt;
   for (let round = 1; round <= rounds; round++) {
     for (const build of ['base', 'new']) {
       const r = await mods[build].createWebGpuRunner(c, 'synthetic', { gpu, ...(build === 'base' ? baseOpts ?? {} : newOpts) });
@@ -58,11 +60,10 @@ for (const shape of shapes) {
           const policy = kind === 'dejavu' ? { ...mlp, headInput, heads: syntheticHeads(c, 0.4, { kv: headKv }) } : mlp;
           r.setSparsity(policy);
           // The thresholds brought to the density on this model, as `dejavu bench` does (AB_CALIBRATE=0: as set).
-          if (calibrate && r.setBlockThresholds) { cal = await calibrateBlockDensity(r, policy, { target: dens ? Number(dens) : 0.1, runs: [{ prompt: ids, steps: gen, token: 2 }] }); r.resetMlpDensity(); }
+          if (calibrate && r.setBlockThresholds) { cal = await calibrateBlockDensity(r, policy, { target: dens ? Number(dens) : 0.1, runs: [timed] }); r.resetMlpDensity(); }
         }
         let row;
         if (prefill) {
-          const ids = Array.from({ length: prompt }, (_, i) => (i * 7919) % c.vocabSize);
           r.reset(); await r.forward(ids);
           const t0 = performance.now();
           for (let i = 0; i < 5; i++) { r.reset(); await r.forward(ids); }
@@ -74,7 +75,7 @@ for (const shape of shapes) {
         } else {
           r.reset();
           await r.forward(ids, { noLogits: true });
-          const t = await r.timeDecodeSteps(gen, 2);
+          const t = await r.timeDecodeSteps(gen, STEPS_TOKEN);
           row = { shape, sparsity: sp, round, build, gpu_ms: t.gpuMsPerToken ?? null, wall_ms: +t.msPerToken.toFixed(4), dispatches: t.dispatchesPerToken, ...(sp !== 'dense' && { mlp_density: +(await r.mlpDensity()).filter((v) => v !== null).reduce((a, v, _, l) => a + v / l.length, 0).toFixed(4) }), ...(cal && { cal_rounds: cal.rounds, cal_converged: cal.converged }) };
         }
         res.push(row);

@@ -17,6 +17,7 @@ import { bandwidthLine, measureGpuBandwidth, measureMemcpyBandwidth, type Bandwi
 import { timeDecode } from './decode.js';
 import { runHfBaseline } from './hf.js';
 import { calibrateBlockDensity } from './calibrate.js';
+import { gpuTimedRun, stepsPrompt, STEPS_TOKEN } from './sequences.js';
 import { fixedPolicy, rng, syntheticHeads, syntheticPredictorPolicy } from './policies.js';
 import type { BenchRow } from './report.js';
 import { CPU_LAYOUT, deviceWeightBytes, FP16_LAYOUT, kvCacheBytes, mlpBytesFromPolicy, meanTokenBytes, predictorRank, shapeConfig, WEBGPU_LAYOUT } from './shapes.js';
@@ -276,7 +277,7 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: Sparsity
     // (attn_io with sparse heads: 10 % over 32 steps came out at 8.5 % over 128), so the runs are whole.
     const steps = o.gen, r = rng(7);
     const runs = hasStepTiming(runner)
-      ? [{ prompt: stepsPrompt(c, o.promptLen), steps, token: STEPS_TOKEN }]
+      ? [gpuTimedRun(c, o.promptLen, steps)]
       : [{ prompt: Array.from({ length: o.promptLen }, () => Math.floor(r() * c.vocabSize)), steps }];
     const cal = await calibrateBlockDensity(runner, policy!, { target: o.mlpDensity ?? DEFAULT_DENSITY, runs });
     const m = cal.density.filter((v): v is number => v !== null);
@@ -368,9 +369,6 @@ const withMeasuredK = (p: SparsityPolicy, measured: (number | null)[], ffn: numb
 
 const hasStepTiming = (runner: Runner): runner is StepTimed => typeof (runner as Partial<StepTimed>).timeDecodeSteps === 'function';
 
-/** The GPU-timed steps' sequence: a fixed prompt, then one token fed at every step. */
-const stepsPrompt = (c: OptConfig, n: number) => Array.from({ length: n }, (_, i) => (i * 7919) % c.vocabSize);
-const STEPS_TOKEN = 2;
 
 async function queuedTiming(runner: Runner, o: BenchOptions): Promise<StepTiming | null> {
   if (!hasStepTiming(runner)) return null;
