@@ -69,8 +69,14 @@ test('train-predictors --input attn_io: the attention input and output side by s
   oneLineError(dejavu('--data', calib, '--tokens', '2048', ...small.slice(4), '--out', join(dir, 'pred-t')), /was collected with --tokens 1024, not 2048: delete it/);
   assert.equal(readFileSync(join(work, 'meta.json'), 'utf8'), meta);
   oneLineError(dejavu(...small, '--out', out, '--input', 'attn_io'), /has no attention outputs \(attn_io predictors read them\)/);
-  const r = dejavu(...small.slice(0, -2), '--out', out, '--input', 'attn_io');
+  const r = dejavu(...small.slice(0, -2), '--out', out, '--input', 'attn_io', '--threads', '3');
   assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /fitting attn_io predictors on 3 threads/);
+  // The fits in worker threads are the inline ones, bit for bit (same collection, --threads 1).
+  const inline = join(dir, 'pred-io-1'), r1 = dejavu(...small.slice(0, -2), '--out', inline, '--input', 'attn_io', '--threads', '1');
+  assert.equal(r1.code, 0, r1.stderr);
+  assert.doesNotMatch(r1.stderr, /threads/);
+  assert.ok(readFileSync(join(inline, 'predictors.safetensors')).equals(readFileSync(join(out, 'predictors.safetensors'))), 'threaded fits differ from inline ones');
   const m = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
   assert.equal(m.input, 'attn_io');
   assert.match(r.stdout, /saved: input attn_io, rank 32/);
@@ -99,4 +105,14 @@ test('a collection is reused only for its own model, window and tokens cap (reus
   assert.equal(reuseMismatch(meta, ck, { tokens: 4096, window: 128 }), 'was collected with --tokens 1024, not 4096');
   const { requested_tokens: _r, model_fingerprint: _f, ...older } = meta;
   assert.equal(reuseMismatch(older, ck, { tokens: 4096, window: 128 }), null);
+});
+
+test('fitThreads: the cores, at most the layers, and what half the free memory holds at one layer\'s rows', async () => {
+  const { fitThreads } = await import('../src/sparsity/fit-pool.js');
+  const meta = { layers: 8, d: 384, f: 1536, heads: 12, rows: { train: 187392, val: 9600 }, tokens: 196992, window: 512, sparsity: [] };
+  assert.equal(fitThreads(meta, 'mlp_in', 1e12, 16), 8);                 // the layers
+  assert.equal(fitThreads(meta, 'mlp_in', 1e12, 2), 2);                  // the cores
+  const perIo = 187392 * (768 + 384) * 6;                                // attn_io: x (2d) and its target (d)
+  assert.equal(fitThreads(meta, 'attn_io', 2 * 3 * perIo + 1, 16), 3);   // memory
+  assert.equal(fitThreads(meta, 'attn_io', 1e6, 16), 1);                 // never below one
 });

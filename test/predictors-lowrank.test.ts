@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { lowRankFc1, secondMoment } from '../src/sparsity/lowrank-init.js';
+import { crossMoment, lowRankFc1, secondMoment } from '../src/sparsity/lowrank-init.js';
 import { rankStats } from '../src/sparsity/calibrate.js';
 import { CpuTrainEngine, trainPredictor } from '../src/sparsity/train.js';
 import type { LowRankPredictor } from '../src/sparsity/policy.js';
@@ -37,6 +37,19 @@ test('secondMoment is (1/n) Xᵀ X', () => {
     let s = 0;
     for (let t = 0; t < rows; t++) s += x[t * d + i] * x[t * d + j];
     assert.ok(Math.abs(C[i * d + j] - s / rows) < 1e-9);
+  }
+});
+
+test('crossMoment is (1/n) Tᵀ X over the strided subsample, on odd shapes (rows not a multiple of four, zeros in t)', () => {
+  for (const [rows, d, dx, maxRows] of [[7, 5, 9, 32768], [13, 3, 6, 5], [1, 4, 2, 32768], [22, 6, 11, 10]]) {
+    const t = randomArray(rows * d, rng(rows + d)), x = randomArray(rows * dx, rng(dx));
+    for (let i = 0; i < t.length; i += 3) t[i] = 0;
+    const E = crossMoment(t, x, rows, d, maxRows, dx), n = Math.min(rows, maxRows), stride = rows / n;
+    for (let i = 0; i < d; i++) for (let j = 0; j < dx; j++) {
+      let s = 0;
+      for (let k = 0; k < n; k++) { const r = Math.floor(k * stride); s += t[r * d + i] * x[r * dx + j]; }
+      assert.ok(Math.abs(E[i * dx + j] - s / n) < 1e-9, `rows ${rows} d ${d} dx ${dx} max ${maxRows}: E[${i},${j}] ${E[i * dx + j]} vs ${s / n}`);
+    }
   }
 });
 

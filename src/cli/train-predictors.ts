@@ -17,7 +17,7 @@ import { parseHeadInput, predictorWidth, type HeadInput, type LowRankPredictor, 
 import { manifestFormat, type ManifestHeads, type PredictorManifest } from '../sparsity/predictors-io.js';
 import { savePredictors } from '../sparsity/predictors-save.js';
 import { pickTrainEngine, trainPredictor, type TrainEngine } from '../sparsity/train.js';
-import { lowRankFc1 } from '../sparsity/lowrank-init.js';
+import { FitPool, fitThreads } from '../sparsity/fit-pool.js';
 import { toF32 } from '../model/tensor.js';
 import { fail } from '../util/errors.js';
 import { action, floatArg, intArg } from './common.js';
@@ -25,7 +25,7 @@ import { action, floatArg, intArg } from './common.js';
 interface Opts {
   model: string; data: string; out: string; tokens: number; rank: number; targetRecall: number; input: string;
   backend: string; epochs: number; window?: number; work?: string; maxDensity: number; batch: number; lr?: number; init: string;
-  heads?: boolean; headRank?: number; headTarget: number; headLabel: string; headInput: string;
+  heads?: boolean; headRank?: number; headTarget: number; headLabel: string; headInput: string; threads?: number;
 }
 
 /** AdamW learning rates: from noise, and for fine-tuning the low-rank fc1 (a larger step undoes it: see below). */
@@ -73,16 +73,26 @@ async function trainInput(engine: TrainEngine, ck: Checkpoint, dir: string, meta
   const b = bar(`${input.padEnd(8)}  |{bar}| layer {layer} epoch {epoch} | loss {loss} | recall@${monitorK} {recall}`);
   const per = Math.max(1, o.epochs); // bar units per layer (epochs 0 still scores the init)
   b.start(meta.layers * per, 0, { layer: 0, epoch: 0, loss: '-', recall: '-' });
+  // The low-rank inits, layers side by side (fit-pool.ts); the loop below takes them in order.
+  const lowRank = o.init === 'lowrank', n = predictorWidth(input, d);
+  const pool = new FitPool(lowRank ? Math.min(o.threads ?? fitThreads(meta, input), meta.layers) : 1);
+  if (pool.threads > 1) process.stderr.write(`dejavu: fitting ${input} predictors on ${pool.threads} threads\n`);
+  // At most `threads` fits in flight (each holds fc1 as f32 and its layer's rows).
+  const inits: (Promise<LowRankPredictor> | undefined)[] = [];
+  const submit = (l: number) => {
+    if (!lowRank || l >= meta.layers || inits[l] !== undefined) return;
+    const W = ck.weights.layers[l];
+    inits[l] = pool.fit({ dir, meta, layer: l, input, W1: toF32(W.fc1W), b1: W.fc1B ? toF32(W.fc1B) : null, rank: o.rank });
+    void inits[l]!.catch(() => {}); // awaited in order below: a later one failing first must not go unhandled meanwhile
+  };
+  for (let l = 1; l < pool.threads; l++) submit(l);
   try {
     for (let l = 0; l < meta.layers; l++) {
       const t0 = performance.now();
       const train = loadLayer(dir, meta, l, 'train', input), val = loadLayer(dir, meta, l, 'val', input);
-      // mlp_in: fc1's own whitened low-rank approximation; attn_in and attn_io: the reduced-rank regression
-      // of fc1's pre-activations (W1 · mlp_in) on the attention input (and o) of the same tokens (lowrank-init.ts).
-      const lowRank = o.init === 'lowrank', n = predictorWidth(input, d);
-      const W = ck.weights.layers[l];
-      const target = lowRank && input !== 'mlp_in' ? loadLayer(dir, meta, l, 'train', 'mlp_in').x : undefined;
-      const init = lowRank ? lowRankFc1(toF32(W.fc1W), W.fc1B ? toF32(W.fc1B) : null, train.x, train.rows, d, f, o.rank, { target }) : undefined;
+      submit(l);
+      const init = lowRank ? await inits[l] : undefined;
+      submit(l + pool.threads);
       const res = await trainPredictor(engine, train, val, n, f, {
         rank: o.rank, epochs: o.epochs, monitorK, batch: o.batch, lr: o.lr ?? (lowRank ? LR_LOWRANK : LR_RANDOM), seed: l + 1, init,
         onEpoch: (r) => b.update(l * per + Math.min(r.epoch, per), { layer: l, epoch: r.epoch, loss: r.loss.toFixed(4), recall: r.recall.toFixed(3) }),
@@ -96,7 +106,7 @@ async function trainInput(engine: TrainEngine, ck: Checkpoint, dir: string, meta
       if (!process.stderr.isTTY) process.stderr.write(`${input} layer ${l}: ${res.epochs} epochs, recall@${monitorK} ${stats.countRecall(monitorK).toFixed(3)}, K ${cal.k}, ${((performance.now() - t0) / 1000).toFixed(1)}s\n`);
       out.push({ cal, block, predictor: res.predictor, epochs: res.epochs, seconds: (performance.now() - t0) / 1000, recallBudget: stats.countRecall(monitorK), massBudget: stats.massRecall(monitorK) });
     }
-  } finally { b.stop(); }
+  } finally { b.stop(); await pool.close(); }
   return out;
 }
 
@@ -196,7 +206,8 @@ export function register(program: Command): void {
     .option('--head-rank <r>', 'head predictor rank (default: the number of heads, i.e. full)', intArg('--head-rank', 1))
     .option('--head-label <what>', 'what head predictors fit: share (each head\'s share of the token\'s head contributions ‖W_o,h o_h‖) | lognorm (the log of its contribution)', 'share')
     .option('--head-input <which>', 'what head predictors read: prev_attn_in (the layer before\'s attention input: DejaVu\'s lookahead, scores known a layer early, as good on opt-gutenberg-18m; layer 0 reads its own) | attn_in (the layer\'s own)', 'prev_attn_in')
-    .option('--head-target <x>', 'mean share of the heads\' contributions ‖W_o,h o_h‖ the chosen heads must keep (sets k per layer)', floatArg('--head-target', 0, 1), 0.9);
+    .option('--head-target <x>', 'mean share of the heads\' contributions ‖W_o,h o_h‖ the chosen heads must keep (sets k per layer)', floatArg('--head-target', 0, 1), 0.9)
+    .option('--threads <n>', 'layers whose low-rank fits run side by side (default: the cores, at most the layers and what half the free memory holds)', intArg('--threads', 1));
   cmd.action(action(async (o: Opts) => {
     if (!['attn_in', 'mlp_in', 'attn_io', 'both'].includes(o.input)) fail(`--input must be attn_in, mlp_in, attn_io or both (got ${o.input})`);
     if (!['lowrank', 'random'].includes(o.init)) fail(`--init must be lowrank or random (got ${o.init})`);

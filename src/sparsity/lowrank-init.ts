@@ -75,15 +75,29 @@ export function secondMoment(x: Float32Array, rows: number, d: number, maxRows =
   return C;
 }
 
-/** Cross moment E[t xᵀ] (d, dx) row-major over the same strided rows secondMoment takes (t: (rows, d), x: (rows, dx)). */
+/**
+ * Cross moment E[t xᵀ] (d, dx) row-major over the same strided rows secondMoment takes (t: (rows, d),
+ * x: (rows, dx)). Four rows a pass, as addGramUpper: E (d × dx doubles, past the L2 at d = 384 and
+ * dx = 768) streams through memory once for four rank-1 updates; the row-at-a-time form took 16 s a
+ * layer of the 18m model's attn_io fit, half of it (docs/sparsity.md).
+ */
 export function crossMoment(t: Float32Array, x: Float32Array, rows: number, d: number, maxRows = 32768, dx = d): Float64Array {
   const n = Math.min(rows, maxRows), stride = rows / n;
   const E = new Float64Array(d * dx);
-  for (let s = 0; s < n; s++) {
-    const row = Math.floor(s * stride), o = row * d, ox = row * dx;
+  const v = [new Float64Array(dx), new Float64Array(dx), new Float64Array(dx), new Float64Array(dx)];
+  const w = [new Float64Array(d), new Float64Array(d), new Float64Array(d), new Float64Array(d)];
+  for (let s = 0; s < n; s += 4) {
+    for (let q = 0; q < 4; q++) {
+      if (s + q >= n) { v[q].fill(0); w[q].fill(0); continue; }
+      const row = Math.floor((s + q) * stride), o = row * d, ox = row * dx;
+      for (let j = 0; j < dx; j++) v[q][j] = x[ox + j];
+      for (let i = 0; i < d; i++) w[q][i] = t[o + i] / n;
+    }
+    const [v0, v1, v2, v3] = v, [w0, w1, w2, w3] = w;
     for (let i = 0; i < d; i++) {
-      const ti = t[o + i] / n, base = i * dx;
-      if (ti !== 0) for (let j = 0; j < dx; j++) E[base + j] += ti * x[ox + j];
+      const a0 = w0[i], a1 = w1[i], a2 = w2[i], a3 = w3[i], base = i * dx;
+      if (a0 === 0 && a1 === 0 && a2 === 0 && a3 === 0) continue;
+      for (let j = 0; j < dx; j++) E[base + j] += a0 * v0[j] + a1 * v1[j] + a2 * v2[j] + a3 * v3[j];
     }
   }
   return E;
