@@ -352,11 +352,6 @@ export function gpuStepFields(t: StepTiming, stepBytes: number, cardGbps: number
 }
 type StepTimed = Runner & { timeDecodeSteps(steps: number, token?: number): Promise<StepTiming> };
 
-/**
- * Runs the runner's timeDecodeSteps at the same positions as the measured loop (after the same
- * prompt), when it has one. It queues steps without reading logits back and without the LM head,
- * so it shows what the GPU alone takes; ms_per_token stays the end-to-end number.
- */
 /** The mean over the sparse layers of a per-layer measurement (null: a dense layer). */
 function meanOf(v: (number | null)[]): number {
   const m = v.filter((x): x is number => x !== null);
@@ -369,7 +364,11 @@ const withMeasuredK = (p: SparsityPolicy, measured: (number | null)[], ffn: numb
 
 const hasStepTiming = (runner: Runner): runner is StepTimed => typeof (runner as Partial<StepTimed>).timeDecodeSteps === 'function';
 
-
+/**
+ * Runs the runner's timeDecodeSteps at the same positions as the measured loop (after the same
+ * prompt), when it has one. It queues steps without reading logits back and without the LM head,
+ * so it shows what the GPU alone takes; ms_per_token stays the end-to-end number.
+ */
 async function queuedTiming(runner: Runner, o: BenchOptions): Promise<StepTiming | null> {
   if (!hasStepTiming(runner)) return null;
   runner.reset();
