@@ -59,6 +59,7 @@ test('calibrateBlockDensity on WebGPU: attn_io and attn_in to within 3 %, no spa
   for (const input of ['attn_io', 'attn_in'] as const) {
     const policy = syntheticPredictorPolicy(c, target, { input });
     g.setSparsity(policy);
+    const before = await measureRuns(g, runs);
     const builds = g.sparseBuilds;
     const cal = await calibrateBlockDensity(g, policy, { target, runs, rounds: 8 });
     assert.ok(cal.converged, `${input}: not converged in ${cal.rounds} rounds: ${cal.density.join(', ')}`);
@@ -66,6 +67,14 @@ test('calibrateBlockDensity on WebGPU: attn_io and attn_in to within 3 %, no spa
     assert.equal(g.sparseBuilds, builds, `${input}: setBlockThresholds rebuilt the sparse state`);
     const again = await measureRuns(g, runs);
     again.forEach((p, l) => assert.ok(Math.abs(p! - cal.density[l]!) < 1e-9, `${input}, layer ${l}: ${p} after, ${cal.density[l]} in the calibration`));
+    // Setting the policy again forgets them, as on the CPU runner, and so does a parked state brought back.
+    g.setSparsity(policy);
+    assert.deepEqual(await measureRuns(g, runs), before, `${input}: the same policy set again kept the calibrated thresholds`);
+    g.setBlockThresholds(cal.tau);
+    g.setSparsity(null);
+    g.setSparsity(policy);
+    assert.equal(g.sparseBuilds, builds, `${input}: the parked state was rebuilt`);
+    assert.deepEqual(await measureRuns(g, runs), before, `${input}: the parked state came back with the calibrated thresholds`);
   }
   g.dispose();
 });

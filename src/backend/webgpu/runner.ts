@@ -630,7 +630,7 @@ class GpuRunner implements WebGpuRunner {
         }
       });
     }
-    if (policy && policy === this.policy) { this.resetMlpDensity(); this.clearSkips(); return; }
+    if (policy && policy === this.policy) { this.ownThresholds(); this.resetMlpDensity(); this.clearSkips(); return; }
     this.completeHoles(); // the lazy heads' state is about to go: fill what the next step owed
     this.dropPlans();
     const cur = this.takeSparse();
@@ -645,6 +645,7 @@ class GpuRunner implements WebGpuRunner {
       free(cur);
       this.putSparse(this.parked);
       this.parked = null;
+      this.ownThresholds();
       this.layoutFc2();
       this.resetMlpDensity();
       this.clearSkips();
@@ -1311,6 +1312,19 @@ class GpuRunner implements WebGpuRunner {
       this.chaining = false;
     }
     return ids;
+  }
+
+  /**
+   * Back to the policy's own block thresholds: setBlockThresholds' hold for the state they were set
+   * on, until the policy is set again (as on the CPU runner), also when a parked state comes back.
+   */
+  private ownThresholds(): void {
+    let changed = false;
+    this.sparse.forEach((S) => {
+      const own = S?.lp.selector.kind === 'predictor' ? S.lp.selector.block : undefined;
+      if (S?.block && own && S.block !== own) { S.block = own; changed = true; }
+    });
+    if (changed) this.dropPlans();
   }
 
   setBlockThresholds(tau: (number | null)[]): void {
