@@ -28,13 +28,13 @@ test('train-predictors: the default low-rank predictors of the 5m model, end to 
   assert.equal(r.code, 0, r.stderr);
   const m = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
   assert.equal(m.init, 'lowrank');
-  assert.equal(m.input, 'mlp_in');
+  assert.equal(m.input, 'attn_io'); // the default input since the twenty-fourth session
   assert.equal(m.rank, 32);
   assert.deepEqual(m.epochs, m.layers.map(() => 0)); // no BCE epochs by default from the low-rank init
   assert.equal(m.layers.length, 4);
   for (const l of m.layers) assert.ok(l.recall >= 0.95 || l.dense, `layer ${l.layer}: recall ${l.recall}`);
   assert.ok(existsSync(join(out, 'predictors.safetensors')));
-  assert.match(r.stdout, /saved: input mlp_in, rank 32, target recall 0\.95/);
+  assert.match(r.stdout, /saved: input attn_io, rank 32, target recall 0\.95/);
   // Every layer also has its block rule, calibrated to the same recall.
   for (const l of m.layers) {
     assert.ok(Number.isInteger(l.block.cap) && l.block.cap >= 1 && l.block.cap <= 64, `layer ${l.layer}: cap ${l.block.cap}`);
@@ -61,7 +61,7 @@ test('train-predictors --input attn_io: the attention input and output side by s
   const work = join(dir, 'work-io'), out = join(dir, 'pred-io');
   const small = ['--data', calib, '--tokens', '1024', '--window', '128', '--rank', '32', '--work', work];
   // A collection made for mlp_in has no attention outputs: attn_io on it is a one-line error.
-  assert.equal(dejavu(...small, '--out', join(dir, 'pred-mlp')).code, 0);
+  assert.equal(dejavu(...small, '--out', join(dir, 'pred-mlp'), '--input', 'mlp_in').code, 0);
   // Reusing it for other options than it was collected with is a one-line error that leaves it as it was.
   const meta = readFileSync(join(work, 'meta.json'), 'utf8');
   oneLineError(dejavu(...small.slice(0, 4), '--window', '256', ...small.slice(6), '--out', join(dir, 'pred-w')),

@@ -28,6 +28,14 @@ export type SparsityMode = 'dense' | 'mlp' | 'dejavu';
 /** --mlp-density when not given (DejaVu's OPT-175B MLPs keep roughly 10 % of neurons). */
 export const DEFAULT_DENSITY = 0.1;
 
+/**
+ * --predictor-input when not given: what train-predictors makes by default (attn_io, mlp_in's
+ * quality on real models, docs/sparsity.md). Before the twenty-fourth session it was attn_in,
+ * DejaVu's lookahead, which costs three to four times the perplexity on the Gutenberg checkpoints:
+ * the earlier tables in docs/benchmarks.md ran that.
+ */
+export const DEFAULT_PREDICTOR_INPUT: PredictorInput = 'attn_io';
+
 export interface BenchOptions {
   model?: string;
   shapes?: string[];
@@ -250,7 +258,7 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: Sparsity
   if (mode !== 'dense') {
     if (o.oracle) policy = fixedPolicy(c, o.mlpDensity ?? DEFAULT_DENSITY);
     else if (o.predictors && model) policy = await loadPredictorPolicy(o.predictors, model.checkpoint, o, mode);
-    else policy = syntheticPredictorPolicy(c, o.mlpDensity ?? DEFAULT_DENSITY, { selection: o.selection === 'topk' ? 'topk' : 'block', input: o.predictorInput });
+    else policy = syntheticPredictorPolicy(c, o.mlpDensity ?? DEFAULT_DENSITY, { selection: o.selection === 'topk' ? 'topk' : 'block', input: o.predictorInput ?? DEFAULT_PREDICTOR_INPUT });
   }
   // dejavu: the MLP's sparsity plus sparse heads at --head-density (DejaVu's attention half).
   if (mode === 'dejavu' && !(o.predictors && model)) {

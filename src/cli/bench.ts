@@ -97,7 +97,7 @@ export function register(program: Command): void {
     .option('--oracle', 'sparse MLP with fixed random neuron sets: no predictor cost, isolates the kernels')
     .option('--predictors <dir>', 'trained predictors for --model (from train-predictors)')
     .option('--selection <how>', 'how predictors pick neurons: auto | block (threshold a block of 64, fused with fc1) | topk (global top-K); synthetic: auto = block', 'auto')
-    .option('--predictor-input <where>', 'what synthetic predictors read: attn_in (default: the attention input, DejaVu\'s lookahead: predictor A computed with qkv) | mlp_in (the MLP input, as train-predictors makes them) | attn_io (the attention input and attention\'s output side by side: A\'s halves ride the qkv and out_proj GEMVs, block-select scores)')
+    .option('--predictor-input <where>', 'what synthetic predictors read: attn_io (default, as train-predictors makes them: the attention input and attention\'s output side by side; A\'s halves ride the qkv and out_proj GEMVs, block-select scores) | attn_in (the attention input, DejaVu\'s lookahead: predictor A computed with qkv) | mlp_in (the MLP input: a predictor dispatch of its own)')
     .option('--device-memory-gib <n>', 'device memory for the --shape fit check (default: known cards)', floatArg('--device-memory-gib', 0))
     .option('--compare-hf', 'also run bench/hf_baseline.py (PyTorch + transformers, CUDA) and print the ratios')
     .option('--json', 'one JSON object per configuration, one per line')

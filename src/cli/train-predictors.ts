@@ -169,11 +169,17 @@ function table(meta: CollectionMeta, results: Map<PredictorInput, LayerResult[]>
 /*
  * Defaults chosen by measurement on opt-gutenberg-18m (H200, gutenberg-calib, windows of 512; perplexity on
  * the first 131,072 tokens of gutenberg-val, dense 26.988; docs/sparsity.md has the tables):
- * - input mlp_in: with BCE from noise its recall@240 equals attn_in's on layers 0-2 and 6-7 and is 2-4
- *   points higher on 3-5; and only on fc1's own input is activity a linear rule (z = W1 x + b1 > 0),
-   *   which the low-rank init below approximates directly. attn_in stays available for lookahead; its
- *   low-rank form (a reduced-rank regression of W1·mlp_in on attn_in) cost +8.31% at 11.9% against
- *   mlp_in's +2.45% at 9.5% (block rule, first 32,768 tokens of gutenberg-val, CPU).
+ * - input attn_io (since the twenty-fourth session; mlp_in before): the attention input and attention's
+ *   output side by side, the reduced-rank regression of fc1's pre-activations on both. On the 131,072
+ *   tokens it cost +1.48% at 10.2% measured density against mlp_in's +1.80% at 9.9% (same
+ *   196,608-token collection size, rank and target), WikiText-2 +0.85% against +0.99%; on the 5m model
+ *   +0.25% against +0.14%. Same K and recall per layer as mlp_in, and on WebGPU its halves ride the qkv
+ *   and out_proj GEMVs (no predictor dispatch of its own: 5-10% faster decode steps at opt-1.3b/6.7b).
+ * - mlp_in: only on fc1's own input is activity a linear rule (z = W1 x + b1 > 0), which its low-rank
+ *   init approximates directly; with BCE from noise its recall@240 equals attn_in's on layers 0-2 and
+ *   6-7 and is 2-4 points higher on 3-5. attn_in alone (DejaVu's lookahead) cost +8.31% at 11.9%
+ *   against mlp_in's +2.45% at 9.5% (block rule, first 32,768 tokens of gutenberg-val, CPU): what it
+ *   misses is attention's own output, which attn_io adds.
  * - init lowrank, no BCE epochs: at rank 128 / target recall 0.95 the whitened rank-r fc1 gives +1.35%
  *   at 11.8% mean density, where BCE-trained predictors from noise gave +4.46% at 11.5%. BCE fine-tuning
  *   from the low-rank init lowered validation recall@240 (layer 7: 87.0% -> 86.8% at lr 3e-5, 83.9% at
@@ -195,7 +201,7 @@ export function register(program: Command): void {
     .option('--rank <r>', 'predictor rank', intArg('--rank', 1), 128)
     .option('--target-recall <x>', 'per-layer count recall that sets K', floatArg('--target-recall', 0, 1), 0.95)
     .option('--max-density <x>', 'density budget: early-stopping K, and layers more active than this stay dense', floatArg('--max-density', 0, 1), 0.15)
-    .option('--input <which>', 'attn_in | mlp_in | attn_io (the attention input and attention\'s output side by side: mlp_in\'s quality, its first half known before attention) | both (both: train and report attn_in and mlp_in, save mlp_in)', 'mlp_in')
+    .option('--input <which>', 'attn_io (the attention input and attention\'s output side by side: mlp_in\'s quality, its first half known before attention; on WebGPU no dispatch of its own) | mlp_in (the MLP input) | attn_in (the attention input alone: DejaVu\'s lookahead, worse on real models) | both (train and report attn_in and mlp_in, save mlp_in)', 'attn_io')
     .option('--backend <name>', 'auto | cpu | webgpu (collection and training)', 'auto')
     .option('--init <how>', 'lowrank (the data-whitened rank-r fit of fc1\'s pre-activations: of fc1 itself on mlp_in, a reduced-rank regression on attn_in) | random', 'lowrank')
     .option('--epochs <e>', 'maximum BCE epochs per layer, early stopping on validation recall (default 0 from lowrank: the init as it is; 15 from random)', intArg('--epochs', 0))
