@@ -14,7 +14,7 @@ if (!dir) {
 }
 const parts = new Map(); // task -> [eval JSON objects]
 const bad = [];
-for (const f of readdirSync(dir).filter(f => f.endsWith('.json')).sort()) {
+for (const f of readdirSync(dir).filter(f => f.endsWith('.json') && f !== 'summary.json').sort()) {
   const name = f.slice(0, -5).replace(/\.\d+$/, '');
   const text = readFileSync(join(dir, f), 'utf8').trim();
   let o;
