@@ -59,7 +59,8 @@ for (const shape of shapes) {
           // (A base build older than the head lookahead ignores headInput.)
           const policy = kind === 'dejavu' ? { ...mlp, headInput, heads: syntheticHeads(c, 0.4, { kv: headKv }) } : mlp;
           r.setSparsity(policy);
-          // The thresholds brought to the density on this model, as `dejavu bench` does (AB_CALIBRATE=0: as set).
+          // The thresholds brought to the density on this model over the GPU-timed sequence, as `dejavu bench` does
+          // (AB_CALIBRATE=0: as set). Unlike `dejavu bench` (attn_io), a sparsity without :<input> here reads attn_in.
           if (calibrate && r.setBlockThresholds) { cal = await calibrateBlockDensity(r, policy, { target: dens ? Number(dens) : 0.1, runs: [timed] }); r.resetMlpDensity(); }
         }
         let row;

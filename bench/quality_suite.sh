@@ -18,12 +18,12 @@ if [ $# -lt 4 ]; then
 fi
 model=$1 pred=$2 data=$3 out=$4 backend=${5:-auto}
 shift $(( $# < 5 ? $# : 5 ))
-for f in "$data/gutenberg-val.txt" "$data/wikitext-2-raw-test.txt" "$data/eval/copa.jsonl"; do
-  [ -f "$f" ] || { echo "quality_suite: missing $f" >&2; exit 2; }
+for f in gutenberg-val.txt wikitext-2-raw-test.txt eval/copa.jsonl eval/piqa.jsonl eval/winogrande.jsonl eval/lambada_openai.jsonl eval/arc_easy.jsonl; do
+  [ -f "$data/$f" ] || { echo "quality_suite: missing $data/$f" >&2; exit 2; }
 done
 mkdir -p "$out/parts"
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cli="node $here/dist/src/cli.js"
+cli=(node "$here/dist/src/cli.js")
 
 # WikiText-2 in 4 parts at line boundaries; the larger zero-shot sets in chunks of whole items.
 split -n l/4 -d "$data/wikitext-2-raw-test.txt" "$out/parts/wiki."
@@ -33,18 +33,21 @@ split -n l/2 -d "$data/eval/piqa.jsonl" "$out/parts/piqa."
 
 run() { # name, eval args...
   local name=$1; shift
-  $cli eval --model "$model" --backend "$backend" --predictors "$pred" --compare --json "$@" "${extra[@]}" \
-    > "$out/$name.json" 2> "$out/$name.err" || echo "quality_suite: $name failed (see $out/$name.err)" >&2
+  "${cli[@]}" eval --model "$model" --backend "$backend" --predictors "$pred" --compare --json "$@" "${extra[@]}" \
+    > "$out/$name.json" 2> "$out/$name.err" || { echo "quality_suite: $name failed (see $out/$name.err)" >&2; return 1; }
 }
 extra=("$@")
-run val --task ppl --data "$data/gutenberg-val.txt" --limit 131072 --window 512 &
-for p in "$out"/parts/wiki.*; do run "wiki.${p##*.}" --task ppl --data "$p" --window 512 & done
-for p in "$out"/parts/lambada.*; do run "lambada.${p##*.}" --task lambada --data "$p" & done
-for p in "$out"/parts/arc_easy.*; do run "arc_easy.${p##*.}" --task arc_easy --data "$p" & done
-for p in "$out"/parts/piqa.*; do run "piqa.${p##*.}" --task piqa --data "$p" & done
-run winogrande --task winogrande --data "$data/eval/winogrande.jsonl" &
-run copa --task copa --data "$data/eval/copa.jsonl" &
-wait
+pids=()
+run val --task ppl --data "$data/gutenberg-val.txt" --limit 131072 --window 512 & pids+=($!)
+for p in "$out"/parts/wiki.*; do run "wiki.${p##*.}" --task ppl --data "$p" --window 512 & pids+=($!); done
+for p in "$out"/parts/lambada.*; do run "lambada.${p##*.}" --task lambada --data "$p" & pids+=($!); done
+for p in "$out"/parts/arc_easy.*; do run "arc_easy.${p##*.}" --task arc_easy --data "$p" & pids+=($!); done
+for p in "$out"/parts/piqa.*; do run "piqa.${p##*.}" --task piqa --data "$p" & pids+=($!); done
+run winogrande --task winogrande --data "$data/eval/winogrande.jsonl" & pids+=($!)
+run copa --task copa --data "$data/eval/copa.jsonl" & pids+=($!)
+failed=0
+for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
 # One file with every figure (a part that failed or was cut short is named on stderr), then the tables.
-node "$here/bench/quality_table.mjs" "$out" --json > "$out/summary.json"
-node "$here/bench/quality_table.mjs" "$out"
+node "$here/bench/quality_table.mjs" "$out" --json > "$out/summary.json" || failed=1
+node "$here/bench/quality_table.mjs" "$out" || failed=1
+exit $failed

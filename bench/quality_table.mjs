@@ -66,4 +66,7 @@ if (process.argv.includes('--json')) {
     console.log(`| ${k} | ${r.n.toLocaleString('en')} | ${pct(r.mlp_density)} | ${r.dense_acc.toFixed(3)} | ${r.sparse_acc.toFixed(3)} | ${norm} | ${pct(r.agreement)} |`);
   }
 }
-if (bad.length) console.error(`quality_table: unreadable parts (a failed eval?): ${bad.join(', ')}`);
+if (bad.length) {
+  console.error(`quality_table: unreadable parts (a failed eval?): ${bad.join(', ')}`);
+  process.exitCode = 1;
+}

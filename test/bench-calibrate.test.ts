@@ -63,6 +63,7 @@ test('calibrateBlockDensity on WebGPU: attn_io and attn_in to within 3 %, no spa
     const builds = g.sparseBuilds;
     const cal = await calibrateBlockDensity(g, policy, { target, runs, rounds: 8 });
     assert.ok(cal.converged, `${input}: not converged in ${cal.rounds} rounds: ${cal.density.join(', ')}`);
+    assert.ok(before.some((p, l) => Math.abs(p! - cal.density[l]!) > 1e-9), `${input}: the synthetic threshold was already on target: the restores below would prove nothing`);
     cal.density.forEach((p, l) => assert.ok(Math.abs(p! / target - 1) <= 0.03, `${input}, layer ${l}: ${p}`));
     assert.equal(g.sparseBuilds, builds, `${input}: setBlockThresholds rebuilt the sparse state`);
     const again = await measureRuns(g, runs);

@@ -116,3 +116,24 @@ test('fitThreads: the cores, at most the layers, and what half the free memory h
   assert.equal(fitThreads(meta, 'attn_io', 2 * 3 * perIo + 1, 16), 3);   // memory
   assert.equal(fitThreads(meta, 'attn_io', 1e6, 16), 1);                 // never below one
 });
+
+test('FitPool: a fit that fails in a worker rejects with its one-line message (a DejavuError stays one), and the pool still fits and closes', async () => {
+  const { FitPool } = await import('../src/sparsity/fit-pool.js');
+  const { fileOf } = await import('../src/sparsity/collect.js');
+  const { DejavuError } = await import('../src/util/errors.js');
+  const work = mkdtempSync(join(tmpdir(), 'dejavu-pool-'));
+  const meta = { layers: 1, d: 4, f: 8, heads: 2, rows: { train: 2, val: 0 }, tokens: 2, window: 2, sparsity: [0] };
+  writeFileSync(fileOf(work, 0, 'train', 'labels'), new Uint8Array(8));
+  const W1 = new Float32Array(32).map((_, i) => Math.sin(i)), job = { dir: work, meta, layer: 0, rank: 2, W1, b1: null };
+  const pool = new FitPool(2);
+  try {
+    // attn_io needs attention's outputs, which this collection lacks.
+    await assert.rejects(pool.fit({ ...job, input: 'attn_io' }), (e: Error) => e instanceof DejavuError && /has no attention outputs/.test(e.message));
+    // mlp_in reads its rows: two of d = 4 as f16.
+    writeFileSync(fileOf(work, 0, 'train', 'mlp_in'), new Uint8Array(new Uint16Array([0x3c00, 0, 0x4000, 0x3c00, 0xbc00, 0x3800, 0, 0x4200]).buffer));
+    const p = await pool.fit({ ...job, input: 'mlp_in' });
+    assert.equal(p.rank, 2);
+    assert.equal(p.A.length, 8);
+    assert.ok([...p.A, ...p.B].every(Number.isFinite));
+  } finally { await pool.close(); }
+});

@@ -66,7 +66,8 @@ export interface Runner {
   resetMlpDensity(): void;
   /**
    * The block rule's threshold τ per layer (null, or a layer without the block rule: unchanged) for
-   * the policy now set, keeping its uploads; a later setSparsity with another policy forgets them.
+   * the policy now set, keeping its uploads; a later setSparsity forgets them (another policy, the
+   * same one again, or null and then a parked policy brought back).
    * The benchmark uses it to bring synthetic predictors to a density (bench/calibrate.ts). Resets
    * the density count.
    */

@@ -44,7 +44,7 @@ export interface BenchRow {
   dispatches_per_token?: number;
   queued_ms_per_token?: number;
   gpu_ms_per_token?: number | null;  // GPU timestamps (null without timestamp-query)
-  gpu_gbps?: number | null;          // (bytes_per_token - lm_head bytes) / gpu_ms_per_token
+  gpu_gbps?: number | null;          // the GPU-timed sequence's bytes a step (its own MLP count, no LM head) / gpu_ms_per_token
   /** gpu_gbps / card_gbps × 100: the GPU step's percent of its floor (floor_ms counts the LM head, which gpu_ms_per_token leaves out: do not divide those two). */
   gpu_pct_of_floor?: number | null;
   /**

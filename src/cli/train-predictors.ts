@@ -17,7 +17,7 @@ import { parseHeadInput, predictorWidth, type HeadInput, type LowRankPredictor, 
 import { manifestFormat, type ManifestHeads, type PredictorManifest } from '../sparsity/predictors-io.js';
 import { savePredictors } from '../sparsity/predictors-save.js';
 import { pickTrainEngine, trainPredictor, type TrainEngine } from '../sparsity/train.js';
-import { FitPool, fitThreads } from '../sparsity/fit-pool.js';
+import { FitPool, fitLayerInit, fitThreads } from '../sparsity/fit-pool.js';
 import { toF32 } from '../model/tensor.js';
 import { fail } from '../util/errors.js';
 import { action, floatArg, intArg } from './common.js';
@@ -73,26 +73,34 @@ async function trainInput(engine: TrainEngine, ck: Checkpoint, dir: string, meta
   const b = bar(`${input.padEnd(8)}  |{bar}| layer {layer} epoch {epoch} | loss {loss} | recall@${monitorK} {recall}`);
   const per = Math.max(1, o.epochs); // bar units per layer (epochs 0 still scores the init)
   b.start(meta.layers * per, 0, { layer: 0, epoch: 0, loss: '-', recall: '-' });
-  // The low-rank inits, layers side by side (fit-pool.ts); the loop below takes them in order.
+  // The low-rank inits: with more than one thread, layers side by side (fit-pool.ts), at most
+  // `threads` in flight (each holds fc1 as f32 and its layer's rows), taken in order below; with one,
+  // inline on the rows the loop has loaded.
   const lowRank = o.init === 'lowrank', n = predictorWidth(input, d);
-  const pool = new FitPool(lowRank ? Math.min(o.threads ?? fitThreads(meta, input), meta.layers) : 1);
-  if (pool.threads > 1) process.stderr.write(`dejavu: fitting ${input} predictors on ${pool.threads} threads\n`);
-  // At most `threads` fits in flight (each holds fc1 as f32 and its layer's rows).
+  const threads = lowRank ? Math.min(o.threads ?? fitThreads(meta, input), meta.layers) : 1;
+  const pool = threads > 1 ? new FitPool(threads) : null;
+  if (pool) process.stderr.write(`dejavu: fitting ${input} predictors on ${threads} threads\n`);
   const inits: (Promise<LowRankPredictor> | undefined)[] = [];
   const submit = (l: number) => {
-    if (!lowRank || l >= meta.layers || inits[l] !== undefined) return;
+    if (!pool || l >= meta.layers || inits[l] !== undefined) return;
     const W = ck.weights.layers[l];
     inits[l] = pool.fit({ dir, meta, layer: l, input, W1: toF32(W.fc1W), b1: W.fc1B ? toF32(W.fc1B) : null, rank: o.rank });
     void inits[l]!.catch(() => {}); // awaited in order below: a later one failing first must not go unhandled meanwhile
   };
-  for (let l = 1; l < pool.threads; l++) submit(l);
+  for (let l = 0; l < threads; l++) submit(l);
   try {
     for (let l = 0; l < meta.layers; l++) {
       const t0 = performance.now();
       const train = loadLayer(dir, meta, l, 'train', input), val = loadLayer(dir, meta, l, 'val', input);
-      submit(l);
-      const init = lowRank ? await inits[l] : undefined;
-      submit(l + pool.threads);
+      let init: LowRankPredictor | undefined;
+      if (pool) {
+        init = await inits[l];
+        inits[l] = undefined; // consumed: not held to the end
+        submit(l + threads);
+      } else if (lowRank) {
+        const W = ck.weights.layers[l];
+        init = fitLayerInit({ dir, meta, layer: l, input, W1: toF32(W.fc1W), b1: W.fc1B ? toF32(W.fc1B) : null, rank: o.rank }, train);
+      }
       const res = await trainPredictor(engine, train, val, n, f, {
         rank: o.rank, epochs: o.epochs, monitorK, batch: o.batch, lr: o.lr ?? (lowRank ? LR_LOWRANK : LR_RANDOM), seed: l + 1, init,
         onEpoch: (r) => b.update(l * per + Math.min(r.epoch, per), { layer: l, epoch: r.epoch, loss: r.loss.toFixed(4), recall: r.recall.toFixed(3) }),
@@ -106,7 +114,7 @@ async function trainInput(engine: TrainEngine, ck: Checkpoint, dir: string, meta
       if (!process.stderr.isTTY) process.stderr.write(`${input} layer ${l}: ${res.epochs} epochs, recall@${monitorK} ${stats.countRecall(monitorK).toFixed(3)}, K ${cal.k}, ${((performance.now() - t0) / 1000).toFixed(1)}s\n`);
       out.push({ cal, block, predictor: res.predictor, epochs: res.epochs, seconds: (performance.now() - t0) / 1000, recallBudget: stats.countRecall(monitorK), massBudget: stats.massRecall(monitorK) });
     }
-  } finally { b.stop(); await pool.close(); }
+  } finally { b.stop(); await pool?.close(); }
   return out;
 }
 
@@ -203,7 +211,7 @@ export function register(program: Command): void {
     .option('--max-density <x>', 'density budget: early-stopping K, and layers more active than this stay dense', floatArg('--max-density', 0, 1), 0.15)
     .option('--input <which>', 'attn_io (the attention input and attention\'s output side by side: mlp_in\'s quality, its first half known before attention; on WebGPU no dispatch of its own) | mlp_in (the MLP input) | attn_in (the attention input alone: DejaVu\'s lookahead, worse on real models) | both (train and report attn_in and mlp_in, save mlp_in)', 'attn_io')
     .option('--backend <name>', 'auto | cpu | webgpu (collection and training)', 'auto')
-    .option('--init <how>', 'lowrank (the data-whitened rank-r fit of fc1\'s pre-activations: of fc1 itself on mlp_in, a reduced-rank regression on attn_in) | random', 'lowrank')
+    .option('--init <how>', 'lowrank (the data-whitened rank-r fit of fc1\'s pre-activations: of fc1 itself on mlp_in, a reduced-rank regression on attn_io or attn_in) | random', 'lowrank')
     .option('--epochs <e>', 'maximum BCE epochs per layer, early stopping on validation recall (default 0 from lowrank: the init as it is; 15 from random)', intArg('--epochs', 0))
     .option('--batch <n>', 'minibatch rows', intArg('--batch', 1), 1024)
     .option('--lr <x>', `AdamW learning rate (default ${LR_RANDOM} from random, ${LR_LOWRANK} from lowrank)`, floatArg('--lr', 0, 1))

@@ -3,13 +3,13 @@
  * layer's fit (lowrank-init.ts) is seconds to minutes of single-threaded arithmetic on its own
  * collected rows and nothing else, so layers are independent jobs: a pool of `threads` workers takes
  * them in order and each loads its layer's rows from the collection itself (nothing large crosses
- * threads but fc1's weights in and the predictor out). With one thread the fits run inline, in the
- * order they are awaited.
+ * threads but fc1's weights in and the predictor out). With one thread there is no pool: the caller
+ * fits inline on the rows it has loaded (train-predictors.ts).
  */
 import { availableParallelism, freemem } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { DejavuError } from '../util/errors.js';
-import { loadLayer, type CollectionMeta } from './collect.js';
+import { loadLayer, type CollectionMeta, type LayerData } from './collect.js';
 import { lowRankFc1 } from './lowrank-init.js';
 import { predictorWidth, type LowRankPredictor, type PredictorInput } from './policy.js';
 
@@ -27,11 +27,11 @@ export interface FitJob {
 /**
  * The fit itself (also what a worker runs): mlp_in, fc1's own whitened low-rank approximation;
  * attn_in and attn_io, the reduced-rank regression of fc1's pre-activations (W1 · mlp_in) on that
- * input for the same tokens.
+ * input for the same tokens. `loaded`: the layer's training rows where the caller has them already.
  */
-export function fitLayerInit(j: FitJob): LowRankPredictor {
+export function fitLayerInit(j: FitJob, loaded?: LayerData): LowRankPredictor {
   const { d, f } = j.meta;
-  const train = loadLayer(j.dir, j.meta, j.layer, 'train', j.input);
+  const train = loaded ?? loadLayer(j.dir, j.meta, j.layer, 'train', j.input);
   const target = j.input !== 'mlp_in' ? loadLayer(j.dir, j.meta, j.layer, 'train', 'mlp_in').x : undefined;
   return lowRankFc1(j.W1, j.b1, train.x, train.rows, d, f, j.rank, { target });
 }
@@ -53,27 +53,40 @@ export class FitPool {
   private readonly queue: { id: number; job: FitJob }[] = [];
   private readonly pending = new Map<number, { resolve: (p: LowRankPredictor) => void; reject: (e: Error) => void }>();
   private next = 0;
+  /** Set when a worker dies: every fit waiting or asked for later fails with it. */
+  private failed: Error | null = null;
 
   constructor(readonly threads: number) {
-    for (let i = 0; i < (threads > 1 ? threads : 0); i++) {
+    for (let i = 0; i < threads; i++) {
       const w = new Worker(new URL('./fit-worker.js', import.meta.url));
       w.on('message', (r: Reply) => {
-        const p = this.pending.get(r.id)!;
+        const p = this.pending.get(r.id);
+        if (!p) return; // failed meanwhile: already rejected
         this.pending.delete(r.id);
         if (r.ok) p.resolve(r.p); else p.reject(r.dejavu ? new DejavuError(r.message) : new Error(r.message));
         this.idle.push(w);
         this.pump();
       });
-      // A worker that dies (out of memory) fails every fit still waiting: the command stops with its message.
-      w.on('error', (e) => { for (const p of this.pending.values()) p.reject(e); this.pending.clear(); });
+      // A worker that dies (out of memory) or exits fails every fit still waiting: the command stops with its message.
+      w.on('error', (e) => this.fail(e));
+      w.on('exit', (code) => { if (!this.closing) this.fail(new Error(`a fitting thread exited (code ${code})`)); });
       this.workers.push(w);
       this.idle.push(w);
     }
   }
 
+  private closing = false;
+
+  private fail(e: Error): void {
+    this.failed ??= e;
+    this.queue.length = 0;
+    for (const p of this.pending.values()) p.reject(this.failed);
+    this.pending.clear();
+  }
+
   /** The layer's predictor; jobs start in the order they are submitted. */
   fit(job: FitJob): Promise<LowRankPredictor> {
-    if (this.threads <= 1) return new Promise((resolve) => resolve(fitLayerInit(job)));
+    if (this.failed) return Promise.reject(this.failed);
     const id = this.next++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
@@ -90,6 +103,7 @@ export class FitPool {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 }
