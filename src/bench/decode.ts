@@ -11,7 +11,7 @@
 import type { Runner } from '../backend/types.js';
 import { argmax } from '../backend/cpu/kernels.js';
 import { fail } from '../util/errors.js';
-import { rng } from './policies.js';
+import { randomPrompt } from './sequences.js';
 
 export interface DecodeTiming {
   promptLen: number;
@@ -39,8 +39,7 @@ export async function timeDecode(runner: Runner, o: { promptLen: number; gen: nu
   if (o.promptLen + o.gen > c.maxPositions) {
     fail(`--prompt-len ${o.promptLen} + --gen ${o.gen} exceeds the model's context of ${c.maxPositions} tokens`);
   }
-  const r = rng(o.seed ?? 7);
-  const prompt = Array.from({ length: o.promptLen }, () => Math.floor(r() * c.vocabSize));
+  const prompt = randomPrompt(c, o.promptLen, o.seed ?? 7);
   const warm = Math.min(o.warmup, o.gen);
 
   runner.reset();

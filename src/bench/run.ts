@@ -17,8 +17,8 @@ import { bandwidthLine, measureGpuBandwidth, measureMemcpyBandwidth, type Bandwi
 import { timeDecode } from './decode.js';
 import { runHfBaseline } from './hf.js';
 import { calibrateBlockDensity } from './calibrate.js';
-import { gpuTimedRun, stepsPrompt, STEPS_TOKEN } from './sequences.js';
-import { fixedPolicy, rng, syntheticHeads, syntheticPredictorPolicy } from './policies.js';
+import { gpuTimedRun, randomPrompt } from './sequences.js';
+import { fixedPolicy, syntheticHeads, syntheticPredictorPolicy } from './policies.js';
 import type { BenchRow } from './report.js';
 import { CPU_LAYOUT, deviceWeightBytes, FP16_LAYOUT, kvCacheBytes, mlpBytesFromPolicy, meanTokenBytes, predictorRank, shapeConfig, WEBGPU_LAYOUT } from './shapes.js';
 import { loadPredictors, type SparsePart } from '../sparsity/predictors-io.js';
@@ -283,10 +283,7 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: Sparsity
     // mean to the target but not each: at opt-6.7b with sparse heads the greedy run measured 11 % and
     // the GPU-timed one correspondingly less. A layer's density also drifts with the position
     // (attn_io with sparse heads: 10 % over 32 steps came out at 8.5 % over 128), so the runs are whole.
-    const steps = o.gen, r = rng(7);
-    const runs = hasStepTiming(runner)
-      ? [gpuTimedRun(c, o.promptLen, steps)]
-      : [{ prompt: Array.from({ length: o.promptLen }, () => Math.floor(r() * c.vocabSize)), steps }];
+    const runs = [hasStepTiming(runner) ? gpuTimedRun(c, o.promptLen, o.gen) : { prompt: randomPrompt(c, o.promptLen), steps: o.gen }];
     const cal = await calibrateBlockDensity(runner, policy!, { target: o.mlpDensity ?? DEFAULT_DENSITY, runs });
     const m = cal.density.filter((v): v is number => v !== null);
     o.log(`${t.name}: ${mode}: block thresholds calibrated in ${cal.rounds} round${cal.rounds > 1 ? 's' : ''} on the ${hasStepTiming(runner) ? 'GPU-timed' : 'timed'} sequence: density ${Math.min(...m).toFixed(3)}–${Math.max(...m).toFixed(3)} a layer${cal.converged ? '' : ' (not within 3 % of the target)'}`);
@@ -311,7 +308,7 @@ async function measure(t: Target, { runner, model, gpu }: Opened, mode: Sparsity
   // The GPU-timed sequence chooses its own count: its density, and its bytes for gpu_gbps.
   const gpuMeasured = gpuT && policy ? await runner.mlpDensity() : null;
   const gpuDensity = gpuMeasured ? meanOf(gpuMeasured) : null;
-  const gpuBytes = gpuMeasured ? (() => { const g = tokenBytes(withMeasuredK(policy!, gpuMeasured, c.ffn)); return g.total - g.lmHead; })() : bytes - tb.lmHead;
+  const gtb = gpuMeasured ? tokenBytes(withMeasuredK(policy!, gpuMeasured, c.ffn)) : tb, gpuBytes = gtb.total - gtb.lmHead;
   const profile = o.profile ? await decodeProfile(runner, o) : null;
   runner.setSparsity(null);
   const floorMs = bytes / (bw.gbps * 1e6);
@@ -380,8 +377,9 @@ const hasStepTiming = (runner: Runner): runner is StepTimed => typeof (runner as
 async function queuedTiming(runner: Runner, o: BenchOptions): Promise<StepTiming | null> {
   if (!hasStepTiming(runner)) return null;
   runner.reset();
-  await runner.forward(stepsPrompt(runner.config, o.promptLen), { noLogits: true });
-  const t = await runner.timeDecodeSteps(o.gen, STEPS_TOKEN);
+  const run = gpuTimedRun(runner.config, o.promptLen, o.gen);
+  await runner.forward(run.prompt, { noLogits: true });
+  const t = await runner.timeDecodeSteps(run.steps, run.token);
   runner.reset();
   return t;
 }
@@ -393,10 +391,11 @@ async function decodeProfile(runner: Runner, o: BenchOptions): Promise<BenchRow[
   const r = runner as Partial<Profiled>;
   if (typeof r.profileDecodeSteps !== 'function') { o.log('skipped: --profile: the CPU backend has no GPU timestamps'); return null; }
   runner.reset();
-  await runner.forward(stepsPrompt(runner.config, o.promptLen), { noLogits: true });
+  const run = gpuTimedRun(runner.config, o.promptLen, o.gen);
+  await runner.forward(run.prompt, { noLogits: true });
   let p: DecodeProfile;
   try {
-    p = await r.profileDecodeSteps(o.gen, STEPS_TOKEN);
+    p = await r.profileDecodeSteps(run.steps, run.token);
   } catch (e) {
     // An adapter without timestamp-query: the row stands without a profile.
     if (!(e instanceof DejavuError)) throw e;

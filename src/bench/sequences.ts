@@ -5,6 +5,13 @@
  */
 import type { OptConfig } from '../model/config.js';
 import type { CalibrationRun } from './calibrate.js';
+import { seededRandom } from '../util/random.js';
+
+/** timeDecode's prompt (the wall-clock greedy run): `n` random ids from the seeded generator. */
+export function randomPrompt(c: OptConfig, n: number, seed = 7): number[] {
+  const r = seededRandom(seed);
+  return Array.from({ length: n }, () => Math.floor(r() * c.vocabSize));
+}
 
 /** The token fed at every GPU-timed step. */
 export const STEPS_TOKEN = 2;

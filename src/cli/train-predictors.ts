@@ -80,11 +80,11 @@ async function trainInput(engine: TrainEngine, ck: Checkpoint, dir: string, meta
   const threads = lowRank ? Math.min(o.threads ?? fitThreads(meta, input), meta.layers) : 1;
   const pool = threads > 1 ? new FitPool(threads) : null;
   if (pool) process.stderr.write(`dejavu: fitting ${input} predictors on ${threads} threads\n`);
+  const jobOf = (l: number) => { const W = ck.weights.layers[l]; return { dir, meta, layer: l, input, W1: toF32(W.fc1W), b1: W.fc1B ? toF32(W.fc1B) : null, rank: o.rank }; };
   const inits: (Promise<LowRankPredictor> | undefined)[] = [];
   const submit = (l: number) => {
     if (!pool || l >= meta.layers || inits[l] !== undefined) return;
-    const W = ck.weights.layers[l];
-    inits[l] = pool.fit({ dir, meta, layer: l, input, W1: toF32(W.fc1W), b1: W.fc1B ? toF32(W.fc1B) : null, rank: o.rank });
+    inits[l] = pool.fit(jobOf(l));
     void inits[l]!.catch(() => {}); // awaited in order below: a later one failing first must not go unhandled meanwhile
   };
   for (let l = 0; l < threads; l++) submit(l);
@@ -97,10 +97,7 @@ async function trainInput(engine: TrainEngine, ck: Checkpoint, dir: string, meta
         init = await inits[l];
         inits[l] = undefined; // consumed: not held to the end
         submit(l + threads);
-      } else if (lowRank) {
-        const W = ck.weights.layers[l];
-        init = fitLayerInit({ dir, meta, layer: l, input, W1: toF32(W.fc1W), b1: W.fc1B ? toF32(W.fc1B) : null, rank: o.rank }, train);
-      }
+      } else if (lowRank) init = fitLayerInit(jobOf(l), train);
       const res = await trainPredictor(engine, train, val, n, f, {
         rank: o.rank, epochs: o.epochs, monitorK, batch: o.batch, lr: o.lr ?? (lowRank ? LR_LOWRANK : LR_RANDOM), seed: l + 1, init,
         onEpoch: (r) => b.update(l * per + Math.min(r.epoch, per), { layer: l, epoch: r.epoch, loss: r.loss.toFixed(4), recall: r.recall.toFixed(3) }),

@@ -55,6 +55,7 @@ export class FitPool {
   private next = 0;
   /** Set when a worker dies: every fit waiting or asked for later fails with it. */
   private failed: Error | null = null;
+  private closing = false;
 
   constructor(readonly threads: number) {
     for (let i = 0; i < threads; i++) {
@@ -74,8 +75,6 @@ export class FitPool {
       this.idle.push(w);
     }
   }
-
-  private closing = false;
 
   private fail(e: Error): void {
     this.failed ??= e;
