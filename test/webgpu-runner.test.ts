@@ -84,6 +84,38 @@ test('webgpu runner: packed-u32 weights split into parts, and prefill-then-decod
   g.dispose();
 });
 
+test('webgpu prompt plans: a length seen before replays its plan, the least recently used go past the cap, the same logits either way (5m)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const ck = await checkpoint(MODELS['5m']);
+  const V = ck.config.vocabSize;
+  const g = await createWebGpuRunner(ck.config, ck.weights, { gpu });
+  const ids = reference(MODELS['5m'])[0].input_ids;
+  const run = async (T: number) => { g.reset(); const l = await g.forward(ids.slice(0, T), { allLogits: true }); g.reset(); return l; };
+  const first = new Map<number, Float32Array>();
+  const built = g.planBuilds;
+  for (const T of [5, 6, 7]) first.set(T, await run(T));
+  assert.equal(g.planBuilds - built, 3, 'one plan a new length');
+  for (const T of [7, 5, 6, 5]) assert.deepEqual(await run(T), first.get(T), `T = ${T} replayed`);
+  assert.equal(g.planBuilds - built, 3, 'lengths seen before build nothing');
+  // A cap of 2 prompt plans: 8 keeps itself and 5 (used last), dropping 7 and 6, the least recently used.
+  g.planCacheMax = 2;
+  await run(8);
+  assert.equal(g.planBuilds - built, 4);
+  await run(5);
+  assert.equal(g.planBuilds - built, 4, '5 kept');
+  assert.deepEqual(await run(7), first.get(7), 'T = 7 rebuilt');
+  assert.equal(g.planBuilds - built, 5, '7 was dropped');
+  // A byte cap below one plan keeps only the plan just built (6 was dropped above, 5 by 6); decode plans are never dropped.
+  g.planCacheBytes = 1;
+  for (const T of [6, 5]) assertRows(await run(T), first.get(T)!, V, `T = ${T} under a byte cap`);
+  assert.equal(g.planBuilds - built, 7);
+  const decodes = g.planBuilds;
+  g.reset(); await g.forward(ids.slice(0, 4)); await g.forward([ids[4]]); await g.forward([ids[5]]); g.reset();
+  assert.equal(g.planBuilds - decodes, 1, 'the 4-token prompt only: the decode plan stays');
+  g.dispose();
+});
+
 test('webgpu decode folds the pre-LayerNorms into the GEMVs: 2 dispatches fewer a dense layer and 1 for the final one, the same logits (5m; tiny post-LN unchanged)', async (t) => {
   gpu ??= await gpuOrSkip(t);
   if (!gpu) return;

@@ -135,6 +135,15 @@ interface SparseState {
 }
 
 interface Plan { items: PlanItem[]; own: GPUBuffer[]; dispatches: number }
+/** Bytes of the buffers a plan owns (uniforms, scratch). */
+const planBytes = (p: Plan): number => p.own.reduce((a, b) => a + b.size, 0);
+/**
+ * Prompt plans kept at most (runner.plan): one per prompt length up to TCAP with each head form and
+ * then some, so an eval over items of every length builds each plan once.
+ */
+const PLAN_CACHE_MAX = 320;
+/** ... and at most these bytes of their own buffers (at large shapes a prompt plan's attention scratch is tens of MB). */
+const PLAN_CACHE_BYTES = 512 * 2 ** 20;
 /** What follows the layers: nothing, the last row's logits, every row's, or the last row's logits
  *  and the argmax kernel that feeds the pick to the next step (decodeGreedy). */
 type Head = 'none' | 'last' | 'all' | 'greedy';
@@ -202,6 +211,11 @@ export type WebGpuRunner = Runner & {
   timeDecodeSteps(steps: number, token?: number): Promise<DecodeTiming>;
   /** Queues `steps` decode steps like timeDecodeSteps, each dispatch timed on its own (needs timestamp-query). */
   profileDecodeSteps(steps: number, token?: number): Promise<DecodeProfile>;
+  /** Plans built so far (a prompt length or decode form seen before replays its cached plan). */
+  readonly planBuilds: number;
+  /** Prompt plans kept at most, and the bytes of their own buffers at most (least recently used dropped first). */
+  planCacheMax: number;
+  planCacheBytes: number;
 };
 
 export interface WebGpuRunnerOptions extends GpuOptions {
@@ -587,6 +601,11 @@ class GpuRunner implements WebGpuRunner {
   private parked: SparseState | null = null;
   /** How many times setSparsity built a sparse state (uploads, LayerNorm folds): tests check the reuse. */
   sparseBuilds = 0;
+  /** How many plans were built (a cached plan is replayed): tests check the cache. */
+  planBuilds = 0;
+  /** Prompt plans kept at most, and their own buffers' bytes at most (evictPlans; tests lower them). */
+  planCacheMax = PLAN_CACHE_MAX;
+  planCacheBytes = PLAN_CACHE_BYTES;
 
   private takeSparse(): SparseState | null {
     if (!this.policy) return null;
@@ -961,14 +980,35 @@ class GpuRunner implements WebGpuRunner {
     const long = !!(form & 1) && T === 1 && this.k.fuseAttention, odd = !!(form & 2) && T === 1, complete = !!(form & 4) && T === 1;
     const key = `${T}/${head}/${trace}${long ? '/long' : ''}${odd ? '/odd' : ''}${complete ? '/complete' : ''}`;
     let p = this.plans.get(key);
-    if (!p) {
-      if (this.plans.size >= 8) { // keep the decode plan; drop the oldest other one
-        for (const [k, v] of this.plans) if (!k.startsWith('1/')) { v.own.forEach((b) => b.destroy()); this.plans.delete(k); break; }
-      }
-      p = complete ? this.buildCompletePlan() : this.buildPlan(T, head, trace, long, odd);
-      this.plans.set(key, p);
+    if (p) {
+      if (T > 1) { this.plans.delete(key); this.plans.set(key, p); } // most recently used last
+      return p;
     }
+    p = complete ? this.buildCompletePlan() : this.buildPlan(T, head, trace, long, odd);
+    this.planBuilds++;
+    this.plans.set(key, p);
+    this.evictPlans(p);
     return p;
+  }
+
+  /**
+   * Drops prompt plans (T > 1), least recently used first, until they are within planCacheMax plans
+   * and planCacheBytes of their own buffers, but never `keep` (the plan just built). Decode plans
+   * (a handful of forms) are never dropped. Why keep many: an eval of zero-shot items runs a prompt of
+   * a new length almost every forward, and building a plan (a uniform buffer and bind group a
+   * dispatch, scratch buffers) cost 8-11 ms on an H200 host against a ~2 ms forward of a small model,
+   * and serialised processes sharing the GPU on their buffer allocations.
+   */
+  private evictPlans(keep: Plan): void {
+    const prompts = [...this.plans].filter(([k]) => !k.startsWith('1/'));
+    let bytes = prompts.reduce((a, [, v]) => a + planBytes(v), 0), n = prompts.length;
+    for (const [k, v] of prompts) {
+      if (n <= this.planCacheMax && bytes <= this.planCacheBytes) break;
+      if (v === keep) continue;
+      v.own.forEach((b) => b.destroy());
+      this.plans.delete(k);
+      bytes -= planBytes(v); n--;
+    }
   }
 
   /** The forward pass for T tokens as dispatches (and trace taps), mirroring CpuRunner.forward. */
