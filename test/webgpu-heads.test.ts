@@ -206,8 +206,11 @@ test('webgpu qkv GEMV, lazy K/V completion: an even position runs the chosen hea
   if (!gpu) return;
   const r = rng(19);
   // [H, hd, even position, k, shape]: the default shape, and 2 rows of 32 threads (4 rows a workgroup
-  // with two a thread: a head of 16 rows spans 4 workgroups).
-  const cases: [number, number, number, number, { rows: number; tpr: number } | undefined][] = [[4, 32, 2, 2, undefined], [5, 16, 0, 3, { rows: 2, tpr: 32 }], [3, 64, 4, 1, undefined], [7, 16, 6, 4, undefined]];
+  // with two a thread: a head of 16 rows spans 4 workgroups), and rows one subgroup wide where the
+  // adapter has one subgroup size (sgExact: both inputs' sums from subgroupAdd alone).
+  const ss = gpu.subgroups ? gpu.subgroupSize : undefined;
+  const cases: [number, number, number, number, { rows: number; tpr: number } | undefined][] = [[4, 32, 2, 2, undefined], [5, 16, 0, 3, { rows: 2, tpr: 32 }], [3, 64, 4, 1, undefined], [7, 16, 6, 4, undefined],
+    ...(ss && 256 % ss === 0 ? [[3, 64, 2, 2, { rows: Math.min(32, 256 / ss), tpr: ss }] as [number, number, number, number, { rows: number; tpr: number }]] : [])];
   for (const kv16 of [false, true]) for (const [H, hd, pos, kk, shape] of cases) {
     const k: Kernels = new Kernels(gpu, undefined, kv16), own: GPUBuffer[] = [];
     const d = H * hd, maxPos = pos + 3;
@@ -223,8 +226,10 @@ test('webgpu qkv GEMV, lazy K/V completion: an even position runs the chosen hea
       k.device.queue.writeBuffer(step, 0, Uint32Array.from([at]));
       k.device.queue.writeBuffer(scores, 0, sc as Float32Array<ArrayBuffer>);
       k.device.queue.writeBuffer(y, 0, new Float32Array(3 * d).fill(-7));
-      await runNow(k, k.linear({ W, x: k.f32Buffer(x, 'x'), y, T: 1, shape, kv: { step, k: kc, v: vc,
-        heads: { scores, hl, skip: holes, hd, H, k: kk, kvAll: false, lazy: { xPrev, odd: at % 2 === 1 } } } }, own), own);
+      const ds = k.linear({ W, x: k.f32Buffer(x, 'x'), y, T: 1, shape, kv: { step, k: kc, v: vc,
+        heads: { scores, hl, skip: holes, hd, H, k: kk, kvAll: false, lazy: { xPrev, odd: at % 2 === 1 } } } }, own);
+      if (shape && shape.tpr === ss) assert.ok(ds.every((dd) => dd.label.includes('_sgx_')), `sums from subgroupAdd: ${ds.map((dd) => dd.label).join()}`);
+      await runNow(k, ds, own);
       return readF32(k, y, 3 * d);
     };
     const s0 = randomArray(H, r), s1 = randomArray(H, r);

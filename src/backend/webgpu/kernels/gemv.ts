@@ -168,13 +168,13 @@ export interface GemvOpts {
 /**
  * Whether a row's lanes are exactly one subgroup (TPR = the adapter's one subgroup size): a row's sum
  * is then subgroupAdd alone, with no workgroup memory and no barrier a row (H200: opt-6.7b dense
- * decode −2.7 %, its qkv and fc1 at 8 rows of 32 threads). Not for lnOut (it reads row 0's sums from
- * `red`) or LAZY (it reduces twice). Subgroups are runs of consecutive invocations, as laneSumWgsl
+ * decode −2.7 %, its qkv and fc1 at 8 rows of 32 threads; LAZY's odd form sums its second input's dots
+ * so too). Not for lnOut (it reads row 0's sums from `red`). Subgroups are runs of consecutive invocations, as laneSumWgsl
  * assumes too. (Rows of several subgroups, a subgroupAdd each and one barrier for a thread's rows,
  * measured −0.9 % at opt-6.7b but +3.7 % at opt-13b dense: not kept.)
  */
 export function sgExact(f: KernelFeatures, o: GemvOpts): boolean {
-  return f.subgroups && f.subgroupSize === o.tpr && !o.lnOut && !o.heads?.lazy;
+  return f.subgroups && f.subgroupSize === o.tpr && !o.lnOut;
 }
 
 /** Whether the several-rows-a-thread main peels its first trip (PEEL): the option, with ln and rpt > 1. */
@@ -631,7 +631,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${o.amax ? amaxCode(rows.map((i) => `(r0 + ${i}u * R)`)) : ''}`}
   ${odd ? `if (mode == 2u) {   // uniform (workgroupUniformLoad): the reductions' barriers are allowed
     var tot2: array<RT, ${P}>;
-    ${reduce((i) => (ln ? `vec3<f32>(e${i}, 0.0, 0.0)` : `e${i}`), 'tot2', false)}
+    ${exact ? each((i) => `tot2[${i}] = subgroupAdd(${ln ? `vec3<f32>(e${i}, 0.0, 0.0)` : `e${i}`});`, ' ') : reduce((i) => (ln ? `vec3<f32>(e${i}, 0.0, 0.0)` : `e${i}`), 'tot2', false)}
     if (lane == 0u) {
       ${ln ? 'let st = xp[p.K / 4u];   // the saved input\'s (Σu, Σu²)' : ''}
       ${each((i) => `if (r0 + ${i}u * R < p.rows) { epiPrev(r0 + ${i}u * R, ${ln ? `vec3<f32>(tot2[${i}].x, st.x, st.y)` : `tot2[${i}]`}); }`, '\n      ')}
