@@ -4,34 +4,61 @@
  */
 import { floatsToHalves, halvesToFloats } from '../../util/f16.js';
 
-/** y(T, out) = x(T, in) · W(out, in)ᵀ + b. Four rows of x share each pass over a weight row (cache reuse). */
+/**
+ * y(T, out) = x(T, in) · W(out, in)ᵀ + b. Tiles of 4 rows of x × 2 rows of W share each pass over
+ * their inputs (8 sums from 6 loads a step; a lone row takes 4 rows of W a pass): on Node 20 here,
+ * (40, 384) × (1536, 384) 1.14 → 1.74 GMAC/s, one row 0.77 → 1.14. Every output is one sequential
+ * sum over `in` whatever its tile, so a row's result does not depend on T (prefill and decode agree
+ * to the bit).
+ */
 export function linear(x: Float32Array, T: number, W: Float32Array, b: Float32Array | null, nIn: number, nOut: number, y: Float32Array = new Float32Array(T * nOut)): Float32Array {
   let t = 0;
   for (; t + 4 <= T; t += 4) {
     const x0 = t * nIn, x1 = x0 + nIn, x2 = x1 + nIn, x3 = x2 + nIn;
-    for (let o = 0; o < nOut; o++) {
-      const w = o * nIn;
-      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    const y0 = t * nOut, y1 = y0 + nOut, y2 = y1 + nOut, y3 = y2 + nOut;
+    let o = 0;
+    for (; o + 2 <= nOut; o += 2) {
+      const w0 = o * nIn, w1 = w0 + nIn;
+      let a0 = 0, a1 = 0, a2 = 0, a3 = 0, c0 = 0, c1 = 0, c2 = 0, c3 = 0;
       for (let i = 0; i < nIn; i++) {
-        const wv = W[w + i];
-        s0 += x[x0 + i] * wv; s1 += x[x1 + i] * wv; s2 += x[x2 + i] * wv; s3 += x[x3 + i] * wv;
+        const u = W[w0 + i], v = W[w1 + i];
+        const p0 = x[x0 + i], p1 = x[x1 + i], p2 = x[x2 + i], p3 = x[x3 + i];
+        a0 += p0 * u; a1 += p1 * u; a2 += p2 * u; a3 += p3 * u;
+        c0 += p0 * v; c1 += p1 * v; c2 += p2 * v; c3 += p3 * v;
       }
-      const bv = b ? b[o] : 0;
-      y[t * nOut + o] = s0 + bv; y[(t + 1) * nOut + o] = s1 + bv;
-      y[(t + 2) * nOut + o] = s2 + bv; y[(t + 3) * nOut + o] = s3 + bv;
+      const bu = b ? b[o] : 0, bv = b ? b[o + 1] : 0;
+      y[y0 + o] = a0 + bu; y[y1 + o] = a1 + bu; y[y2 + o] = a2 + bu; y[y3 + o] = a3 + bu;
+      y[y0 + o + 1] = c0 + bv; y[y1 + o + 1] = c1 + bv; y[y2 + o + 1] = c2 + bv; y[y3 + o + 1] = c3 + bv;
+    }
+    for (; o < nOut; o++) {
+      const w = o * nIn;
+      let a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+      for (let i = 0; i < nIn; i++) {
+        const u = W[w + i];
+        a0 += x[x0 + i] * u; a1 += x[x1 + i] * u; a2 += x[x2 + i] * u; a3 += x[x3 + i] * u;
+      }
+      const bu = b ? b[o] : 0;
+      y[y0 + o] = a0 + bu; y[y1 + o] = a1 + bu; y[y2 + o] = a2 + bu; y[y3 + o] = a3 + bu;
     }
   }
   for (; t < T; t++) {
-    const xo = t * nIn;
-    for (let o = 0; o < nOut; o++) {
-      const w = o * nIn;
-      let s0 = 0, s1 = 0, s2 = 0, s3 = 0, i = 0;
-      for (; i + 4 <= nIn; i += 4) {
-        s0 += x[xo + i] * W[w + i]; s1 += x[xo + i + 1] * W[w + i + 1];
-        s2 += x[xo + i + 2] * W[w + i + 2]; s3 += x[xo + i + 3] * W[w + i + 3];
+    const xo = t * nIn, yo = t * nOut;
+    let o = 0;
+    for (; o + 4 <= nOut; o += 4) {
+      const w0 = o * nIn, w1 = w0 + nIn, w2 = w1 + nIn, w3 = w2 + nIn;
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (let i = 0; i < nIn; i++) {
+        const v = x[xo + i];
+        s0 += W[w0 + i] * v; s1 += W[w1 + i] * v; s2 += W[w2 + i] * v; s3 += W[w3 + i] * v;
       }
-      for (; i < nIn; i++) s0 += x[xo + i] * W[w + i];
-      y[t * nOut + o] = s0 + s1 + s2 + s3 + (b ? b[o] : 0);
+      y[yo + o] = s0 + (b ? b[o] : 0); y[yo + o + 1] = s1 + (b ? b[o + 1] : 0);
+      y[yo + o + 2] = s2 + (b ? b[o + 2] : 0); y[yo + o + 3] = s3 + (b ? b[o + 3] : 0);
+    }
+    for (; o < nOut; o++) {
+      const w = o * nIn;
+      let s = 0;
+      for (let i = 0; i < nIn; i++) s += W[w + i] * x[xo + i];
+      y[yo + o] = s + (b ? b[o] : 0);
     }
   }
   return y;
