@@ -28,6 +28,30 @@ export interface ForwardOptions {
 }
 
 /**
+ * Per-row statistics of a forward's (T, V) logits: what evaluation reads instead of the logits
+ * (Runner.forwardStats). Row t is the distribution after ids[0..t].
+ */
+export interface RowStats {
+  /** log Σ exp(logits[t, ·]): log p(token) = logits[t, token] − lse[t]. */
+  lse: Float64Array;
+  /** logits[t, targets[t]]. */
+  target: Float64Array;
+  /** The row's argmax (ties: the lowest id). */
+  argmax: Int32Array;
+  /** With `kl`: KL(reference ‖ this forward's row) in nats; else null. */
+  kl: Float64Array | null;
+}
+
+export interface StatsOptions {
+  /** A token id per row: the logit that `target` returns (any valid id where it does not matter). */
+  targets: number[];
+  /** Keep this forward's logits as the reference a later forward's `kl` is taken against. */
+  keep?: boolean;
+  /** Also KL(reference ‖ this) per row, against the last forward run with `keep` (same row count). */
+  kl?: boolean;
+}
+
+/**
  * A loaded model on one backend: weights resident, KV cache allocated for the whole context.
  * Every backend runs the same OPT forward pass; the CPU one is the oracle the others are tested against.
  */
@@ -53,6 +77,13 @@ export interface Runner {
    * logits, step by step. Don't call forward or decodeGreedy from `onToken`.
    */
   decodeGreedy(first: number, maxSteps: number, onToken: (id: number) => boolean): Promise<number[]>;
+  /**
+   * `forward(ids, { allLogits: true })` reduced to RowStats where the logits are: the WebGPU runner
+   * computes them on the device (f32; kernels/row-stats.ts) and reads back 4 words a row instead of
+   * V floats; the CPU runner in float64 (eval/logprob.ts rowStatsOf). Same positions and KV effect
+   * as forward.
+   */
+  forwardStats(ids: number[], opts: StatsOptions): Promise<RowStats>;
   /** Empties the KV cache. */
   reset(): void;
   /** Sparsity for later forwards; null runs dense. Resets the density count (mlpDensity). */

@@ -1,3 +1,5 @@
+import type { RowStats } from '../backend/types.js';
+
 /**
  * Per-row statistics of a (T, V) logits matrix, computed in float64: the log-sum-exp of a row of
  * 8192+ float32 logits loses digits in float32, and perplexity differences between dense and sparse
@@ -36,4 +38,22 @@ export function klRow(p: Float32Array, q: Float32Array, row: number, V: number):
     kl += Math.exp(a) * (a - (q[o + i] - lq));
   }
   return Math.max(0, kl); // rounding can leave a tiny negative value for identical rows
+}
+
+/**
+ * RowStats of rows [0, rows) of `logits` in float64 (the CPU backend's forwardStats, and the twin of
+ * the WebGPU kernel kernels/row-stats.ts); with `ref` ((rows, V) of a reference forward) also
+ * KL(ref ‖ logits) a row.
+ */
+export function rowStatsOf(logits: Float32Array, rows: number, V: number, targets: number[], ref: Float32Array | null = null): RowStats {
+  if (targets.length !== rows) throw new Error(`rowStatsOf: ${targets.length} targets for ${rows} rows`);
+  if (ref && ref.length < rows * V) throw new Error(`rowStatsOf: the reference has ${ref.length / V} rows, not ${rows}`);
+  const lse = new Float64Array(rows), target = new Float64Array(rows), argmax = new Int32Array(rows), kl = ref ? new Float64Array(rows) : null;
+  for (let t = 0; t < rows; t++) {
+    lse[t] = logSumExp(logits, t, V);
+    target[t] = logits[t * V + targets[t]];
+    argmax[t] = argmaxRow(logits, t, V);
+    if (kl) kl[t] = klRow(ref!, logits, t, V);
+  }
+  return { lse, target, argmax, kl };
 }

@@ -6,7 +6,9 @@ import { fail } from '../../util/errors.js';
 import { sideBySide } from '../../util/rows.js';
 import { BLOCK_SIZE, checkHeadsPolicy, checkMlpPredictors, headKvChosen, headReadsPrev, predictorWidth, type HeadLayerPolicy, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
 import { predictScores } from '../../sparsity/predict.js';
-import type { ForwardOptions, Runner, TracePoint } from '../types.js';
+import type { ForwardOptions, RowStats, Runner, StatsOptions, TracePoint } from '../types.js';
+import { checkStatsRequest } from '../row-stats.js';
+import { rowStatsOf } from '../../eval/logprob.js';
 import { headAttention, headContribNorms, headOutGram, selectHeads } from './heads.js';
 import { addInPlace, argmax, attention, blockSelect, layerNorm, linear, reluInPlace, sparseMlp, topK, transpose } from './kernels.js';
 
@@ -132,6 +134,18 @@ export class CpuRunner implements Runner {
       const s = lp.selector;
       return s.kind === 'predictor' && s.block ? (this.mlpTokens ? this.chosen[l] / (this.mlpTokens * f) : NaN) : (s.kind === 'fixed' ? s.indices.length : lp.k) / f;
     });
+  }
+
+  /** forwardStats' reference: the logits of the last forward run with `keep`. */
+  private statsRef: { logits: Float32Array; rows: number } | null = null;
+
+  /** The logits in float64 on the host (rowStatsOf): what evaluation computed from forward's logits before forwardStats. */
+  async forwardStats(ids: number[], opts: StatsOptions): Promise<RowStats> {
+    checkStatsRequest(ids, opts, this.config.vocabSize, this.statsRef?.rows ?? null);
+    const logits = await this.forward(ids, { allLogits: true });
+    const stats = rowStatsOf(logits, ids.length, this.config.vocabSize, opts.targets, opts.kl ? this.statsRef!.logits : null);
+    if (opts.keep) this.statsRef = { logits, rows: ids.length };
+    return stats;
   }
 
   async forward(ids: number[], opts: ForwardOptions = {}): Promise<Float32Array> {

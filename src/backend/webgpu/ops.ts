@@ -15,6 +15,7 @@ import { ATS_MAX_SPLITS, ATS_WG, ATT_WG, attentionMaxLive, attentionSplitBytes, 
 import { embedKey, embedWgsl, fill32Key, fill32Wgsl, fillKey, fillWgsl, kvStoreKey, kvStoreWgsl, scaleColsKey, scaleColsWgsl, scatterKey, scatterWgsl, transposeKey, transposeWgsl } from './kernels/misc.js';
 import { topKKey, topKWgsl, topKWorkgroupSize } from './kernels/topk.js';
 import { argmaxKey, argmaxWgsl, argmaxWorkgroupSize } from './kernels/argmax.js';
+import { rowStatsKey, rowStatsWgsl } from './kernels/row-stats.js';
 import { BS_NB, blockScoreRoleBytes, blockSelectKey, blockSelectLnBytes, blockSelectWgsl, blockSelectWorkgroupSize, type BlockScoreRoleOpts, type BlockSelectOpts } from './kernels/block-select.js';
 import { headSelectKey, headSelectWgsl, HS_WG } from './kernels/head-select.js';
 import { headMajorKey, headMajorWgsl, headOutKey, headOutTpr, headOutWgsl, HO_RPT, HO_WG } from './kernels/head-out.js';
@@ -896,6 +897,16 @@ export class Kernels {
     const wg = a.wg ?? argmaxWorkgroupSize(this.gpu.limits), sg = this.feats.subgroups, pairs = !!a.pairs;
     const key = argmaxKey(wg, sg, pairs);
     return this.dispatch(key, this.pipeline(key, () => argmaxWgsl(wg, sg, pairs)), [a.n, a.slots], [[1, a.logits], [2, a.step], [3, a.tokens]], [1, 1, 1], own);
+  }
+
+  /**
+   * Evaluation's per-row statistics of `rows` logits rows (kernels/row-stats.ts), written to `out` at
+   * global rows rowOff..; with `ref` also KL(ref ‖ these) from a reference's logits and out rows.
+   */
+  rowStats(a: { logits: GPUBuffer; targets: GPUBuffer; out: GPUBuffer; rows: number; V: number; rowOff: number; ref?: { logits: GPUBuffer; out: GPUBuffer } }, own: GPUBuffer[]): Dispatch {
+    const kl = !!a.ref, key = rowStatsKey(kl);
+    return this.dispatch(key, this.pipeline(key, () => rowStatsWgsl(kl)), [a.V, a.rowOff],
+      [[1, a.logits], [2, a.targets], [3, a.out], ...(a.ref ? [[4, a.ref.logits], [5, a.ref.out]] as [number, Entry][] : [])], [a.rows, 1, 1], own);
   }
 
   scatter(a: { h: GPUBuffer; sel: GPUBuffer; act: GPUBuffer; f: number; k: number; selStride: number; T: number }, own: GPUBuffer[]): Dispatch {

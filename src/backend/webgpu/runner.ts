@@ -15,7 +15,9 @@ import { BLOCK_SIZE, blockSlots, checkHeadsPolicy, checkMlpPredictors, headK, he
 import { floatsToHalves } from '../../util/f16.js';
 import { columns } from '../../util/rows.js';
 import { fail } from '../../util/errors.js';
-import type { ForwardOptions, Runner, TracePoint } from '../types.js';
+import type { ForwardOptions, RowStats, Runner, StatsOptions, TracePoint } from '../types.js';
+import { checkStatsRequest } from '../row-stats.js';
+import { ROW_STATS_FLOATS } from './kernels/row-stats.js';
 import { openGpu, type Gpu, type GpuOptions } from './device.js';
 import { ceil4, ceilDiv } from './kernels/common.js';
 import { attentionSplitShape } from './kernels/attention.js';
@@ -135,6 +137,8 @@ interface SparseState {
 }
 
 interface Plan { items: PlanItem[]; own: GPUBuffer[]; dispatches: number }
+/** forwardStats' device buffers for up to `rows` rows: targets (u32), out (ROW_STATS_FLOATS words a row), the reference (rows, V) and its out rows. */
+interface StatsBuffers { rows: number; targets: GPUBuffer; out: GPUBuffer; refLogits: GPUBuffer | null; refOut: GPUBuffer | null }
 /** Bytes of the buffers a plan owns (uniforms, scratch). */
 const planBytes = (p: Plan): number => p.own.reduce((a, b) => a + b.size, 0);
 /**
@@ -412,6 +416,9 @@ class GpuRunner implements WebGpuRunner {
   private tmpE: GPUBuffer; private hF: GPUBuffer;           // (T, max(e, d)), (T, d)
   private logits: GPUBuffer;                                // (T, V)
   private stage: GPUBuffer | null = null;
+  /** forwardStats' buffers (statsState), and the rows of the reference kept by its last `keep` (null: none). */
+  private stats: StatsBuffers | null = null;
+  private statsRefRows: number | null = null;
   // decodeGreedy: the argmax kernel writes tokens[q] = the id the token at position q produced; each
   // queued step copies its one id into a slot of a ring of small mappable buffers.
   private tokens: GPUBuffer;                                // (maxPositions) u32
@@ -1211,7 +1218,56 @@ class GpuRunner implements WebGpuRunner {
     add(K.topK({ scores: this.scores!, out: this.sel!, n: f, k: S.k, T, inStride: f, outStride: S.k }, own));
   }
 
-  async forward(ids: number[], opts: ForwardOptions = {}): Promise<Float32Array> {
+  async forwardStats(ids: number[], opts: StatsOptions): Promise<RowStats> {
+    const V = this.config.vocabSize, N = ids.length, dev = this.k.device;
+    checkStatsRequest(ids, opts, V, this.statsRefRows);
+    const S = this.statsState(N, !!opts.keep);
+    dev.queue.writeBuffer(S.targets, 0, Uint32Array.from(opts.targets));
+    const own: GPUBuffer[] = [];
+    try {
+      await this.forward(ids, { allLogits: true }, { keep: !!opts.keep, kl: !!opts.kl, own });
+      const enc = dev.createCommandEncoder();
+      const words = N * ROW_STATS_FLOATS, bytes = words * 4;
+      if (opts.keep) { enc.copyBufferToBuffer(S.out, 0, S.refOut!, 0, bytes); this.statsRefRows = N; }
+      const st = dev.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      own.push(st);
+      enc.copyBufferToBuffer(S.out, 0, st, 0, bytes);
+      dev.queue.submit([enc.finish()]);
+      await st.mapAsync(GPUMapMode.READ);
+      const u = new Uint32Array(st.getMappedRange().slice(0)), f = new Float32Array(u.buffer);
+      st.unmap();
+      const lse = new Float64Array(N), target = new Float64Array(N), argmax = new Int32Array(N), kl = opts.kl ? new Float64Array(N) : null;
+      for (let t = 0; t < N; t++) {
+        const o = t * ROW_STATS_FLOATS;
+        lse[t] = f[o]; target[t] = f[o + 1]; argmax[t] = u[o + 2];
+        if (kl) kl[t] = f[o + 3];
+      }
+      return { lse, target, argmax, kl };
+    } finally {
+      for (const b of own) b.destroy();
+    }
+  }
+
+  /**
+   * forwardStats' buffers, grown to n rows: targets, out, and with a reference the kept logits and
+   * their out rows (statsRefRows says how many rows the reference holds; growing drops it).
+   */
+  private statsState(n: number, ref: boolean): StatsBuffers {
+    const V = this.config.vocabSize, S = this.stats;
+    if (S && S.rows >= n && (!ref || S.refLogits)) return S;
+    const rows = Math.max(n, S?.rows ?? 0), k = this.k;
+    const next: StatsBuffers = {
+      rows, targets: k.buffer(rows * 4, 'stats targets'), out: k.buffer(rows * ROW_STATS_FLOATS * 4, 'stats out'),
+      refLogits: ref || S?.refLogits ? k.buffer(rows * V * 4, 'stats reference logits') : null,
+      refOut: ref || S?.refOut ? k.buffer(rows * ROW_STATS_FLOATS * 4, 'stats reference out') : null,
+    };
+    if (S) for (const b of [S.targets, S.out, S.refLogits, S.refOut]) b?.destroy();
+    this.stats = next;
+    this.statsRefRows = null;
+    return next;
+  }
+
+  async forward(ids: number[], opts: ForwardOptions = {}, stats?: { keep: boolean; kl: boolean; own: GPUBuffer[] }): Promise<Float32Array> {
     const c = this.config, V = c.vocabSize, dev = this.k.device;
     if (ids.length === 0) fail('forward needs at least one token');
     if (this.chaining) fail('forward called while decodeGreedy runs');
@@ -1246,7 +1302,7 @@ class GpuRunner implements WebGpuRunner {
       const rows = h === 'all' ? T : 1;
       const taps: { tap: Tap; buf: GPUBuffer }[] = [];
       const decodeStep = T === 1 && h === 'last' && !opts.trace;
-      if (h !== 'none') {
+      if (h !== 'none' && !stats) {
         const bytes = rows * V * 4;
         if (!this.stage || this.stage.size < bytes) {
           this.stage?.destroy(); this.nextDecode = null;
@@ -1265,7 +1321,13 @@ class GpuRunner implements WebGpuRunner {
           return buf;
         } : undefined;
         this.k.encode(enc, plan.items, onTap);
-        if (h !== 'none') enc.copyBufferToBuffer(this.logits, 0, this.stage!, 0, rows * V * 4);
+        if (stats) {
+          // Rows s.. of the forward: their stats (kernels/row-stats.ts), and with keep the logits as the reference.
+          const S = this.stats!;
+          if (stats.keep) enc.copyBufferToBuffer(this.logits, 0, S.refLogits!, s * V * 4, T * V * 4);
+          this.k.encode(enc, [{ d: this.k.rowStats({ logits: this.logits, targets: S.targets, out: S.out, rows: T, V, rowOff: s,
+            ref: stats.kl ? { logits: S.refLogits!, out: S.refOut! } : undefined }, stats.own) }]);
+        } else if (h !== 'none') enc.copyBufferToBuffer(this.logits, 0, this.stage!, 0, rows * V * 4);
         dev.queue.submit([enc.finish()]);
       }
       this.pos += T;
@@ -1276,7 +1338,7 @@ class GpuRunner implements WebGpuRunner {
         buf.destroy();
         opts.trace!(tap.layer, tap.point, data, tap.rows);
       }
-      if (h !== 'none') {
+      if (h !== 'none' && !stats) {
         const stage = this.stage!;
         await stage.mapAsync(GPUMapMode.READ, 0, rows * V * 4);
         outs.push(new Float32Array(stage.getMappedRange(0, rows * V * 4).slice(0)));
@@ -1504,7 +1566,8 @@ class GpuRunner implements WebGpuRunner {
     this.parked = null;
     for (const m of this.matrices) for (const p of m.parts) p.buffer.destroy();
     this.stage?.destroy(); this.querySet?.destroy();
-    this.buffers = []; this.sparseBufs = []; this.matrices = []; this.idStage = []; this.stage = null;
+    for (const b of [this.stats?.targets, this.stats?.out, this.stats?.refLogits, this.stats?.refOut]) b?.destroy();
+    this.buffers = []; this.sparseBufs = []; this.matrices = []; this.idStage = []; this.stage = null; this.stats = null;
     // A live Dawn device busy-polls a CPU core: destroy the one this runner opened.
     if (this.ownsDevice) { this.gpu.device.destroy(); this.ownsDevice = false; }
   }

@@ -1,0 +1,11 @@
+/** The checks both runners make on a forwardStats request (Runner.forwardStats). */
+import { fail } from '../util/errors.js';
+import type { StatsOptions } from './types.js';
+
+/** `refRows`: the rows of the reference the last `keep` left, or null when there is none. */
+export function checkStatsRequest(ids: number[], opts: StatsOptions, V: number, refRows: number | null): void {
+  if (opts.targets.length !== ids.length) fail(`forwardStats: ${opts.targets.length} targets for ${ids.length} tokens`);
+  for (const t of opts.targets) if (!(Number.isInteger(t) && t >= 0 && t < V)) fail(`forwardStats: target ${t} is outside the vocabulary of ${V}`);
+  if (opts.keep && opts.kl) fail('forwardStats: keep and kl in one forward (the KL is taken against a reference kept before)');
+  if (opts.kl && refRows !== ids.length) fail(`forwardStats: kl needs a reference of ${ids.length} rows kept by an earlier forwardStats with keep (${refRows === null ? 'none kept' : `${refRows} kept`})`);
+}

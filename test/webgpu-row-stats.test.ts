@@ -1,0 +1,87 @@
+/**
+ * Evaluation's per-row statistics on the device (kernels/row-stats.ts) against their float64 twin
+ * (eval/logprob.ts rowStatsOf): the kernel on random odd shapes with planted ties, and the runners'
+ * forwardStats against the statistics of their own forward's logits, across prompt passes.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { Kernels, readF32, runNow } from '../src/backend/webgpu/ops.js';
+import { ROW_STATS_FLOATS } from '../src/backend/webgpu/kernels/row-stats.js';
+import { createWebGpuRunner } from '../src/backend/webgpu/runner.js';
+import { CpuRunner } from '../src/backend/cpu/runner.js';
+import type { Gpu } from '../src/backend/webgpu/device.js';
+import type { RowStats, Runner } from '../src/backend/types.js';
+import { rowStatsOf } from '../src/eval/logprob.js';
+import { gpuOrSkip } from './gpu.js';
+import { checkpoint, MODELS, randomArray, rng } from './helpers.js';
+
+let gpu: Gpu | null = null;
+after(() => gpu?.device.destroy());
+
+function assertStats(got: RowStats, want: RowStats, what: string, tol = 2e-5): void {
+  assert.deepEqual(Array.from(got.argmax), Array.from(want.argmax), `${what}: argmax`);
+  for (let t = 0; t < want.lse.length; t++) {
+    assert.ok(Math.abs(got.lse[t] - want.lse[t]) < tol * (1 + Math.abs(want.lse[t])), `${what} row ${t}: lse ${got.lse[t]} vs ${want.lse[t]}`);
+    assert.ok(Math.abs(got.target[t] - want.target[t]) < 1e-6 * (1 + Math.abs(want.target[t])), `${what} row ${t}: target logit`);
+    if (want.kl) assert.ok(Math.abs(got.kl![t] - want.kl[t]) < tol * (1 + want.kl[t]) + 1e-6, `${what} row ${t}: kl ${got.kl![t]} vs ${want.kl[t]}`);
+  }
+  assert.equal(got.kl === null, want.kl === null, `${what}: kl present`);
+}
+
+test('webgpu row stats: lse, target logit, argmax (ties to the lowest index) and KL against a reference equal the float64 twin (odd V and rows, offsets)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const k = new Kernels(gpu), r = rng(7);
+  for (const [rows, V, rowOff] of [[1, 1, 0], [3, 37, 2], [5, 1001, 0], [2, 8193, 3], [4, 255, 1]] as const) {
+    const total = rowOff + rows;
+    const logits = randomArray(rows * V, r, 4);
+    // Ties for the top: row 0 gets its largest value again at a later index (and at index 0 where V allows).
+    if (V > 2) { let m = 0; for (let i = 1; i < V; i++) if (logits[i] > logits[m]) m = i; logits[V - 1] = logits[m]; logits[0] = logits[m]; }
+    const ref = randomArray(total * V, r, 4);
+    const targets = Array.from({ length: total }, (_, i) => (i * 7919) % V);
+    const own: GPUBuffer[] = [];
+    const L = k.f32Buffer(logits, 'logits'), T = k.f32Buffer(Uint32Array.from(targets), 'targets');
+    const R = k.f32Buffer(ref, 'ref');
+    // The reference's own stats first (rows 0.. of a forward of `total` rows), then these rows against it.
+    const refOut = k.buffer(total * ROW_STATS_FLOATS * 4, 'ref out'), out = k.buffer(total * ROW_STATS_FLOATS * 4, 'out');
+    await runNow(k, [k.rowStats({ logits: R, targets: T, out: refOut, rows: total, V, rowOff: 0 }, own)], own);
+    await runNow(k, [k.rowStats({ logits: L, targets: T, out, rows, V, rowOff, ref: { logits: R, out: refOut } }, own)], own);
+    const f = await readF32(k, out, total * ROW_STATS_FLOATS), u = new Uint32Array(f.buffer);
+    const got: RowStats = { lse: new Float64Array(rows), target: new Float64Array(rows), argmax: new Int32Array(rows), kl: new Float64Array(rows) };
+    for (let i = 0; i < rows; i++) {
+      const o = (rowOff + i) * ROW_STATS_FLOATS;
+      got.lse[i] = f[o]; got.target[i] = f[o + 1]; got.argmax[i] = u[o + 2]; got.kl![i] = f[o + 3];
+    }
+    const want = rowStatsOf(logits, rows, V, targets.slice(rowOff), ref.subarray(rowOff * V));
+    assertStats(got, want, `rows=${rows} V=${V} rowOff=${rowOff}`);
+    if (V > 2) assert.equal(got.argmax[0], 0, 'a tie goes to the lowest index');
+  }
+});
+
+test('forwardStats on both runners: the statistics of the runner\'s own forward logits, KL against a kept forward, across passes of 128 tokens; bad requests are one-line errors (5m)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const ck = await checkpoint(MODELS['5m']);
+  const V = ck.config.vocabSize, r = rng(3);
+  const ids = Array.from({ length: 200 }, () => Math.floor(r() * V)), targets = [...ids.slice(1), 2];
+  const cpu = new CpuRunner(ck.config, ck.weights), g = await createWebGpuRunner(ck.config, ck.weights, { gpu });
+  for (const [name, runner, tol] of [['cpu', cpu, 0], ['webgpu', g, 2e-5]] as [string, Runner, number][]) {
+    runner.reset();
+    const dense = await runner.forward(ids, { allLogits: true });
+    runner.reset();
+    const kept = await runner.forwardStats(ids, { targets, keep: true });
+    assert.equal(runner.position, ids.length, `${name}: forwardStats advances like forward`);
+    runner.reset();
+    // The second forward is the first one's logits perturbed only by running again: KL ≈ 0.
+    const again = await runner.forwardStats(ids, { targets, kl: true });
+    runner.reset();
+    const want = rowStatsOf(dense, ids.length, V, targets, dense);
+    if (tol === 0) { assert.deepEqual(kept, { ...want, kl: null }); assert.deepEqual(again, want); }
+    else { assertStats(kept, { ...want, kl: null }, `${name} kept`, tol); assertStats(again, want, `${name} again`, tol); }
+    await assert.rejects(runner.forwardStats(ids.slice(0, 5), { targets: targets.slice(0, 5), kl: true }), /^DejavuError: forwardStats: kl needs a reference of 5 rows kept by an earlier forwardStats with keep \(200 kept\)$/);
+    await assert.rejects(runner.forwardStats(ids.slice(0, 3), { targets: [1, 2] }), /^DejavuError: forwardStats: 2 targets for 3 tokens$/);
+    await assert.rejects(runner.forwardStats([1], { targets: [V] }), /outside the vocabulary/);
+    runner.reset();
+  }
+  g.dispose();
+});
