@@ -11,7 +11,11 @@ import { createWebGpuRunner } from '../src/backend/webgpu/runner.js';
 import { CpuRunner } from '../src/backend/cpu/runner.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import type { RowStats, Runner } from '../src/backend/types.js';
-import { rowStatsOf } from '../src/eval/logprob.js';
+import { argmaxRow, klRow, rowStatsOf, tokenLogprob } from '../src/eval/logprob.js';
+import { comparePerplexity } from '../src/eval/compare.js';
+import { perplexity, prepareWindows } from '../src/eval/perplexity.js';
+import { requestIds, scoreRequest } from '../src/eval/score.js';
+import type { SparsityPolicy } from '../src/sparsity/policy.js';
 import { gpuOrSkip } from './gpu.js';
 import { checkpoint, MODELS, randomArray, rng } from './helpers.js';
 
@@ -83,5 +87,48 @@ test('forwardStats on both runners: the statistics of the runner\'s own forward 
     await assert.rejects(runner.forwardStats([1], { targets: [V] }), /outside the vocabulary/);
     runner.reset();
   }
+  g.dispose();
+});
+
+test('eval on the WebGPU runner (statistics on the device): perplexity, --compare and zero-shot scores equal the same sums over the runner\'s own logits on the host (5m)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const ck = await checkpoint(MODELS['5m']);
+  const { ffn, layers, vocabSize: V } = ck.config;
+  const g = await createWebGpuRunner(ck.config, ck.weights, { gpu });
+  const text = 'It was a bright cold day in April, and the clocks were striking thirteen. Winston Smith slipped quickly through the glass doors.';
+  // Every neuron of layers 1.. in a fixed set that leaves a quarter out: sparse differs from dense.
+  const keep = Uint32Array.from({ length: Math.round(0.75 * ffn) }, (_, i) => i * 4 % ffn + Math.floor(i * 4 / ffn));
+  const policy: SparsityPolicy = { input: 'mlp_in', mlp: Array.from({ length: layers }, (_, l) => (l === 0 ? null : { k: keep.length, selector: { kind: 'fixed' as const, indices: keep } })) };
+  const { windows } = prepareWindows(g, ck.tokenizer, text, { window: 20 });
+  const logitsOf = async (ids: number[]) => { g.reset(); const l = await g.forward(ids, { allLogits: true }); g.reset(); return l; };
+  let dNll = 0, sNll = 0, agree = 0, kl = 0, n = 0;
+  for (const ids of windows) {
+    g.setSparsity(null); const d = await logitsOf(ids);
+    g.setSparsity(policy); const s = await logitsOf(ids);
+    for (let i = 0; i + 1 < ids.length; i++, n++) {
+      dNll -= tokenLogprob(d, i, V, ids[i + 1]); sNll -= tokenLogprob(s, i, V, ids[i + 1]);
+      if (argmaxRow(d, i, V) === argmaxRow(s, i, V)) agree++;
+      kl += klRow(d, s, i, V);
+    }
+  }
+  g.setSparsity(null);
+  const c = await comparePerplexity(g, ck.tokenizer, text, policy, { window: 20 });
+  const close = (a: number, b: number, what: string) => assert.ok(Math.abs(a - b) < 1e-5 * (1 + Math.abs(b)), `${what}: ${a} vs ${b}`);
+  assert.equal(c.tokens, n);
+  close(c.dense.nll, dNll / n, 'dense nll'); close(c.sparse.nll, sNll / n, 'sparse nll');
+  assert.equal(c.top1Agreement, agree / n);
+  close(c.kl, kl / n, 'kl');
+  assert.ok(c.kl > 1e-4, `the policy changes the distribution (kl ${c.kl})`);
+  close((await perplexity(g, ck.tokenizer, text, { window: 20 })).nll, dNll / n, 'perplexity');
+  // A zero-shot continuation: its log-likelihood and greedy hit from rows first.. of the statistics.
+  const r = { context: 'The sky is', continuation: ' blue and the sea is grey.' };
+  const { context, continuation } = requestIds(ck.tokenizer, r);
+  const input = [...context, ...continuation].slice(0, -1), first = input.length - continuation.length;
+  const l = await logitsOf(input);
+  const want = continuation.reduce((a, tok, j) => a + tokenLogprob(l, first + j, V, tok), 0);
+  const got = await scoreRequest(g, ck.tokenizer, r);
+  close(got.logprob, want, 'continuation log-likelihood');
+  assert.equal(got.greedy, continuation.every((tok, j) => argmaxRow(l, first + j, V) === tok));
   g.dispose();
 });

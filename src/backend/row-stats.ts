@@ -6,6 +6,7 @@ import type { StatsOptions } from './types.js';
 export function checkStatsRequest(ids: number[], opts: StatsOptions, V: number, refRows: number | null): void {
   if (opts.targets.length !== ids.length) fail(`forwardStats: ${opts.targets.length} targets for ${ids.length} tokens`);
   for (const t of opts.targets) if (!(Number.isInteger(t) && t >= 0 && t < V)) fail(`forwardStats: target ${t} is outside the vocabulary of ${V}`);
+  if (opts.from !== undefined && !(Number.isInteger(opts.from) && opts.from >= 0 && opts.from <= ids.length)) fail(`forwardStats: from ${opts.from} is not a row of ${ids.length}`);
   if (opts.keep && opts.kl) fail('forwardStats: keep and kl in one forward (the KL is taken against a reference kept before)');
   if (opts.kl && refRows !== ids.length) fail(`forwardStats: kl needs a reference of ${ids.length} rows kept by an earlier forwardStats with keep (${refRows === null ? 'none kept' : `${refRows} kept`})`);
 }

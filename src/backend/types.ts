@@ -49,6 +49,8 @@ export interface StatsOptions {
   keep?: boolean;
   /** Also KL(reference ‖ this) per row, against the last forward run with `keep` (same row count). */
   kl?: boolean;
+  /** Rows before this one are not wanted: their statistics are NaN (the host path skips them). Default 0. */
+  from?: number;
 }
 
 /**

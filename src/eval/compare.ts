@@ -8,9 +8,8 @@ import type { TextTokenizer } from '../model/tokenizer.js';
 import type { SparsityPolicy } from '../sparsity/policy.js';
 import { scoredTokens } from './corpus.js';
 import { lambada, type LambadaResult } from './lambada.js';
-import { argmaxRow, klRow } from './logprob.js';
 import { multipleChoice, type McResult } from './multiple-choice.js';
-import { prepareWindows, pplResult, windowLogits, windowNll, type PerplexityOptions, type PerplexityResult } from './perplexity.js';
+import { prepareWindows, pplResult, windowNll, windowStats, type HostReference, type PerplexityOptions, type PerplexityResult } from './perplexity.js';
 import type { ProgressFn } from './progress.js';
 import type { McItem, Request } from './tasks.js';
 
@@ -35,21 +34,22 @@ export async function measuredDensity(runner: Runner): Promise<number> {
 /** Perplexity both ways, window by window, plus agreement and KL between the two distributions. */
 export async function comparePerplexity(runner: Runner, tokenizer: TextTokenizer, text: string, policy: SparsityPolicy, opts: PerplexityOptions = {}): Promise<PerplexityComparison> {
   const { windows, window } = prepareWindows(runner, tokenizer, text, opts);
-  const total = scoredTokens(windows), V = runner.config.vocabSize;
+  const total = scoredTokens(windows);
   let denseNll = 0, sparseNll = 0, agree = 0, kl = 0, done = 0, density = 0, densityTokens = 0;
   opts.onProgress?.(0, total);
   try {
+    const host: HostReference = { logits: null };
     for (const ids of windows) {
       runner.setSparsity(null);
-      const d = await windowLogits(runner, ids, opts.decode);
+      const d = await windowStats(runner, ids, { decode: opts.decode, keep: true }, host);
       runner.setSparsity(policy);
-      const s = await windowLogits(runner, ids, opts.decode);
+      const s = await windowStats(runner, ids, { decode: opts.decode, kl: true }, host);
       density += (await measuredDensity(runner)) * ids.length; densityTokens += ids.length;
-      denseNll += windowNll(d, ids, V);
-      sparseNll += windowNll(s, ids, V);
+      denseNll += windowNll(d, ids.length);
+      sparseNll += windowNll(s, ids.length);
       for (let t = 0; t + 1 < ids.length; t++) {
-        if (argmaxRow(d, t, V) === argmaxRow(s, t, V)) agree++;
-        kl += klRow(d, s, t, V);
+        if (d.argmax[t] === s.argmax[t]) agree++;
+        kl += s.kl![t];
       }
       done += ids.length - 1;
       opts.onProgress?.(done, total);

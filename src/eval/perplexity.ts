@@ -1,9 +1,9 @@
 /** Perplexity of a runner over a text file: exp(mean negative log-likelihood per scored token). */
-import type { Runner } from '../backend/types.js';
+import type { RowStats, Runner } from '../backend/types.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import { fail } from '../util/errors.js';
 import { scoredTokens, tokenizeDocuments, windowsOf } from './corpus.js';
-import { tokenLogprob } from './logprob.js';
+import { rowStatsOf } from './logprob.js';
 import type { ProgressFn } from './progress.js';
 
 export interface PerplexityOptions {
@@ -59,10 +59,35 @@ export async function windowLogits(runner: Runner, ids: number[], decode = false
   return logits;
 }
 
-/** Sum of -log p(ids[t+1] | ids[..t]) over a window, from its logits. */
-export function windowNll(logits: Float32Array, ids: number[], V: number): number {
+/** Where a dense run's logits are kept for the sparse run's KL in decode mode (the host path of windowStats). */
+export interface HostReference { logits: Float32Array | null }
+
+/**
+ * RowStats of one window from an empty KV cache, each row's target the next token (the last row's
+ * unused): `forwardStats` (on the device with WebGPU: no logits read back), or with `decode` the
+ * logits one token a forward and rowStatsOf on the host, the kept logits then in `host`. `keep` /
+ * `kl` as in StatsOptions.
+ */
+export async function windowStats(runner: Runner, ids: number[], opts: { decode?: boolean; keep?: boolean; kl?: boolean } = {}, host: HostReference = { logits: null }): Promise<RowStats> {
+  const targets = [...ids.slice(1), 0];
+  runner.reset();
+  let stats: RowStats;
+  if (opts.decode) {
+    const logits = await decodeLogits(runner, ids, 1);
+    if (opts.kl && !host.logits) throw new Error('windowStats: kl needs a window kept before');
+    stats = rowStatsOf(logits, ids.length, runner.config.vocabSize, targets, opts.kl ? host.logits : null);
+    if (opts.keep) host.logits = logits;
+  } else {
+    stats = await runner.forwardStats(ids, { targets, keep: opts.keep, kl: opts.kl });
+  }
+  runner.reset();
+  return stats;
+}
+
+/** Sum of -log p(ids[t+1] | ids[..t]) over a window of n tokens, from its row statistics. */
+export function windowNll(stats: RowStats, n: number): number {
   let nll = 0;
-  for (let t = 0; t + 1 < ids.length; t++) nll -= tokenLogprob(logits, t, V, ids[t + 1]);
+  for (let t = 0; t + 1 < n; t++) nll -= stats.target[t] - stats.lse[t];
   return nll;
 }
 
@@ -74,11 +99,11 @@ export function pplResult(nllSum: number, tokens: number, windows: number, windo
 /** Perplexity under whatever sparsity the runner is set to. */
 export async function perplexity(runner: Runner, tokenizer: TextTokenizer, text: string, opts: PerplexityOptions = {}): Promise<PerplexityResult> {
   const { windows, window } = prepareWindows(runner, tokenizer, text, opts);
-  const total = scoredTokens(windows), V = runner.config.vocabSize;
+  const total = scoredTokens(windows);
   let nllSum = 0, done = 0;
   opts.onProgress?.(0, total);
   for (const ids of windows) {
-    nllSum += windowNll(await windowLogits(runner, ids, opts.decode), ids, V);
+    nllSum += windowNll(await windowStats(runner, ids, { decode: opts.decode }), ids.length);
     done += ids.length - 1;
     opts.onProgress?.(done, total);
   }

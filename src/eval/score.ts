@@ -2,7 +2,7 @@
 import type { Runner } from '../backend/types.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import { fail } from '../util/errors.js';
-import { argmaxRow, tokenLogprob } from './logprob.js';
+import { rowStatsOf } from './logprob.js';
 import { decodeLogits } from './perplexity.js';
 import type { Request } from './tasks.js';
 
@@ -42,14 +42,17 @@ export async function scoreIds(runner: Runner, context: number[], continuation: 
   let input = [...context, ...continuation].slice(0, -1);
   if (input.length > max) input = input.slice(input.length - max);
   const first = input.length - continuation.length; // logits row that predicts continuation[0]
+  const targets = new Array<number>(input.length).fill(0);
+  continuation.forEach((tok, j) => { targets[first + j] = tok; });
   runner.reset();
-  // decode: rows first.. only, row first from the context's forward.
-  const logits = decode ? await decodeLogits(runner, input, first + 1) : await runner.forward(input, { allLogits: true });
+  // Rows first.. only. decode: row first from the context's forward, then one token a forward.
+  const stats = decode ? rowStatsOf(await decodeLogits(runner, input, first + 1), input.length, V, targets, null, first)
+    : await runner.forwardStats(input, { targets, from: first });
   runner.reset();
   let logprob = 0, greedy = true;
   continuation.forEach((tok, j) => {
-    logprob += tokenLogprob(logits, first + j, V, tok);
-    if (argmaxRow(logits, first + j, V) !== tok) greedy = false;
+    logprob += stats.target[first + j] - stats.lse[first + j];
+    if (stats.argmax[first + j] !== tok) greedy = false;
   });
   return { logprob, greedy, tokens: continuation.length };
 }

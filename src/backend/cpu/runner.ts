@@ -143,7 +143,7 @@ export class CpuRunner implements Runner {
   async forwardStats(ids: number[], opts: StatsOptions): Promise<RowStats> {
     checkStatsRequest(ids, opts, this.config.vocabSize, this.statsRef?.rows ?? null);
     const logits = await this.forward(ids, { allLogits: true });
-    const stats = rowStatsOf(logits, ids.length, this.config.vocabSize, opts.targets, opts.kl ? this.statsRef!.logits : null);
+    const stats = rowStatsOf(logits, ids.length, this.config.vocabSize, opts.targets, opts.kl ? this.statsRef!.logits : null, opts.from ?? 0);
     if (opts.keep) this.statsRef = { logits, rows: ids.length };
     return stats;
   }

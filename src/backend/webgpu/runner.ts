@@ -17,6 +17,7 @@ import { columns } from '../../util/rows.js';
 import { fail } from '../../util/errors.js';
 import type { ForwardOptions, RowStats, Runner, StatsOptions, TracePoint } from '../types.js';
 import { checkStatsRequest } from '../row-stats.js';
+import { maskRows } from '../../eval/logprob.js';
 import { ROW_STATS_FLOATS } from './kernels/row-stats.js';
 import { openGpu, type Gpu, type GpuOptions } from './device.js';
 import { ceil4, ceilDiv } from './kernels/common.js';
@@ -1242,7 +1243,9 @@ class GpuRunner implements WebGpuRunner {
         lse[t] = f[o]; target[t] = f[o + 1]; argmax[t] = u[o + 2];
         if (kl) kl[t] = f[o + 3];
       }
-      return { lse, target, argmax, kl };
+      const stats = { lse, target, argmax, kl };
+      maskRows(stats, opts.from ?? 0);   // (computed on the device anyway: a few µs a row)
+      return stats;
     } finally {
       for (const b of own) b.destroy();
     }
