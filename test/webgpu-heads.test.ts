@@ -477,7 +477,15 @@ test('webgpu lazy K/V completion keeps kv all\'s output through a prompt after a
   const all = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32' }), lazy = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32' });
   const want = await script(all, policy('all')), got = await script(lazy, policy('lazy'));
   got.forEach((v, i) => assert.ok(relErr(v, want[i]) < 1e-4, `output ${i}: against kv all ${relErr(v, want[i])}`));
-  all.dispose(); lazy.dispose();
+  // Again with no prompt plan kept beyond the one in use (the completion plan that a prompt at an odd
+  // position builds first must not evict it), and where the adapter has one subgroup size, qkv rows
+  // one subgroup wide (the folded forms' sums from subgroupAdd alone, gemv.ts sgExact).
+  const ss = gpu.subgroups ? gpu.subgroupSize : undefined;
+  const tight = await createWebGpuRunner(c, ck.weights, { gpu, kvCache: 'f32', ...(ss && 256 % ss === 0 ? { qkvGemvShape: { rows: 4, tpr: ss } } : {}) });
+  tight.planCacheMax = 0;
+  (await script(tight, policy('lazy'))).forEach((v, i) => assert.ok(relErr(v, want[i]) < 1e-4, `no prompt plans kept, output ${i}: against kv all ${relErr(v, want[i])}`));
+  if (ss && 256 % ss === 0) assert.ok(['ze', 'zo', 'zc'].every((z) => tight.pipelineKeys.some((key) => key.includes('_sgx_') && key.includes(z))), tight.pipelineKeys.join());
+  all.dispose(); lazy.dispose(); tight.dispose();
 });
 
 test('webgpu: a prompt of 129 tokens (one more than a pass) runs every head, as the CPU does, not a sparse decode step at its end (5m)', async (t) => {

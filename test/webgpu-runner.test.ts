@@ -106,9 +106,9 @@ test('webgpu prompt plans: a length seen before replays its plan, the least rece
   assert.equal(g.planBuilds - built, 4, '5 kept');
   assert.deepEqual(await run(7), first.get(7), 'T = 7 rebuilt');
   assert.equal(g.planBuilds - built, 5, '7 was dropped');
-  // A byte cap below one plan keeps only the plan just built (6 was dropped above, 5 by 6); decode plans are never dropped.
-  g.planCacheBytes = 1;
-  for (const T of [6, 5]) assertRows(await run(T), first.get(T)!, V, `T = ${T} under a byte cap`);
+  // A dispatch cap below one plan keeps only the plan just built (6 was dropped above, 5 by 6); decode plans are not evicted.
+  g.planCacheDispatches = 1;
+  for (const T of [6, 5]) assertRows(await run(T), first.get(T)!, V, `T = ${T} under a dispatch cap`);
   assert.equal(g.planBuilds - built, 7);
   const decodes = g.planBuilds;
   g.reset(); await g.forward(ids.slice(0, 4)); await g.forward([ids[4]]); await g.forward([ids[5]]); g.reset();

@@ -140,15 +140,16 @@ interface SparseState {
 interface Plan { items: PlanItem[]; own: GPUBuffer[]; dispatches: number }
 /** forwardStats' device buffers for up to `rows` rows: targets (u32), out (ROW_STATS_FLOATS words a row), the reference (rows, V) and its out rows. */
 interface StatsBuffers { rows: number; targets: GPUBuffer; out: GPUBuffer; refLogits: GPUBuffer | null; refOut: GPUBuffer | null }
-/** Bytes of the buffers a plan owns (uniforms, scratch). */
-const planBytes = (p: Plan): number => p.own.reduce((a, b) => a + b.size, 0);
 /**
- * Prompt plans kept at most (runner.plan): one per prompt length up to TCAP with each head form and
- * then some, so an eval over items of every length builds each plan once.
+ * Prompt plans kept at most (runner.plan, evictPlans): more than the TCAP prompt lengths of one head
+ * form, so an eval over items of every length builds each plan once.
  */
 const PLAN_CACHE_MAX = 320;
-/** ... and at most these bytes of their own buffers (at large shapes a prompt plan's attention scratch is tens of MB). */
-const PLAN_CACHE_BYTES = 512 * 2 ** 20;
+/**
+ * ... and at most this many dispatches in all (a bind group and a uniform buffer each: ~35 a prompt
+ * plan of the 5m model, ~500 at opt-30b, where this keeps ~130 plans).
+ */
+const PLAN_CACHE_DISPATCHES = 65536;
 /** What follows the layers: nothing, the last row's logits, every row's, or the last row's logits
  *  and the argmax kernel that feeds the pick to the next step (decodeGreedy). */
 type Head = 'none' | 'last' | 'all' | 'greedy';
@@ -218,9 +219,9 @@ export type WebGpuRunner = Runner & {
   profileDecodeSteps(steps: number, token?: number): Promise<DecodeProfile>;
   /** Plans built so far (a prompt length or decode form seen before replays its cached plan). */
   readonly planBuilds: number;
-  /** Prompt plans kept at most, and the bytes of their own buffers at most (least recently used dropped first). */
+  /** Prompt plans kept at most, and their dispatches at most (least recently used dropped first). */
   planCacheMax: number;
-  planCacheBytes: number;
+  planCacheDispatches: number;
 };
 
 export interface WebGpuRunnerOptions extends GpuOptions {
@@ -611,9 +612,9 @@ class GpuRunner implements WebGpuRunner {
   sparseBuilds = 0;
   /** How many plans were built (a cached plan is replayed): tests check the cache. */
   planBuilds = 0;
-  /** Prompt plans kept at most, and their own buffers' bytes at most (evictPlans; tests lower them). */
+  /** Prompt plans kept at most, and their dispatches at most (evictPlans; tests lower them). */
   planCacheMax = PLAN_CACHE_MAX;
-  planCacheBytes = PLAN_CACHE_BYTES;
+  planCacheDispatches = PLAN_CACHE_DISPATCHES;
 
   private takeSparse(): SparseState | null {
     if (!this.policy) return null;
@@ -995,27 +996,28 @@ class GpuRunner implements WebGpuRunner {
     p = complete ? this.buildCompletePlan() : this.buildPlan(T, head, trace, long, odd);
     this.planBuilds++;
     this.plans.set(key, p);
-    this.evictPlans(p);
+    if (T > 1) this.evictPlans(p);
     return p;
   }
 
   /**
    * Drops prompt plans (T > 1), least recently used first, until they are within planCacheMax plans
-   * and planCacheBytes of their own buffers, but never `keep` (the plan just built). Decode plans
-   * (a handful of forms) are never dropped. Why keep many: an eval of zero-shot items runs a prompt of
-   * a new length almost every forward, and building a plan (a uniform buffer and bind group a
-   * dispatch, scratch buffers) cost 8-11 ms on an H200 host against a ~2 ms forward of a small model,
-   * and serialised processes sharing the GPU on their buffer allocations.
+   * and planCacheDispatches dispatches (each holds a bind group and a uniform buffer), but never
+   * `keep`, the plan just built, which forward then encodes. Only a prompt build evicts, so no build
+   * between fetching a plan and encoding it can drop it. Decode plans (a handful of forms) are not
+   * evicted (setSparsity drops every plan). Why keep many: an eval of zero-shot items runs a prompt of
+   * a new length almost every forward, and building a plan cost 8-11 ms on an H200 host against a
+   * ~2 ms forward of a small model, and serialised processes sharing the GPU on their buffer creation.
    */
   private evictPlans(keep: Plan): void {
     const prompts = [...this.plans].filter(([k]) => !k.startsWith('1/'));
-    let bytes = prompts.reduce((a, [, v]) => a + planBytes(v), 0), n = prompts.length;
+    let dispatches = prompts.reduce((a, [, v]) => a + v.items.length, 0), n = prompts.length;
     for (const [k, v] of prompts) {
-      if (n <= this.planCacheMax && bytes <= this.planCacheBytes) break;
+      if (n <= this.planCacheMax && dispatches <= this.planCacheDispatches) break;
       if (v === keep) continue;
       v.own.forEach((b) => b.destroy());
       this.plans.delete(k);
-      bytes -= planBytes(v); n--;
+      dispatches -= v.items.length; n--;
     }
   }
 
@@ -1292,11 +1294,12 @@ class GpuRunner implements WebGpuRunner {
     for (const [i, s] of starts.entries()) {
       const chunk = ids.slice(s, starts[i + 1] ?? ids.length), T = chunk.length;
       const h: Head = head === 'all' ? 'all' : head === 'last' && s + T >= ids.length ? 'last' : 'none';
-      const plan = this.plan(T, h, !!opts.trace, this.stepForm(this.pos));
       // A pass of several tokens runs every head: their positions are no longer skipped by any. Lazy
       // completion: the holes of a decode step just before are filled first (it writes the step
-      // buffer, so before this pass does), then there are none.
+      // buffer, so before this pass does), then there are none. (Before this pass's plan is fetched:
+      // nothing built after the fetch may evict it.)
       if (T > 1) this.completeHoles();
+      const plan = this.plan(T, h, !!opts.trace, this.stepForm(this.pos));
       dev.queue.writeBuffer(this.step, 0, Uint32Array.from([this.pos, ...chunk]));
       if (T > 1) for (const hs of this.heads) if (hs) {
         dev.queue.writeBuffer(hs.skip, this.pos * c.heads * 4, new Uint32Array(T * c.heads));
