@@ -8,9 +8,9 @@
 #
 # DATA_DIR holds gutenberg-val.txt, wikitext-2-raw-test.txt and eval/*.jsonl (../shared/data or a copy).
 # Each part writes OUT_DIR/<part>.json (eval's --json object) and OUT_DIR/<part>.err; OUT_DIR/summary.json
-# holds the added-up figures. Time: on an H200 host (16 cores) the perplexity parts take ~2-3 minutes
-# side by side, the zero-shot ones far longer (a forward a choice, ~140 ms each with fifteen processes
-# sharing the host: arc_easy's 2,376 items x 4 choices, dense and sparse, run for tens of minutes).
+# holds the added-up figures. Time: on an H200 host (16 cores), the 18m model, the whole suite took
+# 238 s side by side (docs/sparsity.md), before evaluation's statistics moved onto the device
+# (docs/benchmarks.md, "Evaluation throughput"), which made a perplexity part several times faster.
 set -u
 if [ $# -lt 4 ]; then
   echo "usage: bash bench/quality_suite.sh MODEL PREDICTORS DATA_DIR OUT_DIR [BACKEND] [EXTRA_EVAL_ARGS...]" >&2
