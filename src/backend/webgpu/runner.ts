@@ -138,8 +138,18 @@ interface SparseState {
 }
 
 interface Plan { items: PlanItem[]; own: GPUBuffer[]; dispatches: number }
-/** forwardStats' device buffers for up to `rows` rows: targets (u32), out (ROW_STATS_FLOATS words a row), the reference (rows, V) and its out rows. */
-interface StatsBuffers { rows: number; targets: GPUBuffer; out: GPUBuffer; refLogits: GPUBuffer | null; refOut: GPUBuffer | null }
+/**
+ * forwardStats' device state for up to `rows` rows: targets (u32), out (ROW_STATS_FLOATS words a
+ * row), its staging copy, the reference (rows, V) and its out rows, and the passes' row-stats
+ * dispatches by T / rowOff / kl (their uniforms in own).
+ */
+interface StatsBuffers {
+  rows: number; targets: GPUBuffer; out: GPUBuffer; stage: GPUBuffer; refLogits: GPUBuffer | null; refOut: GPUBuffer | null;
+  dispatches: Map<string, Dispatch>; own: GPUBuffer[];
+}
+const destroyStats = (S: StatsBuffers): void => {
+  for (const b of [S.targets, S.out, S.stage, S.refLogits, S.refOut, ...S.own]) b?.destroy();
+};
 /**
  * Prompt plans kept at most (runner.plan, evictPlans): more than the TCAP prompt lengths of one head
  * form, so an eval over items of every length builds each plan once.
@@ -1222,57 +1232,64 @@ class GpuRunner implements WebGpuRunner {
   }
 
   async forwardStats(ids: number[], opts: StatsOptions): Promise<RowStats> {
-    const V = this.config.vocabSize, N = ids.length, dev = this.k.device;
+    const V = this.config.vocabSize, N = ids.length;
     checkStatsRequest(ids, opts, V, this.statsRefRows);
     const S = this.statsState(N, !!opts.keep);
-    dev.queue.writeBuffer(S.targets, 0, Uint32Array.from(opts.targets));
-    const own: GPUBuffer[] = [];
-    try {
-      await this.forward(ids, { allLogits: true }, { keep: !!opts.keep, kl: !!opts.kl, own });
-      const enc = dev.createCommandEncoder();
-      const words = N * ROW_STATS_FLOATS, bytes = words * 4;
-      if (opts.keep) { enc.copyBufferToBuffer(S.out, 0, S.refOut!, 0, bytes); this.statsRefRows = N; }
-      const st = dev.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-      own.push(st);
-      enc.copyBufferToBuffer(S.out, 0, st, 0, bytes);
-      dev.queue.submit([enc.finish()]);
-      await st.mapAsync(GPUMapMode.READ);
-      const u = new Uint32Array(st.getMappedRange().slice(0)), f = new Float32Array(u.buffer);
-      st.unmap();
-      const lse = new Float64Array(N), target = new Float64Array(N), argmax = new Int32Array(N), kl = opts.kl ? new Float64Array(N) : null;
-      for (let t = 0; t < N; t++) {
-        const o = t * ROW_STATS_FLOATS;
-        lse[t] = f[o]; target[t] = f[o + 1]; argmax[t] = u[o + 2];
-        if (kl) kl[t] = f[o + 3];
-      }
-      const stats = { lse, target, argmax, kl };
-      maskRows(stats, opts.from ?? 0);   // (computed on the device anyway: a few µs a row)
-      return stats;
-    } finally {
-      for (const b of own) b.destroy();
+    this.k.device.queue.writeBuffer(S.targets, 0, Uint32Array.from(opts.targets));
+    // The passes' stats dispatches and, in the last pass's submission, the copies out (forward).
+    await this.forward(ids, { allLogits: true }, { keep: !!opts.keep, kl: !!opts.kl });
+    if (opts.keep) this.statsRefRows = N;
+    const bytes = N * ROW_STATS_FLOATS * 4;
+    await S.stage.mapAsync(GPUMapMode.READ, 0, bytes);
+    const u = new Uint32Array(S.stage.getMappedRange(0, bytes).slice(0)), f = new Float32Array(u.buffer);
+    S.stage.unmap();
+    const lse = new Float64Array(N), target = new Float64Array(N), argmax = new Int32Array(N), kl = opts.kl ? new Float64Array(N) : null;
+    for (let t = 0; t < N; t++) {
+      const o = t * ROW_STATS_FLOATS;
+      lse[t] = f[o]; target[t] = f[o + 1]; argmax[t] = u[o + 2];
+      if (kl) kl[t] = f[o + 3];
     }
+    const stats = { lse, target, argmax, kl };
+    maskRows(stats, opts.from ?? 0);   // (computed on the device anyway: a few µs a row)
+    return stats;
   }
 
   /**
-   * forwardStats' buffers, grown to n rows: targets, out, and with a reference the kept logits and
-   * their out rows (statsRefRows says how many rows the reference holds; growing drops it).
+   * forwardStats' buffers, grown to n rows: targets, out, the staging copy, and with a reference the
+   * kept logits and their out rows (statsRefRows says how many rows the reference holds; growing
+   * drops it). Nothing is created per call: with fifteen eval processes on one GPU, a buffer created
+   * a forward cost more than the statistics saved (buffer creation serialises across processes).
    */
   private statsState(n: number, ref: boolean): StatsBuffers {
     const V = this.config.vocabSize, S = this.stats;
     if (S && S.rows >= n && (!ref || S.refLogits)) return S;
-    const rows = Math.max(n, S?.rows ?? 0), k = this.k;
+    const rows = Math.max(n, S?.rows ?? 0), k = this.k, words = rows * ROW_STATS_FLOATS * 4;
     const next: StatsBuffers = {
-      rows, targets: k.buffer(rows * 4, 'stats targets'), out: k.buffer(rows * ROW_STATS_FLOATS * 4, 'stats out'),
+      rows, targets: k.buffer(rows * 4, 'stats targets'), out: k.buffer(words, 'stats out'),
+      stage: k.device.createBuffer({ label: 'stats stage', size: words, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }),
       refLogits: ref || S?.refLogits ? k.buffer(rows * V * 4, 'stats reference logits') : null,
-      refOut: ref || S?.refOut ? k.buffer(rows * ROW_STATS_FLOATS * 4, 'stats reference out') : null,
+      refOut: ref || S?.refOut ? k.buffer(words, 'stats reference out') : null,
+      dispatches: new Map(), own: [],
     };
-    if (S) for (const b of [S.targets, S.out, S.refLogits, S.refOut]) b?.destroy();
+    if (S) destroyStats(S);
     this.stats = next;
     this.statsRefRows = null;
     return next;
   }
 
-  async forward(ids: number[], opts: ForwardOptions = {}, stats?: { keep: boolean; kl: boolean; own: GPUBuffer[] }): Promise<Float32Array> {
+  /** The row-stats dispatch of a pass of T rows from global row rowOff (kept: a pass length and offset recur every window). */
+  private statsDispatch(S: StatsBuffers, T: number, rowOff: number, kl: boolean): Dispatch {
+    const key = `${T}/${rowOff}/${kl}`;
+    let d = S.dispatches.get(key);
+    if (!d) {
+      d = this.k.rowStats({ logits: this.logits, targets: S.targets, out: S.out, rows: T, V: this.config.vocabSize, rowOff,
+        ref: kl ? { logits: S.refLogits!, out: S.refOut! } : undefined }, S.own);
+      S.dispatches.set(key, d);
+    }
+    return d;
+  }
+
+  async forward(ids: number[], opts: ForwardOptions = {}, stats?: { keep: boolean; kl: boolean }): Promise<Float32Array> {
     const c = this.config, V = c.vocabSize, dev = this.k.device;
     if (ids.length === 0) fail('forward needs at least one token');
     if (this.chaining) fail('forward called while decodeGreedy runs');
@@ -1328,11 +1345,16 @@ class GpuRunner implements WebGpuRunner {
         } : undefined;
         this.k.encode(enc, plan.items, onTap);
         if (stats) {
-          // Rows s.. of the forward: their stats (kernels/row-stats.ts), and with keep the logits as the reference.
+          // Rows s.. of the forward: their stats (kernels/row-stats.ts), and with keep the logits as the
+          // reference; after the last pass the rows go to the staging buffer (and with keep to refOut).
           const S = this.stats!;
           if (stats.keep) enc.copyBufferToBuffer(this.logits, 0, S.refLogits!, s * V * 4, T * V * 4);
-          this.k.encode(enc, [{ d: this.k.rowStats({ logits: this.logits, targets: S.targets, out: S.out, rows: T, V, rowOff: s,
-            ref: stats.kl ? { logits: S.refLogits!, out: S.refOut! } : undefined }, stats.own) }]);
+          this.k.encode(enc, [{ d: this.statsDispatch(S, T, s, stats.kl) }]);
+          if (i === starts.length - 1) {
+            const bytes = ids.length * ROW_STATS_FLOATS * 4;
+            if (stats.keep) enc.copyBufferToBuffer(S.out, 0, S.refOut!, 0, bytes);
+            enc.copyBufferToBuffer(S.out, 0, S.stage, 0, bytes);
+          }
         } else if (h !== 'none') enc.copyBufferToBuffer(this.logits, 0, this.stage!, 0, rows * V * 4);
         dev.queue.submit([enc.finish()]);
       }
@@ -1572,7 +1594,7 @@ class GpuRunner implements WebGpuRunner {
     this.parked = null;
     for (const m of this.matrices) for (const p of m.parts) p.buffer.destroy();
     this.stage?.destroy(); this.querySet?.destroy();
-    for (const b of [this.stats?.targets, this.stats?.out, this.stats?.refLogits, this.stats?.refOut]) b?.destroy();
+    if (this.stats) destroyStats(this.stats);
     this.buffers = []; this.sparseBufs = []; this.matrices = []; this.idStage = []; this.stage = null; this.stats = null;
     // A live Dawn device busy-polls a CPU core: destroy the one this runner opened.
     if (this.ownsDevice) { this.gpu.device.destroy(); this.ownsDevice = false; }
