@@ -9,8 +9,9 @@
 # DATA_DIR holds gutenberg-val.txt, wikitext-2-raw-test.txt and eval/*.jsonl (../shared/data or a copy).
 # Each part writes OUT_DIR/<part>.json (eval's --json object) and OUT_DIR/<part>.err; OUT_DIR/summary.json
 # holds the added-up figures. Time: on an H200 host (16 cores), the 18m model, the whole suite took
-# 238 s side by side (docs/sparsity.md), before evaluation's statistics moved onto the device
-# (docs/benchmarks.md, "Evaluation throughput"), which made a perplexity part several times faster.
+# 151 s side by side with evaluation's statistics on the device (238 s with them on the host; the
+# perplexity parts about twice as fast, the zero-shot ones up to a quarter slower when fifteen
+# processes share the GPU: docs/benchmarks.md, "Evaluation throughput").
 set -u
 if [ $# -lt 4 ]; then
   echo "usage: bash bench/quality_suite.sh MODEL PREDICTORS DATA_DIR OUT_DIR [BACKEND] [EXTRA_EVAL_ARGS...]" >&2

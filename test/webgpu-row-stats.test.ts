@@ -39,16 +39,20 @@ test('webgpu row stats: lse, target logit, argmax (ties to the lowest index) and
   for (const [rows, V, rowOff] of [[1, 1, 0], [3, 37, 2], [5, 1001, 0], [2, 8193, 3], [4, 255, 1]] as const) {
     const total = rowOff + rows;
     const logits = randomArray(rows * V, r, 4);
-    // Ties for the top: row 0 gets its largest value again at a later index (and at index 0 where V allows).
+    // Ties for the top: row 0 gets its largest value again at a later index (and at index 0 where V allows);
+    // row 1 (V > 261) its largest at 261 and 200, held by threads 5 and 200 of 256: the tree must
+    // bring the lower index up from the higher thread.
     if (V > 2) { let m = 0; for (let i = 1; i < V; i++) if (logits[i] > logits[m]) m = i; logits[V - 1] = logits[m]; logits[0] = logits[m]; }
+    if (rows > 1 && V > 261) { const top = Math.max(...logits.subarray(V, 2 * V)) + 1; logits[V + 261] = top; logits[V + 200] = top; }
     const ref = randomArray(total * V, r, 4);
     const targets = Array.from({ length: total }, (_, i) => (i * 7919) % V);
     const own: GPUBuffer[] = [];
     const L = k.f32Buffer(logits, 'logits'), T = k.f32Buffer(Uint32Array.from(targets), 'targets');
-    const R = k.f32Buffer(ref, 'ref');
-    // The reference's own stats first (rows 0.. of a forward of `total` rows), then these rows against it.
+    // The reference's own stats first (rows 0.. of a forward of `total` rows), then these rows against
+    // the reference's rows of this pass (from its row 0, as the runner keeps them a pass to a buffer).
     const refOut = k.buffer(total * ROW_STATS_FLOATS * 4, 'ref out'), out = k.buffer(total * ROW_STATS_FLOATS * 4, 'out');
-    await runNow(k, [k.rowStats({ logits: R, targets: T, out: refOut, rows: total, V, rowOff: 0 }, own)], own);
+    await runNow(k, [k.rowStats({ logits: k.f32Buffer(ref, 'ref'), targets: T, out: refOut, rows: total, V, rowOff: 0 }, own)], own);
+    const R = k.f32Buffer(ref.slice(rowOff * V), 'ref, this pass');
     await runNow(k, [k.rowStats({ logits: L, targets: T, out, rows, V, rowOff, ref: { logits: R, out: refOut } }, own)], own);
     const f = await readF32(k, out, total * ROW_STATS_FLOATS), u = new Uint32Array(f.buffer);
     const got: RowStats = { lse: new Float64Array(rows), target: new Float64Array(rows), argmax: new Int32Array(rows), kl: new Float64Array(rows) };
@@ -59,6 +63,7 @@ test('webgpu row stats: lse, target logit, argmax (ties to the lowest index) and
     const want = rowStatsOf(logits, rows, V, targets.slice(rowOff), ref.subarray(rowOff * V));
     assertStats(got, want, `rows=${rows} V=${V} rowOff=${rowOff}`);
     if (V > 2) assert.equal(got.argmax[0], 0, 'a tie goes to the lowest index');
+    if (rows > 1 && V > 261) assert.equal(got.argmax[1], 200, 'a tie across threads goes to the lowest index');
   }
 });
 
@@ -83,6 +88,18 @@ test('forwardStats on both runners: the statistics of the runner\'s own forward 
     if (tol === 0) { assert.deepEqual(kept, { ...want, kl: null }); assert.deepEqual(again, want); }
     else { assertStats(kept, { ...want, kl: null }, `${name} kept`, tol); assertStats(again, want, `${name} again`, tol); }
     await assert.rejects(runner.forwardStats(ids.slice(0, 5), { targets: targets.slice(0, 5), kl: true }), /^DejavuError: forwardStats: kl needs a reference of 5 rows kept by an earlier forwardStats with keep \(200 kept\)$/);
+    // A longer forward between keep and kl leaves the reference; a keep that fails drops it.
+    runner.reset();
+    await runner.forwardStats([...ids, ...ids.slice(0, 100)], { targets: [...targets, ...targets.slice(0, 100)] });
+    runner.reset();
+    const later = await runner.forwardStats(ids, { targets, kl: true });
+    runner.reset();
+    if (tol === 0) assert.deepEqual(later, want); else assertStats(later, want, `${name} after a longer forward`, tol);
+    await assert.rejects(runner.forwardStats(new Array(ck.config.maxPositions + 1).fill(5), { targets: new Array(ck.config.maxPositions + 1).fill(5), keep: true }), /longer than the model's context/);
+    runner.reset();
+    // (A keep rejected before it runs leaves the reference; one that fails while running drops it.)
+    assert.deepEqual(await runner.forwardStats(ids, { targets, kl: true }).then((x) => x.argmax), want.argmax);
+    runner.reset();
     await assert.rejects(runner.forwardStats(ids.slice(0, 3), { targets: [1, 2] }), /^DejavuError: forwardStats: 2 targets for 3 tokens$/);
     await assert.rejects(runner.forwardStats([1], { targets: [V] }), /outside the vocabulary/);
     runner.reset();

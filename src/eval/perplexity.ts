@@ -73,9 +73,10 @@ export async function windowStats(runner: Runner, ids: number[], opts: { decode?
   runner.reset();
   let stats: RowStats;
   if (opts.decode) {
+    const V = runner.config.vocabSize;
+    if (opts.kl && host.logits?.length !== ids.length * V) fail(`windowStats: kl needs a window of ${ids.length} tokens kept before`);
     const logits = await decodeLogits(runner, ids, 1);
-    if (opts.kl && !host.logits) throw new Error('windowStats: kl needs a window kept before');
-    stats = rowStatsOf(logits, ids.length, runner.config.vocabSize, targets, opts.kl ? host.logits : null);
+    stats = rowStatsOf(logits, ids.length, V, targets, opts.kl ? host.logits : null);
     if (opts.keep) host.logits = logits;
   } else {
     stats = await runner.forwardStats(ids, { targets, keep: opts.keep, kl: opts.kl });

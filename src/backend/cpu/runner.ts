@@ -141,9 +141,11 @@ export class CpuRunner implements Runner {
 
   /** The logits in float64 on the host (rowStatsOf): what evaluation computed from forward's logits before forwardStats. */
   async forwardStats(ids: number[], opts: StatsOptions): Promise<RowStats> {
-    checkStatsRequest(ids, opts, this.config.vocabSize, this.statsRef?.rows ?? null);
+    checkStatsRequest(ids, opts, this.config.vocabSize, this.statsRef?.rows ?? null, this.pos, this.config.maxPositions);
+    const ref = this.statsRef;
+    if (opts.keep) this.statsRef = null;   // a keep that fails leaves no reference (as on WebGPU)
     const logits = await this.forward(ids, { allLogits: true });
-    const stats = rowStatsOf(logits, ids.length, this.config.vocabSize, opts.targets, opts.kl ? this.statsRef!.logits : null, opts.from ?? 0);
+    const stats = rowStatsOf(logits, ids.length, this.config.vocabSize, opts.targets, opts.kl ? ref!.logits : null, opts.from ?? 0);
     if (opts.keep) this.statsRef = { logits, rows: ids.length };
     return stats;
   }

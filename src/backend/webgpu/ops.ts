@@ -901,7 +901,8 @@ export class Kernels {
 
   /**
    * Evaluation's per-row statistics of `rows` logits rows (kernels/row-stats.ts), written to `out` at
-   * global rows rowOff..; with `ref` also KL(ref ‖ these) from a reference's logits and out rows.
+   * global rows rowOff..; with `ref` also KL(ref ‖ these) from the reference's logits of the same rows
+   * (from its row 0) and its out rows (by global row).
    */
   rowStats(a: { logits: GPUBuffer; targets: GPUBuffer; out: GPUBuffer; rows: number; V: number; rowOff: number; ref?: { logits: GPUBuffer; out: GPUBuffer } }, own: GPUBuffer[]): Dispatch {
     const kl = !!a.ref, key = rowStatsKey(kl);

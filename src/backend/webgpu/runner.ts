@@ -139,16 +139,16 @@ interface SparseState {
 
 interface Plan { items: PlanItem[]; own: GPUBuffer[]; dispatches: number }
 /**
- * forwardStats' device state for up to `rows` rows: targets (u32), out (ROW_STATS_FLOATS words a
- * row), its staging copy, the reference (rows, V) and its out rows, and the passes' row-stats
- * dispatches by T / rowOff / kl (their uniforms in own).
+ * forwardStats' device state (statsState): targets (u32 a position), out (ROW_STATS_FLOATS words a
+ * position), its staging copy, the reference's out rows, the reference's logits a pass to a buffer,
+ * and the passes' row-stats dispatches by pass / T / rowOff / kl (their uniforms in own).
  */
 interface StatsBuffers {
-  rows: number; targets: GPUBuffer; out: GPUBuffer; stage: GPUBuffer; refLogits: GPUBuffer | null; refOut: GPUBuffer | null;
+  targets: GPUBuffer; out: GPUBuffer; stage: GPUBuffer; refOut: GPUBuffer; refLogits: GPUBuffer[];
   dispatches: Map<string, Dispatch>; own: GPUBuffer[];
 }
 const destroyStats = (S: StatsBuffers): void => {
-  for (const b of [S.targets, S.out, S.stage, S.refLogits, S.refOut, ...S.own]) b?.destroy();
+  for (const b of [S.targets, S.out, S.stage, S.refOut, ...S.refLogits, ...S.own]) b.destroy();
 };
 /**
  * Prompt plans kept at most (runner.plan, evictPlans): more than the TCAP prompt lengths of one head
@@ -428,7 +428,7 @@ class GpuRunner implements WebGpuRunner {
   private tmpE: GPUBuffer; private hF: GPUBuffer;           // (T, max(e, d)), (T, d)
   private logits: GPUBuffer;                                // (T, V)
   private stage: GPUBuffer | null = null;
-  /** forwardStats' buffers (statsState), and the rows of the reference kept by its last `keep` (null: none). */
+  /** forwardStats' device state (statsState), and the rows of the reference its last `keep` left (null: none). */
   private stats: StatsBuffers | null = null;
   private statsRefRows: number | null = null;
   // decodeGreedy: the argmax kernel writes tokens[q] = the id the token at position q produced; each
@@ -1021,13 +1021,13 @@ class GpuRunner implements WebGpuRunner {
    */
   private evictPlans(keep: Plan): void {
     const prompts = [...this.plans].filter(([k]) => !k.startsWith('1/'));
-    let dispatches = prompts.reduce((a, [, v]) => a + v.items.length, 0), n = prompts.length;
+    let dispatches = prompts.reduce((a, [, v]) => a + v.dispatches, 0), n = prompts.length;
     for (const [k, v] of prompts) {
       if (n <= this.planCacheMax && dispatches <= this.planCacheDispatches) break;
       if (v === keep) continue;
       v.own.forEach((b) => b.destroy());
       this.plans.delete(k);
-      dispatches -= v.items.length; n--;
+      dispatches -= v.dispatches; n--;
     }
   }
 
@@ -1233,11 +1233,12 @@ class GpuRunner implements WebGpuRunner {
 
   async forwardStats(ids: number[], opts: StatsOptions): Promise<RowStats> {
     const V = this.config.vocabSize, N = ids.length;
-    checkStatsRequest(ids, opts, V, this.statsRefRows);
-    const S = this.statsState(N, !!opts.keep);
+    checkStatsRequest(ids, opts, V, this.statsRefRows, this.pos, this.config.maxPositions);
+    const S = this.statsState(opts.keep || opts.kl ? Math.ceil(N / Math.min(TCAP, this.config.maxPositions)) : 0);
     this.k.device.queue.writeBuffer(S.targets, 0, Uint32Array.from(opts.targets));
-    // The passes' stats dispatches and, in the last pass's submission, the copies out (forward).
-    await this.forward(ids, { allLogits: true }, { keep: !!opts.keep, kl: !!opts.kl });
+    if (opts.keep) this.statsRefRows = null;   // (overwritten from the first pass on; valid again once all ran)
+    // The passes' stats dispatches and, in the last pass's submission, the copies out (run).
+    await this.run(ids, { allLogits: true }, { keep: !!opts.keep, kl: !!opts.kl });
     if (opts.keep) this.statsRefRows = N;
     const bytes = N * ROW_STATS_FLOATS * 4;
     await S.stage.mapAsync(GPUMapMode.READ, 0, bytes);
@@ -1255,41 +1256,43 @@ class GpuRunner implements WebGpuRunner {
   }
 
   /**
-   * forwardStats' buffers, grown to n rows: targets, out, the staging copy, and with a reference the
-   * kept logits and their out rows (statsRefRows says how many rows the reference holds; growing
-   * drops it). Nothing is created per call: with fifteen eval processes on one GPU, a buffer created
-   * a forward cost more than the statistics saved (buffer creation serialises across processes).
+   * forwardStats' device state, made once for the whole context (targets, out, its staging copy and
+   * the reference's out rows: 16 bytes a position), with the reference's logits kept a pass to a
+   * buffer (TCAP rows of V floats each, within any binding limit), `passes` of them at least. Nothing
+   * is created per call: with fifteen eval processes on one GPU, buffers created every forward cost
+   * more than the statistics saved (buffer creation serialises across processes).
    */
-  private statsState(n: number, ref: boolean): StatsBuffers {
-    const V = this.config.vocabSize, S = this.stats;
-    if (S && S.rows >= n && (!ref || S.refLogits)) return S;
-    const rows = Math.max(n, S?.rows ?? 0), k = this.k, words = rows * ROW_STATS_FLOATS * 4;
-    const next: StatsBuffers = {
-      rows, targets: k.buffer(rows * 4, 'stats targets'), out: k.buffer(words, 'stats out'),
-      stage: k.device.createBuffer({ label: 'stats stage', size: words, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }),
-      refLogits: ref || S?.refLogits ? k.buffer(rows * V * 4, 'stats reference logits') : null,
-      refOut: ref || S?.refOut ? k.buffer(words, 'stats reference out') : null,
-      dispatches: new Map(), own: [],
-    };
-    if (S) destroyStats(S);
-    this.stats = next;
-    this.statsRefRows = null;
-    return next;
+  private statsState(passes: number): StatsBuffers {
+    const c = this.config, k = this.k;
+    if (!this.stats) {
+      const words = c.maxPositions * ROW_STATS_FLOATS * 4;
+      this.stats = {
+        targets: k.buffer(c.maxPositions * 4, 'stats targets'), out: k.buffer(words, 'stats out'), refOut: k.buffer(words, 'stats reference out'),
+        stage: k.device.createBuffer({ label: 'stats stage', size: words, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }),
+        refLogits: [], dispatches: new Map(), own: [],
+      };
+    }
+    const S = this.stats;
+    while (S.refLogits.length < passes) S.refLogits.push(k.buffer(Math.min(TCAP, c.maxPositions) * c.vocabSize * 4, `stats reference logits, pass ${S.refLogits.length}`));
+    return S;
   }
 
-  /** The row-stats dispatch of a pass of T rows from global row rowOff (kept: a pass length and offset recur every window). */
-  private statsDispatch(S: StatsBuffers, T: number, rowOff: number, kl: boolean): Dispatch {
-    const key = `${T}/${rowOff}/${kl}`;
+  /** The row-stats dispatch of pass i (T rows from global row rowOff): kept, as a window's passes recur. */
+  private statsDispatch(S: StatsBuffers, i: number, T: number, rowOff: number, kl: boolean): Dispatch {
+    const key = `${i}/${T}/${rowOff}/${kl}`;
     let d = S.dispatches.get(key);
     if (!d) {
       d = this.k.rowStats({ logits: this.logits, targets: S.targets, out: S.out, rows: T, V: this.config.vocabSize, rowOff,
-        ref: kl ? { logits: S.refLogits!, out: S.refOut! } : undefined }, S.own);
+        ref: kl ? { logits: S.refLogits[i], out: S.refOut } : undefined }, S.own);
       S.dispatches.set(key, d);
     }
     return d;
   }
 
-  async forward(ids: number[], opts: ForwardOptions = {}, stats?: { keep: boolean; kl: boolean }): Promise<Float32Array> {
+  forward(ids: number[], opts: ForwardOptions = {}): Promise<Float32Array> { return this.run(ids, opts); }
+
+  /** forward, or with `stats` forwardStats' passes: each pass's row statistics instead of its logits read back. */
+  private async run(ids: number[], opts: ForwardOptions = {}, stats?: { keep: boolean; kl: boolean }): Promise<Float32Array> {
     const c = this.config, V = c.vocabSize, dev = this.k.device;
     if (ids.length === 0) fail('forward needs at least one token');
     if (this.chaining) fail('forward called while decodeGreedy runs');
@@ -1348,11 +1351,11 @@ class GpuRunner implements WebGpuRunner {
           // Rows s.. of the forward: their stats (kernels/row-stats.ts), and with keep the logits as the
           // reference; after the last pass the rows go to the staging buffer (and with keep to refOut).
           const S = this.stats!;
-          if (stats.keep) enc.copyBufferToBuffer(this.logits, 0, S.refLogits!, s * V * 4, T * V * 4);
-          this.k.encode(enc, [{ d: this.statsDispatch(S, T, s, stats.kl) }]);
+          if (stats.keep) enc.copyBufferToBuffer(this.logits, 0, S.refLogits[i], 0, T * V * 4);
+          this.k.encode(enc, [{ d: this.statsDispatch(S, i, T, s, stats.kl) }]);
           if (i === starts.length - 1) {
             const bytes = ids.length * ROW_STATS_FLOATS * 4;
-            if (stats.keep) enc.copyBufferToBuffer(S.out, 0, S.refOut!, 0, bytes);
+            if (stats.keep) enc.copyBufferToBuffer(S.out, 0, S.refOut, 0, bytes);
             enc.copyBufferToBuffer(S.out, 0, S.stage, 0, bytes);
           }
         } else if (h !== 'none') enc.copyBufferToBuffer(this.logits, 0, this.stage!, 0, rows * V * 4);

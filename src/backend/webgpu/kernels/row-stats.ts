@@ -12,12 +12,16 @@
  *   2. s = Σ exp(x − max), each thread's part summed with Kahan's compensation (V / WG terms in f32),
  *      lse = max + log s;
  *   3. with KL: Σ exp(a) (a − b), a = ref − lse_ref (from the reference's stats), b = x − lse.
- * f32 throughout: lse is within ~1e-6 of the float64 twin (tested), against differences of 1e-3 and
- * more between what evaluation compares.
+ * f32 throughout: lse came within ~1e-6 of the float64 twin in the tests (which allow 2e-5
+ * relative), against differences of 1e-3 and more between what evaluation compares. NaN: the argmax
+ * ranks it below every number (argmax.ts's keys; the CPU's argmaxRow skips it too unless it is the
+ * row's first value), and a NaN sum stays NaN.
  *
  * Bindings: 0 params; 1 logits (rows of V from row 0 of this pass); 2 targets (u32 by global row);
- * 3 out (4 words a global row: lse, the target's logit and KL or 0 as f32 bits, the argmax as u32); with KL 4 the reference
- * logits (rows of V by global row) and 5 the reference's out rows. Global row = rowOff + local row.
+ * 3 out (4 words a global row: lse and the target's logit as f32 bits, the argmax as u32, KL or 0
+ * as f32 bits); with KL 4 the reference logits of this pass's rows (rows of V from its row 0: the
+ * runner keeps them a pass to a buffer, within any binding limit) and 5 the reference's out rows (by
+ * global row). Global row = rowOff + local row.
  */
 import { argmaxKeyWgsl } from './argmax.js';
 
@@ -91,7 +95,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${kl ? `// 3. KL(ref ‖ this) = Σ exp(a) (a − b), a = ref − lse_ref, b = x − lse.
   workgroupBarrier();   // every thread has read rs[0]
   let lr = bitcast<f32>(refOut[g * ${ROW_STATS_FLOATS}u]);
-  let rb = g * p.V;
+  let rb = row * p.V;
   {
     ${kahan('exp(refLogits[rb + i] - lr) * ((refLogits[rb + i] - lr) - (logits[base + i] - lse))')}
     rs[lid] = s;
@@ -102,7 +106,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     out[o] = bitcast<u32>(lse);
     out[o + 1u] = bitcast<u32>(logits[base + min(targets[g], p.V - 1u)]);
     out[o + 2u] = top;
-    out[o + 3u] = bitcast<u32>(${kl ? 'max(0.0, rs[0])' : '0.0'});
+    out[o + 3u] = bitcast<u32>(${kl ? 'select(rs[0], 0.0, rs[0] < 0.0)' : '0.0'});   // (rounding can leave a tiny negative KL; NaN stays)
   }
 }
 `;
