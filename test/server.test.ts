@@ -354,7 +354,7 @@ test('dejavu serve: prints where it listens, serves, and exits 0 on SIGTERM; a t
     child.stdout.on('data', (d) => { out += d; if (out.includes('\n')) resolve(out); });
     child.on('exit', () => reject(new Error(`serve exited: ${stderr}`)));
   });
-  assert.match(line, /^dejavu: serving cli-demo at http:\/\/127\.0\.0\.1:\d+\/v1 \(cpu: TypeScript, float32\); Ctrl-C stops\n$/);
+  assert.match(line, /^dejavu: serving cli-demo at http:\/\/127\.0\.0\.1:\d+\/v1 \(cpu: TypeScript, float32, \d+ threads?\); Ctrl-C stops\n$/);
   const url = line.match(/(http:\/\/\S+)\/v1/)![1];
   const models = await call('/v1/models', undefined, 'GET', url);
   assert.equal(models.json.data[0].id, 'cli-demo');

@@ -32,11 +32,27 @@ export function parseBackend(s: string): BackendChoice {
  * A runner for a loaded checkpoint. 'auto' takes WebGPU when an adapter exists and otherwise the CPU,
  * saying so once on stderr.
  */
-export async function createRunner(ck: Checkpoint, choice: BackendChoice = 'auto', gpuOpts?: GpuOptions & { kvCache?: KvCacheType }): Promise<Runner> {
-  if (choice === 'cpu') return new CpuRunner(ck.config, ck.weights);
+export async function createRunner(ck: Checkpoint, choice: BackendChoice = 'auto', gpuOpts?: GpuOptions & { kvCache?: KvCacheType }, cpuThreads?: number): Promise<Runner> {
+  if (choice === 'cpu') return cpuRunner(ck, cpuThreads);
   if (choice === 'auto' && !(await probeAdapter())) {
     notice('dejavu: no WebGPU adapter found; using the CPU backend');
-    return new CpuRunner(ck.config, ck.weights);
+    return cpuRunner(ck, cpuThreads);
   }
   return (await webGpuFactory())(ck.config, ck.weights, gpuOpts);
+}
+
+/** Most threads the CPU backend takes by default (its linear stops gaining once memory bandwidth binds). */
+const CPU_THREADS_MAX = 16;
+
+/**
+ * The CPU runner, its linear on `threads` threads (default: the cores, at most CPU_THREADS_MAX) in
+ * Node; one thread in a browser. The pool's module is loaded only here, so a browser never imports
+ * node:worker_threads.
+ */
+export async function cpuRunner(ck: Checkpoint, threads?: number): Promise<CpuRunner> {
+  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1)) fail(`CPU threads must be an integer >= 1, got ${threads}`);
+  const node = typeof process !== 'undefined' && !!process.versions?.node;
+  const n = node ? threads ?? Math.min(CPU_THREADS_MAX, (await import('node:os')).availableParallelism()) : 1;
+  const pool = n > 1 ? new (await import('./cpu/linear-pool.js')).LinearPool(n) : undefined;
+  return new CpuRunner(ck.config, ck.weights, { pool });
 }

@@ -42,6 +42,8 @@ export interface BenchOptions {
   backend: 'auto' | BackendName;
   /** WebGPU's KV cache (default f32); its bytes count at that width. */
   kvCache?: KvCacheType;
+  /** The CPU backend's threads (LoadOptions.cpuThreads). */
+  cpuThreads?: number;
   promptLen: number;
   gen: number;
   warmup: number;
@@ -213,7 +215,7 @@ export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
   }));
   if (!shapes.length) {
     const dir = o.model!;
-    const model = await loadModel(dir, { backend, kvCache: o.kvCache });
+    const model = await loadModel(dir, { backend, kvCache: o.kvCache, cpuThreads: o.cpuThreads });
     targets.push({ name: basename(resolve(dir)), config: model.config, open: async () => ({ runner: model.runner, model }) });
   }
 

@@ -2,12 +2,11 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
-import { parseBackend, parseKvCache } from '../backend/select.js';
 import { loadModel } from '../engine/model.js';
 import { analyzeSparsity, tokenizeDocuments, type SparsityAnalysis } from '../sparsity/analyze.js';
 import { renderSparsitySvg } from '../sparsity/plot-svg.js';
 import { fail } from '../util/errors.js';
-import { action, DEMO_MODEL, intArg, modelOptions } from './common.js';
+import { action, DEMO_MODEL, intArg, loadOptions, modelOptions } from './common.js';
 
 interface AnalyzeFlags {
   model?: string; backend: string; kvCache: string; data: string; tokens: number; window?: number;
@@ -27,7 +26,7 @@ export function register(program: Command): void {
   cmd.action(action(async (o: AnalyzeFlags) => {
     if (!existsSync(o.data) || !statSync(o.data).isFile()) fail(`data file not found: ${o.data}`);
     if (o.plot !== undefined && !o.plot.endsWith('.svg')) fail(`--plot must name an .svg file, got ${o.plot}`);
-    const model = await loadModel(o.model ?? DEMO_MODEL, { backend: parseBackend(o.backend), kvCache: parseKvCache(o.kvCache) });
+    const model = await loadModel(o.model ?? DEMO_MODEL, loadOptions(o));
     const c = model.config;
     if (o.plotLayer !== undefined && o.plotLayer >= c.layers) fail(`--plot-layer ${o.plotLayer} is out of range (the model has layers 0..${c.layers - 1})`);
     if (o.window !== undefined && o.window > c.maxPositions) fail(`--window ${o.window} is longer than the model's context of ${c.maxPositions}`);

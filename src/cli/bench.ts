@@ -10,7 +10,7 @@ import { parseHeadInput, parseHeadKv, PREDICTOR_INPUTS, type HeadInput, type Hea
 import { action, DEMO_MODEL, floatArg, intArg, modelOptions } from './common.js';
 
 interface BenchFlags {
-  model?: string; shape?: string; backend: string; kvCache: string; promptLen: number; gen: number; warmup: number;
+  model?: string; shape?: string; backend: string; kvCache: string; cpuThreads?: number; promptLen: number; gen: number; warmup: number;
   sparsity: string; mlpDensity?: number; headDensity: number; headKv: string; headInput?: string; oracle?: boolean; predictors?: string; selection: string; predictorInput?: string;
   json?: boolean; compareHf?: boolean; deviceMemoryGib?: number; profile?: boolean;
   kernels?: boolean; kernelMs: number; kernelSamples: number; readMib?: number; rotateMib?: number; kernelOnly?: string; kernelVariants?: boolean; kernelPositions?: string;
@@ -116,7 +116,7 @@ export function register(program: Command): void {
     const rows = await runBench({
       model: shapes ? o.model : (o.model ?? DEMO_MODEL),
       shapes,
-      backend: parseBackend(o.backend), kvCache: parseKvCache(o.kvCache),
+      backend: parseBackend(o.backend), kvCache: parseKvCache(o.kvCache), cpuThreads: o.cpuThreads,
       promptLen: o.promptLen, gen: o.gen, warmup: o.warmup,
       sparsity: parseSparsity(o.sparsity),
       mlpDensity: o.mlpDensity, headDensity: o.headDensity, headKvs: parseHeadKvs(o.headKv), headInputs: parseHeadInputs(o),

@@ -2,6 +2,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InvalidArgumentError, type Command } from 'commander';
 import { DejavuError } from '../util/errors.js';
+import { parseBackend, parseKvCache } from '../backend/select.js';
+import type { LoadOptions } from '../engine/model.js';
 
 /** The embedded demo model, committed in the repository (models/opt-gutenberg-5m). */
 export const DEMO_MODEL = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'models', 'opt-gutenberg-5m');
@@ -27,7 +29,13 @@ export function modelOptions(cmd: Command, { demoDefault = true } = {}): Command
   return cmd
     .option('--model <dir>', 'Hugging Face OPT checkpoint folder' + (demoDefault ? ' (default: the embedded opt-gutenberg-5m)' : ''))
     .option('--backend <name>', 'auto | cpu | webgpu', 'auto')
-    .option('--kv-cache <type>', 'WebGPU KV cache: f32 | f16 (half the memory, slightly slower)', 'f32');
+    .option('--kv-cache <type>', 'WebGPU KV cache: f32 | f16 (half the memory, slightly slower)', 'f32')
+    .option('--cpu-threads <n>', 'CPU backend: threads (default: the cores, at most 16)', intArg('--cpu-threads', 1));
+}
+
+/** loadModel's options from modelOptions' flags. */
+export function loadOptions(o: { backend: string; kvCache: string; cpuThreads?: number }): LoadOptions {
+  return { backend: parseBackend(o.backend), kvCache: parseKvCache(o.kvCache), cpuThreads: o.cpuThreads };
 }
 
 /**

@@ -4,7 +4,6 @@
  * and prints either a human summary or one JSON object on stdout.
  */
 import type { Command } from 'commander';
-import { parseBackend, parseKvCache } from '../backend/select.js';
 import type { Runner } from '../backend/types.js';
 import { loadModel, type Model } from '../engine/model.js';
 import type { Checkpoint } from '../model/checkpoint.js';
@@ -17,7 +16,7 @@ import { multipleChoice } from '../eval/multiple-choice.js';
 import { perplexity } from '../eval/perplexity.js';
 import { progressBar, type ProgressFn } from '../eval/progress.js';
 import { isMcTask, loadLambadaItems, loadMcItems, parseTask, TASKS, type Task } from '../eval/tasks.js';
-import { action, DEMO_MODEL, intArg, modelOptions } from './common.js';
+import { action, DEMO_MODEL, intArg, loadOptions, modelOptions } from './common.js';
 import { predictorOptions } from './predictors-option.js';
 import { loadPolicy as loadPredictorPolicy } from './predictors-option.js';
 
@@ -109,7 +108,7 @@ export function register(program: Command): void {
     const task = parseTask(o.task);
     if (o.compare && !o.predictors) fail('--compare needs --predictors DIR (the sparse model to compare with dense)');
     const text = readDataFile(o.data);
-    const model = await loadModel(o.model ?? DEMO_MODEL, { backend: parseBackend(o.backend), kvCache: parseKvCache(o.kvCache) });
+    const model = await loadModel(o.model ?? DEMO_MODEL, loadOptions(o));
     const policy = await loadPolicy(model.checkpoint, o);
     if (hasSparseHeads(policy)) {
       process.stderr.write(task === 'ppl'

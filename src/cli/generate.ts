@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
-import { parseBackend, parseKvCache } from '../backend/select.js';
 import { loadModel } from '../engine/model.js';
-import { action, DEMO_MODEL, floatArg, intArg, modelOptions } from './common.js';
+import { action, DEMO_MODEL, floatArg, intArg, loadOptions, modelOptions } from './common.js';
 import { applyPredictors, predictorOptions } from './predictors-option.js';
 
 interface GenerateFlags {
@@ -23,7 +22,7 @@ export function register(program: Command): void {
     .option('--json', 'print one JSON object with ids, text and timings instead of streaming');
   predictorOptions(cmd);
   cmd.action(action(async (prompt: string, o: GenerateFlags) => {
-    const model = await loadModel(o.model ?? DEMO_MODEL, { backend: parseBackend(o.backend), kvCache: parseKvCache(o.kvCache) });
+    const model = await loadModel(o.model ?? DEMO_MODEL, loadOptions(o));
     await applyPredictors(model, o);
     const gen = model.generate(prompt, {
       maxTokens: o.maxTokens, temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed, stop: o.stop,

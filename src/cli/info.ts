@@ -1,17 +1,16 @@
 import type { Command } from 'commander';
-import { parseBackend, parseKvCache } from '../backend/select.js';
 import { adapterName, probeAdapter } from '../backend/webgpu/device.js';
 import { loadModel } from '../engine/model.js';
 import { parameterCount } from '../model/config.js';
 import { weightBytes } from '../model/weights.js';
-import { action, DEMO_MODEL, modelOptions } from './common.js';
+import { action, DEMO_MODEL, loadOptions, modelOptions } from './common.js';
 
 export function register(program: Command): void {
   const cmd = program.command('info').description('show a checkpoint\'s config, size, and the backend and adapter it would run on');
   modelOptions(cmd).option('--json', 'print one JSON object');
   cmd.action(action(async (o: { model?: string; backend: string; kvCache: string; json?: boolean }) => {
     const adapter = await probeAdapter();
-    const model = await loadModel(o.model ?? DEMO_MODEL, { backend: parseBackend(o.backend), kvCache: parseKvCache(o.kvCache) });
+    const model = await loadModel(o.model ?? DEMO_MODEL, loadOptions(o));
     const c = model.config;
     const out = {
       model: o.model ?? DEMO_MODEL,

@@ -5,10 +5,9 @@
  */
 import { basename, resolve } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
-import { parseBackend, parseKvCache } from '../backend/select.js';
 import { loadModel } from '../engine/model.js';
 import { createServer } from '../server/http.js';
-import { action, DEMO_MODEL, modelOptions } from './common.js';
+import { action, DEMO_MODEL, loadOptions, modelOptions } from './common.js';
 import { applyPredictors, predictorOptions, type PredictorFlags } from './predictors-option.js';
 
 interface ServeFlags extends PredictorFlags {
@@ -30,7 +29,7 @@ export function register(program: Command): void {
   predictorOptions(cmd);
   cmd.action(action(async (o: ServeFlags) => {
     const dir = o.model ?? DEMO_MODEL;
-    const model = await loadModel(dir, { backend: parseBackend(o.backend), kvCache: parseKvCache(o.kvCache) });
+    const model = await loadModel(dir, loadOptions(o));
     await applyPredictors(model, o);
     const server = createServer(model, {
       modelName: o.modelName ?? basename(resolve(dir)),

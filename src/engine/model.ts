@@ -14,6 +14,8 @@ export interface LoadOptions {
   gpu?: GpuOptions;
   /** WebGPU's KV cache: 'f32' (default, fastest measured) or 'f16' (half the cache's memory). */
   kvCache?: KvCacheType;
+  /** The CPU backend's threads (Node; default: the cores, at most 16; a browser runs one). */
+  cpuThreads?: number;
 }
 
 /** A model ready to generate: checkpoint, tokenizer and a runner on one backend. */
@@ -48,7 +50,7 @@ export async function loadModel(source: string | FileSource, options: LoadOption
   const src = typeof source === 'string' ? await (await import('../model/node-source.js')).NodeFileSource.open(source) : source;
   try {
     const ck = await loadCheckpoint(src);
-    return new Model(ck, await createRunner(ck, options.backend ?? 'auto', { ...options.gpu, kvCache: options.kvCache }));
+    return new Model(ck, await createRunner(ck, options.backend ?? 'auto', { ...options.gpu, kvCache: options.kvCache }, options.cpuThreads));
   } finally {
     await src.close();
   }

@@ -12,12 +12,17 @@ import { floatsToHalves, halvesToFloats } from '../../util/f16.js';
  * to the bit).
  */
 export function linear(x: Float32Array, T: number, W: Float32Array, b: Float32Array | null, nIn: number, nOut: number, y: Float32Array = new Float32Array(T * nOut)): Float32Array {
+  return linearRange(x, T, W, b, nIn, nOut, y, 0, nOut);
+}
+
+/** linear's outputs [o0, o1) of every row into y (row stride nOut): the same bits as linear's (CPU threads split the outputs so). */
+export function linearRange(x: Float32Array, T: number, W: Float32Array, b: Float32Array | null, nIn: number, nOut: number, y: Float32Array, o0: number, o1: number): Float32Array {
   let t = 0;
   for (; t + 4 <= T; t += 4) {
     const x0 = t * nIn, x1 = x0 + nIn, x2 = x1 + nIn, x3 = x2 + nIn;
     const y0 = t * nOut, y1 = y0 + nOut, y2 = y1 + nOut, y3 = y2 + nOut;
-    let o = 0;
-    for (; o + 2 <= nOut; o += 2) {
+    let o = o0;
+    for (; o + 2 <= o1; o += 2) {
       const w0 = o * nIn, w1 = w0 + nIn;
       let a0 = 0, a1 = 0, a2 = 0, a3 = 0, c0 = 0, c1 = 0, c2 = 0, c3 = 0;
       for (let i = 0; i < nIn; i++) {
@@ -30,7 +35,7 @@ export function linear(x: Float32Array, T: number, W: Float32Array, b: Float32Ar
       y[y0 + o] = a0 + bu; y[y1 + o] = a1 + bu; y[y2 + o] = a2 + bu; y[y3 + o] = a3 + bu;
       y[y0 + o + 1] = c0 + bv; y[y1 + o + 1] = c1 + bv; y[y2 + o + 1] = c2 + bv; y[y3 + o + 1] = c3 + bv;
     }
-    for (; o < nOut; o++) {
+    for (; o < o1; o++) {
       const w = o * nIn;
       let a0 = 0, a1 = 0, a2 = 0, a3 = 0;
       for (let i = 0; i < nIn; i++) {
@@ -43,8 +48,8 @@ export function linear(x: Float32Array, T: number, W: Float32Array, b: Float32Ar
   }
   for (; t < T; t++) {
     const xo = t * nIn, yo = t * nOut;
-    let o = 0;
-    for (; o + 4 <= nOut; o += 4) {
+    let o = o0;
+    for (; o + 4 <= o1; o += 4) {
       const w0 = o * nIn, w1 = w0 + nIn, w2 = w1 + nIn, w3 = w2 + nIn;
       let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
       for (let i = 0; i < nIn; i++) {
@@ -54,7 +59,7 @@ export function linear(x: Float32Array, T: number, W: Float32Array, b: Float32Ar
       y[yo + o] = s0 + (b ? b[o] : 0); y[yo + o + 1] = s1 + (b ? b[o + 1] : 0);
       y[yo + o + 2] = s2 + (b ? b[o + 2] : 0); y[yo + o + 3] = s3 + (b ? b[o + 3] : 0);
     }
-    for (; o < nOut; o++) {
+    for (; o < o1; o++) {
       const w = o * nIn;
       let s = 0;
       for (let i = 0; i < nIn; i++) s += W[w + i] * x[xo + i];

@@ -11,6 +11,16 @@ import { checkStatsRequest } from '../row-stats.js';
 import { rowStatsOf } from '../../eval/logprob.js';
 import { headAttention, headContribNorms, headOutGram, selectHeads } from './heads.js';
 import { addInPlace, argmax, attention, blockSelect, layerNorm, linear, reluInPlace, sparseMlp, topK, transpose } from './kernels.js';
+import type { LinearPool } from './linear-pool.js';
+
+export interface CpuRunnerOptions {
+  /**
+   * Threads for linear (linear-pool.ts: each a range of the outputs, the same bits as one thread);
+   * the runner shares its weights with them and closes the pool on dispose. Node only (select.ts
+   * makes one); without it, one thread.
+   */
+  pool?: LinearPool;
+}
 
 interface CpuLayer {
   attnLnW: Float32Array; attnLnB: Float32Array;   // (d)
@@ -58,7 +68,7 @@ export async function decodeGreedyOnHost(r: Runner, first: number, maxSteps: num
 /** The reference backend: plain TypeScript, float32 everywhere. */
 export class CpuRunner implements Runner {
   readonly backend = 'cpu' as const;
-  readonly description = 'cpu: TypeScript, float32';
+  get description(): string { return `cpu: TypeScript, float32, ${this.pool?.threads ?? 1} thread${(this.pool?.threads ?? 1) > 1 ? 's' : ''}`; }
   private pos = 0;
   private policy: SparsityPolicy | null = null;
   private layers: CpuLayer[];
@@ -67,8 +77,12 @@ export class CpuRunner implements Runner {
   private finalLnW: Float32Array | null; private finalLnB: Float32Array | null;
   private lmHead: Float32Array;
 
-  constructor(readonly config: OptConfig, w: OptWeights) {
+  /** linear on several threads (CpuRunnerOptions.pool), the weights in shared memory; else null. */
+  private pool: LinearPool | null;
+
+  constructor(readonly config: OptConfig, w: OptWeights, opts: CpuRunnerOptions = {}) {
     const c = config;
+    this.pool = opts.pool ?? null;
     this.embed = toF32(w.embedTokens);
     this.positions = toF32(w.embedPositions);
     this.projectIn = f32(w.projectIn); this.projectOut = f32(w.projectOut);
@@ -86,11 +100,29 @@ export class CpuRunner implements Runner {
       vCache: new Float32Array(c.maxPositions * c.hidden),
       skip: null,
     }));
+    const pool = this.pool;
+    if (pool) {
+      // The matrices (and biases) linear reads, in shared memory for the threads.
+      const sh = <A extends Float32Array | null>(a: A): A => (a ? pool.share(a) : a) as A;
+      this.projectIn = sh(this.projectIn); this.projectOut = sh(this.projectOut);
+      const tied = this.lmHead === this.embed;
+      this.lmHead = sh(this.lmHead);
+      if (tied) this.embed = this.lmHead;
+      for (const L of this.layers) {
+        L.qkvW = sh(L.qkvW); L.qkvB = sh(L.qkvB); L.oW = sh(L.oW); L.oB = sh(L.oB);
+        L.fc1W = sh(L.fc1W); L.fc1B = sh(L.fc1B); L.fc2W = sh(L.fc2W); L.fc2B = sh(L.fc2B);
+      }
+    }
+  }
+
+  /** linear (kernels.ts), on the pool's threads where there is one. */
+  private lin(x: Float32Array, T: number, W: Float32Array, b: Float32Array | null, nIn: number, nOut: number): Float32Array {
+    return this.pool ? this.pool.linear(x, T, W, b, nIn, nOut) : linear(x, T, W, b, nIn, nOut);
   }
 
   get position(): number { return this.pos; }
   reset(): void { this.pos = 0; }
-  dispose(): void { this.layers = []; }
+  dispose(): void { this.layers = []; this.pool?.close(); }
 
   setSparsity(policy: SparsityPolicy | null): void {
     const c = this.config;
@@ -164,7 +196,7 @@ export class CpuRunner implements Runner {
     // Embeddings: token (projected to d when e != d) + learned position at pos + 2.
     let tok: Float32Array = new Float32Array(T * e);
     ids.forEach((id, t) => tok.set(this.embed.subarray(id * e, (id + 1) * e), t * e));
-    if (this.projectIn) tok = linear(tok, T, this.projectIn, null, e, d);
+    if (this.projectIn) tok = this.lin(tok, T, this.projectIn, null, e, d);
     const x = tok;
     for (let t = 0; t < T; t++) {
       const p = (this.pos + t + OPT_POSITION_OFFSET) * d;
@@ -184,7 +216,7 @@ export class CpuRunner implements Runner {
         o = this.sparseHeads(hp, l, h, headReadsPrev(this.policy, l) ? prevH! : h);
         if (headNorm) for (let g = 0; g < c.heads; g++) headNorm[g] = Math.hypot(...o.subarray(g * c.headDim, (g + 1) * c.headDim));
       } else {
-        const qkv = linear(h, T, L.qkvW, L.qkvB, d, 3 * d);
+        const qkv = this.lin(h, T, L.qkvW, L.qkvB, d, 3 * d);
         const q = new Float32Array(T * d);
         for (let t = 0; t < T; t++) {
           const s = t * 3 * d, dst = (this.pos + t) * d;
@@ -206,7 +238,7 @@ export class CpuRunner implements Runner {
       prevH = h;
       if (headNorm) emit(l, 'head_norm', headNorm);
       emit(l, 'attn_out', o);
-      addInPlace(x, linear(o, T, L.oW, L.oB, d, d));
+      addInPlace(x, this.lin(o, T, L.oW, L.oB, d, d));
       if (!c.preLayerNorm) layerNorm(x, T, d, L.attnLnW, L.attnLnB, c.layerNormEps, x);
 
       // MLP block
@@ -225,9 +257,9 @@ export class CpuRunner implements Runner {
         emit(l, 'fc1_act', act);
         addInPlace(x, y);
       } else {
-        const a = reluInPlace(linear(m, T, L.fc1W, L.fc1B, d, f));
+        const a = reluInPlace(this.lin(m, T, L.fc1W, L.fc1B, d, f));
         emit(l, 'fc1_act', a);
-        addInPlace(x, linear(a, T, L.fc2W, L.fc2B, f, d));
+        addInPlace(x, this.lin(a, T, L.fc2W, L.fc2B, f, d));
       }
       if (!c.preLayerNorm) layerNorm(x, T, d, L.mlpLnW, L.mlpLnB, c.layerNormEps, x);
     }
@@ -239,8 +271,8 @@ export class CpuRunner implements Runner {
     const rows = opts.allLogits ? T : 1;
     const last = x.subarray((T - rows) * d);
     let hf = this.finalLnW ? layerNorm(last, rows, d, this.finalLnW, this.finalLnB!, c.layerNormEps) : last.slice();
-    if (this.projectOut) hf = linear(hf, rows, this.projectOut, null, d, e);
-    return linear(hf, rows, this.lmHead, null, e, c.vocabSize);
+    if (this.projectOut) hf = this.lin(hf, rows, this.projectOut, null, d, e);
+    return this.lin(hf, rows, this.lmHead, null, e, c.vocabSize);
   }
 
   decodeGreedy(first: number, maxSteps: number, onToken: (id: number) => boolean): Promise<number[]> {
@@ -303,7 +335,7 @@ export class CpuRunner implements Runner {
    */
   private oracleHeads(k: number, l: number, h: Float32Array, kvAll: boolean, win: number): Float32Array {
     const c = this.config, d = c.hidden, H = c.heads, hd = c.headDim, L = this.layers[l];
-    const qkv = linear(h, 1, L.qkvW, L.qkvB, d, 3 * d), at = this.pos * d;
+    const qkv = this.lin(h, 1, L.qkvW, L.qkvB, d, 3 * d), at = this.pos * d;
     L.kCache.set(qkv.subarray(d, 2 * d), at);
     L.vCache.set(qkv.subarray(2 * d, 3 * d), at);
     L.skip!.fill(0, this.pos * H, (this.pos + 1) * H);
@@ -323,7 +355,7 @@ export class CpuRunner implements Runner {
     if (s.kind === 'fixed') return s.indices;
     if (s.kind === 'oracle') {
       const L = this.layers[l];
-      return topK(linear(mlpIn.subarray(t * d, (t + 1) * d), 1, L.fc1W, L.fc1B, d, this.config.ffn), lp.k);
+      return topK(this.lin(mlpIn.subarray(t * d, (t + 1) * d), 1, L.fc1W, L.fc1B, d, this.config.ffn), lp.k);
     }
     const n = predictorWidth(this.policy!.input, d);
     const scores = predictScores(s.predictor, predIn.subarray(t * n, (t + 1) * n), n);
