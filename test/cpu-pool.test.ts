@@ -23,7 +23,12 @@ test('LinearPool: every thread count gives linear\'s bits on odd shapes (a share
         // An unshared bias (or W) runs on the calling thread: the same bits.
         assert.deepEqual(pool.linear(x, T, Ws, b, nIn, nOut), want);
       }
-      assert.ok(POOL_MIN_MACS > 1);
+      assert.equal(pool.pooledCalls, 8, 'the shared calls ran on the threads (not the 3-output one: fewer than 4 a thread)');
+      // Small work stays on the calling thread.
+      const xs = randomArray(8, r), Wsmall = pool.share(randomArray(8 * 64, r));
+      assert.ok(8 * 64 < POOL_MIN_MACS);
+      assert.deepEqual(pool.linear(xs, 1, Wsmall, null, 8, 64), linear(xs, 1, Wsmall, null, 8, 64));
+      assert.equal(pool.pooledCalls, 8);
     } finally {
       pool.close();
     }
@@ -45,4 +50,17 @@ test('a CPU runner with 3 threads gives the logits of one thread, prompt and dec
     for (const id of [5, 17, 300]) assert.deepEqual(await three.forward([id]), await one.forward([id]));
   }
   one.dispose(); three.dispose();
+});
+
+test('LinearPool: a worker that is gone leaves its parts to the calling thread; a closed pool runs alone', async () => {
+  const r = rng(9), pool = new LinearPool(2);
+  try {
+    const x = randomArray(3 * 200, r), W = randomArray(500 * 200, r), Ws = pool.share(W);
+    const want = linear(x, 3, W, null, 200, 500);
+    assert.deepEqual(pool.linear(x, 3, Ws, null, 200, 500), want);
+    await (pool as unknown as { workers: { terminate(): Promise<number> }[] }).workers[0].terminate();
+    assert.deepEqual(pool.linear(x, 3, Ws, null, 200, 500), want, 'the calling thread took every part');
+  } finally {
+    pool.close();
+  }
 });

@@ -41,7 +41,7 @@ export async function createRunner(ck: Checkpoint, choice: BackendChoice = 'auto
   return (await webGpuFactory())(ck.config, ck.weights, gpuOpts);
 }
 
-/** Most threads the CPU backend takes by default (its linear stops gaining once memory bandwidth binds). */
+/** Most threads the CPU backend takes by default (each thread's share of a product shrinks; not measured past 2 cores). */
 const CPU_THREADS_MAX = 16;
 
 /**
@@ -52,7 +52,9 @@ const CPU_THREADS_MAX = 16;
 export async function cpuRunner(ck: Checkpoint, threads?: number): Promise<CpuRunner> {
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1)) fail(`CPU threads must be an integer >= 1, got ${threads}`);
   const node = typeof process !== 'undefined' && !!process.versions?.node;
-  const n = node ? threads ?? Math.min(CPU_THREADS_MAX, (await import('node:os')).availableParallelism()) : 1;
+  const cores = node ? (await import('node:os')).availableParallelism() : 1;
+  if (threads !== undefined && threads > 4 * cores) fail(`CPU threads: ${threads} is more than 4 per core (${cores} cores)`);
+  const n = node ? threads ?? Math.min(CPU_THREADS_MAX, cores) : 1;
   const pool = n > 1 ? new (await import('./cpu/linear-pool.js')).LinearPool(n) : undefined;
   return new CpuRunner(ck.config, ck.weights, { pool });
 }

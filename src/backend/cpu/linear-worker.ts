@@ -1,27 +1,27 @@
 /**
- * A LinearPool worker (linear-pool.ts): holds the shared arrays it is sent, waits on the control
- * words' generation, computes its part of the outputs, and counts itself done.
+ * A LinearPool worker (linear-pool.ts): holds the shared arrays it is sent, waits for a new job
+ * generation, claims parts of the outputs until none are left, and waits again.
  */
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { linearRange } from './kernels.js';
-import { CTL, outputRange } from './linear-pool.js';
+import { claimParts, CTL, outputRange } from './linear-pool.js';
 
-const { ctl: buf, index, parts, gen0 } = workerData as { ctl: SharedArrayBuffer; index: number; parts: number; gen0: number };
+const { ctl: buf, gen0 } = workerData as { ctl: SharedArrayBuffer; gen0: number };
 const ctl = new Int32Array(buf);
 const arrays = new Map<number, Float32Array>();
 
-/** Takes every registration queued so far (the calling thread posts them before the job that needs them). */
+/** Takes every registration (and drop) queued so far: the calling thread posts them before the job that needs them. */
 function drain(): void {
   for (let m = receiveMessageOnPort(parentPort!); m; m = receiveMessageOnPort(parentPort!)) {
-    const { id, buf: b, length } = m.message as { id: number; buf: SharedArrayBuffer; length: number };
-    arrays.set(id, new Float32Array(b, 0, length));
+    const msg = m.message as { id: number; buf: SharedArrayBuffer; length: number } | { drop: number };
+    if ('drop' in msg) arrays.delete(msg.drop);
+    else arrays.set(msg.id, new Float32Array(msg.buf, 0, msg.length));
   }
 }
 
 function get(id: number): Float32Array {
-  let a = arrays.get(id);
-  if (!a) { drain(); a = arrays.get(id); }
-  if (!a) throw new Error(`linear worker ${index}: array ${id} was never shared`);
+  const a = arrays.get(id);
+  if (!a) throw new Error(`linear worker: array ${id} was never shared`);
   return a;
 }
 
@@ -31,14 +31,11 @@ for (;;) {
   Atomics.wait(ctl, CTL.GEN, gen);
   gen = Atomics.load(ctl, CTL.GEN);
   if (Atomics.load(ctl, CTL.STOP)) break;
-  try {
-    drain();
-    const T = ctl[CTL.T], nIn = ctl[CTL.IN], nOut = ctl[CTL.OUT], bId = ctl[CTL.B];
-    const [o0, o1] = outputRange(nOut, parts, index);
-    if (o1 > o0) linearRange(get(ctl[CTL.X]), T, get(ctl[CTL.W]), bId >= 0 ? get(bId) : null, nIn, nOut, get(ctl[CTL.Y]), o0, o1);
-  } catch {
-    Atomics.store(ctl, CTL.ERR, 1);   // the calling thread throws once every part has reported
-  } finally {
-    if (Atomics.sub(ctl, CTL.PENDING, 1) === 1) Atomics.notify(ctl, CTL.PENDING);
-  }
+  drain();
+  // The job's fields as read now; a claim succeeds only if they are still this generation's (claimParts).
+  const T = ctl[CTL.T], nIn = ctl[CTL.IN], nOut = ctl[CTL.OUT], wId = ctl[CTL.W], bId = ctl[CTL.B], xId = ctl[CTL.X], yId = ctl[CTL.Y], parts = ctl[CTL.PARTS];
+  claimParts(ctl, gen, (part) => {
+    const [o0, o1] = outputRange(nOut, parts, part);
+    linearRange(get(xId), T, get(wId), bId >= 0 ? get(bId) : null, nIn, nOut, get(yId), o0, o1);
+  });
 }

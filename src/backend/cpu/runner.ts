@@ -13,11 +13,15 @@ import { headAttention, headContribNorms, headOutGram, selectHeads } from './hea
 import { addInPlace, argmax, attention, blockSelect, layerNorm, linear, reluInPlace, sparseMlp, topK, transpose } from './kernels.js';
 import type { LinearPool } from './linear-pool.js';
 
+/** Closes the pool of a CPU runner that was dropped without dispose. */
+const poolFinalizer = new FinalizationRegistry<LinearPool>((pool) => pool.close());
+
 export interface CpuRunnerOptions {
   /**
    * Threads for linear (linear-pool.ts: each a range of the outputs, the same bits as one thread);
-   * the runner shares its weights with them and closes the pool on dispose. Node only (select.ts
-   * makes one); without it, one thread.
+   * the runner copies the matrices linear reads into shared memory (a checkpoint stored in f32 is
+   * then held twice while the checkpoint is) and closes the pool on dispose (or when it is
+   * garbage-collected). Node only (select.ts makes one); without it, one thread.
    */
   pool?: LinearPool;
 }
@@ -82,37 +86,30 @@ export class CpuRunner implements Runner {
 
   constructor(readonly config: OptConfig, w: OptWeights, opts: CpuRunnerOptions = {}) {
     const c = config;
-    this.pool = opts.pool ?? null;
-    this.embed = toF32(w.embedTokens);
+    const pool = this.pool = opts.pool ?? null;
+    // With a pool, the matrices (and biases) linear reads go to shared memory as each is made, so the
+    // unshared copy of one matrix at a time is all that exists besides them.
+    const sh = <A extends Float32Array | null>(a: A): A => (pool && a ? pool.share(a) : a) as A;
+    const tied = w.lmHead === w.embedTokens;
+    this.lmHead = sh(toF32(w.lmHead));
+    this.embed = tied ? this.lmHead : toF32(w.embedTokens);
     this.positions = toF32(w.embedPositions);
-    this.projectIn = f32(w.projectIn); this.projectOut = f32(w.projectOut);
+    this.projectIn = sh(f32(w.projectIn)); this.projectOut = sh(f32(w.projectOut));
     this.finalLnW = f32(w.finalLnW); this.finalLnB = f32(w.finalLnB);
-    this.lmHead = w.lmHead === w.embedTokens ? this.embed : toF32(w.lmHead);
     this.layers = w.layers.map((l) => ({
       attnLnW: toF32(l.attnLnW), attnLnB: toF32(l.attnLnB),
-      qkvW: concat([toF32(l.qW), toF32(l.kW), toF32(l.vW)]),
-      qkvB: l.qB && l.kB && l.vB ? concat([toF32(l.qB), toF32(l.kB), toF32(l.vB)]) : null,
-      oW: toF32(l.oW), oB: f32(l.oB),
+      qkvW: sh(concat([toF32(l.qW), toF32(l.kW), toF32(l.vW)])),
+      qkvB: sh(l.qB && l.kB && l.vB ? concat([toF32(l.qB), toF32(l.kB), toF32(l.vB)]) : null),
+      oW: sh(toF32(l.oW)), oB: sh(f32(l.oB)),
       mlpLnW: toF32(l.mlpLnW), mlpLnB: toF32(l.mlpLnB),
-      fc1W: toF32(l.fc1W), fc1B: f32(l.fc1B),
-      fc2W: toF32(l.fc2W), fc2B: f32(l.fc2B), fc2T: null,
+      fc1W: sh(toF32(l.fc1W)), fc1B: sh(f32(l.fc1B)),
+      fc2W: sh(toF32(l.fc2W)), fc2B: sh(f32(l.fc2B)), fc2T: null,
       kCache: new Float32Array(c.maxPositions * c.hidden),
       vCache: new Float32Array(c.maxPositions * c.hidden),
       skip: null,
     }));
-    const pool = this.pool;
-    if (pool) {
-      // The matrices (and biases) linear reads, in shared memory for the threads.
-      const sh = <A extends Float32Array | null>(a: A): A => (a ? pool.share(a) : a) as A;
-      this.projectIn = sh(this.projectIn); this.projectOut = sh(this.projectOut);
-      const tied = this.lmHead === this.embed;
-      this.lmHead = sh(this.lmHead);
-      if (tied) this.embed = this.lmHead;
-      for (const L of this.layers) {
-        L.qkvW = sh(L.qkvW); L.qkvB = sh(L.qkvB); L.oW = sh(L.oW); L.oB = sh(L.oB);
-        L.fc1W = sh(L.fc1W); L.fc1B = sh(L.fc1B); L.fc2W = sh(L.fc2W); L.fc2B = sh(L.fc2B);
-      }
-    }
+    // A runner dropped without dispose still stops its threads (they hold every shared matrix).
+    if (pool) poolFinalizer.register(this, pool);
   }
 
   /** linear (kernels.ts), on the pool's threads where there is one. */
