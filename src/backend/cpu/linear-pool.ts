@@ -20,8 +20,11 @@ const CTL_WORDS = 16;
 export const GEN_MASK = 0x7fff;
 /** Below this many multiply-adds a call runs on the calling thread alone (waking the workers costs tens of µs). */
 export const POOL_MIN_MACS = 1 << 16;
-/** A call whose parts make no progress for this long fails (a worker died holding a part). */
-const STALL_MS = 60_000;
+/**
+ * A call whose parts make no progress for this long fails (a worker died holding a part). A part is
+ * a thread's share of one product: OPT-30B's LM head over 2048 positions is ~30 s of it on 16 threads.
+ */
+const STALL_MS = 300_000;
 
 /** The outputs [o0, o1) of part `i` of `parts`: multiples of 4 where they can be (linear's widest tiles). */
 export function outputRange(nOut: number, parts: number, i: number): [number, number] {
