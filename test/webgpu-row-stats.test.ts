@@ -1,17 +1,18 @@
 /**
  * Evaluation's per-row statistics on the device (kernels/row-stats.ts) against their float64 twin
- * (eval/logprob.ts rowStatsOf): the kernel on random odd shapes with planted ties, and the runners'
+ * (backend/row-stats.ts rowStatsOf): the kernel on random odd shapes with planted ties, and the runners'
  * forwardStats against the statistics of their own forward's logits, across prompt passes.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Kernels, readF32, runNow } from '../src/backend/webgpu/ops.js';
-import { ROW_STATS_FLOATS } from '../src/backend/webgpu/kernels/row-stats.js';
+import { readRowStats, ROW_STATS_FLOATS } from '../src/backend/webgpu/kernels/row-stats.js';
 import { createWebGpuRunner } from '../src/backend/webgpu/runner.js';
 import { CpuRunner } from '../src/backend/cpu/runner.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import type { RowStats, Runner } from '../src/backend/types.js';
-import { argmaxRow, klRow, rowStatsOf, tokenLogprob } from '../src/eval/logprob.js';
+import { argmaxRow, klRow, tokenLogprob } from '../src/eval/logprob.js';
+import { rowStatsOf } from '../src/backend/row-stats.js';
 import { comparePerplexity } from '../src/eval/compare.js';
 import { perplexity, prepareWindows } from '../src/eval/perplexity.js';
 import { requestIds, scoreRequest } from '../src/eval/score.js';
@@ -54,12 +55,7 @@ test('webgpu row stats: lse, target logit, argmax (ties to the lowest index) and
     await runNow(k, [k.rowStats({ logits: k.f32Buffer(ref, 'ref'), targets: T, out: refOut, rows: total, V, rowOff: 0 }, own)], own);
     const R = k.f32Buffer(ref.slice(rowOff * V), 'ref, this pass');
     await runNow(k, [k.rowStats({ logits: L, targets: T, out, rows, V, rowOff, ref: { logits: R, out: refOut } }, own)], own);
-    const f = await readF32(k, out, total * ROW_STATS_FLOATS), u = new Uint32Array(f.buffer);
-    const got: RowStats = { lse: new Float64Array(rows), target: new Float64Array(rows), argmax: new Int32Array(rows), kl: new Float64Array(rows) };
-    for (let i = 0; i < rows; i++) {
-      const o = (rowOff + i) * ROW_STATS_FLOATS;
-      got.lse[i] = f[o]; got.target[i] = f[o + 1]; got.argmax[i] = u[o + 2]; got.kl![i] = f[o + 3];
-    }
+    const got = readRowStats((await readF32(k, out, total * ROW_STATS_FLOATS)).buffer as ArrayBuffer, rowOff, rows, true);
     const want = rowStatsOf(logits, rows, V, targets.slice(rowOff), ref.subarray(rowOff * V));
     assertStats(got, want, `rows=${rows} V=${V} rowOff=${rowOff}`);
     if (V > 2) assert.equal(got.argmax[0], 0, 'a tie goes to the lowest index');

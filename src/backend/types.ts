@@ -82,7 +82,7 @@ export interface Runner {
   /**
    * `forward(ids, { allLogits: true })` reduced to RowStats where the logits are: the WebGPU runner
    * computes them on the device (f32; kernels/row-stats.ts) and reads back 4 words a row instead of
-   * V floats; the CPU runner in float64 (eval/logprob.ts rowStatsOf). Same positions and KV effect
+   * V floats; the CPU runner in float64 (backend/row-stats.ts rowStatsOf). Same positions and KV effect
    * as forward.
    */
   forwardStats(ids: number[], opts: StatsOptions): Promise<RowStats>;

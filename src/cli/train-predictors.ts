@@ -3,9 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
-import { createRunner, parseBackend } from '../backend/select.js';
+import { cpuRunner, createRunner, parseBackend } from '../backend/select.js';
 import type { BackendChoice, Runner } from '../backend/types.js';
-import { CpuRunner } from '../backend/cpu/runner.js';
 import { loadCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import { NodeFileSource } from '../model/node-source.js';
 import { calibrateLayer, rankStats, roundK, type LayerCalibration } from '../sparsity/calibrate.js';
@@ -36,7 +35,7 @@ async function collectionRunner(ck: Checkpoint, choice: BackendChoice): Promise<
   try { return await createRunner(ck, choice); } catch (e) {
     if (choice !== 'auto' || (e as { code?: string }).code !== 'ERR_MODULE_NOT_FOUND') throw e;
     process.stderr.write('dejavu: the WebGPU runner is not available; collecting on the CPU backend\n');
-    return new CpuRunner(ck.config, ck.weights);
+    return cpuRunner(ck);
   }
 }
 

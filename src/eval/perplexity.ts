@@ -3,7 +3,7 @@ import type { RowStats, Runner } from '../backend/types.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import { fail } from '../util/errors.js';
 import { scoredTokens, tokenizeDocuments, windowsOf } from './corpus.js';
-import { rowStatsOf } from './logprob.js';
+import { rowStatsOf } from '../backend/row-stats.js';
 import type { ProgressFn } from './progress.js';
 
 export interface PerplexityOptions {
@@ -69,20 +69,17 @@ export interface HostReference { logits: Float32Array | null }
  * `kl` as in StatsOptions.
  */
 export async function windowStats(runner: Runner, ids: number[], opts: { decode?: boolean; keep?: boolean; kl?: boolean } = {}, host: HostReference = { logits: null }): Promise<RowStats> {
-  const targets = [...ids.slice(1), 0];
-  runner.reset();
-  let stats: RowStats;
-  if (opts.decode) {
-    const V = runner.config.vocabSize;
-    if (opts.kl && host.logits?.length !== ids.length * V) fail(`windowStats: kl needs a window of ${ids.length} tokens kept before`);
-    const logits = await decodeLogits(runner, ids, 1);
-    stats = rowStatsOf(logits, ids.length, V, targets, opts.kl ? host.logits : null);
-    if (opts.keep) host.logits = logits;
-  } else {
-    stats = await runner.forwardStats(ids, { targets, keep: opts.keep, kl: opts.kl });
+  const targets = [...ids.slice(1), 0], V = runner.config.vocabSize;
+  if (!opts.decode) {
+    runner.reset();
+    const stats = await runner.forwardStats(ids, { targets, keep: opts.keep, kl: opts.kl });
+    runner.reset();
+    return stats;
   }
-  runner.reset();
-  return stats;
+  if (opts.kl && host.logits?.length !== ids.length * V) fail(`windowStats: kl needs a window of ${ids.length} tokens kept before`);
+  const logits = await windowLogits(runner, ids, true);
+  if (opts.keep) host.logits = logits;
+  return rowStatsOf(logits, ids.length, V, targets, opts.kl ? host.logits : null);
 }
 
 /** Sum of -log p(ids[t+1] | ids[..t]) over a window of n tokens, from its row statistics. */

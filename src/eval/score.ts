@@ -2,7 +2,7 @@
 import type { Runner } from '../backend/types.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import { fail } from '../util/errors.js';
-import { rowStatsOf } from './logprob.js';
+import { rowStatsOf } from '../backend/row-stats.js';
 import { decodeLogits } from './perplexity.js';
 import type { Request } from './tasks.js';
 

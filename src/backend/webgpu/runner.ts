@@ -16,9 +16,8 @@ import { floatsToHalves } from '../../util/f16.js';
 import { columns } from '../../util/rows.js';
 import { fail } from '../../util/errors.js';
 import type { ForwardOptions, RowStats, Runner, StatsOptions, TracePoint } from '../types.js';
-import { checkStatsRequest } from '../row-stats.js';
-import { maskRows } from '../../eval/logprob.js';
-import { ROW_STATS_FLOATS } from './kernels/row-stats.js';
+import { checkStatsRequest, maskRows } from '../row-stats.js';
+import { readRowStats, ROW_STATS_FLOATS } from './kernels/row-stats.js';
 import { openGpu, type Gpu, type GpuOptions } from './device.js';
 import { ceil4, ceilDiv } from './kernels/common.js';
 import { attentionSplitShape } from './kernels/attention.js';
@@ -1234,7 +1233,7 @@ class GpuRunner implements WebGpuRunner {
   async forwardStats(ids: number[], opts: StatsOptions): Promise<RowStats> {
     const V = this.config.vocabSize, N = ids.length;
     checkStatsRequest(ids, opts, V, this.statsRefRows, this.pos, this.config.maxPositions);
-    const S = this.statsState(opts.keep || opts.kl ? Math.ceil(N / Math.min(TCAP, this.config.maxPositions)) : 0);
+    const S = this.statsState();
     this.k.device.queue.writeBuffer(S.targets, 0, Uint32Array.from(opts.targets));
     if (opts.keep) this.statsRefRows = null;   // (overwritten from the first pass on; valid again once all ran)
     // The passes' stats dispatches and, in the last pass's submission, the copies out (run).
@@ -1242,27 +1241,20 @@ class GpuRunner implements WebGpuRunner {
     if (opts.keep) this.statsRefRows = N;
     const bytes = N * ROW_STATS_FLOATS * 4;
     await S.stage.mapAsync(GPUMapMode.READ, 0, bytes);
-    const u = new Uint32Array(S.stage.getMappedRange(0, bytes).slice(0)), f = new Float32Array(u.buffer);
+    const stats = readRowStats(S.stage.getMappedRange(0, bytes).slice(0), 0, N, !!opts.kl);
     S.stage.unmap();
-    const lse = new Float64Array(N), target = new Float64Array(N), argmax = new Int32Array(N), kl = opts.kl ? new Float64Array(N) : null;
-    for (let t = 0; t < N; t++) {
-      const o = t * ROW_STATS_FLOATS;
-      lse[t] = f[o]; target[t] = f[o + 1]; argmax[t] = u[o + 2];
-      if (kl) kl[t] = f[o + 3];
-    }
-    const stats = { lse, target, argmax, kl };
     maskRows(stats, opts.from ?? 0);   // (computed on the device anyway: a few µs a row)
     return stats;
   }
 
   /**
    * forwardStats' device state, made once for the whole context (targets, out, its staging copy and
-   * the reference's out rows: 16 bytes a position), with the reference's logits kept a pass to a
-   * buffer (TCAP rows of V floats each, within any binding limit), `passes` of them at least. Nothing
-   * is created per call: with fifteen eval processes on one GPU, buffers created every forward cost
-   * more than the statistics saved (buffer creation serialises across processes).
+   * the reference's out rows: 16 bytes a position); the reference's logits, a pass to a buffer, come
+   * from refLogits. Nothing is created per call: with fifteen eval processes on one GPU, buffers
+   * created every forward cost more than the statistics saved (buffer creation serialises across
+   * processes).
    */
-  private statsState(passes: number): StatsBuffers {
+  private statsState(): StatsBuffers {
     const c = this.config, k = this.k;
     if (!this.stats) {
       const words = c.maxPositions * ROW_STATS_FLOATS * 4;
@@ -1272,9 +1264,17 @@ class GpuRunner implements WebGpuRunner {
         refLogits: [], dispatches: new Map(), own: [],
       };
     }
-    const S = this.stats;
-    while (S.refLogits.length < passes) S.refLogits.push(k.buffer(Math.min(TCAP, c.maxPositions) * c.vocabSize * 4, `stats reference logits, pass ${S.refLogits.length}`));
-    return S;
+    return this.stats;
+  }
+
+  /**
+   * The buffer that keeps pass i's logits as the reference (TCAP rows of V floats: within any binding
+   * limit), made the first time a `keep` reaches that pass; a `kl` of the same length reads the same ones.
+   */
+  private refLogits(S: StatsBuffers, i: number): GPUBuffer {
+    const c = this.config;
+    while (S.refLogits.length <= i) S.refLogits.push(this.k.buffer(Math.min(TCAP, c.maxPositions) * c.vocabSize * 4, `stats reference logits, pass ${S.refLogits.length}`));
+    return S.refLogits[i];
   }
 
   /** The row-stats dispatch of pass i (T rows from global row rowOff): kept, as a window's passes recur. */
@@ -1283,7 +1283,7 @@ class GpuRunner implements WebGpuRunner {
     let d = S.dispatches.get(key);
     if (!d) {
       d = this.k.rowStats({ logits: this.logits, targets: S.targets, out: S.out, rows: T, V: this.config.vocabSize, rowOff,
-        ref: kl ? { logits: S.refLogits[i], out: S.refOut } : undefined }, S.own);
+        ref: kl ? { logits: this.refLogits(S, i), out: S.refOut } : undefined }, S.own);
       S.dispatches.set(key, d);
     }
     return d;
@@ -1351,7 +1351,7 @@ class GpuRunner implements WebGpuRunner {
           // Rows s.. of the forward: their stats (kernels/row-stats.ts), and with keep the logits as the
           // reference; after the last pass the rows go to the staging buffer (and with keep to refOut).
           const S = this.stats!;
-          if (stats.keep) enc.copyBufferToBuffer(this.logits, 0, S.refLogits[i], 0, T * V * 4);
+          if (stats.keep) enc.copyBufferToBuffer(this.logits, 0, this.refLogits(S, i), 0, T * V * 4);
           this.k.encode(enc, [{ d: this.statsDispatch(S, i, T, s, stats.kl) }]);
           if (i === starts.length - 1) {
             const bytes = ids.length * ROW_STATS_FLOATS * 4;

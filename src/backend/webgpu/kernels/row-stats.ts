@@ -4,7 +4,7 @@
  * to the host: per row, log Σ exp (the softmax's normaliser), the logit of a given target token,
  * the argmax, and with KL the divergence KL(ref ‖ this) from a reference forward's logits kept on the
  * device (`eval --compare`: dense kept, then sparse against it). CPU twin: `rowStatsOf` in
- * src/eval/logprob.ts (float64; the CPU backend's own path).
+ * src/backend/row-stats.ts (float64; the CPU backend's own path).
  *
  * One workgroup a row, WG threads each over a stride of the row, then a tree in workgroup memory:
  *   1. the largest value and its lowest index, on argmax.ts's order-preserving keys (ties to the lowest
@@ -23,12 +23,25 @@
  * runner keeps them a pass to a buffer, within any binding limit) and 5 the reference's out rows (by
  * global row). Global row = rowOff + local row.
  */
+import type { RowStats } from '../../types.js';
 import { argmaxKeyWgsl } from './argmax.js';
 
 export const ROW_STATS_PARAMS = ['V', 'rowOff'] as const;
 /** Words a row in the out buffer: lse, the target's logit (f32 bits), the argmax (u32), KL (f32 bits). */
 export const ROW_STATS_FLOATS = 4;
 export const ROW_STATS_WG = 256;
+
+/** RowStats of `rows` rows from global row `first` of the out words read back (`kl`: with the KL column). */
+export function readRowStats(words: ArrayBuffer, first: number, rows: number, kl: boolean): RowStats {
+  const u = new Uint32Array(words), f = new Float32Array(words);
+  const s: RowStats = { lse: new Float64Array(rows), target: new Float64Array(rows), argmax: new Int32Array(rows), kl: kl ? new Float64Array(rows) : null };
+  for (let t = 0; t < rows; t++) {
+    const o = (first + t) * ROW_STATS_FLOATS;
+    s.lse[t] = f[o]; s.target[t] = f[o + 1]; s.argmax[t] = u[o + 2];
+    if (s.kl) s.kl[t] = f[o + 3];
+  }
+  return s;
+}
 
 export const rowStatsKey = (kl: boolean) => `row_stats_wg${ROW_STATS_WG}${kl ? '_kl' : ''}`;
 
