@@ -45,9 +45,9 @@ export async function createRunner(ck: Checkpoint, choice: BackendChoice = 'auto
 const CPU_THREADS_MAX = 16;
 
 /**
- * The CPU runner, its linear on `threads` threads (default: the cores, at most CPU_THREADS_MAX) in
- * Node; one thread in a browser. The pool's module is loaded only here, so a browser never imports
- * node:worker_threads.
+ * The CPU runner, its linear and attention on `threads` threads (default: the cores, at most
+ * CPU_THREADS_MAX) in Node; one thread in a browser. The pool's module is loaded only here, so a
+ * browser never imports node:worker_threads.
  */
 export async function cpuRunner(ck: Checkpoint, threads?: number): Promise<CpuRunner> {
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1)) fail(`CPU threads must be an integer >= 1, got ${threads}`);
@@ -55,6 +55,6 @@ export async function cpuRunner(ck: Checkpoint, threads?: number): Promise<CpuRu
   const cores = node ? (await import('node:os')).availableParallelism() : 1;
   if (threads !== undefined && threads > 4 * cores) fail(`CPU threads: ${threads} is more than 4 per core (${cores} cores)`);
   const n = node ? threads ?? Math.min(CPU_THREADS_MAX, cores) : 1;
-  const pool = n > 1 ? new (await import('./cpu/linear-pool.js')).LinearPool(n) : undefined;
+  const pool = n > 1 ? new (await import('./cpu/pool.js')).CpuPool(n) : undefined;
   return new CpuRunner(ck.config, ck.weights, { pool });
 }

@@ -100,32 +100,69 @@ export function addInPlace(x: Float32Array, y: Float32Array): Float32Array {
  * Returns o(T, d) and, when headNorm is given, each head's output L2 norm into headNorm(T, H).
  */
 export function attention(q: Float32Array, T: number, pos: number, kCache: Float32Array, vCache: Float32Array, H: number, hd: number, o: Float32Array = new Float32Array(T * H * hd), headNorm?: Float32Array): Float32Array {
-  const d = H * hd, scale = 1 / Math.sqrt(hd);
-  const scores = new Float32Array(pos + T);
-  for (let t = 0; t < T; t++) {
+  return attentionRange(q, T, pos, kCache, vCache, H, hd, o, headNorm ?? null, 0, H, 0, T, new Float32Array(pos + T));
+}
+
+const fround = Math.fround;
+
+/**
+ * attention's cells (t, h) for queries [t0, t1) and heads [h0, h1) into o (and headNorm): each cell
+ * is computed alone, so any split of the cells gives attention's bits (CPU threads split them so).
+ * `scores` holds at least pos + t1 floats (overwritten).
+ *
+ * Each cell: a score a key (a sequential float64 sum over hd, times 1/√hd, kept as f32; the max over
+ * the keys in key order), exp(score − max) kept as f32 and summed in float64, then o = Σ_j p_j v_j in
+ * key order, rounded to f32 after every key (o is a Float32Array; the 4-key pass rounds with fround
+ * where a store would), then ‖o‖. Four keys share a pass over q (scores) or o (values): 1.8× a 512-
+ * token prompt of 12 × 32 heads on Node 20 here (217 → 121 ms), the same bits.
+ */
+export function attentionRange(q: Float32Array, T: number, pos: number, kCache: Float32Array, vCache: Float32Array, H: number, hd: number,
+  o: Float32Array, headNorm: Float32Array | null, h0: number, h1: number, t0: number, t1: number, scores: Float32Array): Float32Array {
+  const d = H * hd, scale = 1 / Math.sqrt(hd), K = kCache, V = vCache;
+  for (let t = t0; t < t1; t++) {
     const n = pos + t + 1; // causal: sees itself and everything before
-    for (let h = 0; h < H; h++) {
-      const qo = t * d + h * hd;
-      let max = -Infinity;
-      for (let j = 0; j < n; j++) {
-        const ko = j * d + h * hd;
+    for (let h = h0; h < h1; h++) {
+      const qo = t * d + h * hd, hoff = h * hd;
+      let max = -Infinity, j = 0;
+      for (; j + 4 <= n; j += 4) {
+        const k0 = j * d + hoff, k1 = k0 + d, k2 = k1 + d, k3 = k2 + d;
+        let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (let i = 0; i < hd; i++) {
+          const u = q[qo + i];
+          s0 += u * K[k0 + i]; s1 += u * K[k1 + i]; s2 += u * K[k2 + i]; s3 += u * K[k3 + i];
+        }
+        s0 *= scale; s1 *= scale; s2 *= scale; s3 *= scale;
+        scores[j] = s0; scores[j + 1] = s1; scores[j + 2] = s2; scores[j + 3] = s3;
+        if (s0 > max) max = s0;
+        if (s1 > max) max = s1;
+        if (s2 > max) max = s2;
+        if (s3 > max) max = s3;
+      }
+      for (let ko = j * d + hoff; j < n; j++, ko += d) {
         let s = 0;
-        for (let i = 0; i < hd; i++) s += q[qo + i] * kCache[ko + i];
+        for (let i = 0; i < hd; i++) s += q[qo + i] * K[ko + i];
         s *= scale;
         scores[j] = s;
         if (s > max) max = s;
       }
       let sum = 0;
       for (let j = 0; j < n; j++) { const e = Math.exp(scores[j] - max); scores[j] = e; sum += e; }
-      const oo = t * d + h * hd;
-      for (let i = 0; i < hd; i++) o[oo + i] = 0;
-      for (let j = 0; j < n; j++) {
-        const p = scores[j] / sum, vo = j * d + h * hd;
-        for (let i = 0; i < hd; i++) o[oo + i] += p * vCache[vo + i];
+      // o's cell is [qo, qo + hd); vN is key j + N's offset less qo, so V[vN + i] pairs with o[i].
+      const oe = qo + hd;
+      for (let i = qo; i < oe; i++) o[i] = 0;
+      j = 0;
+      for (; j + 4 <= n; j += 4) {
+        const p0 = scores[j] / sum, p1 = scores[j + 1] / sum, p2 = scores[j + 2] / sum, p3 = scores[j + 3] / sum;
+        const v0 = j * d + hoff - qo, v1 = v0 + d, v2 = v1 + d, v3 = v2 + d;
+        for (let i = qo; i < oe; i++) o[i] = fround(fround(fround(fround(o[i] + p0 * V[v0 + i]) + p1 * V[v1 + i]) + p2 * V[v2 + i]) + p3 * V[v3 + i]);
+      }
+      for (let vo = j * d + hoff - qo; j < n; j++, vo += d) {
+        const p = scores[j] / sum;
+        for (let i = qo; i < oe; i++) o[i] += p * V[vo + i];
       }
       if (headNorm) {
         let s = 0;
-        for (let i = 0; i < hd; i++) s += o[oo + i] * o[oo + i];
+        for (let i = qo; i < oe; i++) s += o[i] * o[i];
         headNorm[t * H + h] = Math.sqrt(s);
       }
     }

@@ -10,19 +10,20 @@ import type { ForwardOptions, RowStats, Runner, StatsOptions, TracePoint } from 
 import { checkStatsRequest, rowStatsOf } from '../row-stats.js';
 import { headAttention, headContribNorms, headOutGram, selectHeads } from './heads.js';
 import { addInPlace, argmax, attention, blockSelect, layerNorm, linear, reluInPlace, sparseMlp, topK, transpose } from './kernels.js';
-import type { LinearPool } from './linear-pool.js';
+import type { CpuPool } from './pool.js';
 
 /** Closes the pool of a CPU runner that was dropped without dispose. */
-const poolFinalizer = new FinalizationRegistry<LinearPool>((pool) => pool.close());
+const poolFinalizer = new FinalizationRegistry<CpuPool>((pool) => pool.close());
 
 export interface CpuRunnerOptions {
   /**
-   * Threads for linear (linear-pool.ts: each a range of the outputs, the same bits as one thread);
-   * the runner copies the matrices linear reads into shared memory (a checkpoint stored in f32 is
-   * then held twice while the checkpoint is) and closes the pool on dispose (or when it is
+   * Threads for linear and attention (pool.ts: linear's parts are ranges of the outputs, attention's
+   * (head, block of queries) cells, the same bits as one thread); the runner copies the matrices
+   * linear reads into shared memory (a checkpoint stored in f32 is then held twice while the
+   * checkpoint is), keeps the K/V caches there, and closes the pool on dispose (or when it is
    * garbage-collected). Node only (select.ts makes one); without it, one thread.
    */
-  pool?: LinearPool;
+  pool?: CpuPool;
 }
 
 interface CpuLayer {
@@ -33,7 +34,7 @@ interface CpuLayer {
   fc1W: Float32Array; fc1B: Float32Array | null;  // (f, d), (f)
   fc2W: Float32Array; fc2B: Float32Array | null;  // (d, f), (d)
   fc2T: Float32Array | null;                      // (f, d): fc2 transposed, built when a sparse policy needs it
-  kCache: Float32Array; vCache: Float32Array;     // (maxPositions, d)
+  kCache: Float32Array; vCache: Float32Array;     // (maxPositions, d), shared with the pool's threads where there is one
   skip: Uint8Array | null;                        // (maxPositions, H): 1 where a head did not run (sparse heads)
 }
 
@@ -80,8 +81,8 @@ export class CpuRunner implements Runner {
   private finalLnW: Float32Array | null; private finalLnB: Float32Array | null;
   private lmHead: Float32Array;
 
-  /** linear on several threads (CpuRunnerOptions.pool), the weights in shared memory; else null. */
-  private pool: LinearPool | null;
+  /** linear and attention on several threads (CpuRunnerOptions.pool), the weights and K/V caches in shared memory; else null. */
+  private pool: CpuPool | null;
 
   constructor(readonly config: OptConfig, w: OptWeights, opts: CpuRunnerOptions = {}) {
     const c = config;
@@ -89,6 +90,7 @@ export class CpuRunner implements Runner {
     // With a pool, the matrices (and biases) linear reads go to shared memory as each is made, so the
     // unshared copy of one matrix at a time is all that exists besides them.
     const sh = <A extends Float32Array | null>(a: A): A => (pool && a ? pool.share(a) : a) as A;
+    const cache = () => (pool ? pool.zeros(c.maxPositions * c.hidden) : new Float32Array(c.maxPositions * c.hidden));
     const tied = w.lmHead === w.embedTokens;
     this.lmHead = sh(toF32(w.lmHead));
     this.embed = tied ? this.lmHead : toF32(w.embedTokens);
@@ -103,8 +105,7 @@ export class CpuRunner implements Runner {
       mlpLnW: toF32(l.mlpLnW), mlpLnB: toF32(l.mlpLnB),
       fc1W: sh(toF32(l.fc1W)), fc1B: sh(f32(l.fc1B)),
       fc2W: sh(toF32(l.fc2W)), fc2B: sh(f32(l.fc2B)), fc2T: null,
-      kCache: new Float32Array(c.maxPositions * c.hidden),
-      vCache: new Float32Array(c.maxPositions * c.hidden),
+      kCache: cache(), vCache: cache(),
       skip: null,
     }));
     // A runner dropped without dispose still stops its threads (they hold every shared matrix).
@@ -114,6 +115,13 @@ export class CpuRunner implements Runner {
   /** linear (kernels.ts), on the pool's threads where there is one. */
   private lin(x: Float32Array, T: number, W: Float32Array, b: Float32Array | null, nIn: number, nOut: number): Float32Array {
     return this.pool ? this.pool.linear(x, T, W, b, nIn, nOut) : linear(x, T, W, b, nIn, nOut);
+  }
+
+  /** Dense attention (kernels.ts) of layer L's caches, on the pool's threads where there is one. */
+  private att(q: Float32Array, T: number, L: CpuLayer, headNorm?: Float32Array): Float32Array {
+    const c = this.config;
+    return this.pool ? this.pool.attention(q, T, this.pos, L.kCache, L.vCache, c.heads, c.headDim, undefined, headNorm)
+      : attention(q, T, this.pos, L.kCache, L.vCache, c.heads, c.headDim, undefined, headNorm);
   }
 
   get position(): number { return this.pos; }
@@ -229,7 +237,7 @@ export class CpuRunner implements Runner {
         while (win && (cp + 1) % win !== 0) cp++;
         const from = win && cp < this.pos + T ? Math.max(0, cp + 1 - win) : this.pos;
         L.skip?.fill(0, Math.min(from, this.pos) * c.heads, (this.pos + T) * c.heads);
-        o = attention(q, T, this.pos, L.kCache, L.vCache, c.heads, c.headDim, undefined, headNorm);
+        o = this.att(q, T, L, headNorm);
       }
       prevH = h;
       if (headNorm) emit(l, 'head_norm', headNorm);
