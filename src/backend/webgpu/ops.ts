@@ -231,6 +231,8 @@ export class Kernels {
   blockPartHalf = true;
   /** Block-select's 'fc1' phase issues its rows' first loads before the LayerNorm's work (W_pre; block-select.ts): A/B runs turn it off. */
   blockFc1EarlyLoads = true;
+  /** Block-select with the LayerNorm folded in: the choice before the LayerNorm's work (BlockSelectOpts.choiceFirst). */
+  blockChoiceFirst = true;
   /** Decode attention works every split of its grid (the rule before attentionTargetSplits): A/B runs. */
   attentionGridSplits = false;
   /** Prefill passes of at most this many tokens take the matmul's `short` form (matmul.ts). */
@@ -653,7 +655,7 @@ export class Kernels {
     if (fc2 && !(this.blockFc2Fits(fc2.W2t, !!ln) && fc2.W2t.rows === f && fc2.W2t.cols === d)) throw new Error('blockSelectFc1: fc2 in the block needs fc2ᵀ (f, d) in one part with rows padded to 8 halves (blockFc2Fits)');
     if (fc2 && fc2.part.size < this.blockFc2PartBytes(fc2.W2t, a.T)) throw new Error(`blockSelectFc1: fc2's partials need ${this.blockFc2PartBytes(fc2.W2t, a.T)} bytes for ${a.T} token(s), the buffer has ${fc2.part.size}`);
     const o: BlockSelectOpts = { wideB: (a.B.colsP / 4) % 2 === 0, i8B: !!a.B.i8, wideW: (a.W1.colsP / 4) % 2 === 0, uv4: r % 4 === 0 && uOff % 4 === 0 && uStride % 4 === 0, xv4: d % 4 === 0,
-      wg: a.wg ?? blockSelectWorkgroupSize(this.gpu.limits), unroll: a.unroll, f16: this.feats.f16, subgroups: this.feats.subgroups, ln: !!ln, d: ln ? d : undefined, xsHalf: !!ln && this.lnHalf(d), phase: a.chosenBy ? 'fc1' : undefined, fc2: !!fc2, early: this.blockFc1EarlyLoads, gw: !!ln?.gammaInW };
+      wg: a.wg ?? blockSelectWorkgroupSize(this.gpu.limits), unroll: a.unroll, f16: this.feats.f16, subgroups: this.feats.subgroups, ln: !!ln, d: ln ? d : undefined, xsHalf: !!ln && this.lnHalf(d), phase: a.chosenBy ? 'fc1' : undefined, fc2: !!fc2, early: this.blockFc1EarlyLoads, choiceFirst: this.blockChoiceFirst, gw: !!ln?.gammaInW };
     if (fc2) { o.fc2Cpt = ceilDiv(fc2.W2t.colsP / 8, o.wg); o.partHalf = this.blockPartHalf; }
     if (ln && blockSelectLnBytes(d, o.wg, o.xsHalf, !!fc2) > this.gpu.limits.maxComputeWorkgroupStorageSize) throw new Error(`blockSelectFc1: the folded LayerNorm keeps x in workgroup memory, too small for d = ${d} (blockSelectLnFits)`);
     const key = blockSelectKey(o), pl = this.pipeline(key, () => blockSelectWgsl(o));

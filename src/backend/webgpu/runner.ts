@@ -322,6 +322,12 @@ export interface WebGpuRunnerOptions extends GpuOptions {
    * is +2 % at 6.7b, +0.6 % at 1.3b, +0.2 % at 30b); false loads them after it (A/B runs).
    */
   blockFc1EarlyLoads?: boolean;
+  /**
+   * Block-select with the MLP LayerNorm folded in (attn_io and mlp_in predictors): score and choose
+   * before the LayerNorm's work on x, the chosen rows' first loads then going out before it (default
+   * true); false: the LayerNorm first (A/B runs).
+   */
+  blockChoiceFirst?: boolean;
   /** Largest bytes of one part of the token embedding / LM head matrix (A/B runs of the head's GEMV in several dispatches). */
   lmHeadPartBytes?: number;
   /** Decode attention works every split of its grid, the rule before attentionTargetSplits (A/B runs). */
@@ -367,6 +373,7 @@ export async function createWebGpuRunner(config: OptConfig, weights: OptWeights 
     r.blockPartHalf = opts.blockPartHalf ?? true;
     r.predictorInt8 = opts.predictorInt8 ?? true;
     r.setBlockFc1EarlyLoads(opts.blockFc1EarlyLoads ?? true);
+    r.setBlockChoiceFirst(opts.blockChoiceFirst ?? true);
     r.gammaInWeights = opts.gammaInWeights ?? true;
     r.lmHeadPartBytes = opts.lmHeadPartBytes ?? Infinity;
     r.setQkvGemvShape(opts.qkvGemvShape ?? null);
@@ -466,6 +473,8 @@ class GpuRunner implements WebGpuRunner {
   setQkvGemvShape(s: { rows: number; tpr: number } | null): void { this.k.qkvShape = s; }
   /** WebGpuRunnerOptions.blockFc1EarlyLoads (the kernels hold the choice). */
   setBlockFc1EarlyLoads(on: boolean): void { this.k.blockFc1EarlyLoads = on; }
+  /** WebGpuRunnerOptions.blockChoiceFirst (the kernels hold the choice). */
+  setBlockChoiceFirst(on: boolean): void { this.k.blockChoiceFirst = on; }
   /** The blocks' fc2 partials of one token (blockFc2; (ceil(f / 64), fc2ᵀ's padded width) f16 or f32), or null. */
   private fc2Part: GPUBuffer | null = null;
   keepDenseFc2 = false;

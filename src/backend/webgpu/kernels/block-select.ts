@@ -35,7 +35,11 @@ import { enables, laneSumWgsl, weightDecl, halves8Wgsl } from './common.js';
  * µs a layer at OPT-6.7B / 13B): the statistics taken in fc1's dot loop from global x and γ, as the
  * GEMV does (vec3 sums): 30.1 / 42.8; γ∘(x − sh) recomputed from x and γ in the dot after a
  * statistics phase: 29.8 / 43.4; this form: 28.4 / 40.8; without LN (x = LN(x) from predictor A):
- * 26.1 / 32.3. Without LN the MLP LayerNorm is a dispatch
+ * 26.1 / 32.3. With choiceFirst (the runner's default; attn_io predictors reach this form) the
+ * workgroup scores and chooses first and the LayerNorm's work comes after, the chosen rows' first
+ * loads issued before it (W_pre, as in the 'fc1' phase): x's loads and the two sums no longer stand
+ * before B's loads (H200, decode GPU ms: opt-30b mlp −0.7 %, dejavu −1.5 %; 1.3b −0.4 / −0.6 %; 6.7b
+ * −0.2 % or less). Without LN the MLP LayerNorm is a dispatch
  * of its own between out_proj and this kernel (or, reading mlp_in, predictor A writes LN(x)). u is read at uOff + t·uStride: with the lookahead, predictor A's
  * rows ride the qkv GEMV and u sits after qkv's rows in its output.
  *
@@ -66,8 +70,14 @@ export interface BlockSelectOpts {
    * from −0.8 to −1.3 %, opt-13b's loss from +0.8 % to ±0). Default: score, choose and fc1 here.
    */
   phase?: 'all' | 'fc1';
-  /** In the 'fc1' phase: the rows' first loads before the LayerNorm's work (W_pre, default true); false: after it (W_dot). */
+  /** In the 'fc1' phase (and with choiceFirst): the rows' first loads before the LayerNorm's work (W_pre, default true); false: after it (W_dot). */
   early?: boolean;
+  /**
+   * With ln in the default phase: score and choose before the LayerNorm's work on x (which only fc1
+   * needs), so the chosen rows' first loads go out before it as in the 'fc1' phase, instead of the
+   * LayerNorm's loads and sums standing before B's loads.
+   */
+  choiceFirst?: boolean;
   /**
    * fc2's share of the block (see FC2 below): its chosen rows of fc2ᵀ (binding 12, rows padded to 8
    * halves, one weight part) times their h, stored as the block's partial d-vector (binding 13); a
@@ -81,7 +91,7 @@ export interface BlockSelectOpts {
 }
 
 export const blockSelectKey = (o: BlockSelectOpts) =>
-  `block_select_wg${o.wg}_u${o.unroll ?? 4}_B${o.i8B ? 'i8' : o.wideB ? 8 : 4}_W${o.wideW ? 8 : 4}_u${o.uv4 ? 4 : 1}_x${o.xv4 ? 4 : 1}${o.f16 ? '_f16' : ''}${o.subgroups ? '_sg' : ''}${o.ln ? `_ln${o.d}${o.xsHalf ? 'h' : ''}${o.gw ? 'g' : ''}` : ''}${o.phase === 'fc1' ? `_fc1${o.early === false ? 'late' : ''}` : ''}${o.fc2 ? `_fc2c${o.fc2Cpt ?? 1}${o.partHalf ? 'h' : ''}` : ''}`;
+  `block_select_wg${o.wg}_u${o.unroll ?? 4}_B${o.i8B ? 'i8' : o.wideB ? 8 : 4}_W${o.wideW ? 8 : 4}_u${o.uv4 ? 4 : 1}_x${o.xv4 ? 4 : 1}${o.f16 ? '_f16' : ''}${o.subgroups ? '_sg' : ''}${o.ln ? `_ln${o.d}${o.xsHalf ? 'h' : ''}${o.gw ? 'g' : ''}` : ''}${o.phase === 'fc1' ? `_fc1${o.early === false ? 'late' : ''}` : ''}${o.choiceFirst && o.ln && o.phase !== 'fc1' ? `_cf${o.early === false ? 'late' : ''}` : ''}${o.fc2 ? `_fc2c${o.fc2Cpt ?? 1}${o.partHalf ? 'h' : ''}` : ''}`;
 
 /**
  * The workgroup size under the device limits: 512 threads where allowed. H200, OPT-6.7B at 10 %
@@ -256,7 +266,9 @@ ${ms.map((m) => `  if (c${m} < p.c8) { partStore(base, c${m}, a${m}, b${m}); }`)
 export const blockSelectLnBytes = (d: number, wg: number, half = false, fc2 = false) => (half ? 2 : 4) * d + 4 * wg + 12 * BS_NB + 16 + (fc2 ? FC2_WG_BYTES : 0);
 
 export function blockSelectWgsl(o: BlockSelectOpts): string {
-  const W = o.wg, sg = o.subgroups, ln = !!o.ln, d = o.d ?? 0, fc1 = o.phase === 'fc1', early = fc1 && o.early !== false;
+  const W = o.wg, sg = o.subgroups, ln = !!o.ln, d = o.d ?? 0, fc1 = o.phase === 'fc1';
+  // The LayerNorm's work after the choice (the 'fc1' phase, or choiceFirst), and then the rows' first loads before it.
+  const lnLate = fc1 || (ln && !!o.choiceFirst), early = lnLate && o.early !== false;
   // fc1's dot of chosen row q3 (lanes a row): over xs with the folded LayerNorm, else over x of token t.
   const dotArgs = `jn - p.wRow0, rc3, lane3, lanes, ${ln ? '0u' : 't * p.d'}, p.d`;
   if (ln && !(d > 0 && (!o.xv4 || d % 4 === 0))) throw new Error('block_select: the folded LayerNorm needs the width d (a multiple of 4 with xv4)');
@@ -287,7 +299,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${fc1 ? '' : `if (lid == 0u) { atomicStore(&nChosen, 0u); }
   if (lid < ${BS_NB}u) { atomicStore(&rk[lid], 0u); }`}
   ${fc1 ? `${fc1Choice()}
-  if (count == 0u) { ${o.fc2 ? 'fc2Zero(blk, t, lid); ' : ''}return; }` : ln ? lnPhase(o, W, sg) : ''}
+  if (count == 0u) { ${o.fc2 ? 'fc2Zero(blk, t, lid); ' : ''}return; }` : ln && !lnLate ? lnPhase(o, W, sg) : ''}
 ${fc1 ? '' : `${scorePhase(W, 'p', '', !!o.i8B)}
   if (count == 0u) { ${o.fc2 ? 'fc2Zero(blk, t, lid); ' : ''}return; }`}
   // 3. fc1 over the chosen rows, the whole workgroup on them: rowsP = count rounded up to a power of
@@ -301,11 +313,11 @@ ${fc1 ? '' : `${scorePhase(W, 'p', '', !!o.i8B)}
   var jn = j0;
   if (q3 < count) { jn = chosen[q3]; }
   var a3 = 0.0;
-  ${early ? `// The 'fc1' phase knows its rows before x: their first loads go out before the LayerNorm's work.
+  ${early ? `// The rows are known before x's LayerNorm ('fc1' phase, choiceFirst): their first loads go out before its work.
   var pre: WPre;
   if (q3 < count) { pre = W_pre(jn - p.wRow0, rc3, lane3, lanes, p.d); }
   ${ln ? lnPhase(o, W, sg) : ''}
-  if (q3 < count) { a3 = W_dotp(${dotArgs}, pre); }` : `${fc1 && ln ? lnPhase(o, W, sg) : ''}
+  if (q3 < count) { a3 = W_dotp(${dotArgs}, pre); }` : `${lnLate && ln ? lnPhase(o, W, sg) : ''}
   if (q3 < count) { a3 = W_dot(${dotArgs}); }`}
   // Each chosen row's sum over its lanes (subgroupAdd first where the lanes span whole subgroups).
   ${laneSumWgsl({ v: 'a3', lanes: 'lanes', lane: 'lane3', sg, narrow: true })}
