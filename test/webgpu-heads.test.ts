@@ -122,8 +122,10 @@ test('webgpu out_proj over the chosen heads\' columns matches the dense product 
   gpu ??= await gpuOrSkip(t);
   if (!gpu) return;
   const r = rng(13);
-  for (const [H, hd, kk, partBytes] of [[5, 8, 2, undefined], [3, 24, 3, undefined], [9, 16, 4, 16 * 144 * 2], [40, 64, 16, undefined], [2, 128, 1, undefined]] as [number, number, number, number | undefined][]) {
+  // Row sums from subgroupAdd where the adapter has subgroups (and the workgroup tree, the other form).
+  for (const [H, hd, kk, partBytes] of [[5, 8, 2, undefined], [3, 24, 3, undefined], [9, 16, 4, 16 * 144 * 2], [40, 64, 16, undefined], [2, 128, 1, undefined]] as [number, number, number, number | undefined][]) for (const sums of gpu.subgroups ? [true, false] : [false]) {
     const k: Kernels = new Kernels(gpu, partBytes), own: GPUBuffer[] = [];
+    k.headOutSubgroups = sums;
     const d = H * hd, { m: W, w } = randomMatrix(k, d, d, r, 0.2);
     const heads = selectHeads(randomArray(H, r), kk);
     const o = randomArray(d, r), y0 = randomArray(d, r), bias = randomArray(d, r, 0.1);
@@ -137,9 +139,11 @@ test('webgpu out_proj over the chosen heads\' columns matches the dense product 
     await runNow(k, major.ds, own);
     for (const m of [undefined, major.buffer]) {
       const y = k.f32Buffer(y0, 'y');
-      await runNow(k, k.headOut({ W, major: m, o: k.f32Buffer(o, 'o'), hl: k.f32Buffer(heads, 'hl'), k: kk, hd, y, bias: k.f32Buffer(bias, 'b') }, own), own);
+      const ds = k.headOut({ W, major: m, o: k.f32Buffer(o, 'o'), hl: k.f32Buffer(heads, 'hl'), k: kk, hd, y, bias: k.f32Buffer(bias, 'b') }, own);
+      assert.ok(ds.every((x) => /_sgx?$/.test(x.label) === sums), ds.map((x) => x.label).join());
+      await runNow(k, ds, own);
       const e = relErr(await readF32(k, y, d), want);
-      assert.ok(e < 1e-5, `H=${H} hd=${hd} k=${kk} parts=${W.parts.length} ${m ? 'head-major' : 'as stored'}: ${e}`);
+      assert.ok(e < 1e-5, `H=${H} hd=${hd} k=${kk} parts=${W.parts.length} ${m ? 'head-major' : 'as stored'} subgroup sums=${sums}: ${e}`);
     }
     // Into y from an offset (attn_io's o half of A adds into u after qkv's rows): the rows before it untouched.
     const off = 3, y = k.f32Buffer(Float32Array.from([7, 8, 9, ...y0]), 'y');

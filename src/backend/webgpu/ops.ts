@@ -233,6 +233,8 @@ export class Kernels {
   blockFc1EarlyLoads = true;
   /** Block-select with the LayerNorm folded in: the choice before the LayerNorm's work (BlockSelectOpts.choiceFirst). */
   blockChoiceFirst = true;
+  /** headOut's row sums from subgroupAdd where the adapter has subgroups (HeadOutShape.sg / sgx); false: the workgroup tree (A/B runs). */
+  headOutSubgroups = true;
   /** Decode attention works every split of its grid (the rule before attentionTargetSplits): A/B runs. */
   attentionGridSplits = false;
   /** Prefill passes of at most this many tokens take the matmul's `short` form (matmul.ts). */
@@ -583,7 +585,8 @@ export class Kernels {
     const parts = a.major ? [{ buffer: a.major, row0: 0, rows: a.W.rows }] : a.W.parts;
     return parts.map((p, i) => {
       const ride = i === 0 ? a.ride : undefined;
-      const sh = { tpr, bias: !!a.bias, k: a.k, cph, ride: !!ride }, key = headOutKey(sh), pl = this.pipeline(key, () => headOutWgsl(sh));
+      const sg = this.feats.subgroups && this.headOutSubgroups, sgx = sg && this.feats.subgroupSize === tpr;
+      const sh = { tpr, bias: !!a.bias, k: a.k, cph, ride: !!ride, sg, sgx }, key = headOutKey(sh), pl = this.pipeline(key, () => headOutWgsl(sh));
       const ent: [number, Entry][] = [[1, p.buffer], [2, a.o], [3, a.hl], [4, a.y]];
       if (a.bias) ent.push([5, a.bias]);
       if (ride) ent.push([6, ride.W.parts[0].buffer], [7, ride.y]);

@@ -328,6 +328,8 @@ export interface WebGpuRunnerOptions extends GpuOptions {
    * true); false: the LayerNorm first (A/B runs).
    */
   blockChoiceFirst?: boolean;
+  /** out_proj over the chosen heads sums its rows with subgroupAdd where the adapter has subgroups (default true); false: the workgroup tree (A/B runs). */
+  headOutSubgroups?: boolean;
   /** Largest bytes of one part of the token embedding / LM head matrix (A/B runs of the head's GEMV in several dispatches). */
   lmHeadPartBytes?: number;
   /** Decode attention works every split of its grid, the rule before attentionTargetSplits (A/B runs). */
@@ -374,6 +376,7 @@ export async function createWebGpuRunner(config: OptConfig, weights: OptWeights 
     r.predictorInt8 = opts.predictorInt8 ?? true;
     r.setBlockFc1EarlyLoads(opts.blockFc1EarlyLoads ?? true);
     r.setBlockChoiceFirst(opts.blockChoiceFirst ?? true);
+    r.setHeadOutSubgroups(opts.headOutSubgroups ?? true);
     r.gammaInWeights = opts.gammaInWeights ?? true;
     r.lmHeadPartBytes = opts.lmHeadPartBytes ?? Infinity;
     r.setQkvGemvShape(opts.qkvGemvShape ?? null);
@@ -475,6 +478,8 @@ class GpuRunner implements WebGpuRunner {
   setBlockFc1EarlyLoads(on: boolean): void { this.k.blockFc1EarlyLoads = on; }
   /** WebGpuRunnerOptions.blockChoiceFirst (the kernels hold the choice). */
   setBlockChoiceFirst(on: boolean): void { this.k.blockChoiceFirst = on; }
+  /** WebGpuRunnerOptions.headOutSubgroups (the kernels hold the choice). */
+  setHeadOutSubgroups(on: boolean): void { this.k.headOutSubgroups = on; }
   /** The blocks' fc2 partials of one token (blockFc2; (ceil(f / 64), fc2ᵀ's padded width) f16 or f32), or null. */
   private fc2Part: GPUBuffer | null = null;
   keepDenseFc2 = false;

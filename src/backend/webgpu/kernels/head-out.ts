@@ -1,4 +1,4 @@
-import { halves8Wgsl } from './common.js';
+import { halves8Wgsl, laneSumWgsl } from './common.js';
 /**
  * out_proj with sparse heads (decode, one token): y[i] += b[i] + Σ over the chosen heads h (hl, k of
  * them, from head-select.ts) of W[i, h·hd .. (h+1)·hd) · o[h·hd .. (h+1)·hd). The unchosen heads' columns are never read,
@@ -23,8 +23,13 @@ export const HO_PARAMS = ['rstride', 'hstride', 'row0', 'partRows', 'yOff', 'rid
  * (rideRows rows of rideRstride chunks), over the same chosen heads, adding into y2[rideOff + row]
  * with no bias: attn_io's o half of predictor A (its head columns) in out_proj's dispatch.
  */
-export interface HeadOutShape { tpr: number; bias: boolean; k: number; cph: number; ride?: boolean }
-export const headOutKey = (s: HeadOutShape) => `head_out4_wg${HO_WG}_tpr${s.tpr}_p${HO_RPT}_k${s.k}_c${s.cph}${s.bias ? '_bias' : ''}${s.ride ? '_ride' : ''}`;
+/**
+ * sg: the row sums start with subgroupAdd (then a tree over the row's subgroups where a row spans
+ * several; the workgroup tree where a subgroup is wider than a row); sgx: a row is exactly one
+ * subgroup (the adapter's one subgroup size is tpr), so subgroupAdd alone sums it, with no barrier.
+ */
+export interface HeadOutShape { tpr: number; bias: boolean; k: number; cph: number; ride?: boolean; sg?: boolean; sgx?: boolean }
+export const headOutKey = (s: HeadOutShape) => `head_out4_wg${HO_WG}_tpr${s.tpr}_p${HO_RPT}_k${s.k}_c${s.cph}${s.bias ? '_bias' : ''}${s.ride ? '_ride' : ''}${s.sgx ? '_sgx' : s.sg ? '_sg' : ''}`;
 
 /** Lanes a row: enough for the chunks the chosen heads give a row (k · hd / 8), at least 32. */
 export function headOutTpr(k: number, hd: number): number {
@@ -36,7 +41,9 @@ export function headOutTpr(k: number, hd: number): number {
  * the dot loop's weight loads wait on no global load; then each thread walks its chunks two at a
  * time for HO_RPT rows R apart: 2 · HO_RPT weight loads in flight. The first form (a row a thread,
  * hl read in the loop) ran OPT-6.7B's out_proj at 40 % heads in 16.2 µs (H200), against the dense
- * GEMV's 19.3 µs for all of it.
+ * GEMV's 19.3 µs for all of it. The row sums take subgroupAdd where there are subgroups (sg, sgx):
+ * a row of 32 lanes on a 32-wide subgroup needs no barrier, where the tree took six a row (H200,
+ * decode GPU ms: opt-6.7b kv all and opt-30b kv lazy −0.3 %).
  */
 export function headOutWgsl(s: HeadOutShape): string {
   const R = HO_WG / s.tpr, P = HO_RPT, ride = !!s.ride;
@@ -56,9 +63,28 @@ export function headOutWgsl(s: HeadOutShape): string {
     let x0 = o[2u * ca]; let x1 = o[2u * ca + 1u];
     ${each((i) => `a${i} += wdot(${M}[wb${i} + va], x0, x1);`)}
   }`;
-  const store = () => `let row = p.row0 + pr;
-      y[p.yOff + row] = y[p.yOff + row] + red[lid]${s.bias ? ' + b[row]' : ''};`;
-  return `
+  const store = (v: string) => `let row = p.row0 + pr;
+      y[p.yOff + row] = y[p.yOff + row] + ${v}${s.bias ? ' + b[row]' : ''};`;
+  const sg = !!s.sg || !!s.sgx;
+  // Row i's sum into `v` at lane 0, then its store.
+  const rowSum = (i: number) => {
+    const v = s.sgx ? 'tot' : 'red[lid]';
+    const put = `let pr = r0 + ${i}u * R;
+    if (lane == 0u && pr < nRows) {
+      ${ride ? `if (isRide) { y2[p.rideOff + pr] = y2[p.rideOff + pr] + ${v}; } else {
+      ${store(v)}
+      }` : store(v)}
+    }`;
+    return s.sgx ? `{
+    let tot = subgroupAdd(a${i});
+    ${put}
+  }` : `{
+    ${laneSumWgsl({ v: `a${i}`, lanes: 'TPR', lane: 'lane', sg, narrow: true })}
+    ${put}
+    workgroupBarrier();
+  }`;
+  };
+  return `${sg ? 'enable subgroups;' : ''}
 struct P { rstride: u32, hstride: u32, row0: u32, partRows: u32, yOff: u32, rideRows: u32, rideRstride: u32, rideOff: u32, mainWgs: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;
@@ -78,7 +104,7 @@ var<workgroup> red: array<f32, ${HO_WG}>;
 ${halves8Wgsl()}
 fn wdot(w: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> f32 { return dot(lo(w), x0) + dot(hi(w), x1); }
 @compute @workgroup_size(${HO_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32${s.sg && !s.sgx ? ', @builtin(subgroup_invocation_id) sl: u32, @builtin(subgroup_size) ss: u32' : ''}) {
   ${ride ? `let isRide = wid.x >= p.mainWgs;   // uniform in a workgroup
   let hs = select(p.hstride, CPH, isRide);   // WA as stored: a head's columns are CPH chunks of a row
   let rs = select(p.rstride, p.rideRstride, isRide);
@@ -99,21 +125,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   } else {
   ${dots('W')}
   }` : dots('W')}
-  ${each((i) => `{
-    red[lid] = a${i};
-    workgroupBarrier();
-    for (var st = TPR / 2u; st > 0u; st >>= 1u) {
-      if (lane < st) { red[lid] += red[lid + st]; }
-      workgroupBarrier();
-    }
-    let pr = r0 + ${i}u * R;
-    if (lane == 0u && pr < nRows) {
-      ${ride ? `if (isRide) { y2[p.rideOff + pr] = y2[p.rideOff + pr] + red[lid]; } else {
-      ${store()}
-      }` : store()}
-    }
-    workgroupBarrier();
-  }`, '\n  ')}
+  ${each(rowSum, '\n  ')}
 }
 `;
 }
