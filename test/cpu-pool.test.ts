@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { attention, linear } from '../src/backend/cpu/kernels.js';
-import { attentionBlock, attentionMacs, attentionPart, attentionParts, CpuPool, POOL_MIN_MACS } from '../src/backend/cpu/pool.js';
+import { attentionBlock, attentionMacs, attentionPart, attentionParts, CpuPool, POOL_MIN_MACS, beginJob, claimParts, CTL } from '../src/backend/cpu/pool.js';
 import { CpuRunner } from '../src/backend/cpu/runner.js';
 import type { SparsityPolicy } from '../src/sparsity/policy.js';
 import { checkpoint, MODELS, randomArray, reference, rng } from './helpers.js';
@@ -159,8 +159,8 @@ test('CpuPool: a worker that is gone leaves its parts to the calling thread, for
     const wantN = new Float32Array(T * H), wantO = attention(q, T, pos, K, V, H, hd, undefined, wantN);
     assert.deepEqual(pool.linear(x, 3, Ws, null, 200, 500), want);
     const n = new Float32Array(T * H);
-    sameBits(pool.attention(q, T, pos, Ks, Vs, H, hd, undefined, n), wantO, 'attention, both threads');
-    sameBits(n, wantN, 'head norms, both threads');
+    sameBits(pool.attention(q, T, pos, Ks, Vs, H, hd, undefined, n), wantO, 'attention on the pool');
+    sameBits(n, wantN, 'head norms on the pool');
     assert.deepEqual(pool.pooledCalls, { linear: 1, attention: 1 });
     await (pool as unknown as { workers: { terminate(): Promise<number> }[] }).workers[0].terminate();
     // As if the pool had not yet heard of the worker's exit: the jobs go out, the calling thread claims every part.
@@ -178,4 +178,19 @@ test('CpuPool: a worker that is gone leaves its parts to the calling thread, for
   Ks.set(K); Vs.set(V);
   sameBits(pool.attention(q, 8, 32, Ks, Vs, 3, 10), attention(q, 8, 32, K, V, 3, 10), 'closed');
   assert.deepEqual(pool.pooledCalls, { linear: 2, attention: 2 });
+});
+
+test('CpuPool: a worker still in the last job cannot claim a part of the next (its claims close before its fields are written)', () => {
+  const ctl = new Int32Array(new SharedArrayBuffer(32 * 4)), G = 5;
+  // Job G is done: both of its parts were claimed. A worker woken late for it is about to read NEXT.
+  ctl[CTL.GEN] = G; ctl[CTL.PARTS] = 2; Atomics.store(ctl, CTL.NEXT, (G << 16) | 2);
+  const gen = beginJob(ctl);
+  assert.equal(gen, G + 1);
+  ctl[CTL.PARTS] = 36;   // the next job's fields, written before its claims open
+  let stale = 0;
+  assert.equal(claimParts(ctl, G, () => { stale++; }), 0, 'no part claimed under the old generation');
+  assert.equal(stale, 0);
+  assert.equal(claimParts(ctl, gen, () => {}), 0, 'nor under the new one before the claims open');
+  Atomics.store(ctl, CTL.NEXT, gen << 16);
+  assert.equal(claimParts(ctl, gen, () => {}), 36, 'once open, every part');
 });

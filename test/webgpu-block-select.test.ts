@@ -134,8 +134,8 @@ test('block selection with the MLP LayerNorm folded into fc1 (the lookahead) mat
     // d = 37 (wide W1 rows with a tail), 35 (narrow), 48 (x as vec4); u read at an offset and stride
     // (inside the qkv GEMV's output in decode) and plain. x has an offset mean, as a residual stream does.
     // gw: W1 stored as W1∘γ (foldLayerNormIntoWeights; gemv.ts, GAMMA IN W): against x̂ · (W1∘γ)ᵀ + c2 as stored.
-    for (const [f, rk, d, uOff] of [[200, 13, 37, 3 * 37], [101, 10, 35, 0], [130, 24, 48, 3 * 48]] as const) for (const gw of [false, true]) for (const cf of [true, false]) {
-      k.blockChoiceFirst = cf;
+    for (const [f, rk, d, uOff] of [[200, 13, 37, 3 * 37], [101, 10, 35, 0], [130, 24, 48, 3 * 48]] as const) for (const gw of [false, true]) for (const [cf, early] of [[true, true], [true, false], [false, true]]) {
+      k.blockChoiceFirst = cf; k.blockFc1EarlyLoads = early;
       const T = 1, cap = 7;
       const { m: B, w: wB } = randomMatrix(k, f, rk, r);
       const { m: W1, w: w1 } = randomMatrix(k, f, d, r);
@@ -144,7 +144,8 @@ test('block selection with the MLP LayerNorm folded into fc1 (the lookahead) mat
       const x = randomArray(d, r).map((v) => 3 + 2 * v);
       const u = randomArray(rk, r), uBuf = new Float32Array(uOff + rk + 5);
       uBuf.set(u, uOff);
-      const tau = [...linear(u, 1, wB, bias, rk, f)].sort((a, b) => a - b)[f >> 1];
+      // τ halfway between two scores: one equal to τ would be chosen or not by the last bit of its sum.
+      const sorted = [...linear(u, 1, wB, bias, rk, f)].sort((a, b) => a - b), tau = (sorted[f >> 1] + sorted[(f >> 1) + 1]) / 2;
       const c = k.buffer(2 * f * 4, 'c');
       const gB = k.f32Buffer(gamma, 'gamma');
       const fold = { W: W1, gamma: gB, beta: k.f32Buffer(beta, 'beta'), bias: k.f32Buffer(b1, 'b1'), c };
@@ -154,12 +155,12 @@ test('block selection with the MLP LayerNorm folded into fc1 (the lookahead) mat
       const ds = k.blockSelectFc1({ B, bias: k.f32Buffer(bias, 'bias'), u: k.f32Buffer(uBuf, 'u'), uOff, uStride: uOff + rk, W1, b1: null,
         ln: { gamma: gB, c, eps, gammaInW: gw }, x: k.f32Buffer(x, 'x'), sel, h, cnt, T, cap, tau, wg }, own);
       const packed = half && d % 4 === 0;
-      assert.ok(ds.every((x) => x.label.endsWith(`_ln${d}${packed ? 'h' : ''}${gw ? 'g' : ''}${cf ? '_cf' : ''}`)), ds.map((x) => x.label).join());
+      assert.ok(ds.every((x) => x.label.endsWith(`_ln${d}${packed ? 'h' : ''}${gw ? 'g' : ''}${cf ? `_cf${early ? '' : 'late'}` : ''}`)), ds.map((x) => x.label).join());
       await runNow(k, ds, own);
       const xn = gw ? layerNorm(x, 1, d, new Float32Array(d).fill(1), new Float32Array(d), eps) : layerNorm(x, 1, d, gamma, beta, eps);
       const w1Used = gw ? await readMatrix(k, W1) : w1, b1Used = gw ? linear(beta, 1, w1, b1, d, f) : b1;
       const want = blockSelect(linear(u, 1, wB, bias, rk, f), BS_NB, cap, tau);
-      const msg = `f=${f} r=${rk} d=${d} f16=${f16} sg=${sg} wg=${wg} gw=${gw} choice first=${cf}`;
+      const msg = `f=${f} r=${rk} d=${d} f16=${f16} sg=${sg} wg=${wg} gw=${gw} choice first=${cf} early loads=${early}`;
       assert.deepEqual([...await readU32(k, sel, kk)], [...want.slots], `slots ${msg}`);
       const act = new Float32Array(f);
       sparseMlp(xn, w1Used, b1Used, new Float32Array(f * d), new Float32Array(d), d, want.chosen, undefined, act);

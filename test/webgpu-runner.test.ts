@@ -389,7 +389,7 @@ test('webgpu fc2 in block-select (each block\'s partial, then one sum) decodes a
   assert.ok(half.pipelineKeys.some((k) => /_fc2c\dh$/.test(k)) && half.pipelineKeys.some((k) => k.startsWith('fc2_sum') && k.endsWith('_h')), 'the defaults took f16 partials');
   assert.ok(!on.pipelineKeys.some((k) => k.includes('Bi8') || /_fc2c\dh$/.test(k)), 'the exact form: fp16 B, f32 partials');
   half.dispose(); offI8.dispose();
-  assert.ok(noRole.pipelineKeys.some((k) => new RegExp(`^block_select.*_ln${d}h?g?_fc2c1$`).test(k)), 'the scoring phase with the folded LayerNorm took fc2');
+  assert.ok(noRole.pipelineKeys.some((k) => new RegExp(`^block_select.*_ln${d}h?g?(_cf)?_fc2c1$`).test(k)), 'the scoring phase with the folded LayerNorm took fc2');
   assert.ok(late.pipelineKeys.some((k) => k.includes('_fc1late_fc2')) && !on.pipelineKeys.some((k) => k.includes('_fc1late')), 'the late form where asked for');
   assert.ok(on.pipelineKeys.some((k) => k.startsWith('block_select') && k.includes('_fc1_fc2')) && on.pipelineKeys.some((k) => /^block_select.*_fc2c\d$/.test(k) && !k.includes('_fc1')), 'both phases took fc2');
   assert.ok(on.pipelineKeys.some((k) => k.startsWith('fc2_sum')) && !off.pipelineKeys.some((k) => k.startsWith('fc2_sum') || k.includes('_fc2c')), 'the option turns it off');

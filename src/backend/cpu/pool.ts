@@ -74,6 +74,19 @@ export function attentionPart(T: number, H: number, qb: number, i: number): [num
 }
 
 /**
+ * The next job's generation, its claims closed until its fields are written: a worker still in the
+ * last job's claimParts (woken late) reads that job's last claim word, which passes its generation
+ * check, and would take the new part count from PARTS; so the claim word first moves to the new
+ * generation with no part left to claim (0xffff: part counts stay below it), and only then are the
+ * fields written and the claims opened (gen << 16).
+ */
+export function beginJob(ctl: Int32Array): number {
+  const gen = (Atomics.load(ctl, CTL.GEN) + 1) & GEN_MASK;
+  Atomics.store(ctl, CTL.NEXT, (gen << 16) | 0xffff);
+  return gen;
+}
+
+/**
  * Claims and computes parts of the job of generation `gen` until none are left (both the calling
  * thread and the workers run this); returns how many it did.
  */
@@ -162,7 +175,7 @@ export class CpuPool {
    * `what` and `job` name it in the errors.
    */
   private run(op: number, parts: number, fields: (c: Int32Array) => void, part: (i: number) => void, what: string, job: string): void {
-    const c = this.ctl, gen = (Atomics.load(c, CTL.GEN) + 1) & GEN_MASK;
+    const c = this.ctl, gen = beginJob(c);
     c[CTL.OP] = op;
     fields(c);
     c[CTL.PARTS] = parts; c[CTL.DONE] = 0; c[CTL.ERR] = 0;

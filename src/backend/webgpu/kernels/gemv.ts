@@ -380,8 +380,8 @@ fn headMode(g: u32, lid: u32) -> u32 {
   let h = (wr % p.kvD) / ${o.heads!.hd}u;
   // Only the workgroups whose rows depend on the choice (q rows, and at an even position k/v rows
   // too) and the one that writes it rank the heads: the ranking's loads and barriers stand before a
-  // workgroup's first weight load (opt-13b's full step 2.5 % faster than with every workgroup
-  // ranking, H200). (Counting only the heads that beat a workgroup's own, with a workgroup atomic,
+  // workgroup's first weight load (the full step 1.8 % faster at opt-13b and 2.5 % at 30b than with
+  // every workgroup ranking, H200). (Counting only the heads that beat a workgroup's own, with a workgroup atomic,
   // was 0.7 % slower at opt-6.7b.) (The completion writes no choice; its q rows rank anyway so the
   // bind group stays the decode forms'.)
   if (first || wr < ${odd ? 'p.kvD' : '3u * p.kvD'}) { chooseHeads(lid, step[0], ${complete ? 'false' : 'first'}); }

@@ -7,8 +7,8 @@
  * - hl (k): the chosen heads in ascending order (attention and out_proj walk them);
  * - skip (maxPos, H): row `pos` gets 0 for a chosen head, 1 for the others (their cache has no K/V at
  *   this position; attention's `heads` form leaves such positions out later).
- * Two homes for it: the qkv GEMV, where every workgroup chooses and skips its rows if their head lost
- * (gemv.ts, HEADS; workgroup 0 writes), and, where that GEMV cannot take the three extra bindings,
+ * Two homes for it: the qkv GEMV, where every workgroup whose rows the choice can skip chooses and
+ * skips them if their head lost (gemv.ts, HEADS; workgroup 0 writes), and, where that GEMV cannot take the three extra bindings,
  * this file's one-workgroup kernel before it.
  *
  * The scores come from the head predictor's GEMV (the runner multiplies B·A once: H < r, so one
