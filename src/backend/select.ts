@@ -4,8 +4,8 @@ import type { OptWeights } from '../model/weights.js';
 import { fail } from '../util/errors.js';
 import { notice } from '../util/notice.js';
 import { CpuRunner } from './cpu/runner.js';
-import { probeAdapter, type GpuOptions } from './webgpu/device.js';
-import type { BackendChoice, Runner } from './types.js';
+import { adapterName, isSoftwareAdapter, probeAdapter, type GpuOptions } from './webgpu/device.js';
+import type { BackendChoice, BackendName, Runner } from './types.js';
 
 /** The KV cache's element type on the WebGPU backend (the CPU backend keeps f32). */
 export type KvCacheType = 'f32' | 'f16';
@@ -29,15 +29,26 @@ export function parseBackend(s: string): BackendChoice {
 }
 
 /**
- * A runner for a loaded checkpoint. 'auto' takes WebGPU when an adapter exists and otherwise the CPU,
- * saying so once on stderr.
+ * What 'auto' runs a checkpoint on: WebGPU on a GPU; the CPU backend where there is no adapter or
+ * only a software one (lavapipe, SwiftShader: device.ts, isSoftwareAdapter), saying why once on stderr.
  */
-export async function createRunner(ck: Checkpoint, choice: BackendChoice = 'auto', gpuOpts?: GpuOptions & { kvCache?: KvCacheType }, cpuThreads?: number): Promise<Runner> {
-  if (choice === 'cpu') return cpuRunner(ck, cpuThreads);
-  if (choice === 'auto' && !(await probeAdapter())) {
+export async function autoBackend(): Promise<BackendName> {
+  const adapter = await probeAdapter();
+  if (!adapter) {
     notice('dejavu: no WebGPU adapter found; using the CPU backend');
-    return cpuRunner(ck, cpuThreads);
+    return 'cpu';
   }
+  if (isSoftwareAdapter(adapter)) {
+    notice(`dejavu: the WebGPU adapter emulates a GPU on the CPU (${adapterName(adapter)}); using the CPU backend, faster there (--backend webgpu to use the adapter)`);
+    return 'cpu';
+  }
+  return 'webgpu';
+}
+
+/** A runner for a loaded checkpoint, on the backend chosen ('auto': autoBackend). */
+export async function createRunner(ck: Checkpoint, choice: BackendChoice = 'auto', gpuOpts?: GpuOptions & { kvCache?: KvCacheType }, cpuThreads?: number): Promise<Runner> {
+  const backend = choice === 'auto' ? await autoBackend() : choice;
+  if (backend === 'cpu') return cpuRunner(ck, cpuThreads);
   return (await webGpuFactory())(ck.config, ck.weights, gpuOpts);
 }
 

@@ -5,8 +5,8 @@
 import { cpus, totalmem } from 'node:os';
 import { basename, resolve } from 'node:path';
 import type { BackendName, Runner } from '../backend/types.js';
-import type { KvCacheType } from '../backend/select.js';
-import { openGpu, probeAdapter, type Gpu, type GpuOptions } from '../backend/webgpu/device.js';
+import { autoBackend, type KvCacheType } from '../backend/select.js';
+import { openGpu, type Gpu, type GpuOptions } from '../backend/webgpu/device.js';
 import type { DecodeProfile } from '../backend/webgpu/runner.js';
 import { loadModel, type Model } from '../engine/model.js';
 import type { OptConfig } from '../model/config.js';
@@ -171,7 +171,7 @@ export async function runBench(o: BenchOptions): Promise<BenchRow[]> {
   if (shapes.length) {
     if (o.backend === 'cpu') fail('--shape runs synthetic weights on the GPU; on the CPU backend benchmark a real checkpoint with --model');
     backend = 'webgpu';
-  } else backend = o.backend === 'auto' ? ((await probeAdapter()) ? 'webgpu' : 'cpu') : o.backend;
+  } else backend = o.backend === 'auto' ? await autoBackend() : o.backend;
   if (o.sparsity.includes('mlp') && !o.oracle && !o.predictors && !shapes.length) {
     fail('--sparsity mlp on a checkpoint needs --predictors DIR (trained predictors) or --oracle (fixed random neuron sets)');
   }

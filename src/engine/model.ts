@@ -9,7 +9,7 @@ import type { SparsityPolicy } from '../sparsity/policy.js';
 import { generate, type GenerateOptions, type Generation } from './generate.js';
 
 export interface LoadOptions {
-  /** 'auto' (default): WebGPU when an adapter exists, else CPU with a notice on stderr. */
+  /** 'auto' (default): WebGPU on a GPU, else (no adapter, or a software one such as lavapipe) CPU with a notice on stderr. */
   backend?: BackendChoice;
   gpu?: GpuOptions;
   /** WebGPU's KV cache: 'f32' (default, fastest measured) or 'f16' (half the cache's memory). */

@@ -179,23 +179,16 @@ export class CpuTrainEngine implements TrainEngine {
 }
 
 /**
- * Adapters that emulate a GPU on the CPU (Mesa lavapipe/llvmpipe, SwiftShader). On the 2-core dev
- * machine the tiled WGSL matmul ran at 0.15 GFLOP/s under lavapipe against 0.14 GFLOP/s for the JS
- * twin under the same load, while Dawn busy-polls a further core: no gain, so 'auto' trains on the
- * CPU there and keeps WebGPU for real GPUs ('webgpu' still forces it, e.g. for tests).
- */
-function isSoftwareAdapter(a: GPUAdapter): boolean {
-  const i = a.info;
-  return /llvmpipe|lavapipe|swiftshader/i.test([i.vendor, i.architecture, i.device, i.description].join(' '));
-}
-
-/**
- * The engine for a backend choice: WebGPU when asked for or (auto) when an adapter exists, else the CPU.
+ * The engine for a backend choice: WebGPU when asked for or (auto) on a GPU (not a software adapter), else the CPU.
  * Returns a disposer for the GPU device (a live Dawn device busy-polls a core until destroyed).
  */
 export async function pickTrainEngine(choice: 'auto' | 'cpu' | 'webgpu'): Promise<{ engine: TrainEngine; close(): void }> {
   if (choice !== 'cpu') {
-    const { probeAdapter, openGpu } = await import('../backend/webgpu/device.js');
+    // On a software adapter (device.ts, isSoftwareAdapter) the tiled WGSL matmul ran at 0.15 GFLOP/s
+    // under lavapipe on the 2-core dev machine against 0.14 for the JS twin under the same load,
+    // while Dawn busy-polls a further core: no gain, so 'auto' trains on the CPU there ('webgpu'
+    // still forces it, e.g. for tests).
+    const { probeAdapter, openGpu, isSoftwareAdapter } = await import('../backend/webgpu/device.js');
     const adapter = await probeAdapter();
     if (choice === 'webgpu' || (adapter && !isSoftwareAdapter(adapter))) {
       const gpu = await openGpu();
