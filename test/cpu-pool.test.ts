@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { attention, linear } from '../src/backend/cpu/kernels.js';
-import { attentionBlock, attentionMacs, attentionPart, attentionParts, CpuPool, POOL_MIN_MACS, beginJob, claimParts, CTL } from '../src/backend/cpu/pool.js';
+import { attentionBlock, attentionMacs, attentionPart, attentionParts, CpuPool, POOL_MIN_MACS, beginJob, claimParts, CTL, linearParts, outputRange, LINEAR_PARTS_PER_THREAD } from '../src/backend/cpu/pool.js';
 import { CpuRunner } from '../src/backend/cpu/runner.js';
 import type { SparsityPolicy } from '../src/sparsity/policy.js';
 import { checkpoint, MODELS, randomArray, reference, rng } from './helpers.js';
@@ -193,4 +193,22 @@ test('CpuPool: a worker still in the last job cannot claim a part of the next (i
   assert.equal(claimParts(ctl, gen, () => {}), 0, 'nor under the new one before the claims open');
   Atomics.store(ctl, CTL.NEXT, gen << 16);
   assert.equal(claimParts(ctl, gen, () => {}), 36, 'once open, every part');
+});
+
+test('linear\'s parts: several a thread (at least 4 outputs each), together every output exactly once, ranges on multiples of 4', () => {
+  for (const threads of [2, 3, 16]) {
+    for (const nOut of [8, 9, 13, 63, 64, 384, 1000, 1031, 8192]) {
+      if (nOut < 4 * threads) continue;   // such products stay on the calling thread
+      const parts = linearParts(nOut, threads);
+      assert.ok(parts >= 1 && parts <= threads * LINEAR_PARTS_PER_THREAD && parts <= Math.floor(nOut / 4), `${nOut} outputs, ${threads} threads: ${parts} parts`);
+      const seen = new Uint8Array(nOut);
+      for (let i = 0; i < parts; i++) {
+        const [o0, o1] = outputRange(nOut, parts, i);
+        assert.ok(o0 <= o1 && (o0 % 4 === 0 || o0 === nOut), `part ${i}: [${o0}, ${o1})`);
+        for (let o = o0; o < o1; o++) seen[o]++;
+      }
+      assert.ok(seen.every((v) => v === 1), `${nOut} outputs, ${threads} threads: every output once`);
+    }
+  }
+  assert.equal(linearParts(384, 2), 2 * LINEAR_PARTS_PER_THREAD);
 });

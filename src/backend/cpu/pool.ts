@@ -46,6 +46,15 @@ export function outputRange(nOut: number, parts: number, i: number): [number, nu
   return [Math.min(nOut, i * per), Math.min(nOut, (i + 1) * per)];
 }
 
+/**
+ * Parts of a linear of nOut outputs on `threads` threads: LINEAR_PARTS_PER_THREAD a thread (at least
+ * 4 outputs each), so the calling thread, which starts at once, takes more while a worker wakes.
+ */
+export const LINEAR_PARTS_PER_THREAD = 4;
+export function linearParts(nOut: number, threads: number): number {
+  return Math.max(1, Math.min(threads * LINEAR_PARTS_PER_THREAD, Math.floor(nOut / 4)));
+}
+
 /** Multiply-adds of attention over T queries at [pos, pos + T): scores and values, every head. */
 export function attentionMacs(T: number, pos: number, H: number, hd: number): number {
   return 2 * H * hd * (T * pos + T * (T + 1) / 2);
@@ -204,7 +213,7 @@ export class CpuPool {
     this.pooledCalls.linear++;
     const xs = this.x = this.scratch(this.x, T * nIn), ys = this.y = this.scratch(this.y, T * nOut);
     xs.set(x.subarray(0, T * nIn));
-    const parts = this.threads, xId = this.ids.get(xs)!, yId = this.ids.get(ys)!;
+    const parts = linearParts(nOut, this.threads), xId = this.ids.get(xs)!, yId = this.ids.get(ys)!;
     this.run(OP.LINEAR, parts, (c) => {
       c[CTL.T] = T; c[CTL.IN] = nIn; c[CTL.OUT] = nOut; c[CTL.W] = wId; c[CTL.B] = bId; c[CTL.X] = xId; c[CTL.Y] = yId;
     }, (part) => { const [o0, o1] = outputRange(nOut, parts, part); linearRange(xs, T, W, b, nIn, nOut, ys, o0, o1); }, 'linear', 'a product');
