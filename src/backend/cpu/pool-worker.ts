@@ -4,7 +4,7 @@
  */
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { attentionRange, linearRange } from './kernels.js';
-import { attentionPart, claimParts, CTL, OP, outputRange } from './pool.js';
+import { attentionPart, claimParts, CTL, OP, outputRange, SPIN } from './pool.js';
 
 const { ctl: buf, gen0 } = workerData as { ctl: SharedArrayBuffer; gen0: number };
 const ctl = new Int32Array(buf);
@@ -49,6 +49,8 @@ function job(): (part: number) => void {
 // From the generation at the pool's construction: a job posted before this thread started is not missed.
 let gen = gen0;
 for (;;) {
+  // A short spin before sleeping (pool.ts, SPIN): Atomics.wait returns at once if GEN moved meanwhile.
+  for (let i = 0; i < SPIN && Atomics.load(ctl, CTL.GEN) === gen; i++);
   Atomics.wait(ctl, CTL.GEN, gen);
   gen = Atomics.load(ctl, CTL.GEN);
   if (Atomics.load(ctl, CTL.STOP)) break;
