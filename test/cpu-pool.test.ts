@@ -10,6 +10,7 @@ import { attention, linear } from '../src/backend/cpu/kernels.js';
 import { attentionBlock, attentionMacs, attentionPart, attentionParts, CpuPool, POOL_MIN_MACS, beginJob, claimParts, CTL, linearParts, outputRange, LINEAR_PARTS_PER_THREAD } from '../src/backend/cpu/pool.js';
 import { CpuRunner } from '../src/backend/cpu/runner.js';
 import type { SparsityPolicy } from '../src/sparsity/policy.js';
+import { syntheticPredictorPolicy } from '../src/bench/policies.js';
 import { checkpoint, MODELS, randomArray, reference, rng } from './helpers.js';
 
 /** a and b hold the same bits (±0 and NaN payloads included). */
@@ -211,4 +212,31 @@ test('linear\'s parts: several a thread (at least 4 outputs each), together ever
     }
   }
   assert.equal(linearParts(384, 2), 2 * LINEAR_PARTS_PER_THREAD);
+});
+
+test('the CPU runner scores a prompt\'s rows with its predictors in one product (on the threads where there are some): the neurons and logits of one row at a time (block rule and top-K, attn_io)', async () => {
+  const ck = await checkpoint(MODELS['5m']);
+  const ids = reference(MODELS['5m'])[0].input_ids, f = ck.config.ffn, layers = ck.config.layers;
+  const pool = new CpuPool(2);
+  for (const runner of [new CpuRunner(ck.config, ck.weights), new CpuRunner(ck.config, ck.weights, { pool })]) {
+    for (const selection of ['block', 'topk'] as const) {
+      runner.setSparsity(syntheticPredictorPolicy(ck.config, 0.2, { input: 'attn_io', rank: 24, selection }));
+      const acts: Float32Array[][] = Array.from({ length: layers }, () => []);
+      const opts = { trace: (l: number, _p: string, data: Float32Array) => { acts[l].push(data.slice()); }, tracePoints: ['fc1_act' as const] };
+      runner.reset();
+      const prompt = await runner.forward(ids, { allLogits: true, ...opts });
+      const whole = acts.map((a) => a.splice(0));
+      runner.reset();
+      const steps: Float32Array[] = [];
+      for (const id of ids) steps.push(await runner.forward([id], opts));
+      for (let l = 0; l < layers; l++) {
+        const rows = new Float32Array(ids.length * f);
+        acts[l].forEach((a, t) => rows.set(a, t * f));
+        assert.deepEqual(whole[l][0], rows, `${selection}: layer ${l}'s chosen neurons and activations`);
+      }
+      const V = ck.config.vocabSize;
+      steps.forEach((s, t) => assert.deepEqual(prompt.subarray(t * V, (t + 1) * V), s, `${selection}: row ${t}'s logits`));
+    }
+    runner.dispose();
+  }
 });

@@ -171,10 +171,18 @@ export class CpuPool {
     for (const w of this.workers) w.postMessage({ id, buf: s.buffer, length: s.length });
   }
 
+  /** Forgets a shared array (`share` / `zeros`): the workers drop their view of it, and linear then runs it on the calling thread. */
+  drop(a: Float32Array): void {
+    const id = this.ids.get(a);
+    if (id === undefined) return;
+    this.ids.delete(a);
+    for (const w of this.workers) w.postMessage({ drop: id });
+  }
+
   /** A shared scratch of at least n floats; a larger one replaces it (the workers drop the old one). */
   private scratch(cur: Float32Array | null, n: number): Float32Array {
     if (cur && cur.length >= n) return cur;
-    if (cur) { const id = this.ids.get(cur)!; for (const w of this.workers) w.postMessage({ drop: id }); }
+    if (cur) this.drop(cur);
     const s = new Float32Array(new SharedArrayBuffer(Math.max(4, n * 4)));
     this.register(s);
     return s;

@@ -6,6 +6,7 @@ import { fail } from '../../util/errors.js';
 import { sideBySide } from '../../util/rows.js';
 import { BLOCK_SIZE, checkHeadsPolicy, checkMlpPredictors, headKvChosen, headReadsPrev, predictorWidth, type HeadLayerPolicy, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
 import { predictScores } from '../../sparsity/predict.js';
+import type { LowRankPredictor } from '../../sparsity/policy.js';
 import type { ForwardOptions, RowStats, Runner, StatsOptions, TracePoint } from '../types.js';
 import { checkStatsRequest, rowStatsOf } from '../row-stats.js';
 import { headAttention, headContribNorms, headOutGram, selectHeads } from './heads.js';
@@ -75,6 +76,11 @@ export class CpuRunner implements Runner {
   get description(): string { return `cpu: TypeScript, float32, ${this.pool?.threads ?? 1} thread${(this.pool?.threads ?? 1) > 1 ? 's' : ''}`; }
   private pos = 0;
   private policy: SparsityPolicy | null = null;
+  /**
+   * The MLP predictors' matrices as the pool's threads read them (shared copies, made once a
+   * predictor by setSparsity and dropped when a policy no longer uses it), or as given without a pool.
+   */
+  private predMats = new Map<LowRankPredictor, LowRankPredictor>();
   private layers: CpuLayer[];
   private embed: Float32Array; private positions: Float32Array;
   private projectIn: Float32Array | null; private projectOut: Float32Array | null;
@@ -142,6 +148,16 @@ export class CpuRunner implements Runner {
         const layer = this.layers[l];
         if (p && !layer.fc2T) layer.fc2T = transpose(layer.fc2W, this.config.hidden, this.config.ffn);
       });
+    }
+    const used = new Set(policy?.mlp.flatMap((p) => (p?.selector.kind === 'predictor' ? [p.selector.predictor] : [])) ?? []);
+    for (const [p, m] of this.predMats) {
+      if (used.has(p)) continue;
+      if (this.pool && m !== p) for (const a of [m.A, m.B, m.bias]) this.pool.drop(a);
+      this.predMats.delete(p);
+    }
+    const pool = this.pool;
+    for (const p of used) {
+      if (!this.predMats.has(p)) this.predMats.set(p, pool ? { rank: p.rank, A: pool.share(p.A), B: pool.share(p.B), bias: pool.share(p.bias) } : p);
     }
   }
 
@@ -254,8 +270,16 @@ export class CpuRunner implements Runner {
         const y = new Float32Array(T * d);
         // What the predictor reads (T rows): attn_in, mlp_in, or for attn_io attn_in and o side by side.
         const input = this.policy!.input, predIn = input === 'attn_io' ? sideBySide(h, o, T, d) : input === 'mlp_in' ? m : h;
+        // A predictor's two products for every row at once, on the pool's threads (linear's bits do
+        // not depend on T or the thread count: predictScores' a row at a time).
+        const s = lp.selector, n = predictorWidth(input, d);
+        let scores: Float32Array | null = null;
+        if (s.kind === 'predictor') {
+          const pm = this.predMats.get(s.predictor)!;
+          scores = this.lin(this.lin(predIn, T, pm.A, null, n, pm.rank), T, pm.B, pm.bias, pm.rank, f);
+        }
         for (let t = 0; t < T; t++) {
-          const sel = this.select(lp, l, predIn, m, t);
+          const sel = this.select(lp, l, scores, m, t);
           sparseMlp(m.subarray(t * d, (t + 1) * d), L.fc1W, L.fc1B, L.fc2T!, L.fc2B, d, sel, y.subarray(t * d, (t + 1) * d), act.subarray(t * f, (t + 1) * f));
         }
         emit(l, 'fc1_act', act);
@@ -352,17 +376,16 @@ export class CpuRunner implements Runner {
     return o;
   }
 
-  /** The neurons that token t of layer l computes; predIn (T, predictorWidth) is the predictor's input, mlpIn (T, d) the oracle's. */
-  private select(lp: MlpLayerPolicy, l: number, predIn: Float32Array, mlpIn: Float32Array, t: number): Uint32Array {
-    const d = this.config.hidden;
+  /** The neurons that token t of layer l computes; scores (T, f) are a predictor's, mlpIn (T, d) the oracle's input. */
+  private select(lp: MlpLayerPolicy, l: number, predScores: Float32Array | null, mlpIn: Float32Array, t: number): Uint32Array {
+    const d = this.config.hidden, f = this.config.ffn;
     const s = lp.selector;
     if (s.kind === 'fixed') return s.indices;
     if (s.kind === 'oracle') {
       const L = this.layers[l];
       return topK(this.lin(mlpIn.subarray(t * d, (t + 1) * d), 1, L.fc1W, L.fc1B, d, this.config.ffn), lp.k);
     }
-    const n = predictorWidth(this.policy!.input, d);
-    const scores = predictScores(s.predictor, predIn.subarray(t * n, (t + 1) * n), n);
+    const scores = predScores!.subarray(t * f, (t + 1) * f);
     if (!s.block) return topK(scores, lp.k);
     const chosen = blockSelect(scores, BLOCK_SIZE, s.block.cap, this.tau[l] ?? s.block.tau).chosen;
     this.chosen[l] += chosen.length;
