@@ -4,10 +4,12 @@
  * thread; a dead worker's parts are taken by the others; and a CPU runner with threads gives the
  * logits (and head norms) of one without, prompt and decode.
  */
+import { availableParallelism } from 'node:os';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { attention, linear } from '../src/backend/cpu/kernels.js';
-import { attentionBlock, attentionMacs, attentionPart, attentionParts, CpuPool, POOL_MIN_MACS, beginJob, claimParts, CTL, linearParts, outputRange, LINEAR_PARTS_PER_THREAD } from '../src/backend/cpu/pool.js';
+import { attention, linear, topK } from '../src/backend/cpu/kernels.js';
+import { predictScores } from '../src/sparsity/predict.js';
+import { attentionBlock, attentionMacs, attentionPart, attentionParts, CpuPool, POOL_MIN_MACS, beginJob, claimParts, CTL, linearParts, outputRange, LINEAR_PARTS_PER_THREAD, SPIN } from '../src/backend/cpu/pool.js';
 import { CpuRunner } from '../src/backend/cpu/runner.js';
 import type { SparsityPolicy } from '../src/sparsity/policy.js';
 import { syntheticPredictorPolicy } from '../src/bench/policies.js';
@@ -220,9 +222,13 @@ test('the CPU runner scores a prompt\'s rows with its predictors in one product 
   const pool = new CpuPool(2);
   for (const runner of [new CpuRunner(ck.config, ck.weights), new CpuRunner(ck.config, ck.weights, { pool })]) {
     for (const selection of ['block', 'topk'] as const) {
-      runner.setSparsity(syntheticPredictorPolicy(ck.config, 0.2, { input: 'attn_io', rank: 24, selection }));
-      const acts: Float32Array[][] = Array.from({ length: layers }, () => []);
-      const opts = { trace: (l: number, _p: string, data: Float32Array) => { acts[l].push(data.slice()); }, tracePoints: ['fc1_act' as const] };
+      const policy = syntheticPredictorPolicy(ck.config, 0.2, { input: 'attn_io', rank: 24, selection });
+      runner.setSparsity(policy);
+      const acts: Float32Array[][] = Array.from({ length: layers }, () => []), ins: Float32Array[][] = Array.from({ length: layers }, () => []);
+      const opts = {
+        trace: (l: number, p: string, data: Float32Array) => { (p === 'fc1_act' ? acts : ins)[l].push(data.slice()); },
+        tracePoints: ['fc1_act' as const, 'attn_in' as const, 'attn_out' as const],
+      };
       runner.reset();
       const prompt = await runner.forward(ids, { allLogits: true, ...opts });
       const whole = acts.map((a) => a.splice(0));
@@ -236,7 +242,45 @@ test('the CPU runner scores a prompt\'s rows with its predictors in one product 
       }
       const V = ck.config.vocabSize;
       steps.forEach((s, t) => assert.deepEqual(prompt.subarray(t * V, (t + 1) * V), s, `${selection}: row ${t}'s logits`));
+      // Against the predictor itself (top-K: the k best of predictScores over attn_in and attn_out side
+      // by side): every neuron a decode step activated is among them.
+      if (selection === 'topk') {
+        const d = ck.config.hidden;
+        policy.mlp.forEach((lp, l) => {
+          if (!lp || lp.selector.kind !== 'predictor') return;
+          const pred = lp.selector.predictor;
+          ids.forEach((_, t) => {
+            const [h, o] = [ins[l][2 * (t + 1)], ins[l][2 * (t + 1) + 1]];   // this step's attn_in, attn_out (after the prompt's pair)
+            const x = new Float32Array(2 * d); x.set(h); x.set(o, d);
+            const chosen = new Set(topK(predictScores(pred, x, 2 * d), lp.k));
+            acts[l][t].forEach((v, j) => { if (v !== 0) assert.ok(chosen.has(j), `layer ${l} step ${t}: neuron ${j} active but not predicted`); });
+          });
+        });
+      }
     }
     runner.dispose();
   }
+});
+
+test('CpuPool spins before sleeping only where its threads fit the cores; the runner keeps its predictors\' shared copies through a dense interlude and drops them for a policy without them', async () => {
+  const cores = availableParallelism();
+  const fits = new CpuPool(Math.min(2, cores)), over = new CpuPool(cores + 1);
+  try {
+    assert.equal(fits.spin, SPIN);
+    assert.equal(over.spin, 0);
+  } finally { fits.close(); over.close(); }
+  const ck = await checkpoint(MODELS['5m']);
+  const pool = new CpuPool(2), runner = new CpuRunner(ck.config, ck.weights, { pool });
+  const policy = syntheticPredictorPolicy(ck.config, 0.2, { input: 'attn_io', rank: 24 });
+  const pred = policy.mlp.find((lp) => lp?.selector.kind === 'predictor')!.selector as { predictor: object };
+  const mats = () => (runner as unknown as { predMats: Map<object, object> }).predMats;
+  runner.setSparsity(policy);
+  const copy = mats().get(pred.predictor);
+  assert.ok(copy && copy !== pred.predictor, 'a shared copy');
+  runner.setSparsity(null);
+  runner.setSparsity(policy);
+  assert.equal(mats().get(pred.predictor), copy, 'the same copy after a dense interlude (eval --compare)');
+  runner.setSparsity(syntheticPredictorPolicy(ck.config, 0.2, { input: 'attn_io', rank: 24, seed: 9 }));
+  assert.equal(mats().has(pred.predictor), false, 'dropped for a policy without it');
+  runner.dispose();
 });

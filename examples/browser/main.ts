@@ -53,7 +53,11 @@ function model(backend: BackendName): Promise<Model> {
   return m;
 }
 
-/** Resolves 'auto' the way the library does, but says in the page why the CPU was chosen. */
+/**
+ * Resolves 'auto' for the page: WebGPU wherever the browser gives an adapter (also a software one such
+ * as SwiftShader, unlike the library's autoBackend, which takes the CPU backend there), saying in the
+ * page why the CPU was chosen otherwise.
+ */
 async function pickBackend(choice: BackendChoice): Promise<{ backend: BackendName; shaderF16: boolean | null; note: string }> {
   if (choice === 'cpu') return { backend: 'cpu', shaderF16: null, note: 'CPU backend (chosen).' };
   const adapter = navigator.gpu ? await navigator.gpu.requestAdapter().catch(() => null) : null;

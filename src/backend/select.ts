@@ -39,7 +39,7 @@ export async function autoBackend(): Promise<BackendName> {
     return 'cpu';
   }
   if (isSoftwareAdapter(adapter)) {
-    notice(`dejavu: the WebGPU adapter emulates a GPU on the CPU (${adapterName(adapter)}); using the CPU backend, faster there (--backend webgpu to use the adapter)`);
+    notice(`dejavu: the WebGPU adapter emulates a GPU on the CPU (${adapterName(adapter)}); using the CPU backend, faster there (backend 'webgpu' uses the adapter)`);
     return 'cpu';
   }
   return 'webgpu';

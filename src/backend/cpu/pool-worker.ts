@@ -4,9 +4,9 @@
  */
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { attentionRange, linearRange } from './kernels.js';
-import { attentionPart, claimParts, CTL, OP, outputRange, SPIN } from './pool.js';
+import { attentionPart, claimParts, CTL, OP, outputRange } from './pool.js';
 
-const { ctl: buf, gen0 } = workerData as { ctl: SharedArrayBuffer; gen0: number };
+const { ctl: buf, gen0, spin } = workerData as { ctl: SharedArrayBuffer; gen0: number; spin: number };
 const ctl = new Int32Array(buf);
 const arrays = new Map<number, Float32Array>();
 /** This thread's attention scores. */
@@ -49,8 +49,9 @@ function job(): (part: number) => void {
 // From the generation at the pool's construction: a job posted before this thread started is not missed.
 let gen = gen0;
 for (;;) {
-  // A short spin before sleeping (pool.ts, SPIN): Atomics.wait returns at once if GEN moved meanwhile.
-  for (let i = 0; i < SPIN && Atomics.load(ctl, CTL.GEN) === gen; i++);
+  // A short spin before sleeping (pool.ts, SPIN; 0 where the threads outnumber the cores): Atomics.wait
+  // returns at once if GEN moved meanwhile.
+  for (let i = 0; i < spin && Atomics.load(ctl, CTL.GEN) === gen; i++);
   Atomics.wait(ctl, CTL.GEN, gen);
   gen = Atomics.load(ctl, CTL.GEN);
   if (Atomics.load(ctl, CTL.STOP)) break;

@@ -12,6 +12,7 @@
  * Claims carry the job's generation (NEXT holds gen << 16 | next part, taken by compareExchange), so
  * a worker that woke for an earlier job and read its fields cannot claim a part of a later one.
  */
+import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { attention, attentionRange, linear, linearRange } from './kernels.js';
 
@@ -43,7 +44,9 @@ const STALL_MS = 300_000;
  * Checks of a control word before a thread sleeps on it (Atomics.wait; ~120 µs on the 2-core dev
  * machine): a sleeping thread takes tens of µs to wake, about what a decode step's small products
  * take, and they follow each other closely. Decode on 2 cores, ms/token: 18m 11.8 → 10.0, the 5m
- * demo 3.35 → 2.70 (no spin against this; 4× as many checks gained no more).
+ * demo 3.35 → 2.70 (no spin against this; 4× as many checks gained no more). Only where the threads
+ * fit the cores: with 8 threads on 2 cores the spinning threads took the working ones' time (18m
+ * 13.1 → 17 ms/token), so a pool with more threads than cores sleeps at once.
  */
 export const SPIN = 1 << 14;
 
@@ -135,13 +138,16 @@ export class CpuPool {
   /** The calling thread's attention scores (each worker has its own). */
   private scores = new Float32Array(0);
   private closed = false;
+  /** SPIN where the threads fit the machine's cores, else 0 (every thread sleeps at once). */
+  readonly spin: number;
   /** Calls split over the threads (the others ran on the calling thread alone): tests check the pool ran. */
   readonly pooledCalls = { linear: 0, attention: 0 };
 
   /** `threads`: the calling thread plus threads − 1 workers. */
   constructor(readonly threads: number) {
+    this.spin = threads <= availableParallelism() ? SPIN : 0;
     for (let i = 1; i < threads; i++) {
-      const w = new Worker(new URL('./pool-worker.js', import.meta.url), { workerData: { ctl: this.ctl.buffer, gen0: Atomics.load(this.ctl, CTL.GEN) } });
+      const w = new Worker(new URL('./pool-worker.js', import.meta.url), { workerData: { ctl: this.ctl.buffer, gen0: Atomics.load(this.ctl, CTL.GEN), spin: this.spin } });
       w.unref();   // an idle pool never keeps the process alive
       // A worker that cannot start (its script missing from a bundle) or dies: the others, and the
       // calling thread, take its parts; calls after it stay on the calling thread.
@@ -207,7 +213,7 @@ export class CpuPool {
     Atomics.store(c, CTL.GEN, gen);
     Atomics.notify(c, CTL.GEN);
     claimParts(c, gen, part);
-    for (let i = 0; i < SPIN && Atomics.load(c, CTL.DONE) < parts; i++);
+    for (let i = 0; i < this.spin && Atomics.load(c, CTL.DONE) < parts; i++);
     let seen = Atomics.load(c, CTL.DONE), since = Date.now();
     while (seen < parts) {
       Atomics.wait(c, CTL.DONE, seen, 1000);

@@ -78,7 +78,8 @@ export class CpuRunner implements Runner {
   private policy: SparsityPolicy | null = null;
   /**
    * The MLP predictors' matrices as the pool's threads read them (shared copies, made once a
-   * predictor by setSparsity and dropped when a policy no longer uses it), or as given without a pool.
+   * predictor by setSparsity and dropped when a later policy no longer uses it; copies, so a
+   * predictor changed in place after setSparsity is not seen), or as given without a pool.
    */
   private predMats = new Map<LowRankPredictor, LowRankPredictor>();
   private layers: CpuLayer[];
@@ -149,7 +150,9 @@ export class CpuRunner implements Runner {
         if (p && !layer.fc2T) layer.fc2T = transpose(layer.fc2W, this.config.hidden, this.config.ffn);
       });
     }
-    const used = new Set(policy?.mlp.flatMap((p) => (p?.selector.kind === 'predictor' ? [p.selector.predictor] : [])) ?? []);
+    // Dense (null) keeps the copies: eval --compare switches a policy off and on every window.
+    if (!policy) return;
+    const used = new Set(policy.mlp.flatMap((p) => (p?.selector.kind === 'predictor' ? [p.selector.predictor] : [])));
     for (const [p, m] of this.predMats) {
       if (used.has(p)) continue;
       if (this.pool && m !== p) for (const a of [m.A, m.B, m.bias]) this.pool.drop(a);
@@ -275,7 +278,7 @@ export class CpuRunner implements Runner {
         const s = lp.selector, n = predictorWidth(input, d);
         let scores: Float32Array | null = null;
         if (s.kind === 'predictor') {
-          const pm = this.predMats.get(s.predictor)!;
+          const pm = this.predMats.get(s.predictor) ?? s.predictor;
           scores = this.lin(this.lin(predIn, T, pm.A, null, n, pm.rank), T, pm.B, pm.bias, pm.rank, f);
         }
         for (let t = 0; t < T; t++) {
