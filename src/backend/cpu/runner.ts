@@ -4,9 +4,8 @@ import { toF32, type Tensor } from '../../model/tensor.js';
 import type { OptWeights } from '../../model/weights.js';
 import { fail } from '../../util/errors.js';
 import { sideBySide } from '../../util/rows.js';
-import { BLOCK_SIZE, checkHeadsPolicy, checkMlpPredictors, headKvChosen, headReadsPrev, predictorWidth, type HeadLayerPolicy, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
+import { BLOCK_SIZE, checkHeadsPolicy, checkMlpPredictors, headKvChosen, headReadsPrev, predictorWidth, type HeadLayerPolicy, type LowRankPredictor, type MlpLayerPolicy, type SparsityPolicy } from '../../sparsity/policy.js';
 import { predictScores } from '../../sparsity/predict.js';
-import type { LowRankPredictor } from '../../sparsity/policy.js';
 import type { ForwardOptions, RowStats, Runner, StatsOptions, TracePoint } from '../types.js';
 import { checkStatsRequest, rowStatsOf } from '../row-stats.js';
 import { headAttention, headContribNorms, headOutGram, selectHeads } from './heads.js';
@@ -273,16 +272,17 @@ export class CpuRunner implements Runner {
         const y = new Float32Array(T * d);
         // What the predictor reads (T rows): attn_in, mlp_in, or for attn_io attn_in and o side by side.
         const input = this.policy!.input, predIn = input === 'attn_io' ? sideBySide(h, o, T, d) : input === 'mlp_in' ? m : h;
-        // A predictor's two products for every row at once, on the pool's threads (linear's bits do
-        // not depend on T or the thread count: predictScores' a row at a time).
+        // The scores the choice ranks, every row at once on the pool's threads (linear's bits do not
+        // depend on T or the thread count: a row at a time's): a predictor's two products, or the
+        // oracle's true fc1 pre-activations.
         const s = lp.selector, n = predictorWidth(input, d);
         let scores: Float32Array | null = null;
         if (s.kind === 'predictor') {
           const pm = this.predMats.get(s.predictor) ?? s.predictor;
           scores = this.lin(this.lin(predIn, T, pm.A, null, n, pm.rank), T, pm.B, pm.bias, pm.rank, f);
-        }
+        } else if (s.kind === 'oracle') scores = this.lin(m, T, L.fc1W, L.fc1B, d, f);
         for (let t = 0; t < T; t++) {
-          const sel = this.select(lp, l, scores, m, t);
+          const sel = this.select(lp, l, scores, t);
           sparseMlp(m.subarray(t * d, (t + 1) * d), L.fc1W, L.fc1B, L.fc2T!, L.fc2B, d, sel, y.subarray(t * d, (t + 1) * d), act.subarray(t * f, (t + 1) * f));
         }
         emit(l, 'fc1_act', act);
@@ -379,17 +379,12 @@ export class CpuRunner implements Runner {
     return o;
   }
 
-  /** The neurons that token t of layer l computes; scores (T, f) are a predictor's, mlpIn (T, d) the oracle's input. */
-  private select(lp: MlpLayerPolicy, l: number, predScores: Float32Array | null, mlpIn: Float32Array, t: number): Uint32Array {
-    const d = this.config.hidden, f = this.config.ffn;
-    const s = lp.selector;
+  /** The neurons that token t of layer l computes; scores (T, f): the predictor's or the oracle's (none for a fixed set). */
+  private select(lp: MlpLayerPolicy, l: number, allScores: Float32Array | null, t: number): Uint32Array {
+    const f = this.config.ffn, s = lp.selector;
     if (s.kind === 'fixed') return s.indices;
-    if (s.kind === 'oracle') {
-      const L = this.layers[l];
-      return topK(this.lin(mlpIn.subarray(t * d, (t + 1) * d), 1, L.fc1W, L.fc1B, d, this.config.ffn), lp.k);
-    }
-    const scores = predScores!.subarray(t * f, (t + 1) * f);
-    if (!s.block) return topK(scores, lp.k);
+    const scores = allScores!.subarray(t * f, (t + 1) * f);
+    if (s.kind === 'oracle' || !s.block) return topK(scores, lp.k);
     const chosen = blockSelect(scores, BLOCK_SIZE, s.block.cap, this.tau[l] ?? s.block.tau).chosen;
     this.chosen[l] += chosen.length;
     return chosen;
