@@ -1,22 +1,38 @@
 import { Tokenizer } from '@huggingface/tokenizers';
 import { fail } from '../util/errors.js';
 import { readText, type FileSource } from './source.js';
+import { tokenizerJsonFromBpeFiles } from './tokenizer-bpe-files.js';
 
-/** The checkpoint's tokenizer.json, through @huggingface/tokenizers (its post-processor prepends </s> for OPT). */
+/**
+ * The checkpoint's tokenizer through @huggingface/tokenizers (its post-processor prepends </s> for OPT):
+ * tokenizer.json, or where a folder has none, the tokenizer.json transformers would build from the
+ * GPT-2 BPE files vocab.json and merges.txt (tokenizer-bpe-files.ts).
+ */
 export class TextTokenizer {
   private constructor(private tok: Tokenizer) {}
 
   static async load(src: FileSource): Promise<TextTokenizer> {
-    if (!(await src.exists('tokenizer.json'))) fail(`missing file tokenizer.json in ${src.location}`);
-    let json: object, cfg: object = {};
-    try { json = JSON.parse(await readText(src, 'tokenizer.json')); } catch { fail(`tokenizer.json in ${src.location} is not valid JSON`); }
+    let cfg: Record<string, unknown> = {};
     if (await src.exists('tokenizer_config.json')) {
-      try { cfg = JSON.parse(await readText(src, 'tokenizer_config.json')); } catch { fail(`tokenizer_config.json in ${src.location} is not valid JSON`); }
+      let v: unknown;
+      try { v = JSON.parse(await readText(src, 'tokenizer_config.json')); } catch { fail(`tokenizer_config.json in ${src.location} is not valid JSON`); }
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) fail(`tokenizer_config.json in ${src.location} is not a JSON object`);
+      cfg = v as Record<string, unknown>;
+    }
+    let json: object, what: string;
+    if (await src.exists('tokenizer.json')) {
+      what = 'tokenizer.json';
+      try { json = JSON.parse(await readText(src, 'tokenizer.json')); } catch { fail(`tokenizer.json in ${src.location} is not valid JSON`); }
+    } else if ((await src.exists('vocab.json')) && (await src.exists('merges.txt'))) {
+      what = 'vocab.json and merges.txt';
+      json = await tokenizerJsonFromBpeFiles(src, cfg);
+    } else {
+      fail(`no tokenizer in ${src.location}: expected tokenizer.json, or vocab.json and merges.txt`);
     }
     try {
       return new TextTokenizer(new Tokenizer(json, cfg));
     } catch (e) {
-      fail(`tokenizer.json in ${src.location} could not be loaded: ${(e as Error).message.split('\n')[0]}`);
+      fail(`${what} in ${src.location} could not be loaded: ${(e as Error).message.split('\n')[0]}`);
     }
   }
 
