@@ -61,9 +61,9 @@ test('missing config.json and missing weights', async () => {
   const a = writeTinyModel(); unlinkSync(join(a, 'config.json'));
   assert.match(await loadError(a), /missing file config\.json/);
   const b = writeTinyModel(); unlinkSync(join(b, 'model.safetensors'));
-  assert.match(await loadError(b), /no weights in .*model\.safetensors/);
+  assert.match(await loadError(b), /no weights in .*: expected model\.safetensors, pytorch_model\.bin, or the index of their shards/);
   const c = writeTinyModel(); unlinkSync(join(c, 'tokenizer.json'));
-  assert.match(await loadError(c), /missing file tokenizer\.json/);
+  assert.match(await loadError(c), /no tokenizer in .*: expected tokenizer\.json, or vocab\.json and merges\.txt/);
 });
 
 test('unsupported model_type and missing config fields', async () => {

@@ -1,6 +1,7 @@
 import { fail } from '../util/errors.js';
 import type { OptConfig } from './config.js';
 import { OPT_POSITION_OFFSET } from './config.js';
+import { readTorchCheckpoint } from './pytorch.js';
 import { readSafetensorsHeader, readTensor, type TensorEntry } from './safetensors.js';
 import { readText, type FileSource } from './source.js';
 import type { Tensor } from './tensor.js';
@@ -26,18 +27,30 @@ export interface OptWeights {
   layers: LayerWeights[];                  // L
 }
 
-/** Finds the safetensors files: model.safetensors, or the shards named by model.safetensors.index.json. */
-async function listWeightFiles(src: FileSource): Promise<string[]> {
-  if (await src.exists('model.safetensors.index.json')) {
-    let index: { weight_map?: Record<string, string> };
-    try { index = JSON.parse(await readText(src, 'model.safetensors.index.json')); } catch { fail(`model.safetensors.index.json in ${src.location} is not valid JSON`); }
-    if (!index.weight_map || typeof index.weight_map !== 'object') fail(`model.safetensors.index.json in ${src.location} has no weight_map`);
-    const files = [...new Set(Object.values(index.weight_map))].sort();
-    for (const f of files) if (!(await src.exists(f))) fail(`missing file ${f} in ${src.location} (listed in model.safetensors.index.json)`);
-    return files;
-  }
-  if (await src.exists('model.safetensors')) return ['model.safetensors'];
-  fail(`no weights in ${src.location}: expected model.safetensors or model.safetensors.index.json`);
+/** A checkpoint's weight files and their format. */
+interface WeightFiles { format: 'safetensors' | 'pytorch'; files: string[] }
+
+/** The files named by a sharded checkpoint's index (`weight_map`: tensor → file), each checked to exist. */
+async function indexFiles(src: FileSource, index: string): Promise<string[]> {
+  let json: { weight_map?: Record<string, string> };
+  try { json = JSON.parse(await readText(src, index)); } catch { fail(`${index} in ${src.location} is not valid JSON`); }
+  if (!json.weight_map || typeof json.weight_map !== 'object') fail(`${index} in ${src.location} has no weight_map`);
+  const files = [...new Set(Object.values(json.weight_map))].sort();
+  for (const f of files) if (!(await src.exists(f))) fail(`missing file ${f} in ${src.location} (listed in ${index})`);
+  return files;
+}
+
+/**
+ * Finds the weight files: model.safetensors or the shards of model.safetensors.index.json; else, as
+ * older Hugging Face folders (facebook/opt-*) hold them, pytorch_model.bin or the shards of
+ * pytorch_model.bin.index.json (torch.save's zip format: pytorch.ts). safetensors wins where both exist.
+ */
+async function listWeightFiles(src: FileSource): Promise<WeightFiles> {
+  if (await src.exists('model.safetensors.index.json')) return { format: 'safetensors', files: await indexFiles(src, 'model.safetensors.index.json') };
+  if (await src.exists('model.safetensors')) return { format: 'safetensors', files: ['model.safetensors'] };
+  if (await src.exists('pytorch_model.bin.index.json')) return { format: 'pytorch', files: await indexFiles(src, 'pytorch_model.bin.index.json') };
+  if (await src.exists('pytorch_model.bin')) return { format: 'pytorch', files: ['pytorch_model.bin'] };
+  fail(`no weights in ${src.location}: expected model.safetensors, pytorch_model.bin, or the index of their shards`);
 }
 
 /** HF checkpoints name tensors "model.decoder.…" (newer) or "decoder.…" (older); lm_head stays at top level. */
@@ -47,8 +60,9 @@ function canonicalName(name: string): string {
 
 export async function loadWeights(src: FileSource, cfg: OptConfig): Promise<OptWeights> {
   const entries = new Map<string, TensorEntry>();
-  for (const file of await listWeightFiles(src)) {
-    for (const e of await readSafetensorsHeader(src, file)) entries.set(canonicalName(e.name), e);
+  const { format, files } = await listWeightFiles(src);
+  for (const file of files) {
+    for (const e of format === 'safetensors' ? await readSafetensorsHeader(src, file) : await readTorchCheckpoint(src, file)) entries.set(canonicalName(e.name), e);
   }
   const used = new Set<string>();
   const d = cfg.hidden, f = cfg.ffn, e = cfg.wordEmbedProjDim, V = cfg.vocabSize;
