@@ -1,8 +1,9 @@
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { basename, resolve } from 'node:path';
+import { basename } from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import { loadModel } from '../engine/model.js';
+import { modelLabel } from '../model/hf-cache.js';
 import { analyzeSparsity, tokenizeDocuments, type SparsityAnalysis } from '../sparsity/analyze.js';
 import { renderSparsitySvg } from '../sparsity/plot-svg.js';
 import { fail } from '../util/errors.js';
@@ -48,7 +49,7 @@ export function register(program: Command): void {
       bar.stop();
     }
 
-    const modelName = basename(resolve(o.model ?? DEMO_MODEL));
+    const modelName = modelLabel(o.model ?? DEMO_MODEL);
     if (o.plot !== undefined) {
       const svg = renderSparsitySvg(result, {
         title: `Contextual sparsity of ${modelName}`,

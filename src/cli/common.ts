@@ -27,7 +27,7 @@ export function floatArg(name: string, min = -Infinity, max = Infinity) {
 /** Adds the options most commands share. */
 export function modelOptions(cmd: Command, { demoDefault = true } = {}): Command {
   return cmd
-    .option('--model <dir>', 'Hugging Face OPT checkpoint folder' + (demoDefault ? ' (default: the embedded opt-gutenberg-5m)' : ''))
+    .option('--model <dir>', 'Hugging Face OPT checkpoint folder, or a hub id in the local Hugging Face cache (facebook/opt-125m)' + (demoDefault ? ' (default: the embedded opt-gutenberg-5m)' : ''))
     .option('--backend <name>', 'auto | cpu | webgpu', 'auto')
     .option('--kv-cache <type>', 'WebGPU KV cache: f32 | f16 (half the memory, slightly slower)', 'f32')
     .option('--cpu-threads <n>', 'CPU backend: threads (default: the cores, at most 16)', intArg('--cpu-threads', 1));

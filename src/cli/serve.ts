@@ -3,9 +3,9 @@
  * prints one line saying where it listens, and on SIGINT or SIGTERM stops listening, lets the running
  * generation stop, disposes the model and exits 0. A second Ctrl-C kills it at once.
  */
-import { basename, resolve } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { loadModel } from '../engine/model.js';
+import { modelLabel } from '../model/hf-cache.js';
 import { createServer } from '../server/http.js';
 import { action, DEMO_MODEL, loadOptions, modelOptions } from './common.js';
 import { applyPredictors, predictorOptions, type PredictorFlags } from './predictors-option.js';
@@ -25,14 +25,14 @@ export function register(program: Command): void {
   modelOptions(cmd)
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--port <n>', 'port to listen on (0: any free port)', portArg, 8000)
-    .option('--model-name <name>', 'the model id clients send and /v1/models lists (default: the model folder\'s name)');
+    .option('--model-name <name>', 'the model id clients send and /v1/models lists (default: the model folder\'s name, or the hub id as given)');
   predictorOptions(cmd);
   cmd.action(action(async (o: ServeFlags) => {
     const dir = o.model ?? DEMO_MODEL;
     const model = await loadModel(dir, loadOptions(o));
     await applyPredictors(model, o);
     const server = createServer(model, {
-      modelName: o.modelName ?? basename(resolve(dir)),
+      modelName: o.modelName ?? modelLabel(dir),
       log: (line) => process.stderr.write(`dejavu serve: ${line}\n`),
     });
     // Signals are watched before listening so that one arriving in between still shuts down cleanly.

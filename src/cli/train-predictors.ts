@@ -197,7 +197,7 @@ function table(meta: CollectionMeta, results: Map<PredictorInput, LayerResult[]>
 export function register(program: Command): void {
   const cmd = program.command('train-predictors')
     .description('collect activations, train per-layer low-rank MLP predictors, calibrate top-K and the block rule, and save them')
-    .requiredOption('--model <dir>', 'Hugging Face OPT checkpoint folder')
+    .requiredOption('--model <dir>', 'Hugging Face OPT checkpoint folder, or a hub id in the local Hugging Face cache (facebook/opt-125m)')
     .requiredOption('--data <file>', 'calibration text (UTF-8)')
     .requiredOption('--out <dir>', 'folder for predictors.safetensors and manifest.json')
     .option('--tokens <n>', 'tokens to collect', intArg('--tokens', 64), 196608)

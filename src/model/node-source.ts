@@ -1,18 +1,24 @@
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fail } from '../util/errors.js';
+import { resolveModelDir } from './hf-cache.js';
 import type { FileSource } from './source.js';
 
-/** Reads checkpoint files from a folder with positioned reads: a file is never held whole in memory. */
+/**
+ * Reads checkpoint files from a folder with positioned reads: a file is never held whole in memory.
+ * `open` also takes a Hugging Face hub id found in the local cache (src/model/hf-cache.ts); `location` is
+ * then the snapshot folder.
+ */
 export class NodeFileSource implements FileSource {
   private handles = new Map<string, FileHandle>();
   constructor(readonly location: string) {}
 
   static async open(dir: string): Promise<NodeFileSource> {
+    const path = await resolveModelDir(dir);
     let s;
-    try { s = await stat(dir); } catch { fail(`model folder not found: ${dir}`); }
-    if (!s.isDirectory()) fail(`model path is not a folder: ${dir}`);
-    return new NodeFileSource(dir);
+    try { s = await stat(path); } catch { fail(`model folder not found: ${path}`); }
+    if (!s.isDirectory()) fail(`model path is not a folder: ${path}`);
+    return new NodeFileSource(path);
   }
 
   async exists(name: string): Promise<boolean> {
