@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { copyFileSync, cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -127,6 +128,15 @@ test('loadModel on a pytorch_model.bin folder gives the logits of its safetensor
     } finally { rmSync(dir, { recursive: true, force: true }); }
   }
   assert.deepEqual(Array.from(logits[1]), Array.from(logits[0]));
+  // dejavu info names the files it read.
+  const dir = mkdtempSync(join(tmpdir(), 'dejavu-bin-'));
+  try {
+    cpSync(join(FX, 'bin-f16-sharded'), dir, { recursive: true });
+    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tok));
+    const info = JSON.parse(execFileSync('node', [join(ROOT, 'dist', 'src', 'cli.js'), 'info', '--backend', 'cpu', '--json', '--model', dir], { encoding: 'utf8' }));
+    assert.deepEqual(info.files, ['pytorch_model-00001-of-00003.bin', 'pytorch_model-00002-of-00003.bin', 'pytorch_model-00003-of-00003.bin', 'tokenizer.json']);
+    assert.equal(info.folder, dir);
+  } finally { rmSync(dir, { recursive: true, force: true }); }
   assert.equal(logits[0].length, 50);
   assert.ok(logits[0].some((x) => x !== 0));
 });

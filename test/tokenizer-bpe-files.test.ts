@@ -147,7 +147,10 @@ test('add_prefix_space true tokenizes "Hello" as " Hello"', async () => {
 test('tokenizer.json wins over vocab.json and merges.txt', async () => {
   const dir = bpeFolder({ 'vocab.json': 'not json', 'tokenizer.json': readFileSync(join(REF_DIR, 'tokenizer.json'), 'utf8') });
   const ref = await load(REF_DIR);
-  assert.deepEqual((await load(dir)).encode('It was a dark and stormy night'), ref.encode('It was a dark and stormy night'));
+  const tok = await load(dir);
+  assert.deepEqual(tok.encode('It was a dark and stormy night'), ref.encode('It was a dark and stormy night'));
+  assert.equal(tok.source, 'tokenizer.json');
+  assert.equal((await load(bpeFolder({ 'tokenizer_config.json': SPECIAL }))).source, 'vocab.json and merges.txt');
 });
 
 describe('errors are one line naming the file or token', () => {

@@ -14,6 +14,8 @@ export function register(program: Command): void {
     const c = model.config;
     const out = {
       model: o.model ?? DEMO_MODEL,
+      folder: model.checkpoint.location,
+      files: [...model.checkpoint.weights.files, model.checkpoint.tokenizer.source],
       config: c,
       parameters: parameterCount(c),
       weight_bytes: weightBytes(model.checkpoint.weights),
@@ -25,7 +27,8 @@ export function register(program: Command): void {
     if (o.json) process.stdout.write(JSON.stringify(out, null, 2) + '\n');
     else {
       const lines = [
-        `model        ${out.model}`,
+        `model        ${out.model}` + (out.folder !== out.model ? ` (${out.folder})` : ''),
+        `files        ${model.checkpoint.weights.files.join(', ')}; tokenizer from ${model.checkpoint.tokenizer.source}`,
         `layers       ${c.layers} (d=${c.hidden}, heads=${c.heads}, ffn=${c.ffn}, vocab=${c.vocabSize}, context=${c.maxPositions})`,
         `layout       ${c.preLayerNorm ? 'pre' : 'post'}-LayerNorm, bias ${c.enableBias ? 'on' : 'off'}, ${c.tieWordEmbeddings ? 'tied' : 'separate'} lm_head` +
           (c.wordEmbedProjDim !== c.hidden ? `, embeddings ${c.wordEmbedProjDim} with project_in/out` : ''),

@@ -21,6 +21,8 @@ export interface Checkpoint {
   generation: GenerationDefaults;
   /** A short fingerprint of the config and weights, so artefacts (predictors) can be tied to one model. */
   fingerprint: string;
+  /** Where it was read (the FileSource's location: for a hub id, its snapshot folder). */
+  location: string;
 }
 
 async function readJson(src: FileSource, name: string): Promise<Record<string, unknown>> {
@@ -58,5 +60,5 @@ export async function loadCheckpoint(src: FileSource): Promise<Checkpoint> {
     else if (Array.isArray(eos)) generation.eosTokenId = eos.filter((x): x is number => typeof x === 'number');
   }
   const weights = await loadWeights(src, config);
-  return { config, weights, tokenizer, generation, fingerprint: fingerprintOf(config, weights) };
+  return { config, weights, tokenizer, generation, fingerprint: fingerprintOf(config, weights), location: src.location };
 }

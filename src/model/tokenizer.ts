@@ -9,7 +9,9 @@ import { tokenizerJsonFromBpeFiles } from './tokenizer-bpe-files.js';
  * GPT-2 BPE files vocab.json and merges.txt (tokenizer-bpe-files.ts).
  */
 export class TextTokenizer {
-  private constructor(private tok: Tokenizer) {}
+  /** What it was read from: 'tokenizer.json' or 'vocab.json and merges.txt'. */
+  readonly source: string;
+  private constructor(private tok: Tokenizer, source: string) { this.source = source; }
 
   static async load(src: FileSource): Promise<TextTokenizer> {
     let cfg: Record<string, unknown> = {};
@@ -30,7 +32,7 @@ export class TextTokenizer {
       fail(`no tokenizer in ${src.location}: expected tokenizer.json, or vocab.json and merges.txt`);
     }
     try {
-      return new TextTokenizer(new Tokenizer(json, cfg));
+      return new TextTokenizer(new Tokenizer(json, cfg), what);
     } catch (e) {
       fail(`${what} in ${src.location} could not be loaded: ${(e as Error).message.split('\n')[0]}`);
     }

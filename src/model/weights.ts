@@ -25,6 +25,8 @@ export interface OptWeights {
   finalLnW: Tensor | null; finalLnB: Tensor | null; // (d) for pre-LN models
   lmHead: Tensor;                          // (V, e); the same object as embedTokens when tied
   layers: LayerWeights[];                  // L
+  /** The weight files read, in the folder (`dejavu info` shows them). */
+  files: string[];
 }
 
 /** A checkpoint's weight files and their format. */
@@ -110,7 +112,7 @@ export async function loadWeights(src: FileSource, cfg: OptConfig): Promise<OptW
   for (const name of entries.keys()) {
     if (!used.has(name)) fail(`unexpected tensor ${name} in ${src.location} (not part of an OPT model with this config.json)`);
   }
-  return { embedTokens, embedPositions, projectIn, projectOut, finalLnW, finalLnB, lmHead, layers };
+  return { embedTokens, embedPositions, projectIn, projectOut, finalLnW, finalLnB, lmHead, layers, files };
 }
 
 /** Bytes of all weight tensors as stored (tied lm_head counted once). */
