@@ -1,6 +1,7 @@
 // dejavu: the library's public surface.
 export { loadModel, Model, type LoadOptions } from './engine/model.js';
-export type { GenerateOptions, GenerationResult, Generation } from './engine/generate.js';
+export type { GenerateOptions, GenerationResult, Generation, TokenLogprob, TopLogprob, PromptTokenLogprob } from './engine/generate.js';
+export { MAX_LOGPROBS } from './engine/generate.js';
 export type { SamplingOptions } from './engine/sampler.js';
 export type { Runner, BackendName, BackendChoice, ForwardOptions, TracePoint } from './backend/types.js';
 export type { OptConfig } from './model/config.js';

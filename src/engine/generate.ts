@@ -1,4 +1,5 @@
 import type { Runner } from '../backend/types.js';
+import { logSumExp } from '../eval/logprob.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import { fail } from '../util/errors.js';
 import { argmax, isGreedy, sample, seededRandom, validateSampling, type SamplingOptions } from './sampler.js';
@@ -12,7 +13,31 @@ export interface GenerateOptions extends SamplingOptions {
   stop?: string[];
   /** Token ids that end generation (default: the model's EOS). */
   eosTokenIds?: number[];
+  /**
+   * Log-probabilities of the generated tokens (GenerationResult.logprobs), each with this many most
+   * likely alternatives (0 to MAX_LOGPROBS; 0: the chosen token's only). Greedy decoding then runs
+   * step by step on the host (runner.forward and argmax: the same tokens), not chained.
+   */
+  logprobs?: number;
+  /**
+   * Also score the prompt (GenerationResult.promptLogprobs): each prompt token's log-probability
+   * given the tokens before it, with `logprobs` alternatives (none without it). The prompt then runs
+   * with every row's logits (runner.forward allLogits), even with maxTokens 0.
+   */
+  promptLogprobs?: boolean;
 }
+
+/** The most alternatives per token GenerateOptions.logprobs may ask for. */
+export const MAX_LOGPROBS = 20;
+
+/** A token and its log-probability: log-softmax of its logits row, in float64. */
+export interface TopLogprob { id: number; logprob: number }
+
+/** A generated token's log-probability and the most likely tokens at its position (logit order, ties: lowest id). */
+export interface TokenLogprob { id: number; logprob: number; top: TopLogprob[] }
+
+/** A prompt token's; the first has none (logprob and top null): nothing before it predicts it. */
+export interface PromptTokenLogprob { id: number; logprob: number | null; top: TopLogprob[] | null }
 
 export interface GenerationResult {
   promptIds: number[];
@@ -22,11 +47,26 @@ export interface GenerationResult {
   prefillMs: number;
   /** Mean time per generated token after the first (the first comes from prefill). */
   decodeMsPerToken: number;
+  /**
+   * With options.logprobs: one entry per token of generatedIds, in order (the one a stop string cut
+   * included), and one more, last, for the end-of-sequence token when generation ended on it (that
+   * token is not in generatedIds).
+   */
+  logprobs?: TokenLogprob[];
+  /** With options.promptLogprobs: one entry per token of promptIds. */
+  promptLogprobs?: PromptTokenLogprob[];
 }
 
 /** An async iterable of text pieces, with the whole result once iteration ends. */
 export interface Generation extends AsyncIterable<string> {
   result: Promise<GenerationResult>;
+  /**
+   * result.logprobs as it fills: a token's entry is here before the piece that shows its text is
+   * yielded (a streaming server sends them along). Empty without options.logprobs.
+   */
+  readonly logprobs: readonly TokenLogprob[];
+  /** result.promptLogprobs, filled once the prompt has run (before the first piece). Empty until then or without the option. */
+  readonly promptLogprobs: readonly PromptTokenLogprob[];
 }
 
 const now = () => performance.now();
@@ -37,13 +77,20 @@ const now = () => performance.now();
  *
  * Greedy sampling runs chained (runner.decodeGreedy: on WebGPU the device picks each token and feeds
  * it to the next step, no logits read back); other sampling reads each step's logits and samples on
- * the host. Both give the same tokens, pieces and finish for the same argmax.
+ * the host. Both give the same tokens, pieces and finish for the same argmax. With `logprobs`, greedy
+ * runs on the host too (argmax of each step's logits), as it must read them.
+ *
+ * `prompt` is text (tokenized with the tokenizer's special tokens: OPT's leading </s>) or token ids,
+ * used as given (no </s> added), each an integer in [0, vocabulary size).
  */
-export function generate(runner: Runner, tokenizer: TextTokenizer, prompt: string, o: GenerateOptions = {}): Generation {
+export function generate(runner: Runner, tokenizer: TextTokenizer, prompt: string | number[], o: GenerateOptions = {}): Generation {
   validateSampling(o);
   const maxTokens = o.maxTokens ?? 64;
   if (!(Number.isInteger(maxTokens) && maxTokens >= 0)) fail(`max tokens must be an integer >= 0, got ${o.maxTokens}`);
-  const promptIds = tokenizer.encode(prompt);
+  const topN = o.logprobs;
+  if (topN !== undefined && !(Number.isInteger(topN) && topN >= 0 && topN <= MAX_LOGPROBS)) fail(`logprobs must be an integer in [0, ${MAX_LOGPROBS}], got ${topN}`);
+  const V = runner.config.vocabSize;
+  const promptIds = typeof prompt === 'string' ? tokenizer.encode(prompt) : checkedIds(prompt, V);
   const ctx = runner.config.maxPositions;
   if (promptIds.length > ctx) fail(`prompt of ${promptIds.length} tokens is longer than the model's context of ${ctx}`);
   const budget = Math.min(maxTokens, ctx - promptIds.length);
@@ -54,6 +101,7 @@ export function generate(runner: Runner, tokenizer: TextTokenizer, prompt: strin
   let resolve!: (r: GenerationResult) => void, reject!: (e: unknown) => void;
   const result = new Promise<GenerationResult>((a, b) => { resolve = a; reject = b; });
   result.catch(() => {}); // the iterator rethrows; an unobserved result must not crash the process
+  const tokenLogprobs: TokenLogprob[] = [], promptLogprobs: PromptTokenLogprob[] = [];
 
   async function* run(): AsyncGenerator<string> {
     const generated: number[] = [];
@@ -79,10 +127,29 @@ export function generate(runner: Runner, tokenizer: TextTokenizer, prompt: strin
     };
     runner.reset();
     const t0 = now();
-    let logits = budget > 0 ? await runner.forward(promptIds) : new Float32Array(0);
+    let logits: Float32Array;
+    if (o.promptLogprobs) {
+      // Row t of the (T, V) logits is the distribution after ids[0..t]: it scores ids[t + 1].
+      const all = await runner.forward(promptIds, { allLogits: true });
+      promptLogprobs.push(...scorePrompt(all, promptIds, V, topN ?? 0));
+      logits = all.subarray((promptIds.length - 1) * V, promptIds.length * V);
+    } else {
+      logits = budget > 0 ? await runner.forward(promptIds) : new Float32Array(0);
+    }
     const prefillMs = now() - t0;
     const t1 = now();
-    if (budget > 0 && isGreedy(o)) {
+    if (topN !== undefined) {
+      // Logprobs read every step's logits: the host loop, greedy included (argmax, as decodeGreedy).
+      const greedy = isGreedy(o);
+      for (let i = 0; i < budget; i++) {
+        const next = greedy ? argmax(logits) : sample(logits, o, random);
+        tokenLogprobs.push(scoreToken(logits, next, V, topN)); // before accept: ahead of its piece
+        const more = accept(next);
+        yield* pieces.splice(0);
+        if (!more) break;
+        if (i + 1 < budget) logits = await runner.forward([next]);
+      }
+    } else if (budget > 0 && isGreedy(o)) {
       // The first token comes from the prompt's logits; the runner chains the other budget - 1.
       const first = argmax(logits);
       if (accept(first) && budget > 1) yield* chained(first, budget - 1);
@@ -101,6 +168,8 @@ export function generate(runner: Runner, tokenizer: TextTokenizer, prompt: strin
     resolve({
       promptIds, generatedIds: generated, text, finishReason: finish, prefillMs,
       decodeMsPerToken: decodeSteps ? (now() - t1) / decodeSteps : 0,
+      ...(topN !== undefined ? { logprobs: tokenLogprobs } : {}),
+      ...(o.promptLogprobs ? { promptLogprobs } : {}),
     });
 
     /**
@@ -133,6 +202,8 @@ export function generate(runner: Runner, tokenizer: TextTokenizer, prompt: strin
 
   return {
     result,
+    logprobs: tokenLogprobs,
+    promptLogprobs,
     [Symbol.asyncIterator]() {
       const it = run();
       return {
@@ -141,4 +212,46 @@ export function generate(runner: Runner, tokenizer: TextTokenizer, prompt: strin
       } as AsyncIterator<string>;
     },
   };
+}
+
+/** A prompt of token ids, copied, each checked to be a token of the model's vocabulary. */
+function checkedIds(ids: number[], V: number): number[] {
+  if (ids.length === 0) fail('prompt of token ids is empty');
+  ids.forEach((id, i) => {
+    if (!(Number.isInteger(id) && id >= 0 && id < V)) fail(`prompt token id ${id} (at index ${i}) is not in the vocabulary [0, ${V})`);
+  });
+  return [...ids];
+}
+
+/**
+ * The `n` most likely tokens of row `row` of (rows, V) logits, by logit (ties: the lowest id; NaN
+ * never taken), with their log-probabilities given the row's log-sum-exp.
+ */
+function topOf(logits: Float32Array, row: number, V: number, n: number, lse: number): TopLogprob[] {
+  if (n === 0) return [];
+  const o = row * V, ids: number[] = [];
+  for (let i = 0; i < V; i++) {
+    const x = logits[o + i];
+    if (x !== x || (ids.length === n && !(x > logits[o + ids[n - 1]]))) continue;
+    let j = ids.length;
+    while (j > 0 && logits[o + ids[j - 1]] < x) j--;
+    ids.splice(j, 0, i);
+    if (ids.length > n) ids.pop();
+  }
+  return ids.map((id) => ({ id, logprob: logits[o + id] - lse }));
+}
+
+/** The chosen token's log-probability under one step's logits (V), and the top `n`. */
+function scoreToken(logits: Float32Array, id: number, V: number, n: number): TokenLogprob {
+  const lse = logSumExp(logits, 0, V);
+  return { id, logprob: logits[id] - lse, top: topOf(logits, 0, V, n, lse) };
+}
+
+/** Each prompt token's log-probability from the row before it of the prompt's (T, V) logits. */
+function scorePrompt(all: Float32Array, ids: number[], V: number, n: number): PromptTokenLogprob[] {
+  return ids.map((id, t) => {
+    if (t === 0) return { id, logprob: null, top: null };
+    const lse = logSumExp(all, t - 1, V);
+    return { id, logprob: all[(t - 1) * V + id] - lse, top: topOf(all, t - 1, V, n, lse) };
+  });
 }

@@ -25,8 +25,8 @@ export class Model {
   get config(): OptConfig { return this.checkpoint.config; }
   get tokenizer(): TextTokenizer { return this.checkpoint.tokenizer; }
 
-  /** Streams generated text pieces; `await gen.result` gives ids, text and timings. */
-  generate(prompt: string, options: GenerateOptions = {}): Generation {
+  /** Streams generated text pieces; `await gen.result` gives ids, text and timings. `prompt`: text, or token ids used as given. */
+  generate(prompt: string | number[], options: GenerateOptions = {}): Generation {
     const g = this.checkpoint.generation;
     return generate(this.runner, this.tokenizer, prompt, {
       eosTokenIds: g.eosTokenId,

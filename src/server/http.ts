@@ -10,8 +10,10 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import type { AddressInfo } from 'node:net';
 import type { Generation } from '../engine/generate.js';
 import type { Model } from '../engine/model.js';
+import type { TextTokenizer } from '../model/tokenizer.js';
 import { DejavuError } from '../util/errors.js';
 import { ApiError, errorBody, oneLine } from './errors.js';
+import { TokenScorer, type ScoredToken } from './logprobs.js';
 import { chatJob, checkModel, completionJob, usage, type Job } from './openai.js';
 import { FifoQueue } from './queue.js';
 import { chatRequest, completionRequest, parseBody } from './schema.js';
@@ -98,14 +100,17 @@ export function createServer(model: Model, options: ServerOptions = {}): DejavuS
     let gen: Generation;
     try {
       // generate() checks and tokenizes the prompt here but touches the runner only once iterated,
-      // so a prompt longer than the context is answered at once instead of after the queue.
+      // so a prompt longer than the context (or a token id outside the vocabulary) is answered at
+      // once instead of after the queue.
       gen = model.generate(job.prompt, job.options);
     } catch (e) {
       if (e instanceof DejavuError) throw new ApiError(400, e.message, job.promptParam);
       throw e;
     }
+    // Echoed: a string prompt as it was sent, token ids as they decode.
+    const promptText = !job.echo ? '' : typeof job.prompt === 'string' ? job.prompt : model.tokenizer.decode(job.prompt);
     await queue.run(async () => {
-      if (!x.signal.aborted) await run(x, job, gen);
+      if (!x.signal.aborted) await run(x, job, gen, model.tokenizer, promptText);
     });
   }
 
@@ -177,16 +182,44 @@ const yieldToEventLoop = (): Promise<void> => new Promise((r) => setImmediate(r)
 /**
  * Runs one generation and answers with it, as one JSON response or as a stream of chunks. A client
  * that goes away stops the generation at its next piece.
+ *
+ * With logprobs, each chunk carries the tokens generated since the previous chunk (their entries are
+ * in gen.logprobs before the piece that shows their text comes), the final chunk any left (a token
+ * whose text never showed: the end-of-sequence token, one cut by a stop string); joined, they are the
+ * non-streamed response's. With echo, the prompt's text and tokens come first, in a chunk of their own.
  */
-async function run({ res, signal }: Exchange, job: Job, gen: Generation): Promise<void> {
+async function run({ res, signal }: Exchange, job: Job, gen: Generation, tokenizer: TextTokenizer, promptText: string): Promise<void> {
   const stream = job.stream ? new EventStream(res, job.opening()) : null;
+  const scorer = job.logprobs ? new TokenScorer(tokenizer, promptText.length) : null;
+  let sent = 0;
+  /** The generated tokens not yet in a chunk, scored; null without logprobs. */
+  const newTokens = (): ScoredToken[] | null => {
+    if (!scorer) return null;
+    const fresh = gen.logprobs.slice(sent).map((e) => scorer.score(e));
+    sent += fresh.length;
+    return fresh;
+  };
+  /** The echoed prompt's tokens (its logprobs are there once the prompt has run); null without logprobs. */
+  const promptTokens = (): ScoredToken[] | null => {
+    if (!scorer) return null;
+    const s = new TokenScorer(tokenizer);
+    return gen.promptLogprobs.map((e) => s.score(e));
+  };
+  let echoed = !job.echo;
+  const echo = (): void => {
+    if (stream && !echoed) stream.send(job.chunk(promptText, promptTokens()));
+    echoed = true;
+  };
   let started = !job.trimStart;
   for await (let piece of gen) {
     if (!started) {
       piece = piece.trimStart();
       started = piece.length > 0;
     }
-    if (stream && piece) stream.send(job.chunk(piece));
+    if (stream && piece) {
+      echo();
+      stream.send(job.chunk(piece, newTokens()));
+    }
     // The CPU backend computes synchronously: give the event loop a turn between tokens so that a
     // disconnect (and other clients' requests) are seen while a generation runs.
     await yieldToEventLoop();
@@ -195,10 +228,14 @@ async function run({ res, signal }: Exchange, job: Job, gen: Generation): Promis
   const r = await gen.result;
   const u = usage(r);
   if (!stream) {
-    sendJson(res, 200, job.response(job.trimStart ? r.text.trimStart() : r.text, r.finishReason, u));
+    const text = promptText + (job.trimStart ? r.text.trimStart() : r.text);
+    const tokens = scorer && [...(job.echo ? promptTokens()! : []), ...newTokens()!];
+    sendJson(res, 200, job.response(text, r.finishReason, u, tokens));
     return;
   }
-  stream.send(job.finalChunk(r.finishReason));
+  echo();
+  const rest = newTokens();
+  stream.send(job.finalChunk(r.finishReason, rest && rest.length ? rest : null));
   if (job.streamUsage) stream.send(job.usageChunk(u));
   stream.done();
 }

@@ -5,18 +5,27 @@
  */
 import type { GenerateOptions, GenerationResult } from '../engine/generate.js';
 import { ApiError } from './errors.js';
+import { chatLogprobs, completionLogprobs, type ScoredToken } from './logprobs.js';
 import type { ChatMessage, ChatRequest, CompletionRequest } from './schema.js';
 
 export type FinishReason = GenerationResult['finishReason'];
 
 export interface Usage { prompt_tokens: number; completion_tokens: number; total_tokens: number }
 
-/** One request, ready to run: what to generate and how to answer. */
+/**
+ * One request, ready to run: what to generate and how to answer. `tokens` are the log-probabilities
+ * a response, chunk or final chunk carries: null without logprobs (the shapes' `logprobs: null`).
+ */
 export interface Job {
-  prompt: string;
+  /** Text, or token ids (completions). */
+  prompt: string | number[];
   /** The request field the prompt came from, named when the engine rejects the prompt. */
   promptParam: 'prompt' | 'messages';
   options: GenerateOptions;
+  /** Completions' echo: the prompt's text (and with logprobs its tokens) comes first in the answer. */
+  echo: boolean;
+  /** The answer carries logprobs (of the generated tokens; of the prompt's too with echo). */
+  logprobs: boolean;
   stream: boolean;
   /** stream_options.include_usage: a last chunk with usage and no choices before [DONE]. */
   streamUsage: boolean;
@@ -24,10 +33,10 @@ export interface Job {
   trimStart: boolean;
   /** Chunks sent before any text (chat: the assistant role). */
   opening(): object[];
-  chunk(text: string): object;
-  finalChunk(finish: FinishReason): object;
+  chunk(text: string, tokens: ScoredToken[] | null): object;
+  finalChunk(finish: FinishReason, tokens: ScoredToken[] | null): object;
   usageChunk(usage: Usage): object;
-  response(text: string, finish: FinishReason, usage: Usage): object;
+  response(text: string, finish: FinishReason, usage: Usage, tokens: ScoredToken[] | null): object;
 }
 
 /** The stop sequence that ends the assistant's turn in the chat transcript. */
@@ -86,22 +95,38 @@ const newId = (prefix: string) => `${prefix}-${crypto.randomUUID().replaceAll('-
 /** OpenAI's documented default for /v1/completions. */
 export const DEFAULT_COMPLETION_TOKENS = 16;
 
+/** The prompt of a completions request: a string or token ids, unwrapped from an array of one. */
+export function completionPrompt(prompt: CompletionRequest['prompt']): string | number[] {
+  if (typeof prompt === 'string') return prompt;
+  const first = prompt[0];
+  return typeof first === 'number' ? (prompt as number[]) : (first as string | number[]);
+}
+
 export function completionJob(r: CompletionRequest, model: string): Job {
   const id = newId('cmpl'), t = created();
   const head = { id, object: 'text_completion', created: t, model };
-  const choice = (text: string, finish: FinishReason | null) => ({ text, index: 0, logprobs: null, finish_reason: finish });
+  const echo = r.echo ?? false, logprobs = r.logprobs ?? null;
+  const choice = (text: string, tokens: ScoredToken[] | null, finish: FinishReason | null) => ({
+    text, index: 0, logprobs: tokens && completionLogprobs(tokens), finish_reason: finish,
+  });
   return {
-    prompt: typeof r.prompt === 'string' ? r.prompt : r.prompt[0],
+    prompt: completionPrompt(r.prompt),
     promptParam: 'prompt',
-    options: options(r, r.max_tokens ?? DEFAULT_COMPLETION_TOKENS),
+    options: {
+      ...options(r, r.max_tokens ?? DEFAULT_COMPLETION_TOKENS),
+      ...(logprobs !== null ? { logprobs } : {}),
+      ...(logprobs !== null && echo ? { promptLogprobs: true } : {}),
+    },
+    echo,
+    logprobs: logprobs !== null,
     stream: r.stream ?? false,
     streamUsage: r.stream_options?.include_usage ?? false,
     trimStart: false,
     opening: () => [],
-    chunk: (text) => ({ ...head, choices: [choice(text, null)] }),
-    finalChunk: (finish) => ({ ...head, choices: [choice('', finish)] }),
+    chunk: (text, tokens) => ({ ...head, choices: [choice(text, tokens, null)] }),
+    finalChunk: (finish, tokens) => ({ ...head, choices: [choice('', tokens, finish)] }),
     usageChunk: (u) => ({ ...head, choices: [], usage: u }),
-    response: (text, finish, u) => ({ ...head, choices: [choice(text, finish)], usage: u }),
+    response: (text, finish, u, tokens) => ({ ...head, choices: [choice(text, tokens, finish)], usage: u }),
   };
 }
 
@@ -109,21 +134,30 @@ export function completionJob(r: CompletionRequest, model: string): Job {
 export function chatJob(r: ChatRequest, model: string, contextTokens: number): Job {
   const id = newId('chatcmpl'), t = created();
   const head = { id, object: 'chat.completion.chunk', created: t, model };
-  const delta = (d: object, finish: FinishReason | null) => ({ ...head, choices: [{ index: 0, delta: d, logprobs: null, finish_reason: finish }] });
+  const logprobs = r.logprobs === true;
+  const lp = (tokens: ScoredToken[] | null) => tokens && chatLogprobs(tokens);
+  const delta = (d: object, tokens: ScoredToken[] | null, finish: FinishReason | null) => ({
+    ...head, choices: [{ index: 0, delta: d, logprobs: lp(tokens), finish_reason: finish }],
+  });
   return {
     prompt: chatTranscript(r.messages),
     promptParam: 'messages',
-    options: options(r, r.max_completion_tokens ?? r.max_tokens ?? contextTokens, [CHAT_STOP]),
+    options: {
+      ...options(r, r.max_completion_tokens ?? r.max_tokens ?? contextTokens, [CHAT_STOP]),
+      ...(logprobs ? { logprobs: r.top_logprobs ?? 0 } : {}),
+    },
+    echo: false,
+    logprobs,
     stream: r.stream ?? false,
     streamUsage: r.stream_options?.include_usage ?? false,
     trimStart: true,
-    opening: () => [delta({ role: 'assistant', content: '' }, null)],
-    chunk: (text) => delta({ content: text }, null),
-    finalChunk: (finish) => delta({}, finish),
+    opening: () => [delta({ role: 'assistant', content: '' }, null, null)],
+    chunk: (text, tokens) => delta({ content: text }, tokens, null),
+    finalChunk: (finish, tokens) => delta({}, tokens, finish),
     usageChunk: (u) => ({ ...head, choices: [], usage: u }),
-    response: (text, finish, u) => ({
+    response: (text, finish, u, tokens) => ({
       id, object: 'chat.completion', created: t, model,
-      choices: [{ index: 0, message: { role: 'assistant', content: text }, logprobs: null, finish_reason: finish }],
+      choices: [{ index: 0, message: { role: 'assistant', content: text }, logprobs: lp(tokens), finish_reason: finish }],
       usage: u,
     }),
   };

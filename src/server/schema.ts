@@ -4,7 +4,7 @@
  *
  * Optional fields take null as absent: OpenAI's clients send `"stop": null` and the like. Fields this
  * server doesn't know are ignored (clients send `user` and other bookkeeping); parameters it knows but
- * cannot honour (n > 1, echo, logprobs, penalties, tools) are accepted only at their no-op value, so a
+ * cannot honour (n > 1, best_of, suffix, penalties, tools) are accepted only at their no-op value, so a
  * client never gets silently different behaviour from what it asked for.
  */
 import { z } from 'zod';
@@ -16,6 +16,11 @@ const says = (text: string) => ({ error: (issue: { input?: unknown }) => (issue.
 function integer(min: number) {
   const e = says(`must be an integer >= ${min}`);
   return z.number(e).int(e).min(min, e);
+}
+
+function intIn(min: number, max: number) {
+  const e = says(`must be an integer in [${min}, ${max}]`);
+  return z.number(e).int(e).min(min, e).max(max, e);
 }
 
 function number(min: number, max: number) {
@@ -47,12 +52,23 @@ const common = {
   logit_bias: only(isEmpty, 'is not supported'),
 };
 
+/** OpenAI's limits: completions' logprobs 0 to 5, chat's top_logprobs 0 to 20. */
+export const MAX_COMPLETION_LOGPROBS = 5;
+export const MAX_TOP_LOGPROBS = 20;
+
+/** A token id; generate() checks it against the vocabulary. */
+const tokenId = z.number().int();
+
 export const completionRequest = z.object({
   ...common,
-  prompt: z.union([z.string(), z.array(z.string()).length(1)], says('must be a string or an array of one string')),
+  // A string, or token ids (used as given: no </s> added); either may come as an array of one.
+  prompt: z.union([
+    z.string(), z.array(z.string()).length(1),
+    z.array(tokenId).min(1), z.array(z.array(tokenId).min(1)).length(1),
+  ], says('must be a string, an array of token ids, or an array of one of these')),
   max_tokens: integer(0).nullish(),
-  echo: only((v) => v === false, 'is not supported'),
-  logprobs: only(() => false, 'is not supported'),
+  echo: z.boolean(says('must be true or false')).nullish(),
+  logprobs: intIn(0, MAX_COMPLETION_LOGPROBS).nullish(),
   best_of: only((v) => v === 1, 'must be 1'),
   suffix: only((v) => v === '', 'is not supported'),
 }, says('must be a JSON object'));
@@ -74,14 +90,19 @@ export const chatRequest = z.object({
   max_tokens: integer(0).nullish(),
   /** OpenAI's newer name for max_tokens in chat. */
   max_completion_tokens: integer(0).nullish(),
-  logprobs: only((v) => v === false, 'is not supported'),
-  top_logprobs: only((v) => v === 0, 'is not supported'),
+  logprobs: z.boolean(says('must be true or false')).nullish(),
+  top_logprobs: intIn(0, MAX_TOP_LOGPROBS).nullish(),
   tools: only(isEmpty, 'is not supported: the model has no tool calling'),
   tool_choice: only((v) => v === 'none', 'is not supported: the model has no tool calling'),
   functions: only(isEmpty, 'is not supported: the model has no tool calling'),
   function_call: only((v) => v === 'none', 'is not supported: the model has no tool calling'),
   response_format: only((v) => (v as { type?: unknown }).type === 'text', 'is not supported: only {"type": "text"}'),
-}, says('must be a JSON object'));
+}, says('must be a JSON object')).superRefine((r, ctx) => {
+  // As OpenAI: top_logprobs only with logprobs: true.
+  if (r.top_logprobs != null && r.logprobs !== true) {
+    ctx.addIssue({ code: 'custom', path: ['top_logprobs'], message: 'requires logprobs: true', input: r.top_logprobs });
+  }
+});
 
 export type CompletionRequest = z.infer<typeof completionRequest>;
 export type ChatRequest = z.infer<typeof chatRequest>;

@@ -1,0 +1,145 @@
+/**
+ * Log-probabilities in OpenAI's shapes: the library's per-token entries (generate()'s logprobs and
+ * promptLogprobs, token ids) become tokens as text with their offsets in the returned text, then the
+ * completions object ({tokens, token_logprobs, top_logprobs, text_offset}) or chat's content list.
+ *
+ * A token's text is tokenizer.decode([id]): a token holding part of a multi-byte character decodes
+ * to U+FFFD (OpenAI writes such tokens as "bytes:\xNN", which needs the raw bytes of the vocabulary),
+ * and special tokens (OPT's </s>) to "".
+ */
+import type { PromptTokenLogprob, TokenLogprob } from '../engine/generate.js';
+import type { TextTokenizer } from '../model/tokenizer.js';
+
+/** One token of a response's logprobs, before it takes the completions or the chat shape. */
+export interface ScoredToken {
+  text: string;
+  /** Character offset in the response's text (echoed prompt included). */
+  offset: number;
+  /** Null for the first token of a prompt. */
+  logprob: number | null;
+  top: { text: string; logprob: number }[] | null;
+}
+
+/** Tokens checked past an anchor before the offsets move it (longer than any character or clean-up). */
+const LOOKAHEAD = 6;
+
+/**
+ * Character offsets of tokens, one token at a time, in the text they decode to. A token's offset is
+ * where its text begins: the length of the common prefix of the text decoded from the tokens before
+ * it and the text decoded with it. That is the token's position in the whole text even where decoding
+ * is not a concatenation of the tokens' texts: a token completing a character split across tokens
+ * starts where that character does; a "," after a " " token starts where the tokenizer's clean-up
+ * (" ," to ",") put it.
+ *
+ * Decoding the whole prefix at every token costs O(n^2); this decodes a window that begins at an
+ * anchor: a token boundary across which decoding has been seen to concatenate with LOOKAHEAD tokens
+ * after it, which no later token can change.
+ */
+export class TextOffsets {
+  private window: number[] = [];
+  private windowText = '';
+  private anchorAt: number;
+
+  /** `start`: the offset of the first token (the length of text before it, e.g. an echoed prompt). */
+  constructor(private tokenizer: TextTokenizer, start = 0) {
+    this.anchorAt = start;
+  }
+
+  /** The offset of the next token. */
+  push(id: number): number {
+    const before = this.windowText;
+    this.window.push(id);
+    this.windowText = this.tokenizer.decode(this.window);
+    const offset = this.anchorAt + commonPrefix(before, this.windowText);
+    const k = this.window.length - LOOKAHEAD;
+    if (k > 0) {
+      const left = this.tokenizer.decode(this.window.slice(0, k)), right = this.tokenizer.decode(this.window.slice(k));
+      if (left + right === this.windowText) {
+        this.anchorAt += left.length;
+        this.window = this.window.slice(k);
+        this.windowText = right;
+      }
+    }
+    return offset;
+  }
+}
+
+function commonPrefix(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a.charCodeAt(i) === b.charCodeAt(i)) i++;
+  return i;
+}
+
+/** Library entries to ScoredTokens, in order: one scorer per run of consecutive tokens (the prompt, the completion). */
+export class TokenScorer {
+  private offsets: TextOffsets;
+
+  constructor(private tokenizer: TextTokenizer, start = 0) {
+    this.offsets = new TextOffsets(tokenizer, start);
+  }
+
+  score(e: TokenLogprob | PromptTokenLogprob): ScoredToken {
+    return {
+      text: this.tokenizer.decode([e.id]),
+      offset: this.offsets.push(e.id),
+      logprob: e.logprob,
+      top: e.top && e.top.map((t) => ({ text: this.tokenizer.decode([t.id]), logprob: t.logprob })),
+    };
+  }
+}
+
+export interface CompletionLogprobs {
+  tokens: string[];
+  token_logprobs: (number | null)[];
+  top_logprobs: (Record<string, number> | null)[];
+  text_offset: number[];
+}
+
+/**
+ * /v1/completions' logprobs object. top_logprobs maps each alternative's text to its log-probability,
+ * most likely first; where two alternatives decode to the same text, the first (the likelier) stays.
+ */
+export function completionLogprobs(tokens: ScoredToken[]): CompletionLogprobs {
+  return {
+    tokens: tokens.map((t) => t.text),
+    token_logprobs: tokens.map((t) => t.logprob),
+    top_logprobs: tokens.map((t) => {
+      if (t.top === null) return null;
+      // No prototype: a token such as "__proto__" is a key like any other.
+      const top = Object.create(null) as Record<string, number>;
+      for (const a of t.top) if (!Object.hasOwn(top, a.text)) top[a.text] = a.logprob;
+      return top;
+    }),
+    text_offset: tokens.map((t) => t.offset),
+  };
+}
+
+export interface ChatTokenLogprob {
+  token: string;
+  logprob: number;
+  bytes: number[] | null;
+  top_logprobs: { token: string; logprob: number; bytes: number[] | null }[];
+}
+
+const utf8 = new TextEncoder();
+
+/**
+ * A token's UTF-8 bytes, as OpenAI's `bytes`; null for a token that decodes to U+FFFD (part of a
+ * multi-byte character), whose own bytes the decoded text no longer holds.
+ */
+export function tokenBytes(text: string): number[] | null {
+  return text.includes('\uFFFD') ? null : Array.from(utf8.encode(text));
+}
+
+/** /v1/chat/completions' logprobs.content. */
+export function chatLogprobs(tokens: ScoredToken[]): { content: ChatTokenLogprob[] } {
+  return {
+    content: tokens.map((t) => ({
+      token: t.text,
+      logprob: t.logprob!, // chat scores only generated tokens: never null
+      bytes: tokenBytes(t.text),
+      top_logprobs: (t.top ?? []).map((a) => ({ token: a.text, logprob: a.logprob, bytes: tokenBytes(a.text) })),
+    })),
+  };
+}
