@@ -96,6 +96,53 @@ test('refused with one line: a non-contiguous view, the legacy format, a truncat
   } finally { rmSync(dir, { recursive: true, force: true }); }
 });
 
+/** A folder holding config.json and a pytorch_model.bin zip (stored entries, as torch writes) of these entries. */
+async function torchZipDir(entries: Record<string, Uint8Array>): Promise<string> {
+  const zip = await import('@zip.js/zip.js');
+  zip.configure({ useWebWorkers: false });
+  const w = new zip.ZipWriter(new zip.Uint8ArrayWriter(), { level: 0 });
+  for (const [name, data] of Object.entries(entries)) await w.add(name, new zip.Uint8ArrayReader(data));
+  const dir = mkdtempSync(join(tmpdir(), 'dejavu-bin-'));
+  copyFileSync(join(FX, 'bin', 'config.json'), join(dir, 'config.json'));
+  writeFileSync(join(dir, 'pytorch_model.bin'), await w.close());
+  return dir;
+}
+
+const ascii = (s: string) => [...s].map((c) => c.charCodeAt(0));
+const GLOBAL = (m: string, n: string) => [0x63, ...ascii(`${m}\n${n}\n`)];
+
+test('crafted checkpoints end in one line, quickly: a cycle, odd arguments, huge integers, a directory past the file', async () => {
+  const cases: [string, number[], RegExp][] = [
+    // L = [G, None, L]; G(*L): _rebuild_from_type_v2 calling itself through the memo.
+    ['a cycle', [0x80, 2, ...GLOBAL('torch._tensor', '_rebuild_from_type_v2'), 0x71, 0, 0x5d, 0x71, 1, 0x28, 0x68, 0, 0x4e, 0x68, 1, 0x65, 0x52, 0x2e],
+      /data\.pkl calls torch\._tensor\._rebuild_from_type_v2 with arguments of an unexpected form/],
+    ['OrderedDict(5)', [0x80, 2, ...GLOBAL('collections', 'OrderedDict'), 0x4b, 5, 0x85, 0x52, 0x2e], /data\.pkl calls collections\.OrderedDict with arguments of an unexpected form/],
+    ['a 300,000-byte integer', [0x80, 2, 0x8b, 0xe0, 0x93, 0x04, 0x00, ...new Array(300000).fill(1), 0x2e], /data\.pkl: an integer of 300000 bytes at byte 2 \(at most 256 are read\)/],
+    ['os.system', [0x80, 2, ...GLOBAL('os', 'system'), 0x58, 2, 0, 0, 0, ...ascii('hi'), 0x85, 0x52, 0x2e], /refusing the Python object os\.system/],
+    ['a list of 300,000 Nones', [0x80, 2, 0x5d, 0x28, ...new Array(300000).fill(0x4e), 0x65, 0x2e], /data\.pkl holds a tuple, not a state dict of tensors/],
+    ['a 200,000-byte string', [0x80, 2, 0x54, 0x40, 0x0d, 0x03, 0x00, ...new Array(200000).fill(0x61), 0x2e], /data\.pkl holds a string, not a state dict of tensors/],
+  ];
+  for (const [what, bytes, re] of cases) {
+    const dir = await torchZipDir({ 'archive/data.pkl': Uint8Array.from(bytes) });
+    try {
+      const t0 = performance.now();
+      assert.match(await loadError(what, dir), re, what);
+      assert.ok(performance.now() - t0 < 5000, `${what}: ${performance.now() - t0} ms`);
+    } finally { rmSync(dir, { recursive: true, force: true }); }
+  }
+  // The end-of-directory record's directory size set to 2 GiB: a read past the file, refused before allocating.
+  const dir = mkdtempSync(join(tmpdir(), 'dejavu-bin-'));
+  try {
+    copyFileSync(join(FX, 'bin', 'config.json'), join(dir, 'config.json'));
+    const b = readFileSync(join(FX, 'bin', 'pytorch_model.bin'));
+    const eocd = b.lastIndexOf(Buffer.from([0x50, 0x4b, 0x05, 0x06]));
+    assert.ok(eocd > 0);
+    b.writeUInt32LE(0x80000000, eocd + 12);
+    writeFileSync(join(dir, 'pytorch_model.bin'), b);
+    assert.match(await loadError('directory size', dir), /pytorch_model\.bin: a corrupt zip archive/);
+  } finally { rmSync(dir, { recursive: true, force: true }); }
+});
+
 test('safetensors wins where a folder has both', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'dejavu-bin-'));
   try {

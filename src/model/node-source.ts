@@ -35,6 +35,9 @@ export class NodeFileSource implements FileSource {
       try { h = await open(join(this.location, name), 'r'); } catch { fail(`missing file ${name} in ${this.location}`); }
       this.handles.set(name, h);
     }
+    // A corrupt header or directory can ask for any range: refuse one past the end before allocating.
+    const { size } = await h.stat();
+    if (!(offset >= 0 && length >= 0 && offset + length <= size)) fail(`${name}: unexpected end of file (wanted ${length} bytes at ${offset}, the file has ${size})`);
     const buf = new Uint8Array(length);
     let done = 0;
     while (done < length) {

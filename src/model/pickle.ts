@@ -39,7 +39,7 @@ export function unpickle(data: Uint8Array, hooks: UnpickleHooks, what: string): 
   const u64 = () => { need(8); const v = dv.getBigUint64(pos, true); pos += 8; if (v > BigInt(MAX_LEN)) bad(`a length of ${v} bytes`); return Number(v); };
   const bytes = (n: number) => { if (n > MAX_LEN) bad(`a length of ${n} bytes`); need(n); const b = data.slice(pos, pos + n); pos += n; return b; };
   const utf8 = (n: number) => { const b = bytes(n); try { return new TextDecoder('utf-8', { fatal: true }).decode(b); } catch { return bad(`a string that is not UTF-8 at byte ${pos - n}`); } };
-  const latin1 = (n: number) => String.fromCharCode(...bytes(n));
+  const latin1 = (n: number) => { const b = bytes(n); let t = ''; for (let i = 0; i < b.length; i += 4096) t += String.fromCharCode(...b.subarray(i, i + 4096)); return t; };
   const line = () => { const end = data.indexOf(0x0a, pos); if (end < 0) bad('truncated pickle (an unterminated GLOBAL)'); const s = latin1(end - pos); pos++; return s; };
 
   const stack: PyValue[] = [];
@@ -67,9 +67,12 @@ export function unpickle(data: Uint8Array, hooks: UnpickleHooks, what: string): 
       case 0x4d: stack.push(u16()); break;                      // BININT2
       case 0x8a: case 0x8b: {                                   // LONG1, LONG4: little-endian two's complement
         const n = op === 0x8a ? u8() : u32();
+        // torch writes none wider than 8 bytes; a long one is refused rather than converted.
+        if (n > 256) bad(`an integer of ${n} bytes at byte ${at} (at most 256 are read)`);
         const b = bytes(n);
-        let v = 0n;
-        for (let i = n - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]);
+        let hex = '';
+        for (let i = n - 1; i >= 0; i--) hex += b[i].toString(16).padStart(2, '0');
+        let v = n ? BigInt('0x' + hex) : 0n;
         if (n && b[n - 1] & 0x80) v -= 1n << BigInt(8 * n);
         stack.push(v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v);
         break;
@@ -127,7 +130,7 @@ export function unpickle(data: Uint8Array, hooks: UnpickleHooks, what: string): 
         break;
       }
       case 0x61: { const v = pop(); asList(top()).push(v); break; }   // APPEND
-      case 0x65: { const vs = popMark(); asList(top()).push(...vs); break; }   // APPENDS
+      case 0x65: { const vs = popMark(), l = asList(top()); for (const v of vs) l.push(v); break; }   // APPENDS
       default: bad(`unsupported pickle opcode 0x${op.toString(16).padStart(2, '0')} at byte ${at}`);
     }
   }

@@ -12,7 +12,7 @@
  * line: the legacy pre-1.6 format, compressed entries, big-endian files, other float types, views
  * with other strides, and any other Python object in the pickle.
  */
-import { fail } from '../util/errors.js';
+import { DejavuError, fail } from '../util/errors.js';
 import { unpickle, type PyObject, type PyValue } from './pickle.js';
 import type { StDtype, TensorEntry } from './safetensors.js';
 import type { FileSource } from './source.js';
@@ -112,15 +112,17 @@ export async function readTorchCheckpoint(src: FileSource, file: string): Promis
   return out;
 }
 
-/** REDUCE of an allowed global: the state dict's dicts and tensors. */
-function callAllowed(file: string, fn: PyValue, args: PyValue[]): PyValue | undefined {
+/** REDUCE of an allowed global: the state dict's dicts and tensors (`depth`: _rebuild_from_type_v2's nesting, 1 in torch's files). */
+function callAllowed(file: string, fn: PyValue, args: PyValue[], depth = 0): PyValue | undefined {
   if (!fn || typeof fn !== 'object' || (fn as PyObject).pyType !== 'global') return undefined;
   const name = (fn as PyObject).name as string;
   const bad = (): never => fail(`${file}: data.pkl calls ${name} with arguments of an unexpected form`);
   switch (name) {
     case 'collections.OrderedDict': {
-      const m = new Map<PyValue, PyValue>();
-      for (const kv of (args[0] as PyValue[] | undefined) ?? []) { if (!Array.isArray(kv) || kv.length !== 2) return bad(); m.set(kv[0], kv[1]); }
+      const m = new Map<PyValue, PyValue>(), items = args[0] ?? null;
+      if (items instanceof Map) return new Map(items);
+      if (items !== null && !Array.isArray(items)) return bad();
+      for (const kv of (items as PyValue[] | null) ?? []) { if (!Array.isArray(kv) || kv.length !== 2) return bad(); m.set(kv[0], kv[1]); }
       return m;
     }
     case 'torch._utils._rebuild_tensor_v2': {
@@ -137,7 +139,7 @@ function callAllowed(file: string, fn: PyValue, args: PyValue[]): PyValue | unde
     case 'torch._tensor._rebuild_from_type_v2': {
       // (func, type, args, state): func(*args), a Tensor or Parameter rebuilt by an allowed func.
       const [f, , a] = args;
-      return Array.isArray(a) ? callAllowed(file, f ?? null, a) ?? bad() : bad();
+      return Array.isArray(a) && depth < 4 ? callAllowed(file, f ?? null, a, depth + 1) ?? bad() : bad();
     }
     default: return undefined;
   }
@@ -151,11 +153,18 @@ async function zipEntries(src: FileSource, file: string, size: number): Promise<
   zip.configure({ useWebWorkers: false });
   class SourceReader extends zip.Reader<void> {
     constructor() { super(undefined); this.size = size; }
-    override async readUint8Array(index: number, length: number): Promise<Uint8Array> { return src.read(file, index, length); }
+    // A corrupt directory record can ask for any range: refuse one past the file before reading.
+    override async readUint8Array(index: number, length: number): Promise<Uint8Array> {
+      if (!(index >= 0 && length >= 0 && index + length <= size)) fail(`${file}: a corrupt zip archive (a record points past the end of the file)`);
+      return src.read(file, index, length);
+    }
   }
   const reader = new zip.ZipReader(new SourceReader());
   let list: Awaited<ReturnType<typeof reader.getEntries>>;
-  try { list = await reader.getEntries(); } catch (e) { fail(`${file}: a corrupt zip archive (${(e as Error).message.split('\n')[0]})`); }
+  try { list = await reader.getEntries(); } catch (e) {
+    if (e instanceof DejavuError) throw e;
+    fail(`${file}: a corrupt zip archive (${(e as Error).message.split('\n')[0]})`);
+  }
   const out = new Map<string, ZipEntry>();
   for (const e of list) out.set(e.filename, { name: e.filename, offset: e.offset, method: e.compressionMethod, size: e.uncompressedSize });
   return out;
