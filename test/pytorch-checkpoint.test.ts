@@ -93,6 +93,10 @@ test('refused with one line: a non-contiguous view, the legacy format, a truncat
     cpSync(join(FX, 'bin-f16-sharded'), dir, { recursive: true });
     rmSync(join(dir, readdirSync(dir).find((f) => f.endsWith('00002-of-00003.bin'))!));
     assert.match(await loadError('shards', dir), /missing file pytorch_model-00002-of-00003\.bin in .* \(listed in pytorch_model\.bin\.index\.json\)/);
+    writeFileSync(join(dir, 'pytorch_model.bin.index.json'), 'null');
+    assert.match(await loadError('null index', dir), /pytorch_model\.bin\.index\.json in .* has no weight_map/);
+    writeFileSync(join(dir, 'pytorch_model.bin.index.json'), JSON.stringify({ weight_map: { 'lm_head.weight': '../elsewhere.bin' } }));
+    assert.match(await loadError('a path in the index', dir), /pytorch_model\.bin\.index\.json in .* names "\.\.\/elsewhere\.bin", not a file of the folder/);
   } finally { rmSync(dir, { recursive: true, force: true }); }
 });
 

@@ -428,7 +428,11 @@ test('bad logprobs requests are 400s naming the field and the limit', async () =
     ['/v1/completions', { prompt: [] }, /^prompt must be a string, an array of token ids, or an array of one of these$/, 'prompt'],
     ['/v1/completions', { prompt: [[2], [3]] }, /^prompt must be a string, an array of token ids, or an array of one of these$/, 'prompt'],
     ['/v1/completions', { prompt: [2, 'a'] }, /^prompt must be a string, an array of token ids, or an array of one of these$/, 'prompt'],
+    ['/v1/completions', { prompt: [2, 2 ** 60] }, /^prompt\[1\] must be a string, an array of token ids, or an array of one of these$/, 'prompt[1]'],
+    ['/v1/completions', { prompt: [[]] }, /^prompt\[0\] must be a string, an array of token ids, or an array of one of these$/, 'prompt[0]'],
     ['/v1/completions', { prompt: new Array(1025).fill(5) }, /^prompt of 1025 tokens is longer than the model's context of 1024$/, 'prompt'],
+    // A scoring request with no room for its generated entry (lm-evaluation-harness would drop a prompt token instead).
+    ['/v1/completions', { prompt: new Array(1024).fill(5), echo: true, logprobs: 1, max_tokens: 1 }, /^prompt of 1024 tokens fills the model's context of 1024: no room for max_tokens with echo and logprobs \(send at most 1023 tokens, or max_tokens 0\)$/, 'prompt'],
     ['/v1/completions', { prompt: 'x', best_of: 2 }, /^best_of must be 1$/, 'best_of'],
     ['/v1/completions', { prompt: 'x', suffix: 'y' }, /^suffix is not supported$/, 'suffix'],
     ['/v1/chat/completions', { ...chat, top_logprobs: 2 }, /^top_logprobs requires logprobs: true$/, 'top_logprobs'],
@@ -481,4 +485,40 @@ test('webgpu: greedy with logprobs (the host loop) picks the chained path\'s tok
     g.dispose();
     gpu.device.destroy();
   }
+});
+
+test('chat logprobs cover the content only: not the trimmed leading whitespace, not the stop string', async () => {
+  const messages = [{ role: 'user', content: 'Tell me a story about the old house.' }];
+  let cut = 0;
+  for (const stop of [' the', ' and', ' of', '.']) {
+    for (const stream of [false, true]) {
+      const body = { messages, max_tokens: 40, temperature: 0, logprobs: true, stop: [stop], ...(stream ? { stream: true } : {}) };
+      const r = stream ? joinedChat(await chunks('/v1/chat/completions', body)) : (await call('/v1/chat/completions', body)).json.choices[0];
+      const content: string = stream ? r.content : r.message.content;
+      const tokens: string[] = r.logprobs.content.map((e: Json) => e.token);
+      assert.equal(tokens.join('').trimStart(), content, `stop ${JSON.stringify(stop)}${stream ? ', streamed' : ''}: the tokens spell the content`);
+      if (r.finish_reason === 'stop') cut++;
+    }
+  }
+  assert.ok(cut >= 4, 'some generations ended on their stop string');
+});
+
+/** A streamed chat answer's content and logprobs, joined from its chunks. */
+function joinedChat(cs: Json[]): Json {
+  const choices = cs.filter((c) => c.choices?.length).map((c) => c.choices[0]);
+  return {
+    content: choices.map((c) => c.delta.content ?? '').join(''),
+    logprobs: { content: choices.flatMap((c) => c.logprobs?.content ?? []) },
+    finish_reason: choices.at(-1).finish_reason,
+  };
+}
+
+test('completions: an echoed text prompt\'s offsets are those of its own text, spaces before punctuation included', async () => {
+  const prompt = "Hello , world . It is n't so , is it ?";
+  const r = await call('/v1/completions', { prompt, echo: true, logprobs: 0, max_tokens: 0 });
+  assert.equal(r.status, 200);
+  const c = r.json.choices[0], lp = c.logprobs;
+  assert.equal(c.text, prompt);
+  assert.equal(lp.tokens.join(''), prompt, 'the tokens spell the prompt as sent');
+  lp.tokens.forEach((t: string, i: number) => assert.equal(c.text.slice(lp.text_offset[i], lp.text_offset[i] + t.length), t, `token ${i}`));
 });

@@ -149,8 +149,8 @@ test('tokenizer.json wins over vocab.json and merges.txt', async () => {
   const ref = await load(REF_DIR);
   const tok = await load(dir);
   assert.deepEqual(tok.encode('It was a dark and stormy night'), ref.encode('It was a dark and stormy night'));
-  assert.equal(tok.source, 'tokenizer.json');
-  assert.equal((await load(bpeFolder({ 'tokenizer_config.json': SPECIAL }))).source, 'vocab.json and merges.txt');
+  assert.deepEqual(tok.files, ['tokenizer.json']);
+  assert.deepEqual((await load(bpeFolder({ 'tokenizer_config.json': SPECIAL }))).files, ['vocab.json', 'merges.txt']);
 });
 
 describe('errors are one line naming the file or token', () => {

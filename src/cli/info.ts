@@ -15,7 +15,7 @@ export function register(program: Command): void {
     const out = {
       model: o.model ?? DEMO_MODEL,
       folder: model.checkpoint.location,
-      files: [...model.checkpoint.weights.files, model.checkpoint.tokenizer.source],
+      files: [...model.checkpoint.weights.files, ...model.checkpoint.tokenizer.files],
       config: c,
       parameters: parameterCount(c),
       weight_bytes: weightBytes(model.checkpoint.weights),
@@ -28,7 +28,7 @@ export function register(program: Command): void {
     else {
       const lines = [
         `model        ${out.model}` + (out.folder !== out.model ? ` (${out.folder})` : ''),
-        `files        ${model.checkpoint.weights.files.join(', ')}; tokenizer from ${model.checkpoint.tokenizer.source}`,
+        `files        ${model.checkpoint.weights.files.join(', ')}; tokenizer from ${model.checkpoint.tokenizer.files.join(' + ')}`,
         `layers       ${c.layers} (d=${c.hidden}, heads=${c.heads}, ffn=${c.ffn}, vocab=${c.vocabSize}, context=${c.maxPositions})`,
         `layout       ${c.preLayerNorm ? 'pre' : 'post'}-LayerNorm, bias ${c.enableBias ? 'on' : 'off'}, ${c.tieWordEmbeddings ? 'tied' : 'separate'} lm_head` +
           (c.wordEmbedProjDim !== c.hidden ? `, embeddings ${c.wordEmbedProjDim} with project_in/out` : ''),

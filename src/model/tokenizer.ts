@@ -9,9 +9,9 @@ import { tokenizerJsonFromBpeFiles } from './tokenizer-bpe-files.js';
  * GPT-2 BPE files vocab.json and merges.txt (tokenizer-bpe-files.ts).
  */
 export class TextTokenizer {
-  /** What it was read from: 'tokenizer.json' or 'vocab.json and merges.txt'. */
-  readonly source: string;
-  private constructor(private tok: Tokenizer, source: string) { this.source = source; }
+  /** The files it was read from: tokenizer.json, or vocab.json and merges.txt. */
+  readonly files: string[];
+  private constructor(private tok: Tokenizer, files: string[]) { this.files = files; }
 
   static async load(src: FileSource): Promise<TextTokenizer> {
     let cfg: Record<string, unknown> = {};
@@ -32,7 +32,7 @@ export class TextTokenizer {
       fail(`no tokenizer in ${src.location}: expected tokenizer.json, or vocab.json and merges.txt`);
     }
     try {
-      return new TextTokenizer(new Tokenizer(json, cfg), what);
+      return new TextTokenizer(new Tokenizer(json, cfg), what === 'tokenizer.json' ? [what] : ['vocab.json', 'merges.txt']);
     } catch (e) {
       fail(`${what} in ${src.location} could not be loaded: ${(e as Error).message.split('\n')[0]}`);
     }
@@ -43,7 +43,11 @@ export class TextTokenizer {
     return this.tok.encode(text, { add_special_tokens: addSpecialTokens }).ids;
   }
 
-  decode(ids: number[], skipSpecialTokens = true): string {
-    return this.tok.decode(ids, { skip_special_tokens: skipSpecialTokens });
+  /**
+   * `cleanUp` false: without the clean-up of spaces before punctuation (" ," → ","), so that a
+   * byte-level BPE decodes back to exactly the text it encoded (the server's echoed prompt offsets).
+   */
+  decode(ids: number[], skipSpecialTokens = true, cleanUp = true): string {
+    return this.tok.decode(ids, { skip_special_tokens: skipSpecialTokens, ...(cleanUp ? {} : { clean_up_tokenization_spaces: false }) });
   }
 }

@@ -107,8 +107,16 @@ export function createServer(model: Model, options: ServerOptions = {}): DejavuS
       if (e instanceof DejavuError) throw new ApiError(400, e.message, job.promptParam);
       throw e;
     }
-    // Echoed: a string prompt as it was sent, token ids as they decode.
-    const promptText = !job.echo ? '' : typeof job.prompt === 'string' ? job.prompt : model.tokenizer.decode(job.prompt);
+    // A scoring request (echo and logprobs) asking for tokens where the prompt fills the context would
+    // get none, and a client dropping the last entry as the generated one (lm-evaluation-harness) would
+    // silently drop a prompt token instead: refused, as OpenAI refuses prompt + max_tokens past the context.
+    if (job.echo && job.logprobs && (job.options.maxTokens ?? 0) > 0) {
+      const n = typeof job.prompt === 'string' ? model.tokenizer.encode(job.prompt).length : job.prompt.length, ctx = model.config.maxPositions;
+      if (n >= ctx) throw new ApiError(400, `prompt of ${n} tokens fills the model's context of ${ctx}: no room for max_tokens with echo and logprobs (send at most ${ctx - 1} tokens, or max_tokens 0)`, 'prompt');
+    }
+    // Echoed: a string prompt as it was sent, token ids as they decode (without the clean-up of
+    // spaces, so that both are what the prompt's token texts and offsets add up to).
+    const promptText = !job.echo ? '' : typeof job.prompt === 'string' ? job.prompt : model.tokenizer.decode(job.prompt, true, false);
     await queue.run(async () => {
       if (!x.signal.aborted) await run(x, job, gen, model.tokenizer, promptText);
     });
@@ -202,7 +210,7 @@ async function run({ res, signal }: Exchange, job: Job, gen: Generation, tokeniz
   /** The echoed prompt's tokens (its logprobs are there once the prompt has run); null without logprobs. */
   const promptTokens = (): ScoredToken[] | null => {
     if (!scorer) return null;
-    const s = new TokenScorer(tokenizer);
+    const s = new TokenScorer(tokenizer, 0, true);
     return gen.promptLogprobs.map((e) => s.score(e));
   };
   let echoed = !job.echo;
@@ -210,15 +218,34 @@ async function run({ res, signal }: Exchange, job: Job, gen: Generation, tokeniz
     if (stream && !echoed) stream.send(job.chunk(promptText, promptTokens()));
     echoed = true;
   };
-  let started = !job.trimStart;
+  let started = !job.trimStart, lead = 0;
+  /**
+   * Chat's content is the text trimmed at its start and cut at a stop string: its logprobs are the
+   * tokens whose text lies in it (not the trimmed whitespace's, nor the stop string's: the transcript's
+   * "\nuser:" ends every finished turn). `end`: where the text was cut (undefined: not yet known).
+   */
+  const inContent = (ts: ScoredToken[] | null, end?: number): ScoredToken[] | null =>
+    ts && job.trimStart ? ts.filter((t) => t.offset + t.text.length > lead && (end === undefined || t.offset < end)) : ts;
+  // Chat, streamed: a token goes out with the chunk that shows its text (one whose text is still held
+  // back, a possible stop string, waits), so that the stop string's tokens never go out.
+  let shown = 0, pending: ScoredToken[] = [];
+  const shownTokens = (): ScoredToken[] | null => {
+    if (!job.trimStart) return newTokens();
+    const all = [...pending, ...(newTokens() ?? [])];
+    pending = all.filter((t) => t.offset >= shown);
+    return inContent(all.filter((t) => t.offset < shown));
+  };
   for await (let piece of gen) {
+    shown += piece.length;
     if (!started) {
-      piece = piece.trimStart();
+      const t = piece.trimStart();
+      lead += piece.length - t.length;
+      piece = t;
       started = piece.length > 0;
     }
     if (stream && piece) {
       echo();
-      stream.send(job.chunk(piece, newTokens()));
+      stream.send(job.chunk(piece, scorer ? shownTokens() : null));
     }
     // The CPU backend computes synchronously: give the event loop a turn between tokens so that a
     // disconnect (and other clients' requests) are seen while a generation runs.
@@ -229,12 +256,13 @@ async function run({ res, signal }: Exchange, job: Job, gen: Generation, tokeniz
   const u = usage(r);
   if (!stream) {
     const text = promptText + (job.trimStart ? r.text.trimStart() : r.text);
-    const tokens = scorer && [...(job.echo ? promptTokens()! : []), ...newTokens()!];
+    if (job.trimStart) lead = r.text.length - r.text.trimStart().length;
+    const tokens = scorer && [...(job.echo ? promptTokens()! : []), ...inContent(newTokens(), r.text.length)!];
     sendJson(res, 200, job.response(text, r.finishReason, u, tokens));
     return;
   }
   echo();
-  const rest = newTokens();
+  const rest = scorer && inContent([...pending, ...newTokens()!], r.text.length);
   stream.send(job.finalChunk(r.finishReason, rest && rest.length ? rest : null));
   if (job.streamUsage) stream.send(job.usageChunk(u));
   stream.done();

@@ -40,20 +40,22 @@ export class TextOffsets {
   private windowText = '';
   private anchorAt: number;
 
-  /** `start`: the offset of the first token (the length of text before it, e.g. an echoed prompt). */
-  constructor(private tokenizer: TextTokenizer, start = 0) {
+  /** `start`: the offset of the first token (the length of text before it, e.g. an echoed prompt); `raw`: decode without the clean-up of spaces. */
+  constructor(private tokenizer: TextTokenizer, start = 0, private raw = false) {
     this.anchorAt = start;
   }
+
+  private decode(ids: number[]): string { return this.tokenizer.decode(ids, true, !this.raw); }
 
   /** The offset of the next token. */
   push(id: number): number {
     const before = this.windowText;
     this.window.push(id);
-    this.windowText = this.tokenizer.decode(this.window);
+    this.windowText = this.decode(this.window);
     const offset = this.anchorAt + commonPrefix(before, this.windowText);
     const k = this.window.length - LOOKAHEAD;
     if (k > 0) {
-      const left = this.tokenizer.decode(this.window.slice(0, k)), right = this.tokenizer.decode(this.window.slice(k));
+      const left = this.decode(this.window.slice(0, k)), right = this.decode(this.window.slice(k));
       if (left + right === this.windowText) {
         this.anchorAt += left.length;
         this.window = this.window.slice(k);
@@ -75,16 +77,18 @@ function commonPrefix(a: string, b: string): number {
 export class TokenScorer {
   private offsets: TextOffsets;
 
-  constructor(private tokenizer: TextTokenizer, start = 0) {
-    this.offsets = new TextOffsets(tokenizer, start);
+  /** `raw`: texts and offsets without the decoder's clean-up of spaces (an echoed prompt: the text as sent). */
+  constructor(private tokenizer: TextTokenizer, start = 0, private raw = false) {
+    this.offsets = new TextOffsets(tokenizer, start, raw);
   }
 
   score(e: TokenLogprob | PromptTokenLogprob): ScoredToken {
+    const text = (id: number) => this.tokenizer.decode([id], true, !this.raw);
     return {
-      text: this.tokenizer.decode([e.id]),
+      text: text(e.id),
       offset: this.offsets.push(e.id),
       logprob: e.logprob,
-      top: e.top && e.top.map((t) => ({ text: this.tokenizer.decode([t.id]), logprob: t.logprob })),
+      top: e.top && e.top.map((t) => ({ text: text(t.id), logprob: t.logprob })),
     };
   }
 }

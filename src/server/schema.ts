@@ -57,15 +57,19 @@ export const MAX_COMPLETION_LOGPROBS = 5;
 export const MAX_TOP_LOGPROBS = 20;
 
 /** A token id; generate() checks it against the vocabulary. */
-const tokenId = z.number().int();
+const tokenId = (e: ReturnType<typeof says>) => z.number(e).int(e);
 
 export const completionRequest = z.object({
   ...common,
   // A string, or token ids (used as given: no </s> added); either may come as an array of one.
-  prompt: z.union([
-    z.string(), z.array(z.string()).length(1),
-    z.array(tokenId).min(1), z.array(z.array(tokenId).min(1)).length(1),
-  ], says('must be a string, an array of token ids, or an array of one of these')),
+  prompt: (() => {
+    // One message for every shape it refuses (zod's own would name an inner bound, e.g. "Too big: expected int").
+    const e = says('must be a string, an array of token ids, or an array of one of these');
+    return z.union([
+      z.string(e), z.array(z.string(e), e).length(1, e),
+      z.array(tokenId(e), e).min(1, e), z.array(z.array(tokenId(e), e).min(1, e), e).length(1, e),
+    ], e);
+  })(),
   max_tokens: integer(0).nullish(),
   echo: z.boolean(says('must be true or false')).nullish(),
   logprobs: intIn(0, MAX_COMPLETION_LOGPROBS).nullish(),
