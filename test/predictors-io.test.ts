@@ -9,7 +9,11 @@ import type { LowRankPredictor } from '../src/sparsity/policy.js';
 import { DejavuError } from '../src/util/errors.js';
 import { FetchFileSource } from '../src/model/fetch-source.js';
 import { serveStatic } from '../examples/browser/serve.js';
-import { checkpoint, MODELS, randomArray, rng } from './helpers.js';
+import { checkpoint, MODELS, randomArray, reference, rng } from './helpers.js';
+import { gpuOrSkip } from './gpu.js';
+import { CpuPool } from '../src/backend/cpu/pool.js';
+import { createWebGpuRunner } from '../src/backend/webgpu/runner.js';
+import type { SparsityPolicy } from '../src/sparsity/policy.js';
 
 async function saved() {
   const ck = await checkpoint(MODELS['5m']);
@@ -43,6 +47,34 @@ test('save -> load round trip gives the same policy; --mlp-density overrides K o
   const q = set.policy({ mlpDensity: 0.1 });
   assert.equal(q.mlp[0], null);
   for (const lp of q.mlp.slice(1)) assert.equal(lp!.k, Math.ceil((0.1 * f) / 16) * 16);
+});
+
+test("loaded predictors live in shared memory: a CPU runner's threads take them as they are, and the WebGPU runner (which copies such views for Dawn) gives the logits of plain arrays", async (t) => {
+  const { ck, dir, preds } = await saved();
+  const p = (await loadPredictors(dir, ck)).policy();
+  const lp = p.mlp[1]!;
+  assert.ok(lp.selector.kind === 'predictor');
+  const pred = lp.selector.predictor;
+  for (const a of [pred.A, pred.B, pred.bias]) assert.ok(a.buffer instanceof SharedArrayBuffer, 'in a SharedArrayBuffer');
+  const pool = new CpuPool(2);
+  try {
+    assert.equal(pool.share(pred.A), pred.A, 'shared as it is, not copied');
+    const plain = Float32Array.from(pred.A);
+    assert.notEqual(pool.share(plain), plain, 'a plain array is copied');
+  } finally { pool.close(); }
+  // The same policy with plain arrays, on WebGPU: the same logits (a shared view reaching Dawn's writeBuffer would crash the process).
+  const gpu = await gpuOrSkip(t);
+  if (!gpu) return;
+  const plainPolicy: SparsityPolicy = { ...p, mlp: p.mlp.map((m, l) => m && m.selector.kind === 'predictor' ? { ...m, selector: { ...m.selector, predictor: preds[l] } } : m) };
+  const ids = reference(MODELS['5m'])[0].input_ids;
+  const out: Float32Array[] = [];
+  try {
+    for (const policy of [p, plainPolicy]) {
+      const g = await createWebGpuRunner(ck.config, ck.weights, { gpu });
+      try { g.setSparsity(policy); out.push(await g.forward(ids)); } finally { g.dispose(); }
+    }
+  } finally { gpu.device.destroy(); }
+  assert.deepEqual(Array.from(out[0]), Array.from(out[1]));
 });
 
 test('predictors for another model are refused in one line naming both fingerprints', async () => {

@@ -13,6 +13,7 @@ import type { Checkpoint } from '../model/checkpoint.js';
 import { readSafetensorsHeader, readTensor } from '../model/safetensors.js';
 import { readText, type FileSource } from '../model/source.js';
 import { DejavuError, fail } from '../util/errors.js';
+import { inSharedMemory } from '../util/shared-memory.js';
 import { roundK } from './calibrate.js';
 import { BLOCK_SIZE, blockSlots, headKvFields, parseHeadKv, type HeadInput, type HeadKvMode, type HeadLayerPolicy, type LowRankPredictor, type MlpLayerPolicy, PREDICTOR_INPUTS, predictorWidth, type PredictorInput, type SparsityPolicy } from './policy.js';
 
@@ -163,7 +164,8 @@ async function readPredictors(src: FileSource, ck: Checkpoint): Promise<Predicto
       const e = entries.get(name);
       if (!e) fail(`${WEIGHTS} in ${dir} has no tensor ${name}`);
       if (e.dtype !== 'F32' || e.shape.join() !== shape.join()) fail(`${WEIGHTS} in ${dir}: ${name} is ${e.dtype} [${e.shape}], expected F32 [${shape}]`);
-      return (await readTensor(src, e)).data as Float32Array;
+      // In shared memory where there is one: the CPU backend's threads then read it without a copy of their own.
+      return inSharedMemory((await readTensor(src, e)).data as Float32Array);
     };
     const predictors: (LowRankPredictor | null)[] = [];
     for (const L of manifest.layers) {

@@ -164,8 +164,16 @@ export class CpuPool {
     return s;
   }
 
-  /** A copy of `a` in shared memory, known to every worker: pass it to linear as W or b. */
+  /**
+   * `a` in shared memory, known to every worker: pass it to linear as W or b. An array already at the
+   * start of a SharedArrayBuffer (predictors read by loadPredictors: util/shared-memory.ts) is taken as
+   * it is, so the runner and the caller hold it once; any other is copied.
+   */
   share(a: Float32Array): Float32Array {
+    if (a.buffer instanceof SharedArrayBuffer && a.byteOffset === 0) {
+      if (!this.ids.has(a)) this.register(a);
+      return a;
+    }
     const s = this.zeros(a.length);
     s.set(a);
     return s;

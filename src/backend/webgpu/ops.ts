@@ -279,7 +279,7 @@ export class Kernels {
 
   f32Buffer(data: Float32Array | Uint32Array, label: string): GPUBuffer {
     const b = this.buffer(data.byteLength, label);
-    this.device.queue.writeBuffer(b, 0, data as ArrayBufferView<ArrayBuffer>);
+    this.device.queue.writeBuffer(b, 0, unshared(data));
     return b;
   }
 
@@ -951,6 +951,16 @@ export class Kernels {
 }
 
 /** Runs dispatches now and waits (load-time work and tests). */
+/**
+ * `a` as writeBuffer may take it: Dawn's Node binding crashes the process on a view of a
+ * SharedArrayBuffer (the CPU backend's threads keep predictors there: util/shared-memory.ts), so such a
+ * view is copied first.
+ */
+export function unshared<T extends Float32Array | Uint32Array>(a: T): T & ArrayBufferView<ArrayBuffer> {
+  const shared = typeof SharedArrayBuffer !== 'undefined' && a.buffer instanceof SharedArrayBuffer;
+  return (shared ? a.slice() : a) as T & ArrayBufferView<ArrayBuffer>;
+}
+
 export async function runNow(k: Kernels, ds: Dispatch[], own: GPUBuffer[]): Promise<void> {
   const enc = k.device.createCommandEncoder();
   k.encode(enc, ds.map((d) => ({ d })));

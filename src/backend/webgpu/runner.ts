@@ -23,7 +23,7 @@ import { ceil4, ceilDiv } from './kernels/common.js';
 import { attentionSplitShape } from './kernels/attention.js';
 import { headScoreMatrix } from '../../sparsity/predict.js';
 import { FC2_MAX_SLICES, FC2_MIN_SLICE_ROWS } from './kernels/sparse-mlp.js';
-import { fc2OnePass, Kernels, lazyShape, readU32, runNow, type Dispatch, type GpuMatrix, type LinearArgs, type PlanItem, type Tap } from './ops.js';
+import { fc2OnePass, Kernels, lazyShape, readU32, runNow, unshared, type Dispatch, type GpuMatrix, type LinearArgs, type PlanItem, type Tap } from './ops.js';
 
 /** Tokens per prefill pass: activations are allocated for this many rows; longer prompts take several passes. */
 const TCAP = 128;
@@ -722,7 +722,7 @@ class GpuRunner implements WebGpuRunner {
       const out: LayerSparse = { lp, k, block };
       if (s.kind === 'fixed') {
         out.fixed = sb(k * 4, `${l}.fixed_sel`);
-        this.k.device.queue.writeBuffer(out.fixed, 0, s.indices as Uint32Array<ArrayBuffer>);
+        this.k.device.queue.writeBuffer(out.fixed, 0, unshared(s.indices));
       } else if (s.kind === 'predictor') {
         const p = s.predictor, r = p.rank;
         rMax = Math.max(rMax, r);
@@ -736,7 +736,7 @@ class GpuRunner implements WebGpuRunner {
         if (i8) this.k.uploadI8(B, p.B); else this.k.upload(B, floatsToHalves(p.B));
         for (const m of [A, B, ...(Ao ? [Ao] : [])]) this.sparseBufs.push(...m.parts.map((q) => q.buffer));
         const bias = sb(f * 4, `${l}.pred.bias`);
-        this.k.device.queue.writeBuffer(bias, 0, p.bias as Float32Array<ArrayBuffer>);
+        this.k.device.queue.writeBuffer(bias, 0, unshared(p.bias));
         out.pred = { A, B, bias, rank: r, fold: null, c2: null, ...(Ao ? { Ao } : {}) };
         if (this.foldLn) {
           // c1 = A·γ, c2 = A·β of the LayerNorm in front of the predictor's input, for the folded decode GEMV.
@@ -859,7 +859,7 @@ class GpuRunner implements WebGpuRunner {
         if (!bits) collapsed.set(p, bits = floatsToHalves(headScoreMatrix(p, H, d)));
         this.k.upload(out.W, bits);
         this.sparseBufs.push(...out.W.parts.map((q) => q.buffer));
-        this.k.device.queue.writeBuffer(bias, 0, p.bias as Float32Array<ArrayBuffer>);
+        this.k.device.queue.writeBuffer(bias, 0, unshared(p.bias));
         if (this.foldLn) {
           // The lookahead's W reads the layer before's attention input: that layer's LayerNorm.
           const LN = prev ? this.layers[l - 1] : L;
