@@ -7,28 +7,21 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadModel, type Model } from '../src/engine/model.js';
 import { generate, type GenerateOptions, type GenerationResult, type TopLogprob } from '../src/engine/generate.js';
-import { createServer, type DejavuServer } from '../src/server/http.js';
+import { createServer } from '../src/server/http.js';
 import { chatTranscript, CHAT_STOP } from '../src/server/openai.js';
 import { TextOffsets, tokenBytes } from '../src/server/logprobs.js';
 import { checkpoint, MODELS } from './helpers.js';
+import { startDemoServer, type DemoServer } from './server-helpers.js';
 import { gpuOrSkip } from './gpu.js';
 import { createWebGpuRunner } from '../src/backend/webgpu/runner.js';
 import type { Runner } from '../src/backend/types.js';
 import { seededRandom } from '../src/util/random.js';
 
-let model: Model, server: DejavuServer, base: string, V: number;
+let model: Model, base: string, V: number, demo: DemoServer;
 
-before(async () => {
-  model = await loadModel(MODELS['5m'], { backend: 'cpu' });
-  V = model.config.vocabSize;
-  server = createServer(model, { modelName: 'demo' });
-  base = await server.listen(0);
-});
+before(async () => { demo = await startDemoServer(); ({ model, base } = demo); V = model.config.vocabSize; });
 
-after(async () => {
-  await server.close();
-  model.dispose();
-});
+after(() => demo.stop());
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Json = any;

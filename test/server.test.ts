@@ -9,20 +9,14 @@ import { createServer, type DejavuServer } from '../src/server/http.js';
 import { CHAT_STOP, chatJob, chatTranscript } from '../src/server/openai.js';
 import { FifoQueue } from '../src/server/queue.js';
 import { MODELS, oneLineError, ROOT, runCli } from './helpers.js';
+import { startDemoServer, type DemoServer } from './server-helpers.js';
 
 // One server on the embedded demo model, on the CPU backend: deterministic, and fast enough.
-let model: Model, server: DejavuServer, base: string;
+let model: Model, server: DejavuServer, base: string, demo: DemoServer;
 
-before(async () => {
-  model = await loadModel(MODELS['5m'], { backend: 'cpu' });
-  server = createServer(model, { modelName: 'demo' });
-  base = await server.listen(0);
-});
+before(async () => { demo = await startDemoServer(); ({ model, server, base } = demo); });
 
-after(async () => {
-  await server.close();
-  model.dispose();
-});
+after(() => demo.stop());
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Json = any;

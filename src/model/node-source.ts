@@ -10,7 +10,7 @@ import type { FileSource } from './source.js';
  * then the snapshot folder.
  */
 export class NodeFileSource implements FileSource {
-  private handles = new Map<string, FileHandle>();
+  private handles = new Map<string, { h: FileHandle; size: number }>();
   constructor(readonly location: string) {}
 
   static async open(dir: string): Promise<NodeFileSource> {
@@ -30,13 +30,15 @@ export class NodeFileSource implements FileSource {
   }
 
   async read(name: string, offset: number, length: number): Promise<Uint8Array> {
-    let h = this.handles.get(name);
-    if (!h) {
+    let f = this.handles.get(name);
+    if (!f) {
+      let h: FileHandle;
       try { h = await open(join(this.location, name), 'r'); } catch { fail(`missing file ${name} in ${this.location}`); }
-      this.handles.set(name, h);
+      f = { h, size: (await h.stat()).size };
+      this.handles.set(name, f);
     }
+    const { h, size } = f;
     // A corrupt header or directory can ask for any range: refuse one past the end before allocating.
-    const { size } = await h.stat();
     if (!(offset >= 0 && length >= 0 && offset + length <= size)) fail(`${name}: unexpected end of file (wanted ${length} bytes at ${offset}, the file has ${size})`);
     const buf = new Uint8Array(length);
     let done = 0;
@@ -49,7 +51,7 @@ export class NodeFileSource implements FileSource {
   }
 
   async close(): Promise<void> {
-    for (const h of this.handles.values()) await h.close();
+    for (const { h } of this.handles.values()) await h.close();
     this.handles.clear();
   }
 }

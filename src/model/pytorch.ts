@@ -59,12 +59,12 @@ export async function readTorchCheckpoint(src: FileSource, file: string): Promis
   const prefix = pkl.slice(0, -'data.pkl'.length);
   const order = entries.get(`${prefix}byteorder`);
   if (order) {
-    const bo = new TextDecoder().decode(await readEntry(src, file, order));
+    const bo = new TextDecoder().decode(await readEntry(src, file, size, order));
     if (bo !== 'little') fail(`${file}: stored ${bo}-endian; only little-endian checkpoints are read`);
   }
 
   const storages = new Map<string, Storage>();
-  const value = unpickle(await readEntry(src, file, entries.get(pkl)!), {
+  const value = unpickle(await readEntry(src, file, size, entries.get(pkl)!), {
     global: (module, name) => (ALLOWED.has(`${module}.${name}`) ? { pyType: 'global', name: `${module}.${name}` } : undefined),
     persistentLoad: (pid) => {
       // ('storage', torch.<X>Storage, key, location, numel)
@@ -103,7 +103,7 @@ export async function readTorchCheckpoint(src: FileSource, file: string): Promis
     if (!loc) {
       const e = entries.get(`${prefix}data/${s.key}`);
       if (!e) fail(`${file}: storage ${s.key} of tensor ${name} is missing from the archive`);
-      loc = await entryData(src, file, e);
+      loc = await entryData(src, file, size, e);
       if (loc.bytes < s.numel * st.bytes) fail(`${file}: storage ${s.key} has ${loc.bytes} bytes, ${s.numel} ${st.torch} elements need ${s.numel * st.bytes}`);
       dataStart.set(s.key, loc);
     }
@@ -171,18 +171,18 @@ async function zipEntries(src: FileSource, file: string, size: number): Promise<
 }
 
 /** Where an entry's bytes start: after its local header (whose extra field torch uses to align the data to 64 bytes). */
-async function entryData(src: FileSource, file: string, e: ZipEntry): Promise<{ begin: number; bytes: number }> {
+async function entryData(src: FileSource, file: string, size: number, e: ZipEntry): Promise<{ begin: number; bytes: number }> {
   if (e.method !== 0) fail(`${file}: entry ${e.name} is compressed (torch.save stores entries uncompressed; re-save the checkpoint)`);
   const h = await src.read(file, e.offset, 30);
   const dv = new DataView(h.buffer, h.byteOffset, 30);
   if (dv.getUint32(0, true) !== 0x04034b50) fail(`${file}: a corrupt zip archive (no local header for ${e.name})`);
   const begin = e.offset + 30 + dv.getUint16(26, true) + dv.getUint16(28, true);
-  if (begin + e.size > await src.size(file)) fail(`${file}: entry ${e.name} runs past the end of the file (truncated?)`);
+  if (begin + e.size > size) fail(`${file}: entry ${e.name} runs past the end of the file (truncated?)`);
   return { begin, bytes: e.size };
 }
 
-async function readEntry(src: FileSource, file: string, e: ZipEntry): Promise<Uint8Array> {
+async function readEntry(src: FileSource, file: string, size: number, e: ZipEntry): Promise<Uint8Array> {
   if (e.size > 1 << 30) fail(`${file}: entry ${e.name} is ${e.size} bytes, too large for a pickle`);
-  const { begin, bytes } = await entryData(src, file, e);
+  const { begin, bytes } = await entryData(src, file, size, e);
   return src.read(file, begin, bytes);
 }

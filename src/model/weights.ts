@@ -37,11 +37,13 @@ async function indexFiles(src: FileSource, index: string): Promise<string[]> {
   let json: { weight_map?: Record<string, unknown> } | null;
   try { json = JSON.parse(await readText(src, index)); } catch { fail(`${index} in ${src.location} is not valid JSON`); }
   if (!json || typeof json !== 'object' || !json.weight_map || typeof json.weight_map !== 'object') fail(`${index} in ${src.location} has no weight_map`);
-  const files = [...new Set(Object.values(json.weight_map))].sort();
   // Shards lie in the folder itself: a name that is not a plain file name (a path, "..") is refused.
-  for (const f of files) if (typeof f !== 'string' || !/^[^/\\]+$/.test(f) || f === '.' || f === '..') fail(`${index} in ${src.location} names ${JSON.stringify(f)}, not a file of the folder`);
-  for (const f of files as string[]) if (!(await src.exists(f))) fail(`missing file ${f} in ${src.location} (listed in ${index})`);
-  return files as string[];
+  const plain = (f: unknown): f is string => typeof f === 'string' && /^[^/\\]+$/.test(f) && f !== '.' && f !== '..';
+  const files = [...new Set(Object.values(json.weight_map))].sort();
+  for (const f of files) if (!plain(f)) fail(`${index} in ${src.location} names ${JSON.stringify(f)}, not a file of the folder`);
+  const names = files.filter(plain);
+  for (const f of names) if (!(await src.exists(f))) fail(`missing file ${f} in ${src.location} (listed in ${index})`);
+  return names;
 }
 
 /**

@@ -950,7 +950,6 @@ export class Kernels {
   }
 }
 
-/** Runs dispatches now and waits (load-time work and tests). */
 /**
  * `a` as writeBuffer may take it: Dawn's Node binding crashes the process on a view of a
  * SharedArrayBuffer (the CPU backend's threads keep predictors there: util/shared-memory.ts), so such a
@@ -961,6 +960,7 @@ export function unshared<T extends Float32Array | Uint32Array>(a: T): T & ArrayB
   return (shared ? a.slice() : a) as T & ArrayBufferView<ArrayBuffer>;
 }
 
+/** Runs dispatches now and waits (load-time work and tests). */
 export async function runNow(k: Kernels, ds: Dispatch[], own: GPUBuffer[]): Promise<void> {
   const enc = k.device.createCommandEncoder();
   k.encode(enc, ds.map((d) => ({ d })));
