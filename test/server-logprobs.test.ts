@@ -9,7 +9,7 @@ import { loadModel, type Model } from '../src/engine/model.js';
 import { generate, type GenerateOptions, type GenerationResult, type TopLogprob } from '../src/engine/generate.js';
 import { createServer } from '../src/server/http.js';
 import { chatTranscript, CHAT_STOP } from '../src/server/openai.js';
-import { TextOffsets, tokenBytes } from '../src/server/logprobs.js';
+import { TextOffsets, tokenText } from '../src/server/logprobs.js';
 import { checkpoint, MODELS } from './helpers.js';
 import { startDemoServer, type DemoServer } from './server-helpers.js';
 import { gpuOrSkip } from './gpu.js';
@@ -197,8 +197,31 @@ test('TextOffsets: each token\'s offset is where it begins in the text, as decod
     const at = o.push(id), piece = tok.decode([id]);
     assert.equal(text.slice(at, at + piece.length), piece);
   }
-  assert.deepEqual(tokenBytes('é!'), [0xc3, 0xa9, 0x21]);
-  assert.equal(tokenBytes('\uFFFD'), null);
+});
+
+test('token texts and bytes: the vocabulary\'s bytes spell the text; a split character\'s tokens read "bytes:\\xNN"', () => {
+  const tok = model.tokenizer;
+  const text = 'naïve café — “quoted” 日本語 😊 Ωmega\ttab  two spaces\n';
+  const ids = tok.encode(text, false);
+  const bytes = ids.map((id) => tok.tokenBytes(id));
+  assert.ok(bytes.every((b) => b !== null));
+  assert.deepEqual(Buffer.concat(bytes.map((b) => Buffer.from(b!))), Buffer.from(text, 'utf8'));
+  let split = 0;
+  ids.forEach((id, i) => {
+    const t = tokenText(tok, id);
+    assert.deepEqual(t.bytes, [...bytes[i]!]);
+    const whole = !tok.decode([id]).includes('\uFFFD');
+    if (whole) assert.equal(t.text, tok.decode([id]));
+    else {
+      split++;
+      assert.match(t.text, /^bytes:(\\x[0-9a-f]{2})+$/);
+      assert.deepEqual(t.text.slice(6).split('\\x').slice(1).map((h) => parseInt(h, 16)), t.bytes);
+    }
+  });
+  assert.ok(split >= 2, 'the text has characters split across tokens');
+  // Special tokens have no bytes of their own: text "", bytes [].
+  assert.equal(tok.tokenBytes(2), null);
+  assert.deepEqual(tokenText(tok, 2), { text: '', bytes: [] });
 });
 
 /** token_logprobs, top_logprobs and tokens against the reference rows: entry i of the arrays is token ids[first + i]. */
@@ -209,7 +232,7 @@ function checkCompletionLogprobs(lp: Json, ids: number[], rows: Float64Array[], 
   for (const k of ['tokens', 'token_logprobs', 'top_logprobs', 'text_offset']) assert.equal(lp[k].length, count, k);
   for (let i = 0; i < count; i++) {
     const t = first + i;
-    assert.equal(lp.tokens[i], tok.decode([ids[t]]), `token ${t}`);
+    assert.equal(lp.tokens[i], tokenText(tok, ids[t]).text, `token ${t}`);
     if (t === 0) {
       assert.equal(lp.token_logprobs[i], null);
       assert.equal(lp.top_logprobs[i], null);
@@ -217,13 +240,14 @@ function checkCompletionLogprobs(lp: Json, ids: number[], rows: Float64Array[], 
     }
     const row = rows[t - 1];
     near(lp.token_logprobs[i], row[ids[t]], `token ${t}`);
-    const expected = topIds(row, n);
-    const texts = new Set(expected.map((id) => tok.decode([id])));
-    // An object keyed by the alternatives' texts (the likeliest of those sharing a text).
+    // An object keyed by the alternatives' texts (the likeliest of those sharing a text), then the
+    // chosen token's where it is not among them.
+    const expected = [...topIds(row, n), ids[t]];
+    const key = (id: number) => tokenText(tok, id).text;
+    const texts = new Set(expected.map(key));
     assert.equal(Object.keys(lp.top_logprobs[i]).length, texts.size, `top of token ${t}`);
     for (const id of expected) {
-      const key = tok.decode([id]);
-      if (expected.find((x) => tok.decode([x]) === key) === id) near(lp.top_logprobs[i][key], row[id], `top ${JSON.stringify(key)} of token ${t}`);
+      if (expected.find((x) => key(x) === key(id)) === id) near(lp.top_logprobs[i][key(id)], row[id], `top ${JSON.stringify(key(id))} of token ${t}`);
     }
     const best = Math.max(...Object.values(lp.top_logprobs[i]) as number[]);
     assert.ok(lp.token_logprobs[i] <= best);
@@ -249,9 +273,9 @@ test('completions: logprobs of the generated tokens, greedy and seeded; greedy g
     assert.equal(c.logprobs.text_offset[0], 0);
     c.logprobs.tokens.forEach((t: string, i: number) => assert.equal(c.text.slice(c.logprobs.text_offset[i], c.logprobs.text_offset[i] + t.length), t));
   }
-  // logprobs 0: the chosen tokens only, top_logprobs empty objects.
+  // logprobs 0: no alternatives, top_logprobs holds the chosen token alone.
   const zero = (await call('/v1/completions', { prompt: PROMPT, max_tokens: 2, temperature: 0, logprobs: 0 })).json.choices[0].logprobs;
-  assert.deepEqual(zero.top_logprobs, [{}, {}]);
+  assert.deepEqual(zero.top_logprobs, zero.tokens.map((t: string, i: number) => ({ [t]: zero.token_logprobs[i] })));
   assert.ok(zero.token_logprobs.every((x: number) => x < 0));
 });
 
@@ -289,6 +313,14 @@ test('completions: echo with a token-id prompt and max_tokens 0 scores the promp
   near(got, expected, 'continuation log-likelihood');
   const greedy = cont.every((id, i) => topIds(rowsAll[ctx.length + i - 1], 1)[0] === id);
   assert.equal(lp.token_logprobs.slice(ctx.length, -1).every((x: number, i: number) => x === Math.max(...Object.values(lp.top_logprobs.slice(ctx.length, -1)[i]) as number[])), greedy);
+  // Its batches (batch_size > 1): several token-id prompts in one request, a choice each, each the
+  // answer the prompt gets alone.
+  const other = model.tokenizer.encode('The old man looked at the sea');
+  const alone = (await call('/v1/completions', { prompt: [other], echo: true, logprobs: 1, max_tokens: 1, temperature: 0 })).json.choices[0];
+  const batch = await call('/v1/completions', { model: 'demo', prompt: [all, other], echo: true, logprobs: 1, max_tokens: 1, temperature: 0, seed: 1234 });
+  assert.equal(batch.status, 200);
+  assert.deepEqual(batch.json.choices.map((c: Json) => c.logprobs), [lp, alone.logprobs]);
+  assert.deepEqual(batch.json.choices.map((c: Json) => c.index), [0, 1]);
 
   // echo of a text prompt: the prompt as sent, then the completion; its first token is </s>.
   const e = await call('/v1/completions', { prompt: PROMPT, max_tokens: 4, temperature: 0, echo: true, logprobs: 1 });
@@ -389,10 +421,9 @@ test('chat: logprobs.content per token with bytes and top_logprobs, matching the
   c.logprobs.content.forEach((e: Json, j: number) => {
     assert.deepEqual(Object.keys(e), ['token', 'logprob', 'bytes', 'top_logprobs']);
     const row = rows[ref.promptIds.length - 1 + j];
-    assert.equal(e.token, model.tokenizer.decode([ref.generatedIds[j]]));
-    assert.deepEqual(e.bytes, [...Buffer.from(e.token, 'utf8')]);
+    assert.deepEqual({ text: e.token, bytes: e.bytes }, tokenText(model.tokenizer, ref.generatedIds[j]));
     near(e.logprob, row[ref.generatedIds[j]], `token ${j}`);
-    assert.deepEqual(e.top_logprobs.map((t: Json) => t.token), topIds(row, 4).map((id) => model.tokenizer.decode([id])));
+    assert.deepEqual(e.top_logprobs.map((t: Json) => t.token), topIds(row, 4).map((id) => tokenText(model.tokenizer, id).text));
     e.top_logprobs.forEach((t: Json, k: number) => {
       assert.deepEqual(Object.keys(t), ['token', 'logprob', 'bytes']);
       near(t.logprob, row[topIds(row, 4)[k]], `top ${k} of token ${j}`);
@@ -417,16 +448,16 @@ test('bad logprobs requests are 400s naming the field and the limit', async () =
     ['/v1/completions', { prompt: 'x', echo: 'yes' }, /^echo must be true or false$/, 'echo'],
     ['/v1/completions', { prompt: [2, V + 5], echo: true, logprobs: 1, max_tokens: 0 }, new RegExp(`^prompt token id ${V + 5} \\(at index 1\\) is not in the vocabulary \\[0, ${V}\\)$`), 'prompt'],
     ['/v1/completions', { prompt: [[2, -3]] }, /^prompt token id -3 \(at index 1\)/, 'prompt'],
-    ['/v1/completions', { prompt: [2, 1.5] }, /^prompt must be a string, an array of token ids, or an array of one of these$/, 'prompt'],
-    ['/v1/completions', { prompt: [] }, /^prompt must be a string, an array of token ids, or an array of one of these$/, 'prompt'],
-    ['/v1/completions', { prompt: [[2], [3]] }, /^prompt must be a string, an array of token ids, or an array of one of these$/, 'prompt'],
-    ['/v1/completions', { prompt: [2, 'a'] }, /^prompt must be a string, an array of token ids, or an array of one of these$/, 'prompt'],
-    ['/v1/completions', { prompt: [2, 2 ** 60] }, /^prompt\[1\] must be a string, an array of token ids, or an array of one of these$/, 'prompt[1]'],
-    ['/v1/completions', { prompt: [[]] }, /^prompt\[0\] must be a string, an array of token ids, or an array of one of these$/, 'prompt[0]'],
+    ['/v1/completions', { prompt: [2, 1.5] }, /^prompt must be a string, an array of token ids, or a non-empty array of strings or of token-id arrays$/, 'prompt'],
+    ['/v1/completions', { prompt: [] }, /^prompt must be a string, an array of token ids, or a non-empty array of strings or of token-id arrays$/, 'prompt'],
+    ['/v1/completions', { prompt: [[2], 3] }, /^prompt must be a string, an array of token ids, or a non-empty array of strings or of token-id arrays$/, 'prompt'],
+    ['/v1/completions', { prompt: [2, 'a'] }, /^prompt must be a string, an array of token ids, or a non-empty array of strings or of token-id arrays$/, 'prompt'],
+    ['/v1/completions', { prompt: [2, 2 ** 60] }, /^prompt\[1\] must be a string, an array of token ids, or a non-empty array of strings or of token-id arrays$/, 'prompt[1]'],
+    ['/v1/completions', { prompt: [[]] }, /^prompt\[0\] must be a string, an array of token ids, or a non-empty array of strings or of token-id arrays$/, 'prompt[0]'],
     ['/v1/completions', { prompt: new Array(1025).fill(5) }, /^prompt of 1025 tokens is longer than the model's context of 1024$/, 'prompt'],
     // A scoring request with no room for its generated entry (lm-evaluation-harness would drop a prompt token instead).
     ['/v1/completions', { prompt: new Array(1024).fill(5), echo: true, logprobs: 1, max_tokens: 1 }, /^prompt of 1024 tokens fills the model's context of 1024: no room for max_tokens with echo and logprobs \(send at most 1023 tokens, or max_tokens 0\)$/, 'prompt'],
-    ['/v1/completions', { prompt: 'x', best_of: 2 }, /^best_of must be 1$/, 'best_of'],
+    ['/v1/completions', { prompt: 'x', best_of: 2 }, /^best_of must equal n \(1\)/, 'best_of'],
     ['/v1/completions', { prompt: 'x', suffix: 'y' }, /^suffix is not supported$/, 'suffix'],
     ['/v1/chat/completions', { ...chat, top_logprobs: 2 }, /^top_logprobs requires logprobs: true$/, 'top_logprobs'],
     ['/v1/chat/completions', { ...chat, logprobs: false, top_logprobs: 0 }, /^top_logprobs requires logprobs: true$/, 'top_logprobs'],

@@ -117,6 +117,59 @@ test('a streamed completion: its deltas add up to the non-streamed text, then [D
   assert.equal(plain.events.slice(0, -1).map((c: Json) => c.choices[0].text).join(''), whole.choices[0].text);
 });
 
+test('several prompts and n: a choice per prompt and sample, in OpenAI\'s index order; each as the library generates it', async () => {
+  const B = 'Once upon a time there was';
+  const a = await generated(PROMPT, { maxTokens: 6, temperature: 0 }), b = await generated(B, { maxTokens: 6, temperature: 0 });
+  const want = (r: GenerationResult, index: number) => ({ text: r.text, index, logprobs: null, finish_reason: 'length' });
+  // Texts, then the same prompts as token-id arrays: the same choices; usage adds up over them.
+  for (const prompt of [[PROMPT, B], [model.tokenizer.encode(PROMPT), model.tokenizer.encode(B)]]) {
+    const r = await call('/v1/completions', { prompt, max_tokens: 6, temperature: 0 });
+    assert.equal(r.status, 200);
+    assert.deepEqual(r.json.choices, [want(a, 0), want(b, 1)]);
+    const p = a.promptIds.length + b.promptIds.length;
+    assert.deepEqual(r.json.usage, { prompt_tokens: p, completion_tokens: 12, total_tokens: p + 12 });
+  }
+  // n samples of each prompt, prompt by prompt; sample j with seed + j (sample 0 is the n = 1 answer).
+  const opts = { maxTokens: 8, temperature: 1, seed: 11 };
+  const samples: GenerationResult[] = [];
+  for (const prompt of [PROMPT, B]) for (let j = 0; j < 3; j++) samples.push(await generated(prompt, { ...opts, seed: opts.seed + j }));
+  assert.ok(new Set(samples.slice(0, 3).map((x) => x.text)).size > 1, 'different seeds, different samples');
+  const r = await call('/v1/completions', { prompt: [PROMPT, B], n: 3, best_of: 3, max_tokens: 8, temperature: 1, seed: 11 });
+  assert.equal(r.status, 200);
+  assert.deepEqual(r.json.choices.map((c: Json) => [c.index, c.text]), samples.map((x, i) => [i, x.text]));
+  const completion = samples.reduce((n, x) => n + x.generatedIds.length, 0);
+  assert.deepEqual(r.json.usage, { prompt_tokens: a.promptIds.length + b.promptIds.length, completion_tokens: completion, total_tokens: a.promptIds.length + b.promptIds.length + completion });
+  const one = await call('/v1/completions', { prompt: PROMPT, max_tokens: 8, temperature: 1, seed: 11 });
+  assert.equal(one.json.choices[0].text, samples[0].text);
+
+  // Streamed: each choice's chunks carry its index and end with its finish_reason; joined per index,
+  // the non-streamed texts; one usage chunk for all, then [DONE].
+  const s = await stream('/v1/completions', { prompt: [PROMPT, B], n: 2, max_tokens: 8, temperature: 1, seed: 11, stream: true, stream_options: { include_usage: true } });
+  assert.equal(s.events.at(-1), '[DONE]');
+  const chunks = s.events.slice(0, -2), usage = s.events.at(-2);
+  assert.deepEqual(usage.choices, []);
+  assert.equal(usage.usage.completion_tokens, [0, 1, 3, 4].reduce((n, i) => n + samples[i].generatedIds.length, 0));
+  const indexes = chunks.map((c: Json) => c.choices[0].index);
+  assert.deepEqual(indexes, [...indexes].sort(), 'choice by choice, in index order');
+  [0, 1, 3, 4].forEach((k, index) => {
+    const mine = chunks.filter((c: Json) => c.choices[0].index === index);
+    assert.equal(mine.map((c: Json) => c.choices[0].text).join(''), samples[k].text, `choice ${index}`);
+    assert.equal(mine.at(-1).choices[0].finish_reason, 'length');
+    assert.ok(mine.slice(0, -1).every((c: Json) => c.choices[0].finish_reason === null));
+  });
+
+  // Chat: n replies to one transcript, each stream opening with the assistant's role.
+  const messages = [{ role: 'user', content: 'Tell me a story.' }];
+  const chat = await call('/v1/chat/completions', { messages, n: 2, max_tokens: 6, temperature: 1, seed: 3 });
+  assert.deepEqual(chat.json.choices.map((c: Json) => c.index), [0, 1]);
+  const cs = await stream('/v1/chat/completions', { messages, n: 2, max_tokens: 6, temperature: 1, seed: 3, stream: true });
+  for (const index of [0, 1]) {
+    const mine = cs.events.slice(0, -1).filter((c: Json) => c.choices[0].index === index);
+    assert.deepEqual(mine[0].choices[0].delta, { role: 'assistant', content: '' });
+    assert.equal(mine.slice(1).map((c: Json) => c.choices[0].delta.content ?? '').join(''), chat.json.choices[index].message.content);
+  }
+});
+
 test('chat completions: the plain-text transcript, the reply without its leading space, streamed alike', async () => {
   const messages = [
     { role: 'system', content: 'You are a storyteller.' },
@@ -149,8 +202,8 @@ test('chat completions: the plain-text transcript, the reply without its leading
   assert.equal(parts, 'system: Be brief.\nuser: a\nb\nassistant:');
   // The assistant's turn ends where the model starts the user's next line, besides the client's stops.
   const job = chatJob({ messages: [{ role: 'user', content: 'hi' }], stop: '\n\n' }, 'demo', 1024);
-  assert.deepEqual(job.options.stop, ['\n\n', CHAT_STOP]);
-  assert.equal(job.options.maxTokens, 1024, 'no max_tokens: up to the end of the context, as OpenAI');
+  assert.deepEqual(job.choices[0].options.stop, ['\n\n', CHAT_STOP]);
+  assert.equal(job.choices[0].options.maxTokens, 1024, 'no max_tokens: up to the end of the context, as OpenAI');
 });
 
 test('stop strings end the completion (finish_reason "stop") and are not returned, streamed or not', async () => {
@@ -227,8 +280,10 @@ test('bad requests get OpenAI-style JSON errors naming the problem; the server g
     ['POST', '/v1/completions', '', 400, /^request body is empty/, null],
     ['POST', '/v1/completions', '[1, 2]', 400, /^request body must be a JSON object$/, null],
     ['POST', '/v1/completions', '{"max_tokens": 4}', 400, /^prompt is required$/, 'prompt'],
-    ['POST', '/v1/completions', '{"prompt": 3}', 400, /^prompt must be a string, an array of token ids, or an array of one of these$/, 'prompt'],
-    ['POST', '/v1/completions', '{"prompt": ["a", "b"]}', 400, /^prompt must be a string, an array of token ids, or an array of one of these$/, 'prompt'],
+    ['POST', '/v1/completions', '{"prompt": 3}', 400, /^prompt must be a string, an array of token ids, or a non-empty array of strings or of token-id arrays$/, 'prompt'],
+    ['POST', '/v1/completions', '{"prompt": []}', 400, /^prompt must be a string, an array of token ids, or a non-empty array of strings or of token-id arrays$/, 'prompt'],
+    ['POST', '/v1/completions', '{"prompt": ["a", 2]}', 400, /^prompt must be a string, an array of token ids, or a non-empty array of strings or of token-id arrays$/, 'prompt'],
+    ['POST', '/v1/completions', '{"prompt": [[2, 5], []]}', 400, /^prompt\[1\] must be a string, an array of token ids, or a non-empty array of strings or of token-id arrays$/, 'prompt[1]'],
     ['POST', '/v1/completions', '{"prompt": "x", "max_tokens": "10"}', 400, /^max_tokens must be an integer >= 0$/, 'max_tokens'],
     ['POST', '/v1/completions', '{"prompt": "x", "max_tokens": -1}', 400, /^max_tokens must be an integer >= 0$/, 'max_tokens'],
     ['POST', '/v1/completions', '{"prompt": "x", "temperature": 2.5}', 400, /^temperature must be a number in \[0, 2\]$/, 'temperature'],
@@ -237,8 +292,13 @@ test('bad requests get OpenAI-style JSON errors naming the problem; the server g
     ['POST', '/v1/completions', '{"prompt": "x", "seed": "7"}', 400, /^seed must be an integer$/, 'seed'],
     ['POST', '/v1/completions', '{"prompt": "x", "stop": ["a", 1]}', 400, /^stop must be a string or an array of strings$/, 'stop'],
     ['POST', '/v1/completions', '{"prompt": "x", "stream": "yes"}', 400, /^stream must be true or false$/, 'stream'],
-    ['POST', '/v1/completions', '{"prompt": "x", "n": 2}', 400, /^n must be 1/, 'n'],
-    ['POST', '/v1/completions', '{"prompt": "x", "best_of": 3}', 400, /^best_of must be 1$/, 'best_of'],
+    ['POST', '/v1/completions', '{"prompt": "x", "n": 0}', 400, /^n must be an integer in \[1, 128\]$/, 'n'],
+    ['POST', '/v1/completions', '{"prompt": "x", "n": 129}', 400, /^n must be an integer in \[1, 128\]$/, 'n'],
+    ['POST', '/v1/completions', '{"prompt": ["x", "y"], "n": 65}', 400, /^2 prompt\(s\) × n = 65 asks for 130 completions: at most 128 per request$/, 'prompt'],
+    ['POST', '/v1/completions', '{"prompt": "x", "best_of": 3}', 400, /^best_of must equal n \(1\): choosing the best of more samples is not supported$/, 'best_of'],
+    ['POST', '/v1/completions', '{"prompt": "x", "n": 2, "best_of": 3}', 400, /^best_of must equal n \(2\)/, 'best_of'],
+    ['POST', '/v1/completions', JSON.stringify({ prompt: ['x', long] }), 400, /^prompt\[1\]: prompt of 1102 tokens is longer than the model's context of 1024$/, 'prompt'],
+    ['POST', '/v1/completions', JSON.stringify({ prompt: [[2, 5], [2, 999999]] }), 400, /^prompt\[1\]: .*999999/, 'prompt'],
     ['POST', '/v1/completions', '{"prompt": "x", "suffix": "y"}', 400, /^suffix is not supported$/, 'suffix'],
     ['POST', '/v1/completions', '{"prompt": "x", "logit_bias": {"5": 1}}', 400, /^logit_bias is not supported$/, 'logit_bias'],
     ['POST', '/v1/completions', '{"prompt": "x", "logprobs": 6}', 400, /^logprobs must be an integer in \[0, 5\]$/, 'logprobs'],
@@ -254,7 +314,7 @@ test('bad requests get OpenAI-style JSON errors naming the problem; the server g
     ['POST', '/v1/chat/completions', '{"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}', 400, /^messages\[0\]\.content must be a string or an array of text parts$/, 'messages[0].content'],
     ['POST', '/v1/chat/completions', '{"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}', 400, /^tools is not supported/, 'tools'],
     ['POST', '/v1/chat/completions', '{"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 1}', 400, /^top_logprobs requires logprobs: true$/, 'top_logprobs'],
-    ['POST', '/v1/chat/completions', '{"messages": [{"role": "user", "content": "hi"}], "n": 2}', 400, /^n must be 1/, 'n'],
+    ['POST', '/v1/chat/completions', '{"messages": [{"role": "user", "content": "hi"}], "n": 200}', 400, /^n must be an integer in \[1, 128\]$/, 'n'],
     ['POST', '/v1/chat/completions', JSON.stringify({ messages: [{ role: 'user', content: long }] }), 400, /is longer than the model's context of 1024$/, 'messages'],
     ['GET', '/v1/nope', undefined, 404, /^Unknown route: GET \/v1\/nope$/, null],
     ['GET', '/v1/completions', undefined, 405, /^Method GET is not allowed on \/v1\/completions \(use POST\)$/, null],
@@ -275,7 +335,7 @@ test('bad requests get OpenAI-style JSON errors naming the problem; the server g
     if (status === 405) assert.ok(r.headers.get('allow'), what);
   }
   // Fields the server doesn't use are ignored; no-op values of unsupported ones are accepted.
-  const ok = await call('/v1/completions', { prompt: PROMPT, max_tokens: 3, temperature: 0, user: 'me', n: 1, echo: false, logprobs: null, stop: null, seed: null });
+  const ok = await call('/v1/completions', { prompt: PROMPT, max_tokens: 3, temperature: 0, user: 'me', n: 1, best_of: 1, echo: false, logprobs: null, stop: null, seed: null });
   assert.equal(ok.status, 200);
   assert.equal(ok.json.usage.completion_tokens, 3);
   assert.equal((await call('/health')).json.status, 'ok');

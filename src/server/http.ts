@@ -8,13 +8,13 @@
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Generation } from '../engine/generate.js';
+import type { Generation, GenerationResult } from '../engine/generate.js';
 import type { Model } from '../engine/model.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import { DejavuError } from '../util/errors.js';
 import { ApiError, errorBody, oneLine } from './errors.js';
 import { TokenScorer, type ScoredToken } from './logprobs.js';
-import { chatJob, checkModel, completionJob, usage, type Job } from './openai.js';
+import { chatJob, checkModel, completionJob, usage, type ChoiceResult, type Job } from './openai.js';
 import { FifoQueue } from './queue.js';
 import { chatRequest, completionRequest, parseBody } from './schema.js';
 
@@ -97,28 +97,34 @@ export function createServer(model: Model, options: ServerOptions = {}): DejavuS
   }
 
   async function serve(x: Exchange, job: Job): Promise<void> {
-    let gen: Generation;
-    try {
-      // generate() checks and tokenizes the prompt here but touches the runner only once iterated,
-      // so a prompt longer than the context (or a token id outside the vocabulary) is answered at
-      // once instead of after the queue.
-      gen = model.generate(job.prompt, job.options);
-    } catch (e) {
-      if (e instanceof DejavuError) throw new ApiError(400, e.message, job.promptParam);
-      throw e;
-    }
-    // A scoring request (echo and logprobs) asking for tokens where the prompt fills the context would
-    // get none, and a client dropping the last entry as the generated one (lm-evaluation-harness) would
-    // silently drop a prompt token instead: refused, as OpenAI refuses prompt + max_tokens past the context.
-    if (job.echo && job.logprobs && (job.options.maxTokens ?? 0) > 0) {
-      const n = typeof job.prompt === 'string' ? model.tokenizer.encode(job.prompt).length : job.prompt.length, ctx = model.config.maxPositions;
-      if (n >= ctx) throw new ApiError(400, `prompt of ${n} tokens fills the model's context of ${ctx}: no room for max_tokens with echo and logprobs (send at most ${ctx - 1} tokens, or max_tokens 0)`, 'prompt');
-    }
-    // Echoed: a string prompt as it was sent, token ids as they decode (without the clean-up of
-    // spaces, so that both are what the prompt's token texts and offsets add up to).
-    const promptText = !job.echo ? '' : typeof job.prompt === 'string' ? job.prompt : model.tokenizer.decode(job.prompt, true, false);
+    const several = new Set(job.choices.map((c) => c.promptIndex)).size > 1;
+    const runs = job.choices.map((c): ChoiceGeneration => {
+      // A prompt's problem names the prompt where the request has several.
+      const fault = (message: string) => new ApiError(400, several ? `${job.promptParam}[${c.promptIndex}]: ${message}` : message, job.promptParam);
+      let gen: Generation;
+      try {
+        // generate() checks and tokenizes the prompt here but touches the runner only once iterated,
+        // so a prompt longer than the context (or a token id outside the vocabulary) is answered at
+        // once instead of after the queue.
+        gen = model.generate(c.prompt, c.options);
+      } catch (e) {
+        if (e instanceof DejavuError) throw fault(e.message);
+        throw e;
+      }
+      // A scoring request (echo and logprobs) asking for tokens where the prompt fills the context would
+      // get none, and a client dropping the last entry as the generated one (lm-evaluation-harness) would
+      // silently drop a prompt token instead: refused, as OpenAI refuses prompt + max_tokens past the context.
+      if (job.echo && job.logprobs && (c.options.maxTokens ?? 0) > 0) {
+        const n = typeof c.prompt === 'string' ? model.tokenizer.encode(c.prompt).length : c.prompt.length, ctx = model.config.maxPositions;
+        if (n >= ctx) throw fault(`prompt of ${n} tokens fills the model's context of ${ctx}: no room for max_tokens with echo and logprobs (send at most ${ctx - 1} tokens, or max_tokens 0)`);
+      }
+      // Echoed: a string prompt as it was sent, token ids as they decode (without the clean-up of
+      // spaces, so that both are what the prompt's token texts and offsets add up to).
+      const promptText = !job.echo ? '' : typeof c.prompt === 'string' ? c.prompt : model.tokenizer.decode(c.prompt, true, false);
+      return { gen, promptText };
+    });
     await queue.run(async () => {
-      if (!x.signal.aborted) await run(x, job, gen, model.tokenizer, promptText);
+      if (!x.signal.aborted) await run(x, job, runs, model.tokenizer);
     });
   }
 
@@ -187,17 +193,48 @@ export function createServer(model: Model, options: ServerOptions = {}): DejavuS
 
 const yieldToEventLoop = (): Promise<void> => new Promise((r) => setImmediate(r));
 
+/** A choice's generation, created (its prompt checked) before the request waits its turn. */
+interface ChoiceGeneration { gen: Generation; promptText: string }
+
 /**
- * Runs one generation and answers with it, as one JSON response or as a stream of chunks. A client
- * that goes away stops the generation at its next piece.
- *
- * With logprobs, each chunk carries the tokens generated since the previous chunk (their entries are
- * in gen.logprobs before the piece that shows their text comes), the final chunk any left (a token
- * whose text never showed: the end-of-sequence token, one cut by a stop string); joined, they are the
- * non-streamed response's. With echo, the prompt's text and tokens come first, in a chunk of their own.
+ * Runs a request's generations one after another, in choice order, and answers with them: one JSON
+ * response, or a stream whose chunks carry each choice's index (choice 0's chunks, then choice 1's...,
+ * each ending with its finish_reason), then the usage chunk if asked and [DONE]. A client that goes
+ * away stops the generation at its next piece, and the choices after it never run.
  */
-async function run({ res, signal }: Exchange, job: Job, gen: Generation, tokenizer: TextTokenizer, promptText: string): Promise<void> {
-  const stream = job.stream ? new EventStream(res, job.opening()) : null;
+async function run(x: Exchange, job: Job, runs: ChoiceGeneration[], tokenizer: TextTokenizer): Promise<void> {
+  const stream = job.stream ? new EventStream(x.res) : null;
+  const results: GenerationResult[] = [], answers: ChoiceResult[] = [];
+  for (const [index, c] of runs.entries()) {
+    const done = await runChoice(x.signal, job, index, c, tokenizer, stream);
+    if (!done) return;
+    results.push(done.result);
+    answers.push(done.answer);
+  }
+  const u = usage(job.choices, results);
+  if (!stream) {
+    sendJson(x.res, 200, job.response(answers, u));
+    return;
+  }
+  if (job.streamUsage) stream.send(job.usageChunk(u));
+  stream.done();
+}
+
+/**
+ * One choice: its generation, streamed as it comes (stream) or gathered. With logprobs, each chunk
+ * carries the tokens generated since the previous chunk (their entries are in gen.logprobs before the
+ * piece that shows their text comes), the final chunk any left (a token whose text never showed: the
+ * end-of-sequence token, one cut by a stop string); joined, they are the non-streamed response's.
+ * With echo, the prompt's text and tokens come first, in a chunk of their own. Null: the client left.
+ */
+async function runChoice(signal: AbortSignal, job: Job, index: number, { gen, promptText }: ChoiceGeneration, tokenizer: TextTokenizer, stream: EventStream | null): Promise<{ result: GenerationResult; answer: ChoiceResult } | null> {
+  let opened = false;
+  const send = (chunk: object): void => {
+    if (!stream) return;
+    if (!opened) for (const o of job.opening(index)) stream.send(o);
+    opened = true;
+    stream.send(chunk);
+  };
   const scorer = job.logprobs ? new TokenScorer(tokenizer, promptText.length) : null;
   let sent = 0;
   /** The generated tokens not yet in a chunk, scored; null without logprobs. */
@@ -215,7 +252,7 @@ async function run({ res, signal }: Exchange, job: Job, gen: Generation, tokeniz
   };
   let echoed = !job.echo;
   const echo = (): void => {
-    if (stream && !echoed) stream.send(job.chunk(promptText, promptTokens()));
+    if (stream && !echoed) send(job.chunk(index, promptText, promptTokens()));
     echoed = true;
   };
   let started = !job.trimStart, lead = 0;
@@ -245,27 +282,24 @@ async function run({ res, signal }: Exchange, job: Job, gen: Generation, tokeniz
     }
     if (stream && piece) {
       echo();
-      stream.send(job.chunk(piece, scorer ? shownTokens() : null));
+      send(job.chunk(index, piece, scorer ? shownTokens() : null));
     }
     // The CPU backend computes synchronously: give the event loop a turn between tokens so that a
     // disconnect (and other clients' requests) are seen while a generation runs.
     await yieldToEventLoop();
-    if (signal.aborted) return; // leaving the loop ends generate(), which leaves the runner idle
+    if (signal.aborted) return null; // leaving the loop ends generate(), which leaves the runner idle
   }
   const r = await gen.result;
-  const u = usage(r);
   if (!stream) {
     const text = promptText + (job.trimStart ? r.text.trimStart() : r.text);
     if (job.trimStart) lead = r.text.length - r.text.trimStart().length;
     const tokens = scorer && [...(job.echo ? promptTokens()! : []), ...inContent(newTokens(), r.text.length)!];
-    sendJson(res, 200, job.response(text, r.finishReason, u, tokens));
-    return;
+    return { result: r, answer: { text, finish: r.finishReason, tokens } };
   }
   echo();
   const rest = scorer && inContent([...pending, ...newTokens()!], r.text.length);
-  stream.send(job.finalChunk(r.finishReason, rest && rest.length ? rest : null));
-  if (job.streamUsage) stream.send(job.usageChunk(u));
-  stream.done();
+  send(job.finalChunk(index, r.finishReason, rest && rest.length ? rest : null));
+  return { result: r, answer: { text: '', finish: r.finishReason, tokens: null } };
 }
 
 /**
@@ -274,13 +308,12 @@ async function run({ res, signal }: Exchange, job: Job, gen: Generation, tokeniz
  */
 class EventStream {
   private open = false;
-  constructor(private res: ServerResponse, private opening: object[]) {}
+  constructor(private res: ServerResponse) {}
 
   send(data: object): void {
     if (!this.open) {
       this.open = true;
       this.res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
-      for (const o of this.opening) this.write(o);
     }
     this.write(data);
   }

@@ -3,9 +3,10 @@
  * promptLogprobs, token ids) become tokens as text with their offsets in the returned text, then the
  * completions object ({tokens, token_logprobs, top_logprobs, text_offset}) or chat's content list.
  *
- * A token's text is tokenizer.decode([id]): a token holding part of a multi-byte character decodes
- * to U+FFFD (OpenAI writes such tokens as "bytes:\xNN", which needs the raw bytes of the vocabulary),
- * and special tokens (OPT's </s>) to "".
+ * A token's text is tokenizer.decode([id]), and its bytes the vocabulary's own (TextTokenizer.tokenBytes).
+ * A token holding part of a multi-byte character decodes to U+FFFD: its text is then written as
+ * OpenAI writes such tokens, "bytes:" and its bytes as \xNN escapes ("bytes:\xe2\x80"), so that
+ * alternatives stay apart and the bytes can be put back together. Special tokens (OPT's </s>) are "".
  */
 import type { PromptTokenLogprob, TokenLogprob } from '../engine/generate.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
@@ -13,11 +14,13 @@ import type { TextTokenizer } from '../model/tokenizer.js';
 /** One token of a response's logprobs, before it takes the completions or the chat shape. */
 export interface ScoredToken {
   text: string;
+  /** The token's UTF-8 bytes (OpenAI's `bytes`); null where they are not known (not byte-level BPE, a split character). */
+  bytes: number[] | null;
   /** Character offset in the response's text (echoed prompt included). */
   offset: number;
   /** Null for the first token of a prompt. */
   logprob: number | null;
-  top: { text: string; logprob: number }[] | null;
+  top: { text: string; bytes: number[] | null; logprob: number }[] | null;
 }
 
 /** Tokens checked past an anchor before the offsets move it (longer than any character or clean-up). */
@@ -83,12 +86,11 @@ export class TokenScorer {
   }
 
   score(e: TokenLogprob | PromptTokenLogprob): ScoredToken {
-    const text = (id: number) => this.tokenizer.decode([id], true, !this.raw);
     return {
-      text: text(e.id),
+      ...tokenText(this.tokenizer, e.id, this.raw),
       offset: this.offsets.push(e.id),
       logprob: e.logprob,
-      top: e.top && e.top.map((t) => ({ text: text(t.id), logprob: t.logprob })),
+      top: e.top && e.top.map((t) => ({ ...tokenText(this.tokenizer, t.id, this.raw), logprob: t.logprob })),
     };
   }
 }
@@ -102,7 +104,8 @@ export interface CompletionLogprobs {
 
 /**
  * /v1/completions' logprobs object. top_logprobs maps each alternative's text to its log-probability,
- * most likely first; where two alternatives decode to the same text, the first (the likelier) stays.
+ * most likely first, then the chosen token's where it is not among them (so up to logprobs + 1
+ * entries, as OpenAI's); where two decode to the same text, the first (the likelier) stays.
  */
 export function completionLogprobs(tokens: ScoredToken[]): CompletionLogprobs {
   return {
@@ -113,6 +116,8 @@ export function completionLogprobs(tokens: ScoredToken[]): CompletionLogprobs {
       // No prototype: a token such as "__proto__" is a key like any other.
       const top = Object.create(null) as Record<string, number>;
       for (const a of t.top) if (!Object.hasOwn(top, a.text)) top[a.text] = a.logprob;
+      // As OpenAI's: the chosen token is always there, as one more where it is not among the likeliest.
+      if (t.logprob !== null && !Object.hasOwn(top, t.text)) top[t.text] = t.logprob;
       return top;
     }),
     text_offset: tokens.map((t) => t.offset),
@@ -127,13 +132,25 @@ export interface ChatTokenLogprob {
 }
 
 const utf8 = new TextEncoder();
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** OpenAI's text for a token that is not whole characters: "bytes:\xe2\x80". */
+export const bytesText = (bytes: ArrayLike<number>): string =>
+  'bytes:' + Array.from(bytes, (b) => `\\x${b.toString(16).padStart(2, '0')}`).join('');
 
 /**
- * A token's UTF-8 bytes, as OpenAI's `bytes`; null for a token that decodes to U+FFFD (part of a
- * multi-byte character), whose own bytes the decoded text no longer holds.
+ * A token's text and bytes. The text is the token decoded alone (`raw`: without the clean-up of
+ * spaces); where that is U+FFFD standing for bytes that are not whole characters, it is the "bytes:"
+ * form. The bytes are the vocabulary's where the tokenizer has them, else the text's UTF-8 (null if
+ * the decoded text holds U+FFFD: its bytes are lost).
  */
-export function tokenBytes(text: string): number[] | null {
-  return text.includes('\uFFFD') ? null : Array.from(utf8.encode(text));
+export function tokenText(tokenizer: TextTokenizer, id: number, raw = false): { text: string; bytes: number[] | null } {
+  const text = tokenizer.decode([id], true, !raw);
+  const own = tokenizer.tokenBytes(id);
+  if (own === null) return { text, bytes: text.includes('\uFFFD') ? null : Array.from(utf8.encode(text)) };
+  let whole = true;
+  try { strictUtf8.decode(own); } catch { whole = false; }
+  return { text: whole ? text : bytesText(own), bytes: Array.from(own) };
 }
 
 /** /v1/chat/completions' logprobs.content. */
@@ -142,8 +159,8 @@ export function chatLogprobs(tokens: ScoredToken[]): { content: ChatTokenLogprob
     content: tokens.map((t) => ({
       token: t.text,
       logprob: t.logprob!, // chat scores only generated tokens: never null
-      bytes: tokenBytes(t.text),
-      top_logprobs: (t.top ?? []).map((a) => ({ token: a.text, logprob: a.logprob, bytes: tokenBytes(a.text) })),
+      bytes: t.bytes,
+      top_logprobs: (t.top ?? []).map((a) => ({ token: a.text, logprob: a.logprob, bytes: a.bytes })),
     })),
   };
 }

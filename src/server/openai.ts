@@ -12,16 +12,26 @@ export type FinishReason = GenerationResult['finishReason'];
 
 export interface Usage { prompt_tokens: number; completion_tokens: number; total_tokens: number }
 
+/** One completion a request asks for: a prompt (text or token ids) and how to generate from it. */
+export interface ChoiceRun {
+  prompt: string | number[];
+  options: GenerateOptions;
+  /** Which of the request's prompts it continues (several choices share one with n > 1). */
+  promptIndex: number;
+}
+
+/** What one choice came to, for the non-streamed response. */
+export interface ChoiceResult { text: string; finish: FinishReason; tokens: ScoredToken[] | null }
+
 /**
- * One request, ready to run: what to generate and how to answer. `tokens` are the log-probabilities
- * a response, chunk or final chunk carries: null without logprobs (the shapes' `logprobs: null`).
+ * One request, ready to run: what to generate and how to answer. Choices are in OpenAI's index
+ * order (prompt by prompt, n of each). `tokens` are the log-probabilities a response, chunk or final
+ * chunk carries: null without logprobs (the shapes' `logprobs: null`).
  */
 export interface Job {
-  /** Text, or token ids (completions). */
-  prompt: string | number[];
-  /** The request field the prompt came from, named when the engine rejects the prompt. */
+  choices: ChoiceRun[];
+  /** The request field the prompts came from, named when the engine rejects one. */
   promptParam: 'prompt' | 'messages';
-  options: GenerateOptions;
   /** Completions' echo: the prompt's text (and with logprobs its tokens) comes first in the answer. */
   echo: boolean;
   /** The answer carries logprobs (of the generated tokens; of the prompt's too with echo). */
@@ -31,12 +41,12 @@ export interface Job {
   streamUsage: boolean;
   /** The transcript ends "assistant:", so the model's reply starts with a space a chat client doesn't want. */
   trimStart: boolean;
-  /** Chunks sent before any text (chat: the assistant role). */
-  opening(): object[];
-  chunk(text: string, tokens: ScoredToken[] | null): object;
-  finalChunk(finish: FinishReason, tokens: ScoredToken[] | null): object;
+  /** Chunks a choice's stream opens with, before any text (chat: the assistant role). */
+  opening(index: number): object[];
+  chunk(index: number, text: string, tokens: ScoredToken[] | null): object;
+  finalChunk(index: number, finish: FinishReason, tokens: ScoredToken[] | null): object;
   usageChunk(usage: Usage): object;
-  response(text: string, finish: FinishReason, usage: Usage, tokens: ScoredToken[] | null): object;
+  response(results: ChoiceResult[], usage: Usage): object;
 }
 
 /** The stop sequence that ends the assistant's turn in the chat transcript. */
@@ -69,9 +79,32 @@ export function checkModel(requested: string | null | undefined, served: string)
   }
 }
 
-export function usage(r: GenerationResult): Usage {
-  // prompt_tokens counts the </s> OPT's tokenizer puts first: it is a token the model reads.
-  return { prompt_tokens: r.promptIds.length, completion_tokens: r.generatedIds.length, total_tokens: r.promptIds.length + r.generatedIds.length };
+/**
+ * A request's usage over its choices: each prompt's tokens once (as OpenAI counts them, though with
+ * n > 1 the prompt runs once a choice here), every choice's generated tokens. prompt_tokens counts
+ * the </s> OPT's tokenizer puts first: it is a token the model reads.
+ */
+export function usage(choices: readonly ChoiceRun[], results: readonly GenerationResult[]): Usage {
+  const prompts = new Map<number, number>();
+  results.forEach((r, i) => prompts.set(choices[i].promptIndex, r.promptIds.length));
+  const prompt = [...prompts.values()].reduce((a, x) => a + x, 0), completion = results.reduce((a, r) => a + r.generatedIds.length, 0);
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+}
+
+/** The most completions one request may ask for (its prompts × n). */
+export const MAX_CHOICES = 128;
+
+/**
+ * Each prompt n times, in OpenAI's index order. Choice j of a prompt samples with seed + j, so
+ * that a seeded request with n > 1 gets n different samples, the first the same as with n = 1.
+ */
+function choiceRuns(prompts: (string | number[])[], n: number, o: GenerateOptions): ChoiceRun[] {
+  if (prompts.length * n > MAX_CHOICES) {
+    throw new ApiError(400, `${prompts.length} prompt(s) × n = ${n} asks for ${prompts.length * n} completions: at most ${MAX_CHOICES} per request`, prompts.length > 1 ? 'prompt' : 'n');
+  }
+  return prompts.flatMap((prompt, promptIndex) => Array.from({ length: n }, (_, j) => ({
+    prompt, promptIndex, options: o.seed === undefined || j === 0 ? o : { ...o, seed: o.seed + j },
+  })));
 }
 
 type Common = Pick<CompletionRequest, 'temperature' | 'top_p' | 'top_k' | 'seed' | 'stop' | 'stream' | 'stream_options'>;
@@ -95,38 +128,36 @@ const newId = (prefix: string) => `${prefix}-${crypto.randomUUID().replaceAll('-
 /** OpenAI's documented default for /v1/completions. */
 export const DEFAULT_COMPLETION_TOKENS = 16;
 
-/** The prompt of a completions request: a string or token ids, unwrapped from an array of one. */
-export function completionPrompt(prompt: CompletionRequest['prompt']): string | number[] {
-  if (typeof prompt === 'string') return prompt;
-  const first = prompt[0];
-  return typeof first === 'number' ? (prompt as number[]) : (first as string | number[]);
+/** The prompts of a completions request: a string or token ids, or an array of several of either. */
+export function completionPrompts(prompt: CompletionRequest['prompt']): (string | number[])[] {
+  if (typeof prompt === 'string') return [prompt];
+  return typeof prompt[0] === 'number' ? [prompt as number[]] : (prompt as (string | number[])[]);
 }
 
 export function completionJob(r: CompletionRequest, model: string): Job {
   const id = newId('cmpl'), t = created();
   const head = { id, object: 'text_completion', created: t, model };
   const echo = r.echo ?? false, logprobs = r.logprobs ?? null;
-  const choice = (text: string, tokens: ScoredToken[] | null, finish: FinishReason | null) => ({
-    text, index: 0, logprobs: tokens && completionLogprobs(tokens), finish_reason: finish,
+  const choice = (index: number, text: string, tokens: ScoredToken[] | null, finish: FinishReason | null) => ({
+    text, index, logprobs: tokens && completionLogprobs(tokens), finish_reason: finish,
   });
   return {
-    prompt: completionPrompt(r.prompt),
-    promptParam: 'prompt',
-    options: {
+    choices: choiceRuns(completionPrompts(r.prompt), r.n ?? 1, {
       ...options(r, r.max_tokens ?? DEFAULT_COMPLETION_TOKENS),
       ...(logprobs !== null ? { logprobs } : {}),
       ...(logprobs !== null && echo ? { promptLogprobs: true } : {}),
-    },
+    }),
+    promptParam: 'prompt',
     echo,
     logprobs: logprobs !== null,
     stream: r.stream ?? false,
     streamUsage: r.stream_options?.include_usage ?? false,
     trimStart: false,
     opening: () => [],
-    chunk: (text, tokens) => ({ ...head, choices: [choice(text, tokens, null)] }),
-    finalChunk: (finish, tokens) => ({ ...head, choices: [choice('', tokens, finish)] }),
+    chunk: (i, text, tokens) => ({ ...head, choices: [choice(i, text, tokens, null)] }),
+    finalChunk: (i, finish, tokens) => ({ ...head, choices: [choice(i, '', tokens, finish)] }),
     usageChunk: (u) => ({ ...head, choices: [], usage: u }),
-    response: (text, finish, u, tokens) => ({ ...head, choices: [choice(text, tokens, finish)], usage: u }),
+    response: (results, u) => ({ ...head, choices: results.map((c, i) => choice(i, c.text, c.tokens, c.finish)), usage: u }),
   };
 }
 
@@ -136,28 +167,27 @@ export function chatJob(r: ChatRequest, model: string, contextTokens: number): J
   const head = { id, object: 'chat.completion.chunk', created: t, model };
   const logprobs = r.logprobs === true;
   const lp = (tokens: ScoredToken[] | null) => tokens && chatLogprobs(tokens);
-  const delta = (d: object, tokens: ScoredToken[] | null, finish: FinishReason | null) => ({
-    ...head, choices: [{ index: 0, delta: d, logprobs: lp(tokens), finish_reason: finish }],
+  const delta = (index: number, d: object, tokens: ScoredToken[] | null, finish: FinishReason | null) => ({
+    ...head, choices: [{ index, delta: d, logprobs: lp(tokens), finish_reason: finish }],
   });
   return {
-    prompt: chatTranscript(r.messages),
-    promptParam: 'messages',
-    options: {
+    choices: choiceRuns([chatTranscript(r.messages)], r.n ?? 1, {
       ...options(r, r.max_completion_tokens ?? r.max_tokens ?? contextTokens, [CHAT_STOP]),
       ...(logprobs ? { logprobs: r.top_logprobs ?? 0 } : {}),
-    },
+    }),
+    promptParam: 'messages',
     echo: false,
     logprobs,
     stream: r.stream ?? false,
     streamUsage: r.stream_options?.include_usage ?? false,
     trimStart: true,
-    opening: () => [delta({ role: 'assistant', content: '' }, null, null)],
-    chunk: (text, tokens) => delta({ content: text }, tokens, null),
-    finalChunk: (finish, tokens) => delta({}, tokens, finish),
+    opening: (i) => [delta(i, { role: 'assistant', content: '' }, null, null)],
+    chunk: (i, text, tokens) => delta(i, { content: text }, tokens, null),
+    finalChunk: (i, finish, tokens) => delta(i, {}, tokens, finish),
     usageChunk: (u) => ({ ...head, choices: [], usage: u }),
-    response: (text, finish, u, tokens) => ({
+    response: (results, u) => ({
       id, object: 'chat.completion', created: t, model,
-      choices: [{ index: 0, message: { role: 'assistant', content: text }, logprobs: lp(tokens), finish_reason: finish }],
+      choices: results.map((c, i) => ({ index: i, message: { role: 'assistant', content: c.text }, logprobs: lp(c.tokens), finish_reason: c.finish })),
       usage: u,
     }),
   };

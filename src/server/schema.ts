@@ -4,8 +4,8 @@
  *
  * Optional fields take null as absent: OpenAI's clients send `"stop": null` and the like. Fields this
  * server doesn't know are ignored (clients send `user` and other bookkeeping); parameters it knows but
- * cannot honour (n > 1, best_of, suffix, penalties, tools) are accepted only at their no-op value, so a
- * client never gets silently different behaviour from what it asked for.
+ * cannot honour (best_of above n, suffix, penalties, tools) are accepted only at their no-op value, so
+ * a client never gets silently different behaviour from what it asked for.
  */
 import { z } from 'zod';
 import { ApiError } from './errors.js';
@@ -46,7 +46,8 @@ const common = {
   stop: z.union([z.string(), z.array(z.string())], says('must be a string or an array of strings')).nullish(),
   stream: z.boolean(says('must be true or false')).nullish(),
   stream_options: z.object({ include_usage: z.boolean(says('must be true or false')).nullish() }, says('must be an object')).nullish(),
-  n: only((v) => v === 1, 'must be 1: one choice per request'),
+  /** Completions per prompt (OpenAI's limit: 128; MAX_CHOICES caps prompts × n). */
+  n: intIn(1, 128).nullish(),
   presence_penalty: only((v) => v === 0, 'is not supported (only 0)'),
   frequency_penalty: only((v) => v === 0, 'is not supported (only 0)'),
   logit_bias: only(isEmpty, 'is not supported'),
@@ -61,21 +62,27 @@ const tokenId = (e: ReturnType<typeof says>) => z.number(e).int(e);
 
 export const completionRequest = z.object({
   ...common,
-  // A string, or token ids (used as given: no </s> added); either may come as an array of one.
+  // A string, or token ids (used as given: no </s> added), or an array of several strings or of
+  // several token-id arrays: a completion (n of them) for each.
   prompt: (() => {
     // One message for every shape it refuses (zod's own would name an inner bound, e.g. "Too big: expected int").
-    const e = says('must be a string, an array of token ids, or an array of one of these');
+    const e = says('must be a string, an array of token ids, or a non-empty array of strings or of token-id arrays');
     return z.union([
-      z.string(e), z.array(z.string(e), e).length(1, e),
-      z.array(tokenId(e), e).min(1, e), z.array(z.array(tokenId(e), e).min(1, e), e).length(1, e),
+      z.string(e), z.array(z.string(e), e).min(1, e),
+      z.array(tokenId(e), e).min(1, e), z.array(z.array(tokenId(e), e).min(1, e), e).min(1, e),
     ], e);
   })(),
   max_tokens: integer(0).nullish(),
   echo: z.boolean(says('must be true or false')).nullish(),
   logprobs: intIn(0, MAX_COMPLETION_LOGPROBS).nullish(),
-  best_of: only((v) => v === 1, 'must be 1'),
+  best_of: intIn(1, 128).nullish(),
   suffix: only((v) => v === '', 'is not supported'),
-}, says('must be a JSON object'));
+}, says('must be a JSON object')).superRefine((r, ctx) => {
+  // best_of > n asks for the likeliest n of best_of samples: not done here; best_of = n changes nothing.
+  if (r.best_of != null && r.best_of !== (r.n ?? 1)) {
+    ctx.addIssue({ code: 'custom', path: ['best_of'], message: `must equal n (${r.n ?? 1}): choosing the best of more samples is not supported`, input: r.best_of });
+  }
+});
 
 const textPart = z.object({
   type: z.literal('text', says('must be "text": only text content is supported')),
