@@ -83,6 +83,7 @@ async function assertSameTokenizer(dir: string, texts: string[]): Promise<void> 
     assert.deepEqual(got.encode(s, false), ref.encode(s, false), `ids without special tokens of ${JSON.stringify(s)}`);
     assert.equal(got.decode(ids), ref.decode(ids), `decode of ${JSON.stringify(s)}`);
     assert.equal(got.decode(ids, false), ref.decode(ids, false), `decode with special tokens of ${JSON.stringify(s)}`);
+    assert.deepEqual(ids.map((id) => got.tokenBytes(id)), ids.map((id) => ref.tokenBytes(id)), `token bytes of ${JSON.stringify(s)}`);
   }
 }
 
