@@ -190,10 +190,10 @@ test('one-line errors: an uncached id, a missing ref, a ref to a missing snapsho
     await withEnv({ HF_HUB_CACHE: cache }, async () => {
       assert.equal(await errorOf(() => loadModel('facebook/opt-125m', { backend: 'cpu' })),
         `model folder not found: facebook/opt-125m (not a folder, nor in the Hugging Face cache at ${cache}; ` +
-        'download it with `huggingface-cli download facebook/opt-125m`, or pass a folder)');
+        'download it with `hf download facebook/opt-125m` (older huggingface_hub: huggingface-cli), or pass a folder)');
       assert.equal(await errorOf(() => loadModel('facebook/opt-125m@v2', { backend: 'cpu' })),
         `model folder not found: facebook/opt-125m@v2 (not a folder, nor in the Hugging Face cache at ${cache}; ` +
-        'download it with `huggingface-cli download facebook/opt-125m --revision v2`, or pass a folder)');
+        'download it with `hf download facebook/opt-125m --revision v2` (older huggingface_hub: huggingface-cli), or pass a folder)');
       assert.equal(await errorOf(() => loadModel('org/tiny@v2', { backend: 'cpu' })),
         `org/tiny@v2 is in the Hugging Face cache at ${cache} but has no ref or snapshot "v2"`);
       setRef(cache, 'org/tiny', 'broken', 'c'.repeat(40));
@@ -245,6 +245,6 @@ test('the CLI: --model owner/name from the cache, and an uncached id as one line
     assert.equal(bad.stdout, '');
     assert.equal(bad.stderr.trimEnd().split('\n').length, 1, bad.stderr);
     assert.equal(bad.stderr.trimEnd(), `dejavu: model folder not found: facebook/opt-125m (not a folder, nor in the Hugging Face cache at ${cache}; ` +
-      'download it with `huggingface-cli download facebook/opt-125m`, or pass a folder)');
+      'download it with `hf download facebook/opt-125m` (older huggingface_hub: huggingface-cli), or pass a folder)');
   } finally { rmSync(root, { recursive: true, force: true }); }
 });

@@ -1,7 +1,7 @@
 /**
  * Finds a Hugging Face hub id (`facebook/opt-125m`, `facebook/opt-125m@<branch, tag or commit>`) in the
  * local Hugging Face hub cache, so that `--model` and `loadModel(path)` take the models that
- * transformers or `huggingface-cli download` already fetched. Nothing is downloaded: only the cache on
+ * transformers or `hf download` (`huggingface-cli download`) already fetched. Nothing is downloaded: only the cache on
  * disk is read, in the hub's layout:
  *
  *   <cache>/models--<owner>--<name>/refs/<branch or tag>    the commit hash, as text
@@ -79,8 +79,9 @@ export async function resolveModelDir(arg: string): Promise<string> {
   const [owner, name] = id.repo.split('/');
   const repoDir = join(cache, `models--${owner}--${name}`);
   if (!(await isDir(repoDir))) {
-    const download = `huggingface-cli download ${id.repo}${id.revision ? ` --revision ${id.revision}` : ''}`;
-    fail(`model folder not found: ${arg} (not a folder, nor in the Hugging Face cache at ${cache}; download it with \`${download}\`, or pass a folder)`);
+    // `hf` is huggingface_hub's CLI since 0.34; older ones call it huggingface-cli.
+    const download = `hf download ${id.repo}${id.revision ? ` --revision ${id.revision}` : ''}`;
+    fail(`model folder not found: ${arg} (not a folder, nor in the Hugging Face cache at ${cache}; download it with \`${download}\` (older huggingface_hub: huggingface-cli), or pass a folder)`);
   }
   const inCache = `${arg} is in the Hugging Face cache at ${cache} but`;
   const revision = id.revision ?? 'main';
