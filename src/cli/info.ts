@@ -9,8 +9,9 @@ export function register(program: Command): void {
   const cmd = program.command('info').description('show a checkpoint\'s config, size, and the backend and adapter it would run on');
   modelOptions(cmd).option('--json', 'print one JSON object');
   cmd.action(action(async (o: { model?: string; backend: string; kvCache: string; json?: boolean }) => {
-    const adapter = await probeAdapter();
+    // The checkpoint first: a wrong path is reported before any adapter is opened.
     const model = await loadModel(o.model ?? DEMO_MODEL, loadOptions(o));
+    const adapter = await probeAdapter();
     const c = model.config;
     const out = {
       model: o.model ?? DEMO_MODEL,
