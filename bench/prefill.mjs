@@ -1,10 +1,12 @@
 // Prefill time by prompt length on the WebGPU runner: forward() of T tokens from position 0 (the
 // last row's logits read back), synthetic weights of real OPT shapes, mean of 5 after a warm-up,
-// with the matmul's short form (kernels/matmul.ts) as the runner picks it, then forced off and on.
+// with the kernels as the runner picks them (the skinny matmul up to Kernels.skinnyMax tokens, then
+// the tiled matmul's short form, then its 16-k stages), then each form forced.
 //
 //   npx tsc -p . && node bench/prefill.mjs                      # on the GPU host (carry dist)
 //
-// PREFILL_SHAPES (default opt-1.3b,opt-6.7b), PREFILL_TOKENS (default 8,16,32,48,64,128).
+// PREFILL_SHAPES (default opt-1.3b,opt-6.7b), PREFILL_TOKENS (default 2,4,8,16,32,48,64,128),
+// PREFILL_FORMS (default all of: default, matmul, skinny4, skinny8).
 import { fileURLToPath } from 'node:url';
 
 const dist = fileURLToPath(new URL('../dist', import.meta.url));
@@ -12,14 +14,22 @@ const { openGpu } = await import(`${dist}/src/backend/webgpu/device.js`);
 const { createWebGpuRunner } = await import(`${dist}/src/backend/webgpu/runner.js`);
 const { shapeConfig } = await import(`${dist}/src/bench/shapes.js`);
 const shapes = (process.env.PREFILL_SHAPES ?? 'opt-1.3b,opt-6.7b').split(',');
-const lengths = (process.env.PREFILL_TOKENS ?? '8,16,32,48,64,128').split(',').map(Number);
+const lengths = (process.env.PREFILL_TOKENS ?? '2,4,8,16,32,48,64,128').split(',').map(Number);
+// Each form: the Kernels fields the plans read when they are built.
+const FORMS = {
+  default: {},
+  matmul: { skinnyMax: 0 },                                  // the tiled matmul alone (its short form up to 64 tokens)
+  skinny4: { skinnyMax: Infinity, skinnyTokens: 4 },
+  skinny8: { skinnyMax: Infinity, skinnyTokens: 8 },
+};
+const forms = (process.env.PREFILL_FORMS ?? Object.keys(FORMS).join(',')).split(',');
 const gpu = await openGpu({});
 console.log(`${gpu.adapterName}; ms a prefill of T tokens`);
 for (const shape of shapes) {
   const c = shapeConfig(shape);
-  for (const [form, max] of [['default', null], ['16-k stages', 0], ['short form', Infinity]]) {
+  for (const form of forms) {
     const r = await createWebGpuRunner(c, 'synthetic', { gpu });
-    if (max !== null) r.k.matmulShortMax = max; // the Kernels field the plan reads when it is built
+    Object.assign(r.k, FORMS[form]);
     const out = [];
     for (const T of lengths) {
       const ids = Array.from({ length: T }, (_, i) => (i * 7919) % c.vocabSize);

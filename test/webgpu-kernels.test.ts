@@ -64,15 +64,24 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       // K = 48 and 1048 (x offsets and strides multiples of 4) read x as vec4<f32>.
       // K = 2056 and 4101 (>= 256 chunks, few rows) take the one-row-of-256-threads shape of short, wide matrices.
       // K = 16391 (2049 chunks, wide with a tail): fc2's long rows (one row of 256 threads here, as few rows).
-      // Prefill (T > 1) takes the matmul: 64 × 64 tiles; T = 70 and 128 span two tiles of tokens,
-      // 131 rows three of rows, and odd K (45, 71) ends inside a K chunk.
-      for (const [T, rows, K] of [[1, 37, 23], [1, 131, 45], [1, 29, 18], [1, 41, 1037], [1, 33, 48], [1, 43, 1048], [1, 21, 2056], [1, 7, 4101], [1, 9, 16391], [3, 37, 23], [19, 53, 71], [70, 131, 45], [128, 67, 100]] as const) {
+      // Prefill of up to 32 tokens takes the skinny matmul (tiles of 8 tokens by 16 rows): T = 2, 3, 9,
+      // 19, 32 end inside a token tile or on one, 131 rows inside a row tile, K = 48 and 1048 read x
+      // as vec4 (from offset 0, and from 8 with stride 1056), odd K inside a chunk. Longer passes
+      // take the matmul: 64 × 64 tiles; T = 70 and 128 span two tiles of tokens, 131 rows three of
+      // rows, and odd K (45, 71) ends inside a K chunk.
+      for (const [T, rows, K, inOff] of [[1, 37, 23], [1, 131, 45], [1, 29, 18], [1, 41, 1037], [1, 33, 48], [1, 43, 1048], [1, 21, 2056], [1, 7, 4101], [1, 9, 16391], [3, 37, 23], [19, 53, 71],
+        [2, 131, 48], [9, 37, 1037], [32, 17, 1048, 8], [8, 5, 16391], [33, 29, 45], [70, 131, 45], [128, 67, 100]] as const) {
         // GEMVs also at 2 and 3 rows a thread (the wide form's multi-row main; narrow rows ignore it).
         for (const epi of [{ bias: false, relu: false, resid: false }, { bias: true, relu: true, resid: false }, { bias: true, relu: false, resid: true }]) for (const rpt of T === 1 ? [1, 2, 3] : [1]) {
           const { m, w } = randomMatrix(k, rows, K, r);
-          const x = randomArray(T * K, r), b = randomArray(rows, r), y0 = randomArray(T * rows, r);
+          // With an offset: token t's x at off + t (K + off), the rest of the buffer noise.
+          const off = inOff ?? 0, stride = K + off, x = randomArray(T * K, r), xs = randomArray(T * stride + off, r);
+          for (let t = 0; t < T; t++) xs.set(x.subarray(t * K, (t + 1) * K), off + t * stride);
+          const b = randomArray(rows, r), y0 = randomArray(T * rows, r);
           const y = k.f32Buffer(y0.slice(), 'y');
-          const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T, bias: epi.bias ? k.f32Buffer(b, 'b') : null, relu: epi.relu, resid: epi.resid, shape: { rpt } }, own);
+          const ds = k.linear({ W: m, x: k.f32Buffer(xs, 'x'), y, T, inOff: off, inStride: stride, bias: epi.bias ? k.f32Buffer(b, 'b') : null, relu: epi.relu, resid: epi.resid, shape: { rpt } }, own);
+          const form = T === 1 ? /^gemv/ : T <= k.skinnyMax ? new RegExp(`^skinny_.*${K % 4 === 0 && off % 4 === 0 ? '_xv4' : ''}`) : /^matmul/;
+          assert.ok(ds.every((dd) => form.test(dd.label)), `T=${T}: ${ds.map((dd) => dd.label).join()}`);
           await runNow(k, ds, own);
           const ref = linear(x, T, w, epi.bias ? b : null, K, rows);
           if (epi.relu) for (let i = 0; i < ref.length; i++) ref[i] = Math.max(0, ref[i]);

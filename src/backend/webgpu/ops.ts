@@ -10,6 +10,7 @@ import type { Gpu } from './device.js';
 import { ceil4, ceilDiv, type KernelFeatures } from './kernels/common.js';
 import { gemvKey, gemvReadsGamma, gemvWgsl, type GemvOpts } from './kernels/gemv.js';
 import { MATMUL_SHORT_MAX, MM_TILE, matmulKey, matmulWgsl } from './kernels/matmul.js';
+import { SKINNY_MAX, SKINNY_ROWS, SKINNY_TT, skinnyKey, skinnySubgroups, skinnyWgsl } from './kernels/matmul-skinny.js';
 import { layerNormKey, layerNormWgsl, layerNormWorkgroupSize } from './kernels/layernorm.js';
 import { ATS_MAX_SPLITS, ATS_WG, ATT_WG, attentionMaxLive, attentionSplitBytes, attentionTargetSplits, attentionCombineKey, attentionCombineWgsl, attentionFusedFits, attentionFusedWords, attentionKey, attentionSplitKey, attentionSplitShape, attentionSplits, attentionSplitWgsl, attentionWgsl } from './kernels/attention.js';
 import { embedKey, embedWgsl, fill32Key, fill32Wgsl, fillKey, fillWgsl, kvStoreKey, kvStoreWgsl, scaleColsKey, scaleColsWgsl, scatterKey, scatterWgsl, transposeKey, transposeWgsl } from './kernels/misc.js';
@@ -239,6 +240,9 @@ export class Kernels {
   attentionGridSplits = false;
   /** Prefill passes of at most this many tokens take the matmul's `short` form (matmul.ts). */
   matmulShortMax = MATMUL_SHORT_MAX;
+  /** Prefill passes of at most this many tokens take the skinny matmul (matmul-skinny.ts), in tiles of skinnyTokens. */
+  skinnyMax = SKINNY_MAX;
+  skinnyTokens = SKINNY_TT;
 
   /**
    * The KV cache holds f16 (packed two to a u32: no shader-f16 needed; half the memory, as Hugging
@@ -452,6 +456,13 @@ export class Kernels {
           break;
         }
         case 'matmul': {
+          if (a.T <= this.skinnyMax && ceilDiv(p.rows, SKINNY_ROWS) <= 65535) {
+            const so = { ...epi, tt: this.skinnyTokens, sg: skinnySubgroups(this.feats), xv4: K % 4 === 0 && inStride % 4 === 0 && inOff % 4 === 0 };
+            const key = skinnyKey(this.feats, so);
+            out.push(this.dispatch(key, this.pipeline(key, () => skinnyWgsl(this.feats, so)),
+              [p.rows, K, K4, p.row0, a.T, inStride, inOff, outStride, outOff + p.row0], ent, [ceilDiv(a.T, so.tt), ceilDiv(p.rows, SKINNY_ROWS), 1], own));
+            break;
+          }
           const mo = { ...epi, short: a.T <= this.matmulShortMax };
           const key = matmulKey(this.feats, mo);
           out.push(this.dispatch(key, this.pipeline(key, () => matmulWgsl(this.feats, mo)),
