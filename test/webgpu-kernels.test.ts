@@ -58,19 +58,17 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
   const r = rng(7);
   for (const [name, k] of variants(gpu)) {
     const own: GPUBuffer[] = [];
-    await t.test(`linear (gemv and matmul, split into parts) ${name}`, async () => {
+    await t.test(`linear (gemv and skinny matmul, split into parts) ${name}`, async () => {
       // K = 18 pads to 20 halves (narrow 8-byte form); the rest pad to multiples of 8 (wide form), and
       // K = 1037 runs the wide form's unrolled loop and its odd tail.
       // K = 48 and 1048 (x offsets and strides multiples of 4) read x as vec4<f32>.
       // K = 2056 and 4101 (>= 256 chunks, few rows) take the one-row-of-256-threads shape of short, wide matrices.
       // K = 16391 (2049 chunks, wide with a tail): fc2's long rows (one row of 256 threads here, as few rows).
-      // Prefill of up to 32 tokens takes the skinny matmul (tiles of 8 tokens by 16 rows): T = 2, 3, 9,
-      // 19, 32 end inside a token tile or on one, 131 rows inside a row tile, K = 48 and 1048 read x
-      // as vec4 (from offset 0, and from 8 with stride 1056), odd K inside a chunk. Longer passes
-      // take the matmul: 64 × 64 tiles; T = 70 and 128 span two tiles of tokens, 131 rows three of
-      // rows, and odd K (45, 71) ends inside a K chunk.
+      // Prefill (T > 1) takes the skinny matmul (its default form here; the others below): T = 2, 3,
+      // 9, 19, 33, 70 end inside a token tile, 32 and 128 on one, 131 rows inside a row tile, K = 48,
+      // 100 and 1048 read x as vec4 (from offset 0, and from 8 with stride K + 8), odd K inside a chunk.
       for (const [T, rows, K, inOff] of [[1, 37, 23], [1, 131, 45], [1, 29, 18], [1, 41, 1037], [1, 33, 48], [1, 43, 1048], [1, 21, 2056], [1, 7, 4101], [1, 9, 16391], [3, 37, 23], [19, 53, 71],
-        [2, 131, 48], [9, 37, 1037], [32, 17, 1048, 8], [8, 5, 16391], [33, 29, 45], [70, 131, 45], [128, 67, 100]] as const) {
+        [2, 131, 48], [9, 37, 1037], [32, 17, 1048, 8], [8, 5, 16391], [33, 29, 45], [70, 131, 45], [128, 67, 100, 8]] as const) {
         // GEMVs also at 2 and 3 rows a thread (the wide form's multi-row main; narrow rows ignore it).
         for (const epi of [{ bias: false, relu: false, resid: false }, { bias: true, relu: true, resid: false }, { bias: true, relu: false, resid: true }]) for (const rpt of T === 1 ? [1, 2, 3] : [1]) {
           const { m, w } = randomMatrix(k, rows, K, r);
@@ -80,16 +78,45 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
           const b = randomArray(rows, r), y0 = randomArray(T * rows, r);
           const y = k.f32Buffer(y0.slice(), 'y');
           const ds = k.linear({ W: m, x: k.f32Buffer(xs, 'x'), y, T, inOff: off, inStride: stride, bias: epi.bias ? k.f32Buffer(b, 'b') : null, relu: epi.relu, resid: epi.resid, shape: { rpt } }, own);
-          const form = T === 1 ? /^gemv/ : T <= k.skinnyMax ? new RegExp(`^skinny_.*${K % 4 === 0 && off % 4 === 0 ? '_xv4' : ''}`) : /^matmul/;
+          const form = T === 1 ? /^gemv/ : new RegExp(`^skinny_.*${K % 4 === 0 && off % 4 === 0 ? '_xv4' : ''}`);
           assert.ok(ds.every((dd) => form.test(dd.label)), `T=${T}: ${ds.map((dd) => dd.label).join()}`);
           await runNow(k, ds, own);
           const ref = linear(x, T, w, epi.bias ? b : null, K, rows);
           if (epi.relu) for (let i = 0; i < ref.length; i++) ref[i] = Math.max(0, ref[i]);
           if (epi.resid) for (let i = 0; i < ref.length; i++) ref[i] += y0[i];
           const got = await readF32(k, y, T * rows);
-          assert.ok(relErr(got, ref) < 1e-5, `T=${T} ${rows}x${K} ${JSON.stringify(epi)} rpt=${rpt} parts=${m.parts.length}: ${relErr(got, ref)}`);
+          assert.ok(relErr(got, ref) < 1e-5, `T=${T} ${rows}x${K} ${JSON.stringify(epi)} rpt=${rpt} parts=${m.parts.length} ${ds[0].label}: ${relErr(got, ref)}`);
         }
       }
+    });
+    await t.test(`skinny matmul forms (tokens a tile, lanes a row, rows a lane) ${name}`, async () => {
+      // Every form against linear: 8- and 16-byte weight loads (K = 18: rows of 5 chunks of 4; the
+      // rest even), x as scalars or vec4, one and two rounds of the tree reduction (2 · 8 and 4 · 8
+      // sums a lane group), lanes as wide as the adapter's subgroup (its subgroupAdd path where it has
+      // one) and wider, and a matrix split into parts (K = 1037 at maxPartBytes 4096).
+      const ss = k.feats.subgroups && k.feats.subgroupSize ? k.feats.subgroupSize : 16;
+      const forms = [{ tt: 8, lanes: 32, rpl: 2 }, { tt: 4, lanes: 64, rpl: 4 }, { tt: 8, lanes: 32, rpl: 4 }, { tt: 3, lanes: ss, rpl: 8 }, { tt: 16, lanes: 128, rpl: 1 }];
+      const saved = { ...k.skinny };
+      try {
+        for (const [i, form] of forms.entries()) {
+          k.skinny = form;
+          for (const [T, rows, K] of [[5, 37, 23], [9, 131, 48], [3, 29, 18], [17, 53, 1037]] as const) {
+            const epi = [{ bias: false, relu: false, resid: false }, { bias: true, relu: true, resid: false }, { bias: true, relu: false, resid: true }][(i + T) % 3];
+            const { m, w } = randomMatrix(k, rows, K, r);
+            const x = randomArray(T * K, r), b = randomArray(rows, r), y0 = randomArray(T * rows, r);
+            const y = k.f32Buffer(y0.slice(), 'y');
+            const ds = k.linear({ W: m, x: k.f32Buffer(x, 'x'), y, T, bias: epi.bias ? k.f32Buffer(b, 'b') : null, relu: epi.relu, resid: epi.resid }, own);
+            const wide = Math.ceil(K / 4) % 2 === 0;
+            assert.ok(ds.every((dd) => dd.label.startsWith(`skinny_${k.feats.f16 ? 'f16' : 'u32'}_tt${form.tt}l${form.lanes}r${form.rpl}`) && dd.label.includes('_w16') === wide), ds.map((dd) => dd.label).join());
+            await runNow(k, ds, own);
+            const ref = linear(x, T, w, epi.bias ? b : null, K, rows);
+            if (epi.relu) for (let j = 0; j < ref.length; j++) ref[j] = Math.max(0, ref[j]);
+            if (epi.resid) for (let j = 0; j < ref.length; j++) ref[j] += y0[j];
+            const e = relErr(await readF32(k, y, T * rows), ref);
+            assert.ok(e < 1e-5, `${JSON.stringify(form)} T=${T} ${rows}x${K} ${JSON.stringify(epi)} parts=${m.parts.length}: ${e}`);
+          }
+        }
+      } finally { k.skinny = saved; }
     });
     await t.test(`gemv with the pre-LayerNorm folded in vs layerNorm then linear ${name}`, async () => {
       // The shapes of the linear test (narrow, wide, wide with vec4 x, one-row-of-256 shapes, the

@@ -9,8 +9,7 @@ import { quantizeRowsI8 } from '../../util/int8.js';
 import type { Gpu } from './device.js';
 import { ceil4, ceilDiv, type KernelFeatures } from './kernels/common.js';
 import { gemvKey, gemvReadsGamma, gemvWgsl, type GemvOpts } from './kernels/gemv.js';
-import { MATMUL_SHORT_MAX, MM_TILE, matmulKey, matmulWgsl } from './kernels/matmul.js';
-import { SKINNY_MAX, SKINNY_ROWS, SKINNY_TT, skinnyKey, skinnySubgroups, skinnyWgsl } from './kernels/matmul-skinny.js';
+import { SKINNY_FORM, skinnyKey, skinnyRows, skinnySubgroups, skinnyWgsl } from './kernels/matmul-skinny.js';
 import { layerNormKey, layerNormWgsl, layerNormWorkgroupSize } from './kernels/layernorm.js';
 import { ATS_MAX_SPLITS, ATS_WG, ATT_WG, attentionMaxLive, attentionSplitBytes, attentionTargetSplits, attentionCombineKey, attentionCombineWgsl, attentionFusedFits, attentionFusedWords, attentionKey, attentionSplitKey, attentionSplitShape, attentionSplits, attentionSplitWgsl, attentionWgsl } from './kernels/attention.js';
 import { embedKey, embedWgsl, fill32Key, fill32Wgsl, fillKey, fillWgsl, kvStoreKey, kvStoreWgsl, scaleColsKey, scaleColsWgsl, scatterKey, scatterWgsl, transposeKey, transposeWgsl } from './kernels/misc.js';
@@ -238,11 +237,8 @@ export class Kernels {
   headOutSubgroups = true;
   /** Decode attention works every split of its grid (the rule before attentionTargetSplits): A/B runs. */
   attentionGridSplits = false;
-  /** Prefill passes of at most this many tokens take the matmul's `short` form (matmul.ts). */
-  matmulShortMax = MATMUL_SHORT_MAX;
-  /** Prefill passes of at most this many tokens take the skinny matmul (matmul-skinny.ts), in tiles of skinnyTokens. */
-  skinnyMax = SKINNY_MAX;
-  skinnyTokens = SKINNY_TT;
+  /** The skinny matmul's form (matmul-skinny.ts), which every prompt pass (T > 1) takes. */
+  skinny = { ...SKINNY_FORM };
 
   /**
    * The KV cache holds f16 (packed two to a u32: no shader-f16 needed; half the memory, as Hugging
@@ -403,7 +399,7 @@ export class Kernels {
     const ln = a.ln ?? null, kv = a.kv ?? null;
     if (ln && a.T !== 1) throw new Error('linear: the folded LayerNorm is a GEMV (T = 1) form');
     if (ln && a.bias) throw new Error('linear: with the LayerNorm folded in, the bias is part of c2');
-    // Prefill keeps the kvStore dispatch: the tiled matmul has no per-row epilogue to hang it on.
+    // Prefill keeps the kvStore dispatch (the skinny matmul has no K/V store in its epilogue).
     if (kv && a.T !== 1) throw new Error('linear: the KV-cache store in the epilogue is a GEMV (T = 1) form');
     if (kv && (a.resid || a.W.rows % 3 !== 0)) throw new Error('linear: the KV-cache store needs a (3d, d) qkv matrix and no residual add');
     const pred = kv?.pred ?? null;
@@ -438,7 +434,7 @@ export class Kernels {
       if (heads?.lazy) ent.push([17, heads.lazy.xPrev]);
       if (hnext) ent.push([18, hnext.W.parts[0].buffer], [19, hnext.out]);
       if (a.amax) ent.push([20, a.amax]);
-      switch (a.T === 1 ? 'gemv' : 'matmul') {
+      switch (a.T === 1 ? 'gemv' : 'skinny') {
         case 'gemv': {
           const o: GemvOpts = { ...this.gemvForm(K4, rows, shape), ...epi, gather: false, ln: !!ln, kv: !!kv, kvHalf: !!kv && this.kvHalf, lnOut: !!ln?.out, lnOutHat: !!ln?.out?.hat, pred: !!pred, hnext: hnext ? pred?.rows ?? 0 : undefined,
             heads: heads ? { hd: heads.hd, H: heads.H, k: heads.k, kvAll: heads.kvAll, lazy: heads.lazy ? (heads.lazy.complete ? 'complete' : heads.lazy.odd ? 'odd' : 'even') : undefined } : undefined, gw: !!ln?.gammaInW, ride: !!ride,
@@ -455,18 +451,13 @@ export class Kernels {
           amaxOff += groups;
           break;
         }
-        case 'matmul': {
-          if (a.T <= this.skinnyMax && ceilDiv(p.rows, SKINNY_ROWS) <= 65535) {
-            const so = { ...epi, tt: this.skinnyTokens, sg: skinnySubgroups(this.feats), xv4: K % 4 === 0 && inStride % 4 === 0 && inOff % 4 === 0 };
-            const key = skinnyKey(this.feats, so);
-            out.push(this.dispatch(key, this.pipeline(key, () => skinnyWgsl(this.feats, so)),
-              [p.rows, K, K4, p.row0, a.T, inStride, inOff, outStride, outOff + p.row0], ent, [ceilDiv(a.T, so.tt), ceilDiv(p.rows, SKINNY_ROWS), 1], own));
-            break;
-          }
-          const mo = { ...epi, short: a.T <= this.matmulShortMax };
-          const key = matmulKey(this.feats, mo);
-          out.push(this.dispatch(key, this.pipeline(key, () => matmulWgsl(this.feats, mo)),
-            [p.rows, K, K4, p.row0, a.T, inStride, inOff, outStride, outOff + p.row0], ent, [ceilDiv(p.rows, MM_TILE), ceilDiv(a.T, MM_TILE), 1], own));
+        case 'skinny': {
+          const so = { ...epi, ...this.skinny, wide: K4 % 2 === 0, sg: skinnySubgroups(this.feats, this.skinny.lanes), xv4: K % 4 === 0 && inStride % 4 === 0 && inOff % 4 === 0 };
+          const [tiles, groups] = [ceilDiv(a.T, so.tt), ceilDiv(p.rows, skinnyRows(so))];
+          if (tiles > 65535 || groups > 65535) throw new Error(`linear: ${a.T} tokens × ${p.rows} rows is past the skinny matmul's grid`);
+          const key = skinnyKey(this.feats, so);
+          out.push(this.dispatch(key, this.pipeline(key, () => skinnyWgsl(this.feats, so)),
+            [p.rows, K, K4, p.row0, a.T, inStride, inOff, outStride, outOff + p.row0], ent, [tiles, groups, 1], own));
           break;
         }
       }

@@ -1081,7 +1081,7 @@ class GpuRunner implements WebGpuRunner {
       // (attn_io: only A's attn_in half here; its o half and B follow attention.)
       if (attnPred && !look) this.predict(S!, attnIn, T, own, add, fold ? { gamma: L.attnLnW, beta: L.attnLnB, out: null } : null, !io);
       // Decode stores the new K and V rows from the qkv GEMV's epilogue (attention reads the current
-      // token's K and V from the cache, q from qkv); prefill's matmul leaves that to kvStore.
+      // token's K and V from the cache, q from qkv); prefill's skinny matmul leaves that to kvStore.
       // Sparse heads: the head scores, then the qkv GEMV chooses the heads itself where it can (gemv.ts,
       // HEADS), else a head-select dispatch does and qkv runs every head (with kv 'chosen' the
       // unchosen heads' K/V are written but stay marked skipped).
