@@ -25,6 +25,7 @@ const FORMS = {
 };
 const REPS = Number(process.env.PREFILL_REPS ?? 7);
 const forms = (process.env.PREFILL_FORMS ?? Object.keys(FORMS).join(',')).split(',');
+for (const f of forms) if (!Object.hasOwn(FORMS, f)) throw new Error(`unknown form ${f} (choose ${Object.keys(FORMS).join(', ')})`);
 const gpu = await openGpu({});
 console.log(`${gpu.adapterName}; ms a prefill of T tokens`);
 for (const shape of shapes) {

@@ -16,6 +16,11 @@ import { gpuOrSkip } from './gpu.js';
 import { createWebGpuRunner } from '../src/backend/webgpu/runner.js';
 import type { Runner } from '../src/backend/types.js';
 import { seededRandom } from '../src/util/random.js';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { NodeFileSource } from '../src/model/node-source.js';
+import { TextTokenizer } from '../src/model/tokenizer.js';
 
 let model: Model, base: string, V: number, demo: DemoServer;
 
@@ -199,7 +204,7 @@ test('TextOffsets: each token\'s offset is where it begins in the text, as decod
   }
 });
 
-test('token texts and bytes: the vocabulary\'s bytes spell the text; a split character\'s tokens read "bytes:\\xNN"', () => {
+test('token texts and bytes: the vocabulary\'s bytes spell the text; a split character\'s tokens read "bytes:\\xNN"', async () => {
   const tok = model.tokenizer;
   const text = 'naïve café — “quoted” 日本語 😊 Ωmega\ttab  two spaces\n';
   const ids = tok.encode(text, false);
@@ -208,10 +213,10 @@ test('token texts and bytes: the vocabulary\'s bytes spell the text; a split cha
   assert.deepEqual(Buffer.concat(bytes.map((b) => Buffer.from(b!))), Buffer.from(text, 'utf8'));
   let split = 0;
   ids.forEach((id, i) => {
-    const t = tokenText(tok, id);
+    const t = tokenText(tok, id, true);
     assert.deepEqual(t.bytes, [...bytes[i]!]);
     const whole = !tok.decode([id]).includes('\uFFFD');
-    if (whole) assert.equal(t.text, tok.decode([id]));
+    if (whole) assert.equal(t.text, tok.decode([id], true, false));
     else {
       split++;
       assert.match(t.text, /^bytes:(\\x[0-9a-f]{2})+$/);
@@ -222,6 +227,20 @@ test('token texts and bytes: the vocabulary\'s bytes spell the text; a split cha
   // Special tokens have no bytes of their own: text "", bytes [].
   assert.equal(tok.tokenBytes(2), null);
   assert.deepEqual(tokenText(tok, 2), { text: '', bytes: [] });
+  // An added token that is not special is plain text in the vocabulary, not byte-level: its bytes
+  // are its text's (a fine-tune's added "é", read as byte-level, would be the single byte 0xe9).
+  const dir = mkdtempSync(join(tmpdir(), 'dejavu-added-'));
+  try {
+    const json = JSON.parse(readFileSync(join(MODELS['5m'], 'tokenizer.json'), 'utf8'));
+    const id = V + 1;
+    json.added_tokens.push({ id, content: 'é', single_word: false, lstrip: false, rstrip: false, normalized: false, special: false });
+    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(json));
+    const src = await NodeFileSource.open(dir);
+    const added = await TextTokenizer.load(src);
+    await src.close();
+    assert.equal(added.tokenBytes(id), null);
+    assert.deepEqual(tokenText(added, id), { text: 'é', bytes: [0xc3, 0xa9] });
+  } finally { rmSync(dir, { recursive: true, force: true }); }
 });
 
 /** token_logprobs, top_logprobs and tokens against the reference rows: entry i of the arrays is token ids[first + i]. */
@@ -422,6 +441,8 @@ test('chat: logprobs.content per token with bytes and top_logprobs, matching the
     assert.deepEqual(Object.keys(e), ['token', 'logprob', 'bytes', 'top_logprobs']);
     const row = rows[ref.promptIds.length - 1 + j];
     assert.deepEqual({ text: e.token, bytes: e.bytes }, tokenText(model.tokenizer, ref.generatedIds[j]));
+    // A whole token's bytes are its text's UTF-8 (whatever the vocabulary spells: " ." decodes to ".").
+    if (!e.token.startsWith('bytes:')) assert.deepEqual(e.bytes, [...Buffer.from(e.token, 'utf8')]);
     near(e.logprob, row[ref.generatedIds[j]], `token ${j}`);
     assert.deepEqual(e.top_logprobs.map((t: Json) => t.token), topIds(row, 4).map((id) => tokenText(model.tokenizer, id).text));
     e.top_logprobs.forEach((t: Json, k: number) => {

@@ -150,7 +150,7 @@ test('several prompts and n: a choice per prompt and sample, in OpenAI\'s index 
   assert.deepEqual(usage.choices, []);
   assert.equal(usage.usage.completion_tokens, [0, 1, 3, 4].reduce((n, i) => n + samples[i].generatedIds.length, 0));
   const indexes = chunks.map((c: Json) => c.choices[0].index);
-  assert.deepEqual(indexes, [...indexes].sort(), 'choice by choice, in index order');
+  assert.deepEqual(indexes, [...indexes].sort((p, q) => p - q), 'choice by choice, in index order');
   [0, 1, 3, 4].forEach((k, index) => {
     const mine = chunks.filter((c: Json) => c.choices[0].index === index);
     assert.equal(mine.map((c: Json) => c.choices[0].text).join(''), samples[k].text, `choice ${index}`);

@@ -13,13 +13,13 @@ export class TextTokenizer {
   readonly files: string[];
   /** Byte-level BPE (GPT-2's, OPT's): vocabulary strings spell raw bytes through GPT-2's byte-to-unicode table. */
   private readonly byteLevel: boolean;
-  /** Ids of the special tokens (OPT's </s>...): text-less, decode skips them. */
-  private readonly specialIds: ReadonlySet<number>;
+  /** Ids of the added tokens (OPT's </s>... and any a fine-tune adds): plain text in the vocabulary, not byte-level pieces. */
+  private readonly addedIds: ReadonlySet<number>;
   private constructor(private tok: Tokenizer, files: string[], json: { decoder?: unknown; added_tokens?: unknown }) {
     this.files = files;
     this.byteLevel = isByteLevel(json.decoder);
-    const added = Array.isArray(json.added_tokens) ? (json.added_tokens as { id?: unknown; special?: unknown }[]) : [];
-    this.specialIds = new Set(added.filter((t) => t?.special === true && typeof t.id === 'number').map((t) => t.id as number));
+    const added = Array.isArray(json.added_tokens) ? (json.added_tokens as { id?: unknown }[]) : [];
+    this.addedIds = new Set(added.filter((t) => typeof t?.id === 'number').map((t) => t.id as number));
   }
 
   static async load(src: FileSource): Promise<TextTokenizer> {
@@ -63,17 +63,17 @@ export class TextTokenizer {
   /**
    * A token's own bytes (UTF-8 of the text it stands for; a token holding part of a multi-byte
    * character holds only those bytes), or null where the tokenizer is not byte-level BPE or the id is
-   * a special token or outside the vocabulary. decode([id]) cannot give them: a partial character
+   * an added token (special or not: its text is as written, not byte-level) or outside the vocabulary. decode([id]) cannot give them: a partial character
    * decodes to U+FFFD.
    */
   tokenBytes(id: number): Uint8Array | null {
-    if (!this.byteLevel || this.specialIds.has(id)) return null;
+    if (!this.byteLevel || this.addedIds.has(id)) return null;
     const piece = this.tok.id_to_token(id);
     if (piece === undefined) return null;
     const out = new Uint8Array(piece.length);
     for (let i = 0; i < piece.length; i++) {
       const b = UNICODE_TO_BYTE.get(piece.charCodeAt(i));
-      if (b === undefined) return null; // not a byte-level piece (an added token)
+      if (b === undefined) return null; // not a byte-level piece
       out[i] = b;
     }
     return out;

@@ -206,6 +206,9 @@ async function run(x: Exchange, job: Job, runs: ChoiceGeneration[], tokenizer: T
   const stream = job.stream ? new EventStream(x.res) : null;
   const results: GenerationResult[] = [], answers: ChoiceResult[] = [];
   for (const [index, c] of runs.entries()) {
+    // A choice may yield no piece (scoring: max_tokens 0): look for a client gone before each one.
+    await yieldToEventLoop();
+    if (x.signal.aborted) return;
     const done = await runChoice(x.signal, job, index, c, tokenizer, stream);
     if (!done) return;
     results.push(done.result);

@@ -140,17 +140,19 @@ export const bytesText = (bytes: ArrayLike<number>): string =>
 
 /**
  * A token's text and bytes. The text is the token decoded alone (`raw`: without the clean-up of
- * spaces); where that is U+FFFD standing for bytes that are not whole characters, it is the "bytes:"
- * form. The bytes are the vocabulary's where the tokenizer has them, else the text's UTF-8 (null if
- * the decoded text holds U+FFFD: its bytes are lost).
+ * spaces) and the bytes its UTF-8, so the two agree. A token whose own bytes (the vocabulary's,
+ * TextTokenizer.tokenBytes) are not whole characters decodes to U+FFFD: its text is then the
+ * "bytes:" form and its bytes are its own, so that a split character's tokens put it back together
+ * (null where the tokenizer cannot give them).
  */
 export function tokenText(tokenizer: TextTokenizer, id: number, raw = false): { text: string; bytes: number[] | null } {
   const text = tokenizer.decode([id], true, !raw);
+  if (!text.includes('\uFFFD')) return { text, bytes: Array.from(utf8.encode(text)) };
   const own = tokenizer.tokenBytes(id);
-  if (own === null) return { text, bytes: text.includes('\uFFFD') ? null : Array.from(utf8.encode(text)) };
+  if (own === null) return { text, bytes: null };
   let whole = true;
   try { strictUtf8.decode(own); } catch { whole = false; }
-  return { text: whole ? text : bytesText(own), bytes: Array.from(own) };
+  return whole ? { text, bytes: Array.from(own) } : { text: bytesText(own), bytes: Array.from(own) };
 }
 
 /** /v1/chat/completions' logprobs.content. */

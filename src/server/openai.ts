@@ -103,7 +103,8 @@ function choiceRuns(prompts: (string | number[])[], n: number, o: GenerateOption
     throw new ApiError(400, `${prompts.length} prompt(s) × n = ${n} asks for ${prompts.length * n} completions: at most ${MAX_CHOICES} per request`, prompts.length > 1 ? 'prompt' : 'n');
   }
   return prompts.flatMap((prompt, promptIndex) => Array.from({ length: n }, (_, j) => ({
-    prompt, promptIndex, options: o.seed === undefined || j === 0 ? o : { ...o, seed: o.seed + j },
+    // (seededRandom takes the seed mod 2^32: so does seed + j, exactly, for any integer seed.)
+    prompt, promptIndex, options: o.seed === undefined || j === 0 ? o : { ...o, seed: (o.seed >>> 0) + j },
   })));
 }
 

@@ -388,8 +388,8 @@ export class Kernels {
 
   /**
    * y = epi(x · Wᵀ) for T rows. THE kernel choice: batch-1 (decode) is memory-bound, so a GEMV that
-   * streams each weight once with vec4 loads; T > 1 (prefill) reuses each weight chunk across a tile
-   * of 16 tokens.
+   * streams each weight once with vec4 loads; T > 1 (prefill) takes the skinny matmul, which reuses
+   * each weight chunk across a tile of a few tokens (matmul-skinny.ts).
    */
   linear(a: LinearArgs, own: GPUBuffer[]): Dispatch[] {
     if (a.W.i8) throw new Error('linear: an int8 matrix is read by block-select only');

@@ -33,7 +33,8 @@ export interface SkinnyOpts {
 /**
  * The default form (Kernels.skinny): tokens a tile, lanes a row, rows a lane. Of the forms timed
  * (tt 4/8/16, lanes 32/64, rpl 2/4/8; bench/prefill.mjs), 4 × 32 × 4 was the fastest or within a
- * few per cent of it at every length and shape.
+ * few per cent of it from 32 tokens up at every shape; at a few short lengths another was up to 20 %
+ * faster (and at others slower): one form for every length.
  */
 export const SKINNY_FORM = { tt: 4, lanes: 32, rpl: 4 };
 /** Rows a workgroup of a form. */
@@ -89,7 +90,7 @@ export function skinnyWgsl(f: KernelFeatures, o: SkinnyOpts): string {
     }
     workgroupBarrier();
   }
-  if (lane < ${vals.length}u) ${write(`lane + ${i * ROUND}u`, `red[(lid - lane) * ${W8}u + lane]`)}
+  for (var v = lane; v < ${vals.length}u; v += ${L}u) ${write(`v + ${i * ROUND}u`, `red[(lid - lane) * ${W8}u + v]`)}
   workgroupBarrier();`).join('\n');
   // One step of the dot loop: weight chunk(s) of each row, then each token's x against them.
   const step = o.wide
