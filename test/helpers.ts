@@ -81,7 +81,7 @@ export function hostGreedy(r: Runner): Runner {
     backend: r.backend, config: r.config, description: r.description,
     get position() { return r.position; },
     forward: (ids, o) => r.forward(ids, o), forwardStats: (ids, o) => r.forwardStats(ids, o),
-    decodeGreedy: (first, n, onToken) => decodeGreedyOnHost(r, first, n, onToken),
+    decodeGreedy: (first, n, onToken, sampling) => decodeGreedyOnHost(r, first, n, onToken, sampling),
     reset: () => r.reset(), setSparsity: (p) => r.setSparsity(p), dispose: () => r.dispose(),
     mlpDensity: () => r.mlpDensity(), resetMlpDensity: () => r.resetMlpDensity(), setBlockThresholds: (t) => r.setBlockThresholds(t),
   };

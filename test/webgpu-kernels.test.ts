@@ -9,6 +9,7 @@ import { argmax, attention, layerNorm, linear, scaleColumns, sparseMlp, topK, tr
 import { Kernels, readF32, readU32, runNow, type LinearArgs } from '../src/backend/webgpu/ops.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
+import { gumbelPick, gumbelUniform } from '../src/backend/gumbel.js';
 import { gpuOrSkip, kvBuffer, kvRound, randomMatrix, readKv, readMatrix } from './gpu.js';
 import { randomArray, rng, relErr } from './helpers.js';
 
@@ -540,6 +541,35 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       assert.equal(argmax(Float32Array.from([1, 3, 3])), 1);
       assert.equal(argmax(Float32Array.from([NaN, -Infinity, NaN])), 1);
       assert.equal(argmax(Float32Array.from([NaN, NaN])), 0);
+    });
+    await t.test(`argmax SAMPLE draws gumbelPick's token (the Gumbel-max twin), advancing step as argmax does ${name}`, async () => {
+      // Random rows of odd lengths and OPT's vocabulary, several seeds, positions and temperatures;
+      // the GPU keys in f32, the twin in f64, so a row whose two best keys lie within 1e-4 of each
+      // other may go either way (none is expected in these draws; the count is asserted below).
+      const slots = 64;
+      let nearTies = 0, draws = 0;
+      const rows: Float32Array[] = [3, 257, 1031, 50272].map((n) => randomArray(n, r).map((v) => 4 * v));
+      const nan = randomArray(1031, r); nan[0] = NaN; nan[500] = NaN;
+      rows.push(nan, new Float32Array(300).fill(-Infinity));
+      for (const x of rows) for (const [invTemperature, seed, pos] of [[1, 0, 0], [1, 7, 5], [1.7, 123456789, 63], [0.4, 2 ** 32 - 1, 17]]) {
+        const s = { invTemperature, seed };
+        const keys = Array.from(x, (v, i) => v * invTemperature - Math.log(-Math.log(gumbelUniform(seed, pos, i)))).filter((k) => !Number.isNaN(k)).sort((a, b) => b - a);
+        const near = keys.length > 1 && Number.isFinite(keys[0]) && keys[0] - keys[1] < 1e-4 * Math.max(1, Math.abs(keys[0]));
+        const want = gumbelPick(x, s, pos);
+        const samp = k.f32Buffer(Uint32Array.from([new Uint32Array(Float32Array.of(invTemperature).buffer)[0], seed >>> 0]), 'samp');
+        const step = k.f32Buffer(Uint32Array.from([pos, 12345]), 'step');
+        const tokens = k.f32Buffer(new Uint32Array(slots).fill(7), 'tokens');
+        await runNow(k, [k.argmax({ logits: k.f32Buffer(x, 'logits'), step, tokens, n: x.length, slots, sample: samp }, own)], own);
+        const [p1, id] = [...await readU32(k, step, 2)];
+        assert.equal(p1, pos + 1);
+        assert.equal((await readU32(k, tokens, slots))[pos], id);
+        draws++;
+        if (near) { nearTies++; continue; }
+        assert.equal(id, want, `n=${x.length} ${JSON.stringify(s)} pos=${pos}`);
+        assert.ok(!Number.isNaN(x[id]), 'NaN never drawn');
+      }
+      assert.ok(nearTies <= 1, `${nearTies} near ties in ${draws} draws`);
+      assert.throws(() => k.argmax({ logits: k.buffer(64, 'l'), step: k.buffer(8, 's'), tokens: k.buffer(8, 't'), n: 4, slots: 2, pairs: true, sample: k.buffer(8, 'p') }, own), /pairs/);
     });
     await t.test(`lm_head GEMV's argmax epilogue + argmax over its pairs = argmax of the logits (ties, NaN, parts, folded LayerNorm) ${name}`, async () => {
       // The greedy head's two halves (gemv.ts AMAX, argmax.ts PAIRS) against the CPU rule over the

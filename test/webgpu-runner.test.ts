@@ -10,6 +10,7 @@ import { CpuRunner } from '../src/backend/cpu/runner.js';
 import { createWebGpuRunner, FUSED_ATTENTION_MAX_KEYS } from '../src/backend/webgpu/runner.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import type { SparsityPolicy } from '../src/sparsity/policy.js';
+import type { Runner } from '../src/backend/types.js';
 import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
 import { fp16Predictor, gpuOrSkip } from './gpu.js';
 import { rmSync } from 'node:fs';
@@ -605,6 +606,40 @@ test('webgpu generate: greedy chained on the device streams the same pieces, ids
   for await (const _ of gen) break;
   assert.ok(g.position < ck.tokenizer.encode(prompt).length + 23);
   assert.deepEqual(await run(g, prompt, { maxTokens: 24 }), full);
+  g.dispose();
+});
+
+test('webgpu generate: sampling by temperature chains on the device (the Gumbel draw): the host loop\'s pieces and ids, with logprobs too, and the CPU runner\'s (5m)', async (t) => {
+  gpu ??= await gpuOrSkip(t);
+  if (!gpu) return;
+  const ck = await checkpoint(MODELS['5m']);
+  const g = await createWebGpuRunner(ck.config, ck.weights, { gpu });
+  const run = async (r: Runner, o: { temperature: number; seed: number; maxTokens: number; stop?: string[]; logprobs?: number }) => {
+    const gen = generate(r, ck.tokenizer, 'It was a dark and stormy night, and', o);
+    const pieces: string[] = [];
+    for await (const p of gen) pieces.push(p);
+    const res = await gen.result;
+    return { pieces, ids: res.generatedIds, finish: res.finishReason, position: r.position };
+  };
+  for (const o of [{ temperature: 1, seed: 11, maxTokens: 24 }, { temperature: 0.7, seed: 2 ** 32 - 3, maxTokens: 24 }]) {
+    const chained = await run(g, o);
+    assert.equal(chained.ids.length, 24);
+    // The same draws step by step on the host: the WebGPU runner's own logits, the twin's rule.
+    assert.deepEqual(chained, await run(hostGreedy(g), o), JSON.stringify(o));
+    // With logprobs generate reads every step's logits (the host loop) and draws the same tokens.
+    const lp = await run(g, { ...o, logprobs: 1 });
+    assert.deepEqual(lp.ids, chained.ids, 'with logprobs');
+    // The CPU runner draws the same tokens for these seeds (its logits differ from the fp16 GPU's in
+    // the last bits, so a near tie of two perturbed logits could part them; none here).
+    assert.deepEqual((await run(new CpuRunner(ck.config, ck.weights), o)).ids, chained.ids, `CPU ${JSON.stringify(o)}`);
+    // A stop string cuts the chain early, with steps still queued: as the host loop.
+    const stop = ck.tokenizer.decode(chained.ids).slice(8, 12);
+    const cut = await run(g, { ...o, stop: [stop] });
+    assert.equal(cut.finish, 'stop');
+    assert.deepEqual(cut, await run(hostGreedy(g), { ...o, stop: [stop] }));
+  }
+  // Other seeds, other draws; temperature 0 is still the argmax.
+  assert.notDeepEqual((await run(g, { temperature: 1, seed: 12, maxTokens: 24 })).ids, (await run(g, { temperature: 1, seed: 11, maxTokens: 24 })).ids);
   g.dispose();
 });
 

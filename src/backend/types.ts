@@ -1,5 +1,6 @@
 import type { OptConfig } from '../model/config.js';
 import type { SparsityPolicy } from '../sparsity/policy.js';
+import type { GumbelSampling } from './gumbel.js';
 
 export type BackendName = 'cpu' | 'webgpu';
 export type BackendChoice = BackendName | 'auto';
@@ -77,8 +78,12 @@ export interface Runner {
    * The WebGPU runner keeps several steps queued and picks the ids on the device (no logits cross to
    * the host); steps it queued past the stop are discarded. Same ids as argmax over `forward`'s
    * logits, step by step. Don't call forward or decodeGreedy from `onToken`.
+   *
+   * With `sampling`, each step draws from softmax(logits / temperature) instead of taking the argmax:
+   * the Gumbel-max rule of backend/gumbel.ts (`gumbelPick` at the step's position), on the device
+   * on WebGPU, so sampling by temperature chains as greedy decoding does.
    */
-  decodeGreedy(first: number, maxSteps: number, onToken: (id: number) => boolean): Promise<number[]>;
+  decodeGreedy(first: number, maxSteps: number, onToken: (id: number) => boolean, sampling?: GumbelSampling): Promise<number[]>;
   /**
    * `forward(ids, { allLogits: true })` reduced to RowStats where the logits are: the WebGPU runner
    * computes them on the device (f32; kernels/row-stats.ts) and reads back 4 words a row instead of

@@ -3,6 +3,7 @@ import { logSumExp } from '../eval/logprob.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import { fail } from '../util/errors.js';
 import { argmax, isGreedy, sample, seededRandom, validateSampling, type SamplingOptions } from './sampler.js';
+import { gumbelPick, type GumbelSampling } from '../backend/gumbel.js';
 
 export interface GenerateOptions extends SamplingOptions {
   /** Tokens to generate at most (default 64). */
@@ -75,10 +76,11 @@ const now = () => performance.now();
  * Streams generated text. Pieces are emitted only once they decode to whole characters (a byte-level
  * BPE token can end inside a UTF-8 sequence) and cannot be the start of a stop string.
  *
- * Greedy sampling runs chained (runner.decodeGreedy: on WebGPU the device picks each token and feeds
- * it to the next step, no logits read back); other sampling reads each step's logits and samples on
- * the host. Both give the same tokens, pieces and finish for the same argmax. With `logprobs`, greedy
- * runs on the host too (argmax of each step's logits), as it must read them.
+ * Greedy decoding, and sampling by temperature alone (the Gumbel-max draw, backend/gumbel.ts), run
+ * chained (runner.decodeGreedy: on WebGPU the device picks each token and feeds it to the next step,
+ * no logits read back); top-k and top-p read each step's logits and sample on the host. With
+ * `logprobs`, every form runs on the host (it must read the logits), with the same picks: argmax, or
+ * the Gumbel draw at the same positions and seed.
  *
  * `prompt` is text (tokenized with the tokenizer's special tokens: OPT's leading </s>) or token ids,
  * used as given (no </s> added), each an integer in [0, vocabulary size).
@@ -96,7 +98,12 @@ export function generate(runner: Runner, tokenizer: TextTokenizer, prompt: strin
   const budget = Math.min(maxTokens, ctx - promptIds.length);
   const eos = new Set(o.eosTokenIds ?? [runner.config.eosTokenId]);
   const stops = (o.stop ?? []).filter((s) => s.length > 0);
-  const random = seededRandom(o.seed ?? Math.floor(Math.random() * 2 ** 32));
+  const seed = o.seed ?? Math.floor(Math.random() * 2 ** 32);
+  const random = seededRandom(seed);
+  // Sampling by temperature alone draws by the Gumbel-max rule (backend/gumbel.ts), which chains on
+  // the device like greedy decoding; top-k and top-p sort the candidates on the host (sample).
+  const gumbel: GumbelSampling | undefined = !isGreedy(o) && !(o.topK && o.topK > 0) && (o.topP ?? 1) === 1
+    ? { invTemperature: 1 / (o.temperature ?? 1), seed: seed >>> 0 } : undefined;
 
   let resolve!: (r: GenerationResult) => void, reject!: (e: unknown) => void;
   const result = new Promise<GenerationResult>((a, b) => { resolve = a; reject = b; });
@@ -138,20 +145,22 @@ export function generate(runner: Runner, tokenizer: TextTokenizer, prompt: strin
     }
     const prefillMs = now() - t0;
     const t1 = now();
+    // The i-th generated token is drawn from the logits of the token at position promptIds.length - 1 + i.
+    const pick = (l: Float32Array, i: number) => gumbel ? gumbelPick(l, gumbel, promptIds.length - 1 + i) : isGreedy(o) ? argmax(l) : sample(l, o, random);
     if (topN !== undefined) {
-      // Logprobs read every step's logits: the host loop, greedy included (argmax, as decodeGreedy).
-      const greedy = isGreedy(o);
+      // Logprobs read every step's logits: the host loop, greedy and Gumbel draws included (the same
+      // picks as decodeGreedy's).
       for (let i = 0; i < budget; i++) {
-        const next = greedy ? argmax(logits) : sample(logits, o, random);
+        const next = pick(logits, i);
         tokenLogprobs.push(scoreToken(logits, next, V, topN)); // before accept: ahead of its piece
         const more = accept(next);
         yield* pieces.splice(0);
         if (!more) break;
         if (i + 1 < budget) logits = await runner.forward([next]);
       }
-    } else if (budget > 0 && isGreedy(o)) {
+    } else if (budget > 0 && (isGreedy(o) || gumbel)) {
       // The first token comes from the prompt's logits; the runner chains the other budget - 1.
-      const first = argmax(logits);
+      const first = pick(logits, 0);
       if (accept(first) && budget > 1) yield* chained(first, budget - 1);
       else yield* pieces.splice(0);
     } else {
@@ -184,7 +193,7 @@ export function generate(runner: Runner, tokenizer: TextTokenizer, prompt: strin
         const more = !cancelled && accept(id);
         poke();
         return more;
-      }).finally(() => { done = true; poke(); });
+      }, gumbel).finally(() => { done = true; poke(); });
       decoding.catch(() => {}); // rethrown below
       try {
         for (;;) {

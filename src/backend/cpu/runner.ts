@@ -11,6 +11,7 @@ import { checkStatsRequest, rowStatsOf } from '../row-stats.js';
 import { headAttention, headContribNorms, headOutGram, selectHeads } from './heads.js';
 import { addInPlace, argmax, attention, blockSelect, layerNorm, linear, reluInPlace, sparseMlp, topK, transpose } from './kernels.js';
 import type { CpuPool } from './pool.js';
+import { checkSampling, gumbelPick, type GumbelSampling } from '../gumbel.js';
 
 /** Closes the pool of a CPU runner that was dropped without dispose. */
 const poolFinalizer = new FinalizationRegistry<CpuPool>((pool) => pool.close());
@@ -50,15 +51,19 @@ function concat(parts: Float32Array[]): Float32Array {
 const yieldToEventLoop = (): Promise<void> => new Promise((r) => (typeof setImmediate === 'function' ? setImmediate(r) : setTimeout(r, 0)));
 
 /**
- * Runner.decodeGreedy as a host loop over forward: logits read back, argmax, the id fed back. The CPU
- * runner's implementation, and the reference the WebGPU runner's chained one is tested against.
+ * Runner.decodeGreedy as a host loop over forward: logits read back, argmax (or with `sampling` the
+ * Gumbel-max draw at the step's position), the id fed back. The CPU runner's implementation, and the
+ * reference the WebGPU runner's chained one is tested against.
  */
-export async function decodeGreedyOnHost(r: Runner, first: number, maxSteps: number, onToken: (id: number) => boolean): Promise<number[]> {
+export async function decodeGreedyOnHost(r: Runner, first: number, maxSteps: number, onToken: (id: number) => boolean, sampling?: GumbelSampling): Promise<number[]> {
+  checkSampling(sampling);
   if (!(Number.isInteger(maxSteps) && maxSteps >= 0)) fail(`decode steps must be an integer >= 0, got ${maxSteps}`);
   if (r.position + maxSteps > r.config.maxPositions) fail(`${maxSteps} decode steps from position ${r.position} pass the context of ${r.config.maxPositions}`);
   const ids: number[] = [];
   for (let prev = first; ids.length < maxSteps; ) {
-    const id = argmax(await r.forward([prev]));
+    const pos = r.position;
+    const logits = await r.forward([prev]);
+    const id = sampling ? gumbelPick(logits, sampling, pos) : argmax(logits);
     ids.push(id);
     if (!onToken(id)) break;
     prev = id;
@@ -306,8 +311,8 @@ export class CpuRunner implements Runner {
     return this.lin(hf, rows, this.lmHead, null, e, c.vocabSize);
   }
 
-  decodeGreedy(first: number, maxSteps: number, onToken: (id: number) => boolean): Promise<number[]> {
-    return decodeGreedyOnHost(this, first, maxSteps, onToken);
+  decodeGreedy(first: number, maxSteps: number, onToken: (id: number) => boolean, sampling?: GumbelSampling): Promise<number[]> {
+    return decodeGreedyOnHost(this, first, maxSteps, onToken, sampling);
   }
 
   /**

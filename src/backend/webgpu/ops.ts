@@ -39,7 +39,7 @@ export type Entry = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: num
 // Read at call time: in Node the GPU* globals exist only once device.ts has loaded the webgpu package.
 const storageUsage = () => GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
 const MAX_WG = 65535;
-const f32bits = (v: number) => new Uint32Array(new Float32Array([v]).buffer)[0];
+export const f32bits = (v: number) => new Uint32Array(new Float32Array([v]).buffer)[0];
 
 /** Workgroup grid for n groups: x up to 65535, the rest in y (kernels linearise with nwgx). */
 function grid(n: number): [number, number] {
@@ -900,10 +900,12 @@ export class Kernels {
    * the length of `tokens`. `wg` forces a workgroup size (tests run the 256-thread form).
    */
   /** Greedy's pick into step and tokens (kernels/argmax.ts) from n logits, or with `pairs` from n (key, index) pairs (linear's `amax`). */
-  argmax(a: { logits: GPUBuffer; step: GPUBuffer; tokens: GPUBuffer; n: number; slots: number; wg?: number; pairs?: boolean }, own: GPUBuffer[]): Dispatch {
-    const wg = a.wg ?? argmaxWorkgroupSize(this.gpu.limits), sg = this.feats.subgroups, pairs = !!a.pairs;
-    const key = argmaxKey(wg, sg, pairs);
-    return this.dispatch(key, this.pipeline(key, () => argmaxWgsl(wg, sg, pairs)), [a.n, a.slots], [[1, a.logits], [2, a.step], [3, a.tokens]], [1, 1, 1], own);
+  /** `sample`: [invT's f32 bits, seed] (argmax.ts SAMPLE): a draw by temperature instead of the argmax. */
+  argmax(a: { logits: GPUBuffer; step: GPUBuffer; tokens: GPUBuffer; n: number; slots: number; wg?: number; pairs?: boolean; sample?: GPUBuffer }, own: GPUBuffer[]): Dispatch {
+    const wg = a.wg ?? argmaxWorkgroupSize(this.gpu.limits), sg = this.feats.subgroups, pairs = !!a.pairs, sample = !!a.sample;
+    const key = argmaxKey(wg, sg, pairs, sample);
+    return this.dispatch(key, this.pipeline(key, () => argmaxWgsl(wg, sg, pairs, sample)), [a.n, a.slots],
+      [[1, a.logits], [2, a.step], [3, a.tokens], ...(a.sample ? [[4, a.sample]] as [number, Entry][] : [])], [1, 1, 1], own);
   }
 
   /**

@@ -23,7 +23,8 @@ import { ceil4, ceilDiv } from './kernels/common.js';
 import { attentionSplitShape } from './kernels/attention.js';
 import { headScoreMatrix } from '../../sparsity/predict.js';
 import { FC2_MAX_SLICES, FC2_MIN_SLICE_ROWS } from './kernels/sparse-mlp.js';
-import { fc2OnePass, Kernels, lazyShape, readU32, runNow, unshared, type Dispatch, type GpuMatrix, type LinearArgs, type PlanItem, type Tap } from './ops.js';
+import { f32bits, fc2OnePass, Kernels, lazyShape, readU32, runNow, unshared, type Dispatch, type GpuMatrix, type LinearArgs, type PlanItem, type Tap } from './ops.js';
+import { checkSampling, type GumbelSampling } from '../gumbel.js';
 
 /** Tokens per prefill pass: activations are allocated for this many rows; longer prompts take several passes. */
 const TCAP = 128;
@@ -161,7 +162,7 @@ const PLAN_CACHE_MAX = 320;
 const PLAN_CACHE_DISPATCHES = 65536;
 /** What follows the layers: nothing, the last row's logits, every row's, or the last row's logits
  *  and the argmax kernel that feeds the pick to the next step (decodeGreedy). */
-type Head = 'none' | 'last' | 'all' | 'greedy';
+type Head = 'none' | 'last' | 'all' | 'greedy' | 'sample';
 
 /**
  * Decode steps decodeGreedy keeps queued. The host's turn per token (the id's map resolving, onToken,
@@ -443,6 +444,8 @@ class GpuRunner implements WebGpuRunner {
   // decodeGreedy: the argmax kernel writes tokens[q] = the id the token at position q produced; each
   // queued step copies its one id into a slot of a ring of small mappable buffers.
   private tokens: GPUBuffer;                                // (maxPositions) u32
+  /** The 'sample' head's draw parameters: [1 / temperature as f32 bits, seed] (kernels/argmax.ts SAMPLE). */
+  private samp: GPUBuffer;
   private idStage: GPUBuffer[] = [];                        // CHAIN_WINDOW x one u32
   private chaining = false;
   /** Maps of steps an earlier decodeGreedy queued past its stop; the next one waits for them. */
@@ -505,6 +508,7 @@ class GpuRunner implements WebGpuRunner {
     this.tmpE = buf(T * Math.max(d, c.wordEmbedProjDim), 'tmp_e'); this.hF = buf(T * d, 'final_ln');
     this.logits = buf(T * c.vocabSize, 'logits');
     this.tokens = buf(c.maxPositions, 'tokens');
+    this.samp = buf(2, 'sampling');
     for (let i = 0; i < CHAIN_WINDOW; i++) this.idStage.push(gpu.device.createBuffer({ label: `greedy id ${i}`, size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }));
   }
 
@@ -1197,6 +1201,8 @@ class GpuRunner implements WebGpuRunner {
       const greedy = head === 'greedy';
       add(...K.linear({ W: this.lmHead, x: h, inOff: hOff, y: this.logits, T: rows, ln, amax: greedy ? this.amaxPairs : undefined }, own));
       if (greedy) add(K.argmax({ logits: this.amaxPairs, step: this.step, tokens: this.tokens, n: this.amaxSlots, slots: c.maxPositions, pairs: true }, own));
+      // Sampling keys every logit (the draw's noise is per id), so it scans the row, not the pairs.
+      if (head === 'sample') add(K.argmax({ logits: this.logits, step: this.step, tokens: this.tokens, n: c.vocabSize, slots: c.maxPositions, sample: this.samp }, own));
     }
     return { items, own, dispatches: items.filter((i) => 'd' in i).length };
   }
@@ -1410,9 +1416,11 @@ class GpuRunner implements WebGpuRunner {
    * forward (or chain) writes `step` from the host, queued after those steps, then overwrites the
    * rows from `pos` on before anything reads them.
    */
-  async decodeGreedy(first: number, maxSteps: number, onToken: (id: number) => boolean): Promise<number[]> {
+  async decodeGreedy(first: number, maxSteps: number, onToken: (id: number) => boolean, sampling?: GumbelSampling): Promise<number[]> {
     const c = this.config, dev = this.k.device, W = CHAIN_WINDOW;
     if (this.chaining) fail('decodeGreedy is already running on this runner');
+    checkSampling(sampling);
+    const head: Head = sampling ? 'sample' : 'greedy';
     if (!(Number.isInteger(maxSteps) && maxSteps >= 0)) fail(`decode steps must be an integer >= 0, got ${maxSteps}`);
     if (!(Number.isInteger(first) && first >= 0 && first < c.vocabSize)) fail(`token id ${first} is outside the vocabulary of ${c.vocabSize}`);
     // Never queue a step past the context: the last one runs at position pos + maxSteps - 1.
@@ -1424,11 +1432,12 @@ class GpuRunner implements WebGpuRunner {
       await this.chainTail;
       const pos0 = this.pos;
       dev.queue.writeBuffer(this.step, 0, Uint32Array.from([pos0, first]));
+      if (sampling) dev.queue.writeBuffer(this.samp, 0, Uint32Array.from([f32bits(sampling.invTemperature), sampling.seed >>> 0]));
       const maps: (Promise<void> | null)[] = new Array(W).fill(null);
       const submit = (j: number) => {
         const slot = j % W, out = this.idStage[slot];
         const enc = dev.createCommandEncoder();
-        this.k.encode(enc, this.plan(1, 'greedy', false, this.stepForm(pos0 + j)).items);
+        this.k.encode(enc, this.plan(1, head, false, this.stepForm(pos0 + j)).items);
         enc.copyBufferToBuffer(this.tokens, (pos0 + j) * 4, out, 0, 4);
         dev.queue.submit([enc.finish()]);
         this.mlpTokens++;

@@ -20,6 +20,12 @@
  * (the LM head GEMV's AMAX epilogue, gemv.ts), in increasing index order; the same scan and reduction
  * over the keys as given, each pair's index as the candidate's. The result is the logits' argmax
  * under the rule above, from a scan of V / (rows a workgroup) pairs instead of V floats.
+ *
+ * SAMPLE (not with PAIRS): sampling by temperature, as an argmax (the Gumbel-max trick,
+ * backend/gumbel.ts, the CPU twin `gumbelPick`): each logit's key is that of logit · invT −
+ * log(−log u), u the uniform of (seed, pos, id) from the same integer hash as the twin, pos = step[0]
+ * (the position of the token whose logits these are). Binding 4 holds [invT's f32 bits, seed],
+ * written once a generation, so one plan serves every temperature and seed.
  */
 export const ARGMAX_PARAMS = ['n', 'slots'] as const;
 /** Workgroup sizes the kernel is built for: the larger where the adapter allows it (one workgroup
@@ -31,7 +37,14 @@ export function argmaxWorkgroupSize(l: { maxComputeInvocationsPerWorkgroup: numb
   return 256;
 }
 
-export const argmaxKey = (wg: number, sg: boolean, pairs = false) => `argmax_step_wg${wg}${sg ? '_sg' : ''}${pairs ? '_pairs' : ''}`;
+export const argmaxKey = (wg: number, sg: boolean, pairs = false, sample = false) => `argmax_step_wg${wg}${sg ? '_sg' : ''}${pairs ? '_pairs' : ''}${sample ? '_sample' : ''}`;
+
+/** WGSL `pcg(v)` and `gumbelU(seed, pos, id)`: backend/gumbel.ts's pcgHash and gumbelUniform (f32: 24 bits exact). */
+export const gumbelWgsl = `fn pcg(v: u32) -> u32 {
+  let s = v * 747796405u + 2891336453u;
+  let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
+  return (w >> 22u) ^ w;
+}`;
 
 /** The order-preserving key of f32 bits as a WGSL function `name`: a > b as floats <=> key(a) > key(b); -0 -> +0; NaN -> 0 (below -Inf). */
 export function argmaxKeyWgsl(name: string): string {
@@ -44,7 +57,8 @@ export function argmaxKeyWgsl(name: string): string {
 }`;
 }
 
-export function argmaxWgsl(wg: number, sg: boolean, pairs = false): string {
+export function argmaxWgsl(wg: number, sg: boolean, pairs = false, sample = false): string {
+  if (pairs && sample) throw new Error('argmax: sampling keys each logit: not a form of the pairs scan');
   const W = wg;
   const reduce = sg ? `
   // Max key over the workgroup, then the lowest index holding it. Workgroup memory starts zeroed:
@@ -81,7 +95,14 @@ var<workgroup> ri: array<u32, ${W}>;`}
 ${pairs ? `// Element i: pair i's key as given, and its index.
 fn kat(i: u32) -> u32 { return x[2u * i]; }
 fn iat(i: u32) -> u32 { return x[2u * i + 1u]; }` : `${argmaxKeyWgsl('key')}
-fn kat(i: u32) -> u32 { return key(x[i]); }
+${sample ? `@group(0) @binding(4) var<storage, read> samp: array<u32>;   // [invT's f32 bits, seed]
+${gumbelWgsl}
+var<private> IT: f32;    // 1 / temperature
+var<private> SH: u32;    // pcg(pos ^ pcg(seed)): the id's hash input is id ^ SH
+fn kat(i: u32) -> u32 {
+  let u = (f32(pcg(i ^ SH) >> 8u) + 0.5) * (1.0 / 16777216.0);
+  return key(bitcast<u32>(bitcast<f32>(x[i]) * IT - log(-log(u))));
+}` : 'fn kat(i: u32) -> u32 { return key(x[i]); }'}
 fn iat(i: u32) -> u32 { return i; }`}
 
 fn finish(id: u32) {
@@ -93,7 +114,10 @@ fn finish(id: u32) {
 
 @compute @workgroup_size(${W})
 fn main(@builtin(local_invocation_index) lid: u32${sg ? ', @builtin(subgroup_invocation_id) sl: u32' : ''}) {
-  var bk = 0u; var bi = NONE;
+${sample ? `  // Read before the reduction: finish (lid 0, after its barriers) advances step[0].
+  IT = bitcast<f32>(samp[0]);
+  SH = pcg(step[0] ^ pcg(samp[1]));
+` : ''}  var bk = 0u; var bi = NONE;
   // A thread's indices increase, so a strict > keeps its lowest index on ties; the first element it
   // sees is taken whatever its key (a NaN at index 0 must still be a candidate for the all-NaN rule).
   if (lid < p.n) { bk = kat(lid); bi = iat(lid); }

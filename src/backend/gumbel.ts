@@ -1,0 +1,49 @@
+/**
+ * Sampling by temperature as an argmax, so that it can run where greedy decoding's argmax runs (on
+ * the device, chained: kernels/argmax.ts SAMPLE): the Gumbel-max trick. With g_i = −log(−log u_i)
+ * for independent uniforms u_i, argmax_i (logit_i / T + g_i) is distributed as softmax(logits / T):
+ * an exact draw, from one pass over the logits, with no sort and no normalisation.
+ *
+ * The uniforms come from a counter-based hash of (seed, position, token id), so a draw depends only
+ * on the seed and where it is made, not on how many draws came before or which backend made it: the
+ * CPU and WebGPU runners give the same tokens for the same seed, but where two perturbed logits lie
+ * within the backends' rounding of each other (their logits differ in the last bits; the GPU takes
+ * the key in f32, this twin in f64).
+ *
+ * Ties go to the lowest id and NaN never wins, as in `argmax`.
+ */
+import { fail } from '../util/errors.js';
+
+/** Draw parameters: 1 / temperature (> 0) and a 32-bit seed. */
+export interface GumbelSampling { invTemperature: number; seed: number }
+
+/** A one-line error for draw parameters a runner cannot use (temperature 0 is greedy: no sampling object). */
+export function checkSampling(s: GumbelSampling | undefined): void {
+  if (s === undefined) return;
+  if (!(s.invTemperature > 0 && Number.isFinite(s.invTemperature))) fail(`sampling needs 1 / temperature > 0 and finite, got ${s.invTemperature}`);
+  if (!Number.isInteger(s.seed)) fail(`sampling needs an integer seed, got ${s.seed}`);
+}
+
+/** PCG's output hash (a 32-bit permutation): the same integer steps as the WGSL `pcg`. */
+export function pcgHash(v: number): number {
+  const s = (Math.imul(v >>> 0, 747796405) + 2891336453) >>> 0;
+  const w = Math.imul(((s >>> ((s >>> 28) + 4)) ^ s) >>> 0, 277803737) >>> 0;
+  return ((w >>> 22) ^ w) >>> 0;
+}
+
+/** The uniform in (0, 1) of token `id` at `pos` under `seed`: 24 bits of hash, centred in their step. */
+export function gumbelUniform(seed: number, pos: number, id: number): number {
+  const h = pcgHash((id ^ pcgHash((pos ^ pcgHash(seed >>> 0)) >>> 0)) >>> 0);
+  return ((h >>> 8) + 0.5) / 16777216;
+}
+
+/** The token drawn from softmax(logits · invTemperature) at position `pos` (the position of the token whose logits these are). */
+export function gumbelPick(logits: Float32Array, s: GumbelSampling, pos: number): number {
+  let best = 0, bestKey = -Infinity, any = false;
+  for (let i = 0; i < logits.length; i++) {
+    const k = logits[i] * s.invTemperature - Math.log(-Math.log(gumbelUniform(s.seed, pos, i)));
+    if (Number.isNaN(k)) continue;
+    if (!any || k > bestKey) { best = i; bestKey = k; any = true; }
+  }
+  return best;
+}
