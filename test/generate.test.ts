@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadModel } from '../src/engine/model.js';
-import { sample, seededRandom } from '../src/engine/sampler.js';
+import { sample, seededRandom, topIds } from '../src/engine/sampler.js';
 import { argmax } from '../src/backend/cpu/kernels.js';
 import { greedyContinue, MODELS, ROOT } from './helpers.js';
 import { tinyConfig, writeTinyModel } from './tiny-model.js';
@@ -84,6 +84,33 @@ test('sampler: top-k 1 is argmax, top-p keeps the nucleus', () => {
   for (let i = 0; i < 200; i++) seen.add(sample(logits, { temperature: 1, topP: 0.9 }, r));
   assert.deepEqual([...seen].sort(), [1, 3]);
   assert.equal(sample(logits, { temperature: 0 }, r), 1);
+});
+
+test('sampler: top-k by one-pass selection gives a stable sort\'s first k (ties to the lower id), and the same draws', () => {
+  const r = seededRandom(3);
+  for (const V of [7, 1000, 50272]) for (const k of [1, 2, 5, 40, 99]) {
+    if (k > V) continue;
+    // Values on a coarse grid: many ties.
+    const logits = Float32Array.from({ length: V }, () => Math.round((r() - 0.5) * 40) / 4);
+    const sorted = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a]).slice(0, k);
+    assert.deepEqual(topIds(logits, k), sorted, `V=${V} k=${k}`);
+  }
+  // The draws equal those of the full sort's candidates (the sampler before the selection).
+  const logits = Float32Array.from({ length: 5000 }, (_, i) => Math.sin(i * 0.37) * 3);
+  const ref = (o: { temperature: number; topK: number; topP?: number }, random: () => number) => {
+    const idx = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a]).slice(0, o.topK);
+    const p = idx.map((i) => Math.exp((logits[i] - logits[idx[0]]) / o.temperature));
+    const sum = p.reduce((a, b) => a + b, 0);
+    let n = p.length, c = 0;
+    if (o.topP !== undefined) for (n = 0; n < p.length; ) { c += p[n++] / sum; if (c >= o.topP) break; }
+    let x = random() * p.slice(0, n).reduce((a, b) => a + b / sum, 0);
+    for (let i = 0; i < n; i++) { x -= p[i] / sum; if (x <= 0) return idx[i]; }
+    return idx[n - 1];
+  };
+  for (const o of [{ temperature: 1, topK: 40 }, { temperature: 0.6, topK: 50, topP: 0.9 }]) {
+    const a = seededRandom(9), b = seededRandom(9);
+    for (let i = 0; i < 300; i++) assert.equal(sample(logits, o, a), ref(o, b), JSON.stringify(o));
+  }
 });
 
 test('post-LayerNorm, project_in/out and an untied lm_head load and run', async () => {
