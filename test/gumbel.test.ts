@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { checkSampling, gumbelPick, gumbelUniform, pcgHash } from '../src/backend/gumbel.js';
+import { checkSampling, expVariate, gumbelPick, gumbelUniform, pcgHash } from '../src/backend/gumbel.js';
 
 test('gumbelPick draws from softmax(logits / T): frequencies over 40,000 positions within 4.5 sigma', () => {
   const logits = Float32Array.from([1.2, -0.3, 0.5, 2.0, -2.5, 0.0, 1.9]);
@@ -43,7 +43,17 @@ test('pcgHash is a 32-bit permutation step, gumbelUniform lies in (0, 1); bad dr
   };
   for (const v of [0, 1, 2, 12345, 2 ** 31, 2 ** 32 - 1, 0xdeadbeef]) assert.equal(pcgHash(v), ref(v), `pcg(${v})`);
   for (let i = 0; i < 1000; i++) { const u = gumbelUniform(i * 7, i, i * 13); assert.ok(u > 0 && u < 1); }
-  assert.throws(() => checkSampling({ invTemperature: 0, seed: 1 }), /temperature > 0/);
-  assert.throws(() => checkSampling({ invTemperature: Infinity, seed: 1 }), /temperature > 0/);
+  // The extremes of the 23-bit uniform are exact in f32 (their centre never rounds to 0 or 1), and
+  // −log u by its series near 1 agrees with the logarithm.
+  for (const m of [0, 1, 2 ** 23 - 2, 2 ** 23 - 1]) {
+    const u = (m + 0.5) / 2 ** 23;
+    assert.equal(Math.fround(u), u);
+    assert.ok(Math.fround(u) < 1 && Math.fround(u) > 0);
+    assert.ok(Math.abs(expVariate(u) - -Math.log(u)) <= 1e-12 * -Math.log(u), `m=${m}`);
+  }
+  assert.ok(Math.abs(expVariate(1 - 1 / 2048) / -Math.log(1 - 1 / 2048) - 1) < 1e-10);   // the series cut after e³: e³/4 relative
+  assert.throws(() => checkSampling({ invTemperature: 0, seed: 1 }), /1 \/ temperature in/);
+  assert.throws(() => checkSampling({ invTemperature: Infinity, seed: 1 }), /1 \/ temperature in \(0, 1e30\]/);
+  assert.throws(() => checkSampling({ invTemperature: 1e31, seed: 1 }), /1e30/);
   assert.throws(() => checkSampling({ invTemperature: 1, seed: 1.5 }), /integer seed/);
 });

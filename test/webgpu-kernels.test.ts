@@ -569,6 +569,24 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
         assert.ok(!Number.isNaN(x[id]), 'NaN never drawn');
       }
       assert.ok(nearTies <= 1, `${nearTies} near ties in ${draws} draws`);
+      // The top of the uniform's range: positions where some id's u lies within 2^-20 of 1 (its
+      // −log(−log u) near 16, the largest there is). A peaked row: logit 30 at id 0 keeps id 0 (a u
+      // rounded to 1.0 would make that id's key +Infinity), logit 12 loses to the extreme id.
+      const V = 50272, seed = 7, extreme: number[] = [];
+      for (let pos = 0; pos < 300 && extreme.length < 4; pos++) {
+        for (let i = 0; i < V; i++) if (1 - gumbelUniform(seed, pos, i) < 2 ** -20) { extreme.push(pos); break; }
+      }
+      assert.ok(extreme.length >= 2, `${extreme.length} positions with an extreme draw`);
+      for (const peak of [30, 12]) for (const pos of extreme) {
+        const x = new Float32Array(V); x[0] = peak;
+        const s = { invTemperature: 1, seed };
+        const samp = k.f32Buffer(Uint32Array.from([new Uint32Array(Float32Array.of(1).buffer)[0], seed]), 'samp');
+        const step = k.f32Buffer(Uint32Array.from([pos, 0]), 'step');
+        await runNow(k, [k.argmax({ logits: k.f32Buffer(x, 'logits'), step, tokens: k.f32Buffer(new Uint32Array(slots), 'tokens'), n: V, slots, sample: samp }, own)], own);
+        const want = gumbelPick(x, s, pos);
+        if (peak === 30) assert.equal(want, 0);
+        assert.equal((await readU32(k, step, 2))[1], want, `peak ${peak} pos ${pos}`);
+      }
       assert.throws(() => k.argmax({ logits: k.buffer(64, 'l'), step: k.buffer(8, 's'), tokens: k.buffer(8, 't'), n: 4, slots: 2, pairs: true, sample: k.buffer(8, 'p') }, own), /pairs/);
     });
     await t.test(`lm_head GEMV's argmax epilogue + argmax over its pairs = argmax of the logits (ties, NaN, parts, folded LayerNorm) ${name}`, async () => {

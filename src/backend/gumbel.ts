@@ -17,10 +17,14 @@ import { fail } from '../util/errors.js';
 /** Draw parameters: 1 / temperature (> 0) and a 32-bit seed. */
 export interface GumbelSampling { invTemperature: number; seed: number }
 
+/** The largest 1 / temperature a draw takes; generate() treats lower temperatures as greedy. */
+export const MAX_INV_TEMPERATURE = 1e30;
+
 /** A one-line error for draw parameters a runner cannot use (temperature 0 is greedy: no sampling object). */
 export function checkSampling(s: GumbelSampling | undefined): void {
   if (s === undefined) return;
-  if (!(s.invTemperature > 0 && Number.isFinite(s.invTemperature))) fail(`sampling needs 1 / temperature > 0 and finite, got ${s.invTemperature}`);
+  // (1e30: within f32's range with logits of any size OPT gives; a temperature that low is greedy.)
+  if (!(s.invTemperature > 0 && s.invTemperature <= MAX_INV_TEMPERATURE)) fail(`sampling needs 1 / temperature in (0, 1e30], got ${s.invTemperature}`);
   if (!Number.isInteger(s.seed)) fail(`sampling needs an integer seed, got ${s.seed}`);
 }
 
@@ -31,17 +35,31 @@ export function pcgHash(v: number): number {
   return ((w >>> 22) ^ w) >>> 0;
 }
 
-/** The uniform in (0, 1) of token `id` at `pos` under `seed`: 24 bits of hash, centred in their step. */
+/**
+ * The uniform in (0, 1) of token `id` at `pos` under `seed`: 23 bits of hash, centred in their step,
+ * so that it and 1 − it are exact in f32 too (24 bits would round the top step's centre to 1.0 there,
+ * whose −log(−log u) is +Infinity: a token drawn whatever its logit).
+ */
 export function gumbelUniform(seed: number, pos: number, id: number): number {
   const h = pcgHash((id ^ pcgHash((pos ^ pcgHash(seed >>> 0)) >>> 0)) >>> 0);
-  return ((h >>> 8) + 0.5) / 16777216;
+  return ((h >>> 9) + 0.5) / 8388608;
+}
+
+/**
+ * −log u, the exponential variate of the draw: for u within 2^-10 of 1 from 1 − u by its series (the
+ * GPU's log is accurate to an absolute ~2^-21 only, which there is most of −log u itself), else −log u.
+ * The WGSL copy (kernels/argmax.ts) takes the same branch.
+ */
+export function expVariate(u: number): number {
+  const e = 1 - u;
+  return e < 1 / 1024 ? e * (1 + e * (0.5 + e / 3)) : -Math.log(u);
 }
 
 /** The token drawn from softmax(logits · invTemperature) at position `pos` (the position of the token whose logits these are). */
 export function gumbelPick(logits: Float32Array, s: GumbelSampling, pos: number): number {
   let best = 0, bestKey = -Infinity, any = false;
   for (let i = 0; i < logits.length; i++) {
-    const k = logits[i] * s.invTemperature - Math.log(-Math.log(gumbelUniform(s.seed, pos, i)));
+    const k = logits[i] * s.invTemperature - Math.log(expVariate(gumbelUniform(s.seed, pos, i)));
     if (Number.isNaN(k)) continue;
     if (!any || k > bestKey) { best = i; bestKey = k; any = true; }
   }

@@ -3,7 +3,7 @@ import { logSumExp } from '../eval/logprob.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import { fail } from '../util/errors.js';
 import { argmax, isGreedy, sample, seededRandom, validateSampling, type SamplingOptions } from './sampler.js';
-import { gumbelPick, type GumbelSampling } from '../backend/gumbel.js';
+import { gumbelPick, MAX_INV_TEMPERATURE, type GumbelSampling } from '../backend/gumbel.js';
 
 export interface GenerateOptions extends SamplingOptions {
   /** Tokens to generate at most (default 64). */
@@ -102,8 +102,11 @@ export function generate(runner: Runner, tokenizer: TextTokenizer, prompt: strin
   const random = seededRandom(seed);
   // Sampling by temperature alone draws by the Gumbel-max rule (backend/gumbel.ts), which chains on
   // the device like greedy decoding; top-k and top-p sort the candidates on the host (sample).
-  const gumbel: GumbelSampling | undefined = !isGreedy(o) && !(o.topK && o.topK > 0) && (o.topP ?? 1) === 1
-    ? { invTemperature: 1 / (o.temperature ?? 1), seed: seed >>> 0 } : undefined;
+  // (A temperature below 1e-30 draws the argmax anyway: greedy.)
+  const invT = 1 / (o.temperature ?? 1);
+  const greedy = isGreedy(o) || invT > MAX_INV_TEMPERATURE;
+  const gumbel: GumbelSampling | undefined = !greedy && !(o.topK && o.topK > 0) && (o.topP ?? 1) === 1
+    ? { invTemperature: invT, seed: seed >>> 0 } : undefined;
 
   let resolve!: (r: GenerationResult) => void, reject!: (e: unknown) => void;
   const result = new Promise<GenerationResult>((a, b) => { resolve = a; reject = b; });
@@ -146,7 +149,7 @@ export function generate(runner: Runner, tokenizer: TextTokenizer, prompt: strin
     const prefillMs = now() - t0;
     const t1 = now();
     // The i-th generated token is drawn from the logits of the token at position promptIds.length - 1 + i.
-    const pick = (l: Float32Array, i: number) => gumbel ? gumbelPick(l, gumbel, promptIds.length - 1 + i) : isGreedy(o) ? argmax(l) : sample(l, o, random);
+    const pick = (l: Float32Array, i: number) => gumbel ? gumbelPick(l, gumbel, promptIds.length - 1 + i) : greedy ? argmax(l) : sample(l, o, random);
     if (topN !== undefined) {
       // Logprobs read every step's logits: the host loop, greedy and Gumbel draws included (the same
       // picks as decodeGreedy's).
@@ -158,7 +161,7 @@ export function generate(runner: Runner, tokenizer: TextTokenizer, prompt: strin
         if (!more) break;
         if (i + 1 < budget) logits = await runner.forward([next]);
       }
-    } else if (budget > 0 && (isGreedy(o) || gumbel)) {
+    } else if (budget > 0 && (greedy || gumbel)) {
       // The first token comes from the prompt's logits; the runner chains the other budget - 1.
       const first = pick(logits, 0);
       if (accept(first) && budget > 1) yield* chained(first, budget - 1);

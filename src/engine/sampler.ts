@@ -33,7 +33,7 @@ export function topIds(logits: Float32Array, k: number): number[] {
   const best: number[] = [];
   for (let i = 0; i < logits.length; i++) {
     const v = logits[i];
-    if (best.length === k && !(v > logits[best[k - 1]])) continue;
+    if (v !== v || (best.length === k && !(v > logits[best[k - 1]]))) continue;   // NaN: never a candidate
     let j = best.length === k ? k - 1 : best.length;
     while (j > 0 && v > logits[best[j - 1]]) j--;
     if (best.length < k) best.push(0);

@@ -39,7 +39,7 @@ export function argmaxWorkgroupSize(l: { maxComputeInvocationsPerWorkgroup: numb
 
 export const argmaxKey = (wg: number, sg: boolean, pairs = false, sample = false) => `argmax_step_wg${wg}${sg ? '_sg' : ''}${pairs ? '_pairs' : ''}${sample ? '_sample' : ''}`;
 
-/** WGSL `pcg(v)` and `gumbelU(seed, pos, id)`: backend/gumbel.ts's pcgHash and gumbelUniform (f32: 24 bits exact). */
+/** WGSL `pcg(v)`: backend/gumbel.ts's pcgHash. */
 export const gumbelWgsl = `fn pcg(v: u32) -> u32 {
   let s = v * 747796405u + 2891336453u;
   let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
@@ -100,8 +100,12 @@ ${gumbelWgsl}
 var<private> IT: f32;    // 1 / temperature
 var<private> SH: u32;    // pcg(pos ^ pcg(seed)): the id's hash input is id ^ SH
 fn kat(i: u32) -> u32 {
-  let u = (f32(pcg(i ^ SH) >> 8u) + 0.5) * (1.0 / 16777216.0);
-  return key(bitcast<u32>(bitcast<f32>(x[i]) * IT - log(-log(u))));
+  // 23 bits: u and 1 − u exact (gumbel.ts gumbelUniform, expVariate).
+  let m = f32(pcg(i ^ SH) >> 9u) + 0.5;
+  let u = m * (1.0 / 8388608.0);
+  let e = (8388608.0 - m) * (1.0 / 8388608.0);
+  let nl = select(-log(u), e * (1.0 + e * (0.5 + e / 3.0)), e < 0.0009765625);
+  return key(bitcast<u32>(bitcast<f32>(x[i]) * IT - log(nl)));
 }` : 'fn kat(i: u32) -> u32 { return key(x[i]); }'}
 fn iat(i: u32) -> u32 { return i; }`}
 
