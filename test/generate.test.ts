@@ -95,6 +95,9 @@ test('sampler: top-k by one-pass selection gives a stable sort\'s first k (ties 
     const sorted = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a]).slice(0, k);
     assert.deepEqual(topIds(logits, k), sorted, `V=${V} k=${k}`);
   }
+  // NaN is never a candidate; a row of NaN falls back to argmax's rule (id 0).
+  assert.deepEqual(topIds(Float32Array.from([3, NaN, 1, 5, 9, 7]), 2), [4, 5]);
+  assert.equal(sample(new Float32Array(100).fill(NaN), { temperature: 1, topK: 3 }, r), 0);
   // The draws equal those of the full sort's candidates (the sampler before the selection).
   const logits = Float32Array.from({ length: 5000 }, (_, i) => Math.sin(i * 0.37) * 3);
   const ref = (o: { temperature: number; topK: number; topP?: number }, random: () => number) => {

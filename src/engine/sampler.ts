@@ -51,6 +51,7 @@ export function sample(logits: Float32Array, o: SamplingOptions, random: () => n
   // A small k is selected in one pass: sorting OPT's 50272 logits took most of a host-sampled step.
   const idx = o.topK && o.topK > 0 && o.topK * 8 < logits.length ? topIds(logits, o.topK)
     : Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a]).slice(0, o.topK && o.topK > 0 ? o.topK : undefined);
+  if (idx.length === 0) return argmax(logits);   // every logit NaN: argmax's rule (id 0)
   const max = logits[idx[0]];
   const p = idx.map((i) => Math.exp((logits[i] - max) / temp));
   const sum = p.reduce((a, b) => a + b, 0);
