@@ -161,7 +161,8 @@ const PLAN_CACHE_MAX = 320;
  */
 const PLAN_CACHE_DISPATCHES = 65536;
 /** What follows the layers: nothing, the last row's logits, every row's, or the last row's logits
- *  and the argmax kernel that feeds the pick to the next step (decodeGreedy). */
+ *  and the argmax kernel that feeds the pick to the next step (decodeGreedy: 'greedy'; 'sample' draws
+ *  by temperature instead, kernels/argmax.ts SAMPLE). */
 type Head = 'none' | 'last' | 'all' | 'greedy' | 'sample';
 
 /**
