@@ -1,7 +1,7 @@
 // Sampled decode on the WebGPU runner, ms a token: greedy chained on the device (decodeGreedy), sampling
 // by temperature chained (decodeGreedy with the Gumbel draw, kernels/argmax.ts SAMPLE), and the host
 // loop sampling took before (one awaited forward a token, logits read back, `sample` on the host:
-// temperature alone, and with top-k 40, which still runs this way). Synthetic fp16 weights, a random
+// temperature alone, and with top-k 40, chained now too). Synthetic fp16 weights, a random
 // 128-token prompt, SAMPLING_GEN (64) tokens after a warm-up round.
 //
 //   npx tsc -p . && node bench/sampling.mjs          # on the GPU host (carry dist); SAMPLING_SHAPES (opt-1.3b,opt-6.7b)
@@ -40,6 +40,7 @@ for (const shape of shapes) {
     'greedy, chained': () => chain(undefined),
     'temperature 1, chained (Gumbel)': () => chain({ invTemperature: 1, seed: 5 }),
     'temperature 1, host loop (before)': () => host({ temperature: 1 }),
+    'temperature 1 + top-k 40, chained (Gumbel)': () => chain({ invTemperature: 1, seed: 5, topK: 40 }),
     'temperature 1 + top-k 40, host loop': () => host({ temperature: 1, topK: 40 }),
   };
   for (const f of Object.values(forms)) await f(); // warm-up: pipelines, plans

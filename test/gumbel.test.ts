@@ -19,6 +19,22 @@ test('gumbelPick draws from softmax(logits / T): frequencies over 40,000 positio
   }
 });
 
+test('gumbelPick with top-k draws from the softmax over the k largest logits only', () => {
+  const logits = Float32Array.from([1.2, -0.3, 0.5, 2.0, -2.5, 0.0, 1.9, 1.2]);
+  const k = 4, top = [3, 6, 0, 7];   // the four largest; 0 and 7 tie, both in
+  const z = top.map((i) => Math.exp(logits[i])), sum = z.reduce((a, b) => a + b, 0);
+  const N = 40000, count = new Map<number, number>();
+  for (let pos = 0; pos < N; pos++) { const id = gumbelPick(logits, { invTemperature: 1, seed: 4, topK: k }, pos); count.set(id, (count.get(id) ?? 0) + 1); }
+  assert.deepEqual([...count.keys()].sort((a, b) => a - b), [...top].sort((a, b) => a - b));
+  top.forEach((id, j) => {
+    const p = z[j] / sum, sd = Math.sqrt(N * p * (1 - p));
+    assert.ok(Math.abs(count.get(id)! - N * p) < 4.5 * sd + 1, `id ${id}: ${count.get(id)} against ${(N * p).toFixed(0)}`);
+  });
+  // k = 3 cuts the tie by id: 0 is in, 7 is out (topIds: a stable sort's first k).
+  for (let pos = 0; pos < 2000; pos++) assert.notEqual(gumbelPick(logits, { invTemperature: 1, seed: 4, topK: 3 }, pos), 7);
+  assert.throws(() => checkSampling({ invTemperature: 1, seed: 1, topK: 0 }), /top-k an integer >= 1/);
+});
+
 test('gumbelPick: the same (seed, position) the same token; other seeds and positions other draws; NaN never, ties lowest', () => {
   const logits = Float32Array.from({ length: 500 }, (_, i) => Math.sin(i));
   const s = { invTemperature: 1, seed: 5 };

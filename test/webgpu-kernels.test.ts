@@ -588,6 +588,17 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
         assert.equal((await readU32(k, step, 2))[1], want, `peak ${peak} pos ${pos}`);
       }
       assert.throws(() => k.argmax({ logits: k.buffer(64, 'l'), step: k.buffer(8, 's'), tokens: k.buffer(8, 't'), n: 4, slots: 2, pairs: true, sample: k.buffer(8, 'p') }, own), /pairs/);
+      // SEL: top-k sampling, the draw among the ids topk.ts selects (the runner's 'sample' head with k).
+      for (const [n, topK] of [[1031, 7], [50272, 40], [300, 299]]) for (const pos of [3, 40]) {
+        const x = randomArray(n, r).map((v) => 3 * v);
+        const s = { invTemperature: 0.8, seed: 77, topK };
+        const samp = k.f32Buffer(Uint32Array.from([new Uint32Array(Float32Array.of(0.8).buffer)[0], 77]), 'samp');
+        const step = k.f32Buffer(Uint32Array.from([pos, 0]), 'step'), logits = k.f32Buffer(x, 'logits'), sel = k.buffer(4 * topK, 'sel');
+        await runNow(k, [k.topK({ scores: logits, out: sel, n, k: topK, T: 1, inStride: n, outStride: topK }, own),
+          k.argmax({ logits, step, tokens: k.f32Buffer(new Uint32Array(slots), 'tokens'), n: topK, slots, sample: samp, sel }, own)], own);
+        assert.equal((await readU32(k, step, 2))[1], gumbelPick(x, s, pos), `n=${n} k=${topK} pos=${pos}`);
+      }
+      assert.throws(() => k.argmax({ logits: k.buffer(64, 'l'), step: k.buffer(8, 's'), tokens: k.buffer(8, 't'), n: 4, slots: 2, sel: k.buffer(16, 'i') }, own), /form of sampling/);
     });
     await t.test(`lm_head GEMV's argmax epilogue + argmax over its pairs = argmax of the logits (ties, NaN, parts, folded LayerNorm) ${name}`, async () => {
       // The greedy head's two halves (gemv.ts AMAX, argmax.ts PAIRS) against the CPU rule over the

@@ -609,19 +609,19 @@ test('webgpu generate: greedy chained on the device streams the same pieces, ids
   g.dispose();
 });
 
-test('webgpu generate: sampling by temperature chains on the device (the Gumbel draw): the host loop\'s pieces and ids, with logprobs too, and the CPU runner\'s (5m)', async (t) => {
+test('webgpu generate: sampling by temperature (and top-k) chains on the device (the Gumbel draw): the host loop\'s pieces and ids, with logprobs too, and the CPU runner\'s (5m)', async (t) => {
   gpu ??= await gpuOrSkip(t);
   if (!gpu) return;
   const ck = await checkpoint(MODELS['5m']);
   const g = await createWebGpuRunner(ck.config, ck.weights, { gpu });
-  const run = async (r: Runner, o: { temperature: number; seed: number; maxTokens: number; stop?: string[]; logprobs?: number }) => {
+  const run = async (r: Runner, o: { temperature: number; topK?: number; seed: number; maxTokens: number; stop?: string[]; logprobs?: number }) => {
     const gen = generate(r, ck.tokenizer, 'It was a dark and stormy night, and', o);
     const pieces: string[] = [];
     for await (const p of gen) pieces.push(p);
     const res = await gen.result;
     return { pieces, ids: res.generatedIds, finish: res.finishReason, position: r.position };
   };
-  for (const o of [{ temperature: 1, seed: 11, maxTokens: 24 }, { temperature: 0.7, seed: 2 ** 32 - 3, maxTokens: 24 }]) {
+  for (const o of [{ temperature: 1, seed: 11, maxTokens: 24 }, { temperature: 0.7, seed: 2 ** 32 - 3, maxTokens: 24 }, { temperature: 0.9, topK: 40, seed: 5, maxTokens: 24 }]) {
     const chained = await run(g, o);
     assert.equal(chained.ids.length, 24);
     // The same draws step by step on the host: the WebGPU runner's own logits, the twin's rule.

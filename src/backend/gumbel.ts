@@ -14,8 +14,11 @@
  */
 import { fail } from '../util/errors.js';
 
-/** Draw parameters: 1 / temperature (> 0) and a 32-bit seed. */
-export interface GumbelSampling { invTemperature: number; seed: number }
+/** Draw parameters: 1 / temperature (> 0), a 32-bit seed, and top-k (the draw among the k likeliest; none: all). */
+export interface GumbelSampling { invTemperature: number; seed: number; topK?: number }
+
+/** The largest top-k the device draws among (kernels/topk.ts selects them); a larger k draws on the host. */
+export const MAX_DEVICE_TOPK = 1024;
 
 /** The largest 1 / temperature a draw takes; generate() treats lower temperatures as greedy. */
 export const MAX_INV_TEMPERATURE = 1e30;
@@ -26,6 +29,7 @@ export function checkSampling(s: GumbelSampling | undefined): void {
   // (1e30: within f32's range with logits of any size OPT gives; a temperature that low is greedy.)
   if (!(s.invTemperature > 0 && s.invTemperature <= MAX_INV_TEMPERATURE)) fail(`sampling needs 1 / temperature in (0, 1e30], got ${s.invTemperature}`);
   if (!Number.isInteger(s.seed)) fail(`sampling needs an integer seed, got ${s.seed}`);
+  if (s.topK !== undefined && !(Number.isInteger(s.topK) && s.topK >= 1)) fail(`sampling needs top-k an integer >= 1, got ${s.topK}`);
 }
 
 /** PCG's output hash (a 32-bit permutation): the same integer steps as the WGSL `pcg`. */
@@ -55,13 +59,39 @@ export function expVariate(u: number): number {
   return e < 1 / 1024 ? e * (1 + e * (0.5 + e / 3)) : -Math.log(u);
 }
 
-/** The token drawn from softmax(logits · invTemperature) at position `pos` (the position of the token whose logits these are). */
+/**
+ * The token drawn from softmax(logits · invTemperature) at position `pos` (the position of the token
+ * whose logits these are); with topK, from that softmax over the k largest logits (topIds) only.
+ */
 export function gumbelPick(logits: Float32Array, s: GumbelSampling, pos: number): number {
   let best = 0, bestKey = -Infinity, any = false;
-  for (let i = 0; i < logits.length; i++) {
+  const n = s.topK !== undefined && s.topK < logits.length ? s.topK : logits.length;
+  const ids = n < logits.length ? topIds(logits, n).sort((a, b) => a - b) : null;
+  if (ids && ids.length === 0) return 0;   // every logit NaN: argmax's rule
+  for (let j = 0; j < (ids ? ids.length : n); j++) {
+    const i = ids ? ids[j] : j;
     const k = logits[i] * s.invTemperature - Math.log(expVariate(gumbelUniform(s.seed, pos, i)));
     if (Number.isNaN(k)) continue;
     if (!any || k > bestKey) { best = i; bestKey = k; any = true; }
   }
   return best;
 }
+
+/**
+ * The k largest logits' ids, largest first, ties to the lower id (a stable sort's first k): one pass
+ * keeping the best k in order, each later id entering only above the k-th (NaN never does).
+ */
+export function topIds(logits: Float32Array, k: number): number[] {
+  const best: number[] = [];
+  for (let i = 0; i < logits.length; i++) {
+    const v = logits[i];
+    if (v !== v || (best.length === k && !(v > logits[best[k - 1]]))) continue;   // NaN: never a candidate
+    let j = best.length === k ? k - 1 : best.length;
+    while (j > 0 && v > logits[best[j - 1]]) j--;
+    if (best.length < k) best.push(0);
+    best.copyWithin(j + 1, j, best.length - 1);
+    best[j] = i;
+  }
+  return best;
+}
+

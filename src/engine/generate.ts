@@ -3,7 +3,7 @@ import { logSumExp } from '../eval/logprob.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import { fail } from '../util/errors.js';
 import { argmax, isGreedy, sample, seededRandom, validateSampling, type SamplingOptions } from './sampler.js';
-import { gumbelPick, MAX_INV_TEMPERATURE, type GumbelSampling } from '../backend/gumbel.js';
+import { gumbelPick, MAX_DEVICE_TOPK, MAX_INV_TEMPERATURE, type GumbelSampling } from '../backend/gumbel.js';
 
 export interface GenerateOptions extends SamplingOptions {
   /** Tokens to generate at most (default 64). */
@@ -76,9 +76,10 @@ const now = () => performance.now();
  * Streams generated text. Pieces are emitted only once they decode to whole characters (a byte-level
  * BPE token can end inside a UTF-8 sequence) and cannot be the start of a stop string.
  *
- * Greedy decoding, and sampling by temperature alone (the Gumbel-max draw, backend/gumbel.ts), run
- * chained (runner.decodeGreedy: on WebGPU the device picks each token and feeds it to the next step,
- * no logits read back); top-k and top-p read each step's logits and sample on the host. With
+ * Greedy decoding, and sampling by temperature with or without top-k (the Gumbel-max draw,
+ * backend/gumbel.ts), run chained (runner.decodeGreedy: on WebGPU the device picks each token and
+ * feeds it to the next step, no logits read back); top-p reads each step's logits and samples on the
+ * host (as does top-k above MAX_DEVICE_TOPK, by the same Gumbel rule). With
  * `logprobs`, every form runs on the host (it must read the logits), with the same picks: argmax, or
  * the Gumbel draw at the same positions and seed.
  *
@@ -100,13 +101,14 @@ export function generate(runner: Runner, tokenizer: TextTokenizer, prompt: strin
   const stops = (o.stop ?? []).filter((s) => s.length > 0);
   const seed = o.seed ?? Math.floor(Math.random() * 2 ** 32);
   const random = seededRandom(seed);
-  // Sampling by temperature alone draws by the Gumbel-max rule (backend/gumbel.ts), which chains on
-  // the device like greedy decoding; top-k and top-p sort the candidates on the host (sample).
-  // (A temperature below 1e-30 draws the argmax anyway: greedy.)
+  // Sampling by temperature, with or without top-k, draws by the Gumbel-max rule (backend/gumbel.ts),
+  // which chains on the device like greedy decoding (top-k up to MAX_DEVICE_TOPK); top-p sorts the
+  // candidates on the host (sample). (A temperature below 1e-30 draws the argmax anyway: greedy.)
   const invT = 1 / (o.temperature ?? 1);
   const greedy = isGreedy(o) || invT > MAX_INV_TEMPERATURE;
-  const gumbel: GumbelSampling | undefined = !greedy && !(o.topK && o.topK > 0) && (o.topP ?? 1) === 1
-    ? { invTemperature: invT, seed: seed >>> 0 } : undefined;
+  const gumbel: GumbelSampling | undefined = !greedy && (o.topP ?? 1) === 1
+    ? { invTemperature: invT, seed: seed >>> 0, ...(o.topK && o.topK > 0 ? { topK: o.topK } : {}) } : undefined;
+  const chainable = greedy || (gumbel !== undefined && (gumbel.topK ?? 0) <= MAX_DEVICE_TOPK);
 
   let resolve!: (r: GenerationResult) => void, reject!: (e: unknown) => void;
   const result = new Promise<GenerationResult>((a, b) => { resolve = a; reject = b; });
@@ -161,14 +163,14 @@ export function generate(runner: Runner, tokenizer: TextTokenizer, prompt: strin
         if (!more) break;
         if (i + 1 < budget) logits = await runner.forward([next]);
       }
-    } else if (budget > 0 && (greedy || gumbel)) {
+    } else if (budget > 0 && chainable) {
       // The first token comes from the prompt's logits; the runner chains the other budget - 1.
       const first = pick(logits, 0);
       if (accept(first) && budget > 1) yield* chained(first, budget - 1);
       else yield* pieces.splice(0);
     } else {
       for (let i = 0; i < budget; i++) {
-        const next = sample(logits, o, random);
+        const next = pick(logits, i);
         const more = accept(next);
         yield* pieces.splice(0);
         if (!more) break;

@@ -1,6 +1,7 @@
 import { fail } from '../util/errors.js';
 import { argmax } from '../backend/cpu/kernels.js';
 import { seededRandom } from '../util/random.js';
+import { topIds } from '../backend/gumbel.js';
 
 export interface SamplingOptions {
   /** 0 is greedy (argmax). */
@@ -18,29 +19,11 @@ export function validateSampling(o: SamplingOptions): void {
 }
 
 /** The CPU twin of the GPU's greedy pick (ties: lowest index; NaN never wins). */
-export { argmax, seededRandom };
+export { argmax, seededRandom, topIds };
 
 /** Greedy picks argmax: temperature 0, or top-k 1 (one candidate left, whatever the temperature). */
 export function isGreedy(o: SamplingOptions): boolean {
   return o.temperature === 0 || o.topK === 1;
-}
-
-/**
- * The k largest logits' ids, largest first, ties to the lower id (a stable sort's first k): one pass
- * keeping the best k in order, each later id entering only above the k-th (NaN never does).
- */
-export function topIds(logits: Float32Array, k: number): number[] {
-  const best: number[] = [];
-  for (let i = 0; i < logits.length; i++) {
-    const v = logits[i];
-    if (v !== v || (best.length === k && !(v > logits[best[k - 1]]))) continue;   // NaN: never a candidate
-    let j = best.length === k ? k - 1 : best.length;
-    while (j > 0 && v > logits[best[j - 1]]) j--;
-    if (best.length < k) best.push(0);
-    best.copyWithin(j + 1, j, best.length - 1);
-    best[j] = i;
-  }
-  return best;
 }
 
 /** Picks the next token from one position's logits. */

@@ -900,12 +900,15 @@ export class Kernels {
    * the length of `tokens`. `wg` forces a workgroup size (tests run the 256-thread form).
    */
   /** Greedy's pick into step and tokens (kernels/argmax.ts) from n logits, or with `pairs` from n (key, index) pairs (linear's `amax`). */
-  /** `sample`: [invT's f32 bits, seed] (argmax.ts SAMPLE): a draw by temperature instead of the argmax. */
-  argmax(a: { logits: GPUBuffer; step: GPUBuffer; tokens: GPUBuffer; n: number; slots: number; wg?: number; pairs?: boolean; sample?: GPUBuffer }, own: GPUBuffer[]): Dispatch {
-    const wg = a.wg ?? argmaxWorkgroupSize(this.gpu.limits), sg = this.feats.subgroups, pairs = !!a.pairs, sample = !!a.sample;
-    const key = argmaxKey(wg, sg, pairs, sample);
-    return this.dispatch(key, this.pipeline(key, () => argmaxWgsl(wg, sg, pairs, sample)), [a.n, a.slots],
-      [[1, a.logits], [2, a.step], [3, a.tokens], ...(a.sample ? [[4, a.sample]] as [number, Entry][] : [])], [1, 1, 1], own);
+  /**
+   * `sample`: [invT's f32 bits, seed] (argmax.ts SAMPLE): a draw by temperature instead of the argmax;
+   * with `sel`, among the n ids it holds (SEL: top-k sampling).
+   */
+  argmax(a: { logits: GPUBuffer; step: GPUBuffer; tokens: GPUBuffer; n: number; slots: number; wg?: number; pairs?: boolean; sample?: GPUBuffer; sel?: GPUBuffer }, own: GPUBuffer[]): Dispatch {
+    const wg = a.wg ?? argmaxWorkgroupSize(this.gpu.limits), sg = this.feats.subgroups, pairs = !!a.pairs, sample = !!a.sample, sel = !!a.sel;
+    const key = argmaxKey(wg, sg, pairs, sample, sel);
+    return this.dispatch(key, this.pipeline(key, () => argmaxWgsl(wg, sg, pairs, sample, sel)), [a.n, a.slots],
+      [[1, a.logits], [2, a.step], [3, a.tokens], ...(a.sample ? [[4, a.sample]] as [number, Entry][] : []), ...(a.sel ? [[5, a.sel]] as [number, Entry][] : [])], [1, 1, 1], own);
   }
 
   /**

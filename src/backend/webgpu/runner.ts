@@ -24,7 +24,7 @@ import { attentionSplitShape } from './kernels/attention.js';
 import { headScoreMatrix } from '../../sparsity/predict.js';
 import { FC2_MAX_SLICES, FC2_MIN_SLICE_ROWS } from './kernels/sparse-mlp.js';
 import { f32bits, fc2OnePass, Kernels, lazyShape, readU32, runNow, unshared, type Dispatch, type GpuMatrix, type LinearArgs, type PlanItem, type Tap } from './ops.js';
-import { checkSampling, type GumbelSampling } from '../gumbel.js';
+import { checkSampling, MAX_DEVICE_TOPK, type GumbelSampling } from '../gumbel.js';
 
 /** Tokens per prefill pass: activations are allocated for this many rows; longer prompts take several passes. */
 const TCAP = 128;
@@ -447,6 +447,9 @@ class GpuRunner implements WebGpuRunner {
   private tokens: GPUBuffer;                                // (maxPositions) u32
   /** The 'sample' head's draw parameters: [1 / temperature as f32 bits, seed] (kernels/argmax.ts SAMPLE). */
   private samp: GPUBuffer;
+  /** The 'sample' head's top-k (0: the whole vocabulary), read when its plans are built (their key holds it), and the k ids it draws among. */
+  private sampleTopK = 0;
+  private sampleSel: GPUBuffer;
   private idStage: GPUBuffer[] = [];                        // CHAIN_WINDOW x one u32
   private chaining = false;
   /** Maps of steps an earlier decodeGreedy queued past its stop; the next one waits for them. */
@@ -510,6 +513,7 @@ class GpuRunner implements WebGpuRunner {
     this.logits = buf(T * c.vocabSize, 'logits');
     this.tokens = buf(c.maxPositions, 'tokens');
     this.samp = buf(2, 'sampling');
+    this.sampleSel = buf(MAX_DEVICE_TOPK, 'sampling top-k ids');
     for (let i = 0; i < CHAIN_WINDOW; i++) this.idStage.push(gpu.device.createBuffer({ label: `greedy id ${i}`, size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }));
   }
 
@@ -1015,7 +1019,7 @@ class GpuRunner implements WebGpuRunner {
   /** `form`: a decode plan's form (stepForm; 4: lazy completion's 'complete' plan); prompts ignore it. */
   private plan(T: number, head: Head, trace: boolean, form = 0): Plan {
     const long = !!(form & 1) && T === 1 && this.k.fuseAttention, odd = !!(form & 2) && T === 1, complete = !!(form & 4) && T === 1;
-    const key = `${T}/${head}/${trace}${long ? '/long' : ''}${odd ? '/odd' : ''}${complete ? '/complete' : ''}`;
+    const key = `${T}/${head}${head === 'sample' ? this.sampleTopK : ''}/${trace}${long ? '/long' : ''}${odd ? '/odd' : ''}${complete ? '/complete' : ''}`;
     let p = this.plans.get(key);
     if (p) {
       if (T > 1) { this.plans.delete(key); this.plans.set(key, p); } // most recently used last
@@ -1202,8 +1206,13 @@ class GpuRunner implements WebGpuRunner {
       const greedy = head === 'greedy';
       add(...K.linear({ W: this.lmHead, x: h, inOff: hOff, y: this.logits, T: rows, ln, amax: greedy ? this.amaxPairs : undefined }, own));
       if (greedy) add(K.argmax({ logits: this.amaxPairs, step: this.step, tokens: this.tokens, n: this.amaxSlots, slots: c.maxPositions, pairs: true }, own));
-      // Sampling keys every logit (the draw's noise is per id), so it scans the row, not the pairs.
-      if (head === 'sample') add(K.argmax({ logits: this.logits, step: this.step, tokens: this.tokens, n: c.vocabSize, slots: c.maxPositions, sample: this.samp }, own));
+      // Sampling keys every logit (the draw's noise is per id), so it scans the row, not the pairs; with
+      // top-k, among the k largest (kernels/topk.ts, the set in sampleSel).
+      if (head === 'sample') {
+        const k = this.sampleTopK;
+        if (k) add(K.topK({ scores: this.logits, out: this.sampleSel, n: c.vocabSize, k, T: 1, inStride: c.vocabSize, outStride: k }, own));
+        add(K.argmax({ logits: this.logits, step: this.step, tokens: this.tokens, n: k || c.vocabSize, slots: c.maxPositions, sample: this.samp, ...(k ? { sel: this.sampleSel } : {}) }, own));
+      }
     }
     return { items, own, dispatches: items.filter((i) => 'd' in i).length };
   }
@@ -1421,7 +1430,10 @@ class GpuRunner implements WebGpuRunner {
     const c = this.config, dev = this.k.device, W = CHAIN_WINDOW;
     if (this.chaining) fail('decodeGreedy is already running on this runner');
     checkSampling(sampling);
+    const topK = sampling?.topK !== undefined && sampling.topK < c.vocabSize ? sampling.topK : 0;
+    if (topK > MAX_DEVICE_TOPK) fail(`decodeGreedy draws among at most ${MAX_DEVICE_TOPK} ids on the device, asked ${topK}`);
     const head: Head = sampling ? 'sample' : 'greedy';
+    this.sampleTopK = topK;
     if (!(Number.isInteger(maxSteps) && maxSteps >= 0)) fail(`decode steps must be an integer >= 0, got ${maxSteps}`);
     if (!(Number.isInteger(first) && first >= 0 && first < c.vocabSize)) fail(`token id ${first} is outside the vocabulary of ${c.vocabSize}`);
     // Never queue a step past the context: the last one runs at position pos + maxSteps - 1.

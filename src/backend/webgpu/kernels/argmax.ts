@@ -26,6 +26,8 @@
  * log(−log u), u the uniform of (seed, pos, id) from the same integer hash as the twin, pos = step[0]
  * (the position of the token whose logits these are). Binding 4 holds [invT's f32 bits, seed],
  * written once a generation, so one plan serves every temperature and seed.
+ * SEL (with SAMPLE): the draw among n ids (binding 5, topk.ts's set of the k largest logits): top-k
+ * sampling. (Keys of two ids tie with probability ~0; if they did, the one met first would win.)
  */
 export const ARGMAX_PARAMS = ['n', 'slots'] as const;
 /** Workgroup sizes the kernel is built for: the larger where the adapter allows it (one workgroup
@@ -37,7 +39,7 @@ export function argmaxWorkgroupSize(l: { maxComputeInvocationsPerWorkgroup: numb
   return 256;
 }
 
-export const argmaxKey = (wg: number, sg: boolean, pairs = false, sample = false) => `argmax_step_wg${wg}${sg ? '_sg' : ''}${pairs ? '_pairs' : ''}${sample ? '_sample' : ''}`;
+export const argmaxKey = (wg: number, sg: boolean, pairs = false, sample = false, sel = false) => `argmax_step_wg${wg}${sg ? '_sg' : ''}${pairs ? '_pairs' : ''}${sample ? '_sample' : ''}${sel ? '_sel' : ''}`;
 
 /** WGSL `pcg(v)`: backend/gumbel.ts's pcgHash. */
 export const gumbelWgsl = `fn pcg(v: u32) -> u32 {
@@ -57,8 +59,9 @@ export function argmaxKeyWgsl(name: string): string {
 }`;
 }
 
-export function argmaxWgsl(wg: number, sg: boolean, pairs = false, sample = false): string {
+export function argmaxWgsl(wg: number, sg: boolean, pairs = false, sample = false, sel = false): string {
   if (pairs && sample) throw new Error('argmax: sampling keys each logit: not a form of the pairs scan');
+  if (sel && !sample) throw new Error('argmax: a set of ids is a form of sampling');
   const W = wg;
   const reduce = sg ? `
   // Max key over the workgroup, then the lowest index holding it. Workgroup memory starts zeroed:
@@ -99,15 +102,18 @@ ${sample ? `@group(0) @binding(4) var<storage, read> samp: array<u32>;   // [inv
 ${gumbelWgsl}
 var<private> IT: f32;    // 1 / temperature
 var<private> SH: u32;    // pcg(pos ^ pcg(seed)): the id's hash input is id ^ SH
+${sel ? `@group(0) @binding(5) var<storage, read> sel: array<u32>;   // the ids drawn among
+fn iat(i: u32) -> u32 { return sel[i]; }` : 'fn iat(i: u32) -> u32 { return i; }'}
 fn kat(i: u32) -> u32 {
+  let id = iat(i);
   // 23 bits: u and 1 − u exact (gumbel.ts gumbelUniform, expVariate).
-  let m = f32(pcg(i ^ SH) >> 9u) + 0.5;
+  let m = f32(pcg(id ^ SH) >> 9u) + 0.5;
   let u = m * (1.0 / 8388608.0);
   let e = (8388608.0 - m) * (1.0 / 8388608.0);
   let nl = select(-log(u), e * (1.0 + e * (0.5 + e / 3.0)), e < 0.0009765625);
-  return key(bitcast<u32>(bitcast<f32>(x[i]) * IT - log(nl)));
-}` : 'fn kat(i: u32) -> u32 { return key(x[i]); }'}
-fn iat(i: u32) -> u32 { return i; }`}
+  return key(bitcast<u32>(bitcast<f32>(x[id]) * IT - log(nl)));
+}` : `fn kat(i: u32) -> u32 { return key(x[i]); }
+fn iat(i: u32) -> u32 { return i; }`}`}
 
 fn finish(id: u32) {
   let pos = step[0];
