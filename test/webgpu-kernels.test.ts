@@ -9,7 +9,7 @@ import { argmax, attention, layerNorm, linear, scaleColumns, sparseMlp, topK, tr
 import { Kernels, readF32, readU32, runNow, type LinearArgs } from '../src/backend/webgpu/ops.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
-import { gumbelPick, gumbelUniform } from '../src/backend/gumbel.js';
+import { gumbelPick, gumbelUniform, topIds } from '../src/backend/gumbel.js';
 import { gpuOrSkip, kvBuffer, kvRound, randomMatrix, readKv, readMatrix } from './gpu.js';
 import { randomArray, rng, relErr } from './helpers.js';
 
@@ -597,6 +597,7 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
         await runNow(k, [k.topK({ scores: logits, out: sel, n, k: topK, T: 1, inStride: n, outStride: topK }, own),
           k.argmax({ logits, step, tokens: k.f32Buffer(new Uint32Array(slots), 'tokens'), n: topK, slots, sample: samp, sel }, own)], own);
         assert.equal((await readU32(k, step, 2))[1], gumbelPick(x, s, pos), `n=${n} k=${topK} pos=${pos}`);
+        assert.deepEqual([...await readU32(k, sel, topK)].sort((a, b) => a - b), topIds(x, topK).sort((a, b) => a - b), `the set, n=${n} k=${topK}`);
       }
       assert.throws(() => k.argmax({ logits: k.buffer(64, 'l'), step: k.buffer(8, 's'), tokens: k.buffer(8, 't'), n: 4, slots: 2, sel: k.buffer(16, 'i') }, own), /form of sampling/);
     });

@@ -79,9 +79,10 @@ export interface Runner {
    * the host); steps it queued past the stop are discarded. Same ids as argmax over `forward`'s
    * logits, step by step. Don't call forward or decodeGreedy from `onToken`.
    *
-   * With `sampling`, each step draws from softmax(logits / temperature) instead of taking the argmax:
-   * the Gumbel-max rule of backend/gumbel.ts (`gumbelPick` at the step's position), on the device
-   * on WebGPU, so sampling by temperature chains as greedy decoding does.
+   * With `sampling`, each step draws from softmax(logits / temperature) instead of taking the argmax,
+   * with `topK` among the k largest logits only (a k at or above the vocabulary: all): the Gumbel-max
+   * rule of backend/gumbel.ts (`gumbelPick` at the step's position), on the device on WebGPU (top-k
+   * up to MAX_DEVICE_TOPK there; the CPU runner takes any k), so sampling chains as greedy decoding does.
    */
   decodeGreedy(first: number, maxSteps: number, onToken: (id: number) => boolean, sampling?: GumbelSampling): Promise<number[]>;
   /**

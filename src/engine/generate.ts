@@ -107,7 +107,7 @@ export function generate(runner: Runner, tokenizer: TextTokenizer, prompt: strin
   const invT = 1 / (o.temperature ?? 1);
   const greedy = isGreedy(o) || invT > MAX_INV_TEMPERATURE;
   const gumbel: GumbelSampling | undefined = !greedy && (o.topP ?? 1) === 1
-    ? { invTemperature: invT, seed: seed >>> 0, ...(o.topK && o.topK > 0 ? { topK: o.topK } : {}) } : undefined;
+    ? { invTemperature: invT, seed: seed >>> 0, ...(o.topK && o.topK > 0 && o.topK < V ? { topK: o.topK } : {}) } : undefined;
   const chainable = greedy || (gumbel !== undefined && (gumbel.topK ?? 0) <= MAX_DEVICE_TOPK);
 
   let resolve!: (r: GenerationResult) => void, reject!: (e: unknown) => void;

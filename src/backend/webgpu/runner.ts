@@ -1433,7 +1433,6 @@ class GpuRunner implements WebGpuRunner {
     const topK = sampling?.topK !== undefined && sampling.topK < c.vocabSize ? sampling.topK : 0;
     if (topK > MAX_DEVICE_TOPK) fail(`decodeGreedy draws among at most ${MAX_DEVICE_TOPK} ids on the device, asked ${topK}`);
     const head: Head = sampling ? 'sample' : 'greedy';
-    this.sampleTopK = topK;
     if (!(Number.isInteger(maxSteps) && maxSteps >= 0)) fail(`decode steps must be an integer >= 0, got ${maxSteps}`);
     if (!(Number.isInteger(first) && first >= 0 && first < c.vocabSize)) fail(`token id ${first} is outside the vocabulary of ${c.vocabSize}`);
     // Never queue a step past the context: the last one runs at position pos + maxSteps - 1.
@@ -1443,6 +1442,12 @@ class GpuRunner implements WebGpuRunner {
     this.chaining = true;
     try {
       await this.chainTail;
+      // Decode plans stay cached, and a 'sample' plan holds its k: keep those of one k at a time, so a
+      // server taking any top_k does not pile up plans (the steps an earlier chain queued are done).
+      if (sampling && topK !== this.sampleTopK) {
+        for (const [key, p] of [...this.plans]) if (key.includes('/sample')) { p.own.forEach((b) => b.destroy()); this.plans.delete(key); }
+      }
+      this.sampleTopK = topK;
       const pos0 = this.pos;
       dev.queue.writeBuffer(this.step, 0, Uint32Array.from([pos0, first]));
       if (sampling) dev.queue.writeBuffer(this.samp, 0, Uint32Array.from([f32bits(sampling.invTemperature), sampling.seed >>> 0]));

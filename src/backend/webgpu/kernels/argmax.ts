@@ -27,7 +27,9 @@
  * (the position of the token whose logits these are). Binding 4 holds [invT's f32 bits, seed],
  * written once a generation, so one plan serves every temperature and seed.
  * SEL (with SAMPLE): the draw among n ids (binding 5, topk.ts's set of the k largest logits): top-k
- * sampling. (Keys of two ids tie with probability ~0; if they did, the one met first would win.)
+ * sampling; ties (±Infinity logits) to the lowest id, as elsewhere. A NaN logit: topk.ts may take
+ * it into the set (its key ranks NaN high), where it never wins, so with m NaN logits the draw is
+ * among k − m ids (the twin's topIds skips NaN: among k).
  */
 export const ARGMAX_PARAMS = ['n', 'slots'] as const;
 /** Workgroup sizes the kernel is built for: the larger where the adapter allows it (one workgroup
@@ -62,6 +64,9 @@ export function argmaxKeyWgsl(name: string): string {
 export function argmaxWgsl(wg: number, sg: boolean, pairs = false, sample = false, sel = false): string {
   if (pairs && sample) throw new Error('argmax: sampling keys each logit: not a form of the pairs scan');
   if (sel && !sample) throw new Error('argmax: a set of ids is a form of sampling');
+  // A thread's candidate: a larger key, or (SEL, whose ids need not increase along the scan) an equal
+  // key at a lower id: ties go to the lowest id in every form.
+  const beats = (k: string, id: string) => sel ? `{ let c = ${id}; if (${k} > bk || (${k} == bk && c < bi)) { bk = ${k}; bi = c; } }` : `if (${k} > bk) { bk = ${k}; bi = ${id}; }`;
   const W = wg;
   const reduce = sg ? `
   // Max key over the workgroup, then the lowest index holding it. Workgroup memory starts zeroed:
@@ -134,12 +139,12 @@ ${sample ? `  // Read before the reduction: finish (lid 0, after its barriers) a
   var i = lid + ${W}u;
   for (; i + ${3 * W}u < p.n; i += ${4 * W}u) {
     let k0 = kat(i); let k1 = kat(i + ${W}u); let k2 = kat(i + ${2 * W}u); let k3 = kat(i + ${3 * W}u);
-    if (k0 > bk) { bk = k0; bi = iat(i); }
-    if (k1 > bk) { bk = k1; bi = iat(i + ${W}u); }
-    if (k2 > bk) { bk = k2; bi = iat(i + ${2 * W}u); }
-    if (k3 > bk) { bk = k3; bi = iat(i + ${3 * W}u); }
+    ${beats('k0', 'iat(i)')}
+    ${beats('k1', `iat(i + ${W}u)`)}
+    ${beats('k2', `iat(i + ${2 * W}u)`)}
+    ${beats('k3', `iat(i + ${3 * W}u)`)}
   }
-  for (; i < p.n; i += ${W}u) { let k = kat(i); if (k > bk) { bk = k; bi = iat(i); } }
+  for (; i < p.n; i += ${W}u) { let k = kat(i); ${beats('k', 'iat(i)')} }
 ${reduce}
 }
 `;
