@@ -114,6 +114,30 @@ test('sampler: top-k by one-pass selection gives a stable sort\'s first k (ties 
     const a = seededRandom(9), b = seededRandom(9);
     for (let i = 0; i < 300; i++) assert.equal(sample(logits, o, a), ref(o, b), JSON.stringify(o));
   }
+  // Top-p alone sorts only the logits its nucleus can reach (nucleusIds): the same draws as the full
+  // sort, on OPT's vocabulary with a peaked, a flat and a tied distribution.
+  const r2 = seededRandom(5), V = 50272;
+  const rows = [
+    Float32Array.from({ length: V }, (_, i) => (i % 97 === 0 ? 8 : 0) + 3 * Math.sin(i * 1.3) * r2()),
+    Float32Array.from({ length: V }, () => (r2() + r2() + r2() - 1.5) * 2),
+    Float32Array.from({ length: V }, () => Math.round(r2() * 6)),
+  ];
+  for (const [j, row] of rows.entries()) for (const o of [{ temperature: 1, topP: 0.9 }, { temperature: 0.5, topP: 0.5 }, { temperature: 1.5, topP: 0.999 }]) {
+    const refTopP = (random: () => number) => {
+      const idx = Array.from(row.keys()).sort((a, b) => row[b] - row[a]);
+      const p = idx.map((i) => Math.exp((row[i] - row[idx[0]]) / o.temperature));
+      const sum = p.reduce((a, b) => a + b, 0);
+      let n = 0, c = 0;
+      for (; n < p.length; ) { c += p[n++] / sum; if (c >= o.topP) break; }
+      let x = random() * p.slice(0, n).reduce((a, b) => a + b / sum, 0);
+      for (let i = 0; i < n; i++) { x -= p[i] / sum; if (x <= 0) return idx[i]; }
+      return idx[n - 1];
+    };
+    const a = seededRandom(21), b = seededRandom(21);
+    for (let i = 0; i < 40; i++) assert.equal(sample(row, o, a), refTopP(b), `row ${j} ${JSON.stringify(o)} draw ${i}`);
+  }
+  // NaN logits: the full sort's path, no failure.
+  assert.ok(Number.isInteger(sample(Float32Array.from([1, NaN, 2, 0.5]), { temperature: 1, topP: 0.9 }, r2)));
 });
 
 test('post-LayerNorm, project_in/out and an untied lm_head load and run', async () => {
