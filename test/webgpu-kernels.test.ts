@@ -6,7 +6,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { LN_WGS, layerNormWorkgroupSize } from '../src/backend/webgpu/kernels/layernorm.js';
 import { argmax, attention, layerNorm, linear, scaleColumns, sparseMlp, topK, transpose } from '../src/backend/cpu/kernels.js';
-import { Kernels, readF32, readU32, runNow, type LinearArgs } from '../src/backend/webgpu/ops.js';
+import { f32bits, Kernels, readF32, readU32, runNow, type LinearArgs } from '../src/backend/webgpu/ops.js';
 import type { Gpu } from '../src/backend/webgpu/device.js';
 import { floatsToHalves, halvesToFloats } from '../src/util/f16.js';
 import { gumbelPick, gumbelUniform, topIds } from '../src/backend/gumbel.js';
@@ -556,7 +556,7 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
         const keys = Array.from(x, (v, i) => v * invTemperature - Math.log(-Math.log(gumbelUniform(seed, pos, i)))).filter((k) => !Number.isNaN(k)).sort((a, b) => b - a);
         const near = keys.length > 1 && Number.isFinite(keys[0]) && keys[0] - keys[1] < 1e-4 * Math.max(1, Math.abs(keys[0]));
         const want = gumbelPick(x, s, pos);
-        const samp = k.f32Buffer(Uint32Array.from([new Uint32Array(Float32Array.of(invTemperature).buffer)[0], seed >>> 0]), 'samp');
+        const samp = k.f32Buffer(Uint32Array.from([f32bits(invTemperature), seed >>> 0]), 'samp');
         const step = k.f32Buffer(Uint32Array.from([pos, 12345]), 'step');
         const tokens = k.f32Buffer(new Uint32Array(slots).fill(7), 'tokens');
         await runNow(k, [k.argmax({ logits: k.f32Buffer(x, 'logits'), step, tokens, n: x.length, slots, sample: samp }, own)], own);
@@ -580,7 +580,7 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       for (const peak of [30, 12]) for (const pos of extreme) {
         const x = new Float32Array(V); x[0] = peak;
         const s = { invTemperature: 1, seed };
-        const samp = k.f32Buffer(Uint32Array.from([new Uint32Array(Float32Array.of(1).buffer)[0], seed]), 'samp');
+        const samp = k.f32Buffer(Uint32Array.from([f32bits(1), seed]), 'samp');
         const step = k.f32Buffer(Uint32Array.from([pos, 0]), 'step');
         await runNow(k, [k.argmax({ logits: k.f32Buffer(x, 'logits'), step, tokens: k.f32Buffer(new Uint32Array(slots), 'tokens'), n: V, slots, sample: samp }, own)], own);
         const want = gumbelPick(x, s, pos);
@@ -592,7 +592,7 @@ test('webgpu kernels match their CPU twins on odd shapes', async (t) => {
       for (const [n, topK] of [[1031, 7], [50272, 40], [300, 299]]) for (const pos of [3, 40]) {
         const x = randomArray(n, r).map((v) => 3 * v);
         const s = { invTemperature: 0.8, seed: 77, topK };
-        const samp = k.f32Buffer(Uint32Array.from([new Uint32Array(Float32Array.of(0.8).buffer)[0], 77]), 'samp');
+        const samp = k.f32Buffer(Uint32Array.from([f32bits(0.8), 77]), 'samp');
         const step = k.f32Buffer(Uint32Array.from([pos, 0]), 'step'), logits = k.f32Buffer(x, 'logits'), sel = k.buffer(4 * topK, 'sel');
         await runNow(k, [k.topK({ scores: logits, out: sel, n, k: topK, T: 1, inStride: n, outStride: topK }, own),
           k.argmax({ logits, step, tokens: k.f32Buffer(new Uint32Array(slots), 'tokens'), n: topK, slots, sample: samp, sel }, own)], own);

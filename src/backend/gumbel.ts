@@ -45,9 +45,12 @@ export function pcgHash(v: number): number {
  * whose −log(−log u) is +Infinity: a token drawn whatever its logit).
  */
 export function gumbelUniform(seed: number, pos: number, id: number): number {
-  const h = pcgHash((id ^ pcgHash((pos ^ pcgHash(seed >>> 0)) >>> 0)) >>> 0);
-  return ((h >>> 9) + 0.5) / 8388608;
+  return uniformAt(drawHash(seed, pos), id);
 }
+
+/** The hash of (seed, pos) a draw's ids share (the kernel's SH), and the uniform of one id under it. */
+const drawHash = (seed: number, pos: number) => pcgHash((pos ^ pcgHash(seed >>> 0)) >>> 0);
+const uniformAt = (sh: number, id: number) => ((pcgHash((id ^ sh) >>> 0) >>> 9) + 0.5) / 8388608;
 
 /**
  * −log u, the exponential variate of the draw: for u within 2^-10 of 1 from 1 − u by its series (the
@@ -68,9 +71,10 @@ export function gumbelPick(logits: Float32Array, s: GumbelSampling, pos: number)
   const n = s.topK !== undefined && s.topK < logits.length ? s.topK : logits.length;
   const ids = n < logits.length ? topIds(logits, n).sort((a, b) => a - b) : null;
   if (ids && ids.length === 0) return 0;   // every logit NaN: argmax's rule
+  const sh = drawHash(s.seed, pos);
   for (let j = 0; j < (ids ? ids.length : n); j++) {
     const i = ids ? ids[j] : j;
-    const k = logits[i] * s.invTemperature - Math.log(expVariate(gumbelUniform(s.seed, pos, i)));
+    const k = logits[i] * s.invTemperature - Math.log(expVariate(uniformAt(sh, i)));
     if (Number.isNaN(k)) continue;
     if (!any || k > bestKey) { best = i; bestKey = k; any = true; }
   }

@@ -68,6 +68,8 @@ export interface Generation extends AsyncIterable<string> {
   readonly logprobs: readonly TokenLogprob[];
   /** result.promptLogprobs, filled once the prompt has run (before the first piece). Empty until then or without the option. */
   readonly promptLogprobs: readonly PromptTokenLogprob[];
+  /** The prompt's token ids (result.promptIds), known when generate() returns. */
+  readonly promptIds: readonly number[];
 }
 
 const now = () => performance.now();
@@ -218,6 +220,7 @@ export function generate(runner: Runner, tokenizer: TextTokenizer, prompt: strin
     result,
     logprobs: tokenLogprobs,
     promptLogprobs,
+    promptIds,
     [Symbol.asyncIterator]() {
       const it = run();
       return {

@@ -63,8 +63,8 @@ export class TextTokenizer {
   /**
    * A token's own bytes (UTF-8 of the text it stands for; a token holding part of a multi-byte
    * character holds only those bytes), or null where the tokenizer is not byte-level BPE or the id is
-   * an added token (special or not: its text is as written, not byte-level) or outside the vocabulary. decode([id]) cannot give them: a partial character
-   * decodes to U+FFFD.
+   * an added token (special or not: its text is as written, not byte-level) or outside the vocabulary.
+   * decode([id]) cannot give them: a partial character decodes to U+FFFD.
    */
   tokenBytes(id: number): Uint8Array | null {
     if (!this.byteLevel || this.addedIds.has(id)) return null;

@@ -115,7 +115,7 @@ export function createServer(model: Model, options: ServerOptions = {}): DejavuS
       // get none, and a client dropping the last entry as the generated one (lm-evaluation-harness) would
       // silently drop a prompt token instead: refused, as OpenAI refuses prompt + max_tokens past the context.
       if (job.echo && job.logprobs && (c.options.maxTokens ?? 0) > 0) {
-        const n = typeof c.prompt === 'string' ? model.tokenizer.encode(c.prompt).length : c.prompt.length, ctx = model.config.maxPositions;
+        const n = gen.promptIds.length, ctx = model.config.maxPositions;
         if (n >= ctx) throw fault(`prompt of ${n} tokens fills the model's context of ${ctx}: no room for max_tokens with echo and logprobs (send at most ${ctx - 1} tokens, or max_tokens 0)`);
       }
       // Echoed: a string prompt as it was sent, token ids as they decode (without the clean-up of

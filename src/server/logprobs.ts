@@ -3,10 +3,11 @@
  * promptLogprobs, token ids) become tokens as text with their offsets in the returned text, then the
  * completions object ({tokens, token_logprobs, top_logprobs, text_offset}) or chat's content list.
  *
- * A token's text is tokenizer.decode([id]), and its bytes the vocabulary's own (TextTokenizer.tokenBytes).
- * A token holding part of a multi-byte character decodes to U+FFFD: its text is then written as
- * OpenAI writes such tokens, "bytes:" and its bytes as \xNN escapes ("bytes:\xe2\x80"), so that
- * alternatives stay apart and the bytes can be put back together. Special tokens (OPT's </s>) are "".
+ * A token's text is tokenizer.decode([id]) and its bytes that text's UTF-8 (tokenText). A token
+ * holding part of a multi-byte character decodes to U+FFFD: its text is then written as OpenAI writes
+ * such tokens, "bytes:" and its own bytes (TextTokenizer.tokenBytes) as \xNN escapes
+ * ("bytes:\xe2\x80"), so that alternatives stay apart and the bytes can be put back together.
+ * Special tokens (OPT's </s>) are "".
  */
 import type { PromptTokenLogprob, TokenLogprob } from '../engine/generate.js';
 import type { TextTokenizer } from '../model/tokenizer.js';

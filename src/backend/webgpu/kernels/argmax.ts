@@ -44,7 +44,7 @@ export function argmaxWorkgroupSize(l: { maxComputeInvocationsPerWorkgroup: numb
 export const argmaxKey = (wg: number, sg: boolean, pairs = false, sample = false, sel = false) => `argmax_step_wg${wg}${sg ? '_sg' : ''}${pairs ? '_pairs' : ''}${sample ? '_sample' : ''}${sel ? '_sel' : ''}`;
 
 /** WGSL `pcg(v)`: backend/gumbel.ts's pcgHash. */
-export const gumbelWgsl = `fn pcg(v: u32) -> u32 {
+export const pcgWgsl = `fn pcg(v: u32) -> u32 {
   let s = v * 747796405u + 2891336453u;
   let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
   return (w >> 22u) ^ w;
@@ -104,7 +104,7 @@ ${pairs ? `// Element i: pair i's key as given, and its index.
 fn kat(i: u32) -> u32 { return x[2u * i]; }
 fn iat(i: u32) -> u32 { return x[2u * i + 1u]; }` : `${argmaxKeyWgsl('key')}
 ${sample ? `@group(0) @binding(4) var<storage, read> samp: array<u32>;   // [invT's f32 bits, seed]
-${gumbelWgsl}
+${pcgWgsl}
 var<private> IT: f32;    // 1 / temperature
 var<private> SH: u32;    // pcg(pos ^ pcg(seed)): the id's hash input is id ^ SH
 ${sel ? `@group(0) @binding(5) var<storage, read> sel: array<u32>;   // the ids drawn among
